@@ -1,0 +1,46 @@
+# Two commands set everything up on a fresh machine that has python3 and make:
+#   make demo   run the training workflow end to end on the embedded defaults
+#   make test   lint, type-check and run every test
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+UV := $(VENV)/bin/uv
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
+SCHEMA_DIR ?= $(abspath ../shared/schemas)
+
+.PHONY: demo test lint typecheck unit golden clean help
+
+help:
+	@echo "make demo    train the example model end to end (local runner, MLflow on SQLite, static STAC)"
+	@echo "make test    ruff + mypy + pytest"
+	@echo "make golden  regenerate the committed golden YAML (review the diff!)"
+
+$(UV):
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check uv==0.13.8
+
+$(VENV)/.synced: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen --python $(VENV)/bin/python
+	@touch $@
+
+demo: $(VENV)/.synced
+	$(VENV)/bin/geomlops demo
+
+lint: $(VENV)/.synced
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: $(VENV)/.synced
+	$(VENV)/bin/mypy
+
+unit: $(VENV)/.synced
+	GEOMLOPS_TEST_SCHEMA_DIR=$(SCHEMA_DIR) $(VENV)/bin/pytest
+
+test: lint typecheck unit
+
+golden: $(VENV)/.synced
+	GEOMLOPS_UPDATE_GOLDEN=1 $(VENV)/bin/pytest tests/pipelines/test_golden.py
+
+clean:
+	rm -rf $(VENV) .geomlops .mypy_cache .pytest_cache .ruff_cache

@@ -1,0 +1,186 @@
+"""Typed view of a model's STAC item with the MLM extension.
+
+Only conversion to and from dicts lives here; reading and writing items is the stores' job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from geomlops.errors import InvalidModelItemError
+
+MLM_SCHEMA = "https://stac-extensions.github.io/mlm/v1.5.2/schema.json"
+VERSION_SCHEMA = "https://stac-extensions.github.io/version/v1.2.0/schema.json"
+
+#: fields the MLM extension requires in an item's properties
+REQUIRED_PROPERTIES = ("mlm:name", "mlm:architecture", "mlm:tasks", "mlm:input", "mlm:output")
+
+
+class ModelClass(BaseModel):
+    """One class a model output can take."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str
+    value: int
+
+
+class ModelInput(BaseModel):
+    """One MLM input: its bands and tensor shape."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str
+    bands: tuple[str, ...]
+    shape: tuple[int, ...]
+    dim_order: tuple[str, ...]
+    data_type: str
+
+
+class ModelOutput(BaseModel):
+    """One MLM output: its tasks, shape, classes and post-processing function."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str
+    tasks: tuple[str, ...]
+    shape: tuple[int, ...]
+    dim_order: tuple[str, ...]
+    data_type: str
+    classes: tuple[ModelClass, ...] = ()
+    post_processing_function: str | None = None
+
+
+class ModelSpec(BaseModel):
+    """What the workflows need to know of a model, read from its MLM item."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    id: str
+    name: str
+    title: str | None = None
+    architecture: str
+    tasks: tuple[str, ...]
+    framework: str | None = None
+    inputs: tuple[ModelInput, ...]
+    outputs: tuple[ModelOutput, ...]
+    hyperparameters: dict[str, Any] = {}
+    package_uri: str | None = None
+    training_image: str | None = None
+    inference_image: str | None = None
+    item_href: str | None = None
+
+
+def _require(mapping: Mapping[str, Any], key: str, where: str) -> Any:
+    if key not in mapping or mapping[key] in (None, "", []):
+        raise InvalidModelItemError(f"{where}: required field '{key}' is missing")
+    return mapping[key]
+
+
+def _band_names(raw: Mapping[str, Any], where: str) -> tuple[str, ...]:
+    names = []
+    for i, band in enumerate(raw.get("bands", []) or []):
+        if isinstance(band, str):
+            names.append(band)
+        elif isinstance(band, Mapping) and "name" in band:
+            names.append(str(band["name"]))
+        else:
+            raise InvalidModelItemError(f"{where}.bands[{i}]: expected a name or {{'name': ...}}")
+    return tuple(names)
+
+
+def _function(raw: Mapping[str, Any] | None, where: str) -> str | None:
+    if not raw:
+        return None
+    if raw.get("format") != "python":
+        return None
+    expression = _require(raw, "expression", where)
+    return str(expression)
+
+
+def _asset_href(assets: Mapping[str, Any], role: str) -> str | None:
+    for asset in assets.values():
+        if role in (asset.get("roles") or []):
+            return str(asset["href"])
+    return None
+
+
+def parse_model_item(item: Mapping[str, Any], href: str | None = None) -> ModelSpec:
+    """Turn an MLM item into a :class:`ModelSpec`.
+
+    Args:
+        item: the STAC item as a dict.
+        href: where the item was read from; relative asset hrefs are resolved against it.
+
+    Returns:
+        The typed model spec.
+
+    Raises:
+        InvalidModelItemError: naming the first missing or malformed MLM field.
+    """
+    item_id = _require(item, "id", "item")
+    props = _require(item, "properties", f"item '{item_id}'")
+    where = f"item '{item_id}' properties"
+    for key in REQUIRED_PROPERTIES:
+        _require(props, key, where)
+    assets = item.get("assets") or {}
+    if _asset_href(assets, "mlm:model") is None:
+        raise InvalidModelItemError(f"item '{item_id}' assets: no asset has the required role 'mlm:model'")
+    inputs = []
+    for i, raw in enumerate(props["mlm:input"]):
+        w = f"{where}['mlm:input'][{i}]"
+        tensor = _require(raw, "input", w)
+        inputs.append(
+            ModelInput(
+                name=str(_require(raw, "name", w)),
+                bands=_band_names(raw, w),
+                shape=tuple(_require(tensor, "shape", f"{w}.input")),
+                dim_order=tuple(_require(tensor, "dim_order", f"{w}.input")),
+                data_type=str(_require(tensor, "data_type", f"{w}.input")),
+            )
+        )
+    outputs = []
+    for i, raw in enumerate(props["mlm:output"]):
+        w = f"{where}['mlm:output'][{i}]"
+        result = _require(raw, "result", w)
+        classes = tuple(
+            ModelClass(name=str(c["name"]), value=int(c["value"]))
+            for c in raw.get("classification:classes", []) or []
+        )
+        outputs.append(
+            ModelOutput(
+                name=str(_require(raw, "name", w)),
+                tasks=tuple(_require(raw, "tasks", w)),
+                shape=tuple(_require(result, "shape", f"{w}.result")),
+                dim_order=tuple(_require(result, "dim_order", f"{w}.result")),
+                data_type=str(_require(result, "data_type", f"{w}.result")),
+                classes=classes,
+                post_processing_function=_function(
+                    raw.get("post_processing_function"), f"{w}.post_processing_function"
+                ),
+            )
+        )
+    package = _asset_href(assets, "code")
+    return ModelSpec(
+        id=str(item_id),
+        name=str(props["mlm:name"]),
+        title=props.get("title"),
+        architecture=str(props["mlm:architecture"]),
+        tasks=tuple(props["mlm:tasks"]),
+        framework=props.get("mlm:framework"),
+        inputs=tuple(inputs),
+        outputs=tuple(outputs),
+        hyperparameters=dict(props.get("mlm:hyperparameters") or {}),
+        package_uri=_resolve(package, href),
+        training_image=_asset_href(assets, "mlm:training-runtime"),
+        inference_image=_asset_href(assets, "mlm:inference-runtime"),
+        item_href=href,
+    )
+
+
+def _resolve(target: str | None, base: str | None) -> str | None:
+    if target is None or base is None or "://" in target or target.startswith("/"):
+        return target
+    from pathlib import Path
+
+    base_path = Path(base.removeprefix("file://"))
+    return str((base_path.parent / target).resolve())

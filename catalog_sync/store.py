@@ -1,0 +1,233 @@
+"""The catalogue store interface and the static (pystac JSON) store, the embedded default.
+
+Layout of the static store, readable by pystac and any STAC browser::
+
+    catalog.json
+    <collection>/collection.json
+    <collection>/<item id>/<item id>.json
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+from geomlops.errors import CatalogError, ItemNotFoundError
+
+#: collections every store holds, with their descriptions
+COLLECTIONS = {
+    "models": "Base models: one item per model package, with the MLM extension.",
+    "model-versions": "Trained model versions, linked to their MLflow run, data and code.",
+}
+
+
+class CatalogStore(Protocol):
+    """What the steps need of a STAC catalogue."""
+
+    def get_item(self, collection: str, item_id: str) -> dict[str, Any]:
+        """Return an item; raise ItemNotFoundError if absent."""
+
+    def put_item(self, collection: str, item: dict[str, Any]) -> str:
+        """Insert or replace an item (idempotent); return its href."""
+
+    def delete_item(self, collection: str, item_id: str) -> bool:
+        """Remove an item; return whether it existed."""
+
+    def list_items(self, collection: str) -> list[dict[str, Any]]:
+        """Every item of a collection."""
+
+    def item_href(self, collection: str, item_id: str) -> str:
+        """Where an item is (or would be) stored."""
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write JSON atomically: readers see the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2, sort_keys=False)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise CatalogError(f"{path}: not valid JSON ({err})") from err
+    if not isinstance(data, dict):
+        raise CatalogError(f"{path}: expected a JSON object")
+    return data
+
+
+class StaticCatalog:
+    """A static STAC catalogue on the local file system.
+
+    Args:
+        root: path of ``catalog.json`` (created with the standard collections if absent).
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(str(root).removeprefix("file://")).resolve()
+        self.dir = self.root.parent
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with open(self.dir / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _ensure_root(self) -> None:
+        if self.root.exists():
+            return
+        links: list[dict[str, Any]] = [{"rel": "root", "href": "./catalog.json", "type": "application/json"}]
+        for cid, description in COLLECTIONS.items():
+            links.append(
+                {"rel": "child", "href": f"./{cid}/collection.json", "type": "application/json", "title": cid}
+            )
+            _write_json(self.dir / cid / "collection.json", _collection(cid, description))
+        _write_json(
+            self.root,
+            {
+                "type": "Catalog",
+                "stac_version": "1.1.0",
+                "id": "geomlops",
+                "description": "Models, model versions and predictions of geomlops.",
+                "links": links,
+            },
+        )
+
+    def _collection_path(self, collection: str) -> Path:
+        path = self.dir / collection / "collection.json"
+        if not path.exists():
+            raise ItemNotFoundError(
+                f"collection '{collection}' does not exist in {self.root} "
+                f"(collections: {', '.join(sorted(COLLECTIONS))})"
+            )
+        return path
+
+    def item_href(self, collection: str, item_id: str) -> str:
+        """Where an item is (or would be) stored."""
+        return str(self.dir / collection / item_id / f"{item_id}.json")
+
+    def get_item(self, collection: str, item_id: str) -> dict[str, Any]:
+        """Return an item as a dict.
+
+        Raises:
+            ItemNotFoundError: the collection or the item does not exist.
+        """
+        self._ensure_root()
+        self._collection_path(collection)
+        path = Path(self.item_href(collection, item_id))
+        if not path.exists():
+            raise ItemNotFoundError(f"no item '{item_id}' in collection '{collection}' ({self.root})")
+        return _read_json(path)
+
+    def put_item(self, collection: str, item: dict[str, Any]) -> str:
+        """Insert or replace an item; the collection's links and extent follow.
+
+        Returns:
+            The item's path.
+        """
+        item_id = item.get("id")
+        if not isinstance(item_id, str) or not item_id or "/" in item_id:
+            raise CatalogError(f"item 'id': expected a non-empty string without '/', got {item_id!r}")
+        with self._locked():
+            self._ensure_root()
+            cpath = self._collection_path(collection)
+            stored = dict(item)
+            stored["collection"] = collection
+            own = {"root", "parent", "collection", "self"}
+            stored["links"] = [link for link in item.get("links", []) if link.get("rel") not in own] + [
+                {"rel": "root", "href": "../../catalog.json", "type": "application/json"},
+                {"rel": "parent", "href": "../collection.json", "type": "application/json"},
+                {"rel": "collection", "href": "../collection.json", "type": "application/json"},
+            ]
+            href = self.item_href(collection, item_id)
+            _write_json(Path(href), stored)
+            coll = _read_json(cpath)
+            rel = f"./{item_id}/{item_id}.json"
+            if not any(link.get("href") == rel for link in coll["links"]):
+                coll["links"].append({"rel": "item", "href": rel, "type": "application/geo+json"})
+            _grow_extent(coll, stored)
+            _write_json(cpath, coll)
+        return href
+
+    def delete_item(self, collection: str, item_id: str) -> bool:
+        """Remove an item and its link; return whether it existed."""
+        with self._locked():
+            self._ensure_root()
+            cpath = self._collection_path(collection)
+            path = Path(self.item_href(collection, item_id))
+            if not path.exists():
+                return False
+            coll = _read_json(cpath)
+            rel = f"./{item_id}/{item_id}.json"
+            coll["links"] = [link for link in coll["links"] if link.get("href") != rel]
+            _write_json(cpath, coll)
+            path.unlink()
+            with contextlib.suppress(OSError):
+                path.parent.rmdir()
+            return True
+
+    def list_items(self, collection: str) -> list[dict[str, Any]]:
+        """Every item of a collection, in link order."""
+        self._ensure_root()
+        cpath = self._collection_path(collection)
+        coll = _read_json(cpath)
+        return [
+            _read_json((cpath.parent / link["href"]).resolve())
+            for link in coll["links"]
+            if link.get("rel") == "item"
+        ]
+
+
+def _collection(cid: str, description: str) -> dict[str, Any]:
+    return {
+        "type": "Collection",
+        "stac_version": "1.1.0",
+        "id": cid,
+        "description": description,
+        "license": "other",
+        "extent": {
+            "spatial": {"bbox": [[-180.0, -90.0, 180.0, 90.0]]},
+            "temporal": {"interval": [[None, None]]},
+        },
+        "links": [
+            {"rel": "root", "href": "../catalog.json", "type": "application/json"},
+            {"rel": "parent", "href": "../catalog.json", "type": "application/json"},
+        ],
+    }
+
+
+def _grow_extent(collection: dict[str, Any], item: dict[str, Any]) -> None:
+    bbox = item.get("bbox")
+    if not bbox or len(bbox) != 4:
+        return
+    items = [link for link in collection["links"] if link.get("rel") == "item"]
+    current = collection["extent"]["spatial"]["bbox"][0]
+    if len(items) <= 1 and current == [-180.0, -90.0, 180.0, 90.0]:
+        collection["extent"]["spatial"]["bbox"] = [list(map(float, bbox))]
+        return
+    collection["extent"]["spatial"]["bbox"] = [
+        [
+            min(current[0], bbox[0]),
+            min(current[1], bbox[1]),
+            max(current[2], bbox[2]),
+            max(current[3], bbox[3]),
+        ]
+    ]

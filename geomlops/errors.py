@@ -1,0 +1,67 @@
+"""Errors raised by geomlops.
+
+Every error names the thing that was wrong (a field, a file, a parameter) and what was
+expected. The underlying cause is kept with ``raise ... from err``.
+"""
+
+from __future__ import annotations
+
+
+class GeomlopsError(Exception):
+    """Base class of every error geomlops raises on purpose."""
+
+
+class ModelNotFoundError(GeomlopsError):
+    """Raised when a model id is not in the catalogue."""
+
+
+class InvalidModelItemError(GeomlopsError):
+    """Raised when a model's STAC item lacks an MLM field or has a wrong value."""
+
+
+class SchemaUnavailableError(GeomlopsError):
+    """Raised when a JSON schema an item declares cannot be found offline."""
+
+
+class DatasetNotFoundError(GeomlopsError):
+    """Raised when DVC does not know a dataset path at the requested revision."""
+
+
+class InvalidPackageError(GeomlopsError):
+    """Raised when a model package (MLproject, Dockerfile, MLM item) is incomplete or wrong."""
+
+
+class TrainingFailedError(GeomlopsError):
+    """Raised when the model package's training entry point exits non-zero."""
+
+
+class RegistryError(GeomlopsError):
+    """Raised when the MLflow model registry refuses an operation."""
+
+
+class CatalogError(GeomlopsError):
+    """Raised when the STAC catalogue cannot be read or written."""
+
+
+class ManifestError(GeomlopsError):
+    """Raised when a workflow manifest is malformed or fails validation."""
+
+
+class UnsupportedFeatureError(ManifestError):
+    """Raised when a manifest uses an Argo feature the local runner does not execute."""
+
+
+class ParameterError(GeomlopsError):
+    """Raised when a workflow parameter is undeclared, missing or malformed."""
+
+
+class RunError(GeomlopsError):
+    """Raised when a local workflow run fails or cannot be resumed."""
+
+
+class SubmitError(GeomlopsError):
+    """Raised when a workflow cannot be submitted to an Argo server."""
+
+
+class ItemNotFoundError(CatalogError):
+    """Raised when a collection or item is not in the catalogue."""

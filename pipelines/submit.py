@@ -1,0 +1,138 @@
+"""Submit manifests to an Argo server through its REST API."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from pydantic import BaseModel
+
+from geomlops.errors import SubmitError
+from geomlops.settings import Settings
+
+
+class ArgoRequest(BaseModel):
+    """One HTTP request to the Argo server."""
+
+    purpose: str
+    method: str
+    url: str
+    headers: dict[str, str]
+    body: dict[str, Any]
+    update_url: str | None = None  # PUT here when the create answers 409 (already exists)
+
+    def redacted(self) -> dict[str, Any]:
+        """The request as JSON, with the bearer token hidden."""
+        data = self.model_dump()
+        if "Authorization" in data["headers"]:
+            data["headers"]["Authorization"] = "Bearer ***"
+        return data
+
+
+def _declared(manifest: Mapping[str, Any]) -> set[str]:
+    spec = manifest.get("spec", {})
+    return {p["name"] for p in (spec.get("arguments", {}) or {}).get("parameters", []) or []}
+
+
+def plan_submission(
+    manifest: Mapping[str, Any], parameters: Mapping[str, str], settings: Settings
+) -> list[ArgoRequest]:
+    """The requests that install a WorkflowTemplate and submit a run of it (or create a Workflow).
+
+    Raises:
+        SubmitError: no Argo server configured (GEOMLOPS_ARGO_SERVER).
+        ParameterError: a parameter the manifest does not declare.
+    """
+    from geomlops.errors import ParameterError
+
+    if not settings.argo_server:
+        raise SubmitError("no Argo server: set GEOMLOPS_ARGO_SERVER (e.g. https://argo.example.org:2746)")
+    server = settings.argo_server
+    ns = settings.argo_namespace
+    headers = {"Content-Type": "application/json"}
+    if settings.argo_token:
+        headers["Authorization"] = f"Bearer {settings.argo_token}"
+    unknown = sorted(set(parameters) - _declared(manifest))
+    if unknown:
+        raise ParameterError(
+            f"parameter(s) {', '.join(unknown)} not declared by the workflow "
+            f"(declared: {', '.join(sorted(_declared(manifest))) or 'none'})"
+        )
+    base = server.rstrip("/") + "/api/v1"
+    kind = manifest.get("kind")
+    name = manifest.get("metadata", {}).get("name")
+    if kind == "WorkflowTemplate":
+        return [
+            ArgoRequest(
+                purpose=f"install WorkflowTemplate {name}",
+                method="POST",
+                url=f"{base}/workflow-templates/{ns}",
+                headers=headers,
+                body={"namespace": ns, "template": manifest},
+                update_url=f"{base}/workflow-templates/{ns}/{name}",
+            ),
+            ArgoRequest(
+                purpose=f"submit a workflow from {name}",
+                method="POST",
+                url=f"{base}/workflows/{ns}/submit",
+                headers=headers,
+                body={
+                    "namespace": ns,
+                    "resourceKind": "WorkflowTemplate",
+                    "resourceName": name,
+                    "submitOptions": {"parameters": [f"{k}={v}" for k, v in parameters.items()]},
+                },
+            ),
+        ]
+    if kind == "Workflow":
+        workflow = dict(manifest)
+        spec = dict(workflow.get("spec", {}))
+        args = [
+            {**p, "value": parameters.get(p["name"], p.get("value"))}
+            for p in (spec.get("arguments", {}) or {}).get("parameters", []) or []
+        ]
+        if args:
+            spec["arguments"] = {**spec.get("arguments", {}), "parameters": args}
+        workflow["spec"] = spec
+        return [
+            ArgoRequest(
+                purpose="create workflow",
+                method="POST",
+                url=f"{base}/workflows/{ns}",
+                headers=headers,
+                body={"namespace": ns, "workflow": workflow},
+            )
+        ]
+    raise SubmitError(f"kind '{kind}': submit takes a Workflow or a WorkflowTemplate")
+
+
+def send(plan: list[ArgoRequest], timeout: float = 30.0) -> Iterator[str]:
+    """Send the requests in order; yield one line per request.
+
+    Raises:
+        SubmitError: the server is unreachable or answers with an error (its message kept).
+    """
+    import requests
+
+    for req in plan:
+        try:
+            response = requests.request(
+                req.method, req.url, json=req.body, headers=req.headers, timeout=timeout
+            )
+            if response.status_code == 409 and req.update_url:
+                current = requests.get(req.update_url, headers=req.headers, timeout=timeout)
+                current.raise_for_status()
+                template = dict(req.body["template"])
+                template["metadata"] = {
+                    **template.get("metadata", {}),
+                    "resourceVersion": current.json()["metadata"]["resourceVersion"],
+                }
+                response = requests.put(
+                    req.update_url, json={"template": template}, headers=req.headers, timeout=timeout
+                )
+        except requests.RequestException as err:
+            raise SubmitError(f"{req.purpose}: cannot reach the Argo server at {req.url} ({err})") from err
+        if response.status_code >= 400:
+            raise SubmitError(f"{req.purpose}: HTTP {response.status_code}: {response.text[:500]}")
+        name = response.json().get("metadata", {}).get("name", "")
+        yield f"{req.purpose}: {name}"

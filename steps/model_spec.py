@@ -1,0 +1,34 @@
+"""Fetch a model's STAC item and turn it into a typed model spec."""
+
+from __future__ import annotations
+
+from catalog_sync import open_store
+from catalog_sync.mlm import ModelSpec, parse_model_item
+from geomlops.errors import ItemNotFoundError, ModelNotFoundError
+
+MODELS = "models"
+
+
+def fetch_model_spec(model_id: str, catalog: str) -> ModelSpec:
+    """Read the base item of ``model_id`` from the catalogue and parse its MLM fields.
+
+    Args:
+        model_id: id of the model's item in the ``models`` collection.
+        catalog: the catalogue's root href.
+
+    Returns:
+        The model spec: entry points, images, inputs and outputs.
+
+    Raises:
+        ModelNotFoundError: no such model in the catalogue (the message lists those present).
+        InvalidModelItemError: the item lacks an MLM field (named in the message).
+    """
+    store = open_store(catalog)
+    try:
+        item = store.get_item(MODELS, model_id)
+    except ItemNotFoundError as err:
+        known = sorted(i["id"] for i in store.list_items(MODELS))
+        raise ModelNotFoundError(
+            f"model '{model_id}' is not in the catalogue {catalog} (models: {', '.join(known) or 'none'})"
+        ) from err
+    return parse_model_item(item, href=store.item_href(MODELS, model_id))

@@ -1,0 +1,105 @@
+"""Read and check a model package: MLproject entry points, Dockerfile, MLM item."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict
+
+from geomlops.errors import InvalidPackageError
+
+#: entry points every model package has, and what each is for
+ENTRY_POINTS = {
+    "train": "fit the model and log it to MLflow",
+    "preprocess": "turn source imagery and labels into the training dataset",
+    "postprocess": "turn a predicted mask into vector features",
+    "inference": "predict a mask for an image",
+}
+
+
+class PackageInfo(BaseModel):
+    """What a model package declares."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    path: str
+    name: str
+    entry_points: dict[str, dict[str, Any]]
+    git_commit: str | None
+    content_sha256: str
+
+
+def read_mlproject(package: Path) -> dict[str, Any]:
+    """Parse ``package/MLproject``.
+
+    Raises:
+        InvalidPackageError: the file is absent, not YAML, or has no ``entry_points`` mapping.
+    """
+    path = package / "MLproject"
+    if not path.is_file():
+        raise InvalidPackageError(f"{path}: file not found (a model package needs an MLproject)")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise InvalidPackageError(f"{path}: not valid YAML ({err})") from err
+    if not isinstance(data, dict) or not isinstance(data.get("entry_points"), dict):
+        raise InvalidPackageError(f"{path}: field 'entry_points' missing or not a mapping")
+    return data
+
+
+def describe_package(package: str | Path, required: tuple[str, ...] = ("train",)) -> PackageInfo:
+    """Check that a package has the ``required`` entry points and say what it is.
+
+    Args:
+        package: folder of the model package.
+        required: entry points that must exist.
+
+    Raises:
+        InvalidPackageError: naming the file and the missing entry point.
+    """
+    root = Path(package).resolve()
+    if not root.is_dir():
+        raise InvalidPackageError(f"model package {root}: folder not found")
+    project = read_mlproject(root)
+    entry_points = project["entry_points"]
+    missing = [name for name in required if name not in entry_points]
+    if missing:
+        raise InvalidPackageError(
+            f"{root / 'MLproject'}: entry_points lacks {', '.join(repr(m) for m in missing)} "
+            f"(has: {', '.join(sorted(entry_points)) or 'none'})"
+        )
+    return PackageInfo(
+        path=str(root),
+        name=str(project.get("name", root.name)),
+        entry_points={k: dict(v or {}) for k, v in entry_points.items()},
+        git_commit=_git_commit(root),
+        content_sha256=content_hash(root),
+    )
+
+
+def _git_commit(root: Path) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def content_hash(root: Path) -> str:
+    """SHA-256 over the package's files (paths and bytes), ignoring caches and VCS folders."""
+    digest = hashlib.sha256()
+    skip = {"__pycache__", ".git", "mlruns", ".mypy_cache", ".pytest_cache"}
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = path.relative_to(root)
+        if skip.intersection(rel.parts) or path.suffix == ".pyc":
+            continue
+        digest.update(str(rel).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()

@@ -1,0 +1,188 @@
+"""Publish a model version's STAC item, linked to its run, data and code."""
+
+from __future__ import annotations
+
+import copy
+from datetime import UTC, datetime
+from typing import Any
+
+from catalog_sync import open_store
+from catalog_sync.mlm import VERSION_SCHEMA
+from geomlops.errors import ItemNotFoundError
+from steps.dataset import DatasetRef
+
+VERSIONS = "model-versions"
+
+
+def version_item_id(model_id: str, version: str) -> str:
+    """The item id of a model version."""
+    return f"{model_id}-v{version}"
+
+
+def build_version_item(
+    base_item: dict[str, Any],
+    base_href: str,
+    *,
+    version: str,
+    run: dict[str, Any],
+    dataset: DatasetRef,
+    model_uri: str,
+    artifact_uri: str,
+) -> dict[str, Any]:
+    """Derive a version item from the model's base item (pure: no IO).
+
+    Args:
+        base_item: the model's base MLM item.
+        base_href: where the base item lives (target of the ``derived_from`` link).
+        version: registered model version.
+        run: ``{"run_id", "experiment_id", "tags", "metrics", "params", "end_time"}``.
+        dataset: the exact dataset version used.
+        model_uri: ``models:/NAME/VERSION``.
+        artifact_uri: where the model's files are (``file://`` or ``s3://``).
+    """
+    item = copy.deepcopy(base_item)
+    model_id = base_item["id"]
+    item["id"] = version_item_id(model_id, version)
+    extensions = list(item.get("stac_extensions", []))
+    if VERSION_SCHEMA not in extensions:
+        extensions.append(VERSION_SCHEMA)
+    item["stac_extensions"] = extensions
+    props = item["properties"]
+    finished = datetime.fromtimestamp(run["end_time"] / 1000, tz=UTC) if run.get("end_time") else None
+    stamp = (finished or datetime.now(tz=UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    props.update(
+        {
+            "datetime": stamp,
+            "created": stamp,
+            "updated": stamp,
+            "version": version,
+            "title": f"{props.get('title') or model_id} v{version}",
+            "mlm:hyperparameters": {**props.get("mlm:hyperparameters", {}), **run["params"]},
+            "mlflow:run_id": run["run_id"],
+            "mlflow:experiment_id": run["experiment_id"],
+            "mlflow:model_uri": model_uri,
+            "mlflow:model_version": version,
+            "geomlops:base_model": model_id,
+            "geomlops:dataset": {
+                "repo": dataset.repo,
+                "path": dataset.path,
+                "rev": dataset.rev,
+                "commit": dataset.commit,
+                "md5": dataset.md5,
+                "url": dataset.url,
+            },
+            "geomlops:code": {
+                "git_commit": run["tags"].get("mlflow.source.git.commit")
+                or run["tags"].get("geomlops.code.git_commit"),
+                "sha256": run["tags"].get("geomlops.code.sha256"),
+            },
+            "geomlops:metrics": dict(sorted(run["metrics"].items())),
+        }
+    )
+    assets = {k: v for k, v in item.get("assets", {}).items() if "mlm:model" not in v.get("roles", [])}
+    assets["model"] = {
+        "href": artifact_uri,
+        "title": f"MLflow model, version {version}",
+        "type": "application/octet-stream; framework=mlflow",
+        "roles": ["mlm:model"],
+        "mlm:artifact_type": "mlflow.pyfunc",
+    }
+    item["assets"] = assets
+    item["links"] = [
+        link for link in item.get("links", []) if link.get("rel") not in {"self", "derived_from"}
+    ] + [
+        {"rel": "derived_from", "href": base_href, "type": "application/geo+json", "title": "base model"},
+    ]
+    return item
+
+
+def publish_version_item(
+    model_id: str,
+    version: str,
+    run_id: str,
+    dataset: DatasetRef,
+    *,
+    catalog: str,
+) -> str:
+    """Write (or rewrite, idempotently) the STAC item of a registered model version.
+
+    Returns:
+        The item's href.
+
+    Raises:
+        ModelNotFoundError: the base model is not in the catalogue.
+    """
+    from mlflow import MlflowClient
+
+    from steps.model_spec import MODELS, fetch_model_spec
+
+    fetch_model_spec(model_id, catalog)  # the base item must exist and be a valid MLM item
+    store = open_store(catalog)
+    base = store.get_item(MODELS, model_id)
+    client = MlflowClient()
+    run = client.get_run(run_id)
+    mv = client.get_model_version(model_id, version)
+    item = build_version_item(
+        base,
+        store.item_href(MODELS, model_id),
+        version=version,
+        run={
+            "run_id": run_id,
+            "experiment_id": run.info.experiment_id,
+            "tags": dict(run.data.tags),
+            "metrics": dict(run.data.metrics),
+            "params": dict(run.data.params),
+            "end_time": run.info.end_time,
+        },
+        dataset=dataset,
+        model_uri=f"models:/{model_id}/{version}",
+        artifact_uri=_artifact_uri(mv),
+    )
+    previous = version_item_id(model_id, str(int(version) - 1)) if version.isdigit() else None
+    if previous:
+        try:
+            store.get_item(VERSIONS, previous)
+            item["links"].append(
+                {
+                    "rel": "predecessor-version",
+                    "href": store.item_href(VERSIONS, previous),
+                    "type": "application/geo+json",
+                }
+            )
+        except ItemNotFoundError:
+            pass
+    return store.put_item(VERSIONS, item)
+
+
+def _artifact_uri(mv: Any) -> str:
+    from mlflow import MlflowClient
+
+    source = str(mv.source)
+    if source.startswith("models:/"):
+        # MLflow 3 logged models: resolve to the storage location
+        location = getattr(mv, "storage_location", None)
+        if location:
+            return str(location)
+        model = MlflowClient().get_logged_model(source.removeprefix("models:/"))
+        return str(model.artifact_location)
+    return source
+
+
+def retract_unpublished_versions(model_id: str, workflow_uid: str, *, catalog: str) -> list[str]:
+    """Delete the versions a failed workflow run registered without publishing their item.
+
+    Returns:
+        The versions deleted (none when every version has its STAC item).
+    """
+    from steps.registry import delete_unpublished_versions
+
+    store = open_store(catalog)
+
+    def published(version: str) -> bool:
+        try:
+            store.get_item(VERSIONS, version_item_id(model_id, version))
+        except ItemNotFoundError:
+            return False
+        return True
+
+    return delete_unpublished_versions(model_id, workflow_uid, published)

@@ -1,0 +1,1 @@
+"""Hera script templates: each wraps one step with its image, resources, retries and secrets."""

@@ -1,0 +1,127 @@
+"""Script templates of the training workflow. Each calls one step; no logic of its own.
+
+No ``from __future__ import annotations`` here: Hera reads the real annotation objects.
+
+Hera's runner constructor renders each function as a script template that runs
+``python -m hera.workflows.runner -e templates.training:<function>``: the container (or the
+local runner) calls exactly the function below with the task's input parameters.
+"""
+
+import json
+from typing import Annotated
+
+from hera.workflows import Parameter, script
+
+from geomlops.settings import get_settings
+from steps.dataset import DatasetRef
+from templates.common import IMAGE, LARGE, NETWORK_RETRY, SECRET_ENV, SMALL
+
+
+def _use_tracking() -> None:
+    import mlflow
+
+    mlflow.set_tracking_uri(get_settings().tracking_uri)
+
+
+@script(constructor="runner", image=IMAGE, resources=SMALL, retry_strategy=NETWORK_RETRY, env=SECRET_ENV)
+def fetch_model(
+    model: str,
+) -> tuple[
+    Annotated[str, Parameter(name="package")],
+    Annotated[str, Parameter(name="training_image")],
+    Annotated[str, Parameter(name="model_spec")],
+]:
+    """Read the model's MLM item from the catalogue."""
+    from steps.model_spec import fetch_model_spec
+
+    spec = fetch_model_spec(model, get_settings().catalog_href)
+    return spec.package_uri or "", spec.training_image or IMAGE, spec.model_dump_json()
+
+
+@script(constructor="runner", image=IMAGE, resources=SMALL, retry_strategy=NETWORK_RETRY, env=SECRET_ENV)
+def resolve_dataset(
+    dataset_path: str, dataset_rev: str = "HEAD", dataset_repo: str = ""
+) -> Annotated[DatasetRef, Parameter(name="dataset")]:
+    """Resolve the DVC dataset to its content hash and commit."""
+    from steps.dataset import resolve_dataset as resolve
+
+    return resolve(dataset_repo or get_settings().data_repo_url, dataset_path, dataset_rev or "HEAD")
+
+
+@script(
+    constructor="runner",
+    image="{{inputs.parameters.training_image}}",
+    resources=LARGE,
+    env=SECRET_ENV,
+)
+def train(
+    model: str,
+    package: str,
+    dataset: DatasetRef,
+    training_image: str,
+    train_params: str = "{}",
+    workflow_uid: str = "",
+) -> Annotated[str, Parameter(name="run_id")]:
+    """Run the package's train entry point with ``mlflow run`` in the model's training image."""
+    from steps.dataset import materialize_dataset
+    from steps.training import run_training
+
+    _use_tracking()
+    settings = get_settings()
+    data = materialize_dataset(dataset, settings.home_dir / "datasets")
+    run = run_training(
+        package,
+        str(data),
+        experiment=model,
+        artifact_root=settings.artifact_root,
+        parameters=json.loads(train_params or "{}"),
+        tags={
+            "geomlops.model": model,
+            "geomlops.dataset.md5": dataset.md5,
+            "geomlops.training_image": training_image,
+        },
+        workflow_uid=workflow_uid or None,
+    )
+    return run.run_id
+
+
+@script(constructor="runner", image=IMAGE, resources=LARGE, retry_strategy=NETWORK_RETRY, env=SECRET_ENV)
+def evaluate(run_id: str, dataset: DatasetRef) -> Annotated[str, Parameter(name="metrics")]:
+    """Evaluate the trained model on the dataset's spatially held-out split."""
+    from steps.evaluation import evaluate_segmentation
+
+    from steps.dataset import materialize_dataset
+
+    _use_tracking()
+    data = materialize_dataset(dataset, get_settings().home_dir / "datasets")
+    report = evaluate_segmentation(run_id, str(data))
+    return json.dumps(report.metrics, sort_keys=True)
+
+
+@script(constructor="runner", image=IMAGE, resources=SMALL, retry_strategy=NETWORK_RETRY, env=SECRET_ENV)
+def register(model: str, run_id: str, dataset: DatasetRef) -> Annotated[str, Parameter(name="version")]:
+    """Register the run's model as a new version (idempotent on the run id)."""
+    from steps.registry import register_model_version
+
+    _use_tracking()
+    return register_model_version(model, run_id, tags={"geomlops.dataset.md5": dataset.md5})
+
+
+@script(constructor="runner", image=IMAGE, resources=SMALL, retry_strategy=NETWORK_RETRY, env=SECRET_ENV)
+def publish(
+    model: str, version: str, run_id: str, dataset: DatasetRef
+) -> Annotated[str, Parameter(name="item")]:
+    """Publish the version's STAC item, linked to its run, data and code."""
+    from steps.publish import publish_version_item
+
+    _use_tracking()
+    return publish_version_item(model, version, run_id, dataset, catalog=get_settings().catalog_href)
+
+
+@script(constructor="runner", image=IMAGE, resources=SMALL, retry_strategy=NETWORK_RETRY, env=SECRET_ENV)
+def retract_unpublished(model: str, workflow_uid: str) -> Annotated[str, Parameter(name="retracted")]:
+    """Exit handler: delete versions this run registered but did not publish."""
+    from steps.publish import retract_unpublished_versions
+
+    _use_tracking()
+    return json.dumps(retract_unpublished_versions(model, workflow_uid, catalog=get_settings().catalog_href))
