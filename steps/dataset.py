@@ -46,10 +46,12 @@ def resolve_dataset(repo: str, path: str, rev: str = "HEAD") -> DatasetRef:
     from dvc.api import DVCFileSystem, get_url
     from dvc.exceptions import DvcException
 
+    if "://" not in repo and not repo.startswith("git@") and not Path(repo).is_dir():
+        raise DatasetNotFoundError(f"cannot open DVC repository {repo}: folder not found")
     try:
         fs = DVCFileSystem(repo, rev=rev)
         info = fs.info(path)
-        commit = fs.repo.scm.get_rev()
+        commit = fs.repo.scm.resolve_rev(rev)
     except FileNotFoundError as err:
         raise DatasetNotFoundError(
             f"dataset path '{path}' does not exist at revision '{rev}' of {repo}"

@@ -1,0 +1,47 @@
+"""Parsing MLM items into typed model specs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from catalog_sync.mlm import parse_model_item
+from geomlops.errors import InvalidModelItemError
+
+
+def test_fair_segmentation_item_parses(shared_data: Path) -> None:
+    item = json.loads((shared_data / "fair-model-items" / "unet_segmentation.json").read_text())
+    spec = parse_model_item(item)
+    assert spec.id == "unet-segmentation"
+    assert spec.tasks == ("semantic-segmentation",)
+    assert spec.inputs[0].bands == ("red", "green", "blue")
+    assert spec.inputs[0].shape == (-1, 3, 256, 256)
+    assert [c.name for c in spec.outputs[0].classes] == ["background", "building"]
+    assert spec.outputs[0].post_processing_function == "models.unet_segmentation.pipeline:postprocess"
+    assert spec.training_image == "ghcr.io/hotosm/fair-models/unet_segmentation:latest"
+    assert spec.inference_image == "ghcr.io/hotosm/fair-models/unet_segmentation:latest-inference"
+
+
+@pytest.mark.parametrize("field", ["mlm:name", "mlm:architecture", "mlm:tasks", "mlm:input", "mlm:output"])
+def test_missing_required_field_is_named(shared_data: Path, field: str) -> None:
+    item = json.loads((shared_data / "fair-model-items" / "unet_segmentation.json").read_text())
+    del item["properties"][field]
+    with pytest.raises(InvalidModelItemError, match=f"'{field}' is missing"):
+        parse_model_item(item)
+
+
+def test_missing_model_asset_is_named(shared_data: Path) -> None:
+    item = json.loads((shared_data / "mlm-examples" / "item_basic.json").read_text())
+    for asset in item["assets"].values():
+        asset["roles"] = [r for r in asset.get("roles", []) if r != "mlm:model"]
+    with pytest.raises(InvalidModelItemError, match="mlm:model"):
+        parse_model_item(item)
+
+
+def test_missing_tensor_shape_is_named(shared_data: Path) -> None:
+    item = json.loads((shared_data / "fair-model-items" / "unet_segmentation.json").read_text())
+    del item["properties"]["mlm:input"][0]["input"]["shape"]
+    with pytest.raises(InvalidModelItemError, match=r"\['mlm:input'\]\[0\]\.input: required field 'shape'"):
+        parse_model_item(item)
