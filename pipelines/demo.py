@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import click
 from catalog_sync.validation import ValidationResult
 from geomlops.errors import GeomlopsError
 from geomlops.settings import Settings
+from steps.training import interpreter_path
 
 DATASET = "datasets/landsat8-cloud"
 MODEL = "cloud-mask"
@@ -57,7 +59,7 @@ def prepare_dataset(repo: Path, package: Path, settings: Settings) -> None:
     target = repo / DATASET
     if not (repo / f"{DATASET}.dvc").exists():
         click.echo(f"• preparing the dataset with {package.name}'s preprocess entry point")
-        env = {**os.environ, "MLFLOW_TRACKING_URI": settings.tracking_uri}
+        env = {**os.environ, "MLFLOW_TRACKING_URI": settings.tracking_uri, "PATH": interpreter_path()}
         args = [
             sys.executable,
             "-m",
@@ -113,15 +115,26 @@ def run_demo(settings: Settings, package: Path | None = None, workers: int = 4) 
     outputs = summary.outputs
     run_id = outputs["train"]["run_id"]
     version = outputs["register"]["version"]
-    metrics = outputs["evaluate"]["metrics"]
+    metrics = json.loads(outputs["evaluate"]["metrics"])
+    scores = ", ".join(f"{k.removeprefix('test_')} {metrics[k]:.3f}" for k in _HEADLINE if k in metrics)
     click.secho("Done. Where everything is:", fg="green", bold=True)
     click.echo(f"  workflow run   {summary.run_id}  ({summary.run_dir})")
     click.echo(f"  MLflow run     {run_id}  (tracking URI {settings.tracking_uri})")
     click.echo(f"  model version  models:/{MODEL}/{version}")
     click.echo(f"  STAC item      {outputs['publish']['item']}")
-    click.echo(f"  test metrics   {metrics}")
+    click.echo(f"  test metrics   {scores} (cloud class, spatially held-out blocks)")
+    click.echo(f"  quicklook      {_quicklook(run_id, settings.tracking_uri)}")
     click.echo(f"  browse         mlflow ui --backend-store-uri {settings.tracking_uri}")
     return 0
+
+
+_HEADLINE = ("test_iou", "test_f1", "test_precision", "test_recall")
+
+
+def _quicklook(run_id: str, tracking_uri: str) -> str:
+    from mlflow import MlflowClient
+
+    return f"{MlflowClient(tracking_uri=tracking_uri).get_run(run_id).info.artifact_uri}/evaluation/quicklook.png".removeprefix("file://")
 
 
 def _report_validation(result: ValidationResult) -> None:

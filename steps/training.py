@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Mapping
+from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
@@ -19,6 +22,16 @@ class TrainingRun(BaseModel):
     run_id: str
     experiment_id: str
     reused: bool = False
+
+
+def interpreter_path() -> str:
+    """``PATH`` with this interpreter's folder first.
+
+    ``mlflow run --env-manager local`` starts the entry point's ``python`` from ``PATH``: it
+    must be the interpreter geomlops runs in (a container's, or the local ``.venv``'s), even
+    when that environment was not activated.
+    """
+    return os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
 
 
 def ensure_experiment(name: str, artifact_root: str) -> str:
@@ -88,6 +101,7 @@ def run_training(
     run = client.create_run(experiment_id, tags=run_tags, run_name=f"{info.name}-train")
     params = {k: str(v) for k, v in (parameters or {}).items()}
     params["data"] = dataset_dir
+    os.environ["PATH"] = interpreter_path()
     try:
         mlflow.projects.run(  # type: ignore[no-untyped-call]
             info.path,

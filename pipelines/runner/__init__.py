@@ -1,0 +1,24 @@
+"""The local runner: executes a rendered Argo Workflows manifest on one machine.
+
+It runs the manifest itself (never a parallel Python definition), with Argo's semantics for
+parameters, DAGs and steps, fan-outs, ``when``/``depends``, retries, suspend gates,
+``templateRef`` and exit handlers; it keeps each run's state on disk so that a failed or
+interrupted run can be resumed, and it refuses, before running anything, every Argo feature
+it does not execute (:func:`check_supported`).
+"""
+
+from __future__ import annotations
+
+from .features import check_supported
+from .model import Approval, Attempt, NodeState, RunState, RunSummary
+from .runner import LocalRunner
+
+__all__ = [
+    "Approval",
+    "Attempt",
+    "LocalRunner",
+    "NodeState",
+    "RunState",
+    "RunSummary",
+    "check_supported",
+]

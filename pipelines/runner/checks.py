@@ -1,0 +1,270 @@
+"""Static checks of a loaded workflow, done before anything runs (as Argo's validator does).
+
+Every call (DAG task or step) must name an existing template and pass the inputs it
+requires; DAG dependencies must exist and form no cycle; every ``{{...}}`` variable under an
+Argo prefix must be one Argo can resolve at that place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from geomlops.errors import ManifestError
+
+from .expressions import Depends, depends_from_dependencies, parse_depends
+from .substitute import is_argo_variable, variables_in
+
+if TYPE_CHECKING:
+    from .manifest import Workflow
+
+_WORKFLOW_VARS = {
+    "name", "namespace", "uid", "status", "failures", "duration", "creationTimestamp",
+    "serviceAccountName", "mainEntrypoint", "priority", "scheduledTime", "parameters",
+    "parameters.json", "labels.json", "annotations.json",
+}  # fmt: skip
+_WORKFLOW_PREFIXES = ("labels.", "annotations.", "creationTimestamp.", "outputs.parameters.")
+_NODE_ATTRS = {"status", "id", "startedAt", "finishedAt", "exitCode", "ip", "outputs.result"}
+_NODE_ATTRS |= {"outputs.parameters"}
+
+
+def task_depends(task: Mapping[str, Any], where: str) -> Depends:
+    """Return a DAG task's dependency expression (``depends`` or ``dependencies``).
+
+    Raises:
+        ManifestError: malformed, or both forms given.
+    """
+    if "depends" in task and task.get("dependencies"):
+        raise ManifestError(f"{where} uses both depends and dependencies")
+    try:
+        if task.get("depends"):
+            return parse_depends(str(task["depends"]))
+        return depends_from_dependencies([str(d) for d in task.get("dependencies") or []])
+    except ValueError as err:
+        raise ManifestError(f"{where}: {err}") from err
+
+
+def dag_dependencies(template: Mapping[str, Any]) -> dict[str, Depends]:
+    """Return each task's dependencies in a DAG template, checked for unknown names and cycles.
+
+    Raises:
+        ManifestError: a duplicate task, an unknown dependency or a cycle.
+    """
+    tname = template.get("name")
+    tasks = (template.get("dag") or {}).get("tasks") or []
+    result: dict[str, Depends] = {}
+    for task in tasks:
+        name = task.get("name")
+        if not isinstance(name, str) or not name:
+            raise ManifestError(f"a task of DAG {tname!r} has no name")
+        if name in result:
+            raise ManifestError(f"task {name!r} appears twice in DAG {tname!r}")
+        result[name] = task_depends(task, f"task {name!r} of DAG {tname!r}")
+    for name, depends in result.items():
+        for dep in sorted(depends.tasks - set(result)):
+            raise ManifestError(f"task {name!r} of DAG {tname!r} depends on unknown task {dep!r}")
+    _find_cycle(result, str(tname))
+    return result
+
+
+def _find_cycle(graph: Mapping[str, Depends], tname: str) -> None:
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for dep in sorted(graph[node].tasks):
+            if state.get(dep) == 1:
+                cycle = [*path[path.index(dep) :], dep] if dep in path else [node, dep]
+                raise ManifestError(f"dependency cycle in DAG {tname!r}: {' -> '.join(cycle)}")
+            if dep not in state:
+                visit(dep, [*path, dep])
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+
+
+def ancestors(graph: Mapping[str, Depends], task: str) -> set[str]:
+    """Return every task ``task`` depends on, directly or not."""
+    seen: set[str] = set()
+    todo = list(graph[task].tasks)
+    while todo:
+        dep = todo.pop()
+        if dep not in seen:
+            seen.add(dep)
+            todo.extend(graph[dep].tasks)
+    return seen
+
+
+def _steps_groups(template: Mapping[str, Any]) -> list[list[Mapping[str, Any]]]:
+    groups = template.get("steps") or []
+    if not isinstance(groups, list):
+        raise ManifestError(f"steps of template {template.get('name')!r} must be a list")
+    return [g if isinstance(g, list) else [g] for g in groups]
+
+
+def check_workflow(workflow: Workflow) -> None:
+    """Run every static check on ``workflow``.
+
+    Raises:
+        ManifestError: naming the template, task and problem.
+    """
+    declared = {str(p.get("name")) for p in workflow.declared_parameters}
+    globals_out = _global_output_names(workflow)
+    entry = workflow.template(None, workflow.entrypoint)
+    _check_required_inputs(entry, set(declared), f"entrypoint {workflow.entrypoint!r}")
+    if workflow.spec.get("onExit"):
+        handler = workflow.template(None, str(workflow.spec["onExit"]))
+        _check_required_inputs(handler, set(declared), f"exit handler {workflow.spec['onExit']!r}")
+    for source, templates in workflow.templates.items():
+        params = declared if source is None else None
+        for template in templates.values():
+            checker = _VariableChecker(template, params, globals_out)
+            if "dag" in template:
+                _check_dag(workflow, source, template, checker)
+            elif "steps" in template:
+                _check_steps(workflow, source, template, checker)
+            else:
+                if "script" in template and not (template["script"] or {}).get("command"):
+                    raise ManifestError(f"script template {template['name']!r} has no command")
+                if "container" in template and not (template["container"] or {}).get("command"):
+                    raise ManifestError(
+                        f"container template {template['name']!r} has no command (the local "
+                        "runner cannot use an image's entrypoint)"
+                    )
+                checker.check(template, f"template {template['name']!r}", leaf=True)
+
+
+def _global_output_names(workflow: Workflow) -> set[str]:
+    names: set[str] = set()
+    for templates in workflow.templates.values():
+        for template in templates.values():
+            for param in (template.get("outputs") or {}).get("parameters") or []:
+                if param.get("globalName"):
+                    names.add(str(param["globalName"]))
+    return names
+
+
+def _check_call(workflow: Workflow, source: str | None, call: Mapping[str, Any], where: str) -> None:
+    callee_source, callee_name = workflow.resolve_call(source, call)
+    try:
+        callee = workflow.template(callee_source, callee_name)
+    except ManifestError as err:
+        raise ManifestError(f"{where}: {err}") from err
+    given = {str(p.get("name")) for p in (call.get("arguments") or {}).get("parameters") or []}
+    _check_required_inputs(callee, given, where)
+
+
+def _check_required_inputs(template: Mapping[str, Any], given: set[str], where: str) -> None:
+    for param in (template.get("inputs") or {}).get("parameters") or []:
+        if param.get("name") not in given and "value" not in param and "default" not in param:
+            raise ManifestError(
+                f"{where} does not pass input parameter {param.get('name')!r} that template "
+                f"{template.get('name')!r} requires"
+            )
+
+
+def _check_dag(
+    workflow: Workflow, source: str | None, template: Mapping[str, Any], checker: _VariableChecker
+) -> None:
+    graph = dag_dependencies(template)
+    tname = template["name"]
+    target = str((template.get("dag") or {}).get("target") or "")
+    for name in target.replace(",", " ").split():
+        if name not in graph:
+            raise ManifestError(f"dag.target of template {tname!r} names unknown task {name!r}")
+    for task in template["dag"].get("tasks") or []:
+        where = f"task {task['name']!r} of template {tname!r}"
+        _check_call(workflow, source, task, where)
+        checker.check(task, where, nodes=("tasks", ancestors(graph, task["name"])), loop=_loop(task))
+    rest = {k: v for k, v in template.items() if k != "dag"}
+    checker.check(rest, f"template {tname!r}", nodes=("tasks", set(graph)))
+
+
+def _check_steps(
+    workflow: Workflow, source: str | None, template: Mapping[str, Any], checker: _VariableChecker
+) -> None:
+    tname = template["name"]
+    earlier: set[str] = set()
+    for group in _steps_groups(template):
+        names = set()
+        for step in group:
+            where = f"step {step.get('name')!r} of template {tname!r}"
+            if not step.get("name"):
+                raise ManifestError(f"a step of template {tname!r} has no name")
+            _check_call(workflow, source, step, where)
+            checker.check(step, where, nodes=("steps", earlier), loop=_loop(step))
+            names.add(str(step["name"]))
+        earlier |= names
+    rest = {k: v for k, v in template.items() if k != "steps"}
+    checker.check(rest, f"template {tname!r}", nodes=("steps", earlier))
+
+
+def _hint(tag: str, loop: bool) -> str:
+    if tag.startswith("tasks."):
+        return " (a task may only use the outputs of tasks it depends on, directly or not)"
+    if tag.startswith("steps."):
+        return " (a step may only use the outputs of steps in earlier groups)"
+    if tag.startswith("item") and not loop:
+        return " (item exists only in tasks with withItems, withParam or withSequence)"
+    if tag.startswith(("inputs.", "outputs.")):
+        return " (not declared by the template)"
+    if tag.startswith("workflow.parameters."):
+        return " (not a parameter the workflow declares)"
+    return ""
+
+
+def _loop(call: Mapping[str, Any]) -> bool:
+    return any(k in call for k in ("withItems", "withParam", "withSequence"))
+
+
+class _VariableChecker:
+    """Checks the ``{{...}}`` variables one template may use."""
+
+    def __init__(self, template: Mapping[str, Any], params: set[str] | None, globals_out: set[str]) -> None:
+        self.name = template.get("name")
+        self.inputs = {str(p["name"]) for p in (template.get("inputs") or {}).get("parameters") or []}
+        outputs = (template.get("outputs") or {}).get("parameters") or []
+        self.output_paths = {str(p["name"]) for p in outputs if (p.get("valueFrom") or {}).get("path")}
+        self.params = params
+        self.globals_out = globals_out
+
+    def check(
+        self,
+        data: Any,
+        where: str,
+        *,
+        leaf: bool = False,
+        nodes: tuple[str, Iterable[str]] | None = None,
+        loop: bool = False,
+    ) -> None:
+        for tag in variables_in(data):
+            if is_argo_variable(tag) and not self._allowed(tag, leaf, nodes, loop):
+                raise ManifestError(f"{where}: unknown variable '{{{{{tag}}}}}'{_hint(tag, loop)}")
+
+    def _allowed(self, tag: str, leaf: bool, nodes: tuple[str, Iterable[str]] | None, loop: bool) -> bool:
+        if tag == "item" or tag.startswith("item."):
+            return loop
+        if tag == "inputs.parameters":
+            return True
+        if tag.startswith("inputs.parameters."):
+            return tag.removeprefix("inputs.parameters.") in self.inputs
+        if tag.startswith("workflow."):
+            return self._workflow_var(tag.removeprefix("workflow."))
+        if tag in ("pod.name", "node.name"):
+            return leaf
+        if tag.startswith("outputs.parameters.") and tag.endswith(".path"):
+            return leaf and tag[len("outputs.parameters.") : -len(".path")] in self.output_paths
+        if nodes is not None and tag.startswith(nodes[0] + "."):
+            name, _, attr = tag[len(nodes[0]) + 1 :].partition(".")
+            known = attr in _NODE_ATTRS or attr.startswith("outputs.parameters.")
+            return name in set(nodes[1]) and known
+        return False
+
+    def _workflow_var(self, var: str) -> bool:
+        if var.startswith("parameters.") and var not in _WORKFLOW_VARS:
+            return self.params is None or var.removeprefix("parameters.") in self.params
+        if var.startswith("outputs.parameters."):
+            return var.removeprefix("outputs.parameters.") in self.globals_out
+        return var in _WORKFLOW_VARS or var.startswith(_WORKFLOW_PREFIXES)

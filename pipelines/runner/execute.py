@@ -1,0 +1,269 @@
+"""Running one script or container template as a host process, the way Argo runs a pod.
+
+For a ``script`` template Argo writes ``source`` to a file and runs
+``command + args + [that file]``; a ``container`` template runs ``command + args``. A
+leading ``python``/``python3`` becomes this interpreter. Each attempt runs in its own
+folder; absolute paths under the parents of the template's declared output files are
+remapped into ``<attempt folder>/root/...`` so that parallel tasks never share them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import IO, Any
+
+from .model import FAILED, SUCCEEDED
+from .substitute import to_argo_string
+
+RESULT_LIMIT = 256 * 1024  # Argo keeps the last 256 kB of stdout as outputs.result
+_PYTHON = re.compile(r"python(3(\.\d+)?)?")
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    """Where a task's absolute output paths really live on this machine.
+
+    ``files`` are the declared output paths; ``prefixes`` their parent folders below the top
+    level (``/tmp/hera-outputs/parameters`` and ``/tmp/hera-outputs``, but never ``/tmp``
+    itself, so an input such as ``/tmp/data.csv`` keeps pointing at the host's file).
+    """
+
+    root: Path
+    files: frozenset[str]
+    prefixes: tuple[str, ...]
+
+    def remap(self, value: str) -> str:
+        """Return ``value`` moved under ``root`` when it is a sandboxed absolute path."""
+        if not value.startswith("/"):
+            return value
+        if value in self.files or any(
+            value == prefix or value.startswith(prefix + "/") for prefix in self.prefixes
+        ):
+            return str(self.root / value.lstrip("/"))
+        return value
+
+
+def make_sandbox(work_dir: Path, output_paths: Sequence[str]) -> Sandbox:
+    """Create the sandbox of one attempt from the template's declared output paths."""
+    root = work_dir / "root"
+    files: set[str] = set()
+    prefixes: set[str] = set()
+    for path in output_paths:
+        pure = PurePosixPath(path)
+        if not pure.is_absolute():
+            continue
+        files.add(str(pure))
+        prefixes.update(str(parent) for parent in pure.parents if len(parent.parts) > 2)
+        (root / str(pure.parent).lstrip("/")).mkdir(parents=True, exist_ok=True)
+    return Sandbox(root, frozenset(files), tuple(sorted(prefixes, key=len, reverse=True)))
+
+
+@dataclass
+class ProcessRegistry:
+    """The processes running now, so an interrupted run can stop them all."""
+
+    _procs: set[subprocess.Popen[bytes]] = field(default_factory=set)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, proc: subprocess.Popen[bytes]) -> None:
+        """Track a started process."""
+        with self._lock:
+            self._procs.add(proc)
+
+    def discard(self, proc: subprocess.Popen[bytes]) -> None:
+        """Stop tracking a finished process."""
+        with self._lock:
+            self._procs.discard(proc)
+
+    def kill_all(self) -> None:
+        """Kill every tracked process group."""
+        with self._lock:
+            procs = list(self._procs)
+        for proc in procs:
+            _kill_group(proc, signal.SIGKILL)
+
+
+@dataclass
+class PodResult:
+    """What one attempt produced."""
+
+    phase: str
+    exit_code: int | None = None
+    result: str | None = None
+    outputs: dict[str, str] = field(default_factory=dict)
+    message: str = ""
+
+
+def build_env(
+    template_env: Sequence[Mapping[str, Any]],
+    extra: Mapping[str, str],
+    sandbox: Sandbox,
+) -> tuple[dict[str, str], list[str]]:
+    """Return the process environment and the secret values it holds.
+
+    ``os.environ`` + ``extra`` + the template's ``env``: plain values (sandboxed paths
+    remapped); ``secretKeyRef``/``configMapKeyRef`` entries come from the variable of the
+    same name in ``extra`` or ``os.environ`` when present and stay unset otherwise.
+    """
+    env = {**os.environ, **extra}
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    secrets: list[str] = []
+    for entry in template_env:
+        name = str(entry["name"])
+        value_from = entry.get("valueFrom")
+        if isinstance(value_from, Mapping):
+            value = extra.get(name, os.environ.get(name))
+            if value is None:
+                env.pop(name, None)
+            else:
+                env[name] = value
+                if "secretKeyRef" in value_from and len(value) >= 4:
+                    secrets.append(value)
+            continue
+        env[name] = sandbox.remap(to_argo_string(entry.get("value", "")))
+    return env, secrets
+
+
+def command_for(template: Mapping[str, Any], work_dir: Path) -> list[str]:
+    """Return the argv of a script or container template (writing a script's source file)."""
+    if "script" in template:
+        spec = template["script"]
+        script_file = work_dir / "script"
+        script_file.write_text(str(spec.get("source", "")), encoding="utf-8")
+        script_file.chmod(0o755)
+        argv = [*map(str, spec.get("command") or []), *map(str, spec.get("args") or [])]
+        argv.append(str(script_file))
+    else:
+        spec = template["container"]
+        argv = [*map(str, spec.get("command") or []), *map(str, spec.get("args") or [])]
+    if argv and _PYTHON.fullmatch(Path(argv[0]).name):
+        argv[0] = sys.executable
+    return argv
+
+
+def _kill_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, sig)
+
+
+class _LogSink:
+    """Writes a process's stdout and stderr to one log, hiding secret values."""
+
+    def __init__(self, handle: IO[str], secrets: Sequence[str]) -> None:
+        self.handle = handle
+        self.secrets = sorted(secrets, key=len, reverse=True)
+        self.lock = threading.Lock()
+        self.stdout = bytearray()
+
+    def pump(self, stream: IO[bytes], keep: bool) -> None:
+        for raw in iter(stream.readline, b""):
+            if keep:
+                self.stdout.extend(raw)
+                if len(self.stdout) > 2 * RESULT_LIMIT:
+                    del self.stdout[: len(self.stdout) - RESULT_LIMIT - 1]
+            line = raw.decode("utf-8", errors="replace")
+            for secret in self.secrets:
+                line = line.replace(secret, "***")
+            with self.lock:
+                self.handle.write(line)
+                self.handle.flush()
+
+
+def run_process(
+    argv: list[str],
+    *,
+    work_dir: Path,
+    env: Mapping[str, str],
+    log_path: Path,
+    secrets: Sequence[str],
+    timeout: float | None,
+    registry: ProcessRegistry,
+) -> PodResult:
+    """Run ``argv`` in ``work_dir``, logging to ``log_path``; stdout becomes the result."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("a", encoding="utf-8") as handle:
+        try:
+            proc = subprocess.Popen(
+                argv,
+                cwd=work_dir,
+                env=dict(env),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+            )
+        except OSError as err:
+            handle.write(f"cannot start {argv[0]!r}: {err}\n")
+            return PodResult(FAILED, message=f"cannot start {argv[0]!r}: {err.strerror or err}")
+        registry.add(proc)
+        sink = _LogSink(handle, secrets)
+        assert proc.stdout is not None and proc.stderr is not None
+        readers = [
+            threading.Thread(target=sink.pump, args=(proc.stdout, True), daemon=True),
+            threading.Thread(target=sink.pump, args=(proc.stderr, False), daemon=True),
+        ]
+        for reader in readers:
+            reader.start()
+        timed_out = False
+        try:
+            code = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            _kill_group(proc, signal.SIGTERM)
+            try:
+                code = proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                _kill_group(proc, signal.SIGKILL)
+                code = proc.wait()
+        finally:
+            registry.discard(proc)
+        for reader in readers:
+            reader.join(timeout=5)
+    out = bytes(sink.stdout).decode("utf-8", errors="replace")
+    out = out[:-1] if out.endswith("\n") else out
+    result = out[-RESULT_LIMIT:]
+    if timed_out:
+        return PodResult(FAILED, code, result, message=f"Step exceeded its deadline ({timeout}s)")
+    if code != 0:
+        return PodResult(FAILED, code, result, message=f"exit code {code}")
+    return PodResult(SUCCEEDED, code, result)
+
+
+def read_outputs(template: Mapping[str, Any], sandbox: Sandbox) -> tuple[dict[str, str], str]:
+    """Read a finished pod's output parameters; returns (values, error message or "")."""
+    values: dict[str, str] = {}
+    for param in (template.get("outputs") or {}).get("parameters") or []:
+        name = str(param["name"])
+        value_from = param.get("valueFrom") or {}
+        if "value" in param:
+            values[name] = to_argo_string(param["value"])
+            continue
+        path = value_from.get("path")
+        if not path:
+            continue
+        literal = Path(str(path)) if str(path).startswith("/") else sandbox.root.parent / str(path)
+        for candidate in (Path(sandbox.remap(str(path))), literal):
+            try:
+                text = candidate.read_text(encoding="utf-8")
+            except OSError:
+                continue
+            values[name] = text.removesuffix("\n")
+            break
+        else:
+            if "default" in value_from:
+                values[name] = to_argo_string(value_from["default"])
+            else:
+                return values, (
+                    f"output parameter {name!r}: file {path} was not written "
+                    f"(looked in {sandbox.remap(str(path))} and {path})"
+                )
+    return values, ""

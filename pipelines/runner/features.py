@@ -1,0 +1,261 @@
+"""Which Argo features the local runner executes, and the refusal of everything else.
+
+Every field of a manifest falls in one of three sets: executed, accepted and ignored
+(scheduling hints that mean nothing on one machine: images, resources, node selectors...),
+or refused with an :class:`UnsupportedFeatureError` that names the feature and where it is.
+Unknown fields are refused too, so that nothing is silently run differently from Argo.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from geomlops.errors import ManifestError, UnsupportedFeatureError
+
+from .substitute import variables_in
+
+KINDS = frozenset({"Workflow", "WorkflowTemplate", "ClusterWorkflowTemplate", "CronWorkflow"})
+
+_SPEC_RUN = {"entrypoint", "arguments", "templates", "onExit", "parallelism", "templateDefaults"}
+_SPEC_RUN |= {"workflowTemplateRef", "retryStrategy"}
+_SPEC_IGNORED = {
+    "serviceAccountName", "podGC", "ttlStrategy", "workflowMetadata", "archiveLogs",
+    "podMetadata", "nodeSelector", "tolerations", "affinity", "imagePullSecrets",
+    "securityContext", "priority", "podPriority", "podPriorityClassName", "schedulerName",
+    "hostAliases", "dnsConfig", "dnsPolicy", "hostNetwork", "automountServiceAccountToken",
+    "executor", "podSpecPatch", "podDisruptionBudget", "activeDeadlineSeconds",
+    "volumeClaimGC", "shutdown",
+}  # fmt: skip
+_SPEC_REFUSED = {
+    "volumes": "volumes",
+    "volumeClaimTemplates": "volume claim templates",
+    "artifactRepositoryRef": "artifact repositories",
+    "artifactGC": "artifact garbage collection",
+    "synchronization": "synchronization (mutexes/semaphores)",
+    "hooks": "lifecycle hooks",
+    "metrics": "Prometheus metrics",
+    "suspend": "starting a workflow suspended (spec.suspend)",
+}
+
+_TEMPLATE_TYPES = ("dag", "steps", "script", "container", "suspend")
+_TEMPLATE_REFUSED_TYPES = {
+    "resource": "resource templates",
+    "http": "http templates",
+    "data": "data templates",
+    "plugin": "plugin templates",
+    "containerSet": "containerSet templates",
+}
+_TEMPLATE_RUN = {"name", "inputs", "outputs", "retryStrategy", "activeDeadlineSeconds"}
+_TEMPLATE_RUN |= {"timeout", "parallelism", "failFast", *_TEMPLATE_TYPES}
+_TEMPLATE_IGNORED = {
+    "metadata", "nodeSelector", "affinity", "tolerations", "securityContext",
+    "serviceAccountName", "automountServiceAccountToken", "podSpecPatch", "priorityClassName",
+    "priority", "schedulerName", "hostAliases", "executor", "archiveLocation",
+    "podDisruptionBudget", "resubmitPendingPods",
+}  # fmt: skip
+_TEMPLATE_REFUSED = {
+    "sidecars": "sidecars",
+    "initContainers": "init containers",
+    "volumes": "volumes",
+    "synchronization": "synchronization (mutexes/semaphores)",
+    "memoize": "memoization",
+    "metrics": "Prometheus metrics",
+    "daemon": "daemon templates",
+    "hooks": "lifecycle hooks",
+}
+
+_CONTAINER_RUN = {"name", "image", "command", "args", "source", "env", "workingDir"}
+_CONTAINER_IGNORED = {
+    "resources", "imagePullPolicy", "securityContext", "envFrom", "ports", "lifecycle",
+    "livenessProbe", "readinessProbe", "startupProbe", "stdin", "stdinOnce", "tty",
+    "terminationMessagePath", "terminationMessagePolicy", "resizePolicy", "restartPolicy",
+}  # fmt: skip
+_ENV_SOURCES = {"secretKeyRef", "configMapKeyRef", "fieldRef", "resourceFieldRef"}
+
+_TASK_FIELDS = {"name", "template", "templateRef", "arguments", "dependencies", "depends"}
+_TASK_FIELDS |= {"when", "withItems", "withParam", "withSequence", "continueOn"}
+_TASK_REFUSED = {"onExit": "task-level onExit handlers", "hooks": "lifecycle hooks"}
+_TASK_REFUSED |= {"inline": "inline templates"}
+
+
+def _refuse(feature: str, where: str, hint: str = "") -> UnsupportedFeatureError:
+    message = f"the local runner does not support {feature} ({where})"
+    return UnsupportedFeatureError(f"{message}; {hint}" if hint else message)
+
+
+def _check_keys(
+    data: Mapping[str, Any],
+    where: str,
+    allowed: set[str],
+    refused: Mapping[str, str],
+    section: str,
+) -> None:
+    for key in data:
+        if key in refused:
+            raise _refuse(refused[key], where)
+        if key not in allowed:
+            raise _refuse(f"field '{section}{key}'", where)
+
+
+def check_supported(manifest: Any, *, allow_host_containers: bool = False) -> None:
+    """Refuse, before anything runs, any Argo feature the local runner does not execute.
+
+    Args:
+        manifest: a rendered Argo manifest (``Workflow``, ``WorkflowTemplate``,
+            ``ClusterWorkflowTemplate`` or ``CronWorkflow``) loaded from YAML.
+        allow_host_containers: accept ``container`` templates (run on the host).
+
+    Raises:
+        UnsupportedFeatureError: naming the feature and the template or task using it.
+        ManifestError: the manifest is not a mapping or not an Argo workflow kind.
+    """
+    if not isinstance(manifest, Mapping):
+        raise ManifestError(f"a manifest must be a mapping, not {type(manifest).__name__}")
+    kind = manifest.get("kind")
+    if kind not in KINDS:
+        raise ManifestError(f"kind {kind!r} is not one of {', '.join(sorted(KINDS))}")
+    spec = manifest.get("spec")
+    if kind == "CronWorkflow" and isinstance(spec, Mapping):
+        spec = spec.get("workflowSpec")
+    if not isinstance(spec, Mapping):
+        raise ManifestError("manifest has no spec mapping")
+    for template in spec.get("templates") or []:
+        _check_expressions(template, f"template {template.get('name')!r}")
+    _check_expressions(manifest, "spec")
+    _check_keys(spec, "spec", _SPEC_RUN | _SPEC_IGNORED, _SPEC_REFUSED, "spec.")
+    arguments = spec.get("arguments") or {}
+    if isinstance(arguments, Mapping) and arguments.get("artifacts"):
+        raise _refuse("input artifacts", "spec.arguments.artifacts")
+    for param in _params(arguments, "spec.arguments"):
+        if "valueFrom" in param:
+            raise _refuse("parameter valueFrom", f"spec.arguments parameter {param.get('name')!r}")
+    retry = spec.get("retryStrategy")
+    if retry is not None:
+        _check_retry(retry, "spec.retryStrategy")
+    defaults = spec.get("templateDefaults")
+    if isinstance(defaults, Mapping):
+        _check_template_defaults(defaults)
+    for template in spec.get("templates") or []:
+        if not isinstance(template, Mapping):
+            raise ManifestError("spec.templates holds an entry that is not a mapping")
+        where = f"template {template.get('name')!r}"
+        _check_template(template, where, allow_host_containers)
+
+
+def _check_expressions(data: Any, where: str) -> None:
+    for tag in variables_in(data):
+        if tag.startswith("="):
+            raise _refuse(f"expression templates ('{{{{{tag}}}}}')", where)
+
+
+def _params(holder: Any, where: str) -> list[Mapping[str, Any]]:
+    if not isinstance(holder, Mapping):
+        return []
+    params = holder.get("parameters") or []
+    if not isinstance(params, list) or not all(isinstance(p, Mapping) for p in params):
+        raise ManifestError(f"{where}.parameters must be a list of mappings")
+    return params
+
+
+def _check_template(template: Mapping[str, Any], where: str, allow_host: bool) -> None:
+    for key, feature in _TEMPLATE_REFUSED_TYPES.items():
+        if key in template:
+            raise _refuse(feature, where)
+    _check_keys(template, where, _TEMPLATE_RUN | _TEMPLATE_IGNORED, _TEMPLATE_REFUSED, "")
+    inputs = template.get("inputs") or {}
+    if isinstance(inputs, Mapping):
+        if inputs.get("artifacts"):
+            raise _refuse("input artifacts", where)
+        for param in _params(inputs, f"{where} inputs"):
+            if "valueFrom" in param:
+                raise _refuse("input parameter valueFrom", f"{where}, input {param.get('name')!r}")
+    outputs = template.get("outputs") or {}
+    if isinstance(outputs, Mapping):
+        if outputs.get("artifacts"):
+            raise _refuse("output artifacts", where)
+        for param in _params(outputs, f"{where} outputs"):
+            value_from = param.get("valueFrom") or {}
+            for key in value_from:
+                if key not in ("path", "default", "parameter", "supplied"):
+                    feature = f"output parameter valueFrom.{key}"
+                    raise _refuse(feature, f"{where}, output {param.get('name')!r}")
+    if "retryStrategy" in template:
+        if "dag" in template or "steps" in template:
+            raise _refuse("retryStrategy on dag/steps templates", where)
+        _check_retry(template["retryStrategy"], where)
+    if "container" in template and not allow_host:
+        raise _refuse(
+            "container templates (pass allow_host_containers=True to run their command on this machine)",
+            where,
+        )
+    for key in ("script", "container"):
+        if isinstance(template.get(key), Mapping):
+            _check_container(template[key], f"{where}, {key}")
+    if isinstance(template.get("dag"), Mapping):
+        dag = template["dag"]
+        _check_keys(dag, where, {"tasks", "target", "failFast"}, {}, "dag.")
+        for task in dag.get("tasks") or []:
+            _check_task(task, f"{where}, task {task.get('name')!r}")
+    if isinstance(template.get("steps"), list):
+        for group in template["steps"]:
+            for step in group if isinstance(group, list) else [group]:
+                _check_task(step, f"{where}, step {step.get('name')!r}")
+    if isinstance(template.get("suspend"), Mapping):
+        _check_keys(template["suspend"], where, {"duration"}, {}, "suspend.")
+
+
+def _check_template_defaults(defaults: Mapping[str, Any]) -> None:
+    where = "spec.templateDefaults"
+    rest = {k: v for k, v in defaults.items() if k not in ("container", "script")}
+    _check_template(rest, where, allow_host=False)
+    for key in ("container", "script"):
+        section = defaults.get(key)
+        if isinstance(section, Mapping):
+            allowed = _CONTAINER_IGNORED | {"image", "name"}
+            _check_keys(section, where, allowed, {}, f"templateDefaults.{key}.")
+
+
+def _check_container(container: Mapping[str, Any], where: str) -> None:
+    refused = {"volumeMounts": "volume mounts", "volumeDevices": "volume devices"}
+    _check_keys(container, where, _CONTAINER_RUN | _CONTAINER_IGNORED, refused, "")
+    for entry in container.get("env") or []:
+        value_from = entry.get("valueFrom") if isinstance(entry, Mapping) else None
+        if isinstance(value_from, Mapping):
+            for key in value_from:
+                if key not in _ENV_SOURCES:
+                    raise _refuse(f"env valueFrom.{key}", f"{where}, env {entry.get('name')!r}")
+
+
+def _check_retry(retry: Any, where: str) -> None:
+    if not isinstance(retry, Mapping):
+        raise ManifestError(f"retryStrategy must be a mapping ({where})")
+    allowed = {"limit", "retryPolicy", "backoff", "affinity"}
+    _check_keys(retry, where, allowed, {"expression": "retryStrategy.expression"}, "retryStrategy.")
+    backoff = retry.get("backoff") or {}
+    if "limit" not in retry and not (isinstance(backoff, Mapping) and "maxDuration" in backoff):
+        raise _refuse("retryStrategy without a limit (unbounded retries)", where)
+    if isinstance(backoff, Mapping):
+        allowed = {"duration", "factor", "maxDuration", "cap"}
+        _check_keys(backoff, where, allowed, {}, "retryStrategy.backoff.")
+    policy = retry.get("retryPolicy", "OnFailure")
+    if policy not in ("Always", "OnFailure", "OnError", "OnTransientError"):
+        raise ManifestError(f"unknown retryPolicy {policy!r} ({where})")
+
+
+def _check_task(task: Any, where: str) -> None:
+    if not isinstance(task, Mapping):
+        raise ManifestError(f"a DAG task or step must be a mapping ({where})")
+    _check_keys(task, where, _TASK_FIELDS, _TASK_REFUSED, "")
+    arguments = task.get("arguments") or {}
+    if isinstance(arguments, Mapping):
+        if arguments.get("artifacts"):
+            raise _refuse("input artifacts", where)
+        for param in _params(arguments, f"{where} arguments"):
+            if "valueFrom" in param:
+                raise _refuse("argument valueFrom", f"{where}, argument {param.get('name')!r}")
+    if ".Daemoned" in str(task.get("depends", "")):
+        raise _refuse("the depends result '.Daemoned'", where)
+    continue_on = task.get("continueOn")
+    if isinstance(continue_on, Mapping):
+        _check_keys(continue_on, where, {"failed", "error"}, {}, "continueOn.")

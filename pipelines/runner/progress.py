@@ -1,0 +1,53 @@
+"""One line per node transition on stderr, so a person sees where a run is."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from typing import TextIO
+
+
+class Reporter:
+    """Prints progress lines (``▶ train``, ``✓ train 12.3s``...) when enabled."""
+
+    def __init__(self, enabled: bool, stream: TextIO | None = None) -> None:
+        self.enabled = enabled
+        self.stream = stream
+        self._lock = threading.Lock()
+
+    def line(self, text: str) -> None:
+        """Print one line (thread-safe)."""
+        if not self.enabled:
+            return
+        stream = self.stream or sys.stderr
+        with self._lock:
+            print(text, file=stream, flush=True)
+
+    def started(self, node: str, attempt: int, attempts: int) -> None:
+        """A node started; a retry says which attempt it is (``attempts`` 0: no fixed limit)."""
+        total = f"/{attempts}" if attempts else ""
+        suffix = f" (attempt {attempt}{total})" if attempt > 1 else ""
+        self.line(f"▶ {node}{suffix}")
+
+    def succeeded(self, node: str, seconds: float) -> None:
+        """A node succeeded."""
+        self.line(f"✓ {node} {seconds:.1f}s")
+
+    def failed(self, node: str, attempt: int, attempts: int, why: str, retry_in: float | None) -> None:
+        """An attempt failed; ``retry_in`` is the delay before the next one, if any."""
+        total = f"/{attempts}" if attempts else ""
+        suffix = f" (attempt {attempt}{total})" if attempts != 1 else ""
+        then = f", retrying in {retry_in:g}s" if retry_in is not None else ""
+        self.line(f"✗ {node}{suffix}: {why}{then}")
+
+    def skipped(self, node: str, why: str) -> None:
+        """A node was skipped or omitted."""
+        self.line(f"○ {node} skipped: {why}")
+
+    def reused(self, node: str) -> None:
+        """A resumed run reuses a node that succeeded before."""
+        self.line(f"↷ {node} already succeeded, reusing its outputs")
+
+    def waiting(self, node: str, why: str) -> None:
+        """A suspend node waits."""
+        self.line(f"⏸ {node} {why}")

@@ -1,0 +1,133 @@
+"""The evaluation quicklook: labels, prediction and errors over the test area, as a PNG.
+
+Works on decimated arrays (at most ~800 px a side), so a large scene costs little memory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+NOT_EVALUATED = 255
+# Quicklook codes of the error panel.
+TRUE_NEGATIVE, TRUE_POSITIVE, FALSE_POSITIVE, FALSE_NEGATIVE = 0, 1, 2, 3
+
+
+def error_codes(truth: NDArray[np.uint8], predicted: NDArray[np.uint8], positive: int) -> NDArray[np.uint8]:
+    """Per pixel TN/TP/FP/FN codes for the positive class (no IO).
+
+    Args:
+        truth: True class values; :data:`NOT_EVALUATED` where not evaluated.
+        predicted: Predicted class values, same shape.
+        positive: The positive class value.
+
+    Returns:
+        uint8 codes (:data:`TRUE_NEGATIVE` ... :data:`FALSE_NEGATIVE`), :data:`NOT_EVALUATED`
+        where ``truth`` is.
+    """
+    is_true, is_pred = truth == positive, predicted == positive
+    codes = np.full(truth.shape, NOT_EVALUATED, dtype=np.uint8)
+    evaluated = truth != NOT_EVALUATED
+    codes[evaluated & ~is_true & ~is_pred] = TRUE_NEGATIVE
+    codes[evaluated & is_true & is_pred] = TRUE_POSITIVE
+    codes[evaluated & ~is_true & is_pred] = FALSE_POSITIVE
+    codes[evaluated & is_true & ~is_pred] = FALSE_NEGATIVE
+    return codes
+
+
+def write_quicklook(
+    path: Path,
+    *,
+    labels: NDArray[np.uint8],
+    predicted: NDArray[np.uint8],
+    test: NDArray[np.bool_],
+    excluded: NDArray[np.bool_],
+    class_names: list[str],
+    positive: int,
+    title: str,
+) -> Path:
+    """Draw three panels (labels with the split, prediction, errors) over the whole grid.
+
+    Args:
+        path: PNG to write.
+        labels: Class values, :data:`NOT_EVALUATED` for ignored pixels.
+        predicted: Predicted class values, :data:`NOT_EVALUATED` where not predicted.
+        test: True on test pixels.
+        excluded: True on pixels of neither split (the buffer between train and test).
+        class_names: Name of each class value.
+        positive: The positive class value.
+        title: Figure title (the headline metrics).
+
+    Returns:
+        ``path``.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    n = len(class_names)
+    palette = ["#2e7d32", "#f5f5f5", "#1565c0", "#ef6c00", "#6a1b9a", "#00838f"]
+    class_colours = [palette[i % len(palette)] for i in range(n)]
+    grey = "#9e9e9e"
+
+    def as_index(values: NDArray[np.uint8]) -> NDArray[np.int64]:
+        out = values.astype(np.int64)
+        out[values >= n] = n  # ignored / not predicted -> grey
+        return out
+
+    truth_on_test = np.where(test, labels, NOT_EVALUATED).astype(np.uint8)
+    codes = error_codes(truth_on_test, predicted, positive)
+    class_cmap = ListedColormap([*class_colours, grey])
+    error_colours = ["#2e7d32", "#f5f5f5", "#ef6c00", "#c2185b", grey]
+    error_cmap = ListedColormap(error_colours)
+    error_index = np.where(codes == NOT_EVALUATED, 4, codes)
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 5.2), dpi=80, constrained_layout=True)
+    panels = [
+        (axes[0], as_index(labels), class_cmap, n, "Labels (test outlined, buffer dimmed)"),
+        (axes[1], as_index(predicted), class_cmap, n, "Prediction on test blocks"),
+        (axes[2], error_index, error_cmap, 4, f"Errors on test pixels ({class_names[positive]})"),
+    ]
+    for ax, image, cmap, vmax, name in panels:
+        ax.imshow(image, cmap=cmap, vmin=0, vmax=vmax, interpolation="nearest")
+        if test.any() and not test.all():
+            ax.contour(test.astype(np.uint8), levels=[0.5], colors="#d50000", linewidths=0.8)
+        if ax is axes[0] and excluded.any():
+            ax.imshow(np.ma.masked_where(~excluded, excluded), cmap=ListedColormap(["black"]), alpha=0.45)
+        ax.set_title(name, fontsize=10)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[1].legend(
+        handles=[
+            Patch(facecolor=c, edgecolor="#616161", label=name)
+            for c, name in zip(class_colours, class_names, strict=True)
+        ]
+        + [Patch(facecolor=grey, edgecolor="#616161", label="ignored / not predicted")],
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.02),
+        ncol=3,
+        fontsize=8,
+    )
+    axes[2].legend(
+        handles=[
+            Patch(facecolor=c, edgecolor="#616161", label=name)
+            for c, name in zip(
+                error_colours,
+                ["true negative", "true positive", "false positive", "false negative"],
+                strict=False,
+            )
+        ],
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.02),
+        ncol=2,
+        fontsize=8,
+    )
+    fig.suptitle(title, fontsize=11)
+    fig.savefig(path, format="png", bbox_inches="tight", metadata={"Software": None})
+    plt.close(fig)
+    return path

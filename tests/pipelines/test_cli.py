@@ -1,0 +1,147 @@
+"""The command line: help on every command, render, lint, and submit to a real HTTP server."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from pipelines import golden_path
+from pipelines.cli import main
+
+COMMANDS = [[], ["demo"], ["render"], ["lint"], ["run"], ["runs"], ["runs", "list"], ["runs", "show"], ["submit"]]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "geomlops")
+def test_every_command_has_help(command: list[str]) -> None:
+    result = CliRunner().invoke(main, [*command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage: " in result.output
+    assert len(result.output.splitlines()) > 3
+
+
+def test_console_script_renders_the_golden_yaml(home: Path) -> None:
+    geomlops = Path(sys.executable).parent / "geomlops"
+    out = subprocess.run([str(geomlops), "render", "training"], capture_output=True, text=True, check=True)
+    assert yaml.safe_load(out.stdout) == yaml.safe_load(golden_path("training").read_text())
+
+
+def test_lint_reports_each_file(home: Path, tmp_path: Path, schema_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GEOMLOPS_SCHEMA_DIR", str(schema_dir))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("kind: Workflow\napiVersion: argoproj.io/v1alpha1\nmetadata: {name: x}\nspec:\n  entrypnt: a\n")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("spec: [unclosed\n")
+    result = CliRunner().invoke(main, ["lint", "training", str(bad), str(broken)])
+    assert result.exit_code == 1
+    assert "✓ training" in result.output
+    assert "$.spec: unknown field(s) entrypnt" in result.output
+    assert "$.spec.entrypoint: missing" in result.output
+    assert f"✗ {broken}" in result.output and "not valid YAML" in result.output
+
+
+def test_unknown_pipeline_is_named(home: Path) -> None:
+    result = CliRunner().invoke(main, ["render", "no-such"])
+    assert result.exit_code == 2
+    assert "unknown pipeline 'no-such' (pipelines: training)" in result.output
+
+
+class _Argo(BaseHTTPRequestHandler):
+    seen: list[dict[str, Any]] = []
+
+    def _answer(self, code: int, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _record(self) -> dict[str, Any]:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = json.loads(self.rfile.read(length) or b"{}")
+        entry = {"method": self.command, "path": self.path, "auth": self.headers.get("Authorization"), "body": body}
+        self.seen.append(entry)
+        return entry
+
+    def do_POST(self) -> None:  # noqa: N802
+        entry = self._record()
+        if entry["path"].startswith("/api/v1/workflow-templates/"):
+            self._answer(409, {"message": "already exists"})
+        else:
+            self._answer(200, {"metadata": {"name": "geomlops-training-abcde"}})
+
+    def do_GET(self) -> None:  # noqa: N802
+        self._record()
+        self._answer(200, {"metadata": {"name": "geomlops-training-0-1-0", "resourceVersion": "41"}})
+
+    def do_PUT(self) -> None:  # noqa: N802
+        entry = self._record()
+        self._answer(200, {"metadata": entry["body"]["template"]["metadata"]})
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def argo_server() -> Iterator[str]:
+    _Argo.seen = []
+    server = HTTPServer(("127.0.0.1", 0), _Argo)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+def test_submit_installs_or_updates_the_template_then_submits(
+    home: Path, argo_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GEOMLOPS_ARGO_SERVER", argo_server)
+    monkeypatch.setenv("GEOMLOPS_ARGO_NAMESPACE", "mapping")
+    monkeypatch.setenv("GEOMLOPS_ARGO_TOKEN", "s3cr3t-token")
+    result = CliRunner().invoke(main, ["submit", "training", "-p", "model=cloud-mask", "-p", "dataset_path=d"])
+    assert result.exit_code == 0, result.output
+    methods = [(s["method"], s["path"]) for s in _Argo.seen]
+    assert methods == [
+        ("POST", "/api/v1/workflow-templates/mapping"),
+        ("GET", "/api/v1/workflow-templates/mapping/geomlops-training-0-1-0"),
+        ("PUT", "/api/v1/workflow-templates/mapping/geomlops-training-0-1-0"),
+        ("POST", "/api/v1/workflows/mapping/submit"),
+    ]
+    assert all(s["auth"] == "Bearer s3cr3t-token" for s in _Argo.seen)
+    assert _Argo.seen[2]["body"]["template"]["metadata"]["resourceVersion"] == "41"
+    submitted = _Argo.seen[3]["body"]
+    assert submitted["resourceName"] == "geomlops-training-0-1-0"
+    assert submitted["submitOptions"]["parameters"] == ["model=cloud-mask", "dataset_path=d"]
+    assert "geomlops-training-abcde" in result.output
+
+
+def test_submit_dry_run_prints_requests_without_the_token(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GEOMLOPS_ARGO_SERVER", "http://127.0.0.1:9")
+    monkeypatch.setenv("GEOMLOPS_ARGO_TOKEN", "s3cr3t-token")
+    result = CliRunner().invoke(main, ["submit", "training", "--dry-run", "-p", "model=m"])
+    assert result.exit_code == 0, result.output
+    assert "s3cr3t-token" not in result.output
+    requests_ = json.loads(result.output)
+    assert [r["method"] for r in requests_] == ["POST", "POST"]
+    assert requests_[0]["body"]["template"]["kind"] == "WorkflowTemplate"
+    assert requests_[0]["headers"]["Authorization"] == "Bearer ***"
+
+
+def test_submit_errors_are_clear(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    result = CliRunner().invoke(main, ["submit", "training", "--dry-run"])
+    assert result.exit_code == 2 and "GEOMLOPS_ARGO_SERVER" in result.output
+    monkeypatch.setenv("GEOMLOPS_ARGO_SERVER", "http://127.0.0.1:9")
+    result = CliRunner().invoke(main, ["submit", "training", "--dry-run", "-p", "epochs=3"])
+    assert result.exit_code == 2 and "parameter(s) epochs not declared" in result.output
+    result = CliRunner().invoke(main, ["submit", "training", "-p", "model=m"])
+    assert result.exit_code == 2 and "cannot reach the Argo server" in result.output

@@ -1,0 +1,170 @@
+"""The training workflow end to end on the embedded defaults, as ``make demo`` runs it.
+
+One work folder is shared by the module: the demo runs twice (a new version, no duplicate
+item), then bad inputs run against the same data repository and catalogue and must leave
+nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipelines.demo import DATASET, MODEL, default_package
+
+pytestmark = pytest.mark.slow
+GEOMLOPS = str(Path(sys.executable).parent / "geomlops")
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    home = tmp_path_factory.mktemp("demo-home")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GEOMLOPS_", "MLFLOW_"))}
+    env["GEOMLOPS_HOME"] = str(home)
+    first = subprocess.run([GEOMLOPS, "demo"], env=env, capture_output=True, text=True, cwd=home, timeout=900)
+    return {"home": home, "env": env, "first": first}
+
+
+def _geomlops(work: dict[str, Any], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [GEOMLOPS, *args], env=work["env"], capture_output=True, text=True, cwd=work["home"], timeout=600
+    )
+
+
+def _versions(work: dict[str, Any], model: str) -> list[dict[str, Any]]:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{work['home'] / 'mlflow.db'}")
+    return [
+        {"version": str(mv.version), "run_id": mv.run_id}
+        for mv in client.search_model_versions(f"name='{model}'")
+    ]
+
+
+def _version_items(work: dict[str, Any]) -> list[str]:
+    folder = work["home"] / "catalog" / "model-versions"
+    return sorted(p.parent.name for p in folder.glob("*/*.json"))
+
+
+def test_demo_trains_registers_and_publishes(work: dict[str, Any]) -> None:
+    out = work["first"]
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "model version  models:/cloud-mask/1" in out.stdout
+    item_path = Path(re.search(r"STAC item\s+(\S+)", out.stdout).group(1))  # type: ignore[union-attr]
+    assert item_path.is_file() and item_path.is_relative_to(work["home"])
+    item = json.loads(item_path.read_text())
+    props = item["properties"]
+    [version] = _versions(work, MODEL)
+    assert props["mlflow:run_id"] == version["run_id"] and props["mlflow:model_version"] == "1"
+
+    from steps.dataset import resolve_dataset
+
+    dataset = resolve_dataset(str(work["home"] / "data"), DATASET)
+    assert props["geomlops:dataset"]["md5"] == dataset.md5
+    assert props["geomlops:dataset"]["commit"] == dataset.commit
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=default_package())
+    assert props["geomlops:code"]["git_commit"] == head.stdout.strip()
+    assert props["geomlops:metrics"]["test_iou"] > 0.5
+    assert any(link["rel"] == "derived_from" for link in item["links"])
+    assert (work["home"] / "mlflow.db").is_file()
+    assert (work["home"] / "dvc-remote").is_dir()
+
+
+def test_second_demo_makes_a_new_version_and_no_duplicate_item(work: dict[str, Any]) -> None:
+    before = json.loads((work["home"] / "catalog" / "model-versions" / "cloud-mask-v1" / "cloud-mask-v1.json").read_text())
+    again = _geomlops(work, "demo")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "models:/cloud-mask/2" in again.stdout
+    assert sorted(v["version"] for v in _versions(work, MODEL)) == ["1", "2"]
+    assert _version_items(work) == ["cloud-mask-v1", "cloud-mask-v2"]
+    after = json.loads((work["home"] / "catalog" / "model-versions" / "cloud-mask-v1" / "cloud-mask-v1.json").read_text())
+    assert after == before
+
+
+def _run(work: dict[str, Any], *params: str) -> subprocess.CompletedProcess[str]:
+    args = ["run", "training"]
+    for p in params:
+        args += ["-p", p]
+    return _geomlops(work, *args)
+
+
+def test_unknown_model_fails_naming_it(work: dict[str, Any]) -> None:
+    out = _run(work, "model=no-such-model", f"dataset_path={DATASET}")
+    assert out.returncode == 1
+    text = out.stdout + out.stderr
+    assert "model 'no-such-model' is not in the catalogue" in text and "cloud-mask" in text
+    assert _versions(work, "no-such-model") == []
+
+
+def test_unknown_dataset_path_and_revision(work: dict[str, Any]) -> None:
+    out = _run(work, f"model={MODEL}", "dataset_path=datasets/none")
+    assert out.returncode == 1 and "'datasets/none' does not exist" in out.stdout + out.stderr
+    out = _run(work, f"model={MODEL}", f"dataset_path={DATASET}", "dataset_rev=v9")
+    assert out.returncode == 1 and "revision 'v9'" in out.stdout + out.stderr
+
+
+def test_undeclared_parameter_is_refused_before_anything_runs(work: dict[str, Any]) -> None:
+    runs_before = sorted((work["home"] / "runs").iterdir())
+    out = _run(work, f"model={MODEL}", f"dataset_path={DATASET}", "epochs=3")
+    assert out.returncode == 2
+    assert "epochs" in out.stderr and "dataset_path" in out.stderr
+    assert sorted((work["home"] / "runs").iterdir()) == runs_before
+
+
+def _register_copy(work: dict[str, Any], model_id: str, edit: Any) -> None:
+    from steps.catalog import publish_base_item
+
+    package = work["home"] / "packages" / model_id
+    shutil.copytree(default_package(), package, ignore=shutil.ignore_patterns("__pycache__"))
+    item = json.loads((package / "stac-item.json").read_text())
+    item["id"] = model_id
+    item["properties"]["mlm:name"] = model_id
+    (package / "stac-item.json").write_text(json.dumps(item))
+    edit(package)
+    publish_base_item(package, str(work["home"] / "catalog" / "catalog.json"))
+
+
+def test_failing_training_leaves_no_version_and_no_item(work: dict[str, Any]) -> None:
+    def break_training(package: Path) -> None:
+        train = package / "cloud_mask" / "train.py"
+        train.write_text("import sys\nsys.exit('simulated training failure')\n")
+
+    _register_copy(work, "broken-model", break_training)
+    out = _run(work, "model=broken-model", f"dataset_path={DATASET}")
+    assert out.returncode == 1
+    assert "train" in out.stdout + out.stderr
+    assert _versions(work, "broken-model") == []
+    assert not [i for i in _version_items(work) if i.startswith("broken-model")]
+
+
+def test_package_without_train_entry_point(work: dict[str, Any]) -> None:
+    def drop_train(package: Path) -> None:
+        import yaml
+
+        project = yaml.safe_load((package / "MLproject").read_text())
+        del project["entry_points"]["train"]
+        (package / "MLproject").write_text(yaml.safe_dump(project))
+
+    _register_copy(work, "no-train-model", drop_train)
+    out = _run(work, "model=no-train-model", f"dataset_path={DATASET}")
+    assert out.returncode == 1
+    assert "entry_points lacks 'train'" in out.stdout + out.stderr
+    assert _versions(work, "no-train-model") == []
+
+
+def test_malformed_manifest_is_refused(work: dict[str, Any], tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("apiVersion: argoproj.io/v1alpha1\nkind: Workflow\nmetadata: {name: x}\nspec: {entrypoint: main}\n")
+    out = _geomlops(work, "run", str(bad))
+    assert out.returncode == 2 and "main" in out.stderr
+    bad.write_text(": : :\n")
+    out = _geomlops(work, "run", str(bad))
+    assert out.returncode == 2 and "not valid YAML" in out.stderr
