@@ -134,7 +134,8 @@ _HEADLINE = ("test_iou", "test_f1", "test_precision", "test_recall")
 def _quicklook(run_id: str, tracking_uri: str) -> str:
     from mlflow import MlflowClient
 
-    return f"{MlflowClient(tracking_uri=tracking_uri).get_run(run_id).info.artifact_uri}/evaluation/quicklook.png".removeprefix("file://")
+    artifacts = MlflowClient(tracking_uri=tracking_uri).get_run(run_id).info.artifact_uri
+    return f"{artifacts}/evaluation/quicklook.png".removeprefix("file://")
 
 
 def _report_validation(result: ValidationResult) -> None:

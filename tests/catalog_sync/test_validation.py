@@ -44,7 +44,11 @@ def test_without_schema_folder_extensions_are_unavailable(shared_data: Path) -> 
     ("mutate", "expected_path", "expected_text"),
     [
         (lambda d: d["properties"].pop("mlm:name"), "$.properties", "'mlm:name' is a required property"),
-        (lambda d: d["properties"].__setitem__("mlm:tasks", ["flood-guessing"]), "$.properties['mlm:tasks'][0]", "flood-guessing"),
+        (
+            lambda d: d["properties"].__setitem__("mlm:tasks", ["flood-guessing"]),
+            "$.properties['mlm:tasks'][0]",
+            "flood-guessing",
+        ),
         (lambda d: d["geometry"].__setitem__("type", "Triangle"), "$.geometry", ""),
     ],
 )
@@ -55,4 +59,6 @@ def test_broken_copies_fail_with_the_json_path(
     mutate(item)  # type: ignore[operator]
     result = validate_stac(item, schema_dir)
     assert result.status == "invalid"
-    assert any(i.path.startswith(expected_path) and expected_text in i.message for i in result.issues), result.summary()
+    assert any(i.path.startswith(expected_path) and expected_text in i.message for i in result.issues), (
+        result.summary()
+    )

@@ -17,7 +17,7 @@ def _files() -> dict[str, str]:
     blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.S)
     files = {}
     for block in blocks:
-        first, _, rest = block.partition("\n")
+        first, _, _ = block.partition("\n")
         assert first.startswith("# file: "), f"python block without a '# file:' line: {first}"
         files[first.removeprefix("# file: ").strip()] = block
     return files
@@ -29,7 +29,9 @@ def test_the_documented_step_template_and_pipeline_run(tmp_path: Path, schema_di
     for name, text in files.items():
         (tmp_path / name).write_text(text)
     env = {k: v for k, v in os.environ.items() if not k.startswith("GEOMLOPS_")}
-    env.update(PYTHONPATH=str(tmp_path), GEOMLOPS_HOME=str(tmp_path / "home"), GEOMLOPS_SCHEMA_DIR=str(schema_dir))
+    env.update(
+        PYTHONPATH=str(tmp_path), GEOMLOPS_HOME=str(tmp_path / "home"), GEOMLOPS_SCHEMA_DIR=str(schema_dir)
+    )
 
     def sh(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(list(args), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)

@@ -9,7 +9,7 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import yaml
@@ -18,7 +18,17 @@ from click.testing import CliRunner
 from pipelines import golden_path
 from pipelines.cli import main
 
-COMMANDS = [[], ["demo"], ["render"], ["lint"], ["run"], ["runs"], ["runs", "list"], ["runs", "show"], ["submit"]]
+COMMANDS = [
+    [],
+    ["demo"],
+    ["render"],
+    ["lint"],
+    ["run"],
+    ["runs"],
+    ["runs", "list"],
+    ["runs", "show"],
+    ["submit"],
+]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "geomlops")
@@ -35,10 +45,14 @@ def test_console_script_renders_the_golden_yaml(home: Path) -> None:
     assert yaml.safe_load(out.stdout) == yaml.safe_load(golden_path("training").read_text())
 
 
-def test_lint_reports_each_file(home: Path, tmp_path: Path, schema_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_lint_reports_each_file(
+    home: Path, tmp_path: Path, schema_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("GEOMLOPS_SCHEMA_DIR", str(schema_dir))
     bad = tmp_path / "bad.yaml"
-    bad.write_text("kind: Workflow\napiVersion: argoproj.io/v1alpha1\nmetadata: {name: x}\nspec:\n  entrypnt: a\n")
+    bad.write_text(
+        "kind: Workflow\napiVersion: argoproj.io/v1alpha1\nmetadata: {name: x}\nspec:\n  entrypnt: a\n"
+    )
     broken = tmp_path / "broken.yaml"
     broken.write_text("spec: [unclosed\n")
     result = CliRunner().invoke(main, ["lint", "training", str(bad), str(broken)])
@@ -56,7 +70,7 @@ def test_unknown_pipeline_is_named(home: Path) -> None:
 
 
 class _Argo(BaseHTTPRequestHandler):
-    seen: list[dict[str, Any]] = []
+    seen: ClassVar[list[dict[str, Any]]] = []
 
     def _answer(self, code: int, body: dict[str, Any]) -> None:
         data = json.dumps(body).encode()
@@ -69,22 +83,27 @@ class _Argo(BaseHTTPRequestHandler):
     def _record(self) -> dict[str, Any]:
         length = int(self.headers.get("Content-Length") or 0)
         body = json.loads(self.rfile.read(length) or b"{}")
-        entry = {"method": self.command, "path": self.path, "auth": self.headers.get("Authorization"), "body": body}
+        entry = {
+            "method": self.command,
+            "path": self.path,
+            "auth": self.headers.get("Authorization"),
+            "body": body,
+        }
         self.seen.append(entry)
         return entry
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         entry = self._record()
         if entry["path"].startswith("/api/v1/workflow-templates/"):
             self._answer(409, {"message": "already exists"})
         else:
             self._answer(200, {"metadata": {"name": "geomlops-training-abcde"}})
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         self._record()
         self._answer(200, {"metadata": {"name": "geomlops-training-0-1-0", "resourceVersion": "41"}})
 
-    def do_PUT(self) -> None:  # noqa: N802
+    def do_PUT(self) -> None:
         entry = self._record()
         self._answer(200, {"metadata": entry["body"]["template"]["metadata"]})
 
@@ -108,7 +127,9 @@ def test_submit_installs_or_updates_the_template_then_submits(
     monkeypatch.setenv("GEOMLOPS_ARGO_SERVER", argo_server)
     monkeypatch.setenv("GEOMLOPS_ARGO_NAMESPACE", "mapping")
     monkeypatch.setenv("GEOMLOPS_ARGO_TOKEN", "s3cr3t-token")
-    result = CliRunner().invoke(main, ["submit", "training", "-p", "model=cloud-mask", "-p", "dataset_path=d"])
+    result = CliRunner().invoke(
+        main, ["submit", "training", "-p", "model=cloud-mask", "-p", "dataset_path=d"]
+    )
     assert result.exit_code == 0, result.output
     methods = [(s["method"], s["path"]) for s in _Argo.seen]
     assert methods == [
@@ -125,7 +146,9 @@ def test_submit_installs_or_updates_the_template_then_submits(
     assert "geomlops-training-abcde" in result.output
 
 
-def test_submit_dry_run_prints_requests_without_the_token(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_submit_dry_run_prints_requests_without_the_token(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("GEOMLOPS_ARGO_SERVER", "http://127.0.0.1:9")
     monkeypatch.setenv("GEOMLOPS_ARGO_TOKEN", "s3cr3t-token")
     result = CliRunner().invoke(main, ["submit", "training", "--dry-run", "-p", "model=m"])

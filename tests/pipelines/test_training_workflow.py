@@ -79,13 +79,17 @@ def test_demo_trains_registers_and_publishes(work: dict[str, Any]) -> None:
 
 
 def test_second_demo_makes_a_new_version_and_no_duplicate_item(work: dict[str, Any]) -> None:
-    before = json.loads((work["home"] / "catalog" / "model-versions" / "cloud-mask-v1" / "cloud-mask-v1.json").read_text())
+    before = json.loads(
+        (work["home"] / "catalog" / "model-versions" / "cloud-mask-v1" / "cloud-mask-v1.json").read_text()
+    )
     again = _geomlops(work, "demo")
     assert again.returncode == 0, again.stdout + again.stderr
     assert "models:/cloud-mask/2" in again.stdout
     assert sorted(v["version"] for v in _versions(work, MODEL)) == ["1", "2"]
     assert _version_items(work) == ["cloud-mask-v1", "cloud-mask-v2"]
-    after = json.loads((work["home"] / "catalog" / "model-versions" / "cloud-mask-v1" / "cloud-mask-v1.json").read_text())
+    after = json.loads(
+        (work["home"] / "catalog" / "model-versions" / "cloud-mask-v1" / "cloud-mask-v1.json").read_text()
+    )
     assert after == before
 
 
@@ -162,7 +166,9 @@ def test_package_without_train_entry_point(work: dict[str, Any]) -> None:
 
 def test_malformed_manifest_is_refused(work: dict[str, Any], tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
-    bad.write_text("apiVersion: argoproj.io/v1alpha1\nkind: Workflow\nmetadata: {name: x}\nspec: {entrypoint: main}\n")
+    bad.write_text(
+        "apiVersion: argoproj.io/v1alpha1\nkind: Workflow\nmetadata: {name: x}\nspec: {entrypoint: main}\n"
+    )
     out = _geomlops(work, "run", str(bad))
     assert out.returncode == 2 and "main" in out.stderr
     bad.write_text(": : :\n")

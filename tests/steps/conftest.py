@@ -37,4 +37,9 @@ def dvc_repo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     sh([*GIT, "add", "-A"], repo)
     sh([*GIT, "commit", "-q", "-m", "v2"], repo)
     sh([*dvc, "push", "-q"], repo)
-    return {"repo": repo, "remote": remote, "v1": first, "head": sh(["git", "rev-parse", "HEAD"], repo).strip()}
+    return {
+        "repo": repo,
+        "remote": remote,
+        "v1": first,
+        "head": sh(["git", "rev-parse", "HEAD"], repo).strip(),
+    }

@@ -43,7 +43,9 @@ def catalog(home: Path, shared_data: Path) -> str:
     return root
 
 
-DATASET = DatasetRef(repo="/data", path="datasets/x", rev="HEAD", commit="c" * 40, md5="d" * 32 + ".dir", url="/r/d")
+DATASET = DatasetRef(
+    repo="/data", path="datasets/x", rev="HEAD", commit="c" * 40, md5="d" * 32 + ".dir", url="/r/d"
+)
 
 
 def test_register_twice_makes_one_version(home: Path) -> None:
@@ -81,7 +83,7 @@ def test_publish_links_version_run_data_and_code(home: Path, catalog: str, schem
     assert props["geomlops:metrics"] == {"test_iou": 0.8}
     assert props["mlm:hyperparameters"]["max_iter"] == "7"
     base = StaticCatalog(catalog).item_href("models", MODEL)
-    assert {"rel": "derived_from", "href": base} .items() <= next(
+    assert {"rel": "derived_from", "href": base}.items() <= next(
         link for link in item["links"] if link["rel"] == "derived_from"
     ).items()
     assert item["assets"]["model"]["roles"] == ["mlm:model"]
