@@ -276,61 +276,45 @@ def test_mlflow_run_train_logs_a_model(cloud_mask: ModuleType, trained_cloud_mas
 
 
 @pytest.mark.slow
-def test_logged_model_loads_in_another_process(
-    cloud_mask_session: ModuleType, trained_cloud_mask: Any, tmp_path: Path
+def test_inference_and_postprocess_entry_points(
+    cloud_mask_session: ModuleType, cloud_mask: ModuleType, trained_cloud_mask: Any, tmp_path: Path
 ) -> None:
+    from mlflow import MlflowClient
+
     image = trained_cloud_mask.dataset / "image.tif"
+    mask = tmp_path / "mask.tif"
+    # A fresh interpreter loads runs:/<id>/model with only the model's own logged code.
     output = cloud_mask_session.predict_in_fresh_process(
         f"runs:/{trained_cloud_mask.run_id}/model",
         image,
-        tmp_path / "mask.tif",
+        mask,
         tracking_uri=trained_cloud_mask.tracking_uri,
         cwd=tmp_path,
     )
     assert re.search(r"cloud_mask from .*/model/code/cloud_mask/inference\.py", output), output
-    with rasterio.open(image) as src, rasterio.open(tmp_path / "mask.tif") as out:
+    with rasterio.open(image) as src, rasterio.open(mask) as out:
         assert (out.crs, out.transform, out.shape, out.dtypes) == (
             src.crs,
             src.transform,
             src.shape,
             ("uint8",),
         )
-        assert set(np.unique(out.read(1)).tolist()) == {0, 1}
+        assert out.nodata == 255
+        predicted = out.read(1)
+    assert set(np.unique(predicted).tolist()) == {0, 1}
 
-
-@pytest.mark.slow
-def test_inference_and_postprocess_entry_points(
-    cloud_mask: ModuleType, trained_cloud_mask: Any, tmp_path: Path
-) -> None:
-    from mlflow import MlflowClient
-
-    image = trained_cloud_mask.dataset / "image.tif"
+    # The entry points' command lines, in this process; another chip size changes nothing.
     (logged,) = MlflowClient(trained_cloud_mask.tracking_uri).search_logged_models(
         [trained_cloud_mask.experiment_id]
     )
-    masks = {}
-    for chip_size in (256, 97):
-        masks[chip_size] = tmp_path / f"mask{chip_size}.tif"
-        cloud_mask.inference.main(
-            [
-                "--model-uri",
-                logged.artifact_location,
-                "--image",
-                str(image),
-                "--output",
-                str(masks[chip_size]),
-            ]
-            + ["--chip-size", str(chip_size)]
-        )
-    with rasterio.open(image) as src, rasterio.open(masks[256]) as out:
-        assert (out.crs, out.transform, out.shape, out.nodata) == (src.crs, src.transform, src.shape, 255)
-        predicted = out.read(1)
-    with rasterio.open(masks[97]) as out:
-        assert np.array_equal(out.read(1), predicted)  # per-pixel features: chips change nothing
-    assert set(np.unique(predicted).tolist()) == {0, 1}
+    mask97 = tmp_path / "mask97.tif"
+    args = ["--model-uri", logged.artifact_location, "--image", str(image), "--output", str(mask97)]
+    cloud_mask.inference.main([*args, "--chip-size", "97"])
+    with rasterio.open(mask97) as out:
+        assert np.array_equal(out.read(1), predicted)
 
     geojson = tmp_path / "clouds.geojson"
-    cloud_mask.postprocess.main(["--mask", str(masks[256]), "--output", str(geojson)])
+    cloud_mask.postprocess.main(["--mask", str(mask), "--output", str(geojson)])
     collection = json.loads(geojson.read_text())
     assert collection["type"] == "FeatureCollection" and "crs" not in collection
     polygons = [shape(f["geometry"]) for f in collection["features"]]
@@ -340,7 +324,7 @@ def test_inference_and_postprocess_entry_points(
     west, south, east, north = _item()["bbox"]
     for p in polygons:
         assert west <= p.bounds[0] and p.bounds[2] <= east and south <= p.bounds[1] and p.bounds[3] <= north
-    with rasterio.open(masks[256]) as out:
+    with rasterio.open(mask) as out:
         in_crs = cloud_mask.postprocess.mask_to_polygons(out.read(1), out.transform, classes=[1])
     assert sum(shape(g).area for g, _ in in_crs) == pytest.approx(np.count_nonzero(predicted == 1) * 900.0)
 

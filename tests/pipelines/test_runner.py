@@ -552,3 +552,34 @@ def test_sandbox_remaps_output_folders_but_not_other_host_paths(tmp_path: Path) 
     sandboxed = summary.run_dir / "work" / "probe" / "attempt-1" / "root" / "tmp" / "probe-out"
     assert make_runner(tmp_path).show(summary.run_id).nodes["probe"].result == str(sandboxed)
     assert not Path("/tmp/probe-out/rows").exists()
+
+
+def test_workflow_template_ref_and_cron_workflow_run_the_referenced_spec(tmp_path: Path) -> None:
+    greet = script("greet", "print('hello {{workflow.parameters.who}}')")
+    library = workflow(
+        [greet], entrypoint="greet", parameters={"who": "world"}, name="greeter", kind="WorkflowTemplate"
+    )
+    submitted = {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "Workflow",
+        "metadata": {"generateName": "greeter-"},
+        "spec": {
+            "workflowTemplateRef": {"name": "greeter"},
+            "arguments": {"parameters": [{"name": "who", "value": "argo"}]},
+        },
+    }
+    cron = {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "CronWorkflow",
+        "metadata": {"name": "nightly"},
+        "spec": {"schedule": "0 2 * * *", "workflowSpec": library["spec"]},
+    }
+    runner = make_runner(tmp_path, template_resolver={"greeter": library}.__getitem__)
+
+    from_ref = runner.run(submitted, {})
+    from_cron = runner.run(cron, {"who": "cron"})
+
+    assert (from_ref.status, from_cron.status) == ("Succeeded", "Succeeded")
+    assert runner.show(from_ref.run_id).nodes["greet"].result == "hello argo"
+    assert runner.show(from_cron.run_id).nodes["greet"].result == "hello cron"
+    assert from_cron.run_id.startswith("nightly-")
