@@ -15,6 +15,8 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import ModuleType
@@ -51,6 +53,19 @@ def import_cloud_mask() -> ModuleType:
     return sys.modules["cloud_mask"]
 
 
+@contextmanager
+def one_openmp_thread() -> Iterator[None]:
+    """Run scikit-learn's OpenMP code on one thread in this process.
+
+    Test suites share few cores; OpenMP threads spinning against other processes made the
+    tests 2x slower than one thread (the model's predict is OpenMP-parallel).
+    """
+    from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
+
+    with threadpool_limits(limits=1, user_api="openmp"):
+        yield
+
+
 def subprocess_env(tracking_uri: str) -> dict[str, str]:
     """Environment for `mlflow run`: this interpreter first on PATH, MLflow on the temp DB."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
@@ -59,9 +74,7 @@ def subprocess_env(tracking_uri: str) -> dict[str, str]:
         PYTHONDONTWRITEBYTECODE="1",
         PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
     )
-    # Test suites share few cores; OpenMP threads spinning against each other make the
-    # boosting fit 2-3x slower than one thread does.
-    env.setdefault("OMP_NUM_THREADS", "1")
+    env.setdefault("OMP_NUM_THREADS", "1")  # see one_openmp_thread
     return env
 
 

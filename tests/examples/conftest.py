@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -20,6 +21,12 @@ def _session_module() -> ModuleType:
         sys.modules[name] = module
         spec.loader.exec_module(module)
     return sys.modules[name]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_openmp_thread() -> Iterator[None]:
+    with _session_module().one_openmp_thread():
+        yield
 
 
 @pytest.fixture(scope="session")

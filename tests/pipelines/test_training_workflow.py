@@ -174,3 +174,51 @@ def test_malformed_manifest_is_refused(work: dict[str, Any], tmp_path: Path) -> 
     bad.write_text(": : :\n")
     out = _geomlops(work, "run", str(bad))
     assert out.returncode == 2 and "not valid YAML" in out.stderr
+
+
+def test_run_killed_during_training_resumes_without_redoing_finished_tasks(work: dict[str, Any]) -> None:
+    import signal
+    import time
+
+    before = {v["version"] for v in _versions(work, MODEL)}
+    runs_dir = work["home"] / "runs"
+    known = set(runs_dir.iterdir())
+    proc = subprocess.Popen(
+        [GEOMLOPS, "run", "training", "-p", f"model={MODEL}", "-p", f"dataset_path={DATASET}"],
+        env=work["env"],
+        cwd=work["home"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 300
+    state_file: Path | None = None
+    try:
+        while time.monotonic() < deadline:
+            new = set(runs_dir.iterdir()) - known
+            if new:
+                state_file = next(iter(new)) / "state.json"
+                nodes = json.loads(state_file.read_text())["nodes"] if state_file.exists() else {}
+                if nodes.get("train", {}).get("status") == "Running":
+                    break
+            time.sleep(0.2)
+        else:
+            pytest.fail("the train task never started")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the runner and the training process with it
+        proc.wait()
+    assert state_file is not None
+    run_id = state_file.parent.name
+    killed = json.loads(state_file.read_text())
+    assert killed["nodes"]["fetch-model"]["status"] == "Succeeded"
+    assert killed["nodes"]["resolve-dataset"]["status"] == "Succeeded"
+
+    resumed = _geomlops(work, "run", "--resume", run_id)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    final = json.loads(state_file.read_text())
+    assert final["status"] == "Succeeded"
+    for task in ("fetch-model", "resolve-dataset"):
+        assert final["nodes"][task]["attempts"] == killed["nodes"][task]["attempts"], task
+        assert len(final["nodes"][task]["attempts"]) == 1
+    after = {v["version"] for v in _versions(work, MODEL)}
+    assert len(after - before) == 1  # one new version, from the resumed training only

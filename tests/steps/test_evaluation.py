@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -33,6 +34,12 @@ def _session() -> ModuleType:
         sys.modules[name] = module
         spec.loader.exec_module(module)
     return sys.modules[name]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_openmp_thread() -> Iterator[None]:
+    with _session().one_openmp_thread():
+        yield
 
 
 @pytest.fixture(scope="module")
