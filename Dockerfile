@@ -1,6 +1,6 @@
 # The geomlops image: every step template runs in it on a cluster, and model packages build
 # their training and inference images FROM it (see examples/cloud-mask/Dockerfile).
-FROM python:3.11-slim
+FROM python:3.11-slim AS runtime
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
     UV_PROJECT_ENVIRONMENT=/opt/geomlops/.venv UV_PYTHON_DOWNLOADS=never \
     PATH=/opt/geomlops/.venv/bin:$PATH
@@ -18,3 +18,11 @@ RUN uv sync --frozen --no-dev --no-editable
 # `python` in rendered script templates must be the environment's interpreter
 ENTRYPOINT []
 CMD ["geomlops", "--help"]
+
+# The builder image: geomlops plus Kaniko's executor, for the registration workflow's
+# build-image step (`docker build --target builder`).
+FROM gcr.io/kaniko-project/executor:v1.23.2 AS kaniko
+FROM runtime AS builder
+COPY --from=kaniko /kaniko/executor /kaniko/executor
+COPY --from=kaniko /kaniko/ssl /kaniko/ssl
+ENV SSL_CERT_DIR=/kaniko/ssl/certs

@@ -21,7 +21,7 @@ $(UV):
 	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check uv==0.13.8
 
 $(VENV)/.synced: pyproject.toml uv.lock | $(UV)
-	$(UV) sync --frozen --python $(VENV)/bin/python
+	$(UV) sync --frozen --compile-bytecode --python $(VENV)/bin/python
 	@touch $@
 
 demo: $(VENV)/.synced

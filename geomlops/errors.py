@@ -65,3 +65,12 @@ class SubmitError(GeomlopsError):
 
 class ItemNotFoundError(CatalogError):
     """Raised when a collection or item is not in the catalogue."""
+
+
+class InvalidItemError(CatalogError):
+    """Raised when an item is refused by the catalogue: it fails its schemas, has an invalid
+    geometry or lacks what the store needs; nothing of the batch it came in is written."""
+
+
+class CatalogUnavailableError(CatalogError):
+    """Raised when the catalogue's database or STAC API cannot be reached or is not set up."""

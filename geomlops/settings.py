@@ -36,6 +36,13 @@ class Settings(BaseSettings):
     schema_dir: Path | None = Field(
         default=None, description="Folder of JSON schemas stored by URL, for offline validation."
     )
+    pgstac_dsn: str | None = Field(
+        default=None,
+        description="PostgreSQL DSN of the PgSTAC catalogue (postgresql://user:pass@host:port/db).",
+    )
+    stac_api_url: str | None = Field(
+        default=None, description="STAC API serving the catalogue (stac-fastapi-pgstac), for search."
+    )
     argo_server: str | None = Field(default=None, description="Argo server URL for `submit`.")
     argo_namespace: str = Field(default="argo", description="Namespace to submit workflows to.")
     argo_token: str | None = Field(default=None, description="Bearer token for the Argo server.")

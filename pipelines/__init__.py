@@ -11,7 +11,7 @@ import yaml
 from geomlops.errors import ManifestError
 
 #: pipeline name -> module exposing ``workflow`` (a Hera WorkflowTemplate or CronWorkflow)
-PIPELINES = {"training": "pipelines.training"}
+PIPELINES = {"training": "pipelines.training", "registration": "pipelines.registration"}
 
 GOLDEN_DIR = Path(__file__).parent
 

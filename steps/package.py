@@ -103,3 +103,62 @@ def content_hash(root: Path) -> str:
             continue
         digest.update(str(rel).encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()
+
+
+class PackageReport(BaseModel):
+    """A validated model package: what the registration workflow needs of it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    package: PackageInfo
+    model_id: str
+    image: str
+    schema_status: str
+    unavailable_schemas: list[str] = []
+
+
+def validate_package(package: str | Path, schema_dir: Path | None = None) -> PackageReport:
+    """Check a whole model package: MLproject with its four entry points, Dockerfile, MLM item.
+
+    Args:
+        package: the package folder.
+        schema_dir: folder of extension schemas stored by URL (offline validation).
+
+    Returns:
+        The package, its model id and the image to build (the item's training-runtime asset).
+
+    Raises:
+        InvalidPackageError: naming the file and what is missing or wrong.
+        InvalidModelItemError: the MLM item is invalid (each fault's JSON path named).
+    """
+    import json
+
+    from catalog_sync.mlm import parse_model_item
+    from catalog_sync.validation import validate_stac
+    from geomlops.errors import InvalidModelItemError
+
+    info = describe_package(package, required=tuple(ENTRY_POINTS))
+    root = Path(info.path)
+    if not (root / "Dockerfile").is_file():
+        raise InvalidPackageError(f"{root / 'Dockerfile'}: file not found (the image is built from it)")
+    item_path = root / "stac-item.json"
+    if not item_path.is_file():
+        raise InvalidPackageError(f"{item_path}: file not found (a model package needs its MLM item)")
+    try:
+        item = json.loads(item_path.read_text())
+    except json.JSONDecodeError as err:
+        raise InvalidPackageError(f"{item_path}: not valid JSON ({err})") from err
+    result = validate_stac(item, schema_dir)
+    if result.status == "invalid":
+        raise InvalidModelItemError(f"{item_path}:\n{result.summary()}")
+    spec = parse_model_item(item, href=str(item_path))
+    if not spec.training_image:
+        raise InvalidPackageError(
+            f"{item_path}: assets: no asset with role 'mlm:training-runtime' (the image to build)"
+        )
+    return PackageReport(
+        package=info,
+        model_id=spec.id,
+        image=spec.training_image,
+        schema_status=result.status,
+        unavailable_schemas=result.unavailable,
+    )

@@ -74,3 +74,30 @@ def delete_unpublished_versions(
             client.delete_model_version(model_name, mv.version)
             deleted.append(str(mv.version))
     return deleted
+
+
+def ensure_registered_model(name: str, description: str = "", tags: Mapping[str, str] | None = None) -> bool:
+    """Create registered model ``name`` if absent; bring its description and tags up to date.
+
+    Returns:
+        True when the model was created, False when it existed (running twice changes nothing).
+    """
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient()
+    try:
+        current = client.get_registered_model(name)
+    except MlflowException as err:
+        if err.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise RegistryError(f"cannot read registered model '{name}': {err}") from err
+        current = None
+    if current is None:
+        client.create_registered_model(name, tags=dict(tags or {}), description=description or None)
+        return True
+    if description and current.description != description:
+        client.update_registered_model(name, description=description)
+    for key, value in (tags or {}).items():
+        if (current.tags or {}).get(key) != value:
+            client.set_registered_model_tag(name, key, value)
+    return False

@@ -55,3 +55,6 @@ NETWORK_RETRY = RetryStrategy(
 SMALL = Resources(cpu_request="100m", memory_request="256Mi", memory_limit="1Gi")
 #: training and evaluation on imagery
 LARGE = Resources(cpu_request="1", memory_request="2Gi", memory_limit="8Gi")
+
+#: the geomlops image with Kaniko's executor added (root Dockerfile, target ``builder``)
+BUILDER_IMAGE = f"ghcr.io/geomlops/geomlops-builder:{__version__}"

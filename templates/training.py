@@ -88,9 +88,8 @@ def train(
 @script(constructor="runner", image=IMAGE, resources=LARGE, retry_strategy=NETWORK_RETRY, env=SECRET_ENV)
 def evaluate(run_id: str, dataset: DatasetRef) -> Annotated[str, Parameter(name="metrics")]:
     """Evaluate the trained model on the dataset's spatially held-out split."""
-    from steps.evaluation import evaluate_segmentation
-
     from steps.dataset import materialize_dataset
+    from steps.evaluation import evaluate_segmentation
 
     _use_tracking()
     data = materialize_dataset(dataset, get_settings().home_dir / "datasets")

@@ -66,7 +66,7 @@ def test_lint_reports_each_file(
 def test_unknown_pipeline_is_named(home: Path) -> None:
     result = CliRunner().invoke(main, ["render", "no-such"])
     assert result.exit_code == 2
-    assert "unknown pipeline 'no-such' (pipelines: training)" in result.output
+    assert "unknown pipeline 'no-such' (pipelines: registration, training)" in result.output
 
 
 class _Argo(BaseHTTPRequestHandler):

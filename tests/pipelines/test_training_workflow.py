@@ -222,3 +222,18 @@ def test_run_killed_during_training_resumes_without_redoing_finished_tasks(work:
         assert len(final["nodes"][task]["attempts"]) == 1
     after = {v["version"] for v in _versions(work, MODEL)}
     assert len(after - before) == 1  # one new version, from the resumed training only
+
+
+def test_runs_list_and_show(work: dict[str, Any]) -> None:
+    listed = _geomlops(work, "runs", "list")
+    assert listed.returncode == 0
+    run_ids = [line.split()[0] for line in listed.stdout.splitlines()]
+    assert sorted(run_ids) == sorted(p.name for p in (work["home"] / "runs").iterdir())
+    succeeded = [line.split()[0] for line in listed.stdout.splitlines() if " Succeeded " in line]
+    shown = _geomlops(work, "runs", "show", succeeded[-1])
+    assert shown.returncode == 0
+    for task in ("fetch-model", "resolve-dataset", "train", "evaluate", "register", "publish"):
+        assert re.search(rf"Succeeded\s+{task}\b", shown.stdout), task
+    assert "version = " in shown.stdout and "log: logs/train.log" in shown.stdout
+    missing = _geomlops(work, "runs", "show", "no-such-run")
+    assert missing.returncode == 2 and "no-such-run" in missing.stderr

