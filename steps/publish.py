@@ -6,12 +6,14 @@ import copy
 from datetime import UTC, datetime
 from typing import Any
 
-from catalog_sync import open_store
+from catalog_sync import CatalogStore, open_store
 from catalog_sync.mlm import VERSION_SCHEMA
-from geomlops.errors import ItemNotFoundError
+from geomlops.errors import ItemNotFoundError, RegistryError
 from steps.dataset import DatasetRef
 
 VERSIONS = "model-versions"
+#: version tag holding the exact dataset (DatasetRef JSON) a version was trained on
+DATASET_TAG = "geomlops.dataset"
 
 
 def version_item_id(model_id: str, version: str) -> str:
@@ -96,6 +98,66 @@ def build_version_item(
     return item
 
 
+def expected_version_item(
+    store: CatalogStore, model_id: str, version: str, dataset: DatasetRef | None = None
+) -> dict[str, Any]:
+    """The STAC item a registered version should have, built from MLflow and the base item.
+
+    The dataset comes from the version's ``geomlops.dataset`` tag unless given. Aliases and tags
+    of the version are part of the item, so moving an alias changes what is expected.
+
+    Raises:
+        ItemNotFoundError: the base model is not in the catalogue.
+        RegistryError: the version has no dataset record and none was given.
+    """
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from steps.model_spec import MODELS
+
+    base = store.get_item(MODELS, model_id)
+    client = MlflowClient()
+    mv = client.get_model_version(model_id, version)
+    tags = dict(mv.tags or {})
+    if dataset is None:
+        if DATASET_TAG not in tags:
+            raise RegistryError(f"version {version} of '{model_id}' has no '{DATASET_TAG}' tag")
+        dataset = DatasetRef.model_validate_json(tags[DATASET_TAG])
+    run = client.get_run(str(mv.run_id))
+    item = build_version_item(
+        base,
+        store.item_href(MODELS, model_id),
+        version=version,
+        run={
+            "run_id": run.info.run_id,
+            "experiment_id": run.info.experiment_id,
+            "tags": dict(run.data.tags),
+            "metrics": dict(run.data.metrics),
+            "params": dict(run.data.params),
+            "end_time": run.info.end_time,
+        },
+        dataset=dataset,
+        model_uri=f"models:/{model_id}/{version}",
+        artifact_uri=_artifact_uri(mv),
+    )
+    item["properties"]["mlflow:aliases"] = sorted(mv.aliases or [])
+    item["properties"]["mlflow:version_tags"] = dict(sorted(tags.items()))
+    if version.isdigit() and int(version) > 1:
+        previous = str(int(version) - 1)
+        try:
+            client.get_model_version(model_id, previous)
+        except MlflowException:
+            return item
+        item["links"].append(
+            {
+                "rel": "predecessor-version",
+                "href": store.item_href(VERSIONS, version_item_id(model_id, previous)),
+                "type": "application/geo+json",
+            }
+        )
+    return item
+
+
 def publish_version_item(
     model_id: str,
     version: str,
@@ -111,47 +173,18 @@ def publish_version_item(
 
     Raises:
         ModelNotFoundError: the base model is not in the catalogue.
+        RegistryError: ``version`` was not registered from ``run_id``.
     """
     from mlflow import MlflowClient
 
-    from steps.model_spec import MODELS, fetch_model_spec
+    from steps.model_spec import fetch_model_spec
 
     fetch_model_spec(model_id, catalog)  # the base item must exist and be a valid MLM item
+    mv = MlflowClient().get_model_version(model_id, version)
+    if mv.run_id != run_id:
+        raise RegistryError(f"version {version} of '{model_id}' comes from run {mv.run_id}, not {run_id}")
     store = open_store(catalog)
-    base = store.get_item(MODELS, model_id)
-    client = MlflowClient()
-    run = client.get_run(run_id)
-    mv = client.get_model_version(model_id, version)
-    item = build_version_item(
-        base,
-        store.item_href(MODELS, model_id),
-        version=version,
-        run={
-            "run_id": run_id,
-            "experiment_id": run.info.experiment_id,
-            "tags": dict(run.data.tags),
-            "metrics": dict(run.data.metrics),
-            "params": dict(run.data.params),
-            "end_time": run.info.end_time,
-        },
-        dataset=dataset,
-        model_uri=f"models:/{model_id}/{version}",
-        artifact_uri=_artifact_uri(mv),
-    )
-    previous = version_item_id(model_id, str(int(version) - 1)) if version.isdigit() else None
-    if previous:
-        try:
-            store.get_item(VERSIONS, previous)
-            item["links"].append(
-                {
-                    "rel": "predecessor-version",
-                    "href": store.item_href(VERSIONS, previous),
-                    "type": "application/geo+json",
-                }
-            )
-        except ItemNotFoundError:
-            pass
-    return store.put_item(VERSIONS, item)
+    return store.put_item(VERSIONS, expected_version_item(store, model_id, version, dataset))
 
 
 def _artifact_uri(mv: Any) -> str:

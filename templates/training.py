@@ -103,7 +103,8 @@ def register(model: str, run_id: str, dataset: DatasetRef) -> Annotated[str, Par
     from steps.registry import register_model_version
 
     _use_tracking()
-    return register_model_version(model, run_id, tags={"geomlops.dataset.md5": dataset.md5})
+    tags = {"geomlops.dataset": dataset.model_dump_json(), "geomlops.dataset.md5": dataset.md5}
+    return register_model_version(model, run_id, tags=tags)
 
 
 @script(constructor="runner", image=IMAGE, resources=SMALL, retry_strategy=NETWORK_RETRY, env=SECRET_ENV)
