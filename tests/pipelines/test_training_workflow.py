@@ -237,3 +237,27 @@ def test_runs_list_and_show(work: dict[str, Any]) -> None:
     assert "version = " in shown.stdout and "log: logs/train.log" in shown.stdout
     missing = _geomlops(work, "runs", "show", "no-such-run")
     assert missing.returncode == 2 and "no-such-run" in missing.stderr
+
+
+def test_catalogued_item_missing_an_mlm_field_is_named(work: dict[str, Any]) -> None:
+    from catalog_sync.store import StaticCatalog
+
+    store = StaticCatalog(work["home"] / "catalog" / "catalog.json")
+    item = json.loads((default_package() / "stac-item.json").read_text())
+    item["id"] = "half-described"
+    del item["properties"]["mlm:architecture"]
+    store.put_item("models", item)
+    out = _run(work, "model=half-described", f"dataset_path={DATASET}")
+    assert out.returncode == 1
+    assert "required field 'mlm:architecture' is missing" in out.stdout + out.stderr
+    assert _versions(work, "half-described") == []
+
+
+def test_after_training_sync_has_nothing_to_do(work: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    from catalog_sync.store import StaticCatalog
+    from catalog_sync.sync import sync_registry
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{work['home'] / 'mlflow.db'}")
+    report = sync_registry(StaticCatalog(work["home"] / "catalog" / "catalog.json"))
+    assert report.nothing_to_do, report.lines()
+    assert "cloud-mask-v1" in report.unchanged and report.only_in_catalog == []
