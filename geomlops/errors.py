@@ -74,3 +74,7 @@ class InvalidItemError(CatalogError):
 
 class CatalogUnavailableError(CatalogError):
     """Raised when the catalogue's database or STAC API cannot be reached or is not set up."""
+
+
+class AoiError(GeomlopsError):
+    """Raised when an area of interest is unreadable, empty, invalid or outside the imagery."""

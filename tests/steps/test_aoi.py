@@ -1,0 +1,77 @@
+"""Areas of interest: bad input named, reprojection reported, pixel extent exact."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rasterio.transform import Affine
+from rasterio.warp import transform as warp
+
+from geomlops.errors import AoiError
+from steps.aoi import grid_aoi, read_aoi
+
+# the Landsat-8 demo scene's grid: 30 m pixels, UTM zone 16N, 627 x 603 pixels
+CRS = "EPSG:32616"
+TRANSFORM = Affine(30.0, 0.0, 452475.0, 0.0, -30.0, 3408645.0)
+SHAPE = (603, 627)
+
+
+def _lonlat(col: float, row: float) -> tuple[float, float]:
+    x, y = TRANSFORM @ (col, row)
+    lon, lat = warp(CRS, "EPSG:4326", [x], [y])
+    return lon[0], lat[0]
+
+
+def _polygon(corners: list[tuple[float, float]]) -> dict[str, Any]:
+    ring = [list(c) for c in corners] + [list(corners[0])]
+    return {"type": "Polygon", "coordinates": [ring]}
+
+
+def test_aoi_is_reprojected_and_put_on_the_pixel_grid() -> None:
+    aoi = _polygon([_lonlat(100, 100), _lonlat(300, 100), _lonlat(300, 250), _lonlat(100, 250)])
+    gridded = grid_aoi(
+        {"type": "Feature", "geometry": aoi, "properties": {}},
+        raster_crs=CRS,
+        raster_transform=TRANSFORM,
+        raster_shape=SHAPE,
+    )
+    c0, r0, c1, r1 = gridded.pixel_bounds
+    assert (c0, r0) in {(99, 99), (99, 100), (100, 99), (100, 100)}
+    assert abs(c1 - 300) <= 1 and abs(r1 - 250) <= 1
+    assert gridded.notes == ("area of interest reprojected from EPSG:4326 to EPSG:32616",)
+
+
+def test_aoi_larger_than_the_imagery_is_clipped_to_it() -> None:
+    aoi = _polygon([_lonlat(-50, -50), _lonlat(700, -50), _lonlat(700, 700), _lonlat(-50, 700)])
+    gridded = grid_aoi(aoi, raster_crs=CRS, raster_transform=TRANSFORM, raster_shape=SHAPE)
+    assert gridded.pixel_bounds == (0, 0, 627, 603)
+
+
+@pytest.mark.parametrize(
+    ("aoi", "message"),
+    [
+        (_polygon([(0, 0), (1, 1), (1, 0), (0, 1)]), "invalid polygon: Self-intersection"),
+        ({"type": "FeatureCollection", "features": []}, "empty"),
+        (_polygon([(179.5, 10), (-179.5, 10), (-179.5, 11), (179.5, 11)]), "crosses the antimeridian"),
+        (_polygon([(10, 10), (11, 10), (11, 11), (10, 11)]), "does not overlap the imagery"),
+        ({"type": "Point", "coordinates": [0, 0]}, "expected Polygon or MultiPolygon"),
+    ],
+)
+def test_bad_areas_are_named(aoi: dict[str, Any], message: str) -> None:
+    with pytest.raises(AoiError, match=message):
+        grid_aoi(aoi, raster_crs=CRS, raster_transform=TRANSFORM, raster_shape=SHAPE)
+
+
+def test_unreadable_files(tmp_path: Path) -> None:
+    with pytest.raises(AoiError, match="file not found"):
+        read_aoi(str(tmp_path / "none.geojson"))
+    bad = tmp_path / "bad.geojson"
+    bad.write_text("{not json")
+    with pytest.raises(AoiError, match="not valid JSON"):
+        read_aoi(f"file://{bad}")
+    good = tmp_path / "good.geojson"
+    good.write_text(json.dumps(_polygon([(0, 0), (1, 0), (1, 1)])))
+    assert read_aoi(str(good))["type"] == "Polygon"
