@@ -16,7 +16,9 @@ from steps.publish import DATASET_TAG, VERSIONS, publish_version_item
 from steps.registry import register_model_version
 
 MODEL = "sync-model"
-DATASET = DatasetRef(repo="/d", path="datasets/x", rev="HEAD", commit="c" * 40, md5="e" * 32 + ".dir", url="/r")
+DATASET = DatasetRef(
+    repo="/d", path="datasets/x", rev="HEAD", commit="c" * 40, md5="e" * 32 + ".dir", url="/r"
+)
 
 
 class Echo(mlflow.pyfunc.PythonModel):  # type: ignore[name-defined,misc]
