@@ -78,3 +78,15 @@ class CatalogUnavailableError(CatalogError):
 
 class AoiError(GeomlopsError):
     """Raised when an area of interest is unreadable, empty, invalid or outside the imagery."""
+
+
+class ConfigurationError(GeomlopsError):
+    """Raised when settings contradict their profile (e.g. ``services`` without an MLflow server)."""
+
+
+class DevStackError(GeomlopsError):
+    """Raised when a service of the local stack (``geomlops dev``) cannot start, answer or stop."""
+
+
+class ImageryMismatchError(GeomlopsError):
+    """Raised when imagery does not match what the model's MLM input declares."""

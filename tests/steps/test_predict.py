@@ -1,0 +1,83 @@
+"""Halo-cropped block prediction equals whole-image prediction; imagery checks name the fault."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.transform import from_origin
+
+from catalog_sync.mlm import ModelInput
+from geomlops.errors import ImageryMismatchError
+from steps.predict import NODATA_CLASS, check_imagery, predict_block
+
+
+def _smooth_threshold(batch: np.ndarray) -> np.ndarray:
+    """A model with a 5 x 5 receptive field: mean of band 0 over a window, thresholded."""
+    from scipy.ndimage import uniform_filter
+
+    mean = uniform_filter(batch[0, 0], size=5, mode="constant")
+    return (mean > 0.5).astype(np.uint8)[None]
+
+
+@pytest.fixture
+def image(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(3)
+    data = rng.random((2, 97, 130)).astype("float32")
+    data[:, 40:45, 60:70] = -9999
+    path = tmp_path / "image.tif"
+    profile = {
+        "driver": "GTiff",
+        "height": 97,
+        "width": 130,
+        "count": 2,
+        "dtype": "float32",
+        "crs": "EPSG:32616",
+        "transform": from_origin(452475, 3408645, 30, 30),
+        "nodata": -9999,
+    }
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+    return path
+
+
+def test_blocks_with_halo_match_the_whole_image(image: Path) -> None:
+    with rasterio.open(image) as src:
+        whole = predict_block(_smooth_threshold, src, (0, 0, src.width, src.height), halo=0)
+        stitched = np.zeros_like(whole)
+        for row in range(0, src.height, 32):
+            for col in range(0, src.width, 32):
+                w, h = min(32, src.width - col), min(32, src.height - row)
+                stitched[row : row + h, col : col + w] = predict_block(
+                    _smooth_threshold, src, (col, row, w, h), halo=2
+                )
+        naive = np.zeros_like(whole)
+        for row in range(0, src.height, 32):
+            for col in range(0, src.width, 32):
+                w, h = min(32, src.width - col), min(32, src.height - row)
+                naive[row : row + h, col : col + w] = predict_block(
+                    _smooth_threshold, src, (col, row, w, h), halo=0
+                )
+    assert np.array_equal(stitched, whole)
+    assert not np.array_equal(naive, whole)  # without the halo, block edges differ
+    assert (whole[40:45, 60:70] == NODATA_CLASS).all()
+
+
+def test_imagery_checks(image: Path) -> None:
+    spec = ModelInput(
+        name="two bands",
+        bands=("a", "b"),
+        shape=(-1, 2, -1, -1),
+        dim_order=("batch", "bands", "height", "width"),
+        data_type="float32",
+    )
+    with rasterio.open(image) as src:
+        check_imagery(src, spec)
+        with pytest.raises(
+            ImageryMismatchError, match=r"2 band\(s\), but the model's input 'two bands' expects 3"
+        ):
+            check_imagery(src, spec.model_copy(update={"bands": ("a", "b", "c")}))
+        with pytest.raises(ImageryMismatchError, match="float32 cannot be safely read as the model's uint8"):
+            check_imagery(src, spec.model_copy(update={"data_type": "uint8"}))
