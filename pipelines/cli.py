@@ -282,6 +282,75 @@ def submit(pipeline: str, params: tuple[str, ...], dry_run: bool) -> None:
         click.echo(line)
 
 
+from pipelines.cli_catalog import catalog  # noqa: E402 - subcommands register after main
+
+main.add_command(catalog)
+
+
+@main.command()
+@click.option("-n", "--namespace", required=True, help="Namespace (with Argo Workflows) to install into.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write one YAML file per group here (default: all to stdout, for `kubectl apply -f -`).",
+)
+@click.option(
+    "--argo",
+    "via_argo",
+    is_flag=True,
+    help="Also install the WorkflowTemplates and CronWorkflows through the Argo server's API.",
+)
+@click.option(
+    "--artifact-bucket",
+    default="argo-artifacts",
+    show_default=True,
+    help="Bucket for Argo's artifacts and logs.",
+)
+@click.option(
+    "--artifact-endpoint", default="minio.storage.svc:9000", show_default=True, help="Object store host:port."
+)
+@click.option("--secure/--insecure", default=False, show_default=True, help="Talk TLS to the object store.")
+@_fail_cleanly
+def install(
+    namespace: str,
+    output: Path | None,
+    via_argo: bool,
+    artifact_bucket: str,
+    artifact_endpoint: str,
+    secure: bool,
+) -> None:
+    """Render what a cluster with Argo Workflows needs to run geomlops in NAMESPACE.
+
+    ServiceAccount with least RBAC, Secret templates (keys only: fill the values in the cluster),
+    the Argo artifact repository on the object store, and every WorkflowTemplate and CronWorkflow.
+    """
+    from pipelines.install import install_manifests
+    from pipelines.submit import install_request, send
+
+    groups = install_manifests(
+        namespace, bucket=artifact_bucket, endpoint=artifact_endpoint, insecure=not secure
+    )
+    if output:
+        output.mkdir(parents=True, exist_ok=True)
+        for name, docs in groups.items():
+            (output / name).write_text(yaml.safe_dump_all(docs, sort_keys=False))
+            click.echo(f"wrote {output / name} ({len(docs)} object(s))", err=True)
+    else:
+        click.echo(
+            yaml.safe_dump_all([d for docs in groups.values() for d in docs], sort_keys=False), nl=False
+        )
+    if via_argo:
+        settings = get_settings()
+        for manifest in groups["40-workflows.yaml"]:
+            for line in send([install_request(manifest, settings, namespace)]):
+                click.echo(line, err=True)
+
+
+from pipelines.cli_dev import dev  # noqa: E402 (a sub-group of main, added once main exists)
+
+main.add_command(dev)
+
 if __name__ == "__main__":  # pragma: no cover
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     main()

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from hera.workflows import DAG, Parameter, WorkflowTemplate
 
-from pipelines._naming import template_name
+from pipelines._naming import SERVICE_ACCOUNT, template_name
 from templates.registration import build_image, catalog_base_item, register_model, validate_package
 
 NAME = "registration"
 
 with WorkflowTemplate(
+    service_account_name=SERVICE_ACCOUNT,
     name=template_name(NAME),
     entrypoint="registration",
     labels={"app.kubernetes.io/part-of": "geomlops", "geomlops.io/pipeline": NAME},

@@ -34,6 +34,44 @@ def _declared(manifest: Mapping[str, Any]) -> set[str]:
     return {p["name"] for p in (spec.get("arguments", {}) or {}).get("parameters", []) or []}
 
 
+def _connection(settings: Settings) -> tuple[str, dict[str, str]]:
+    if not settings.argo_server:
+        raise SubmitError("no Argo server: set GEOMLOPS_ARGO_SERVER (e.g. https://argo.example.org:2746)")
+    headers = {"Content-Type": "application/json"}
+    if settings.argo_token:
+        headers["Authorization"] = f"Bearer {settings.argo_token}"
+    return settings.argo_server.rstrip("/") + "/api/v1", headers
+
+
+#: REST collection and body field of each kind that can be installed
+_INSTALLABLE = {
+    "WorkflowTemplate": ("workflow-templates", "template"),
+    "CronWorkflow": ("cron-workflows", "cronWorkflow"),
+}
+
+
+def install_request(manifest: Mapping[str, Any], settings: Settings, namespace: str) -> ArgoRequest:
+    """The request that creates (or, on 409, updates) a WorkflowTemplate or CronWorkflow.
+
+    Raises:
+        SubmitError: no Argo server configured, or a kind that cannot be installed.
+    """
+    base, headers = _connection(settings)
+    kind = str(manifest.get("kind"))
+    if kind not in _INSTALLABLE:
+        raise SubmitError(f"kind '{kind}': only {', '.join(_INSTALLABLE)} can be installed")
+    collection, field = _INSTALLABLE[kind]
+    name = manifest.get("metadata", {}).get("name")
+    return ArgoRequest(
+        purpose=f"install {kind} {name}",
+        method="POST",
+        url=f"{base}/{collection}/{namespace}",
+        headers=headers,
+        body={"namespace": namespace, field: manifest},
+        update_url=f"{base}/{collection}/{namespace}/{name}",
+    )
+
+
 def plan_submission(
     manifest: Mapping[str, Any], parameters: Mapping[str, str], settings: Settings
 ) -> list[ArgoRequest]:
@@ -45,32 +83,19 @@ def plan_submission(
     """
     from geomlops.errors import ParameterError
 
-    if not settings.argo_server:
-        raise SubmitError("no Argo server: set GEOMLOPS_ARGO_SERVER (e.g. https://argo.example.org:2746)")
-    server = settings.argo_server
+    base, headers = _connection(settings)
     ns = settings.argo_namespace
-    headers = {"Content-Type": "application/json"}
-    if settings.argo_token:
-        headers["Authorization"] = f"Bearer {settings.argo_token}"
     unknown = sorted(set(parameters) - _declared(manifest))
     if unknown:
         raise ParameterError(
             f"parameter(s) {', '.join(unknown)} not declared by the workflow "
             f"(declared: {', '.join(sorted(_declared(manifest))) or 'none'})"
         )
-    base = server.rstrip("/") + "/api/v1"
     kind = manifest.get("kind")
     name = manifest.get("metadata", {}).get("name")
     if kind == "WorkflowTemplate":
         return [
-            ArgoRequest(
-                purpose=f"install WorkflowTemplate {name}",
-                method="POST",
-                url=f"{base}/workflow-templates/{ns}",
-                headers=headers,
-                body={"namespace": ns, "template": manifest},
-                update_url=f"{base}/workflow-templates/{ns}/{name}",
-            ),
+            install_request(manifest, settings, ns),
             ArgoRequest(
                 purpose=f"submit a workflow from {name}",
                 method="POST",
@@ -122,13 +147,14 @@ def send(plan: list[ArgoRequest], timeout: float = 30.0) -> Iterator[str]:
             if response.status_code == 409 and req.update_url:
                 current = requests.get(req.update_url, headers=req.headers, timeout=timeout)
                 current.raise_for_status()
-                template = dict(req.body["template"])
-                template["metadata"] = {
-                    **template.get("metadata", {}),
+                field = next(k for k in req.body if k != "namespace")
+                resource = dict(req.body[field])
+                resource["metadata"] = {
+                    **resource.get("metadata", {}),
                     "resourceVersion": current.json()["metadata"]["resourceVersion"],
                 }
                 response = requests.put(
-                    req.update_url, json={"template": template}, headers=req.headers, timeout=timeout
+                    req.update_url, json={field: resource}, headers=req.headers, timeout=timeout
                 )
         except requests.RequestException as err:
             raise SubmitError(f"{req.purpose}: cannot reach the Argo server at {req.url} ({err})") from err

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from hera.workflows import DAG, Parameter, WorkflowTemplate
 
-from pipelines._naming import template_name
+from pipelines._naming import SERVICE_ACCOUNT, template_name
 from templates.training import (
     evaluate,
     fetch_model,
@@ -24,6 +24,7 @@ from templates.training import (
 NAME = "training"
 
 with WorkflowTemplate(
+    service_account_name=SERVICE_ACCOUNT,
     name=template_name(NAME),
     entrypoint="training",
     on_exit="exit-handler",

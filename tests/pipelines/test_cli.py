@@ -5,11 +5,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 import yaml
@@ -69,60 +66,8 @@ def test_unknown_pipeline_is_named(home: Path) -> None:
     assert "unknown pipeline 'no-such' (pipelines: registration, training)" in result.output
 
 
-class _Argo(BaseHTTPRequestHandler):
-    seen: ClassVar[list[dict[str, Any]]] = []
-
-    def _answer(self, code: int, body: dict[str, Any]) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def _record(self) -> dict[str, Any]:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = json.loads(self.rfile.read(length) or b"{}")
-        entry = {
-            "method": self.command,
-            "path": self.path,
-            "auth": self.headers.get("Authorization"),
-            "body": body,
-        }
-        self.seen.append(entry)
-        return entry
-
-    def do_POST(self) -> None:
-        entry = self._record()
-        if entry["path"].startswith("/api/v1/workflow-templates/"):
-            self._answer(409, {"message": "already exists"})
-        else:
-            self._answer(200, {"metadata": {"name": "geomlops-training-abcde"}})
-
-    def do_GET(self) -> None:
-        self._record()
-        self._answer(200, {"metadata": {"name": "geomlops-training-0-1-0", "resourceVersion": "41"}})
-
-    def do_PUT(self) -> None:
-        entry = self._record()
-        self._answer(200, {"metadata": entry["body"]["template"]["metadata"]})
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def argo_server() -> Iterator[str]:
-    _Argo.seen = []
-    server = HTTPServer(("127.0.0.1", 0), _Argo)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-
-
 def test_submit_installs_or_updates_the_template_then_submits(
-    home: Path, argo_server: str, monkeypatch: pytest.MonkeyPatch
+    home: Path, argo_server: str, argo_requests: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("GEOMLOPS_ARGO_SERVER", argo_server)
     monkeypatch.setenv("GEOMLOPS_ARGO_NAMESPACE", "mapping")
@@ -131,16 +76,16 @@ def test_submit_installs_or_updates_the_template_then_submits(
         main, ["submit", "training", "-p", "model=cloud-mask", "-p", "dataset_path=d"]
     )
     assert result.exit_code == 0, result.output
-    methods = [(s["method"], s["path"]) for s in _Argo.seen]
+    methods = [(s["method"], s["path"]) for s in argo_requests]
     assert methods == [
         ("POST", "/api/v1/workflow-templates/mapping"),
         ("GET", "/api/v1/workflow-templates/mapping/geomlops-training-0-1-0"),
         ("PUT", "/api/v1/workflow-templates/mapping/geomlops-training-0-1-0"),
         ("POST", "/api/v1/workflows/mapping/submit"),
     ]
-    assert all(s["auth"] == "Bearer s3cr3t-token" for s in _Argo.seen)
-    assert _Argo.seen[2]["body"]["template"]["metadata"]["resourceVersion"] == "41"
-    submitted = _Argo.seen[3]["body"]
+    assert all(s["auth"] == "Bearer s3cr3t-token" for s in argo_requests)
+    assert argo_requests[2]["body"]["template"]["metadata"]["resourceVersion"] == "41"
+    submitted = argo_requests[3]["body"]
     assert submitted["resourceName"] == "geomlops-training-0-1-0"
     assert submitted["submitOptions"]["parameters"] == ["model=cloud-mask", "dataset_path=d"]
     assert "geomlops-training-abcde" in result.output

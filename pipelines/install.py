@@ -1,0 +1,137 @@
+"""What a platform engineer applies to a Kubernetes cluster that already runs Argo Workflows.
+
+``geomlops install --namespace NS`` renders, for that namespace: the ServiceAccount the workflows
+run as with the least RBAC Argo's executor needs, Secret templates (keys, never values), the Argo
+artifact repository pointing at the object store, and every WorkflowTemplate / CronWorkflow.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from pipelines import PIPELINES, render
+from pipelines._naming import SERVICE_ACCOUNT
+
+#: the secrets the templates reference, and the keys each holds (values are the operator's)
+SECRETS: dict[str, dict[str, str]] = {
+    "geomlops-config": {
+        "mlflow-tracking-uri": "MLflow tracking server, e.g. http://mlflow.mlops.svc:5000",
+        "mlflow-artifact-root": "s3://mlflow-artifacts",
+        "catalog-root": "PgSTAC DSN or static catalogue root",
+        "data-repo": "git URL of the DVC data repository",
+    },
+    "geomlops-mlflow": {"username": "MLflow basic-auth user", "password": "MLflow basic-auth password"},
+    "geomlops-s3": {
+        "access-key-id": "object store access key",
+        "secret-access-key": "object store secret key",
+        "endpoint-url": "object store URL, e.g. http://minio.storage.svc:9000",
+    },
+}
+
+_LABELS = {"app.kubernetes.io/part-of": "geomlops", "app.kubernetes.io/managed-by": "geomlops-install"}
+
+
+def _meta(name: str, namespace: str, **extra: Any) -> dict[str, Any]:
+    return {"name": name, "namespace": namespace, "labels": dict(_LABELS), **extra}
+
+
+def rbac(namespace: str) -> list[dict[str, Any]]:
+    """ServiceAccount, Role and RoleBinding: only what Argo's emissary executor needs.
+
+    Since Argo v3.4 a workflow pod reports its outputs through ``workflowtaskresults``; the
+    steps themselves call no Kubernetes API.
+    """
+    return [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(SERVICE_ACCOUNT, namespace)},
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": _meta(SERVICE_ACCOUNT, namespace),
+            "rules": [
+                {
+                    "apiGroups": ["argoproj.io"],
+                    "resources": ["workflowtaskresults"],
+                    "verbs": ["create", "patch"],
+                }
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": _meta(SERVICE_ACCOUNT, namespace),
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": SERVICE_ACCOUNT},
+            "subjects": [{"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": namespace}],
+        },
+    ]
+
+
+def secret_templates(namespace: str) -> list[dict[str, Any]]:
+    """One Secret per name the templates reference, every value empty: fill them in the cluster."""
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "Opaque",
+            "metadata": _meta(
+                name,
+                namespace,
+                annotations={f"geomlops.io/key.{key}": meaning for key, meaning in keys.items()},
+            ),
+            "stringData": dict.fromkeys(keys, ""),
+        }
+        for name, keys in SECRETS.items()
+    ]
+
+
+def artifact_repository(namespace: str, bucket: str, endpoint: str, insecure: bool) -> dict[str, Any]:
+    """Argo's artifact repository ConfigMap, pointing at the object store (credentials by reference)."""
+    import yaml
+
+    repository = {
+        "archiveLogs": True,
+        "s3": {
+            "bucket": bucket,
+            "endpoint": endpoint,
+            "insecure": insecure,
+            "keyFormat": "workflows/{{workflow.name}}/{{pod.name}}",
+            "accessKeySecret": {"name": "geomlops-s3", "key": "access-key-id"},
+            "secretKeySecret": {"name": "geomlops-s3", "key": "secret-access-key"},
+        },
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _meta(
+            "artifact-repositories",
+            namespace,
+            annotations={"workflows.argoproj.io/default-artifact-repository": "geomlops"},
+        ),
+        "data": {"geomlops": yaml.safe_dump(repository, sort_keys=False)},
+    }
+
+
+def workflow_manifests(namespace: str) -> list[dict[str, Any]]:
+    """Every pipeline's manifest, placed in ``namespace``."""
+    out = []
+    for name in sorted(PIPELINES):
+        manifest = copy.deepcopy(render(name))
+        manifest["metadata"]["namespace"] = namespace
+        out.append(manifest)
+    return out
+
+
+def install_manifests(
+    namespace: str,
+    *,
+    bucket: str = "argo-artifacts",
+    endpoint: str = "minio.storage.svc:9000",
+    insecure: bool = True,
+) -> dict[str, list[dict[str, Any]]]:
+    """Everything to apply, grouped by file: rbac, secrets, artifact repository, workflows."""
+    return {
+        "10-rbac.yaml": rbac(namespace),
+        "20-secrets.yaml": secret_templates(namespace),
+        "30-artifact-repository.yaml": [artifact_repository(namespace, bucket, endpoint, insecure)],
+        "40-workflows.yaml": workflow_manifests(namespace),
+    }

@@ -1,0 +1,70 @@
+"""A fake Argo server on localhost that records requests (real HTTP, answers like Argo's API)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import Any, ClassVar
+
+import pytest
+
+
+class _Argo(BaseHTTPRequestHandler):
+    seen: ClassVar[list[dict[str, Any]]] = []
+
+    def _answer(self, code: int, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _record(self) -> dict[str, Any]:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = json.loads(self.rfile.read(length) or b"{}")
+        entry = {
+            "method": self.command,
+            "path": self.path,
+            "auth": self.headers.get("Authorization"),
+            "body": body,
+        }
+        self.seen.append(entry)
+        return entry
+
+    def do_POST(self) -> None:
+        entry = self._record()
+        if entry["path"].startswith("/api/v1/workflow-templates/"):
+            self._answer(409, {"message": "already exists"})
+        else:
+            self._answer(200, {"metadata": {"name": "geomlops-training-abcde"}})
+
+    def do_GET(self) -> None:
+        self._record()
+        self._answer(200, {"metadata": {"name": "geomlops-training-0-1-0", "resourceVersion": "41"}})
+
+    def do_PUT(self) -> None:
+        entry = self._record()
+        field = next(k for k in entry["body"] if k != "namespace")
+        self._answer(200, {"metadata": entry["body"][field]["metadata"]})
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def argo_server() -> Iterator[str]:
+    _Argo.seen.clear()
+    server = HTTPServer(("127.0.0.1", 0), _Argo)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+@pytest.fixture
+def argo_requests() -> list[dict[str, Any]]:
+    """What the fake Argo server received, in order."""
+    return _Argo.seen
