@@ -72,8 +72,10 @@ def main() -> None:
     """geomlops: train, register and publish geospatial models with workflows-as-code.
 
     Workflows are Hera definitions rendered to Argo WorkflowTemplates; the same manifest
-    runs on one machine (``geomlops run``) or on a cluster (``geomlops submit``). State lives
-    in the work folder ``$GEOMLOPS_HOME`` (default ``./.geomlops``).
+    runs on one machine (geomlops run) or on a cluster (geomlops submit). State lives in
+    the work folder $GEOMLOPS_HOME (default ./.geomlops).
+
+    Pipelines: training, registration. New here? Run: geomlops demo
     """
     # tasks run in their own folders: hand them the work folder as an absolute path
     os.environ["GEOMLOPS_HOME"] = str(get_settings().home_dir)
