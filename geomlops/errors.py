@@ -90,3 +90,11 @@ class DevStackError(GeomlopsError):
 
 class ImageryMismatchError(GeomlopsError):
     """Raised when imagery does not match what the model's MLM input declares."""
+
+
+class VectorizeError(GeomlopsError):
+    """Raised when a mask cannot be vectorized: bad block size, dtype, scheduler or output path."""
+
+
+class PostprocessorError(GeomlopsError):
+    """Raised when a model output names a post-processor that is not registered, or none fits."""

@@ -7,11 +7,18 @@ local remote. Service settings for clusters come from the environment (``GEOMLOP
 
 from __future__ import annotations
 
+import os
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from geomlops.errors import ConfigurationError
+
+#: variables that name the S3 endpoint, most specific first (boto3 and DVC read the first two)
+S3_ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "MLFLOW_S3_ENDPOINT_URL")
 
 
 class Settings(BaseSettings):
@@ -46,6 +53,54 @@ class Settings(BaseSettings):
     argo_server: str | None = Field(default=None, description="Argo server URL for `submit`.")
     argo_namespace: str = Field(default="argo", description="Namespace to submit workflows to.")
     argo_token: str | None = Field(default=None, description="Bearer token for the Argo server.")
+    profile: Literal["local", "services"] = Field(
+        default="local",
+        description=(
+            "'local': everything in the work folder. 'services': an MLflow server (tracking URI "
+            "required) and one S3 store holding the MLflow artifacts and the DVC remote."
+        ),
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None,
+        description=(
+            "S3 API endpoint of the object store (MinIO; moto in tests); default: AWS_ENDPOINT_URL_S3, "
+            "AWS_ENDPOINT_URL or MLFLOW_S3_ENDPOINT_URL, else AWS. Credentials: AWS_* variables only."
+        ),
+    )
+    mlflow_artifacts_bucket: str = Field(
+        default="mlflow-artifacts",
+        description="Bucket of the MLflow artifacts; the services profile's artifact root is s3://BUCKET.",
+    )
+    dvc_data_bucket: str = Field(
+        default="dvc-data",
+        description="Bucket of the DVC remote; the services profile's remote is s3://BUCKET/geomlops.",
+    )
+    dask_scheduler_address: str | None = Field(
+        default=None,
+        description="Dask distributed scheduler (tcp://host:8786); default: Dask's local scheduler.",
+    )
+
+    @model_validator(mode="after")
+    def _check_services_profile(self) -> Settings:
+        """The services profile needs a tracking server and keeps artifacts and data in S3."""
+        if self.profile != "services":
+            return self
+        if not self.mlflow_tracking_uri or self.mlflow_tracking_uri.startswith(("sqlite:", "file:")):
+            raise ConfigurationError(
+                "GEOMLOPS_PROFILE=services needs GEOMLOPS_MLFLOW_TRACKING_URI: the MLflow server's URL, "
+                f"not {self.mlflow_tracking_uri or 'nothing'}"
+            )
+        # real s3:// roots (not mlflow-artifacts:/ through the server), so a registry URI
+        # can go straight into a serving manifest
+        for variable, value in (
+            ("GEOMLOPS_MLFLOW_ARTIFACT_ROOT", self.artifact_root),
+            ("GEOMLOPS_DVC_REMOTE", self.dvc_remote_url),
+        ):
+            if not value.startswith("s3://"):
+                raise ConfigurationError(
+                    f"{variable}={value!r}: the services profile keeps it in the S3 store (s3://BUCKET/...)"
+                )
+        return self
 
     @cached_property
     def home_dir(self) -> Path:
@@ -60,7 +115,11 @@ class Settings(BaseSettings):
     @property
     def artifact_root(self) -> str:
         """Artifact root for experiments created by geomlops."""
-        return self.mlflow_artifact_root or (self.home_dir / "mlartifacts").as_uri()
+        if self.mlflow_artifact_root:
+            return self.mlflow_artifact_root
+        if self.profile == "services":
+            return f"s3://{self.mlflow_artifacts_bucket}"
+        return (self.home_dir / "mlartifacts").as_uri()
 
     @property
     def catalog_href(self) -> str:
@@ -75,7 +134,23 @@ class Settings(BaseSettings):
     @property
     def dvc_remote_url(self) -> str:
         """The DVC remote of the local data repository."""
-        return self.dvc_remote or str(self.home_dir / "dvc-remote")
+        if self.dvc_remote:
+            return self.dvc_remote
+        if self.profile == "services":
+            return f"s3://{self.dvc_data_bucket}/geomlops"
+        return str(self.home_dir / "dvc-remote")
+
+    @property
+    def s3_endpoint(self) -> str | None:
+        """The S3 endpoint in force: the setting, else the AWS/MLflow variables; None: AWS itself."""
+        if self.s3_endpoint_url:
+            return self.s3_endpoint_url
+        return next((os.environ[v] for v in S3_ENDPOINT_VARIABLES if os.environ.get(v)), None)
+
+    def s3_environment(self) -> dict[str, str]:
+        """The variables that point boto3, DVC and MLflow's S3 client at :attr:`s3_endpoint`."""
+        endpoint = self.s3_endpoint
+        return {"AWS_ENDPOINT_URL_S3": endpoint, "MLFLOW_S3_ENDPOINT_URL": endpoint} if endpoint else {}
 
     @property
     def runs_dir(self) -> Path:

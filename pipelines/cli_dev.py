@@ -1,0 +1,112 @@
+"""``geomlops dev``: start, inspect and stop the local service stack (the services profile)."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from geomlops.errors import GeomlopsError
+from geomlops.settings import get_settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+_MARK = {"started": ("✓", "green"), "running": ("✓", "green"), "stopped": ("○", "yellow")}
+
+
+def _fail_cleanly(func: F) -> F:
+    """Turn geomlops errors into one clear message and exit status 2."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except GeomlopsError as err:
+            click.secho(f"error: {err}", fg="red", err=True)
+            sys.exit(2)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _say(text: str) -> None:
+    click.echo(f"• {text}", err=True)
+
+
+@click.group()
+def dev() -> None:
+    """Run the services profile on this machine: an S3 store and an MLflow server on PostgreSQL.
+
+    Services run in the background on 127.0.0.1, tracked by PID files in $GEOMLOPS_HOME/dev
+    (logs there too). Use them in a shell with: eval "$(geomlops dev env)".
+    """
+
+
+@dev.command("up")
+@click.argument("services", nargs=-1)
+@click.option("--s3-port", type=int, help="Port of the S3 server [default: 9000; 0: any free port].")
+@click.option("--mlflow-port", type=int, help="Port of the MLflow server [default: 5000; 0: any free port].")
+@click.option(
+    "--mlflow-db",
+    envvar="GEOMLOPS_DEV_MLFLOW_DB",
+    help="PostgreSQL URL of MLflow's database, created if absent "
+    "[env GEOMLOPS_DEV_MLFLOW_DB; default: postgresql://postgres@127.0.0.1:5432/geomlops_mlflow].",
+)
+@_fail_cleanly
+def up_command(
+    services: tuple[str, ...], s3_port: int | None, mlflow_port: int | None, mlflow_db: str | None
+) -> None:
+    """Start the stack (or only SERVICES) unless it runs already; print URLs and the env to export."""
+    from pipelines import devstack
+
+    config = devstack.configure(get_settings(), s3_port=s3_port, mlflow_port=mlflow_port, mlflow_db=mlflow_db)
+    config, states = devstack.up(config, services, say=_say)
+    for state in states:
+        mark, colour = _MARK.get(state.state, ("✗", "red"))
+        verb = "started" if state.state == "started" else "already running"
+        note = f" — {state.note}" if state.note else ""
+        click.secho(f"{mark} {state.name:8} {state.url}  ({verb}, pid {state.pid}){note}", fg=colour)
+    click.echo('\nUse the stack from a shell (or: eval "$(geomlops dev env)"):')
+    for line in devstack.export_lines(devstack.environment(config)):
+        click.echo(line)
+
+
+@dev.command("env")
+@_fail_cleanly
+def env_command() -> None:
+    """Print the export lines of the running stack (for eval)."""
+    from pipelines import devstack
+
+    dev_dir = get_settings().home_dir / "dev"
+    config = devstack.load_config(dev_dir)
+    if config is None:
+        raise GeomlopsError(f"no dev stack in {dev_dir}: run `geomlops dev up` first")
+    for line in devstack.export_lines(devstack.environment(config)):
+        click.echo(line)
+
+
+@dev.command("status")
+@_fail_cleanly
+def status_command() -> None:
+    """Say whether each service runs and answers; exit status 1 unless all do."""
+    from pipelines import devstack
+
+    states = devstack.status(get_settings().home_dir / "dev")
+    for state in states:
+        mark, colour = _MARK.get(state.state, ("✗", "red"))
+        pid = f"  pid {state.pid}" if state.pid else ""
+        click.secho(f"{mark} {state.name:8} {state.state:14} {state.url}{pid}", fg=colour)
+    if any(state.state != "running" for state in states):
+        sys.exit(1)
+
+
+@dev.command("down")
+@click.argument("services", nargs=-1)
+@_fail_cleanly
+def down_command(services: tuple[str, ...]) -> None:
+    """Stop the stack's services (or only SERVICES); nothing the stack did not start is touched."""
+    from pipelines import devstack
+
+    stopped = devstack.down(get_settings().home_dir / "dev", services, say=_say)
+    click.echo(f"stopped {', '.join(stopped)}" if stopped else "nothing to stop")
