@@ -123,8 +123,9 @@ class Settings(BaseSettings):
 
     @property
     def catalog_href(self) -> str:
-        """Root of the static catalogue (a ``catalog.json`` path)."""
-        return self.catalog_root or str(self.home_dir / "catalog" / "catalog.json")
+        """The catalogue in force: ``catalog_root``, else PgSTAC when a DSN is set, else the
+        static catalogue in the work folder."""
+        return self.catalog_root or self.pgstac_dsn or str(self.home_dir / "catalog" / "catalog.json")
 
     @property
     def data_repo_url(self) -> str:

@@ -5,33 +5,16 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 import yaml
 
 from geomlops import __version__
-from geomlops.errors import GeomlopsError, ManifestError, ParameterError
+from geomlops.errors import ManifestError, ParameterError
 from geomlops.settings import get_settings
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _fail_cleanly(func: F) -> F:
-    """Turn geomlops errors into one clear line and exit status 2, without a traceback."""
-    import functools
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except GeomlopsError as err:
-            click.secho(f"error: {err}", fg="red", err=True)
-            sys.exit(2)
-
-    return wrapper  # type: ignore[return-value]
+from pipelines._clitools import fail_cleanly
 
 
 def load_manifest(source: str) -> dict[str, Any]:
@@ -89,7 +72,7 @@ def main() -> None:
     help="Model package to train (default: the bundled examples/cloud-mask).",
 )
 @click.option("--workers", default=4, show_default=True, help="Parallel tasks at most.")
-@_fail_cleanly
+@fail_cleanly
 def demo(package: Path | None, workers: int) -> None:
     """Train the example cloud-mask model end to end on one machine.
 
@@ -105,7 +88,7 @@ def demo(package: Path | None, workers: int) -> None:
 @main.command()
 @click.argument("pipeline")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write to a file.")
-@_fail_cleanly
+@fail_cleanly
 def render(pipeline: str, output: Path | None) -> None:
     """Print the Argo manifest of PIPELINE as YAML (what Argo and the local runner receive)."""
     from pipelines import render as render_pipeline
@@ -120,7 +103,7 @@ def render(pipeline: str, output: Path | None) -> None:
 
 @main.command()
 @click.argument("files", nargs=-1, required=True)
-@_fail_cleanly
+@fail_cleanly
 def lint(files: tuple[str, ...]) -> None:
     """Check manifests (files or pipeline names) against Argo's schema, strictly, and more.
 
@@ -167,7 +150,7 @@ def lint(files: tuple[str, ...]) -> None:
 )
 @click.option("--allow-host-containers", is_flag=True, help="Run container templates' commands on this host.")
 @click.option("--workers", default=4, show_default=True, help="Parallel tasks at most.")
-@_fail_cleanly
+@fail_cleanly
 def run(
     pipeline: str | None,
     params: tuple[str, ...],
@@ -224,7 +207,7 @@ def runs() -> None:
 
 
 @runs.command("list")
-@_fail_cleanly
+@fail_cleanly
 def runs_list() -> None:
     """List local runs, newest first."""
     from pipelines.runner import LocalRunner
@@ -236,7 +219,7 @@ def runs_list() -> None:
 @runs.command("show")
 @click.argument("run_id")
 @click.option("--json", "as_json", is_flag=True, help="Print the full state as JSON.")
-@_fail_cleanly
+@fail_cleanly
 def runs_show(run_id: str, as_json: bool) -> None:
     """Show every task of RUN_ID: status, attempts, outputs, log file."""
     from pipelines.runner import LocalRunner
@@ -266,7 +249,7 @@ def runs_show(run_id: str, as_json: bool) -> None:
     "-p", "--param", "params", multiple=True, metavar="NAME=VALUE", help="Workflow parameter (repeatable)."
 )
 @click.option("--dry-run", is_flag=True, help="Print the requests instead of sending them.")
-@_fail_cleanly
+@fail_cleanly
 def submit(pipeline: str, params: tuple[str, ...], dry_run: bool) -> None:
     """Install PIPELINE's WorkflowTemplate on an Argo server and submit a run of it.
 
@@ -313,7 +296,7 @@ main.add_command(catalog)
     "--artifact-endpoint", default="minio.storage.svc:9000", show_default=True, help="Object store host:port."
 )
 @click.option("--secure/--insecure", default=False, show_default=True, help="Talk TLS to the object store.")
-@_fail_cleanly
+@fail_cleanly
 def install(
     namespace: str,
     output: Path | None,

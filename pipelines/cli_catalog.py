@@ -2,36 +2,19 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
-from geomlops.errors import GeomlopsError, ParameterError
+from geomlops.errors import ParameterError
 from geomlops.settings import get_settings
-
-F = TypeVar("F", bound=Callable[..., Any])
+from pipelines._clitools import fail_cleanly
 
 #: exit statuses of ``catalog validate``
-EXIT_VALID, EXIT_INVALID, EXIT_ERROR, EXIT_INCOMPLETE = 0, 1, 2, 3
-
-
-def _fail_cleanly(func: F) -> F:
-    """Turn geomlops errors into one clear message and exit status 2, without a traceback."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except GeomlopsError as err:
-            click.secho(f"error: {err}", fg="red", err=True)
-            sys.exit(EXIT_ERROR)
-
-    return wrapper  # type: ignore[return-value]
+EXIT_VALID, EXIT_INVALID, EXIT_INCOMPLETE = 0, 1, 3
 
 
 @click.group()
@@ -43,7 +26,7 @@ def catalog() -> None:
 @click.argument(
     "files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
 )
-@_fail_cleanly
+@fail_cleanly
 def validate(files: tuple[Path, ...]) -> None:
     """Validate STAC item FILES offline: the core schema and every declared extension.
 
@@ -137,7 +120,7 @@ def _cql2(value: str | None) -> dict[str, Any] | None:
 @click.option("--max-items", default=100, show_default=True, help="Stop after this many items.")
 @click.option("--api-url", help="STAC API root (default: $GEOMLOPS_STAC_API_URL).")
 @click.option("--json", "as_json", is_flag=True, help="Print the items as JSON, one per line.")
-@_fail_cleanly
+@fail_cleanly
 def search(
     bbox: str | None,
     datetime_: str | None,
@@ -188,7 +171,7 @@ def search(
 @click.option("--dsn", help="PostgreSQL DSN of the catalogue (default: $GEOMLOPS_PGSTAC_DSN).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option("--port", default=8081, show_default=True, help="Port to listen on.")
-@_fail_cleanly
+@fail_cleanly
 def serve(dsn: str | None, host: str, port: int) -> None:
     """Serve the PgSTAC catalogue with stac-fastapi-pgstac, in the foreground (Ctrl-C stops).
 
@@ -207,3 +190,24 @@ def serve(dsn: str | None, host: str, port: int) -> None:
         location = store.location
     click.echo(f"PgSTAC {version} at {location}: serving on http://{host}:{port}", err=True)
     serve_api(dsn, host=host, port=port)
+
+
+@catalog.command()
+@click.option("--dry-run", is_flag=True, help="Report what would change without writing.")
+@fail_cleanly
+def sync(dry_run: bool) -> None:
+    """Bring the catalogue's model-version items in line with the MLflow registry.
+
+    Creates the items of versions that have none, rewrites those whose aliases or tags moved,
+    and reports versions and items that exist on one side only. A second run has nothing to do.
+    """
+    import mlflow
+
+    from catalog_sync import open_store
+    from catalog_sync.sync import sync_registry
+
+    settings = get_settings()
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    report = sync_registry(open_store(settings.catalog_href), dry_run=dry_run)
+    for line in report.lines():
+        click.echo(line)

@@ -81,8 +81,13 @@ def build_version_item(
             "geomlops:metrics": dict(sorted(run["metrics"].items())),
         }
     )
-    assets = {k: v for k, v in item.get("assets", {}).items() if "mlm:model" not in v.get("roles", [])}
+    assets = dict(item.get("assets", {}))
+    base_model = {}
+    for key in [k for k, v in assets.items() if "mlm:model" in v.get("roles", [])]:
+        base_model = assets.pop(key)
+    # keep what describes the model's data (bands, raster fields ...); replace what locates it
     assets["model"] = {
+        **{k: v for k, v in base_model.items() if k not in {"href", "title", "type", "roles"}},
         "href": artifact_uri,
         "title": f"MLflow model, version {version}",
         "type": "application/octet-stream; framework=mlflow",

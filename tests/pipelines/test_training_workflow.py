@@ -54,7 +54,7 @@ def _version_items(work: dict[str, Any]) -> list[str]:
     return sorted(p.parent.name for p in folder.glob("*/*.json"))
 
 
-def test_demo_trains_registers_and_publishes(work: dict[str, Any]) -> None:
+def test_demo_trains_registers_and_publishes(work: dict[str, Any], schema_dir: Path) -> None:
     out = work["first"]
     assert out.returncode == 0, out.stdout + out.stderr
     assert "model version  models:/cloud-mask/1" in out.stdout
@@ -74,6 +74,10 @@ def test_demo_trains_registers_and_publishes(work: dict[str, Any]) -> None:
     assert props["geomlops:code"]["git_commit"] == head.stdout.strip()
     assert props["geomlops:metrics"]["test_iou"] > 0.5
     assert any(link["rel"] == "derived_from" for link in item["links"])
+    from catalog_sync.validation import validate_stac
+
+    validation = validate_stac(item, schema_dir)
+    assert validation.status == "valid", validation.summary()
     assert (work["home"] / "mlflow.db").is_file()
     assert (work["home"] / "dvc-remote").is_dir()
 
