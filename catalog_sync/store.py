@@ -14,7 +14,7 @@ import fcntl
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -143,29 +143,48 @@ class StaticCatalog:
         Returns:
             The item's path.
         """
-        item_id = item.get("id")
-        if not isinstance(item_id, str) or not item_id or "/" in item_id:
-            raise CatalogError(f"item 'id': expected a non-empty string without '/', got {item_id!r}")
+        return self.put_items(collection, [item])[0]
+
+    def put_items(self, collection: str, items: Iterable[dict[str, Any]]) -> list[str]:
+        """Insert or replace items, rewriting the collection once (ids checked before any write).
+
+        Returns:
+            The items' paths.
+
+        Raises:
+            CatalogError: an item id is missing or holds '/' (nothing is written).
+        """
+        batch = list(items)
+        for item in batch:
+            item_id = item.get("id")
+            if not isinstance(item_id, str) or not item_id or "/" in item_id:
+                raise CatalogError(f"item 'id': expected a non-empty string without '/', got {item_id!r}")
+        hrefs = []
+        own = {"root", "parent", "collection", "self"}
         with self._locked():
             self._ensure_root()
             cpath = self._collection_path(collection)
-            stored = dict(item)
-            stored["collection"] = collection
-            own = {"root", "parent", "collection", "self"}
-            stored["links"] = [link for link in item.get("links", []) if link.get("rel") not in own] + [
-                {"rel": "root", "href": "../../catalog.json", "type": "application/json"},
-                {"rel": "parent", "href": "../collection.json", "type": "application/json"},
-                {"rel": "collection", "href": "../collection.json", "type": "application/json"},
-            ]
-            href = self.item_href(collection, item_id)
-            _write_json(Path(href), stored)
             coll = _read_json(cpath)
-            rel = f"./{item_id}/{item_id}.json"
-            if not any(link.get("href") == rel for link in coll["links"]):
-                coll["links"].append({"rel": "item", "href": rel, "type": "application/geo+json"})
-            _grow_extent(coll, stored)
+            linked = {link.get("href") for link in coll["links"]}
+            for item in batch:
+                item_id = item["id"]
+                stored = dict(item)
+                stored["collection"] = collection
+                stored["links"] = [link for link in item.get("links", []) if link.get("rel") not in own] + [
+                    {"rel": "root", "href": "../../catalog.json", "type": "application/json"},
+                    {"rel": "parent", "href": "../collection.json", "type": "application/json"},
+                    {"rel": "collection", "href": "../collection.json", "type": "application/json"},
+                ]
+                href = self.item_href(collection, item_id)
+                _write_json(Path(href), stored)
+                hrefs.append(href)
+                rel = f"./{item_id}/{item_id}.json"
+                if rel not in linked:
+                    coll["links"].append({"rel": "item", "href": rel, "type": "application/geo+json"})
+                    linked.add(rel)
+                _grow_extent(coll, stored)
             _write_json(cpath, coll)
-        return href
+        return hrefs
 
     def delete_item(self, collection: str, item_id: str) -> bool:
         """Remove an item and its link; return whether it existed."""

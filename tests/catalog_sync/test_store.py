@@ -51,3 +51,14 @@ def test_bad_item_id_writes_nothing(tmp_path: Path) -> None:
     with pytest.raises(CatalogError, match="item 'id'"):
         store.put_item("models", {"id": "../escape", "type": "Feature"})
     assert store.list_items("models") == []
+
+
+def test_batch_with_one_bad_id_writes_nothing(tmp_path: Path, shared_data: Path) -> None:
+    store = StaticCatalog(tmp_path / "catalog.json")
+    good = _item(shared_data)
+    with pytest.raises(CatalogError, match="item 'id'"):
+        store.put_items("models", [good, {"id": "", "type": "Feature"}])
+    assert store.list_items("models") == []
+    hrefs = store.put_items("models", [good, {**good, "id": "second"}])
+    assert [Path(h).parent.name for h in hrefs] == [good["id"], "second"]
+    assert sorted(i["id"] for i in store.list_items("models")) == sorted([good["id"], "second"])
