@@ -27,11 +27,7 @@ from catalog_sync.store import COLLECTIONS
 from geomlops.errors import CatalogError, InvalidItemError, ItemNotFoundError
 
 #: collections the PgSTAC catalogue holds, with their descriptions
-PGSTAC_COLLECTIONS: dict[str, str] = {
-    **COLLECTIONS,
-    "predictions": "Prediction runs: vectorized outputs of a model version over an area, derived_from it.",
-    "datasets": "Training and evaluation datasets: DVC path, revision and content hash.",
-}
+PGSTAC_COLLECTIONS: dict[str, str] = dict(COLLECTIONS)
 
 #: links the store owns: the API writes its own, pointing where the item is served
 _OWN_LINKS = {"root", "parent", "collection", "self"}

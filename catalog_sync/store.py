@@ -24,6 +24,8 @@ from geomlops.errors import CatalogError, ItemNotFoundError
 COLLECTIONS = {
     "models": "Base models: one item per model package, with the MLM extension.",
     "model-versions": "Trained model versions, linked to their MLflow run, data and code.",
+    "predictions": "Prediction runs: vectorized outputs of a model version over an area, derived_from it.",
+    "datasets": "Training and evaluation datasets: DVC path, revision and content hash.",
 }
 
 
