@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from catalog_sync import open_store
 from catalog_sync.mlm import parse_model_item
-from catalog_sync.validation import ValidationResult, validate_stac
-from geomlops.errors import InvalidModelItemError, InvalidPackageError
+from catalog_sync.validation import ValidationResult
 from steps.model_spec import MODELS
+from steps.package import read_package_item
 
 
 def publish_base_item(
@@ -29,17 +28,8 @@ def publish_base_item(
         InvalidModelItemError: the item fails MLM validation (each fault's JSON path named).
     """
     root = Path(package).resolve()
-    path = root / "stac-item.json"
-    if not path.is_file():
-        raise InvalidPackageError(f"{path}: file not found (a model package needs its MLM item)")
-    try:
-        item = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise InvalidPackageError(f"{path}: not valid JSON ({err})") from err
-    result = validate_stac(item, schema_dir)
-    if result.status == "invalid":
-        raise InvalidModelItemError(f"{path}:\n{result.summary()}")
-    parse_model_item(item, href=str(path))
+    item, result = read_package_item(root, schema_dir)
+    parse_model_item(item, href=str(root / "stac-item.json"))
     for asset in item.get("assets", {}).values():
         href = asset.get("href", "")
         if href.startswith("./") or href in (".", "./"):

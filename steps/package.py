@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict
 
+from catalog_sync.validation import ValidationResult
 from geomlops.errors import InvalidPackageError
 
 #: entry points every model package has, and what each is for
@@ -105,6 +106,36 @@ def content_hash(root: Path) -> str:
     return digest.hexdigest()
 
 
+def read_package_item(
+    package: str | Path, schema_dir: Path | None = None
+) -> tuple[dict[str, Any], ValidationResult]:
+    """Read ``package/stac-item.json`` and validate it offline.
+
+    Returns:
+        The item and its validation result (``incomplete`` when a schema is not available).
+
+    Raises:
+        InvalidPackageError: the file is missing or not JSON.
+        InvalidModelItemError: the item is invalid (each fault's JSON path named).
+    """
+    import json
+
+    from catalog_sync.validation import validate_stac
+    from geomlops.errors import InvalidModelItemError
+
+    path = Path(package).resolve() / "stac-item.json"
+    if not path.is_file():
+        raise InvalidPackageError(f"{path}: file not found (a model package needs its MLM item)")
+    try:
+        item: dict[str, Any] = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise InvalidPackageError(f"{path}: not valid JSON ({err})") from err
+    result = validate_stac(item, schema_dir)
+    if result.status == "invalid":
+        raise InvalidModelItemError(f"{path}:\n{result.summary()}")
+    return item, result
+
+
 class PackageReport(BaseModel):
     """A validated model package: what the registration workflow needs of it."""
 
@@ -130,26 +161,14 @@ def validate_package(package: str | Path, schema_dir: Path | None = None) -> Pac
         InvalidPackageError: naming the file and what is missing or wrong.
         InvalidModelItemError: the MLM item is invalid (each fault's JSON path named).
     """
-    import json
-
     from catalog_sync.mlm import parse_model_item
-    from catalog_sync.validation import validate_stac
-    from geomlops.errors import InvalidModelItemError
 
     info = describe_package(package, required=tuple(ENTRY_POINTS))
     root = Path(info.path)
     if not (root / "Dockerfile").is_file():
         raise InvalidPackageError(f"{root / 'Dockerfile'}: file not found (the image is built from it)")
     item_path = root / "stac-item.json"
-    if not item_path.is_file():
-        raise InvalidPackageError(f"{item_path}: file not found (a model package needs its MLM item)")
-    try:
-        item = json.loads(item_path.read_text())
-    except json.JSONDecodeError as err:
-        raise InvalidPackageError(f"{item_path}: not valid JSON ({err})") from err
-    result = validate_stac(item, schema_dir)
-    if result.status == "invalid":
-        raise InvalidModelItemError(f"{item_path}:\n{result.summary()}")
+    item, result = read_package_item(root, schema_dir)
     spec = parse_model_item(item, href=str(item_path))
     if not spec.training_image:
         raise InvalidPackageError(
