@@ -23,7 +23,7 @@ from pypgstac.load import Loader, Methods
 
 from catalog_sync._item_checks import check_batch
 from catalog_sync._pgstac_db import close_db, describe, migrate, open_db, reason, unreachable
-from catalog_sync.store import COLLECTIONS
+from catalog_sync.store import COLLECTIONS, collection_document
 from geomlops.errors import CatalogError, InvalidItemError, ItemNotFoundError
 
 #: collections the PgSTAC catalogue holds, with their descriptions
@@ -33,23 +33,6 @@ PGSTAC_COLLECTIONS: dict[str, str] = dict(COLLECTIONS)
 _OWN_LINKS = {"root", "parent", "collection", "self"}
 
 __all__ = ["PGSTAC_COLLECTIONS", "PgStacStore", "migrate"]
-
-
-def collection_document(collection_id: str, description: str) -> dict[str, Any]:
-    """A minimal STAC collection with a world extent, as PgSTAC stores it."""
-    return {
-        "type": "Collection",
-        "stac_version": "1.1.0",
-        "id": collection_id,
-        "title": collection_id,
-        "description": description,
-        "license": "other",
-        "extent": {
-            "spatial": {"bbox": [[-180.0, -90.0, 180.0, 90.0]]},
-            "temporal": {"interval": [[None, None]]},
-        },
-        "links": [],
-    }
 
 
 class PgStacStore:

@@ -217,22 +217,30 @@ class StaticCatalog:
         ]
 
 
-def _collection(cid: str, description: str) -> dict[str, Any]:
+def collection_document(collection_id: str, description: str) -> dict[str, Any]:
+    """A minimal STAC collection with a world extent; stores add the links they own."""
     return {
         "type": "Collection",
         "stac_version": "1.1.0",
-        "id": cid,
+        "id": collection_id,
+        "title": collection_id,
         "description": description,
         "license": "other",
         "extent": {
             "spatial": {"bbox": [[-180.0, -90.0, 180.0, 90.0]]},
             "temporal": {"interval": [[None, None]]},
         },
-        "links": [
-            {"rel": "root", "href": "../catalog.json", "type": "application/json"},
-            {"rel": "parent", "href": "../catalog.json", "type": "application/json"},
-        ],
+        "links": [],
     }
+
+
+def _collection(cid: str, description: str) -> dict[str, Any]:
+    document = collection_document(cid, description)
+    document["links"] = [
+        {"rel": "root", "href": "../catalog.json", "type": "application/json"},
+        {"rel": "parent", "href": "../catalog.json", "type": "application/json"},
+    ]
+    return document
 
 
 def _grow_extent(collection: dict[str, Any], item: dict[str, Any]) -> None:
