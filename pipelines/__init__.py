@@ -11,7 +11,11 @@ import yaml
 from geomlops.errors import ManifestError
 
 #: pipeline name -> module exposing ``workflow`` (a Hera WorkflowTemplate or CronWorkflow)
-PIPELINES = {"training": "pipelines.training", "registration": "pipelines.registration"}
+PIPELINES = {
+    "training": "pipelines.training",
+    "registration": "pipelines.registration",
+    "batch-inference": "pipelines.batch_inference",
+}
 
 GOLDEN_DIR = Path(__file__).parent
 

@@ -1,11 +1,16 @@
-"""A fake Argo server on localhost that records requests (real HTTP, answers like Argo's API)."""
+"""Fixtures of the pipeline tests: a fake Argo server on localhost that records requests (real
+HTTP, answers like Argo's API), and a work folder where the demo ran."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
@@ -68,3 +73,26 @@ def argo_server() -> Iterator[str]:
 def argo_requests() -> list[dict[str, Any]]:
     """What the fake Argo server received, in order."""
     return _Argo.seen
+
+
+GEOMLOPS = str(Path(sys.executable).parent / "geomlops")
+
+
+@pytest.fixture(scope="session")
+def work(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A work folder where ``geomlops demo`` ran once (shared by the workflow tests).
+
+    Holds ``home``, ``env`` (the environment the CLI runs with), ``first`` (the demo's
+    completed process) and ``cli`` (runs ``geomlops ARGS…`` there).
+    """
+    home = tmp_path_factory.mktemp("demo-home")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GEOMLOPS_", "MLFLOW_"))}
+    env["GEOMLOPS_HOME"] = str(home)
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [GEOMLOPS, *args], env=env, capture_output=True, text=True, cwd=home, timeout=900
+        )
+
+    first = cli("demo")
+    return {"home": home, "env": env, "first": first, "cli": cli}

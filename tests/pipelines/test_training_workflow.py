@@ -24,19 +24,9 @@ pytestmark = pytest.mark.slow
 GEOMLOPS = str(Path(sys.executable).parent / "geomlops")
 
 
-@pytest.fixture(scope="module")
-def work(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    home = tmp_path_factory.mktemp("demo-home")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GEOMLOPS_", "MLFLOW_"))}
-    env["GEOMLOPS_HOME"] = str(home)
-    first = subprocess.run([GEOMLOPS, "demo"], env=env, capture_output=True, text=True, cwd=home, timeout=900)
-    return {"home": home, "env": env, "first": first}
-
-
 def _geomlops(work: dict[str, Any], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [GEOMLOPS, *args], env=work["env"], capture_output=True, text=True, cwd=work["home"], timeout=600
-    )
+    result: subprocess.CompletedProcess[str] = work["cli"](*args)
+    return result
 
 
 def _versions(work: dict[str, Any], model: str) -> list[dict[str, Any]]:

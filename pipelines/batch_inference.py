@@ -1,0 +1,83 @@
+"""The batch-inference WorkflowTemplate.
+
+plan-blocks ─> predict-blocks (one task per group of blocks, withParam) ─> publish-predictions
+
+Each block is read with a halo and only its centre kept; the merged mask is vectorized block by
+block with a seam-free merge. Finished blocks are files: a resumed run redoes none of them.
+"""
+
+from __future__ import annotations
+
+from hera.workflows import DAG, Parameter, WorkflowTemplate
+
+from pipelines._naming import SERVICE_ACCOUNT, template_name
+from templates.inference import plan_blocks, predict_blocks, publish_predictions
+
+NAME = "batch-inference"
+
+with WorkflowTemplate(
+    service_account_name=SERVICE_ACCOUNT,
+    name=template_name(NAME),
+    entrypoint="batch-inference",
+    labels={"app.kubernetes.io/part-of": "geomlops", "geomlops.io/pipeline": NAME},
+    annotations={
+        "workflows.argoproj.io/description": (
+            "Predict a model version over an area of interest in blocks with a halo, vectorize "
+            "seam-free, and publish GeoParquet, GeoJSON, a quicklook and a STAC item."
+        )
+    },
+    arguments=[
+        Parameter(name="model", description="Registered model name."),
+        Parameter(name="model_version", value="production", description="Version number or alias."),
+        Parameter(name="imagery", description="GeoTIFF (path or URI) with the model's input bands."),
+        Parameter(name="aoi", value="", description="GeoJSON area of interest (WGS84); empty: all imagery."),
+        Parameter(name="area", value="aoi", description="Name of the area, used in output paths and ids."),
+        Parameter(name="block_size", value="512", description="Block side in pixels."),
+        Parameter(name="group_size", value="4", description="Blocks per prediction task."),
+        Parameter(
+            name="halo", value="16", description="Pixels read around each block (model receptive field)."
+        ),
+        Parameter(
+            name="output", value="", description="Output folder; empty: the work folder's predictions/."
+        ),
+        Parameter(
+            name="inference_image",
+            value="ghcr.io/geomlops/geomlops:0.1.0",
+            description="Image to predict in.",
+        ),
+    ],
+) as workflow:
+    with DAG(name="batch-inference"):
+        plan = plan_blocks(
+            arguments={
+                name: f"{{{{workflow.parameters.{name}}}}}"
+                for name in (
+                    "model",
+                    "model_version",
+                    "imagery",
+                    "aoi",
+                    "area",
+                    "block_size",
+                    "group_size",
+                    "output",
+                )
+            }
+        )
+        predict = predict_blocks(
+            arguments={
+                "output": plan.get_parameter("output"),
+                "lineage": plan.get_parameter("lineage"),
+                "group": "{{item}}",
+                "halo": "{{workflow.parameters.halo}}",
+                "inference_image": "{{workflow.parameters.inference_image}}",
+            },
+            with_param=plan.get_parameter("groups"),
+        )
+        publish = publish_predictions(
+            arguments={
+                "output": plan.get_parameter("output"),
+                "lineage": plan.get_parameter("lineage"),
+                "area": "{{workflow.parameters.area}}",
+            }
+        )
+        plan >> predict >> publish  # type: ignore[operator]

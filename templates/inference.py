@@ -1,0 +1,91 @@
+"""Script templates of the batch-inference workflow. Each calls steps; no logic of its own.
+
+No ``from __future__ import annotations`` here: Hera reads the real annotation objects.
+"""
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+from hera.workflows import Parameter, script
+
+from geomlops.settings import get_settings
+from templates.common import IMAGE, LARGE, NETWORK_RETRY, SECRET_ENV, SMALL
+
+
+def _tracking() -> None:
+    import mlflow
+
+    mlflow.set_tracking_uri(get_settings().tracking_uri)
+
+
+@script(constructor="runner", image=IMAGE, resources=SMALL, retry_strategy=NETWORK_RETRY, env=SECRET_ENV)
+def plan_blocks(
+    model: str,
+    model_version: str,
+    imagery: str,
+    aoi: str = "",
+    area: str = "aoi",
+    block_size: int = 512,
+    group_size: int = 4,
+    output: str = "",
+) -> tuple[
+    Annotated[str, Parameter(name="groups")],
+    Annotated[str, Parameter(name="output")],
+    Annotated[str, Parameter(name="lineage")],
+]:
+    """Plan the blocks over the area of interest and resolve the model version."""
+    from steps.aoi import read_aoi
+    from steps.batch import plan_batch, save_plan
+    from steps.model_spec import fetch_model_spec
+    from steps.predictions import resolve_version
+
+    _tracking()
+    settings = get_settings()
+    lineage = resolve_version(model, model_version)
+    spec = fetch_model_spec(model, settings.catalog_href)
+    folder = Path(output) if output else settings.home_dir / "predictions" / model / area
+    area_of_interest = read_aoi(aoi) if aoi else None
+    plan = plan_batch(
+        imagery, area_of_interest, block_size=block_size, group_size=group_size, model_input=spec.inputs[0]
+    )
+    save_plan(plan, folder)
+    return json.dumps(list(range(len(plan.groups)))), str(folder), lineage.model_dump_json()
+
+
+@script(
+    constructor="runner",
+    image="{{inputs.parameters.inference_image}}",
+    resources=LARGE,
+    env=SECRET_ENV,
+    retry_strategy=NETWORK_RETRY,
+)
+def predict_blocks(
+    output: str, lineage: str, group: int, halo: int = 16, inference_image: str = IMAGE
+) -> Annotated[str, Parameter(name="predicted")]:
+    """Predict one group of blocks with a halo (finished blocks are skipped)."""
+    from steps.batch import predict_group
+    from steps.predictions import Lineage, read_plan
+
+    _tracking()
+    folder = Path(output)
+    plan = read_plan(folder)
+    version = Lineage.model_validate_json(lineage)
+    uri = f"models:/{version.model}/{version.model_version}"
+    return json.dumps(predict_group(uri, plan, list(plan.groups[group]), folder, halo=halo))
+
+
+@script(constructor="runner", image=IMAGE, resources=LARGE, retry_strategy=NETWORK_RETRY, env=SECRET_ENV)
+def publish_predictions(
+    output: str, lineage: str, area: str = "aoi"
+) -> tuple[Annotated[str, Parameter(name="item")], Annotated[str, Parameter(name="features")]]:
+    """Assemble the mask, vectorize it seam-free, write GeoParquet, GeoJSON, quicklook and item."""
+    from steps.batch import assemble_mask
+    from steps.predictions import Lineage, read_plan, vectorize_predictions, write_outputs
+
+    folder = Path(output)
+    plan = read_plan(folder)
+    version = Lineage.model_validate_json(lineage)
+    frame = vectorize_predictions(assemble_mask(plan, folder), plan, version)
+    outputs = write_outputs(frame, folder, plan, version, area=area, catalog=get_settings().catalog_href)
+    return outputs.item, str(outputs.features)

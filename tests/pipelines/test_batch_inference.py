@@ -1,0 +1,156 @@
+"""Batch inference over the demo scene with the demo's model: outputs, lineage, resume, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import geopandas
+import pytest
+import rasterio
+from rasterio.warp import transform as warp
+
+from catalog_sync.validation import validate_stac
+
+pytestmark = pytest.mark.slow
+
+
+def _imagery(work: dict[str, Any]) -> Path:
+    assert work["first"].returncode == 0, work["first"].stdout + work["first"].stderr
+    [image] = (work["home"] / "datasets").glob("*/image.tif")
+    return image
+
+
+def _params(work: dict[str, Any], output: Path, area: str, *extra: str) -> list[str]:
+    args = ["-p", "model=cloud-mask", "-p", "model_version=1", "-p", f"imagery={_imagery(work)}"]
+    args += ["-p", f"area={area}", "-p", "block_size=160", "-p", "group_size=4", "-p", f"output={output}"]
+    for p in extra:
+        args += ["-p", p]
+    return args
+
+
+def test_scene_prediction_carries_its_lineage(work: dict[str, Any], tmp_path: Path, schema_dir: Path) -> None:
+    out = tmp_path / "scene"
+    result = work["cli"]("run", "batch-inference", *_params(work, out, "scene"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    frame = geopandas.read_parquet(out / "predictions.parquet")
+    assert len(frame) > 10
+    assert frame.crs.to_epsg() == 32616
+    assert set(frame["class"]) == {1}
+    from mlflow import MlflowClient
+
+    mv = MlflowClient(tracking_uri=f"sqlite:///{work['home'] / 'mlflow.db'}").get_model_version(
+        "cloud-mask", "1"
+    )
+    assert set(frame["model"]) == {"cloud-mask"} and set(frame["model_version"]) == {"1"}
+    assert set(frame["mlflow_run_id"]) == {mv.run_id}
+    assert frame["block_id"].str.fullmatch(r"r\d+c\d+").all()
+    assert (frame["area"] > 0).all() and frame.geometry.is_valid.all()
+    geojson = json.loads((out / "predictions.geojson").read_text())
+    assert len(geojson["features"]) == len(frame)
+    lon, lat = geojson["features"][0]["geometry"]["coordinates"][0][0][:2]
+    assert -88 < lon < -87 and 30 < lat < 31  # RFC 7946: WGS84, longitude first
+    assert (out / "quicklook.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    item = json.loads(
+        (
+            work["home"] / "catalog" / "predictions" / "cloud-mask-v1-scene" / "cloud-mask-v1-scene.json"
+        ).read_text()
+    )
+    assert item["properties"]["mlflow:run_id"] == mv.run_id
+    assert item["properties"]["geomlops:features"] == len(frame)
+    derived = [link["href"] for link in item["links"] if link["rel"] == "derived_from"]
+    assert derived and derived[0].endswith("model-versions/cloud-mask-v1/cloud-mask-v1.json")
+    assert validate_stac(item, schema_dir).status == "valid"
+
+
+def test_killed_run_resumes_without_redoing_blocks_and_gives_identical_outputs(
+    work: dict[str, Any], tmp_path: Path
+) -> None:
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    done = work["cli"]("run", "batch-inference", *_params(work, whole, "same"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    runs = work["home"] / "runs"
+    before = set(runs.iterdir())
+    proc = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "geomlops"),
+            "run",
+            "batch-inference",
+            *_params(work, killed, "same"),
+        ],
+        env=work["env"],
+        cwd=work["home"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    total = len(list((whole / "blocks").glob("*.tif")))
+    deadline = time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline:
+            finished = list((killed / "blocks").glob("*.tif")) if (killed / "blocks").exists() else []
+            if len(finished) >= 2:
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail("no block finished in time")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    kept = {p.name: p.stat().st_mtime_ns for p in (killed / "blocks").glob("*.tif")}
+    assert 2 <= len(kept) < total
+    [run_dir] = set(runs.iterdir()) - before
+    resumed = work["cli"]("run", "--resume", run_dir.name)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    after = {p.name: p.stat().st_mtime_ns for p in (killed / "blocks").glob("*.tif")}
+    assert len(after) == total
+    assert all(after[name] == mtime for name, mtime in kept.items())  # finished blocks were not redone
+    for name in ("predictions.parquet", "predictions.geojson", "mask.tif", "quicklook.png"):
+        assert (killed / name).read_bytes() == (whole / name).read_bytes(), name
+
+
+def test_bad_areas_and_imagery_fail_at_planning(work: dict[str, Any], tmp_path: Path) -> None:
+    far = tmp_path / "far.geojson"
+    far.write_text(
+        json.dumps({"type": "Polygon", "coordinates": [[[10, 10], [11, 10], [11, 11], [10, 11], [10, 10]]]})
+    )
+    result = work["cli"]("run", "batch-inference", *_params(work, tmp_path / "o1", "far", f"aoi={far}"))
+    assert result.returncode == 1
+    assert "does not overlap the imagery" in result.stdout + result.stderr
+    assert not (tmp_path / "o1" / "blocks").exists()
+    wrong = tmp_path / "three-bands.tif"
+    with rasterio.open(_imagery(work)) as src:
+        profile = {**src.profile, "count": 3}
+        data = src.read([1, 2, 3])
+    with rasterio.open(wrong, "w", **profile) as dst:
+        dst.write(data)
+    args = _params(work, tmp_path / "o2", "wrong")
+    args[args.index(f"imagery={_imagery(work)}")] = f"imagery={wrong}"
+    result = work["cli"]("run", "batch-inference", *args)
+    assert result.returncode == 1
+    assert "3 band(s), but the model's input" in result.stdout + result.stderr
+
+
+def test_area_of_interest_limits_the_blocks(work: dict[str, Any], tmp_path: Path) -> None:
+    with rasterio.open(_imagery(work)) as src:
+        xs, ys = [], []
+        for col, row in ((10, 10), (200, 10), (200, 150), (10, 150)):
+            x, y = src.transform @ (col, row)
+            xs.append(x)
+            ys.append(y)
+        lons, lats = warp(src.crs, "EPSG:4326", xs, ys)
+    ring = [[lon, lat] for lon, lat in zip(lons, lats, strict=True)]
+    aoi = tmp_path / "aoi.geojson"
+    aoi.write_text(json.dumps({"type": "Polygon", "coordinates": [[*ring, ring[0]]]}))
+    out = tmp_path / "part"
+    result = work["cli"]("run", "batch-inference", *_params(work, out, "part", f"aoi={aoi}"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert sorted(p.stem for p in (out / "blocks").glob("*.tif")) == ["r0c0", "r0c1"]
+    plan = json.loads((out / "plan.json").read_text())
+    assert plan["notes"] == ["area of interest reprojected from EPSG:4326 to EPSG:32616"]
