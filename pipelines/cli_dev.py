@@ -2,32 +2,15 @@
 
 from __future__ import annotations
 
-import functools
 import sys
-from collections.abc import Callable
-from typing import Any, TypeVar
 
 import click
 
 from geomlops.errors import GeomlopsError
 from geomlops.settings import get_settings
+from pipelines._clitools import fail_cleanly
 
-F = TypeVar("F", bound=Callable[..., Any])
 _MARK = {"started": ("✓", "green"), "running": ("✓", "green"), "stopped": ("○", "yellow")}
-
-
-def _fail_cleanly(func: F) -> F:
-    """Turn geomlops errors into one clear message and exit status 2."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except GeomlopsError as err:
-            click.secho(f"error: {err}", fg="red", err=True)
-            sys.exit(2)
-
-    return wrapper  # type: ignore[return-value]
 
 
 def _say(text: str) -> None:
@@ -53,7 +36,7 @@ def dev() -> None:
     help="PostgreSQL URL of MLflow's database, created if absent "
     "[env GEOMLOPS_DEV_MLFLOW_DB; default: postgresql://postgres@127.0.0.1:5432/geomlops_mlflow].",
 )
-@_fail_cleanly
+@fail_cleanly
 def up_command(
     services: tuple[str, ...], s3_port: int | None, mlflow_port: int | None, mlflow_db: str | None
 ) -> None:
@@ -73,7 +56,7 @@ def up_command(
 
 
 @dev.command("env")
-@_fail_cleanly
+@fail_cleanly
 def env_command() -> None:
     """Print the export lines of the running stack (for eval)."""
     from pipelines import devstack
@@ -87,7 +70,7 @@ def env_command() -> None:
 
 
 @dev.command("status")
-@_fail_cleanly
+@fail_cleanly
 def status_command() -> None:
     """Say whether each service runs and answers; exit status 1 unless all do."""
     from pipelines import devstack
@@ -103,7 +86,7 @@ def status_command() -> None:
 
 @dev.command("down")
 @click.argument("services", nargs=-1)
-@_fail_cleanly
+@fail_cleanly
 def down_command(services: tuple[str, ...]) -> None:
     """Stop the stack's services (or only SERVICES); nothing the stack did not start is touched."""
     from pipelines import devstack

@@ -19,103 +19,47 @@ Adding a service (PgSTAC + stac-fastapi-pgstac, from ``catalog_sync``): write a 
 
 from __future__ import annotations
 
-import os
 import shlex
-import urllib.request
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ValidationError
 
 from geomlops.errors import DevStackError
 from geomlops.settings import Settings
 from pipelines import _processes as procs
-from pipelines import _s3store
+from pipelines._devservices import (
+    HOST,
+    DevConfig,
+    Service,
+    ensure_database,
+    mlflow_service,
+    s3_environment,
+    s3_service,
+)
 
-HOST = "127.0.0.1"
-_POSTGRES_SCHEMES = ("postgresql://", "postgres://", "postgresql+psycopg://")
-
-
-class DevConfig(BaseModel):
-    """Where the dev stack's services listen and keep their state."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    dev_dir: Path = Field(description="Folder of PID files, logs, stack.json and the S3 snapshot.")
-    s3_port: int = Field(default=9000, ge=0, le=65535, description="S3 server port (0: any free one).")
-    mlflow_port: int = Field(default=5000, ge=0, le=65535, description="MLflow port (0: any free one).")
-    mlflow_db: str = Field(
-        default="postgresql://postgres@127.0.0.1:5432/geomlops_mlflow",
-        description="PostgreSQL URL of MLflow's backend store; the database is created if absent.",
-    )
-    artifacts_bucket: str = Field(default="mlflow-artifacts", description="Bucket of MLflow artifacts.")
-    data_bucket: str = Field(default="dvc-data", description="Bucket of the DVC remote.")
-    start_timeout: float = Field(default=120.0, gt=0, description="Seconds a service may take to answer.")
-
-    @field_validator("mlflow_db")
-    @classmethod
-    def _postgres_url(cls, value: str) -> str:
-        if not value.startswith(_POSTGRES_SCHEMES):
-            raise ValueError(f"expected a postgresql://user@host:port/database URL, not {value!r}")
-        return value
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> DevConfig:
-        """The default config for ``$GEOMLOPS_HOME/dev``, with the configured buckets."""
-        return cls(
-            dev_dir=settings.home_dir / "dev",
-            artifacts_bucket=settings.mlflow_artifacts_bucket,
-            data_bucket=settings.dvc_data_bucket,
-        )
-
-    @property
-    def s3_url(self) -> str:
-        """The S3 endpoint."""
-        return f"http://{HOST}:{self.s3_port}"
-
-    @property
-    def mlflow_url(self) -> str:
-        """The MLflow tracking URI."""
-        return f"http://{HOST}:{self.mlflow_port}"
-
-    @property
-    def mlflow_store_uri(self) -> str:
-        """``mlflow_db`` as SQLAlchemy reads it (driver: psycopg 3)."""
-        return "postgresql+psycopg://" + self.mlflow_db.split("://", 1)[1]
-
-    @property
-    def mlflow_libpq_dsn(self) -> str:
-        """``mlflow_db`` as libpq (psycopg) reads it."""
-        return "postgresql://" + self.mlflow_db.split("://", 1)[1]
-
-
-def _no_note() -> str:
-    return ""
+__all__ = [
+    "EXTRA_SERVICES",
+    "HOST",
+    "DevConfig",
+    "Service",
+    "ServiceStatus",
+    "configure",
+    "down",
+    "ensure_database",
+    "environment",
+    "export_lines",
+    "load_config",
+    "s3_environment",
+    "services",
+    "status",
+    "up",
+]
 
 
 def _no_say(_: str) -> None:
     return None
-
-
-@dataclass(frozen=True)
-class Service:
-    """One background service of the stack and how to start, check and stop it."""
-
-    name: str
-    url: str
-    port: int
-    argv: Sequence[str]
-    env: Mapping[str, str]
-    ready: Callable[[], bool]
-    #: before the process starts (e.g. create its database); each hook returns a note or ""
-    prepare: Callable[[], str] = _no_note
-    #: once it answers, after a fresh start (e.g. create buckets)
-    after_start: Callable[[], str] = _no_note
-    #: before a stop, while it still answers (e.g. save what it holds in memory)
-    before_stop: Callable[[], str] = _no_note
-    #: the variables a shell exports to use it
-    exports: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -129,121 +73,13 @@ class ServiceStatus:
     note: str = ""
 
 
-def s3_environment(config: DevConfig) -> dict[str, str]:
-    """The variables that point boto3, DVC and MLflow at the dev S3 store."""
-    return {
-        "AWS_ACCESS_KEY_ID": _s3store.DEV_ACCESS_KEY_ID,
-        "AWS_SECRET_ACCESS_KEY": _s3store.DEV_SECRET_ACCESS_KEY,
-        "AWS_DEFAULT_REGION": _s3store.DEV_REGION,
-        "AWS_ENDPOINT_URL": config.s3_url,
-        "MLFLOW_S3_ENDPOINT_URL": config.s3_url,
-    }
-
-
-def _s3_service(config: DevConfig) -> Service:
-    snapshot = config.dev_dir / "s3-snapshot"
-
-    def after_start() -> str:
-        restored = _s3store.restore(config.s3_url, snapshot)
-        _s3store.ensure_buckets(config.s3_url, [config.artifacts_bucket, config.data_bucket])
-        note = f"buckets {config.artifacts_bucket}, {config.data_bucket}"
-        return note + (f"; {restored} object(s) restored from {snapshot}" if restored else "")
-
-    def before_stop() -> str:
-        return f"{_s3store.save(config.s3_url, snapshot)} object(s) saved to {snapshot}"
-
-    return Service(
-        name="s3",
-        url=config.s3_url,
-        port=config.s3_port,
-        argv=[procs.python(), "-m", "moto.server", "-H", HOST, "-p", str(config.s3_port)],
-        env={**os.environ, **s3_environment(config)},
-        ready=lambda: _s3store.answers(config.s3_url),
-        after_start=after_start,
-        before_stop=before_stop,
-        exports={
-            **s3_environment(config),
-            "GEOMLOPS_S3_ENDPOINT_URL": config.s3_url,
-            "GEOMLOPS_MLFLOW_ARTIFACTS_BUCKET": config.artifacts_bucket,
-            "GEOMLOPS_DVC_DATA_BUCKET": config.data_bucket,
-        },
-    )
-
-
-def ensure_database(dsn: str) -> bool:
-    """Create the database that ``dsn`` names when it does not exist; True when created.
-
-    Raises:
-        DevStackError: PostgreSQL cannot be reached or refuses.
-    """
-    import psycopg
-    from psycopg import sql
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
-    name = str(conninfo_to_dict(dsn).get("dbname") or "")
-    if not name:
-        raise DevStackError(f"MLflow database URL names no database: {_redact(dsn)}")
-    try:
-        with psycopg.connect(make_conninfo(dsn, dbname="postgres"), autocommit=True, connect_timeout=5) as db:
-            if db.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
-                return False
-            db.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    except psycopg.Error as err:
-        raise DevStackError(f"PostgreSQL at {_redact(dsn)}: {err}".strip()) from err
-    return True
-
-
-def _redact(dsn: str) -> str:
-    scheme, _, rest = dsn.partition("://")
-    credentials, at, host = rest.rpartition("@")
-    if at and ":" in credentials:
-        return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}"
-    return dsn
-
-
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
-
-
-def _mlflow_service(config: DevConfig) -> Service:
-    argv = [procs.python(), "-m", "mlflow", "server", "--host", HOST, "--port", str(config.mlflow_port)]
-    argv += ["--workers", "1", "--default-artifact-root", f"s3://{config.artifacts_bucket}"]
-    argv += ["--no-serve-artifacts"]
-    env = {
-        **os.environ,
-        **s3_environment(config),
-        # the store URI (it may hold a password) goes by environment, not on the command line
-        "MLFLOW_BACKEND_STORE_URI": config.mlflow_store_uri,
-        # the server's background job runner serves GenAI features geomlops does not use
-        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
-    }
-    return Service(
-        name="mlflow",
-        url=config.mlflow_url,
-        port=config.mlflow_port,
-        argv=argv,
-        env=env,
-        ready=lambda: _http_ok(f"{config.mlflow_url}/health"),
-        prepare=lambda: "database created" if ensure_database(config.mlflow_libpq_dsn) else "",
-        exports={
-            "GEOMLOPS_PROFILE": "services",
-            "GEOMLOPS_MLFLOW_TRACKING_URI": config.mlflow_url,
-            "MLFLOW_TRACKING_URI": config.mlflow_url,
-        },
-    )
-
-
 #: builders of further services (the PgSTAC catalogue and its STAC API plug in here)
 EXTRA_SERVICES: list[Callable[[DevConfig], Service]] = []
 
 
 def services(config: DevConfig) -> list[Service]:
     """Every service of the stack, in start order."""
-    return [_s3_service(config), _mlflow_service(config), *(build(config) for build in EXTRA_SERVICES)]
+    return [s3_service(config), mlflow_service(config), *(build(config) for build in EXTRA_SERVICES)]
 
 
 def environment(config: DevConfig) -> dict[str, str]:
@@ -281,6 +117,8 @@ def configure(settings: Settings, **overrides: object) -> DevConfig:
     recorded = load_config(settings.home_dir / "dev")
     base = recorded or DevConfig.from_settings(settings)
     given = {k: v for k, v in overrides.items() if v is not None}
+    if recorded is not None and _running(recorded):  # "any free port": the one it runs on
+        given = {k: v for k, v in given.items() if not (k.endswith("_port") and v == 0)}
     try:
         config = DevConfig.model_validate({**base.model_dump(), **given})
     except ValidationError as err:

@@ -17,7 +17,8 @@ def register_model_version(model_name: str, run_id: str, tags: Mapping[str, str]
         The version number, as a string.
 
     Raises:
-        RegistryError: the run does not exist, did not finish, or logged no model.
+        RegistryError: the run does not exist, did not finish, or logged no model; or the
+            tracking server cannot be reached (the message says which).
     """
     import mlflow
     from mlflow import MlflowClient
@@ -27,7 +28,9 @@ def register_model_version(model_name: str, run_id: str, tags: Mapping[str, str]
     try:
         run = client.get_run(run_id)
     except MlflowException as err:
-        raise RegistryError(f"run_id '{run_id}': no such MLflow run") from err
+        if err.error_code == "RESOURCE_DOES_NOT_EXIST":
+            raise RegistryError(f"run_id '{run_id}': no such MLflow run") from err
+        raise RegistryError(f"cannot read MLflow run '{run_id}': {err}") from err
     if run.info.status != "FINISHED":
         raise RegistryError(f"run_id '{run_id}': status is {run.info.status}, expected FINISHED")
     existing = client.search_model_versions(f"name='{model_name}' and run_id='{run_id}'")
@@ -59,6 +62,9 @@ def delete_unpublished_versions(
 
     Returns:
         The versions deleted.
+
+    Raises:
+        RegistryError: the registry cannot be read (an unreachable server is not "no versions").
     """
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
@@ -66,8 +72,8 @@ def delete_unpublished_versions(
     client = MlflowClient()
     try:
         versions = client.search_model_versions(f"name='{model_name}'")
-    except MlflowException:
-        return []
+    except MlflowException as err:
+        raise RegistryError(f"cannot list the versions of '{model_name}': {err}") from err
     deleted = []
     for mv in versions:
         if (mv.tags or {}).get(WORKFLOW_TAG) == workflow_uid and not is_published(str(mv.version)):

@@ -18,9 +18,16 @@ from templates.common import IMAGE, LARGE, NETWORK_RETRY, SECRET_ENV, SMALL
 
 
 def _use_tracking() -> None:
+    import os
+
     import mlflow
 
-    mlflow.set_tracking_uri(get_settings().tracking_uri)
+    settings = get_settings()
+    # the manifests pass the S3 endpoint as MLFLOW_S3_ENDPOINT_URL, which DVC does not read:
+    # hand it to boto3/s3fs as well (a variable set explicitly wins)
+    for name, value in settings.s3_environment().items():
+        os.environ.setdefault(name, value)
+    mlflow.set_tracking_uri(settings.tracking_uri)
 
 
 @script(constructor="runner", image=IMAGE, resources=SMALL, retry_strategy=NETWORK_RETRY, env=SECRET_ENV)

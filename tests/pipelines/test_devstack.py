@@ -1,0 +1,120 @@
+"""``geomlops dev`` without starting the services: config, environment, PID tracking, refusals."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from geomlops.errors import DevStackError
+from geomlops.settings import Settings
+from pipelines import _devservices, devstack
+from pipelines import _processes as procs
+from pipelines.cli import main
+
+GRANDCHILD = (
+    "import subprocess, sys, time\n"
+    "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+    "time.sleep(60)\n"
+)
+
+
+def test_exported_environment_is_the_services_profile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = devstack.DevConfig(dev_dir=tmp_path / "dev", s3_port=9100, mlflow_port=5100)
+    env = devstack.environment(config)
+    for key in list(os.environ):
+        if key.startswith(("GEOMLOPS_", "MLFLOW_", "AWS_")):
+            monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    settings = Settings()
+    assert settings.profile == "services" and settings.home_dir == tmp_path
+    assert settings.tracking_uri == "http://127.0.0.1:5100" == env["MLFLOW_TRACKING_URI"]
+    assert settings.artifact_root == "s3://mlflow-artifacts"
+    assert settings.dvc_remote_url == "s3://dvc-data/geomlops"
+    assert settings.s3_endpoint == "http://127.0.0.1:9100" == env["AWS_ENDPOINT_URL"]
+    assert env["MLFLOW_S3_ENDPOINT_URL"] == "http://127.0.0.1:9100"
+    lines = devstack.export_lines({"A": "x y", "B": "plain"})
+    assert lines == ["export A='x y'", "export B=plain"]
+
+
+def test_database_url_forms(tmp_path: Path) -> None:
+    config = devstack.DevConfig(dev_dir=tmp_path, mlflow_db="postgres://u:secret@db:5433/ml")
+    assert config.mlflow_store_uri == "postgresql+psycopg://u:secret@db:5433/ml"
+    assert config.mlflow_libpq_dsn == "postgresql://u:secret@db:5433/ml"
+    assert "secret" not in _devservices.redact(config.mlflow_libpq_dsn)
+    with pytest.raises(ValueError, match="postgresql://"):
+        devstack.DevConfig(dev_dir=tmp_path, mlflow_db="sqlite:///mlflow.db")
+
+
+def test_tracked_process_group_is_stopped_whole(tmp_path: Path) -> None:
+    tracked = procs.spawn(tmp_path, "dummy", [sys.executable, "-c", GRANDCHILD], dict(os.environ))
+    time.sleep(0.5)
+    assert procs.read_tracked(tmp_path, "dummy") == tracked
+    procs.stop(tmp_path, tracked, timeout=5)
+    assert not procs.is_running(tracked)
+    assert not procs.pid_file(tmp_path, "dummy").exists()
+    with pytest.raises(ProcessLookupError):
+        os.killpg(tracked.pid, 0)  # the grandchild went with it
+
+
+def test_a_reused_pid_is_never_taken_for_ours(tmp_path: Path) -> None:
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        procs.pid_file(tmp_path, "s3").write_text(f"{other.pid}\nnot-its-start-stamp\n")
+        (tmp_path / "stack.json").write_text(devstack.DevConfig(dev_dir=tmp_path).model_dump_json())
+        assert procs.read_tracked(tmp_path, "s3") is None
+        assert devstack.down(tmp_path) == []
+        assert other.poll() is None  # not signalled
+        assert [s.state for s in devstack.status(tmp_path)] == ["stopped", "stopped"]
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_port_taken_by_another_program_is_refused(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind((devstack.HOST, 0))
+        busy.listen()
+        config = devstack.DevConfig(dev_dir=tmp_path / "dev", s3_port=busy.getsockname()[1])
+        with pytest.raises(DevStackError, match="taken by a program the dev stack did not start"):
+            devstack.up(config, ["s3"])
+    assert not procs.pid_file(tmp_path / "dev", "s3").exists()
+
+
+def test_running_stack_keeps_its_ports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GEOMLOPS_HOME", str(tmp_path))
+    dev_dir = tmp_path / "dev"
+    dev_dir.mkdir()
+    (dev_dir / "stack.json").write_text(devstack.DevConfig(dev_dir=dev_dir, s3_port=9100).model_dump_json())
+    tracked = procs.spawn(dev_dir, "s3", [sys.executable, "-c", "import time; time.sleep(30)"], os.environ)
+    try:
+        assert devstack.configure(Settings()).s3_port == 9100
+        assert devstack.configure(Settings(), s3_port=0).s3_port == 9100  # 0: any port, so this one
+        with pytest.raises(DevStackError, match="runs with other s3_port"):
+            devstack.configure(Settings(), s3_port=9200)
+        with pytest.raises(DevStackError, match="unknown service nope"):
+            devstack.up(devstack.configure(Settings()), ["nope"])
+    finally:
+        procs.stop(dev_dir, tracked, timeout=5)
+
+
+def test_cli_without_a_stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GEOMLOPS_HOME", str(tmp_path))
+    runner = CliRunner()
+    assert {"up", "down", "status", "env"} <= set(runner.invoke(main, ["dev", "--help"]).output.split())
+    status = runner.invoke(main, ["dev", "status"])
+    assert status.exit_code == 1 and status.output.count("stopped") == 2
+    env = runner.invoke(main, ["dev", "env"])
+    assert env.exit_code == 2 and "geomlops dev up" in env.output
+    assert runner.invoke(main, ["dev", "down"]).output.strip() == "nothing to stop"
+    bad = runner.invoke(main, ["dev", "up", "--mlflow-db", "sqlite:///x.db"])
+    assert bad.exit_code == 2 and "postgresql://" in bad.output
