@@ -15,6 +15,7 @@ PIPELINES = {
     "training": "pipelines.training",
     "registration": "pipelines.registration",
     "batch-inference": "pipelines.batch_inference",
+    "batch-inference-schedule": "pipelines.batch_inference_schedule",
 }
 
 GOLDEN_DIR = Path(__file__).parent

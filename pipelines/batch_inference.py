@@ -9,11 +9,30 @@ block with a seam-free merge. Finished blocks are files: a resumed run redoes no
 from __future__ import annotations
 
 from hera.workflows import DAG, Parameter, WorkflowTemplate
+from hera.workflows.models import Inputs
 
 from pipelines._naming import SERVICE_ACCOUNT, template_name
+from templates.common import IMAGE
 from templates.inference import plan_blocks, predict_blocks, publish_predictions
 
 NAME = "batch-inference"
+
+ARGUMENTS = [
+    Parameter(name="model", description="Registered model name."),
+    Parameter(name="model_version", value="production", description="Version number or alias."),
+    Parameter(name="imagery", description="GeoTIFF (path or URI) with the model's input bands."),
+    Parameter(name="aoi", value="", description="GeoJSON area of interest (WGS84); empty: all imagery."),
+    Parameter(name="area", value="aoi", description="Name of the area, used in output paths and ids."),
+    Parameter(name="block_size", value="512", description="Block side in pixels."),
+    Parameter(name="group_size", value="4", description="Blocks per prediction task."),
+    Parameter(name="halo", value="16", description="Pixels read around each block (model receptive field)."),
+    Parameter(name="output", value="", description="Output folder; empty: the work folder's predictions/."),
+    Parameter(
+        name="inference_image",
+        value=IMAGE,
+        description="Image to predict in.",
+    ),
+]
 
 with WorkflowTemplate(
     service_account_name=SERVICE_ACCOUNT,
@@ -26,31 +45,20 @@ with WorkflowTemplate(
             "seam-free, and publish GeoParquet, GeoJSON, a quicklook and a STAC item."
         )
     },
-    arguments=[
-        Parameter(name="model", description="Registered model name."),
-        Parameter(name="model_version", value="production", description="Version number or alias."),
-        Parameter(name="imagery", description="GeoTIFF (path or URI) with the model's input bands."),
-        Parameter(name="aoi", value="", description="GeoJSON area of interest (WGS84); empty: all imagery."),
-        Parameter(name="area", value="aoi", description="Name of the area, used in output paths and ids."),
-        Parameter(name="block_size", value="512", description="Block side in pixels."),
-        Parameter(name="group_size", value="4", description="Blocks per prediction task."),
-        Parameter(
-            name="halo", value="16", description="Pixels read around each block (model receptive field)."
-        ),
-        Parameter(
-            name="output", value="", description="Output folder; empty: the work folder's predictions/."
-        ),
-        Parameter(
-            name="inference_image",
-            value="ghcr.io/geomlops/geomlops:0.1.0",
-            description="Image to predict in.",
-        ),
-    ],
+    arguments=ARGUMENTS,
 ) as workflow:
-    with DAG(name="batch-inference"):
+    # the DAG takes inputs (filled from the workflow's arguments), so a CronWorkflow can call it
+    # through templateRef once per area
+    inputs = [
+        Parameter(name=p.name, description=p.description)
+        if p.value is None
+        else Parameter(name=p.name, default=p.value, description=p.description)
+        for p in ARGUMENTS
+    ]
+    with DAG(name="batch-inference", inputs=Inputs(parameters=[p.as_input() for p in inputs])):
         plan = plan_blocks(
             arguments={
-                name: f"{{{{workflow.parameters.{name}}}}}"
+                name: f"{{{{inputs.parameters.{name}}}}}"
                 for name in (
                     "model",
                     "model_version",
@@ -68,8 +76,8 @@ with WorkflowTemplate(
                 "output": plan.get_parameter("output"),
                 "lineage": plan.get_parameter("lineage"),
                 "group": "{{item}}",
-                "halo": "{{workflow.parameters.halo}}",
-                "inference_image": "{{workflow.parameters.inference_image}}",
+                "halo": "{{inputs.parameters.halo}}",
+                "inference_image": "{{inputs.parameters.inference_image}}",
             },
             with_param=plan.get_parameter("groups"),
         )
@@ -77,7 +85,7 @@ with WorkflowTemplate(
             arguments={
                 "output": plan.get_parameter("output"),
                 "lineage": plan.get_parameter("lineage"),
-                "area": "{{workflow.parameters.area}}",
+                "area": "{{inputs.parameters.area}}",
             }
         )
         plan >> predict >> publish  # type: ignore[operator]

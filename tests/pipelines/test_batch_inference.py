@@ -154,3 +154,24 @@ def test_area_of_interest_limits_the_blocks(work: dict[str, Any], tmp_path: Path
     assert sorted(p.stem for p in (out / "blocks").glob("*.tif")) == ["r0c0", "r0c1"]
     plan = json.loads((out / "plan.json").read_text())
     assert plan["notes"] == ["area of interest reprojected from EPSG:4326 to EPSG:32616"]
+
+
+def test_schedule_runs_the_template_once_per_area(work: dict[str, Any]) -> None:
+    areas = [{"area": "east", "aoi": "", "imagery": str(_imagery(work))}]
+    result = work["cli"](
+        "run",
+        "batch-inference-schedule",
+        "-p",
+        f"areas={json.dumps(areas)}",
+        "-p",
+        "model=cloud-mask",
+        "-p",
+        "model_version=1",
+        "-p",
+        "block_size=320",
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = work["home"] / "predictions" / "cloud-mask" / "east"
+    assert sorted(p.stem for p in (out / "blocks").glob("*.tif")) == ["r0c0", "r0c1", "r1c0", "r1c1"]
+    item = work["home"] / "catalog" / "predictions" / "cloud-mask-v1-east" / "cloud-mask-v1-east.json"
+    assert json.loads(item.read_text())["properties"]["geomlops:features"] > 0

@@ -63,7 +63,8 @@ def test_lint_reports_each_file(
 def test_unknown_pipeline_is_named(home: Path) -> None:
     result = CliRunner().invoke(main, ["render", "no-such"])
     assert result.exit_code == 2
-    assert "unknown pipeline 'no-such' (pipelines: registration, training)" in result.output
+    expected = "unknown pipeline 'no-such' (pipelines: batch-inference, batch-inference-schedule,"
+    assert expected in result.output
 
 
 def test_submit_installs_or_updates_the_template_then_submits(

@@ -56,7 +56,7 @@ def test_every_referenced_secret_key_is_templated() -> None:
     templated = {(s["metadata"]["name"], k) for s in _by_kind(groups)["Secret"] for k in s["stringData"]}
     referenced = set()
     for wf in groups["40-workflows.yaml"]:
-        for template in wf["spec"]["templates"]:
+        for template in wf["spec"].get("workflowSpec", wf["spec"])["templates"]:
             for env in (template.get("script") or {}).get("env", []):
                 ref = (env.get("valueFrom") or {}).get("secretKeyRef")
                 if ref:
@@ -70,7 +70,7 @@ def test_workflows_are_namespaced_strictly_valid_and_run_as_the_account(schema_d
     workflows = install_manifests("mapping")["40-workflows.yaml"]
     assert len(workflows) == len(PIPELINES)
     for wf in workflows:
-        assert wf["spec"]["serviceAccountName"] == SERVICE_ACCOUNT
+        assert wf["spec"].get("workflowSpec", wf["spec"])["serviceAccountName"] == SERVICE_ACCOUNT
         result = lint_manifest(wf, wf["metadata"]["name"], schema_dir)
         assert result.schema_checked and result.ok, result.errors
 
@@ -109,9 +109,11 @@ def test_install_through_the_argo_api(
     result = CliRunner().invoke(main, ["install", "-n", "mapping", "--argo"])
     assert result.exit_code == 0, result.output
     created = [r for r in argo_requests if r["method"] in ("POST", "PUT")]
-    names = sorted({r["path"].rsplit("/", 1)[-1] for r in created if r["method"] == "PUT"})
+    posted = [r["body"] for r in created if r["method"] == "POST"]
+    names = sorted(b.get("template", b.get("cronWorkflow", {}))["metadata"]["name"] for b in posted)
     assert names == sorted(wf["metadata"]["name"] for wf in install_manifests("mapping")["40-workflows.yaml"])
-    assert all(r["path"].startswith("/api/v1/workflow-templates/mapping") for r in created)
+    assert {r["path"].split("/")[3] for r in created} == {"workflow-templates", "cron-workflows"}
+    assert all(r["path"].split("/")[4] == "mapping" for r in created)
 
 
 def test_values_files_parse_and_hold_no_credentials() -> None:
