@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from geomlops import __version__
 
 
@@ -12,3 +14,17 @@ def template_name(pipeline: str) -> str:
 
 #: the ServiceAccount every workflow runs as (created by `geomlops install`)
 SERVICE_ACCOUNT = "geomlops-workflow"
+
+
+def workflow_metadata(pipeline: str, description: str) -> dict[str, Any]:
+    """Keyword arguments every geomlops WorkflowTemplate and CronWorkflow shares.
+
+    Name with the package version, the ServiceAccount, labels, and the description Argo's UI
+    shows.
+    """
+    return {
+        "name": template_name(pipeline),
+        "service_account_name": SERVICE_ACCOUNT,
+        "labels": {"app.kubernetes.io/part-of": "geomlops", "geomlops.io/pipeline": pipeline},
+        "annotations": {"workflows.argoproj.io/description": description},
+    }

@@ -11,7 +11,7 @@ from __future__ import annotations
 from hera.workflows import DAG, Parameter, WorkflowTemplate
 from hera.workflows.models import Inputs
 
-from pipelines._naming import SERVICE_ACCOUNT, template_name
+from pipelines._naming import workflow_metadata
 from templates.common import IMAGE
 from templates.inference import plan_blocks, predict_blocks, publish_predictions
 
@@ -35,16 +35,14 @@ ARGUMENTS = [
 ]
 
 with WorkflowTemplate(
-    service_account_name=SERVICE_ACCOUNT,
-    name=template_name(NAME),
-    entrypoint="batch-inference",
-    labels={"app.kubernetes.io/part-of": "geomlops", "geomlops.io/pipeline": NAME},
-    annotations={
-        "workflows.argoproj.io/description": (
+    **workflow_metadata(
+        NAME,
+        (
             "Predict a model version over an area of interest in blocks with a halo, vectorize "
             "seam-free, and publish GeoParquet, GeoJSON, a quicklook and a STAC item."
-        )
-    },
+        ),
+    ),
+    entrypoint="batch-inference",
     arguments=ARGUMENTS,
 ) as workflow:
     # the DAG takes inputs (filled from the workflow's arguments), so a CronWorkflow can call it

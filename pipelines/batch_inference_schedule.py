@@ -13,7 +13,7 @@ import json
 from hera.workflows import DAG, CronWorkflow, Parameter, Task
 from hera.workflows.models import TemplateRef
 
-from pipelines._naming import SERVICE_ACCOUNT, template_name
+from pipelines._naming import template_name, workflow_metadata
 
 NAME = "batch-inference-schedule"
 
@@ -23,8 +23,10 @@ EXAMPLE_AREAS = [
 ]
 
 with CronWorkflow(
-    service_account_name=SERVICE_ACCOUNT,
-    name=template_name(NAME),
+    **workflow_metadata(
+        NAME,
+        ("Monthly batch inference over a list of areas, one run at a time."),
+    ),
     schedules=["0 2 1 * *"],
     timezone="UTC",
     concurrency_policy="Forbid",
@@ -32,12 +34,6 @@ with CronWorkflow(
     successful_jobs_history_limit=3,
     failed_jobs_history_limit=3,
     entrypoint="areas",
-    labels={"app.kubernetes.io/part-of": "geomlops", "geomlops.io/pipeline": NAME},
-    annotations={
-        "workflows.argoproj.io/description": (
-            "Monthly batch inference over a list of areas, one run at a time."
-        )
-    },
     arguments=[
         Parameter(
             name="areas",

@@ -10,22 +10,20 @@ from __future__ import annotations
 
 from hera.workflows import DAG, Parameter, WorkflowTemplate
 
-from pipelines._naming import SERVICE_ACCOUNT, template_name
+from pipelines._naming import workflow_metadata
 from templates.registration import build_image, catalog_base_item, register_model, validate_package
 
 NAME = "registration"
 
 with WorkflowTemplate(
-    service_account_name=SERVICE_ACCOUNT,
-    name=template_name(NAME),
-    entrypoint="registration",
-    labels={"app.kubernetes.io/part-of": "geomlops", "geomlops.io/pipeline": NAME},
-    annotations={
-        "workflows.argoproj.io/description": (
+    **workflow_metadata(
+        NAME,
+        (
             "Validate a model package (MLproject entry points, Dockerfile, MLM item), build and push "
             "its image, write its base item to the STAC catalogue and create the registered model in MLflow."
-        )
-    },
+        ),
+    ),
+    entrypoint="registration",
     arguments=[
         Parameter(name="package", description="Model package folder (inside the step's volume or image)."),
         Parameter(name="push", value="true", enum=["true", "false"], description="Push the built image."),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from hera.workflows import DAG, Parameter, WorkflowTemplate
 
-from pipelines._naming import SERVICE_ACCOUNT, template_name
+from pipelines._naming import workflow_metadata
 from templates.training import (
     evaluate,
     fetch_model,
@@ -24,17 +24,15 @@ from templates.training import (
 NAME = "training"
 
 with WorkflowTemplate(
-    service_account_name=SERVICE_ACCOUNT,
-    name=template_name(NAME),
-    entrypoint="training",
-    on_exit="exit-handler",
-    labels={"app.kubernetes.io/part-of": "geomlops", "geomlops.io/pipeline": NAME},
-    annotations={
-        "workflows.argoproj.io/description": (
+    **workflow_metadata(
+        NAME,
+        (
             "Train a model package on a DVC dataset version, evaluate it on a spatially held-out "
             "split, register an MLflow model version and publish its STAC item."
-        )
-    },
+        ),
+    ),
+    entrypoint="training",
+    on_exit="exit-handler",
     arguments=[
         Parameter(
             name="model", description="Model id: the base item's id in the catalogue's 'models' collection."
