@@ -20,6 +20,9 @@ SECRETS: dict[str, dict[str, str]] = {
         "mlflow-artifact-root": "s3://mlflow-artifacts",
         "catalog-root": "PgSTAC DSN or static catalogue root",
         "data-repo": "git URL of the DVC data repository",
+        "profile": "services (insists on s3:// artifact roots)",
+        "s3-endpoint-url": "object store URL for DVC and MLflow, e.g. http://minio.storage.svc:9000",
+        "dask-scheduler-address": "tcp://HOST:8786 of a Dask scheduler for vectorization (optional)",
     },
     "geomlops-mlflow": {"username": "MLflow basic-auth user", "password": "MLflow basic-auth password"},
     "geomlops-s3": {

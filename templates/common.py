@@ -31,6 +31,19 @@ SECRET_ENV = [
     SecretEnv(
         name="GEOMLOPS_DATA_REPO", secret_name="geomlops-config", secret_key="data-repo", optional=True
     ),
+    SecretEnv(name="GEOMLOPS_PROFILE", secret_name="geomlops-config", secret_key="profile", optional=True),
+    SecretEnv(
+        name="GEOMLOPS_S3_ENDPOINT_URL",
+        secret_name="geomlops-config",
+        secret_key="s3-endpoint-url",
+        optional=True,
+    ),
+    SecretEnv(
+        name="GEOMLOPS_DASK_SCHEDULER_ADDRESS",
+        secret_name="geomlops-config",
+        secret_key="dask-scheduler-address",
+        optional=True,
+    ),
     SecretEnv(
         name="MLFLOW_TRACKING_USERNAME", secret_name="geomlops-mlflow", secret_key="username", optional=True
     ),

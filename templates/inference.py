@@ -79,13 +79,16 @@ def predict_blocks(
 def publish_predictions(
     output: str, lineage: str, area: str = "aoi"
 ) -> tuple[Annotated[str, Parameter(name="item")], Annotated[str, Parameter(name="features")]]:
-    """Assemble the mask, vectorize it seam-free, write GeoParquet, GeoJSON, quicklook and item."""
+    """Assemble the mask, vectorize it seam-free (on the configured Dask scheduler), write
+    GeoParquet, GeoJSON, quicklook and item."""
     from steps.batch import assemble_mask
     from steps.predictions import Lineage, read_plan, vectorize_predictions, write_outputs
 
+    settings = get_settings()
     folder = Path(output)
     plan = read_plan(folder)
     version = Lineage.model_validate_json(lineage)
-    frame = vectorize_predictions(assemble_mask(plan, folder), plan, version)
-    outputs = write_outputs(frame, folder, plan, version, area=area, catalog=get_settings().catalog_href)
+    scheduler = settings.dask_scheduler_address or "threads"
+    frame = vectorize_predictions(assemble_mask(plan, folder), plan, version, scheduler=scheduler)
+    outputs = write_outputs(frame, folder, plan, version, area=area, catalog=settings.catalog_href)
     return outputs.item, str(outputs.features)

@@ -175,3 +175,45 @@ def test_schedule_runs_the_template_once_per_area(work: dict[str, Any]) -> None:
     assert sorted(p.stem for p in (out / "blocks").glob("*.tif")) == ["r0c0", "r0c1", "r1c0", "r1c1"]
     item = work["home"] / "catalog" / "predictions" / "cloud-mask-v1-east" / "cloud-mask-v1-east.json"
     assert json.loads(item.read_text())["properties"]["geomlops:features"] > 0
+
+
+def test_vectorization_through_a_distributed_scheduler_gives_the_same_outputs(
+    work: dict[str, Any], tmp_path: Path
+) -> None:
+    from distributed import LocalCluster
+    from distributed.diagnostics.plugin import SchedulerPlugin
+
+    class Finished(SchedulerPlugin):  # type: ignore[misc]
+        """Counts the tasks the scheduler saw finish."""
+
+        def __init__(self) -> None:
+            self.count = 0
+
+        def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
+            if finish == "memory":
+                self.count += 1
+
+    local, remote = tmp_path / "local", tmp_path / "remote"
+    assert work["cli"]("run", "batch-inference", *_params(work, local, "dask")).returncode == 0
+    finished = Finished()
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        cluster.scheduler.add_plugin(finished)
+        env = {**work["env"], "GEOMLOPS_DASK_SCHEDULER_ADDRESS": cluster.scheduler_address}
+        result = subprocess.run(
+            [
+                str(Path(sys.executable).parent / "geomlops"),
+                "run",
+                "batch-inference",
+                *_params(work, remote, "dask"),
+            ],
+            env=env,
+            cwd=work["home"],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+    blocks = len(list((remote / "blocks").glob("*.tif")))
+    assert finished.count >= blocks > 1, "the vectorization did not run on the distributed scheduler"
+    for name in ("predictions.parquet", "predictions.geojson"):
+        assert (remote / name).read_bytes() == (local / name).read_bytes(), name
