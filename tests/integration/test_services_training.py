@@ -203,3 +203,30 @@ def test_service_gone_before_register_then_resume(
     item = json.loads(Path(after["nodes"]["publish"]["outputs"]["item"]).read_text())
     assert item["assets"]["model"]["href"] == location
     assert {s.state for s in devstack.status(stack.config.dev_dir)} == {"running"}
+
+
+def test_batch_inference_with_the_model_from_s3(services_stack: Stack, trained: dict[str, Any]) -> None:
+    import geopandas
+
+    from geomlops.settings import get_settings
+    from pipelines import render
+
+    summary = trained["summary"]
+    assert summary.status == "Succeeded", summary.message
+    version = summary.outputs["register"]["version"]
+    [image] = (get_settings().home_dir / "datasets").glob("*/image.tif")
+    output = services_stack.home / "predictions-services"
+    params = {
+        "model": MODEL,
+        "model_version": version,
+        "imagery": str(image),
+        "area": "services",
+        "block_size": "320",
+        "output": str(output),
+    }
+    result = _runner().run(render("batch-inference"), params)
+    assert result.status == "Succeeded", result.message
+    frame = geopandas.read_parquet(output / "predictions.parquet")
+    assert len(frame) > 0
+    assert set(frame["mlflow_run_id"]) == {summary.outputs["train"]["run_id"]}
+    assert set(frame["model_version"]) == {version}
