@@ -336,6 +336,10 @@ from pipelines.cli_dev import dev  # noqa: E402 (a sub-group of main, added once
 
 main.add_command(dev)
 
+from pipelines.cli_vectorize import vectorize_command  # noqa: E402 - registers after main
+
+main.add_command(vectorize_command)
+
 if __name__ == "__main__":  # pragma: no cover
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     main()

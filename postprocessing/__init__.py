@@ -1,0 +1,12 @@
+"""Post-processing: class rasters to polygons, block by block, equal to tracing them whole.
+
+- :mod:`postprocessing.grid`: integer pixel windows (``plan_blocks``), exact block transforms.
+- :mod:`postprocessing.kernel`: the pure per-block kernel (``mask_to_polygons``).
+- :mod:`postprocessing.merge`: the streaming join across block edges (``EdgeMerger``,
+  ``merge_across_block_edges``).
+- :mod:`postprocessing.finalize`: area filter, coverage-preserving simplification, geotransform,
+  stable order and WKB.
+- :mod:`postprocessing.vectorize`: rasters in, GeoDataFrames or files out, on any Dask scheduler.
+- :mod:`postprocessing.io`: windowed reads, GeoParquet and GeoJSON writers.
+- :mod:`postprocessing.registry`: which post-processor a model's MLM output asks for.
+"""

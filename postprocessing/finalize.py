@@ -1,0 +1,267 @@
+"""What happens to complete polygons: area filter, geotransform, simplification, stable order.
+
+All of it runs after the merge, on whole polygons. Areas are exact (integer pixel areas times
+the pixel area). The geotransform is applied once, here, to integer pixel corners, so the same
+pixel corner always gets the same world coordinate whatever block it was traced in.
+
+Simplification preserves the coverage: neighbours keep one shared edge. GEOS's coverage
+simplifier wants shared edges to carry the same vertices on both sides, so every vertex of the
+set is first inserted into the edges of its neighbours that pass straight through it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import shapely
+from affine import Affine
+from numpy.typing import NDArray
+
+from geomlops.errors import VectorizeError
+from postprocessing import _rings
+from postprocessing._rings import CoordArray, IntArray, Polygons
+
+GeometryArray = NDArray[np.object_]
+
+
+def polygon_areas(polys: Polygons, transform: Affine) -> NDArray[np.float64]:
+    """Area of each polygon in the units of the transform (squared), exact up to one rounding.
+
+    Args:
+        polys: polygons in pixel-corner coordinates.
+        transform: the raster's geotransform.
+
+    Returns:
+        ``pixel area x number of pixels`` for each polygon.
+    """
+    pixel_area = abs(transform.a * transform.e - transform.b * transform.d)
+    return _rings.polygon_area2(polys).astype(np.float64) * (pixel_area / 2.0)
+
+
+def drop_small(polys: Polygons, min_area: float, transform: Affine) -> Polygons:
+    """The polygons whose area is at least ``min_area`` (units of the transform, squared).
+
+    Raises:
+        VectorizeError: when ``min_area`` is negative.
+    """
+    if min_area < 0:
+        raise VectorizeError(f"min_area: expected a non-negative area, got {min_area}")
+    if min_area == 0 or len(polys) == 0:
+        return polys
+    return _rings.take(polys, polygon_areas(polys, transform) >= min_area)
+
+
+def first_pixels(polys: Polygons) -> tuple[IntArray, IntArray]:
+    """The (row, column) of each polygon's first pixel in raster scan order.
+
+    It is the top-left corner of the shell's topmost-leftmost vertex, unique to each polygon
+    whatever the blocks were, which makes it a stable sort key and a way to name the block a
+    polygon starts in.
+    """
+    if len(polys) == 0:
+        empty = np.zeros(0, np.int64)
+        return empty, empty
+    shells = polys.shell_index
+    verts = _rings.ranges(polys.ring_offsets, shells)
+    xy = polys.xy[verts].astype(np.int64)
+    stride = np.int64(int(xy[:, 0].max()) + 1)
+    key = xy[:, 1] * stride + xy[:, 0]
+    starts = _rings.offsets(np.diff(polys.ring_offsets)[shells])[:-1]
+    first = np.minimum.reduceat(key, starts)
+    return first // stride, first % stride
+
+
+def in_scan_order(polys: Polygons) -> Polygons:
+    """The polygons sorted by their first pixel (row, then column): the same order for any blocks."""
+    rows, cols = first_pixels(polys)
+    return _rings.take(polys, np.lexsort((cols, rows)))
+
+
+def canonical(polys: Polygons) -> Polygons:
+    """Each ring starting at its first vertex in scan order, holes sorted the same way.
+
+    With shells positive and holes negative (as traced), this makes the vertex arrays a function
+    of the pixels alone, whatever the blocks: byte-stable output without a GEOS normalize.
+    """
+    if len(polys) == 0:
+        return polys
+    starts, sizes = polys.ring_offsets[:-1], polys.ring_sizes
+    stride = np.int64(int(polys.xy[:, 0].max()) + 1)
+    low = np.empty(len(starts), np.int64)
+    first = np.empty(len(starts), np.int64)
+    for r0, r1 in _rings.ring_chunks(polys.ring_offsets):  # bounded temporaries
+        lo, hi = int(polys.ring_offsets[r0]), int(polys.ring_offsets[r1])
+        key = polys.xy[lo:hi, 1].astype(np.int64) * stride
+        key += polys.xy[lo:hi, 0]
+        local = polys.ring_offsets[r0:r1] - lo
+        low[r0:r1] = np.minimum.reduceat(key, local)
+        first[r0:r1] = lo + np.flatnonzero(key == np.repeat(low[r0:r1], sizes[r0:r1]))  # distinct vertices
+    ring_poly = np.repeat(np.arange(len(polys), dtype=np.int64), np.diff(polys.poly_offsets))
+    is_hole = np.ones(len(starts), np.bool_)
+    is_hole[polys.shell_index] = False
+    order = np.lexsort((low, is_hole, ring_poly))
+    new_offsets = _rings.offsets(sizes[order])
+    xy = np.empty_like(polys.xy)
+    for o0, o1 in _rings.ring_chunks(new_offsets):
+        rings = order[o0:o1]  # each read from its first vertex to its end, then from its start
+        spans = np.empty((len(rings), 2, 2), np.int64)
+        spans[:, 0, 0], spans[:, 0, 1] = first[rings], (starts + sizes - first)[rings]
+        spans[:, 1, 0], spans[:, 1, 1] = starts[rings], (first - starts)[rings]
+        xy[new_offsets[o0] : new_offsets[o1]] = polys.xy[
+            _spans(spans[:, :, 0].ravel(), spans[:, :, 1].ravel())
+        ]
+    return Polygons(
+        xy=xy,
+        ring_offsets=new_offsets,
+        poly_offsets=polys.poly_offsets,
+        classes=polys.classes,
+        saddle=_rings.empty().saddle,
+    )
+
+
+def _spans(starts: IntArray, lengths: IntArray) -> IntArray:
+    """Concatenated ``arange(starts[i], starts[i] + lengths[i])``."""
+    index = np.repeat(starts - _rings.offsets(lengths)[:-1], lengths)
+    index += np.arange(len(index), dtype=np.int64)
+    return index
+
+
+def _closed_coords(
+    xy: CoordArray, ring_sizes: IntArray, transform: Affine
+) -> tuple[NDArray[np.float64], IntArray]:
+    """World coordinates of consecutive rings, closed (first vertex repeated), and ring offsets."""
+    closed = _rings.offsets(ring_sizes + 1)
+    index = _spans(closed[:-1] - np.arange(len(ring_sizes)), ring_sizes + 1)
+    index[closed[1:] - 1] = closed[:-1] - np.arange(len(ring_sizes))  # close on the first vertex
+    t = transform
+    coords = np.empty((len(index), 2), np.float64)
+    cols, rows = xy[index, 0], xy[index, 1]
+    coords[:, 0] = t.a * cols + t.b * rows + t.c
+    coords[:, 1] = t.d * cols + t.e * rows + t.f
+    return coords, closed
+
+
+def to_geometries(polys: Polygons, transform: Affine) -> GeometryArray:
+    """Shapely polygons in the raster's CRS, built in one vectorized call.
+
+    Args:
+        polys: polygons in pixel-corner coordinates (use :func:`canonical` for stable vertices).
+        transform: the raster's geotransform, applied to every vertex once.
+
+    Returns:
+        One shapely ``Polygon`` per polygon.
+    """
+    if len(polys) == 0:
+        return np.empty(0, dtype=object)
+    coords, closed = _closed_coords(polys.xy, polys.ring_sizes, transform)
+    geoms: GeometryArray = shapely.from_ragged_array(
+        shapely.GeometryType.POLYGON, coords, (closed, polys.poly_offsets)
+    )
+    return geoms
+
+
+def to_wkb(polys: Polygons, transform: Affine, chunk: int = 1 << 18) -> tuple[IntArray, NDArray[np.uint8]]:
+    """ISO WKB (little-endian) of every polygon, encoded with numpy alone (no GEOS objects).
+
+    Rings are encoded ``chunk`` vertices at a time, so a polygon of millions of vertices needs
+    little more memory than its WKB.
+
+    Args:
+        polys: polygons in pixel-corner coordinates.
+        transform: the raster's geotransform.
+        chunk: vertices encoded at once (at least one ring).
+
+    Returns:
+        ``(offsets, data)``: polygon ``i`` is ``data[offsets[i]:offsets[i + 1]]``.
+    """
+    if len(polys) == 0:
+        return np.zeros(1, np.int64), np.zeros(0, np.uint8)
+    sizes = polys.ring_sizes
+    n_rings = len(sizes)
+    shell = np.zeros(n_rings, np.bool_)
+    shell[polys.shell_index] = True
+    # before each ring: its point count; before a polygon's first ring: byte order, type, rings
+    header = np.zeros((n_rings, 13), np.uint8)
+    header[:, 0], header[:, 1] = 1, 3  # little-endian, wkbPolygon
+    header[shell, 5:9] = np.diff(polys.poly_offsets).astype("<u4").view(np.uint8).reshape(-1, 4)
+    header[:, 9:13] = (sizes + 1).astype("<u4").view(np.uint8).reshape(-1, 4)
+    keep = np.ones((n_rings, 13), np.bool_)
+    keep[~shell, :9] = False
+    ring_bytes = np.where(shell, 13, 4) + 16 * (sizes + 1)
+    ring_at = _rings.offsets(ring_bytes)
+    data = np.empty(int(ring_at[-1]), np.uint8)
+    r0 = 0
+    while r0 < n_rings:  # consecutive rings: their bytes are consecutive too
+        r1 = max(
+            r0 + 1, int(np.searchsorted(polys.ring_offsets, polys.ring_offsets[r0] + chunk, "right")) - 1
+        )
+        r1 = min(r1, n_rings)
+        xy = polys.xy[polys.ring_offsets[r0] : polys.ring_offsets[r1]]
+        coords, closed = _closed_coords(xy, sizes[r0:r1], transform)
+        body = coords.astype("<f8", copy=False).view(np.uint8).ravel()
+        at = np.repeat(closed[:-1] * 16, keep[r0:r1].sum(axis=1))
+        data[ring_at[r0] : ring_at[r1]] = np.insert(body, at, header[r0:r1][keep[r0:r1]])
+    return ring_at[polys.poly_offsets], data
+
+
+def simplify_coverage(polys: Polygons, tolerance: float, transform: Affine) -> GeometryArray:
+    """Simplify the polygons together, keeping shared edges shared (no gaps, no overlaps).
+
+    Args:
+        polys: complete polygons in pixel-corner coordinates.
+        tolerance: Visvalingam-Whyatt tolerance in units of the transform (0 keeps everything).
+        transform: the raster's geotransform.
+
+    Returns:
+        The simplified polygons in the raster's CRS, normalized.
+
+    Raises:
+        VectorizeError: when ``tolerance`` is negative.
+    """
+    if tolerance < 0:
+        raise VectorizeError(f"simplify: expected a non-negative tolerance, got {tolerance}")
+    if tolerance == 0 or len(polys) == 0:
+        return to_geometries(polys, transform)
+    geoms = to_geometries(node_coverage(polys), transform)
+    result: GeometryArray = shapely.normalize(shapely.coverage_simplify(geoms, tolerance))
+    return result
+
+
+def node_coverage(polys: Polygons) -> Polygons:
+    """Insert, in every edge, the vertices of the set that lie inside it (T-junctions)."""
+    if len(polys) == 0:
+        return polys
+    xy = polys.xy.astype(np.int64)
+    w = np.int64(int(xy[:, 0].max()) + 2)
+    h = np.int64(int(xy[:, 1].max()) + 2)
+    by_row = np.unique(xy[:, 1] * w + xy[:, 0])  # vertices sorted along horizontal lines
+    by_col = np.unique(xy[:, 0] * h + xy[:, 1])  # and along vertical ones
+    nxt = _rings.next_index(polys.ring_offsets)
+    x0, y0, x1, y1 = xy[:, 0], xy[:, 1], xy[nxt, 0], xy[nxt, 1]
+    horizontal = y0 == y1
+    lo = np.where(horizontal, y0 * w + np.minimum(x0, x1), x0 * h + np.minimum(y0, y1))
+    hi = np.where(horizontal, y0 * w + np.maximum(x0, x1), x0 * h + np.maximum(y0, y1))
+    first = np.where(
+        horizontal, np.searchsorted(by_row, lo, side="right"), np.searchsorted(by_col, lo, side="right")
+    )
+    stop = np.where(horizontal, np.searchsorted(by_row, hi), np.searchsorted(by_col, hi))
+    count = 1 + (stop - first)
+    src = np.repeat(np.arange(len(xy)), count)
+    k = np.arange(int(count.sum()), dtype=np.int64) - np.repeat(_rings.offsets(count)[:-1], count) - 1
+    out = xy[src]
+    inserted = k >= 0
+    s, k = src[inserted], k[inserted]
+    forward = np.where(horizontal, x1 > x0, y1 > y0)[s]
+    index = np.where(forward, first[s] + k, stop[s] - 1 - k)
+    along_row = horizontal[s]
+    row_key = by_row[np.minimum(index, len(by_row) - 1)]
+    col_key = by_col[np.minimum(index, len(by_col) - 1)]
+    out[inserted, 0] = np.where(along_row, row_key % w, col_key // h)
+    out[inserted, 1] = np.where(along_row, row_key // w, col_key % h)
+    ring_sizes = np.add.reduceat(count, polys.ring_offsets[:-1])
+    return Polygons(
+        xy=out.astype(np.int32),
+        ring_offsets=_rings.offsets(ring_sizes.astype(np.int64)),
+        poly_offsets=polys.poly_offsets,
+        classes=polys.classes,
+        saddle=_rings.empty().saddle,
+    )

@@ -1,0 +1,275 @@
+"""The one place where vectorization touches files: raster windows in, features out.
+
+Outputs are written to a temporary file beside the target and renamed into place when complete,
+so a failed or interrupted run never leaves a half-written file under the target name.
+
+- GeoParquet (``.parquet``, ``.geoparquet``): the raster's CRS, WKB polygons, GeoParquet 1.1
+  metadata; written row group by row group (pyarrow), so memory does not grow with the output.
+- GeoJSON (``.geojson``, ``.json``): RFC 7946, reprojected to WGS84 longitude/latitude, shells
+  counter-clockwise, no ``crs`` member.
+
+Each feature is one polygon with its ``class`` (the pixel value) and ``area`` (in the raster
+CRS's units, squared).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TextIO
+
+import numpy as np
+import shapely
+from affine import Affine
+from numpy.typing import NDArray
+
+from geomlops.errors import VectorizeError
+from postprocessing import _rings
+from postprocessing._rings import Polygons
+from postprocessing.finalize import polygon_areas, to_geometries, to_wkb
+from postprocessing.grid import Block
+
+PARQUET_SUFFIXES = (".parquet", ".geoparquet")
+GEOJSON_SUFFIXES = (".geojson", ".json")
+
+
+@dataclass(frozen=True)
+class RasterInfo:
+    """What vectorization needs to know of a raster band.
+
+    Attributes:
+        path: the raster file.
+        band: the band read (1-based).
+        height: rows.
+        width: columns.
+        transform: the geotransform.
+        crs_wkt: the CRS as WKT, or None when the raster has none.
+        nodata: the band's nodata value, or None.
+        dtype: the band's data type name.
+    """
+
+    path: str
+    band: int
+    height: int
+    width: int
+    transform: Affine
+    crs_wkt: str | None
+    nodata: int | None
+    dtype: str
+
+
+def read_raster_info(path: str | Path, band: int = 1) -> RasterInfo:
+    """Open a raster and describe one of its bands.
+
+    Raises:
+        VectorizeError: when the file cannot be opened, has no such band, or is not integer.
+    """
+    import rasterio
+    from rasterio.errors import RasterioError
+
+    try:
+        with rasterio.open(path) as ds:
+            if not 1 <= band <= ds.count:
+                raise VectorizeError(f"{path}: band {band} does not exist (the raster has {ds.count})")
+            dtype = ds.dtypes[band - 1]
+            nodata = ds.nodatavals[band - 1]
+            return RasterInfo(
+                path=str(path),
+                band=band,
+                height=ds.height,
+                width=ds.width,
+                transform=ds.transform,
+                crs_wkt=ds.crs.to_wkt() if ds.crs else None,
+                nodata=None if nodata is None else int(nodata),
+                dtype=dtype,
+            )
+    except RasterioError as err:
+        raise VectorizeError(f"{path}: cannot read the raster ({err})") from err
+
+
+def read_block(info: RasterInfo, block: Block) -> NDArray[Any]:
+    """Read one block's window of the band.
+
+    Raises:
+        VectorizeError: naming the block when the window cannot be read (a corrupt file).
+    """
+    import rasterio
+    from rasterio.errors import RasterioError
+    from rasterio.windows import Window
+
+    try:
+        with rasterio.open(info.path) as ds:
+            data: NDArray[Any] = ds.read(
+                info.band, window=Window(block.col_off, block.row_off, block.width, block.height)
+            )
+            return data
+    except RasterioError as err:
+        raise VectorizeError(f"{info.path}: block {block.id} cannot be read ({err})") from err
+
+
+def output_format(path: str | Path) -> str:
+    """``"parquet"`` or ``"geojson"`` from the file suffix.
+
+    Raises:
+        VectorizeError: for any other suffix.
+    """
+    suffix = Path(path).suffix.lower()
+    if suffix in PARQUET_SUFFIXES:
+        return "parquet"
+    if suffix in GEOJSON_SUFFIXES:
+        return "geojson"
+    raise VectorizeError(
+        f"{path}: unknown output format; use one of {', '.join(PARQUET_SUFFIXES + GEOJSON_SUFFIXES)}"
+    )
+
+
+class FeatureWriter:
+    """Streams polygons to GeoParquet or GeoJSON; the file appears only when closed cleanly.
+
+    Args:
+        path: target file; the suffix picks the format.
+        crs_wkt: the CRS of the geometries written (the raster's), or None.
+
+    Raises:
+        VectorizeError: on an unknown suffix, a missing folder, or GeoJSON without a CRS.
+    """
+
+    def __init__(self, path: str | Path, crs_wkt: str | None) -> None:
+        self.path = Path(path)
+        self.format = output_format(self.path)
+        if not self.path.parent.is_dir():
+            raise VectorizeError(f"{self.path}: the folder {self.path.parent} does not exist")
+        if self.format == "geojson" and crs_wkt is None:
+            raise VectorizeError(
+                f"{self.path}: the raster has no CRS, so it cannot be written as WGS84 GeoJSON"
+            )
+        self.crs_wkt = crs_wkt
+        self.count = 0
+        self._tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        self._parquet: Any = None
+        self._text: TextIO | None = None
+        self._to_wgs84: Any = None
+        if self.format == "parquet":
+            self._open_parquet()
+        else:
+            self._open_geojson()
+
+    def _open_parquet(self) -> None:
+        import pyarrow as pa  # type: ignore[import-untyped,unused-ignore]
+        import pyarrow.parquet as pq  # type: ignore[import-untyped,unused-ignore]
+
+        crs: Any = None
+        if self.crs_wkt is not None:
+            from pyproj import CRS
+
+            crs = CRS.from_wkt(self.crs_wkt).to_json_dict()
+        geo = {
+            "version": "1.1.0",
+            "primary_column": "geometry",
+            "columns": {"geometry": {"encoding": "WKB", "geometry_types": ["Polygon"], "crs": crs}},
+        }
+        self._schema = pa.schema(
+            [("class", pa.int64()), ("area", pa.float64()), ("geometry", pa.binary())],
+            metadata={b"geo": json.dumps(geo).encode()},
+        )
+        self._parquet = pq.ParquetWriter(self._tmp, self._schema, compression="zstd")
+
+    def _open_geojson(self) -> None:
+        from pyproj import CRS, Transformer
+
+        source = CRS.from_wkt(str(self.crs_wkt))
+        if not source.equals(CRS.from_epsg(4326), ignore_axis_order=True):
+            self._to_wgs84 = Transformer.from_crs(source, "EPSG:4326", always_xy=True)
+        self._text = self._tmp.open("w", encoding="utf-8")
+        self._text.write('{"type":"FeatureCollection","features":[')
+
+    def write_polygons(self, polys: Polygons, transform: Affine) -> None:
+        """Append pixel-space polygons, placed by ``transform``; GeoParquet skips GEOS entirely."""
+        if len(polys) == 0:
+            return
+        areas = polygon_areas(polys, transform)
+        if self._parquet is None:
+            self.write(to_geometries(polys, transform), polys.classes, areas)
+            return
+        import pyarrow as pa  # type: ignore[import-untyped,unused-ignore]
+
+        offsets, data = to_wkb(polys, transform)
+        if offsets[-1] >= 2**31:  # a binary column's offsets are 32-bit: write in halves
+            half = len(polys) // 2
+            self.write_polygons(_rings.take(polys, np.arange(half)), transform)
+            self.write_polygons(_rings.take(polys, np.arange(half, len(polys))), transform)
+            return
+        buffers = [None, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(data)]
+        self._write_table(pa.Array.from_buffers(pa.binary(), len(polys), buffers), polys.classes, areas)
+
+    def _write_table(self, wkb: Any, classes: NDArray[Any], areas: NDArray[np.float64]) -> None:
+        import pyarrow as pa  # type: ignore[import-untyped,unused-ignore]
+
+        columns = {
+            "class": pa.array(np.asarray(classes, np.int64)),
+            "area": pa.array(np.asarray(areas, np.float64)),
+            "geometry": wkb,
+        }
+        self._parquet.write_table(pa.table(columns, schema=self._schema))
+        self.count += len(classes)
+
+    def write(self, geoms: NDArray[np.object_], classes: NDArray[Any], areas: NDArray[np.float64]) -> None:
+        """Append features (one shapely polygon each, in the raster's CRS) to the output."""
+        if len(geoms) == 0:
+            return
+        if self._parquet is not None:
+            import pyarrow as pa  # type: ignore[import-untyped,unused-ignore]
+
+            self._write_table(
+                pa.array(shapely.to_wkb(geoms, output_dimension=2), pa.binary()), classes, areas
+            )
+            return
+        if self._text is not None:
+            if self._to_wgs84 is not None:
+                transformer = self._to_wgs84
+                geoms = shapely.transform(
+                    geoms, lambda c: np.column_stack(transformer.transform(c[:, 0], c[:, 1]))
+                )
+            geoms = shapely.orient_polygons(geoms, exterior_cw=False)
+            parts = [
+                f'{{"type":"Feature","properties":{{"class":{int(k)},"area":{float(a)!r}}},"geometry":{g}}}'
+                for g, k, a in zip(
+                    shapely.to_geojson(geoms).tolist(), classes.tolist(), areas.tolist(), strict=True
+                )
+            ]
+            self._text.write(("," if self.count else "") + ",".join(parts))
+            self.count += len(geoms)
+
+    def close(self, ok: bool = True) -> None:
+        """Finish the file and move it into place (``ok``), or remove what was written."""
+        try:
+            if self._parquet is not None:
+                writer, self._parquet = self._parquet, None
+                writer.close()
+            if self._text is not None:
+                text, self._text = self._text, None
+                if ok:
+                    text.write("]}\n")
+                text.close()
+            if ok:
+                os.replace(self._tmp, self.path)
+        except BaseException:
+            ok = False
+            raise
+        finally:
+            if not ok:
+                self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> FeatureWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close(ok=exc_type is None)

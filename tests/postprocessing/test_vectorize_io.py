@@ -1,0 +1,160 @@
+"""Outputs: GeoParquet keeps the raster CRS, GeoJSON is RFC 7946 WGS84, no half-written files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import geopandas
+import numpy as np
+import pytest
+import shapely
+from pyproj import Transformer
+from vector_checks import CRS, TRANSFORM, reference, write_tif
+
+from geomlops.errors import VectorizeError
+from postprocessing.io import FeatureWriter
+from postprocessing.vectorize import vectorize_raster, vectorize_to_file
+
+
+@pytest.fixture
+def mask() -> np.ndarray:
+    m = np.zeros((40, 60), np.uint8)
+    m[2:30, 3:50] = 1
+    m[10:20, 10:40] = 2  # a lake with an island of class 1 inside it
+    m[12:15, 12:15] = 1
+    m[35:40, 55:60] = 3  # in the corner
+    return m
+
+
+def test_geoparquet_keeps_the_raster_crs_and_equals_whole_raster(tmp_path: Path, mask: np.ndarray) -> None:
+    tif = write_tif(tmp_path / "mask.tif", mask, nodata=0)
+    out = tmp_path / "polys.parquet"
+    count = vectorize_to_file(tif, out, block_size=7, scheduler="synchronous")
+    frame = geopandas.read_parquet(out)
+    assert count == len(frame) == 4
+    assert frame.crs is not None and frame.crs.equals(CRS)
+    assert list(frame.columns) == ["class", "area", "geometry"]
+    assert set(frame.geom_type) == {"Polygon"}  # one polygon per feature
+    ours = sorted(
+        zip(
+            frame["class"].tolist(),
+            shapely.to_wkb(shapely.normalize(frame.geometry.values)).tolist(),
+            strict=True,
+        )
+    )
+    assert ours == reference(mask, 0, TRANSFORM)
+    assert np.allclose(frame["area"], frame.geometry.area)
+
+
+def test_geojson_is_wgs84_lon_lat(tmp_path: Path, mask: np.ndarray) -> None:
+    tif = write_tif(tmp_path / "mask.tif", mask, nodata=0)
+    out = tmp_path / "polys.geojson"
+    vectorize_to_file(tif, out, block_size=16, scheduler="synchronous")
+    doc = json.loads(out.read_text())
+    assert doc["type"] == "FeatureCollection" and "crs" not in doc
+    corner = next(f for f in doc["features"] if f["properties"]["class"] == 3)
+    lon, lat = Transformer.from_crs(CRS, "EPSG:4326", always_xy=True).transform(*(TRANSFORM @ (55, 35)))
+    ring = corner["geometry"]["coordinates"][0]
+    assert min(abs(x - lon) + abs(y - lat) for x, y in ring) < 1e-9  # x is longitude, y latitude
+    assert 14 < lon < 16 and 35 < lat < 37  # UTM 33N around (500 km, 4000 km)
+    for feature in doc["features"]:
+        assert feature["geometry"]["type"] == "Polygon"
+        shell = shapely.LinearRing(feature["geometry"]["coordinates"][0])
+        assert shell.is_ccw  # RFC 7946: exteriors counter-clockwise
+    frame = geopandas.read_file(out)
+    assert frame.crs.equals("EPSG:4326") and len(frame) == 4
+
+
+def test_vectorize_raster_returns_a_geodataframe(tmp_path: Path, mask: np.ndarray) -> None:
+    tif = write_tif(tmp_path / "mask.tif", mask, nodata=0)
+    frame = vectorize_raster(tif, block_size=9, scheduler="synchronous")
+    assert frame.crs.equals(CRS) and len(frame) == 4
+    assert sorted(frame["class"].tolist()) == [1, 1, 2, 3]
+    with_background = vectorize_raster(tif, block_size=9, scheduler="synchronous", nodata=None)
+    assert len(with_background) == 5 and frame.area.sum() < with_background.area.sum()
+
+
+def test_min_area_applies_after_the_merge(tmp_path: Path) -> None:
+    m = np.zeros((8, 8), np.uint8)
+    m[2:6, 2:6] = 1  # 16 pixels, 4 in each of four blocks
+    m[0, 7] = 2  # 1 pixel
+    tif = write_tif(tmp_path / "mask.tif", m, nodata=0)
+    pixel = abs(TRANSFORM.a * TRANSFORM.e)
+    frame = vectorize_raster(tif, block_size=4, scheduler="synchronous", min_area=10 * pixel)
+    assert frame["class"].tolist() == [1] and frame.area.iloc[0] == 16 * pixel
+
+
+def test_simplify_keeps_the_coverage(tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    m = np.kron(rng.integers(0, 3, (12, 12)), np.ones((4, 4), np.int64)).astype(np.uint8)
+    m[rng.random(m.shape) < 0.05] = 1
+    tif = write_tif(tmp_path / "mask.tif", m)
+    plain = vectorize_raster(tif, block_size=10, scheduler="synchronous")
+    simple = vectorize_raster(tif, block_size=10, scheduler="synchronous", simplify=1.5)
+    assert len(simple) == len(plain)
+    assert (
+        shapely.get_num_coordinates(simple.geometry.values).sum()
+        < shapely.get_num_coordinates(plain.geometry.values).sum()
+    )
+    assert shapely.is_valid(simple.geometry.values).all()
+    assert shapely.coverage_is_valid(simple.geometry.values)  # no gaps opened, no overlaps
+    assert np.array_equal(simple["area"], plain["area"])  # the pixel area, before simplification
+
+
+def test_a_failing_write_leaves_no_file(
+    tmp_path: Path, mask: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tif = write_tif(tmp_path / "mask.tif", mask, nodata=0)
+    out = tmp_path / "polys.parquet"
+    calls = []
+    original = FeatureWriter.write_polygons
+
+    def fail_on_second(self: FeatureWriter, *args: object) -> None:
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError("disk full")
+        original(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(FeatureWriter, "write_polygons", fail_on_second)
+    with pytest.raises(OSError, match="disk full"):
+        vectorize_to_file(tif, out, block_size=8, scheduler="synchronous")
+    assert len(calls) == 2
+    assert list(tmp_path.iterdir()) == [tif]  # neither the output nor a temporary file
+
+
+def test_a_failing_block_leaves_no_file(tmp_path: Path, mask: np.ndarray) -> None:
+    tif = write_tif(tmp_path / "mask.tif", mask, nodata=0)
+    out = tmp_path / "polys.geojson"
+    with pytest.raises(VectorizeError, match="scheduler 'fast'"):
+        vectorize_to_file(tif, out, scheduler="fast")
+    assert list(tmp_path.iterdir()) == [tif]
+
+
+@pytest.mark.parametrize(
+    ("name", "crs", "message"),
+    [
+        ("out.shp", CRS, "unknown output format"),
+        ("out.geojson", None, "no CRS"),
+        ("no/dir/out.parquet", CRS, "folder"),
+    ],
+)
+def test_bad_outputs_are_refused(
+    tmp_path: Path, mask: np.ndarray, name: str, crs: str | None, message: str
+) -> None:
+    tif = write_tif(tmp_path / "mask.tif", mask, crs=crs)
+    with pytest.raises(VectorizeError, match=message):
+        vectorize_to_file(tif, tmp_path / name)
+
+
+def test_non_integer_rasters_are_refused(tmp_path: Path) -> None:
+    tif = write_tif(tmp_path / "float.tif", np.zeros((4, 4), np.float32))
+    with pytest.raises(VectorizeError, match="float32"):
+        vectorize_raster(tif)
+
+
+def test_parquet_without_crs_says_so(tmp_path: Path, mask: np.ndarray) -> None:
+    tif = write_tif(tmp_path / "mask.tif", mask, nodata=0, crs=None)
+    out = tmp_path / "polys.parquet"
+    vectorize_to_file(tif, out, scheduler="synchronous")
+    assert geopandas.read_parquet(out).crs is None
