@@ -189,12 +189,7 @@ def to_wkb(polys: Polygons, transform: Affine, chunk: int = 1 << 18) -> tuple[In
     ring_bytes = np.where(shell, 13, 4) + 16 * (sizes + 1)
     ring_at = _rings.offsets(ring_bytes)
     data = np.empty(int(ring_at[-1]), np.uint8)
-    r0 = 0
-    while r0 < n_rings:  # consecutive rings: their bytes are consecutive too
-        r1 = max(
-            r0 + 1, int(np.searchsorted(polys.ring_offsets, polys.ring_offsets[r0] + chunk, "right")) - 1
-        )
-        r1 = min(r1, n_rings)
+    for r0, r1 in _rings.ring_chunks(polys.ring_offsets, chunk):  # their bytes are consecutive too
         xy = polys.xy[polys.ring_offsets[r0] : polys.ring_offsets[r1]]
         coords, closed = _closed_coords(xy, sizes[r0:r1], transform)
         body = coords.astype("<f8", copy=False).view(np.uint8).ravel()

@@ -175,7 +175,14 @@ class FeatureWriter:
             [("class", pa.int64()), ("area", pa.float64()), ("geometry", pa.binary())],
             metadata={b"geo": json.dumps(geo).encode()},
         )
-        self._parquet = pq.ParquetWriter(self._tmp, self._schema, compression="zstd")
+        # no dictionary for the WKB column: every value differs, and it would copy them all
+        self._parquet = pq.ParquetWriter(
+            self._tmp,
+            self._schema,
+            compression="zstd",
+            use_dictionary=["class"],
+            write_statistics=["class", "area"],
+        )
 
     def _open_geojson(self) -> None:
         from pyproj import CRS, Transformer
@@ -214,6 +221,7 @@ class FeatureWriter:
             "geometry": wkb,
         }
         self._parquet.write_table(pa.table(columns, schema=self._schema))
+        pa.default_memory_pool().release_unused()  # give the encoding buffers back
         self.count += len(classes)
 
     def write(self, geoms: NDArray[np.object_], classes: NDArray[Any], areas: NDArray[np.float64]) -> None:
