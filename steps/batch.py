@@ -176,7 +176,7 @@ def _union(aoi: dict[str, Any] | None) -> dict[str, Any]:
 def _write_block(path: Path, mask: Any, crs: str, transform: Any) -> None:
     import rasterio
 
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tif")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".partial")
     os.close(fd)
     try:
         profile = {

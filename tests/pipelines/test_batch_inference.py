@@ -94,7 +94,7 @@ def test_killed_run_resumes_without_redoing_blocks_and_gives_identical_outputs(
     deadline = time.monotonic() + 300
     try:
         while time.monotonic() < deadline:
-            finished = list((killed / "blocks").glob("*.tif")) if (killed / "blocks").exists() else []
+            finished = list((killed / "blocks").glob("r*.tif")) if (killed / "blocks").exists() else []
             if len(finished) >= 2:
                 break
             time.sleep(0.1)
@@ -103,12 +103,12 @@ def test_killed_run_resumes_without_redoing_blocks_and_gives_identical_outputs(
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-    kept = {p.name: p.stat().st_mtime_ns for p in (killed / "blocks").glob("*.tif")}
+    kept = {p.name: p.stat().st_mtime_ns for p in (killed / "blocks").glob("r*.tif")}
     assert 2 <= len(kept) < total
     [run_dir] = set(runs.iterdir()) - before
     resumed = work["cli"]("run", "--resume", run_dir.name)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    after = {p.name: p.stat().st_mtime_ns for p in (killed / "blocks").glob("*.tif")}
+    after = {p.name: p.stat().st_mtime_ns for p in (killed / "blocks").glob("r*.tif")}
     assert len(after) == total
     assert all(after[name] == mtime for name, mtime in kept.items())  # finished blocks were not redone
     for name in ("predictions.parquet", "predictions.geojson", "mask.tif", "quicklook.png"):
