@@ -25,6 +25,17 @@ COMMANDS = [
     ["runs", "list"],
     ["runs", "show"],
     ["submit"],
+    ["install"],
+    ["vectorize"],
+    ["catalog"],
+    ["catalog", "validate"],
+    ["catalog", "search"],
+    ["catalog", "sync"],
+    ["catalog", "serve"],
+    ["dev"],
+    ["dev", "up"],
+    ["dev", "down"],
+    ["dev", "status"],
 ]
 
 
