@@ -84,6 +84,11 @@ class ConfigurationError(GeomlopsError):
     """Raised when settings contradict their profile (e.g. ``services`` without an MLflow server)."""
 
 
+class ObjectStoreUnavailableError(GeomlopsError):
+    """Raised when the S3 object store (MinIO) cannot be reached: the message names its endpoint
+    and the settings that point at it."""
+
+
 class DevStackError(GeomlopsError):
     """Raised when a service of the local stack (``geomlops dev``) cannot start, answer or stop."""
 
@@ -98,3 +103,18 @@ class VectorizeError(GeomlopsError):
 
 class PostprocessorError(GeomlopsError):
     """Raised when a model output names a post-processor that is not registered, or none fits."""
+
+
+class PromotionError(GeomlopsError):
+    """Raised when a promotion or rollback is refused (policy, approval, missing STAC item,
+    stale comparison) or cannot be recorded; the production alias has not moved."""
+
+
+class ServingError(GeomlopsError):
+    """Raised when a model cannot be served: a bad model reference, manifests that cannot be
+    written or applied, or a model server that does not start."""
+
+
+class ChipError(ServingError):
+    """Raised when an image chip posted for inference is refused: not a readable GeoTIFF, no
+    georeference, wrong band count, too large."""

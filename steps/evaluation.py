@@ -16,6 +16,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -166,16 +167,28 @@ def _as_indices(values: NDArray[Any], lookup: NDArray[np.int64], what: str) -> N
     return lookup[ints]
 
 
-def evaluate_segmentation(
+@dataclass(frozen=True)
+class ScoredRun:
+    """A run's scores on a dataset's test split, with its decimated prediction (no IO)."""
+
+    report: EvaluationReport
+    labels: NDArray[np.uint8]
+    """Class values, :data:`NOT_EVALUATED` for ignored pixels (at most ~800 px a side)."""
+    predicted: NDArray[np.uint8]
+    """Predicted class values on test blocks, :data:`NOT_EVALUATED` elsewhere."""
+    test: NDArray[np.bool_]
+    excluded: NDArray[np.bool_]
+    positive_index: int
+
+
+def score_segmentation(
     run_id: str, dataset_dir: str, *, tracking_uri: str | None = None, chip_size: int = 256
-) -> EvaluationReport:
-    """Score a run's model on the test split and log the scores to the same run.
+) -> ScoredRun:
+    """Score a run's model on the test split without writing anything to MLflow.
 
     The image is predicted chip by chip (windowed reads; chips without a labelled test pixel
     are skipped), so memory is bounded by the chip size and the quicklook's size. Only
-    pixels with ``split == 2`` and a label other than the ignore value count. Metrics go to
-    the run with step 0 and a timestamp taken from the run, so evaluating twice logs the
-    same values and adds no new metric history; the artifacts are overwritten.
+    pixels with ``split == 2`` and a label other than the ignore value count.
 
     Args:
         run_id: MLflow run whose ``model`` artifact is a pyfunc segmentation model.
@@ -184,9 +197,8 @@ def evaluate_segmentation(
         chip_size: Side of the chips predicted at once.
 
     Returns:
-        The report: ``test_iou``, ``test_f1``, ``test_precision``, ``test_recall`` (positive
-        class), ``test_accuracy``, ``test_miou``, per class ``test_iou_<name>`` and the like,
-        the number of test pixels and the confusion matrix.
+        The report (metrics as :func:`evaluate_segmentation` describes them) and the
+        decimated labels and prediction the quicklooks draw.
 
     Raises:
         DatasetNotFoundError: If ``image.tif``, ``labels.tif`` or ``split.tif`` is missing.
@@ -194,7 +206,6 @@ def evaluate_segmentation(
             other than ``(1, height, width)`` or a class the dataset does not define.
     """
     from mlflow import MlflowClient
-    from mlflow.entities import Metric
     from mlflow.exceptions import MlflowException
 
     root = _local_dir(dataset_dir)
@@ -269,6 +280,41 @@ def evaluate_segmentation(
         n_test_pixels=int(matrix.sum()),
         confusion_matrix=matrix.tolist(),
     )
+    return ScoredRun(report, ql_labels, ql_predicted, ql_test, ql_excluded, info.positive_index)
+
+
+def evaluate_segmentation(
+    run_id: str, dataset_dir: str, *, tracking_uri: str | None = None, chip_size: int = 256
+) -> EvaluationReport:
+    """Score a run's model on the test split and log the scores to the same run.
+
+    Scoring is :func:`score_segmentation`'s. Metrics go to the run with step 0 and a
+    timestamp taken from the run, so evaluating twice logs the same values and adds no new
+    metric history; the artifacts are overwritten.
+
+    Args:
+        run_id: MLflow run whose ``model`` artifact is a pyfunc segmentation model.
+        dataset_dir: Dataset folder (path or ``file://`` URI).
+        tracking_uri: MLflow tracking URI; default: the environment's.
+        chip_size: Side of the chips predicted at once.
+
+    Returns:
+        The report: ``test_iou``, ``test_f1``, ``test_precision``, ``test_recall`` (positive
+        class), ``test_accuracy``, ``test_miou``, per class ``test_iou_<name>`` and the like,
+        the number of test pixels and the confusion matrix.
+
+    Raises:
+        DatasetNotFoundError: If ``image.tif``, ``labels.tif`` or ``split.tif`` is missing.
+        GeomlopsError: If the rasters disagree, the model cannot be loaded, returns a shape
+            other than ``(1, height, width)`` or a class the dataset does not define.
+    """
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+
+    scored = score_segmentation(run_id, dataset_dir, tracking_uri=tracking_uri, chip_size=chip_size)
+    report, metrics, root = scored.report, scored.report.metrics, Path(scored.report.dataset_dir)
+    client = MlflowClient(tracking_uri)
+    run = client.get_run(run_id)
     # A timestamp from the run (not the clock): re-evaluating writes identical rows.
     timestamp = int(run.info.end_time or run.info.start_time)
     client.log_batch(run_id, metrics=[Metric(k, v, timestamp, 0) for k, v in sorted(metrics.items())])
@@ -281,12 +327,12 @@ def evaluate_segmentation(
         iou, f1 = metrics["test_iou"], metrics["test_f1"]
         write_quicklook(
             out / Path(QUICKLOOK_ARTIFACT).name,
-            labels=ql_labels,
-            predicted=ql_predicted,
-            test=ql_test,
-            excluded=ql_excluded,
-            class_names=info.class_names,
-            positive=info.positive_index,
+            labels=scored.labels,
+            predicted=scored.predicted,
+            test=scored.test,
+            excluded=scored.excluded,
+            class_names=report.class_names,
+            positive=scored.positive_index,
             title=f"run {run_id[:8]}: {report.positive_class} IoU {iou:.3f}, F1 {f1:.3f}, "
             f"{report.n_test_pixels} test pixels",
         )
