@@ -144,7 +144,12 @@ def migrate(dsn: str) -> str:
         raise unreachable(dsn, err) from err
     except psycopg.Error as err:
         why = reason(err)
-        if "postgis" in why.lower():
+        if "permission denied" in why.lower():
+            why += (
+                " (the role may not create the postgis, btree_gist and unaccent extensions: "
+                "migrate as a superuser, or have a superuser create them in the database first)"
+            )
+        elif "postgis" in why.lower():
             why += " (PostGIS is not installed on the server: run .ci/install-postgis.sh)"
         raise CatalogUnavailableError(f"migrating PgSTAC at {describe(dsn)} failed: {why}") from err
     finally:

@@ -20,6 +20,10 @@ from pipelines import _processes as procs
 from pipelines import _s3store
 
 HOST = "127.0.0.1"
+#: the repository root, for uvicorn's --app-dir (as catalog_sync.api.StacApiServer does)
+_REPO = Path(__file__).resolve().parents[1]
+#: how to install what the dev stack runs that geomlops itself does not need (moto's S3 server)
+DEV_STACK_INSTALL = "pip install 'geomlops[dev-stack]' (in a checkout: uv sync --extra dev-stack)"
 _POSTGRES_SCHEMES = ("postgresql://", "postgres://", "postgresql+psycopg://")
 
 
@@ -31,15 +35,20 @@ class DevConfig(BaseModel):
     dev_dir: Path = Field(description="Folder of PID files, logs, stack.json and the S3 snapshot.")
     s3_port: int = Field(default=9000, ge=0, le=65535, description="S3 server port (0: any free one).")
     mlflow_port: int = Field(default=5000, ge=0, le=65535, description="MLflow port (0: any free one).")
+    stac_port: int = Field(default=8081, ge=0, le=65535, description="STAC API port (0: any free one).")
     mlflow_db: str = Field(
         default="postgresql://postgres@127.0.0.1:5432/geomlops_mlflow",
         description="PostgreSQL URL of MLflow's backend store; the database is created if absent.",
+    )
+    pgstac_db: str = Field(
+        default="postgresql://postgres@127.0.0.1:5432/geomlops_pgstac",
+        description="PostgreSQL URL of the PgSTAC catalogue; created and migrated if needed (PostGIS).",
     )
     artifacts_bucket: str = Field(default="mlflow-artifacts", description="Bucket of MLflow artifacts.")
     data_bucket: str = Field(default="dvc-data", description="Bucket of the DVC remote.")
     start_timeout: float = Field(default=120.0, gt=0, description="Seconds a service may take to answer.")
 
-    @field_validator("mlflow_db")
+    @field_validator("mlflow_db", "pgstac_db")
     @classmethod
     def _postgres_url(cls, value: str) -> str:
         if not value.startswith(_POSTGRES_SCHEMES):
@@ -64,6 +73,16 @@ class DevConfig(BaseModel):
     def mlflow_url(self) -> str:
         """The MLflow tracking URI."""
         return f"http://{HOST}:{self.mlflow_port}"
+
+    @property
+    def stac_url(self) -> str:
+        """The STAC API's root URL."""
+        return f"http://{HOST}:{self.stac_port}"
+
+    @property
+    def pgstac_dsn(self) -> str:
+        """``pgstac_db`` as libpq (psycopg, pypgstac) reads it."""
+        return "postgresql://" + self.pgstac_db.split("://", 1)[1]
 
     @property
     def mlflow_store_uri(self) -> str:
@@ -125,8 +144,12 @@ def s3_service(config: DevConfig) -> Service:
         return f"{_s3store.save(config.s3_url, snapshot)} object(s) saved to {snapshot}"
 
     def prepare() -> str:
-        if importlib.util.find_spec("moto") is None:
-            raise DevStackError("the dev S3 store is moto's server: install moto[server] (dev group)")
+        missing = [name for name in ("moto", "flask", "flask_cors") if importlib.util.find_spec(name) is None]
+        if missing:
+            raise DevStackError(
+                f"the dev S3 store is moto's server, and {', '.join(missing)} is not installed: "
+                f"{DEV_STACK_INSTALL}"
+            )
         return ""
 
     return Service(
@@ -148,8 +171,10 @@ def s3_service(config: DevConfig) -> Service:
     )
 
 
-def ensure_database(dsn: str) -> bool:
+def ensure_database(dsn: str, purpose: str = "MLflow") -> bool:
     """Create the database that ``dsn`` names when it does not exist; True when created.
+
+    ``purpose`` (whose database it is) goes into the error messages.
 
     Raises:
         DevStackError: PostgreSQL cannot be reached or refuses.
@@ -160,15 +185,33 @@ def ensure_database(dsn: str) -> bool:
 
     name = str(conninfo_to_dict(dsn).get("dbname") or "")
     if not name:
-        raise DevStackError(f"MLflow database URL names no database: {redact(dsn)}")
+        raise DevStackError(f"{purpose} database URL names no database: {redact(dsn)}")
     try:
         with psycopg.connect(make_conninfo(dsn, dbname="postgres"), autocommit=True, connect_timeout=5) as db:
             if db.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
                 return False
             db.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    except psycopg.OperationalError as err:
+        from catalog_sync._pgstac_db import reason
+
+        raise DevStackError(
+            f"{purpose} database: cannot connect to PostgreSQL at {redact(dsn)}: {reason(err)}. "
+            f"Start PostgreSQL there, or name another server with --{purpose.lower()}-db"
+        ) from err
     except psycopg.Error as err:
-        raise DevStackError(f"PostgreSQL at {redact(dsn)}: {err}".strip()) from err
+        raise DevStackError(f"{purpose} database: PostgreSQL at {redact(dsn)}: {err}".strip()) from err
     return True
+
+
+def _drop_database(dsn: str) -> None:
+    """Drop the database that ``dsn`` names (one :func:`ensure_database` created)."""
+    import psycopg
+    from psycopg import sql
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    name = str(conninfo_to_dict(dsn)["dbname"])
+    with psycopg.connect(make_conninfo(dsn, dbname="postgres"), autocommit=True, connect_timeout=5) as db:
+        db.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def redact(dsn: str) -> str:
@@ -214,4 +257,38 @@ def mlflow_service(config: DevConfig) -> Service:
             "GEOMLOPS_MLFLOW_TRACKING_URI": config.mlflow_url,
             "MLFLOW_TRACKING_URI": config.mlflow_url,
         },
+    )
+
+
+def stac_service(config: DevConfig) -> Service:
+    """stac-fastapi-pgstac under uvicorn, on a PgSTAC database that ``prepare`` creates (if absent)
+    and migrates (``pypgstac migrate``: PostGIS, btree_gist and unaccent, then PgSTAC's schema)."""
+    from catalog_sync.api import APP, api_environment
+
+    argv = [procs.python(), "-m", "uvicorn", APP, "--factory", "--app-dir", str(_REPO)]
+    argv += ["--host", HOST, "--port", str(config.stac_port), "--log-level", "warning"]
+
+    def prepare() -> str:
+        from catalog_sync._pgstac_db import migrate
+        from geomlops.errors import CatalogError
+
+        created = ensure_database(config.pgstac_dsn, "PgSTAC")
+        try:
+            version = migrate(config.pgstac_dsn)
+        except CatalogError as err:
+            if created:  # leave nothing half-made behind
+                _drop_database(config.pgstac_dsn)
+            raise DevStackError(f"cannot install PgSTAC for the dev stack's STAC API: {err}") from err
+        return ("database created, " if created else "") + f"PgSTAC {version}"
+
+    return Service(
+        name="stac",
+        url=config.stac_url,
+        port=config.stac_port,
+        argv=argv,
+        # the database goes by PG* variables (a password too), not on the command line
+        env={**os.environ, **api_environment(config.pgstac_dsn)},
+        ready=lambda: _http_ok(f"{config.stac_url}/_mgmt/ping"),
+        prepare=prepare,
+        exports={"GEOMLOPS_PGSTAC_DSN": config.pgstac_dsn, "GEOMLOPS_STAC_API_URL": config.stac_url},
     )

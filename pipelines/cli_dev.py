@@ -19,7 +19,8 @@ def _say(text: str) -> None:
 
 @click.group()
 def dev() -> None:
-    """Run the services profile on this machine: an S3 store and an MLflow server on PostgreSQL.
+    """Run the services profile on this machine: an S3 store, an MLflow server on PostgreSQL and
+    a STAC API on PgSTAC.
 
     Services run in the background on 127.0.0.1, tracked by PID files in $GEOMLOPS_HOME/dev
     (logs there too). Use them in a shell with: eval "$(geomlops dev env)".
@@ -36,14 +37,34 @@ def dev() -> None:
     help="PostgreSQL URL of MLflow's database, created if absent "
     "[env GEOMLOPS_DEV_MLFLOW_DB; default: postgresql://postgres@127.0.0.1:5432/geomlops_mlflow].",
 )
+@click.option("--stac-port", type=int, help="Port of the STAC API [default: 8081; 0: any free port].")
+@click.option(
+    "--pgstac-db",
+    envvar="GEOMLOPS_DEV_PGSTAC_DB",
+    help="PostgreSQL URL of the PgSTAC catalogue, created and migrated if needed (PostGIS) "
+    "[env GEOMLOPS_DEV_PGSTAC_DB; default: postgresql://postgres@127.0.0.1:5432/geomlops_pgstac].",
+)
 @fail_cleanly
 def up_command(
-    services: tuple[str, ...], s3_port: int | None, mlflow_port: int | None, mlflow_db: str | None
+    services: tuple[str, ...],
+    s3_port: int | None,
+    mlflow_port: int | None,
+    mlflow_db: str | None,
+    stac_port: int | None,
+    pgstac_db: str | None,
 ) -> None:
-    """Start the stack (or only SERVICES) unless it runs already; print URLs and the env to export."""
+    """Start the stack (or only SERVICES: s3, mlflow, stac) unless it runs already; print URLs and
+    the env to export."""
     from pipelines import devstack
 
-    config = devstack.configure(get_settings(), s3_port=s3_port, mlflow_port=mlflow_port, mlflow_db=mlflow_db)
+    config = devstack.configure(
+        get_settings(),
+        s3_port=s3_port,
+        mlflow_port=mlflow_port,
+        mlflow_db=mlflow_db,
+        stac_port=stac_port,
+        pgstac_db=pgstac_db,
+    )
     config, states = devstack.up(config, services, say=_say)
     for state in states:
         mark, colour = _MARK.get(state.state, ("✗", "red"))

@@ -4,17 +4,18 @@
   DVC-data buckets;
 - ``mlflow``: ``mlflow server`` on PostgreSQL (its database created if absent), artifacts under
   ``s3://<artifacts bucket>`` read and written by the clients themselves (``--no-serve-artifacts``),
-  so a model's URI is a real ``s3://`` URI.
+  so a model's URI is a real ``s3://`` URI;
+- ``stac``: stac-fastapi-pgstac under uvicorn on a PgSTAC database on PostgreSQL (created if
+  absent and migrated with ``pypgstac migrate``, which installs PostGIS into it).
 
 Every service is a background process on 127.0.0.1, tracked by a PID file in
 ``$GEOMLOPS_HOME/dev/`` with its log beside it; ``stack.json`` there records the ports and
-database, so ``status`` and ``down`` act on exactly what ``up`` started. ``up`` is idempotent.
+databases, so ``status`` and ``down`` act on exactly what ``up`` started. ``up`` is idempotent.
 
-Adding a service (PgSTAC + stac-fastapi-pgstac, from ``catalog_sync``): write a function
-``DevConfig -> Service`` (``prepare`` creates the database and runs ``pypgstac migrate``;
-``argv`` runs the API under uvicorn on ``HOST``; ``exports`` names ``GEOMLOPS_PGSTAC_DSN`` and
-``GEOMLOPS_STAC_API_URL``) and append it to :data:`EXTRA_SERVICES`, adding its port and DSN to
-:class:`DevConfig`. Services start in list order and stop in reverse.
+Adding a service: write a function ``DevConfig -> Service`` (``prepare`` readies its state,
+``argv`` runs it on ``HOST``, ``exports`` names the variables a shell sets to use it; see
+:func:`pipelines._devservices.stac_service`) and append it to :data:`EXTRA_SERVICES`, adding its
+port to :class:`DevConfig`. Services start in list order and stop in reverse.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from pipelines._devservices import (
     mlflow_service,
     s3_environment,
     s3_service,
+    stac_service,
 )
 
 __all__ = [
@@ -73,13 +75,14 @@ class ServiceStatus:
     note: str = ""
 
 
-#: builders of further services (the PgSTAC catalogue and its STAC API plug in here)
+#: builders of further services, started after the built-in ones
 EXTRA_SERVICES: list[Callable[[DevConfig], Service]] = []
 
 
 def services(config: DevConfig) -> list[Service]:
     """Every service of the stack, in start order."""
-    return [s3_service(config), mlflow_service(config), *(build(config) for build in EXTRA_SERVICES)]
+    built_in = [s3_service(config), mlflow_service(config), stac_service(config)]
+    return [*built_in, *(build(config) for build in EXTRA_SERVICES)]
 
 
 def environment(config: DevConfig) -> dict[str, str]:
@@ -154,7 +157,9 @@ def _select(config: DevConfig, names: Sequence[str]) -> list[Service]:
 
 
 def _with_ports(config: DevConfig) -> DevConfig:
-    ports = {k: procs.free_port(HOST) for k in ("s3_port", "mlflow_port") if getattr(config, k) == 0}
+    ports = {
+        k: procs.free_port(HOST) for k in ("s3_port", "mlflow_port", "stac_port") if getattr(config, k) == 0
+    }
     return config.model_copy(update=ports) if ports else config
 
 
@@ -170,8 +175,9 @@ def up(
         The config in force (ports resolved) and what became of each service.
 
     Raises:
-        DevStackError: a port is taken by another program, PostgreSQL cannot be reached, or a
-            service exits or does not answer in time (the end of its log is in the message).
+        DevStackError: a port is taken by another program, PostgreSQL cannot be reached, PgSTAC
+            cannot be installed into its database, moto's server is not installed, or a service
+            exits or does not answer in time (the end of its log is in the message).
     """
     recorded = load_config(config.dev_dir)
     _refuse_change_while_running(recorded, config)

@@ -28,7 +28,7 @@ GRANDCHILD = (
 def test_exported_environment_is_the_services_profile(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    config = devstack.DevConfig(dev_dir=tmp_path / "dev", s3_port=9100, mlflow_port=5100)
+    config = devstack.DevConfig(dev_dir=tmp_path / "dev", s3_port=9100, mlflow_port=5100, stac_port=8100)
     env = devstack.environment(config)
     for key in list(os.environ):
         if key.startswith(("GEOMLOPS_", "MLFLOW_", "AWS_")):
@@ -42,6 +42,10 @@ def test_exported_environment_is_the_services_profile(
     assert settings.dvc_remote_url == "s3://dvc-data/geomlops"
     assert settings.s3_endpoint == "http://127.0.0.1:9100" == env["AWS_ENDPOINT_URL"]
     assert env["MLFLOW_S3_ENDPOINT_URL"] == "http://127.0.0.1:9100"
+    # the catalogue is the stack's PgSTAC, searched through its STAC API
+    pgstac = "postgresql://postgres@127.0.0.1:5432/geomlops_pgstac"
+    assert settings.pgstac_dsn == settings.catalog_href == pgstac == env["GEOMLOPS_PGSTAC_DSN"]
+    assert settings.stac_api_url == "http://127.0.0.1:8100" == env["GEOMLOPS_STAC_API_URL"]
     lines = devstack.export_lines({"A": "x y", "B": "plain"})
     assert lines == ["export A='x y'", "export B=plain"]
 
@@ -53,6 +57,11 @@ def test_database_url_forms(tmp_path: Path) -> None:
     assert "secret" not in _devservices.redact(config.mlflow_libpq_dsn)
     with pytest.raises(ValueError, match="postgresql://"):
         devstack.DevConfig(dev_dir=tmp_path, mlflow_db="sqlite:///mlflow.db")
+    with pytest.raises(ValueError, match="pgstac_db"):
+        devstack.DevConfig(dev_dir=tmp_path, pgstac_db="/tmp/catalog.json")
+    assert devstack.DevConfig(dev_dir=tmp_path, pgstac_db="postgres://u@db/cat").pgstac_dsn == (
+        "postgresql://u@db/cat"
+    )
 
 
 def test_tracked_process_group_is_stopped_whole(tmp_path: Path) -> None:
@@ -74,7 +83,7 @@ def test_a_reused_pid_is_never_taken_for_ours(tmp_path: Path) -> None:
         assert procs.read_tracked(tmp_path, "s3") is None
         assert devstack.down(tmp_path) == []
         assert other.poll() is None  # not signalled
-        assert [s.state for s in devstack.status(tmp_path)] == ["stopped", "stopped"]
+        assert [s.state for s in devstack.status(tmp_path)] == ["stopped", "stopped", "stopped"]
     finally:
         other.kill()
         other.wait()
@@ -112,9 +121,61 @@ def test_cli_without_a_stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     runner = CliRunner()
     assert {"up", "down", "status", "env"} <= set(runner.invoke(main, ["dev", "--help"]).output.split())
     status = runner.invoke(main, ["dev", "status"])
-    assert status.exit_code == 1 and status.output.count("stopped") == 2
+    assert status.exit_code == 1 and status.output.count("stopped") == 3
+    assert "stac" in status.output
     env = runner.invoke(main, ["dev", "env"])
     assert env.exit_code == 2 and "geomlops dev up" in env.output
     assert runner.invoke(main, ["dev", "down"]).output.strip() == "nothing to stop"
     bad = runner.invoke(main, ["dev", "up", "--mlflow-db", "sqlite:///x.db"])
     assert bad.exit_code == 2 and "postgresql://" in bad.output
+
+
+def test_missing_moto_names_the_install_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "moto", None)  # what importing an absent package finds
+    config = devstack.DevConfig(dev_dir=tmp_path / "dev", s3_port=0)
+    with pytest.raises(DevStackError, match=r"moto is not installed: pip install 'geomlops\[dev-stack\]'"):
+        devstack.up(config, ["s3"])
+    assert not procs.pid_file(tmp_path / "dev", "s3").exists()
+
+
+def test_unreachable_postgres_for_the_catalogue_is_said_clearly(tmp_path: Path) -> None:
+    closed = procs.free_port(devstack.HOST)
+    config = devstack.DevConfig(
+        dev_dir=tmp_path / "dev", stac_port=0, pgstac_db=f"postgresql://postgres@127.0.0.1:{closed}/cat"
+    )
+    with pytest.raises(DevStackError) as caught:
+        devstack.up(config, ["stac"])
+    assert str(caught.value) == (
+        f"PgSTAC database: cannot connect to PostgreSQL at postgresql://postgres@127.0.0.1:{closed}/cat: "
+        "Connection refused. Start PostgreSQL there, or name another server with --pgstac-db"
+    )
+    assert not procs.pid_file(tmp_path / "dev", "stac").exists()
+
+
+def test_pgstac_that_cannot_be_installed_leaves_no_database(tmp_path: Path) -> None:
+    """A role that may create databases but not extensions: PostGIS cannot go in."""
+    import psycopg
+    from psycopg import sql
+
+    admin = os.environ.get("GEOMLOPS_TEST_PG_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+    role = database = f"geomlops_test_nosuper_{os.getpid()}_{time.monotonic_ns() % 10**6}"
+    with psycopg.connect(admin, autocommit=True) as db:
+        db.execute(sql.SQL("CREATE ROLE {} LOGIN CREATEDB NOSUPERUSER").format(sql.Identifier(role)))
+    try:
+        host = psycopg.conninfo.conninfo_to_dict(admin)
+        dsn = f"postgresql://{role}@{host.get('host', '127.0.0.1')}:{host.get('port', 5432)}/{database}"
+        config = devstack.DevConfig(dev_dir=tmp_path / "dev", stac_port=0, pgstac_db=dsn)
+        with pytest.raises(DevStackError) as caught:
+            devstack.up(config, ["stac"])
+        message = str(caught.value)
+        assert message.startswith("cannot install PgSTAC for the dev stack's STAC API: migrating PgSTAC")
+        assert 'permission denied to create extension "postgis"' in message
+        assert "migrate as a superuser" in message
+        with psycopg.connect(admin) as db:
+            query = "SELECT 1 FROM pg_database WHERE datname = %s"
+            assert db.execute(query, (database,)).fetchone() is None  # created, then dropped
+        assert not procs.pid_file(tmp_path / "dev", "stac").exists()
+    finally:
+        with psycopg.connect(admin, autocommit=True) as db:
+            db.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database)))
+            db.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
