@@ -79,6 +79,37 @@ class Settings(BaseSettings):
         default=None,
         description="Dask distributed scheduler (tcp://host:8786); default: Dask's local scheduler.",
     )
+    serving_kind: Literal["seldon-v1", "seldon-v2", "kserve"] = Field(
+        default="kserve",
+        description=(
+            "Serving manifests to render: 'seldon-v1' (SeldonDeployment), 'seldon-v2' (Model + "
+            "Pipeline) or 'kserve' (InferenceService). Seldon Core 1.18+ and 2 are under the "
+            "Business Source License; KServe and MLServer are Apache-2.0."
+        ),
+    )
+    serving_namespace: str = Field(default="geomlops", description="Namespace the serving manifests go to.")
+    serving_apply: bool = Field(
+        default=False, description="Apply the serving manifests with `kubectl apply -f` after rendering."
+    )
+    serving_secret: str = Field(
+        default="geomlops-serving-s3",
+        description=(
+            "Secret with the object store credentials for model servers, referenced by name only "
+            "(keys: see `geomlops install`)."
+        ),
+    )
+    transformer_image: str | None = Field(
+        default=None,
+        description=(
+            "Image of the post-processing transformer; default: "
+            "ghcr.io/geomlops/geomlops-transformer:VERSION."
+        ),
+    )
+    serving_max_image_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        gt=0,
+        description="Largest image chip `geomlops serve` accepts in one request, in bytes.",
+    )
 
     @model_validator(mode="after")
     def _check_services_profile(self) -> Settings:

@@ -30,6 +30,19 @@ SECRETS: dict[str, dict[str, str]] = {
         "secret-access-key": "object store secret key",
         "endpoint-url": "object store URL, e.g. http://minio.storage.svc:9000",
     },
+    # model servers read env-style keys (GEOMLOPS_SERVING_SECRET): rclone's for Seldon Core v1,
+    # an rclone remote named s3 for Seldon Core v2, AWS_* for KServe's storage initializer
+    "geomlops-serving-s3": {
+        "RCLONE_CONFIG_S3_TYPE": "s3",
+        "RCLONE_CONFIG_S3_PROVIDER": "Minio (or AWS)",
+        "RCLONE_CONFIG_S3_ENV_AUTH": "false",
+        "RCLONE_CONFIG_S3_ACCESS_KEY_ID": "object store access key",
+        "RCLONE_CONFIG_S3_SECRET_ACCESS_KEY": "object store secret key",
+        "RCLONE_CONFIG_S3_ENDPOINT": "object store URL, e.g. http://minio.storage.svc:9000",
+        "s3": "Seldon Core v2 rclone remote: {type: s3, name: s3, parameters: {provider, access_key_id, …}}",
+        "AWS_ACCESS_KEY_ID": "object store access key (KServe)",
+        "AWS_SECRET_ACCESS_KEY": "object store secret key (KServe)",
+    },
 }
 
 _LABELS = {"app.kubernetes.io/part-of": "geomlops", "app.kubernetes.io/managed-by": "geomlops-install"}
