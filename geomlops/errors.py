@@ -118,13 +118,3 @@ class ServingError(GeomlopsError):
 class ChipError(ServingError):
     """Raised when an image chip posted for inference is refused: not a readable GeoTIFF, no
     georeference, wrong band count, too large."""
-
-
-class ServingError(GeomlopsError):
-    """Raised when a model cannot be served: a bad model reference, manifests that cannot be
-    written or applied, or a model server that does not start."""
-
-
-class ChipError(ServingError):
-    """Raised when an image chip posted for inference is refused: not a readable GeoTIFF, no
-    georeference, wrong band count, too large."""
