@@ -1,0 +1,219 @@
+"""The post-processing transformer of the serving graph: a model's output for a georeferenced
+chip -> a GeoJSON FeatureCollection (RFC 7946: WGS84, longitude first, exteriors counterclockwise).
+
+Which post-processor runs comes from the model's MLM output (its ``post_processing_function``,
+else its tasks) through :mod:`postprocessing.registry`; segmentation masks are traced by the
+vectorizer's kernel. Every feature carries its class, area (in the chip CRS's units, squared),
+the model name, version and MLflow run id.
+
+:class:`GeoJSONTransformer` also follows seldon-core's Python wrapper interface
+(``transform_output(X, features_names, meta)``, ``tags()``), so the same class runs as an
+``OUTPUT_TRANSFORMER`` under ``seldon-core-microservice``. Its imports stay light (numpy, shapely,
+contourpy, affine, pyproj): the seldon-core environment pins numpy < 2 and has no GDAL.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import shapely
+from affine import Affine
+from numpy.typing import NDArray
+
+from geomlops.errors import ChipError
+from postprocessing import _rings
+from postprocessing.finalize import canonical, in_scan_order, polygon_areas, to_geometries
+from postprocessing.grid import Block
+from postprocessing.registry import BlockOutput, PostProcessor, resolve_postprocessor
+
+#: class value of pixels with no data (``steps.predict.NODATA_CLASS``): never a feature
+NODATA = 255
+
+
+@dataclass(frozen=True)
+class Georeference:
+    """Where a chip lies: its CRS (EPSG code or WKT) and its GDAL-order geotransform.
+
+    Attributes:
+        crs: the chip's coordinate reference system, as pyproj reads it.
+        transform: ``(a, b, c, d, e, f)`` of the chip's affine transform (pixel -> CRS).
+    """
+
+    crs: str
+    transform: tuple[float, float, float, float, float, float]
+
+    @classmethod
+    def from_tags(cls, tags: Mapping[str, Any] | None) -> Georeference:
+        """Read ``crs`` and ``transform`` (six numbers, or their JSON) from request tags.
+
+        Raises:
+            ChipError: naming the tag that is missing or malformed.
+        """
+        tags = tags or {}
+        crs, transform = tags.get("crs"), tags.get("transform")
+        if not crs or not isinstance(crs, str):
+            raise ChipError("tags.crs: missing; expected the chip's CRS (e.g. 'EPSG:32616' or WKT)")
+        if isinstance(transform, str):
+            try:
+                transform = json.loads(transform)
+            except ValueError as err:
+                raise ChipError(f"tags.transform: {transform!r} is not JSON; expected six numbers") from err
+        if (
+            not isinstance(transform, Sequence)
+            or len(transform) < 6
+            or not all(isinstance(v, int | float) for v in transform[:6])
+        ):
+            raise ChipError(f"tags.transform: {transform!r}; expected six numbers (a, b, c, d, e, f)")
+        a, b, c, d, e, f = (float(v) for v in transform[:6])
+        if a * e - b * d == 0:
+            raise ChipError(f"tags.transform: {transform!r} is singular (no pixel size)")
+        return cls(crs=crs, transform=(a, b, c, d, e, f))
+
+
+class GeoJSONTransformer:
+    """Turns a model output for one chip into a GeoJSON FeatureCollection with lineage.
+
+    Constructor arguments are strings, as model servers pass parameters (Seldon's graph
+    ``parameters``, MLServer's ``extra``).
+
+    Args:
+        model_name: registered model name (written on every feature).
+        model_version: model version.
+        run_id: MLflow run of the version.
+        tasks: the MLM output's tasks, comma-separated (choose the built-in post-processor).
+        post_processing_function: the MLM output's ``module:function``, if it names one.
+        classes: JSON object of class value -> class name.
+        nodata: class value never vectorized (default 255, what prediction writes where the
+            imagery has no data).
+        background: class value that is not a feature (default 0); empty: keep every class.
+
+    Raises:
+        PostprocessorError: the MLM output names no registered post-processor.
+    """
+
+    def __init__(
+        self,
+        model_name: str = "",
+        model_version: str = "",
+        run_id: str = "",
+        tasks: str = "semantic-segmentation",
+        post_processing_function: str = "",
+        classes: str = "{}",
+        nodata: str | int = NODATA,
+        background: str | int = 0,
+    ) -> None:
+        self.lineage = {"model": model_name, "model_version": str(model_version), "mlflow_run_id": run_id}
+        task_list = [t.strip() for t in tasks.split(",") if t.strip()]
+        output = {"tasks": task_list, "post_processing_function": post_processing_function or None}
+        self.postprocessor: PostProcessor = resolve_postprocessor(output)
+        self.classes = {int(k): str(v) for k, v in json.loads(classes or "{}").items()}
+        self.nodata = int(nodata) if str(nodata).strip() else None
+        self.background = int(background) if str(background).strip() else None
+
+    def to_geojson(self, output: NDArray[Any], georef: Georeference) -> dict[str, Any]:
+        """The FeatureCollection for the model's ``output`` on a chip placed by ``georef``.
+
+        Args:
+            output: a class mask ``(H, W)`` or ``(1, H, W)``, scores ``(C, H, W)``, or what the
+                model's registered post-processor takes.
+            georef: the chip's CRS and transform.
+
+        Returns:
+            A GeoJSON FeatureCollection in WGS84 whose features carry ``class``,
+            ``class_name`` (when known), ``area``, ``score`` (when the model gives one),
+            ``model``, ``model_version`` and ``mlflow_run_id``.
+
+        Raises:
+            ChipError: the output is empty or not an array of numbers, or the CRS is unknown.
+        """
+        data = np.asarray(output)
+        if data.ndim == 4 and data.shape[0] == 1:
+            data = data[0]  # a batch of one
+        if data.size == 0 or not np.issubdtype(data.dtype, np.number):
+            raise ChipError(f"model output: expected a numeric array, got {data.dtype} of shape {data.shape}")
+        transform = Affine(*georef.transform)
+        height, width = data.shape[-2:] if data.ndim >= 2 else (1, 1)
+        block = Block(row=0, col=0, row_off=0, col_off=0, height=height, width=width, shared=(False,) * 4)
+        found = self.postprocessor(
+            BlockOutput(data=data, block=block, transform=transform, nodata=self.nodata)
+        )
+        scores: NDArray[np.float64] | None
+        if found.pieces is not None:
+            polys = canonical(in_scan_order(_rings.concat([found.pieces.final, found.pieces.edge])))
+            geoms = to_geometries(polys, transform)
+            classes = np.asarray(polys.classes, np.int64)
+            areas = polygon_areas(polys, transform)
+            scores = None
+        else:
+            geoms, classes, scores = found.geometries, found.classes, found.scores
+            areas = shapely.area(geoms).astype(np.float64) if len(geoms) else np.zeros(0)
+        keep = np.ones(len(classes), bool)
+        if self.background is not None:
+            keep &= classes != self.background
+        if self.nodata is not None:
+            keep &= classes != self.nodata
+        index = np.flatnonzero(keep)
+        wgs84 = _to_wgs84(np.asarray(geoms, dtype=object)[index], georef.crs)
+        features = []
+        for i, geom in zip(index, wgs84, strict=True):
+            props: dict[str, Any] = {"class": int(classes[i])}
+            if int(classes[i]) in self.classes:
+                props["class_name"] = self.classes[int(classes[i])]
+            props["area"] = float(areas[i])
+            if scores is not None:
+                props["score"] = float(scores[i])
+            props.update(self.lineage)
+            features.append(
+                {"type": "Feature", "geometry": json.loads(shapely.to_geojson(geom)), "properties": props}
+            )
+        collection: dict[str, Any] = {"type": "FeatureCollection", "features": features}
+        if len(wgs84):
+            collection["bbox"] = [float(v) for v in shapely.total_bounds(wgs84)]
+        return collection
+
+    # seldon-core Python wrapper interface
+
+    def transform_output(
+        self, X: Any, features_names: Sequence[str] | None = None, meta: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Seldon ``OUTPUT_TRANSFORMER``: the model's output ``X`` -> GeoJSON (as ``jsonData``).
+
+        The chip's georeference comes from the request's ``meta.tags`` (``crs``, ``transform``).
+
+        Raises:
+            ChipError: the tags lack a georeference, or ``X`` is not a numeric array.
+        """
+        return self.to_geojson(np.asarray(X), Georeference.from_tags((meta or {}).get("tags")))
+
+    def tags(self) -> dict[str, str]:
+        """Lineage added to the ``meta.tags`` of every Seldon response."""
+        return dict(self.lineage)
+
+
+def _to_wgs84(geoms: NDArray[np.object_], crs: str) -> NDArray[np.object_]:
+    """Reproject to WGS84 (longitude, latitude), exteriors counterclockwise (RFC 7946)."""
+    from pyproj import CRS, Transformer
+    from pyproj.exceptions import CRSError
+
+    if not len(geoms):
+        return geoms
+    try:
+        source = CRS.from_user_input(crs)
+    except CRSError as err:
+        raise ChipError(f"crs {crs[:80]!r}: not a coordinate reference system pyproj knows ({err})") from err
+    to_wgs84 = Transformer.from_crs(source, "EPSG:4326", always_xy=True)
+
+    def project(xy: NDArray[np.float64]) -> NDArray[np.float64]:
+        lon, lat = to_wgs84.transform(xy[:, 0], xy[:, 1])
+        return np.column_stack([lon, lat])
+
+    projected = shapely.transform(geoms, project)
+    oriented: NDArray[np.object_] = np.array(
+        [shapely.geometry.polygon.orient(g, 1.0) if g.geom_type == "Polygon" else g for g in projected],
+        dtype=object,
+    )
+    return oriented
