@@ -16,6 +16,7 @@ PIPELINES = {
     "registration": "pipelines.registration",
     "batch-inference": "pipelines.batch_inference",
     "batch-inference-schedule": "pipelines.batch_inference_schedule",
+    "promotion": "pipelines.promotion",
 }
 
 GOLDEN_DIR = Path(__file__).parent

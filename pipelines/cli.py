@@ -12,7 +12,7 @@ import click
 import yaml
 
 from geomlops import __version__
-from geomlops.errors import ManifestError, ParameterError
+from geomlops.errors import GeomlopsError, ManifestError, ParameterError
 from geomlops.settings import get_settings
 from pipelines._clitools import fail_cleanly
 
@@ -58,7 +58,7 @@ def main() -> None:
     runs on one machine (geomlops run) or on a cluster (geomlops submit). State lives in
     the work folder $GEOMLOPS_HOME (default ./.geomlops).
 
-    Pipelines: training, registration. New here? Run: geomlops demo
+    Pipelines: training, registration, promotion. New here? Run: geomlops demo
     """
     # tasks run in their own folders: hand them the work folder as an absolute path
     os.environ["GEOMLOPS_HOME"] = str(get_settings().home_dir)
@@ -143,8 +143,19 @@ def lint(files: tuple[str, ...]) -> None:
     "-p", "--param", "params", multiple=True, metavar="NAME=VALUE", help="Workflow parameter (repeatable)."
 )
 @click.option("--resume", "resume_id", metavar="RUN_ID", help="Resume a run: only what did not succeed runs.")
-@click.option("--approve", metavar="APPROVER", help="Approve every suspend gate as this person.")
+@click.option(
+    "--approve",
+    metavar="APPROVER",
+    help="Approve every suspend gate as this person (a name or an email address); with --resume, "
+    "approve a run waiting at a gate.",
+)
 @click.option("--reason", default="", help="Why the approver approves (recorded with the approval).")
+@click.option(
+    "--override",
+    is_flag=True,
+    help="With --approve: explicitly override the gate's policy (a promotion of a candidate worse "
+    "than production); recorded with the approval.",
+)
 @click.option(
     "--interactive/--no-interactive", default=None, help="Ask at suspend gates (default: when on a terminal)."
 )
@@ -157,6 +168,7 @@ def run(
     resume_id: str | None,
     approve: str | None,
     reason: str,
+    override: bool,
     interactive: bool | None,
     allow_host_containers: bool,
     workers: int,
@@ -168,13 +180,19 @@ def run(
     """
     from pipelines import template_resolver
     from pipelines.runner import Approval, LocalRunner
+    from steps.promotion import validate_approver
 
-    if approve is not None and not approve.strip():
-        raise ParameterError("--approve: expected the approver's name")
+    if override and approve is None:
+        raise ParameterError("--override needs --approve NAME: only an approver can override a policy")
+    if approve is not None:
+        try:
+            approve = validate_approver(approve)
+        except GeomlopsError as err:
+            raise ParameterError(f"--approve: {err}") from err
     runner = LocalRunner(
         get_settings().runs_dir,
         max_workers=workers,
-        approval=Approval(approver=approve, reason=reason) if approve else None,
+        approval=Approval(approver=approve, reason=reason, override=override) if approve else None,
         interactive=sys.stdin.isatty() if interactive is None else interactive,
         allow_host_containers=allow_host_containers,
         template_resolver=template_resolver,
@@ -197,7 +215,9 @@ def _print_summary(summary: Any) -> None:
     click.echo(f"  state and logs: {summary.run_dir}")
     if summary.message:
         click.echo(f"  {summary.message}")
-    if summary.status in ("Failed", "Suspended"):
+    if summary.status == "Suspended":
+        click.echo(f"  approve with: geomlops run --resume {summary.run_id} --approve NAME --reason WHY")
+    elif summary.status == "Failed":
         click.echo(f"  resume with: geomlops run --resume {summary.run_id}")
 
 
@@ -339,6 +359,10 @@ main.add_command(dev)
 from pipelines.cli_vectorize import vectorize_command  # noqa: E402 - registers after main
 
 main.add_command(vectorize_command)
+
+from pipelines.cli_promote import promote  # noqa: E402 - registers after main
+
+main.add_command(promote)
 
 if __name__ == "__main__":  # pragma: no cover
     os.environ.setdefault("PYTHONUNBUFFERED", "1")

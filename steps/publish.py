@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,6 +15,10 @@ from steps.dataset import DatasetRef
 VERSIONS = "model-versions"
 #: version tag holding the exact dataset (DatasetRef JSON) a version was trained on
 DATASET_TAG = "geomlops.dataset"
+#: version tag holding the decision (JSON) that made a version production: who, when, why
+DECISION_TAG = "geomlops.promotion"
+#: version tag holding the rollback (JSON) that took a version out of production
+ROLLED_BACK_TAG = "geomlops.rolled_back"
 
 
 def version_item_id(model_id: str, version: str) -> str:
@@ -147,6 +152,10 @@ def expected_version_item(
     )
     item["properties"]["mlflow:aliases"] = sorted(mv.aliases or [])
     item["properties"]["mlflow:version_tags"] = dict(sorted(tags.items()))
+    # promotion decisions live in version tags (MLflow is the source of truth); the item shows them
+    for tag, prop in ((DECISION_TAG, "geomlops:promotion"), (ROLLED_BACK_TAG, "geomlops:rolled_back")):
+        if tag in tags:
+            item["properties"][prop] = json.loads(tags[tag])
     if version.isdigit() and int(version) > 1:
         previous = str(int(version) - 1)
         try:

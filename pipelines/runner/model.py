@@ -47,10 +47,15 @@ def parse_time(value: str | None) -> datetime | None:
 
 @dataclass(frozen=True)
 class Approval:
-    """Who approved a suspended step, and why; given up front or typed at the prompt."""
+    """Who approved a suspended step, and why; given up front or typed at the prompt.
+
+    ``override`` says the approver explicitly overrides a policy the workflow applies (the
+    promotion gate's ``override`` output); it is recorded with the approval.
+    """
 
     approver: str
     reason: str
+    override: bool = False
 
 
 @dataclass

@@ -149,6 +149,12 @@ class LocalRunner:
         run_dir = self._run_dir(run_id)
         with _run_lock(run_dir):
             state = load_state(run_dir)
+            waiting = [n.name for n in state.nodes.values() if n.status == SUSPENDED and n.type == "Suspend"]
+            if self.approval is not None and not waiting:
+                raise RunError(
+                    f"run {run_id} is not waiting at an approval gate (status {state.status}): an "
+                    "approval applies only to a run suspended at a gate; resume it without one"
+                )
             if state.status == SUCCEEDED:
                 message = f"run {run_id} already succeeded; nothing to resume"
                 self.reporter.line(message)

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 _PROMPT_LOCK = threading.Lock()  # one question at a time, even from parallel branches
 _APPROVAL_FIELDS = {"approver": "approver", "approved_by": "approver", "reason": "reason"}
-_APPROVAL_FIELDS |= {"approved_at": "at"}
+_APPROVAL_FIELDS |= {"approved_at": "at", "override": "override"}
 
 
 def run_suspend(
@@ -69,7 +69,10 @@ def run_suspend(
 
 
 def _record(approval: Approval, via: str) -> dict[str, str]:
-    return {"approver": approval.approver, "reason": approval.reason, "at": now_iso(), "via": via}
+    override = "true" if approval.override else "false"
+    return {"approver": approval.approver, "reason": approval.reason, "at": now_iso(), "via": via} | {
+        "override": override
+    }
 
 
 def _ask(engine: Engine, name: str, template: Mapping[str, Any]) -> Approval | str | None:
@@ -83,9 +86,15 @@ def _ask(engine: Engine, name: str, template: Mapping[str, Any]) -> Approval | s
                 return f"not approved at the prompt (answer {answer!r})"
             approver = prompt("Approver name: ").strip() or getpass.getuser()
             reason = prompt("Reason: ").strip()
+            override = False
+            if any(
+                str(p.get("name")) == "override"
+                for p in (template.get("outputs") or {}).get("parameters") or []
+            ):
+                override = prompt("Override the policy? [y/N] ").strip().lower() in ("y", "yes")
         except EOFError:
             return None
-    return Approval(approver, reason)
+    return Approval(approver, reason, override)
 
 
 def supplied_outputs(template: Mapping[str, Any], approval: Mapping[str, str] | None) -> dict[str, str]:
@@ -101,7 +110,7 @@ def supplied_outputs(template: Mapping[str, Any], approval: Mapping[str, str] | 
         key = _APPROVAL_FIELDS.get(name.lower().replace("-", "_"))
         if "value" in param:
             values[name] = to_argo_string(param["value"])
-        elif approval is not None and key is not None:
+        elif approval is not None and key is not None and key in approval:
             values[name] = approval[key]
         elif "default" in value_from:
             values[name] = to_argo_string(value_from["default"])

@@ -1,0 +1,472 @@
+"""Promote a model version to production behind a human approval, roll it back, audit both.
+
+The MLflow alias ``production`` names the version in production; ``previous`` the one it
+replaced (registry stages are deprecated in MLflow 3, so only aliases are used). Nothing
+moves an alias without an approval record: a valid approver (a name or an email address, see
+:func:`validate_approver`), a reason and the time of approval. A candidate worse than
+production on the primary metric beyond the tolerance is refused unless the approval
+overrides the policy; refusals are recorded too.
+
+Every decision is written, in this order, to: the candidate's version and run tags
+(``geomlops.promotion``, JSON) and an audit tag of the registered model
+(``geomlops.audit.<UTC time>``); the STAC items of the versions involved (validated,
+through the catalogue store); and only then the aliases. If a write fails, the earlier ones
+are undone, so a failed promotion leaves the aliases, tags and items as they were.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from catalog_sync import CatalogStore, open_store
+from geomlops.errors import GeomlopsError, ItemNotFoundError, PromotionError
+from steps.promotion_report import PRODUCTION, load_report, production_version, version_run
+from steps.publish import DECISION_TAG, ROLLED_BACK_TAG, VERSIONS, expected_version_item, version_item_id
+
+PREVIOUS = "previous"
+AUDIT_TAG_PREFIX = "geomlops.audit."
+#: an approver is a person's name (letters of any script, spaces, . ' -; 2 to 100 characters,
+#: starting with a letter) or an email address
+_NAME = re.compile(r"[^\W\d_][^\W\d_ .'-]*(?:[ .'-]{1,2}[^\W\d_]+)*\.?")
+_EMAIL = re.compile(
+    r"[A-Za-z0-9._%+-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"
+)
+APPROVER_FORMAT = (
+    "a person's name (letters, spaces, '.', ''' or '-', 2 to 100 characters, starting with a "
+    "letter, e.g. 'Ada Lovelace') or an email address (e.g. 'ada@example.org')"
+)
+
+
+class Decision(BaseModel):
+    """One recorded decision: a promotion, a refusal or a rollback."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    action: Literal["promote", "refused", "rollback"]
+    model: str
+    version: str
+    """The version that became production (for a refusal: the candidate refused)."""
+    previous_version: str | None
+    """The production version before the decision."""
+    approver: str
+    approved_at: str
+    reason: str
+    override: bool
+    report: str | None
+    summary: str
+    recorded_at: str
+
+
+class PromotionStatus(BaseModel):
+    """Who is production and previous, and every recorded decision, oldest first."""
+
+    model: str
+    production: str | None
+    previous: str | None
+    audit: list[Decision]
+
+
+def validate_approver(approver: str) -> str:
+    """Return the approver, stripped, if it looks like a name or an email address.
+
+    Raises:
+        PromotionError: anything else (the message gives the expected format).
+    """
+    value = (approver or "").strip()
+    if 2 <= len(value) <= 100 and (_NAME.fullmatch(value) or _EMAIL.fullmatch(value)):
+        return value
+    raise PromotionError(f"approver {approver!r}: expected {APPROVER_FORMAT}")
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _approval(approver: str, reason: str, approved_at: str) -> tuple[str, str, str]:
+    who = validate_approver(approver)
+    if not reason.strip():
+        raise PromotionError("reason: expected why the approver decides (it is recorded for audit)")
+    try:
+        datetime.fromisoformat(approved_at.strip().replace("Z", "+00:00"))
+    except ValueError as err:
+        raise PromotionError(f"approved_at {approved_at!r}: expected an ISO 8601 time of approval") from err
+    return who, reason.strip(), approved_at.strip()
+
+
+def _require_item(store: CatalogStore, model: str, version: str, catalog: str) -> dict[str, Any]:
+    try:
+        return store.get_item(VERSIONS, version_item_id(model, version))
+    except ItemNotFoundError as err:
+        raise PromotionError(
+            f"version {version} of '{model}' has no STAC item ({VERSIONS}/{version_item_id(model, version)} "
+            f"in {catalog}); publish it first: nothing was changed"
+        ) from err
+
+
+class _Changes:
+    """Writes done so far, each with its undo, undone in reverse order on failure."""
+
+    def __init__(self) -> None:
+        self._undo: list[Callable[[], None]] = []
+
+    def do(self, action: Callable[[], None], undo: Callable[[], None]) -> None:
+        action()
+        self._undo.append(undo)
+
+    def undo_all(self) -> None:
+        for undo in reversed(self._undo):
+            try:
+                undo()
+            except Exception:  # noqa: BLE001 - undo what can be undone, keep the first error
+                continue
+
+
+def _tag_ops(client: Any, model: str, version: str, key: str, value: str) -> tuple[Callable[[], None], ...]:
+    """(set, restore) for a tag of a version and the same tag of the version's run."""
+    mv = client.get_model_version(model, version)
+    run_id = str(mv.run_id)
+    old_version_tag = (mv.tags or {}).get(key)
+    old_run_tag = client.get_run(run_id).data.tags.get(key)
+
+    def put() -> None:
+        client.set_model_version_tag(model, version, key, value)
+        client.set_tag(run_id, key, value)
+
+    def restore() -> None:
+        if old_version_tag is None:
+            client.delete_model_version_tag(model, version, key)
+        else:
+            client.set_model_version_tag(model, version, key, old_version_tag)
+        if old_run_tag is None:
+            client.delete_tag(run_id, key)
+        else:
+            client.set_tag(run_id, key, old_run_tag)
+
+    return put, restore
+
+
+def _record(
+    client: Any, changes: _Changes, decision: Decision, tags: Mapping[str, Mapping[str, str]]
+) -> None:
+    """Write version/run tags (``{version: {key: value}}``) and the audit tag of the model."""
+    for version, pairs in tags.items():
+        for key, value in pairs.items():
+            put, restore = _tag_ops(client, decision.model, version, key, value)
+            changes.do(put, restore)
+    key = AUDIT_TAG_PREFIX + decision.recorded_at.replace(":", "").replace("-", "")
+    changes.do(
+        lambda: client.set_registered_model_tag(decision.model, key, decision.model_dump_json()),
+        lambda: client.delete_registered_model_tag(decision.model, key),
+    )
+
+
+def _publish(
+    store: CatalogStore, changes: _Changes, model: str, aliases: Mapping[str, list[str]], schema_dir: Any
+) -> None:
+    """Rewrite the items of ``aliases``' versions with their aliases-to-be; validate all first."""
+    from catalog_sync._item_checks import item_problems
+    from geomlops.errors import InvalidItemError
+
+    new, old = [], []
+    for version, names in aliases.items():
+        try:
+            old.append(store.get_item(VERSIONS, version_item_id(model, version)))
+        except ItemNotFoundError:
+            continue  # a version without an item (published before items existed) stays so
+        item = expected_version_item(store, model, version)
+        item["properties"]["mlflow:aliases"] = sorted(names)
+        problems = item_problems(item, schema_dir)
+        if problems:
+            raise InvalidItemError(f"item '{item['id']}' refused: " + "; ".join(problems))
+        new.append(item)
+    for item, before in zip(new, old, strict=True):
+
+        def put(i: dict[str, Any] = item) -> None:
+            store.put_item(VERSIONS, i)
+
+        def restore(b: dict[str, Any] = before) -> None:
+            store.put_item(VERSIONS, b)
+
+        changes.do(put, restore)
+
+
+def _aliases_after(client: Any, model: str, moves: Mapping[str, str | None]) -> dict[str, list[str]]:
+    """Each affected version's aliases once ``moves`` (alias -> version or None) are applied."""
+    current: dict[str, set[str]] = {}
+    for alias in moves:
+        version = production_version(model, alias)
+        if version is not None:
+            current.setdefault(version, set(client.get_model_version(model, version).aliases or []))
+    for version in {v for v in moves.values() if v is not None}:
+        current.setdefault(version, set(client.get_model_version(model, version).aliases or []))
+    for alias, target in moves.items():
+        for names in current.values():
+            names.discard(alias)
+        if target is not None:
+            current[target].add(alias)
+    return {v: sorted(n) for v, n in current.items()}
+
+
+def _move(client: Any, changes: _Changes, model: str, moves: Mapping[str, str | None]) -> None:
+    for alias, target in moves.items():
+        before = production_version(model, alias)
+
+        def put(a: str = alias, t: str | None = target) -> None:
+            if t is None:
+                client.delete_registered_model_alias(model, a)
+            else:
+                client.set_registered_model_alias(model, a, t)
+
+        def restore(a: str = alias, b: str | None = before) -> None:
+            if b is None:
+                client.delete_registered_model_alias(model, a)
+            else:
+                client.set_registered_model_alias(model, a, b)
+
+        changes.do(put, restore)
+
+
+def _apply(
+    model: str,
+    decision: Decision,
+    tags: Mapping[str, Mapping[str, str]],
+    moves: Mapping[str, str | None],
+    catalog: str,
+) -> None:
+    """Tags, then items, then aliases; undo everything written if one of them fails."""
+    from mlflow import MlflowClient
+
+    from geomlops.settings import get_settings
+
+    client = MlflowClient()
+    store = open_store(catalog)
+    changes = _Changes()
+    try:
+        aliases = _aliases_after(client, model, moves)
+        _record(client, changes, decision, tags)
+        _publish(store, changes, model, aliases, get_settings().schema_dir)
+        _move(client, changes, model, moves)
+    except Exception as err:
+        changes.undo_all()
+        if isinstance(err, GeomlopsError):
+            raise PromotionError(
+                f"{decision.action} of '{model}' not recorded, nothing moved: {err}"
+            ) from err
+        raise PromotionError(f"{decision.action} of '{model}' failed, nothing moved: {err!r}") from err
+
+
+def promote(
+    model: str,
+    candidate: str,
+    *,
+    approver: str,
+    reason: str,
+    approved_at: str,
+    override: bool,
+    report_uri: str,
+    catalog: str,
+) -> Decision:
+    """Make ``candidate`` production after an approval; keep the one before as ``previous``.
+
+    Idempotent: once the candidate is production by this very approval, calling again
+    returns the recorded decision.
+
+    Args:
+        model: registered model name (and base item id).
+        candidate: the version to promote.
+        approver, reason, approved_at: the approval record (who, why, when).
+        override: the approver overrides a policy refusal (recorded).
+        report_uri: the comparison's ``report.json`` (see :mod:`steps.promotion_report`).
+        catalog: the catalogue holding the version items.
+
+    Returns:
+        The recorded decision.
+
+    Raises:
+        PromotionError: bad approval; unknown version or missing STAC item; a report for
+            another version or another production version; a worse candidate without
+            override (the refusal is recorded); or a write that failed (undone).
+    """
+    from mlflow import MlflowClient
+
+    who, why, when = _approval(approver, reason, approved_at)
+    version_run(model, candidate)
+    client = MlflowClient()
+    current = production_version(model)
+    recorded = (client.get_model_version(model, candidate).tags or {}).get(DECISION_TAG)
+    if current == candidate and recorded:
+        done = Decision.model_validate_json(recorded)
+        if done.approved_at == when and done.approver == who:
+            return done
+        raise PromotionError(f"version {candidate} of '{model}' already is the production version")
+    store = open_store(catalog)
+    _require_item(store, model, candidate, catalog)
+    report = load_report(report_uri)
+    compared = report.evaluation.production.version if report.evaluation.production else None
+    if report.evaluation.model != model or report.evaluation.candidate.version != candidate:
+        raise PromotionError(
+            f"report {report_uri} compares '{report.evaluation.model}' "
+            f"v{report.evaluation.candidate.version}, not '{model}' v{candidate}"
+        )
+    if compared != current:
+        raise PromotionError(
+            f"report {report_uri} compared with production v{compared}, but production is now "
+            f"{'v' + current if current else 'none'}: run the promotion again"
+        )
+    html = report_uri.rsplit("/", 1)[0] + "/report.html"
+    decision = Decision(
+        action="promote",
+        model=model,
+        version=candidate,
+        previous_version=current,
+        approver=who,
+        approved_at=when,
+        reason=why,
+        override=bool(override and report.worse),
+        report=html,
+        summary=report.summary
+        + (" (policy overridden by the approver)" if override and report.worse else ""),
+        recorded_at=_now(),
+    )
+    if report.worse and not override:
+        refused = decision.model_copy(update={"action": "refused", "override": False})
+        _apply(
+            model,
+            refused,
+            {candidate: {"geomlops.promotion.refused": refused.model_dump_json()}},
+            {},
+            catalog,
+        )
+        raise PromotionError(
+            f"refused: {report.summary}. Nothing moved; the refusal is recorded. To promote it anyway, "
+            "the approver must override the policy: run the promotion again with --approve NAME "
+            "--reason WHY --override (in Argo: resume with override=true)"
+        )
+    moves: dict[str, str | None] = {PRODUCTION: candidate}
+    if current is not None:
+        moves = {PREVIOUS: current, PRODUCTION: candidate}
+    _apply(model, decision, {candidate: {DECISION_TAG: decision.model_dump_json()}}, moves, catalog)
+    return decision
+
+
+def rollback(model: str, *, approver: str, reason: str, catalog: str, approved_at: str = "") -> Decision:
+    """Return ``production`` to the ``previous`` version, recorded like a promotion.
+
+    The demoted version gets a ``geomlops.rolled_back`` record; ``previous`` then names the
+    version that was production before the restored one, if it is known, else nothing.
+
+    Raises:
+        PromotionError: bad approver or reason, no production or previous version, a
+            missing STAC item, or a write that failed (undone).
+    """
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    who, why, when = _approval(approver, reason, approved_at or _now())
+    current, back = production_version(model), production_version(model, PREVIOUS)
+    if current is None:
+        raise PromotionError(f"model '{model}' has no production version: nothing to roll back")
+    if back is None:
+        raise PromotionError(
+            f"model '{model}' has no previous version to roll back to (production is v{current})"
+        )
+    store = open_store(catalog)
+    _require_item(store, model, back, catalog)
+    client = MlflowClient()
+    earlier = None
+    recorded = (client.get_model_version(model, back).tags or {}).get(DECISION_TAG)
+    if recorded:
+        earlier = Decision.model_validate_json(recorded).previous_version
+        try:
+            if earlier is not None:
+                client.get_model_version(model, earlier)
+        except MlflowException:
+            earlier = None
+    if earlier in (current, back):
+        earlier = None
+    decision = Decision(
+        action="rollback",
+        model=model,
+        version=back,
+        previous_version=current,
+        approver=who,
+        approved_at=when,
+        reason=why,
+        override=False,
+        report=None,
+        summary=f"production rolled back from v{current} to v{back}",
+        recorded_at=_now(),
+    )
+    tags = {
+        back: {DECISION_TAG: decision.model_dump_json()},
+        current: {ROLLED_BACK_TAG: decision.model_dump_json()},
+    }
+    _apply(model, decision, tags, {PRODUCTION: back, PREVIOUS: earlier}, catalog)
+    return decision
+
+
+def promotion_status(model: str) -> PromotionStatus:
+    """The versions behind ``production`` and ``previous`` and the audit trail.
+
+    Raises:
+        PromotionError: no such registered model.
+    """
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        registered = MlflowClient().get_registered_model(model)
+    except MlflowException as err:
+        raise PromotionError(f"no registered model '{model}' in MLflow") from err
+    audit = [
+        Decision.model_validate_json(value)
+        for key, value in sorted((registered.tags or {}).items())
+        if key.startswith(AUDIT_TAG_PREFIX)
+    ]
+    return PromotionStatus(
+        model=model,
+        production=production_version(model),
+        previous=production_version(model, PREVIOUS),
+        audit=audit,
+    )
+
+
+def refresh_version_items(model: str, catalog: str) -> list[str]:
+    """Bring the items of ``model``'s versions in line with MLflow (aliases, decisions).
+
+    Returns:
+        The ids of the items rewritten (those whose MLflow side changed).
+    """
+    from mlflow import MlflowClient
+
+    store = open_store(catalog)
+    changed = []
+    for mv in MlflowClient().search_model_versions(f"name='{model}'"):
+        try:
+            current = store.get_item(VERSIONS, version_item_id(model, str(mv.version)))
+        except ItemNotFoundError:
+            continue
+        expected = expected_version_item(store, model, str(mv.version))
+        # compared as JSON text: NaN metrics (undefined, not missing) compare equal there
+        if not _same(current, expected):
+            store.put_item(VERSIONS, expected)
+            changed.append(expected["id"])
+    return sorted(changed)
+
+
+def decision_json(decision: Decision) -> str:
+    """A decision as compact JSON (a workflow output)."""
+    return json.dumps(decision.model_dump(), sort_keys=True, separators=(",", ":"))
+
+
+def _same(current: dict[str, Any], expected: dict[str, Any]) -> bool:
+    from catalog_sync.sync import _comparable
+
+    return json.dumps(_comparable(current), sort_keys=True) == json.dumps(
+        _comparable(expected), sort_keys=True
+    )

@@ -1,0 +1,126 @@
+"""Templates of the promotion workflow. Each calls one step; no logic of its own.
+
+No ``from __future__ import annotations`` here: Hera reads the real annotation objects.
+"""
+
+import json
+from typing import Annotated
+
+from hera.workflows import Parameter, Suspend, script
+
+from geomlops.settings import get_settings
+from templates.common import IMAGE, LARGE, NETWORK_RETRY, SECRET_ENV, SMALL
+from templates.training import _use_tracking
+
+
+@script(constructor="runner", image=IMAGE, resources=LARGE, retry_strategy=NETWORK_RETRY, env=SECRET_ENV)
+def evaluate(
+    model: str, candidate: str, dataset_path: str = "", dataset_rev: str = ""
+) -> Annotated[str, Parameter(name="evaluation")]:
+    """Score the candidate and the production version on the same held-out data."""
+    from steps.dataset import DatasetRef, materialize_dataset, resolve_dataset
+    from steps.promotion_report import evaluate_versions, version_dataset
+
+    _use_tracking()
+    settings = get_settings()
+    dataset: DatasetRef = (
+        resolve_dataset(settings.data_repo_url, dataset_path, dataset_rev or "HEAD")
+        if dataset_path
+        else version_dataset(model, candidate)
+    )
+    data = materialize_dataset(dataset, settings.home_dir / "datasets")
+    return evaluate_versions(model, candidate, str(data)).model_dump_json()
+
+
+@script(constructor="runner", image=IMAGE, resources=SMALL, retry_strategy=NETWORK_RETRY, env=SECRET_ENV)
+def report(
+    model: str, evaluation: str, primary_metric: str = "", tolerance: str = ""
+) -> tuple[
+    Annotated[str, Parameter(name="report")],
+    Annotated[str, Parameter(name="worse")],
+    Annotated[str, Parameter(name="summary")],
+]:
+    """Apply the policy and log the comparison report to the candidate's run."""
+    from catalog_sync import open_store
+    from steps.model_spec import MODELS
+    from steps.promotion_report import Evaluation, promotion_policy, write_comparison_report
+
+    _use_tracking()
+    base = open_store(get_settings().catalog_href).get_item(MODELS, model)
+    metric, value, source = promotion_policy(base.get("properties") or {}, primary_metric, tolerance)
+    done = write_comparison_report(
+        Evaluation.model_validate_json(evaluation),
+        primary_metric=metric,
+        tolerance=value,
+        policy_source=source,
+    )
+    return done.files["report.json"], json.dumps(done.worse), done.summary
+
+
+#: the human gate: Argo's UI asks for these when a person resumes the run; the local runner
+#: fills them from ``geomlops run … --approve NAME --reason … [--override]`` or its prompt
+approval = Suspend(
+    name="approval",
+    intermediate_parameters=[
+        Parameter(name="approver", default="", description="Who approves: a name or an email address."),
+        Parameter(name="reason", default="", description="Why (recorded for audit)."),
+        Parameter(
+            name="override",
+            default="false",
+            enum=["false", "true"],
+            description="true: promote even if the candidate is worse than production beyond the tolerance.",
+        ),
+        Parameter(
+            name="approved_at", default="", description="Time of approval; empty: when it is recorded."
+        ),
+    ],
+)
+
+
+# no retry: a decision is not retried blindly (a refusal would be recorded once per attempt)
+@script(constructor="runner", image=IMAGE, resources=SMALL, env=SECRET_ENV)
+def promote(
+    model: str,
+    candidate: str,
+    report: str,
+    approver: str,
+    reason: str,
+    override: str = "false",
+    approved_at: str = "",
+) -> Annotated[str, Parameter(name="decision")]:
+    """Record the approval (MLflow tags, STAC item) and move the production alias."""
+    from steps.promotion import decision_json
+    from steps.promotion import promote as promote_version
+
+    _use_tracking()
+    decision = promote_version(
+        model,
+        candidate,
+        approver=approver,
+        reason=reason,
+        approved_at=approved_at,
+        override=override.strip().lower() == "true",
+        report_uri=report,
+        catalog=get_settings().catalog_href,
+    )
+    return decision_json(decision)
+
+
+@script(constructor="runner", image=IMAGE, resources=SMALL, retry_strategy=NETWORK_RETRY, env=SECRET_ENV)
+def update_catalogue(model: str) -> Annotated[str, Parameter(name="updated")]:
+    """Bring every version item of the model in line with MLflow (aliases, decisions)."""
+    from steps.promotion import refresh_version_items
+
+    _use_tracking()
+    return json.dumps(refresh_version_items(model, get_settings().catalog_href))
+
+
+@script(constructor="runner", image=IMAGE, resources=SMALL, retry_strategy=NETWORK_RETRY, env=SECRET_ENV)
+def serve(model: str) -> Annotated[str, Parameter(name="manifests")]:
+    """Render the serving manifests of the production version; apply them where settings say so."""
+    from steps.serving import apply_serving_manifests, write_serving_manifests
+
+    _use_tracking()
+    paths = write_serving_manifests(model, "production")
+    apply_serving_manifests(paths)
+    return json.dumps([str(p) for p in paths])
