@@ -18,19 +18,18 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from catalog_sync import CatalogStore, open_store
-from geomlops.errors import GeomlopsError, ItemNotFoundError, PromotionError
+from geomlops.errors import ItemNotFoundError, PromotionError
+from steps._promotion_writes import AUDIT_TAG_PREFIX, apply_decision
 from steps.promotion_report import PRODUCTION, load_report, production_version, version_run
 from steps.publish import DECISION_TAG, ROLLED_BACK_TAG, VERSIONS, expected_version_item, version_item_id
 
 PREVIOUS = "previous"
-AUDIT_TAG_PREFIX = "geomlops.audit."
 #: an approver is a person's name (letters of any script, spaces, . ' -; 2 to 100 characters,
 #: starting with a letter) or an email address
 _NAME = re.compile(r"[^\W\d_][^\W\d_ .'-]*(?:[ .'-]{1,2}[^\W\d_]+)*\.?")
@@ -89,6 +88,7 @@ def _now() -> str:
 
 def _approval(approver: str, reason: str, approved_at: str) -> tuple[str, str, str]:
     who = validate_approver(approver)
+    approved_at = approved_at.strip() or _now()  # Argo's gate may leave it empty: the time of recording
     if not reason.strip():
         raise PromotionError("reason: expected why the approver decides (it is recorded for audit)")
     try:
@@ -106,158 +106,6 @@ def _require_item(store: CatalogStore, model: str, version: str, catalog: str) -
             f"version {version} of '{model}' has no STAC item ({VERSIONS}/{version_item_id(model, version)} "
             f"in {catalog}); publish it first: nothing was changed"
         ) from err
-
-
-class _Changes:
-    """Writes done so far, each with its undo, undone in reverse order on failure."""
-
-    def __init__(self) -> None:
-        self._undo: list[Callable[[], None]] = []
-
-    def do(self, action: Callable[[], None], undo: Callable[[], None]) -> None:
-        action()
-        self._undo.append(undo)
-
-    def undo_all(self) -> None:
-        for undo in reversed(self._undo):
-            try:
-                undo()
-            except Exception:  # noqa: BLE001 - undo what can be undone, keep the first error
-                continue
-
-
-def _tag_ops(client: Any, model: str, version: str, key: str, value: str) -> tuple[Callable[[], None], ...]:
-    """(set, restore) for a tag of a version and the same tag of the version's run."""
-    mv = client.get_model_version(model, version)
-    run_id = str(mv.run_id)
-    old_version_tag = (mv.tags or {}).get(key)
-    old_run_tag = client.get_run(run_id).data.tags.get(key)
-
-    def put() -> None:
-        client.set_model_version_tag(model, version, key, value)
-        client.set_tag(run_id, key, value)
-
-    def restore() -> None:
-        if old_version_tag is None:
-            client.delete_model_version_tag(model, version, key)
-        else:
-            client.set_model_version_tag(model, version, key, old_version_tag)
-        if old_run_tag is None:
-            client.delete_tag(run_id, key)
-        else:
-            client.set_tag(run_id, key, old_run_tag)
-
-    return put, restore
-
-
-def _record(
-    client: Any, changes: _Changes, decision: Decision, tags: Mapping[str, Mapping[str, str]]
-) -> None:
-    """Write version/run tags (``{version: {key: value}}``) and the audit tag of the model."""
-    for version, pairs in tags.items():
-        for key, value in pairs.items():
-            put, restore = _tag_ops(client, decision.model, version, key, value)
-            changes.do(put, restore)
-    key = AUDIT_TAG_PREFIX + decision.recorded_at.replace(":", "").replace("-", "")
-    changes.do(
-        lambda: client.set_registered_model_tag(decision.model, key, decision.model_dump_json()),
-        lambda: client.delete_registered_model_tag(decision.model, key),
-    )
-
-
-def _publish(
-    store: CatalogStore, changes: _Changes, model: str, aliases: Mapping[str, list[str]], schema_dir: Any
-) -> None:
-    """Rewrite the items of ``aliases``' versions with their aliases-to-be; validate all first."""
-    from catalog_sync._item_checks import item_problems
-    from geomlops.errors import InvalidItemError
-
-    new, old = [], []
-    for version, names in aliases.items():
-        try:
-            old.append(store.get_item(VERSIONS, version_item_id(model, version)))
-        except ItemNotFoundError:
-            continue  # a version without an item (published before items existed) stays so
-        item = expected_version_item(store, model, version)
-        item["properties"]["mlflow:aliases"] = sorted(names)
-        problems = item_problems(item, schema_dir)
-        if problems:
-            raise InvalidItemError(f"item '{item['id']}' refused: " + "; ".join(problems))
-        new.append(item)
-    for item, before in zip(new, old, strict=True):
-
-        def put(i: dict[str, Any] = item) -> None:
-            store.put_item(VERSIONS, i)
-
-        def restore(b: dict[str, Any] = before) -> None:
-            store.put_item(VERSIONS, b)
-
-        changes.do(put, restore)
-
-
-def _aliases_after(client: Any, model: str, moves: Mapping[str, str | None]) -> dict[str, list[str]]:
-    """Each affected version's aliases once ``moves`` (alias -> version or None) are applied."""
-    current: dict[str, set[str]] = {}
-    for alias in moves:
-        version = production_version(model, alias)
-        if version is not None:
-            current.setdefault(version, set(client.get_model_version(model, version).aliases or []))
-    for version in {v for v in moves.values() if v is not None}:
-        current.setdefault(version, set(client.get_model_version(model, version).aliases or []))
-    for alias, target in moves.items():
-        for names in current.values():
-            names.discard(alias)
-        if target is not None:
-            current[target].add(alias)
-    return {v: sorted(n) for v, n in current.items()}
-
-
-def _move(client: Any, changes: _Changes, model: str, moves: Mapping[str, str | None]) -> None:
-    for alias, target in moves.items():
-        before = production_version(model, alias)
-
-        def put(a: str = alias, t: str | None = target) -> None:
-            if t is None:
-                client.delete_registered_model_alias(model, a)
-            else:
-                client.set_registered_model_alias(model, a, t)
-
-        def restore(a: str = alias, b: str | None = before) -> None:
-            if b is None:
-                client.delete_registered_model_alias(model, a)
-            else:
-                client.set_registered_model_alias(model, a, b)
-
-        changes.do(put, restore)
-
-
-def _apply(
-    model: str,
-    decision: Decision,
-    tags: Mapping[str, Mapping[str, str]],
-    moves: Mapping[str, str | None],
-    catalog: str,
-) -> None:
-    """Tags, then items, then aliases; undo everything written if one of them fails."""
-    from mlflow import MlflowClient
-
-    from geomlops.settings import get_settings
-
-    client = MlflowClient()
-    store = open_store(catalog)
-    changes = _Changes()
-    try:
-        aliases = _aliases_after(client, model, moves)
-        _record(client, changes, decision, tags)
-        _publish(store, changes, model, aliases, get_settings().schema_dir)
-        _move(client, changes, model, moves)
-    except Exception as err:
-        changes.undo_all()
-        if isinstance(err, GeomlopsError):
-            raise PromotionError(
-                f"{decision.action} of '{model}' not recorded, nothing moved: {err}"
-            ) from err
-        raise PromotionError(f"{decision.action} of '{model}' failed, nothing moved: {err!r}") from err
 
 
 def promote(
@@ -301,8 +149,9 @@ def promote(
     recorded = (client.get_model_version(model, candidate).tags or {}).get(DECISION_TAG)
     if current == candidate and recorded:
         done = Decision.model_validate_json(recorded)
-        if done.approved_at == when and done.approver == who:
-            return done
+        same_time = done.approved_at == when or not approved_at.strip()
+        if done.action == "promote" and done.approver == who and done.reason == why and same_time:
+            return done  # this approval was already carried out (a retried or resumed step)
         raise PromotionError(f"version {candidate} of '{model}' already is the production version")
     store = open_store(catalog)
     _require_item(store, model, candidate, catalog)
@@ -335,7 +184,7 @@ def promote(
     )
     if report.worse and not override:
         refused = decision.model_copy(update={"action": "refused", "override": False})
-        _apply(
+        apply_decision(
             model,
             refused,
             {candidate: {"geomlops.promotion.refused": refused.model_dump_json()}},
@@ -350,7 +199,7 @@ def promote(
     moves: dict[str, str | None] = {PRODUCTION: candidate}
     if current is not None:
         moves = {PREVIOUS: current, PRODUCTION: candidate}
-    _apply(model, decision, {candidate: {DECISION_TAG: decision.model_dump_json()}}, moves, catalog)
+    apply_decision(model, decision, {candidate: {DECISION_TAG: decision.model_dump_json()}}, moves, catalog)
     return decision
 
 
@@ -406,7 +255,7 @@ def rollback(model: str, *, approver: str, reason: str, catalog: str, approved_a
         back: {DECISION_TAG: decision.model_dump_json()},
         current: {ROLLED_BACK_TAG: decision.model_dump_json()},
     }
-    _apply(model, decision, tags, {PRODUCTION: back, PREVIOUS: earlier}, catalog)
+    apply_decision(model, decision, tags, {PRODUCTION: back, PREVIOUS: earlier}, catalog)
     return decision
 
 

@@ -94,6 +94,13 @@ def _ask(engine: Engine, name: str, template: Mapping[str, Any]) -> Approval | s
                 override = prompt("Override the policy? [y/N] ").strip().lower() in ("y", "yes")
         except EOFError:
             return None
+    from geomlops.errors import GeomlopsError
+    from steps.promotion import validate_approver  # the one approver format, as --approve checks it
+
+    try:
+        approver = validate_approver(approver)
+    except GeomlopsError as err:
+        return f"not approved at the prompt: {err}"
     return Approval(approver, reason, override)
 
 
