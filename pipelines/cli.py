@@ -364,6 +364,10 @@ from pipelines.cli_promote import promote  # noqa: E402 - registers after main
 
 main.add_command(promote)
 
+from pipelines.cli_serve import serve_command  # noqa: E402 - registers after main
+
+main.add_command(serve_command)
+
 if __name__ == "__main__":  # pragma: no cover
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     main()

@@ -1,19 +1,30 @@
-"""Turn a predicted class raster into features with their lineage, files, a picture and an item."""
+"""Turn a predicted class raster into features with their lineage, files, a picture and an item.
+
+Features are streamed: each batch the seam merge completes is written and drawn at once.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
 from catalog_sync import open_store
 from steps.batch import BatchPlan
+from steps.predict import NODATA_CLASS
 from steps.publish import VERSIONS, version_item_id
 
+if TYPE_CHECKING:
+    from postprocessing.grid import Block
+    from postprocessing.io import RasterInfo
+    from postprocessing.kernel import BlockPieces
+
 PREDICTIONS = "predictions"
+#: the class that is not a feature (clear sky, no building, dry land)
+BACKGROUND_CLASS = 0
 
 
 class Lineage(BaseModel):
@@ -49,27 +60,114 @@ def resolve_version(model: str, version: str) -> Lineage:
     return Lineage(model=model, model_version=str(mv.version), run_id=str(mv.run_id))
 
 
-def vectorize_predictions(
-    mask: Path, plan: BatchPlan, lineage: Lineage, *, scheduler: str = "threads"
-) -> Any:
-    """Vectorize the class raster (seam-free, block by block) and attach lineage to each feature."""
-    import numpy as np
+def trace_foreground_block(info: RasterInfo, block: Block) -> BlockPieces:
+    """Read one block of the class raster and trace every class but the background.
 
-    from postprocessing.vectorize import vectorize_raster
+    The background class and no-data pixels are left untraced: they never become features, so
+    the kernel and the merge do no work for them. It is the task each Dask worker runs.
+    """
+    from postprocessing.io import read_block
+    from postprocessing.kernel import mask_to_polygons
 
-    frame = vectorize_raster(mask, block_size=plan.block_size, scheduler=scheduler)
-    frame = frame[frame["class"] != 0].reset_index(drop=True)  # background is not a feature
-    points = frame.geometry.representative_point()
-    inverse = ~_affine(plan)
-    cols, rows = inverse @ (points.x.to_numpy(), points.y.to_numpy())
+    data = read_block(info, block)
+    data[data == BACKGROUND_CLASS] = NODATA_CLASS
+    return mask_to_polygons(data, block.offset, nodata=NODATA_CLASS, shared=block.shared)
+
+
+def publish_predictions(
+    mask: Path,
+    output: Path,
+    plan: BatchPlan,
+    lineage: Lineage,
+    *,
+    area: str,
+    catalog: str,
+    scheduler: str = "threads",
+    workers: int | None = None,
+) -> PredictionOutputs:
+    """Vectorize the class raster seam-free and stream its features with their lineage to files.
+
+    Rows of blocks are traced on the Dask ``scheduler``; each batch of polygons the merge
+    completes is written at once to GeoParquet (the imagery's CRS) and GeoJSON (RFC 7946, WGS84)
+    and drawn on the quicklook, so memory holds a row group and a row of blocks' pieces, never
+    every feature. Features come out row of blocks by row of blocks, each batch in scan order of
+    the polygons' first pixels, so the files are byte-identical whatever the scheduler and
+    however often the run was resumed. Every feature carries ``class``, ``area``, the id of the
+    block holding its first pixel, ``model``, ``model_version`` and ``mlflow_run_id``. The STAC
+    item goes into the predictions collection last.
+
+    Args:
+        mask: the assembled class raster (``mask.tif``).
+        output: the folder of the outputs.
+        plan: the batch plan (grid, block size, imagery, area of interest).
+        lineage: the model version the predictions come from.
+        area: the area's name (part of the item id).
+        catalog: the catalogue to publish the item in.
+        scheduler: ``synchronous``, ``threads``, ``processes`` or a Dask scheduler address.
+        workers: local Dask workers (default: the CPU count).
+
+    Returns:
+        Where the outputs are and how many features they hold.
+
+    Raises:
+        VectorizeError: the mask cannot be read or a block cannot be traced; no output file is
+            left half-written.
+    """
+    from postprocessing.finalize import canonical, first_pixels, in_scan_order, polygon_areas, to_geometries
+    from postprocessing.grid import plan_blocks
+    from postprocessing.io import read_raster_info
+    from postprocessing.vectorize import iter_polygons
+    from steps._prediction_files import PredictionFiles
+
+    info = read_raster_info(mask)
+    crs = info.crs_wkt or plan.crs
+    grid = plan_blocks(info.height, info.width, plan.block_size)
     size = plan.block_size
-    frame["block_id"] = [
-        f"r{int(r) // size}c{int(c) // size}" for c, r in zip(np.floor(cols), np.floor(rows), strict=True)
-    ]
-    frame["model"] = lineage.model
-    frame["model_version"] = lineage.model_version
-    frame["mlflow_run_id"] = lineage.run_id
-    return frame
+    parquet, geojson, png = (
+        output / "predictions.parquet",
+        output / "predictions.geojson",
+        output / "quicklook.png",
+    )
+    columns = {
+        "model": lineage.model,
+        "model_version": lineage.model_version,
+        "mlflow_run_id": lineage.run_id,
+    }
+    picture = _Quicklook(plan)
+    try:
+        with PredictionFiles(parquet, geojson, crs=crs, lineage=columns) as files:
+            args = [(info, block) for block in grid.blocks]
+            for batch in iter_polygons(
+                grid, args, trace_foreground_block, scheduler=scheduler, workers=workers
+            ):
+                polys = canonical(in_scan_order(batch))
+                rows, cols = first_pixels(polys)
+                geoms = to_geometries(polys, info.transform)
+                block_ids = [
+                    f"r{r}c{c}" for r, c in zip((rows // size).tolist(), (cols // size).tolist(), strict=True)
+                ]
+                files.write(geoms, polys.classes, polygon_areas(polys, info.transform), block_ids)
+                picture.add(geoms)
+            title = (
+                f"{lineage.model} v{lineage.model_version}: {files.count} features (run {lineage.run_id[:8]})"
+            )
+            _atomic(png, lambda p: picture.save(p, title))
+    finally:
+        picture.close()
+    store = open_store(catalog)
+    item = _item(
+        files.count,
+        dict(files.classes),
+        plan,
+        lineage,
+        area=area,
+        files={"geoparquet": parquet, "geojson": geojson, "quicklook": png},
+        model_item=store.item_href(VERSIONS, version_item_id(lineage.model, lineage.model_version)),
+    )
+    href = store.put_item(PREDICTIONS, item)
+    return PredictionOutputs(
+        geoparquet=str(parquet), geojson=str(geojson), quicklook=str(png), item=href, features=files.count
+    )
 
 
 def _affine(plan: BatchPlan) -> Any:
@@ -88,36 +186,15 @@ def _atomic(path: Path, write: Any) -> None:
         raise
 
 
-def write_outputs(
-    frame: Any, output: Path, plan: BatchPlan, lineage: Lineage, *, area: str, catalog: str
-) -> PredictionOutputs:
-    """GeoParquet (imagery CRS), GeoJSON (RFC 7946, WGS84), a quicklook PNG and the STAC item."""
-    parquet, geojson, png = (
-        output / "predictions.parquet",
-        output / "predictions.geojson",
-        output / "quicklook.png",
-    )
-    _atomic(parquet, lambda p: frame.to_parquet(p, index=False))
-    wgs84 = frame.to_crs("EPSG:4326")
-    _atomic(geojson, lambda p: p.write_text(wgs84.to_json(drop_id=True, to_wgs84=True)))
-    _atomic(png, lambda p: _quicklook(plan, frame, p, lineage))
-    store = open_store(catalog)
-    item = _item(
-        wgs84,
-        plan,
-        lineage,
-        area=area,
-        files={"geoparquet": parquet, "geojson": geojson, "quicklook": png},
-        model_item=store.item_href(VERSIONS, version_item_id(lineage.model, lineage.model_version)),
-    )
-    href = store.put_item(PREDICTIONS, item)
-    return PredictionOutputs(
-        geoparquet=str(parquet), geojson=str(geojson), quicklook=str(png), item=href, features=len(frame)
-    )
-
-
 def _item(
-    wgs84: Any, plan: BatchPlan, lineage: Lineage, *, area: str, files: dict[str, Path], model_item: str
+    count: int,
+    by_class: dict[int, int],
+    plan: BatchPlan,
+    lineage: Lineage,
+    *,
+    area: str,
+    files: dict[str, Path],
+    model_item: str,
 ) -> dict[str, Any]:
     import shapely
     from rasterio.warp import transform_geom
@@ -134,7 +211,7 @@ def _item(
         from steps.aoi import aoi_geometry
 
         footprint = footprint.intersection(aoi_geometry(plan.aoi))
-    classes = {str(k): int(v) for k, v in sorted(wgs84["class"].value_counts().items())}
+    classes = {str(k): int(v) for k, v in sorted(by_class.items())}
     return {
         "type": "Feature",
         "stac_version": "1.1.0",
@@ -148,7 +225,7 @@ def _item(
             "mlflow:run_id": lineage.run_id,
             "mlflow:model_version": lineage.model_version,
             "geomlops:base_model": lineage.model,
-            "geomlops:features": len(wgs84),
+            "geomlops:features": count,
             "geomlops:features_by_class": classes,
             "geomlops:imagery": plan.imagery,
         },
@@ -183,34 +260,55 @@ def _imagery_datetime(imagery: str) -> str:
     return "1970-01-01T00:00:00Z"
 
 
-def _quicklook(plan: BatchPlan, frame: Any, path: Path, lineage: Lineage) -> None:
-    """Predicted polygons over the imagery: what a field analyst looks at first."""
-    import matplotlib
+class _Quicklook:
+    """Predicted polygons over the imagery (what a field analyst looks at first), drawn batch by
+    batch as the features are written."""
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-    import rasterio
+    def __init__(self, plan: BatchPlan) -> None:
+        import matplotlib
 
-    with rasterio.open(plan.imagery) as src:
-        scale = max(1, max(src.width, src.height) // 1024)
-        shape = (src.height // scale, src.width // scale)
-        bands = [3, 2, 1] if src.count >= 4 else [1] * 3
-        rgb = np.dstack([src.read(b, out_shape=shape).astype("float32") for b in bands])
-    lo, hi = np.nanpercentile(rgb, [2, 98])
-    rgb = np.clip((rgb - lo) / max(hi - lo, 1e-9), 0, 1)
-    w, n = _affine(plan) @ (0, 0)
-    e, s = _affine(plan) @ (plan.width, plan.height)
-    fig, ax = plt.subplots(figsize=(8, 8 * plan.height / max(plan.width, 1)), dpi=100)
-    ax.imshow(rgb, extent=(w, e, s, n))
-    if len(frame):
-        frame.boundary.plot(ax=ax, color="#ff3b30", linewidth=0.6)
-    ax.set_title(
-        f"{lineage.model} v{lineage.model_version}: {len(frame)} features (run {lineage.run_id[:8]})"
-    )
-    ax.set_axis_off()
-    fig.savefig(path, format="png", bbox_inches="tight", metadata={"Software": None})
-    plt.close(fig)
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        import numpy as np
+        import rasterio
+
+        with rasterio.open(plan.imagery) as src:
+            scale = max(1, max(src.width, src.height) // 1024)
+            shape = (src.height // scale, src.width // scale)
+            bands = [3, 2, 1] if src.count >= 4 else [1] * 3
+            rgb = np.dstack([src.read(b, out_shape=shape).astype("float32") for b in bands])
+        lo, hi = np.nanpercentile(rgb, [2, 98])
+        rgb = np.clip((rgb - lo) / max(hi - lo, 1e-9), 0, 1)
+        w, n = _affine(plan) @ (0, 0)
+        e, s = _affine(plan) @ (plan.width, plan.height)
+        self.fig, self.ax = plt.subplots(figsize=(8, 8 * plan.height / max(plan.width, 1)), dpi=100)
+        self.ax.imshow(rgb, extent=(w, e, s, n))
+
+    def add(self, geoms: Any) -> None:
+        """Draw the outlines of a batch of polygons (in the imagery's CRS); nothing is rendered
+        until the picture is saved."""
+        import numpy as np
+        import shapely
+        from matplotlib.collections import LineCollection
+
+        if len(geoms) == 0:
+            return
+        coords, ring = shapely.get_coordinates(shapely.get_rings(geoms), return_index=True)
+        outlines = np.split(coords, np.flatnonzero(np.diff(ring)) + 1)
+        self.ax.add_collection(LineCollection(outlines, color="#ff3b30", linewidth=0.6))
+        self.ax.set_aspect("equal")
+        self.ax.autoscale_view()
+
+    def save(self, path: Path, title: str) -> None:
+        """Write the PNG (no timestamp in it: the same features give the same bytes)."""
+        self.ax.set_title(title)
+        self.ax.set_axis_off()
+        self.fig.savefig(path, format="png", bbox_inches="tight", metadata={"Software": None})
+
+    def close(self) -> None:
+        import matplotlib.pyplot as plt
+
+        plt.close(self.fig)
 
 
 def read_plan(output: Path) -> BatchPlan:

@@ -82,13 +82,16 @@ def publish_predictions(
     """Assemble the mask, vectorize it seam-free (on the configured Dask scheduler), write
     GeoParquet, GeoJSON, quicklook and item."""
     from steps.batch import assemble_mask
-    from steps.predictions import Lineage, read_plan, vectorize_predictions, write_outputs
+    from steps.predictions import Lineage, read_plan
+    from steps.predictions import publish_predictions as publish
 
     settings = get_settings()
     folder = Path(output)
     plan = read_plan(folder)
     version = Lineage.model_validate_json(lineage)
     scheduler = settings.dask_scheduler_address or "threads"
-    frame = vectorize_predictions(assemble_mask(plan, folder), plan, version, scheduler=scheduler)
-    outputs = write_outputs(frame, folder, plan, version, area=area, catalog=settings.catalog_href)
+    mask = assemble_mask(plan, folder)
+    outputs = publish(
+        mask, folder, plan, version, area=area, catalog=settings.catalog_href, scheduler=scheduler
+    )
     return outputs.item, str(outputs.features)

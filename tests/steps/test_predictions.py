@@ -1,0 +1,168 @@
+"""Publishing predictions: features streamed batch by batch to GeoParquet and GeoJSON, with lineage."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import geopandas
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import rasterio
+from affine import Affine
+
+from geomlops.errors import VectorizeError
+from steps._prediction_files import PredictionFiles
+from steps.batch import BatchPlan, plan_batch
+from steps.predict import NODATA_CLASS
+from steps.predictions import Lineage, publish_predictions
+
+CRS = "EPSG:32616"
+TRANSFORM = Affine(30.0, 0.0, 460000.0, 0.0, -30.0, 3400000.0)
+LINEAGE = Lineage(model="cloud-mask", model_version="3", run_id="0123456789abcdef")
+
+
+def _mask() -> np.ndarray:
+    """Classes built to cross 8-px block lines: a region spanning every block row, a ring with a
+    hole cut by block edges, two classes side by side, no data, and background everywhere else."""
+    mask = np.zeros((30, 40), np.uint8)
+    mask[1:29, 3:5] = 1  # crosses every block row
+    mask[6:18, 6:18] = 1
+    mask[9:15, 9:15] = 0  # a hole cut by the block lines at 8 and 16
+    mask[2:5, 20:30] = 2
+    mask[5:7, 20:30] = 1  # shares an edge with the class-2 region
+    mask[20:26, 30:38] = NODATA_CLASS
+    mask[25, 25] = 1  # a single pixel
+    return mask
+
+
+def _raster(path: Path, data: np.ndarray, nodata: int | None = None) -> Path:
+    count = 1 if data.ndim == 2 else data.shape[0]
+    profile = {
+        "driver": "GTiff",
+        "height": data.shape[-2],
+        "width": data.shape[-1],
+        "count": count,
+        "dtype": str(data.dtype),
+        "crs": CRS,
+        "transform": TRANSFORM,
+        "nodata": nodata,
+    }
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data if data.ndim == 3 else data[None])
+    return path
+
+
+def _scene(tmp_path: Path, block_size: int) -> tuple[Path, BatchPlan]:
+    imagery = tmp_path / "image.tif"
+    if not imagery.exists():
+        rng = np.random.default_rng(0)
+        _raster(imagery, rng.integers(0, 200, (4, 30, 40), dtype=np.uint8))
+        _raster(tmp_path / "mask.tif", _mask(), nodata=NODATA_CLASS)
+    return tmp_path / "mask.tif", plan_batch(str(imagery), None, block_size=block_size, group_size=2)
+
+
+def _publish(tmp_path: Path, block_size: int, name: str) -> Path:
+    mask, plan = _scene(tmp_path, block_size)
+    out = tmp_path / name
+    out.mkdir()
+    catalog = str(tmp_path / "catalog" / "catalog.json")
+    result = publish_predictions(
+        mask, out, plan, LINEAGE, area=name, catalog=catalog, scheduler="synchronous"
+    )
+    assert result.geoparquet == str(out / "predictions.parquet")
+    return out
+
+
+def _features(frame: geopandas.GeoDataFrame) -> list[tuple[int, float, bytes]]:
+    return sorted(zip(frame["class"], frame["area"], frame.geometry.normalize().to_wkb(), strict=True))
+
+
+def test_streamed_features_equal_one_block_and_carry_lineage(tmp_path: Path) -> None:
+    small, whole = _publish(tmp_path, 8, "small"), _publish(tmp_path, 64, "whole")
+    a = geopandas.read_parquet(small / "predictions.parquet")
+    b = geopandas.read_parquet(whole / "predictions.parquet")
+    assert list(a.columns) == [
+        "class",
+        "area",
+        "geometry",
+        "block_id",
+        "model",
+        "model_version",
+        "mlflow_run_id",
+    ]
+    assert _features(a) == _features(b)  # seam-free: the block size changes nothing
+    assert sorted(a["class"]) == [1, 1, 1, 1, 2]  # the column, the ring, the strip, the pixel; class 2
+    assert a.crs.to_epsg() == 32616 and a.geometry.is_valid.all()
+    ring = a[a["area"] == (144 - 36) * 900.0]
+    assert len(ring) == 1 and len(ring.geometry.iloc[0].interiors) == 1
+    assert set(a["model"]) == {"cloud-mask"} and set(a["model_version"]) == {"3"}
+    assert set(a["mlflow_run_id"]) == {"0123456789abcdef"}
+    # the block holding the first pixel (scan order) of each feature
+    assert dict(zip(a["area"], a["block_id"], strict=True))[900.0] == "r3c3"
+    assert dict(zip(a["area"], a["block_id"], strict=True))[28 * 2 * 900.0] == "r0c0"
+    assert set(b["block_id"]) == {"r0c0"}
+    geo = json.loads(pq.ParquetFile(small / "predictions.parquet").schema_arrow.metadata[b"geo"])
+    assert geo["columns"]["geometry"]["bbox"] == list(a.total_bounds)
+    assert geo["columns"]["geometry"]["geometry_types"] == ["Polygon"]
+    # GeoJSON: the same features, laid out as GeoDataFrame.to_json writes them, WGS84
+    text = (small / "predictions.geojson").read_text()
+    assert text == a.to_crs("EPSG:4326").to_json(drop_id=True)
+    item = json.loads(
+        (
+            tmp_path / "catalog" / "predictions" / "cloud-mask-v3-small" / "cloud-mask-v3-small.json"
+        ).read_text()
+    )
+    assert item["properties"]["geomlops:features"] == 5
+    assert item["properties"]["geomlops:features_by_class"] == {"1": 4, "2": 1}
+    assert (small / "quicklook.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_publishing_again_gives_the_same_bytes(tmp_path: Path) -> None:
+    first, second = _publish(tmp_path, 8, "first"), _publish(tmp_path, 8, "second")
+    for name in ("predictions.parquet", "predictions.geojson", "quicklook.png"):
+        assert (first / name).read_bytes() == (second / name).read_bytes(), name
+
+
+def test_a_corrupt_mask_leaves_no_outputs(tmp_path: Path) -> None:
+    mask, plan = _scene(tmp_path, 8)
+    data = mask.read_bytes()
+    mask.write_bytes(data[: len(data) // 2])  # truncated
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(VectorizeError, match=r"mask\.tif: block r\d+c\d+ cannot be read"):
+        publish_predictions(
+            mask,
+            out,
+            plan,
+            LINEAGE,
+            area="x",
+            catalog=str(tmp_path / "cat" / "catalog.json"),
+            scheduler="synchronous",
+        )
+    assert list(out.iterdir()) == []
+    assert not (tmp_path / "cat" / "predictions").exists()
+
+
+def test_files_appear_only_when_closed_cleanly(tmp_path: Path) -> None:
+    import shapely
+
+    parquet, geojson = tmp_path / "p.parquet", tmp_path / "p.geojson"
+    lineage = {"model": "m", "model_version": "1", "mlflow_run_id": "r"}
+    geoms = np.array([shapely.box(460000 + 30 * i, 3399000, 460030 + 30 * i, 3399030) for i in range(5)])
+    with (
+        pytest.raises(RuntimeError),
+        PredictionFiles(parquet, geojson, crs=CRS, lineage=lineage) as files,
+    ):
+        files.write(geoms, np.ones(5, np.int64), np.full(5, 900.0), ["r0c0"] * 5)
+        raise RuntimeError("killed")
+    assert list(tmp_path.iterdir()) == []
+    # row groups of two features: the output is streamed, and reads back whole
+    with PredictionFiles(parquet, geojson, crs=CRS, lineage=lineage, row_group_rows=2) as files:
+        for batch in (geoms[:2], geoms[2:4], geoms[4:]):
+            n = len(batch)
+            files.write(batch, np.ones(n, np.int64), np.full(n, 900.0), ["r0c0"] * n)
+    assert pq.ParquetFile(parquet).num_row_groups == 3
+    assert len(geopandas.read_parquet(parquet)) == len(json.loads(geojson.read_text())["features"]) == 5
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.geojson", "p.parquet"]
