@@ -128,8 +128,10 @@ def seldon_v1(model: ServedModel, *, namespace: str, secret: str, image: str) ->
                                             "command": [
                                                 "seldon-core-microservice",
                                                 TRANSFORMER_CLASS,
+                                                # the wrapper serves /transform-output as a
+                                                # TRANSFORMER; the graph node makes it an output one
                                                 "--service-type",
-                                                "OUTPUT_TRANSFORMER",
+                                                "TRANSFORMER",
                                             ],
                                         }
                                     ]

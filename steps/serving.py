@@ -12,12 +12,15 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from geomlops import __version__
 from geomlops.errors import CatalogError, ConfigurationError, ItemNotFoundError, RegistryError, ServingError
 from geomlops.settings import Settings, get_settings
 from steps._serving_manifests import ServedModel, k8s_name, kserve, seldon_v1, seldon_v2
+
+if TYPE_CHECKING:
+    from catalog_sync.mlm import ModelSpec
 
 #: the default transformer image (the geomlops image with the transformer's serving entry points)
 TRANSFORMER_IMAGE = f"ghcr.io/geomlops/geomlops-transformer:{__version__}"
@@ -51,11 +54,6 @@ def resolve_served_model(
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    from catalog_sync import open_store
-    from catalog_sync.mlm import parse_model_item
-    from steps.model_spec import MODELS
-    from steps.publish import VERSIONS, version_item_id
-
     settings = settings or get_settings()
     client = MlflowClient(tracking_uri=settings.tracking_uri)
     try:
@@ -68,20 +66,7 @@ def resolve_served_model(
         what = "version" if alias.isdigit() else "alias"
         raise RegistryError(f"model '{model_name}' {what} '{alias}': not found in MLflow ({err})") from err
     version = str(mv.version)
-    store = open_store(settings.catalog_href)
-    item: dict[str, Any] | None = None
-    for collection, item_id in ((VERSIONS, version_item_id(model_name, version)), (MODELS, model_name)):
-        try:
-            item = store.get_item(collection, item_id)
-            break
-        except ItemNotFoundError:
-            continue
-    if item is None:
-        raise CatalogError(
-            f"model '{model_name}' v{version}: no MLM item in the catalogue {settings.catalog_href} "
-            f"({VERSIONS}/{version_item_id(model_name, version)} nor {MODELS}/{model_name})"
-        )
-    spec = parse_model_item(item)
+    spec = served_model_spec(model_name, version, settings)
     output = spec.outputs[0]
     return ServedModel(
         name=model_name,
@@ -93,6 +78,30 @@ def resolve_served_model(
         post_processing_function=output.post_processing_function,
         classes={c.value: c.name for c in output.classes},
         bands=len(spec.inputs[0].bands) or None,
+    )
+
+
+def served_model_spec(model_name: str, version: str, settings: Settings | None = None) -> ModelSpec:
+    """The MLM spec of a model version: its version item, else the model's base item.
+
+    Raises:
+        CatalogError: neither item is in the catalogue.
+    """
+    from catalog_sync import open_store
+    from catalog_sync.mlm import parse_model_item
+    from steps.model_spec import MODELS
+    from steps.publish import VERSIONS, version_item_id
+
+    settings = settings or get_settings()
+    store = open_store(settings.catalog_href)
+    for collection, item_id in ((VERSIONS, version_item_id(model_name, version)), (MODELS, model_name)):
+        try:
+            return parse_model_item(store.get_item(collection, item_id))
+        except ItemNotFoundError:
+            continue
+    raise CatalogError(
+        f"model '{model_name}' v{version}: no MLM item in the catalogue {settings.catalog_href} "
+        f"({VERSIONS}/{version_item_id(model_name, version)} nor {MODELS}/{model_name})"
     )
 
 

@@ -84,7 +84,7 @@ def test_seldon_v1_graph_is_mlflow_server_under_output_transformer(monkeypatch: 
     [container] = predictor["componentSpecs"][0]["spec"]["containers"]
     assert container["name"] == graph["name"]  # Seldon joins graph node and container by name
     assert container["command"][1] == "postprocessing.serving.GeoJSONTransformer"
-    assert "OUTPUT_TRANSFORMER" in container["command"]
+    assert container["command"][2:] == ["--service-type", "TRANSFORMER"]
     _no_secret_values([deployment])
 
 
