@@ -27,6 +27,7 @@ COMMANDS = [
     ["submit"],
     ["install"],
     ["vectorize"],
+    ["serve"],
     ["catalog"],
     ["catalog", "validate"],
     ["catalog", "search"],
