@@ -161,6 +161,8 @@ def apply_decision(
     changes = _Changes()
     try:
         aliases = _aliases_after(client, model, moves)
+        for version in tags:  # a version whose tags change gets its item rewritten too
+            aliases.setdefault(version, sorted(client.get_model_version(model, version).aliases or []))
         _record(client, changes, decision, tags)
         _publish(store, changes, model, aliases, get_settings().schema_dir)
         _move(client, changes, model, moves)

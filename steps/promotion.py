@@ -27,7 +27,14 @@ from catalog_sync import CatalogStore, open_store
 from geomlops.errors import ItemNotFoundError, PromotionError
 from steps._promotion_writes import AUDIT_TAG_PREFIX, apply_decision
 from steps.promotion_report import PRODUCTION, load_report, production_version, version_run
-from steps.publish import DECISION_TAG, ROLLED_BACK_TAG, VERSIONS, expected_version_item, version_item_id
+from steps.publish import (
+    DECISION_TAG,
+    REFUSED_TAG,
+    ROLLED_BACK_TAG,
+    VERSIONS,
+    expected_version_item,
+    version_item_id,
+)
 
 PREVIOUS = "previous"
 #: an approver is a person's name (letters of any script, spaces, . ' -; 2 to 100 characters,
@@ -187,7 +194,7 @@ def promote(
         apply_decision(
             model,
             refused,
-            {candidate: {"geomlops.promotion.refused": refused.model_dump_json()}},
+            {candidate: {REFUSED_TAG: refused.model_dump_json()}},
             {},
             catalog,
         )

@@ -19,6 +19,8 @@ DATASET_TAG = "geomlops.dataset"
 DECISION_TAG = "geomlops.promotion"
 #: version tag holding the rollback (JSON) that took a version out of production
 ROLLED_BACK_TAG = "geomlops.rolled_back"
+#: version tag holding the last refusal (JSON) to promote a version
+REFUSED_TAG = "geomlops.promotion.refused"
 
 
 def version_item_id(model_id: str, version: str) -> str:
@@ -153,7 +155,12 @@ def expected_version_item(
     item["properties"]["mlflow:aliases"] = sorted(mv.aliases or [])
     item["properties"]["mlflow:version_tags"] = dict(sorted(tags.items()))
     # promotion decisions live in version tags (MLflow is the source of truth); the item shows them
-    for tag, prop in ((DECISION_TAG, "geomlops:promotion"), (ROLLED_BACK_TAG, "geomlops:rolled_back")):
+    decisions = {
+        DECISION_TAG: "geomlops:promotion",
+        ROLLED_BACK_TAG: "geomlops:rolled_back",
+        REFUSED_TAG: "geomlops:promotion_refused",
+    }
+    for tag, prop in decisions.items():
         if tag in tags:
             item["properties"][prop] = json.loads(tags[tag])
     if version.isdigit() and int(version) > 1:

@@ -174,6 +174,9 @@ def test_worse_candidate_is_refused_without_override_and_the_refusal_recorded(pr
     refusal = audit[-1]
     assert refusal["action"] == "refused" and refusal["version"] == "2" and refusal["override"] is False
     assert _decision(promo, "2", "geomlops.promotion.refused") == refusal
+    item = _item(promo, "2")
+    assert item["properties"]["geomlops:promotion_refused"] == refusal
+    assert item["properties"]["mlflow:aliases"] == []
     report_dir = Path(refusal["report"].removeprefix("file://")).parent
     markdown = (report_dir / "report.md").read_text()
     assert "| test_iou |" in markdown and "production v1" in markdown and "## Per class" in markdown
