@@ -37,6 +37,9 @@ COMMANDS = [
     ["dev", "up"],
     ["dev", "down"],
     ["dev", "status"],
+    ["promote"],
+    ["promote", "status"],
+    ["promote", "rollback"],
 ]
 
 
