@@ -45,6 +45,26 @@ def check_scheduler(scheduler: str) -> str:
     )
 
 
+def _local_get(scheduler: str) -> Callable[..., Any]:
+    """Dask's own function for a named local scheduler.
+
+    Given the function rather than its name, ``dask.compute`` skips its search for a default
+    ``distributed`` client, which imports ``distributed`` (some 15 MB and half a second) into a
+    run that never uses it. The scheduler that runs the blocks is the same.
+    """
+    if scheduler == "threads":
+        from dask import threaded
+
+        return threaded.get
+    if scheduler == "processes":
+        from dask import multiprocessing as dask_processes
+
+        return dask_processes.get
+    from dask import local
+
+    return local.get_sync
+
+
 class _Failure:
     """An exception raised while computing a batch, carried to the consuming thread."""
 
@@ -109,7 +129,7 @@ class BlockExecutor:
             return self._map_distributed(func, args, on_done)
         # partials wrapped untraversed: dask need not search the arguments for collections
         tasks = [delayed(functools.partial(func, *a), pure=False, traverse=False)() for a in args]
-        options: dict[str, Any] = {"scheduler": self.scheduler, "optimize_graph": False}
+        options: dict[str, Any] = {"scheduler": _local_get(self.scheduler), "optimize_graph": False}
         if self._pool is not None:
             options.update(pool=self._pool, num_workers=self.workers)
         if on_done is None:

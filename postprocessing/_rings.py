@@ -107,6 +107,19 @@ def take(polys: Polygons, index: IntArray | BoolArray) -> Polygons:
     )
 
 
+def span(polys: Polygons, start: int, stop: int) -> Polygons:
+    """Polygons ``start:stop``, sharing the vertex arrays of ``polys`` (views, not copies)."""
+    r0, r1 = int(polys.poly_offsets[start]), int(polys.poly_offsets[stop])
+    v0, v1 = int(polys.ring_offsets[r0]), int(polys.ring_offsets[r1])
+    return Polygons(
+        xy=polys.xy[v0:v1],
+        ring_offsets=polys.ring_offsets[r0 : r1 + 1] - v0,
+        poly_offsets=polys.poly_offsets[start : stop + 1] - r0,
+        classes=polys.classes[start:stop],
+        saddle=polys.saddle[v0:v1] if len(polys.saddle) == len(polys.xy) else polys.saddle[:0],
+    )
+
+
 def ranges(offs: IntArray, index: IntArray) -> IntArray:
     """Concatenated ``arange(offs[i], offs[i + 1])`` for each ``i`` in ``index``."""
     starts = offs[index]

@@ -230,13 +230,15 @@ def vectorize_to_file(
         else:
             for batch in batches:
                 ordered = in_scan_order(drop_small(batch, min_area, info.transform))
+                del batch  # one copy of the row at a time: a row may complete a country-wide flood
                 for chunk in _chunks(ordered):  # bounded temporaries, even for a row of floods
                     writer.write_polygons(canonical(chunk), info.transform)
         return writer.count
 
 
 def _chunks(polys: Polygons, max_vertices: int = 1 << 20) -> Iterator[Polygons]:
-    """Consecutive runs of polygons with at most ``max_vertices`` vertices (or one polygon)."""
+    """Consecutive runs of polygons with at most ``max_vertices`` vertices (or one polygon),
+    as views of ``polys``."""
     if len(polys.xy) <= max_vertices:
         yield polys
         return
@@ -245,7 +247,7 @@ def _chunks(polys: Polygons, max_vertices: int = 1 << 20) -> Iterator[Polygons]:
     while start < len(polys):
         base = polys.ring_offsets[polys.poly_offsets[start]]
         stop = max(start + 1, int(np.searchsorted(ends, base + max_vertices, side="right")))
-        yield _rings.take(polys, np.arange(start, stop))
+        yield _rings.span(polys, start, stop)
         start = stop
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,6 +35,20 @@ def test_local_schedulers_agree(mask: np.ndarray, expected: list[tuple[int, byte
     polys = vectorize_array(mask, block_size=17, scheduler=scheduler, workers=2, nodata=0)
     assert keys(polys) == expected == reference(mask, 0)
     assert polys.xy.tolist() == vectorize_array(mask, block_size=17, nodata=0).xy.tolist()  # same order too
+
+
+@pytest.mark.parametrize("scheduler", ["synchronous", "threads"])
+def test_local_schedulers_do_not_import_distributed(scheduler: str) -> None:
+    # a fresh interpreter: this test process may have imported distributed already
+    code = (
+        "import sys; import numpy as np; from postprocessing.vectorize import vectorize_array; "
+        "m = np.kron(np.eye(6, dtype=np.uint8), np.ones((5, 5), np.uint8)); "
+        f"p = vectorize_array(m, block_size=7, scheduler={scheduler!r}, workers=2, nodata=0); "
+        "print(len(p), 'distributed' in sys.modules)"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.split() == ["6", "False"]
 
 
 @pytest.fixture(scope="module")

@@ -158,3 +158,19 @@ def test_parquet_without_crs_says_so(tmp_path: Path, mask: np.ndarray) -> None:
     out = tmp_path / "polys.parquet"
     vectorize_to_file(tif, out, scheduler="synchronous")
     assert geopandas.read_parquet(out).crs is None
+
+
+def test_written_chunks_are_views_that_cover_every_polygon_once(mask: np.ndarray) -> None:
+    from postprocessing._rings import concat
+    from postprocessing.vectorize import _chunks, vectorize_array
+
+    polys = vectorize_array(mask, block_size=7)
+    sizes = np.diff(polys.ring_offsets[polys.poly_offsets])  # vertices of each polygon
+    chunks = list(_chunks(polys, max_vertices=int(sizes.max()) - 1))  # the largest stands alone
+    assert len(chunks) > 1 and sum(len(c) for c in chunks) == len(polys)
+    for chunk in chunks:
+        assert len(chunk.xy) < sizes.max() or len(chunk) == 1
+        assert np.shares_memory(chunk.xy, polys.xy)  # no copy of the vertices
+    joined = concat(chunks)
+    for name in ("xy", "ring_offsets", "poly_offsets", "classes"):
+        assert np.array_equal(getattr(joined, name), getattr(polys, name)), name
