@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from geomlops.errors import RegistryError
+from steps._objectstore import object_store_errors
 from steps.training import WORKFLOW_TAG
 
 
@@ -19,6 +20,7 @@ def register_model_version(model_name: str, run_id: str, tags: Mapping[str, str]
     Raises:
         RegistryError: the run does not exist, did not finish, or logged no model; or the
             tracking server cannot be reached (the message says which).
+        ObjectStoreUnavailableError: the object store holding the model cannot be reached.
     """
     import mlflow
     from mlflow import MlflowClient
@@ -40,10 +42,12 @@ def register_model_version(model_name: str, run_id: str, tags: Mapping[str, str]
     uid = run.data.tags.get(WORKFLOW_TAG)
     if uid:
         version_tags[WORKFLOW_TAG] = uid
-    try:
-        mv = mlflow.register_model(f"runs:/{run_id}/model", model_name, tags=version_tags)
-    except MlflowException as err:
-        raise RegistryError(f"cannot register run {run_id} as '{model_name}': {err}") from err
+    # MLflow reads the logged model from the object store to register it
+    with object_store_errors(f"registering run {run_id} as '{model_name}'"):
+        try:
+            mv = mlflow.register_model(f"runs:/{run_id}/model", model_name, tags=version_tags)
+        except MlflowException as err:
+            raise RegistryError(f"cannot register run {run_id} as '{model_name}': {err}") from err
     return str(mv.version)
 
 
