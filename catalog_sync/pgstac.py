@@ -11,6 +11,7 @@ it (or use it as a context manager) when done.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -177,20 +178,23 @@ class PgStacStore:
     def put_items(self, collection: str, items: Iterable[Mapping[str, Any]]) -> list[str]:
         """Insert or replace a batch of items: all of them, or none if one is refused.
 
-        Every item is checked first (schemas offline, id, datetime, geometry); the batch is
-        then loaded with pypgstac's loader in upsert mode inside one transaction. An id that
-        appears twice in the batch is written once, as its last occurrence.
+        Items are taken as JSON holds them, as the static store writes them (tuples, such as
+        shapely's ``mapping`` gives, become arrays). Every item is then checked (schemas
+        offline, id, datetime, geometry); the batch is then loaded with pypgstac's loader in
+        upsert mode inside one transaction. An id that appears twice in the batch is written
+        once, as its last occurrence.
 
         Returns:
             The items' hrefs, in the order given.
 
         Raises:
-            InvalidItemError: one or more items are refused (each named with its JSON paths).
+            InvalidItemError: one or more items are refused (each named with its JSON paths),
+                or an item holds a value JSON cannot (nothing was written).
             ItemNotFoundError: the collection does not exist.
             CatalogError: the database refused the batch (nothing was written).
         """
-        batch = list(items)
         where = f"collection '{collection}' ({self.location})"
+        batch = [_json_document(item, where) for item in items]
         check_batch(batch, self.schema_dir, where=where)
         self._require_collection(collection)
         stored: dict[str, dict[str, Any]] = {}
@@ -276,3 +280,19 @@ def _restore_nulls(hydrated: Any, stored: Any) -> Any:
         for h, s in zip(hydrated, stored, strict=True):
             _restore_nulls(h, s)
     return hydrated
+
+
+def _json_document(item: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """``item`` as JSON holds it: what the static store writes, what the API serves back.
+
+    Raises:
+        InvalidItemError: the item holds a value JSON cannot (a datetime object, NaN …).
+    """
+    try:
+        document: dict[str, Any] = json.loads(json.dumps(dict(item), allow_nan=False))
+    except (TypeError, ValueError) as err:
+        raise InvalidItemError(
+            f"refused item {item.get('id')!r} for {where}, nothing was written: it is not a JSON "
+            f"document ({err})"
+        ) from err
+    return document

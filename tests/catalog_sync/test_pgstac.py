@@ -116,6 +116,28 @@ def test_a_batch_with_one_invalid_item_writes_nothing(
         assert store.get_item("models", "item_basic") == _stored(store, example_items["item_basic"], "models")
 
 
+def test_items_are_taken_as_json_holds_them(pgstac_dsn: str, schema_dir: Path, example_items: dict) -> None:
+    from datetime import UTC, datetime
+
+    from shapely.geometry import box, mapping
+
+    item = copy.deepcopy(example_items["unet-segmentation"])
+    item["geometry"] = mapping(box(10.0, 20.0, 11.0, 21.0))  # tuples, as shapely gives them
+    item["bbox"] = (10.0, 20.0, 11.0, 21.0)
+    assert isinstance(item["geometry"]["coordinates"], tuple)
+    with PgStacStore(pgstac_dsn, schema_dir=schema_dir) as store:
+        store.put_item("models", item)
+        got = store.get_item("models", "unet-segmentation")
+        ring = [[11.0, 20.0], [11.0, 21.0], [10.0, 21.0], [10.0, 20.0], [11.0, 20.0]]
+        assert got["geometry"] == {"type": "Polygon", "coordinates": [ring]}
+        assert got["bbox"] == [10.0, 20.0, 11.0, 21.0]
+        not_json = copy.deepcopy(example_items["yolo11n-detection"])
+        not_json["properties"]["created"] = datetime(2024, 1, 1, tzinfo=UTC)
+        with pytest.raises(InvalidItemError, match=r"item 'yolo11n-detection' .* not a JSON document"):
+            store.put_items("models", [example_items["item_basic"], not_json])
+        assert [i["id"] for i in store.list_items("models")] == ["unet-segmentation"]  # nothing written
+
+
 def test_single_invalid_item_is_refused_with_its_json_path(pgstac_dsn: str, schema_dir: Path) -> None:
     with PgStacStore(pgstac_dsn, schema_dir=schema_dir) as store:
         with pytest.raises(InvalidItemError, match=r"\$\.id: expected a non-empty string"):
