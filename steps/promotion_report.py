@@ -356,11 +356,16 @@ def to_markdown(report: ComparisonReport) -> str:
     for name, cand, prodv in _rows(report):
         delta = None if prodv is None else cand - prodv
         lines.append(f"| {name} | {_fmt(cand)} | {_fmt(prodv)} | {_fmt(delta)} |")
-    lines += ["", "## Per class", "", "| class | candidate IoU | production IoU |", "| --- | --- | --- |"]
+    kinds = ("iou", "f1", "precision", "recall")
+    header = " | ".join(f"{k} candidate | {k} production" for k in kinds)
+    lines += ["", "## Per class", "", f"| class | {header} |", "| --- " * (1 + 2 * len(kinds)) + "|"]
     for cls in ev.class_names:
-        key = f"test_iou_{cls}"
-        prodv = ev.production.metrics.get(key) if ev.production else None
-        lines.append(f"| {cls} | {_fmt(ev.candidate.metrics.get(key))} | {_fmt(prodv)} |")
+        cells = []
+        for kind in kinds:
+            key = f"test_{kind}_{cls}"
+            prodv = ev.production.metrics.get(key) if ev.production else None
+            cells += [_fmt(ev.candidate.metrics.get(key)), _fmt(prodv)]
+        lines.append(f"| {cls} | {' | '.join(cells)} |")
     lines += ["", "![both predictions over the same area](comparison.png)", ""]
     return "\n".join(lines)
 
@@ -426,6 +431,13 @@ def _draw(path: Path, report: ComparisonReport, arrays: Mapping[str, Any]) -> No
         ax.set_title(title, fontsize=10)
         ax.set_xticks([])
         ax.set_yticks([])
+    from matplotlib.patches import Patch
+
+    legend = [
+        Patch(facecolor=cmap(i), edgecolor="#616161", label=name) for i, name in enumerate(ev.class_names)
+    ]
+    legend.append(Patch(facecolor=cmap(n), edgecolor="#616161", label="ignored / not predicted"))
+    axes[1].legend(handles=legend, loc="upper center", bbox_to_anchor=(0.5, -0.02), ncol=3, fontsize=8)
     fig.suptitle(report.summary, fontsize=10)
     fig.savefig(path, format="png", bbox_inches="tight", metadata={"Software": None})
     plt.close(fig)
