@@ -26,6 +26,7 @@ from steps._serving_manifests import ServedModel, k8s_name, transformer_paramete
 #: what the serving environment holds: MLServer and what the runtime imports
 MLSERVER_REQUIREMENTS = (
     "mlserver==1.7.1",
+    "mlserver-mlflow==1.7.1",  # the predictor KServe runs for MLflow models, for the tests
     "mlflow-skinny",
     "scikit-learn",
     "pandas",
@@ -37,6 +38,7 @@ MLSERVER_REQUIREMENTS = (
     "pydantic",
     "pydantic-settings",
     "pyyaml",
+    "requests",
 )
 #: resolved differently there: MLServer 1.7 needs FastAPI < 0.116 (and its Starlette, protobuf)
 MLSERVER_OWN = ("fastapi", "starlette", "protobuf", "geomlops")

@@ -14,6 +14,8 @@ from pydantic import BaseModel, ConfigDict
 
 #: the transformer class, as seldon-core's Python wrapper and our MLServer runtime load it
 TRANSFORMER_CLASS = "postprocessing.serving.GeoJSONTransformer"
+#: the KServe transformer's entry point (KServe appends --model_name, --predictor_host, --http_port)
+KSERVE_TRANSFORMER = ["python", "-m", "steps.serving_transformer"]
 #: Seldon Core v2 capability of the servers that run the transformer (the transformer image)
 TRANSFORMER_CAPABILITY = "geomlops-transformer"
 
@@ -31,6 +33,7 @@ class ServedModel(BaseModel):
         post_processing_function: the MLM output's post-processor expression, if any.
         classes: class value -> name, from the MLM output.
         bands: number of input bands the model expects.
+        model_input: the MLM input (bands, shape, data type) the transformer checks chips against.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -43,6 +46,7 @@ class ServedModel(BaseModel):
     post_processing_function: str | None = None
     classes: dict[int, str] = {}
     bands: int | None = None
+    model_input: dict[str, Any] = {}
 
 
 def k8s_name(text: str) -> str:
@@ -205,7 +209,9 @@ def kserve(model: ServedModel, *, namespace: str, secret: str, image: str) -> li
     the MLflow model on the V2 protocol, with the post-processing transformer in front.
 
     KServe's storage initializer reads S3 credentials from the secrets of the predictor's
-    ServiceAccount (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` keys).
+    ServiceAccount (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` keys). The transformer
+    (:mod:`steps.serving_transformer`) takes the posted GeoTIFF chip, asks the predictor for its
+    classes over the V2 protocol and answers GeoJSON; its lineage and the MLM input come as env.
     """
     name = k8s_name(model.name)
     account = k8s_name(f"{name}-serving")
@@ -238,7 +244,14 @@ def kserve(model: ServedModel, *, namespace: str, secret: str, image: str) -> li
                         {
                             "name": "kserve-container",
                             "image": image,
-                            "env": [*env, {"name": "GEOMLOPS_TRANSFORMER_CLASS", "value": TRANSFORMER_CLASS}],
+                            "command": KSERVE_TRANSFORMER,
+                            "env": [
+                                *env,
+                                {
+                                    "name": "GEOMLOPS_TRANSFORMER_INPUT",
+                                    "value": json.dumps(model.model_input),
+                                },
+                            ],
                         }
                     ]
                 },

@@ -78,6 +78,7 @@ def resolve_served_model(
         post_processing_function=output.post_processing_function,
         classes={c.value: c.name for c in output.classes},
         bands=len(spec.inputs[0].bands) or None,
+        model_input=spec.inputs[0].model_dump(mode="json"),
     )
 
 

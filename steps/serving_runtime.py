@@ -6,9 +6,9 @@ environment that ``geomlops serve`` prepares. A request carries one GeoTIFF chip
 FeatureCollection. A refused chip is a 400 (413 when too large) naming what was wrong; the
 server keeps serving.
 
-``parameters.extra`` of the model settings holds ``model_uri``, ``input`` (the MLM input),
-``transformer`` (:class:`postprocessing.serving.GeoJSONTransformer` arguments) and
-``max_bytes``.
+``parameters.extra`` of the model settings holds ``model_uri`` (or ``predictor_url``: a V2
+endpoint that predicts, as KServe's predictor does), ``input`` (the MLM input), ``transformer``
+(:class:`postprocessing.serving.GeoJSONTransformer` arguments) and ``max_bytes``.
 """
 
 from __future__ import annotations
@@ -49,7 +49,10 @@ class GeoChipRuntime(MLModel):  # type: ignore[misc]
         self._input = ModelInput.model_validate(extra["input"])
         self._max_bytes = int(extra["max_bytes"])
         self._transformer = GeoJSONTransformer(**extra["transformer"])
-        self._model = mlflow.pyfunc.load_model(extra["model_uri"])
+        if extra.get("predictor_url"):  # the model runs elsewhere (KServe's predictor)
+            self._predict: Any = RemotePredictor(extra["predictor_url"])
+        else:
+            self._predict = mlflow.pyfunc.load_model(extra["model_uri"]).predict
         return True
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
@@ -58,7 +61,7 @@ class GeoChipRuntime(MLModel):  # type: ignore[misc]
         try:
             with open_chip(data, self._input, self._max_bytes) as src:
                 georef = Georeference(crs=src.crs.to_wkt(), transform=tuple(src.transform)[:6])
-                mask = predict_chip(self._model.predict, src, self._input)
+                mask = predict_chip(self._predict, src, self._input)
             collection = self._transformer.to_geojson(mask, georef)
         except GeomlopsError as err:
             status = 413 if "larger than the limit" in str(err) or "decode to" in str(err) else 400
@@ -77,6 +80,47 @@ class GeoChipRuntime(MLModel):  # type: ignore[misc]
                 )
             ],
         )
+
+
+class RemotePredictor:
+    """The model behind a V2 endpoint: ``(1, bands, H, W)`` float tensor in, classes out.
+
+    Args:
+        url: the model's V2 ``infer`` URL.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def __call__(self, batch: Any) -> Any:
+        """Ask the predictor for the classes of ``batch`` (numpy codec both ways).
+
+        Raises:
+            ChipRefused: 502 when the predictor cannot be reached or refuses (its answer kept).
+        """
+        import numpy as np
+        import requests
+
+        body = {
+            "parameters": {"content_type": "np"},
+            "inputs": [
+                {
+                    "name": "input-0",
+                    "shape": list(batch.shape),
+                    "datatype": "FP32",
+                    "data": np.asarray(batch, np.float32).ravel().tolist(),
+                    "parameters": {"content_type": "np"},
+                }
+            ],
+        }
+        try:
+            answer = requests.post(self.url, json=body, timeout=300)
+        except requests.RequestException as err:
+            raise ChipRefused(f"predictor {self.url}: cannot be reached ({err})", 502) from err
+        if answer.status_code != 200:
+            raise ChipRefused(f"predictor {self.url}: {answer.status_code} {answer.text[:500]}", 502)
+        output = answer.json()["outputs"][0]
+        return np.asarray(output["data"]).reshape(output["shape"])
 
 
 def _chip_bytes(payload: InferenceRequest) -> bytes:

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -59,34 +60,23 @@ def _request(data: bytes | str, name: str = "chip", datatype: str = "BYTES") -> 
     return {"inputs": [{"name": name, "shape": [1], "datatype": datatype, "data": [value]}]}
 
 
-@pytest.fixture(scope="module")
-def server(work: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """``geomlops serve cloud-mask@1`` on a free port, until the module's tests are done."""
-    _imagery(work)
-    port = free_port()
-    log = tmp_path_factory.mktemp("serve") / "server.log"
-    env = {**work["env"], "GEOMLOPS_SERVING_MAX_IMAGE_BYTES": str(LIMIT)}
+@contextmanager
+def _running(command: list[str], env: dict[str, str], ready: str, log: Path, cwd: Path) -> Iterator[Any]:
+    """Run a server until the block ends; wait until ``ready`` answers 200."""
     with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [GEOMLOPS, "serve", "cloud-mask@1", "--port", str(port)],
-            env=env,
-            cwd=work["home"],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
+        proc = subprocess.Popen(command, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 600  # the first run builds the MLServer environment
         while True:
             assert proc.poll() is None, f"server exited {proc.returncode}:\n{log.read_text()[-3000:]}"
             try:
-                if requests.get(f"{url}/v2/models/cloud-mask/ready", timeout=5).status_code == 200:
+                if requests.get(ready, timeout=5).status_code == 200:
                     break
             except requests.ConnectionError:
                 pass
             assert time.monotonic() < deadline, f"server not ready:\n{log.read_text()[-3000:]}"
             time.sleep(1)
-        yield {"url": f"{url}/v2/models/cloud-mask/infer", "proc": proc, "log": log}
+        yield proc
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -94,6 +84,19 @@ def server(work: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> It
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="module")
+def server(work: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """``geomlops serve cloud-mask@1`` on a free port, until the module's tests are done."""
+    _imagery(work)
+    port = free_port()
+    log = tmp_path_factory.mktemp("serve") / "server.log"
+    env = {**work["env"], "GEOMLOPS_SERVING_MAX_IMAGE_BYTES": str(LIMIT)}
+    url = f"http://127.0.0.1:{port}/v2/models/cloud-mask"
+    command = [GEOMLOPS, "serve", "cloud-mask@1", "--port", str(port)]
+    with _running(command, env, f"{url}/ready", log, work["home"]) as proc:
+        yield {"url": f"{url}/infer", "proc": proc, "log": log}
 
 
 def _features(response: requests.Response) -> dict[str, Any]:
@@ -157,3 +160,68 @@ def test_unknown_version_is_refused_before_starting(work: dict[str, Any]) -> Non
     result = work["cli"]("serve", "cloud-mask@99", "--port", str(free_port()))
     assert result.returncode == 2
     assert "model 'cloud-mask' version '99': not found in MLflow" in result.stderr
+
+
+def test_kserve_transformer_in_front_of_an_mlflow_predictor_answers_the_same(
+    server: dict[str, Any], work: dict[str, Any], tmp_path: Path
+) -> None:
+    """The InferenceService's transformer container, with the arguments KServe appends, in front
+    of MLServer's MLflow runtime (KServe's predictor for the ``mlflow`` format on V2)."""
+    from geomlops.settings import Settings
+    from pipelines.serve import REPO, mlserver_env
+    from steps._serving_manifests import kserve
+    from steps.serving import resolve_served_model
+
+    model = resolve_served_model("cloud-mask", "1", Settings(home=work["home"]))
+    [_, service] = kserve(model, namespace="ns", secret="s", image="unused")
+    name = service["metadata"]["name"]
+    [container] = service["spec"]["transformer"]["containers"]
+    env_dir = mlserver_env()
+    predictor = tmp_path / "predictor"
+    (predictor / name).mkdir(parents=True)
+    p_port, t_port = free_port(), free_port()
+    (predictor / "settings.json").write_text(
+        json.dumps(
+            {
+                "host": "127.0.0.1",
+                "http_port": p_port,
+                "grpc_port": free_port(),
+                "metrics_endpoint": None,
+                "parallel_workers": 0,
+            }
+        )
+    )
+    (predictor / name / "model-settings.json").write_text(
+        json.dumps(
+            {
+                "name": name,
+                "implementation": "mlserver_mlflow.MLflowRuntime",
+                "parameters": {"uri": service["spec"]["predictor"]["model"]["storageUri"], "version": "1"},
+            }
+        )
+    )
+    env = {**work["env"], "PYTHONPATH": str(REPO), "GEOMLOPS_SERVING_MAX_IMAGE_BYTES": str(LIMIT)}
+    env |= {e["name"]: e["value"] for e in container["env"]}
+    python, *rest = container["command"]
+    transformer = [str(env_dir / "bin" / python), *rest]
+    transformer += [
+        "--model_name",
+        name,
+        "--predictor_host",
+        f"127.0.0.1:{p_port}",
+        "--http_port",
+        str(t_port),
+    ]
+    transformer += ["--grpc_port", str(free_port())]
+    p_url, t_url = (f"http://127.0.0.1:{p}/v2/models/{name}" for p in (p_port, t_port))
+    mlserver = [str(env_dir / "bin" / "mlserver"), "start", str(predictor)]
+    with (
+        _running(mlserver, env, f"{p_url}/ready", tmp_path / "predictor.log", tmp_path),
+        _running(transformer, env, f"{t_url}/ready", tmp_path / "transformer.log", tmp_path),
+    ):
+        chip = _request(_chip(_imagery(work), 48))
+        through_kserve = _features(requests.post(f"{t_url}/infer", json=chip, timeout=120))
+        local = _features(requests.post(server["url"], json=chip, timeout=120))
+        assert through_kserve["features"] and through_kserve == local
+        refused = requests.post(f"{t_url}/infer", json=_request(b"not a tiff"), timeout=60)
+        assert refused.status_code == 400 and "not a readable GeoTIFF" in refused.json()["error"]

@@ -30,6 +30,7 @@ MODEL = ServedModel(
     tasks=("semantic-segmentation",),
     classes={0: "clear", 1: "cloud"},
     bands=10,
+    model_input={"bands": ["B1"], "data_type": "float32"},
 )
 #: values that must never appear in a manifest (what a secret would hold)
 SECRET_VALUES = ("AKIAEXAMPLEKEY", "wJalrXUtnFEMI/K7MDENG")
@@ -130,7 +131,8 @@ def test_kserve_inference_service_with_transformer() -> None:
     assert container["image"] == "img:1"
     env = {e["name"]: e["value"] for e in container["env"]}
     assert env["GEOMLOPS_TRANSFORMER_RUN_ID"] == RUN
-    assert env["GEOMLOPS_TRANSFORMER_CLASS"] == "postprocessing.serving.GeoJSONTransformer"
+    assert container["command"] == ["python", "-m", "steps.serving_transformer"]
+    assert json.loads(env["GEOMLOPS_TRANSFORMER_INPUT"]) == {"bands": ["B1"], "data_type": "float32"}
     _no_secret_values([account, service])
 
 
@@ -187,6 +189,7 @@ def test_write_a_version_number_to_a_folder(registered: dict[str, str], tmp_path
     env = {e["name"]: e["value"] for e in service["spec"]["transformer"]["containers"][0]["env"]}
     assert env["GEOMLOPS_TRANSFORMER_RUN_ID"] == registered["1"]
     assert json.loads(env["GEOMLOPS_TRANSFORMER_CLASSES"]) == {"0": "clear", "1": "cloud"}
+    assert len(json.loads(env["GEOMLOPS_TRANSFORMER_INPUT"])["bands"]) == 10
 
 
 def test_unknown_alias_or_model_is_a_registry_error(registered: dict[str, str], tmp_path: Path) -> None:
