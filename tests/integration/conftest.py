@@ -1,8 +1,9 @@
-"""The services profile for real: the dev stack (moto's S3 server, MLflow on PostgreSQL).
+"""The services profile for real: the dev stack (moto's S3 server, MLflow on PostgreSQL,
+stac-fastapi-pgstac on PgSTAC).
 
 ``services_stack`` starts the stack with the code behind ``geomlops dev up`` in a fresh work
-folder, on free ports and in a database of its own, points the environment at it exactly as
-``geomlops dev env`` says, and stops it (and drops the database) at the end of the module.
+folder, on free ports and in databases of its own, points the environment at it exactly as
+``geomlops dev env`` says, and stops it (and drops the databases) at the end of the module.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class Stack:
     home: Path
     config: devstack.DevConfig
     database: str
+    pgstac_database: str
     env: pytest.MonkeyPatch
 
     def s3(self) -> Any:
@@ -43,6 +45,15 @@ class Stack:
 
         with psycopg.connect(self.config.mlflow_libpq_dsn) as db:
             return list(db.execute(query, args).fetchall())
+
+    def stac_item(self, collection: str, item_id: str) -> dict[str, Any]:
+        """An item as the stack's STAC API serves it (read with pystac-client)."""
+        from pystac_client import Client
+
+        found = Client.open(self.config.stac_url).search(collections=[collection], ids=[item_id])
+        items = list(found.items_as_dicts())
+        assert [i["id"] for i in items] == [item_id], f"{collection}/{item_id} in {self.config.stac_url}"
+        return items[0]
 
 
 def _drop_database(name: str) -> None:
@@ -64,8 +75,14 @@ def services_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         pytest.fail(f"the services tests need PostgreSQL at {POSTGRES} (GEOMLOPS_TEST_POSTGRES): {err}")
     home = tmp_path_factory.mktemp("services-home")
     database = f"geomlops_mlflow_test_{secrets.token_hex(4)}"
+    pgstac_database = f"geomlops_pgstac_test_{secrets.token_hex(4)}"
     config = devstack.DevConfig(
-        dev_dir=home / "dev", s3_port=0, mlflow_port=0, mlflow_db=f"{POSTGRES}/{database}"
+        dev_dir=home / "dev",
+        s3_port=0,
+        mlflow_port=0,
+        stac_port=0,
+        mlflow_db=f"{POSTGRES}/{database}",
+        pgstac_db=f"{POSTGRES}/{pgstac_database}",
     )
     with pytest.MonkeyPatch.context() as env:
         for key in list(os.environ):
@@ -80,8 +97,9 @@ def services_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             # under test are the workflow's, not the HTTP clients' own
             env.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
             env.setenv("AWS_MAX_ATTEMPTS", "2")
-            yield Stack(home, config, database, env)
+            yield Stack(home, config, database, pgstac_database, env)
         finally:
             devstack.down(config.dev_dir)
             _drop_database(database)
+            _drop_database(pgstac_database)
     assert not list((home / "dev").glob("*.pid")), "dev down left PID files behind"

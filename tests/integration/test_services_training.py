@@ -4,7 +4,8 @@ The demo dataset is pushed with DVC to the S3 remote (moto's server) and read ba
 fresh clone of the data repository with no cache; the rendered training WorkflowTemplate runs
 under the local runner, exactly as on the embedded defaults: only the settings differ. The
 model lands in S3 through the MLflow server on PostgreSQL, its version is registered and its
-STAC item points at the ``s3://`` model. Then the object store, and later the MLflow server,
+STAC item, written to PgSTAC and read back through the stack's STAC API, points at the ``s3://``
+model. Then the object store, and later the MLflow server,
 go away just before ``register``: the task retries per its retryStrategy and fails clearly;
 once the service is back, ``geomlops run --resume`` finishes with one model version, no more.
 """
@@ -68,6 +69,7 @@ def trained(services_stack: Stack) -> dict[str, Any]:
     stack = services_stack
     settings = get_settings()
     assert settings.profile == "services" and settings.dvc_remote_url.startswith("s3://dvc-data/")
+    assert settings.catalog_href == stack.config.pgstac_dsn  # the catalogue is PgSTAC
     origin = Path(settings.data_repo_url)
     ensure_data_repo(origin, settings.dvc_remote_url)
     prepare_dataset(origin, default_package(), settings)  # dvc push to the S3 remote
@@ -124,9 +126,17 @@ def test_training_on_mlflow_postgres_s3_and_dvc_s3(services_stack: Stack, traine
     rows = stack.sql(query, MODEL, int(version))
     assert rows == [(run_id,)]
 
+    # the version's item is in PgSTAC, served by the stack's STAC API where the step said
+    item_id = f"{MODEL}-v{version}"
+    api = stack.config.stac_url
+    assert summary.outputs["publish"]["item"] == f"{api}/collections/model-versions/items/{item_id}"
+    item = stack.stac_item("model-versions", item_id)
+    [base] = [link["href"] for link in item["links"] if link["rel"] == "derived_from"]
+    assert base == f"{api}/collections/models/items/{MODEL}"
+    assert stack.stac_item("models", MODEL)["properties"]["mlm:name"]
+    assert not (stack.home / "catalog").exists()  # no static catalogue on the side
+
     # the dataset came from the DVC remote in S3, through the fresh clone
-    item_path = Path(summary.outputs["publish"]["item"])
-    item = json.loads(item_path.read_text())
     dataset = item["properties"]["geomlops:dataset"]
     assert dataset["repo"] == str(trained["clone"])
     md5 = dataset["md5"]
@@ -143,7 +153,8 @@ def test_dev_up_twice_starts_nothing_twice(services_stack: Stack) -> None:
     before = {s.name: s.pid for s in devstack.status(services_stack.config.dev_dir)}
     out = subprocess.run([GEOMLOPS, "dev", "up"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert out.stdout.count("already running") == 2
+    assert out.stdout.count("already running") == 3
+    assert f"export GEOMLOPS_STAC_API_URL={services_stack.config.stac_url}" in out.stdout
     assert f"export MLFLOW_TRACKING_URI={services_stack.config.mlflow_url}" in out.stdout
     after = devstack.status(services_stack.config.dev_dir)
     assert {s.name: s.pid for s in after} == before and {s.state for s in after} == {"running"}
@@ -162,6 +173,8 @@ def _fault_then_resume(
     assert "task 'register'" in failed.message and "after 3 attempts" in failed.message
     for symptom in symptoms:  # the end of the last attempt's log says what went away
         assert symptom in failed.message, failed.message
+    if service == "s3":
+        assert failed.message.endswith(symptoms[-1]), failed.message
     state_file = failed.run_dir / "state.json"
     before = json.loads(state_file.read_text())
     assert len(before["nodes"]["register"]["attempts"]) == 3  # limit 2: three tries
@@ -182,7 +195,14 @@ def test_service_gone_before_register_then_resume(
     stack = services_stack
     symptoms = {
         # the endpoint comes from a secret (MLFLOW_S3_ENDPOINT_URL): logs show it as ***
-        "s3": ["EndpointConnectionError", 'Could not connect to the endpoint URL: "***/mlflow-artifacts?'],
+        # the last line is one clear sentence, not a botocore traceback's tail
+        "s3": [
+            "\ngeomlops.errors.ObjectStoreUnavailableError: the object store at *** cannot be reached "
+            "(Connection refused) while registering run ",
+            f" as '{MODEL}'. Check that it runs and that GEOMLOPS_S3_ENDPOINT_URL or MLFLOW_S3_ENDPOINT_URL "
+            "names it (the local stack: `geomlops dev status`, `geomlops dev up`); once it answers, "
+            "`geomlops run --resume RUN_ID` finishes a failed local run, or resubmit on Argo",
+        ],
         "mlflow": [
             "cannot read MLflow run",
             f"port={stack.config.mlflow_port}",
@@ -200,8 +220,9 @@ def test_service_gone_before_register_then_resume(
     location = _model_location(stack, version)
     assert location.startswith("s3://mlflow-artifacts/")
     assert _keys(stack, "mlflow-artifacts", location.removeprefix("s3://mlflow-artifacts/"))
-    item = json.loads(Path(after["nodes"]["publish"]["outputs"]["item"]).read_text())
+    item = stack.stac_item("model-versions", f"{MODEL}-v{version}")
     assert item["assets"]["model"]["href"] == location
+    assert item["properties"]["mlflow:run_id"] == run_id
     assert {s.state for s in devstack.status(stack.config.dev_dir)} == {"running"}
 
 
@@ -220,7 +241,8 @@ def test_batch_inference_with_the_model_from_s3(services_stack: Stack, trained: 
         "model": MODEL,
         "model_version": version,
         "imagery": str(image),
-        "area": "services",
+        # not "services": the runner masks secret values in logs, GEOMLOPS_PROFILE's among them
+        "area": "integration",
         "block_size": "320",
         "output": str(output),
     }
@@ -230,3 +252,12 @@ def test_batch_inference_with_the_model_from_s3(services_stack: Stack, trained: 
     assert len(frame) > 0
     assert set(frame["mlflow_run_id"]) == {summary.outputs["train"]["run_id"]}
     assert set(frame["model_version"]) == {version}
+
+    # the predictions item is in PgSTAC, derived from the version's item there
+    api = services_stack.config.stac_url
+    item_id = f"{MODEL}-v{version}-integration"
+    assert result.outputs["publish-predictions"]["item"] == f"{api}/collections/predictions/items/{item_id}"
+    item = services_stack.stac_item("predictions", item_id)
+    [model_item] = [link["href"] for link in item["links"] if link["rel"] == "derived_from"]
+    assert model_item == f"{api}/collections/model-versions/items/{MODEL}-v{version}"
+    assert item["properties"]["mlflow:run_id"] == summary.outputs["train"]["run_id"]
