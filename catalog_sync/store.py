@@ -54,7 +54,7 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=False)
+            json.dump(data, f, indent=2, sort_keys=False, allow_nan=False)
             f.write("\n")
         os.replace(tmp, path)
     except BaseException:
@@ -154,13 +154,18 @@ class StaticCatalog:
             The items' paths.
 
         Raises:
-            CatalogError: an item id is missing or holds '/' (nothing is written).
+            CatalogError: an item id is missing or holds '/', or an item holds a value JSON cannot
+                (NaN, infinity, an object); nothing is written.
         """
         batch = list(items)
         for item in batch:
             item_id = item.get("id")
             if not isinstance(item_id, str) or not item_id or "/" in item_id:
                 raise CatalogError(f"item 'id': expected a non-empty string without '/', got {item_id!r}")
+            try:
+                json.dumps(item, allow_nan=False)
+            except (TypeError, ValueError) as err:
+                raise CatalogError(f"item '{item_id}': not storable as JSON ({err})") from err
         hrefs = []
         own = {"root", "parent", "collection", "self"}
         with self._locked():

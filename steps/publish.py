@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,6 +22,12 @@ DECISION_TAG = "geomlops.promotion"
 ROLLED_BACK_TAG = "geomlops.rolled_back"
 #: version tag holding the last refusal (JSON) to promote a version
 REFUSED_TAG = "geomlops.promotion.refused"
+
+
+def _json_metrics(metrics: dict[str, float]) -> dict[str, float | None]:
+    """Metrics as JSON holds them: an undefined metric (NaN, e.g. precision of a model that
+    never predicts the class) becomes ``null``; bare ``NaN`` is not JSON and never equals itself."""
+    return {k: (float(v) if math.isfinite(v) else None) for k, v in sorted(metrics.items())}
 
 
 def version_item_id(model_id: str, version: str) -> str:
@@ -85,7 +92,7 @@ def build_version_item(
                 or run["tags"].get("geomlops.code.git_commit"),
                 "sha256": run["tags"].get("geomlops.code.sha256"),
             },
-            "geomlops:metrics": dict(sorted(run["metrics"].items())),
+            "geomlops:metrics": _json_metrics(run["metrics"]),
         }
     )
     assets = dict(item.get("assets", {}))

@@ -12,7 +12,7 @@ from mlflow import MlflowClient
 
 from catalog_sync.store import StaticCatalog
 from catalog_sync.validation import validate_stac
-from geomlops.errors import RegistryError
+from geomlops.errors import CatalogError, RegistryError
 from steps.dataset import DatasetRef
 from steps.publish import VERSIONS, publish_version_item, retract_unpublished_versions
 from steps.registry import register_model_version
@@ -102,3 +102,28 @@ def test_exit_handler_retracts_only_unpublished_versions(home: Path, catalog: st
     assert retract_unpublished_versions(MODEL, "wf-1", catalog=catalog) == [orphan]
     left = sorted(str(mv.version) for mv in MlflowClient().search_model_versions(f"name='{MODEL}'"))
     assert left == sorted([v1, other])
+
+
+def test_undefined_metric_is_published_as_null(home: Path, catalog: str) -> None:
+    with mlflow.start_run() as run:
+        mlflow.log_metric("test_iou", 0.0)
+        mlflow.log_metric("test_precision", float("nan"))
+        mlflow.pyfunc.log_model(name="model", python_model=Echo())
+    run_id = str(run.info.run_id)
+    version = register_model_version(MODEL, run_id)
+    href = publish_version_item(MODEL, version, run_id, DATASET, catalog=catalog)
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"{href} holds {constant}, which is not JSON")
+
+    item = json.loads(Path(href).read_text(), parse_constant=refuse)
+    assert item["properties"]["geomlops:metrics"] == {"test_iou": 0.0, "test_precision": None}
+
+
+def test_static_store_refuses_nan_and_writes_nothing(tmp_path: Path) -> None:
+    store = StaticCatalog(str(tmp_path / "catalog.json"))
+    good = {"type": "Feature", "id": "a", "properties": {}, "links": []}
+    bad = {"type": "Feature", "id": "b", "properties": {"x": float("nan")}, "links": []}
+    with pytest.raises(CatalogError, match="item 'b': not storable as JSON"):
+        store.put_items("models", [good, bad])
+    assert store.list_items("models") == []
