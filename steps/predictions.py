@@ -89,8 +89,9 @@ def publish_predictions(
 
     Rows of blocks are traced on the Dask ``scheduler``; each batch of polygons the merge
     completes is written at once to GeoParquet (the imagery's CRS) and GeoJSON (RFC 7946, WGS84)
-    and drawn on the quicklook, so memory holds a row group and a row of blocks' pieces, never
-    every feature. Features come out row of blocks by row of blocks, each batch in scan order of
+    and drawn on the quicklook, so memory holds a row group, a row of blocks' pieces and the
+    outlines drawn so far (matplotlib keeps them until the PNG is saved), not the features'
+    records. Features come out row of blocks by row of blocks, each batch in scan order of
     the polygons' first pixels, so the files are byte-identical whatever the scheduler and
     however often the run was resumed. Every feature carries ``class``, ``area``, the id of the
     block holding its first pixel, ``model``, ``model_version`` and ``mlflow_run_id``. The STAC

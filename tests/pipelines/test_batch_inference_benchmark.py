@@ -1,0 +1,35 @@
+"""The batch-inference benchmark runs on a tiny crop of the demo scene and prints its table."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "batch_inference.py"
+
+
+def test_benchmark_prints_its_table_on_a_tiny_scene(work: dict[str, Any]) -> None:
+    assert work["first"].returncode == 0, work["first"].stdout + work["first"].stderr
+    args = ["--home", str(work["home"]), "--size", "200", "--block-size", "100", "--group-size", "2"]
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), *args, "--repeat", "1", "--no-workflow"],
+        env=work["env"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "CPUs usable" in out and "GiB" in out  # the machine the figures came from
+    assert "200 x 200 px (0.04 Mpx), 4 blocks of 100 px in 2 groups" in out
+    assert "| what | seconds | Mpx/s | × model time |" in out
+    for row in ("no halo) |", "read the blocks", "predict step", "publish:", "end to end", "2 Dask threads"):
+        assert any(line.startswith("| ") and row in line for line in out.splitlines()), row
+    assert "identical outputs in every run: yes" in out
+    assert not list(work["home"].glob("bench-batch-*"))  # its scratch folder is gone
