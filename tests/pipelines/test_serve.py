@@ -4,7 +4,9 @@ chip cut from the demo scene; bad chips get a 4xx naming what was wrong and the 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import os
 import signal
 import subprocess
 import time
@@ -64,7 +66,9 @@ def _request(data: bytes | str, name: str = "chip", datatype: str = "BYTES") -> 
 def _running(command: list[str], env: dict[str, str], ready: str, log: Path, cwd: Path) -> Iterator[Any]:
     """Run a server until the block ends; wait until ``ready`` answers 200."""
     with open(log, "w") as out:
-        proc = subprocess.Popen(command, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            command, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
     try:
         deadline = time.monotonic() + 600  # the first run builds the MLServer environment
         while True:
@@ -78,12 +82,14 @@ def _running(command: list[str], env: dict[str, str], ready: str, log: Path, cwd
             time.sleep(1)
         yield proc
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        for sig in (signal.SIGTERM, signal.SIGKILL):  # the server and anything it started
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, sig)
+            try:
+                proc.wait(timeout=60)
+                break
+            except subprocess.TimeoutExpired:
+                continue
 
 
 @pytest.fixture(scope="module")
