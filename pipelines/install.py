@@ -19,6 +19,7 @@ SECRETS: dict[str, dict[str, str]] = {
         "mlflow-tracking-uri": "MLflow tracking server, e.g. http://mlflow.mlops.svc:5000",
         "mlflow-artifact-root": "s3://mlflow-artifacts",
         "catalog-root": "PgSTAC DSN or static catalogue root",
+        "stac-api-url": "STAC API over PgSTAC (item hrefs point at it), e.g. http://stac.mlops.svc:8080",
         "data-repo": "git URL of the DVC data repository",
         "profile": "services (insists on s3:// artifact roots)",
         "s3-endpoint-url": "object store URL for DVC and MLflow, e.g. http://minio.storage.svc:9000",

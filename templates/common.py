@@ -31,6 +31,9 @@ SECRET_ENV = [
     SecretEnv(
         name="GEOMLOPS_DATA_REPO", secret_name="geomlops-config", secret_key="data-repo", optional=True
     ),
+    SecretEnv(
+        name="GEOMLOPS_STAC_API_URL", secret_name="geomlops-config", secret_key="stac-api-url", optional=True
+    ),
     SecretEnv(name="GEOMLOPS_PROFILE", secret_name="geomlops-config", secret_key="profile", optional=True),
     SecretEnv(
         name="GEOMLOPS_S3_ENDPOINT_URL",
