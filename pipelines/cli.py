@@ -58,7 +58,8 @@ def main() -> None:
     runs on one machine (geomlops run) or on a cluster (geomlops submit). State lives in
     the work folder $GEOMLOPS_HOME (default ./.geomlops).
 
-    Pipelines: training, registration, promotion. New here? Run: geomlops demo
+    Pipelines: training, registration, batch-inference, batch-inference-schedule,
+    promotion. New here? Run: geomlops demo
     """
     # tasks run in their own folders: hand them the work folder as an absolute path
     os.environ["GEOMLOPS_HOME"] = str(get_settings().home_dir)

@@ -51,6 +51,14 @@ def test_every_command_has_help(command: list[str]) -> None:
     assert len(result.output.splitlines()) > 3
 
 
+def test_top_level_help_names_every_pipeline() -> None:
+    from pipelines import PIPELINES
+
+    output = " ".join(CliRunner().invoke(main, ["--help"]).output.split())
+    for name in PIPELINES:
+        assert f" {name}," in output or f" {name}." in output, name
+
+
 def test_console_script_renders_the_golden_yaml(home: Path) -> None:
     geomlops = Path(sys.executable).parent / "geomlops"
     out = subprocess.run([str(geomlops), "render", "training"], capture_output=True, text=True, check=True)
