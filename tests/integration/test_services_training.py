@@ -261,3 +261,52 @@ def test_batch_inference_with_the_model_from_s3(services_stack: Stack, trained: 
     [model_item] = [link["href"] for link in item["links"] if link["rel"] == "derived_from"]
     assert model_item == f"{api}/collections/model-versions/items/{MODEL}-v{version}"
     assert item["properties"]["mlflow:run_id"] == summary.outputs["train"]["run_id"]
+
+
+def test_promotion_on_the_services_stack(services_stack: Stack, trained: dict[str, Any]) -> None:
+    """The promotion workflow on MLflow (PostgreSQL + S3) and PgSTAC: stops at the gate, an
+    approval moves ``production``, the decision is in the MLflow server and in PgSTAC, and the
+    serving manifest points straight at the model in the object store."""
+    import yaml
+    from mlflow import MlflowClient
+
+    from pipelines import render
+    from pipelines.runner import Approval
+
+    summary = trained["summary"]
+    assert summary.status == "Succeeded", summary.message
+    version = summary.outputs["register"]["version"]
+    params = {"model": MODEL, "candidate": version}
+    waiting = _runner().run(render("promotion"), params)
+    assert waiting.status == "Suspended", waiting.message
+    client = MlflowClient(services_stack.config.mlflow_url)
+    assert "production" not in client.get_registered_model(MODEL).aliases  # nothing moved yet
+
+    from geomlops.settings import get_settings
+    from pipelines import template_resolver
+    from pipelines.runner import LocalRunner
+
+    approval = Approval("Ada Lovelace", "held-out IoU checked on the services stack")
+    runner = LocalRunner(
+        get_settings().runs_dir, max_workers=2, approval=approval, template_resolver=template_resolver
+    )
+    done = runner.resume(waiting.run_id)
+    assert done.status == "Succeeded", done.message
+
+    assert client.get_model_version_by_alias(MODEL, "production").version == version
+    decision = json.loads(client.get_model_version(MODEL, version).tags["geomlops.promotion"])
+    assert decision["approver"] == "Ada Lovelace" and decision["action"] == "promote"
+    run_tags = client.get_run(summary.outputs["train"]["run_id"]).data.tags
+    assert json.loads(run_tags["geomlops.promotion"]) == decision
+    # the report sits next to the run's model, in the object store
+    assert decision["report"].startswith("s3://mlflow-artifacts/"), decision["report"]
+
+    item = services_stack.stac_item("model-versions", f"{MODEL}-v{version}")
+    assert item["properties"]["geomlops:promotion"] == decision
+    assert item["properties"]["mlflow:aliases"] == ["production"]
+
+    manifests = [yaml.safe_load(Path(p).read_text()) for p in json.loads(done.outputs["serve"]["manifests"])]
+    text = json.dumps(manifests)
+    assert _model_location(services_stack, version) in text  # the s3:// model, no proxy between
+    assert "s3://mlflow-artifacts/" in text
+    assert services_stack.config.s3_url not in text  # endpoints and keys come from Secrets
