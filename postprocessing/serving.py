@@ -185,13 +185,28 @@ class GeoJSONTransformer:
         The chip's georeference comes from the request's ``meta.tags`` (``crs``, ``transform``).
 
         Raises:
-            ChipError: the tags lack a georeference, or ``X`` is not a numeric array.
+            ChipError: the tags lack a georeference, or ``X`` is not a numeric array; under the
+                seldon-core wrapper, as its ``SeldonMicroserviceException`` with status 400 (the
+                client's fault, not the server's: the wrapper answers 500 to any other error).
         """
-        return self.to_geojson(np.asarray(X), Georeference.from_tags((meta or {}).get("tags")))
+        try:
+            return self.to_geojson(np.asarray(X), Georeference.from_tags((meta or {}).get("tags")))
+        except ChipError as err:
+            raise _bad_request(err) from err
 
     def tags(self) -> dict[str, str]:
         """Lineage added to the ``meta.tags`` of every Seldon response."""
         return dict(self.lineage)
+
+
+def _bad_request(err: ChipError) -> Exception:
+    """``err`` as the seldon-core wrapper reports a bad request (400), where it is installed."""
+    try:
+        from seldon_core.flask_utils import SeldonMicroserviceException
+    except ImportError:  # not under seldon-core: the error as it is
+        return err
+    bad: Exception = SeldonMicroserviceException(str(err), status_code=400)
+    return bad
 
 
 def _to_wgs84(geoms: NDArray[np.object_], crs: str) -> NDArray[np.object_]:
