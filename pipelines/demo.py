@@ -124,8 +124,18 @@ def run_demo(settings: Settings, package: Path | None = None, workers: int = 4) 
     click.echo(f"  STAC item      {outputs['publish']['item']}")
     click.echo(f"  test metrics   {scores} (cloud class, spatially held-out blocks)")
     click.echo(f"  quicklook      {_quicklook(run_id, settings.tracking_uri)}")
-    click.echo(f"  browse         mlflow ui --backend-store-uri {settings.tracking_uri}")
+    click.echo(f"  browse         {browse_hint(settings.tracking_uri)}")
     return 0
+
+
+def browse_hint(tracking_uri: str) -> str:
+    """How to look at the MLflow runs: open a tracking server, or start the UI on a store.
+
+    ``mlflow ui --backend-store-uri`` accepts a database or folder, not a server's URL.
+    """
+    if tracking_uri.startswith(("http://", "https://")):
+        return f"open {tracking_uri} (the MLflow server's UI)"
+    return f"mlflow ui --backend-store-uri {tracking_uri}"
 
 
 _HEADLINE = ("test_iou", "test_f1", "test_precision", "test_recall")
