@@ -205,9 +205,27 @@ def run(
     else:
         if not pipeline:
             raise ParameterError("missing PIPELINE (a pipeline name or a manifest file), or --resume RUN_ID")
-        summary = runner.run(load_manifest(pipeline), parse_params(params))
+        values = parse_params(params)
+        for warning in relative_path_params(values, Path.cwd()):
+            click.secho(f"! {warning}", fg="yellow", err=True)
+        summary = runner.run(load_manifest(pipeline), values)
     _print_summary(summary)
     sys.exit(0 if summary.status in ("Succeeded", "Suspended") else 1)
+
+
+def relative_path_params(params: dict[str, str], cwd: Path) -> list[str]:
+    """Warnings for parameters whose value is a relative path to something under ``cwd``.
+
+    Tasks run in their own folders (as pods do on Argo), so such a path does not resolve there.
+    """
+    warnings = []
+    for name, value in params.items():
+        if value and "://" not in value and not Path(value).is_absolute() and (cwd / value).exists():
+            warnings.append(
+                f"-p {name}={value} is a relative path: tasks run in their own folders, where it "
+                f"does not resolve; pass {(cwd / value).resolve()} instead"
+            )
+    return warnings
 
 
 def _print_summary(summary: Any) -> None:

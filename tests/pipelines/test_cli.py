@@ -137,3 +137,58 @@ def test_submit_errors_are_clear(home: Path, monkeypatch: pytest.MonkeyPatch) ->
     assert result.exit_code == 2 and "parameter(s) epochs not declared" in result.output
     result = CliRunner().invoke(main, ["submit", "training", "-p", "model=m"])
     assert result.exit_code == 2 and "cannot reach the Argo server" in result.output
+
+
+def test_relative_paths_in_parameters_are_pointed_out(tmp_path: Path) -> None:
+    from pipelines.cli import relative_path_params
+
+    (tmp_path / "aoi.geojson").write_text("{}")
+    (tmp_path / "scenes").mkdir()
+    params = {
+        "aoi": "aoi.geojson",
+        "imagery": str(tmp_path / "aoi.geojson"),
+        "output": "scenes",
+        "model": "cloud-mask",
+        "data": "s3://bucket/aoi.geojson",
+        "area": "",
+    }
+    warnings = relative_path_params(params, tmp_path)
+    assert len(warnings) == 2
+    assert warnings[0].startswith("-p aoi=aoi.geojson is a relative path")
+    assert str(tmp_path / "aoi.geojson") in warnings[0]
+    assert warnings[1].startswith("-p output=scenes is a relative path")
+
+
+def test_run_warns_of_a_relative_path_parameter_and_the_task_cannot_see_it(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    here = tmp_path / "here"
+    here.mkdir()
+    (here / "aoi.geojson").write_text("{}")
+    manifest = here / "exists.yaml"
+    manifest.write_text(
+        """
+apiVersion: argoproj.io/v1alpha1
+kind: Workflow
+metadata: {name: exists}
+spec:
+  entrypoint: check
+  arguments: {parameters: [{name: path}]}
+  templates:
+  - name: check
+    script:
+      image: python:3.11
+      command: [python]
+      source: |
+        import os
+        print(os.path.exists("{{workflow.parameters.path}}"))
+"""
+    )
+    monkeypatch.chdir(here)
+    result = CliRunner().invoke(main, ["run", str(manifest), "-p", "path=aoi.geojson", "--no-interactive"])
+    assert result.exit_code == 0, result.output
+    assert "-p path=aoi.geojson is a relative path" in result.stderr
+    assert str(here / "aoi.geojson") in result.stderr
+    [run_dir] = (home / "runs").iterdir()
+    state = json.loads((run_dir / "state.json").read_text())
+    assert [node["result"] for node in state["nodes"].values()] == ["False"]
