@@ -38,6 +38,35 @@ def load_manifest(source: str) -> dict[str, Any]:
     return manifest
 
 
+def load_lintable(source: str) -> list[tuple[str, dict[str, Any]]]:
+    """What ``lint`` checks in SOURCE, each with its label: a pipeline, a one-document file,
+    or every Argo document (``apiVersion: argoproj.io/…``) of a multi-document file, as
+    ``geomlops install`` writes them.
+
+    Raises:
+        ManifestError: SOURCE is neither, is not YAML, or holds no Argo document.
+    """
+    from pipelines import PIPELINES
+
+    path = Path(source)
+    if source in PIPELINES or not path.is_file():
+        return [(source, load_manifest(source))]
+    try:
+        docs = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+    except yaml.YAMLError as err:
+        raise ManifestError(f"not valid YAML ({err})") from err
+    if len(docs) == 1 and isinstance(docs[0], dict):
+        return [(source, docs[0])]
+    argo = [
+        d for d in docs if isinstance(d, dict) and str(d.get("apiVersion", "")).startswith("argoproj.io/")
+    ]
+    if not argo:
+        raise ManifestError(
+            f"no Argo document (apiVersion argoproj.io/…) among its {len(docs)} YAML document(s)"
+        )
+    return [(f"{source} [{d.get('kind')} {(d.get('metadata') or {}).get('name')}]", d) for d in argo]
+
+
 def parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
     """``NAME=VALUE`` pairs to a dict."""
     params = {}
@@ -109,19 +138,22 @@ def lint(files: tuple[str, ...]) -> None:
     """Check manifests (files or pipeline names) against Argo's schema, strictly, and more.
 
     Unknown fields are errors; the entrypoint and every task's template must exist; DAGs
-    must have no cycle. The schema is read offline from $GEOMLOPS_SCHEMA_DIR.
+    must have no cycle. The schema is read offline from $GEOMLOPS_SCHEMA_DIR. In a file of
+    several YAML documents (such as `geomlops install` writes) each Argo document is checked.
     """
     from pipelines.lint import lint_manifest
 
     schema_dir = get_settings().schema_dir
     failed = False
-    for source in files:
+    checks: list[tuple[str, Any]] = []
+    for item in files:
         try:
-            manifest: Any = load_manifest(source)
+            checks += load_lintable(item)
         except ManifestError as err:
-            click.secho(f"✗ {source}: {err}", fg="red")
+            message = str(err).removeprefix(f"{item}: ")
+            click.secho(f"✗ {item}: {message}", fg="red")
             failed = True
-            continue
+    for source, manifest in checks:
         result = lint_manifest(manifest, source, schema_dir)
         if result.schema_note:
             click.secho(f"! {source}: {result.schema_note}", fg="yellow", err=True)

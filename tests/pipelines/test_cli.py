@@ -192,3 +192,34 @@ spec:
     [run_dir] = (home / "runs").iterdir()
     state = json.loads((run_dir / "state.json").read_text())
     assert [node["result"] for node in state["nodes"].values()] == ["False"]
+
+
+def test_lint_checks_every_argo_document_of_the_install_output(
+    home: Path, tmp_path: Path, schema_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GEOMLOPS_SCHEMA_DIR", str(schema_dir))
+    out = tmp_path / "install"
+    assert CliRunner().invoke(main, ["install", "-n", "mapping", "-o", str(out)]).exit_code == 0
+    workflows = out / "40-workflows.yaml"
+    result = CliRunner().invoke(main, ["lint", str(workflows)])
+    assert result.exit_code == 0, result.output
+    checked = [line for line in result.output.splitlines() if line.startswith(f"✓ {workflows} [")]
+    assert len(checked) == 5, result.output
+    assert any("[CronWorkflow geomlops-batch-inference-schedule" in line for line in checked)
+
+    rbac = out / "10-rbac.yaml"
+    result = CliRunner().invoke(main, ["lint", str(rbac)])
+    assert result.exit_code == 1
+    assert (
+        f"✗ {rbac}: no Argo document (apiVersion argoproj.io/…) among its 3 YAML document(s)" in result.output
+    )
+
+    broken = tmp_path / "two.yaml"
+    broken.write_text(
+        workflows.read_text().split("\n---\n")[0]
+        + "\n---\nkind: Workflow\napiVersion: argoproj.io/v1alpha1\nmetadata: {name: bad}\nspec: {}\n"
+    )
+    result = CliRunner().invoke(main, ["lint", str(broken)])
+    assert result.exit_code == 1
+    assert f"✗ {broken} [Workflow bad]" in result.output
+    assert "$.spec.entrypoint: missing" in result.output
