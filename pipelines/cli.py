@@ -87,6 +87,7 @@ def main() -> None:
     runs on one machine (geomlops run) or on a cluster (geomlops submit). State lives in
     the work folder $GEOMLOPS_HOME (default ./.geomlops).
 
+    \b
     Pipelines: training, registration, batch-inference, batch-inference-schedule,
     promotion. New here? Run: geomlops demo
     """
