@@ -88,6 +88,12 @@ def env_command() -> None:
         raise GeomlopsError(f"no dev stack in {dev_dir}: run `geomlops dev up` first")
     for line in devstack.export_lines(devstack.environment(config)):
         click.echo(line)
+    stopped = [state.name for state in devstack.status(dev_dir) if state.state == "stopped"]
+    if stopped:
+        # the lines still print (a stack started later reuses them), but say they point at nothing
+        click.secho(
+            f"! not running: {', '.join(stopped)}; start with `geomlops dev up`", fg="yellow", err=True
+        )
 
 
 @dev.command("status")

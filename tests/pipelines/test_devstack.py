@@ -130,6 +130,19 @@ def test_cli_without_a_stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     assert bad.exit_code == 2 and "postgresql://" in bad.output
 
 
+def test_env_of_a_stopped_stack_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GEOMLOPS_HOME", str(tmp_path))
+    dev_dir = tmp_path / "dev"
+    dev_dir.mkdir()
+    # what `dev down` leaves: the stack's settings, no process
+    (dev_dir / "stack.json").write_text(devstack.DevConfig(dev_dir=dev_dir, s3_port=9100).model_dump_json())
+    env = CliRunner().invoke(main, ["dev", "env"])
+    assert env.exit_code == 0
+    assert "export AWS_ENDPOINT_URL=http://127.0.0.1:9100" in env.stdout
+    assert "not running" not in env.stdout
+    assert "! not running: s3, mlflow, stac; start with `geomlops dev up`" in env.stderr
+
+
 def test_missing_moto_names_the_install_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "moto", None)  # what importing an absent package finds
     config = devstack.DevConfig(dev_dir=tmp_path / "dev", s3_port=0)
