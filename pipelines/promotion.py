@@ -66,7 +66,12 @@ with WorkflowTemplate(
                 "tolerance": "{{workflow.parameters.tolerance}}",
             }
         )
-        gate = approval()
+        gate = approval(
+            arguments={
+                "report": compared.get_parameter("report"),
+                "summary": compared.get_parameter("summary"),
+            }
+        )
         assert gate is not None  # called inside a DAG, a template gives a Task
         decided = promote(
             arguments={

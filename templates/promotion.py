@@ -61,6 +61,11 @@ def report(
 #: fills them from ``geomlops run … --approve NAME --reason … [--override]`` or its prompt
 approval = Suspend(
     name="approval",
+    # shown on the waiting node (Argo's UI, the local runner): what the person approves
+    inputs=[
+        Parameter(name="report", description="The comparison report (in the candidate's MLflow run)."),
+        Parameter(name="summary", description="The policy's verdict on the candidate."),
+    ],
     intermediate_parameters=[
         Parameter(name="approver", default="", description="Who approves: a name or an email address."),
         Parameter(name="reason", default="", description="Why (recorded for audit)."),

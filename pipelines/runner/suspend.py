@@ -49,7 +49,7 @@ def run_suspend(
         approval = engine.options.approval
         node.approval = _record(approval, "approval given to the runner")
     elif engine.options.interactive:
-        answer = _ask(engine, name, template)
+        answer = _ask(engine, name, template, inputs)
         if answer is None:
             return engine.close(node, SUSPENDED, "waiting for approval (no answer at the prompt)")
         if isinstance(answer, str):
@@ -58,6 +58,7 @@ def run_suspend(
         node.approval = _record(approval, "prompt")
     else:
         engine.reporter.waiting(name, "is waiting for approval; resume the run with an approval")
+        _show_inputs(engine, template, inputs)
         return engine.close(node, SUSPENDED, "waiting for approval")
     try:
         node.outputs = supplied_outputs(template, node.approval)
@@ -75,12 +76,28 @@ def _record(approval: Approval, via: str) -> dict[str, str]:
     }
 
 
-def _ask(engine: Engine, name: str, template: Mapping[str, Any]) -> Approval | str | None:
+def _show_inputs(engine: Engine, template: Mapping[str, Any], inputs: Mapping[str, str]) -> None:
+    """Print a gate's input parameters, what the person is asked to approve (a report, a
+    verdict), leaving out those the person supplies (Argo lists them among the inputs too)."""
+    supplied = {
+        str(p.get("name"))
+        for p in (template.get("outputs") or {}).get("parameters") or []
+        if "supplied" in (p.get("valueFrom") or {})
+    }
+    for key, value in inputs.items():
+        if key not in supplied:
+            engine.reporter.line(f"    {key}: {value}")
+
+
+def _ask(
+    engine: Engine, name: str, template: Mapping[str, Any], node_inputs: Mapping[str, str]
+) -> Approval | str | None:
     """Ask for approval: an Approval, a rejection message, or None when input has ended."""
     prompt = engine.options.prompt
     with _PROMPT_LOCK:
         try:
             engine.reporter.line(f"⏸ {name} (template {template['name']!r}) needs approval")
+            _show_inputs(engine, template, node_inputs)
             answer = prompt("Approve? [y/N] ").strip().lower()
             if answer not in ("y", "yes"):
                 return f"not approved at the prompt (answer {answer!r})"

@@ -91,3 +91,26 @@ def test_an_approver_of_unknown_format_at_the_prompt_fails_the_gate_and_a_resume
     done = _runner(tmp_path, interactive=True, prompt=lambda _: next(good)).resume(failed.run_id)
     assert done.status == "Succeeded", done.message
     assert count(tmp_path, "deploy-false") == 1
+
+
+def test_a_waiting_gate_shows_what_is_to_be_approved_not_what_the_person_supplies(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    manifest = _gated(tmp_path)
+    gate = next(t for t in manifest["spec"]["templates"] if t["name"] == "approval")
+    gate["inputs"]["parameters"].append({"name": "report"})
+    main = next(t for t in manifest["spec"]["templates"] if t["name"] == "main")
+    main["dag"]["tasks"][0]["arguments"] = {
+        "parameters": [{"name": "report", "value": "s3://runs/1/promotion/report.html"}]
+    }
+    waiting = LocalRunner(tmp_path / "runs").run(manifest, {})
+    assert waiting.status == "Suspended"
+    shown = capsys.readouterr().err
+    assert "    report: s3://runs/1/promotion/report.html" in shown, shown
+    assert "override:" not in shown  # supplied by the person, not shown as something to approve
+
+    answers = iter(["n"])
+    asking = LocalRunner(tmp_path / "runs", interactive=True, prompt=lambda _: next(answers))
+    refused = asking.run(manifest, {})
+    assert refused.status == "Failed"
+    assert "    report: s3://runs/1/promotion/report.html" in capsys.readouterr().err
