@@ -11,7 +11,6 @@ it (or use it as a context manager) when done.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -24,7 +23,7 @@ from pypgstac.load import Loader, Methods
 
 from catalog_sync._item_checks import check_batch
 from catalog_sync._pgstac_db import close_db, describe, migrate, open_db, reason, unreachable
-from catalog_sync.store import COLLECTIONS, collection_document
+from catalog_sync.store import COLLECTIONS, collection_document, json_document
 from geomlops.errors import CatalogError, InvalidItemError, ItemNotFoundError
 
 #: collections the PgSTAC catalogue holds, with their descriptions
@@ -194,7 +193,7 @@ class PgStacStore:
             CatalogError: the database refused the batch (nothing was written).
         """
         where = f"collection '{collection}' ({self.location})"
-        batch = [_json_document(item, where) for item in items]
+        batch = [json_document(item, where) for item in items]
         check_batch(batch, self.schema_dir, where=where)
         self._require_collection(collection)
         stored: dict[str, dict[str, Any]] = {}
@@ -280,19 +279,3 @@ def _restore_nulls(hydrated: Any, stored: Any) -> Any:
         for h, s in zip(hydrated, stored, strict=True):
             _restore_nulls(h, s)
     return hydrated
-
-
-def _json_document(item: Mapping[str, Any], where: str) -> dict[str, Any]:
-    """``item`` as JSON holds it: what the static store writes, what the API serves back.
-
-    Raises:
-        InvalidItemError: the item holds a value JSON cannot (a datetime object, NaN …).
-    """
-    try:
-        document: dict[str, Any] = json.loads(json.dumps(dict(item), allow_nan=False))
-    except (TypeError, ValueError) as err:
-        raise InvalidItemError(
-            f"refused item {item.get('id')!r} for {where}, nothing was written: it is not a JSON "
-            f"document ({err})"
-        ) from err
-    return document

@@ -14,11 +14,11 @@ import fcntl
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from geomlops.errors import CatalogError, ItemNotFoundError
+from geomlops.errors import CatalogError, InvalidItemError, ItemNotFoundError
 
 #: collections every store holds, with their descriptions
 COLLECTIONS = {
@@ -46,6 +46,22 @@ class CatalogStore(Protocol):
 
     def item_href(self, collection: str, item_id: str) -> str:
         """Where an item is (or would be) stored."""
+
+
+def json_document(item: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """``item`` as JSON holds it: what a store writes and serves back (tuples become lists).
+
+    Raises:
+        InvalidItemError: the item holds a value JSON cannot (a datetime object, NaN …).
+    """
+    try:
+        document: dict[str, Any] = json.loads(json.dumps(dict(item), allow_nan=False))
+    except (TypeError, ValueError) as err:
+        raise InvalidItemError(
+            f"refused item {item.get('id')!r} for {where}, nothing was written: it is not a JSON "
+            f"document ({err})"
+        ) from err
+    return document
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
@@ -154,18 +170,15 @@ class StaticCatalog:
             The items' paths.
 
         Raises:
-            CatalogError: an item id is missing or holds '/', or an item holds a value JSON cannot
-                (NaN, infinity, an object); nothing is written.
+            CatalogError: an item id is missing or holds '/'; InvalidItemError: an item holds a
+                value JSON cannot (NaN, infinity, an object). Nothing is written.
         """
         batch = list(items)
         for item in batch:
             item_id = item.get("id")
             if not isinstance(item_id, str) or not item_id or "/" in item_id:
                 raise CatalogError(f"item 'id': expected a non-empty string without '/', got {item_id!r}")
-            try:
-                json.dumps(item, allow_nan=False)
-            except (TypeError, ValueError) as err:
-                raise CatalogError(f"item '{item_id}': not storable as JSON ({err})") from err
+            json_document(item, f"collection '{collection}' ({self.root})")
         hrefs = []
         own = {"root", "parent", "collection", "self"}
         with self._locked():

@@ -12,7 +12,7 @@ from mlflow import MlflowClient
 
 from catalog_sync.store import StaticCatalog
 from catalog_sync.validation import validate_stac
-from geomlops.errors import CatalogError, RegistryError
+from geomlops.errors import InvalidItemError, RegistryError
 from steps.dataset import DatasetRef
 from steps.publish import VERSIONS, publish_version_item, retract_unpublished_versions
 from steps.registry import register_model_version
@@ -124,6 +124,6 @@ def test_static_store_refuses_nan_and_writes_nothing(tmp_path: Path) -> None:
     store = StaticCatalog(str(tmp_path / "catalog.json"))
     good = {"type": "Feature", "id": "a", "properties": {}, "links": []}
     bad = {"type": "Feature", "id": "b", "properties": {"x": float("nan")}, "links": []}
-    with pytest.raises(CatalogError, match="item 'b': not storable as JSON"):
+    with pytest.raises(InvalidItemError, match=r"refused item 'b' .* it is not a JSON document"):
         store.put_items("models", [good, bad])
     assert store.list_items("models") == []
