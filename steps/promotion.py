@@ -175,6 +175,7 @@ def promote(
             f"{'v' + current if current else 'none'}: run the promotion again"
         )
     html = report_uri.rsplit("/", 1)[0] + "/report.html"
+    overridden = bool(override and report.worse)  # an override counts only where the policy refuses
     decision = Decision(
         action="promote",
         model=model,
@@ -183,10 +184,9 @@ def promote(
         approver=who,
         approved_at=when,
         reason=why,
-        override=bool(override and report.worse),
+        override=overridden,
         report=html,
-        summary=report.summary
-        + (" (policy overridden by the approver)" if override and report.worse else ""),
+        summary=report.summary + (" (policy overridden by the approver)" if overridden else ""),
         recorded_at=_now(),
     )
     if report.worse and not override:
