@@ -126,6 +126,30 @@ def output_format(path: str | Path) -> str:
     )
 
 
+def wgs84_transformer(crs: str) -> Any:
+    """The transform from ``crs`` (WKT, an authority code …) to WGS84 longitude/latitude, or
+    None when ``crs`` already is WGS84.
+
+    Raises:
+        pyproj.exceptions.CRSError: ``crs`` is not a coordinate reference system pyproj knows.
+    """
+    from pyproj import CRS, Transformer
+
+    source = CRS.from_user_input(crs)
+    if source.equals(CRS.from_epsg(4326), ignore_axis_order=True):
+        return None
+    return Transformer.from_crs(source, "EPSG:4326", always_xy=True)
+
+
+def to_rfc7946(geoms: NDArray[np.object_], transformer: Any) -> NDArray[np.object_]:
+    """Geometries as RFC 7946 wants them: reprojected by ``transformer`` (from
+    :func:`wgs84_transformer`; None: already WGS84), polygon shells counter-clockwise."""
+    if transformer is not None:
+        geoms = shapely.transform(geoms, lambda c: np.column_stack(transformer.transform(c[:, 0], c[:, 1])))
+    oriented: NDArray[np.object_] = shapely.orient_polygons(geoms, exterior_cw=False)
+    return oriented
+
+
 class FeatureWriter:
     """Streams polygons to GeoParquet or GeoJSON; the file appears only when closed cleanly.
 
@@ -185,11 +209,7 @@ class FeatureWriter:
         )
 
     def _open_geojson(self) -> None:
-        from pyproj import CRS, Transformer
-
-        source = CRS.from_wkt(str(self.crs_wkt))
-        if not source.equals(CRS.from_epsg(4326), ignore_axis_order=True):
-            self._to_wgs84 = Transformer.from_crs(source, "EPSG:4326", always_xy=True)
+        self._to_wgs84 = wgs84_transformer(str(self.crs_wkt))
         self._text = self._tmp.open("w", encoding="utf-8")
         self._text.write('{"type":"FeatureCollection","features":[')
 
@@ -236,12 +256,7 @@ class FeatureWriter:
             )
             return
         if self._text is not None:
-            if self._to_wgs84 is not None:
-                transformer = self._to_wgs84
-                geoms = shapely.transform(
-                    geoms, lambda c: np.column_stack(transformer.transform(c[:, 0], c[:, 1]))
-                )
-            geoms = shapely.orient_polygons(geoms, exterior_cw=False)
+            geoms = to_rfc7946(geoms, self._to_wgs84)
             parts = [
                 f'{{"type":"Feature","properties":{{"class":{int(k)},"area":{float(a)!r}}},"geometry":{g}}}'
                 for g, k, a in zip(

@@ -28,6 +28,7 @@ from geomlops.errors import ChipError
 from postprocessing import _rings
 from postprocessing.finalize import canonical, in_scan_order, polygon_areas, to_geometries
 from postprocessing.grid import Block
+from postprocessing.io import to_rfc7946, wgs84_transformer
 from postprocessing.registry import BlockOutput, PostProcessor, resolve_postprocessor
 
 #: class value of pixels with no data (``steps.predict.NODATA_CLASS``): never a feature
@@ -211,24 +212,12 @@ def _bad_request(err: ChipError) -> Exception:
 
 def _to_wgs84(geoms: NDArray[np.object_], crs: str) -> NDArray[np.object_]:
     """Reproject to WGS84 (longitude, latitude), exteriors counterclockwise (RFC 7946)."""
-    from pyproj import CRS, Transformer
     from pyproj.exceptions import CRSError
 
     if not len(geoms):
         return geoms
     try:
-        source = CRS.from_user_input(crs)
+        transformer = wgs84_transformer(crs)
     except CRSError as err:
         raise ChipError(f"crs {crs[:80]!r}: not a coordinate reference system pyproj knows ({err})") from err
-    to_wgs84 = Transformer.from_crs(source, "EPSG:4326", always_xy=True)
-
-    def project(xy: NDArray[np.float64]) -> NDArray[np.float64]:
-        lon, lat = to_wgs84.transform(xy[:, 0], xy[:, 1])
-        return np.column_stack([lon, lat])
-
-    projected = shapely.transform(geoms, project)
-    oriented: NDArray[np.object_] = np.array(
-        [shapely.geometry.polygon.orient(g, 1.0) if g.geom_type == "Polygon" else g for g in projected],
-        dtype=object,
-    )
-    return oriented
+    return to_rfc7946(geoms, transformer)
