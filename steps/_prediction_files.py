@@ -7,8 +7,8 @@ every feature has been written, so a failed or killed publish never leaves a hal
   ``row_group_rows`` rows, so memory holds one row group, not the output. The ``geo`` metadata
   (GeoParquet 1.1: encoding, geometry types, CRS as PROJJSON, bounding box) goes into the footer
   when the file is closed, once the bounding box of every feature is known.
-- GeoJSON is RFC 7946 (WGS84 longitude/latitude, no ``crs`` member), one feature per polygon,
-  in the text layout of ``GeoDataFrame.to_json``.
+- GeoJSON is RFC 7946 (WGS84 longitude/latitude, shells counter-clockwise, no ``crs`` member),
+  one feature per polygon, in the text layout of ``GeoDataFrame.to_json``.
 """
 
 from __future__ import annotations
@@ -60,6 +60,7 @@ class PredictionFiles:
         self._bounds = np.array([np.inf, np.inf, -np.inf, -np.inf])
         self._pending: list[Any] = []
         self._pending_rows = 0
+        self._to_wgs84: tuple[Any] | None = None  # (transformer or None), made on first write
         self._tmp = tuple(p.with_name(f".{p.name}.partial") for p in self.targets)
         self._schema = pa.schema(
             [
@@ -84,10 +85,11 @@ class PredictionFiles:
         self, geoms: NDArray[np.object_], classes: NDArray[Any], areas: NDArray[Any], block_ids: list[str]
     ) -> None:
         """Append features: shapely polygons in the imagery's CRS with their class, area and block."""
-        import geopandas  # type: ignore[import-untyped,unused-ignore]
         import pyarrow as pa  # type: ignore[import-untyped,unused-ignore]
         import shapely
         from shapely.geometry import mapping
+
+        from postprocessing.io import to_rfc7946, wgs84_transformer
 
         n = len(geoms)
         if n == 0:
@@ -111,14 +113,16 @@ class PredictionFiles:
             [np.minimum(self._bounds[:2], box[:2]), np.maximum(self._bounds[2:], box[2:])]
         )
 
-        wgs84 = geopandas.GeoSeries(geoms, crs=self.crs).to_crs("EPSG:4326")
+        if self._to_wgs84 is None:
+            self._to_wgs84 = (wgs84_transformer(self.crs),)
+        wgs84 = to_rfc7946(geoms, self._to_wgs84[0])
         names = ("class", "area", *LINEAGE_COLUMNS)
         rows = zip(classes.tolist(), areas.tolist(), block_ids, *([v] * n for v in lineage), strict=True)
         parts = [
             json.dumps(
                 {"type": "Feature", "properties": dict(zip(names, row, strict=True)), "geometry": mapping(g)}
             )
-            for row, g in zip(rows, wgs84.array, strict=True)
+            for row, g in zip(rows, wgs84, strict=True)
         ]
         if self._text is None:
             raise ValueError(f"{self.targets[1]}: written after close")

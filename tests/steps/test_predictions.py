@@ -10,6 +10,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import rasterio
+import shapely
+import shapely.geometry
 from affine import Affine
 
 from geomlops.errors import VectorizeError
@@ -106,9 +108,15 @@ def test_streamed_features_equal_one_block_and_carry_lineage(tmp_path: Path) -> 
     geo = json.loads(pq.ParquetFile(small / "predictions.parquet").schema_arrow.metadata[b"geo"])
     assert geo["columns"]["geometry"]["bbox"] == list(a.total_bounds)
     assert geo["columns"]["geometry"]["geometry_types"] == ["Polygon"]
-    # GeoJSON: the same features, laid out as GeoDataFrame.to_json writes them, WGS84
+    # GeoJSON: the same features, laid out as GeoDataFrame.to_json writes them, WGS84, with
+    # RFC 7946's orientation: shells counter-clockwise, holes clockwise
     text = (small / "predictions.geojson").read_text()
-    assert text == a.to_crs("EPSG:4326").to_json(drop_id=True)
+    wgs84 = a.to_crs("EPSG:4326")
+    wgs84.geometry = shapely.orient_polygons(wgs84.geometry.array, exterior_cw=False)
+    assert text == wgs84.to_json(drop_id=True)
+    polygons = [shapely.geometry.shape(f["geometry"]) for f in json.loads(text)["features"]]
+    assert all(p.exterior.is_ccw and not any(h.is_ccw for h in p.interiors) for p in polygons)
+    assert sum(len(p.interiors) for p in polygons) == 1  # the ring's hole was checked too
     item = json.loads(
         (
             tmp_path / "catalog" / "predictions" / "cloud-mask-v3-small" / "cloud-mask-v3-small.json"
