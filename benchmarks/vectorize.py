@@ -9,8 +9,9 @@ Masks (uint8 GeoTIFF, tiled, deflate, nodata 0, UTM) hold many small buildings (
 with a courtyard), rough flood regions with islands (class 2) and a river (class 2) that snakes
 through every block, so one flood polygon spans the whole raster. They are generated strip by
 strip and written window by window: a 100,000² mask (10 Gpx) never sits in memory.
-Each method runs in its own subprocess, from the GeoTIFF to a GeoParquet file, and imports only
-what it uses:
+Each method runs in its own subprocess, from the GeoTIFF to a GeoParquet file; all import
+rasterio, pyproj and pyarrow before the clock starts (each reads with GDAL and writes the same
+GeoParquet), and otherwise only what they use:
 
 - ``rasterio``: the whole band read at once, ``rasterio.features.shapes`` (GDAL polygonize,
   4-connectivity), each GeoJSON-like dict turned into shapely (``shapely.geometry.shape``);
@@ -195,8 +196,12 @@ def run_method(method: str, source: str, output: str, block_size: int, scheduler
     import psutil
     import pyarrow.compute
     import pyarrow.parquet as pq
+    import pyproj
+    import rasterio
 
-    del pq, pyarrow.compute  # imported to warm pyarrow's lazy imports before the clock starts
+    # every method reads the GeoTIFF with rasterio (GDAL) and writes its CRS with pyproj: both
+    # are imported, and pyarrow's lazy imports warmed, before the start-up RSS and the clock
+    del pq, pyarrow.compute, pyproj, rasterio
     if method == "geomlops":
         from postprocessing.vectorize import vectorize_to_file
     elif method == "rasterio":

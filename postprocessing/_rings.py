@@ -83,7 +83,11 @@ def concat(parts: Sequence[Polygons]) -> Polygons:
         ring_offsets=offsets(ring_sizes),
         poly_offsets=offsets(poly_sizes),
         classes=np.concatenate([p.classes for p in parts]),
-        saddle=np.concatenate([_saddle(p) for p in parts]),
+        saddle=(
+            np.concatenate([_saddle(p) for p in parts])
+            if any(len(p.saddle) == len(p.xy) for p in parts)
+            else empty().saddle  # none tracked: none made up
+        ),
     )
 
 
@@ -92,31 +96,31 @@ def _saddle(p: Polygons) -> BoolArray:
 
 
 def take(polys: Polygons, index: IntArray | BoolArray) -> Polygons:
-    """The polygons selected by ``index`` (integer positions or a boolean mask), in that order."""
+    """The polygons selected by ``index`` (integer positions or a boolean mask), in that order.
+
+    Vertices are copied a million at a time, so the temporaries stay small beside the copy
+    even when one polygon spans the raster.
+    """
     idx = np.flatnonzero(index) if index.dtype == np.bool_ else np.asarray(index, np.int64)
     if len(idx) == len(polys) and np.array_equal(idx, np.arange(len(polys))):
         return polys
     rings = ranges(polys.poly_offsets, idx)
-    verts = ranges(polys.ring_offsets, rings)
+    ring_offsets = offsets(polys.ring_sizes[rings])
+    tracked = len(polys.saddle) == len(polys.xy)  # untracked saddles stay untracked
+    xy = np.empty((int(ring_offsets[-1]), 2), polys.xy.dtype)
+    new_saddle = np.empty(len(xy) if tracked else 0, np.bool_)
+    for r0, r1 in ring_chunks(ring_offsets):
+        verts = ranges(polys.ring_offsets, rings[r0:r1])
+        lo, hi = int(ring_offsets[r0]), int(ring_offsets[r1])
+        xy[lo:hi] = polys.xy[verts]
+        if tracked:
+            new_saddle[lo:hi] = polys.saddle[verts]
     return Polygons(
-        xy=polys.xy[verts],
-        ring_offsets=offsets(polys.ring_sizes[rings]),
+        xy=xy,
+        ring_offsets=ring_offsets,
         poly_offsets=offsets(np.diff(polys.poly_offsets)[idx]),
         classes=polys.classes[idx],
-        saddle=_saddle(polys)[verts],
-    )
-
-
-def span(polys: Polygons, start: int, stop: int) -> Polygons:
-    """Polygons ``start:stop``, sharing the vertex arrays of ``polys`` (views, not copies)."""
-    r0, r1 = int(polys.poly_offsets[start]), int(polys.poly_offsets[stop])
-    v0, v1 = int(polys.ring_offsets[r0]), int(polys.ring_offsets[r1])
-    return Polygons(
-        xy=polys.xy[v0:v1],
-        ring_offsets=polys.ring_offsets[r0 : r1 + 1] - v0,
-        poly_offsets=polys.poly_offsets[start : stop + 1] - r0,
-        classes=polys.classes[start:stop],
-        saddle=polys.saddle[v0:v1] if len(polys.saddle) == len(polys.xy) else polys.saddle[:0],
+        saddle=new_saddle,
     )
 
 

@@ -70,50 +70,68 @@ def first_pixels(polys: Polygons) -> tuple[IntArray, IntArray]:
     return first // stride, first % stride
 
 
+def scan_order(polys: Polygons) -> IntArray:
+    """The permutation that sorts the polygons by their first pixel (row, then column)."""
+    rows, cols = first_pixels(polys)
+    order: IntArray = np.lexsort((cols, rows))
+    return order
+
+
 def in_scan_order(polys: Polygons) -> Polygons:
     """The polygons sorted by their first pixel (row, then column): the same order for any blocks."""
-    rows, cols = first_pixels(polys)
-    return _rings.take(polys, np.lexsort((cols, rows)))
+    return _rings.take(polys, scan_order(polys))
 
 
-def canonical(polys: Polygons) -> Polygons:
+def canonical(polys: Polygons, index: IntArray | None = None) -> Polygons:
     """Each ring starting at its first vertex in scan order, holes sorted the same way.
 
     With shells positive and holes negative (as traced), this makes the vertex arrays a function
     of the pixels alone, whatever the blocks: byte-stable output without a GEOS normalize.
+
+    Args:
+        polys: polygons as traced or merged.
+        index: the polygons to return, in this order (default: all, in their order); the same
+            as ``canonical(take(polys, index))`` without the intermediate copy of the vertices.
     """
-    if len(polys) == 0:
-        return polys
-    starts, sizes = polys.ring_offsets[:-1], polys.ring_sizes
+    if index is None:
+        index = np.arange(len(polys), dtype=np.int64)
+    if len(index) == 0:
+        return _rings.take(polys, index)
+    per_poly = np.diff(polys.poly_offsets)[index]
+    rings = _rings.ranges(polys.poly_offsets, index)  # the rings of each chosen polygon, in order
+    starts = polys.ring_offsets[rings]
+    sizes = polys.ring_offsets[rings + 1] - starts
     stride = np.int64(int(polys.xy[:, 0].max()) + 1)
-    low = np.empty(len(starts), np.int64)
-    first = np.empty(len(starts), np.int64)
-    for r0, r1 in _rings.ring_chunks(polys.ring_offsets):  # bounded temporaries
-        lo, hi = int(polys.ring_offsets[r0]), int(polys.ring_offsets[r1])
-        key = polys.xy[lo:hi, 1].astype(np.int64) * stride
-        key += polys.xy[lo:hi, 0]
-        local = polys.ring_offsets[r0:r1] - lo
+    low = np.empty(len(rings), np.int64)
+    first = np.empty(len(rings), np.int64)
+    for r0, r1 in _rings.ring_chunks(_rings.offsets(sizes)):  # bounded temporaries
+        verts = _spans(starts[r0:r1], sizes[r0:r1])
+        key = polys.xy[verts, 1].astype(np.int64) * stride
+        key += polys.xy[verts, 0]
+        local = _rings.offsets(sizes[r0:r1])[:-1]
         low[r0:r1] = np.minimum.reduceat(key, local)
-        first[r0:r1] = lo + np.flatnonzero(key == np.repeat(low[r0:r1], sizes[r0:r1]))  # distinct vertices
-    ring_poly = np.repeat(np.arange(len(polys), dtype=np.int64), np.diff(polys.poly_offsets))
-    is_hole = np.ones(len(starts), np.bool_)
-    is_hole[polys.shell_index] = False
+        first[r0:r1] = verts[np.flatnonzero(key == np.repeat(low[r0:r1], sizes[r0:r1]))]  # distinct
+        del verts, key
+    ring_poly = np.repeat(np.arange(len(index), dtype=np.int64), per_poly)
+    is_hole = np.ones(len(rings), np.bool_)
+    is_hole[_rings.offsets(per_poly)[:-1]] = False
     order = np.lexsort((low, is_hole, ring_poly))
     new_offsets = _rings.offsets(sizes[order])
-    xy = np.empty_like(polys.xy)
+    xy = np.empty((int(new_offsets[-1]), 2), polys.xy.dtype)
+    tail, head = starts + sizes - first, first - starts
     for o0, o1 in _rings.ring_chunks(new_offsets):
-        rings = order[o0:o1]  # each read from its first vertex to its end, then from its start
-        spans = np.empty((len(rings), 2, 2), np.int64)
-        spans[:, 0, 0], spans[:, 0, 1] = first[rings], (starts + sizes - first)[rings]
-        spans[:, 1, 0], spans[:, 1, 1] = starts[rings], (first - starts)[rings]
+        chosen = order[o0:o1]  # each read from its first vertex to its end, then from its start
+        spans = np.empty((len(chosen), 2, 2), np.int64)
+        spans[:, 0, 0], spans[:, 0, 1] = first[chosen], tail[chosen]
+        spans[:, 1, 0], spans[:, 1, 1] = starts[chosen], head[chosen]
         xy[new_offsets[o0] : new_offsets[o1]] = polys.xy[
             _spans(spans[:, :, 0].ravel(), spans[:, :, 1].ravel())
         ]
     return Polygons(
         xy=xy,
         ring_offsets=new_offsets,
-        poly_offsets=polys.poly_offsets,
-        classes=polys.classes,
+        poly_offsets=_rings.offsets(per_poly),
+        classes=polys.classes[index],
         saddle=_rings.empty().saddle,
     )
 

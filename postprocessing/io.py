@@ -27,7 +27,6 @@ from affine import Affine
 from numpy.typing import NDArray
 
 from geomlops.errors import VectorizeError
-from postprocessing import _rings
 from postprocessing._rings import Polygons
 from postprocessing.finalize import polygon_areas, to_geometries, to_wkb
 from postprocessing.grid import Block
@@ -150,6 +149,45 @@ def to_rfc7946(geoms: NDArray[np.object_], transformer: Any) -> NDArray[np.objec
     return oriented
 
 
+#: the most bytes of WKB in one Arrow binary array (its offsets are 32-bit)
+_MAX_BINARY = 2**31 - 1
+
+
+@dataclass(frozen=True)
+class EncodedFeatures:
+    """Features ready to write: classes, areas, and either WKB (GeoParquet) or geometries.
+
+    Attributes:
+        classes: the class of each feature.
+        areas: the area of each feature.
+        wkb: ``(offsets, data)`` of the features' WKB, for GeoParquet.
+        geometries: shapely polygons in the raster's CRS, for GeoJSON.
+    """
+
+    classes: NDArray[np.int64]
+    areas: NDArray[np.float64]
+    wkb: tuple[NDArray[np.int64], NDArray[np.uint8]] | None = None
+    geometries: NDArray[np.object_] | None = None
+
+
+def _buffer(array: NDArray[Any]) -> Any:
+    import pyarrow as pa  # type: ignore[import-untyped,unused-ignore]
+
+    return pa.py_buffer(array)
+
+
+def _numeric(arrow_type: Any, values: NDArray[Any]) -> Any:
+    import pyarrow as pa  # type: ignore[import-untyped,unused-ignore]
+
+    return pa.Array.from_buffers(arrow_type, len(values), [None, pa.py_buffer(values)])
+
+
+def _binary(n: int, buffers: list[Any]) -> Any:
+    import pyarrow as pa  # type: ignore[import-untyped,unused-ignore]
+
+    return pa.Array.from_buffers(pa.binary(), n, buffers)
+
+
 class FeatureWriter:
     """Streams polygons to GeoParquet or GeoJSON; the file appears only when closed cleanly.
 
@@ -215,32 +253,59 @@ class FeatureWriter:
 
     def write_polygons(self, polys: Polygons, transform: Affine) -> None:
         """Append pixel-space polygons, placed by ``transform``; GeoParquet skips GEOS entirely."""
-        if len(polys) == 0:
-            return
+        self.write_encoded(self.encode(polys, transform))
+
+    def encode(self, polys: Polygons, transform: Affine) -> EncodedFeatures:
+        """What :meth:`write_encoded` writes of ``polys``, which the caller may then let go
+        (a country-wide polygon need not be held beside its WKB while the file is written).
+
+        Raises:
+            VectorizeError: on a polygon too large for one GeoParquet value (2 GiB of WKB).
+        """
         areas = polygon_areas(polys, transform)
         if self._parquet is None:
-            self.write(to_geometries(polys, transform), polys.classes, areas)
-            return
-        import pyarrow as pa  # type: ignore[import-untyped,unused-ignore]
-
+            return EncodedFeatures(polys.classes, areas, geometries=to_geometries(polys, transform))
         offsets, data = to_wkb(polys, transform)
-        if offsets[-1] >= 2**31:  # a binary column's offsets are 32-bit: write in halves
-            half = len(polys) // 2
-            self.write_polygons(_rings.take(polys, np.arange(half)), transform)
-            self.write_polygons(_rings.take(polys, np.arange(half, len(polys))), transform)
+        return EncodedFeatures(polys.classes, areas, wkb=(offsets, data))
+
+    def write_encoded(self, features: EncodedFeatures) -> None:
+        """Append features made by :meth:`encode`."""
+        if len(features.classes) == 0:
             return
-        buffers = [None, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(data)]
-        self._write_table(pa.Array.from_buffers(pa.binary(), len(polys), buffers), polys.classes, areas)
+        if features.wkb is None:
+            if features.geometries is not None:
+                self.write(features.geometries, features.classes, features.areas)
+            return
+        offsets, data = features.wkb
+        # a binary column's offsets are 32-bit: cut the features into runs below 2 GiB of WKB
+        start, n = 0, len(features.classes)
+        while start < n:
+            stop = int(np.searchsorted(offsets, offsets[start] + _MAX_BINARY, side="right")) - 1
+            if stop <= start:
+                size = int(offsets[start + 1] - offsets[start])
+                raise VectorizeError(
+                    f"{self.path}: a polygon of {size:,} bytes of WKB is larger than one GeoParquet "
+                    "value can hold (2 GiB); write GeoJSON instead"
+                )
+            stop = min(stop, n)
+            base = int(offsets[start])
+            run_offsets = (offsets[start : stop + 1] - base).astype(np.int32)
+            buffers = [None, _buffer(run_offsets), _buffer(data[base : int(offsets[stop])])]
+            self._write_table(
+                _binary(stop - start, buffers), features.classes[start:stop], features.areas[start:stop]
+            )
+            start = stop
 
     def _write_table(self, wkb: Any, classes: NDArray[Any], areas: NDArray[np.float64]) -> None:
         import pyarrow as pa  # type: ignore[import-untyped,unused-ignore]
 
-        columns = {
-            "class": pa.array(np.asarray(classes, np.int64)),
-            "area": pa.array(np.asarray(areas, np.float64)),
-            "geometry": wkb,
-        }
-        self._parquet.write_table(pa.table(columns, schema=self._schema))
+        # arrays over numpy's buffers: no copy, and pyarrow need not import pandas to look at them
+        columns = [
+            _numeric(pa.int64(), np.ascontiguousarray(classes, np.int64)),
+            _numeric(pa.float64(), np.ascontiguousarray(areas, np.float64)),
+            wkb,
+        ]
+        self._parquet.write_table(pa.Table.from_arrays(columns, schema=self._schema))
         pa.default_memory_pool().release_unused()  # give the encoding buffers back
         self.count += len(classes)
 
@@ -251,9 +316,8 @@ class FeatureWriter:
         if self._parquet is not None:
             import pyarrow as pa  # type: ignore[import-untyped,unused-ignore]
 
-            self._write_table(
-                pa.array(shapely.to_wkb(geoms, output_dimension=2), pa.binary()), classes, areas
-            )
+            wkb = shapely.to_wkb(geoms, output_dimension=2).tolist()  # a list: no pandas import
+            self._write_table(pa.array(wkb, pa.binary()), classes, areas)
             return
         if self._text is not None:
             geoms = to_rfc7946(geoms, self._to_wgs84)

@@ -119,6 +119,15 @@ def _classes(array: NDArray[np.generic], nodata: int | None) -> list[tuple[int, 
     return [(int(v), n) for v, n in found if n and (nodata is None or v != nodata)]
 
 
+def release_buffers() -> None:
+    """Free the shared coordinate grids and the calling thread's tracer (after the last block;
+    a pool's threads free theirs when they end)."""
+    with _GRIDS_LOCK:
+        _GRIDS.clear()
+    if hasattr(_LOCAL, "tracer"):
+        del _LOCAL.tracer
+
+
 def _meshgrid(shape: tuple[int, int]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     rows, cols = shape
     x, y = np.meshgrid(np.arange(cols, dtype=np.float64), np.arange(rows, dtype=np.float64))

@@ -107,8 +107,9 @@ class EdgeMerger:
         return self._with_holes(_rings.take(shells, ~waiting), merged_tokens[~waiting])
 
     def _store_holes(self, holes: Polygons, tokens: IntArray) -> None:
-        if len(holes):
-            self._holes.append(_HoleChunk(holes, tokens))
+        if len(holes):  # without saddle flags: a hole is never joined again
+            rings = Polygons(holes.xy, holes.ring_offsets, holes.poly_offsets, holes.classes, _NO_SADDLE)
+            self._holes.append(_HoleChunk(rings, tokens))
 
     def _root(self, tokens: IntArray) -> IntArray:
         """The token of the group each token now belongs to (halving the paths it walks)."""
@@ -143,17 +144,18 @@ class EdgeMerger:
             return shells
         by_root = np.argsort(done)
         hole_owner = by_root[np.searchsorted(done, np.concatenate(owners), sorter=by_root)]
-        rings = _rings.concat([shells, *found])
+        shells = Polygons(shells.xy, shells.ring_offsets, shells.poly_offsets, shells.classes, _NO_SADDLE)
+        rings = _rings.concat([shells, *found])  # one ring per polygon: shells, then holes
+        del found
         ring_owner = np.concatenate([np.arange(len(shells), dtype=np.int64), hole_owner])
         is_hole = np.arange(len(ring_owner)) >= len(shells)
-        order = np.lexsort((is_hole, ring_owner))
-        verts = _rings.ranges(rings.ring_offsets, order)
+        rings = _rings.take(rings, np.lexsort((is_hole, ring_owner)))  # no copy when in order
         return Polygons(
-            xy=rings.xy[verts],
-            ring_offsets=_rings.offsets(rings.ring_sizes[order]),
+            xy=rings.xy,
+            ring_offsets=rings.ring_offsets,
             poly_offsets=_rings.offsets(np.bincount(ring_owner, minlength=len(shells)).astype(np.int64)),
             classes=shells.classes,
-            saddle=_rings.empty().saddle,
+            saddle=_NO_SADDLE,
         )
 
     def _join(
@@ -271,6 +273,9 @@ def _assemble(
     )
     reps = np.concatenate([np.flatnonzero(~hit_piece), groups]).astype(np.int64)
     return _rings.concat([_rings.take(polys, ~hit_piece), joined]), reps
+
+
+_NO_SADDLE = _rings.empty().saddle
 
 
 class _HoleChunk:

@@ -20,18 +20,20 @@ from tqdm import tqdm
 from geomlops.errors import VectorizeError
 from postprocessing import _rings
 from postprocessing._dask import BlockExecutor
+from postprocessing._memory import release_freed_memory
 from postprocessing._rings import Polygons
 from postprocessing.finalize import (
     canonical,
     drop_small,
     in_scan_order,
     polygon_areas,
+    scan_order,
     simplify_coverage,
     to_geometries,
 )
 from postprocessing.grid import Block, BlockGrid, plan_blocks
 from postprocessing.io import FeatureWriter, RasterInfo, read_block, read_raster_info
-from postprocessing.kernel import BlockPieces, mask_to_polygons
+from postprocessing.kernel import BlockPieces, mask_to_polygons, release_buffers
 from postprocessing.merge import EdgeMerger
 
 if TYPE_CHECKING:
@@ -91,8 +93,22 @@ def iter_polygons(
         for results in executor.map_batches(task, batches, lambda: _advance(bar)):
             for i in range(len(results) // grid.n_cols):
                 row: list[BlockPieces] = results[i * grid.n_cols : (i + 1) * grid.n_cols]
-                merged = merger.add_row(_rings.concat([p.edge for p in row]))
-                yield _rings.concat([*(p.final for p in row), merged])
+                # not bound to a name here: nothing keeps a row's polygons (a row may complete a
+                # country-wide flood) while the caller writes them
+                yield _complete_row(merger, row, executor)
+            del results
+
+
+def _complete_row(merger: EdgeMerger, row: list[BlockPieces], executor: BlockExecutor) -> Polygons:
+    """The polygons a row of blocks completes. After the last row the workers and their tracing
+    buffers go, before the caller writes what may be the largest polygon of the raster; freed heap
+    memory goes back to the system after every row."""
+    done = _rings.concat([*(p.final for p in row), merger.add_row(_rings.concat([p.edge for p in row]))])
+    if merger.rows_seen == merger.grid.n_rows:
+        executor.close()
+        release_buffers()
+    release_freed_memory()
+    return done
 
 
 def _advance(bar: tqdm[Any]) -> None:
@@ -228,27 +244,39 @@ def vectorize_to_file(
             areas = polygon_areas(polys, info.transform)
             writer.write(simplify_coverage(polys, simplify, info.transform), polys.classes, areas)
         else:
-            for batch in batches:
-                ordered = in_scan_order(drop_small(batch, min_area, info.transform))
-                del batch  # one copy of the row at a time: a row may complete a country-wide flood
-                for chunk in _chunks(ordered):  # bounded temporaries, even for a row of floods
-                    writer.write_polygons(canonical(chunk), info.transform)
+            _write_rows(batches, writer, min_area, info.transform)
         return writer.count
 
 
-def _chunks(polys: Polygons, max_vertices: int = 1 << 20) -> Iterator[Polygons]:
-    """Consecutive runs of polygons with at most ``max_vertices`` vertices (or one polygon),
-    as views of ``polys``."""
-    if len(polys.xy) <= max_vertices:
-        yield polys
-        return
-    ends = polys.ring_offsets[polys.poly_offsets[1:]]
-    start = 0
-    while start < len(polys):
-        base = polys.ring_offsets[polys.poly_offsets[start]]
-        stop = max(start + 1, int(np.searchsorted(ends, base + max_vertices, side="right")))
-        yield _rings.span(polys, start, stop)
-        start = stop
+def _write_rows(
+    batches: Iterator[Polygons],
+    writer: FeatureWriter,
+    min_area: float,
+    transform: Affine,
+    run_vertices: int = 1 << 20,
+) -> None:
+    """Write each row's complete polygons in scan order, a run of about a million vertices at a
+    time (bounded temporaries, even for a row of floods).
+
+    Memory holds the row, one run in canonical form, then its encoding. When a run holds most of
+    the row's vertices (a country-wide flood), the rest of the row is copied out and the row let
+    go before the run is written, so the polygon is not held three times over.
+    """
+    for polys in batches:
+        order = scan_order(polys)
+        if min_area:
+            order = order[(polygon_areas(polys, transform) >= min_area)[order]]
+        while len(order):
+            counts = np.diff(polys.ring_offsets[polys.poly_offsets])[order]
+            stop = max(1, int(np.searchsorted(np.cumsum(counts), run_vertices, side="right")))
+            encoded = writer.encode(canonical(polys, order[:stop]), transform)
+            order = order[stop:]
+            if not len(order):
+                polys = _rings.empty()  # the row is written: let it go before the next
+            elif 2 * int(counts[:stop].sum()) > int(counts.sum()):
+                polys, order = _rings.take(polys, order), np.arange(len(order), dtype=np.int64)
+            writer.write_encoded(encoded)
+            del encoded
 
 
 def _iter_raster(

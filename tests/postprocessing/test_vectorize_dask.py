@@ -93,3 +93,18 @@ def test_a_failing_block_stops_the_run() -> None:
 def test_unknown_schedulers_are_refused(bad: str) -> None:
     with pytest.raises(VectorizeError, match="tcp://HOST:PORT"):
         check_scheduler(bad)
+
+
+@pytest.mark.parametrize("scheduler", ["synchronous", "threads"])
+def test_tracing_buffers_go_once_the_last_row_is_merged(scheduler: str) -> None:
+    from postprocessing import kernel
+    from postprocessing._memory import release_freed_memory
+
+    rng = np.random.default_rng(5)
+    mask = np.kron(rng.integers(0, 3, (30, 30)), np.ones((20, 20), np.int64)).astype(np.uint8)
+    kernel.mask_to_polygons(mask[:300, :300], shared=(False, True, False, True))
+    assert kernel._GRIDS and hasattr(kernel._LOCAL, "tracer")  # a block-sized tracer is kept
+    polys = vectorize_array(mask, block_size=300, scheduler=scheduler, workers=2)
+    assert keys(polys) == reference(mask, None)
+    assert not kernel._GRIDS and not hasattr(kernel._LOCAL, "tracer")  # ... until the run ends
+    assert release_freed_memory() is sys.platform.startswith("linux")  # glibc here

@@ -9,10 +9,12 @@ import geopandas
 import numpy as np
 import pytest
 import shapely
+from affine import Affine
 from pyproj import Transformer
 from vector_checks import CRS, TRANSFORM, reference, write_tif
 
 from geomlops.errors import VectorizeError
+from postprocessing.finalize import to_geometries
 from postprocessing.io import FeatureWriter
 from postprocessing.vectorize import vectorize_raster, vectorize_to_file
 
@@ -108,7 +110,7 @@ def test_a_failing_write_leaves_no_file(
     tif = write_tif(tmp_path / "mask.tif", mask, nodata=0)
     out = tmp_path / "polys.parquet"
     calls = []
-    original = FeatureWriter.write_polygons
+    original = FeatureWriter.write_encoded
 
     def fail_on_second(self: FeatureWriter, *args: object) -> None:
         calls.append(1)
@@ -116,7 +118,7 @@ def test_a_failing_write_leaves_no_file(
             raise OSError("disk full")
         original(self, *args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(FeatureWriter, "write_polygons", fail_on_second)
+    monkeypatch.setattr(FeatureWriter, "write_encoded", fail_on_second)
     with pytest.raises(OSError, match="disk full"):
         vectorize_to_file(tif, out, block_size=8, scheduler="synchronous")
     assert len(calls) == 2
@@ -160,17 +162,37 @@ def test_parquet_without_crs_says_so(tmp_path: Path, mask: np.ndarray) -> None:
     assert geopandas.read_parquet(out).crs is None
 
 
-def test_written_chunks_are_views_that_cover_every_polygon_once(mask: np.ndarray) -> None:
-    from postprocessing._rings import concat
-    from postprocessing.vectorize import _chunks, vectorize_array
+def test_rows_written_run_by_run_give_every_polygon_once_in_scan_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from postprocessing.finalize import canonical, in_scan_order, polygon_areas
+    from postprocessing.vectorize import _write_rows, vectorize_array
 
-    polys = vectorize_array(mask, block_size=7)
-    sizes = np.diff(polys.ring_offsets[polys.poly_offsets])  # vertices of each polygon
-    chunks = list(_chunks(polys, max_vertices=int(sizes.max()) - 1))  # the largest stands alone
-    assert len(chunks) > 1 and sum(len(c) for c in chunks) == len(polys)
-    for chunk in chunks:
-        assert len(chunk.xy) < sizes.max() or len(chunk) == 1
-        assert np.shares_memory(chunk.xy, polys.xy)  # no copy of the vertices
-    joined = concat(chunks)
-    for name in ("xy", "ring_offsets", "poly_offsets", "classes"):
-        assert np.array_equal(getattr(joined, name), getattr(polys, name)), name
+    comb = np.zeros((30, 60), np.uint8)
+    comb[:3, :] = 1
+    comb[3:20, ::2] = 1  # most of the vertices are in this one polygon's teeth
+    comb[25:27, 3:5] = comb[25:27, 30:33] = comb[22:24, 50:52] = 2  # and a few small ones
+    polys = vectorize_array(comb, block_size=7)
+    rows = [polys, in_scan_order(polys)]  # two "rows"
+    sizes = np.diff(polys.ring_offsets[polys.poly_offsets])
+    runs: list[int] = []
+    original = FeatureWriter.write_encoded
+
+    def count(self: FeatureWriter, features: object) -> None:
+        runs.append(len(features.classes))  # type: ignore[attr-defined]
+        original(self, features)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(FeatureWriter, "write_encoded", count)
+    transform = Affine.identity()
+    out = tmp_path / "runs.parquet"
+    with FeatureWriter(out, None) as writer:
+        # runs of at most one polygon larger than the rest: the largest stands alone, and the
+        # rest of its row is copied out before it is written
+        _write_rows(iter(rows), writer, 0.0, transform, run_vertices=int(sizes.max()) - 1)
+    assert len(runs) > 2 and sum(runs) == 2 * len(polys)
+    expected = canonical(in_scan_order(polys))
+    table = geopandas.read_parquet(out)
+    want = shapely.to_wkb(to_geometries(expected, transform)).tolist()
+    assert table.geometry.to_wkb().tolist() == want + want  # same polygons, same order, both rows
+    assert table["class"].tolist() == expected.classes.tolist() * 2
+    assert table["area"].tolist() == polygon_areas(expected, transform).tolist() * 2
