@@ -89,13 +89,13 @@ def publish_predictions(
 
     Rows of blocks are traced on the Dask ``scheduler``; each batch of polygons the merge
     completes is written at once to GeoParquet (the imagery's CRS) and GeoJSON (RFC 7946, WGS84)
-    and drawn on the quicklook, so memory holds a row group, a row of blocks' pieces and the
-    outlines drawn so far (matplotlib keeps them until the PNG is saved), not the features'
-    records. Features come out row of blocks by row of blocks, each batch in scan order of
-    the polygons' first pixels, so the files are byte-identical whatever the scheduler and
-    however often the run was resumed. Every feature carries ``class``, ``area``, the id of the
-    block holding its first pixel, ``model``, ``model_version`` and ``mlflow_run_id``. The STAC
-    item goes into the predictions collection last.
+    and burnt into the quicklook's canvas, so memory holds a row group, a row of blocks' pieces
+    and a canvas of at most 1,024 x 1,024 cells, not the features' records. Features come out
+    row of blocks by row of blocks, each batch in scan order of the polygons' first pixels, so
+    the files are byte-identical whatever the scheduler and however often the run was resumed.
+    Every feature carries ``class``, ``area``, the id of the block holding its first pixel,
+    ``model``, ``model_version`` and ``mlflow_run_id``. The STAC item goes into the predictions
+    collection last.
 
     Args:
         mask: the assembled class raster (``mask.tif``).
@@ -262,54 +262,88 @@ def _imagery_datetime(imagery: str) -> str:
 
 
 class _Quicklook:
-    """Predicted polygons over the imagery (what a field analyst looks at first), drawn batch by
-    batch as the features are written."""
+    """Predicted outlines over the imagery (what a field analyst looks at first), burnt batch by
+    batch into a picture-sized canvas as the features are written.
+
+    The canvas has one cell per pixel of the decimated imagery (at most 1,024 on the longer side),
+    so memory stays the same for a town or a country: the outlines are not kept, only the cells
+    they cross. A polygon smaller than a cell shows as one cell.
+    """
+
+    #: outline colour (RGB, 0-1)
+    COLOUR = (1.0, 0.23, 0.19)
 
     def __init__(self, plan: BatchPlan) -> None:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
         import numpy as np
         import rasterio
 
         with rasterio.open(plan.imagery) as src:
             scale = max(1, max(src.width, src.height) // 1024)
-            shape = (src.height // scale, src.width // scale)
+            shape = (max(1, src.height // scale), max(1, src.width // scale))
             bands = [3, 2, 1] if src.count >= 4 else [1] * 3
             rgb = np.dstack([src.read(b, out_shape=shape).astype("float32") for b in bands])
         lo, hi = np.nanpercentile(rgb, [2, 98])
-        rgb = np.clip((rgb - lo) / max(hi - lo, 1e-9), 0, 1)
-        w, n = _affine(plan) @ (0, 0)
-        e, s = _affine(plan) @ (plan.width, plan.height)
-        self.fig, self.ax = plt.subplots(figsize=(8, 8 * plan.height / max(plan.width, 1)), dpi=100)
-        self.ax.imshow(rgb, extent=(w, e, s, n))
+        self.rgb = np.clip((rgb - lo) / max(hi - lo, 1e-9), 0, 1)
+        self.outline = np.zeros(shape, np.bool_)
+        self.plan = plan
+        # world -> canvas cell: the inverse of the imagery's transform scaled to the canvas
+        from affine import Affine
 
-    def add(self, geoms: Any) -> None:
-        """Draw the outlines of a batch of polygons (in the imagery's CRS); nothing is rendered
-        until the picture is saved."""
+        self._to_cell = ~(_affine(plan) @ Affine.scale(plan.width / shape[1], plan.height / shape[0]))
+
+    def add(self, geoms: Any, max_points: int = 1 << 20) -> None:
+        """Burn the outlines of a batch of polygons (in the imagery's CRS) into the canvas: each
+        ring's edges are sampled at least once per cell, a million points at a time."""
         import numpy as np
         import shapely
-        from matplotlib.collections import LineCollection
 
         if len(geoms) == 0:
             return
         coords, ring = shapely.get_coordinates(shapely.get_rings(geoms), return_index=True)
-        outlines = np.split(coords, np.flatnonzero(np.diff(ring)) + 1)
-        self.ax.add_collection(LineCollection(outlines, color="#ff3b30", linewidth=0.6))
-        self.ax.set_aspect("equal")
-        self.ax.autoscale_view()
+        m = self._to_cell
+        col = m.a * coords[:, 0] + m.b * coords[:, 1] + m.c
+        row = m.d * coords[:, 0] + m.e * coords[:, 1] + m.f
+        del coords
+        edge = np.flatnonzero(ring[1:] == ring[:-1])  # from a vertex to the next of its ring
+        height, width = self.outline.shape
+        start = 0
+        while start < len(edge):
+            a = edge[start : start + max_points]
+            start += len(a)
+            dc, dr = col[a + 1] - col[a], row[a + 1] - row[a]
+            steps = np.ceil(np.maximum(np.abs(dc), np.abs(dr))).astype(np.int64) + 1
+            seg = np.repeat(np.arange(len(a)), steps)
+            t = np.arange(len(seg), dtype=np.float64) - np.repeat(np.cumsum(steps) - steps, steps)
+            t /= np.maximum(steps - 1, 1)[seg]
+            c = np.floor(col[a][seg] + t * dc[seg]).astype(np.int64)
+            r = np.floor(row[a][seg] + t * dr[seg]).astype(np.int64)
+            inside = (c >= 0) & (c < width) & (r >= 0) & (r < height)
+            self.outline[r[inside], c[inside]] = True
 
     def save(self, path: Path, title: str) -> None:
         """Write the PNG (no timestamp in it: the same features give the same bytes)."""
-        self.ax.set_title(title)
-        self.ax.set_axis_off()
-        self.fig.savefig(path, format="png", bbox_inches="tight", metadata={"Software": None})
+        import matplotlib
 
-    def close(self) -> None:
+        matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        plt.close(self.fig)
+        picture = self.rgb.copy()
+        picture[self.outline] = self.COLOUR
+        height, width = self.outline.shape
+        w, n = _affine(self.plan) @ (0, 0)
+        e, s = _affine(self.plan) @ (self.plan.width, self.plan.height)
+        fig, ax = plt.subplots(figsize=(8, 8 * height / max(width, 1)), dpi=100)
+        try:
+            ax.imshow(picture, extent=(w, e, s, n), interpolation="nearest")
+            ax.set_title(title)
+            ax.set_axis_off()
+            fig.savefig(path, format="png", bbox_inches="tight", metadata={"Software": None})
+        finally:
+            plt.close(fig)
+
+    def close(self) -> None:
+        """Let the canvas go."""
+        self.outline = self.outline[:0]
 
 
 def read_plan(output: Path) -> BatchPlan:

@@ -174,3 +174,31 @@ def test_files_appear_only_when_closed_cleanly(tmp_path: Path) -> None:
     assert pq.ParquetFile(parquet).num_row_groups == 3
     assert len(geopandas.read_parquet(parquet)) == len(json.loads(geojson.read_text())["features"]) == 5
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.geojson", "p.parquet"]
+
+
+@pytest.mark.parametrize("width", [40, 2500])  # canvas cell = one pixel; = two pixels (decimated)
+def test_quicklook_burns_outlines_into_a_canvas_of_fixed_size(tmp_path: Path, width: int) -> None:
+    import matplotlib.pyplot as plt
+    import shapely.geometry
+
+    from steps.predictions import _Quicklook
+
+    imagery = _raster(tmp_path / "wide.tif", np.zeros((4, 40, width), np.uint8))
+    plan = plan_batch(str(imagery), None, block_size=64, group_size=2)
+    picture = _Quicklook(plan)
+    scale = 1 if width < 1024 else 2
+    assert picture.outline.shape == (40 // scale, width // scale)
+    # a 12 x 12 pixel box whose corners are pixels (6, 6) and (18, 18), in the imagery's CRS
+    x0, y0 = TRANSFORM @ (6, 6)
+    x1, y1 = TRANSFORM @ (18, 18)
+    box = shapely.geometry.box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
+    many = [box] * 5_000  # a country's worth of batches keeps nothing but the canvas
+    for _ in range(3):
+        picture.add(np.array(many, dtype=object))
+    assert plt.get_fignums() == []  # no figure, no artists held until the PNG is saved
+    lo, hi = 6 // scale, 18 // scale
+    expected = np.zeros_like(picture.outline)
+    expected[lo : hi + 1, [lo, hi]] = expected[[lo, hi], lo : hi + 1] = True  # the cells its edges cross
+    assert np.array_equal(picture.outline, expected)
+    picture.save(tmp_path / "q.png", "title")
+    assert (tmp_path / "q.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plt.get_fignums() == []
