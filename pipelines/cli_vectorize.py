@@ -9,6 +9,7 @@ import click
 
 from geomlops.errors import ParameterError
 from pipelines._clitools import fail_cleanly
+from postprocessing.grid import DEFAULT_BLOCK_SIZE
 
 
 def _nodata(value: str | None) -> int | str | None:
@@ -27,10 +28,11 @@ def _nodata(value: str | None) -> int | str | None:
 @click.argument("output", type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
     "--block-size",
-    default=2048,
+    default=DEFAULT_BLOCK_SIZE,
     show_default=True,
     type=click.IntRange(min=1),
-    help="Block side in pixels. Memory grows with it; the polygons do not change.",
+    help="Block side in pixels. Memory grows with it (2048: faster, four times the tracing "
+    "buffers); the polygons do not change.",
 )
 @click.option(
     "--scheduler",

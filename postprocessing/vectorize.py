@@ -31,7 +31,7 @@ from postprocessing.finalize import (
     simplify_coverage,
     to_geometries,
 )
-from postprocessing.grid import Block, BlockGrid, plan_blocks
+from postprocessing.grid import DEFAULT_BLOCK_SIZE, Block, BlockGrid, plan_blocks
 from postprocessing.io import FeatureWriter, RasterInfo, read_block, read_raster_info
 from postprocessing.kernel import BlockPieces, mask_to_polygons, release_buffers
 from postprocessing.merge import EdgeMerger
@@ -41,7 +41,6 @@ if TYPE_CHECKING:
 
 #: ``nodata`` default: take the raster band's own nodata value
 RASTER_NODATA: Literal["raster"] = "raster"
-DEFAULT_BLOCK_SIZE = 2048
 
 
 def trace_raster_block(info: RasterInfo, block: Block, nodata: int | None) -> BlockPieces:
