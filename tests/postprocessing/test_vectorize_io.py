@@ -196,3 +196,39 @@ def test_rows_written_run_by_run_give_every_polygon_once_in_scan_order(
     assert table.geometry.to_wkb().tolist() == want + want  # same polygons, same order, both rows
     assert table["class"].tolist() == expected.classes.tolist() * 2
     assert table["area"].tolist() == polygon_areas(expected, transform).tolist() * 2
+
+
+def test_wkb_runs_are_cut_below_the_binary_limit_and_a_too_large_polygon_is_refused(
+    tmp_path: Path, mask: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import postprocessing.io as io
+    from postprocessing.finalize import canonical, in_scan_order
+    from postprocessing.vectorize import vectorize_array
+
+    polys = canonical(in_scan_order(vectorize_array(mask, block_size=7)))
+    transform = Affine.identity()
+    sizes = np.diff(io.to_wkb(polys, transform)[0])
+    tables: list[int] = []
+    original = FeatureWriter._write_table
+
+    def record(self: FeatureWriter, wkb: object, classes: np.ndarray, areas: np.ndarray) -> None:
+        tables.append(len(classes))
+        original(self, wkb, classes, areas)
+
+    monkeypatch.setattr(FeatureWriter, "_write_table", record)
+    monkeypatch.setattr(io, "_MAX_BINARY", int(sizes.max()))  # one polygon per run at most
+    out = tmp_path / "cut.parquet"
+    with FeatureWriter(out, None) as writer:
+        writer.write_polygons(polys, transform)
+    assert len(tables) > 1 and sum(tables) == len(polys)
+    table = geopandas.read_parquet(out)
+    assert table.geometry.to_wkb().tolist() == shapely.to_wkb(to_geometries(polys, transform)).tolist()
+
+    monkeypatch.setattr(io, "_MAX_BINARY", int(sizes.max()) - 1)  # the largest cannot be a value
+    refused = tmp_path / "refused.parquet"
+    with (
+        pytest.raises(VectorizeError, match="larger than one GeoParquet value"),
+        FeatureWriter(refused, None) as w,
+    ):
+        w.write_polygons(polys, transform)
+    assert not refused.exists() and list(tmp_path.glob(".refused*")) == []
