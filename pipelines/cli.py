@@ -265,6 +265,11 @@ def _print_summary(summary: Any) -> None:
     colour = {"Succeeded": "green", "Suspended": "yellow"}.get(summary.status, "red")
     click.secho(f"{summary.status}: run {summary.run_id}", fg=colour, bold=True)
     click.echo(f"  state and logs: {summary.run_dir}")
+    if summary.status == "Succeeded" and summary.outputs:  # what the last task made
+        task, values = list(summary.outputs.items())[-1]
+        for key, value in values.items():
+            text = str(value)
+            click.echo(f"  {task}.{key} = {text[:200]}{'…' if len(text) > 200 else ''}")
     if summary.message:
         click.echo(f"  {summary.message}")
     if summary.status == "Suspended":

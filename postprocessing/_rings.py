@@ -84,14 +84,15 @@ def concat(parts: Sequence[Polygons]) -> Polygons:
         poly_offsets=offsets(poly_sizes),
         classes=np.concatenate([p.classes for p in parts]),
         saddle=(
-            np.concatenate([_saddle(p) for p in parts])
+            np.concatenate([saddle_flags(p) for p in parts])
             if any(len(p.saddle) == len(p.xy) for p in parts)
             else empty().saddle  # none tracked: none made up
         ),
     )
 
 
-def _saddle(p: Polygons) -> BoolArray:
+def saddle_flags(p: Polygons) -> BoolArray:
+    """The saddle flag of every vertex (all false where they are not tracked)."""
     return p.saddle if len(p.saddle) == len(p.xy) else np.zeros(len(p.xy), np.bool_)
 
 
@@ -133,6 +134,13 @@ def ranges(offs: IntArray, index: IntArray) -> IntArray:
         return np.zeros(0, np.int64)
     shift = np.repeat(starts - offsets(sizes)[:-1], sizes)
     return np.arange(total, dtype=np.int64) + shift
+
+
+def spans(starts: IntArray, lengths: IntArray) -> IntArray:
+    """Concatenated ``arange(starts[i], starts[i] + lengths[i])``."""
+    index = np.repeat(starts - offsets(lengths)[:-1], lengths)
+    index += np.arange(len(index), dtype=np.int64)
+    return index
 
 
 def next_index(ring_offsets: IntArray) -> IntArray:

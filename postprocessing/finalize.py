@@ -105,7 +105,7 @@ def canonical(polys: Polygons, index: IntArray | None = None) -> Polygons:
     low = np.empty(len(rings), np.int64)
     first = np.empty(len(rings), np.int64)
     for r0, r1 in _rings.ring_chunks(_rings.offsets(sizes)):  # bounded temporaries
-        verts = _spans(starts[r0:r1], sizes[r0:r1])
+        verts = _rings.spans(starts[r0:r1], sizes[r0:r1])
         key = polys.xy[verts, 1].astype(np.int64) * stride
         key += polys.xy[verts, 0]
         local = _rings.offsets(sizes[r0:r1])[:-1]
@@ -125,7 +125,7 @@ def canonical(polys: Polygons, index: IntArray | None = None) -> Polygons:
         spans[:, 0, 0], spans[:, 0, 1] = first[chosen], tail[chosen]
         spans[:, 1, 0], spans[:, 1, 1] = starts[chosen], head[chosen]
         xy[new_offsets[o0] : new_offsets[o1]] = polys.xy[
-            _spans(spans[:, :, 0].ravel(), spans[:, :, 1].ravel())
+            _rings.spans(spans[:, :, 0].ravel(), spans[:, :, 1].ravel())
         ]
     return Polygons(
         xy=xy,
@@ -136,19 +136,12 @@ def canonical(polys: Polygons, index: IntArray | None = None) -> Polygons:
     )
 
 
-def _spans(starts: IntArray, lengths: IntArray) -> IntArray:
-    """Concatenated ``arange(starts[i], starts[i] + lengths[i])``."""
-    index = np.repeat(starts - _rings.offsets(lengths)[:-1], lengths)
-    index += np.arange(len(index), dtype=np.int64)
-    return index
-
-
 def _closed_coords(
     xy: CoordArray, ring_sizes: IntArray, transform: Affine
 ) -> tuple[NDArray[np.float64], IntArray]:
     """World coordinates of consecutive rings, closed (first vertex repeated), and ring offsets."""
     closed = _rings.offsets(ring_sizes + 1)
-    index = _spans(closed[:-1] - np.arange(len(ring_sizes)), ring_sizes + 1)
+    index = _rings.spans(closed[:-1] - np.arange(len(ring_sizes)), ring_sizes + 1)
     index[closed[1:] - 1] = closed[:-1] - np.arange(len(ring_sizes))  # close on the first vertex
     t = transform
     coords = np.empty((len(index), 2), np.float64)

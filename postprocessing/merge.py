@@ -158,6 +158,34 @@ class EdgeMerger:
             saddle=_NO_SADDLE,
         )
 
+    def _online(
+        self,
+        polys: Polygons,
+        verts: IntArray,
+        ring_starts: IntArray,
+        *,
+        n_old: int,
+        top: int | None,
+        row_start: int,
+    ) -> IntArray:
+        """Positions in ``verts`` whose segment lies on a line this row closes: the line ``top``,
+        or, for the row's new pieces, a column line below ``row_start``. Read a million vertices
+        at a time, so a long pending shell costs no per-vertex temporaries of its own size."""
+        found: list[IntArray] = [np.zeros(0, np.int64)]
+        for s0, s1 in _rings.ring_chunks(ring_starts):
+            lo, hi = int(ring_starts[s0]), int(ring_starts[s1])
+            local = ring_starts[s0 : s1 + 1] - lo
+            here = verts[lo:hi]
+            there = here[_rings.next_index(local)]
+            x0, y0 = polys.xy[here, 0], polys.xy[here, 1]
+            x1, y1 = polys.xy[there, 0], polys.xy[there, 1]
+            new = np.repeat(np.arange(s0, s1, dtype=np.int64), np.diff(local)) >= n_old
+            on = (x0 == x1) & new & (np.minimum(y0, y1) >= row_start) & np.isin(x0, self._col_lines)
+            if top is not None:
+                on |= (y0 == y1) & (y0 == top)
+            found.append(lo + np.flatnonzero(on))
+        return np.concatenate(found)
+
     def _join(
         self, polys: Polygons, *, n_old: int, top: int | None, row_start: int
     ) -> tuple[Polygons, IntArray, IntArray]:
@@ -177,29 +205,26 @@ class EdgeMerger:
         shells = polys.shell_index
         verts = _rings.ranges(polys.ring_offsets, shells)
         ring_starts = _rings.offsets(np.diff(polys.ring_offsets)[shells])
-        nxt = verts[_rings.next_index(ring_starts)]
-        piece = np.repeat(np.arange(len(polys), dtype=np.int64), np.diff(ring_starts))
-        x0, y0 = polys.xy[verts, 0].astype(np.int64), polys.xy[verts, 1].astype(np.int64)
-        x1, y1 = polys.xy[nxt, 0].astype(np.int64), polys.xy[nxt, 1].astype(np.int64)
-        vertical = (
-            (x0 == x1) & np.isin(x0, self._col_lines) & (piece >= n_old) & (np.minimum(y0, y1) >= row_start)
-        )
-        horizontal = (y0 == y1) & (y0 == top) if top is not None else np.zeros(len(verts), np.bool_)
-        online = np.flatnonzero(vertical | horizontal)
+        online = self._online(polys, verts, ring_starts, n_old=n_old, top=top, row_start=row_start)
         if len(online) == 0:
             return unchanged
+        piece_of = np.searchsorted(ring_starts, online, side="right") - 1
+        last = online + 1 == ring_starts[piece_of + 1]
+        nxt = verts[np.where(last, ring_starts[piece_of], online + 1)]
+        x0, y0 = polys.xy[verts[online], 0].astype(np.int64), polys.xy[verts[online], 1].astype(np.int64)
+        x1, y1 = polys.xy[nxt, 0].astype(np.int64), polys.xy[nxt, 1].astype(np.int64)
         # 1. unit steps of the on-line segments
-        length = np.abs(x1 - x0)[online] + np.abs(y1 - y0)[online]
+        length = np.abs(x1 - x0) + np.abs(y1 - y0)
         unit_offs = _rings.offsets(length)
         seg = np.repeat(np.arange(len(online)), length)
         t = np.arange(int(unit_offs[-1]), dtype=np.int64) - unit_offs[seg]
-        sx = np.sign(x1 - x0)[online][seg]
-        sy = np.sign(y1 - y0)[online][seg]
-        ux = x0[online][seg] + t * sx
-        uy = y0[online][seg] + t * sy
+        sx = np.sign(x1 - x0)[seg]
+        sy = np.sign(y1 - y0)[seg]
+        ux = x0[seg] + t * sx
+        uy = y0[seg] + t * sy
         lo_x = np.minimum(ux, ux + sx)
         lo_y = np.minimum(uy, uy + sy)
-        key = ((lo_y * width + lo_x) * 2 + (sy != 0)) * n_cls + cls_idx[piece[online][seg]]
+        key = ((lo_y * width + lo_x) * 2 + (sy != 0)) * n_cls + cls_idx[piece_of[seg]]
         # 2. a step present twice (both ways, same class) is interior to the union
         order = np.argsort(key, kind="stable")
         twin = np.flatnonzero(key[order][1:] == key[order][:-1])
@@ -208,7 +233,7 @@ class EdgeMerger:
         a, b = order[twin], order[twin + 1]
         cancelled = np.zeros(len(key), np.bool_)
         cancelled[a] = cancelled[b] = True
-        pa, pb = piece[online][seg][a], piece[online][seg][b]
+        pa, pb = piece_of[seg][a], piece_of[seg][b]
         n = len(polys)
         group = connected(n, pa, pb)
         # 3. chains of the shells that lost steps, linked into the rings of the union

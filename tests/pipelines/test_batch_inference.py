@@ -41,6 +41,10 @@ def test_scene_prediction_carries_its_lineage(work: dict[str, Any], tmp_path: Pa
     assert result.returncode == 0, result.stdout + result.stderr
     frame = geopandas.read_parquet(out / "predictions.parquet")
     assert len(frame) > 10
+    # the summary ends with what the last task made: the item (its assets are the files)
+    item_path = work["home"] / "catalog" / "predictions" / "cloud-mask-v1-scene" / "cloud-mask-v1-scene.json"
+    assert f"publish-predictions.item = {item_path}" in result.stdout
+    assert f"publish-predictions.features = {len(frame)}" in result.stdout
     assert frame.crs.to_epsg() == 32616
     assert set(frame["class"]) == {1}
     from mlflow import MlflowClient
