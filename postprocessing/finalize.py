@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 
 from geomlops.errors import VectorizeError
 from postprocessing import _rings
-from postprocessing._rings import CoordArray, IntArray, Polygons
+from postprocessing._rings import BoolArray, CoordArray, IntArray, Polygons
 
 GeometryArray = NDArray[np.object_]
 
@@ -37,8 +37,9 @@ def polygon_areas(polys: Polygons, transform: Affine) -> NDArray[np.float64]:
     return _rings.polygon_area2(polys).astype(np.float64) * (pixel_area / 2.0)
 
 
-def drop_small(polys: Polygons, min_area: float, transform: Affine) -> Polygons:
-    """The polygons whose area is at least ``min_area`` (units of the transform, squared).
+def large_enough(polys: Polygons, min_area: float, transform: Affine) -> BoolArray | None:
+    """Which polygons have an area of at least ``min_area`` (units of the transform, squared);
+    None when every polygon does (``min_area`` is 0, or there are none).
 
     Raises:
         VectorizeError: when ``min_area`` is negative.
@@ -46,8 +47,15 @@ def drop_small(polys: Polygons, min_area: float, transform: Affine) -> Polygons:
     if min_area < 0:
         raise VectorizeError(f"min_area: expected a non-negative area, got {min_area}")
     if min_area == 0 or len(polys) == 0:
-        return polys
-    return _rings.take(polys, polygon_areas(polys, transform) >= min_area)
+        return None
+    kept: BoolArray = polygon_areas(polys, transform) >= min_area
+    return kept
+
+
+def drop_small(polys: Polygons, min_area: float, transform: Affine) -> Polygons:
+    """The polygons whose area is at least ``min_area`` (see :func:`large_enough`)."""
+    kept = large_enough(polys, min_area, transform)
+    return polys if kept is None else _rings.take(polys, kept)
 
 
 def first_pixels(polys: Polygons) -> tuple[IntArray, IntArray]:

@@ -21,11 +21,12 @@ from geomlops.errors import VectorizeError
 from postprocessing import _rings
 from postprocessing._dask import BlockExecutor
 from postprocessing._memory import release_freed_memory
-from postprocessing._rings import Polygons
+from postprocessing._rings import IntArray, Polygons
 from postprocessing.finalize import (
     canonical,
     drop_small,
     in_scan_order,
+    large_enough,
     polygon_areas,
     scan_order,
     simplify_coverage,
@@ -263,19 +264,27 @@ def _write_rows(
     """
     for polys in batches:
         order = scan_order(polys)
-        if min_area:
-            order = order[(polygon_areas(polys, transform) >= min_area)[order]]
+        kept = large_enough(polys, min_area, transform)
+        if kept is not None:
+            order = order[kept[order]]
+        counts = _vertex_counts(polys)[order]
         while len(order):
-            counts = np.diff(polys.ring_offsets[polys.poly_offsets])[order]
             stop = max(1, int(np.searchsorted(np.cumsum(counts), run_vertices, side="right")))
             encoded = writer.encode(canonical(polys, order[:stop]), transform)
-            order = order[stop:]
+            written = int(counts[:stop].sum())
+            order, counts = order[stop:], counts[stop:]
             if not len(order):
                 polys = _rings.empty()  # the row is written: let it go before the next
-            elif 2 * int(counts[:stop].sum()) > int(counts.sum()):
+            elif 2 * written > written + int(counts.sum()):
                 polys, order = _rings.take(polys, order), np.arange(len(order), dtype=np.int64)
             writer.write_encoded(encoded)
             del encoded
+
+
+def _vertex_counts(polys: Polygons) -> IntArray:
+    """The number of vertices of each polygon, holes included."""
+    counts: IntArray = np.diff(polys.ring_offsets[polys.poly_offsets])
+    return counts
 
 
 def _iter_raster(

@@ -85,6 +85,13 @@ def test_min_area_applies_after_the_merge(tmp_path: Path) -> None:
     pixel = abs(TRANSFORM.a * TRANSFORM.e)
     frame = vectorize_raster(tif, block_size=4, scheduler="synchronous", min_area=10 * pixel)
     assert frame["class"].tolist() == [1] and frame.area.iloc[0] == 16 * pixel
+    out = tmp_path / "small.parquet"  # streamed to a file: the same filter
+    assert vectorize_to_file(tif, out, block_size=4, scheduler="synchronous", min_area=10 * pixel) == 1
+    assert geopandas.read_parquet(out)["class"].tolist() == [1]
+    refused = tmp_path / "refused.parquet"
+    with pytest.raises(VectorizeError, match="min_area: expected a non-negative area, got -1"):
+        vectorize_to_file(tif, refused, block_size=4, scheduler="synchronous", min_area=-1.0)
+    assert not refused.exists()
 
 
 def test_simplify_keeps_the_coverage(tmp_path: Path) -> None:
