@@ -96,6 +96,11 @@ def saddle_flags(p: Polygons) -> BoolArray:
     return p.saddle if len(p.saddle) == len(p.xy) else np.zeros(len(p.xy), np.bool_)
 
 
+def without_saddle(polys: Polygons) -> Polygons:
+    """The same polygons, their saddle flags not tracked (polygons that are never joined again)."""
+    return Polygons(polys.xy, polys.ring_offsets, polys.poly_offsets, polys.classes, empty().saddle)
+
+
 def take(polys: Polygons, index: IntArray | BoolArray) -> Polygons:
     """The polygons selected by ``index`` (integer positions or a boolean mask), in that order.
 
@@ -128,12 +133,7 @@ def take(polys: Polygons, index: IntArray | BoolArray) -> Polygons:
 def ranges(offs: IntArray, index: IntArray) -> IntArray:
     """Concatenated ``arange(offs[i], offs[i + 1])`` for each ``i`` in ``index``."""
     starts = offs[index]
-    sizes = offs[index + 1] - starts
-    total = int(sizes.sum())
-    if total == 0:
-        return np.zeros(0, np.int64)
-    shift = np.repeat(starts - offsets(sizes)[:-1], sizes)
-    return np.arange(total, dtype=np.int64) + shift
+    return spans(starts, offs[index + 1] - starts)
 
 
 def spans(starts: IntArray, lengths: IntArray) -> IntArray:

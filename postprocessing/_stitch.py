@@ -18,6 +18,7 @@ def stitch(
     verts: IntArray,
     ring_starts: IntArray,
     online: IntArray,
+    online_end: IntArray,
     unit_offs: IntArray,
     cancelled: BoolArray,
     hit_piece: BoolArray,
@@ -37,6 +38,7 @@ def stitch(
         verts: vertex indices (into ``polys.xy``) of every shell, shell after shell.
         ring_starts: where each shell starts in ``verts``.
         online: positions in ``verts`` whose segment lies on a line being closed (ascending).
+        online_end: for each of those segments, its end vertex (an index into ``polys.xy``).
         unit_offs: where each of those segments' unit steps start in ``cancelled``.
         cancelled: for each unit step, whether it is interior to the union.
         hit_piece: pieces that lost at least one step.
@@ -65,11 +67,9 @@ def stitch(
     shell_len = np.diff(np.searchsorted(kept, shell_offs))
     del kept
     on = oi >= 0
-    nxt_pos = pos.copy()  # the next position of an on-line segment's shell (others: unread)
-    p = pos[on]
-    shell = np.searchsorted(ring_starts, p, side="right") - 1
-    nxt_pos[on] = np.where(p + 1 == ring_starts[shell + 1], ring_starts[shell], p + 1)
-    v0, v1 = polys.xy[verts[pos]].astype(np.int64), polys.xy[verts[nxt_pos]].astype(np.int64)
+    v0 = polys.xy[verts[pos]].astype(np.int64)
+    v1 = v0.copy()  # a segment's end: only on-line segments are walked step by step
+    v1[on] = polys.xy[online_end[oi[on]]]
     count = np.where(on, np.abs(v1 - v0).sum(axis=1), 1)
     src = np.repeat(np.arange(len(pos)), count)
     exp_offs = _rings.offsets(count)

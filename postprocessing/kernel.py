@@ -104,7 +104,7 @@ def mask_to_polygons(
             saddle=polys.saddle,
         )
     final = _rings.take(polys, ~edge)
-    final = Polygons(final.xy, final.ring_offsets, final.poly_offsets, final.classes, _rings.empty().saddle)
+    final = _rings.without_saddle(final)
     return BlockPieces(final=final, edge=_rings.take(polys, edge))
 
 

@@ -108,8 +108,7 @@ class EdgeMerger:
 
     def _store_holes(self, holes: Polygons, tokens: IntArray) -> None:
         if len(holes):  # without saddle flags: a hole is never joined again
-            rings = Polygons(holes.xy, holes.ring_offsets, holes.poly_offsets, holes.classes, _NO_SADDLE)
-            self._holes.append(_HoleChunk(rings, tokens))
+            self._holes.append(_HoleChunk(_rings.without_saddle(holes), tokens))
 
     def _root(self, tokens: IntArray) -> IntArray:
         """The token of the group each token now belongs to (halving the paths it walks)."""
@@ -144,7 +143,7 @@ class EdgeMerger:
             return shells
         by_root = np.argsort(done)
         hole_owner = by_root[np.searchsorted(done, np.concatenate(owners), sorter=by_root)]
-        shells = Polygons(shells.xy, shells.ring_offsets, shells.poly_offsets, shells.classes, _NO_SADDLE)
+        shells = _rings.without_saddle(shells)
         rings = _rings.concat([shells, *found])  # one ring per polygon: shells, then holes
         del found
         ring_owner = np.concatenate([np.arange(len(shells), dtype=np.int64), hole_owner])
@@ -155,7 +154,7 @@ class EdgeMerger:
             ring_offsets=rings.ring_offsets,
             poly_offsets=_rings.offsets(np.bincount(ring_owner, minlength=len(shells)).astype(np.int64)),
             classes=shells.classes,
-            saddle=_NO_SADDLE,
+            saddle=shells.saddle,
         )
 
     def _online(
@@ -240,7 +239,17 @@ class EdgeMerger:
         hit_piece = np.zeros(n, np.bool_)
         hit_piece[pa] = hit_piece[pb] = True
         new_xy, new_offsets, new_saddle, new_piece = stitch(
-            polys, verts, ring_starts, online, unit_offs, cancelled, hit_piece, cls_idx, int(n_cls), width
+            polys,
+            verts,
+            ring_starts,
+            online,
+            nxt,
+            unit_offs,
+            cancelled,
+            hit_piece,
+            cls_idx,
+            int(n_cls),
+            width,
         )
         # 4. tidy the rings: straight runs through the old lines, and corners passed twice
         new_xy, new_offsets, kept = _rings.drop_collinear(new_xy, new_offsets)
@@ -298,9 +307,6 @@ def _assemble(
     )
     reps = np.concatenate([np.flatnonzero(~hit_piece), groups]).astype(np.int64)
     return _rings.concat([_rings.take(polys, ~hit_piece), joined]), reps
-
-
-_NO_SADDLE = _rings.empty().saddle
 
 
 class _HoleChunk:
