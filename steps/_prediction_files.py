@@ -51,6 +51,8 @@ class PredictionFiles:
         import pyarrow as pa  # type: ignore[import-untyped,unused-ignore]
         import pyarrow.parquet as pq  # type: ignore[import-untyped,unused-ignore]
 
+        from postprocessing.io import wgs84_transformer
+
         self.targets = (parquet, geojson)
         self.crs = crs
         self.lineage = lineage
@@ -60,7 +62,7 @@ class PredictionFiles:
         self._bounds = np.array([np.inf, np.inf, -np.inf, -np.inf])
         self._pending: list[Any] = []
         self._pending_rows = 0
-        self._to_wgs84: tuple[Any] | None = None  # (transformer or None), made on first write
+        self._to_wgs84 = wgs84_transformer(crs)  # None: already WGS84
         self._tmp = tuple(p.with_name(f".{p.name}.partial") for p in self.targets)
         self._schema = pa.schema(
             [
@@ -89,7 +91,7 @@ class PredictionFiles:
         import shapely
         from shapely.geometry import mapping
 
-        from postprocessing.io import to_rfc7946, wgs84_transformer
+        from postprocessing.io import to_rfc7946
 
         n = len(geoms)
         if n == 0:
@@ -113,9 +115,7 @@ class PredictionFiles:
             [np.minimum(self._bounds[:2], box[:2]), np.maximum(self._bounds[2:], box[2:])]
         )
 
-        if self._to_wgs84 is None:
-            self._to_wgs84 = (wgs84_transformer(self.crs),)
-        wgs84 = to_rfc7946(geoms, self._to_wgs84[0])
+        wgs84 = to_rfc7946(geoms, self._to_wgs84)
         names = ("class", "area", *LINEAGE_COLUMNS)
         rows = zip(classes.tolist(), areas.tolist(), block_ids, *([v] * n for v in lineage), strict=True)
         parts = [

@@ -135,26 +135,19 @@ def publish_predictions(
         "mlflow_run_id": lineage.run_id,
     }
     picture = _Quicklook(plan)
-    try:
-        with PredictionFiles(parquet, geojson, crs=crs, lineage=columns) as files:
-            args = [(info, block) for block in grid.blocks]
-            for batch in iter_polygons(
-                grid, args, trace_foreground_block, scheduler=scheduler, workers=workers
-            ):
-                polys = canonical(in_scan_order(batch))
-                rows, cols = first_pixels(polys)
-                geoms = to_geometries(polys, info.transform)
-                block_ids = [
-                    f"r{r}c{c}" for r, c in zip((rows // size).tolist(), (cols // size).tolist(), strict=True)
-                ]
-                files.write(geoms, polys.classes, polygon_areas(polys, info.transform), block_ids)
-                picture.add(geoms)
-            title = (
-                f"{lineage.model} v{lineage.model_version}: {files.count} features (run {lineage.run_id[:8]})"
-            )
-            _atomic(png, lambda p: picture.save(p, title))
-    finally:
-        picture.close()
+    with PredictionFiles(parquet, geojson, crs=crs, lineage=columns) as files:
+        args = [(info, block) for block in grid.blocks]
+        for batch in iter_polygons(grid, args, trace_foreground_block, scheduler=scheduler, workers=workers):
+            polys = canonical(in_scan_order(batch))
+            rows, cols = first_pixels(polys)
+            geoms = to_geometries(polys, info.transform)
+            block_ids = [
+                f"r{r}c{c}" for r, c in zip((rows // size).tolist(), (cols // size).tolist(), strict=True)
+            ]
+            files.write(geoms, polys.classes, polygon_areas(polys, info.transform), block_ids)
+            picture.add(geoms)
+        title = f"{lineage.model} v{lineage.model_version}: {files.count} features (run {lineage.run_id[:8]})"
+        _atomic(png, lambda p: picture.save(p, title))
     store = open_store(catalog)
     item = _item(
         files.count,
@@ -276,6 +269,7 @@ class _Quicklook:
     def __init__(self, plan: BatchPlan) -> None:
         import numpy as np
         import rasterio
+        from affine import Affine
 
         with rasterio.open(plan.imagery) as src:
             scale = max(1, max(src.width, src.height) // 1024)
@@ -287,8 +281,6 @@ class _Quicklook:
         self.outline = np.zeros(shape, np.bool_)
         self.plan = plan
         # world -> canvas cell: the inverse of the imagery's transform scaled to the canvas
-        from affine import Affine
-
         self._to_cell = ~(_affine(plan) @ Affine.scale(plan.width / shape[1], plan.height / shape[0]))
 
     def add(self, geoms: Any, max_points: int = 1 << 20) -> None:
@@ -340,10 +332,6 @@ class _Quicklook:
             fig.savefig(path, format="png", bbox_inches="tight", metadata={"Software": None})
         finally:
             plt.close(fig)
-
-    def close(self) -> None:
-        """Let the canvas go."""
-        self.outline = self.outline[:0]
 
 
 def read_plan(output: Path) -> BatchPlan:
