@@ -19,7 +19,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +32,6 @@ if TYPE_CHECKING:
 
 #: the app factory uvicorn imports (``--factory``)
 APP = "catalog_sync.api:create_app"
-_REPO = Path(__file__).resolve().parents[1]
 _FREE_TEXT = ("item-search#free-text", "item-search#advanced-free-text")
 
 
@@ -156,7 +154,7 @@ class StacApiServer:
     def _spawn(self) -> None:
         env = {**os.environ, **api_environment(self.dsn)}
         self._log = tempfile.TemporaryFile()  # noqa: SIM115 - outlives this call; stop() closes it
-        command = [sys.executable, "-m", "uvicorn", APP, "--factory", "--app-dir", str(_REPO)]
+        command = [sys.executable, "-m", "uvicorn", APP, "--factory"]
         command += ["--host", self.host, "--port", str(self.port), "--log-level", "warning"]
         self._proc = subprocess.Popen(command, env=env, stdout=self._log, stderr=subprocess.STDOUT)
 

@@ -9,10 +9,9 @@ then "incomplete", never "valid".
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlparse
 
 from jsonschema import Draft7Validator
 from jsonschema.exceptions import ValidationError
@@ -20,6 +19,8 @@ from pydantic import BaseModel
 from pystac.validation.local_validator import get_local_schema_cache
 from referencing import Registry, Resource
 from referencing.exceptions import NoSuchResource
+
+from geomlops.schemas import json_path, schema_path
 
 _CORE_ITEM = "https://schemas.stacspec.org/v{version}/item-spec/json-schema/item.json"
 
@@ -47,12 +48,6 @@ class ValidationResult(BaseModel):
         return "\n".join(lines) or "valid"
 
 
-def schema_path(schema_dir: Path, uri: str) -> Path:
-    """The file that stores the schema published at ``uri`` in a by-URL schema folder."""
-    parsed = urlparse(uri)
-    return schema_dir / parsed.netloc / parsed.path.lstrip("/")
-
-
 def _retriever(schema_dir: Path | None) -> Any:
     core = get_local_schema_cache()
 
@@ -67,19 +62,6 @@ def _retriever(schema_dir: Path | None) -> Any:
         raise NoSuchResource(ref=uri)  # type: ignore[call-arg]
 
     return retrieve
-
-
-def json_path(parts: Iterable[Any]) -> str:
-    """A JSONPath for a jsonschema error location: ``$.properties['mlm:input'][0]``."""
-    out = "$"
-    for part in parts:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif str(part).replace("_", "").isalnum():
-            out += f".{part}"
-        else:
-            out += f"['{part}']"
-    return out
 
 
 def _deepest(error: ValidationError) -> ValidationError:

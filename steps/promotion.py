@@ -321,7 +321,7 @@ def decision_json(decision: Decision) -> str:
 
 
 def _same(current: dict[str, Any], expected: dict[str, Any]) -> bool:
-    from catalog_sync.sync import _comparable
+    from steps.registry_sync import _comparable
 
     return json.dumps(_comparable(current), sort_keys=True) == json.dumps(
         _comparable(expected), sort_keys=True

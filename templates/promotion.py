@@ -123,7 +123,7 @@ def update_catalogue(model: str) -> Annotated[str, Parameter(name="updated")]:
 @script(constructor="runner", image=IMAGE, resources=SMALL, retry_strategy=NETWORK_RETRY, env=SECRET_ENV)
 def serve(model: str) -> Annotated[str, Parameter(name="manifests")]:
     """Render the serving manifests of the production version; apply them where settings say so."""
-    from steps.serving import apply_serving_manifests, write_serving_manifests
+    from geomlops.serving.deploy import apply_serving_manifests, write_serving_manifests
 
     _use_tracking()
     paths = write_serving_manifests(model, "production")

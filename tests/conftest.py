@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
+from typing import Any, ClassVar
 
 import pytest
 
@@ -40,3 +46,89 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     uri = f"sqlite:///{work / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     yield work
+
+
+# --- a fake Argo server on localhost that records requests (real HTTP, answers like Argo's API),
+# and a work folder where the demo ran (shared by the workflow, CLI and serving tests)
+
+
+class _Argo(BaseHTTPRequestHandler):
+    seen: ClassVar[list[dict[str, Any]]] = []
+
+    def _answer(self, code: int, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _record(self) -> dict[str, Any]:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = json.loads(self.rfile.read(length) or b"{}")
+        entry = {
+            "method": self.command,
+            "path": self.path,
+            "auth": self.headers.get("Authorization"),
+            "body": body,
+        }
+        self.seen.append(entry)
+        return entry
+
+    def do_POST(self) -> None:
+        entry = self._record()
+        if entry["path"].startswith("/api/v1/workflow-templates/"):
+            self._answer(409, {"message": "already exists"})
+        else:
+            self._answer(200, {"metadata": {"name": "geomlops-training-abcde"}})
+
+    def do_GET(self) -> None:
+        self._record()
+        self._answer(200, {"metadata": {"name": "geomlops-training-0-1-0", "resourceVersion": "41"}})
+
+    def do_PUT(self) -> None:
+        entry = self._record()
+        field = next(k for k in entry["body"] if k != "namespace")
+        self._answer(200, {"metadata": entry["body"][field]["metadata"]})
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def argo_server() -> Iterator[str]:
+    _Argo.seen.clear()
+    server = HTTPServer(("127.0.0.1", 0), _Argo)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+@pytest.fixture
+def argo_requests() -> list[dict[str, Any]]:
+    """What the fake Argo server received, in order."""
+    return _Argo.seen
+
+
+GEOMLOPS = str(Path(sys.executable).parent / "geomlops")
+
+
+@pytest.fixture(scope="session")
+def work(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A work folder where ``geomlops demo`` ran once (shared by the workflow tests).
+
+    Holds ``home``, ``env`` (the environment the CLI runs with), ``first`` (the demo's
+    completed process) and ``cli`` (runs ``geomlops ARGS…`` there).
+    """
+    home = tmp_path_factory.mktemp("demo-home")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GEOMLOPS_", "MLFLOW_"))}
+    env["GEOMLOPS_HOME"] = str(home)
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [GEOMLOPS, *args], env=env, capture_output=True, text=True, cwd=home, timeout=900
+        )
+
+    first = cli("demo")
+    return {"home": home, "env": env, "first": first, "cli": cli}

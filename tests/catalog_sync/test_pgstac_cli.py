@@ -13,7 +13,7 @@ import requests
 from click.testing import CliRunner
 
 from catalog_sync.api import free_port
-from pipelines.cli import main
+from geomlops.cli.main import main
 
 CLASSIFICATION_V2 = "https://stac-extensions.github.io/classification/v2.0.0/schema.json"
 
@@ -150,7 +150,7 @@ def test_serve_migrates_an_empty_database_and_serves_it(empty_dsn: str, home: Pa
     command = [
         sys.executable,
         "-m",
-        "pipelines.cli",
+        "geomlops.cli.main",
         "catalog",
         "serve",
         "--dsn",

@@ -11,9 +11,9 @@ import pytest
 from mlflow import MlflowClient
 
 from catalog_sync.pgstac import PgStacStore
+from geomlops.argo.runner import LocalRunner
+from geomlops.cli.demo import default_package
 from pipelines import render, template_resolver
-from pipelines.demo import default_package
-from pipelines.runner import LocalRunner
 
 GEOMLOPS = str(Path(sys.executable).parent / "geomlops")
 

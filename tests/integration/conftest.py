@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from pipelines import devstack
+from geomlops.devstack import stack
 
 #: a PostgreSQL server the tests may create and drop databases on
 POSTGRES = os.environ.get("GEOMLOPS_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
@@ -28,14 +28,14 @@ class Stack:
     """A running dev stack and the environment that points at it."""
 
     home: Path
-    config: devstack.DevConfig
+    config: stack.DevConfig
     database: str
     pgstac_database: str
     env: pytest.MonkeyPatch
 
     def s3(self) -> Any:
         """A boto3 client of the stack's S3 store."""
-        from pipelines._s3store import client
+        from geomlops.devstack.s3store import client
 
         return client(self.config.s3_url)
 
@@ -76,7 +76,7 @@ def services_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     home = tmp_path_factory.mktemp("services-home")
     database = f"geomlops_mlflow_test_{secrets.token_hex(4)}"
     pgstac_database = f"geomlops_pgstac_test_{secrets.token_hex(4)}"
-    config = devstack.DevConfig(
+    config = stack.DevConfig(
         dev_dir=home / "dev",
         s3_port=0,
         mlflow_port=0,
@@ -90,8 +90,8 @@ def services_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 env.delenv(key)
         env.setenv("GEOMLOPS_HOME", str(home))
         try:
-            config, _ = devstack.up(config)
-            for key, value in devstack.environment(config).items():
+            config, _ = stack.up(config)
+            for key, value in stack.environment(config).items():
                 env.setenv(key, value)
             # clients give up fast while a service is away (the fault tests): the retries
             # under test are the workflow's, not the HTTP clients' own
@@ -99,7 +99,7 @@ def services_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             env.setenv("AWS_MAX_ATTEMPTS", "2")
             yield Stack(home, config, database, pgstac_database, env)
         finally:
-            devstack.down(config.dev_dir)
+            stack.down(config.dev_dir)
             _drop_database(database)
             _drop_database(pgstac_database)
     assert not list((home / "dev").glob("*.pid")), "dev down left PID files behind"

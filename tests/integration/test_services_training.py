@@ -22,9 +22,9 @@ from typing import Any
 
 import pytest
 
-from pipelines import devstack
-from pipelines.demo import DATASET, MODEL, default_package
-from pipelines.runner.progress import Reporter
+from geomlops.argo.runner.progress import Reporter
+from geomlops.cli.demo import DATASET, MODEL, default_package
+from geomlops.devstack import stack
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 Stack = Any  # conftest.py's Stack: a running dev stack and the environment pointing at it
@@ -46,9 +46,9 @@ class _StopBefore(Reporter):
 
 
 def _runner() -> Any:
+    from geomlops.argo.runner import LocalRunner
     from geomlops.settings import get_settings
     from pipelines import template_resolver
-    from pipelines.runner import LocalRunner
 
     return LocalRunner(get_settings().runs_dir, max_workers=2, template_resolver=template_resolver)
 
@@ -62,8 +62,8 @@ def _training(runner: Any) -> Any:
 @pytest.fixture(scope="module")
 def trained(services_stack: Stack) -> dict[str, Any]:
     """Dataset on the S3 remote, read back from a fresh clone; one training run."""
+    from geomlops.cli.demo import ensure_data_repo, prepare_dataset
     from geomlops.settings import get_settings
-    from pipelines.demo import ensure_data_repo, prepare_dataset
     from steps.catalog import publish_base_item
 
     stack = services_stack
@@ -150,13 +150,13 @@ def test_training_on_mlflow_postgres_s3_and_dvc_s3(services_stack: Stack, traine
 
 
 def test_dev_up_twice_starts_nothing_twice(services_stack: Stack) -> None:
-    before = {s.name: s.pid for s in devstack.status(services_stack.config.dev_dir)}
+    before = {s.name: s.pid for s in stack.status(services_stack.config.dev_dir)}
     out = subprocess.run([GEOMLOPS, "dev", "up"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stdout.count("already running") == 3
     assert f"export GEOMLOPS_STAC_API_URL={services_stack.config.stac_url}" in out.stdout
     assert f"export MLFLOW_TRACKING_URI={services_stack.config.mlflow_url}" in out.stdout
-    after = devstack.status(services_stack.config.dev_dir)
+    after = stack.status(services_stack.config.dev_dir)
     assert {s.name: s.pid for s in after} == before and {s.state for s in after} == {"running"}
     changed = subprocess.run([GEOMLOPS, "dev", "up", "--s3-port", "1"], capture_output=True, text=True)
     assert changed.returncode == 2 and "dev down" in changed.stderr
@@ -167,7 +167,7 @@ def _fault_then_resume(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Stop ``service`` just before ``register``; check the failure; restart; resume."""
     runner = _runner()
-    runner.reporter = _StopBefore("register", lambda: devstack.down(stack.config.dev_dir, [service]))
+    runner.reporter = _StopBefore("register", lambda: stack.down(stack.config.dev_dir, [service]))
     failed = _training(runner)
     assert failed.status == "Failed"
     assert "task 'register'" in failed.message and "after 3 attempts" in failed.message
@@ -180,7 +180,7 @@ def _fault_then_resume(
     assert len(before["nodes"]["register"]["attempts"]) == 3  # limit 2: three tries
     assert before["nodes"]["train"]["status"] == "Succeeded"
 
-    devstack.up(stack.config, [service])
+    stack.up(stack.config, [service])
     resumed = subprocess.run(
         [GEOMLOPS, "run", "--resume", failed.run_id], capture_output=True, text=True, timeout=300
     )
@@ -223,7 +223,7 @@ def test_service_gone_before_register_then_resume(
     item = stack.stac_item("model-versions", f"{MODEL}-v{version}")
     assert item["assets"]["model"]["href"] == location
     assert item["properties"]["mlflow:run_id"] == run_id
-    assert {s.state for s in devstack.status(stack.config.dev_dir)} == {"running"}
+    assert {s.state for s in stack.status(stack.config.dev_dir)} == {"running"}
 
 
 def test_batch_inference_with_the_model_from_s3(services_stack: Stack, trained: dict[str, Any]) -> None:
@@ -270,8 +270,8 @@ def test_promotion_on_the_services_stack(services_stack: Stack, trained: dict[st
     import yaml
     from mlflow import MlflowClient
 
+    from geomlops.argo.runner import Approval
     from pipelines import render
-    from pipelines.runner import Approval
 
     summary = trained["summary"]
     assert summary.status == "Succeeded", summary.message
@@ -282,9 +282,9 @@ def test_promotion_on_the_services_stack(services_stack: Stack, trained: dict[st
     client = MlflowClient(services_stack.config.mlflow_url)
     assert "production" not in client.get_registered_model(MODEL).aliases  # nothing moved yet
 
+    from geomlops.argo.runner import LocalRunner
     from geomlops.settings import get_settings
     from pipelines import template_resolver
-    from pipelines.runner import LocalRunner
 
     approval = Approval("Ada Lovelace", "held-out IoU checked on the services stack")
     runner = LocalRunner(

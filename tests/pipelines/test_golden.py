@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from geomlops.argo.lint import lint_manifest
 from pipelines import GOLDEN_DIR, PIPELINES, golden_path, render, to_yaml
-from pipelines.lint import lint_manifest
 
 REPO = Path(__file__).resolve().parents[2]
 

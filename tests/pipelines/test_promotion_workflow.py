@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from pipelines.demo import DATASET, MODEL
+from geomlops.cli.demo import DATASET, MODEL
 
 pytestmark = pytest.mark.slow
 GEOMLOPS = str(Path(sys.executable).parent / "geomlops")

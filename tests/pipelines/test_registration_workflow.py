@@ -12,9 +12,9 @@ import yaml
 from mlflow import MlflowClient
 
 from catalog_sync.store import StaticCatalog
+from geomlops.argo.runner import LocalRunner
+from geomlops.cli.demo import default_package
 from pipelines import render, template_resolver
-from pipelines.demo import default_package
-from pipelines.runner import LocalRunner
 
 
 def _register(home: Path, package: Path) -> Any:

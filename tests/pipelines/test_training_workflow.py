@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from pipelines.demo import DATASET, MODEL, default_package
+from geomlops.cli.demo import DATASET, MODEL, default_package
 
 pytestmark = pytest.mark.slow
 GEOMLOPS = str(Path(sys.executable).parent / "geomlops")
@@ -249,7 +249,7 @@ def test_catalogued_item_missing_an_mlm_field_is_named(work: dict[str, Any]) -> 
 
 def test_after_training_sync_has_nothing_to_do(work: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     from catalog_sync.store import StaticCatalog
-    from catalog_sync.sync import sync_registry
+    from steps.registry_sync import sync_registry
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{work['home'] / 'mlflow.db'}")
     report = sync_registry(StaticCatalog(work["home"] / "catalog" / "catalog.json"))

@@ -13,7 +13,7 @@ import shapely
 from click.testing import CliRunner
 from vector_checks import CRS, TRANSFORM, reference, write_tif
 
-from pipelines.cli import main
+from geomlops.cli.main import main
 
 
 @pytest.fixture

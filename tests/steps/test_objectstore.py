@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from geomlops.devstack.processes import free_port
 from geomlops.errors import ObjectStoreUnavailableError, RegistryError
-from pipelines._processes import free_port
 from steps._objectstore import object_store_errors
 
 

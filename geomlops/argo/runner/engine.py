@@ -1,0 +1,354 @@
+"""The local engine: walks a workflow's templates the way Argo's controller does.
+
+``invoke`` runs one template as one node: a DAG or steps template through
+:mod:`.scheduling`, a ``suspend`` here, a ``script``/``container`` as a host process with
+its retry strategy. Nodes that succeeded in an earlier run of the same run id are reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from geomlops.errors import ManifestError
+
+from . import scheduling
+from .execute import ProcessRegistry, build_env, command_for, make_sandbox, read_outputs, run_process
+from .expressions import evaluate_when
+from .manifest import Workflow, bind_inputs, template_type
+from .model import (
+    ERROR,
+    FAILED,
+    FAILED_PHASES,
+    PENDING,
+    RUNNING,
+    SKIPPED,
+    SUCCEEDED,
+    SUSPENDED,
+    Approval,
+    Attempt,
+    NodeState,
+    StateStore,
+    now_iso,
+)
+from .outcome import Outcome
+from .progress import Reporter
+from .retry import RetryPolicy, deadline_of
+from .substitute import UnresolvedVariableError, substitute, substitute_all, to_argo_string
+from .suspend import run_suspend
+
+
+@dataclass
+class EngineOptions:
+    """How the engine runs: concurrency, approvals, prompt and extra environment."""
+
+    max_workers: int = 4
+    approval: Approval | None = None
+    interactive: bool = False
+    prompt: Callable[[str], str] = input
+    env: Mapping[str, str] = field(default_factory=dict)
+    #: checks and normalises a name typed at the prompt (a domain rule, passed in by the caller);
+    #: raises GeomlopsError to refuse it. None accepts any name.
+    approver_check: Callable[[str], str] | None = None
+
+
+def safe_name(node: str) -> str:
+    """Return a file name for a node name (``fan(0:a)`` → ``fan_0_a_-1a2b3c``, unique)."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]", "_", node) or "node"
+    if cleaned != node:
+        cleaned = f"{cleaned}-{hashlib.sha1(node.encode()).hexdigest()[:6]}"
+    return cleaned
+
+
+def input_scope(inputs: Mapping[str, str]) -> dict[str, str]:
+    """Return ``{{inputs.parameters.*}}`` and ``{{inputs.parameters}}`` (the JSON list)."""
+    scope = {f"inputs.parameters.{k}": v for k, v in inputs.items()}
+    listing = [{"name": k, "value": v} for k, v in inputs.items()]
+    scope["inputs.parameters"] = json.dumps(listing, separators=(",", ":"), ensure_ascii=False)
+    return scope
+
+
+class Engine:
+    """Executes one run of a workflow; ``run`` returns the workflow's phase."""
+
+    def __init__(
+        self,
+        *,
+        workflow: Workflow,
+        params: Mapping[str, str],
+        globals_: Mapping[str, str],
+        store: StateStore,
+        reporter: Reporter,
+        options: EngineOptions,
+        previous: Mapping[str, NodeState],
+        run_dir: Path,
+    ) -> None:
+        self.workflow = workflow
+        self.params = dict(params)
+        self.store = store
+        self.reporter = reporter
+        self.options = options
+        self.previous = dict(previous)
+        self.run_dir = run_dir
+        workers = max(1, options.max_workers)
+        if workflow.spec.get("parallelism"):
+            workers = min(workers, int(workflow.spec["parallelism"]))
+        self.workers = workers
+        self.slots = threading.BoundedSemaphore(workers)
+        self.processes = ProcessRegistry()
+        self.aborted = threading.Event()
+        self._globals = dict(globals_)
+        self._lock = threading.Lock()
+        self._started = time.monotonic()
+
+    # --- workflow ---------------------------------------------------------------------
+
+    def run(self) -> str:
+        """Run the entrypoint, then the exit handler; return the workflow phase."""
+        entry = self.workflow.template(None, self.workflow.entrypoint)
+        root = "" if template_type(entry) in ("dag", "steps") else self.workflow.entrypoint
+        main = self._invoke_with_params(root, entry)
+        phase = main.phase
+        on_exit = self.workflow.spec.get("onExit")
+        if phase == SUSPENDED or not on_exit:
+            return phase
+        failures = [
+            {
+                "displayName": n.name,
+                "message": n.message,
+                "templateName": n.template,
+                "phase": n.status,
+                "podName": n.name,
+                "finishedAt": n.finished or "",
+            }
+            for n in self.store.nodes().values()
+            if n.status in FAILED_PHASES and n.type in ("Pod", "Suspend", "Error")
+        ]
+        self.set_global("workflow.status", phase)
+        self.set_global("workflow.failures", json.dumps(failures, separators=(",", ":")))
+        self.set_global("workflow.duration", f"{time.monotonic() - self._started:.3f}")
+        handler = self._invoke_with_params("onExit", self.workflow.template(None, str(on_exit)))
+        if handler.phase in FAILED_PHASES and phase == SUCCEEDED:
+            return FAILED
+        return phase
+
+    def _invoke_with_params(self, name: str, template: dict[str, Any]) -> Outcome:
+        try:
+            inputs = bind_inputs(template, self.params)
+        except ValueError as err:
+            return self.error_node(name or str(template["name"]), str(template["name"]), str(err))
+        return self.invoke(name, None, template, inputs)
+
+    def global_scope(self) -> dict[str, str]:
+        """Return a copy of the workflow-wide variables."""
+        with self._lock:
+            return dict(self._globals)
+
+    def set_global(self, key: str, value: str) -> None:
+        """Set a workflow-wide variable (``workflow.status``, global outputs...)."""
+        with self._lock:
+            self._globals[key] = value
+
+    # --- calls and templates -----------------------------------------------------------
+
+    def reuse(self, name: str) -> Outcome | None:
+        """Return the outcome of ``name`` if it succeeded in an earlier run of this run id."""
+        node = self.previous.get(name)
+        if node is None or node.status != SUCCEEDED:
+            return None
+        self.store.put(node)
+        self.reporter.reused(name)
+        return Outcome.from_node(node)
+
+    def run_call(
+        self, name: str, source: str | None, call: Mapping[str, Any], scope: Mapping[str, str]
+    ) -> Outcome:
+        """Run one (already expanded) DAG task or step as node ``name``."""
+        reused = self.reuse(name)
+        if reused is not None:
+            return reused
+        template_name = str(call.get("template") or (call.get("templateRef") or {}).get("template"))
+        try:
+            callee_source, template_name = self.workflow.resolve_call(source, call)
+            template = self.workflow.template(callee_source, template_name)
+            when = substitute(to_argo_string(call.get("when", "")), scope)
+            arguments = {
+                str(p["name"]): substitute(to_argo_string(p.get("value", "")), scope)
+                for p in (call.get("arguments") or {}).get("parameters") or []
+            }
+            proceed = evaluate_when(when)
+            if not proceed:
+                return self.skipped_node(name, template, f"when '{when}' evaluated false")
+            inputs = bind_inputs(template, arguments)
+        except (UnresolvedVariableError, ManifestError, ValueError) as err:
+            return self.error_node(name, template_name, str(err))
+        return self.invoke(name, callee_source, template, inputs)
+
+    def invoke(
+        self, name: str, source: str | None, template: dict[str, Any], inputs: Mapping[str, str]
+    ) -> Outcome:
+        """Run ``template`` with ``inputs`` as node ``name``."""
+        kind = template_type(template)
+        scope = {**self.global_scope(), **input_scope(inputs)}
+        if kind in ("dag", "steps"):
+            return scheduling.run_container(self, name, source, template, dict(inputs), scope)
+        if kind == "suspend":
+            return run_suspend(self, name, template, dict(inputs), scope)
+        return self._pod(name, template, dict(inputs), scope)
+
+    # --- node records ------------------------------------------------------------------
+
+    def error_node(self, name: str, template: str, message: str) -> Outcome:
+        """Record a node that could not run (bad variable, missing input...)."""
+        stamp = now_iso()
+        node = NodeState(name, template, "Error", ERROR, stamp, stamp, message=message)
+        self.store.put(node)
+        self.reporter.failed(name, 1, 1, message, None)
+        return Outcome(name, ERROR, message=message, started=stamp, finished=stamp)
+
+    def skipped_node(self, name: str, template: Mapping[str, Any], why: str, phase: str = SKIPPED) -> Outcome:
+        """Record a skipped (``when`` false, empty fan-out) or omitted node.
+
+        As Argo does, a skipped node's outputs are the defaults its template declares.
+        """
+        outputs = {
+            str(p["name"]): to_argo_string(p["valueFrom"]["default"])
+            for p in (template.get("outputs") or {}).get("parameters") or []
+            if "default" in (p.get("valueFrom") or {})
+        }
+        stamp = now_iso()
+        node = NodeState(
+            name, str(template.get("name", "")), "Skipped", phase, stamp, stamp, outputs=outputs, message=why
+        )
+        self.store.put(node)
+        self.reporter.skipped(name, why)
+        return Outcome(name, phase, outputs=outputs, message=why, started=stamp, finished=stamp)
+
+    def close(self, node: NodeState, phase: str, message: str) -> Outcome:
+        """Record a node's final phase (or Suspended) and return its outcome."""
+        node.status = phase
+        node.message = message
+        if phase != SUSPENDED:
+            node.finished = now_iso()
+        self.store.put(node)
+        return Outcome(
+            node.name,
+            phase,
+            dict(node.outputs),
+            node.result,
+            message,
+            node.exit_code,
+            node.started,
+            node.finished,
+        )
+
+    # --- pods --------------------------------------------------------------------------
+
+    def _pod(
+        self, name: str, template: dict[str, Any], inputs: dict[str, str], scope: dict[str, str]
+    ) -> Outcome:
+        previous = self.previous.get(name)
+        node = NodeState(name, str(template["name"]), "Pod", PENDING, inputs=inputs)
+        node.attempts = list(previous.attempts) if previous else []
+        try:
+            retry = {"retryStrategy": template.get("retryStrategy")}
+            policy = RetryPolicy.from_template(substitute_all(retry, scope))
+        except (UnresolvedVariableError, ValueError) as err:
+            return self.close(node, ERROR, str(err))
+        first = time.monotonic()
+        attempt_no = 0
+        while not self.aborted.is_set():
+            attempt_no += 1
+            outcome_phase, message = self._attempt(node, template, scope, attempt_no, policy)
+            if outcome_phase == SUCCEEDED:
+                self.reporter.succeeded(name, time.monotonic() - first)
+                self.export_globals(template, node.outputs)
+                return self.close(node, SUCCEEDED, "")
+            delay = (
+                None if outcome_phase == ERROR else policy.next_delay(attempt_no, time.monotonic() - first)
+            )
+            self.reporter.failed(name, attempt_no, policy.attempts or 0, message, delay)
+            if delay is None:
+                return self.close(node, outcome_phase, message)
+            node.status = PENDING
+            self.store.put(node)
+            time.sleep(delay)
+        return self.close(node, FAILED, "interrupted")
+
+    def _attempt(
+        self,
+        node: NodeState,
+        template: dict[str, Any],
+        scope: dict[str, str],
+        attempt_no: int,
+        policy: RetryPolicy,
+    ) -> tuple[str, str]:
+        number = len(node.attempts) + 1
+        safe = safe_name(node.name)
+        work_dir = self.run_dir / "work" / safe / f"attempt-{number}"
+        work_dir.mkdir(parents=True, exist_ok=True)
+        log_rel = f"logs/{safe}.log" if number == 1 else f"logs/{safe}.{number}.log"
+        attempt_scope = {
+            **scope,
+            "retries": str(attempt_no - 1),
+            "pod.name": node.name,
+            "node.name": node.name,
+        }
+        try:
+            outputs = substitute_all((template.get("outputs") or {}).get("parameters") or [], attempt_scope)
+            paths = {
+                str(p["name"]): str(p["valueFrom"]["path"])
+                for p in outputs
+                if (p.get("valueFrom") or {}).get("path")
+            }
+            sandbox = make_sandbox(work_dir, list(paths.values()))
+            for key, path in paths.items():
+                attempt_scope[f"outputs.parameters.{key}.path"] = sandbox.remap(path)
+            resolved = substitute_all(template, attempt_scope)
+            timeout = deadline_of(resolved)
+        except (UnresolvedVariableError, ValueError) as err:
+            return ERROR, str(err)
+        kind = "script" if "script" in resolved else "container"
+        env, secrets = build_env(resolved[kind].get("env") or [], self.options.env, sandbox)
+        argv = command_for(resolved, work_dir)
+        with self.slots:
+            if self.aborted.is_set():
+                return FAILED, "interrupted"
+            attempt = Attempt(number, now_iso(), log=log_rel)
+            node.attempts.append(attempt)
+            node.status, node.log = RUNNING, log_rel
+            node.started = node.started or attempt.started
+            self.store.put(node)
+            self.reporter.started(node.name, attempt_no, policy.attempts or 0)
+            result = run_process(
+                argv,
+                work_dir=work_dir,
+                env=env,
+                log_path=self.run_dir / log_rel,
+                secrets=secrets,
+                timeout=timeout,
+                registry=self.processes,
+            )
+        if self.aborted.is_set():
+            result.phase, result.message = FAILED, "interrupted"
+        elif result.phase == SUCCEEDED:
+            result.outputs, problem = read_outputs(resolved, sandbox)
+            if problem:
+                result.phase, result.message = FAILED, problem
+        attempt.finished, attempt.status = now_iso(), result.phase
+        attempt.exit_code, attempt.message = result.exit_code, result.message
+        node.exit_code, node.result, node.outputs = result.exit_code, result.result, result.outputs
+        return result.phase, result.message
+
+    def export_globals(self, template: Mapping[str, Any], outputs: Mapping[str, str]) -> None:
+        """Publish outputs that declare a ``globalName`` as ``workflow.outputs.parameters.*``."""
+        for param in (template.get("outputs") or {}).get("parameters") or []:
+            if param.get("globalName") and param["name"] in outputs:
+                self.set_global(f"workflow.outputs.parameters.{param['globalName']}", outputs[param["name"]])

@@ -1,0 +1,346 @@
+"""``LocalRunner``: run a rendered Argo manifest on this machine, keep its state, resume it.
+
+Each run lives in ``<runs_dir>/<run_id>/``: ``manifest.yaml`` (exactly what ran),
+``refs.yaml`` (WorkflowTemplates reached through ``templateRef``), ``params.json``,
+``state.json`` (rewritten atomically after every node transition), ``logs/<node>.log`` (one
+file per attempt: ``<node>.log``, ``<node>.2.log``...) and ``work/<node>/attempt-N/`` where
+each attempt ran.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import secrets
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from geomlops.errors import RunError
+
+from .engine import Engine, EngineOptions
+from .manifest import Workflow, load_workflow, resolve_parameters
+from .model import (
+    ERROR,
+    FAILED,
+    FAILED_PHASES,
+    RUNNING,
+    SUCCEEDED,
+    SUSPENDED,
+    Approval,
+    NodeState,
+    RunState,
+    RunSummary,
+    StateStore,
+    load_state,
+    now_iso,
+)
+from .progress import Reporter
+
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,200}")
+_LOG_TAIL = 20
+
+
+class LocalRunner:
+    """Runs Argo Workflows manifests locally, exactly as Argo would, with no cluster.
+
+    Args:
+        runs_dir: the folder holding one sub-folder per run.
+        max_workers: the most processes running at once (``spec.parallelism`` may lower it).
+        approval: approve every suspend gate up front (recorded in the node's state).
+        interactive: ask at the terminal when a suspend gate is reached.
+        allow_host_containers: run ``container`` templates' command on this machine.
+        template_resolver: returns a WorkflowTemplate manifest by name (``templateRef``).
+        progress: print one line per node transition to stderr.
+        env: extra environment variables for every task (and secrets, by name).
+        prompt: reads one answer at the prompt (``input`` by default; tests inject one).
+        approver_check: checks and normalises an approver's name typed at the prompt (raises
+            GeomlopsError to refuse it); the engine knows no rule of its own.
+    """
+
+    def __init__(
+        self,
+        runs_dir: Path,
+        *,
+        max_workers: int = 4,
+        approval: Approval | None = None,
+        interactive: bool = False,
+        allow_host_containers: bool = False,
+        template_resolver: Callable[[str], dict[str, Any]] | None = None,
+        progress: bool = True,
+        env: Mapping[str, str] | None = None,
+        prompt: Callable[[str], str] = input,
+        approver_check: Callable[[str], str] | None = None,
+    ) -> None:
+        if max_workers < 1:
+            raise RunError(f"max_workers must be at least 1, not {max_workers}")
+        self.runs_dir = Path(runs_dir)
+        self.max_workers = max_workers
+        self.approval = approval
+        self.interactive = interactive
+        self.allow_host_containers = allow_host_containers
+        self.template_resolver = template_resolver
+        self.reporter = Reporter(progress)
+        self.env = dict(env or {})
+        self.prompt = prompt
+        self.approver_check = approver_check
+
+    # --- public API -------------------------------------------------------------------
+
+    def run(
+        self,
+        manifest: dict[str, Any],
+        parameters: Mapping[str, str] | None = None,
+        run_id: str | None = None,
+    ) -> RunSummary:
+        """Run a manifest to its end (or to a suspend gate) and return its summary.
+
+        A failing task does not raise: the summary has status ``Failed`` and says why.
+
+        Raises:
+            ManifestError: malformed manifest (kind, entrypoint, template, cycle...).
+            UnsupportedFeatureError: a feature the local runner does not execute.
+            ParameterError: an undeclared, missing or out-of-enum parameter.
+            RunError: the run id is taken or malformed.
+        """
+        workflow = load_workflow(
+            manifest,
+            resolver=self.template_resolver,
+            allow_host_containers=self.allow_host_containers,
+        )
+        params = resolve_parameters(workflow, parameters or {})
+        run_id = run_id or _new_run_id(workflow.name)
+        if not _RUN_ID.fullmatch(run_id):
+            raise RunError(f"run id {run_id!r} must be letters, digits, '.', '_' or '-'")
+        run_dir = self.runs_dir / run_id
+        try:
+            run_dir.mkdir(parents=True)
+        except FileExistsError as err:
+            raise RunError(f"run {run_id!r} already exists in {self.runs_dir}") from err
+        (run_dir / "manifest.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False), encoding="utf-8")
+        (run_dir / "params.json").write_text(json.dumps(params, indent=2) + "\n", encoding="utf-8")
+        if workflow.refs:
+            (run_dir / "refs.yaml").write_text(
+                yaml.safe_dump(workflow.refs, sort_keys=False), encoding="utf-8"
+            )
+        fixed = workflow.metadata.get("name") if workflow.kind == "Workflow" else None
+        state = RunState(
+            run_id=run_id,
+            workflow_name=workflow.name,
+            workflow_uid=str(uuid.uuid4()),
+            argo_name=str(fixed or run_id),
+            status=RUNNING,
+            started=now_iso(),
+            pid=os.getpid(),
+        )
+        with _run_lock(run_dir):
+            return self._execute(workflow, params, state, run_dir, {})
+
+    def resume(self, run_id: str) -> RunSummary:
+        """Run again every node of ``run_id`` that did not succeed, reusing the others.
+
+        Raises:
+            RunError: unknown run id, or another process is running it.
+        """
+        run_dir = self._run_dir(run_id)
+        with _run_lock(run_dir):
+            state = load_state(run_dir)
+            waiting = [n.name for n in state.nodes.values() if n.status == SUSPENDED and n.type == "Suspend"]
+            if self.approval is not None and not waiting:
+                raise RunError(
+                    f"run {run_id} is not waiting at an approval gate (status {state.status}): an "
+                    "approval applies only to a run suspended at a gate; resume it without one"
+                )
+            if state.status == SUCCEEDED:
+                message = f"run {run_id} already succeeded; nothing to resume"
+                self.reporter.line(message)
+                return RunSummary.from_state(state, run_dir, message)
+            manifest = yaml.safe_load((run_dir / "manifest.yaml").read_text(encoding="utf-8"))
+            refs_file = run_dir / "refs.yaml"
+            refs = yaml.safe_load(refs_file.read_text(encoding="utf-8")) if refs_file.exists() else {}
+            workflow = load_workflow(
+                manifest,
+                resolver=self.template_resolver,
+                refs=refs,
+                allow_host_containers=self.allow_host_containers,
+            )
+            params = json.loads((run_dir / "params.json").read_text(encoding="utf-8"))
+            previous = {k: v for k, v in state.nodes.items() if not _is_exit_node(k)}
+            for node in previous.values():
+                for attempt in node.attempts:
+                    if attempt.finished is None:  # the runner died during this attempt
+                        attempt.status, attempt.message = ERROR, "interrupted: the runner stopped"
+            state.nodes = {k: v for k, v in previous.items() if v.status == SUCCEEDED}
+            state.status, state.message, state.finished = RUNNING, "", None
+            state.resumed.append(now_iso())
+            state.pid = os.getpid()
+            self.reporter.line(f"Resuming {run_id}: {len(state.nodes)} node(s) already succeeded")
+            return self._execute(workflow, params, state, run_dir, previous)
+
+    def list_runs(self) -> list[RunSummary]:
+        """Return a summary of every run in ``runs_dir``, newest first."""
+        summaries = []
+        if not self.runs_dir.is_dir():
+            return []
+        for run_dir in self.runs_dir.iterdir():
+            if not (run_dir / "state.json").is_file():
+                continue
+            try:
+                state = load_state(run_dir)
+            except RunError:
+                continue
+            message = None
+            if state.status == RUNNING and not _is_locked(run_dir):
+                message = "interrupted: no runner process holds this run; resume it"
+            summaries.append(RunSummary.from_state(state, run_dir, message))
+        return sorted(summaries, key=lambda s: (s.started is not None, s.started), reverse=True)
+
+    def show(self, run_id: str) -> RunState:
+        """Return the full recorded state of a run: every node with its attempts and logs.
+
+        Raises:
+            RunError: unknown run id.
+        """
+        return load_state(self._run_dir(run_id))
+
+    # --- internals --------------------------------------------------------------------
+
+    def _run_dir(self, run_id: str) -> Path:
+        run_dir = self.runs_dir / run_id
+        if not _RUN_ID.fullmatch(run_id) or not (run_dir / "state.json").is_file():
+            raise RunError(f"unknown run id {run_id!r} (no state.json under {self.runs_dir})")
+        return run_dir
+
+    def _execute(
+        self,
+        workflow: Workflow,
+        params: Mapping[str, str],
+        state: RunState,
+        run_dir: Path,
+        previous: Mapping[str, NodeState],
+    ) -> RunSummary:
+        (run_dir / "logs").mkdir(exist_ok=True)
+        store = StateStore(run_dir, state)
+        options = EngineOptions(
+            self.max_workers, self.approval, self.interactive, self.prompt, self.env, self.approver_check
+        )
+        engine = Engine(
+            workflow=workflow,
+            params=params,
+            globals_=_global_scope(workflow, state, params),
+            store=store,
+            reporter=self.reporter,
+            options=options,
+            previous=previous,
+            run_dir=run_dir,
+        )
+        self.reporter.line(f"Running {workflow.name} as run {state.run_id} in {run_dir}")
+        began = time.monotonic()
+        try:
+            phase = engine.run()
+        except BaseException as err:
+            engine.aborted.set()
+            engine.processes.kill_all()
+            why = "interrupted" if isinstance(err, KeyboardInterrupt) else f"runner error: {err!r}"
+            store.finish(FAILED, f"{why}; resume with run id {state.run_id}")
+            raise
+        status = FAILED if phase == ERROR else phase
+        final = store.finish(status, _message(status, store.nodes(), run_dir))
+        mark = {SUCCEEDED: "✓", SUSPENDED: "⏸"}.get(status, "✗")
+        first = final.message.splitlines()[0] if final.message else ""
+        self.reporter.line(
+            f"{mark} {workflow.name} {status} in {time.monotonic() - began:.1f}s (run {state.run_id})"
+            + (f": {first}" if first else "")
+        )
+        return RunSummary.from_state(final, run_dir)
+
+
+def _new_run_id(name: str) -> str:
+    slug = re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-") or "workflow"
+    return f"{slug}-{datetime.now().strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+
+
+def _is_exit_node(name: str) -> bool:
+    return name == "onExit" or name.startswith(("onExit.", "onExit["))
+
+
+@contextmanager
+def _run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold the run's lock file; the kernel drops it if this process dies (even SIGKILL)."""
+    with (run_dir / ".lock").open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as err:
+            raise RunError(f"run {run_dir.name} is being executed by another process") from err
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _is_locked(run_dir: Path) -> bool:
+    try:
+        with _run_lock(run_dir):
+            return False
+    except RunError:
+        return True
+
+
+def _global_scope(workflow: Workflow, state: RunState, params: Mapping[str, str]) -> dict[str, str]:
+    listing = json.dumps([{"name": k, "value": v} for k, v in params.items()], separators=(",", ":"))
+    labels = {str(k): str(v) for k, v in (workflow.metadata.get("labels") or {}).items()}
+    annotations = {str(k): str(v) for k, v in (workflow.metadata.get("annotations") or {}).items()}
+    scope = {
+        "workflow.name": state.argo_name,
+        "workflow.uid": state.workflow_uid,
+        "workflow.namespace": str(workflow.metadata.get("namespace") or "default"),
+        "workflow.status": RUNNING,
+        "workflow.creationTimestamp": state.started.split(".")[0] + "Z",
+        "workflow.mainEntrypoint": workflow.entrypoint,
+        "workflow.serviceAccountName": str(workflow.spec.get("serviceAccountName") or "default"),
+        "workflow.parameters": listing,
+        "workflow.parameters.json": listing,
+        "workflow.labels.json": json.dumps(labels, separators=(",", ":")),
+        "workflow.annotations.json": json.dumps(annotations, separators=(",", ":")),
+    }
+    scope.update({f"workflow.parameters.{k}": v for k, v in params.items()})
+    scope.update({f"workflow.labels.{k}": v for k, v in labels.items()})
+    scope.update({f"workflow.annotations.{k}": v for k, v in annotations.items()})
+    return scope
+
+
+def _message(status: str, nodes: Mapping[str, NodeState], run_dir: Path) -> str:
+    """Say why a run did not succeed: the first failed task and the end of its log."""
+    if status == SUSPENDED:
+        waiting = sorted(n.name for n in nodes.values() if n.status == SUSPENDED and n.type == "Suspend")
+        return (
+            f"suspended at {', '.join(waiting)}: waiting for approval; resume the run with "
+            "an approval (approver and reason)"
+        )
+    if status != FAILED:
+        return ""
+    failed = [
+        n for n in nodes.values() if n.status in FAILED_PHASES and n.type in ("Pod", "Error", "Suspend")
+    ]
+    if not failed:
+        return "workflow failed"
+    first = min(failed, key=lambda n: n.finished or "")
+    message = f"task {first.name!r} (template {first.template!r}) failed: {first.message}"
+    if first.attempts and len(first.attempts) > 1:
+        message += f" after {len(first.attempts)} attempts"
+    if first.log and (run_dir / first.log).is_file():
+        lines = (run_dir / first.log).read_text(encoding="utf-8", errors="replace").splitlines()
+        tail = "\n".join(lines[-_LOG_TAIL:])
+        message += f"\n--- last lines of {first.log} ---\n{tail}" if tail else f" (log {first.log} is empty)"
+    if len(failed) > 1:
+        others = ", ".join(sorted(n.name for n in failed if n is not first))
+        message += f"\n(also failed: {others})"
+    return message

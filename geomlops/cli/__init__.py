@@ -1,0 +1,1 @@
+"""The ``geomlops`` command line: the only layer that may import every other."""

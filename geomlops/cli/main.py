@@ -1,0 +1,431 @@
+"""The ``geomlops`` command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+
+from geomlops import __version__
+from geomlops.cli._tools import fail_cleanly
+from geomlops.errors import GeomlopsError, ManifestError, ParameterError
+from geomlops.settings import get_settings
+
+
+def load_manifest(source: str) -> dict[str, Any]:
+    """A pipeline name renders it; anything else is read as a YAML manifest file."""
+    from pipelines import PIPELINES, render
+
+    if source in PIPELINES:
+        return render(source)
+    path = Path(source)
+    if not path.is_file():
+        raise ManifestError(
+            f"'{source}' is neither a pipeline ({', '.join(sorted(PIPELINES))}) nor a manifest file"
+        )
+    try:
+        docs = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+    except yaml.YAMLError as err:
+        raise ManifestError(f"{path}: not valid YAML ({err})") from err
+    if len(docs) != 1 or not isinstance(docs[0], dict):
+        raise ManifestError(f"{path}: expected exactly one YAML mapping (a Workflow or WorkflowTemplate)")
+    manifest: dict[str, Any] = docs[0]
+    return manifest
+
+
+def load_lintable(source: str) -> list[tuple[str, dict[str, Any]]]:
+    """What ``lint`` checks in SOURCE, each with its label: a pipeline, a one-document file,
+    or every Argo document (``apiVersion: argoproj.io/…``) of a multi-document file, as
+    ``geomlops install`` writes them.
+
+    Raises:
+        ManifestError: SOURCE is neither, is not YAML, or holds no Argo document.
+    """
+    from pipelines import PIPELINES
+
+    path = Path(source)
+    if source in PIPELINES or not path.is_file():
+        return [(source, load_manifest(source))]
+    try:
+        docs = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+    except yaml.YAMLError as err:
+        raise ManifestError(f"not valid YAML ({err})") from err
+    if len(docs) == 1 and isinstance(docs[0], dict):
+        return [(source, docs[0])]
+    argo = [
+        d for d in docs if isinstance(d, dict) and str(d.get("apiVersion", "")).startswith("argoproj.io/")
+    ]
+    if not argo:
+        raise ManifestError(
+            f"no Argo document (apiVersion argoproj.io/…) among its {len(docs)} YAML document(s)"
+        )
+    return [(f"{source} [{d.get('kind')} {(d.get('metadata') or {}).get('name')}]", d) for d in argo]
+
+
+def parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
+    """``NAME=VALUE`` pairs to a dict."""
+    params = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise ParameterError(f"-p {pair!r}: expected NAME=VALUE")
+        params[name] = value
+    return params
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="geomlops")
+def main() -> None:
+    """geomlops: train, register and publish geospatial models with workflows-as-code.
+
+    Workflows are Hera definitions rendered to Argo WorkflowTemplates; the same manifest
+    runs on one machine (geomlops run) or on a cluster (geomlops submit). State lives in
+    the work folder $GEOMLOPS_HOME (default ./.geomlops).
+
+    \b
+    Pipelines: training, registration, batch-inference, batch-inference-schedule,
+    promotion. New here? Run: geomlops demo
+    """
+    # tasks run in their own folders: hand them the work folder as an absolute path
+    os.environ["GEOMLOPS_HOME"] = str(get_settings().home_dir)
+
+
+@main.command()
+@click.option(
+    "--package",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Model package to train (default: the bundled examples/cloud-mask).",
+)
+@click.option("--workers", default=4, show_default=True, help="Parallel tasks at most.")
+@fail_cleanly
+def demo(package: Path | None, workers: int) -> None:
+    """Train the example cloud-mask model end to end on one machine.
+
+    Puts a real Landsat-8 scene under DVC, registers the model package in the STAC
+    catalogue, runs the training WorkflowTemplate with the local runner and prints where the
+    MLflow run, the model version and its STAC item are.
+    """
+    from geomlops.cli.demo import run_demo
+
+    sys.exit(run_demo(get_settings(), package=package, workers=workers))
+
+
+@main.command()
+@click.argument("pipeline")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write to a file.")
+@fail_cleanly
+def render(pipeline: str, output: Path | None) -> None:
+    """Print the Argo manifest of PIPELINE as YAML (what Argo and the local runner receive)."""
+    from pipelines import render as render_pipeline
+    from pipelines import to_yaml
+
+    text = to_yaml(render_pipeline(pipeline))
+    if output:
+        output.write_text(text)
+    else:
+        click.echo(text, nl=False)
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True)
+@fail_cleanly
+def lint(files: tuple[str, ...]) -> None:
+    """Check manifests (files or pipeline names) against Argo's schema, strictly, and more.
+
+    Unknown fields are errors; the entrypoint and every task's template must exist; DAGs
+    must have no cycle. The schema is read offline from $GEOMLOPS_SCHEMA_DIR. In a file of
+    several YAML documents (such as `geomlops install` writes) each Argo document is checked.
+    """
+    from geomlops.argo.lint import lint_manifest
+
+    schema_dir = get_settings().schema_dir
+    failed = False
+    checks: list[tuple[str, Any]] = []
+    for item in files:
+        try:
+            checks += load_lintable(item)
+        except ManifestError as err:
+            message = str(err).removeprefix(f"{item}: ")
+            click.secho(f"✗ {item}: {message}", fg="red")
+            failed = True
+    for source, manifest in checks:
+        result = lint_manifest(manifest, source, schema_dir)
+        if result.schema_note:
+            click.secho(f"! {source}: {result.schema_note}", fg="yellow", err=True)
+        if result.ok:
+            click.secho(
+                f"✓ {source}" + ("" if result.schema_checked else " (semantic checks only)"), fg="green"
+            )
+        else:
+            failed = True
+            click.secho(f"✗ {source}", fg="red")
+            for error in result.errors:
+                click.echo(f"    {error}")
+    if failed:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("pipeline", required=False)
+@click.option(
+    "-p", "--param", "params", multiple=True, metavar="NAME=VALUE", help="Workflow parameter (repeatable)."
+)
+@click.option("--resume", "resume_id", metavar="RUN_ID", help="Resume a run: only what did not succeed runs.")
+@click.option(
+    "--approve",
+    metavar="APPROVER",
+    help="Approve every suspend gate as this person (a name or an email address); with --resume, "
+    "approve a run waiting at a gate.",
+)
+@click.option("--reason", default="", help="Why the approver approves (recorded with the approval).")
+@click.option(
+    "--override",
+    is_flag=True,
+    help="With --approve: explicitly override the gate's policy (a promotion of a candidate worse "
+    "than production); recorded with the approval.",
+)
+@click.option(
+    "--interactive/--no-interactive", default=None, help="Ask at suspend gates (default: when on a terminal)."
+)
+@click.option("--allow-host-containers", is_flag=True, help="Run container templates' commands on this host.")
+@click.option("--workers", default=4, show_default=True, help="Parallel tasks at most.")
+@fail_cleanly
+def run(
+    pipeline: str | None,
+    params: tuple[str, ...],
+    resume_id: str | None,
+    approve: str | None,
+    reason: str,
+    override: bool,
+    interactive: bool | None,
+    allow_host_containers: bool,
+    workers: int,
+) -> None:
+    """Run PIPELINE (a pipeline name or a Workflow/WorkflowTemplate YAML file) on this machine.
+
+    The manifest is executed as Argo would: DAG and steps, parameters, fan-out, retries,
+    suspend gates, exit handlers. Each run's state and logs stay in $GEOMLOPS_HOME/runs.
+    """
+    from geomlops.argo.runner import Approval, LocalRunner
+    from pipelines import template_resolver
+    from steps.promotion import validate_approver
+
+    if override and approve is None:
+        raise ParameterError("--override needs --approve NAME: only an approver can override a policy")
+    if approve is not None:
+        try:
+            approve = validate_approver(approve)
+        except GeomlopsError as err:
+            raise ParameterError(f"--approve: {err}") from err
+    runner = LocalRunner(
+        get_settings().runs_dir,
+        max_workers=workers,
+        approval=Approval(approver=approve, reason=reason, override=override) if approve else None,
+        interactive=sys.stdin.isatty() if interactive is None else interactive,
+        allow_host_containers=allow_host_containers,
+        template_resolver=template_resolver,
+        approver_check=validate_approver,
+    )
+    if resume_id:
+        if pipeline or params:
+            raise ParameterError("--resume takes no PIPELINE or -p: a run resumes with what it started with")
+        summary = runner.resume(resume_id)
+    else:
+        if not pipeline:
+            raise ParameterError("missing PIPELINE (a pipeline name or a manifest file), or --resume RUN_ID")
+        values = parse_params(params)
+        for warning in relative_path_params(values, Path.cwd()):
+            click.secho(f"! {warning}", fg="yellow", err=True)
+        summary = runner.run(load_manifest(pipeline), values)
+    _print_summary(summary)
+    sys.exit(0 if summary.status in ("Succeeded", "Suspended") else 1)
+
+
+def relative_path_params(params: dict[str, str], cwd: Path) -> list[str]:
+    """Warnings for parameters whose value is a relative path to something under ``cwd``.
+
+    Tasks run in their own folders (as pods do on Argo), so such a path does not resolve there.
+    """
+    warnings = []
+    for name, value in params.items():
+        if value and "://" not in value and not Path(value).is_absolute() and (cwd / value).exists():
+            warnings.append(
+                f"-p {name}={value} is a relative path: tasks run in their own folders, where it "
+                f"does not resolve; pass {(cwd / value).resolve()} instead"
+            )
+    return warnings
+
+
+def _print_summary(summary: Any) -> None:
+    colour = {"Succeeded": "green", "Suspended": "yellow"}.get(summary.status, "red")
+    click.secho(f"{summary.status}: run {summary.run_id}", fg=colour, bold=True)
+    click.echo(f"  state and logs: {summary.run_dir}")
+    if summary.status == "Succeeded" and summary.outputs:  # what the last task made
+        task, values = list(summary.outputs.items())[-1]
+        for key, value in values.items():
+            text = str(value)
+            click.echo(f"  {task}.{key} = {text[:200]}{'…' if len(text) > 200 else ''}")
+    if summary.message:
+        click.echo(f"  {summary.message}")
+    if summary.status == "Suspended":
+        click.echo(f"  approve with: geomlops run --resume {summary.run_id} --approve NAME --reason WHY")
+    elif summary.status == "Failed":
+        click.echo(f"  resume with: geomlops run --resume {summary.run_id}")
+
+
+@main.group()
+def runs() -> None:
+    """Inspect local runs."""
+
+
+@runs.command("list")
+@fail_cleanly
+def runs_list() -> None:
+    """List local runs, newest first."""
+    from geomlops.argo.runner import LocalRunner
+
+    for summary in LocalRunner(get_settings().runs_dir, progress=False).list_runs():
+        click.echo(f"{summary.run_id:48} {summary.status:10} {summary.started or ''}")
+
+
+@runs.command("show")
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the full state as JSON.")
+@fail_cleanly
+def runs_show(run_id: str, as_json: bool) -> None:
+    """Show every task of RUN_ID: status, attempts, outputs, log file."""
+    from geomlops.argo.runner import LocalRunner
+
+    state = LocalRunner(get_settings().runs_dir, progress=False).show(run_id)
+    data = (
+        state
+        if isinstance(state, dict)
+        else json.loads(json.dumps(state, default=lambda o: getattr(o, "__dict__", str(o))))
+    )
+    if as_json:
+        click.echo(json.dumps(data, indent=2, default=str))
+        return
+    click.echo(f"run {run_id}: {data.get('status')}")
+    for name, node in (data.get("nodes") or {}).items():
+        click.echo(f"  {node.get('status', '?'):10} {name}")
+        for key, value in (node.get("outputs") or {}).items():
+            text = str(value)
+            click.echo(f"      {key} = {text[:100]}{'…' if len(text) > 100 else ''}")
+        if node.get("log"):
+            click.echo(f"      log: {node['log']}")
+
+
+@main.command()
+@click.argument("pipeline")
+@click.option(
+    "-p", "--param", "params", multiple=True, metavar="NAME=VALUE", help="Workflow parameter (repeatable)."
+)
+@click.option("--dry-run", is_flag=True, help="Print the requests instead of sending them.")
+@fail_cleanly
+def submit(pipeline: str, params: tuple[str, ...], dry_run: bool) -> None:
+    """Install PIPELINE's WorkflowTemplate on an Argo server and submit a run of it.
+
+    Server, namespace and token come from GEOMLOPS_ARGO_SERVER, GEOMLOPS_ARGO_NAMESPACE and
+    GEOMLOPS_ARGO_TOKEN (the token is never printed).
+    """
+    from geomlops.argo.submit import plan_submission, send
+
+    settings = get_settings()
+    requests_ = plan_submission(load_manifest(pipeline), parse_params(params), settings)
+    if dry_run:
+        click.echo(json.dumps([r.redacted() for r in requests_], indent=2))
+        return
+    for line in send(requests_):
+        click.echo(line)
+
+
+from geomlops.cli.catalog import catalog  # noqa: E402 - subcommands register after main
+
+main.add_command(catalog)
+
+
+@main.command()
+@click.option("-n", "--namespace", required=True, help="Namespace (with Argo Workflows) to install into.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write one YAML file per group here (default: all to stdout, for `kubectl apply -f -`).",
+)
+@click.option(
+    "--argo",
+    "via_argo",
+    is_flag=True,
+    help="Also install the WorkflowTemplates and CronWorkflows through the Argo server's API.",
+)
+@click.option(
+    "--artifact-bucket",
+    default="argo-artifacts",
+    show_default=True,
+    help="Bucket for Argo's artifacts and logs.",
+)
+@click.option(
+    "--artifact-endpoint", default="minio.storage.svc:9000", show_default=True, help="Object store host:port."
+)
+@click.option("--secure/--insecure", default=False, show_default=True, help="Talk TLS to the object store.")
+@fail_cleanly
+def install(
+    namespace: str,
+    output: Path | None,
+    via_argo: bool,
+    artifact_bucket: str,
+    artifact_endpoint: str,
+    secure: bool,
+) -> None:
+    """Render what a cluster with Argo Workflows needs to run geomlops in NAMESPACE.
+
+    ServiceAccount with least RBAC, Secret templates (keys only: fill the values in the cluster),
+    the Argo artifact repository on the object store, and every WorkflowTemplate and CronWorkflow.
+    """
+    from geomlops.argo.submit import install_request, send
+    from geomlops.cli.install import install_manifests
+
+    groups = install_manifests(
+        namespace, bucket=artifact_bucket, endpoint=artifact_endpoint, insecure=not secure
+    )
+    if output:
+        output.mkdir(parents=True, exist_ok=True)
+        for name, docs in groups.items():
+            (output / name).write_text(yaml.safe_dump_all(docs, sort_keys=False))
+            click.echo(f"wrote {output / name} ({len(docs)} object(s))", err=True)
+    else:
+        click.echo(
+            yaml.safe_dump_all([d for docs in groups.values() for d in docs], sort_keys=False), nl=False
+        )
+    if via_argo:
+        settings = get_settings()
+        for manifest in groups["40-workflows.yaml"]:
+            for line in send([install_request(manifest, settings, namespace)]):
+                click.echo(line, err=True)
+
+
+from geomlops.cli.dev import dev  # noqa: E402 (a sub-group of main, added once main exists)
+
+main.add_command(dev)
+
+from geomlops.cli.vectorize import vectorize_command  # noqa: E402 - registers after main
+
+main.add_command(vectorize_command)
+
+from geomlops.cli.promote import promote  # noqa: E402 - registers after main
+
+main.add_command(promote)
+
+from geomlops.cli.serve import serve_command  # noqa: E402 - registers after main
+
+main.add_command(serve_command)
+
+if __name__ == "__main__":  # pragma: no cover
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()

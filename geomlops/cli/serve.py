@@ -1,0 +1,28 @@
+"""``geomlops serve``: the model and its post-processing transformer on MLServer, on this machine."""
+
+from __future__ import annotations
+
+import click
+
+from geomlops.cli._tools import fail_cleanly
+
+
+@click.command("serve")
+@click.argument("model", metavar="MODEL[@ALIAS|@VERSION]")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535), help="HTTP port.")
+@click.option(
+    "--grpc-port", type=click.IntRange(1, 65535), help="MLServer's gRPC port (default: a free one)."
+)
+@fail_cleanly
+def serve_command(model: str, host: str, port: int, grpc_port: int | None) -> None:
+    """Serve MODEL (alias 'production' unless @ALIAS or @VERSION is given) on MLServer.
+
+    POST a georeferenced GeoTIFF chip to /v2/models/MODEL/infer as one BYTES input named 'chip'
+    (base64); the answer's 'geojson' output is a FeatureCollection (WGS84) whose features carry
+    the class, area, model version and MLflow run id. The largest chip accepted is
+    GEOMLOPS_SERVING_MAX_IMAGE_BYTES. MLServer runs in its own environment, built on first use.
+    """
+    from geomlops.serving.local import prepare_local_server, run_local_server
+
+    run_local_server(prepare_local_server(model, host=host, port=port, grpc_port=grpc_port))

@@ -1,0 +1,259 @@
+"""Suspend gates, approvals, and resuming failed, suspended or killed runs of the local runner."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from runner_fixtures.build import COUNTING, FIXTURES, count, dag, script, task, workflow
+
+from geomlops.argo.runner import Approval, LocalRunner
+from geomlops.errors import RunError
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def make_runner(tmp_path: Path, **options: Any) -> LocalRunner:
+    options.setdefault("progress", False)
+    return LocalRunner(tmp_path / "runs", **options)
+
+
+def gated(tmp_path: Path) -> dict[str, Any]:
+    """build -> approve (suspend) -> deploy, which receives the approver's name."""
+    say = script("say", COUNTING, inputs=["dir", "tag"])
+    approve = {
+        "name": "approve",
+        "suspend": {},
+        "outputs": {
+            "parameters": [
+                {"name": "approver", "valueFrom": {"supplied": {}}},
+                {"name": "reason", "valueFrom": {"supplied": {}}},
+            ]
+        },
+    }
+    args = {"dir": str(tmp_path)}
+    main = dag(
+        "main",
+        [
+            task("build", "say", args={**args, "tag": "build"}),
+            task("approve", "approve", depends="build"),
+            task(
+                "deploy",
+                "say",
+                args={**args, "tag": "deploy-by-{{tasks.approve.outputs.parameters.approver}}"},
+                depends="approve",
+            ),
+        ],
+    )
+    return workflow([main, say, approve], name="promote")
+
+
+def test_suspend_stops_the_run_and_resume_with_approval_continues(tmp_path: Path) -> None:
+    summary = make_runner(tmp_path).run(gated(tmp_path), {})
+
+    assert summary.status == "Suspended"
+    assert "approve" in summary.message and "approval" in summary.message
+    assert count(tmp_path, "build") == 1
+    assert not list(tmp_path.glob("deploy*"))
+
+    approval = Approval(approver="alice", reason="metrics look good")
+    resumed = make_runner(tmp_path, approval=approval).resume(summary.run_id)
+
+    assert resumed.status == "Succeeded", resumed.message
+    assert count(tmp_path, "build") == 1, "build had succeeded: it must not run again"
+    assert count(tmp_path, "deploy-by-alice") == 1
+    node = make_runner(tmp_path).show(summary.run_id).nodes["approve"]
+    assert node.approval is not None
+    assert node.approval["approver"] == "alice" and node.approval["reason"] == "metrics look good"
+    assert node.approval["at"]
+    assert node.outputs == {"approver": "alice", "reason": "metrics look good"}
+
+
+def test_interactive_prompt_approves_or_rejects(tmp_path: Path) -> None:
+    answers = iter(["y", "bob", "ship it"])
+    asked: list[str] = []
+
+    def prompt(question: str) -> str:
+        asked.append(question)
+        return next(answers)
+
+    summary = make_runner(tmp_path, interactive=True, prompt=prompt).run(gated(tmp_path), {})
+
+    assert summary.status == "Succeeded", summary.message
+    assert asked == ["Approve? [y/N] ", "Approver name: ", "Reason: "]
+    approval = make_runner(tmp_path).show(summary.run_id).nodes["approve"].approval
+    assert approval is not None and (approval["approver"], approval["via"]) == ("bob", "prompt")
+    assert count(tmp_path, "deploy-by-bob") == 1
+
+    rejected = make_runner(tmp_path, interactive=True, prompt=lambda _: "n").run(gated(tmp_path), {})
+
+    assert rejected.status == "Failed"
+    assert "not approved" in rejected.message
+    assert count(tmp_path, "deploy-by-bob") == 1
+
+
+def test_suspend_duration_waits_then_continues(tmp_path: Path) -> None:
+    wait = {"name": "wait", "suspend": {"duration": "0.3s"}}
+    began = time.monotonic()
+
+    summary = make_runner(tmp_path).run(workflow([wait], entrypoint="wait"), {})
+
+    assert summary.status == "Succeeded"
+    assert time.monotonic() - began >= 0.3
+
+
+def test_resume_reruns_only_what_failed(tmp_path: Path) -> None:
+    say = script("say", COUNTING, inputs=["dir", "tag"])
+    gate = script(
+        "gate",
+        """
+        import pathlib, sys
+        d = pathlib.Path("{{inputs.parameters.dir}}")
+        (d / "gate.count").open("a").write("x")
+        sys.exit(1 if (d / "broken").exists() else 0)
+        """,
+        inputs=["dir"],
+    )
+    args = {"dir": str(tmp_path)}
+    main = dag(
+        "main",
+        [
+            task("first", "say", args={**args, "tag": "first"}),
+            task("fan", "say", args={**args, "tag": "fan-{{item}}"}, withItems=["a", "b"], depends="first"),
+            task("gate", "gate", args=args, depends="first"),
+            task("last", "say", args={**args, "tag": "last"}, depends="gate && fan"),
+        ],
+    )
+    manifest = workflow([main, say, gate])
+    (tmp_path / "broken").touch()
+
+    failed = make_runner(tmp_path).run(manifest, {})
+    assert failed.status == "Failed"
+    assert "task 'gate'" in failed.message
+    (tmp_path / "broken").unlink()
+
+    resumed = make_runner(tmp_path).resume(failed.run_id)
+
+    assert resumed.status == "Succeeded", resumed.message
+    assert resumed.run_id == failed.run_id
+    assert [count(tmp_path, t) for t in ("first", "fan-a", "fan-b", "gate", "last")] == [1, 1, 1, 2, 1]
+    state = make_runner(tmp_path).show(failed.run_id)
+    assert [a.log for a in state.nodes["gate"].attempts] == ["logs/gate.log", "logs/gate.2.log"]
+    assert len(state.resumed) == 1
+
+    again = make_runner(tmp_path).resume(failed.run_id)
+    assert again.status == "Succeeded" and "nothing to resume" in again.message
+    assert count(tmp_path, "last") == 1
+
+
+def test_resume_unknown_run_id_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(RunError, match="unknown run id 'nope'"):
+        make_runner(tmp_path).resume("nope")
+    with pytest.raises(RunError, match="unknown run id"):
+        make_runner(tmp_path).show("../escape")
+
+
+@pytest.fixture
+def detached(tmp_path: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
+    procs: list[subprocess.Popen[bytes]] = []
+    yield procs
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_resume_after_the_runner_is_killed(tmp_path: Path, detached: list[subprocess.Popen[bytes]]) -> None:
+    say = script("say", COUNTING, inputs=["dir", "tag"])
+    slow = script(
+        "slow",
+        """
+        import os, pathlib, time
+        d = pathlib.Path("{{inputs.parameters.dir}}")
+        first_time = not (d / "slow.count").exists()
+        (d / "slow.count").open("a").write("x")
+        if first_time:
+            (d / "marker").write_text(str(os.getpid()))
+            time.sleep(60)
+        """,
+        inputs=["dir"],
+    )
+    args = {"dir": str(tmp_path)}
+    main = dag(
+        "main",
+        [
+            task("first", "say", args={**args, "tag": "first"}),
+            task("slow", "slow", args=args, depends="first"),
+            task("last", "say", args={**args, "tag": "last"}, depends="slow"),
+        ],
+    )
+    manifest_file = tmp_path / "wf.yaml"
+    manifest_file.write_text(yaml.safe_dump(workflow([main, say, slow], name="killme")))
+    runs = tmp_path / "runs"
+    command = [
+        sys.executable,
+        str(FIXTURES / "run_detached.py"),
+        str(manifest_file),
+        str(runs),
+        "killme-1",
+        "{}",
+    ]
+    proc = subprocess.Popen(command, cwd=REPO)
+    detached.append(proc)
+    deadline = time.monotonic() + 30
+    while not (tmp_path / "marker").exists():
+        assert proc.poll() is None, "the runner exited before the slow task started"
+        assert time.monotonic() < deadline, "the slow task never started"
+        time.sleep(0.05)
+
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    os.kill(int((tmp_path / "marker").read_text()), signal.SIGKILL)  # its orphaned task
+
+    runner = make_runner(tmp_path)
+    state = runner.show("killme-1")
+    assert state.status == "Running"
+    assert (state.nodes["first"].status, state.nodes["slow"].status) == ("Succeeded", "Running")
+    (listed,) = runner.list_runs()
+    assert listed.run_id == "killme-1" and "interrupted" in listed.message
+
+    resumed = runner.resume("killme-1")
+
+    assert resumed.status == "Succeeded", resumed.message
+    assert [count(tmp_path, t) for t in ("first", "slow", "last")] == [1, 2, 1]
+    nodes = runner.show("killme-1").nodes
+    assert [a.status for a in nodes["slow"].attempts] == ["Error", "Succeeded"]
+    assert nodes["slow"].attempts[0].message == "interrupted: the runner stopped"
+
+
+def test_list_runs_newest_first_and_show_every_node(tmp_path: Path) -> None:
+    hello = script("hello", "print('hi')")
+    runner = make_runner(tmp_path)
+    older = runner.run(workflow([hello], entrypoint="hello", name="one"), {}, run_id="one-1")
+    newer = runner.run(workflow([hello], entrypoint="hello", name="two"), {})
+
+    listed = runner.list_runs()
+
+    assert [s.run_id for s in listed] == [newer.run_id, older.run_id]
+    assert newer.run_id.startswith("two-") and len(newer.run_id.split("-")) == 4
+    node = runner.show("one-1").nodes["hello"]
+    assert (node.status, node.template, node.result, node.log) == (
+        "Succeeded",
+        "hello",
+        "hi",
+        "logs/hello.log",
+    )
+    assert node.started and node.finished and node.attempts[0].exit_code == 0
+    data = json.loads((older.run_dir / "state.json").read_text())
+    assert data["status"] == "Succeeded" and data["nodes"]["hello"]["result"] == "hi"
+    with pytest.raises(RunError, match="already exists"):
+        runner.run(workflow([hello], entrypoint="hello"), {}, run_id="one-1")

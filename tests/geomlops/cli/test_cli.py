@@ -1,0 +1,225 @@
+"""The command line: help on every command, render, lint, and submit to a real HTTP server."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from geomlops.cli.main import main
+from pipelines import golden_path
+
+COMMANDS = [
+    [],
+    ["demo"],
+    ["render"],
+    ["lint"],
+    ["run"],
+    ["runs"],
+    ["runs", "list"],
+    ["runs", "show"],
+    ["submit"],
+    ["install"],
+    ["vectorize"],
+    ["serve"],
+    ["catalog"],
+    ["catalog", "validate"],
+    ["catalog", "search"],
+    ["catalog", "sync"],
+    ["catalog", "serve"],
+    ["dev"],
+    ["dev", "up"],
+    ["dev", "down"],
+    ["dev", "status"],
+    ["promote"],
+    ["promote", "status"],
+    ["promote", "rollback"],
+]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "geomlops")
+def test_every_command_has_help(command: list[str]) -> None:
+    result = CliRunner().invoke(main, [*command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage: " in result.output
+    assert len(result.output.splitlines()) > 3
+
+
+def test_top_level_help_names_every_pipeline() -> None:
+    from pipelines import PIPELINES
+
+    output = " ".join(CliRunner().invoke(main, ["--help"]).output.split())
+    for name in PIPELINES:
+        assert f" {name}," in output or f" {name}." in output, name
+
+
+def test_console_script_renders_the_golden_yaml(home: Path) -> None:
+    geomlops = Path(sys.executable).parent / "geomlops"
+    out = subprocess.run([str(geomlops), "render", "training"], capture_output=True, text=True, check=True)
+    assert yaml.safe_load(out.stdout) == yaml.safe_load(golden_path("training").read_text())
+
+
+def test_lint_reports_each_file(
+    home: Path, tmp_path: Path, schema_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GEOMLOPS_SCHEMA_DIR", str(schema_dir))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "kind: Workflow\napiVersion: argoproj.io/v1alpha1\nmetadata: {name: x}\nspec:\n  entrypnt: a\n"
+    )
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("spec: [unclosed\n")
+    result = CliRunner().invoke(main, ["lint", "training", str(bad), str(broken)])
+    assert result.exit_code == 1
+    assert "✓ training" in result.output
+    assert "$.spec: unknown field(s) entrypnt" in result.output
+    assert "$.spec.entrypoint: missing" in result.output
+    assert f"✗ {broken}" in result.output and "not valid YAML" in result.output
+
+
+def test_unknown_pipeline_is_named(home: Path) -> None:
+    result = CliRunner().invoke(main, ["render", "no-such"])
+    assert result.exit_code == 2
+    expected = "unknown pipeline 'no-such' (pipelines: batch-inference, batch-inference-schedule,"
+    assert expected in result.output
+
+
+def test_submit_installs_or_updates_the_template_then_submits(
+    home: Path, argo_server: str, argo_requests: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GEOMLOPS_ARGO_SERVER", argo_server)
+    monkeypatch.setenv("GEOMLOPS_ARGO_NAMESPACE", "mapping")
+    monkeypatch.setenv("GEOMLOPS_ARGO_TOKEN", "s3cr3t-token")
+    result = CliRunner().invoke(
+        main, ["submit", "training", "-p", "model=cloud-mask", "-p", "dataset_path=d"]
+    )
+    assert result.exit_code == 0, result.output
+    methods = [(s["method"], s["path"]) for s in argo_requests]
+    assert methods == [
+        ("POST", "/api/v1/workflow-templates/mapping"),
+        ("GET", "/api/v1/workflow-templates/mapping/geomlops-training-0-1-0"),
+        ("PUT", "/api/v1/workflow-templates/mapping/geomlops-training-0-1-0"),
+        ("POST", "/api/v1/workflows/mapping/submit"),
+    ]
+    assert all(s["auth"] == "Bearer s3cr3t-token" for s in argo_requests)
+    assert argo_requests[2]["body"]["template"]["metadata"]["resourceVersion"] == "41"
+    submitted = argo_requests[3]["body"]
+    assert submitted["resourceName"] == "geomlops-training-0-1-0"
+    assert submitted["submitOptions"]["parameters"] == ["model=cloud-mask", "dataset_path=d"]
+    assert "geomlops-training-abcde" in result.output
+
+
+def test_submit_dry_run_prints_requests_without_the_token(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GEOMLOPS_ARGO_SERVER", "http://127.0.0.1:9")
+    monkeypatch.setenv("GEOMLOPS_ARGO_TOKEN", "s3cr3t-token")
+    result = CliRunner().invoke(main, ["submit", "training", "--dry-run", "-p", "model=m"])
+    assert result.exit_code == 0, result.output
+    assert "s3cr3t-token" not in result.output
+    requests_ = json.loads(result.output)
+    assert [r["method"] for r in requests_] == ["POST", "POST"]
+    assert requests_[0]["body"]["template"]["kind"] == "WorkflowTemplate"
+    assert requests_[0]["headers"]["Authorization"] == "Bearer ***"
+
+
+def test_submit_errors_are_clear(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    result = CliRunner().invoke(main, ["submit", "training", "--dry-run"])
+    assert result.exit_code == 2 and "GEOMLOPS_ARGO_SERVER" in result.output
+    monkeypatch.setenv("GEOMLOPS_ARGO_SERVER", "http://127.0.0.1:9")
+    result = CliRunner().invoke(main, ["submit", "training", "--dry-run", "-p", "epochs=3"])
+    assert result.exit_code == 2 and "parameter(s) epochs not declared" in result.output
+    result = CliRunner().invoke(main, ["submit", "training", "-p", "model=m"])
+    assert result.exit_code == 2 and "cannot reach the Argo server" in result.output
+
+
+def test_relative_paths_in_parameters_are_pointed_out(tmp_path: Path) -> None:
+    from geomlops.cli.main import relative_path_params
+
+    (tmp_path / "aoi.geojson").write_text("{}")
+    (tmp_path / "scenes").mkdir()
+    params = {
+        "aoi": "aoi.geojson",
+        "imagery": str(tmp_path / "aoi.geojson"),
+        "output": "scenes",
+        "model": "cloud-mask",
+        "data": "s3://bucket/aoi.geojson",
+        "area": "",
+    }
+    warnings = relative_path_params(params, tmp_path)
+    assert len(warnings) == 2
+    assert warnings[0].startswith("-p aoi=aoi.geojson is a relative path")
+    assert str(tmp_path / "aoi.geojson") in warnings[0]
+    assert warnings[1].startswith("-p output=scenes is a relative path")
+
+
+def test_run_warns_of_a_relative_path_parameter_and_the_task_cannot_see_it(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    here = tmp_path / "here"
+    here.mkdir()
+    (here / "aoi.geojson").write_text("{}")
+    manifest = here / "exists.yaml"
+    manifest.write_text(
+        """
+apiVersion: argoproj.io/v1alpha1
+kind: Workflow
+metadata: {name: exists}
+spec:
+  entrypoint: check
+  arguments: {parameters: [{name: path}]}
+  templates:
+  - name: check
+    script:
+      image: python:3.11
+      command: [python]
+      source: |
+        import os
+        print(os.path.exists("{{workflow.parameters.path}}"))
+"""
+    )
+    monkeypatch.chdir(here)
+    result = CliRunner().invoke(main, ["run", str(manifest), "-p", "path=aoi.geojson", "--no-interactive"])
+    assert result.exit_code == 0, result.output
+    assert "-p path=aoi.geojson is a relative path" in result.stderr
+    assert str(here / "aoi.geojson") in result.stderr
+    [run_dir] = (home / "runs").iterdir()
+    state = json.loads((run_dir / "state.json").read_text())
+    assert [node["result"] for node in state["nodes"].values()] == ["False"]
+
+
+def test_lint_checks_every_argo_document_of_the_install_output(
+    home: Path, tmp_path: Path, schema_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GEOMLOPS_SCHEMA_DIR", str(schema_dir))
+    out = tmp_path / "install"
+    assert CliRunner().invoke(main, ["install", "-n", "mapping", "-o", str(out)]).exit_code == 0
+    workflows = out / "40-workflows.yaml"
+    result = CliRunner().invoke(main, ["lint", str(workflows)])
+    assert result.exit_code == 0, result.output
+    checked = [line for line in result.output.splitlines() if line.startswith(f"✓ {workflows} [")]
+    assert len(checked) == 5, result.output
+    assert any("[CronWorkflow geomlops-batch-inference-schedule" in line for line in checked)
+
+    rbac = out / "10-rbac.yaml"
+    result = CliRunner().invoke(main, ["lint", str(rbac)])
+    assert result.exit_code == 1
+    assert (
+        f"✗ {rbac}: no Argo document (apiVersion argoproj.io/…) among its 3 YAML document(s)" in result.output
+    )
+
+    broken = tmp_path / "two.yaml"
+    broken.write_text(
+        workflows.read_text().split("\n---\n")[0]
+        + "\n---\nkind: Workflow\napiVersion: argoproj.io/v1alpha1\nmetadata: {name: bad}\nspec: {}\n"
+    )
+    result = CliRunner().invoke(main, ["lint", str(broken)])
+    assert result.exit_code == 1
+    assert f"✗ {broken} [Workflow bad]" in result.output
+    assert "$.spec.entrypoint: missing" in result.output

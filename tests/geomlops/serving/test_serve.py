@@ -1,0 +1,233 @@
+"""`geomlops serve`: the demo's model and the transformer on a real MLServer, over HTTP, with a real
+chip cut from the demo scene; bad chips get a 4xx naming what was wrong and the server keeps serving."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import rasterio
+import requests
+from rasterio.io import MemoryFile
+from rasterio.windows import Window
+
+from geomlops.serving.local import free_port
+
+pytestmark = pytest.mark.slow
+
+GEOMLOPS = str(Path(__file__).resolve().parents[3] / ".venv" / "bin" / "geomlops")
+#: small enough that a 128 px chip of the 10-band scene is refused, large enough for a 48 px one
+LIMIT = 200_000
+
+
+def _imagery(work: dict[str, Any]) -> Path:
+    assert work["first"].returncode == 0, work["first"].stdout + work["first"].stderr
+    [image] = (work["home"] / "datasets").glob("*/image.tif")
+    return image
+
+
+def _chip(image: Path, size: int, *, bands: list[int] | None = None, georeferenced: bool = True) -> bytes:
+    """A GeoTIFF chip cut from the scene, in memory."""
+    with rasterio.open(image) as src:
+        window = Window(260, 200, size, size)
+        data = src.read(bands, window=window)
+        profile = {
+            "driver": "GTiff",
+            "width": size,
+            "height": size,
+            "count": data.shape[0],
+            "dtype": data.dtype.name,
+            "nodata": src.nodata,
+        }
+        if georeferenced:
+            profile |= {"crs": src.crs, "transform": src.window_transform(window)}
+    with MemoryFile() as mem:
+        with mem.open(**profile) as dst:
+            dst.write(data)
+        return bytes(mem.read())
+
+
+def _request(data: bytes | str, name: str = "chip", datatype: str = "BYTES") -> dict[str, Any]:
+    value = base64.b64encode(data).decode() if isinstance(data, bytes) else data
+    return {"inputs": [{"name": name, "shape": [1], "datatype": datatype, "data": [value]}]}
+
+
+@contextmanager
+def _running(command: list[str], env: dict[str, str], ready: str, log: Path, cwd: Path) -> Iterator[Any]:
+    """Run a server until the block ends; wait until ``ready`` answers 200."""
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            command, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        deadline = time.monotonic() + 600  # the first run builds the MLServer environment
+        while True:
+            assert proc.poll() is None, f"server exited {proc.returncode}:\n{log.read_text()[-3000:]}"
+            try:
+                if requests.get(ready, timeout=5).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert time.monotonic() < deadline, f"server not ready:\n{log.read_text()[-3000:]}"
+            time.sleep(1)
+        yield proc
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGKILL):  # the server and anything it started
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, sig)
+            try:
+                proc.wait(timeout=60)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+
+
+@pytest.fixture(scope="module")
+def server(work: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """``geomlops serve cloud-mask@1`` on a free port, until the module's tests are done."""
+    _imagery(work)
+    port = free_port()
+    log = tmp_path_factory.mktemp("serve") / "server.log"
+    env = {**work["env"], "GEOMLOPS_SERVING_MAX_IMAGE_BYTES": str(LIMIT)}
+    url = f"http://127.0.0.1:{port}/v2/models/cloud-mask"
+    command = [GEOMLOPS, "serve", "cloud-mask@1", "--port", str(port)]
+    with _running(command, env, f"{url}/ready", log, work["home"]) as proc:
+        yield {"url": f"{url}/infer", "proc": proc, "log": log}
+
+
+def _features(response: requests.Response) -> dict[str, Any]:
+    assert response.status_code == 200, response.text
+    [output] = response.json()["outputs"]
+    assert output["name"] == "geojson" and output["datatype"] == "BYTES"
+    collection: dict[str, Any] = json.loads(output["data"][0])
+    return collection
+
+
+def test_a_chip_from_the_demo_scene_comes_back_as_polygons(
+    server: dict[str, Any], work: dict[str, Any]
+) -> None:
+    from mlflow import MlflowClient
+
+    chip = _chip(_imagery(work), 48)
+    assert len(chip) < LIMIT
+    collection = _features(requests.post(server["url"], json=_request(chip), timeout=120))
+    assert collection["type"] == "FeatureCollection"
+    assert collection["features"], "the chip holds clouds: expected polygons"
+    run_id = (
+        MlflowClient(tracking_uri=f"sqlite:///{work['home'] / 'mlflow.db'}")
+        .get_model_version("cloud-mask", "1")
+        .run_id
+    )
+    for feature in collection["features"]:
+        props = feature["properties"]
+        assert props["model"] == "cloud-mask" and props["model_version"] == "1"
+        assert props["mlflow_run_id"] == run_id
+        assert props["class"] == 1 and props["class_name"] == "cloud"
+        assert props["area"] > 0 and props["area"] % 900 == 0  # whole 30 m pixels
+        assert feature["geometry"]["type"] == "Polygon"
+        lon, lat = feature["geometry"]["coordinates"][0][0]
+        assert -88 < lon < -87 and 30 < lat < 31  # RFC 7946: WGS84, longitude first
+
+
+def test_bad_chips_get_a_4xx_naming_the_problem_and_the_server_keeps_serving(
+    server: dict[str, Any], work: dict[str, Any]
+) -> None:
+    image = _imagery(work)
+    bad = [
+        (_request(_chip(image, 48, georeferenced=False)), 400, "no georeference"),
+        (_request(_chip(image, 48, bands=[1, 2, 3])), 400, "3 band(s), but the model's input"),
+        (_request(_chip(image, 128)), 413, f"larger than the limit of {LIMIT} bytes"),
+        (_request(b"II*\x00 this is not a GeoTIFF" * 10), 400, "not a readable GeoTIFF"),
+        (_request(_chip(image, 48)[:3000]), 400, "chip:"),  # truncated file
+        (_request("%%%not base64%%%"), 400, "not base64"),
+        (_request(_chip(image, 48), name="image"), 400, "no input named 'chip'"),
+        (_request(_chip(image, 48), datatype="FP32"), 400, "datatype FP32; expected BYTES"),
+    ]
+    for body, status, message in bad:
+        response = requests.post(server["url"], json=body, timeout=120)
+        assert response.status_code == status, response.text
+        assert message in response.json()["error"], response.text
+    assert server["proc"].poll() is None
+    good = _features(requests.post(server["url"], json=_request(_chip(image, 48)), timeout=120))
+    assert good["features"]
+
+
+def test_unknown_version_is_refused_before_starting(work: dict[str, Any]) -> None:
+    result = work["cli"]("serve", "cloud-mask@99", "--port", str(free_port()))
+    assert result.returncode == 2
+    assert "model 'cloud-mask' version '99': not found in MLflow" in result.stderr
+
+
+def test_kserve_transformer_in_front_of_an_mlflow_predictor_answers_the_same(
+    server: dict[str, Any], work: dict[str, Any], tmp_path: Path
+) -> None:
+    """The InferenceService's transformer container, with the arguments KServe appends, in front
+    of MLServer's MLflow runtime (KServe's predictor for the ``mlflow`` format on V2)."""
+    from geomlops.serving.deploy import resolve_served_model
+    from geomlops.serving.local import REPO, mlserver_env
+    from geomlops.serving.manifests import kserve
+    from geomlops.settings import Settings
+
+    model = resolve_served_model("cloud-mask", "1", Settings(home=work["home"]))
+    [_, service] = kserve(model, namespace="ns", secret="s", image="unused")
+    name = service["metadata"]["name"]
+    [container] = service["spec"]["transformer"]["containers"]
+    env_dir = mlserver_env()
+    predictor = tmp_path / "predictor"
+    (predictor / name).mkdir(parents=True)
+    p_port, t_port = free_port(), free_port()
+    (predictor / "settings.json").write_text(
+        json.dumps(
+            {
+                "host": "127.0.0.1",
+                "http_port": p_port,
+                "grpc_port": free_port(),
+                "metrics_endpoint": None,
+                "parallel_workers": 0,
+            }
+        )
+    )
+    (predictor / name / "model-settings.json").write_text(
+        json.dumps(
+            {
+                "name": name,
+                "implementation": "mlserver_mlflow.MLflowRuntime",
+                "parameters": {"uri": service["spec"]["predictor"]["model"]["storageUri"], "version": "1"},
+            }
+        )
+    )
+    env = {**work["env"], "PYTHONPATH": str(REPO), "GEOMLOPS_SERVING_MAX_IMAGE_BYTES": str(LIMIT)}
+    env |= {e["name"]: e["value"] for e in container["env"]}
+    python, *rest = container["command"]
+    transformer = [str(env_dir / "bin" / python), *rest]
+    transformer += [
+        "--model_name",
+        name,
+        "--predictor_host",
+        f"127.0.0.1:{p_port}",
+        "--http_port",
+        str(t_port),
+    ]
+    transformer += ["--grpc_port", str(free_port())]
+    p_url, t_url = (f"http://127.0.0.1:{p}/v2/models/{name}" for p in (p_port, t_port))
+    mlserver = [str(env_dir / "bin" / "mlserver"), "start", str(predictor)]
+    with (
+        _running(mlserver, env, f"{p_url}/ready", tmp_path / "predictor.log", tmp_path),
+        _running(transformer, env, f"{t_url}/ready", tmp_path / "transformer.log", tmp_path),
+    ):
+        chip = _request(_chip(_imagery(work), 48))
+        through_kserve = _features(requests.post(f"{t_url}/infer", json=chip, timeout=120))
+        local = _features(requests.post(server["url"], json=chip, timeout=120))
+        assert through_kserve["features"] and through_kserve == local
+        refused = requests.post(f"{t_url}/infer", json=_request(b"not a tiff"), timeout=60)
+        assert refused.status_code == 400 and "not a readable GeoTIFF" in refused.json()["error"]
