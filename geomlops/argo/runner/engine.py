@@ -35,12 +35,12 @@ from .model import (
     Approval,
     Attempt,
     NodeState,
-    StateStore,
     now_iso,
 )
 from .outcome import Outcome
 from .progress import Reporter
 from .retry import RetryPolicy, deadline_of
+from .state_file import StateStore
 from .substitute import UnresolvedVariableError, substitute, substitute_all, to_argo_string
 from .suspend import run_suspend
 

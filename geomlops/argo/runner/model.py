@@ -1,23 +1,20 @@
-"""Run state of the local runner: what each node did, and how it sits on disk.
+"""Run state of the local runner: what each node did, as objects and their JSON form.
 
-The state of a run lives in ``<runs_dir>/<run_id>/state.json``. It is rewritten atomically
-(temporary file + ``os.replace``) after every node transition, so a run killed at any moment
-leaves a readable file behind, and ``resume`` can tell which nodes already succeeded.
+These objects only convert to and from dicts; :mod:`.state_file` keeps them on disk.
+``from_dict`` ignores fields it does not know, so a state written with a field added later
+still reads (see :mod:`.state_file` for how the layout is versioned).
 """
 
 from __future__ import annotations
 
-import copy
-import json
-import os
-import tempfile
-import threading
+import dataclasses
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from geomlops.errors import RunError
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 PENDING = "Pending"
 RUNNING = "Running"
@@ -92,9 +89,13 @@ class NodeState:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> NodeState:
-        """Build a node from its JSON form."""
-        attempts = [Attempt(**a) for a in data.get("attempts", [])]
-        return cls(**{**data, "attempts": attempts})
+        """Build a node from its JSON form, ignoring fields it does not know.
+
+        Raises:
+            ValueError: a field without a default is missing (in the node or an attempt).
+        """
+        attempts = [_build(Attempt, a) for a in data.get("attempts") or []]
+        return _build(cls, {**data, "attempts": attempts})
 
 
 @dataclass
@@ -119,9 +120,13 @@ class RunState:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunState:
-        """Build a run state from the JSON form of ``state.json``."""
-        nodes = {k: NodeState.from_dict(v) for k, v in data.get("nodes", {}).items()}
-        return cls(**{**data, "nodes": nodes})
+        """Build a run state from its JSON form, ignoring fields it does not know.
+
+        Raises:
+            ValueError: a field without a default is missing (in the run, a node or an attempt).
+        """
+        nodes = {k: NodeState.from_dict(v) for k, v in (data.get("nodes") or {}).items()}
+        return _build(cls, {**data, "nodes": nodes})
 
 
 @dataclass(frozen=True)
@@ -161,71 +166,19 @@ class RunSummary:
         )
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write ``data`` as JSON to ``path`` so that readers never see a partial file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2, sort_keys=False)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+_Record = TypeVar("_Record", bound="DataclassInstance")
 
 
-def load_state(run_dir: Path) -> RunState:
-    """Read ``state.json`` of a run folder.
-
-    Raises:
-        RunError: the folder holds no readable state.
-    """
-    path = run_dir / "state.json"
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return RunState.from_dict(data)
-    except FileNotFoundError as err:
-        raise RunError(f"no run state at {path}") from err
-    except (ValueError, TypeError, KeyError) as err:
-        raise RunError(f"run state {path} is unreadable: {err}") from err
-
-
-class StateStore:
-    """Thread-safe holder of a run's state, persisted after every change."""
-
-    def __init__(self, run_dir: Path, state: RunState) -> None:
-        self.run_dir = run_dir
-        self._state = state
-        self._lock = threading.Lock()
-        self._save()
-
-    def put(self, node: NodeState) -> None:
-        """Record a node's current state (a copy, so later edits need another ``put``)."""
-        if not node.name:
-            return
-        snapshot = copy.deepcopy(node)
-        with self._lock:
-            self._state.nodes[node.name] = snapshot
-            self._save()
-
-    def nodes(self) -> dict[str, NodeState]:
-        """Return a copy of every recorded node."""
-        with self._lock:
-            return copy.deepcopy(self._state.nodes)
-
-    def finish(self, status: str, message: str) -> RunState:
-        """Record the run's final status and return a copy of the whole state."""
-        with self._lock:
-            self._state.status = status
-            self._state.message = message
-            self._state.finished = now_iso()
-            self._save()
-            return copy.deepcopy(self._state)
-
-    def snapshot(self) -> RunState:
-        """Return a copy of the whole state."""
-        with self._lock:
-            return copy.deepcopy(self._state)
-
-    def _save(self) -> None:
-        write_json_atomic(self.run_dir / "state.json", self._state.to_dict())
+def _build(cls: type[_Record], data: dict[str, Any]) -> _Record:
+    """Build dataclass ``cls`` from the fields of ``data`` it declares; others are ignored."""
+    declared = dataclasses.fields(cls)
+    missing = [
+        f.name
+        for f in declared
+        if f.name not in data
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise ValueError(f"{cls.__name__} lacks field(s) {', '.join(missing)}")
+    return cls(**{f.name: data[f.name] for f in declared if f.name in data})

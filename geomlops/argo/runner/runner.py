@@ -39,11 +39,10 @@ from .model import (
     NodeState,
     RunState,
     RunSummary,
-    StateStore,
-    load_state,
     now_iso,
 )
 from .progress import Reporter
+from .state_file import StateStore, load_state
 
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,200}")
 _LOG_TAIL = 20

@@ -257,3 +257,110 @@ def test_list_runs_newest_first_and_show_every_node(tmp_path: Path) -> None:
     assert data["status"] == "Succeeded" and data["nodes"]["hello"]["result"] == "hi"
     with pytest.raises(RunError, match="already exists"):
         runner.run(workflow([hello], entrypoint="hello"), {}, run_id="one-1")
+
+
+# --- the state file's format -------------------------------------------------------------------
+
+#: The layout of state.json before formats were recorded (format 1), field by field.
+FORMAT_1_RUN = (
+    "run_id", "workflow_name", "workflow_uid", "argo_name", "status", "started", "finished",
+    "message", "pid", "resumed", "nodes",
+)  # fmt: skip
+FORMAT_1_NODE = (
+    "name", "template", "type", "status", "started", "finished", "inputs", "outputs", "result",
+    "exit_code", "message", "log", "attempts", "approval",
+)  # fmt: skip
+FORMAT_1_ATTEMPT = ("number", "started", "finished", "status", "exit_code", "message", "log")
+
+
+def as_format_1(state: dict[str, Any]) -> dict[str, Any]:
+    """The state as the release before formats wrote it: no "format", only the fields it had."""
+
+    def node(data: dict[str, Any]) -> dict[str, Any]:
+        attempts = [{k: a[k] for k in FORMAT_1_ATTEMPT} for a in data["attempts"]]
+        return {**{k: data[k] for k in FORMAT_1_NODE}, "attempts": attempts}
+
+    nodes = {name: node(n) for name, n in state["nodes"].items()}
+    return {**{k: state[k] for k in FORMAT_1_RUN}, "nodes": nodes}
+
+
+def failed_run(tmp_path: Path) -> tuple[LocalRunner, Path, str]:
+    """A run whose 'gate' task failed (until tmp_path/broken is removed): runner, state file, id."""
+    say = script("say", COUNTING, inputs=["dir", "tag"])
+    gate = script(
+        "gate",
+        """
+        import pathlib, sys
+        sys.exit(1 if pathlib.Path("{{inputs.parameters.dir}}", "broken").exists() else 0)
+        """,
+        inputs=["dir"],
+    )
+    args = {"dir": str(tmp_path)}
+    main = dag(
+        "main",
+        [
+            task("first", "say", args={**args, "tag": "first"}),
+            task("gate", "gate", args=args, depends="first"),
+            task("last", "say", args={**args, "tag": "last"}, depends="gate"),
+        ],
+    )
+    (tmp_path / "broken").touch()
+    runner = make_runner(tmp_path)
+    failed = runner.run(workflow([main, say, gate]), {})
+    assert failed.status == "Failed"
+    return runner, failed.run_dir / "state.json", failed.run_id
+
+
+def test_a_state_file_of_the_previous_format_resumes(tmp_path: Path) -> None:
+    runner, state_file, run_id = failed_run(tmp_path)
+    written = json.loads(state_file.read_text())
+    assert written["format"] == 2
+    state_file.write_text(json.dumps(as_format_1(written), indent=2) + "\n")
+    (tmp_path / "broken").unlink()
+
+    resumed = runner.resume(run_id)
+
+    assert resumed.status == "Succeeded", resumed.message
+    assert [count(tmp_path, t) for t in ("first", "last")] == [1, 1]
+    upgraded = json.loads(state_file.read_text())
+    assert upgraded["format"] == 2 and len(upgraded["resumed"]) == 1
+    assert [a["status"] for a in upgraded["nodes"]["gate"]["attempts"]] == ["Failed", "Succeeded"]
+
+
+def test_fields_the_release_does_not_know_are_ignored(tmp_path: Path) -> None:
+    runner, state_file, run_id = failed_run(tmp_path)
+    data = json.loads(state_file.read_text())
+    data["added_later"] = {"x": 1}
+    data["nodes"]["gate"]["added_later"] = 1
+    data["nodes"]["gate"]["attempts"][0]["added_later"] = 1
+    state_file.write_text(json.dumps(data))
+    (tmp_path / "broken").unlink()
+
+    assert runner.show(run_id).nodes["gate"].status == "Failed"
+    assert runner.resume(run_id).status == "Succeeded"
+
+
+@pytest.mark.parametrize(
+    ("found", "message"),
+    [
+        (3, r"has format 3, newer than this release reads \(formats 1, 2\)"),
+        ("2", r"has unknown format '2'; this release reads formats 1, 2"),
+        (0, r"has unknown format 0; this release reads formats 1, 2"),
+    ],
+)
+def test_a_state_file_of_a_newer_or_unknown_format_is_refused(
+    tmp_path: Path, found: object, message: str
+) -> None:
+    runner, state_file, run_id = failed_run(tmp_path)
+    data = json.loads(state_file.read_text())
+    data["format"] = found
+    data["nodes"]["gate"]["a_new_required_field"] = "?"
+    state_file.write_text(json.dumps(data))
+    before = state_file.read_text()
+
+    for read in (runner.resume, runner.show):
+        with pytest.raises(RunError, match=message) as refused:
+            read(run_id)
+        assert str(state_file) in str(refused.value)
+    assert state_file.read_text() == before, "a refused state file is left as it was"
+    assert count(tmp_path, "first") == 1
