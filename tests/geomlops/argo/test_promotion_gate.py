@@ -9,7 +9,14 @@ import pytest
 from runner_fixtures.build import COUNTING, count, dag, script, task, workflow
 
 from geomlops.argo.runner import Approval, LocalRunner
-from geomlops.errors import RunError
+from geomlops.errors import GeomlopsError, RunError
+
+
+def _names_only(approver: str) -> str:
+    """A stand-in for the caller's approver rule (the engine has none of its own)."""
+    if not approver.replace(" ", "").isalpha() and "@" not in approver:
+        raise GeomlopsError(f"approver {approver!r}: expected a person's name or an email address")
+    return approver
 
 
 def _runner(tmp_path: Path, **options: Any) -> LocalRunner:
@@ -83,12 +90,13 @@ def test_an_approver_of_unknown_format_at_the_prompt_fails_the_gate_and_a_resume
     tmp_path: Path,
 ) -> None:
     bad = iter(["y", "x1", "ok", "n"])
-    failed = _runner(tmp_path, interactive=True, prompt=lambda _: next(bad)).run(_gated(tmp_path), {})
+    asking = {"interactive": True, "approver_check": _names_only}
+    failed = _runner(tmp_path, prompt=lambda _: next(bad), **asking).run(_gated(tmp_path), {})
     assert failed.status == "Failed"
     assert "approver 'x1': expected a person's name" in failed.message
     assert count(tmp_path, "deploy-false") == 0
     good = iter(["y", "ada@example.org", "ok", "n"])
-    done = _runner(tmp_path, interactive=True, prompt=lambda _: next(good)).resume(failed.run_id)
+    done = _runner(tmp_path, prompt=lambda _: next(good), **asking).resume(failed.run_id)
     assert done.status == "Succeeded", done.message
     assert count(tmp_path, "deploy-false") == 1
 
