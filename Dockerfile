@@ -14,6 +14,7 @@ COPY templates templates
 COPY pipelines pipelines
 COPY postprocessing postprocessing
 COPY catalog_sync catalog_sync
+COPY examples examples
 RUN uv sync --frozen --no-dev --no-editable
 # `python` in rendered script templates must be the environment's interpreter
 ENTRYPOINT []

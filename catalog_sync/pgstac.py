@@ -23,7 +23,8 @@ from pypgstac.load import Loader, Methods
 
 from catalog_sync._item_checks import check_batch
 from catalog_sync._pgstac_db import close_db, describe, migrate, open_db, reason, unreachable
-from catalog_sync.store import COLLECTIONS, collection_document, json_document
+from catalog_sync.collections import COLLECTIONS
+from catalog_sync.store import collection_document, json_document
 from geomlops.errors import CatalogError, InvalidItemError, ItemNotFoundError
 
 #: collections the PgSTAC catalogue holds, with their descriptions

@@ -12,21 +12,13 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
+from catalog_sync.collections import COLLECTIONS
 from geomlops.errors import CatalogError, InvalidItemError, ItemNotFoundError
-
-#: collections every store holds, with their descriptions
-COLLECTIONS = {
-    "models": "Base models: one item per model package, with the MLM extension.",
-    "model-versions": "Trained model versions, linked to their MLflow run, data and code.",
-    "predictions": "Prediction runs: vectorized outputs of a model version over an area, derived_from it.",
-    "datasets": "Training and evaluation datasets: DVC path, revision and content hash.",
-}
+from geomlops.files import write_atomic
 
 
 class CatalogStore(Protocol):
@@ -67,15 +59,7 @@ def json_document(item: Mapping[str, Any], where: str) -> dict[str, Any]:
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     """Write JSON atomically: readers see the old file or the new one, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=False, allow_nan=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, json.dumps(data, indent=2, sort_keys=False, allow_nan=False) + "\n")
 
 
 def _read_json(path: Path) -> dict[str, Any]:

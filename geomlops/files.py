@@ -34,8 +34,9 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path to write ``path``'s content at; move it onto ``path`` on success.
 
     Works for a file, a folder or a symbolic link created at the yielded path. A file or link
-    replaces an existing target atomically; a folder may replace only an absent or empty one.
-    The target's folder must exist.
+    replaces an existing target atomically. A folder replaces an existing folder in two renames
+    (the old one aside, the new one in, then the old one removed): readers see the old folder
+    or the new one, each whole, and for an instant neither. The target's folder must exist.
 
     Raises:
         FileNotFoundError: the target's folder does not exist, or nothing was written.
@@ -46,7 +47,13 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         yield tmp
         if not tmp.exists() and not tmp.is_symlink():
             raise FileNotFoundError(f"{target}: nothing was written")
-        os.replace(tmp, target)
+        if tmp.is_dir() and not tmp.is_symlink() and target.is_dir() and not target.is_symlink():
+            old = temporary_beside(target)
+            os.rename(target, old)
+            os.rename(tmp, target)
+            remove(old)
+        else:
+            os.replace(tmp, target)
     except BaseException:
         remove(tmp)
         raise

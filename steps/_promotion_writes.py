@@ -1,4 +1,4 @@
-"""The writes of a promotion decision, in order, each undone if a later one fails.
+"""A promotion decision and its writes, in order, each undone if a later one fails.
 
 Tags (the version's, its run's, the registered model's audit tag), then the catalogue items
 (validated before any is written), then the aliases.
@@ -7,15 +7,35 @@ Tags (the version's, its run's, the registered model's audit tag), then the cata
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
 
 from catalog_sync import CatalogStore, open_store
+from catalog_sync.collections import VERSIONS, version_item_id
 from geomlops.errors import GeomlopsError, ItemNotFoundError, PromotionError
 from steps.promotion_report import production_version
-from steps.publish import VERSIONS, expected_version_item, version_item_id
+from steps.publish import expected_version_item
 
-if TYPE_CHECKING:
-    from steps.promotion import Decision
+
+class Decision(BaseModel):
+    """One recorded decision: a promotion, a refusal or a rollback."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    action: Literal["promote", "refused", "rollback"]
+    model: str
+    version: str
+    """The version that became production (for a refusal: the candidate refused)."""
+    previous_version: str | None
+    """The production version before the decision."""
+    approver: str
+    approved_at: str
+    reason: str
+    override: bool
+    report: str | None
+    summary: str
+    recorded_at: str
+
 
 #: registered-model tags holding the audit trail, one decision each: ``geomlops.audit.<UTC time>``
 AUDIT_TAG_PREFIX = "geomlops.audit."

@@ -8,8 +8,6 @@ that dies anywhere resumes without redoing a finished block.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,7 @@ from pydantic import BaseModel, ConfigDict
 
 from catalog_sync.mlm import ModelInput
 from geomlops.errors import GeomlopsError
+from geomlops.files import atomic_path
 from steps.predict import NODATA_CLASS
 
 
@@ -176,9 +175,7 @@ def _union(aoi: dict[str, Any] | None) -> dict[str, Any]:
 def _write_block(path: Path, mask: Any, crs: str, transform: Any) -> None:
     import rasterio
 
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".partial")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         profile = {
             "driver": "GTiff",
             "height": mask.shape[0],
@@ -192,10 +189,6 @@ def _write_block(path: Path, mask: Any, crs: str, transform: Any) -> None:
         }
         with rasterio.open(tmp, "w", **profile) as dst:
             dst.write(mask, 1)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def assemble_mask(plan: BatchPlan, output: Path) -> Path:
@@ -214,7 +207,6 @@ def assemble_mask(plan: BatchPlan, output: Path) -> Path:
             f"blocks not predicted yet: {', '.join(missing[:10])}{' …' if len(missing) > 10 else ''}"
         )
     target = output / "mask.tif"
-    tmp = output / ".mask.tif.partial"
     profile = {
         "driver": "GTiff",
         "height": plan.height,
@@ -229,7 +221,7 @@ def assemble_mask(plan: BatchPlan, output: Path) -> Path:
         "blockxsize": 256,
         "blockysize": 256,
     }
-    try:
+    with atomic_path(target) as tmp:
         with rasterio.open(tmp, "w", **profile) as dst:
             for row_start in range(0, plan.height, 256):
                 h = min(256, plan.height - row_start)
@@ -243,10 +235,6 @@ def assemble_mask(plan: BatchPlan, output: Path) -> Path:
                     with rasterio.open(block_path(output, block.id)) as src:
                         window = Window(block.col_off, block.row_off, block.width, block.height)
                         dst.write(src.read(1), 1, window=window)
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return target
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from catalog_sync import open_store
+from catalog_sync.collections import MODELS
 from catalog_sync.mlm import parse_model_item
 from catalog_sync.validation import ValidationResult
-from steps.model_spec import MODELS
 from steps.package import read_package_item
 
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
 from geomlops.errors import DatasetNotFoundError
+from geomlops.files import atomic_path
 
 
 class DatasetRef(BaseModel):
@@ -84,11 +83,6 @@ def materialize_dataset(ref: DatasetRef, cache_dir: Path) -> Path:
     if target.exists():
         return target
     cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=cache_dir, prefix=f".{ref.content_id}."))
-    try:
-        fs = DVCFileSystem(ref.repo, rev=ref.commit)
-        fs.get(ref.path, str(tmp / "data"), recursive=True)
-        (tmp / "data").rename(target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with atomic_path(target) as tmp:
+        DVCFileSystem(ref.repo, rev=ref.commit).get(ref.path, str(tmp), recursive=True)
     return target

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from catalog_sync import open_store
+from catalog_sync.collections import MODELS
 from catalog_sync.mlm import ModelSpec, parse_model_item
 from geomlops.errors import ItemNotFoundError, ModelNotFoundError
-
-MODELS = "models"
 
 
 def fetch_model_spec(model_id: str, catalog: str) -> ModelSpec:

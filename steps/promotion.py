@@ -19,22 +19,16 @@ from __future__ import annotations
 import json
 import re
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 
 from catalog_sync import CatalogStore, open_store
+from catalog_sync.collections import VERSIONS, version_item_id
 from geomlops.errors import ItemNotFoundError, PromotionError
-from steps._promotion_writes import AUDIT_TAG_PREFIX, apply_decision
+from steps._promotion_writes import AUDIT_TAG_PREFIX, Decision, apply_decision
 from steps.promotion_report import PRODUCTION, load_report, production_version, version_run
-from steps.publish import (
-    DECISION_TAG,
-    REFUSED_TAG,
-    ROLLED_BACK_TAG,
-    VERSIONS,
-    expected_version_item,
-    version_item_id,
-)
+from steps.publish import DECISION_TAG, REFUSED_TAG, ROLLED_BACK_TAG
 
 PREVIOUS = "previous"
 #: an approver is a person's name (letters of any script, spaces, . ' -; 2 to 100 characters,
@@ -47,25 +41,6 @@ APPROVER_FORMAT = (
     "a person's name (letters, spaces, '.', ''' or '-', 2 to 100 characters, starting with a "
     "letter, e.g. 'Ada Lovelace') or an email address (e.g. 'ada@example.org')"
 )
-
-
-class Decision(BaseModel):
-    """One recorded decision: a promotion, a refusal or a rollback."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    action: Literal["promote", "refused", "rollback"]
-    model: str
-    version: str
-    """The version that became production (for a refusal: the candidate refused)."""
-    previous_version: str | None
-    """The production version before the decision."""
-    approver: str
-    approved_at: str
-    reason: str
-    override: bool
-    report: str | None
-    summary: str
-    recorded_at: str
 
 
 class PromotionStatus(BaseModel):
@@ -292,37 +267,6 @@ def promotion_status(model: str) -> PromotionStatus:
     )
 
 
-def refresh_version_items(model: str, catalog: str) -> list[str]:
-    """Bring the items of ``model``'s versions in line with MLflow (aliases, decisions).
-
-    Returns:
-        The ids of the items rewritten (those whose MLflow side changed).
-    """
-    from mlflow import MlflowClient
-
-    store = open_store(catalog)
-    changed = []
-    for mv in MlflowClient().search_model_versions(f"name='{model}'"):
-        try:
-            current = store.get_item(VERSIONS, version_item_id(model, str(mv.version)))
-        except ItemNotFoundError:
-            continue
-        expected = expected_version_item(store, model, str(mv.version))
-        # compared as JSON text: NaN metrics (undefined, not missing) compare equal there
-        if not _same(current, expected):
-            store.put_item(VERSIONS, expected)
-            changed.append(expected["id"])
-    return sorted(changed)
-
-
 def decision_json(decision: Decision) -> str:
     """A decision as compact JSON (a workflow output)."""
     return json.dumps(decision.model_dump(), sort_keys=True, separators=(",", ":"))
-
-
-def _same(current: dict[str, Any], expected: dict[str, Any]) -> bool:
-    from steps.registry_sync import _comparable
-
-    return json.dumps(_comparable(current), sort_keys=True) == json.dumps(
-        _comparable(expected), sort_keys=True
-    )

@@ -9,11 +9,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from catalog_sync import CatalogStore, open_store
+from catalog_sync.collections import MODELS, VERSIONS, version_item_id
 from catalog_sync.mlm import VERSION_SCHEMA
 from geomlops.errors import ItemNotFoundError, RegistryError
 from steps.dataset import DatasetRef
 
-VERSIONS = "model-versions"
 #: version tag holding the exact dataset (DatasetRef JSON) a version was trained on
 DATASET_TAG = "geomlops.dataset"
 #: version tag holding the decision (JSON) that made a version production: who, when, why
@@ -28,11 +28,6 @@ def _json_metrics(metrics: dict[str, float]) -> dict[str, float | None]:
     """Metrics as JSON holds them: an undefined metric (NaN, e.g. precision of a model that
     never predicts the class) becomes ``null``; bare ``NaN`` is not JSON and never equals itself."""
     return {k: (float(v) if math.isfinite(v) else None) for k, v in sorted(metrics.items())}
-
-
-def version_item_id(model_id: str, version: str) -> str:
-    """The item id of a model version."""
-    return f"{model_id}-v{version}"
 
 
 def build_version_item(
@@ -131,8 +126,6 @@ def expected_version_item(
     """
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
-
-    from steps.model_spec import MODELS
 
     base = store.get_item(MODELS, model_id)
     client = MlflowClient()

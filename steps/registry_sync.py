@@ -3,17 +3,21 @@
 MLflow is the source of truth for versions, aliases and tags; the catalogue's
 ``model-versions`` items are derived from it. A sync creates the items that are missing,
 rewrites those whose MLflow side changed (an alias moved), and reports what exists on one side
-only. A second sync has nothing to do.
+only. A second sync has nothing to do. The promotion workflow refreshes one model's items the
+same way (:func:`refresh_version_items`), with the same comparison.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import json
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from catalog_sync.store import CatalogStore
+from catalog_sync import CatalogStore, open_store
+from catalog_sync.collections import MODELS, VERSIONS, version_item_id
 from geomlops.errors import ItemNotFoundError, RegistryError
+from steps.publish import expected_version_item
 
 _STORE_FIELDS = {"collection"}
 _STORE_LINKS = {"root", "parent", "collection", "self"}
@@ -43,10 +47,48 @@ class SyncReport(BaseModel):
         return out
 
 
-def _comparable(item: dict[str, Any]) -> dict[str, Any]:
-    """An item without what the store adds (its own links and collection field)."""
-    links = [link for link in item.get("links") or [] if link.get("rel") not in _STORE_LINKS]
-    return {**{k: v for k, v in item.items() if k not in _STORE_FIELDS}, "links": links}
+def same_item(current: dict[str, Any], expected: dict[str, Any]) -> bool:
+    """Whether two items say the same, leaving out what the store adds (its own links and the
+    collection field). Compared as JSON text: an undefined metric (NaN) equals itself there."""
+
+    def comparable(item: dict[str, Any]) -> str:
+        links = [link for link in item.get("links") or [] if link.get("rel") not in _STORE_LINKS]
+        fields = {k: v for k, v in item.items() if k not in _STORE_FIELDS}
+        return json.dumps({**fields, "links": links}, sort_keys=True)
+
+    return comparable(current) == comparable(expected)
+
+
+def reconcile_version_item(
+    store: CatalogStore, model: str, version: str, *, create: bool, dry_run: bool = False
+) -> Literal["created", "updated", "unchanged", "absent"]:
+    """Bring one version's item in line with MLflow.
+
+    Args:
+        store: the catalogue.
+        model: registered model name (the base item's id).
+        version: the MLflow version.
+        create: write the item when the catalogue has none (else report it ``absent``).
+        dry_run: report what would change without writing.
+
+    Returns:
+        What was (or would be) done.
+
+    Raises:
+        RegistryError: the version has no dataset record, so it cannot be described.
+    """
+    try:
+        current: dict[str, Any] | None = store.get_item(VERSIONS, version_item_id(model, version))
+    except ItemNotFoundError:
+        current = None
+    if current is None and not create:
+        return "absent"
+    expected = expected_version_item(store, model, version)
+    if current is not None and same_item(current, expected):
+        return "unchanged"
+    if not dry_run:
+        store.put_item(VERSIONS, expected)
+    return "created" if current is None else "updated"
 
 
 def sync_registry(store: CatalogStore, *, dry_run: bool = False) -> SyncReport:
@@ -61,9 +103,6 @@ def sync_registry(store: CatalogStore, *, dry_run: bool = False) -> SyncReport:
     """
     from mlflow import MlflowClient
 
-    from steps.model_spec import MODELS
-    from steps.publish import VERSIONS, expected_version_item, version_item_id
-
     client = MlflowClient()
     report = SyncReport()
     base_ids = {item["id"] for item in store.list_items(MODELS)}
@@ -76,26 +115,33 @@ def sync_registry(store: CatalogStore, *, dry_run: bool = False) -> SyncReport:
                 continue
             expected_ids.add(item_id)
             try:
-                expected = expected_version_item(store, model.name, str(mv.version))
+                outcome = reconcile_version_item(
+                    store, model.name, str(mv.version), create=True, dry_run=dry_run
+                )
             except RegistryError:
                 report.only_in_mlflow.append(f"{item_id} (no dataset record: cannot describe it)")
                 continue
-            try:
-                current = store.get_item(VERSIONS, item_id)
-            except ItemNotFoundError:
-                report.created.append(item_id)
-                if not dry_run:
-                    store.put_item(VERSIONS, expected)
-                continue
-            if _comparable(current) == _comparable(expected):
-                report.unchanged.append(item_id)
-            else:
-                report.updated.append(item_id)
-                if not dry_run:
-                    store.put_item(VERSIONS, expected)
+            if outcome != "absent":
+                getattr(report, outcome).append(item_id)
     for item in store.list_items(VERSIONS):
         if item["id"] not in expected_ids:
             report.only_in_catalog.append(item["id"])
     for field in ("created", "updated", "unchanged", "only_in_mlflow", "only_in_catalog"):
         getattr(report, field).sort()
     return report
+
+
+def refresh_version_items(model: str, catalog: str) -> list[str]:
+    """Bring the existing items of ``model``'s versions in line with MLflow (aliases, decisions).
+
+    Returns:
+        The ids of the items rewritten (those whose MLflow side changed).
+    """
+    from mlflow import MlflowClient
+
+    store = open_store(catalog)
+    changed = []
+    for mv in MlflowClient().search_model_versions(f"name='{model}'"):
+        if reconcile_version_item(store, model, str(mv.version), create=False) == "updated":
+            changed.append(version_item_id(model, str(mv.version)))
+    return sorted(changed)

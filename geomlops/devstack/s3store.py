@@ -9,10 +9,11 @@ back. Only a graceful stop saves; a crashed store loses what it held since the l
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from geomlops.files import atomic_path
 
 #: moto accepts any credentials: these are placeholders for the dev stack, never real ones
 DEV_ACCESS_KEY_ID = "geomlops-dev"
@@ -65,21 +66,18 @@ def save(endpoint: str, folder: Path) -> int:
         The number of objects saved.
     """
     s3 = client(endpoint)
-    partial = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    (partial / "objects").mkdir(parents=True)
     index: dict[str, Any] = {"buckets": [], "objects": []}
-    for bucket in s3.list_buckets().get("Buckets", []):
-        name = bucket["Name"]
-        index["buckets"].append(name)
-        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=name):
-            for obj in page.get("Contents", []):
-                file = f"objects/{len(index['objects'])}"
-                s3.download_file(name, obj["Key"], str(partial / file))
-                index["objects"].append({"bucket": name, "key": obj["Key"], "file": file})
-    (partial / "index.json").write_text(json.dumps(index, indent=1))
-    shutil.rmtree(folder, ignore_errors=True)
-    partial.rename(folder)
+    with atomic_path(folder) as partial:
+        (partial / "objects").mkdir(parents=True)
+        for bucket in s3.list_buckets().get("Buckets", []):
+            name = bucket["Name"]
+            index["buckets"].append(name)
+            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=name):
+                for obj in page.get("Contents", []):
+                    file = f"objects/{len(index['objects'])}"
+                    s3.download_file(name, obj["Key"], str(partial / file))
+                    index["objects"].append({"bucket": name, "key": obj["Key"], "file": file})
+        (partial / "index.json").write_text(json.dumps(index, indent=1))
     return len(index["objects"])
 
 

@@ -7,15 +7,14 @@ Which manifests are rendered is a setting (``GEOMLOPS_SERVING_KIND``): Seldon Co
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from geomlops import __version__
 from geomlops.errors import CatalogError, ConfigurationError, ItemNotFoundError, RegistryError, ServingError
+from geomlops.files import write_atomic
 from geomlops.serving.manifests import ServedModel, k8s_name, kserve, seldon_v1, seldon_v2
 from geomlops.settings import Settings, get_settings
 
@@ -89,9 +88,8 @@ def served_model_spec(model_name: str, version: str, settings: Settings | None =
         CatalogError: neither item is in the catalogue.
     """
     from catalog_sync import open_store
+    from catalog_sync.collections import MODELS, VERSIONS, version_item_id
     from catalog_sync.mlm import parse_model_item
-    from steps.model_spec import MODELS
-    from steps.publish import VERSIONS, version_item_id
 
     settings = settings or get_settings()
     store = open_store(settings.catalog_href)
@@ -154,13 +152,9 @@ def write_serving_manifests(
     for index, manifest in enumerate(manifests):
         name = f"{index:02d}-{manifest['kind'].lower()}-{manifest['metadata']['name']}.yaml"
         path = folder / name
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".partial")
         try:
-            with os.fdopen(fd, "w") as fh:
-                yaml.safe_dump(manifest, fh, sort_keys=False)
-            os.replace(tmp, path)
+            write_atomic(path, yaml.safe_dump(manifest, sort_keys=False))
         except OSError as err:
-            Path(tmp).unlink(missing_ok=True)
             raise ServingError(f"{path}: cannot be written ({err})") from err
         paths.append(path)
     return paths

@@ -21,6 +21,7 @@ from importlib import metadata
 from pathlib import Path
 
 from geomlops.errors import ConfigurationError
+from geomlops.files import atomic_path
 
 #: environment variable naming the cache folder
 CACHE_ENV = "GEOMLOPS_ENV_CACHE"
@@ -56,10 +57,8 @@ def own_packages_path() -> Path:
         link = folder / name
         if link.is_symlink() and link.resolve() == source:
             continue
-        tmp = folder / f".{name}.{os.getpid()}.link"
-        tmp.unlink(missing_ok=True)
-        tmp.symlink_to(source, target_is_directory=True)
-        os.replace(tmp, link)  # atomic: another process may be reading the old link
+        with atomic_path(link) as tmp:  # another process may be reading the old link
+            tmp.symlink_to(source, target_is_directory=True)
     return folder
 
 

@@ -10,11 +10,12 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
+from catalog_sync.collections import VERSIONS
 from catalog_sync.store import StaticCatalog
 from catalog_sync.validation import validate_stac
 from geomlops.errors import InvalidItemError, RegistryError
 from steps.dataset import DatasetRef
-from steps.publish import VERSIONS, publish_version_item, retract_unpublished_versions
+from steps.publish import publish_version_item, retract_unpublished_versions
 from steps.registry import register_model_version
 from steps.training import WORKFLOW_TAG
 

@@ -9,9 +9,10 @@ from typing import Any
 import mlflow
 from mlflow import MlflowClient
 
+from catalog_sync.collections import VERSIONS
 from catalog_sync.store import StaticCatalog
 from steps.dataset import DatasetRef
-from steps.publish import DATASET_TAG, VERSIONS, publish_version_item
+from steps.publish import DATASET_TAG, publish_version_item
 from steps.registry import register_model_version
 from steps.registry_sync import sync_registry
 
