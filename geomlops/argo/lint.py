@@ -2,7 +2,8 @@
 
 Argo's published schema sets no ``additionalProperties: false``, so a misspelt field passes;
 strict mode adds it to every object schema that lists its properties. Then: the entrypoint and
-every referenced template exist, and no DAG has a dependency cycle.
+every referenced template exist, and every DAG's dependencies parse, name tasks of the DAG and
+form no cycle (:func:`geomlops.argo.dag.check_dag`, the check the local runner makes too).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from pydantic import BaseModel
 
-from geomlops.argo.dag import dag_cycle, task_dependencies
+from geomlops.argo.dag import check_dag
 from geomlops.schemas import json_path
 
 ARGO_VERSION = "v4.1.2"
@@ -88,7 +89,7 @@ def schema_errors(manifest: Mapping[str, Any], schema_file: Path) -> list[str]:
 
 
 def semantic_errors(manifest: Mapping[str, Any]) -> list[str]:
-    """Checks the schema cannot do: references resolve and DAGs have no cycle."""
+    """Checks the schema cannot do: references resolve and DAG dependencies are sound."""
     spec = manifest.get("spec")
     if manifest.get("kind") == "CronWorkflow" and isinstance(spec, Mapping):
         spec = spec.get("workflowSpec")
@@ -114,17 +115,8 @@ def semantic_errors(manifest: Mapping[str, Any]) -> list[str]:
                         f"$.spec.templates[{t_index}].{kind}: '{node.get('name')}' of template "
                         f"'{tname}' uses template '{ref}', which does not exist"
                     )
-        if tasks:
-            names = {t.get("name") for t in tasks}
-            deps = {t.get("name"): task_dependencies(t) for t in tasks}
-            for task, needs in deps.items():
-                for need in sorted(needs - names):
-                    errors.append(
-                        f"$.spec.templates[{t_index}].dag: task '{task}' depends on unknown task '{need}'"
-                    )
-            cycle = dag_cycle({k: v & names for k, v in deps.items()})
-            if cycle:
-                errors.append(f"$.spec.templates[{t_index}].dag: dependency cycle {' -> '.join(cycle)}")
+        for problem in check_dag(template).problems:
+            errors.append(f"$.spec.templates[{t_index}].dag: {problem}")
     return errors
 
 

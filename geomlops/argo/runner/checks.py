@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from geomlops.argo.dag import ancestors, dag_dependencies
 from geomlops.errors import ManifestError
 
-from .expressions import Depends, depends_from_dependencies, parse_depends
 from .substitute import is_argo_variable, variables_in
 
 if TYPE_CHECKING:
@@ -26,75 +26,6 @@ _WORKFLOW_VARS = {
 _WORKFLOW_PREFIXES = ("labels.", "annotations.", "creationTimestamp.", "outputs.parameters.")
 _NODE_ATTRS = {"status", "id", "startedAt", "finishedAt", "exitCode", "ip", "outputs.result"}
 _NODE_ATTRS |= {"outputs.parameters"}
-
-
-def task_depends(task: Mapping[str, Any], where: str) -> Depends:
-    """Return a DAG task's dependency expression (``depends`` or ``dependencies``).
-
-    Raises:
-        ManifestError: malformed, or both forms given.
-    """
-    if "depends" in task and task.get("dependencies"):
-        raise ManifestError(f"{where} uses both depends and dependencies")
-    try:
-        if task.get("depends"):
-            return parse_depends(str(task["depends"]))
-        return depends_from_dependencies([str(d) for d in task.get("dependencies") or []])
-    except ValueError as err:
-        raise ManifestError(f"{where}: {err}") from err
-
-
-def dag_dependencies(template: Mapping[str, Any]) -> dict[str, Depends]:
-    """Return each task's dependencies in a DAG template, checked for unknown names and cycles.
-
-    Raises:
-        ManifestError: a duplicate task, an unknown dependency or a cycle.
-    """
-    tname = template.get("name")
-    tasks = (template.get("dag") or {}).get("tasks") or []
-    result: dict[str, Depends] = {}
-    for task in tasks:
-        name = task.get("name")
-        if not isinstance(name, str) or not name:
-            raise ManifestError(f"a task of DAG {tname!r} has no name")
-        if name in result:
-            raise ManifestError(f"task {name!r} appears twice in DAG {tname!r}")
-        result[name] = task_depends(task, f"task {name!r} of DAG {tname!r}")
-    for name, depends in result.items():
-        for dep in sorted(depends.tasks - set(result)):
-            raise ManifestError(f"task {name!r} of DAG {tname!r} depends on unknown task {dep!r}")
-    _find_cycle(result, str(tname))
-    return result
-
-
-def _find_cycle(graph: Mapping[str, Depends], tname: str) -> None:
-    state: dict[str, int] = {}  # 1: on the current path, 2: done
-
-    def visit(node: str, path: list[str]) -> None:
-        state[node] = 1
-        for dep in sorted(graph[node].tasks):
-            if state.get(dep) == 1:
-                cycle = [*path[path.index(dep) :], dep] if dep in path else [node, dep]
-                raise ManifestError(f"dependency cycle in DAG {tname!r}: {' -> '.join(cycle)}")
-            if dep not in state:
-                visit(dep, [*path, dep])
-        state[node] = 2
-
-    for node in sorted(graph):
-        if node not in state:
-            visit(node, [node])
-
-
-def ancestors(graph: Mapping[str, Depends], task: str) -> set[str]:
-    """Return every task ``task`` depends on, directly or not."""
-    seen: set[str] = set()
-    todo = list(graph[task].tasks)
-    while todo:
-        dep = todo.pop()
-        if dep not in seen:
-            seen.add(dep)
-            todo.extend(graph[dep].tasks)
-    return seen
 
 
 def _steps_groups(template: Mapping[str, Any]) -> list[list[Mapping[str, Any]]]:

@@ -15,8 +15,8 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from .checks import ancestors, dag_dependencies
-from .expressions import Depends, evaluate_depends
+from geomlops.argo.dag import Depends, ancestors, dag_dependencies, evaluate_depends
+
 from .model import (
     ERROR,
     FAILED,

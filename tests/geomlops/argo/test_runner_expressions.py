@@ -1,13 +1,12 @@
-"""The runner's small parsers: ``when``, ``depends``, durations and ``{{...}}`` substitution."""
+"""The runner's small parsers: ``when``, durations and ``{{...}}`` substitution."""
 
 from __future__ import annotations
 
 import pytest
 
-from geomlops.argo.runner.expressions import evaluate_depends, evaluate_when, parse_depends
+from geomlops.argo.runner.expressions import evaluate_when
 from geomlops.argo.runner.retry import RetryPolicy, parse_duration
 from geomlops.argo.runner.substitute import UnresolvedVariableError, substitute
-from geomlops.errors import UnsupportedFeatureError
 
 
 @pytest.mark.parametrize(
@@ -46,27 +45,6 @@ def test_when_expressions(expression: str, expected: bool | None) -> None:
 def test_malformed_or_non_boolean_when_is_an_error(expression: str) -> None:
     with pytest.raises(ValueError, match="when expression"):
         evaluate_when(expression)
-
-
-def test_depends_expressions() -> None:
-    phases = {"a": "Succeeded", "b-1": "Failed", "c": "Skipped"}
-
-    def result_of(task: str, result: str | None) -> bool:
-        if result is None:
-            return phases[task] in ("Succeeded", "Skipped")
-        return phases[task] == result
-
-    parsed = parse_depends("a && (b-1.Failed || !c)")
-    assert parsed.tasks == frozenset({"a", "b-1", "c"})
-    assert evaluate_depends(parsed, result_of)
-    assert not evaluate_depends(parse_depends("a && b-1"), result_of)
-    assert evaluate_depends(parse_depends("c.Skipped && !b-1.Succeeded"), result_of)
-    with pytest.raises(ValueError, match=r"unknown task result '\.Done'"):
-        parse_depends("a.Done")
-    with pytest.raises(ValueError, match="missing"):
-        parse_depends("(a && b")
-    with pytest.raises(UnsupportedFeatureError, match="Daemoned"):
-        parse_depends("a.Daemoned")
 
 
 @pytest.mark.parametrize(
