@@ -1,25 +1,31 @@
-"""The one place where vectorization touches files: raster windows in, features out.
+"""The one place where post-processing touches files: raster windows in, features out.
 
-Outputs are written to a temporary file beside the target and renamed into place when complete,
-so a failed or interrupted run never leaves a half-written file under the target name.
+:class:`FeatureWriter` is the one feature writer: ``geomlops vectorize`` and batch inference
+both write through it, so the same features give the same bytes. Each file is written under a
+temporary name beside its target and renamed into place when complete
+(:func:`geomlops.files.atomic_path`), so a failed or interrupted run never leaves a half-written
+file under the target name.
 
-- GeoParquet (``.parquet``, ``.geoparquet``): the raster's CRS, WKB polygons, GeoParquet 1.1
-  metadata; written row group by row group (pyarrow), so memory does not grow with the output.
+- GeoParquet (``.parquet``, ``.geoparquet``): the geometries' CRS, WKB polygons, zstd, row
+  groups of bounded size (memory does not grow with the output), GeoParquet 1.1 ``geo``
+  metadata with the bounding box of every feature.
 - GeoJSON (``.geojson``, ``.json``): RFC 7946, reprojected to WGS84 longitude/latitude, shells
-  counter-clockwise, no ``crs`` member.
+  counter-clockwise and holes clockwise, no ``crs`` member, compact.
 
-Each feature is one polygon with its ``class`` (the pixel value) and ``area`` (in the raster
-CRS's units, squared).
+Each feature is one polygon with its ``class`` (the pixel value) and ``area`` (in the CRS's
+units, squared), then the string properties the caller names (batch inference: the block id
+and the model's lineage). :mod:`postprocessing._feature_files` holds the two formats' files.
 """
 
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TextIO
+from typing import Any
 
 import numpy as np
 import shapely
@@ -27,7 +33,17 @@ from affine import Affine
 from numpy.typing import NDArray
 
 from geomlops.errors import VectorizeError
-from postprocessing._rings import Polygons
+from geomlops.files import atomic_path
+from postprocessing._feature_files import (
+    ROW_GROUP_ROWS,
+    GeoJSONFile,
+    GeoParquetFile,
+    binary_array,
+    numeric_array,
+    wkb_of,
+    world_bounds,
+)
+from postprocessing._rings import IntArray, Polygons
 from postprocessing.finalize import polygon_areas, to_geometries, to_wkb
 from postprocessing.grid import Block
 
@@ -142,213 +158,234 @@ def wgs84_transformer(crs: str) -> Any:
 
 def to_rfc7946(geoms: NDArray[np.object_], transformer: Any) -> NDArray[np.object_]:
     """Geometries as RFC 7946 wants them: reprojected by ``transformer`` (from
-    :func:`wgs84_transformer`; None: already WGS84), polygon shells counter-clockwise."""
+    :func:`wgs84_transformer`; None: already WGS84), polygon shells counter-clockwise and holes
+    clockwise."""
     if transformer is not None:
         geoms = shapely.transform(geoms, lambda c: np.column_stack(transformer.transform(c[:, 0], c[:, 1])))
     oriented: NDArray[np.object_] = shapely.orient_polygons(geoms, exterior_cw=False)
     return oriented
 
 
+FloatArray = NDArray[np.float64]
 #: the most bytes of WKB in one Arrow binary array (its offsets are 32-bit)
 _MAX_BINARY = 2**31 - 1
 
 
 @dataclass(frozen=True)
 class EncodedFeatures:
-    """Features ready to write: classes, areas, and either WKB (GeoParquet) or geometries.
+    """Features ready to write: what each of the writer's formats needs.
 
     Attributes:
         classes: the class of each feature.
         areas: the area of each feature.
         wkb: ``(offsets, data)`` of the features' WKB, for GeoParquet.
-        geometries: shapely polygons in the raster's CRS, for GeoJSON.
+        geometries: shapely polygons in the writer's CRS, for GeoJSON.
+        bounds: ``[xmin, ymin, xmax, ymax]`` of the features, for GeoParquet's ``bbox``.
+        extra: the writer's ``extra`` string properties, one value per feature each.
     """
 
     classes: NDArray[np.int64]
     areas: NDArray[np.float64]
     wkb: tuple[NDArray[np.int64], NDArray[np.uint8]] | None = None
     geometries: NDArray[np.object_] | None = None
+    bounds: NDArray[np.float64] | None = None
+    extra: Mapping[str, Sequence[str]] = field(default_factory=dict)
 
 
-def _buffer(array: NDArray[Any]) -> Any:
-    import pyarrow as pa  # type: ignore[import-untyped,unused-ignore]
-
-    return pa.py_buffer(array)
-
-
-def _numeric(arrow_type: Any, values: NDArray[Any]) -> Any:
-    import pyarrow as pa  # type: ignore[import-untyped,unused-ignore]
-
-    return pa.Array.from_buffers(arrow_type, len(values), [None, pa.py_buffer(values)])
-
-
-def _binary(n: int, buffers: list[Any]) -> Any:
-    import pyarrow as pa  # type: ignore[import-untyped,unused-ignore]
-
-    return pa.Array.from_buffers(pa.binary(), n, buffers)
+class _Discarded(Exception):
+    """Unwinds the writer's files when it is closed without success."""
 
 
 class FeatureWriter:
-    """Streams polygons to GeoParquet or GeoJSON; the file appears only when closed cleanly.
+    """Streams polygons to GeoParquet, GeoJSON or both; the files appear only when closed cleanly.
+
+    The one feature writer: ``geomlops vectorize`` and batch inference both write through it, so
+    the same features give the same bytes. Each feature is a polygon with its ``class`` and
+    ``area``, then the ``extra`` and the ``shared`` string properties, in that order.
 
     Args:
-        path: target file; the suffix picks the format.
-        crs_wkt: the CRS of the geometries written (the raster's), or None.
+        path: the target, or one GeoParquet and one GeoJSON target; the suffix picks the format.
+        crs: the CRS of the geometries written (WKT or an authority code), or None when unknown.
+        extra: names of string properties given to each write, one value per feature (a block id).
+        shared: string properties with one value for every feature (lineage: model, version, run).
+        row_group_rows: the most features in one GeoParquet row group.
 
     Raises:
-        VectorizeError: on an unknown suffix, a missing folder, or GeoJSON without a CRS.
+        VectorizeError: on an unknown suffix, two targets of one format, a missing folder, or
+            GeoJSON without a CRS.
     """
 
-    def __init__(self, path: str | Path, crs_wkt: str | None) -> None:
-        self.path = Path(path)
-        self.format = output_format(self.path)
-        if not self.path.parent.is_dir():
-            raise VectorizeError(f"{self.path}: the folder {self.path.parent} does not exist")
-        if self.format == "geojson" and crs_wkt is None:
-            raise VectorizeError(
-                f"{self.path}: the raster has no CRS, so it cannot be written as WGS84 GeoJSON"
-            )
-        self.crs_wkt = crs_wkt
-        self.count = 0
-        self._tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        self._parquet: Any = None
-        self._text: TextIO | None = None
-        self._to_wgs84: Any = None
-        if self.format == "parquet":
-            self._open_parquet()
-        else:
-            self._open_geojson()
-
-    def _open_parquet(self) -> None:
+    def __init__(
+        self,
+        path: str | Path | Sequence[str | Path],
+        crs: str | None,
+        *,
+        extra: Sequence[str] = (),
+        shared: Mapping[str, str] | None = None,
+        row_group_rows: int = ROW_GROUP_ROWS,
+    ) -> None:
         import pyarrow as pa  # type: ignore[import-untyped,unused-ignore]
-        import pyarrow.parquet as pq  # type: ignore[import-untyped,unused-ignore]
 
-        crs: Any = None
-        if self.crs_wkt is not None:
-            from pyproj import CRS
-
-            crs = CRS.from_wkt(self.crs_wkt).to_json_dict()
-        geo = {
-            "version": "1.1.0",
-            "primary_column": "geometry",
-            "columns": {"geometry": {"encoding": "WKB", "geometry_types": ["Polygon"], "crs": crs}},
-        }
+        self.paths = tuple(Path(p) for p in ([path] if isinstance(path, str | os.PathLike) else path))
+        targets = {output_format(p): p for p in self.paths}
+        if len(targets) != len(self.paths):
+            raise VectorizeError(f"{', '.join(map(str, self.paths))}: at most one target of each format")
+        for target in self.paths:
+            if not target.parent.is_dir():
+                raise VectorizeError(f"{target}: the folder {target.parent} does not exist")
+        if "geojson" in targets and crs is None:
+            raise VectorizeError(
+                f"{targets['geojson']}: the raster has no CRS, so it cannot be written as WGS84 GeoJSON"
+            )
+        self.crs = crs
+        self.extra = tuple(extra)
+        self.shared = dict(shared or {})
+        self.count = 0
+        self._parquet_path = targets.get("parquet")
+        self._to_wgs84 = wgs84_transformer(crs) if "geojson" in targets and crs is not None else None
         self._schema = pa.schema(
-            [("class", pa.int64()), ("area", pa.float64()), ("geometry", pa.binary())],
-            metadata={b"geo": json.dumps(geo).encode()},
+            [("class", pa.int64()), ("area", pa.float64()), ("geometry", pa.binary())]
+            + [(name, pa.string()) for name in (*self.extra, *self.shared)]
         )
-        # no dictionary for the WKB column: every value differs, and it would copy them all
-        self._parquet = pq.ParquetWriter(
-            self._tmp,
-            self._schema,
-            compression="zstd",
-            use_dictionary=["class"],
-            write_statistics=["class", "area"],
-        )
+        self._parquet: GeoParquetFile | None = None
+        self._geojson: GeoJSONFile | None = None
+        self._files = ExitStack()
+        try:
+            # every temporary name first, so that all the files are closed before one is renamed
+            tmp = {fmt: self._files.enter_context(atomic_path(p)) for fmt, p in targets.items()}
+            if "parquet" in tmp:
+                self._parquet = GeoParquetFile(tmp["parquet"], self._schema, crs, row_group_rows)
+                self._files.callback(self._parquet.close)
+            if "geojson" in tmp:
+                self._geojson = GeoJSONFile(tmp["geojson"], self.extra, self.shared)
+                self._files.callback(self._geojson.close)
+        except BaseException:
+            self.close(ok=False)
+            raise
 
-    def _open_geojson(self) -> None:
-        self._to_wgs84 = wgs84_transformer(str(self.crs_wkt))
-        self._text = self._tmp.open("w", encoding="utf-8")
-        self._text.write('{"type":"FeatureCollection","features":[')
-
-    def write_polygons(self, polys: Polygons, transform: Affine) -> None:
+    def write_polygons(self, polys: Polygons, transform: Affine, **extra: Sequence[str]) -> None:
         """Append pixel-space polygons, placed by ``transform``; GeoParquet skips GEOS entirely."""
-        self.write_encoded(self.encode(polys, transform))
+        self.write_encoded(self.encode(polys, transform, **extra))
 
-    def encode(self, polys: Polygons, transform: Affine) -> EncodedFeatures:
+    def encode(self, polys: Polygons, transform: Affine, **extra: Sequence[str]) -> EncodedFeatures:
         """What :meth:`write_encoded` writes of ``polys``, which the caller may then let go
-        (a country-wide polygon need not be held beside its WKB while the file is written).
+        (a country-wide polygon need not be held beside its WKB while the file is written)."""
+        parquet = self._parquet is not None
+        return EncodedFeatures(
+            polys.classes,
+            polygon_areas(polys, transform),
+            wkb=to_wkb(polys, transform) if parquet else None,
+            geometries=to_geometries(polys, transform) if self._geojson is not None else None,
+            bounds=world_bounds(polys, transform) if parquet else None,
+            extra=extra,
+        )
+
+    def write(
+        self, geoms: NDArray[np.object_], classes: NDArray[Any], areas: NDArray[Any], **extra: Sequence[str]
+    ) -> None:
+        """Append features: shapely polygons in the writer's CRS, their classes and areas, and a
+        value per feature of each ``extra`` property (raises as :meth:`write_encoded`)."""
+        if len(geoms) == 0:
+            return
+        parquet = self._parquet is not None
+        self.write_encoded(
+            EncodedFeatures(
+                np.asarray(classes, np.int64),
+                np.asarray(areas, np.float64),
+                wkb=wkb_of(geoms) if parquet else None,
+                geometries=geoms,
+                bounds=shapely.total_bounds(geoms) if parquet else None,
+                extra=extra,
+            )
+        )
+
+    def write_encoded(self, features: EncodedFeatures) -> None:
+        """Append features made by :meth:`encode` or :meth:`write`.
 
         Raises:
             VectorizeError: on a polygon too large for one GeoParquet value (2 GiB of WKB).
+            ValueError: the ``extra`` properties are not those the writer was made with, the
+                features lack what one of its formats needs, or the writer is closed.
         """
-        areas = polygon_areas(polys, transform)
-        if self._parquet is None:
-            return EncodedFeatures(polys.classes, areas, geometries=to_geometries(polys, transform))
-        offsets, data = to_wkb(polys, transform)
-        return EncodedFeatures(polys.classes, areas, wkb=(offsets, data))
+        n = len(features.classes)
+        if self._parquet is None and self._geojson is None:
+            raise ValueError(f"{', '.join(map(str, self.paths))}: written after close")
+        if n == 0:
+            return
+        if set(features.extra) != set(self.extra) or any(len(v) != n for v in features.extra.values()):
+            raise ValueError(f"expected {n} values of each of {list(self.extra)}, got {list(features.extra)}")
+        extra = [features.extra[name] for name in self.extra]
+        classes = np.ascontiguousarray(features.classes, np.int64)
+        areas = np.ascontiguousarray(features.areas, np.float64)
+        if self._parquet is not None:
+            if features.wkb is None or features.bounds is None:
+                raise ValueError("GeoParquet needs the features' WKB and bounds")
+            self._write_runs(features.wkb, classes, areas, extra)
+            self._parquet.cover(features.bounds)
+        if self._geojson is not None:
+            if features.geometries is None:
+                raise ValueError("GeoJSON needs the features' geometries")
+            self._geojson.write(to_rfc7946(features.geometries, self._to_wgs84), classes, areas, extra)
+        self.count += n
 
-    def write_encoded(self, features: EncodedFeatures) -> None:
-        """Append features made by :meth:`encode`."""
-        if len(features.classes) == 0:
-            return
-        if features.wkb is None:
-            if features.geometries is not None:
-                self.write(features.geometries, features.classes, features.areas)
-            return
-        offsets, data = features.wkb
+    def _write_runs(
+        self, wkb: tuple[IntArray, NDArray[np.uint8]], classes: IntArray, areas: FloatArray, extra: list[Any]
+    ) -> None:
+        offsets, data = wkb
         # a binary column's offsets are 32-bit: cut the features into runs below 2 GiB of WKB
-        start, n = 0, len(features.classes)
+        start, n = 0, len(classes)
         while start < n:
             stop = int(np.searchsorted(offsets, offsets[start] + _MAX_BINARY, side="right")) - 1
             if stop <= start:
                 size = int(offsets[start + 1] - offsets[start])
                 raise VectorizeError(
-                    f"{self.path}: a polygon of {size:,} bytes of WKB is larger than one GeoParquet "
-                    "value can hold (2 GiB); write GeoJSON instead"
+                    f"{self._parquet_path}: a polygon of {size:,} bytes of WKB is larger than one "
+                    "GeoParquet value can hold (2 GiB); write GeoJSON instead"
                 )
             stop = min(stop, n)
             base = int(offsets[start])
             run_offsets = (offsets[start : stop + 1] - base).astype(np.int32)
-            buffers = [None, _buffer(run_offsets), _buffer(data[base : int(offsets[stop])])]
             self._write_table(
-                _binary(stop - start, buffers), features.classes[start:stop], features.areas[start:stop]
+                binary_array(run_offsets, data[base : int(offsets[stop])]),
+                classes[start:stop],
+                areas[start:stop],
+                *(values[start:stop] for values in extra),
             )
             start = stop
 
-    def _write_table(self, wkb: Any, classes: NDArray[Any], areas: NDArray[np.float64]) -> None:
+    def _write_table(self, wkb: Any, classes: IntArray, areas: FloatArray, *extra: Sequence[str]) -> None:
         import pyarrow as pa  # type: ignore[import-untyped,unused-ignore]
 
-        # arrays over numpy's buffers: no copy, and pyarrow need not import pandas to look at them
+        n = len(classes)
         columns = [
-            _numeric(pa.int64(), np.ascontiguousarray(classes, np.int64)),
-            _numeric(pa.float64(), np.ascontiguousarray(areas, np.float64)),
+            numeric_array(pa.int64(), np.ascontiguousarray(classes, np.int64)),
+            numeric_array(pa.float64(), np.ascontiguousarray(areas, np.float64)),
             wkb,
+            *(pa.array(values, pa.string()) for values in extra),
+            *(pa.repeat(pa.scalar(value, pa.string()), n) for value in self.shared.values()),
         ]
-        self._parquet.write_table(pa.Table.from_arrays(columns, schema=self._schema))
-        pa.default_memory_pool().release_unused()  # give the encoding buffers back
-        self.count += len(classes)
-
-    def write(self, geoms: NDArray[np.object_], classes: NDArray[Any], areas: NDArray[np.float64]) -> None:
-        """Append features (one shapely polygon each, in the raster's CRS) to the output."""
-        if len(geoms) == 0:
-            return
         if self._parquet is not None:
-            import pyarrow as pa  # type: ignore[import-untyped,unused-ignore]
-
-            wkb = shapely.to_wkb(geoms, output_dimension=2).tolist()  # a list: no pandas import
-            self._write_table(pa.array(wkb, pa.binary()), classes, areas)
-            return
-        if self._text is not None:
-            geoms = to_rfc7946(geoms, self._to_wgs84)
-            parts = [
-                f'{{"type":"Feature","properties":{{"class":{int(k)},"area":{float(a)!r}}},"geometry":{g}}}'
-                for g, k, a in zip(
-                    shapely.to_geojson(geoms).tolist(), classes.tolist(), areas.tolist(), strict=True
-                )
-            ]
-            self._text.write(("," if self.count else "") + ",".join(parts))
-            self.count += len(geoms)
+            self._parquet.append(pa.Table.from_arrays(columns, schema=self._schema), wkb.nbytes)
 
     def close(self, ok: bool = True) -> None:
-        """Finish the file and move it into place (``ok``), or remove what was written."""
+        """Finish the files and move them into place (``ok``), or remove what was written.
+
+        Every file is finished and closed before the first is renamed, and a failed rename
+        removes the files not yet renamed (:func:`geomlops.files.atomic_path`).
+        """
+        files, self._files = self._files, ExitStack()
         try:
-            if self._parquet is not None:
-                writer, self._parquet = self._parquet, None
-                writer.close()
-            if self._text is not None:
-                text, self._text = self._text, None
-                if ok:
-                    text.write("]}\n")
-                text.close()
-            if ok:
-                os.replace(self._tmp, self.path)
-        except BaseException:
-            ok = False
-            raise
+            with files:
+                if not ok:
+                    raise _Discarded
+                if self._parquet is not None:
+                    self._parquet.finish()
+                if self._geojson is not None:
+                    self._geojson.finish()
+        except _Discarded:
+            pass
         finally:
-            if not ok:
-                self._tmp.unlink(missing_ok=True)
+            self._parquet = self._geojson = None
 
     def __enter__(self) -> FeatureWriter:
         return self

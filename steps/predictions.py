@@ -6,23 +6,23 @@ Features are streamed: each batch the seam merge completes is written and drawn 
 from __future__ import annotations
 
 import json
-import os
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
 from catalog_sync import open_store
+from catalog_sync.collections import PREDICTIONS, VERSIONS, version_item_id
+from geomlops.files import atomic_path
 from steps.batch import BatchPlan
 from steps.predict import NODATA_CLASS
-from steps.publish import VERSIONS, version_item_id
 
 if TYPE_CHECKING:
     from postprocessing.grid import Block
     from postprocessing.io import RasterInfo
     from postprocessing.kernel import BlockPieces
 
-PREDICTIONS = "predictions"
 #: the class that is not a feature (clear sky, no building, dry land)
 BACKGROUND_CLASS = 0
 
@@ -116,9 +116,8 @@ def publish_predictions(
     """
     from postprocessing.finalize import canonical, first_pixels, in_scan_order, polygon_areas, to_geometries
     from postprocessing.grid import plan_blocks
-    from postprocessing.io import read_raster_info
+    from postprocessing.io import FeatureWriter, read_raster_info
     from postprocessing.vectorize import iter_polygons
-    from steps._prediction_files import PredictionFiles
 
     info = read_raster_info(mask)
     crs = info.crs_wkt or plan.crs
@@ -129,13 +128,10 @@ def publish_predictions(
         output / "predictions.geojson",
         output / "quicklook.png",
     )
-    columns = {
-        "model": lineage.model,
-        "model_version": lineage.model_version,
-        "mlflow_run_id": lineage.run_id,
-    }
+    shared = {"model": lineage.model, "model_version": lineage.model_version, "mlflow_run_id": lineage.run_id}
     picture = _Quicklook(plan)
-    with PredictionFiles(parquet, geojson, crs=crs, lineage=columns) as files:
+    by_class: Counter[int] = Counter()
+    with FeatureWriter((parquet, geojson), crs, extra=("block_id",), shared=shared) as files:
         args = [(info, block) for block in grid.blocks]
         for batch in iter_polygons(grid, args, trace_foreground_block, scheduler=scheduler, workers=workers):
             polys = canonical(in_scan_order(batch))
@@ -144,14 +140,16 @@ def publish_predictions(
             block_ids = [
                 f"r{r}c{c}" for r, c in zip((rows // size).tolist(), (cols // size).tolist(), strict=True)
             ]
-            files.write(geoms, polys.classes, polygon_areas(polys, info.transform), block_ids)
+            files.write(geoms, polys.classes, polygon_areas(polys, info.transform), block_id=block_ids)
+            by_class.update(polys.classes.tolist())
             picture.add(geoms)
         title = f"{lineage.model} v{lineage.model_version}: {files.count} features (run {lineage.run_id[:8]})"
-        _atomic(png, lambda p: picture.save(p, title))
+        with atomic_path(png) as tmp:
+            picture.save(tmp, title)
     store = open_store(catalog)
     item = _item(
         files.count,
-        dict(files.classes),
+        dict(by_class),
         plan,
         lineage,
         area=area,
@@ -168,16 +166,6 @@ def _affine(plan: BatchPlan) -> Any:
     from affine import Affine
 
     return Affine(*plan.transform)
-
-
-def _atomic(path: Path, write: Any) -> None:
-    tmp = path.with_name(f".{path.name}.partial")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _item(

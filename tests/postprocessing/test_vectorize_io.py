@@ -7,6 +7,7 @@ from pathlib import Path
 
 import geopandas
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import shapely
 from affine import Affine
@@ -47,6 +48,11 @@ def test_geoparquet_keeps_the_raster_crs_and_equals_whole_raster(tmp_path: Path,
     )
     assert ours == reference(mask, 0, TRANSFORM)
     assert np.allclose(frame["area"], frame.geometry.area)
+    parquet = pq.ParquetFile(out)
+    geo = json.loads(parquet.schema_arrow.metadata[b"geo"])
+    assert geo["version"] == "1.1.0" and geo["columns"]["geometry"]["geometry_types"] == ["Polygon"]
+    assert geo["columns"]["geometry"]["bbox"] == list(frame.total_bounds)  # exactly the WKB's
+    assert {parquet.metadata.row_group(0).column(c).compression for c in range(3)} == {"ZSTD"}
 
 
 def test_geojson_is_wgs84_lon_lat(tmp_path: Path, mask: np.ndarray) -> None:
@@ -62,8 +68,10 @@ def test_geojson_is_wgs84_lon_lat(tmp_path: Path, mask: np.ndarray) -> None:
     assert 14 < lon < 16 and 35 < lat < 37  # UTM 33N around (500 km, 4000 km)
     for feature in doc["features"]:
         assert feature["geometry"]["type"] == "Polygon"
-        shell = shapely.LinearRing(feature["geometry"]["coordinates"][0])
+        shell, *holes = (shapely.LinearRing(r) for r in feature["geometry"]["coordinates"])
         assert shell.is_ccw  # RFC 7946: exteriors counter-clockwise
+        assert not any(hole.is_ccw for hole in holes)  # and holes clockwise
+    assert sum(len(f["geometry"]["coordinates"]) - 1 for f in doc["features"]) == 2  # holes were checked
     frame = geopandas.read_file(out)
     assert frame.crs.equals("EPSG:4326") and len(frame) == 4
 
@@ -169,6 +177,18 @@ def test_parquet_without_crs_says_so(tmp_path: Path, mask: np.ndarray) -> None:
     assert geopandas.read_parquet(out).crs is None
 
 
+def test_an_empty_output_is_valid_and_has_no_bbox(tmp_path: Path) -> None:
+    tif = write_tif(tmp_path / "mask.tif", np.zeros((8, 8), np.uint8), nodata=0)
+    assert vectorize_to_file(tif, tmp_path / "none.parquet", scheduler="synchronous") == 0
+    assert vectorize_to_file(tif, tmp_path / "none.geojson", scheduler="synchronous") == 0
+    geo = json.loads(pq.ParquetFile(tmp_path / "none.parquet").schema_arrow.metadata[b"geo"])
+    assert (
+        "bbox" not in geo["columns"]["geometry"]
+        and len(geopandas.read_parquet(tmp_path / "none.parquet")) == 0
+    )
+    assert (tmp_path / "none.geojson").read_text() == '{"type":"FeatureCollection","features":[]}\n'
+
+
 def test_rows_written_run_by_run_give_every_polygon_once_in_scan_order(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -239,3 +259,24 @@ def test_wkb_runs_are_cut_below_the_binary_limit_and_a_too_large_polygon_is_refu
     ):
         w.write_polygons(polys, transform)
     assert not refused.exists() and list(tmp_path.glob(".refused*")) == []
+
+
+def test_one_writer_for_both_formats_with_extra_properties(tmp_path: Path) -> None:
+    parquet, geojson = tmp_path / "f.parquet", tmp_path / "f.geojson"
+    geoms = np.array([shapely.box(500_000, 4_000_000, 500_010, 4_000_010)], dtype=object)
+    with pytest.raises(VectorizeError, match="at most one target of each format"):
+        FeatureWriter((parquet, tmp_path / "g.geoparquet"), CRS)
+    with (
+        pytest.raises(ValueError, match="block_id"),
+        FeatureWriter((parquet, geojson), CRS, extra=("block_id",), shared={"model": "m"}) as writer,
+    ):
+        writer.write(geoms, np.ones(1, np.int64), shapely.area(geoms))  # no block id
+    assert list(tmp_path.iterdir()) == []  # neither file, nor a temporary one
+    with FeatureWriter((parquet, geojson), CRS, extra=("block_id",), shared={"model": "m"}) as writer:
+        writer.write(geoms, np.ones(1, np.int64), shapely.area(geoms), block_id=["r0c0"])
+    assert geopandas.read_parquet(parquet).drop(columns="geometry").to_dict("records") == [
+        {"class": 1, "area": 100.0, "block_id": "r0c0", "model": "m"}
+    ]
+    [feature] = json.loads(geojson.read_text())["features"]
+    assert feature["properties"] == {"class": 1, "area": 100.0, "block_id": "r0c0", "model": "m"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.geojson", "f.parquet"]

@@ -15,7 +15,7 @@ import shapely.geometry
 from affine import Affine
 
 from geomlops.errors import VectorizeError
-from steps._prediction_files import PredictionFiles
+from postprocessing.io import FeatureWriter
 from steps.batch import BatchPlan, plan_batch
 from steps.predict import NODATA_CLASS
 from steps.predictions import Lineage, publish_predictions
@@ -108,12 +108,16 @@ def test_streamed_features_equal_one_block_and_carry_lineage(tmp_path: Path) -> 
     geo = json.loads(pq.ParquetFile(small / "predictions.parquet").schema_arrow.metadata[b"geo"])
     assert geo["columns"]["geometry"]["bbox"] == list(a.total_bounds)
     assert geo["columns"]["geometry"]["geometry_types"] == ["Polygon"]
-    # GeoJSON: the same features, laid out as GeoDataFrame.to_json writes them, WGS84, with
-    # RFC 7946's orientation: shells counter-clockwise, holes clockwise
+    # GeoJSON: the same features and properties as GeoDataFrame.to_json gives them, every
+    # coordinate the same double, WGS84, with RFC 7946's orientation: shells counter-clockwise,
+    # holes clockwise. (Not its bytes: the one writer is compact and lets GEOS print the
+    # coordinates, which round-trip but are not always Python's shortest repr.)
     text = (small / "predictions.geojson").read_text()
     wgs84 = a.to_crs("EPSG:4326")
     wgs84.geometry = shapely.orient_polygons(wgs84.geometry.array, exterior_cw=False)
-    assert text == wgs84.to_json(drop_id=True)
+    assert json.loads(text) == json.loads(wgs84.to_json(drop_id=True))
+    assert text.startswith('{"type":"FeatureCollection","features":[{"type":"Feature","properties":{"class":')
+    assert text.endswith("]}\n") and ", " not in text and '": ' not in text
     polygons = [shapely.geometry.shape(f["geometry"]) for f in json.loads(text)["features"]]
     assert all(p.exterior.is_ccw and not any(h.is_ccw for h in p.interiors) for p in polygons)
     assert sum(len(p.interiors) for p in polygons) == 1  # the ring's hole was checked too
@@ -161,19 +165,63 @@ def test_files_appear_only_when_closed_cleanly(tmp_path: Path) -> None:
     geoms = np.array([shapely.box(460000 + 30 * i, 3399000, 460030 + 30 * i, 3399030) for i in range(5)])
     with (
         pytest.raises(RuntimeError),
-        PredictionFiles(parquet, geojson, crs=CRS, lineage=lineage) as files,
+        FeatureWriter((parquet, geojson), CRS, extra=("block_id",), shared=lineage) as files,
     ):
-        files.write(geoms, np.ones(5, np.int64), np.full(5, 900.0), ["r0c0"] * 5)
+        files.write(geoms, np.ones(5, np.int64), np.full(5, 900.0), block_id=["r0c0"] * 5)
         raise RuntimeError("killed")
     assert list(tmp_path.iterdir()) == []
     # row groups of two features: the output is streamed, and reads back whole
-    with PredictionFiles(parquet, geojson, crs=CRS, lineage=lineage, row_group_rows=2) as files:
+    with FeatureWriter(
+        (parquet, geojson), CRS, extra=("block_id",), shared=lineage, row_group_rows=2
+    ) as files:
         for batch in (geoms[:2], geoms[2:4], geoms[4:]):
             n = len(batch)
-            files.write(batch, np.ones(n, np.int64), np.full(n, 900.0), ["r0c0"] * n)
+            files.write(batch, np.ones(n, np.int64), np.full(n, 900.0), block_id=["r0c0"] * n)
     assert pq.ParquetFile(parquet).num_row_groups == 3
     assert len(geopandas.read_parquet(parquet)) == len(json.loads(geojson.read_text())["features"]) == 5
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.geojson", "p.parquet"]
+
+
+def test_batch_inference_and_vectorize_write_through_the_one_writer(tmp_path: Path) -> None:
+    import re
+
+    from postprocessing._feature_files import COMPRESSION
+    from postprocessing.vectorize import vectorize_to_file
+
+    published = _publish(tmp_path, 8, "published")
+    # the same features from ``geomlops vectorize``: the background made nodata, as publishing skips it
+    mask = _mask()
+    mask[mask == 0] = NODATA_CLASS
+    foreground = _raster(tmp_path / "foreground.tif", mask, nodata=NODATA_CLASS)
+    vectorized = tmp_path / "vectorized"
+    vectorized.mkdir()
+    for suffix in ("parquet", "geojson"):
+        vectorize_to_file(foreground, vectorized / f"v.{suffix}", block_size=8, scheduler="synchronous")
+
+    files = [pq.ParquetFile(published / "predictions.parquet"), pq.ParquetFile(vectorized / "v.parquet")]
+    geo = [json.loads(f.schema_arrow.metadata[b"geo"]) for f in files]
+    assert geo[0] == geo[1]  # GeoParquet 1.1, the same CRS and the same bounding box
+    assert geo[0]["version"] == "1.1.0" and len(geo[0]["columns"]["geometry"]["bbox"]) == 4
+    assert geo[0]["columns"]["geometry"]["bbox"] == list(
+        geopandas.read_parquet(vectorized / "v.parquet").total_bounds
+    )
+    for f in files:
+        codecs = {
+            f.metadata.row_group(g).column(c).compression
+            for g in range(f.num_row_groups)
+            for c in range(f.metadata.num_columns)
+        }
+        assert codecs == {COMPRESSION.upper()}
+    tables = [f.read() for f in files]
+    for name in ("class", "area", "geometry"):  # the same features, WKB byte for byte
+        assert tables[0][name].to_pylist() == tables[1][name].to_pylist()
+
+    # GeoJSON: the same bytes, but for the properties only batch inference adds
+    lineage = ',"model":"cloud-mask","model_version":"3","mlflow_run_id":"0123456789abcdef"'
+    text = (published / "predictions.geojson").read_text()
+    stripped, n = re.subn(r',"block_id":"r\d+c\d+"' + re.escape(lineage), "", text)
+    assert n == len(tables[0]) == 5
+    assert stripped == (vectorized / "v.geojson").read_text()
 
 
 @pytest.mark.parametrize("width", [40, 2500])  # canvas cell = one pixel; = two pixels (decimated)
