@@ -9,6 +9,13 @@ Validation sits behind `StacValidator`, which keeps every schema it has retrieve
 crawled `referencing.Registry`) and one validator per schema URI, so that only the first items
 pay for reading and crawling schemas. `validate_stac` uses one shared validator per schema
 folder.
+
+Each schema is also compiled by jsonschema-rs, which decides "valid" about a hundred times faster
+than jsonschema evaluates it (0.07 ms against 12 ms for an MLM item here). The answer is only a
+shortcut: an item it finds invalid is validated again by jsonschema, which gives the faults and
+their JSON paths, so the results are jsonschema's either way. A schema that jsonschema-rs cannot
+compile offline (it resolves every ``$ref`` up front, even one no item reaches) is evaluated by
+jsonschema alone.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
+import jsonschema_rs
 from jsonschema import Draft7Validator
 from jsonschema.exceptions import ValidationError
 from pydantic import BaseModel
@@ -69,10 +77,14 @@ class StacValidator:
 
     Args:
         schema_dir: folder of extension schemas stored by URL; None means core schemas only.
+        fast: decide "valid" with jsonschema-rs first (False: jsonschema alone, as before it).
     """
 
-    def __init__(self, schema_dir: Path | None = None) -> None:
+    def __init__(self, schema_dir: Path | None = None, *, fast: bool = True) -> None:
         self.schema_dir = schema_dir
+        self.fast = fast
+        # per schema URI: its jsonschema-rs validator, or None where it cannot be compiled
+        self._fast: dict[str, Any] = {}
         self._core = get_local_schema_cache()
         self._lock = threading.Lock()
         # every schema retrieved so far, crawled (subschema ids and anchors known)
@@ -119,6 +131,19 @@ class StacValidator:
                 self._validators = {**self._validators, uri: validator}
         return validator
 
+    def _fast_validator(self, uri: str, schema: Any) -> Any:
+        if uri in self._fast:
+            return self._fast[uri]
+        try:
+            fast: Any = jsonschema_rs.Draft7Validator(
+                schema, retriever=lambda ref: self._retrieve(ref).contents, validate_formats=False
+            )
+        except Exception:  # noqa: BLE001 - not compilable offline: jsonschema alone evaluates it
+            fast = None
+        with self._lock:
+            self._fast = {**self._fast, uri: fast}
+        return fast
+
     def validate(self, document: Mapping[str, Any]) -> ValidationResult:
         """Validate a STAC item against the core item schema and every declared extension.
 
@@ -138,6 +163,10 @@ class StacValidator:
                 validator = self._validator(uri)
             except Exception:  # noqa: BLE001 - any failure to load means "not available"
                 result.unavailable.append(uri)
+                continue
+            fast = self._fast_validator(uri, validator.schema) if self.fast else None
+            if fast is not None and fast.is_valid(document):
+                result.checked.append(uri)
                 continue
             try:
                 errors = sorted(validator.iter_errors(document), key=lambda e: list(e.path))

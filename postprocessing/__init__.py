@@ -7,6 +7,8 @@
 - :mod:`postprocessing.finalize`: area filter, coverage-preserving simplification, geotransform,
   stable order and WKB.
 - :mod:`postprocessing.vectorize`: rasters in, GeoDataFrames or files out, on any Dask scheduler.
-- :mod:`postprocessing.io`: windowed reads, GeoParquet and GeoJSON writers.
+- :mod:`postprocessing.io`: windowed reads and the one streaming GeoParquet/GeoJSON writer
+  (``FeatureWriter``; file formats in ``_feature_files``), used by vectorize, batch inference
+  and serving's RFC 7946 conversion.
 - :mod:`postprocessing.registry`: which post-processor a model's MLM output asks for.
 """

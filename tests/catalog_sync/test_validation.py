@@ -102,7 +102,10 @@ def _folder(marker: Path | None, schema_dir: Path) -> Path | None:
 
 def test_cached_validation_gives_a_fresh_validators_results(shared_data: Path, schema_dir: Path) -> None:
     cases = _examples(shared_data)
-    fresh = {name: StacValidator(_folder(m, schema_dir)).validate(item) for name, item, m in cases}
+    # the reference: jsonschema alone, nothing kept (the validation before any cache or shortcut)
+    fresh = {
+        name: StacValidator(_folder(m, schema_dir), fast=False).validate(item) for name, item, m in cases
+    }
     assert {r.status for r in fresh.values()} == {"valid", "invalid", "incomplete"}
     shared = StacValidator(schema_dir)
     for _ in range(3):  # first pass reads the schemas, later ones use what is kept
@@ -119,7 +122,7 @@ def test_one_shared_validator_per_schema_folder(schema_dir: Path) -> None:
 
 def test_concurrent_validation_gives_the_same_results(shared_data: Path, schema_dir: Path) -> None:
     cases = [(name, item) for name, item, marker in _examples(shared_data) if marker is None]
-    fresh = {name: StacValidator(schema_dir).validate(item) for name, item in cases}
+    fresh = {name: StacValidator(schema_dir, fast=False).validate(item) for name, item in cases}
     shared = StacValidator(schema_dir)  # starts empty: threads fill it at the same time
     with ThreadPoolExecutor(max_workers=8) as pool:
         results = list(pool.map(lambda case: (case[0], shared.validate(case[1])), cases * 4))
@@ -197,3 +200,30 @@ def test_benchmark_reports_both_ways_and_their_ratio(shared_data: Path, schema_d
     assert len(ratios) == 4 and all(r.endswith("x") and float(r[:-1]) > 0 for r in ratios), result.stdout
     assert "goal: cached <= 20 ms per item" in result.stdout
     assert "same result both ways: 3/3 items" in result.stdout
+
+
+def test_the_jsonschema_rs_shortcut_agrees_with_jsonschema_on_many_broken_items(
+    shared_data: Path, schema_dir: Path
+) -> None:
+    reference = StacValidator(schema_dir, fast=False)
+    fast = StacValidator(schema_dir)
+    valid = [
+        item
+        for _, item, marker in _examples(shared_data)
+        if marker is None and reference.validate(item).status == "valid"
+    ]
+    assert len(valid) >= 5
+    fast.validate(valid[0])
+    fast.validate(valid[0])  # schemas absorbed: compiled shortcuts exist for what it declares
+    assert any(v is not None for v in fast._fast.values())
+    compared = statuses = 0
+    for item in valid:
+        for key in sorted(item["properties"]):
+            for wrong in (None, 12345, "x", [], {}):
+                broken = copy.deepcopy(item)
+                broken["properties"][key] = wrong
+                expected = reference.validate(broken)
+                assert fast.validate(broken) == expected, (key, wrong)
+                compared += 1
+                statuses += expected.status == "invalid"
+    assert compared > 200 and statuses > 50  # both verdicts were exercised
