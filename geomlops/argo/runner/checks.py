@@ -8,15 +8,13 @@ Argo prefix must be one Argo can resolve at that place.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from geomlops.argo.dag import ancestors, dag_dependencies
 from geomlops.errors import ManifestError
 
 from .substitute import is_argo_variable, variables_in
-
-if TYPE_CHECKING:
-    from .manifest import Workflow
+from .workflow import Workflow
 
 _WORKFLOW_VARS = {
     "name", "namespace", "uid", "status", "failures", "duration", "creationTimestamp",

@@ -1,8 +1,10 @@
 """The local engine: walks a workflow's templates the way Argo's controller does.
 
 ``invoke`` runs one template as one node: a DAG or steps template through
-:mod:`.scheduling`, a ``suspend`` here, a ``script``/``container`` as a host process with
-its retry strategy. Nodes that succeeded in an earlier run of the same run id are reused.
+:mod:`.scheduling`, a ``suspend`` through :mod:`.suspend`, a ``script``/``container`` here
+as a host process with its retry strategy. Those modules call back into the engine through
+:class:`.context.RunContext`, which it implements. Nodes that succeeded in an earlier run of
+the same run id are reused.
 """
 
 from __future__ import annotations
@@ -12,17 +14,17 @@ import json
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from geomlops.errors import ManifestError
 
 from . import scheduling
+from .context import EngineOptions
 from .execute import ProcessRegistry, build_env, command_for, make_sandbox, read_outputs, run_process
 from .expressions import evaluate_when
-from .manifest import Workflow, bind_inputs, template_type
+from .manifest import bind_inputs, template_type
 from .model import (
     ERROR,
     FAILED,
@@ -32,7 +34,6 @@ from .model import (
     SKIPPED,
     SUCCEEDED,
     SUSPENDED,
-    Approval,
     Attempt,
     NodeState,
     now_iso,
@@ -43,20 +44,7 @@ from .retry import RetryPolicy, deadline_of
 from .state_file import StateStore
 from .substitute import UnresolvedVariableError, substitute, substitute_all, to_argo_string
 from .suspend import run_suspend
-
-
-@dataclass
-class EngineOptions:
-    """How the engine runs: concurrency, approvals, prompt and extra environment."""
-
-    max_workers: int = 4
-    approval: Approval | None = None
-    interactive: bool = False
-    prompt: Callable[[str], str] = input
-    env: Mapping[str, str] = field(default_factory=dict)
-    #: checks and normalises a name typed at the prompt (a domain rule, passed in by the caller);
-    #: raises GeomlopsError to refuse it. None accepts any name.
-    approver_check: Callable[[str], str] | None = None
+from .workflow import Workflow
 
 
 def safe_name(node: str) -> str:

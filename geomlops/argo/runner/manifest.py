@@ -1,80 +1,29 @@
 """Loading a manifest for the local runner: shape checks, template lookup, parameters.
 
-A :class:`Workflow` holds the manifest's templates and those of every WorkflowTemplate it
-reaches through ``templateRef`` (fetched once, up front, through the resolver), so a run
-never discovers a missing or unsupported template halfway through.
+:func:`load_workflow` gathers the manifest's templates and those of every WorkflowTemplate
+it reaches through ``templateRef`` (fetched once, up front, through the resolver) into a
+:class:`~.workflow.Workflow` and checks it whole, so a run never discovers a missing or
+unsupported template halfway through.
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from geomlops.errors import ManifestError, ParameterError
 
+from .checks import check_workflow
 from .features import check_supported
 from .substitute import to_argo_string
+from .workflow import Workflow
 
 API_VERSION = "argoproj.io/v1alpha1"
 TEMPLATE_TYPES = ("dag", "steps", "script", "container", "suspend")
 _TEMPLATE_KINDS = ("WorkflowTemplate", "ClusterWorkflowTemplate")
 
 Resolver = Callable[[str], dict[str, Any]]
-
-
-@dataclass
-class Workflow:
-    """A validated manifest, with the templates it can reach.
-
-    ``templates`` maps a source (``None`` for the manifest itself, else a WorkflowTemplate
-    name) to that source's templates by name.
-    """
-
-    kind: str
-    name: str
-    metadata: dict[str, Any]
-    spec: dict[str, Any]
-    templates: dict[str | None, dict[str, dict[str, Any]]]
-    refs: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    def template(self, source: str | None, name: str) -> dict[str, Any]:
-        """Return a template by source and name.
-
-        Raises:
-            ManifestError: no such template.
-        """
-        found = self.templates.get(source, {}).get(name)
-        if found is None:
-            where = f"WorkflowTemplate {source!r}" if source else "the workflow"
-            raise ManifestError(f"template {name!r} not found in {where}")
-        return found
-
-    def resolve_call(self, source: str | None, call: Mapping[str, Any]) -> tuple[str | None, str]:
-        """Return (source, template name) that a task or step calls.
-
-        Raises:
-            ManifestError: the call names no template.
-        """
-        ref = call.get("templateRef")
-        if isinstance(ref, Mapping):
-            if not ref.get("name") or not ref.get("template"):
-                raise ManifestError(f"{call.get('name')!r}: templateRef needs name and template")
-            return str(ref["name"]), str(ref["template"])
-        if not call.get("template"):
-            raise ManifestError(f"task or step {call.get('name')!r} names no template")
-        return source, str(call["template"])
-
-    @property
-    def entrypoint(self) -> str:
-        """The name of the template the workflow starts with."""
-        return str(self.spec["entrypoint"])
-
-    @property
-    def declared_parameters(self) -> list[dict[str, Any]]:
-        """The workflow's ``spec.arguments.parameters``."""
-        return list((self.spec.get("arguments") or {}).get("parameters") or [])
 
 
 def template_type(template: Mapping[str, Any]) -> str:
@@ -170,8 +119,6 @@ def load_workflow(
         ManifestError: malformed manifest, missing entrypoint or template.
         UnsupportedFeatureError: a feature the runner does not execute.
     """
-    from .checks import check_workflow  # a cycle: checks needs Workflow
-
     _check_shape(manifest, "the manifest", allow_host_containers)
     kind = str(manifest["kind"])
     metadata = dict(manifest.get("metadata") or {})

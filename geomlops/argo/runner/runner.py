@@ -26,8 +26,9 @@ import yaml
 
 from geomlops.errors import RunError
 
-from .engine import Engine, EngineOptions
-from .manifest import Workflow, load_workflow, resolve_parameters
+from .context import EngineOptions
+from .engine import Engine
+from .manifest import load_workflow, resolve_parameters
 from .model import (
     ERROR,
     FAILED,
@@ -43,6 +44,7 @@ from .model import (
 )
 from .progress import Reporter
 from .state_file import StateStore, load_state
+from .workflow import Workflow
 
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,200}")
 _LOG_TAIL = 20

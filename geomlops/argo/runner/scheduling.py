@@ -13,10 +13,11 @@ import json
 import queue
 import threading
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from geomlops.argo.dag import Depends, ancestors, dag_dependencies, evaluate_depends
 
+from .context import RunContext
 from .model import (
     ERROR,
     FAILED,
@@ -32,9 +33,6 @@ from .model import (
 from .outcome import Outcome, node_scope
 from .substitute import UnresolvedVariableError, substitute, substitute_all, to_argo_string
 
-if TYPE_CHECKING:
-    from .engine import Engine
-
 _LOOP_KEYS = ("withItems", "withParam", "withSequence")
 
 
@@ -46,7 +44,7 @@ def _continues_on(call: Mapping[str, Any], phase: str) -> bool:
 
 
 def run_container(
-    engine: Engine,
+    engine: RunContext,
     name: str,
     source: str | None,
     template: dict[str, Any],
@@ -102,7 +100,7 @@ def _child(prefix: str, name: str) -> str:
 
 
 def _run_dag(
-    engine: Engine, prefix: str, source: str | None, template: dict[str, Any], scope: dict[str, str]
+    engine: RunContext, prefix: str, source: str | None, template: dict[str, Any], scope: dict[str, str]
 ) -> tuple[str, dict[str, str]]:
     dag = template["dag"]
     tasks = {str(t["name"]): t for t in dag.get("tasks") or []}
@@ -223,7 +221,7 @@ def _assess(
 
 
 def _run_steps(
-    engine: Engine, prefix: str, source: str | None, template: dict[str, Any], scope: dict[str, str]
+    engine: RunContext, prefix: str, source: str | None, template: dict[str, Any], scope: dict[str, str]
 ) -> tuple[str, dict[str, str]]:
     local: dict[str, str] = {}
     groups = [g if isinstance(g, list) else [g] for g in template.get("steps") or []]
@@ -249,7 +247,7 @@ def _run_steps(
 
 
 def run_task(
-    engine: Engine,
+    engine: RunContext,
     name: str,
     source: str | None,
     call: Mapping[str, Any],
@@ -291,7 +289,7 @@ def run_task(
 
 
 def _task_job(
-    engine: Engine,
+    engine: RunContext,
     name: str,
     source: str | None,
     call: Mapping[str, Any],
@@ -302,7 +300,7 @@ def _task_job(
 
 
 def _call_job(
-    engine: Engine, name: str, source: str | None, call: Mapping[str, Any], scope: Mapping[str, str]
+    engine: RunContext, name: str, source: str | None, call: Mapping[str, Any], scope: Mapping[str, str]
 ) -> Callable[[], Outcome]:
     return lambda: engine.run_call(name, source, call, scope)
 
@@ -361,7 +359,9 @@ def item_label(item: Any) -> str:
 # --- threads -------------------------------------------------------------------------------
 
 
-def _spawn(engine: Engine, name: str, work: Callable[[], Outcome], done: Callable[[Outcome], None]) -> None:
+def _spawn(
+    engine: RunContext, name: str, work: Callable[[], Outcome], done: Callable[[Outcome], None]
+) -> None:
     def target() -> None:
         try:
             outcome = work()
@@ -372,7 +372,9 @@ def _spawn(engine: Engine, name: str, work: Callable[[], Outcome], done: Callabl
     threading.Thread(target=target, name=f"node {name}", daemon=True).start()
 
 
-def run_parallel(engine: Engine, jobs: list[tuple[str, Callable[[], Outcome]]], width: int) -> list[Outcome]:
+def run_parallel(
+    engine: RunContext, jobs: list[tuple[str, Callable[[], Outcome]]], width: int
+) -> list[Outcome]:
     """Run named jobs, at most ``width`` at a time; return their outcomes in order."""
     results: list[Outcome | None] = [None] * len(jobs)
     gate = threading.BoundedSemaphore(max(1, width))

@@ -14,17 +14,15 @@ import getpass
 import threading
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from geomlops.errors import GeomlopsError
 
+from .context import RunContext
 from .model import ERROR, FAILED, RUNNING, SUCCEEDED, SUSPENDED, Approval, NodeState, now_iso
 from .outcome import Outcome
 from .retry import parse_duration
 from .substitute import UnresolvedVariableError, substitute_all, to_argo_string
-
-if TYPE_CHECKING:
-    from .engine import Engine
 
 _PROMPT_LOCK = threading.Lock()  # one question at a time, even from parallel branches
 _APPROVAL_FIELDS = {"approver": "approver", "approved_by": "approver", "reason": "reason"}
@@ -32,7 +30,7 @@ _APPROVAL_FIELDS |= {"approved_at": "at", "override": "override"}
 
 
 def run_suspend(
-    engine: Engine, name: str, template: dict[str, Any], inputs: dict[str, str], scope: dict[str, str]
+    engine: RunContext, name: str, template: dict[str, Any], inputs: dict[str, str], scope: dict[str, str]
 ) -> Outcome:
     """Run a suspend template as node ``name``."""
     node = NodeState(name, str(template["name"]), "Suspend", RUNNING, now_iso(), inputs=inputs)
@@ -78,7 +76,7 @@ def _record(approval: Approval, via: str) -> dict[str, str]:
     }
 
 
-def _show_inputs(engine: Engine, template: Mapping[str, Any], inputs: Mapping[str, str]) -> None:
+def _show_inputs(engine: RunContext, template: Mapping[str, Any], inputs: Mapping[str, str]) -> None:
     """Print a gate's input parameters, what the person is asked to approve (a report, a
     verdict), leaving out those the person supplies (Argo lists them among the inputs too)."""
     supplied = {
@@ -92,7 +90,7 @@ def _show_inputs(engine: Engine, template: Mapping[str, Any], inputs: Mapping[st
 
 
 def _ask(
-    engine: Engine, name: str, template: Mapping[str, Any], node_inputs: Mapping[str, str]
+    engine: RunContext, name: str, template: Mapping[str, Any], node_inputs: Mapping[str, str]
 ) -> Approval | str | None:
     """Ask for approval: an Approval, a rejection message, or None when input has ended."""
     prompt = engine.options.prompt
