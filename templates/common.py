@@ -1,65 +1,54 @@
-"""What every geomlops script template shares: image, secrets, retry strategies."""
+"""What every geomlops script template shares: image, secrets, resources, retries, tracking.
+
+Each template states only what differs from :func:`geomlops_script`'s defaults.
+"""
 
 from __future__ import annotations
 
-from hera.workflows import Resources, RetryStrategy, SecretEnv
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+
+from hera.workflows import Env, Resources, RetryStrategy, SecretEnv, script
 from hera.workflows.models import Backoff
 
 from geomlops import __version__
+from geomlops.settings import get_settings
+
+if TYPE_CHECKING:
+    # Hera's own type for what its decorator returns: the function, callable as a Task in a DAG
+    from hera.workflows.script import _ScriptDecoratedFunction
+
+_Ins = ParamSpec("_Ins")
+_Out = TypeVar("_Out")
 
 #: the image every geomlops step runs in on a cluster
 IMAGE = f"ghcr.io/geomlops/geomlops:{__version__}"
+#: the geomlops image with Kaniko's executor added (root Dockerfile, target ``builder``)
+BUILDER_IMAGE = f"ghcr.io/geomlops/geomlops-builder:{__version__}"
 
-#: Kubernetes secrets the steps read. Only references are rendered, never values; every key
-#: is optional so one secret can serve both the local-like and the services profile.
+#: environment variable -> (Kubernetes secret, key) it is read from. Only references are
+#: rendered, never values; every key is optional so one secret can serve both the local-like and
+#: the services profile. Order is the manifest's order.
+SECRET_KEYS: dict[str, tuple[str, str]] = {
+    "GEOMLOPS_MLFLOW_TRACKING_URI": ("geomlops-config", "mlflow-tracking-uri"),
+    "GEOMLOPS_MLFLOW_ARTIFACT_ROOT": ("geomlops-config", "mlflow-artifact-root"),
+    "GEOMLOPS_CATALOG_ROOT": ("geomlops-config", "catalog-root"),
+    "GEOMLOPS_DATA_REPO": ("geomlops-config", "data-repo"),
+    "GEOMLOPS_STAC_API_URL": ("geomlops-config", "stac-api-url"),
+    "GEOMLOPS_PROFILE": ("geomlops-config", "profile"),
+    "GEOMLOPS_S3_ENDPOINT_URL": ("geomlops-config", "s3-endpoint-url"),
+    "GEOMLOPS_DASK_SCHEDULER_ADDRESS": ("geomlops-config", "dask-scheduler-address"),
+    "MLFLOW_TRACKING_USERNAME": ("geomlops-mlflow", "username"),
+    "MLFLOW_TRACKING_PASSWORD": ("geomlops-mlflow", "password"),
+    "AWS_ACCESS_KEY_ID": ("geomlops-s3", "access-key-id"),
+    "AWS_SECRET_ACCESS_KEY": ("geomlops-s3", "secret-access-key"),
+    "MLFLOW_S3_ENDPOINT_URL": ("geomlops-s3", "endpoint-url"),
+}
+
+#: the secret references every step's container gets
 SECRET_ENV = [
-    SecretEnv(
-        name="GEOMLOPS_MLFLOW_TRACKING_URI",
-        secret_name="geomlops-config",
-        secret_key="mlflow-tracking-uri",
-        optional=True,
-    ),
-    SecretEnv(
-        name="GEOMLOPS_MLFLOW_ARTIFACT_ROOT",
-        secret_name="geomlops-config",
-        secret_key="mlflow-artifact-root",
-        optional=True,
-    ),
-    SecretEnv(
-        name="GEOMLOPS_CATALOG_ROOT", secret_name="geomlops-config", secret_key="catalog-root", optional=True
-    ),
-    SecretEnv(
-        name="GEOMLOPS_DATA_REPO", secret_name="geomlops-config", secret_key="data-repo", optional=True
-    ),
-    SecretEnv(
-        name="GEOMLOPS_STAC_API_URL", secret_name="geomlops-config", secret_key="stac-api-url", optional=True
-    ),
-    SecretEnv(name="GEOMLOPS_PROFILE", secret_name="geomlops-config", secret_key="profile", optional=True),
-    SecretEnv(
-        name="GEOMLOPS_S3_ENDPOINT_URL",
-        secret_name="geomlops-config",
-        secret_key="s3-endpoint-url",
-        optional=True,
-    ),
-    SecretEnv(
-        name="GEOMLOPS_DASK_SCHEDULER_ADDRESS",
-        secret_name="geomlops-config",
-        secret_key="dask-scheduler-address",
-        optional=True,
-    ),
-    SecretEnv(
-        name="MLFLOW_TRACKING_USERNAME", secret_name="geomlops-mlflow", secret_key="username", optional=True
-    ),
-    SecretEnv(
-        name="MLFLOW_TRACKING_PASSWORD", secret_name="geomlops-mlflow", secret_key="password", optional=True
-    ),
-    SecretEnv(name="AWS_ACCESS_KEY_ID", secret_name="geomlops-s3", secret_key="access-key-id", optional=True),
-    SecretEnv(
-        name="AWS_SECRET_ACCESS_KEY", secret_name="geomlops-s3", secret_key="secret-access-key", optional=True
-    ),
-    SecretEnv(
-        name="MLFLOW_S3_ENDPOINT_URL", secret_name="geomlops-s3", secret_key="endpoint-url", optional=True
-    ),
+    SecretEnv(name=name, secret_name=secret, secret_key=key, optional=True)
+    for name, (secret, key) in SECRET_KEYS.items()
 ]
 
 #: for steps that talk to MLflow, DVC remotes or the catalogue: transient faults pass
@@ -72,5 +61,53 @@ SMALL = Resources(cpu_request="100m", memory_request="256Mi", memory_limit="1Gi"
 #: training and evaluation on imagery
 LARGE = Resources(cpu_request="1", memory_request="2Gi", memory_limit="8Gi")
 
-#: the geomlops image with Kaniko's executor added (root Dockerfile, target ``builder``)
-BUILDER_IMAGE = f"ghcr.io/geomlops/geomlops-builder:{__version__}"
+
+def geomlops_script(
+    *,
+    resources: Resources,
+    retry_strategy: RetryStrategy | None = NETWORK_RETRY,
+    image: str = IMAGE,
+    env: Sequence[Env | SecretEnv] = (),
+    **script_kwargs: Any,
+) -> Callable[[Callable[_Ins, _Out]], _ScriptDecoratedFunction[_Ins, _Out]]:
+    """Hera's ``script`` decorator with what every geomlops template shares.
+
+    The runner constructor (the container calls the function by its import path), the
+    geomlops image and :data:`SECRET_ENV` are always set.
+
+    Args:
+        resources: the step's size (:data:`SMALL`, :data:`LARGE`).
+        retry_strategy: :data:`NETWORK_RETRY` unless given; None for a step that must not be
+            retried blindly.
+        image: the container image; an ``{{inputs.parameters.…}}`` expression for a model's own.
+        env: variables added after :data:`SECRET_ENV`.
+        **script_kwargs: any other ``hera.workflows.Script`` field (``name``, ...).
+
+    Returns:
+        The decorator that turns a function into a script template.
+    """
+    return script(
+        constructor="runner",
+        image=image,
+        resources=resources,
+        retry_strategy=retry_strategy,
+        env=[*SECRET_ENV, *env],
+        **script_kwargs,
+    )
+
+
+def use_tracking() -> None:
+    """Point MLflow (and boto3, s3fs, DVC) at the configured tracking server and S3 endpoint.
+
+    Called at the start of a step's body, in the pod or the local runner.
+    """
+    import os
+
+    import mlflow
+
+    settings = get_settings()
+    # the manifests pass the S3 endpoint as MLFLOW_S3_ENDPOINT_URL, which DVC does not read:
+    # hand it to boto3/s3fs as well (a variable set explicitly wins)
+    for name, value in settings.s3_environment().items():
+        os.environ.setdefault(name, value)
+    mlflow.set_tracking_uri(settings.tracking_uri)

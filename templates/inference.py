@@ -7,19 +7,13 @@ import json
 from pathlib import Path
 from typing import Annotated
 
-from hera.workflows import Parameter, script
+from hera.workflows import Parameter
 
 from geomlops.settings import get_settings
-from templates.common import IMAGE, LARGE, NETWORK_RETRY, SECRET_ENV, SMALL
+from templates.common import IMAGE, LARGE, SMALL, geomlops_script, use_tracking
 
 
-def _tracking() -> None:
-    import mlflow
-
-    mlflow.set_tracking_uri(get_settings().tracking_uri)
-
-
-@script(constructor="runner", image=IMAGE, resources=SMALL, retry_strategy=NETWORK_RETRY, env=SECRET_ENV)
+@geomlops_script(resources=SMALL)
 def plan_blocks(
     model: str,
     model_version: str,
@@ -40,7 +34,7 @@ def plan_blocks(
     from steps.model_spec import fetch_model_spec
     from steps.predictions import resolve_version
 
-    _tracking()
+    use_tracking()
     settings = get_settings()
     lineage = resolve_version(model, model_version)
     spec = fetch_model_spec(model, settings.catalog_href)
@@ -53,13 +47,7 @@ def plan_blocks(
     return json.dumps(list(range(len(plan.groups)))), str(folder), lineage.model_dump_json()
 
 
-@script(
-    constructor="runner",
-    image="{{inputs.parameters.inference_image}}",
-    resources=LARGE,
-    env=SECRET_ENV,
-    retry_strategy=NETWORK_RETRY,
-)
+@geomlops_script(resources=LARGE, image="{{inputs.parameters.inference_image}}")
 def predict_blocks(
     output: str, lineage: str, group: int, halo: int = 16, inference_image: str = IMAGE
 ) -> Annotated[str, Parameter(name="predicted")]:
@@ -67,7 +55,7 @@ def predict_blocks(
     from steps.batch import predict_group
     from steps.predictions import Lineage, read_plan
 
-    _tracking()
+    use_tracking()
     folder = Path(output)
     plan = read_plan(folder)
     version = Lineage.model_validate_json(lineage)
@@ -75,7 +63,7 @@ def predict_blocks(
     return json.dumps(predict_group(uri, plan, list(plan.groups[group]), folder, halo=halo))
 
 
-@script(constructor="runner", image=IMAGE, resources=LARGE, retry_strategy=NETWORK_RETRY, env=SECRET_ENV)
+@geomlops_script(resources=LARGE)
 def publish_predictions(
     output: str, lineage: str, area: str = "aoi"
 ) -> tuple[Annotated[str, Parameter(name="item")], Annotated[str, Parameter(name="features")]]:

@@ -6,14 +6,13 @@ No ``from __future__ import annotations`` here: Hera reads the real annotation o
 import json
 from typing import Annotated
 
-from hera.workflows import Parameter, Suspend, script
+from hera.workflows import Parameter, Suspend
 
 from geomlops.settings import get_settings
-from templates.common import IMAGE, LARGE, NETWORK_RETRY, SECRET_ENV, SMALL
-from templates.training import _use_tracking
+from templates.common import LARGE, SMALL, geomlops_script, use_tracking
 
 
-@script(constructor="runner", image=IMAGE, resources=LARGE, retry_strategy=NETWORK_RETRY, env=SECRET_ENV)
+@geomlops_script(resources=LARGE)
 def evaluate(
     model: str, candidate: str, dataset_path: str = "", dataset_rev: str = ""
 ) -> Annotated[str, Parameter(name="evaluation")]:
@@ -21,7 +20,7 @@ def evaluate(
     from steps.dataset import DatasetRef, materialize_dataset, resolve_dataset
     from steps.promotion_report import evaluate_versions, version_dataset
 
-    _use_tracking()
+    use_tracking()
     settings = get_settings()
     dataset: DatasetRef = (
         resolve_dataset(settings.data_repo_url, dataset_path, dataset_rev or "HEAD")
@@ -32,7 +31,7 @@ def evaluate(
     return evaluate_versions(model, candidate, str(data)).model_dump_json()
 
 
-@script(constructor="runner", image=IMAGE, resources=SMALL, retry_strategy=NETWORK_RETRY, env=SECRET_ENV)
+@geomlops_script(resources=SMALL)
 def report(
     model: str, evaluation: str, primary_metric: str = "", tolerance: str = ""
 ) -> tuple[
@@ -42,10 +41,10 @@ def report(
 ]:
     """Apply the policy and log the comparison report to the candidate's run."""
     from catalog_sync import open_store
-    from steps.model_spec import MODELS
+    from catalog_sync.collections import MODELS
     from steps.promotion_report import Evaluation, promotion_policy, write_comparison_report
 
-    _use_tracking()
+    use_tracking()
     base = open_store(get_settings().catalog_href).get_item(MODELS, model)
     metric, value, source = promotion_policy(base.get("properties") or {}, primary_metric, tolerance)
     done = write_comparison_report(
@@ -83,7 +82,7 @@ approval = Suspend(
 
 
 # no retry: a decision is not retried blindly (a refusal would be recorded once per attempt)
-@script(constructor="runner", image=IMAGE, resources=SMALL, env=SECRET_ENV)
+@geomlops_script(resources=SMALL, retry_strategy=None)
 def promote(
     model: str,
     candidate: str,
@@ -97,7 +96,7 @@ def promote(
     from steps.promotion import decision_json
     from steps.promotion import promote as promote_version
 
-    _use_tracking()
+    use_tracking()
     decision = promote_version(
         model,
         candidate,
@@ -111,21 +110,21 @@ def promote(
     return decision_json(decision)
 
 
-@script(constructor="runner", image=IMAGE, resources=SMALL, retry_strategy=NETWORK_RETRY, env=SECRET_ENV)
+@geomlops_script(resources=SMALL)
 def update_catalogue(model: str) -> Annotated[str, Parameter(name="updated")]:
     """Bring every version item of the model in line with MLflow (aliases, decisions)."""
-    from steps.promotion import refresh_version_items
+    from steps.registry_sync import refresh_version_items
 
-    _use_tracking()
+    use_tracking()
     return json.dumps(refresh_version_items(model, get_settings().catalog_href))
 
 
-@script(constructor="runner", image=IMAGE, resources=SMALL, retry_strategy=NETWORK_RETRY, env=SECRET_ENV)
+@geomlops_script(resources=SMALL)
 def serve(model: str) -> Annotated[str, Parameter(name="manifests")]:
     """Render the serving manifests of the production version; apply them where settings say so."""
     from geomlops.serving.deploy import apply_serving_manifests, write_serving_manifests
 
-    _use_tracking()
+    use_tracking()
     paths = write_serving_manifests(model, "production")
     apply_serving_manifests(paths)
     return json.dumps([str(p) for p in paths])

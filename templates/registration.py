@@ -6,13 +6,14 @@ No ``from __future__ import annotations`` here: Hera reads the real annotation o
 import json
 from typing import Annotated
 
-from hera.workflows import Parameter, script
+from hera.workflows import Parameter
 
 from geomlops.settings import get_settings
-from templates.common import BUILDER_IMAGE, IMAGE, LARGE, NETWORK_RETRY, SECRET_ENV, SMALL
+from templates.common import BUILDER_IMAGE, LARGE, SMALL, geomlops_script, use_tracking
 
 
-@script(constructor="runner", image=IMAGE, resources=SMALL, env=SECRET_ENV)
+# no retry: an offline check has no transient fault to wait out
+@geomlops_script(resources=SMALL, retry_strategy=None)
 def validate_package(
     package: str,
 ) -> tuple[
@@ -27,9 +28,7 @@ def validate_package(
     return report.model_id, report.image, report.model_dump_json()
 
 
-@script(
-    constructor="runner", image=BUILDER_IMAGE, resources=LARGE, retry_strategy=NETWORK_RETRY, env=SECRET_ENV
-)
+@geomlops_script(resources=LARGE, image=BUILDER_IMAGE)
 def build_image(
     package: str, image: str, push: str = "true", cache_repo: str = ""
 ) -> Annotated[str, Parameter(name="build")]:
@@ -39,7 +38,7 @@ def build_image(
     return build(package, image, push=push.lower() == "true", cache_repo=cache_repo).model_dump_json()
 
 
-@script(constructor="runner", image=IMAGE, resources=SMALL, retry_strategy=NETWORK_RETRY, env=SECRET_ENV)
+@geomlops_script(resources=SMALL)
 def catalog_base_item(package: str) -> Annotated[str, Parameter(name="item")]:
     """Write the package's MLM item to the catalogue's models collection (upsert)."""
     from steps.catalog import publish_base_item
@@ -49,14 +48,12 @@ def catalog_base_item(package: str) -> Annotated[str, Parameter(name="item")]:
     return href
 
 
-@script(constructor="runner", image=IMAGE, resources=SMALL, retry_strategy=NETWORK_RETRY, env=SECRET_ENV)
+@geomlops_script(resources=SMALL)
 def register_model(model_id: str, item: str, build: str) -> Annotated[str, Parameter(name="created")]:
     """Create the registered model in MLflow (nothing changes when it already exists)."""
-    import mlflow
-
     from steps.registry import ensure_registered_model
 
-    mlflow.set_tracking_uri(get_settings().tracking_uri)
+    use_tracking()
     image = json.loads(build)
     tags = {"geomlops.stac_item": item, "geomlops.image": image["destination"]}
     if image.get("digest"):

@@ -10,27 +10,14 @@ local runner) calls exactly the function below with the task's input parameters.
 import json
 from typing import Annotated
 
-from hera.workflows import Parameter, script
+from hera.workflows import Parameter
 
 from geomlops.settings import get_settings
 from steps.dataset import DatasetRef
-from templates.common import IMAGE, LARGE, NETWORK_RETRY, SECRET_ENV, SMALL
+from templates.common import IMAGE, LARGE, SMALL, geomlops_script, use_tracking
 
 
-def _use_tracking() -> None:
-    import os
-
-    import mlflow
-
-    settings = get_settings()
-    # the manifests pass the S3 endpoint as MLFLOW_S3_ENDPOINT_URL, which DVC does not read:
-    # hand it to boto3/s3fs as well (a variable set explicitly wins)
-    for name, value in settings.s3_environment().items():
-        os.environ.setdefault(name, value)
-    mlflow.set_tracking_uri(settings.tracking_uri)
-
-
-@script(constructor="runner", image=IMAGE, resources=SMALL, retry_strategy=NETWORK_RETRY, env=SECRET_ENV)
+@geomlops_script(resources=SMALL)
 def fetch_model(
     model: str,
 ) -> tuple[
@@ -45,7 +32,7 @@ def fetch_model(
     return spec.package_uri or "", spec.training_image or IMAGE, spec.model_dump_json()
 
 
-@script(constructor="runner", image=IMAGE, resources=SMALL, retry_strategy=NETWORK_RETRY, env=SECRET_ENV)
+@geomlops_script(resources=SMALL)
 def resolve_dataset(
     dataset_path: str, dataset_rev: str = "HEAD", dataset_repo: str = ""
 ) -> Annotated[DatasetRef, Parameter(name="dataset")]:
@@ -55,12 +42,8 @@ def resolve_dataset(
     return resolve(dataset_repo or get_settings().data_repo_url, dataset_path, dataset_rev or "HEAD")
 
 
-@script(
-    constructor="runner",
-    image="{{inputs.parameters.training_image}}",
-    resources=LARGE,
-    env=SECRET_ENV,
-)
+# no retry: each attempt would start another MLflow run of the whole training
+@geomlops_script(resources=LARGE, retry_strategy=None, image="{{inputs.parameters.training_image}}")
 def train(
     model: str,
     package: str,
@@ -73,7 +56,7 @@ def train(
     from steps.dataset import materialize_dataset
     from steps.training import run_training
 
-    _use_tracking()
+    use_tracking()
     settings = get_settings()
     data = materialize_dataset(dataset, settings.home_dir / "datasets")
     run = run_training(
@@ -92,43 +75,43 @@ def train(
     return run.run_id
 
 
-@script(constructor="runner", image=IMAGE, resources=LARGE, retry_strategy=NETWORK_RETRY, env=SECRET_ENV)
+@geomlops_script(resources=LARGE)
 def evaluate(run_id: str, dataset: DatasetRef) -> Annotated[str, Parameter(name="metrics")]:
     """Evaluate the trained model on the dataset's spatially held-out split."""
     from steps.dataset import materialize_dataset
     from steps.evaluation import evaluate_segmentation
 
-    _use_tracking()
+    use_tracking()
     data = materialize_dataset(dataset, get_settings().home_dir / "datasets")
     report = evaluate_segmentation(run_id, str(data))
     return json.dumps(report.metrics, sort_keys=True)
 
 
-@script(constructor="runner", image=IMAGE, resources=SMALL, retry_strategy=NETWORK_RETRY, env=SECRET_ENV)
+@geomlops_script(resources=SMALL)
 def register(model: str, run_id: str, dataset: DatasetRef) -> Annotated[str, Parameter(name="version")]:
     """Register the run's model as a new version (idempotent on the run id)."""
     from steps.registry import register_model_version
 
-    _use_tracking()
+    use_tracking()
     tags = {"geomlops.dataset": dataset.model_dump_json(), "geomlops.dataset.md5": dataset.md5}
     return register_model_version(model, run_id, tags=tags)
 
 
-@script(constructor="runner", image=IMAGE, resources=SMALL, retry_strategy=NETWORK_RETRY, env=SECRET_ENV)
+@geomlops_script(resources=SMALL)
 def publish(
     model: str, version: str, run_id: str, dataset: DatasetRef
 ) -> Annotated[str, Parameter(name="item")]:
     """Publish the version's STAC item, linked to its run, data and code."""
     from steps.publish import publish_version_item
 
-    _use_tracking()
+    use_tracking()
     return publish_version_item(model, version, run_id, dataset, catalog=get_settings().catalog_href)
 
 
-@script(constructor="runner", image=IMAGE, resources=SMALL, retry_strategy=NETWORK_RETRY, env=SECRET_ENV)
+@geomlops_script(resources=SMALL)
 def retract_unpublished(model: str, workflow_uid: str) -> Annotated[str, Parameter(name="retracted")]:
     """Exit handler: delete versions this run registered but did not publish."""
     from steps.publish import retract_unpublished_versions
 
-    _use_tracking()
+    use_tracking()
     return json.dumps(retract_unpublished_versions(model, workflow_uid, catalog=get_settings().catalog_href))
