@@ -174,7 +174,8 @@ def test_kserve_transformer_in_front_of_an_mlflow_predictor_answers_the_same(
     """The InferenceService's transformer container, with the arguments KServe appends, in front
     of MLServer's MLflow runtime (KServe's predictor for the ``mlflow`` format on V2)."""
     from geomlops.serving.deploy import resolve_served_model
-    from geomlops.serving.local import REPO, mlserver_env
+    from geomlops.serving.isolated_env import own_packages_path
+    from geomlops.serving.local import mlserver_env
     from geomlops.serving.manifests import kserve
     from geomlops.settings import Settings
 
@@ -206,7 +207,11 @@ def test_kserve_transformer_in_front_of_an_mlflow_predictor_answers_the_same(
             }
         )
     )
-    env = {**work["env"], "PYTHONPATH": str(REPO), "GEOMLOPS_SERVING_MAX_IMAGE_BYTES": str(LIMIT)}
+    env = {
+        **work["env"],
+        "PYTHONPATH": str(own_packages_path()),
+        "GEOMLOPS_SERVING_MAX_IMAGE_BYTES": str(LIMIT),
+    }
     env |= {e["name"]: e["value"] for e in container["env"]}
     python, *rest = container["command"]
     transformer = [str(env_dir / "bin" / python), *rest]
