@@ -193,3 +193,23 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """Read the settings from the environment (a new object each call: the env may change)."""
     return Settings()
+
+
+def use_tracking(settings: Settings | None = None) -> Settings:
+    """Point MLflow (and boto3, s3fs, DVC) at the configured tracking server and S3 endpoint.
+
+    Called at the start of every step body that talks to MLflow or S3 (in a pod or the local
+    runner) and by CLI commands that do. A variable already set in the environment wins.
+
+    Returns:
+        The settings used.
+    """
+    import mlflow
+
+    settings = settings or get_settings()
+    # the manifests pass the S3 endpoint as MLFLOW_S3_ENDPOINT_URL, which DVC does not read:
+    # hand it to boto3/s3fs as well (a variable set explicitly wins)
+    for name, value in settings.s3_environment().items():
+        os.environ.setdefault(name, value)
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    return settings

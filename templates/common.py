@@ -12,7 +12,6 @@ from hera.workflows import Env, Resources, RetryStrategy, SecretEnv, script
 from hera.workflows.models import Backoff
 
 from geomlops import __version__
-from geomlops.settings import get_settings
 
 if TYPE_CHECKING:
     # Hera's own type for what its decorator returns: the function, callable as a Task in a DAG
@@ -94,20 +93,3 @@ def geomlops_script(
         env=[*SECRET_ENV, *env],
         **script_kwargs,
     )
-
-
-def use_tracking() -> None:
-    """Point MLflow (and boto3, s3fs, DVC) at the configured tracking server and S3 endpoint.
-
-    Called at the start of a step's body, in the pod or the local runner.
-    """
-    import os
-
-    import mlflow
-
-    settings = get_settings()
-    # the manifests pass the S3 endpoint as MLFLOW_S3_ENDPOINT_URL, which DVC does not read:
-    # hand it to boto3/s3fs as well (a variable set explicitly wins)
-    for name, value in settings.s3_environment().items():
-        os.environ.setdefault(name, value)
-    mlflow.set_tracking_uri(settings.tracking_uri)

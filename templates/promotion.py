@@ -8,8 +8,8 @@ from typing import Annotated
 
 from hera.workflows import Parameter, Suspend
 
-from geomlops.settings import get_settings
-from templates.common import LARGE, SMALL, geomlops_script, use_tracking
+from geomlops.settings import get_settings, use_tracking
+from templates.common import LARGE, SMALL, geomlops_script
 
 
 @geomlops_script(resources=LARGE)

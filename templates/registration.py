@@ -8,8 +8,8 @@ from typing import Annotated
 
 from hera.workflows import Parameter
 
-from geomlops.settings import get_settings
-from templates.common import BUILDER_IMAGE, LARGE, SMALL, geomlops_script, use_tracking
+from geomlops.settings import get_settings, use_tracking
+from templates.common import BUILDER_IMAGE, LARGE, SMALL, geomlops_script
 
 
 # no retry: an offline check has no transient fault to wait out

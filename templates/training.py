@@ -12,9 +12,9 @@ from typing import Annotated
 
 from hera.workflows import Parameter
 
-from geomlops.settings import get_settings
+from geomlops.settings import get_settings, use_tracking
 from steps.dataset import DatasetRef
-from templates.common import IMAGE, LARGE, SMALL, geomlops_script, use_tracking
+from templates.common import IMAGE, LARGE, SMALL, geomlops_script
 
 
 @geomlops_script(resources=SMALL)

@@ -11,7 +11,7 @@ import click
 
 from geomlops.cli._tools import fail_cleanly
 from geomlops.errors import ParameterError
-from geomlops.settings import get_settings
+from geomlops.settings import get_settings, use_tracking
 
 #: exit statuses of ``catalog validate``
 EXIT_VALID, EXIT_INVALID, EXIT_INCOMPLETE = 0, 1, 3
@@ -201,13 +201,10 @@ def sync(dry_run: bool) -> None:
     Creates the items of versions that have none, rewrites those whose aliases or tags moved,
     and reports versions and items that exist on one side only. A second run has nothing to do.
     """
-    import mlflow
-
     from catalog_sync import open_store
     from steps.registry_sync import sync_registry
 
-    settings = get_settings()
-    mlflow.set_tracking_uri(settings.tracking_uri)
+    settings = use_tracking()
     report = sync_registry(open_store(settings.catalog_href), dry_run=dry_run)
     for line in report.lines():
         click.echo(line)

@@ -11,7 +11,7 @@ import json
 import click
 
 from geomlops.cli._tools import fail_cleanly
-from geomlops.settings import get_settings
+from geomlops.settings import get_settings, use_tracking
 
 
 @click.group()
@@ -23,12 +23,6 @@ def promote() -> None:
       geomlops run promotion -p model=MODEL -p candidate=VERSION
       geomlops run --resume RUN_ID --approve NAME --reason WHY [--override]
     """
-
-
-def _use_tracking() -> None:
-    import mlflow
-
-    mlflow.set_tracking_uri(get_settings().tracking_uri)
 
 
 @promote.command()
@@ -44,7 +38,7 @@ def rollback(model: str, approver: str, reason: str) -> None:
     """
     from steps.promotion import rollback as roll_back
 
-    _use_tracking()
+    use_tracking()
     decision = roll_back(model, approver=approver, reason=reason, catalog=get_settings().catalog_href)
     click.echo(f"{decision.summary} (by {decision.approver}: {decision.reason})")
 
@@ -57,7 +51,7 @@ def status(model: str, as_json: bool) -> None:
     """Show MODEL's production and previous versions and every recorded decision."""
     from steps.promotion import promotion_status
 
-    _use_tracking()
+    use_tracking()
     state = promotion_status(model)
     if as_json:
         click.echo(json.dumps(state.model_dump(), indent=2))

@@ -134,3 +134,13 @@ def test_values_files_parse_and_hold_no_credentials() -> None:
 
     for path in files:
         walk(yaml.safe_load(path.read_text()), path.name)
+
+
+def test_the_installed_secrets_hold_every_key_the_templates_reference() -> None:
+    from geomlops.cli.install import SECRETS
+    from templates.common import SECRET_KEYS
+
+    referenced = {(secret, key) for secret, key in SECRET_KEYS.values()}
+    # the model servers' secret is read by Seldon/KServe, not by the step templates
+    installed = {(s, key) for s, keys in SECRETS.items() if s != "geomlops-serving-s3" for key in keys}
+    assert referenced == installed
