@@ -1,3 +1,3 @@
 """geomlops: the ML lifecycle of a humanitarian geospatial platform, as workflows-as-code."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

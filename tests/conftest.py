@@ -84,7 +84,7 @@ class _Argo(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         self._record()
-        self._answer(200, {"metadata": {"name": "geomlops-training-0-1-0", "resourceVersion": "41"}})
+        self._answer(200, {"metadata": {"name": "geomlops-training-0-2-0", "resourceVersion": "41"}})
 
     def do_PUT(self) -> None:
         entry = self._record()

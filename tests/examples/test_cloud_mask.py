@@ -156,7 +156,11 @@ def test_mlproject_declares_typed_entry_points() -> None:
 def test_dockerfile_builds_on_the_geomlops_image() -> None:
     text = (PACKAGE / "Dockerfile").read_text()
     lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
-    assert lines[0] == "ARG GEOMLOPS_IMAGE=ghcr.io/geomlops/geomlops:0.1.0"
+    from geomlops import __version__
+
+    assert (
+        lines[0] == f"ARG GEOMLOPS_IMAGE=ghcr.io/geomlops/geomlops:{__version__}"
+    )  # the release it runs with
     assert lines[1] == "FROM ${GEOMLOPS_IMAGE}"
     assert any(line.startswith("COPY . ") for line in lines)
     assert any(line.startswith("WORKDIR ") for line in lines)

@@ -103,14 +103,14 @@ def test_submit_installs_or_updates_the_template_then_submits(
     methods = [(s["method"], s["path"]) for s in argo_requests]
     assert methods == [
         ("POST", "/api/v1/workflow-templates/mapping"),
-        ("GET", "/api/v1/workflow-templates/mapping/geomlops-training-0-1-0"),
-        ("PUT", "/api/v1/workflow-templates/mapping/geomlops-training-0-1-0"),
+        ("GET", "/api/v1/workflow-templates/mapping/geomlops-training-0-2-0"),
+        ("PUT", "/api/v1/workflow-templates/mapping/geomlops-training-0-2-0"),
         ("POST", "/api/v1/workflows/mapping/submit"),
     ]
     assert all(s["auth"] == "Bearer s3cr3t-token" for s in argo_requests)
     assert argo_requests[2]["body"]["template"]["metadata"]["resourceVersion"] == "41"
     submitted = argo_requests[3]["body"]
-    assert submitted["resourceName"] == "geomlops-training-0-1-0"
+    assert submitted["resourceName"] == "geomlops-training-0-2-0"
     assert submitted["submitOptions"]["parameters"] == ["model=cloud-mask", "dataset_path=d"]
     assert "geomlops-training-abcde" in result.output
 
