@@ -1,8 +1,11 @@
 """What a finished node hands to the tasks after it: ``{{tasks.T.*}}`` / ``{{steps.S.*}}``.
 
 A fan-out (``withItems``/``withParam``) aggregates its children's outputs the way Argo
-does: ``outputs.result`` and ``outputs.parameters`` become JSON lists over the children
-that succeeded, and ``outputs.parameters.P`` the JSON list of every child's ``P``.
+does (``processAggregateNodeOutputs`` in Argo's ``workflow/controller/operator.go``):
+``outputs.result`` and ``outputs.parameters`` become JSON lists over the children that
+succeeded, and ``outputs.parameters.P`` the JSON list of every child's ``P``: a list of
+strings (``["0","1"]``), unless every value is a JSON list or object, which are then nested
+as they are (Argo's ``aggregatedJSONValueList``).
 """
 
 from __future__ import annotations
@@ -90,8 +93,17 @@ def _aggregate(prefix: str, children: list[Outcome]) -> dict[str, str]:
         f"{prefix}.outputs.parameters": _json(params),
     }
     for key, values in per_name.items():
-        try:
-            scope[f"{prefix}.outputs.parameters.{key}"] = _json([json.loads(v) for v in values])
-        except ValueError:
-            scope[f"{prefix}.outputs.parameters.{key}"] = _json(values)
+        scope[f"{prefix}.outputs.parameters.{key}"] = _json(_value_list(values))
     return scope
+
+
+def _value_list(values: list[str]) -> list[Any]:
+    """Return the values as Argo aggregates them: parsed only if each is a JSON list or object.
+
+    A number, boolean or plain string anywhere keeps the whole list as strings, so ``0`` and
+    ``1`` give ``["0","1"]``, never ``[0,1]``.
+    """
+    parsed = [_parsed(v) for v in values]
+    if all(isinstance(p, list | dict) for p in parsed):
+        return parsed
+    return list(values)
