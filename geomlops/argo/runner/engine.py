@@ -254,14 +254,15 @@ class Engine:
         attempt_no = 0
         while not self.aborted.is_set():
             attempt_no += 1
+            ran = len(node.attempts)
             outcome_phase, message = self._attempt(node, template, scope, attempt_no, policy)
+            if len(node.attempts) == ran:  # as in Argo, a template that cannot be resolved errors, unretried
+                return self.close(node, outcome_phase, message)
             if outcome_phase == SUCCEEDED:
                 self.reporter.succeeded(name, time.monotonic() - first)
                 self.export_globals(template, node.outputs)
                 return self.close(node, SUCCEEDED, "")
-            delay = (
-                None if outcome_phase == ERROR else policy.next_delay(attempt_no, time.monotonic() - first)
-            )
+            delay = policy.next_delay(attempt_no, time.monotonic() - first, outcome_phase, message)
             self.reporter.failed(name, attempt_no, policy.attempts or 0, message, delay)
             if delay is None:
                 return self.close(node, outcome_phase, message)

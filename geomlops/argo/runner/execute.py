@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
-from .model import FAILED, SUCCEEDED
+from .model import ERROR, FAILED, SUCCEEDED
 from .substitute import to_argo_string
 
 RESULT_LIMIT = 256 * 1024  # Argo keeps the last 256 kB of stdout as outputs.result
@@ -203,7 +203,8 @@ def run_process(
             )
         except OSError as err:
             handle.write(f"cannot start {argv[0]!r}: {err}\n")
-            return PodResult(FAILED, message=f"cannot start {argv[0]!r}: {err.strerror or err}")
+            # Argo: a pod whose main container cannot start is an Error, not a Failure
+            return PodResult(ERROR, message=f"cannot start {argv[0]!r}: {err.strerror or err}")
         registry.add(proc)
         sink = _LogSink(handle, secrets)
         assert proc.stdout is not None and proc.stderr is not None

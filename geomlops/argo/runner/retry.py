@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from .model import ERROR, FAILED
 
 _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 _PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
@@ -73,13 +76,33 @@ class RetryPolicy:
         """The most attempts there can be (``None`` when only maxDuration bounds them)."""
         return None if self.limit is None else self.limit + 1
 
-    def next_delay(self, attempt: int, elapsed: float) -> float | None:
-        """Seconds to wait before retrying after failed ``attempt`` (1-based); None: stop.
+    def retries(self, phase: str, message: str = "") -> bool:
+        """Whether the policy retries an attempt that ended in ``phase`` with ``message``.
 
-        Locally a failure and an error are alike, so ``Always``, ``OnFailure`` and ``OnError``
-        all retry; ``OnTransientError`` never does (a process exit is not transient).
+        As Argo's ``processNodeRetries`` decides: ``Always`` retries failures and errors,
+        ``OnFailure`` only failures (a non-zero exit, a deadline), ``OnError`` only errors
+        (the process could not start), and
+        ``OnTransientError`` only a failure or error whose message is transient; a process's
+        message is not, unless it matches the ``TRANSIENT_ERROR_PATTERN`` regular expression
+        (Argo's ``util/errors``).
         """
+        if self.policy == "Always":
+            return phase in (FAILED, ERROR)
+        if self.policy == "OnError":
+            return phase == ERROR
         if self.policy == "OnTransientError":
+            pattern = os.environ.get("TRANSIENT_ERROR_PATTERN")
+            return phase in (FAILED, ERROR) and bool(pattern) and re.search(str(pattern), message) is not None
+        return phase == FAILED
+
+    def next_delay(
+        self, attempt: int, elapsed: float, phase: str = FAILED, message: str = ""
+    ) -> float | None:
+        """Seconds to wait before retrying ``attempt`` (1-based) that ended in ``phase``; None: stop.
+
+        ``message`` is what the attempt said (for ``OnTransientError``, see :meth:`retries`).
+        """
+        if not self.retries(phase, message):
             return None
         if self.limit is not None and attempt > self.limit:
             return None

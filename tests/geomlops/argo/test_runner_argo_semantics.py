@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 from runner_fixtures.build import dag, script, task, workflow
 
 from geomlops.argo.runner import LocalRunner
@@ -42,3 +43,36 @@ def test_fan_out_aggregates_output_parameters_as_json_strings(tmp_path: Path) ->
     nodes = make_runner(tmp_path).show(summary.run_id).nodes
     assert nodes["g"].result == '["0","1"]'
     assert nodes["h"].result == '[{"a":1},[2]]'
+
+
+FAIL_ONCE_MORE = """
+    import pathlib, sys
+    p = pathlib.Path("{{inputs.parameters.dir}}") / "attempts"
+    p.write_text(p.read_text() + "x" if p.exists() else "x")
+    sys.exit(1)
+"""
+
+
+@pytest.mark.parametrize(
+    ("policy", "exit_attempts", "no_start_attempts"),
+    [("OnError", 1, 3), ("OnFailure", 3, 1), ("Always", 3, 3), ("OnTransientError", 1, 1)],
+)
+def test_retry_policy_tells_failures_from_errors(
+    tmp_path: Path, policy: str, exit_attempts: int, no_start_attempts: int
+) -> None:
+    # Argo's processNodeRetries: OnError retries Error nodes only, OnFailure Failed nodes only
+    retry = {"limit": 2, "retryPolicy": policy}
+    exits = script("exits", FAIL_ONCE_MORE, inputs=["dir"], retryStrategy=retry)
+    missing = script("missing", "print('never')", retryStrategy=retry)
+    missing["script"]["command"] = [str(tmp_path / "no-such-interpreter")]
+    main = dag("main", [task("exits", "exits", args={"dir": str(tmp_path)}), task("missing", "missing")])
+    main["dag"]["failFast"] = False
+
+    summary = make_runner(tmp_path).run(workflow([main, exits, missing]), {})
+
+    assert summary.status == "Failed"
+    nodes = make_runner(tmp_path).show(summary.run_id).nodes
+    assert (nodes["exits"].status, len(nodes["exits"].attempts)) == ("Failed", exit_attempts)
+    assert (tmp_path / "attempts").read_text() == "x" * exit_attempts
+    assert (nodes["missing"].status, len(nodes["missing"].attempts)) == ("Error", no_start_attempts)
+    assert "cannot start" in nodes["missing"].message
