@@ -48,6 +48,7 @@ from .workflow import Workflow
 
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,200}")
 _LOG_TAIL = 20
+_SCHEDULED_TIME = "workflows.argoproj.io/scheduled-time"
 
 
 class LocalRunner:
@@ -312,6 +313,13 @@ def _global_scope(workflow: Workflow, state: RunState, params: Mapping[str, str]
         "workflow.labels.json": json.dumps(labels, separators=(",", ":")),
         "workflow.annotations.json": json.dumps(annotations, separators=(",", ":")),
     }
+    scheduled = annotations.get(_SCHEDULED_TIME)
+    if scheduled is None and workflow.kind == "CronWorkflow":
+        # Argo's cron controller annotates each run with its scheduled time (RFC 3339); a run
+        # submitted by hand from a CronWorkflow gets the time it was submitted (common/convert.go)
+        scheduled = state.started.split(".")[0] + "Z"
+    # elsewhere Argo leaves the tag as it is (util/variables/keys/runtime.go), it does not fail
+    scope["workflow.scheduledTime"] = scheduled or "{{workflow.scheduledTime}}"
     scope.update({f"workflow.parameters.{k}": v for k, v in params.items()})
     scope.update({f"workflow.labels.{k}": v for k, v in labels.items()})
     scope.update({f"workflow.annotations.{k}": v for k, v in annotations.items()})

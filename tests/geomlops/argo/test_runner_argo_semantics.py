@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -76,3 +77,28 @@ def test_retry_policy_tells_failures_from_errors(
     assert (tmp_path / "attempts").read_text() == "x" * exit_attempts
     assert (nodes["missing"].status, len(nodes["missing"].attempts)) == ("Error", no_start_attempts)
     assert "cannot start" in nodes["missing"].message
+
+
+def test_cron_workflow_run_has_its_scheduled_time(tmp_path: Path) -> None:
+    # Argo sets workflow.scheduledTime from the cron run's scheduled-time annotation (RFC 3339)
+    show = script("show", "print('{{workflow.scheduledTime}}')")
+    spec = workflow([show], entrypoint="show")["spec"]
+    cron = {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "CronWorkflow",
+        "metadata": {"name": "nightly"},
+        "spec": {"schedule": "0 2 * * *", "workflowSpec": spec},
+    }
+    annotated = workflow([show], entrypoint="show")
+    annotated["metadata"]["annotations"] = {"workflows.argoproj.io/scheduled-time": "2024-05-01T02:00:00Z"}
+    runner = make_runner(tmp_path)
+
+    from_cron = runner.run(cron, {})
+    from_annotation = runner.run(annotated, {})
+
+    assert from_cron.status == "Succeeded", from_cron.message
+    scheduled = runner.show(from_cron.run_id).nodes["show"].result or ""
+    assert datetime.strptime(scheduled, "%Y-%m-%dT%H:%M:%SZ")
+    assert from_cron.started is not None
+    assert scheduled == from_cron.started.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert runner.show(from_annotation.run_id).nodes["show"].result == "2024-05-01T02:00:00Z"
