@@ -13,7 +13,7 @@ SCHEMA_DIR ?= $(abspath ../shared/schemas)
 
 help:
 	@echo "make demo    train the example model end to end (local runner, MLflow on SQLite, static STAC)"
-	@echo "make test    ruff + mypy + pytest"
+	@echo "make test    ruff + import layers + mypy + pytest"
 	@echo "make golden  regenerate the committed golden YAML (review the diff!)"
 
 $(UV):

@@ -1,7 +1,8 @@
 """Writing files and folders so that no reader ever sees them half-written.
 
-Everything geomlops writes that someone else may read while it is being written (run state,
-catalogue items, predictions, manifests, cached environments) goes through :func:`atomic_path`:
+What geomlops writes for others to read while it may still be writing (run state, catalogue
+items, predictions and their rasters, serving manifests, the DVC data cache, S3 snapshots, the
+links to its own packages) goes through :func:`atomic_path`:
 the content is written under a hidden temporary name beside the target, in the same folder (so
 the final rename never crosses a file system), and renamed onto the target only when complete.
 On any error the temporary file or folder is removed and the target is left as it was.

@@ -1,8 +1,9 @@
 """JSON schemas kept offline, stored by the URL they are published at, and JSON paths of faults.
 
-A schema folder holds each schema at ``<folder>/<host>/<path>`` of its URL (as
-``../shared/schemas`` does in a checkout, or ``GEOMLOPS_SCHEMA_DIR`` on a user's machine), so
-validation never needs the network. Used by the catalogue's item validation and by Argo lint.
+A schema folder holds each schema at ``<folder>/<host>/<path>`` of its URL (the folder
+``GEOMLOPS_SCHEMA_DIR`` names; the tests use the shared one beside the checkout), so validation
+never needs the network. :func:`schema_path` serves the catalogue's item validation;
+:func:`json_path` names a fault's place for it and for Argo lint.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""What every geomlops script template shares: image, secrets, resources, retries, tracking.
+"""What every geomlops script template shares: image, secret references, resources, retries.
 
 Each template states only what differs from :func:`geomlops_script`'s defaults.
 """

@@ -129,7 +129,7 @@ def s3_environment(config: DevConfig) -> dict[str, str]:
 
 
 def s3_service(config: DevConfig) -> Service:
-    """moto's S3 server with both buckets; its objects outlive restarts (see _s3store)."""
+    """moto's S3 server with both buckets; its objects outlive restarts (see geomlops.devstack.s3store)."""
     snapshot = config.dev_dir / "s3-snapshot"
 
     def after_start() -> str:

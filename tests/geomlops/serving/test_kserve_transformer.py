@@ -1,5 +1,5 @@
 """The KServe transformer's entry point refuses missing arguments and variables by name (the
-working path runs in tests/pipelines/test_serve.py, in the MLServer environment)."""
+working path runs in tests/geomlops/serving/test_serve.py, in the MLServer environment)."""
 
 from __future__ import annotations
 
