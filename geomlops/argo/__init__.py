@@ -1,5 +1,5 @@
-"""The Argo engine: the local runner, lint and submit.
+"""The Argo engine: the local runner, lint, submit, and the DAG checker they share (``dag``).
 
-Knows Argo Workflows manifests and nothing of geomlops' domain: a rule it needs (who may
-approve a gate, where a ``templateRef`` points) is passed in by the caller.
+Knows Argo Workflows manifests and no rule of geomlops' domain: a rule it needs (what is a
+valid approver, where a ``templateRef`` points) is passed in by the caller.
 """

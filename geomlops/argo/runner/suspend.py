@@ -4,8 +4,9 @@ A ``suspend`` with a ``duration`` waits and goes on. Without one it is an approv
 an approval given to the runner up front passes it (who, why and when go in the node's
 state); with ``interactive`` the runner asks at the terminal; otherwise the node, and the
 run, stop as ``Suspended`` until ``resume`` is called with an approval. Output parameters
-with ``valueFrom.supplied`` named ``approver``, ``reason`` or ``approved_at`` receive the
-approval's fields; others take their ``default`` (or first ``enum`` value).
+with ``valueFrom.supplied`` named ``approver`` (or ``approved_by``), ``reason``,
+``approved_at`` or ``override`` receive the approval's fields; others take their ``default``
+(or first ``enum`` value).
 """
 
 from __future__ import annotations
