@@ -100,8 +100,10 @@ def _check_dag(
     graph = dag_dependencies(template)
     tname = template["name"]
     target = str((template.get("dag") or {}).get("target") or "")
+    checker.check(target, f"dag.target of template {tname!r}")
     for name in target.replace(",", " ").split():
-        if name not in graph:
+        # as Argo's validateDAGTargets: a parameter is checked once substituted, at run time
+        if name not in graph and "{{" not in name:
             raise ManifestError(f"dag.target of template {tname!r} names unknown task {name!r}")
     for task in template["dag"].get("tasks") or []:
         where = f"task {task['name']!r} of template {tname!r}"

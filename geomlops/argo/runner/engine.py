@@ -95,6 +95,8 @@ class Engine:
         self._globals = dict(globals_)
         self._lock = threading.Lock()
         self._started = time.monotonic()
+        #: what the entrypoint's node said when it ended (the root DAG's node is not recorded)
+        self.root_message = ""
 
     # --- workflow ---------------------------------------------------------------------
 
@@ -103,6 +105,7 @@ class Engine:
         entry = self.workflow.template(None, self.workflow.entrypoint)
         root = "" if template_type(entry) in ("dag", "steps") else self.workflow.entrypoint
         main = self._invoke_with_params(root, entry)
+        self.root_message = main.message
         phase = main.phase
         on_exit = self.workflow.spec.get("onExit")
         if phase == SUSPENDED or not on_exit:

@@ -48,6 +48,7 @@ from .workflow import Workflow
 
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,200}")
 _LOG_TAIL = 20
+_NO_TASK_FAILED = "workflow failed"
 _SCHEDULED_TIME = "workflows.argoproj.io/scheduled-time"
 
 
@@ -255,7 +256,10 @@ class LocalRunner:
             store.finish(FAILED, f"{why}; resume with run id {state.run_id}")
             raise
         status = FAILED if phase == ERROR else phase
-        final = store.finish(status, _message(status, store.nodes(), run_dir))
+        message = _message(status, store.nodes(), run_dir)
+        if message == _NO_TASK_FAILED and engine.root_message:
+            message = f"{message}: {engine.root_message}"
+        final = store.finish(status, message)
         mark = {SUCCEEDED: "✓", SUSPENDED: "⏸"}.get(status, "✗")
         first = final.message.splitlines()[0] if final.message else ""
         self.reporter.line(
@@ -340,7 +344,7 @@ def _message(status: str, nodes: Mapping[str, NodeState], run_dir: Path) -> str:
         n for n in nodes.values() if n.status in FAILED_PHASES and n.type in ("Pod", "Error", "Suspend")
     ]
     if not failed:
-        return "workflow failed"
+        return _NO_TASK_FAILED
     first = min(failed, key=lambda n: n.finished or "")
     message = f"task {first.name!r} (template {first.template!r}) failed: {first.message}"
     if first.attempts and len(first.attempts) > 1:

@@ -3,13 +3,12 @@
 A DAG launches each task once its dependencies are done and its ``depends`` holds (else
 the task is Omitted); with ``failFast`` (the default) nothing new starts once the DAG is
 known to fail. Its phase comes from its target tasks (the leaves, or ``dag.target``); an
-omitted target inherits a failure of its branch. Steps run group by group. A fan-out runs
-its items on a bounded pool and is named ``task(0:value)``, ``task(1:value)``... as in Argo.
+omitted target inherits a failure of its branch. Steps run group by group. Fan-outs and the
+threads nodes run on are in :mod:`.fanout`.
 """
 
 from __future__ import annotations
 
-import json
 import queue
 import threading
 from collections.abc import Callable, Mapping
@@ -18,6 +17,7 @@ from typing import Any
 from geomlops.argo.dag import Depends, ancestors, dag_dependencies, evaluate_depends
 
 from .context import RunContext
+from .fanout import run_parallel, run_task, spawn
 from .model import (
     ERROR,
     FAILED,
@@ -31,9 +31,10 @@ from .model import (
     now_iso,
 )
 from .outcome import Outcome, node_scope
-from .substitute import UnresolvedVariableError, substitute, substitute_all, to_argo_string
+from .substitute import UnresolvedVariableError, substitute, to_argo_string
 
-_LOOP_KEYS = ("withItems", "withParam", "withSequence")
+#: Argo's message for a template whose ``failFast`` stopped it (``checkParallelism``).
+FAIL_FAST_MESSAGE = "template has failed or errored children and failFast enabled"
 
 
 def _continues_on(call: Mapping[str, Any], phase: str) -> bool:
@@ -51,15 +52,26 @@ def run_container(
     inputs: dict[str, str],
     scope: dict[str, str],
 ) -> Outcome:
-    """Run a DAG or steps template as node ``name`` (``""`` for the workflow's root)."""
+    """Run a DAG or steps template as node ``name`` (``""`` for the workflow's root).
+
+    With ``failFast: true`` on the template (Argo's ``Template.IsFailFast``: off unless set),
+    once one of its children fails or errors no other child starts, and the template fails
+    with Argo's message once those running have finished.
+    """
     kind = "DAG" if "dag" in template else "Steps"
     node = NodeState(name, str(template["name"]), kind, RUNNING, now_iso(), inputs=inputs)
     engine.store.put(node)
-    if kind == "DAG":
-        phase, local = _run_dag(engine, name, source, template, scope)
-    else:
-        phase, local = _run_steps(engine, name, source, template, scope)
-    message = "" if phase == SUCCEEDED else f"{kind.lower()} {phase.lower()}"
+    stop = threading.Event() if template.get("failFast") is True else None
+    try:
+        if kind == "DAG":
+            phase, local = _run_dag(engine, name, source, template, scope, stop)
+        else:
+            phase, local = _run_steps(engine, name, source, template, scope, stop)
+        message = "" if phase == SUCCEEDED else f"{kind.lower()} {phase.lower()}"
+    except (UnresolvedVariableError, ValueError) as err:
+        phase, local, message = ERROR, {}, f"template {template['name']!r}: {err}"
+    if stop is not None and stop.is_set():
+        phase, message = FAILED, FAIL_FAST_MESSAGE
     if phase == SUCCEEDED:
         try:
             node.outputs = _container_outputs(template, {**scope, **local})
@@ -71,6 +83,22 @@ def run_container(
         node.finished = now_iso()
     engine.store.put(node)
     return Outcome(name, phase, dict(node.outputs), None, message, None, node.started, node.finished)
+
+
+def dag_targets(template: Mapping[str, Any], scope: Mapping[str, str]) -> list[str]:
+    """Return the names in ``dag.target`` after substitution (as Argo splits it, on spaces).
+
+    Raises:
+        ValueError: a target names no task of the DAG.
+        UnresolvedVariableError: a variable in it has no value.
+    """
+    dag = template["dag"]
+    names = {str(t["name"]) for t in dag.get("tasks") or []}
+    targets = substitute(to_argo_string(dag.get("target") or ""), scope).replace(",", " ").split()
+    for target in targets:
+        if target not in names:
+            raise ValueError(f"dag.target: target {target!r} is not defined")
+    return targets
 
 
 def _container_outputs(template: Mapping[str, Any], scope: Mapping[str, str]) -> dict[str, str]:
@@ -100,12 +128,17 @@ def _child(prefix: str, name: str) -> str:
 
 
 def _run_dag(
-    engine: RunContext, prefix: str, source: str | None, template: dict[str, Any], scope: dict[str, str]
+    engine: RunContext,
+    prefix: str,
+    source: str | None,
+    template: dict[str, Any],
+    scope: dict[str, str],
+    stop: threading.Event | None,
 ) -> tuple[str, dict[str, str]]:
     dag = template["dag"]
     tasks = {str(t["name"]): t for t in dag.get("tasks") or []}
     graph = dag_dependencies(template)
-    targets = str(dag.get("target") or "").replace(",", " ").split()
+    targets = dag_targets(template, scope)
     if targets:
         wanted = set(targets).union(*(ancestors(graph, t) for t in targets))
     else:
@@ -126,10 +159,10 @@ def _run_dag(
         child = _child(prefix, task_name)
 
         def work() -> Outcome:
-            return run_task(engine, child, source, tasks[task_name], task_scope, parallelism)
+            return run_task(engine, child, source, tasks[task_name], task_scope, parallelism, stop)
 
         running.add(task_name)
-        _spawn(engine, child, work, lambda outcome: done.put((task_name, outcome)))
+        spawn(engine, child, work, lambda outcome: done.put((task_name, outcome)))
 
     while True:
         progressed = True
@@ -158,6 +191,10 @@ def _run_dag(
         running.discard(task_name)
         outcomes[task_name] = outcome
         local.update(node_scope("tasks", task_name, outcome))
+        if stop is not None and outcome.phase in FAILED_PHASES:
+            stop.set()
+        if stop is not None and stop.is_set():
+            stopped = True
         if fail_fast and _assess(targets, outcomes, tasks, graph) in FAILED_PHASES:
             stopped = True
     phase = _assess(targets, outcomes, tasks, graph)
@@ -221,7 +258,12 @@ def _assess(
 
 
 def _run_steps(
-    engine: RunContext, prefix: str, source: str | None, template: dict[str, Any], scope: dict[str, str]
+    engine: RunContext,
+    prefix: str,
+    source: str | None,
+    template: dict[str, Any],
+    scope: dict[str, str],
+    stop: threading.Event | None,
 ) -> tuple[str, dict[str, str]]:
     local: dict[str, str] = {}
     groups = [g if isinstance(g, list) else [g] for g in template.get("steps") or []]
@@ -231,61 +273,19 @@ def _run_steps(
         jobs = []
         for step in group:
             child = f"{prefix}[{index}].{step['name']}"
-            jobs.append((child, _task_job(engine, child, source, step, step_scope, limit)))
-        outcomes = run_parallel(engine, jobs, limit or len(jobs))
-        for step, outcome in zip(group, outcomes, strict=True):
+            jobs.append((child, _task_job(engine, child, source, step, step_scope, limit, stop)))
+        results = run_parallel(engine, jobs, limit or len(jobs), stop)
+        ran = [(step, o) for step, o in zip(group, results, strict=True) if o is not None]
+        for step, outcome in ran:
             local.update(node_scope("steps", str(step["name"]), outcome))
-        for step, outcome in zip(group, outcomes, strict=True):
+        if stop is not None and stop.is_set():
+            return FAILED, local
+        for step, outcome in ran:
             if outcome.phase in FAILED_PHASES and not _continues_on(step, outcome.phase):
                 return outcome.phase, local
-        if any(o.phase == SUSPENDED for o in outcomes):
+        if any(o.phase == SUSPENDED for _, o in ran):
             return SUSPENDED, local
     return SUCCEEDED, local
-
-
-# --- fan-out -------------------------------------------------------------------------------
-
-
-def run_task(
-    engine: RunContext,
-    name: str,
-    source: str | None,
-    call: Mapping[str, Any],
-    scope: Mapping[str, str],
-    limit: int = 0,
-) -> Outcome:
-    """Run a DAG task or step, expanding ``withItems``/``withParam``/``withSequence``."""
-    if not any(key in call for key in _LOOP_KEYS):
-        return engine.run_call(name, source, call, scope)
-    template_name = str(call.get("template") or (call.get("templateRef") or {}).get("template"))
-    try:
-        items = expand_items(call, scope)
-    except (UnresolvedVariableError, ValueError) as err:
-        return engine.error_node(name, template_name, str(err))
-    if not items:
-        callee = engine.workflow.template(*engine.workflow.resolve_call(source, call))
-        return engine.skipped_node(name, callee, "Skipped, empty params")
-    node = NodeState(name, template_name, "TaskGroup", RUNNING, now_iso())
-    engine.store.put(node)
-    single = {k: v for k, v in call.items() if k not in _LOOP_KEYS}
-    jobs = []
-    for index, item in enumerate(items):
-        child = f"{name}({index}:{item_label(item)})"
-        child_scope = {**scope, **item_scope(item)}
-        jobs.append((child, _call_job(engine, child, source, single, child_scope)))
-    width = min(engine.workers, limit) if limit else engine.workers
-    children = run_parallel(engine, jobs, width)
-    failed = [c for c in children if c.phase in FAILED_PHASES]
-    suspended = any(c.phase == SUSPENDED for c in children)
-    phase = failed[0].phase if failed else SUSPENDED if suspended else SUCCEEDED
-    node.status = phase
-    node.message = f"{len(failed)} of {len(children)} failed" if failed else ""
-    if phase != SUSPENDED:
-        node.finished = now_iso()
-    engine.store.put(node)
-    return Outcome(
-        name, phase, message=node.message, started=node.started, finished=node.finished, children=children
-    )
 
 
 def _task_job(
@@ -295,107 +295,6 @@ def _task_job(
     call: Mapping[str, Any],
     scope: Mapping[str, str],
     limit: int,
+    stop: threading.Event | None,
 ) -> Callable[[], Outcome]:
-    return lambda: run_task(engine, name, source, call, scope, limit)
-
-
-def _call_job(
-    engine: RunContext, name: str, source: str | None, call: Mapping[str, Any], scope: Mapping[str, str]
-) -> Callable[[], Outcome]:
-    return lambda: engine.run_call(name, source, call, scope)
-
-
-def expand_items(call: Mapping[str, Any], scope: Mapping[str, str]) -> list[Any]:
-    """Return the items of a fan-out (``withItems``, ``withParam`` or ``withSequence``).
-
-    Raises:
-        ValueError: ``withParam`` is not a JSON list, or a malformed sequence.
-        UnresolvedVariableError: a variable in them cannot be resolved.
-    """
-    if "withItems" in call:
-        items = substitute_all(call["withItems"] or [], scope)
-        if not isinstance(items, list):
-            raise ValueError("withItems must be a list")
-        return items
-    if "withParam" in call:
-        text = substitute(to_argo_string(call["withParam"]), scope)
-        try:
-            items = json.loads(text)
-        except ValueError as err:
-            raise ValueError(f"withParam value could not be parsed as a JSON list: {text.strip()}") from err
-        if not isinstance(items, list):
-            raise ValueError(f"withParam value is not a JSON list: {text.strip()}")
-        return items
-    sequence = substitute_all(call["withSequence"] or {}, scope)
-    start = int(to_argo_string(sequence.get("start", 0)) or 0)
-    if "count" in sequence:
-        numbers = list(range(start, start + int(to_argo_string(sequence["count"]))))
-    elif "end" in sequence:
-        end = int(to_argo_string(sequence["end"]))
-        numbers = list(range(start, end + 1)) if end >= start else list(range(start, end - 1, -1))
-    else:
-        raise ValueError("withSequence needs count or end")
-    fmt = sequence.get("format")
-    return [str(fmt) % n if fmt else str(n) for n in numbers]
-
-
-def item_scope(item: Any) -> dict[str, str]:
-    """Return ``{{item}}`` and, for a mapping, ``{{item.key}}``."""
-    scope = {"item": to_argo_string(item)}
-    if isinstance(item, dict):
-        scope.update({f"item.{k}": to_argo_string(v) for k, v in item.items()})
-    return scope
-
-
-def item_label(item: Any) -> str:
-    """Return how Argo shows an item in a node name (``a``, ``k:v,k2:v2``, ``[a b]``)."""
-    if isinstance(item, dict):
-        return ",".join(sorted(f"{k}:{to_argo_string(v)}" for k, v in item.items()))
-    if isinstance(item, list):
-        return "[" + " ".join(to_argo_string(v) for v in item) + "]"
-    return to_argo_string(item)
-
-
-# --- threads -------------------------------------------------------------------------------
-
-
-def _spawn(
-    engine: RunContext, name: str, work: Callable[[], Outcome], done: Callable[[Outcome], None]
-) -> None:
-    def target() -> None:
-        try:
-            outcome = work()
-        except Exception as err:  # noqa: BLE001 - a bug must not hang the scheduler: the node errors
-            outcome = engine.error_node(name, "", f"internal error: {type(err).__name__}: {err}")
-        done(outcome)
-
-    threading.Thread(target=target, name=f"node {name}", daemon=True).start()
-
-
-def run_parallel(
-    engine: RunContext, jobs: list[tuple[str, Callable[[], Outcome]]], width: int
-) -> list[Outcome]:
-    """Run named jobs, at most ``width`` at a time; return their outcomes in order."""
-    results: list[Outcome | None] = [None] * len(jobs)
-    gate = threading.BoundedSemaphore(max(1, width))
-    finished = threading.Semaphore(0)
-    started = 0
-    for index, (name, work) in enumerate(jobs):
-        gate.acquire()
-        if engine.aborted.is_set():
-            gate.release()
-            break
-
-        def done(outcome: Outcome, index: int = index) -> None:
-            results[index] = outcome
-            gate.release()
-            finished.release()
-
-        _spawn(engine, name, work, done)
-        started += 1
-    for _ in range(started):
-        finished.acquire()
-    return [
-        r if r is not None else Outcome(jobs[i][0], FAILED, message="interrupted")
-        for i, r in enumerate(results)
-    ]
+    return lambda: run_task(engine, name, source, call, scope, limit, stop)

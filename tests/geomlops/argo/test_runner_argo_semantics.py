@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from runner_fixtures.build import dag, script, task, workflow
+from runner_fixtures.build import COUNTING, count, dag, script, task, workflow
 
 from geomlops.argo.runner import LocalRunner
 
@@ -102,3 +102,48 @@ def test_cron_workflow_run_has_its_scheduled_time(tmp_path: Path) -> None:
     assert from_cron.started is not None
     assert scheduled == from_cron.started.strftime("%Y-%m-%dT%H:%M:%SZ")
     assert runner.show(from_annotation.run_id).nodes["show"].result == "2024-05-01T02:00:00Z"
+
+
+def test_dag_target_given_by_a_parameter_is_checked_once_substituted(tmp_path: Path) -> None:
+    # Argo's validateDAGTargets skips parameters; the DAG runs the substituted target
+    say = script("say", COUNTING, inputs=["dir", "tag"])
+    args = {"dir": str(tmp_path)}
+    main = dag("main", [task(t, "say", args={**args, "tag": t}) for t in ("a", "b")])
+    main["dag"]["target"] = "{{workflow.parameters.target}}"
+    manifest = workflow([main, say], parameters={"target": "b"})
+    runner = make_runner(tmp_path)
+
+    summary = runner.run(manifest, {})
+    wrong = runner.run(manifest, {"target": "nope"})
+
+    assert summary.status == "Succeeded", summary.message
+    assert (count(tmp_path, "a"), count(tmp_path, "b")) == (0, 1)
+    assert wrong.status == "Failed"
+    assert "target 'nope' is not defined" in wrong.message
+
+
+PICKY = """
+    import pathlib, sys
+    p = pathlib.Path("{{inputs.parameters.dir}}") / "{{inputs.parameters.tag}}.count"
+    p.write_text("x")
+    sys.exit(1 if "{{inputs.parameters.tag}}" == "bad" else 0)
+"""
+
+
+@pytest.mark.parametrize(("fail_fast", "ran"), [(True, 1), (False, 3), (None, 3)])
+def test_fail_fast_template_starts_nothing_after_a_failure(
+    tmp_path: Path, fail_fast: bool | None, ran: int
+) -> None:
+    # Argo's checkParallelism: failFast (off unless true) starts no child once one failed
+    picky = script("picky", PICKY, inputs=["dir", "tag"])
+    fan = task("fan", "picky", args={"dir": str(tmp_path), "tag": "{{item}}"}, withItems=["bad", "b", "c"])
+    steps: dict[str, Any] = {"name": "main", "parallelism": 1, "steps": [[fan]]}
+    if fail_fast is not None:
+        steps["failFast"] = fail_fast
+
+    summary = make_runner(tmp_path).run(workflow([steps, picky]), {})
+
+    assert summary.status == "Failed"
+    assert sum(count(tmp_path, t) for t in ("bad", "b", "c")) == ran
+    nodes = make_runner(tmp_path).show(summary.run_id).nodes
+    assert ("[0].fan(1:b)" in nodes) is (ran == 3)
