@@ -22,7 +22,15 @@ from geomlops.errors import ManifestError
 
 from . import scheduling
 from .context import EngineOptions
-from .execute import ProcessRegistry, build_env, command_for, make_sandbox, read_outputs, run_process
+from .execute import (
+    DEADLINE_MESSAGE,
+    ProcessRegistry,
+    build_env,
+    command_for,
+    make_sandbox,
+    read_outputs,
+    run_process,
+)
 from .expressions import evaluate_when
 from .manifest import bind_inputs, template_type
 from .model import (
@@ -40,7 +48,7 @@ from .model import (
 )
 from .outcome import Outcome
 from .progress import Reporter
-from .retry import RetryPolicy, deadline_of
+from .retry import RetryPolicy, deadline_of, parse_duration
 from .state_file import StateStore
 from .substitute import UnresolvedVariableError, substitute, substitute_all, to_argo_string
 from .suspend import run_suspend
@@ -95,6 +103,9 @@ class Engine:
         self._globals = dict(globals_)
         self._lock = threading.Lock()
         self._started = time.monotonic()
+        limit = workflow.spec.get("activeDeadlineSeconds")
+        #: when spec.activeDeadlineSeconds runs out (monotonic); exit handlers are not bound by it
+        self.deadline = None if limit in (None, "") else self._started + parse_duration(limit)
         #: what the entrypoint's node said when it ended (the root DAG's node is not recorded)
         self.root_message = ""
 
@@ -267,6 +278,9 @@ class Engine:
                 return self.close(node, SUCCEEDED, "")
             delay = policy.next_delay(attempt_no, time.monotonic() - first, outcome_phase, message)
             self.reporter.failed(name, attempt_no, policy.attempts or 0, message, delay)
+            if delay is not None and self.deadline is not None and time.monotonic() + delay >= self.deadline:
+                message = "retry exceeded workflow deadline"  # Argo adds the deadline's time
+                delay = None
             if delay is None:
                 return self.close(node, outcome_phase, message)
             node.status = PENDING
@@ -304,9 +318,11 @@ class Engine:
             for key, path in paths.items():
                 attempt_scope[f"outputs.parameters.{key}.path"] = sandbox.remap(path)
             resolved = substitute_all(template, attempt_scope)
-            timeout = deadline_of(resolved)
+            timeout = self._pod_timeout(node.name, deadline_of(resolved))
         except (UnresolvedVariableError, ValueError) as err:
             return ERROR, str(err)
+        if timeout is not None and timeout <= 0:
+            return FAILED, DEADLINE_MESSAGE
         kind = "script" if "script" in resolved else "container"
         env, secrets = build_env(resolved[kind].get("env") or [], self.options.env, sandbox)
         argv = command_for(resolved, work_dir)
@@ -338,6 +354,13 @@ class Engine:
         attempt.exit_code, attempt.message = result.exit_code, result.message
         node.exit_code, node.result, node.outputs = result.exit_code, result.result, result.outputs
         return result.phase, result.message
+
+    def _pod_timeout(self, name: str, template_limit: float | None) -> float | None:
+        """Seconds a pod may run: its template's limit, within the workflow's deadline."""
+        if self.deadline is None or name == "onExit" or name.startswith(("onExit.", "onExit[")):
+            return template_limit
+        left = self.deadline - time.monotonic()
+        return left if template_limit is None else min(left, template_limit)
 
     def export_globals(self, template: Mapping[str, Any], outputs: Mapping[str, str]) -> None:
         """Publish outputs that declare a ``globalName`` as ``workflow.outputs.parameters.*``."""

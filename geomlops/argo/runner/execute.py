@@ -25,6 +25,8 @@ from .model import ERROR, FAILED, SUCCEEDED
 from .substitute import to_argo_string
 
 RESULT_LIMIT = 256 * 1024  # Argo keeps the last 256 kB of stdout as outputs.result
+#: Argo's message for a pod killed at its deadline (the executor's deadline monitor)
+DEADLINE_MESSAGE = "Step exceeded its deadline"
 _PYTHON = re.compile(r"python(3(\.\d+)?)?")
 
 
@@ -233,7 +235,7 @@ def run_process(
     out = out[:-1] if out.endswith("\n") else out
     result = out[-RESULT_LIMIT:]
     if timed_out:
-        return PodResult(FAILED, code, result, message=f"Step exceeded its deadline ({timeout}s)")
+        return PodResult(FAILED, code, result, message=DEADLINE_MESSAGE)
     if code != 0:
         return PodResult(FAILED, code, result, message=f"exit code {code}")
     return PodResult(SUCCEEDED, code, result)

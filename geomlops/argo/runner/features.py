@@ -18,14 +18,13 @@ from .substitute import variables_in
 KINDS = frozenset({"Workflow", "WorkflowTemplate", "ClusterWorkflowTemplate", "CronWorkflow"})
 
 _SPEC_RUN = {"entrypoint", "arguments", "templates", "onExit", "parallelism", "templateDefaults"}
-_SPEC_RUN |= {"workflowTemplateRef", "retryStrategy"}
+_SPEC_RUN |= {"workflowTemplateRef", "retryStrategy", "activeDeadlineSeconds"}
 _SPEC_IGNORED = {
     "serviceAccountName", "podGC", "ttlStrategy", "workflowMetadata", "archiveLogs",
     "podMetadata", "nodeSelector", "tolerations", "affinity", "imagePullSecrets",
     "securityContext", "priority", "podPriority", "podPriorityClassName", "schedulerName",
     "hostAliases", "dnsConfig", "dnsPolicy", "hostNetwork", "automountServiceAccountToken",
-    "executor", "podSpecPatch", "podDisruptionBudget", "activeDeadlineSeconds",
-    "volumeClaimGC", "shutdown",
+    "executor", "podSpecPatch", "podDisruptionBudget", "volumeClaimGC", "shutdown",
 }  # fmt: skip
 _SPEC_REFUSED = {
     "volumes": "volumes",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -147,3 +148,35 @@ def test_fail_fast_template_starts_nothing_after_a_failure(
     assert sum(count(tmp_path, t) for t in ("bad", "b", "c")) == ran
     nodes = make_runner(tmp_path).show(summary.run_id).nodes
     assert ("[0].fan(1:b)" in nodes) is (ran == 3)
+
+
+def test_workflow_and_template_deadlines_kill_with_argos_message(tmp_path: Path) -> None:
+    # spec.activeDeadlineSeconds: running pods are killed, later ones never start, both fail
+    # with "Step exceeded its deadline" (Argo's exec_control.go); the exit handler still runs
+    sleeper = {"name": "sleeper", "container": {"image": "busybox", "command": ["sleep", "60"]}}
+    say = script("say", COUNTING, inputs=["dir", "tag"])
+    args = {"dir": str(tmp_path)}
+    steps = {
+        "name": "main",
+        "steps": [[task("long", "sleeper")], [task("later", "say", args={**args, "tag": "later"})]],
+    }
+    on_exit = task("bye", "say", args={**args, "tag": "bye"})
+    manifest = workflow(
+        [steps, sleeper, say, {"name": "bye", "steps": [[on_exit]]}],
+        activeDeadlineSeconds=1,
+        onExit="bye",
+    )
+    slow = script("slow", "import time; time.sleep(60)", activeDeadlineSeconds=1)
+    runner = make_runner(tmp_path, allow_host_containers=True)
+    began = time.monotonic()
+
+    summary = runner.run(manifest, {})
+    alone = runner.run(workflow([slow], entrypoint="slow"), {})
+
+    assert time.monotonic() - began < 20
+    assert summary.status == "Failed"
+    nodes = runner.show(summary.run_id).nodes
+    assert (nodes["[0].long"].status, nodes["[0].long"].message) == ("Failed", "Step exceeded its deadline")
+    assert (count(tmp_path, "later"), count(tmp_path, "bye")) == (0, 1)
+    assert alone.status == "Failed"
+    assert runner.show(alone.run_id).nodes["slow"].message == "Step exceeded its deadline"
