@@ -24,7 +24,7 @@ import pytest
 
 from geomlops.argo.runner.progress import Reporter
 from geomlops.cli.demo import DATASET, MODEL, default_package
-from geomlops.devstack import stack
+from geomlops.devstack import stack as devstack  # `stack` is the fixture's name here
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 Stack = Any  # conftest.py's Stack: a running dev stack and the environment pointing at it
@@ -150,13 +150,13 @@ def test_training_on_mlflow_postgres_s3_and_dvc_s3(services_stack: Stack, traine
 
 
 def test_dev_up_twice_starts_nothing_twice(services_stack: Stack) -> None:
-    before = {s.name: s.pid for s in stack.status(services_stack.config.dev_dir)}
+    before = {s.name: s.pid for s in devstack.status(services_stack.config.dev_dir)}
     out = subprocess.run([GEOMLOPS, "dev", "up"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stdout.count("already running") == 3
     assert f"export GEOMLOPS_STAC_API_URL={services_stack.config.stac_url}" in out.stdout
     assert f"export MLFLOW_TRACKING_URI={services_stack.config.mlflow_url}" in out.stdout
-    after = stack.status(services_stack.config.dev_dir)
+    after = devstack.status(services_stack.config.dev_dir)
     assert {s.name: s.pid for s in after} == before and {s.state for s in after} == {"running"}
     changed = subprocess.run([GEOMLOPS, "dev", "up", "--s3-port", "1"], capture_output=True, text=True)
     assert changed.returncode == 2 and "dev down" in changed.stderr
@@ -167,7 +167,7 @@ def _fault_then_resume(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Stop ``service`` just before ``register``; check the failure; restart; resume."""
     runner = _runner()
-    runner.reporter = _StopBefore("register", lambda: stack.down(stack.config.dev_dir, [service]))
+    runner.reporter = _StopBefore("register", lambda: devstack.down(stack.config.dev_dir, [service]))
     failed = _training(runner)
     assert failed.status == "Failed"
     assert "task 'register'" in failed.message and "after 3 attempts" in failed.message
@@ -180,7 +180,7 @@ def _fault_then_resume(
     assert len(before["nodes"]["register"]["attempts"]) == 3  # limit 2: three tries
     assert before["nodes"]["train"]["status"] == "Succeeded"
 
-    stack.up(stack.config, [service])
+    devstack.up(stack.config, [service])
     resumed = subprocess.run(
         [GEOMLOPS, "run", "--resume", failed.run_id], capture_output=True, text=True, timeout=300
     )
@@ -223,7 +223,7 @@ def test_service_gone_before_register_then_resume(
     item = stack.stac_item("model-versions", f"{MODEL}-v{version}")
     assert item["assets"]["model"]["href"] == location
     assert item["properties"]["mlflow:run_id"] == run_id
-    assert {s.state for s in stack.status(stack.config.dev_dir)} == {"running"}
+    assert {s.state for s in devstack.status(stack.config.dev_dir)} == {"running"}
 
 
 def test_batch_inference_with_the_model_from_s3(services_stack: Stack, trained: dict[str, Any]) -> None:
