@@ -11,8 +11,11 @@ from pathlib import Path
 
 import grimp
 
+from geomlops.argo.dag import find_cycle
+from geomlops.serving.isolated_env import OWN_PACKAGES
+
 REPO = Path(__file__).resolve().parents[1]
-ROOTS = ("geomlops", "steps", "templates", "pipelines", "postprocessing", "catalog_sync")
+ROOTS = OWN_PACKAGES  # geomlops' own top-level packages, as pyproject's root_packages
 LINT_IMPORTS = str(Path(sys.executable).parent / "lint-imports")
 
 
@@ -42,52 +45,15 @@ def test_a_reversed_function_level_import_breaks_the_contract(tmp_path: Path) ->
     assert "steps.aoi -> pipelines.training" in result.stdout
 
 
-def _cycles(graph: grimp.ImportGraph) -> list[list[str]]:
-    """Strongly connected groups of more than one module (Tarjan, iterative)."""
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    stack: list[str] = []
-    on_stack: set[str] = set()
-    found: list[list[str]] = []
-    for start in sorted(graph.modules):
-        if start in index:
-            continue
-        work = [(start, iter(sorted(graph.find_modules_directly_imported_by(start))))]
-        index[start] = low[start] = len(index)
-        stack.append(start)
-        on_stack.add(start)
-        while work:
-            node, children = work[-1]
-            child = next(children, None)
-            if child is not None:
-                if child not in index:
-                    index[child] = low[child] = len(index)
-                    stack.append(child)
-                    on_stack.add(child)
-                    work.append((child, iter(sorted(graph.find_modules_directly_imported_by(child)))))
-                elif child in on_stack:
-                    low[node] = min(low[node], index[child])
-                continue
-            work.pop()
-            if work:
-                low[work[-1][0]] = min(low[work[-1][0]], low[node])
-            if low[node] == index[node]:
-                group = []
-                while True:
-                    member = stack.pop()
-                    on_stack.discard(member)
-                    group.append(member)
-                    if member == node:
-                        break
-                if len(group) > 1:
-                    found.append(sorted(group))
-    return found
+def _import_cycle(graph: grimp.ImportGraph) -> list[str] | None:
+    """A cycle of imports (``a -> b -> a``), found by the runner's own DAG cycle finder, or None."""
+    return find_cycle({m: graph.find_modules_directly_imported_by(m) for m in graph.modules})
 
 
 def test_no_import_cycles_not_even_through_function_level_imports() -> None:
     graph = grimp.build_graph(*ROOTS, cache_dir=None)
     assert len(graph.modules) > 100  # the whole code base was read
-    assert _cycles(graph) == []
+    assert _import_cycle(graph) is None
 
 
 def test_the_cycle_search_finds_a_cycle() -> None:
@@ -97,4 +63,11 @@ def test_the_cycle_search_finds_a_cycle() -> None:
     graph.add_import(importer="a.x", imported="a.y")
     graph.add_import(importer="a.y", imported="a.z")
     graph.add_import(importer="a.z", imported="a.x")
-    assert _cycles(graph) == [["a.x", "a.y", "a.z"]]
+    assert _import_cycle(graph) == ["a.x", "a.y", "a.z", "a.x"]
+
+
+def test_the_contract_covers_every_own_package() -> None:
+    import tomllib
+
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["importlinter"]
+    assert sorted(config["root_packages"]) == sorted(OWN_PACKAGES)
