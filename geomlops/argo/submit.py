@@ -34,13 +34,31 @@ def _declared(manifest: Mapping[str, Any]) -> set[str]:
     return {p["name"] for p in (spec.get("arguments", {}) or {}).get("parameters", []) or []}
 
 
-def _connection(settings: Settings) -> tuple[str, dict[str, str]]:
-    if not settings.argo_server:
-        raise SubmitError("no Argo server: set GEOMLOPS_ARGO_SERVER (e.g. https://argo.example.org:2746)")
+def _missing(manifest: Mapping[str, Any], parameters: Mapping[str, str]) -> list[str]:
+    """Declared parameters with neither a value in the manifest nor one given (Argo requires them)."""
+    spec = manifest.get("spec", {})
+    declared = (spec.get("arguments", {}) or {}).get("parameters", []) or []
+    return sorted(
+        p["name"]
+        for p in declared
+        if p.get("value") is None and p.get("valueFrom") is None and p["name"] not in parameters
+    )
+
+
+#: the server part of a dry run's URLs when no server is configured
+UNSET_SERVER = "$GEOMLOPS_ARGO_SERVER"
+
+
+def _connection(settings: Settings, *, dry_run: bool = False) -> tuple[str, dict[str, str]]:
+    server = settings.argo_server
+    if not server:
+        if not dry_run:
+            raise SubmitError("no Argo server: set GEOMLOPS_ARGO_SERVER (e.g. https://argo.example.org:2746)")
+        server = UNSET_SERVER
     headers = {"Content-Type": "application/json"}
     if settings.argo_token:
         headers["Authorization"] = f"Bearer {settings.argo_token}"
-    return settings.argo_server.rstrip("/") + "/api/v1", headers
+    return server.rstrip("/") + "/api/v1", headers
 
 
 #: REST collection and body field of each kind that can be installed
@@ -50,13 +68,16 @@ _INSTALLABLE = {
 }
 
 
-def install_request(manifest: Mapping[str, Any], settings: Settings, namespace: str) -> ArgoRequest:
+def install_request(
+    manifest: Mapping[str, Any], settings: Settings, namespace: str, *, dry_run: bool = False
+) -> ArgoRequest:
     """The request that creates (or, on 409, updates) a WorkflowTemplate or CronWorkflow.
 
     Raises:
-        SubmitError: no Argo server configured, or a kind that cannot be installed.
+        SubmitError: no Argo server configured (unless ``dry_run``), or a kind that cannot be
+            installed.
     """
-    base, headers = _connection(settings)
+    base, headers = _connection(settings, dry_run=dry_run)
     kind = str(manifest.get("kind"))
     if kind not in _INSTALLABLE:
         raise SubmitError(f"kind '{kind}': only {', '.join(_INSTALLABLE)} can be installed")
@@ -73,15 +94,27 @@ def install_request(manifest: Mapping[str, Any], settings: Settings, namespace: 
 
 
 def plan_submission(
-    manifest: Mapping[str, Any], parameters: Mapping[str, str], settings: Settings
+    manifest: Mapping[str, Any],
+    parameters: Mapping[str, str],
+    settings: Settings,
+    *,
+    dry_run: bool = False,
 ) -> list[ArgoRequest]:
     """The requests that install a WorkflowTemplate and submit a run of it (or create a Workflow).
 
+    Args:
+        manifest: the WorkflowTemplate or Workflow.
+        parameters: workflow parameters given by the user.
+        settings: server, namespace and token.
+        dry_run: the requests are only shown: no server needs to be configured (URLs then
+            start with ``$GEOMLOPS_ARGO_SERVER``).
+
     Raises:
-        SubmitError: no Argo server configured (GEOMLOPS_ARGO_SERVER).
-        ParameterError: a parameter the manifest does not declare.
+        SubmitError: no Argo server configured (GEOMLOPS_ARGO_SERVER) for a real submission.
+        ParameterError: a parameter the manifest does not declare, or a required one (declared
+            without a value) not given.
     """
-    base, headers = _connection(settings)
+    base, headers = _connection(settings, dry_run=dry_run)
     ns = settings.argo_namespace
     unknown = sorted(set(parameters) - _declared(manifest))
     if unknown:
@@ -89,11 +122,17 @@ def plan_submission(
             f"parameter(s) {', '.join(unknown)} not declared by the workflow "
             f"(declared: {', '.join(sorted(_declared(manifest))) or 'none'})"
         )
+    missing = _missing(manifest, parameters)
+    if missing:
+        raise ParameterError(
+            f"parameter(s) {', '.join(missing)} required by the workflow (declared without a value): "
+            + " ".join(f"-p {name}=VALUE" for name in missing)
+        )
     kind = manifest.get("kind")
     name = manifest.get("metadata", {}).get("name")
     if kind == "WorkflowTemplate":
         return [
-            install_request(manifest, settings, ns),
+            install_request(manifest, settings, ns, dry_run=dry_run),
             ArgoRequest(
                 purpose=f"submit a workflow from {name}",
                 method="POST",

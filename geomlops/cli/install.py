@@ -8,8 +8,10 @@ artifact repository pointing at the object store, and every WorkflowTemplate / C
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any
 
+from geomlops.errors import ParameterError
 from pipelines import PIPELINES, render
 from pipelines._naming import SERVICE_ACCOUNT
 
@@ -138,6 +140,25 @@ def workflow_manifests(namespace: str) -> list[dict[str, Any]]:
     return out
 
 
+#: a Kubernetes namespace is an RFC 1123 DNS label
+_NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+
+
+def check_namespace(namespace: str) -> str:
+    """Return ``namespace`` if Kubernetes accepts it as a namespace name.
+
+    Raises:
+        ParameterError: naming the value and the rule (RFC 1123 label).
+    """
+    if not _NAMESPACE.fullmatch(namespace):
+        raise ParameterError(
+            f"--namespace {namespace!r}: expected a Kubernetes namespace name (RFC 1123 label: at "
+            "most 63 lower-case letters, digits or '-', starting and ending with a letter or digit)"
+        )
+    return namespace
+
+
 def install_manifests(
     namespace: str,
     *,
@@ -145,7 +166,18 @@ def install_manifests(
     endpoint: str = "minio.storage.svc:9000",
     insecure: bool = True,
 ) -> dict[str, list[dict[str, Any]]]:
-    """Everything to apply, grouped by file: rbac, secrets, artifact repository, workflows."""
+    """Everything to apply, grouped by file: rbac, secrets, artifact repository, workflows.
+
+    Raises:
+        ParameterError: ``namespace`` is not a Kubernetes namespace name or ``bucket`` not an
+            S3 bucket name.
+    """
+    check_namespace(namespace)
+    if not _BUCKET.fullmatch(bucket):
+        raise ParameterError(
+            f"--artifact-bucket {bucket!r}: expected an S3 bucket name (3-63 characters: "
+            "lower-case letters, digits, '.', '-'; starting and ending with a letter or digit)"
+        )
     return {
         "10-rbac.yaml": rbac(namespace),
         "20-secrets.yaml": secret_templates(namespace),

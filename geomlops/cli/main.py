@@ -134,13 +134,19 @@ def render(pipeline: str, output: Path | None) -> None:
 
 @main.command()
 @click.argument("files", nargs=-1, required=True)
+@click.option(
+    "--semantic-only",
+    is_flag=True,
+    help="Accept that Argo's JSON schema is not available: run only the semantic checks.",
+)
 @fail_cleanly
-def lint(files: tuple[str, ...]) -> None:
+def lint(files: tuple[str, ...], semantic_only: bool) -> None:
     """Check manifests (files or pipeline names) against Argo's schema, strictly, and more.
 
     Unknown fields are errors; the entrypoint and every task's template must exist; DAGs
     must have no cycle. The schema is read offline from $GEOMLOPS_SCHEMA_DIR. In a file of
     several YAML documents (such as `geomlops install` writes) each Argo document is checked.
+    Without the schema, lint fails (the strict check did not run) unless --semantic-only.
     """
     from geomlops.argo.lint import lint_manifest
 
@@ -158,7 +164,14 @@ def lint(files: tuple[str, ...]) -> None:
         result = lint_manifest(manifest, source, schema_dir)
         if result.schema_note:
             click.secho(f"! {source}: {result.schema_note}", fg="yellow", err=True)
-        if result.ok:
+        if result.ok and not result.schema_checked and not semantic_only:
+            failed = True
+            click.secho(
+                f"✗ {source}: the schema check did not run (semantic checks passed); "
+                "give --semantic-only to accept that",
+                fg="red",
+            )
+        elif result.ok:
             click.secho(
                 f"✓ {source}" + ("" if result.schema_checked else " (semantic checks only)"), fg="green"
             )
@@ -326,7 +339,11 @@ def runs_show(run_id: str, as_json: bool) -> None:
 @click.option(
     "-p", "--param", "params", multiple=True, metavar="NAME=VALUE", help="Workflow parameter (repeatable)."
 )
-@click.option("--dry-run", is_flag=True, help="Print the requests instead of sending them.")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Print the requests instead of sending them (needs no server; parameters are checked).",
+)
 @fail_cleanly
 def submit(pipeline: str, params: tuple[str, ...], dry_run: bool) -> None:
     """Install PIPELINE's WorkflowTemplate on an Argo server and submit a run of it.
@@ -337,7 +354,7 @@ def submit(pipeline: str, params: tuple[str, ...], dry_run: bool) -> None:
     from geomlops.argo.submit import plan_submission, send
 
     settings = get_settings()
-    requests_ = plan_submission(load_manifest(pipeline), parse_params(params), settings)
+    requests_ = plan_submission(load_manifest(pipeline), parse_params(params), settings, dry_run=dry_run)
     if dry_run:
         click.echo(json.dumps([r.redacted() for r in requests_], indent=2))
         return

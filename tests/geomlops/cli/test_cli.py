@@ -120,7 +120,9 @@ def test_submit_dry_run_prints_requests_without_the_token(
 ) -> None:
     monkeypatch.setenv("GEOMLOPS_ARGO_SERVER", "http://127.0.0.1:9")
     monkeypatch.setenv("GEOMLOPS_ARGO_TOKEN", "s3cr3t-token")
-    result = CliRunner().invoke(main, ["submit", "training", "--dry-run", "-p", "model=m"])
+    result = CliRunner().invoke(
+        main, ["submit", "training", "--dry-run", "-p", "model=m", "-p", "dataset_path=d"]
+    )
     assert result.exit_code == 0, result.output
     assert "s3cr3t-token" not in result.output
     requests_ = json.loads(result.output)
@@ -130,13 +132,42 @@ def test_submit_dry_run_prints_requests_without_the_token(
 
 
 def test_submit_errors_are_clear(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    result = CliRunner().invoke(main, ["submit", "training", "--dry-run"])
+    given = ["-p", "model=m", "-p", "dataset_path=d"]
+    result = CliRunner().invoke(main, ["submit", "training", *given])
     assert result.exit_code == 2 and "GEOMLOPS_ARGO_SERVER" in result.output
-    monkeypatch.setenv("GEOMLOPS_ARGO_SERVER", "http://127.0.0.1:9")
-    result = CliRunner().invoke(main, ["submit", "training", "--dry-run", "-p", "epochs=3"])
+    result = CliRunner().invoke(main, ["submit", "training", "--dry-run", "-p", "epochs=3", *given])
     assert result.exit_code == 2 and "parameter(s) epochs not declared" in result.output
-    result = CliRunner().invoke(main, ["submit", "training", "-p", "model=m"])
+    result = CliRunner().invoke(main, ["submit", "training", "--dry-run", "-p", "model=m"])
+    assert result.exit_code == 2, result.output
+    assert "parameter(s) dataset_path required by the workflow" in result.output
+    assert "-p dataset_path=VALUE" in result.output
+    monkeypatch.setenv("GEOMLOPS_ARGO_SERVER", "http://127.0.0.1:9")
+    result = CliRunner().invoke(main, ["submit", "training", *given])
     assert result.exit_code == 2 and "cannot reach the Argo server" in result.output
+
+
+def test_submit_dry_run_needs_no_server(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GEOMLOPS_ARGO_SERVER", raising=False)
+    result = CliRunner().invoke(
+        main, ["submit", "training", "--dry-run", "-p", "model=m", "-p", "dataset_path=d"]
+    )
+    assert result.exit_code == 0, result.output
+    requests_ = json.loads(result.output)
+    assert [r["url"].split("/api/v1")[0] for r in requests_] == ["$GEOMLOPS_ARGO_SERVER"] * 2
+    assert requests_[1]["body"]["submitOptions"]["parameters"] == ["model=m", "dataset_path=d"]
+
+
+def test_lint_without_schema_fails_unless_semantic_only(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GEOMLOPS_SCHEMA_DIR", str(tmp_path / "no-schemas-here"))
+    result = CliRunner().invoke(main, ["lint", "training"])
+    assert result.exit_code == 1, result.output
+    assert "the schema check did not run" in result.output
+    assert "--semantic-only" in result.output
+    result = CliRunner().invoke(main, ["lint", "--semantic-only", "training"])
+    assert result.exit_code == 0, result.output
+    assert "(semantic checks only)" in result.output
 
 
 def test_relative_paths_in_parameters_are_pointed_out(tmp_path: Path) -> None:

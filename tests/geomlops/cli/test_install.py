@@ -144,3 +144,22 @@ def test_the_installed_secrets_hold_every_key_the_templates_reference() -> None:
     # the model servers' secret is read by Seldon/KServe, not by the step templates
     installed = {(s, key) for s, keys in SECRETS.items() if s != "geomlops-serving-s3" for key in keys}
     assert referenced == installed
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("--namespace", "Mapping"),
+        ("--namespace", "geo_mlops"),
+        ("--namespace", "-mapping"),
+        ("--namespace", "a" * 64),
+        ("--artifact-bucket", "Argo_Artifacts"),
+    ],
+)
+def test_install_refuses_names_kubernetes_or_s3_would_refuse(option: str, value: str, tmp_path: Path) -> None:
+    given = {"--namespace": "mapping", "--artifact-bucket": "argo-artifacts", option: value}
+    args = [word for pair in given.items() for word in pair]
+    result = CliRunner().invoke(main, ["install", "-o", str(tmp_path / "out"), *args])
+    assert result.exit_code == 2, result.output
+    assert f"{option} {value!r}" in result.output and "expected" in result.output
+    assert not (tmp_path / "out").exists()
