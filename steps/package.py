@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -94,16 +96,82 @@ def _git_commit(root: Path) -> str | None:
     return out.stdout.strip() or None
 
 
+#: folders never part of a package's content: environments, caches, VCS and run outputs
+SKIPPED_FOLDERS = frozenset(
+    {
+        ".venv",
+        "venv",
+        "__pycache__",
+        ".git",
+        ".mypy_cache",
+        ".pytest_cache",
+        ".ruff_cache",
+        "mlruns",
+        ".ipynb_checkpoints",
+        "node_modules",
+    }
+)
+
+
+def _skipped(name: str) -> bool:
+    return name in SKIPPED_FOLDERS or name.endswith(".egg-info")
+
+
+def package_files(root: Path) -> list[Path]:
+    """The package's own files, sorted, relative to ``root``: skipped folders are not entered.
+
+    Virtual environments, caches, VCS folders, ``mlruns`` and ``*.egg-info`` are pruned while
+    walking, so a ``.venv`` of thousands of files costs nothing.
+    """
+    found: list[Path] = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if not _skipped(d)]
+        base = Path(folder).relative_to(root)
+        found += [base / f for f in files if not f.endswith(".pyc")]
+    return sorted(found)
+
+
 def content_hash(root: Path) -> str:
-    """SHA-256 over the package's files (paths and bytes), ignoring caches and VCS folders."""
+    """SHA-256 over the package's files (paths and bytes); see :func:`package_files`."""
     digest = hashlib.sha256()
-    skip = {"__pycache__", ".git", "mlruns", ".mypy_cache", ".pytest_cache"}
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        rel = path.relative_to(root)
-        if skip.intersection(rel.parts) or path.suffix == ".pyc":
+    for rel in package_files(root):
+        path = root / rel
+        if not path.is_file():  # a dangling link
             continue
         digest.update(str(rel).encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()
+
+
+def stage_package(path: str | Path, dest: str | Path) -> Path:
+    """Copy a package's own files into ``dest`` (a run's work folder), for a run to write into.
+
+    Training runs the copy, so the registered package folder is never written to. The copy
+    holds exactly the files :func:`content_hash` covers, so both have the same hash. An
+    existing ``dest`` is replaced.
+
+    Args:
+        path: the package folder.
+        dest: folder to create.
+
+    Returns:
+        ``dest``, resolved.
+
+    Raises:
+        InvalidPackageError: ``path`` is not a folder, or ``dest`` lies inside it.
+    """
+    root = Path(path).resolve()
+    target = Path(dest).resolve()
+    if not root.is_dir():
+        raise InvalidPackageError(f"model package {root}: folder not found")
+    if target == root or root in target.parents:
+        raise InvalidPackageError(f"{target}: cannot stage model package {root} inside itself")
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    for rel in package_files(root):
+        (target / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(root / rel, target / rel)
+    return target
 
 
 def read_package_item(
