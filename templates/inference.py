@@ -29,17 +29,22 @@ def plan_blocks(
     Annotated[str, Parameter(name="lineage")],
 ]:
     """Plan the blocks over the area of interest and resolve the model version."""
+    from geomlops.names import check_name, check_output_folder, inside
     from steps.aoi import read_aoi
     from steps.batch import plan_batch, save_plan
     from steps.model_spec import fetch_model_spec
     from steps.predictions import resolve_version
 
-    use_tracking()
     settings = get_settings()
+    check_name(area, "parameter 'area'")  # a folder name and part of the item id
+    if output:
+        folder = check_output_folder(output, "parameter 'output'")
+    else:
+        folder = inside(settings.home_dir / "predictions", model, area, field="parameters 'model'/'area'")
+    area_of_interest = read_aoi(aoi) if aoi else None
+    use_tracking()
     lineage = resolve_version(model, model_version)
     spec = fetch_model_spec(model, settings.catalog_href)
-    folder = Path(output) if output else settings.home_dir / "predictions" / model / area
-    area_of_interest = read_aoi(aoi) if aoi else None
     plan = plan_batch(
         imagery, area_of_interest, block_size=block_size, group_size=group_size, model_input=spec.inputs[0]
     )
