@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -51,12 +52,55 @@ def _geometries(data: dict[str, Any], where: str) -> list[dict[str, Any]]:
     raise AoiError(f"{where}: expected Polygon or MultiPolygon geometries, got {kind!r}")
 
 
+def _rings(geometry: dict[str, Any]) -> list[list[Any]]:
+    coordinates = geometry.get("coordinates")
+    if not isinstance(coordinates, list):
+        return []
+    polygons = coordinates if geometry.get("type") == "MultiPolygon" else [coordinates]
+    return [
+        ring
+        for polygon in polygons
+        if isinstance(polygon, list)
+        for ring in polygon
+        if isinstance(ring, list)
+    ]
+
+
+def _check_positions(geometry: dict[str, Any], where: str) -> None:
+    """RFC 7946's rules that shapely does not check: closed rings, lon/lat ranges, ±180° jumps."""
+    for ring in _rings(geometry):
+        points = [p for p in ring if isinstance(p, list | tuple) and len(p) >= 2]
+        if len(points) != len(ring):
+            continue  # not positions: shapely's parse names the problem
+        if len(points) >= 2 and list(points[0][:2]) != list(points[-1][:2]):
+            raise AoiError(
+                f"{where}: ring not closed: it starts at {list(points[0][:2])} and ends at "
+                f"{list(points[-1][:2])} (RFC 7946: the last position repeats the first)"
+            )
+        for lon, lat, *_ in points:
+            if not -90 <= lat <= 90:
+                raise AoiError(
+                    f"{where}: latitude {lat} outside [-90, 90] at position {[lon, lat]}; GeoJSON "
+                    "positions are [longitude, latitude] (RFC 7946): are they swapped?"
+                )
+            if not -180 <= lon <= 180:
+                raise AoiError(f"{where}: longitude {lon} outside [-180, 180] at position {[lon, lat]}")
+        for (lon0, *_), (lon1, *_) in itertools.pairwise(points):
+            step = abs(lon1 - lon0)
+            if 180 < step < 360:  # 360: an edge along a parallel from -180 to 180 (a world box)
+                raise AoiError(
+                    f"{where}: crosses the antimeridian (an edge from longitude {lon0} to {lon1}); "
+                    "cut it at ±180° into a MultiPolygon, as RFC 7946 asks"
+                )
+
+
 def aoi_geometry(data: dict[str, Any], where: str = "area of interest") -> Any:
     """The union of an AOI's polygons as one shapely geometry (WGS84, as RFC 7946 says).
 
     Raises:
-        AoiError: no polygon, an invalid polygon (the reason and place named), or a polygon that
-            crosses the antimeridian instead of being cut at it.
+        AoiError: no polygon, an invalid polygon (the reason and place named), a ring that is not
+            closed, a position outside longitude/latitude ranges (swapped coordinates), or a
+            polygon that crosses the antimeridian instead of being cut at it.
     """
     import shapely
     from shapely.geometry import shape
@@ -64,6 +108,7 @@ def aoi_geometry(data: dict[str, Any], where: str = "area of interest") -> Any:
 
     shapes = []
     for geometry in _geometries(data, where):
+        _check_positions(geometry, where)
         try:
             geom = shape(geometry)
         except (KeyError, ValueError, TypeError, AttributeError, shapely.errors.GEOSException) as err:
@@ -74,12 +119,6 @@ def aoi_geometry(data: dict[str, Any], where: str = "area of interest") -> Any:
     union = shapely.union_all(shapes) if shapes else None
     if union is None or union.is_empty:
         raise AoiError(f"{where}: empty (no polygon with an area)")
-    min_x, _, max_x, _ = union.bounds
-    if min_x < -180 or max_x > 180 or (max_x - min_x) > 180:
-        raise AoiError(
-            f"{where}: crosses the antimeridian (longitudes {min_x:.3f} to {max_x:.3f}); "
-            "cut it at ±180° into a MultiPolygon, as RFC 7946 asks"
-        )
     return union
 
 
@@ -98,15 +137,33 @@ def grid_aoi(
     """
     import shapely
     from rasterio.crs import CRS
-    from rasterio.warp import transform_geom
+    from rasterio.warp import transform_bounds, transform_geom
     from shapely.geometry import mapping, shape
 
     geom = aoi_geometry(data)
     notes = []
-    if CRS.from_user_input(aoi_crs) != CRS.from_user_input(raster_crs):
-        geom = shape(transform_geom(aoi_crs, raster_crs, mapping(geom)))
-        notes.append(f"area of interest reprojected from {aoi_crs} to {raster_crs}")
     height, width = raster_shape
+    if CRS.from_user_input(aoi_crs) != CRS.from_user_input(raster_crs):
+        # clip to the imagery's footprint first: a continent-sized AOI need not be valid in the
+        # imagery's projection (UTM has no meaning far from its zone)
+        corners = [raster_transform @ (0, 0), raster_transform @ (width, height)]
+        footprint = transform_bounds(
+            raster_crs,
+            aoi_crs,
+            min(c[0] for c in corners),
+            min(c[1] for c in corners),
+            max(c[0] for c in corners),
+            max(c[1] for c in corners),
+            densify_pts=21,
+        )
+        clipped = geom.intersection(shapely.box(*footprint))
+        if not clipped.is_empty:
+            geom = clipped
+        try:
+            geom = shape(transform_geom(aoi_crs, raster_crs, mapping(geom)))
+        except Exception as err:  # rasterio's CPLE errors are not RasterioError subclasses
+            raise AoiError(f"area of interest cannot be reprojected to {raster_crs}: {err}") from err
+        notes.append(f"area of interest reprojected from {aoi_crs} to {raster_crs}")
     inverse = ~raster_transform
     pixel = shapely.transform(geom, lambda xy: _apply(inverse, xy))
     frame = shapely.box(0, 0, width, height)
@@ -115,13 +172,34 @@ def grid_aoi(
         corners = [raster_transform @ (0, 0), raster_transform @ (width, height)]
         xs, ys = [c[0] for c in corners], [c[1] for c in corners]
         imagery = (min(xs), min(ys), max(xs), max(ys))
+        hint = ""
+        if _swapped_would_overlap(data, aoi_crs, raster_crs, inverse, frame):
+            hint = (
+                "; with longitude and latitude swapped it would: GeoJSON positions are "
+                "[longitude, latitude] (RFC 7946)"
+            )
         raise AoiError(
             f"area of interest {tuple(round(v, 3) for v in geom.bounds)} does not overlap the imagery "
-            f"{tuple(round(v, 3) for v in imagery)} in {raster_crs}"
+            f"{tuple(round(v, 3) for v in imagery)} in {raster_crs}{hint}"
         )
     c0, r0, c1, r1 = inside.bounds
     bounds = (int(c0), int(r0), min(width, int(-(-c1 // 1))), min(height, int(-(-r1 // 1))))
     return GriddedAoi(geometry=mapping(geom), crs=str(raster_crs), pixel_bounds=bounds, notes=tuple(notes))
+
+
+def _swapped_would_overlap(
+    data: dict[str, Any], aoi_crs: str, raster_crs: str, inverse: Any, frame: Any
+) -> bool:
+    import shapely
+    from rasterio.warp import transform_geom
+    from shapely.geometry import mapping
+
+    try:
+        swapped = shapely.transform(aoi_geometry(data), lambda xy: xy[:, ::-1])
+        moved = shapely.geometry.shape(transform_geom(aoi_crs, raster_crs, mapping(swapped)))
+        return bool(shapely.transform(moved, lambda xy: _apply(inverse, xy)).intersects(frame))
+    except Exception:  # noqa: BLE001 - any failure means "no": this only chooses a hint
+        return False
 
 
 def _apply(affine: Any, xy: Any) -> Any:

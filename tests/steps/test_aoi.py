@@ -65,6 +65,39 @@ def test_bad_areas_are_named(aoi: dict[str, Any], message: str) -> None:
         grid_aoi(aoi, raster_crs=CRS, raster_transform=TRANSFORM, raster_shape=SHAPE)
 
 
+def _scene_box() -> list[tuple[float, float]]:
+    return [_lonlat(100, 100), _lonlat(300, 100), _lonlat(300, 250), _lonlat(100, 250)]
+
+
+@pytest.mark.parametrize(
+    ("aoi", "message"),
+    [
+        (
+            {"type": "Polygon", "coordinates": [[list(c) for c in _scene_box()]]},
+            r"ring not closed: it starts at \[.*\] and ends at",
+        ),
+        (
+            _polygon([(lat, lon) for lon, lat in [(100.0, 27.0), (101.0, 27.0), (101.0, 28.0)]]),
+            "latitude 100.0 outside",
+        ),
+        (_polygon([(190, 0), (191, 0), (191, 1)]), "longitude 190 outside"),
+        (
+            _polygon([(lat, lon) for lon, lat in _scene_box()]),
+            "with longitude and latitude swapped it would",
+        ),
+    ],
+)
+def test_rfc7946_faults_are_named(aoi: dict[str, Any], message: str) -> None:
+    with pytest.raises(AoiError, match=message):
+        grid_aoi(aoi, raster_crs=CRS, raster_transform=TRANSFORM, raster_shape=SHAPE)
+
+
+def test_a_whole_world_box_is_not_an_antimeridian_crossing() -> None:
+    world = _polygon([(-180, -90), (180, -90), (180, 90), (-180, 90)])
+    gridded = grid_aoi(world, raster_crs=CRS, raster_transform=TRANSFORM, raster_shape=SHAPE)
+    assert gridded.pixel_bounds == (0, 0, 627, 603)
+
+
 def test_unreadable_files(tmp_path: Path) -> None:
     with pytest.raises(AoiError, match="file not found"):
         read_aoi(str(tmp_path / "none.geojson"))
