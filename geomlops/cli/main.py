@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -225,7 +226,7 @@ def run(
     The manifest is executed as Argo would: DAG and steps, parameters, fan-out, retries,
     suspend gates, exit handlers. Each run's state and logs stay in $GEOMLOPS_HOME/runs.
     """
-    from geomlops.argo.runner import Approval, LocalRunner
+    from geomlops.argo.runner import Approval, LocalRunner, RunInterrupted
     from pipelines import template_resolver
     from steps.promotion import validate_approver
 
@@ -248,14 +249,19 @@ def run(
     if resume_id:
         if pipeline or params:
             raise ParameterError("--resume takes no PIPELINE or -p: a run resumes with what it started with")
-        summary = runner.resume(resume_id)
+        start = functools.partial(runner.resume, resume_id)
     else:
         if not pipeline:
             raise ParameterError("missing PIPELINE (a pipeline name or a manifest file), or --resume RUN_ID")
         values = parse_params(params)
         for warning in relative_path_params(values, Path.cwd()):
             click.secho(f"! {warning}", fg="yellow", err=True)
-        summary = runner.run(load_manifest(pipeline), values)
+        start = functools.partial(runner.run, load_manifest(pipeline), values)
+    try:
+        summary = start()
+    except RunInterrupted as stop:  # its tasks are stopped and the state says Interrupted
+        click.secho(f"Interrupted: {stop}", fg="yellow", err=True)
+        sys.exit(stop.exit_code)
     _print_summary(summary)
     sys.exit(0 if summary.status in ("Succeeded", "Suspended") else 1)
 

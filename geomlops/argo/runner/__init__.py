@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from .features import check_supported
 from .model import Approval, Attempt, NodeState, RunState, RunSummary
-from .runner import LocalRunner
+from .runner import LocalRunner, RunInterrupted
 
 __all__ = [
     "Approval",
     "Attempt",
     "LocalRunner",
     "NodeState",
+    "RunInterrupted",
     "RunState",
     "RunSummary",
     "check_supported",

@@ -285,7 +285,7 @@ class Engine:
                 return self.close(node, outcome_phase, message)
             node.status = PENDING
             self.store.put(node)
-            time.sleep(delay)
+            self.aborted.wait(delay)
         return self.close(node, FAILED, "interrupted")
 
     def _attempt(

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -92,6 +93,73 @@ class ProcessRegistry:
             procs = list(self._procs)
         for proc in procs:
             _kill_group(proc, signal.SIGKILL)
+
+    def groups(self) -> list[int]:
+        """Return the process group ids of the processes running now."""
+        with self._lock:
+            return [proc.pid for proc in self._procs]
+
+
+def terminate_groups(groups: Sequence[int], grace: float) -> list[int]:
+    """Stop process groups as a pod is stopped: SIGTERM, ``grace`` seconds, then SIGKILL.
+
+    Every task runs in its own session (its process group id is its pid), so the signal
+    reaches its children too, unless one left the group. Returns the groups that still had
+    a live process at the end of the grace period (and were sent SIGKILL).
+    """
+    for group in groups:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(group, signal.SIGTERM)
+    end = time.monotonic() + grace
+    alive = list(groups)
+    while alive and time.monotonic() < end:
+        time.sleep(0.05)
+        alive = [g for g in alive if group_alive(g)]
+    for group in alive:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(group, signal.SIGKILL)
+    return alive
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    """Fields of ``/proc/<pid>/stat`` after the command name (state first), or None."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return None
+    return text.rpartition(")")[2].split()
+
+
+def group_alive(group: int) -> bool:
+    """Whether a process of group ``group`` still runs (zombies count as dead)."""
+    proc = Path("/proc")
+    if not proc.is_dir():  # not Linux: ask the kernel, zombies included
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        fields = _proc_stat(int(entry.name))
+        # fields: state, ppid, pgrp, ...
+        if fields and len(fields) > 2 and fields[2] == str(group) and fields[0] != "Z":
+            return True
+    return False
+
+
+def process_start(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks after boot), or None if it is not running.
+
+    Stored next to a pid, it tells a live process from a later one that reused the pid.
+    """
+    fields = _proc_stat(pid)
+    if not fields or len(fields) < 20 or fields[0] in ("Z", "X"):
+        return None
+    return int(fields[19])  # field 22 of stat; fields here start at field 3
 
 
 @dataclass

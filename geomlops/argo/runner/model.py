@@ -24,6 +24,8 @@ ERROR = "Error"
 SKIPPED = "Skipped"
 OMITTED = "Omitted"
 SUSPENDED = "Suspended"
+#: A run stopped by a signal (or whose runner process died); ``resume`` continues it.
+INTERRUPTED = "Interrupted"
 
 #: Node phases after which a node does not change any more.
 DONE_PHASES = frozenset({SUCCEEDED, FAILED, ERROR, SKIPPED, OMITTED})
@@ -111,6 +113,8 @@ class RunState:
     finished: str | None = None
     message: str = ""
     pid: int = 0
+    #: when the runner process ``pid`` started (clock ticks after boot), to detect pid reuse
+    pid_started: int = 0
     resumed: list[str] = field(default_factory=list)
     nodes: dict[str, NodeState] = field(default_factory=dict)
 

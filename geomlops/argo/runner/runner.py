@@ -14,12 +14,15 @@ import json
 import os
 import re
 import secrets
+import signal
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import yaml
@@ -28,11 +31,13 @@ from geomlops.errors import RunError
 
 from .context import EngineOptions
 from .engine import Engine
+from .execute import process_start, terminate_groups
 from .manifest import load_workflow, resolve_parameters
 from .model import (
     ERROR,
     FAILED,
     FAILED_PHASES,
+    INTERRUPTED,
     RUNNING,
     SUCCEEDED,
     SUSPENDED,
@@ -50,6 +55,38 @@ _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,200}")
 _LOG_TAIL = 20
 _NO_TASK_FAILED = "workflow failed"
 _SCHEDULED_TIME = "workflows.argoproj.io/scheduled-time"
+#: seconds a task may take to exit after SIGTERM before SIGKILL (Argo's pods get 30 by default)
+GRACE_SECONDS = 10.0
+_DEAD_RUNNER = "interrupted: its runner process is gone"
+
+
+class RunInterrupted(RunError):
+    """A run stopped by SIGINT or SIGTERM: its tasks are stopped, its state says Interrupted.
+
+    Attributes:
+        run_id: the run, to resume with ``geomlops run --resume RUN_ID``.
+        signum: the signal received.
+    """
+
+    def __init__(self, run_id: str, signum: int) -> None:
+        self.run_id = run_id
+        self.signum = signum
+        name = signal.Signals(signum).name
+        super().__init__(f"run {run_id} interrupted by {name}; resume with: geomlops run --resume {run_id}")
+
+    @property
+    def exit_code(self) -> int:
+        """The shell's status for a process ended by the signal: 130 for SIGINT, 143 for SIGTERM."""
+        return 128 + self.signum
+
+
+class _Stop(BaseException):
+    """Raised in the main thread by the signal handler of a running run."""
+
+    def __init__(self, signum: int, stopper: threading.Thread) -> None:
+        super().__init__(signum)
+        self.signum = signum
+        self.stopper = stopper
 
 
 class LocalRunner:
@@ -143,6 +180,7 @@ class LocalRunner:
             status=RUNNING,
             started=now_iso(),
             pid=os.getpid(),
+            pid_started=process_start(os.getpid()) or 0,
         )
         with _run_lock(run_dir):
             return self._execute(workflow, params, state, run_dir, {})
@@ -185,6 +223,7 @@ class LocalRunner:
             state.status, state.message, state.finished = RUNNING, "", None
             state.resumed.append(now_iso())
             state.pid = os.getpid()
+            state.pid_started = process_start(os.getpid()) or 0
             self.reporter.line(f"Resuming {run_id}: {len(state.nodes)} node(s) already succeeded")
             return self._execute(workflow, params, state, run_dir, previous)
 
@@ -201,18 +240,24 @@ class LocalRunner:
             except RunError:
                 continue
             message = None
-            if state.status == RUNNING and not _is_locked(run_dir):
-                message = "interrupted: no runner process holds this run; resume it"
+            if state.status == RUNNING and not _runner_alive(state, run_dir):
+                state.status, message = INTERRUPTED, f"{_DEAD_RUNNER}; resume it"
             summaries.append(RunSummary.from_state(state, run_dir, message))
         return sorted(summaries, key=lambda s: (s.started is not None, s.started), reverse=True)
 
     def show(self, run_id: str) -> RunState:
         """Return the full recorded state of a run: every node with its attempts and logs.
 
+        A run recorded as Running whose runner process is gone is shown as Interrupted.
+
         Raises:
             RunError: unknown run id.
         """
-        return load_state(self._run_dir(run_id))
+        run_dir = self._run_dir(run_id)
+        state = load_state(run_dir)
+        if state.status == RUNNING and not _runner_alive(state, run_dir):
+            state.status, state.message = INTERRUPTED, _DEAD_RUNNER
+        return state
 
     # --- internals --------------------------------------------------------------------
 
@@ -248,12 +293,17 @@ class LocalRunner:
         self.reporter.line(f"Running {workflow.name} as run {state.run_id} in {run_dir}")
         began = time.monotonic()
         try:
-            phase = engine.run()
+            with _stop_on_signals(engine):
+                phase = engine.run()
+        except _Stop as stop:
+            stop.stopper.join()
+            self._stop_tasks(engine)
+            store.finish(INTERRUPTED, f"interrupted by {signal.Signals(stop.signum).name}")
+            raise RunInterrupted(state.run_id, stop.signum) from None
         except BaseException as err:
-            engine.aborted.set()
-            engine.processes.kill_all()
+            self._stop_tasks(engine)
             why = "interrupted" if isinstance(err, KeyboardInterrupt) else f"runner error: {err!r}"
-            store.finish(FAILED, f"{why}; resume with run id {state.run_id}")
+            store.finish(INTERRUPTED if isinstance(err, KeyboardInterrupt) else FAILED, why)
             raise
         status = FAILED if phase == ERROR else phase
         message = _message(status, store.nodes(), run_dir)
@@ -267,6 +317,55 @@ class LocalRunner:
             + (f": {first}" if first else "")
         )
         return RunSummary.from_state(final, run_dir)
+
+    def _stop_tasks(self, engine: Engine) -> None:
+        """Stop every task process of the run (and its children), as Argo stops pods."""
+        engine.aborted.set()
+        terminate_groups(engine.processes.groups(), GRACE_SECONDS)
+
+
+@contextmanager
+def _stop_on_signals(engine: Engine) -> Iterator[None]:
+    """While a run runs in the main thread, SIGINT and SIGTERM stop it (raising ``_Stop``).
+
+    The handler marks the run aborted (no task starts any more) and sends SIGTERM to every
+    task's process group at once, so threads waiting on a task return; the caller then waits
+    out the grace period and kills what is left.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if engine.aborted.is_set():
+            return
+        engine.aborted.set()
+        # the groups are taken now: a task whose main process exits leaves the registry,
+        # but children it left in its group must still be stopped
+        stopper = threading.Thread(
+            target=terminate_groups, args=(engine.processes.groups(), GRACE_SECONDS), daemon=True
+        )
+        stopper.start()
+        raise _Stop(signum, stopper)
+
+    before = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in before.items():
+            signal.signal(sig, old)
+
+
+def _runner_alive(state: RunState, run_dir: Path) -> bool:
+    """Whether the process that runs ``state`` still runs it.
+
+    The recorded pid must be alive and have started when the recorded one did (a later
+    process reusing the pid is not the runner); a state without a start time falls back to
+    the run's lock, which the kernel releases when its holder dies.
+    """
+    if state.pid and state.pid_started:
+        return process_start(state.pid) == state.pid_started
+    return _is_locked(run_dir)
 
 
 def _new_run_id(name: str) -> str:

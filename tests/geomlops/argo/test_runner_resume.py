@@ -221,7 +221,7 @@ def test_resume_after_the_runner_is_killed(tmp_path: Path, detached: list[subpro
 
     runner = make_runner(tmp_path)
     state = runner.show("killme-1")
-    assert state.status == "Running"
+    assert state.status == "Interrupted"  # recorded Running, but its runner is dead
     assert (state.nodes["first"].status, state.nodes["slow"].status) == ("Succeeded", "Running")
     (listed,) = runner.list_runs()
     assert listed.run_id == "killme-1" and "interrupted" in listed.message

@@ -1,0 +1,179 @@
+"""Stopping ``geomlops run`` with a signal: no task process survives, the run resumes the same."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from runner_fixtures.build import dag, script, task, workflow
+
+from geomlops.argo.runner import LocalRunner
+from geomlops.argo.runner.execute import process_start
+
+REPO = Path(__file__).resolve().parents[3]
+GEOMLOPS = Path(sys.executable).with_name("geomlops")
+
+#: Writes its pid and its child's, then waits (while ``<dir>/go`` is missing) with a child
+#: ``sleep`` running, as a task that started a tool would.
+SLOW = """
+    import os, pathlib, subprocess, sys, time
+    d = pathlib.Path("{{inputs.parameters.dir}}")
+    child = subprocess.Popen(["sleep", "300"])
+    (d / "pids").open("a").write(f"{os.getpid()} {child.pid}\\n")
+    while not (d / "go").exists():
+        time.sleep(0.05)
+    child.kill()
+    print("slow made " + "{{inputs.parameters.seed}}" * 3)
+"""
+
+
+def manifest(data: Path) -> dict[str, Any]:
+    """first -> slow (killed here) -> last, each with outputs to compare after resuming."""
+    quick = script("quick", "print('{{inputs.parameters.tag}}-' + str(6 * 7))", inputs=["tag"])
+    slow = script("slow", SLOW, inputs=["dir", "seed"])
+    first = "{{tasks.first.outputs.result}}"
+    main = dag(
+        "main",
+        [
+            task("first", "quick", args={"tag": "first"}),
+            task(
+                "slow",
+                "slow",
+                args={"dir": str(data), "seed": first},
+                depends="first",
+            ),
+            task("last", "quick", args={"tag": "{{tasks.slow.outputs.result}}"}, depends="slow"),
+        ],
+    )
+    return workflow([main, quick, slow], name="killme")
+
+
+def geomlops(home: Path, *args: str, **popen: Any) -> subprocess.Popen[str]:
+    env = {**os.environ, "GEOMLOPS_HOME": str(home)}
+    return subprocess.Popen(
+        [str(GEOMLOPS), *args],
+        cwd=REPO,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        **popen,
+    )
+
+
+def task_pids(data: Path) -> list[int]:
+    return [int(p) for line in (data / "pids").read_text().splitlines() for p in line.split()]
+
+
+def outputs(runs: Path, run_id: str) -> str:
+    """Every node's outputs and result, as bytes to compare between runs."""
+    state = LocalRunner(runs, progress=False).show(run_id)
+    return json.dumps(
+        {name: [n.status, n.outputs, n.result] for name, n in sorted(state.nodes.items())}, sort_keys=True
+    )
+
+
+def only_run(runs: Path) -> str:
+    (run_dir,) = [p for p in runs.iterdir() if (p / "state.json").exists()]
+    return run_dir.name
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The outputs of the same workflow run without interruption."""
+    root = tmp_path_factory.mktemp("reference")
+    data = root / "data"
+    data.mkdir()
+    (data / "go").touch()
+    (root / "wf.yaml").write_text(yaml.safe_dump(manifest(data)))
+    proc = geomlops(root / "home", "run", str(root / "wf.yaml"))
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out + err
+    runs = root / "home" / "runs"
+    return outputs(runs, only_run(runs))
+
+
+def start_and_wait_for_slow(tmp_path: Path) -> tuple[subprocess.Popen[str], Path, Path]:
+    data = tmp_path / "data"
+    data.mkdir()
+    (tmp_path / "wf.yaml").write_text(yaml.safe_dump(manifest(data)))
+    proc = geomlops(tmp_path / "home", "run", str(tmp_path / "wf.yaml"))
+    deadline = time.monotonic() + 60
+    while not (data / "pids").exists() or len((data / "pids").read_text().split()) < 2:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the slow task never started"
+        time.sleep(0.05)
+    return proc, data, tmp_path / "home" / "runs"
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_signal_stops_every_task_process_and_resume_gives_the_same_outputs(
+    tmp_path: Path, reference: str, sig: signal.Signals, code: int
+) -> None:
+    proc, data, runs = start_and_wait_for_slow(tmp_path)
+    pids = task_pids(data)
+
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=60)
+
+    assert proc.returncode == code, out + err
+    assert [p for p in pids if process_start(p) is not None] == [], "a task process survived"
+    run_id = only_run(runs)
+    resume_lines = [line for line in err.splitlines() if f"geomlops run --resume {run_id}" in line]
+    assert len(resume_lines) == 1, err
+    state = json.loads((runs / run_id / "state.json").read_text())
+    assert state["status"] == "Interrupted"
+    assert state["nodes"]["first"]["status"] == "Succeeded"
+    assert "last" not in state["nodes"]
+    listing = geomlops(tmp_path / "home", "runs", "list").communicate(timeout=60)[0]
+    assert listing.split()[:2] == [run_id, "Interrupted"], listing
+
+    (data / "go").touch()
+    resumed = geomlops(tmp_path / "home", "run", "--resume", run_id)
+    out, err = resumed.communicate(timeout=120)
+
+    assert resumed.returncode == 0, out + err
+    assert outputs(runs, run_id) == reference
+    assert json.loads((runs / run_id / "state.json").read_text())["status"] == "Succeeded"
+
+
+def test_run_whose_runner_was_killed_shows_as_interrupted_not_running(tmp_path: Path) -> None:
+    proc, data, runs = start_and_wait_for_slow(tmp_path)
+    proc.kill()
+    proc.communicate(timeout=60)
+    for pid in task_pids(data):  # SIGKILL cannot be caught: the orphans are ours to stop
+        if process_start(pid) is not None:
+            os.kill(pid, signal.SIGKILL)
+    run_id = only_run(runs)
+    assert json.loads((runs / run_id / "state.json").read_text())["status"] == "Running"
+
+    listing = geomlops(tmp_path / "home", "runs", "list").communicate(timeout=60)[0]
+    shown = geomlops(tmp_path / "home", "runs", "show", run_id).communicate(timeout=60)[0]
+
+    assert listing.split()[:2] == [run_id, "Interrupted"], listing
+    assert shown.splitlines()[0] == f"run {run_id}: Interrupted", shown
+
+
+def test_a_live_runner_is_shown_running_and_a_reused_pid_is_not(tmp_path: Path) -> None:
+    proc, _, runs = start_and_wait_for_slow(tmp_path)
+    run_id = only_run(runs)
+    try:
+        assert LocalRunner(runs, progress=False).show(run_id).status == "Running"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)
+    state_file = runs / run_id / "state.json"
+    state = json.loads(state_file.read_text())
+    # a live process (this one) holding the recorded pid, but started at another time
+    state.update(status="Running", pid=os.getpid(), pid_started=state["pid_started"] + 1)
+    state_file.write_text(json.dumps(state))
+
+    assert LocalRunner(runs, progress=False).show(run_id).status == "Interrupted"
