@@ -31,6 +31,8 @@ class EngineOptions:
     #: checks and normalises a name typed at the prompt (a domain rule, passed in by the caller);
     #: raises GeomlopsError to refuse it. None accepts any name.
     approver_check: Callable[[str], str] | None = None
+    #: semaphore limits, ``CONFIGMAP/KEY`` -> limit (Argo reads them from ConfigMaps)
+    semaphores: Mapping[str, int] = field(default_factory=dict)
 
 
 class RunContext(Protocol):

@@ -52,6 +52,7 @@ from .retry import RetryPolicy, deadline_of, parse_duration
 from .state_file import StateStore
 from .substitute import UnresolvedVariableError, substitute, substitute_all, to_argo_string
 from .suspend import run_suspend
+from .synchronization import Synchronizer
 from .workflow import Workflow
 
 
@@ -106,12 +107,23 @@ class Engine:
         limit = workflow.spec.get("activeDeadlineSeconds")
         #: when spec.activeDeadlineSeconds runs out (monotonic); exit handlers are not bound by it
         self.deadline = None if limit in (None, "") else self._started + parse_duration(limit)
+        namespace = str(workflow.metadata.get("namespace") or "default")
+        #: mutexes and semaphores, shared with every run of this runs folder (:mod:`.synchronization`)
+        self.sync = Synchronizer(
+            run_dir.parent / ".locks", options.semaphores, namespace, self.aborted, reporter.line
+        )
         #: what the entrypoint's node said when it ended (the root DAG's node is not recorded)
         self.root_message = ""
 
     # --- workflow ---------------------------------------------------------------------
 
     def run(self) -> str:
+        """Run the workflow holding its ``spec.synchronization`` locks; return its phase."""
+        locks = self.sync.locks(self.workflow.spec, self.global_scope(), "the workflow")
+        with self.sync.hold(locks, "the workflow") as held:
+            return self._run_holding_locks() if held else FAILED
+
+    def _run_holding_locks(self) -> str:
         """Run the entrypoint, then the exit handler; return the workflow phase."""
         entry = self.workflow.template(None, self.workflow.entrypoint)
         root = "" if template_type(entry) in ("dag", "steps") else self.workflow.entrypoint
@@ -199,11 +211,18 @@ class Engine:
         """Run ``template`` with ``inputs`` as node ``name``."""
         kind = template_type(template)
         scope = {**self.global_scope(), **input_scope(inputs)}
-        if kind in ("dag", "steps"):
-            return scheduling.run_container(self, name, source, template, dict(inputs), scope)
-        if kind == "suspend":
-            return run_suspend(self, name, template, dict(inputs), scope)
-        return self._pod(name, template, dict(inputs), scope)
+        try:
+            locks = self.sync.locks(template, scope, f"template {template['name']!r}")
+        except (ManifestError, UnresolvedVariableError) as err:
+            return self.error_node(name, str(template["name"]), str(err))
+        with self.sync.hold(locks, name) as held:
+            if not held:
+                return self.error_node(name, str(template["name"]), "interrupted while waiting for a lock")
+            if kind in ("dag", "steps"):
+                return scheduling.run_container(self, name, source, template, dict(inputs), scope)
+            if kind == "suspend":
+                return run_suspend(self, name, template, dict(inputs), scope)
+            return self._pod(name, template, dict(inputs), scope)
 
     # --- node records ------------------------------------------------------------------
 

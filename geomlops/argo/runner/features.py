@@ -18,7 +18,7 @@ from .substitute import variables_in
 KINDS = frozenset({"Workflow", "WorkflowTemplate", "ClusterWorkflowTemplate", "CronWorkflow"})
 
 _SPEC_RUN = {"entrypoint", "arguments", "templates", "onExit", "parallelism", "templateDefaults"}
-_SPEC_RUN |= {"workflowTemplateRef", "retryStrategy", "activeDeadlineSeconds"}
+_SPEC_RUN |= {"workflowTemplateRef", "retryStrategy", "activeDeadlineSeconds", "synchronization"}
 _SPEC_IGNORED = {
     "serviceAccountName", "podGC", "ttlStrategy", "workflowMetadata", "archiveLogs",
     "podMetadata", "nodeSelector", "tolerations", "affinity", "imagePullSecrets",
@@ -31,7 +31,6 @@ _SPEC_REFUSED = {
     "volumeClaimTemplates": "volume claim templates",
     "artifactRepositoryRef": "artifact repositories",
     "artifactGC": "artifact garbage collection",
-    "synchronization": "synchronization (mutexes/semaphores)",
     "hooks": "lifecycle hooks",
     "metrics": "Prometheus metrics",
     "suspend": "starting a workflow suspended (spec.suspend)",
@@ -46,7 +45,7 @@ _TEMPLATE_REFUSED_TYPES = {
     "containerSet": "containerSet templates",
 }
 _TEMPLATE_RUN = {"name", "inputs", "outputs", "retryStrategy", "activeDeadlineSeconds"}
-_TEMPLATE_RUN |= {"timeout", "parallelism", "failFast", *_TEMPLATE_TYPES}
+_TEMPLATE_RUN |= {"timeout", "parallelism", "failFast", "synchronization", *_TEMPLATE_TYPES}
 _TEMPLATE_IGNORED = {
     "metadata", "nodeSelector", "affinity", "tolerations", "securityContext",
     "serviceAccountName", "automountServiceAccountToken", "podSpecPatch", "priorityClassName",
@@ -57,7 +56,6 @@ _TEMPLATE_REFUSED = {
     "sidecars": "sidecars",
     "initContainers": "init containers",
     "volumes": "volumes",
-    "synchronization": "synchronization (mutexes/semaphores)",
     "memoize": "memoization",
     "metrics": "Prometheus metrics",
     "daemon": "daemon templates",

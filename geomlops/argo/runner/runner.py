@@ -49,6 +49,7 @@ from .model import (
 )
 from .progress import Reporter
 from .state_file import StateStore, load_state
+from .synchronization import check_synchronization
 from .workflow import Workflow
 
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,200}")
@@ -104,6 +105,7 @@ class LocalRunner:
         prompt: reads one answer at the prompt (``input`` by default; tests inject one).
         approver_check: checks and normalises an approver's name typed at the prompt (raises
             GeomlopsError to refuse it); the engine knows no rule of its own.
+        semaphores: semaphore limits, ``CONFIGMAP/KEY`` -> limit (see :mod:`.synchronization`).
     """
 
     def __init__(
@@ -119,6 +121,7 @@ class LocalRunner:
         env: Mapping[str, str] | None = None,
         prompt: Callable[[str], str] = input,
         approver_check: Callable[[str], str] | None = None,
+        semaphores: Mapping[str, int] | None = None,
     ) -> None:
         if max_workers < 1:
             raise RunError(f"max_workers must be at least 1, not {max_workers}")
@@ -132,6 +135,7 @@ class LocalRunner:
         self.env = dict(env or {})
         self.prompt = prompt
         self.approver_check = approver_check
+        self.semaphores = dict(semaphores or {})
 
     # --- public API -------------------------------------------------------------------
 
@@ -156,6 +160,7 @@ class LocalRunner:
             resolver=self.template_resolver,
             allow_host_containers=self.allow_host_containers,
         )
+        check_synchronization(workflow, self.semaphores)
         params = resolve_parameters(workflow, parameters or {})
         run_id = run_id or _new_run_id(workflow.name)
         if not _RUN_ID.fullmatch(run_id):
@@ -280,6 +285,7 @@ class LocalRunner:
         options = EngineOptions(
             self.max_workers, self.approval, self.interactive, self.prompt, self.env, self.approver_check
         )
+        options.semaphores = self.semaphores
         engine = Engine(
             workflow=workflow,
             params=params,

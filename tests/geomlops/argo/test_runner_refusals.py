@@ -56,10 +56,6 @@ def with_sidecar(m: Manifest) -> None:
     template(m, "hello")["sidecars"] = [{"name": "db", "image": "postgres"}]
 
 
-def with_synchronization(m: Manifest) -> None:
-    template(m, "hello")["synchronization"] = {"mutex": {"name": "one"}}
-
-
 def with_memoize(m: Manifest) -> None:
     template(m, "hello")["memoize"] = {"key": "x", "cache": {"configMap": {"name": "c"}}}
 
@@ -95,7 +91,6 @@ def with_retry_expression(m: Manifest) -> None:
         (with_expression, "expression templates ('{{=sprig.upper('x')}}')", "template 'main'"),
         (with_volumes, "volumes", "spec"),
         (with_sidecar, "sidecars", "template 'hello'"),
-        (with_synchronization, "synchronization", "template 'hello'"),
         (with_memoize, "memoization", "template 'hello'"),
         (with_daemoned, "'.Daemoned'", "task 'after'"),
         (with_http, "http templates", "template 'call'"),
