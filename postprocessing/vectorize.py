@@ -222,21 +222,30 @@ def vectorize_to_file(
     min_area: float = 0.0,
     simplify: float = 0.0,
     workers: int | None = None,
+    pixel_coordinates: bool = False,
 ) -> int:
     """Vectorize a class raster straight into GeoParquet or GeoJSON (see :mod:`postprocessing.io`).
 
     Without ``simplify`` the features stream to the file row of blocks by row of blocks, so
     memory does not grow with the raster; coverage simplification needs every neighbour, so with
-    it the polygons are gathered first. Arguments are those of :func:`vectorize_raster`.
+    it the polygons are gathered first. Arguments are those of :func:`vectorize_raster`, and
+    ``pixel_coordinates``: accept a raster without a CRS, writing GeoParquet in its pixel
+    coordinates (``crs: null``); otherwise such a raster is refused.
 
     Returns:
         The number of features written.
 
     Raises:
-        VectorizeError: as :func:`vectorize_raster`, or when the output cannot be written; no
-            partial file is left behind.
+        VectorizeError: as :func:`vectorize_raster`, for a raster without a CRS (unless
+            ``pixel_coordinates``), or when the output cannot be written; no partial file is
+            left behind.
     """
     info, value = _raster(path, band, nodata)
+    if info.crs_wkt is None and not pixel_coordinates:
+        raise VectorizeError(
+            f"{path}: the raster has no CRS, so its polygons would be in pixel coordinates; "
+            "georeference it, or accept pixel coordinates explicitly (--pixel-coordinates)"
+        )
     with FeatureWriter(output, info.crs_wkt) as writer:
         batches = _iter_raster(info, value, block_size, scheduler, workers, progress)
         if simplify:

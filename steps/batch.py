@@ -15,7 +15,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from catalog_sync.mlm import ModelInput
-from geomlops.errors import GeomlopsError
+from geomlops.errors import GeomlopsError, ImageryMismatchError
 from geomlops.files import atomic_path
 from steps.predict import NODATA_CLASS
 
@@ -80,6 +80,12 @@ def plan_batch(
         raise GeomlopsError(f"block_size and group_size must be positive, got {block_size}, {group_size}")
     try:
         with rasterio.open(imagery) as src:
+            if src.crs is None or src.transform.is_identity:
+                missing = "a CRS" if src.crs is None else "a geotransform"
+                raise ImageryMismatchError(
+                    f"imagery {imagery}: {src.driver} file without {missing}; expected a georeferenced "
+                    "raster (a GeoTIFF with its CRS and transform)"
+                )
             crs, transform, height, width = src.crs.to_string(), src.transform, src.height, src.width
             if model_input is not None:
                 check_imagery(src, model_input)

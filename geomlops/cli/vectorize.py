@@ -65,6 +65,11 @@ def _nodata(value: str | None) -> int | str | None:
 @click.option(
     "--progress/--no-progress", default=None, help="Progress bar over blocks (default: on a terminal)."
 )
+@click.option(
+    "--pixel-coordinates",
+    is_flag=True,
+    help="Accept a raster without a CRS: write GeoParquet in pixel coordinates (no CRS).",
+)
 @fail_cleanly
 def vectorize_command(
     mask: Path,
@@ -77,6 +82,7 @@ def vectorize_command(
     min_area: float,
     simplify: float,
     progress: bool | None,
+    pixel_coordinates: bool,
 ) -> None:
     """Vectorize the class raster MASK into OUTPUT (.parquet or .geojson).
 
@@ -107,5 +113,6 @@ def vectorize_command(
         min_area=min_area,
         simplify=simplify,
         progress=sys.stderr.isatty() if progress is None else progress,
+        pixel_coordinates=pixel_coordinates,
     )
     click.echo(f"wrote {count} polygons to {output}", err=True)

@@ -110,3 +110,17 @@ def test_help_explains_the_command() -> None:
         "--simplify",
     ):
         assert text in result.output
+
+
+def test_a_raster_without_crs_exits_non_zero_unless_pixel_coordinates(tmp_path: Path) -> None:
+    m = np.zeros((8, 8), np.uint8)
+    m[2:5, 2:5] = 1
+    tif = write_tif(tmp_path / "plain.tif", m, nodata=0, crs=None)
+    out = tmp_path / "out.parquet"
+    result = CliRunner().invoke(main, ["vectorize", str(tif), str(out)])
+    assert result.exit_code != 0
+    assert "no CRS" in result.output and "--pixel-coordinates" in result.output
+    assert not out.exists()
+    result = CliRunner().invoke(main, ["vectorize", str(tif), str(out), "--pixel-coordinates"])
+    assert result.exit_code == 0, result.output
+    assert geopandas.read_parquet(out).crs is None

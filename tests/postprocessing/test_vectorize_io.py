@@ -170,10 +170,15 @@ def test_non_integer_rasters_are_refused(tmp_path: Path) -> None:
         vectorize_raster(tif)
 
 
-def test_parquet_without_crs_says_so(tmp_path: Path, mask: np.ndarray) -> None:
+def test_a_raster_without_crs_is_refused_unless_pixel_coordinates_are_asked(
+    tmp_path: Path, mask: np.ndarray
+) -> None:
     tif = write_tif(tmp_path / "mask.tif", mask, nodata=0, crs=None)
     out = tmp_path / "polys.parquet"
-    vectorize_to_file(tif, out, scheduler="synchronous")
+    with pytest.raises(VectorizeError, match="no CRS, so its polygons would be in pixel coordinates"):
+        vectorize_to_file(tif, out, scheduler="synchronous")
+    assert list(tmp_path.iterdir()) == [tif]
+    vectorize_to_file(tif, out, scheduler="synchronous", pixel_coordinates=True)
     assert geopandas.read_parquet(out).crs is None
 
 
