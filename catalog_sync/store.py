@@ -208,15 +208,18 @@ class StaticCatalog:
             return True
 
     def list_items(self, collection: str) -> list[dict[str, Any]]:
-        """Every item of a collection, in link order."""
+        """Every item of a collection, in link order.
+
+        A link whose file is gone (deleted by hand, a copy that lost files) lists nothing: the
+        item is absent, as :meth:`get_item` says, and ``catalog sync`` writes it again.
+        """
         self._ensure_root()
         cpath = self._collection_path(collection)
         coll = _read_json(cpath)
-        return [
-            _read_json((cpath.parent / link["href"]).resolve())
-            for link in coll["links"]
-            if link.get("rel") == "item"
+        paths = [
+            (cpath.parent / link["href"]).resolve() for link in coll["links"] if link.get("rel") == "item"
         ]
+        return [_read_json(path) for path in paths if path.is_file()]
 
 
 def collection_document(collection_id: str, description: str) -> dict[str, Any]:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +110,34 @@ def _cql2(value: str | None) -> dict[str, Any] | None:
     return parsed
 
 
+_PARTIAL_DATE = re.compile(r"\d{4}(-\d{2})?")
+
+
+def _datetime(value: str | None) -> str | None:
+    """``--datetime`` checked: an RFC 3339 instant, a date (or year, year-month), or an interval
+    of two with ``..`` or nothing for an open end.
+
+    Raises:
+        ParameterError: naming the part that is not a date or time.
+    """
+    if value is None:
+        return None
+    parts = value.split("/")
+    if len(parts) > 2 or all(p in ("", "..") for p in parts):
+        raise ParameterError(f"--datetime {value!r}: expected RFC3339 or RFC3339/RFC3339 ('..' open)")
+    for part in parts:
+        if part in ("", "..") or _PARTIAL_DATE.fullmatch(part):
+            continue
+        try:
+            datetime.fromisoformat(part)
+        except ValueError:
+            raise ParameterError(
+                f"--datetime {value!r}: {part!r} is not an RFC 3339 date or time "
+                "(e.g. 2024-05-01, 2024-05-01T10:00:00Z, 2024-01-01/..)"
+            ) from None
+    return value
+
+
 @catalog.command()
 @click.option("--bbox", metavar="W,S,E,N", help="Items intersecting this box (WGS 84).")
 @click.option("--datetime", "datetime_", metavar="RFC3339[/RFC3339]", help="Instant or interval ('..' open).")
@@ -142,13 +172,14 @@ def search(
     from catalog_sync.api import all_of, mlm_filter
     from catalog_sync.api import search as search_api
 
+    when, box = _datetime(datetime_), _bbox(bbox)
     url = api_url or get_settings().stac_api_url
     if not url:
         raise ParameterError("no STAC API: set GEOMLOPS_STAC_API_URL or pass --api-url")
     items = search_api(
         url,
-        bbox=_bbox(bbox),
-        datetime=datetime_,
+        bbox=box,
+        datetime=when,
         q=text,
         filter=all_of(
             [_cql2(filter_), mlm_filter(tasks=tasks, framework=framework, accelerator=accelerator)]

@@ -181,3 +181,28 @@ def test_serve_unreachable_database(cli: CliRunner) -> None:
     result = cli.invoke(main, ["catalog", "serve", "--dsn", "postgresql://postgres@127.0.0.1:1/catalog"])
     assert result.exit_code == 2
     assert "cannot connect to PostgreSQL at 127.0.0.1:1/catalog: Connection refused" in result.output
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("yesterday", "--datetime 'yesterday': 'yesterday' is not an RFC 3339 date or time"),
+        ("2024-13-01", "'2024-13-01' is not an RFC 3339"),
+        ("../..", "expected RFC3339 or RFC3339/RFC3339"),
+        ("2024/2025/2026", "expected RFC3339 or RFC3339/RFC3339"),
+    ],
+)
+def test_search_bad_datetime_is_named_before_anything_is_asked(
+    cli: CliRunner, value: str, message: str
+) -> None:
+    result = cli.invoke(main, ["catalog", "search", "--api-url", "http://127.0.0.1:1", "--datetime", value])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output and "cannot reach" not in result.output
+
+
+def test_search_datetime_forms_stac_accepts_pass_the_check() -> None:
+    from geomlops.cli.catalog import _datetime
+
+    for value in ("2024", "2024-05", "2024-05-01", "2024-05-01T10:00:00Z", "2024-01-01/..", "../2024-01-01"):
+        assert _datetime(value) == value

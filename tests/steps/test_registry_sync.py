@@ -73,3 +73,12 @@ def test_sync_creates_updates_reports_and_then_rests(home: Path, shared_data: Pa
     again = sync_registry(store)
     assert again.nothing_to_do and again.created == [] and again.updated == []
     assert "nothing to do: 2 version item(s) match MLflow" in again.lines()
+
+    # an item file lost by hand (the case sync exists for): the dry run says it would be
+    # written again, and sync writes it
+    lost = Path(store.item_href(VERSIONS, f"{MODEL}-v2"))
+    lost.unlink()
+    assert sync_registry(store, dry_run=True).created == [f"{MODEL}-v2"]
+    assert not lost.exists()
+    assert sync_registry(store).created == [f"{MODEL}-v2"]
+    assert store.get_item(VERSIONS, f"{MODEL}-v2")["properties"]["mlflow:model_version"] == "2"
