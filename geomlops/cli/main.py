@@ -140,8 +140,17 @@ def render(pipeline: str, output: Path | None) -> None:
     is_flag=True,
     help="Accept that Argo's JSON schema is not available: run only the semantic checks.",
 )
+@click.option(
+    "--templates",
+    "template_paths",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Check every templateRef against the WorkflowTemplates and ClusterWorkflowTemplates in this "
+    "file or folder (repeatable) and geomlops' pipelines. Without it references are not checked: "
+    "on a cluster they resolve to the templates installed there.",
+)
 @fail_cleanly
-def lint(files: tuple[str, ...], semantic_only: bool) -> None:
+def lint(files: tuple[str, ...], semantic_only: bool, template_paths: tuple[Path, ...]) -> None:
     """Check manifests (files or pipeline names) against Argo's schema, strictly, and more.
 
     Unknown fields are errors; the entrypoint and every task's template must exist; DAGs
@@ -150,7 +159,9 @@ def lint(files: tuple[str, ...], semantic_only: bool) -> None:
     Without the schema, lint fails (the strict check did not run) unless --semantic-only.
     """
     from geomlops.argo.lint import lint_manifest
+    from geomlops.argo.template_library import template_ref_errors
 
+    library = _template_library(template_paths) if template_paths else None
     schema_dir = get_settings().schema_dir
     failed = False
     checks: list[tuple[str, Any]] = []
@@ -163,6 +174,8 @@ def lint(files: tuple[str, ...], semantic_only: bool) -> None:
             failed = True
     for source, manifest in checks:
         result = lint_manifest(manifest, source, schema_dir)
+        if library is not None:
+            result.errors += template_ref_errors(manifest, library)
         if result.schema_note:
             click.secho(f"! {source}: {result.schema_note}", fg="yellow", err=True)
         if result.ok and not result.schema_checked and not semantic_only:
@@ -209,6 +222,22 @@ def lint(files: tuple[str, ...], semantic_only: bool) -> None:
 )
 @click.option("--allow-host-containers", is_flag=True, help="Run container templates' commands on this host.")
 @click.option("--workers", default=4, show_default=True, help="Parallel tasks at most.")
+@click.option(
+    "--templates",
+    "template_paths",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="WorkflowTemplates and ClusterWorkflowTemplates for templateRef: a YAML file (several "
+    "documents allowed) or a folder read recursively (repeatable); geomlops' pipelines are found too.",
+)
+@click.option(
+    "--semaphore",
+    "semaphores",
+    multiple=True,
+    metavar="CONFIGMAP/KEY=LIMIT",
+    help="The limit of a semaphore (in Argo, key KEY of ConfigMap CONFIGMAP); repeatable. "
+    "ConfigMaps in --templates files count too.",
+)
 @fail_cleanly
 def run(
     pipeline: str | None,
@@ -220,6 +249,8 @@ def run(
     interactive: bool | None,
     allow_host_containers: bool,
     workers: int,
+    template_paths: tuple[Path, ...],
+    semaphores: tuple[str, ...],
 ) -> None:
     """Run PIPELINE (a pipeline name or a Workflow/WorkflowTemplate YAML file) on this machine.
 
@@ -227,8 +258,10 @@ def run(
     suspend gates, exit handlers. Each run's state and logs stay in $GEOMLOPS_HOME/runs.
     """
     from geomlops.argo.runner import Approval, LocalRunner, RunInterrupted
-    from pipelines import template_resolver
+    from geomlops.argo.runner.synchronization import parse_limits
     from steps.promotion import validate_approver
+
+    library = _template_library(template_paths)
 
     if override and approve is None:
         raise ParameterError("--override needs --approve NAME: only an approver can override a policy")
@@ -243,8 +276,9 @@ def run(
         approval=Approval(approver=approve, reason=reason, override=override) if approve else None,
         interactive=sys.stdin.isatty() if interactive is None else interactive,
         allow_host_containers=allow_host_containers,
-        template_resolver=template_resolver,
+        template_resolver=library,
         approver_check=validate_approver,
+        semaphores={**library.semaphore_limits(), **parse_limits(semaphores)},
     )
     if resume_id:
         if pipeline or params:
@@ -264,6 +298,14 @@ def run(
         sys.exit(stop.exit_code)
     _print_summary(summary)
     sys.exit(0 if summary.status in ("Succeeded", "Suspended") else 1)
+
+
+def _template_library(paths: tuple[Path, ...]) -> Any:
+    """The templates of ``--templates`` paths, with geomlops' own pipelines after them."""
+    from geomlops.argo.template_library import TemplateLibrary
+    from pipelines import template_resolver
+
+    return TemplateLibrary.load(paths, fallback=template_resolver, fallback_name="geomlops' pipelines")
 
 
 def relative_path_params(params: dict[str, str], cwd: Path) -> list[str]:

@@ -12,17 +12,18 @@ import copy
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from geomlops.argo.template_library import kind_for
 from geomlops.errors import ManifestError, ParameterError
 
 from .checks import check_workflow
 from .features import check_supported
 from .substitute import to_argo_string
-from .workflow import Workflow
+from .workflow import Workflow, ref_key
 
 API_VERSION = "argoproj.io/v1alpha1"
 TEMPLATE_TYPES = ("dag", "steps", "script", "container", "suspend")
-_TEMPLATE_KINDS = ("WorkflowTemplate", "ClusterWorkflowTemplate")
-
+#: returns a WorkflowTemplate by name; one with a ``resolve(name, cluster_scope)`` method (such
+#: as :class:`~geomlops.argo.template_library.TemplateLibrary`) resolves ClusterWorkflowTemplates too
 Resolver = Callable[[str], dict[str, Any]]
 
 
@@ -127,38 +128,49 @@ def load_workflow(
         raise ManifestError("the manifest has neither metadata.name nor metadata.generateName")
     known: dict[str, dict[str, Any]] = dict(refs or {})
 
-    def fetch(ref_name: str) -> dict[str, Any]:
-        if ref_name not in known:
+    def fetch(ref: Mapping[str, Any], where: str) -> tuple[str, dict[str, Any]]:
+        ref_name = str(ref.get("name") or "")
+        cluster = ref.get("clusterScope") is True
+        kind = kind_for(cluster)
+        key = ref_key(ref)
+        if not ref_name:
+            raise ManifestError(f"{where}: the reference names no {kind} (name is missing)")
+        if key not in known:
             if resolver is None:
                 raise ManifestError(
-                    f"WorkflowTemplate {ref_name!r} is referenced but no template_resolver was given"
+                    f"{where}: {kind} {ref_name!r} is referenced but no template_resolver was given"
                 )
             try:
-                found = resolver(ref_name)
-            except (KeyError, LookupError, FileNotFoundError) as err:
-                raise ManifestError(f"WorkflowTemplate {ref_name!r} not found: {err}") from err
-            if not isinstance(found, Mapping) or found.get("kind") not in _TEMPLATE_KINDS:
-                raise ManifestError(f"the resolver did not return a WorkflowTemplate for {ref_name!r}")
-            _check_shape(found, f"WorkflowTemplate {ref_name!r}", allow_host_containers)
-            known[ref_name] = copy.deepcopy(dict(found))
-        return known[ref_name]
+                found = _resolve(resolver, ref_name, cluster)
+            except (ManifestError, LookupError, FileNotFoundError) as err:
+                raise ManifestError(f"{where}: {kind} {ref_name!r} not found: {err}") from err
+            if not isinstance(found, Mapping) or found.get("kind") != kind:
+                got = found.get("kind") if isinstance(found, Mapping) else type(found).__name__
+                raise ManifestError(f"{where}: the resolver gave a {got} for {kind} {ref_name!r}")
+            _check_shape(found, f"{kind} {ref_name!r}", allow_host_containers)
+            known[key] = copy.deepcopy(dict(found))
+        return key, known[key]
 
     spec = _spec_of(manifest)
     wf_ref = spec.pop("workflowTemplateRef", None)
-    if isinstance(wf_ref, Mapping):
-        base = _spec_of(fetch(str(wf_ref.get("name"))))
-        spec = _merge_specs(base, spec)
+    if wf_ref is not None:
+        if not isinstance(wf_ref, Mapping):
+            raise ManifestError("spec.workflowTemplateRef must be a mapping with a name")
+        _, base_manifest = fetch(wf_ref, "spec.workflowTemplateRef")
+        spec = _merge_specs(_spec_of(base_manifest), spec)
     workflow = Workflow(kind, name, metadata, spec, {None: _index_templates(spec, "the workflow")})
     pending = [workflow.templates[None]]
     while pending:
         for call in _calls(pending.pop()):
             ref = call.get("templateRef")
-            if isinstance(ref, Mapping) and ref.get("name") not in workflow.templates:
-                ref_name = str(ref.get("name"))
-                ref_spec = _spec_of(fetch(ref_name))
-                workflow.templates[ref_name] = _index_templates(ref_spec, f"{ref_name!r}")
-                pending.append(workflow.templates[ref_name])
-    workflow.refs = {k: v for k, v in known.items() if k in workflow.templates or k == _ref_name(wf_ref)}
+            if isinstance(ref, Mapping) and ref_key(ref) not in workflow.templates:
+                key, found = fetch(ref, f"templateRef of {call.get('name')!r}")
+                workflow.templates[key] = _index_templates(
+                    _spec_of(found), f"{found['kind']} {ref.get('name')!r}"
+                )
+                pending.append(workflow.templates[key])
+    wf_key = ref_key(wf_ref) if isinstance(wf_ref, Mapping) else None
+    workflow.refs = {k: v for k, v in known.items() if k in workflow.templates or k == wf_key}
     if not spec.get("entrypoint"):
         raise ManifestError("spec.entrypoint is missing")
     workflow.template(None, workflow.entrypoint)
@@ -166,8 +178,16 @@ def load_workflow(
     return workflow
 
 
-def _ref_name(ref: Any) -> str | None:
-    return str(ref.get("name")) if isinstance(ref, Mapping) else None
+def _resolve(resolver: Resolver, name: str, cluster_scope: bool) -> dict[str, Any]:
+    """Ask a resolver for a template: one with ``resolve`` knows both kinds, a plain callable
+    only namespaced WorkflowTemplates."""
+    resolve = getattr(resolver, "resolve", None)
+    if callable(resolve):
+        found: dict[str, Any] = resolve(name, cluster_scope)
+        return found
+    if cluster_scope:
+        raise ManifestError("the resolver knows no ClusterWorkflowTemplates (pass --templates)")
+    return resolver(name)
 
 
 def _merge_specs(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

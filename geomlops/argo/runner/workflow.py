@@ -11,13 +11,33 @@ from typing import Any
 
 from geomlops.errors import ManifestError
 
+#: how a ClusterWorkflowTemplate's source is keyed (a WorkflowTemplate's key is its name)
+CLUSTER_PREFIX = "ClusterWorkflowTemplate/"
+
+
+def ref_key(ref: Mapping[str, Any]) -> str:
+    """The source key of a ``templateRef``/``workflowTemplateRef``: its name, prefixed with
+    ``ClusterWorkflowTemplate/`` when ``clusterScope: true`` (the two kinds may share names)."""
+    name = str(ref.get("name") or "")
+    return f"{CLUSTER_PREFIX}{name}" if ref.get("clusterScope") is True else name
+
+
+def describe_source(source: str | None) -> str:
+    """How a template source is named in messages."""
+    if source is None:
+        return "the workflow"
+    if source.startswith(CLUSTER_PREFIX):
+        return f"ClusterWorkflowTemplate {source.removeprefix(CLUSTER_PREFIX)!r}"
+    return f"WorkflowTemplate {source!r}"
+
 
 @dataclass
 class Workflow:
     """A validated manifest, with the templates it can reach.
 
     ``templates`` maps a source (``None`` for the manifest itself, else a WorkflowTemplate
-    name) to that source's templates by name.
+    name or ``ClusterWorkflowTemplate/<name>``, see :func:`ref_key`) to that source's templates
+    by name.
     """
 
     kind: str
@@ -35,8 +55,10 @@ class Workflow:
         """
         found = self.templates.get(source, {}).get(name)
         if found is None:
-            where = f"WorkflowTemplate {source!r}" if source else "the workflow"
-            raise ManifestError(f"template {name!r} not found in {where}")
+            there = ", ".join(sorted(self.templates.get(source, {}))) or "none"
+            raise ManifestError(
+                f"template {name!r} not found in {describe_source(source)} (its templates: {there})"
+            )
         return found
 
     def resolve_call(self, source: str | None, call: Mapping[str, Any]) -> tuple[str | None, str]:
@@ -49,7 +71,7 @@ class Workflow:
         if isinstance(ref, Mapping):
             if not ref.get("name") or not ref.get("template"):
                 raise ManifestError(f"{call.get('name')!r}: templateRef needs name and template")
-            return str(ref["name"]), str(ref["template"])
+            return ref_key(ref), str(ref["template"])
         if not call.get("template"):
             raise ManifestError(f"task or step {call.get('name')!r} names no template")
         return source, str(call["template"])
