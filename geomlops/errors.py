@@ -6,16 +6,24 @@ expected. The underlying cause is kept with ``raise ... from err``.
 
 from __future__ import annotations
 
+#: exit code of a step whose error is permanent: a retry would fail the same way
+PERMANENT_EXIT_CODE = 3
+
 
 class GeomlopsError(Exception):
     """Base class of every error geomlops raises on purpose."""
 
 
-class ModelNotFoundError(GeomlopsError):
+class PermanentError(GeomlopsError):
+    """Base of errors that retrying cannot fix (bad input, a broken contract, something not
+    found); a step template exits with :data:`PERMANENT_EXIT_CODE` and is not retried."""
+
+
+class ModelNotFoundError(PermanentError):
     """Raised when a model id is not in the catalogue."""
 
 
-class InvalidModelItemError(GeomlopsError):
+class InvalidModelItemError(PermanentError):
     """Raised when a model's STAC item lacks an MLM field or has a wrong value."""
 
 
@@ -23,16 +31,24 @@ class SchemaUnavailableError(GeomlopsError):
     """Raised when a JSON schema an item declares cannot be found offline."""
 
 
-class DatasetNotFoundError(GeomlopsError):
+class DatasetNotFoundError(PermanentError):
     """Raised when DVC does not know a dataset path at the requested revision."""
 
 
-class InvalidPackageError(GeomlopsError):
+class InvalidPackageError(PermanentError):
     """Raised when a model package (MLproject, Dockerfile, MLM item) is incomplete or wrong."""
 
 
 class TrainingFailedError(GeomlopsError):
     """Raised when the model package's training entry point exits non-zero."""
+
+
+class PackageEnvironmentError(GeomlopsError):
+    """Raised when a model package's own environment cannot be built (installing failed)."""
+
+
+class MissingInterpreterError(PackageEnvironmentError, PermanentError):
+    """Raised when no Python on this machine satisfies the version a package declares."""
 
 
 class RegistryError(GeomlopsError):
@@ -51,7 +67,7 @@ class UnsupportedFeatureError(ManifestError):
     """Raised when a manifest uses an Argo feature the local runner does not execute."""
 
 
-class ParameterError(GeomlopsError):
+class ParameterError(PermanentError):
     """Raised when a workflow parameter is undeclared, missing or malformed."""
 
 
@@ -63,7 +79,7 @@ class SubmitError(GeomlopsError):
     """Raised when a workflow cannot be submitted to an Argo server."""
 
 
-class ItemNotFoundError(CatalogError):
+class ItemNotFoundError(CatalogError, PermanentError):
     """Raised when a collection or item is not in the catalogue."""
 
 
@@ -84,6 +100,11 @@ class ConfigurationError(GeomlopsError):
     """Raised when settings contradict their profile (e.g. ``services`` without an MLflow server)."""
 
 
+class TrackingUnavailableError(GeomlopsError):
+    """Raised when the MLflow tracking server does not answer: the message names its address
+    (credentials hidden) and the setting that points at it."""
+
+
 class ObjectStoreUnavailableError(GeomlopsError):
     """Raised when the S3 object store (MinIO) cannot be reached: the message names its endpoint
     and the settings that point at it."""
@@ -93,7 +114,7 @@ class DevStackError(GeomlopsError):
     """Raised when a service of the local stack (``geomlops dev``) cannot start, answer or stop."""
 
 
-class ImageryMismatchError(GeomlopsError):
+class ImageryMismatchError(PermanentError):
     """Raised when imagery does not match what the model's MLM input declares."""
 
 

@@ -206,7 +206,10 @@ def use_tracking(settings: Settings | None = None) -> Settings:
     """
     import mlflow
 
+    from geomlops.tracking import bounded_retries
+
     settings = settings or get_settings()
+    bounded_retries()
     # the manifests pass the S3 endpoint as MLFLOW_S3_ENDPOINT_URL, which DVC does not read:
     # hand it to boto3/s3fs as well (a variable set explicitly wins)
     for name, value in settings.s3_environment().items():

@@ -26,6 +26,7 @@ from pydantic import BaseModel
 from catalog_sync import CatalogStore, open_store
 from catalog_sync.collections import VERSIONS, version_item_id
 from geomlops.errors import ItemNotFoundError, PromotionError
+from geomlops.tracking import raise_if_unreachable
 from steps._promotion_writes import AUDIT_TAG_PREFIX, Decision, apply_decision
 from steps.promotion_report import PRODUCTION, load_report, production_version, version_run
 from steps.publish import DECISION_TAG, REFUSED_TAG, ROLLED_BACK_TAG
@@ -216,7 +217,8 @@ def rollback(model: str, *, approver: str, reason: str, catalog: str, approved_a
         try:
             if earlier is not None:
                 client.get_model_version(model, earlier)
-        except MlflowException:
+        except MlflowException as err:
+            raise_if_unreachable(err)
             earlier = None
     if earlier in (current, back):
         earlier = None
@@ -253,6 +255,7 @@ def promotion_status(model: str) -> PromotionStatus:
     try:
         registered = MlflowClient().get_registered_model(model)
     except MlflowException as err:
+        raise_if_unreachable(err)
         raise PromotionError(f"no registered model '{model}' in MLflow") from err
     audit = [
         Decision.model_validate_json(value)

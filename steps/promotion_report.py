@@ -23,6 +23,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from geomlops.errors import PromotionError
+from geomlops.tracking import raise_if_unreachable
 
 PRODUCTION = "production"
 DEFAULT_PRIMARY_METRIC = "test_iou"
@@ -91,6 +92,7 @@ def version_run(model: str, version: str) -> str:
     try:
         return str(_client().get_model_version(model, version).run_id)
     except MlflowException as err:
+        raise_if_unreachable(err)
         raise PromotionError(f"model '{model}' has no version {version!r} in MLflow") from err
 
 
@@ -108,6 +110,7 @@ def version_dataset(model: str, version: str) -> Any:
     try:
         tags = _client().get_model_version(model, version).tags or {}
     except MlflowException as err:
+        raise_if_unreachable(err)
         raise PromotionError(f"model '{model}' has no version {version!r} in MLflow") from err
     if DATASET_TAG not in tags:
         raise PromotionError(
@@ -122,7 +125,8 @@ def production_version(model: str, alias: str = PRODUCTION) -> str | None:
 
     try:
         return str(_client().get_model_version_by_alias(model, alias).version)
-    except MlflowException:
+    except MlflowException as err:
+        raise_if_unreachable(err)
         return None
 
 

@@ -17,8 +17,20 @@ F = TypeVar("F", bound=Callable[..., Any])
 EXIT_ERROR = 2
 
 
+def _unavailable(err: Exception) -> GeomlopsError | None:
+    """The clear error for a service that did not answer, deep in a library, else None."""
+    if type(err).__name__ == "MlflowException":  # mlflow itself is imported only when needed
+        import mlflow
+
+        from geomlops.tracking import unreachable_error
+
+        return unreachable_error(err, mlflow.get_tracking_uri())
+    return None
+
+
 def fail_cleanly(func: F) -> F:
-    """Turn geomlops errors into one clear line and exit status 2, without a traceback."""
+    """Turn geomlops errors, and a service that does not answer, into one clear line and exit
+    status 2, without a traceback."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -26,6 +38,12 @@ def fail_cleanly(func: F) -> F:
             return func(*args, **kwargs)
         except GeomlopsError as err:
             click.secho(f"error: {err}", fg="red", err=True)
+            sys.exit(EXIT_ERROR)
+        except Exception as err:
+            clear = _unavailable(err)
+            if clear is None:
+                raise
+            click.secho(f"error: {clear}", fg="red", err=True)
             sys.exit(EXIT_ERROR)
 
     return wrapper  # type: ignore[return-value]
