@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from geomlops.errors import RegistryError
-from steps._objectstore import object_store_errors
+from geomlops.objectstore import object_store_errors
 from steps.training import WORKFLOW_TAG
 
 

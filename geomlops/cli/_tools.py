@@ -19,6 +19,11 @@ EXIT_ERROR = 2
 
 def _unavailable(err: Exception) -> GeomlopsError | None:
     """The clear error for a service that did not answer, deep in a library, else None."""
+    from geomlops.objectstore import unavailable
+
+    store = unavailable(err, "running this command")
+    if store is not None:
+        return store
     if type(err).__name__ == "MlflowException":  # mlflow itself is imported only when needed
         import mlflow
 

@@ -6,7 +6,7 @@ import pytest
 
 from geomlops.devstack.processes import free_port
 from geomlops.errors import ObjectStoreUnavailableError, RegistryError
-from steps._objectstore import object_store_errors
+from geomlops.objectstore import object_store_errors
 
 
 def _list_bucket(endpoint: str) -> None:
@@ -51,3 +51,23 @@ def test_other_errors_pass_unchanged() -> None:
     with pytest.raises(RegistryError, match="no such MLflow run"):
         with object_store_errors("registering"):
             raise RegistryError("run_id 'x': no such MLflow run")
+
+
+def test_a_command_reports_the_store_in_one_line_not_a_traceback() -> None:
+    import click
+    from click.testing import CliRunner
+
+    from geomlops.cli._tools import fail_cleanly
+
+    endpoint = f"http://127.0.0.1:{free_port()}"
+
+    @click.command()
+    @fail_cleanly
+    def fetch() -> None:
+        _list_bucket(endpoint)
+
+    result = CliRunner().invoke(fetch, [])
+    assert result.exit_code == 2, result.output
+    [line] = result.output.splitlines()
+    assert line.startswith(f"error: the object store at {endpoint} cannot be reached (Connection refused)")
+    assert "Traceback" not in result.output
