@@ -6,12 +6,14 @@ import copy
 import json
 import math
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from catalog_sync import CatalogStore, open_store
 from catalog_sync.collections import MODELS, VERSIONS, version_item_id
 from catalog_sync.mlm import VERSION_SCHEMA
-from geomlops.errors import ItemNotFoundError, RegistryError
+from catalog_sync.mlm_assets import resolve_links, version_assets
+from geomlops.errors import InvalidModelItemError, ItemNotFoundError, RegistryError
 from steps.dataset import DatasetRef
 
 #: version tag holding the exact dataset (DatasetRef JSON) a version was trained on
@@ -90,25 +92,22 @@ def build_version_item(
             "geomlops:metrics": _json_metrics(run["metrics"]),
         }
     )
-    assets = dict(item.get("assets", {}))
-    base_model = {}
-    for key in [k for k, v in assets.items() if "mlm:model" in v.get("roles", [])]:
-        base_model = assets.pop(key)
-    # keep what describes the model's data (bands, raster fields ...); replace what locates it
-    assets["model"] = {
-        **{k: v for k, v in base_model.items() if k not in {"href", "title", "type", "roles"}},
-        "href": artifact_uri,
-        "title": f"MLflow model, version {version}",
-        "type": "application/octet-stream; framework=mlflow",
-        "roles": ["mlm:model"],
-        "mlm:artifact_type": "mlflow.pyfunc",
+    # every model asset is kept (ONNX, TorchScript, checkpoints ...); the pyfunc one is the trained model
+    item["assets"] = version_assets(
+        item.get("assets") or {},
+        base_href,
+        model_href=artifact_uri,
+        title=f"MLflow model, version {version}",
+        item_bands=props.get("bands"),
+    )
+    kept = [link for link in item.get("links", []) if link.get("rel") not in {"self", "derived_from"}]
+    derived = {
+        "rel": "derived_from",
+        "href": base_href,
+        "type": "application/geo+json",
+        "title": "base model",
     }
-    item["assets"] = assets
-    item["links"] = [
-        link for link in item.get("links", []) if link.get("rel") not in {"self", "derived_from"}
-    ] + [
-        {"rel": "derived_from", "href": base_href, "type": "application/geo+json", "title": "base model"},
-    ]
+    item["links"] = [*resolve_links(kept, base_href), derived]
     return item
 
 
@@ -186,8 +185,22 @@ def publish_version_item(
     dataset: DatasetRef,
     *,
     catalog: str,
+    schema_dir: Path | None = None,
 ) -> str:
     """Write (or rewrite, idempotently) the STAC item of a registered model version.
+
+    The item is checked before it is written (core and extension schemas offline, geometry,
+    dates). An item the catalogue would refuse is never written, and a version that has no item
+    yet is deleted from the registry, as the training workflow's exit handler would: no model
+    version is left without its item.
+
+    Args:
+        model_id: the registered model (the base item's id).
+        version: the version to publish.
+        run_id: the run the version must come from.
+        dataset: the dataset version it was trained on.
+        catalog: the catalogue's root href.
+        schema_dir: extension schemas stored by URL; default ``GEOMLOPS_SCHEMA_DIR``.
 
     Returns:
         The item's href.
@@ -195,17 +208,41 @@ def publish_version_item(
     Raises:
         ModelNotFoundError: the base model is not in the catalogue.
         RegistryError: ``version`` was not registered from ``run_id``.
+        InvalidModelItemError: the version item is invalid (each fault's JSON path named).
     """
     from mlflow import MlflowClient
 
+    from catalog_sync._item_checks import item_problems
+    from geomlops.settings import get_settings
     from steps.model_spec import fetch_model_spec
 
     fetch_model_spec(model_id, catalog)  # the base item must exist and be a valid MLM item
-    mv = MlflowClient().get_model_version(model_id, version)
+    client = MlflowClient()
+    mv = client.get_model_version(model_id, version)
     if mv.run_id != run_id:
         raise RegistryError(f"version {version} of '{model_id}' comes from run {mv.run_id}, not {run_id}")
     store = open_store(catalog)
-    return store.put_item(VERSIONS, expected_version_item(store, model_id, version, dataset))
+    item = expected_version_item(store, model_id, version, dataset)
+    problems = item_problems(item, schema_dir if schema_dir is not None else get_settings().schema_dir)
+    if problems:
+        if not _published(store, model_id, version):
+            client.delete_model_version(model_id, version)
+            left = f"version {version} was deleted from the registry"
+        else:
+            left = f"the published item of version {version} is left as it was"
+        raise InvalidModelItemError(
+            f"item '{item['id']}' of model '{model_id}' version {version} is invalid and was not "
+            f"written; {left}:\n" + "\n".join(f"  {p}" for p in problems)
+        )
+    return store.put_item(VERSIONS, item)
+
+
+def _published(store: CatalogStore, model_id: str, version: str) -> bool:
+    try:
+        store.get_item(VERSIONS, version_item_id(model_id, version))
+    except ItemNotFoundError:
+        return False
+    return True
 
 
 def _artifact_uri(mv: Any) -> str:
@@ -233,10 +270,6 @@ def retract_unpublished_versions(model_id: str, workflow_uid: str, *, catalog: s
     store = open_store(catalog)
 
     def published(version: str) -> bool:
-        try:
-            store.get_item(VERSIONS, version_item_id(model_id, version))
-        except ItemNotFoundError:
-            return False
-        return True
+        return _published(store, model_id, version)
 
     return delete_unpublished_versions(model_id, workflow_uid, published)
