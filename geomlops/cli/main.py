@@ -491,6 +491,10 @@ from geomlops.cli.serve import serve_command  # noqa: E402 - registers after mai
 
 main.add_command(serve_command)
 
+from geomlops.cli.gateway import gateway  # noqa: E402 - registers after main
+
+main.add_command(gateway)
+
 if __name__ == "__main__":  # pragma: no cover
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     main()

@@ -7,6 +7,8 @@ module exposes a class built from the core settings alone.
 
 from __future__ import annotations
 
+import importlib
+
 from geomlops.gateway.backends.base import RunBackend
 from geomlops.gateway.settings import GatewaySettings
 from geomlops.settings import Settings
@@ -20,9 +22,9 @@ def make_backend(settings: Settings, gateway: GatewaySettings) -> RunBackend:
         gateway: the gateway's settings.
     """
     if gateway.backend == "argo":
-        from geomlops.gateway.backends.argo import ArgoBackend  # type: ignore[import-not-found,unused-ignore]
-
-        backend: RunBackend = ArgoBackend(settings)
+        # by name: the Argo backend is written beside this one and may not be there yet
+        module = importlib.import_module("geomlops.gateway.backends.argo")
+        backend: RunBackend = module.ArgoBackend(settings)
         return backend
     from geomlops.gateway.backends.local import LocalBackend
 

@@ -1,0 +1,102 @@
+"""The local runner's run state as the gateway reports it (:class:`.base.RunInfo`)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from geomlops.argo.runner.model import DONE_PHASES, RUNNING, SUSPENDED, NodeState, RunState
+from geomlops.gateway.backends.base import Approval, Phase, RunInfo, TaskInfo
+
+_INTERRUPTED = "interrupted: no runner process holds this run any more"
+
+
+def _phase(status: str) -> Phase:
+    try:
+        return Phase(status)
+    except ValueError:
+        return Phase.ERROR
+
+
+def _is_pod(node: NodeState) -> bool:
+    return node.type == "Pod"
+
+
+def _progress(pods: list[NodeState]) -> str:
+    done = sum(1 for n in pods if n.status in DONE_PHASES)
+    return f"{done}/{len(pods)}"
+
+
+def _task(node: NodeState, nodes: Mapping[str, NodeState]) -> TaskInfo:
+    if _is_pod(node):
+        pods = [node]
+    else:  # a group's pods: its fan-out children NAME(i:…), its steps NAME[i].step
+        pods = [n for k, n in nodes.items() if _is_pod(n) and k[len(node.name) : len(node.name) + 1] in "([."]
+        pods = [n for n in pods if n.name.startswith(node.name) and n.name != node.name]
+    approval = None
+    if node.approval:
+        approval = Approval(
+            approver=node.approval.get("approver", ""),
+            reason=node.approval.get("reason", ""),
+            at=node.approval.get("at"),
+            override=node.approval.get("override") == "true",
+        )
+    return TaskInfo(
+        name=node.name,
+        template=node.template,
+        type=node.type,
+        phase=_phase(node.status),
+        started=node.started,
+        finished=node.finished,
+        progress=_progress(pods) if pods else ("1/1" if node.status in DONE_PHASES else "0/1"),
+        message=node.message,
+        outputs=dict(node.outputs),
+        attempts=len(node.attempts),
+        approval=approval,
+    )
+
+
+def run_info(
+    state: RunState,
+    run_dir: Path,
+    launched: Mapping[str, Any],
+    *,
+    locked: bool,
+    with_tasks: bool = True,
+) -> RunInfo:
+    """Report a run from its state.
+
+    Args:
+        state: the run's state file, read.
+        run_dir: the run's folder.
+        launched: what the gateway launched it with (``pipeline``, ``submitted_by``,
+            ``parameters``); empty for a run started from the command line.
+        locked: whether a runner process holds the run now.
+        with_tasks: list every task (the run list leaves them out).
+    """
+    phase, message = _phase(state.status), state.message
+    if state.status == RUNNING and not locked:
+        phase, message = Phase.INTERRUPTED, _INTERRUPTED
+    nodes = state.nodes
+    waiting = sorted(n.name for n in nodes.values() if n.status == SUSPENDED and n.type == "Suspend")
+    parameters = dict(launched.get("parameters") or {})
+    params_file = run_dir / "params.json"
+    if not parameters and params_file.is_file():
+        parameters = {str(k): str(v) for k, v in json.loads(params_file.read_text(encoding="utf-8")).items()}
+    ordered = sorted(nodes.values(), key=lambda n: (n.started or "~", n.name))
+    return RunInfo(
+        run_id=state.run_id,
+        pipeline=str(launched.get("pipeline") or state.workflow_name),
+        phase=phase,
+        started=state.started,
+        finished=state.finished,
+        message=message,
+        submitted_by=str(launched.get("submitted_by") or ""),
+        parameters=parameters,
+        progress=_progress([n for n in nodes.values() if _is_pod(n)]),
+        tasks=[_task(n, nodes) for n in ordered] if with_tasks else [],
+        outputs={k: dict(n.outputs) for k, n in nodes.items() if n.outputs and n.status == "Succeeded"},
+        waiting_gate=waiting[0] if phase is Phase.SUSPENDED and waiting else None,
+    )
