@@ -64,8 +64,11 @@ def reason(err: BaseException) -> str:
 
 
 def unreachable(dsn: str, err: BaseException) -> CatalogUnavailableError:
-    """The error to raise when the server at ``dsn`` cannot be reached."""
-    return CatalogUnavailableError(f"cannot connect to PostgreSQL at {describe(dsn)}: {reason(err)}")
+    """The error to raise when the server at ``dsn`` cannot be reached: "unreachable", the
+    address (no password) and the setting that names it."""
+    return CatalogUnavailableError(
+        f"PostgreSQL unreachable at {describe(dsn)} (setting GEOMLOPS_PGSTAC_DSN): {reason(err)}"
+    )
 
 
 def open_db(dsn: str, *, require_pgstac: bool = True) -> PgstacDB:

@@ -170,7 +170,10 @@ def test_unreachable_database_gives_one_clear_line() -> None:
     ):
         with pytest.raises(CatalogUnavailableError) as caught:
             action()
-        assert str(caught.value) == "cannot connect to PostgreSQL at 127.0.0.1:1/catalog: Connection refused"
+        assert (
+            str(caught.value)
+            == "PostgreSQL unreachable at 127.0.0.1:1/catalog (setting GEOMLOPS_PGSTAC_DSN): Connection refused"
+        )
     assert time.monotonic() - started < 10
 
 

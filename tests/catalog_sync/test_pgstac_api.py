@@ -118,4 +118,7 @@ def test_server_stops_cleanly_and_refuses_an_unreachable_database(pgstac_dsn: st
         requests.get(f"{url}/_mgmt/ping", timeout=5)
     with pytest.raises(CatalogUnavailableError) as caught:
         StacApiServer("postgresql://postgres@127.0.0.1:1/catalog").start()
-    assert str(caught.value) == "cannot connect to PostgreSQL at 127.0.0.1:1/catalog: Connection refused"
+    assert (
+        str(caught.value)
+        == "PostgreSQL unreachable at 127.0.0.1:1/catalog (setting GEOMLOPS_PGSTAC_DSN): Connection refused"
+    )

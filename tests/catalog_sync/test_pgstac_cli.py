@@ -180,7 +180,10 @@ def test_serve_migrates_an_empty_database_and_serves_it(empty_dsn: str, home: Pa
 def test_serve_unreachable_database(cli: CliRunner) -> None:
     result = cli.invoke(main, ["catalog", "serve", "--dsn", "postgresql://postgres@127.0.0.1:1/catalog"])
     assert result.exit_code == 2
-    assert "cannot connect to PostgreSQL at 127.0.0.1:1/catalog: Connection refused" in result.output
+    assert (
+        "PostgreSQL unreachable at 127.0.0.1:1/catalog (setting GEOMLOPS_PGSTAC_DSN): Connection refused"
+        in result.output
+    )
 
 
 @pytest.mark.parametrize(
