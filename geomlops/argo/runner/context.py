@@ -55,6 +55,10 @@ class RunContext(Protocol):
         """How the run was asked to go."""
 
     @property
+    def previous(self) -> Mapping[str, NodeState]:
+        """The nodes an earlier run of this run id recorded (empty for a new run)."""
+
+    @property
     def workers(self) -> int:
         """The most processes that may run at once."""
 

@@ -48,7 +48,7 @@ from .model import (
 )
 from .outcome import Outcome
 from .progress import Reporter
-from .retry import RetryPolicy, deadline_of, parse_duration
+from .retry import RetryPolicy, deadline_of, last_retry, parse_duration
 from .state_file import StateStore
 from .substitute import UnresolvedVariableError, substitute, substitute_all, to_argo_string
 from .suspend import run_suspend
@@ -295,7 +295,11 @@ class Engine:
                 self.reporter.succeeded(name, time.monotonic() - first)
                 self.export_globals(template, node.outputs)
                 return self.close(node, SUCCEEDED, "")
-            delay = policy.next_delay(attempt_no, time.monotonic() - first, outcome_phase, message)
+            done = node.attempts[-1]  # retryStrategy.expression sees it as lastRetry.*
+            last = last_retry(done.exit_code, outcome_phase, done.started, done.finished, message)
+            delay, outcome_phase, message = policy.decide(
+                attempt_no, time.monotonic() - first, outcome_phase, message, last
+            )
             self.reporter.failed(name, attempt_no, policy.attempts or 0, message, delay)
             if delay is not None and self.deadline is not None and time.monotonic() + delay >= self.deadline:
                 message = "retry exceeded workflow deadline"  # Argo adds the deadline's time

@@ -13,6 +13,8 @@ from typing import Any
 
 from geomlops.errors import ManifestError, UnsupportedFeatureError
 
+from .expr import ExpressionError
+from .expr import check as check_expression
 from .substitute import variables_in
 
 KINDS = frozenset({"Workflow", "WorkflowTemplate", "ClusterWorkflowTemplate", "CronWorkflow"})
@@ -143,7 +145,15 @@ def check_supported(manifest: Any, *, allow_host_containers: bool = False) -> No
 def _check_expressions(data: Any, where: str) -> None:
     for tag in variables_in(data):
         if tag.startswith("="):
-            raise _refuse(f"expression templates ('{{{{{tag}}}}}')", where)
+            _check_expression(tag[1:], where)
+
+
+def _check_expression(text: str, where: str) -> None:
+    """Refuse an expression :mod:`.expr` cannot evaluate, naming the construct."""
+    try:
+        check_expression(text)
+    except ExpressionError as err:
+        raise UnsupportedFeatureError(f"{err} ({where})") from err
 
 
 def _params(holder: Any, where: str) -> list[Mapping[str, Any]]:
@@ -174,12 +184,12 @@ def _check_template(template: Mapping[str, Any], where: str, allow_host: bool) -
         for param in _params(outputs, f"{where} outputs"):
             value_from = param.get("valueFrom") or {}
             for key in value_from:
-                if key not in ("path", "default", "parameter", "supplied"):
+                if key not in ("path", "default", "parameter", "supplied", "expression"):
                     feature = f"output parameter valueFrom.{key}"
                     raise _refuse(feature, f"{where}, output {param.get('name')!r}")
+            if isinstance(value_from, Mapping) and "expression" in value_from:
+                _check_expression(str(value_from["expression"]), f"{where}, output {param.get('name')!r}")
     if "retryStrategy" in template:
-        if "dag" in template or "steps" in template:
-            raise _refuse("retryStrategy on dag/steps templates", where)
         _check_retry(template["retryStrategy"], where)
     if "container" in template and not allow_host:
         raise _refuse(
@@ -227,8 +237,10 @@ def _check_container(container: Mapping[str, Any], where: str) -> None:
 def _check_retry(retry: Any, where: str) -> None:
     if not isinstance(retry, Mapping):
         raise ManifestError(f"retryStrategy must be a mapping ({where})")
-    allowed = {"limit", "retryPolicy", "backoff", "affinity"}
-    _check_keys(retry, where, allowed, {"expression": "retryStrategy.expression"}, "retryStrategy.")
+    allowed = {"limit", "retryPolicy", "backoff", "affinity", "expression"}
+    _check_keys(retry, where, allowed, {}, "retryStrategy.")
+    if "expression" in retry and "{{" not in str(retry["expression"]):
+        _check_expression(str(retry["expression"]), f"{where}, retryStrategy.expression")
     backoff = retry.get("backoff") or {}
     if "limit" not in retry and not (isinstance(backoff, Mapping) and "maxDuration" in backoff):
         raise _refuse("retryStrategy without a limit (unbounded retries)", where)

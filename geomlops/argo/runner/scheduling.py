@@ -16,7 +16,9 @@ from typing import Any
 
 from geomlops.argo.dag import Depends, ancestors, dag_dependencies, evaluate_depends
 
+from ._expr_values import go_sprint
 from .context import RunContext
+from .expr import ExpressionError, build_env, evaluate
 from .fanout import run_parallel, run_task, spawn
 from .model import (
     ERROR,
@@ -31,6 +33,7 @@ from .model import (
     now_iso,
 )
 from .outcome import Outcome, node_scope
+from .retry import retry_strategy, run_retried
 from .substitute import UnresolvedVariableError, substitute, to_argo_string
 
 #: Argo's message for a template whose ``failFast`` stopped it (``checkParallelism``).
@@ -56,8 +59,27 @@ def run_container(
 
     With ``failFast: true`` on the template (Argo's ``Template.IsFailFast``: off unless set),
     once one of its children fails or errors no other child starts, and the template fails
-    with Argo's message once those running have finished.
+    with Argo's message once those running have finished. With a retry strategy (the
+    template's or ``spec.retryStrategy``) it runs as a Retry node: :func:`.retry.run_retried`.
     """
+    strategy = retry_strategy(template, engine.workflow.spec)
+    if strategy is not None:
+
+        def attempt(child: str, variables: Mapping[str, str]) -> Outcome:
+            return _run_once(engine, child, source, template, inputs, {**scope, **variables})
+
+        return run_retried(engine, name, template, strategy, scope, attempt)
+    return _run_once(engine, name, source, template, inputs, scope)
+
+
+def _run_once(
+    engine: RunContext,
+    name: str,
+    source: str | None,
+    template: dict[str, Any],
+    inputs: dict[str, str],
+    scope: dict[str, str],
+) -> Outcome:
     kind = "DAG" if "dag" in template else "Steps"
     node = NodeState(name, str(template["name"]), kind, RUNNING, now_iso(), inputs=inputs)
     engine.store.put(node)
@@ -76,7 +98,7 @@ def run_container(
         try:
             node.outputs = _container_outputs(template, {**scope, **local})
             engine.export_globals(template, node.outputs)
-        except UnresolvedVariableError as err:
+        except (UnresolvedVariableError, ExpressionError) as err:
             phase, message = ERROR, f"outputs of template {template['name']!r}: {err}"
     node.status, node.message = phase, message
     if phase != SUSPENDED:
@@ -111,9 +133,11 @@ def _container_outputs(template: Mapping[str, Any], scope: Mapping[str, str]) ->
                 values[name] = substitute(to_argo_string(param["value"]), scope)
             elif "parameter" in value_from:
                 values[name] = substitute(str(value_from["parameter"]), scope)
+            elif "expression" in value_from:  # Argo: expr.Eval over the scope, written with %v
+                values[name] = go_sprint(evaluate(str(value_from["expression"]), build_env(scope)))
             elif "default" in value_from:
                 values[name] = to_argo_string(value_from["default"])
-        except UnresolvedVariableError:
+        except (UnresolvedVariableError, ExpressionError):
             if "default" not in value_from:
                 raise
             values[name] = to_argo_string(value_from["default"])

@@ -3,7 +3,7 @@
 As in Argo, a tag is trimmed before lookup (``{{ inputs.parameters.x }}`` works), and only
 tags under Argo's own prefixes (``inputs.``, ``outputs.``, ``workflow.``, ``tasks.``,
 ``steps.``, ``pod.``, ``node.``, ``item``) must resolve; any other ``{{...}}`` is left as it
-is, exactly as Argo leaves it.
+is, exactly as Argo leaves it. ``{{=expression}}`` tags are evaluated by :mod:`.expr`.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ import json
 import re
 from collections.abc import Iterator, Mapping
 from typing import Any
+
+from .expr import render
 
 _TAG = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
 _CHECKED_PREFIXES = ("inputs.", "outputs.", "workflow.", "tasks.", "steps.", "pod.", "node.")
@@ -48,12 +50,15 @@ def substitute(text: str, scope: Mapping[str, str]) -> str:
 
     Raises:
         UnresolvedVariableError: an Argo variable has no value in ``scope``.
+        ExpressionError: a ``{{=expression}}`` fails (see :mod:`.expr`).
     """
     if "{{" not in text:
         return text
 
     def replace(match: re.Match[str]) -> str:
         tag = match.group(1).strip()
+        if tag.startswith("="):  # an expression template, evaluated as Argo's expr-lang does
+            return render(tag[1:], scope)
         if tag in scope:
             return scope[tag]
         if is_argo_variable(tag):
