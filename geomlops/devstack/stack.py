@@ -177,7 +177,9 @@ def up(
     Raises:
         DevStackError: a port is taken by another program, PostgreSQL cannot be reached, PgSTAC
             cannot be installed into its database, moto's server is not installed, or a service
-            exits or does not answer in time (the end of its log is in the message).
+            exits or does not answer in time (the end of its log is in the message). The
+            services this call had already started are stopped again (the message names them);
+            those that were running before are left running.
     """
     recorded = load_config(config.dev_dir)
     _refuse_change_while_running(recorded, config)
@@ -187,7 +189,17 @@ def up(
         config = _with_ports(config)
         config.dev_dir.mkdir(parents=True, exist_ok=True)
         _state_file(config.dev_dir).write_text(config.model_dump_json(indent=1))
-    return config, [_start(config, service, say) for service in _select(config, names)]
+    statuses: list[ServiceStatus] = []
+    try:
+        for service in _select(config, names):
+            statuses.append(_start(config, service, say))
+    except DevStackError as err:
+        started = [s.name for s in statuses if s.state == "started"]
+        if not started:
+            raise
+        stopped = down(config.dev_dir, started, say)
+        raise DevStackError(f"{err}\nstopped what this start had started: {', '.join(stopped)}") from err
+    return config, statuses
 
 
 def _start(config: DevConfig, service: Service, say: Callable[[str], None]) -> ServiceStatus:

@@ -165,6 +165,22 @@ def test_unreachable_postgres_for_the_catalogue_is_said_clearly(tmp_path: Path) 
     assert not procs.pid_file(tmp_path / "dev", "stac").exists()
 
 
+def test_a_failed_start_stops_what_it_had_started(tmp_path: Path) -> None:
+    closed = procs.free_port(stack.HOST)
+    config = stack.DevConfig(
+        dev_dir=tmp_path / "dev",
+        s3_port=0,
+        stac_port=0,
+        pgstac_db=f"postgresql://postgres@127.0.0.1:{closed}/cat",
+    )
+    with pytest.raises(DevStackError) as caught:
+        stack.up(config, ["s3", "stac"])  # s3 starts, then the catalogue cannot
+    assert "cannot connect to PostgreSQL" in str(caught.value)
+    assert str(caught.value).endswith("stopped what this start had started: s3")
+    assert not procs.pid_file(tmp_path / "dev", "s3").exists()
+    assert {s.state for s in stack.status(tmp_path / "dev")} == {"stopped"}
+
+
 def test_pgstac_that_cannot_be_installed_leaves_no_database(tmp_path: Path) -> None:
     """A role that may create databases but not extensions: PostGIS cannot go in."""
     import psycopg
