@@ -25,6 +25,8 @@ from .outcome import Outcome
 from .retry import parse_duration
 from .substitute import UnresolvedVariableError, substitute_all, to_argo_string
 
+#: the approval question; ``y`` approves, ``n`` rejects (the run fails), Enter leaves it waiting
+APPROVE_QUESTION = "Approve? [y/n, Enter: leave it waiting] "
 _PROMPT_LOCK = threading.Lock()  # one question at a time, even from parallel branches
 _APPROVAL_FIELDS = {"approver": "approver", "approved_by": "approver", "reason": "reason"}
 _APPROVAL_FIELDS |= {"approved_at": "at", "override": "override"}
@@ -93,15 +95,22 @@ def _show_inputs(engine: RunContext, template: Mapping[str, Any], inputs: Mappin
 def _ask(
     engine: RunContext, name: str, template: Mapping[str, Any], node_inputs: Mapping[str, str]
 ) -> Approval | str | None:
-    """Ask for approval: an Approval, a rejection message, or None when input has ended."""
+    """Ask for approval: an Approval, a rejection message (``n``), or None to leave the gate
+    waiting (an empty answer, or input has ended); any other answer is asked again."""
     prompt = engine.options.prompt
     with _PROMPT_LOCK:
         try:
             engine.reporter.line(f"⏸ {name} (template {template['name']!r}) needs approval")
             _show_inputs(engine, template, node_inputs)
-            answer = prompt("Approve? [y/N] ").strip().lower()
-            if answer not in ("y", "yes"):
-                return f"not approved at the prompt (answer {answer!r})"
+            while True:  # a typo is asked again; no answer leaves the run waiting for --approve
+                answer = prompt(APPROVE_QUESTION).strip().lower()
+                if answer in ("y", "yes"):
+                    break
+                if answer in ("n", "no"):
+                    return f"not approved at the prompt (answer {answer!r})"
+                if not answer:
+                    return None
+                engine.reporter.line(f"  {answer!r} is neither y nor n; press Enter to leave the run waiting")
             approver = prompt("Approver name: ").strip() or getpass.getuser()
             reason = prompt("Reason: ").strip()
             override = False

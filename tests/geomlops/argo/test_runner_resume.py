@@ -17,6 +17,7 @@ import yaml
 from runner_fixtures.build import COUNTING, FIXTURES, count, dag, script, task, workflow
 
 from geomlops.argo.runner import Approval, LocalRunner
+from geomlops.argo.runner.suspend import APPROVE_QUESTION
 from geomlops.errors import RunError
 
 REPO = Path(__file__).resolve().parents[3]
@@ -79,7 +80,7 @@ def test_suspend_stops_the_run_and_resume_with_approval_continues(tmp_path: Path
 
 
 def test_interactive_prompt_approves_or_rejects(tmp_path: Path) -> None:
-    answers = iter(["y", "bob", "ship it"])
+    answers = iter(["yse", "y", "bob", "ship it"])  # a typo is asked again
     asked: list[str] = []
 
     def prompt(question: str) -> str:
@@ -89,7 +90,7 @@ def test_interactive_prompt_approves_or_rejects(tmp_path: Path) -> None:
     summary = make_runner(tmp_path, interactive=True, prompt=prompt).run(gated(tmp_path), {})
 
     assert summary.status == "Succeeded", summary.message
-    assert asked == ["Approve? [y/N] ", "Approver name: ", "Reason: "]
+    assert asked == [APPROVE_QUESTION, APPROVE_QUESTION, "Approver name: ", "Reason: "]
     approval = make_runner(tmp_path).show(summary.run_id).nodes["approve"].approval
     assert approval is not None and (approval["approver"], approval["via"]) == ("bob", "prompt")
     assert count(tmp_path, "deploy-by-bob") == 1
@@ -99,6 +100,18 @@ def test_interactive_prompt_approves_or_rejects(tmp_path: Path) -> None:
     assert rejected.status == "Failed"
     assert "not approved" in rejected.message
     assert count(tmp_path, "deploy-by-bob") == 1
+
+
+def test_no_answer_at_the_prompt_leaves_the_run_waiting_for_an_approval(tmp_path: Path) -> None:
+    # issue 17: declining to answer must not fail the run; --resume --approve then works
+    waiting = make_runner(tmp_path, interactive=True, prompt=lambda _: "").run(gated(tmp_path), {})
+
+    assert waiting.status == "Suspended", waiting.message
+    assert make_runner(tmp_path).show(waiting.run_id).nodes["approve"].status == "Suspended"
+    approval = Approval(approver="carol", reason="looked at it later")
+    resumed = make_runner(tmp_path, approval=approval).resume(waiting.run_id)
+    assert resumed.status == "Succeeded", resumed.message
+    assert count(tmp_path, "deploy-by-carol") == 1
 
 
 def test_suspend_duration_waits_then_continues(tmp_path: Path) -> None:
