@@ -65,4 +65,5 @@ def require(permission: Permission) -> Any:
             )
         return principal
 
+    dependency.permission = permission  # type: ignore[attr-defined]  # read by the route table
     return Depends(dependency)

@@ -1,0 +1,1 @@
+"""Tests of the gateway (a package, so its modules share helpers from conftest)."""

@@ -1,0 +1,254 @@
+"""GitHub's signed webhook: a signed push retrains the pushed model up to the approval gate;
+a wrong signature, a replayed delivery and an unknown repository are refused and start nothing.
+
+The route runs mounted in a FastAPI app over the gateway's real database (SQLite) and the local
+backend (detached runner processes), driven over HTTP by Starlette's test client.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from geomlops.errors import ConfigurationError
+from geomlops.gateway.backends.base import Phase, RunBackend
+from geomlops.gateway.backends.local import LocalBackend
+from geomlops.gateway.db import AuditEntry, Database
+from geomlops.gateway.webhooks import (
+    WEBHOOK_PATH,
+    DatabaseDeliveryLog,
+    WebhookConfig,
+    WebhookDelivery,
+    load_webhook_config,
+    signature,
+    signature_matches,
+    webhook_router,
+)
+from geomlops.settings import Settings
+
+SECRET = "a-webhook-secret-of-some-length"
+REPOSITORY = "hotosm/cloud-mask"
+
+
+def test_signature_is_githubs_hmac_sha256() -> None:
+    # the example in GitHub's documentation on validating webhook deliveries
+    expected = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
+    assert signature(b"Hello, World!", "It's a Secret to Everybody") == expected
+    assert signature_matches(b"Hello, World!", expected, "It's a Secret to Everybody")
+    assert not signature_matches(b"Hello, World!?", expected, "It's a Secret to Everybody")
+    assert not signature_matches(b"Hello, World!", None, "It's a Secret to Everybody")
+
+
+def push_body(commit: str, ref: str = "refs/heads/main", repository: str = REPOSITORY) -> bytes:
+    """A push delivery's body, as GitHub sends it (the fields the webhook reads, and others)."""
+    payload = {
+        "ref": ref,
+        "before": "0" * 39 + "1",
+        "after": commit,
+        "repository": {"full_name": repository, "clone_url": f"https://github.com/{repository}.git"},
+        "pusher": {"name": "ada"},
+        "head_commit": {"id": commit, "message": "Tune the learning rate"},
+    }
+    return json.dumps(payload).encode()
+
+
+def headers(
+    body: bytes, event: str = "push", delivery: str | None = None, secret: str = SECRET
+) -> dict[str, str]:
+    return {
+        "Content-Type": "application/json",
+        "X-GitHub-Event": event,
+        "X-GitHub-Delivery": delivery or str(uuid.uuid4()),
+        "X-Hub-Signature-256": signature(body, secret),
+    }
+
+
+def gateway(home: Path, repo: Path | None = None) -> tuple[TestClient, Database, RunBackend]:
+    config = WebhookConfig.model_validate(
+        {
+            "secret": SECRET,
+            "repositories": {
+                REPOSITORY: {"model": "cloud-mask", "package_dir": "model", "clone_url": str(repo or "")}
+            },
+        }
+    )
+    db = Database(f"sqlite:///{home / 'gateway.db'}")
+    backend = LocalBackend(Settings())
+    app = FastAPI()
+    app.include_router(webhook_router(config, db, backend), prefix="/api/v1")
+    return TestClient(app), db, backend
+
+
+@pytest.fixture
+def refusing(home: Path) -> Iterator[tuple[TestClient, Database, RunBackend]]:
+    client, db, backend = gateway(home, home / "no-repo")
+    yield client, db, backend
+    db.dispose()
+
+
+def _audit(db: Database) -> list[AuditEntry]:
+    with db.session() as session:
+        return list(session.scalars(select(AuditEntry).order_by(AuditEntry.id)))
+
+
+def _deliveries(db: Database) -> list[str]:
+    with db.session() as session:
+        return list(session.scalars(select(WebhookDelivery.delivery_id)))
+
+
+URL = f"/api/v1{WEBHOOK_PATH}"
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+@pytest.mark.parametrize(
+    ("case", "code", "detail"),
+    [
+        ("wrong-secret", 401, "X-Hub-Signature-256: missing or not the HMAC-SHA256 of the body"),
+        ("no-signature", 401, "X-Hub-Signature-256: missing"),
+        ("body-changed", 401, "X-Hub-Signature-256: missing or not the HMAC-SHA256 of the body"),
+        ("unknown-repository", 403, "repository.full_name: 'someone/else' is not mapped to a model here"),
+        ("not-json", 400, "body: not JSON"),
+        ("bad-commit", 400, "after: 'main' is not a commit id"),
+        ("no-delivery-id", 400, "X-GitHub-Delivery"),
+    ],
+)
+def test_refused_deliveries_start_nothing_and_leave_only_their_audit_line(
+    refusing: tuple[TestClient, Database, RunBackend], home: Path, case: str, code: int, detail: str
+) -> None:
+    client, db, backend = refusing
+    body = push_body(COMMIT)
+    sent = headers(body)
+    if case == "wrong-secret":
+        sent = headers(body, secret="another-secret-entirely")
+    elif case == "no-signature":
+        del sent["X-Hub-Signature-256"]
+    elif case == "body-changed":
+        body = push_body("f" * 40)
+    elif case == "unknown-repository":
+        body = push_body(COMMIT, repository="someone/else")
+        sent = headers(body)
+    elif case == "not-json":
+        body = b"ref=refs/heads/main"
+        sent = headers(body)
+    elif case == "bad-commit":
+        body = push_body("main")
+        sent = headers(body)
+    elif case == "no-delivery-id":
+        sent["X-GitHub-Delivery"] = ""
+    answer = client.post(URL, content=body, headers=sent)
+    assert answer.status_code == code, answer.text
+    assert detail in answer.json()["detail"]
+    assert SECRET not in answer.text
+    assert backend.list() == [] and not (home / "runs").exists()
+    assert _deliveries(db) == []
+    [line] = _audit(db)
+    assert (line.status, line.method, line.role) == (code, "POST", "webhook")
+    assert SECRET not in line.detail
+
+
+def test_ping_is_answered_and_other_events_and_branches_are_ignored(
+    refusing: tuple[TestClient, Database, RunBackend], home: Path
+) -> None:
+    client, db, backend = refusing
+    ping = json.dumps({"zen": "Design for failure.", "repository": {"full_name": REPOSITORY}}).encode()
+    answer = client.post(URL, content=ping, headers=headers(ping, event="ping"))
+    assert answer.status_code == 200 and answer.json() == {"status": "pong", "repository_known": True}
+    for body, event, reason in [
+        (push_body(COMMIT), "pull_request", "event 'pull_request' starts nothing"),
+        (push_body(COMMIT, ref="refs/heads/feature"), "push", "'refs/heads/feature' is not refs/heads/main"),
+        (push_body(COMMIT, ref="refs/tags/v1"), "push", "'refs/tags/v1' is not refs/heads/main"),
+        (push_body("0" * 40), "push", "a deleted branch"),
+    ]:
+        answer = client.post(URL, content=body, headers=headers(body, event=event))
+        assert answer.status_code == 202, answer.text
+        assert answer.json()["status"] == "ignored" and reason in answer.json()["reason"]
+    assert backend.list() == [] and _deliveries(db) == []
+    assert [a.status for a in _audit(db)] == [200, 202, 202, 202, 202]
+
+
+def test_a_run_that_cannot_start_releases_its_delivery_for_a_redelivery(home: Path) -> None:
+    from geomlops.gateway.webhooks import handle_delivery
+
+    class Down:
+        """A backend whose engine cannot be reached."""
+
+        name = "down"
+
+        def submit(self, *_args: Any, **_kwargs: Any) -> Any:
+            from geomlops.gateway.backends.base import BackendUnavailableError
+
+            raise BackendUnavailableError("Argo Server at http://127.0.0.1:9 refused the connection")
+
+    config = WebhookConfig.model_validate({"secret": SECRET, "repositories": {REPOSITORY: {"model": "m"}}})
+    db = Database(f"sqlite:///{home / 'gateway.db'}")
+    log = DatabaseDeliveryLog(db)
+    body = push_body(COMMIT)
+    sent = headers(body, delivery="d-1")
+    outcome = handle_delivery(sent, body, config, log, Down())  # type: ignore[arg-type]
+    assert outcome.status_code == 503 and "refused the connection" in outcome.body["detail"]
+    assert _deliveries(db) == []  # released: GitHub's redelivery of d-1 may start the run
+    assert log.claim("d-1", event="push", repository=REPOSITORY) is True
+    assert log.claim("d-1", event="push", repository=REPOSITORY) is False
+    db.dispose()
+
+
+def test_configuration_errors_name_the_file_and_field(tmp_path: Path) -> None:
+    path = tmp_path / "webhook.yaml"
+    path.write_text("secret: short\nrepositories:\n  a/b: {model: m, branch: main, colour: red}\n")
+    with pytest.raises(ConfigurationError) as caught:
+        load_webhook_config(path)
+    text = str(caught.value)
+    assert str(path) in text and "secret: Value error, at least 16 characters expected" in text
+    assert "repositories.a/b.colour: Extra inputs are not permitted" in text
+    with pytest.raises(ConfigurationError, match="cannot read the webhook configuration"):
+        load_webhook_config(tmp_path / "absent.yaml")
+    path.write_text(f"secret: {SECRET}\nrepositories:\n  a/b: {{model: m}}\n")
+    config = load_webhook_config(path)
+    assert config.repositories["a/b"].branch == "main" and SECRET not in repr(config)
+
+
+@pytest.mark.slow
+def test_a_signed_push_retrains_up_to_the_gate_and_a_replay_starts_nothing(
+    retrain_work: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for key in ("GEOMLOPS_HOME", "GEOMLOPS_SCHEMA_DIR"):
+        monkeypatch.setenv(key, retrain_work["env"][key])
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    home, commit = retrain_work["home"], retrain_work["commit"]
+    client, db, backend = gateway(home / "webhook", retrain_work["repo"])
+    body = push_body(commit)
+    sent = headers(body, delivery="72d3162e-cc78-11e3-81ab-4c9367dc0958")
+    answer = client.post(URL, content=body, headers=sent)
+    assert answer.status_code == 202, answer.text
+    started = answer.json()
+    assert started["status"] == "started" and started["pipeline"] == "retrain"
+    assert (started["model"], started["commit"], started["package_dir"]) == ("cloud-mask", commit, "model")
+    assert started["repository"] == str(retrain_work["repo"])
+
+    replay = client.post(URL, content=body, headers=sent)
+    assert replay.status_code == 409 and "was already received" in replay.json()["detail"]
+    assert DatabaseDeliveryLog(db).run_of(sent["X-GitHub-Delivery"]) == started["run_id"]
+
+    run = backend.get(started["run_id"])
+    deadline = time.monotonic() + 900  # training on 2 cores takes minutes; this only bounds a hang
+    while run.phase not in (Phase.SUSPENDED, Phase.FAILED, Phase.ERROR, Phase.INTERRUPTED):
+        assert time.monotonic() < deadline, f"run still {run.phase} after 15 minutes"
+        time.sleep(3)
+        run = backend.get(started["run_id"])
+    assert run.phase == Phase.SUSPENDED, run.message
+    assert run.waiting_gate == "approval"
+    assert run.submitted_by == f"github:{REPOSITORY}"
+    assert run.outputs["checkout"]["package"].endswith(f"/{commit}/model")
+    assert "promote" not in run.outputs  # nothing is promoted without a person
+    assert started["run_id"] in [r.run_id for r in backend.list()]
+    assert [a.status for a in _audit(db)] == [202, 409]
+    db.dispose()
