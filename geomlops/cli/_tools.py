@@ -52,3 +52,26 @@ def fail_cleanly(func: F) -> F:
             sys.exit(EXIT_ERROR)
 
     return wrapper  # type: ignore[return-value]
+
+
+#: the run id that names the newest run, as Argo's CLI has it (``argo get @latest``)
+LATEST = "@latest"
+
+
+def resolve_run_id(run_id: str) -> str:
+    """``run_id``, or for ``@latest`` the id of the newest local run.
+
+    Raises:
+        RunError: ``@latest`` with no run in the work folder (the folder is named).
+    """
+    if run_id != LATEST:
+        return run_id
+    from geomlops.argo.runner import LocalRunner
+    from geomlops.errors import RunError
+    from geomlops.settings import get_settings
+
+    runs_dir = get_settings().runs_dir
+    runs = LocalRunner(runs_dir, progress=False).list_runs()
+    if not runs:
+        raise RunError(f"{LATEST}: no run in {runs_dir} (GEOMLOPS_HOME picks another work folder)")
+    return runs[0].run_id

@@ -13,7 +13,7 @@ import click
 import yaml
 
 from geomlops import __version__
-from geomlops.cli._tools import fail_cleanly
+from geomlops.cli._tools import fail_cleanly, resolve_run_id
 from geomlops.errors import GeomlopsError, ManifestError, ParameterError
 from geomlops.settings import get_settings
 
@@ -90,7 +90,7 @@ def main() -> None:
 
     \b
     Pipelines: training, registration, batch-inference, batch-inference-schedule,
-    promotion. New here? Run: geomlops demo
+    promotion, retrain. New here? Run: geomlops demo
     """
     # tasks run in their own folders: hand them the work folder as an absolute path
     os.environ["GEOMLOPS_HOME"] = str(get_settings().home_dir)
@@ -203,7 +203,12 @@ def lint(files: tuple[str, ...], semantic_only: bool, template_paths: tuple[Path
 @click.option(
     "-p", "--param", "params", multiple=True, metavar="NAME=VALUE", help="Workflow parameter (repeatable)."
 )
-@click.option("--resume", "resume_id", metavar="RUN_ID", help="Resume a run: only what did not succeed runs.")
+@click.option(
+    "--resume",
+    "resume_id",
+    metavar="RUN_ID",
+    help="Resume a run: only what did not succeed runs (@latest: the newest run).",
+)
 @click.option(
     "--approve",
     metavar="APPROVER",
@@ -283,7 +288,7 @@ def run(
     if resume_id:
         if pipeline or params:
             raise ParameterError("--resume takes no PIPELINE or -p: a run resumes with what it started with")
-        start = functools.partial(runner.resume, resume_id)
+        start = functools.partial(runner.resume, resolve_run_id(resume_id))
     else:
         if not pipeline:
             raise ParameterError("missing PIPELINE (a pipeline name or a manifest file), or --resume RUN_ID")
@@ -360,9 +365,10 @@ def runs_list() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the full state as JSON.")
 @fail_cleanly
 def runs_show(run_id: str, as_json: bool) -> None:
-    """Show every task of RUN_ID: status, attempts, outputs, log file."""
+    """Show every task of RUN_ID (@latest: the newest run): status, attempts, outputs, log file."""
     from geomlops.argo.runner import LocalRunner
 
+    run_id = resolve_run_id(run_id)
     state = LocalRunner(get_settings().runs_dir, progress=False).show(run_id)
     data = (
         state

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -235,7 +236,7 @@ def test_lint_checks_every_argo_document_of_the_install_output(
     result = CliRunner().invoke(main, ["lint", str(workflows)])
     assert result.exit_code == 0, result.output
     checked = [line for line in result.output.splitlines() if line.startswith(f"✓ {workflows} [")]
-    assert len(checked) == 5, result.output
+    assert len(checked) == 6, result.output
     assert any("[CronWorkflow geomlops-batch-inference-schedule" in line for line in checked)
 
     rbac = out / "10-rbac.yaml"
@@ -254,3 +255,25 @@ def test_lint_checks_every_argo_document_of_the_install_output(
     assert result.exit_code == 1
     assert f"✗ {broken} [Workflow bad]" in result.output
     assert "$.spec.entrypoint: missing" in result.output
+
+
+def test_at_latest_names_the_newest_run(home: Path, tmp_path: Path) -> None:
+    flow = tmp_path / "echo.yaml"
+    flow.write_text(
+        "apiVersion: argoproj.io/v1alpha1\nkind: Workflow\nmetadata: {generateName: echo-}\n"
+        "spec:\n  entrypoint: say\n  arguments: {parameters: [{name: word, value: a}]}\n"
+        "  templates:\n  - name: say\n    inputs: {parameters: [{name: word}]}\n"
+        "    script: {image: python:3.11, command: [python],\n"
+        "             source: 'print(\"{{inputs.parameters.word}}\")'}\n"
+    )
+    result = CliRunner().invoke(main, ["runs", "show", "@latest"])
+    assert result.exit_code == 2 and "@latest: no run in" in result.output
+    first = CliRunner().invoke(main, ["run", str(flow), "-p", "word=first"])
+    second = CliRunner().invoke(main, ["run", str(flow), "-p", "word=second"])
+    assert first.exit_code == 0 and second.exit_code == 0, first.output + second.output
+    newest = re.search(r"Succeeded: run (\S+)", second.output).group(1)  # type: ignore[union-attr]
+    shown = CliRunner().invoke(main, ["runs", "show", "@latest"])
+    assert shown.exit_code == 0, shown.output
+    assert shown.output.startswith(f"run {newest}: Succeeded")
+    resumed = CliRunner().invoke(main, ["run", "--resume", "@latest"])
+    assert newest in resumed.output
