@@ -21,7 +21,13 @@ _WORKFLOW_VARS = {
     "serviceAccountName", "mainEntrypoint", "priority", "scheduledTime", "parameters",
     "parameters.json", "labels.json", "annotations.json",
 }  # fmt: skip
-_WORKFLOW_PREFIXES = ("labels.", "annotations.", "creationTimestamp.", "outputs.parameters.")
+_WORKFLOW_PREFIXES = (
+    "labels.",
+    "annotations.",
+    "creationTimestamp.",
+    "outputs.parameters.",
+    "outputs.artifacts.",
+)
 _NODE_ATTRS = {"status", "id", "startedAt", "finishedAt", "exitCode", "ip", "outputs.result"}
 _NODE_ATTRS |= {"outputs.parameters"}
 
@@ -156,6 +162,7 @@ class _VariableChecker:
     def __init__(self, template: Mapping[str, Any], params: set[str] | None, globals_out: set[str]) -> None:
         self.name = template.get("name")
         self.inputs = {str(p["name"]) for p in (template.get("inputs") or {}).get("parameters") or []}
+        self.input_artifacts = {str(a["name"]) for a in (template.get("inputs") or {}).get("artifacts") or []}
         outputs = (template.get("outputs") or {}).get("parameters") or []
         self.output_paths = {str(p["name"]) for p in outputs if (p.get("valueFrom") or {}).get("path")}
         self.params = params
@@ -181,6 +188,8 @@ class _VariableChecker:
             return True
         if tag.startswith("inputs.parameters."):
             return tag.removeprefix("inputs.parameters.") in self.inputs
+        if tag.startswith("inputs.artifacts."):
+            return tag.removeprefix("inputs.artifacts.").removesuffix(".path") in self.input_artifacts
         if tag.startswith("workflow."):
             return self._workflow_var(tag.removeprefix("workflow."))
         if tag in ("pod.name", "node.name"):
@@ -189,7 +198,7 @@ class _VariableChecker:
             return leaf and tag[len("outputs.parameters.") : -len(".path")] in self.output_paths
         if nodes is not None and tag.startswith(nodes[0] + "."):
             name, _, attr = tag[len(nodes[0]) + 1 :].partition(".")
-            known = attr in _NODE_ATTRS or attr.startswith("outputs.parameters.")
+            known = attr in _NODE_ATTRS or attr.startswith(("outputs.parameters.", "outputs.artifacts."))
             return name in set(nodes[1]) and known
         return False
 

@@ -21,6 +21,16 @@ from typing import Any
 from geomlops.errors import ManifestError
 
 from . import scheduling
+from .artifacts import (
+    ArtifactError,
+    LocalRepository,
+    Repository,
+    S3Repository,
+    call_artifacts,
+    load_input,
+    reference_json,
+    save_outputs,
+)
 from .context import EngineOptions
 from .execute import (
     DEADLINE_MESSAGE,
@@ -64,6 +74,11 @@ def safe_name(node: str) -> str:
     return cleaned
 
 
+def artifact_scope(artifacts: Mapping[str, Mapping[str, str]]) -> dict[str, str]:
+    """Return ``{{inputs.artifacts.A}}`` for each input artifact passed to a template."""
+    return {f"inputs.artifacts.{k}": reference_json(v) for k, v in artifacts.items()}
+
+
 def input_scope(inputs: Mapping[str, str]) -> dict[str, str]:
     """Return ``{{inputs.parameters.*}}`` and ``{{inputs.parameters}}`` (the JSON list)."""
     scope = {f"inputs.parameters.{k}": v for k, v in inputs.items()}
@@ -86,6 +101,7 @@ class Engine:
         options: EngineOptions,
         previous: Mapping[str, NodeState],
         run_dir: Path,
+        artifacts: Repository | None = None,
     ) -> None:
         self.workflow = workflow
         self.params = dict(params)
@@ -94,6 +110,8 @@ class Engine:
         self.options = options
         self.previous = dict(previous)
         self.run_dir = run_dir
+        #: where output artifacts go (the run folder's ``artifacts`` unless told otherwise)
+        self.artifacts: Repository = artifacts or LocalRepository(run_dir / "artifacts")
         workers = max(1, options.max_workers)
         if workflow.spec.get("parallelism"):
             workers = min(workers, int(workflow.spec["parallelism"]))
@@ -201,16 +219,22 @@ class Engine:
             if not proceed:
                 return self.skipped_node(name, template, f"when '{when}' evaluated false")
             inputs = bind_inputs(template, arguments)
-        except (UnresolvedVariableError, ManifestError, ValueError) as err:
+            artifacts = call_artifacts(call, scope, name)
+        except (UnresolvedVariableError, ManifestError, ValueError, ArtifactError) as err:
             return self.error_node(name, template_name, str(err))
-        return self.invoke(name, callee_source, template, inputs)
+        return self.invoke(name, callee_source, template, inputs, artifacts)
 
     def invoke(
-        self, name: str, source: str | None, template: dict[str, Any], inputs: Mapping[str, str]
+        self,
+        name: str,
+        source: str | None,
+        template: dict[str, Any],
+        inputs: Mapping[str, str],
+        artifacts: Mapping[str, dict[str, str]] | None = None,
     ) -> Outcome:
-        """Run ``template`` with ``inputs`` as node ``name``."""
+        """Run ``template`` with ``inputs`` (and input ``artifacts``) as node ``name``."""
         kind = template_type(template)
-        scope = {**self.global_scope(), **input_scope(inputs)}
+        scope = {**self.global_scope(), **input_scope(inputs), **artifact_scope(artifacts or {})}
         try:
             locks = self.sync.locks(template, scope, f"template {template['name']!r}")
         except (ManifestError, UnresolvedVariableError) as err:
@@ -222,7 +246,7 @@ class Engine:
                 return scheduling.run_container(self, name, source, template, dict(inputs), scope)
             if kind == "suspend":
                 return run_suspend(self, name, template, dict(inputs), scope)
-            return self._pod(name, template, dict(inputs), scope)
+            return self._pod(name, template, dict(inputs), scope, dict(artifacts or {}))
 
     # --- node records ------------------------------------------------------------------
 
@@ -268,12 +292,18 @@ class Engine:
             node.exit_code,
             node.started,
             node.finished,
+            artifacts=dict(node.artifacts),
         )
 
     # --- pods --------------------------------------------------------------------------
 
     def _pod(
-        self, name: str, template: dict[str, Any], inputs: dict[str, str], scope: dict[str, str]
+        self,
+        name: str,
+        template: dict[str, Any],
+        inputs: dict[str, str],
+        scope: dict[str, str],
+        artifacts: dict[str, dict[str, str]],
     ) -> Outcome:
         previous = self.previous.get(name)
         node = NodeState(name, str(template["name"]), "Pod", PENDING, inputs=inputs)
@@ -288,12 +318,12 @@ class Engine:
         while not self.aborted.is_set():
             attempt_no += 1
             ran = len(node.attempts)
-            outcome_phase, message = self._attempt(node, template, scope, attempt_no, policy)
+            outcome_phase, message = self._attempt(node, template, scope, attempt_no, policy, artifacts)
             if len(node.attempts) == ran:  # as in Argo, a template that cannot be resolved errors, unretried
                 return self.close(node, outcome_phase, message)
             if outcome_phase == SUCCEEDED:
                 self.reporter.succeeded(name, time.monotonic() - first)
-                self.export_globals(template, node.outputs)
+                self.export_globals(template, node.outputs, node.artifacts)
                 return self.close(node, SUCCEEDED, "")
             done = node.attempts[-1]  # retryStrategy.expression sees it as lastRetry.*
             last = last_retry(done.exit_code, outcome_phase, done.started, done.finished, message)
@@ -318,6 +348,7 @@ class Engine:
         scope: dict[str, str],
         attempt_no: int,
         policy: RetryPolicy,
+        artifacts: Mapping[str, dict[str, str]],
     ) -> tuple[str, str]:
         number = len(node.attempts) + 1
         safe = safe_name(node.name)
@@ -331,19 +362,31 @@ class Engine:
             "node.name": node.name,
         }
         try:
-            outputs = substitute_all((template.get("outputs") or {}).get("parameters") or [], attempt_scope)
+            outputs_spec = template.get("outputs") or {}
+            outputs = substitute_all(outputs_spec.get("parameters") or [], attempt_scope)
             paths = {
                 str(p["name"]): str(p["valueFrom"]["path"])
                 for p in outputs
                 if (p.get("valueFrom") or {}).get("path")
             }
-            sandbox = make_sandbox(work_dir, list(paths.values()))
+            declared_arts = substitute_all(
+                (template.get("outputs") or {}).get("artifacts") or [], attempt_scope
+            )
+            art_paths = [str(a["path"]) for a in declared_arts if "path" in a]
+            sandbox = make_sandbox(work_dir, [*paths.values(), *art_paths])
             for key, path in paths.items():
                 attempt_scope[f"outputs.parameters.{key}.path"] = sandbox.remap(path)
+            for art in (template.get("inputs") or {}).get("artifacts") or []:
+                if "path" in art:
+                    attempt_scope[f"inputs.artifacts.{art['name']}.path"] = str(art["path"])
             resolved = substitute_all(template, attempt_scope)
             timeout = self._pod_timeout(node.name, deadline_of(resolved))
+            for art in (resolved.get("inputs") or {}).get("artifacts") or []:
+                load_input(art, artifacts.get(str(art["name"])), self._repository_for, sandbox.host_path)
         except (UnresolvedVariableError, ValueError) as err:
             return ERROR, str(err)
+        except ArtifactError as err:
+            return ERROR, f"failed to load artifacts: {err}"
         if timeout is not None and timeout <= 0:
             return FAILED, DEADLINE_MESSAGE
         kind = "script" if "script" in resolved else "container"
@@ -373,6 +416,13 @@ class Engine:
             result.outputs, problem = read_outputs(resolved, sandbox)
             if problem:
                 result.phase, result.message = FAILED, problem
+            else:
+                try:
+                    declared = (resolved.get("outputs") or {}).get("artifacts") or []
+                    key_scope = {**attempt_scope, "pod.name": safe_name(node.name)}
+                    node.artifacts = save_outputs(declared, sandbox.host_path, self.artifacts, key_scope)
+                except ArtifactError as err:  # Argo: the pod errors when its outputs cannot be saved
+                    result.phase, result.message = ERROR, f"failed to save outputs: {err}"
         attempt.finished, attempt.status = now_iso(), result.phase
         attempt.exit_code, attempt.message = result.exit_code, result.message
         node.exit_code, node.result, node.outputs = result.exit_code, result.result, result.outputs
@@ -385,8 +435,27 @@ class Engine:
         left = self.deadline - time.monotonic()
         return left if template_limit is None else min(left, template_limit)
 
-    def export_globals(self, template: Mapping[str, Any], outputs: Mapping[str, str]) -> None:
-        """Publish outputs that declare a ``globalName`` as ``workflow.outputs.parameters.*``."""
+    def export_globals(
+        self,
+        template: Mapping[str, Any],
+        outputs: Mapping[str, str],
+        artifacts: Mapping[str, dict[str, str]] | None = None,
+    ) -> None:
+        """Publish outputs that declare a ``globalName`` as ``workflow.outputs.parameters.*``
+        (and ``workflow.outputs.artifacts.*``)."""
         for param in (template.get("outputs") or {}).get("parameters") or []:
             if param.get("globalName") and param["name"] in outputs:
                 self.set_global(f"workflow.outputs.parameters.{param['globalName']}", outputs[param["name"]])
+        for art in (template.get("outputs") or {}).get("artifacts") or []:
+            if art.get("globalName") and art["name"] in (artifacts or {}):
+                reference = reference_json((artifacts or {})[art["name"]])
+                self.set_global(f"workflow.outputs.artifacts.{art['globalName']}", reference)
+
+    def _repository_for(self, reference: Mapping[str, str]) -> Repository:
+        """The repository an artifact reference points into."""
+        if "bucket" in reference:
+            endpoint = self.artifacts.endpoint_url if isinstance(self.artifacts, S3Repository) else None
+            return S3Repository(reference["bucket"], endpoint)
+        if "repository" in reference:
+            return LocalRepository(Path(reference["repository"]))
+        return self.artifacts

@@ -54,6 +54,15 @@ class Sandbox:
             return str(self.root / value.lstrip("/"))
         return value
 
+    def host_path(self, path: str) -> Path:
+        """Where ``path`` of the task's filesystem is on this machine (relative: its folder)."""
+        if not path.startswith("/"):
+            return self.root.parent / path
+        remapped = Path(self.remap(path))
+        if not remapped.exists() and Path(path).exists():  # written at the literal path
+            return Path(path)
+        return remapped
+
 
 def make_sandbox(work_dir: Path, output_paths: Sequence[str]) -> Sandbox:
     """Create the sandbox of one attempt from the template's declared output paths."""

@@ -88,6 +88,8 @@ class NodeState:
     log: str | None = None
     attempts: list[Attempt] = field(default_factory=list)
     approval: dict[str, str] | None = None
+    #: output artifacts by name: where each is stored (see :mod:`.artifacts`)
+    artifacts: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> NodeState:

@@ -14,6 +14,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from .artifacts import reference_json
 from .model import NodeState
 
 
@@ -30,6 +31,8 @@ class Outcome:
     started: str | None = None
     finished: str | None = None
     children: list[Outcome] | None = None
+    #: output artifacts by name, each a reference (see :mod:`.artifacts`)
+    artifacts: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @classmethod
     def from_node(cls, node: NodeState) -> Outcome:
@@ -43,6 +46,7 @@ class Outcome:
             exit_code=node.exit_code,
             started=node.started,
             finished=node.finished,
+            artifacts=dict(node.artifacts),
         )
 
 
@@ -77,6 +81,8 @@ def node_scope(kind: str, name: str, outcome: Outcome) -> dict[str, str]:
         scope[f"{prefix}.outputs.result"] = outcome.result
     for key, value in outcome.outputs.items():
         scope[f"{prefix}.outputs.parameters.{key}"] = value
+    for key, reference in outcome.artifacts.items():
+        scope[f"{prefix}.outputs.artifacts.{key}"] = reference_json(reference)
     return scope
 
 

@@ -29,11 +29,18 @@ def template(manifest: Manifest, name: str) -> dict[str, Any]:
 
 
 def with_output_artifact(m: Manifest) -> None:
-    template(m, "hello")["outputs"] = {"artifacts": [{"name": "model", "path": "/tmp/model"}]}
+    zipped = {"name": "model", "path": "/tmp/model", "archive": {"zip": {}}}
+    template(m, "hello")["outputs"] = {"artifacts": [zipped]}
 
 
 def with_input_artifact(m: Manifest) -> None:
-    template(m, "hello")["inputs"]["artifacts"] = [{"name": "data", "path": "/tmp/data"}]
+    template(m, "hello")["inputs"]["artifacts"] = [
+        {"name": "data", "path": "/tmp/data", "http": {"url": "x"}}
+    ]
+
+
+def with_workflow_artifact(m: Manifest) -> None:
+    m["spec"]["arguments"] = {"artifacts": [{"name": "data", "raw": {"data": "x"}}]}
 
 
 def with_resource_template(m: Manifest) -> None:
@@ -84,8 +91,9 @@ def with_retry_expression(m: Manifest) -> None:
 @pytest.mark.parametrize(
     ("change", "feature", "where"),
     [
-        (with_output_artifact, "output artifacts", "template 'hello'"),
-        (with_input_artifact, "input artifacts", "template 'hello'"),
+        (with_output_artifact, "output artifact archive zip", "template 'hello'"),
+        (with_input_artifact, "input artifacts read from http", "template 'hello'"),
+        (with_workflow_artifact, "workflow input artifacts", "spec"),
         (with_resource_template, "resource templates", "template 'apply'"),
         (with_container, "container templates", "template 'cowsay'"),
         (with_expression, "function sprig.env is not supported", "template 'main'"),
