@@ -1,8 +1,9 @@
 """Which Argo features the local runner executes, and the refusal of everything else.
 
 Every field of a manifest falls in one of three sets: executed, accepted and ignored
-(scheduling hints that mean nothing on one machine: images, resources, node selectors...),
-or refused with an :class:`UnsupportedFeatureError` that names the feature and where it is.
+(scheduling hints that mean nothing on one machine: images, resources, node selectors...;
+:func:`ignored_fields` lists them, and the runner reports them once per run), or refused
+with an :class:`UnsupportedFeatureError` that names the feature and where it is.
 Unknown fields are refused too, so that nothing is silently run differently from Argo.
 """
 
@@ -10,6 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+
+import yaml
 
 from geomlops.errors import ManifestError, UnsupportedFeatureError
 
@@ -24,9 +27,9 @@ _SPEC_RUN |= {"workflowTemplateRef", "retryStrategy", "activeDeadlineSeconds", "
 _SPEC_IGNORED = {
     "serviceAccountName", "podGC", "ttlStrategy", "workflowMetadata", "archiveLogs",
     "podMetadata", "nodeSelector", "tolerations", "affinity", "imagePullSecrets",
-    "securityContext", "priority", "podPriority", "podPriorityClassName", "schedulerName",
+    "securityContext", "priority", "podPriorityClassName", "schedulerName", "podResources",
     "hostAliases", "dnsConfig", "dnsPolicy", "hostNetwork", "automountServiceAccountToken",
-    "executor", "podSpecPatch", "podDisruptionBudget", "volumeClaimGC", "shutdown",
+    "executor", "podSpecPatch", "podDisruptionBudget", "volumeClaimGC", "resourceClaims",
 }  # fmt: skip
 _SPEC_REFUSED = {
     "volumes": "volumes",
@@ -36,6 +39,7 @@ _SPEC_REFUSED = {
     "hooks": "lifecycle hooks",
     "metrics": "Prometheus metrics",
     "suspend": "starting a workflow suspended (spec.suspend)",
+    "shutdown": "a workflow marked to stop or terminate (spec.shutdown)",
 }
 
 _TEMPLATE_TYPES = ("dag", "steps", "script", "container", "suspend")
@@ -51,8 +55,8 @@ _TEMPLATE_RUN |= {"timeout", "parallelism", "failFast", "synchronization", *_TEM
 _TEMPLATE_IGNORED = {
     "metadata", "nodeSelector", "affinity", "tolerations", "securityContext",
     "serviceAccountName", "automountServiceAccountToken", "podSpecPatch", "priorityClassName",
-    "priority", "schedulerName", "hostAliases", "executor", "archiveLocation",
-    "podDisruptionBudget", "resubmitPendingPods",
+    "annotations", "schedulerName", "hostAliases", "executor", "archiveLocation",
+    "podResources", "resourceClaims", "pendingTimeout",
 }  # fmt: skip
 _TEMPLATE_REFUSED = {
     "sidecars": "sidecars",
@@ -66,10 +70,21 @@ _TEMPLATE_REFUSED = {
 
 _CONTAINER_RUN = {"name", "image", "command", "args", "source", "env", "workingDir"}
 _CONTAINER_IGNORED = {
-    "resources", "imagePullPolicy", "securityContext", "envFrom", "ports", "lifecycle",
-    "livenessProbe", "readinessProbe", "startupProbe", "stdin", "stdinOnce", "tty",
-    "terminationMessagePath", "terminationMessagePolicy", "resizePolicy", "restartPolicy",
+    "resources", "imagePullPolicy", "securityContext", "ports", "livenessProbe",
+    "readinessProbe", "startupProbe", "stdin", "stdinOnce", "tty", "terminationMessagePath",
+    "terminationMessagePolicy", "resizePolicy", "restartPolicy",
 }  # fmt: skip
+#: container fields that would change what runs: refused by name
+_CONTAINER_REFUSED = {
+    "volumeMounts": "volume mounts",
+    "volumeDevices": "volume devices",
+    "envFrom": "envFrom (environment variables from ConfigMaps or Secrets)",
+    "lifecycle": "container lifecycle hooks (postStart/preStop commands)",
+}
+#: what a podSpecPatch may change and still mean nothing on one machine
+_PATCH_IGNORED = {"nodeSelector", "tolerations", "affinity", "priorityClassName", "priority"}
+_PATCH_IGNORED |= {"schedulerName", "securityContext", "serviceAccountName", "hostAliases"}
+_PATCH_CONTAINER_IGNORED = {"name", "resources", "imagePullPolicy", "securityContext"}
 _ENV_SOURCES = {"secretKeyRef", "configMapKeyRef", "fieldRef", "resourceFieldRef"}
 
 _TASK_FIELDS = {"name", "template", "templateRef", "arguments", "dependencies", "depends"}
@@ -123,6 +138,7 @@ def check_supported(manifest: Any, *, allow_host_containers: bool = False) -> No
         _check_expressions(template, f"template {template.get('name')!r}")
     _check_expressions(manifest, "spec")
     _check_keys(spec, "spec", _SPEC_RUN | _SPEC_IGNORED, _SPEC_REFUSED, "spec.")
+    _check_pod_spec_patch(spec.get("podSpecPatch"), "spec")
     arguments = spec.get("arguments") or {}
     if isinstance(arguments, Mapping) and arguments.get("artifacts"):
         raise _refuse("input artifacts", "spec.arguments.artifacts")
@@ -170,6 +186,7 @@ def _check_template(template: Mapping[str, Any], where: str, allow_host: bool) -
         if key in template:
             raise _refuse(feature, where)
     _check_keys(template, where, _TEMPLATE_RUN | _TEMPLATE_IGNORED, _TEMPLATE_REFUSED, "")
+    _check_pod_spec_patch(template.get("podSpecPatch"), where)
     inputs = template.get("inputs") or {}
     if isinstance(inputs, Mapping):
         if inputs.get("artifacts"):
@@ -224,8 +241,7 @@ def _check_template_defaults(defaults: Mapping[str, Any]) -> None:
 
 
 def _check_container(container: Mapping[str, Any], where: str) -> None:
-    refused = {"volumeMounts": "volume mounts", "volumeDevices": "volume devices"}
-    _check_keys(container, where, _CONTAINER_RUN | _CONTAINER_IGNORED, refused, "")
+    _check_keys(container, where, _CONTAINER_RUN | _CONTAINER_IGNORED, _CONTAINER_REFUSED, "")
     for entry in container.get("env") or []:
         value_from = entry.get("valueFrom") if isinstance(entry, Mapping) else None
         if isinstance(value_from, Mapping):
@@ -268,3 +284,52 @@ def _check_task(task: Any, where: str) -> None:
     continue_on = task.get("continueOn")
     if isinstance(continue_on, Mapping):
         _check_keys(continue_on, where, {"failed", "error"}, {}, "continueOn.")
+
+
+def _check_pod_spec_patch(patch: Any, where: str) -> None:
+    """Accept a ``podSpecPatch`` that only schedules (resources, tolerations...); refuse the rest.
+
+    A patch can also change a container's command or environment, which would run
+    differently here than on Argo, so such a patch is refused, naming the patched field.
+    """
+    if patch in (None, ""):
+        return
+    try:
+        body = yaml.safe_load(patch) if isinstance(patch, str) else patch
+    except yaml.YAMLError as err:
+        raise ManifestError(f"podSpecPatch is neither JSON nor YAML ({where}): {err}") from err
+    if not isinstance(body, Mapping):
+        raise ManifestError(f"podSpecPatch must be a mapping ({where})")
+    for key, value in body.items():
+        if key == "containers" and isinstance(value, list):
+            for container in value:
+                changed = sorted(set(container or {}) - _PATCH_CONTAINER_IGNORED)
+                if changed:
+                    raise _refuse(f"a podSpecPatch changing containers' {', '.join(changed)}", where)
+        elif key not in _PATCH_IGNORED:
+            raise _refuse(f"a podSpecPatch changing {key}", where)
+
+
+def ignored_fields(*manifests: Mapping[str, Any]) -> list[str]:
+    """Return the fields of (supported) manifests that change nothing on one machine.
+
+    The runner reports them once per run (scheduling and pod settings: ``spec.podGC``,
+    ``template nodeSelector``, ``container resources``...), so that nothing is dropped silently.
+    """
+    found: set[str] = set()
+    templates: list[Any] = []
+    for manifest in manifests:
+        spec = manifest.get("spec") or {}
+        if manifest.get("kind") == "CronWorkflow":
+            spec = spec.get("workflowSpec") or {}
+        found.update(f"spec.{key}" for key in spec if key in _SPEC_IGNORED)
+        templates.extend(spec.get("templates") or [])
+        templates.append(spec.get("templateDefaults"))
+    for template in templates:
+        if not isinstance(template, Mapping):
+            continue
+        found.update(f"template {key}" for key in template if key in _TEMPLATE_IGNORED)
+        for kind in ("script", "container"):
+            if isinstance(template.get(kind), Mapping):
+                found.update(f"container {key}" for key in template[kind] if key in _CONTAINER_IGNORED)
+    return sorted(found)

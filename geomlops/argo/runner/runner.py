@@ -32,6 +32,7 @@ from geomlops.errors import RunError
 from .context import EngineOptions
 from .engine import Engine
 from .execute import process_start, terminate_groups
+from .features import ignored_fields
 from .manifest import load_workflow, resolve_parameters
 from .model import (
     ERROR,
@@ -162,6 +163,8 @@ class LocalRunner:
         )
         check_synchronization(workflow, self.semaphores)
         params = resolve_parameters(workflow, parameters or {})
+        if ignored := ignored_fields(manifest, *workflow.refs.values()):
+            self.reporter.line(f"Ignored on one machine (no effect outside Kubernetes): {', '.join(ignored)}")
         run_id = run_id or _new_run_id(workflow.name)
         if not _RUN_ID.fullmatch(run_id):
             raise RunError(f"run id {run_id!r} must be letters, digits, '.', '_' or '-'")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -246,3 +247,59 @@ def test_unsupported_expressions_are_refused_before_the_run(tmp_path: Path, text
     with pytest.raises(UnsupportedFeatureError, match=named):
         make_runner(tmp_path).run(workflow([dag("main", [task("a", "pod")]), pod]), {})
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+# --- fields that change nothing on one machine ---------------------------------------------------
+
+
+def test_harmless_fields_are_accepted_and_reported_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hello = script(
+        "hello",
+        "print('hi')",
+        nodeSelector={"gpu": "a100"},
+        tolerations=[{"key": "gpu", "operator": "Exists"}],
+        podSpecPatch='{"containers": [{"name": "main", "resources": {"limits": {"memory": "1Gi"}}}]}',
+        annotations={"team": "geo"},
+        pendingTimeout="1m",
+        podResources={"requests": {"cpu": "1"}},
+    )
+    hello["script"]["resources"] = {"limits": {"cpu": "2"}}
+    manifest = workflow(
+        [dag("main", [task("a", "hello"), task("b", "hello")]), hello],
+        podGC={"strategy": "OnPodCompletion"},
+        podPriorityClassName="high",
+        podResources={"requests": {"cpu": "1"}},
+    )
+
+    summary = make_runner(tmp_path, progress=True).run(manifest, {})
+
+    assert summary.status == "Succeeded", summary.message
+    lines = [line for line in capsys.readouterr().err.splitlines() if "Ignored" in line]
+    assert lines == [
+        "Ignored on one machine (no effect outside Kubernetes): container resources, "
+        "spec.podGC, spec.podPriorityClassName, spec.podResources, template annotations, "
+        "template nodeSelector, template pendingTimeout, template podResources, "
+        "template podSpecPatch, template tolerations"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        (lambda m, t: m["spec"].update(shutdown="Terminate"), "spec.shutdown"),
+        (lambda m, t: t.update(podSpecPatch='{"containers": [{"name": "main", "env": []}]}'), "env"),
+        (lambda m, t: t.update(podSpecPatch="volumes: []"), "podSpecPatch changing volumes"),
+        (lambda m, t: t["script"].update(envFrom=[{"secretRef": {"name": "s"}}]), "envFrom"),
+        (lambda m, t: t["script"].update(lifecycle={"postStart": {}}), "lifecycle hooks"),
+        (lambda m, t: t.update(priority=3), "field 'priority'"),  # not in Argo's schema
+    ],
+)
+def test_fields_that_change_results_stay_refused_by_name(tmp_path: Path, change: Any, named: str) -> None:
+    hello = script("hello", "print('hi')")
+    manifest = workflow([dag("main", [task("a", "hello")]), hello])
+    change(manifest, hello)
+    with pytest.raises(UnsupportedFeatureError, match=re.escape(named)):
+        make_runner(tmp_path).run(manifest, {})
+    assert not (tmp_path / "runs").exists()
