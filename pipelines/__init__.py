@@ -17,6 +17,7 @@ PIPELINES = {
     "batch-inference": "pipelines.batch_inference",
     "batch-inference-schedule": "pipelines.batch_inference_schedule",
     "promotion": "pipelines.promotion",
+    "retrain": "pipelines.retrain",
 }
 
 GOLDEN_DIR = Path(__file__).parent

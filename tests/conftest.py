@@ -114,6 +114,23 @@ def argo_requests() -> list[dict[str, Any]]:
 GEOMLOPS = str(Path(sys.executable).parent / "geomlops")
 
 
+def isolated_env(home: Path) -> dict[str, str]:
+    """This process's environment without GEOMLOPS_* and MLFLOW_* settings, with home ``home``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GEOMLOPS_", "MLFLOW_"))}
+    return env | {"GEOMLOPS_HOME": str(home)}
+
+
+def cli_in(home: Path, env: dict[str, str]) -> Any:
+    """A function running ``geomlops ARGS…`` in ``home`` with ``env``."""
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [GEOMLOPS, *args], env=env, capture_output=True, text=True, cwd=home, timeout=900
+        )
+
+    return cli
+
+
 @pytest.fixture(scope="session")
 def work(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """A work folder where ``geomlops demo`` ran once (shared by the workflow tests).
@@ -122,13 +139,54 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     completed process) and ``cli`` (runs ``geomlops ARGS…`` there).
     """
     home = tmp_path_factory.mktemp("demo-home")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GEOMLOPS_", "MLFLOW_"))}
-    env["GEOMLOPS_HOME"] = str(home)
-
-    def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [GEOMLOPS, *args], env=env, capture_output=True, text=True, cwd=home, timeout=900
-        )
-
+    env = isolated_env(home)
+    cli = cli_in(home, env)
     first = cli("demo")
     return {"home": home, "env": env, "first": first, "cli": cli}
+
+
+def commit_model_repo(repo: Path, package: Path, subdir: str = "model") -> str:
+    """Copy ``package`` into the git repository ``repo`` (created if needed) under ``subdir``,
+    commit it, and return the commit id (a model repository as CI pushes it)."""
+    import shutil
+
+    ident = ["-c", "user.name=geomlops", "-c", "user.email=geomlops@localhost"]
+    if not (repo / ".git").is_dir():
+        repo.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
+    shutil.copytree(
+        package, repo / subdir, ignore=shutil.ignore_patterns("__pycache__", "mlruns"), dirs_exist_ok=True
+    )
+    subprocess.run(["git", "-C", str(repo), "add", "-A"], check=True)
+    subprocess.run(["git", "-C", str(repo), *ident, "commit", "-q", "-m", "model change"], check=True)
+    out = subprocess.run(
+        ["git", "-C", str(repo), "rev-parse", "HEAD"], check=True, capture_output=True, text=True
+    )
+    return out.stdout.strip()
+
+
+@pytest.fixture(scope="session")
+def retrain_work(tmp_path_factory: pytest.TempPathFactory, schema_dir: Path) -> dict[str, Any]:
+    """A work folder where ``geomlops demo`` ran once (version 1 of cloud-mask, no production
+    alias yet), beside a git repository holding the example package in ``model/`` at commit
+    ``commit``: what the CI retrain tests start from (its own, so that the versions they add
+    leave the ``work`` fixture's counts alone).
+
+    Holds ``home``, ``env``, ``cli``, ``repo`` and ``commit``.
+    """
+    from geomlops.cli.demo import default_package
+
+    home = tmp_path_factory.mktemp("retrain-home")
+    env = isolated_env(home) | {"GEOMLOPS_SCHEMA_DIR": str(schema_dir)}
+    cli = cli_in(home, env)
+    demo = cli("demo")
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    repo = tmp_path_factory.mktemp("model-repo") / "cloud-mask"
+    commit = commit_model_repo(repo, default_package())
+    return {"home": home, "env": env, "cli": cli, "repo": repo, "commit": commit}
+
+
+@pytest.fixture(scope="session")
+def commit_package() -> Any:
+    """:func:`commit_model_repo`, for tests that push their own commits."""
+    return commit_model_repo
