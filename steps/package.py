@@ -24,6 +24,15 @@ ENTRY_POINTS = {
 }
 
 
+#: file names a package's MLM item may have, the first preferred
+ITEM_FILES = ("stac-item.json", "stac_item.json")
+
+
+def find_item_file(root: Path) -> Path | None:
+    """The package's MLM item file (the first of :data:`ITEM_FILES` present), or None."""
+    return next((root / name for name in ITEM_FILES if (root / name).is_file()), None)
+
+
 class PackageInfo(BaseModel):
     """What a model package declares."""
 
@@ -177,7 +186,7 @@ def stage_package(path: str | Path, dest: str | Path) -> Path:
 def read_package_item(
     package: str | Path, schema_dir: Path | None = None
 ) -> tuple[dict[str, Any], ValidationResult]:
-    """Read ``package/stac-item.json`` and validate it offline.
+    """Read the package's MLM item (``stac-item.json`` or ``stac_item.json``), validated offline.
 
     Returns:
         The item and its validation result (``incomplete`` when a schema is not available).
@@ -191,9 +200,13 @@ def read_package_item(
     from catalog_sync.validation import validate_stac
     from geomlops.errors import InvalidModelItemError
 
-    path = Path(package).resolve() / "stac-item.json"
-    if not path.is_file():
-        raise InvalidPackageError(f"{path}: file not found (a model package needs its MLM item)")
+    root = Path(package).resolve()
+    path = find_item_file(root)
+    if path is None:
+        raise InvalidPackageError(
+            f"{root / ITEM_FILES[0]}: file not found (a model package needs its MLM item: "
+            f"{' or '.join(ITEM_FILES)})"
+        )
     try:
         item: dict[str, Any] = json.loads(path.read_text())
     except json.JSONDecodeError as err:
@@ -216,7 +229,7 @@ class PackageReport(BaseModel):
 
 
 def validate_package(package: str | Path, schema_dir: Path | None = None) -> PackageReport:
-    """Check a whole model package: MLproject with its four entry points, Dockerfile, MLM item.
+    """Check a whole model package against the contract (every fault at once) and describe it.
 
     Args:
         package: the package folder.
@@ -226,26 +239,20 @@ def validate_package(package: str | Path, schema_dir: Path | None = None) -> Pac
         The package, its model id and the image to build (the item's training-runtime asset).
 
     Raises:
-        InvalidPackageError: naming the file and what is missing or wrong.
-        InvalidModelItemError: the MLM item is invalid (each fault's JSON path named).
+        InvalidPackageError: listing every fault, each naming the file, the field and what was
+            expected (see ``steps.package_check.check_package``).
     """
-    from catalog_sync.mlm import parse_model_item
+    from steps.package_check import check_package
 
-    info = describe_package(package, required=tuple(ENTRY_POINTS))
-    root = Path(info.path)
-    if not (root / "Dockerfile").is_file():
-        raise InvalidPackageError(f"{root / 'Dockerfile'}: file not found (the image is built from it)")
-    item_path = root / "stac-item.json"
-    item, result = read_package_item(root, schema_dir)
-    spec = parse_model_item(item, href=str(item_path))
-    if not spec.training_image:
-        raise InvalidPackageError(
-            f"{item_path}: assets: no asset with role 'mlm:training-runtime' (the image to build)"
-        )
+    check = check_package(package, schema_dir)
+    if check.faults or check.spec is None or not check.spec.training_image:
+        faults = "\n".join(f"  {fault.describe(check.root)}" for fault in check.faults)
+        raise InvalidPackageError(f"model package {check.root}: {len(check.faults)} fault(s):\n{faults}")
+    info = describe_package(check.root, required=tuple(ENTRY_POINTS))
     return PackageReport(
         package=info,
-        model_id=spec.id,
-        image=spec.training_image,
-        schema_status=result.status,
-        unavailable_schemas=result.unavailable,
+        model_id=check.spec.id,
+        image=check.spec.training_image,
+        schema_status="incomplete" if check.notes else "valid",
+        unavailable_schemas=[n.rsplit(": ", 1)[-1] for n in check.notes],
     )

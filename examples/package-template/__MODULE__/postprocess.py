@@ -1,0 +1,26 @@
+"""Turn a class mask into GeoJSON polygons of class 1."""
+
+import argparse
+import json
+
+import rasterio
+from rasterio.features import shapes
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--mask", required=True)
+    parser.add_argument("--output", required=True)
+    args = parser.parse_args()
+    with rasterio.open(args.mask) as src:
+        mask = src.read(1)
+        features = [
+            {"type": "Feature", "geometry": geometry, "properties": {"class": int(value)}}
+            for geometry, value in shapes(mask, mask=mask == 1, transform=src.transform, connectivity=4)
+        ]
+    with open(args.output, "w") as out:
+        json.dump({"type": "FeatureCollection", "features": features}, out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,363 @@
+"""Check a model package against the written contract (docs/model-package.md) in one pass.
+
+Every fault is collected, none raised: each names the file, the field and what was expected.
+The test prediction (:func:`prediction_faults`) needs a trained model and the package's own
+environment, so it is separate: it takes a ``predict`` callable and the model's MLM spec.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from numpy.typing import NDArray
+from pydantic import BaseModel, ConfigDict
+
+from catalog_sync.mlm import ModelSpec, parse_model_item
+from catalog_sync.mlm_assets import CODE_ROLE, INFERENCE_RUNTIME_ROLE, TRAINING_RUNTIME_ROLE
+from catalog_sync.mlm_checks import mlm_faults
+from catalog_sync.validation import validate_stac
+from geomlops.errors import InvalidModelItemError
+from steps.package import ENTRY_POINTS, ITEM_FILES, find_item_file
+
+#: parameters geomlops passes to each entry point it runs (others need a default)
+PASSED_PARAMETERS = {"train": ("data",), "evaluate": ("model_uri", "data")}
+#: environment declarations MLproject may name, and the files MLflow reads without one
+ENV_FIELDS = ("python_env", "conda_env", "docker_env")
+DEFAULT_ENV_FILES = ("python_env.yaml", "conda.yaml")
+
+
+class Fault(BaseModel):
+    """One way a package breaks the contract."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    file: str
+    """The file at fault, relative to the package."""
+    field: str
+    """The field in it (a YAML key path or a JSON path), or ``-`` for the file as a whole."""
+    expected: str
+    """What was expected, and what was found."""
+
+    def __str__(self) -> str:
+        return self.describe()
+
+    def describe(self, root: str | Path | None = None) -> str:
+        """``FILE: FIELD: EXPECTED`` (the file under ``root`` when given; no field for a whole file)."""
+        file = str(Path(root) / self.file) if root is not None else self.file
+        return f"{file}: {self.expected}" if self.field == "-" else f"{file}: {self.field}: {self.expected}"
+
+
+class PackageCheck(BaseModel):
+    """What checking a package found."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+    root: str
+    faults: list[Fault] = []
+    notes: list[str] = []
+    """Things checked only in part (a schema not available offline), not faults."""
+    spec: ModelSpec | None = None
+    """The model spec, when the item could be read."""
+    item_file: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether no fault was found."""
+        return not self.faults
+
+
+def _load(path: Path, what: str, faults: list[Fault], rel: str) -> Any:
+    try:
+        return yaml.safe_load(path.read_text()) if what == "YAML" else json.loads(path.read_text())
+    except (yaml.YAMLError, json.JSONDecodeError, UnicodeDecodeError) as err:
+        faults.append(Fault(file=rel, field="-", expected=f"valid {what} ({str(err).splitlines()[0]})"))
+        return None
+
+
+def _entry_point_faults(name: str, raw: Any) -> list[Fault]:
+    where = f"entry_points.{name}"
+    if not isinstance(raw, Mapping):
+        return [Fault(file="MLproject", field=where, expected="a mapping with 'command' and 'parameters'")]
+    faults = []
+    command = raw.get("command")
+    if not isinstance(command, str) or not command.strip():
+        faults.append(
+            Fault(file="MLproject", field=f"{where}.command", expected="a non-empty command string")
+        )
+    params = raw.get("parameters") or {}
+    if not isinstance(params, Mapping):
+        return [
+            *faults,
+            Fault(file="MLproject", field=f"{where}.parameters", expected="a mapping of parameters"),
+        ]
+    passed = PASSED_PARAMETERS.get(name, ())
+    for needed in passed:
+        if needed not in params:
+            faults.append(
+                Fault(
+                    file="MLproject",
+                    field=f"{where}.parameters",
+                    expected=f"a parameter '{needed}' (geomlops passes {', '.join(passed)})",
+                )
+            )
+    for param, spec in params.items():
+        has_default = not isinstance(spec, Mapping) or "default" in spec
+        if name in PASSED_PARAMETERS and param not in passed and not has_default:
+            faults.append(
+                Fault(
+                    file="MLproject",
+                    field=f"{where}.parameters.{param}",
+                    expected=f"a default (geomlops passes only {', '.join(passed)} to {name})",
+                )
+            )
+    return faults
+
+
+def _environment_faults(root: Path, project: Mapping[str, Any]) -> list[Fault]:
+    declared = [f for f in ENV_FIELDS if project.get(f)]
+    if len(declared) > 1:
+        return [
+            Fault(
+                file="MLproject",
+                field=", ".join(declared),
+                expected="one environment declaration, not several",
+            )
+        ]
+    if not declared:
+        if any((root / n).is_file() for n in DEFAULT_ENV_FILES):
+            return []
+        return [
+            Fault(
+                file="MLproject",
+                field="python_env | conda_env | docker_env",
+                expected="an environment declaration (or "
+                + " or ".join(DEFAULT_ENV_FILES)
+                + " beside MLproject)",
+            )
+        ]
+    kind = declared[0]
+    value = project[kind]
+    if kind == "docker_env":
+        if not isinstance(value, Mapping) or not isinstance(value.get("image"), str):
+            return [Fault(file="MLproject", field="docker_env.image", expected="the image to run, a string")]
+        return []
+    path = root / str(value)
+    if not path.is_file():
+        return [Fault(file="MLproject", field=kind, expected=f"names {value}, which is not in the package")]
+    faults: list[Fault] = []
+    data = _load(path, "YAML", faults, str(value))
+    if faults:
+        return faults
+    if not isinstance(data, Mapping):
+        return [Fault(file=str(value), field="-", expected="a YAML mapping")]
+    deps = data.get("dependencies", [])
+    if not isinstance(deps, list):
+        faults.append(Fault(file=str(value), field="dependencies", expected="a list"))
+    if kind == "python_env" and not isinstance(data.get("python"), str | float):
+        faults.append(Fault(file=str(value), field="python", expected='the Python version, e.g. "3.11"'))
+    return faults
+
+
+def _mlproject_faults(root: Path) -> tuple[list[Fault], Mapping[str, Any]]:
+    path = root / "MLproject"
+    if not path.is_file():
+        return [
+            Fault(file="MLproject", field="-", expected="file not found (a model package needs an MLproject)")
+        ], {}
+    faults: list[Fault] = []
+    project = _load(path, "YAML", faults, "MLproject")
+    if faults:
+        return faults, {}
+    if not isinstance(project, Mapping) or not isinstance(project.get("entry_points"), Mapping):
+        return [Fault(file="MLproject", field="entry_points", expected="a mapping of entry points")], {}
+    entry_points = project["entry_points"]
+    missing = [n for n in ENTRY_POINTS if n not in entry_points]
+    if missing:
+        faults.append(
+            Fault(
+                file="MLproject",
+                field="entry_points",
+                expected=f"entry_points lacks {', '.join(repr(m) for m in missing)} "
+                f"(has: {', '.join(sorted(entry_points)) or 'none'})",
+            )
+        )
+    for name, raw in entry_points.items():
+        faults += _entry_point_faults(str(name), raw)
+    faults += _environment_faults(root, project)
+    return faults, project
+
+
+def _href_faults(root: Path, item: Mapping[str, Any], rel: str) -> list[Fault]:
+    faults = []
+    for key, asset in (item.get("assets") or {}).items():
+        if not isinstance(asset, Mapping) or not isinstance(asset.get("href"), str):
+            continue
+        roles = asset.get("roles") or []
+        if TRAINING_RUNTIME_ROLE in roles or INFERENCE_RUNTIME_ROLE in roles:
+            continue  # an image reference
+        href = str(asset["href"])
+        field = f"$.assets['{key}'].href"
+        if CODE_ROLE in roles and href.startswith("git+"):
+            if "@" not in href.removeprefix("git+").split("://", 1)[-1]:
+                faults.append(
+                    Fault(file=rel, field=field, expected=f"git+URL@COMMIT (a fixed revision), got {href}")
+                )
+            continue
+        if "://" in href and not href.startswith("file://"):
+            if CODE_ROLE in roles:
+                faults.append(
+                    Fault(
+                        file=rel,
+                        field=field,
+                        expected=f"'./' (the package folder) or git+URL@COMMIT, got {href}",
+                    )
+                )
+            continue
+        local = Path(href.removeprefix("file://"))
+        target = local if local.is_absolute() else (root / local).resolve()
+        if not target.exists():
+            faults.append(
+                Fault(file=rel, field=field, expected=f"a path that exists in the package, got {href}")
+            )
+    return faults
+
+
+def _item_faults(
+    root: Path, schema_dir: Path | None
+) -> tuple[list[Fault], list[str], ModelSpec | None, str | None]:
+    path = find_item_file(root)
+    if path is None:
+        expected = f"file not found (a model package needs its MLM item: {' or '.join(ITEM_FILES)})"
+        return [Fault(file=ITEM_FILES[0], field="-", expected=expected)], [], None, None
+    rel = path.name
+    faults: list[Fault] = []
+    item = _load(path, "JSON", faults, rel)
+    if faults:
+        return faults, [], None, rel
+    if not isinstance(item, Mapping):
+        return [Fault(file=rel, field="-", expected="a STAC item (JSON object)")], [], None, rel
+    result = validate_stac(item, schema_dir)
+    faults += [Fault(file=rel, field=i.path, expected=f"{i.message} ({i.schema_uri})") for i in result.issues]
+    notes = [f"{rel}: schema not available offline, not checked: {uri}" for uri in result.unavailable]
+    seen = {f.field for f in faults}
+    faults += [
+        Fault(file=rel, field=p, expected=e) for p, e in mlm_faults(item) if p not in seen or p == "$.assets"
+    ]
+    faults += _href_faults(root, item, rel)
+    spec = None
+    try:
+        spec = parse_model_item(item, href=str(path))
+    except InvalidModelItemError as err:
+        if not faults:  # parse errors repeat what the checks above already named
+            faults.append(Fault(file=rel, field="-", expected=str(err)))
+    return faults, notes, spec, rel
+
+
+def check_package(package: str | Path, schema_dir: Path | None = None) -> PackageCheck:
+    """Check a package folder against the contract, reporting every fault at once.
+
+    Checks: ``MLproject`` (the four entry points, each with a command, the parameters
+    geomlops passes, defaults for the others, one environment declaration that parses); a
+    ``Dockerfile``; the MLM item (core and extension schemas offline; inputs, outputs and
+    classes consistent; assets with roles ``mlm:model``, ``mlm:training-runtime`` and
+    ``code``; local hrefs that exist; a code asset that is the package or git+URL@COMMIT).
+
+    Args:
+        package: the package folder (see ``steps.package_source`` for archives and git).
+        schema_dir: extension schemas stored by URL (``GEOMLOPS_SCHEMA_DIR``).
+
+    Returns:
+        The faults (empty when the package passes), notes and, when readable, the model spec.
+    """
+    root = Path(package).resolve()
+    if not root.is_dir():
+        fault = Fault(file=str(root), field="-", expected="a package folder, not found")
+        return PackageCheck(root=str(root), faults=[fault])
+    faults, project = _mlproject_faults(root)
+    if not (root / "Dockerfile").is_file():
+        why = "the package's image is built from it" + (
+            "; MLproject declares docker_env" if project.get("docker_env") else ""
+        )
+        faults.append(Fault(file="Dockerfile", field="-", expected=f"file not found ({why})"))
+    item_faults, notes, spec, item_file = _item_faults(root, schema_dir)
+    return PackageCheck(
+        root=str(root), faults=faults + item_faults, notes=notes, spec=spec, item_file=item_file
+    )
+
+
+def tiny_input(spec: ModelSpec, *, side: int = 32) -> NDArray[Any]:
+    """A tiny input as the model's first MLM input declares it: shape, bands and data type.
+
+    Any size (``-1``) becomes 1 for the batch and ``side`` for the others; values are a
+    deterministic ramp in the data type's range.
+    """
+    first = spec.inputs[0]
+    shape = tuple(
+        n
+        if n > 0
+        else (1 if name == "batch" else len(first.bands) if name == "bands" and first.bands else side)
+        for n, name in zip(first.shape, first.dim_order, strict=True)
+    )
+    size = int(np.prod(shape))
+    return (np.arange(size, dtype=np.float64) % 7).reshape(shape).astype(first.data_type)
+
+
+def prediction_faults(spec: ModelSpec, predict: Callable[[NDArray[Any]], NDArray[Any]]) -> list[Fault]:
+    """Predict :func:`tiny_input` and check the answer against the first MLM output.
+
+    Checked: the number of dimensions and every fixed size of ``result.shape``; batch, height
+    and width equal to the input's; class values among ``classification:classes`` (or, with
+    a class dimension, that dimension's size).
+
+    Args:
+        spec: the model's MLM spec.
+        predict: the trained model's predict (run in the package's own environment).
+
+    Returns:
+        The faults, each naming the output field it breaks (file ``model``).
+    """
+    array = tiny_input(spec)
+    output = spec.outputs[0]
+    where = "$.properties['mlm:output'][0]"
+    try:
+        result = np.asarray(predict(array))
+    except Exception as err:  # noqa: BLE001 - any failure of the model is a fault to report
+        return [Fault(file="model", field="predict", expected=f"an answer for input {array.shape}: {err}")]
+    if result.ndim != len(output.shape):
+        return [
+            Fault(
+                file="model",
+                field=f"{where}.result.shape",
+                expected=f"{len(output.shape)} dimensions {output.dim_order}, got shape {result.shape} "
+                f"for input {array.shape}",
+            )
+        ]
+    faults = []
+    sizes = dict(zip(spec.inputs[0].dim_order, array.shape, strict=True))
+    for i, (declared, name) in enumerate(zip(output.shape, output.dim_order, strict=True)):
+        wanted = declared if declared > 0 else sizes.get(name)
+        if wanted is not None and result.shape[i] != wanted:
+            faults.append(
+                Fault(
+                    file="model",
+                    field=f"{where}.result.shape[{i}]",
+                    expected=f"'{name}' of size {wanted}, got {result.shape[i]} (input {array.shape})",
+                )
+            )
+    values = {c.value for c in output.classes}
+    class_dim = any(d in ("class", "classes", "channel", "channels") for d in output.dim_order)
+    if values and not class_dim and not faults:
+        found = {int(v) for v in np.unique(result)} if result.dtype.kind in "iub" else None
+        if found is None or not found <= values:
+            faults.append(
+                Fault(
+                    file="model",
+                    field=f"{where}['classification:classes']",
+                    expected=f"class values among {sorted(values)}, got "
+                    + (f"{sorted(found - values)}" if found is not None else f"data type {result.dtype}"),
+                )
+            )
+    return faults

@@ -1,0 +1,175 @@
+"""`package check`: every fault at once, each naming file, field and expectation; sources of
+every kind; the scaffold passes; the test prediction checks the MLM output."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import tarfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+from numpy.typing import NDArray
+
+from geomlops.cli.demo import default_package
+from geomlops.errors import InvalidPackageError
+from steps.package_check import check_package, prediction_faults, tiny_input
+from steps.package_scaffold import scaffold_package
+from steps.package_source import open_package_source
+
+GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@localhost"]
+
+
+@pytest.fixture(scope="module")
+def scaffolded(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return scaffold_package("flood-extent", tmp_path_factory.mktemp("new"))
+
+
+def test_the_example_and_a_scaffolded_package_pass(scaffolded: Path, schema_dir: Path) -> None:
+    for root in (default_package(), scaffolded):
+        result = check_package(root, schema_dir)
+        assert result.faults == [], [str(f) for f in result.faults]
+        assert result.notes == [] and result.spec is not None
+    assert (scaffolded / "flood_extent" / "train.py").is_file()
+    assert json.loads((scaffolded / "stac-item.json").read_text())["id"] == "flood-extent"
+    assert "__MODULE__" not in (scaffolded / "MLproject").read_text()
+
+
+def test_scaffold_refuses_a_bad_name_or_an_existing_folder(tmp_path: Path) -> None:
+    with pytest.raises(InvalidPackageError, match="lower-case letters, digits and dashes"):
+        scaffold_package("Flood Extent", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    scaffold_package("a1", tmp_path)
+    with pytest.raises(InvalidPackageError, match="already exists"):
+        scaffold_package("a1", tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a1"]
+
+
+def break_six_ways(root: Path) -> None:
+    """Six faults, one of each kind: entry point, parameter, environment, Dockerfile, schema, code asset."""
+    project = yaml.safe_load((root / "MLproject").read_text())
+    del project["entry_points"]["postprocess"]  # 1: an entry point missing
+    del project["entry_points"]["train"]["parameters"]["data"]  # 2: 'data' not declared
+    (root / "MLproject").write_text(yaml.safe_dump(project))
+    (root / "python_env.yaml").write_text("python: [3.11\n")  # 3: not YAML
+    (root / "Dockerfile").unlink()  # 4: no Dockerfile
+    item = json.loads((root / "stac-item.json").read_text())
+    item["properties"]["mlm:tasks"] = ["guessing"]  # 5: not an MLM task
+    item["properties"]["mlm:output"][0]["tasks"] = ["semantic-segmentation"]
+    item["assets"]["source-code"]["href"] = "https://github.com/org/model"  # 6: code not the package
+    (root / "stac-item.json").write_text(json.dumps(item))
+
+
+def test_six_faults_are_reported_in_one_run(scaffolded: Path, tmp_path: Path, schema_dir: Path) -> None:
+    root = tmp_path / "broken"
+    shutil.copytree(scaffolded, root)
+    break_six_ways(root)
+    faults = check_package(root, schema_dir).faults
+    found = {(f.file, f.field) for f in faults}
+    assert found == {
+        ("MLproject", "entry_points"),
+        ("MLproject", "entry_points.train.parameters"),
+        ("python_env.yaml", "-"),
+        ("Dockerfile", "-"),
+        ("stac-item.json", "$.properties['mlm:tasks'][0]"),
+        ("stac-item.json", "$.assets['source-code'].href"),
+    }, [str(f) for f in faults]
+    assert len(faults) == 6
+    text = "\n".join(map(str, faults))
+    for expected in (
+        "MLproject: entry_points: entry_points lacks 'postprocess'",
+        "entry_points.train.parameters: a parameter 'data' (geomlops passes data)",
+        "python_env.yaml: valid YAML",
+        "Dockerfile: file not found",
+        "'guessing'",
+        "'./' (the package folder) or git+URL@COMMIT, got https://github.com/org/model",
+    ):
+        assert expected in text, text
+
+
+def test_missing_files_and_an_alternative_item_name(
+    scaffolded: Path, tmp_path: Path, schema_dir: Path
+) -> None:
+    root = tmp_path / "pkg"
+    shutil.copytree(scaffolded, root)
+    (root / "stac-item.json").rename(root / "stac_item.json")
+    assert check_package(root, schema_dir).faults == []
+    (root / "stac_item.json").unlink()
+    (root / "MLproject").unlink()
+    assert [str(f) for f in check_package(root, schema_dir).faults] == [
+        "MLproject: file not found (a model package needs an MLproject)",
+        "stac-item.json: file not found "
+        "(a model package needs its MLM item: stac-item.json or stac_item.json)",
+    ]
+
+
+def test_a_package_as_archive_or_git_commit(scaffolded: Path, tmp_path: Path, schema_dir: Path) -> None:
+    tgz, zipped = tmp_path / "pkg.tar.gz", tmp_path / "pkg.zip"
+    with tarfile.open(tgz, "w:gz") as tf:
+        tf.add(scaffolded, arcname="flood-extent")
+    with zipfile.ZipFile(zipped, "w") as zf:
+        for path in scaffolded.rglob("*"):
+            zf.write(path, path.relative_to(scaffolded))
+    repo = tmp_path / "repo"
+    shutil.copytree(scaffolded, repo)
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "v1"]):
+        subprocess.run([*GIT, *args], cwd=repo, check=True, capture_output=True)
+    commit = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True
+    ).stdout.strip()
+    (repo / "Dockerfile").unlink()  # later work does not change what the commit holds
+    subprocess.run([*GIT, "commit", "-qam", "v2"], cwd=repo, check=True, capture_output=True)
+    for i, source in enumerate([str(tgz), str(zipped), f"git+file://{repo}@{commit}"]):
+        root = open_package_source(source, tmp_path / f"work{i}")
+        assert (root / "MLproject").is_file(), source
+        assert check_package(root, schema_dir).faults == [], source
+    with pytest.raises(InvalidPackageError, match=r"git could not fetch revision 0{40}"):
+        open_package_source(f"git+file://{repo}@{'0' * 40}", tmp_path / "bad")
+    assert not (tmp_path / "bad" / "package").exists()
+    with pytest.raises(InvalidPackageError, match="expected a folder, an archive"):
+        open_package_source(str(tmp_path / "missing"), tmp_path / "w")
+
+
+def test_an_archive_member_outside_the_archive_is_refused(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.zip"
+    with zipfile.ZipFile(bad, "w") as zf:
+        zf.writestr("../escape.txt", "x")
+    with pytest.raises(InvalidPackageError, match="lies outside the archive"):
+        open_package_source(str(bad), tmp_path / "w")
+    assert not (tmp_path / "escape.txt").exists()
+
+
+def _spec(scaffolded: Path, schema_dir: Path) -> Any:
+    spec = check_package(scaffolded, schema_dir).spec
+    assert spec is not None
+    return spec
+
+
+def test_prediction_is_checked_against_the_mlm_output(scaffolded: Path, schema_dir: Path) -> None:
+    spec = _spec(scaffolded, schema_dir)
+    array = tiny_input(spec)
+    assert array.shape == (1, 3, 32, 32) and array.dtype == np.float32
+
+    def good(x: NDArray[Any]) -> NDArray[Any]:
+        classes: NDArray[Any] = (x.mean(axis=1) > 3).astype("uint8")
+        return classes
+
+    assert prediction_faults(spec, good) == []
+    wrong_shape = prediction_faults(spec, lambda x: good(x)[:, :16])
+    assert [f.field for f in wrong_shape] == ["$.properties['mlm:output'][0].result.shape[1]"]
+    assert "'height' of size 32, got 16" in wrong_shape[0].expected
+    wrong_class = prediction_faults(spec, lambda x: good(x) * 7)
+    assert [f.field for f in wrong_class] == ["$.properties['mlm:output'][0]['classification:classes']"]
+    assert "class values among [0, 1], got [7]" in wrong_class[0].expected
+    scores = prediction_faults(spec, lambda x: x)
+    assert "3 dimensions ('batch', 'height', 'width'), got shape (1, 3, 32, 32)" in scores[0].expected
+
+    def broken(x: NDArray[Any]) -> NDArray[Any]:
+        raise RuntimeError("CUDA not available")
+
+    assert "CUDA not available" in prediction_faults(spec, broken)[0].expected
