@@ -14,7 +14,7 @@ import json
 import math
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,13 +29,17 @@ from rasterio.windows import Window
 
 from geomlops.errors import DatasetNotFoundError, GeomlopsError
 from steps._metrics import confusion_matrix, segmentation_metrics
+from steps._package_predictor import package_predictor
 from steps._quicklook import NOT_EVALUATED, write_quicklook
+from steps.package_env import cached_interpreter
 
 IMAGE_FILE, LABELS_FILE, SPLIT_FILE, METADATA_FILE = "image.tif", "labels.tif", "split.tif", "dataset.json"
 EXCLUDED_SPLIT, TEST_SPLIT = 0, 2
 QUICKLOOK_ARTIFACT = "evaluation/quicklook.png"
 METRICS_ARTIFACT = "evaluation/metrics.json"
 _QUICKLOOK_MAX_SIDE = 800
+#: run tag naming the environment the model was trained in (set by training)
+ENVIRONMENT_TAG = "geomlops.environment"
 
 
 class EvaluationReport(BaseModel):
@@ -129,28 +133,29 @@ def _model_artifact_uri(client: Any, run: Any, name: str = "model") -> str:
 
 
 @contextmanager
-def _loaded_model(artifact_uri: str, run_id: str) -> Iterator[Any]:
-    """Load a pyfunc model; undo the import side effects of its ``code_paths`` afterwards."""
+def _loaded_model(
+    artifact_uri: str, run: Any, python: str | None
+) -> Iterator[Callable[[NDArray[Any]], NDArray[Any]]]:
+    """The run's model as ``predict(array)``, run in the model's own environment.
+
+    The interpreter is ``python``, else the one of the environment the run was trained in
+    (its ``geomlops.environment`` tag), else this one's; in every case a separate process,
+    so geomlops never imports the model's framework.
+    """
     import mlflow.artifacts
-    import mlflow.pyfunc
     from mlflow.exceptions import MlflowException
 
-    saved_path, saved_modules = list(sys.path), set(sys.modules)
+    run_id = run.info.run_id
+    if python is None:
+        built = cached_interpreter(run.data.tags.get(ENVIRONMENT_TAG, "") or "-")
+        python = str(built) if built else sys.executable
     with tempfile.TemporaryDirectory(prefix="geomlops-eval-") as tmp:
         try:
             local = mlflow.artifacts.download_artifacts(artifact_uri=artifact_uri, dst_path=tmp)
-            model = mlflow.pyfunc.load_model(local)
         except MlflowException as err:
             raise GeomlopsError(f"cannot load the model of run {run_id}: {err.message}") from err
-        try:
-            yield model
-        finally:
-            # The model's code was imported from the temporary folder: forget it, so the
-            # next model (maybe another version of the same package) imports its own.
-            sys.path[:] = saved_path
-            for name in set(sys.modules) - saved_modules:
-                if str(getattr(sys.modules[name], "__file__", None) or "").startswith(tmp):
-                    del sys.modules[name]
+        with package_predictor(python, local) as predict:
+            yield predict
 
 
 def _value_lookup(values: list[int]) -> NDArray[np.int64]:
@@ -182,7 +187,12 @@ class ScoredRun:
 
 
 def score_segmentation(
-    run_id: str, dataset_dir: str, *, tracking_uri: str | None = None, chip_size: int = 256
+    run_id: str,
+    dataset_dir: str,
+    *,
+    tracking_uri: str | None = None,
+    chip_size: int = 256,
+    python: str | None = None,
 ) -> ScoredRun:
     """Score a run's model on the test split without writing anything to MLflow.
 
@@ -195,6 +205,8 @@ def score_segmentation(
         dataset_dir: Dataset folder (path or ``file://`` URI).
         tracking_uri: MLflow tracking URI; default: the environment's.
         chip_size: Side of the chips predicted at once.
+        python: interpreter of the model's environment; default: the one the run was
+            trained in, else this one (always in a separate process).
 
     Returns:
         The report (metrics as :func:`evaluate_segmentation` describes them) and the
@@ -241,7 +253,7 @@ def score_segmentation(
         ql_predicted = np.full(small, NOT_EVALUATED, dtype=np.uint8)
         ql_test = np.zeros(small, dtype=bool)
         ql_excluded = np.zeros(small, dtype=bool)
-        with _loaded_model(_model_artifact_uri(client, run), run_id) as model:
+        with _loaded_model(_model_artifact_uri(client, run), run, python) as predict:
             for window in chip_windows(height, width, chip_size):
                 truth = labels.read(1, window=window)
                 split_chip = split.read(1, window=window)
@@ -254,7 +266,7 @@ def score_segmentation(
                 if not evaluated.any():
                     continue
                 chip = image.read(window=window, out_dtype="float32")
-                predicted = np.asarray(model.predict(chip[None]))
+                predicted = np.asarray(predict(chip[None]))
                 expected = (1, int(window.height), int(window.width))
                 if predicted.shape != expected:
                     raise GeomlopsError(
@@ -284,7 +296,12 @@ def score_segmentation(
 
 
 def evaluate_segmentation(
-    run_id: str, dataset_dir: str, *, tracking_uri: str | None = None, chip_size: int = 256
+    run_id: str,
+    dataset_dir: str,
+    *,
+    tracking_uri: str | None = None,
+    chip_size: int = 256,
+    python: str | None = None,
 ) -> EvaluationReport:
     """Score a run's model on the test split and log the scores to the same run.
 
@@ -297,6 +314,7 @@ def evaluate_segmentation(
         dataset_dir: Dataset folder (path or ``file://`` URI).
         tracking_uri: MLflow tracking URI; default: the environment's.
         chip_size: Side of the chips predicted at once.
+        python: interpreter of the model's environment (see :func:`score_segmentation`).
 
     Returns:
         The report: ``test_iou``, ``test_f1``, ``test_precision``, ``test_recall`` (positive
@@ -311,7 +329,9 @@ def evaluate_segmentation(
     from mlflow import MlflowClient
     from mlflow.entities import Metric
 
-    scored = score_segmentation(run_id, dataset_dir, tracking_uri=tracking_uri, chip_size=chip_size)
+    scored = score_segmentation(
+        run_id, dataset_dir, tracking_uri=tracking_uri, chip_size=chip_size, python=python
+    )
     report, metrics, root = scored.report, scored.report.metrics, Path(scored.report.dataset_dir)
     client = MlflowClient(tracking_uri)
     run = client.get_run(run_id)

@@ -5,6 +5,8 @@ Each template states only what differs from :func:`geomlops_script`'s defaults.
 
 from __future__ import annotations
 
+import functools
+import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
@@ -12,6 +14,7 @@ from hera.workflows import Env, Resources, RetryStrategy, SecretEnv, script
 from hera.workflows.models import Backoff
 
 from geomlops import __version__
+from geomlops.errors import PERMANENT_EXIT_CODE, PermanentError
 
 if TYPE_CHECKING:
     # Hera's own type for what its decorator returns: the function, callable as a Task in a DAG
@@ -50,9 +53,15 @@ SECRET_ENV = [
     for name, (secret, key) in SECRET_KEYS.items()
 ]
 
+#: Argo retries a step unless it exited with :data:`PERMANENT_EXIT_CODE` (a permanent error)
+NOT_PERMANENT = f"asInt(lastRetry.exitCode) != {PERMANENT_EXIT_CODE}"
+
 #: for steps that talk to MLflow, DVC remotes or the catalogue: transient faults pass
 NETWORK_RETRY = RetryStrategy(
-    limit=2, retry_policy="Always", backoff=Backoff(duration="2s", factor=2, max_duration="1m")
+    limit=2,
+    retry_policy="Always",
+    expression=NOT_PERMANENT,
+    backoff=Backoff(duration="2s", factor=2, max_duration="1m"),
 )
 
 #: small steps: metadata reads and writes
@@ -82,10 +91,14 @@ def geomlops_script(
         env: variables added after :data:`SECRET_ENV`.
         **script_kwargs: any other ``hera.workflows.Script`` field (``name``, ...).
 
+    A :class:`~geomlops.errors.PermanentError` escaping the function ends the step with
+    :data:`PERMANENT_EXIT_CODE` (its message on stderr), which the retry strategies'
+    expression does not retry.
+
     Returns:
         The decorator that turns a function into a script template.
     """
-    return script(
+    decorate = script(
         constructor="runner",
         image=image,
         resources=resources,
@@ -93,3 +106,23 @@ def geomlops_script(
         env=[*SECRET_ENV, *env],
         **script_kwargs,
     )
+
+    def decorator(function: Callable[_Ins, _Out]) -> _ScriptDecoratedFunction[_Ins, _Out]:
+        return decorate(exit_code_for_permanent_errors(function))
+
+    return decorator
+
+
+def exit_code_for_permanent_errors(function: Callable[_Ins, _Out]) -> Callable[_Ins, _Out]:
+    """``function``, exiting with :data:`PERMANENT_EXIT_CODE` when a permanent error escapes."""
+
+    @functools.wraps(function)
+    def guarded(*args: _Ins.args, **kwargs: _Ins.kwargs) -> _Out:
+        try:
+            return function(*args, **kwargs)
+        except PermanentError as err:
+            print(f"{type(err).__name__}: {err}", file=sys.stderr)
+            print(f"(a permanent error: exit code {PERMANENT_EXIT_CODE}, not retried)", file=sys.stderr)
+            raise SystemExit(PERMANENT_EXIT_CODE) from err
+
+    return guarded

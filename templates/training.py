@@ -52,7 +52,7 @@ def train(
     train_params: str = "{}",
     workflow_uid: str = "",
 ) -> Annotated[str, Parameter(name="run_id")]:
-    """Run the package's train entry point with ``mlflow run`` in the model's training image."""
+    """Run the package's train entry point in the package's own environment."""
     from steps.dataset import materialize_dataset
     from steps.training import run_training
 
@@ -71,6 +71,7 @@ def train(
             "geomlops.training_image": training_image,
         },
         workflow_uid=workflow_uid or None,
+        work_dir=settings.home_dir / "work",
     )
     return run.run_id
 

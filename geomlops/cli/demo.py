@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from importlib import resources
 from pathlib import Path
 
@@ -14,7 +15,6 @@ import click
 from catalog_sync.validation import ValidationResult
 from geomlops.errors import ConfigurationError, GeomlopsError
 from geomlops.settings import Settings
-from steps.training import interpreter_path
 
 DATASET = "datasets/landsat8-cloud"
 MODEL = "cloud-mask"
@@ -69,29 +69,30 @@ def ensure_data_repo(repo: Path, remote: str) -> None:
 
 
 def prepare_dataset(repo: Path, package: Path, settings: Settings) -> None:
-    """Build the cloud-mask dataset with the package's preprocess entry point; version it with DVC."""
+    """Build the cloud-mask dataset with the package's preprocess entry point; version it with DVC.
+
+    The entry point runs in the package's own environment (built once, then cached), in a
+    copy of the package.
+    """
+    from steps.package import describe_package, stage_package
+    from steps.package_env import command_environment, ensure_environment
+    from steps.training import entry_point_command, run_package_command
+
     target = repo / DATASET
     if not (repo / f"{DATASET}.dvc").exists():
         click.echo(f"• preparing the dataset with {package.name}'s preprocess entry point")
-        env = {**os.environ, "MLFLOW_TRACKING_URI": settings.tracking_uri, "PATH": interpreter_path()}
-        args = [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "run",
-            str(package),
-            "-e",
-            "preprocess",
-            "--env-manager",
-            "local",
-            "--experiment-name",
-            "datasets",
-            "-P",
-            f"output={target}",
-        ]
-        out = subprocess.run(args, env=env, capture_output=True, text=True, cwd=settings.home_dir)
-        if out.returncode != 0:
-            raise GeomlopsError(f"preprocess entry point failed:\n{out.stderr[-2000:]}")
+        info = describe_package(package, required=("preprocess",))
+        environment = ensure_environment(package)
+        if environment.note:
+            click.echo(f"• {environment.note}")
+        work = settings.home_dir / "work"
+        work.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="geomlops-preprocess-", dir=work) as tmp:
+            staged = stage_package(package, Path(tmp) / info.name)
+            command = entry_point_command(info, "preprocess", {"output": str(target)}, staged)
+            code, tail = run_package_command(command, staged, command_environment(environment))
+        if code != 0:
+            raise GeomlopsError("preprocess entry point failed:\n" + "\n".join(tail))
         _dvc(repo, "add", "-q", DATASET)
         _git(repo, "add", "-A")
         _git(repo, "commit", "-q", "-m", f"Add {DATASET}")

@@ -10,6 +10,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import cloudpickle  # type: ignore[import-untyped]
 import mlflow.pyfunc
 import numpy as np
 import pytest
@@ -153,7 +154,14 @@ def _run_with_model(tmp_path: Path, store: tuple[str, str], python_model: Python
     uri, experiment = store
     client = MlflowClient(uri)
     run = client.create_run(experiment)
-    mlflow.pyfunc.save_model(str(tmp_path / "model"), python_model=python_model, pip_requirements=["numpy"])
+    # the model is predicted in another process, where this test module is not importable
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    try:
+        mlflow.pyfunc.save_model(
+            str(tmp_path / "model"), python_model=python_model, pip_requirements=["numpy"]
+        )
+    finally:
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
     client.log_artifacts(run.info.run_id, str(tmp_path / "model"), "model")
     client.set_terminated(run.info.run_id)
     return str(run.info.run_id)

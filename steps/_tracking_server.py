@@ -1,0 +1,105 @@
+"""A local MLflow tracking server on the embedded store, for a model package's own MLflow client.
+
+A package's MLflow client may be older or newer than geomlops' own and must not open the
+database file (its migrations differ): it talks to a server over HTTP. On the embedded default
+(a ``sqlite:`` URI) geomlops' own ``mlflow server`` serves that store on a free port for as long
+as the package's command runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+
+from geomlops.errors import GeomlopsError
+
+#: how long a server may take to answer /health (a fresh store is migrated first)
+START_TIMEOUT_S = 180.0
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
+            return bool(answer.status == 200)
+    except OSError:
+        return False
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    # the server starts worker processes: stop its whole process group
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+@contextlib.contextmanager
+def tracking_server(tracking_uri: str, artifact_root: str) -> Iterator[str]:
+    """The HTTP URI a package's MLflow client should use for ``tracking_uri``.
+
+    A server's URI (``http(s)://``) is yielded as it is. Any other store is served by
+    ``mlflow server`` (geomlops' own MLflow) on 127.0.0.1 and a free port until the block ends.
+
+    Args:
+        tracking_uri: geomlops' tracking URI.
+        artifact_root: default artifact root of experiments the package creates itself.
+
+    Raises:
+        GeomlopsError: the server did not answer; its last log lines are in the message.
+    """
+    if tracking_uri.startswith(("http://", "https://")):
+        yield tracking_uri
+        return
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    args = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        tracking_uri,
+        "--default-artifact-root",
+        artifact_root,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(
+            args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
+        try:
+            deadline = time.monotonic() + START_TIMEOUT_S
+            while not _healthy(url):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    log.seek(0)
+                    tail = "\n".join(log.read().decode(errors="replace").strip().splitlines()[-10:])
+                    raise GeomlopsError(
+                        f"the local MLflow tracking server for {tracking_uri} did not start on {url}:\n{tail}"
+                    )
+                time.sleep(0.25)
+            yield url
+        finally:
+            _stop(proc)
