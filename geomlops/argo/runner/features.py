@@ -16,6 +16,7 @@ import yaml
 
 from geomlops.errors import ManifestError, UnsupportedFeatureError
 
+from .artifacts import refused_feature as refused_artifact_feature
 from .expr import ExpressionError
 from .expr import check as check_expression
 from .substitute import variables_in
@@ -141,7 +142,7 @@ def check_supported(manifest: Any, *, allow_host_containers: bool = False) -> No
     _check_pod_spec_patch(spec.get("podSpecPatch"), "spec")
     arguments = spec.get("arguments") or {}
     if isinstance(arguments, Mapping) and arguments.get("artifacts"):
-        raise _refuse("input artifacts", "spec.arguments.artifacts")
+        raise _refuse("workflow input artifacts (spec.arguments.artifacts)", "spec.arguments.artifacts")
     for param in _params(arguments, "spec.arguments"):
         if "valueFrom" in param:
             raise _refuse("parameter valueFrom", f"spec.arguments parameter {param.get('name')!r}")
@@ -187,17 +188,15 @@ def _check_template(template: Mapping[str, Any], where: str, allow_host: bool) -
             raise _refuse(feature, where)
     _check_keys(template, where, _TEMPLATE_RUN | _TEMPLATE_IGNORED, _TEMPLATE_REFUSED, "")
     _check_pod_spec_patch(template.get("podSpecPatch"), where)
+    if (artifact_feature := refused_artifact_feature(template)) is not None:
+        raise _refuse(artifact_feature, where)
     inputs = template.get("inputs") or {}
     if isinstance(inputs, Mapping):
-        if inputs.get("artifacts"):
-            raise _refuse("input artifacts", where)
         for param in _params(inputs, f"{where} inputs"):
             if "valueFrom" in param:
                 raise _refuse("input parameter valueFrom", f"{where}, input {param.get('name')!r}")
     outputs = template.get("outputs") or {}
     if isinstance(outputs, Mapping):
-        if outputs.get("artifacts"):
-            raise _refuse("output artifacts", where)
         for param in _params(outputs, f"{where} outputs"):
             value_from = param.get("valueFrom") or {}
             for key in value_from:
@@ -274,8 +273,6 @@ def _check_task(task: Any, where: str) -> None:
     _check_keys(task, where, _TASK_FIELDS, _TASK_REFUSED, "")
     arguments = task.get("arguments") or {}
     if isinstance(arguments, Mapping):
-        if arguments.get("artifacts"):
-            raise _refuse("input artifacts", where)
         for param in _params(arguments, f"{where} arguments"):
             if "valueFrom" in param:
                 raise _refuse("argument valueFrom", f"{where}, argument {param.get('name')!r}")

@@ -29,6 +29,7 @@ import yaml
 
 from geomlops.errors import RunError
 
+from .artifacts import Repository
 from .context import EngineOptions
 from .engine import Engine
 from .execute import process_start, terminate_groups
@@ -50,6 +51,7 @@ from .model import (
 )
 from .progress import Reporter
 from .state_file import StateStore, load_state
+from .suspend import check_supplied, gates_of
 from .synchronization import check_synchronization
 from .workflow import Workflow
 
@@ -106,6 +108,8 @@ class LocalRunner:
         prompt: reads one answer at the prompt (``input`` by default; tests inject one).
         approver_check: checks and normalises an approver's name typed at the prompt (raises
             GeomlopsError to refuse it); the engine knows no rule of its own.
+        artifact_repository: where output artifacts are stored (default: a folder in each run's
+            folder, ``artifacts/``); the services profile passes its S3 bucket.
         semaphores: semaphore limits, ``CONFIGMAP/KEY`` -> limit (see :mod:`.synchronization`).
     """
 
@@ -123,6 +127,7 @@ class LocalRunner:
         prompt: Callable[[str], str] = input,
         approver_check: Callable[[str], str] | None = None,
         semaphores: Mapping[str, int] | None = None,
+        artifact_repository: Repository | None = None,
     ) -> None:
         if max_workers < 1:
             raise RunError(f"max_workers must be at least 1, not {max_workers}")
@@ -137,6 +142,7 @@ class LocalRunner:
         self.prompt = prompt
         self.approver_check = approver_check
         self.semaphores = dict(semaphores or {})
+        self.artifact_repository = artifact_repository
 
     # --- public API -------------------------------------------------------------------
 
@@ -163,6 +169,8 @@ class LocalRunner:
         )
         check_synchronization(workflow, self.semaphores)
         params = resolve_parameters(workflow, parameters or {})
+        if self.approval is not None:  # refuse unknown or missing supplied outputs before anything runs
+            check_supplied(gates_of(workflow), self.approval)
         if ignored := ignored_fields(manifest, *workflow.refs.values()):
             self.reporter.line(f"Ignored on one machine (no effect outside Kubernetes): {', '.join(ignored)}")
         run_id = run_id or _new_run_id(workflow.name)
@@ -221,6 +229,8 @@ class LocalRunner:
                 refs=refs,
                 allow_host_containers=self.allow_host_containers,
             )
+            if self.approval is not None:  # before the run resumes: unknown or missing supplied outputs
+                check_supplied(gates_of(workflow, {state.nodes[n].template for n in waiting}), self.approval)
             params = json.loads((run_dir / "params.json").read_text(encoding="utf-8"))
             previous = {k: v for k, v in state.nodes.items() if not _is_exit_node(k)}
             for node in previous.values():
@@ -298,6 +308,7 @@ class LocalRunner:
             options=options,
             previous=previous,
             run_dir=run_dir,
+            artifacts=self.artifact_repository,
         )
         self.reporter.line(f"Running {workflow.name} as run {state.run_id} in {run_dir}")
         began = time.monotonic()
