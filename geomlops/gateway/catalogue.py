@@ -149,6 +149,7 @@ class Catalogue:
             registered = client.get_registered_model(model)
         except MlflowException:
             return {"aliases": {}, "versions": {}}
+        aliases = {str(alias): str(version) for alias, version in (registered.aliases or {}).items()}
         versions: dict[str, Any] = {}
         for mv in client.search_model_versions(f"name='{model}'"):
             metrics: dict[str, float] = {}
@@ -161,14 +162,13 @@ class Catalogue:
                 "version": str(mv.version),
                 "run_id": mv.run_id,
                 "created": mv.creation_timestamp,
-                "aliases": sorted(mv.aliases or []),
+                "aliases": sorted(a for a, v in aliases.items() if v == str(mv.version)),
                 "metrics": {k: v for k, v in metrics.items() if v == v},  # NaN is not JSON
                 "tags": dict(mv.tags or {}),
             }
-        aliases = {str(alias): str(version) for alias, version in (registered.aliases or {}).items()}
         return {"aliases": aliases, "versions": versions}
 
-    def resolve(self, model: str, version: str | None, alias: str | None) -> str:
+    def resolve(self, model: str, version: str | None, alias: str | None, *, field: str = "version") -> str:
         """The version number a request names (a number, or an alias of ``model``).
 
         Raises:
@@ -185,6 +185,6 @@ class Catalogue:
         if version not in known["versions"]:
             have = ", ".join(sorted(known["versions"], key=int)) or "none"
             raise ParameterError(
-                f"version {version!r}: model {model!r} has no such version (versions: {have})"
+                f"{field} {version!r}: model {model!r} has no such version (versions: {have})"
             )
         return str(version)

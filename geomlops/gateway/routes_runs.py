@@ -129,7 +129,7 @@ def start_batch_inference(
 def start_promotion(body: PromotionRequest, request: Request, parts: Parts, caller: Operator) -> RunInfo:
     """Compare a candidate version with production; the run waits at the approval gate."""
     parts.catalogue.base_item(body.model)
-    candidate = parts.catalogue.resolve(body.model, body.candidate, None)
+    candidate = parts.catalogue.resolve(body.model, body.candidate, None, field="candidate")
     fixed = {"model": body.model, "candidate": candidate}
     return _start(parts, request, caller, "promotion", check_parameters("promotion", body.parameters, fixed))
 

@@ -27,7 +27,7 @@ def _permission(dependant: Any) -> Permission | None:
     for sub in dependant.dependencies:
         found = getattr(sub.call, "permission", None) or _permission(sub)
         if found is not None:
-            return found  # type: ignore[no-any-return]
+            return Permission(found)
     return None
 
 
@@ -46,7 +46,7 @@ def routes(app: Any) -> list[tuple[str, str, Permission | None]]:
     the list is checked equal to the operations of the app's OpenAPI document."""
     table = []
     for route in _api_routes(app.routes):
-        for method in sorted(route.methods):
+        for method in sorted(route.methods or ()):
             table.append((method, route.path, _permission(route.dependant)))
     operations = {(m.upper(), p) for p, ops in app.openapi()["paths"].items() for m in ops}
     assert {(m, p) for m, p, _ in table} == operations

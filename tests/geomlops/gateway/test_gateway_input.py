@@ -1,0 +1,225 @@
+"""Bad input over real HTTP: a 4xx naming the field, nothing started, only the audit line written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from .conftest import MODEL, Served
+
+IMAGERY = "/nonexistent/scene.tif"
+BOX = {
+    "type": "Polygon",
+    "coordinates": [[[-87.4, 30.7], [-87.3, 30.7], [-87.3, 30.8], [-87.4, 30.8], [-87.4, 30.7]]],
+}
+
+
+def _nothing_started(home: Path) -> None:
+    runs = home / "runs"
+    assert not runs.exists() or not any(runs.iterdir()), list(runs.iterdir())
+    launches = home / "gateway" / "runs"
+    assert not launches.exists() or not any(launches.iterdir())
+    assert not (home / "gateway" / "aoi").exists()
+
+
+def _detail(answer: httpx.Response) -> str:
+    return json.dumps(answer.json()["detail"])
+
+
+@pytest.fixture
+def imagery(tmp_path: Path) -> str:
+    path = tmp_path / "scene.tif"
+    path.write_bytes(b"not read: every request here is refused before")
+    return str(path)
+
+
+CASES: list[tuple[str, str, dict[str, Any], int, str]] = [
+    (
+        "unknown model",
+        "training",
+        {"model": "no-such-model", "dataset_path": "d"},
+        404,
+        "model 'no-such-model'",
+    ),
+    ("model id malformed", "training", {"model": "../etc", "dataset_path": "d"}, 422, '"model"'),
+    ("missing field", "training", {"model": MODEL}, 422, '"dataset_path"'),
+    ("unknown field", "training", {"model": MODEL, "dataset_path": "d", "gpu": 1}, 422, '"gpu"'),
+    (
+        "undeclared parameter",
+        "training",
+        {"model": MODEL, "dataset_path": "d", "parameters": {"epochs": "3"}},
+        422,
+        "does not declare parameter(s) epochs",
+    ),
+    (
+        "parameter repeating a field",
+        "training",
+        {"model": MODEL, "dataset_path": "d", "parameters": {"model": "other"}},
+        422,
+        "parameters: model are fields of the request",
+    ),
+    (
+        "unknown alias",
+        "batch-inference",
+        {"model": MODEL, "alias": "staging", "imagery": "IMG"},
+        422,
+        "alias 'staging'",
+    ),
+    (
+        "unknown version",
+        "batch-inference",
+        {"model": MODEL, "version": "7", "imagery": "IMG"},
+        422,
+        "version '7'",
+    ),
+    (
+        "version and alias",
+        "batch-inference",
+        {"model": MODEL, "version": "1", "alias": "production", "imagery": "IMG"},
+        422,
+        "version, alias: give exactly one",
+    ),
+    (
+        "no imagery file",
+        "batch-inference",
+        {"model": MODEL, "alias": "production", "imagery": IMAGERY},
+        422,
+        "imagery",
+    ),
+    (
+        "aoi not closed",
+        "batch-inference",
+        {
+            "model": MODEL,
+            "alias": "production",
+            "imagery": "IMG",
+            "aoi": {
+                "type": "Polygon",
+                "coordinates": [[[-87.4, 30.7], [-87.3, 30.7], [-87.3, 30.8], [-87.4, 30.8]]],
+            },
+        },
+        422,
+        "aoi",
+    ),
+    (
+        "aoi latitude out of range",
+        "batch-inference",
+        {
+            "model": MODEL,
+            "alias": "production",
+            "imagery": "IMG",
+            "aoi": {
+                "type": "Polygon",
+                "coordinates": [[[-87.4, 95.0], [-87.3, 95.0], [-87.3, 96.0], [-87.4, 95.0]]],
+            },
+        },
+        422,
+        "aoi",
+    ),
+    (
+        "aoi not GeoJSON",
+        "batch-inference",
+        {"model": MODEL, "alias": "production", "imagery": "IMG", "aoi": {"type": "Circle", "radius": 3}},
+        422,
+        "aoi",
+    ),
+    ("unknown candidate", "promotion", {"model": MODEL, "candidate": "9"}, 422, "candidate '9'"),
+    (
+        "undeclared promotion parameter",
+        "promotion",
+        {"model": MODEL, "candidate": "1", "parameters": {"approver": "me"}},
+        422,
+        "does not declare parameter(s) approver",
+    ),
+]
+
+
+@pytest.mark.parametrize(("label", "pipeline", "body", "status", "named"), CASES, ids=[c[0] for c in CASES])
+def test_a_bad_request_names_the_field_and_starts_nothing(
+    gateway: Served,
+    catalogued: Path,
+    imagery: str,
+    label: str,
+    pipeline: str,
+    body: dict[str, Any],
+    status: int,
+    named: str,
+) -> None:
+    if body.get("imagery") == "IMG":
+        body = {**body, "imagery": imagery}
+    with gateway.client("operator") as operator:
+        answer = operator.post(f"/api/v1/runs/{pipeline}", json=body)
+    assert answer.status_code == status, answer.text
+    assert named in _detail(answer), answer.text
+    _nothing_started(catalogued)
+    with gateway.client("admin") as admin:
+        last = admin.get("/api/v1/audit", params={"limit": 1}).json()[0]
+    assert (last["action"], last["status"], last["actor"]) == (
+        f"POST /api/v1/runs/{pipeline}",
+        status,
+        "operator-key",
+    )
+
+
+def test_an_oversized_body_is_refused_with_413_whole_or_streamed(gateway: Served, catalogued: Path) -> None:
+    big = {"model": MODEL, "dataset_path": "d", "parameters": {"train_params": "x" * 70_000}}
+    with gateway.client("operator") as operator:
+        whole = operator.post("/api/v1/runs/training", json=big)
+        assert whole.status_code == 413 and "request body" in whole.json()["detail"]
+
+        def chunks() -> Any:
+            data = json.dumps(big).encode()
+            for start in range(0, len(data), 8192):
+                yield data[start : start + 8192]
+
+        streamed = operator.post(
+            "/api/v1/runs/training", content=chunks(), headers={"Content-Type": "application/json"}
+        )
+        assert streamed.status_code == 413
+    _nothing_started(catalogued)
+    with gateway.client("admin") as admin:
+        last = admin.get("/api/v1/audit", params={"limit": 2}).json()
+    assert [a["status"] for a in last] == [413, 413]
+
+
+def test_decisions_on_unknown_runs_and_bad_queries(gateway: Served, catalogued: Path) -> None:
+    with gateway.client("approver") as approver:
+        missing = approver.post("/api/v1/runs/no-such-run/approve", json={"reason": "fine"})
+        assert missing.status_code == 404 and "no-such-run" in missing.json()["detail"]
+        blank = approver.post("/api/v1/runs/no-such-run/approve", json={"reason": "  "})
+        assert blank.status_code == 422 and blank.json()["detail"][0]["loc"] == ["body", "reason"]
+        traversal = approver.get("/api/v1/runs/..%2F..%2Fetc/logs")
+        assert traversal.status_code == 404
+    with gateway.client("viewer") as viewer:
+        bbox = viewer.get("/api/v1/models", params={"bbox": "1,2,3"})
+        assert bbox.status_code == 422 and "bbox '1,2,3'" in bbox.json()["detail"]
+        unknown = viewer.get("/api/v1/models/no-such-model")
+        assert unknown.status_code == 404 and "no-such-model" in unknown.json()["detail"]
+    _nothing_started(catalogued)
+
+
+def test_models_are_searched_and_shown_with_versions_and_aliases(gateway: Served) -> None:
+    with gateway.client("viewer") as viewer:
+        found = viewer.get(
+            "/api/v1/models", params={"task": "semantic-segmentation", "framework": "SCIKIT-LEARN"}
+        )
+        assert [m["id"] for m in found.json()] == [MODEL]
+        assert found.json()[0]["aliases"] == {"production": "1"} and found.json()[0]["versions"] == ["1"]
+        assert viewer.get("/api/v1/models", params={"task": "object-detection"}).json() == []
+        assert [m["id"] for m in viewer.get("/api/v1/models", params={"bbox": "-88,30,-87,31"}).json()] == [
+            MODEL
+        ]
+        assert viewer.get("/api/v1/models", params={"bbox": "10,10,11,11"}).json() == []
+        assert [m["id"] for m in viewer.get("/api/v1/models", params={"q": "cloud landsat"}).json()] == [
+            MODEL
+        ]
+        assert viewer.get("/api/v1/models", params={"q": "buildings"}).json() == []
+        one = viewer.get(f"/api/v1/models/{MODEL}").json()
+    assert one["item"]["id"] == MODEL and one["framework"] == "scikit-learn"
+    assert one["version_details"][0]["version"] == "1" and one["version_details"][0]["aliases"] == [
+        "production"
+    ]
