@@ -167,5 +167,14 @@ def mlm_faults(item: Mapping[str, Any]) -> list[Fault]:
     for i, raw in enumerate(props.get("mlm:output") or []):
         faults += _output_faults(raw, f"$.properties['mlm:output'][{i}]")
     assets = item.get("assets")
-    faults += _role_faults(assets if isinstance(assets, Mapping) else {})
+    assets = assets if isinstance(assets, Mapping) else {}
+    faults += _role_faults(assets)
+    if props.get("bands") and not any(isinstance(a, Mapping) and a.get("bands") for a in assets.values()):
+        faults.append(
+            (
+                "$.properties.bands",
+                "STAC 1.1 allows bands in properties only when an asset has them too: "
+                "put them on the mlm:model asset",
+            )
+        )
     return faults

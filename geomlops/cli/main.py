@@ -501,6 +501,10 @@ from geomlops.cli.gateway import gateway  # noqa: E402 - registers after main
 
 main.add_command(gateway)
 
+from geomlops.cli.package import package  # noqa: E402 - registers after main
+
+main.add_command(package)
+
 if __name__ == "__main__":  # pragma: no cover
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     main()

@@ -14,9 +14,11 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
+from click.testing import CliRunner
 from numpy.typing import NDArray
 
 from geomlops.cli.demo import default_package
+from geomlops.cli.package import EXIT_FAULTS, package
 from geomlops.errors import InvalidPackageError
 from steps.package_check import check_package, prediction_faults, tiny_input
 from steps.package_scaffold import scaffold_package
@@ -80,6 +82,10 @@ def test_six_faults_are_reported_in_one_run(scaffolded: Path, tmp_path: Path, sc
         ("stac-item.json", "$.assets['source-code'].href"),
     }, [str(f) for f in faults]
     assert len(faults) == 6
+    # the command line: the same faults, and an exit status of its own
+    run = CliRunner().invoke(package, ["check", str(root)], env={"GEOMLOPS_SCHEMA_DIR": str(schema_dir)})
+    assert run.exit_code == EXIT_FAULTS, run.output
+    assert run.output.count("✗ ") == 6 and "6 fault(s)" in run.output
     text = "\n".join(map(str, faults))
     for expected in (
         "MLproject: entry_points: entry_points lacks 'postprocess'",

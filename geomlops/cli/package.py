@@ -1,0 +1,134 @@
+"""``geomlops package``: check a model package against the contract, scaffold a new one."""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+if TYPE_CHECKING:
+    from catalog_sync.mlm import ModelSpec
+    from steps.package_check import Fault
+
+from geomlops.cli._tools import fail_cleanly
+from geomlops.errors import GeomlopsError
+from geomlops.settings import get_settings, use_tracking
+
+#: exit status of ``package check`` when the package breaks the contract (2: the command
+#: itself was refused, e.g. a source that does not exist)
+EXIT_FAULTS = 4
+
+
+@click.group("package")
+def package() -> None:
+    """Model packages: check one against the contract (docs/model-package.md), scaffold one."""
+
+
+def _model_dir(model_uri: str, work: Path) -> Path:
+    local = Path(model_uri.removeprefix("file://"))
+    if local.is_dir():
+        return local
+    import mlflow
+
+    use_tracking()
+    return Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(work / "model")))
+
+
+def _prediction(spec: ModelSpec, model_dir: Path, python: Path) -> list[Fault]:
+    """Load the model with the package's interpreter and check one prediction."""
+    from steps._package_predictor import package_predictor
+    from steps.package_check import Fault, prediction_faults
+
+    try:
+        with package_predictor(python, model_dir) as predict:
+            return prediction_faults(spec, predict)
+    except GeomlopsError as err:
+        return [
+            Fault(
+                file="model",
+                field="load",
+                expected=f"a pyfunc model loadable in the package's environment: {err}",
+            )
+        ]
+
+
+@package.command("check")
+@click.argument("source")
+@click.option(
+    "--model-uri",
+    help="A trained model of this package (runs:/ID/model, models:/NAME/VERSION or a folder): "
+    "also make a test prediction on a tiny input built from the MLM input, checked against the MLM output.",
+)
+@click.option(
+    "--python",
+    "python",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Interpreter of the package's environment for the test prediction (default: the "
+    "environment geomlops builds from the package's declaration).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the faults as JSON.")
+@fail_cleanly
+def check(source: str, model_uri: str | None, python: Path | None, as_json: bool) -> None:
+    """Check the model package at SOURCE and report every fault at once.
+
+    SOURCE is a folder, an archive (.tar.gz, .tgz, .tar, .zip) or git+URL@COMMIT. Each fault
+    names the file, the field and what was expected. Exit status: 0 when the package passes,
+    4 when it has faults, 2 when SOURCE cannot be read.
+    """
+    from steps.package_check import check_package
+    from steps.package_source import open_package_source
+
+    with tempfile.TemporaryDirectory(prefix="geomlops-package-") as tmp:
+        work = Path(tmp)
+        root = open_package_source(source, work)
+        result = check_package(root, get_settings().schema_dir)
+        faults = list(result.faults)
+        predicted = False
+        if model_uri and result.spec is not None and not faults:
+            if python is None:
+                from steps.package_env import ensure_environment
+
+                python = ensure_environment(root).python
+            faults += _prediction(result.spec, _model_dir(model_uri, work), python)
+            predicted = True
+    if as_json:
+        click.echo(
+            json.dumps({"package": source, "faults": [f.model_dump() for f in faults], "notes": result.notes})
+        )
+    else:
+        for note in result.notes:
+            click.secho(f"! {note}", fg="yellow", err=True)
+        for fault in faults:
+            click.echo(f"✗ {fault}")
+        if faults:
+            click.secho(f"{source}: {len(faults)} fault(s)", fg="red")
+        else:
+            done = (
+                "contract and test prediction"
+                if predicted
+                else "contract (no --model-uri: no test prediction)"
+            )
+            click.secho(f"✓ {source}: {done}", fg="green")
+    sys.exit(EXIT_FAULTS if faults else 0)
+
+
+@package.command("new")
+@click.argument("name")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    show_default=True,
+    help="Folder to create the package in.",
+)
+@fail_cleanly
+def new(name: str, output: Path) -> None:
+    """Scaffold the model package NAME (a folder OUTPUT/NAME) that passes `geomlops package check`."""
+    from steps.package_scaffold import scaffold_package
+
+    click.echo(f"created {scaffold_package(name, output)}")

@@ -1,0 +1,103 @@
+"""`geomlops package new/check`: exit statuses, every fault listed, and the test prediction made
+with a trained model in an environment of its own (not geomlops')."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+from click.testing import CliRunner
+
+from geomlops.cli.package import EXIT_FAULTS, package
+
+GEOMLOPS = str(Path(sys.executable).parent / "geomlops")
+UV = str(Path(sys.executable).parent / "uv")
+MODEL_CODE = """
+import mlflow
+import numpy as np
+
+
+class Answer(mlflow.pyfunc.PythonModel):
+    def predict(self, context, model_input, params=None):
+        x = np.asarray(model_input)
+        return (np.zeros(x[:, 0].shape) + {value}).astype("{dtype}")
+
+
+mlflow.models.set_model(Answer())
+"""
+
+
+@pytest.fixture(scope="session")
+def model_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An environment of its own with only MLflow's client and numpy: no geomlops in it."""
+    root = tmp_path_factory.mktemp("model-env") / "venv"
+    subprocess.run([UV, "venv", "-q", "--python", sys.executable, str(root)], check=True)
+    packages = [f"mlflow-skinny=={mlflow.__version__}", "numpy", "pandas", "cloudpickle"]
+    subprocess.run(
+        [UV, "pip", "install", "-q", "--python", str(root / "bin" / "python"), *packages], check=True
+    )
+    return root / "bin" / "python"
+
+
+def _saved_model(folder: Path, value: int, dtype: str = "uint8") -> Path:
+    code = folder / "model_code.py"
+    folder.mkdir(parents=True)
+    code.write_text(MODEL_CODE.format(value=value, dtype=dtype))
+    mlflow.pyfunc.save_model(str(folder / "model"), python_model=str(code))
+    return folder / "model"
+
+
+def _invoke(schema_dir: Path, *args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(package, list(args), env={"GEOMLOPS_SCHEMA_DIR": str(schema_dir)})
+    return result.exit_code, result.output
+
+
+def test_new_then_check(tmp_path: Path, schema_dir: Path) -> None:
+    code, out = _invoke(schema_dir, "new", "roof-type", "-o", str(tmp_path))
+    assert code == 0 and f"created {tmp_path / 'roof-type'}" in out
+    code, out = _invoke(schema_dir, "check", str(tmp_path / "roof-type"))
+    assert code == 0, out
+    assert "✓" in out and "no --model-uri: no test prediction" in out
+    (tmp_path / "roof-type" / "Dockerfile").unlink()
+    code, out = _invoke(schema_dir, "check", "--json", str(tmp_path / "roof-type"))
+    assert code == EXIT_FAULTS
+    assert [(f["file"], f["field"]) for f in json.loads(out)["faults"]] == [("Dockerfile", "-")]
+    code, out = _invoke(schema_dir, "new", "roof-type", "-o", str(tmp_path))
+    assert code == 2 and "already exists" in out
+
+
+def test_test_prediction_in_the_models_own_environment(
+    tmp_path: Path, schema_dir: Path, model_python: Path
+) -> None:
+    _invoke(schema_dir, "new", "roof-type", "-o", str(tmp_path))
+    pkg = str(tmp_path / "roof-type")
+    good = _saved_model(tmp_path / "good", 1)
+    code, out = _invoke(schema_dir, "check", pkg, "--model-uri", str(good), "--python", str(model_python))
+    assert code == 0, out
+    assert "contract and test prediction" in out
+    wrong = _saved_model(tmp_path / "wrong", 7)
+    code, out = _invoke(schema_dir, "check", pkg, "--model-uri", str(wrong), "--python", str(model_python))
+    assert code == EXIT_FAULTS, out
+    assert (
+        "model: $.properties['mlm:output'][0]['classification:classes']: class values among [0, 1], got [7]"
+        in out
+    )
+    # geomlops' own interpreter cannot stand in for a model environment that lacks MLflow
+    bare = tmp_path / "bare"
+    subprocess.run([UV, "venv", "-q", "--python", sys.executable, str(bare)], check=True)
+    code, out = _invoke(
+        schema_dir, "check", pkg, "--model-uri", str(good), "--python", str(bare / "bin" / "python")
+    )
+    assert code == EXIT_FAULTS and "model: load: a pyfunc model loadable" in out, out
+
+
+def test_the_installed_command_checks_a_source_that_does_not_exist(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [GEOMLOPS, "package", "check", str(tmp_path / "nowhere")], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 2
+    assert "expected a folder, an archive" in done.stderr
