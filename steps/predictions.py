@@ -14,7 +14,9 @@ from pydantic import BaseModel, ConfigDict
 
 from catalog_sync import open_store
 from catalog_sync.collections import PREDICTIONS, VERSIONS, version_item_id
+from geomlops.errors import ModelNotFoundError
 from geomlops.files import atomic_path
+from geomlops.tracking import raise_if_unreachable
 from steps.batch import BatchPlan
 from steps.predict import NODATA_CLASS
 
@@ -48,16 +50,44 @@ class PredictionOutputs(BaseModel):
 
 
 def resolve_version(model: str, version: str) -> Lineage:
-    """A version number or an alias (``production``) of a registered model, with its run."""
+    """A version number or an alias (``production``) of a registered model, with its run.
+
+    Raises:
+        ModelNotFoundError: no such registered model, version or alias (the message lists the
+            versions and aliases there are).
+        TrackingUnavailableError: the tracking server does not answer.
+    """
     from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
 
     client = MlflowClient()
-    mv = (
-        client.get_model_version(model, version)
-        if version.isdigit()
-        else client.get_model_version_by_alias(model, version)
-    )
+    try:
+        mv = (
+            client.get_model_version(model, version)
+            if version.isdigit()
+            else client.get_model_version_by_alias(model, version)
+        )
+    except MlflowException as err:
+        raise_if_unreachable(err)
+        raise ModelNotFoundError(_what_there_is(client, model, version)) from None
     return Lineage(model=model, model_version=str(mv.version), run_id=str(mv.run_id))
+
+
+def _what_there_is(client: Any, model: str, version: str) -> str:
+    from mlflow.exceptions import MlflowException
+
+    what = "version" if version.isdigit() else "alias"
+    try:
+        registered = client.get_registered_model(model)
+    except MlflowException as err:
+        raise_if_unreachable(err)
+        return f"no registered model '{model}' in MLflow"
+    versions = sorted((str(v.version) for v in client.search_model_versions(f"name='{model}'")), key=int)
+    aliases = sorted(registered.aliases or {})
+    return (
+        f"model '{model}' has no {what} {version!r} in MLflow (versions: {', '.join(versions) or 'none'}; "
+        f"aliases: {', '.join(aliases) or 'none'})"
+    )
 
 
 def trace_foreground_block(info: RasterInfo, block: Block) -> BlockPieces:

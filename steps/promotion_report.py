@@ -56,6 +56,8 @@ class Evaluation(BaseModel):
     production: VersionScores | None
     artifact_uri: str
     """Folder in the candidate's run holding ``predictions.npz`` (and, later, the report)."""
+    artifact_path: str = ""
+    """That folder relative to the run's artifact root (a new one for every comparison)."""
 
 
 class ComparisonReport(BaseModel):
@@ -130,9 +132,12 @@ def production_version(model: str, alias: str = PRODUCTION) -> str | None:
         return None
 
 
-def folder_name(candidate: str, production: str | None) -> str:
-    """Where in the candidate's run a comparison goes: ``promotion/v2-vs-v1`` or ``…-vs-none``."""
-    return f"promotion/v{candidate}-vs-{'v' + production if production else 'none'}"
+def folder_name(candidate: str, production: str | None, made: datetime | None = None) -> str:
+    """Where in the candidate's run a comparison goes: ``promotion/v2-vs-v1/<UTC time>`` (or
+    ``…-vs-none/…``). Each comparison gets a folder of its own, so a report that a decision
+    already links to is never overwritten by a later comparison."""
+    stamp = (made or datetime.now(UTC)).strftime("%Y%m%dT%H%M%S.%fZ")
+    return f"promotion/v{candidate}-vs-{'v' + production if production else 'none'}/{stamp}"
 
 
 def evaluate_versions(model: str, candidate: str, dataset_dir: str) -> Evaluation:
@@ -191,6 +196,7 @@ def evaluate_versions(model: str, candidate: str, dataset_dir: str) -> Evaluatio
         candidate=scores(candidate, scored_c),
         production=scores(str(current), scored_p) if scored_p is not None and current else None,
         artifact_uri=f"{run.info.artifact_uri}/{artifact_path}",
+        artifact_path=artifact_path,
     )
 
 
@@ -301,7 +307,7 @@ def write_comparison_report(
         files={name: f"{folder}/{name}" for name in REPORT_FILES},
     )
     production = evaluation.production.version if evaluation.production else None
-    artifact_path = folder_name(evaluation.candidate.version, production)
+    artifact_path = evaluation.artifact_path or folder_name(evaluation.candidate.version, production)
     with tempfile.TemporaryDirectory(prefix="geomlops-promotion-") as tmp:
         out = Path(tmp)
         npz = mlflow.artifacts.download_artifacts(artifact_uri=f"{folder}/predictions.npz", dst_path=tmp)

@@ -136,7 +136,7 @@ def test_promotion_stops_at_the_gate_and_an_approval_moves_the_alias(
     assert decision["previous_version"] is None and decision["approved_at"]
     assert "compared with nothing" in decision["summary"]
     report_dir = Path(decision["report"].removeprefix("file://")).parent
-    assert report_dir.name == "v1-vs-none"
+    assert report_dir.parent.name == "v1-vs-none"  # then a folder of this comparison's own
     assert "no production version yet" in (report_dir / "report.md").read_text()
     assert (report_dir / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = json.loads((report_dir / "report.json").read_text())

@@ -1,0 +1,142 @@
+"""Checks of a pipeline's parameters that can be made before its run starts.
+
+A bad request should fail in seconds, with the field named, not minutes into a run after
+retries. What can be checked from this machine without doing the work is checked here: names
+that become folders, output folders, the AOI's geometry, the imagery's georeference, bands and
+data type against the model's MLM input, that the model and the version or alias exist, that
+``train_params`` is a JSON object, the promotion policy's metric and tolerance. The same checks
+run again inside the workflow's steps (on Argo nothing runs before them), where they raise
+permanent errors that are not retried.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from geomlops.errors import ParameterError, PromotionError
+
+Check = Callable[[Mapping[str, str]], None]
+
+
+def _positive_int(params: Mapping[str, str], name: str) -> None:
+    value = params.get(name)
+    if value is None:
+        return
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number <= 0:
+        raise ParameterError(f"parameter '{name}' {value!r}: expected a whole number > 0")
+
+
+def _batch_inference(params: Mapping[str, str]) -> None:
+    import rasterio
+
+    from geomlops.names import check_name, check_output_folder
+    from geomlops.settings import get_settings, use_tracking
+    from steps.aoi import aoi_geometry, read_aoi
+    from steps.batch import plan_batch
+    from steps.model_spec import fetch_model_spec
+    from steps.predictions import resolve_version
+
+    model = params.get("model", "")
+    check_name(model, "parameter 'model'")
+    check_name(params.get("area", "aoi"), "parameter 'area'")
+    if params.get("output"):
+        check_output_folder(params["output"], "parameter 'output'")
+    for name in ("block_size", "group_size"):
+        _positive_int(params, name)
+    if params.get("halo") not in (None, "") and not params["halo"].isdigit():
+        raise ParameterError(f"parameter 'halo' {params['halo']!r}: expected a whole number >= 0")
+    aoi = read_aoi(params["aoi"]) if params.get("aoi") else None
+    if aoi is not None:
+        aoi_geometry(aoi, f"parameter 'aoi' ({params['aoi']})")
+    settings = get_settings()
+    spec = fetch_model_spec(model, settings.catalog_href)
+    use_tracking(settings)
+    resolve_version(model, params.get("model_version") or "production")
+    imagery = params.get("imagery", "")
+    if not imagery:
+        return  # the manifest's own check names a missing required parameter
+    try:
+        plan_batch(imagery, aoi, block_size=1 << 20, group_size=1, model_input=spec.inputs[0])
+    except rasterio.errors.RasterioIOError as err:  # pragma: no cover - plan_batch names it
+        raise ParameterError(f"parameter 'imagery' {imagery!r}: {err}") from err
+
+
+def _training(params: Mapping[str, str]) -> None:
+    from geomlops.names import check_name
+    from geomlops.settings import get_settings
+    from steps.model_spec import fetch_model_spec
+
+    model = params.get("model", "")
+    check_name(model, "parameter 'model'")
+    raw = params.get("train_params")
+    if raw not in (None, ""):
+        try:
+            parsed: Any = json.loads(str(raw))
+        except json.JSONDecodeError as err:
+            raise ParameterError(
+                f"parameter 'train_params' {raw!r}: expected a JSON object such as "
+                f'{{"max_iter": 50}} ({err.msg} at character {err.pos})'
+            ) from None
+        if not isinstance(parsed, dict):
+            raise ParameterError(
+                f"parameter 'train_params' {raw!r}: expected a JSON object, not {type(parsed).__name__}"
+            )
+    fetch_model_spec(model, get_settings().catalog_href)
+
+
+def _promotion(params: Mapping[str, str]) -> None:
+    from mlflow import MlflowClient
+
+    from catalog_sync import open_store
+    from catalog_sync.collections import MODELS
+    from geomlops.names import check_name
+    from geomlops.settings import get_settings, use_tracking
+    from steps.model_spec import fetch_model_spec
+    from steps.promotion_report import promotion_policy, version_run
+
+    model = params.get("model", "")
+    check_name(model, "parameter 'model'")
+    settings = get_settings()
+    fetch_model_spec(model, settings.catalog_href)  # names the models there when it is not
+    base = open_store(settings.catalog_href).get_item(MODELS, model)
+    try:
+        metric, _, _ = promotion_policy(
+            base.get("properties") or {}, params.get("primary_metric", ""), params.get("tolerance")
+        )
+    except PromotionError as err:
+        raise ParameterError(str(err)) from None
+    use_tracking(settings)
+    candidate = params.get("candidate", "")
+    run = MlflowClient().get_run(version_run(model, candidate))
+    logged = sorted(run.data.metrics)
+    if metric not in logged:
+        raise ParameterError(
+            f"primary metric {metric!r}: version {candidate} of '{model}' logged no such metric "
+            f"(it logged: {', '.join(logged) or 'none'})"
+        )
+
+
+#: the checks of each pipeline that has some
+CHECKS: dict[str, Check] = {
+    "batch-inference": _batch_inference,
+    "training": _training,
+    "promotion": _promotion,
+}
+
+
+def preflight(pipeline: str, params: Mapping[str, str]) -> None:
+    """Check ``params`` of ``pipeline`` before its run starts (nothing for other pipelines).
+
+    Raises:
+        GeomlopsError: the first fault found, naming the parameter (a ``PermanentError`` for bad
+            input or something not found; an unavailable service says so).
+    """
+    check = CHECKS.get(pipeline)
+    if check is not None:
+        check(params)
