@@ -1,7 +1,10 @@
 """Conformance of the local runner on public example workflows (Argo's and Hera's).
 
     python benchmarks/conformance.py ARGO_CHECKOUT/examples HERA_CHECKOUT/examples/workflows
-    python benchmarks/conformance.py --run --timeout 20 ARGO/examples HERA/examples/workflows
+    python benchmarks/conformance.py --run --timeout 20 ARGO/examples HERA/examples/workflows \
+        --semaphore my-config/workflow=3 --semaphore my-config/template=2
+
+(the two limits are the ConfigMap Argo's synchronization examples ask for in a comment).
 
 Give folders of example YAML files (a local checkout: nothing of theirs is kept here). Every
 YAML document that is a Workflow, CronWorkflow, or a WorkflowTemplate/ClusterWorkflowTemplate
@@ -47,11 +50,14 @@ import yaml
 
 from geomlops.argo.runner import Approval, LocalRunner
 from geomlops.argo.runner.manifest import load_workflow
+from geomlops.argo.runner.synchronization import check_synchronization, parse_limits
 from geomlops.argo.template_library import TemplateLibrary
 from geomlops.errors import GeomlopsError, UnsupportedFeatureError
 
 RUNNABLE = ("Workflow", "CronWorkflow", "WorkflowTemplate", "ClusterWorkflowTemplate")
 _FEATURE = re.compile(r"does not support (.+?) \(")
+#: environment variable carrying ``--semaphore`` limits to the process running one example
+_LIMITS = "CONFORMANCE_SEMAPHORES"
 
 
 def documents(folders: list[Path]) -> Iterator[tuple[Path, int, dict[str, Any]]]:
@@ -138,7 +144,8 @@ def check(doc: dict[str, Any], library: TemplateLibrary) -> tuple[str, str]:
     """The runner's check: ('accepted', ''), ('refused', feature), ('missing', ref) for a
     templateRef to a template none of the folders holds, or ('error', message)."""
     try:
-        load_workflow(doc, resolver=library, allow_host_containers=True)
+        workflow = load_workflow(doc, resolver=library, allow_host_containers=True)
+        check_synchronization(workflow, library.semaphore_limits())
     except UnsupportedFeatureError as err:
         match = _FEATURE.search(str(err))
         return "refused", match.group(1) if match else str(err)
@@ -158,12 +165,13 @@ def run_one(source: str, index: int, folders: list[str]) -> None:
     """Run one example in this process and print its phase as JSON (the ``--one`` mode)."""
     doc = list(yaml.safe_load_all(Path(source).read_text(encoding="utf-8")))[index]
     library = library_of([Path(f) for f in folders])
+    limits = {**library.semaphore_limits(), **json.loads(os.environ.get(_LIMITS, "{}"))}
     with tempfile.TemporaryDirectory() as runs:
         runner = LocalRunner(
             Path(runs),
             allow_host_containers=True,
             template_resolver=library,
-            semaphores=library.semaphore_limits(),
+            semaphores=limits,
             approval=Approval("conformance", "approved up front, as argo resume"),
             progress=False,
         )
@@ -174,13 +182,16 @@ def run_one(source: str, index: int, folders: list[str]) -> None:
             print(json.dumps({"phase": "Refused", "message": [str(err)]}))
 
 
-def run_isolated(path: Path, index: int, folders: list[Path], timeout: float) -> dict[str, Any]:
+def run_isolated(
+    path: Path, index: int, folders: list[Path], timeout: float, limits: Mapping[str, int]
+) -> dict[str, Any]:
     """Run one example in a process of its own (its own session, killed whole at the limit)."""
     argv = [sys.executable, __file__, "--one", str(path), str(index), *map(str, folders)]
     with tempfile.TemporaryDirectory() as cwd:
         process = subprocess.Popen(
             argv,
             cwd=cwd,
+            env={**os.environ, _LIMITS: json.dumps(limits)},
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,
@@ -204,8 +215,18 @@ def main() -> None:
     parser.add_argument("--run", action="store_true", help="run every accepted example")
     parser.add_argument("--timeout", type=float, default=20.0, help="seconds per run (default 20)")
     parser.add_argument("--verbose", action="store_true", help="one line per example")
+    parser.add_argument(
+        "--semaphore",
+        action="append",
+        default=[],
+        metavar="CONFIGMAP/KEY=LIMIT",
+        help="a semaphore limit the examples expect a ConfigMap on the cluster to give",
+    )
     args = parser.parse_args()
     library = library_of(args.folders)
+    for name, limit in parse_limits(args.semaphore).items():
+        config_map, key = name.split("/")
+        library.config_maps.setdefault(config_map, {})[key] = str(limit)
     for folder in args.folders:
         summarise(folder, library, args)
 
@@ -245,7 +266,7 @@ def summarise(folder: Path, library: TemplateLibrary, args: argparse.Namespace) 
         counts["accepted"] += 1
         if not args.run:
             continue
-        result = run_isolated(path, index, args.folders, args.timeout)
+        result = run_isolated(path, index, args.folders, args.timeout, library.semaphore_limits())
         expected, phase = expected_phase(doc), result["phase"]
         if phase == "TimedOut":
             outcome = "timed out"
