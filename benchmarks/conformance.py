@@ -22,10 +22,13 @@ installed on the cluster). Each folder is summed up on its own.
 
 With ``--run``, each accepted example runs (``--allow-host-containers``, every suspend gate
 approved up front as Argo's ``resume`` would, ``--timeout`` seconds at most, in a process of
-its own) and is judged on its phase: Argo's examples are expected to succeed, except those
-Argo itself labels ``workflows.argoproj.io/no-test: expected-failure``, whose phase is shown
-but not judged. **Correct** is the expected phase; **wrong** the other; **timed out** ran
-longer than the limit (examples labelled ``no-test: duration`` sleep on purpose). Only the
+its own, ``--jobs`` at once) and is judged on its phase: Argo's examples are expected to
+succeed. Not judged: those Argo itself labels ``workflows.argoproj.io/no-test:
+expected-failure`` or ``flaky``, those drawing random numbers (coin flips, random exit codes),
+and those where a command run inside a shell is missing here (exit code 127). **Correct** is
+the expected phase; **wrong** the other; **timed out** ran longer than the limit (examples
+labelled ``no-test: duration`` sleep on purpose). Examples that reach the network (curl, wget,
+URLs) are out of scope. Only the
 phase is judged here; ``tests/conformance`` checks finer results on our own workflows.
 """
 
@@ -43,6 +46,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -56,8 +60,6 @@ from geomlops.errors import GeomlopsError, UnsupportedFeatureError
 
 RUNNABLE = ("Workflow", "CronWorkflow", "WorkflowTemplate", "ClusterWorkflowTemplate")
 _FEATURE = re.compile(r"does not support (.+?) \(")
-#: environment variable carrying ``--semaphore`` limits to the process running one example
-_LIMITS = "CONFORMANCE_SEMAPHORES"
 
 
 def documents(folders: list[Path]) -> Iterator[tuple[Path, int, dict[str, Any]]]:
@@ -134,6 +136,10 @@ def out_of_scope(doc: Mapping[str, Any], library: TemplateLibrary) -> str | None
                 return "uses an image's entrypoint (no command)"
             if "hera.workflows.runner" in json.dumps(body.get("args") or []):
                 return "runs a Hera runner function whose module is not installed here"
+            if re.search(
+                r"\b(curl|wget)\b|https?://", json.dumps([command, body.get("args"), body.get("source")])
+            ):
+                return "reaches the network"
             program = str(command[0])
             if "{{" not in program and shutil.which(program) is None:
                 return f"command '{program}' is not on this machine"
@@ -155,23 +161,28 @@ def check(doc: dict[str, Any], library: TemplateLibrary) -> tuple[str, str]:
     return "accepted", ""
 
 
-def expected_phase(doc: Mapping[str, Any]) -> str | None:
-    """Succeeded, or None when Argo's own examples label it an expected failure."""
+def expected_phase(doc: Mapping[str, Any]) -> tuple[str | None, str]:
+    """The phase Argo gives, or None and why it is not judged: Argo's own examples label it an
+    expected failure or flaky, or it draws random numbers (coin flips, random exit codes)."""
     labels = (doc.get("metadata") or {}).get("labels") or {}
-    return None if labels.get("workflows.argoproj.io/no-test") == "expected-failure" else "Succeeded"
+    label = labels.get("workflows.argoproj.io/no-test")
+    if label in ("expected-failure", "flaky"):
+        return None, f"labelled no-test: {label}"
+    if re.search(r"\brandom\b|\$RANDOM", json.dumps(doc)):
+        return None, "random outcome"
+    return "Succeeded", ""
 
 
-def run_one(source: str, index: int, folders: list[str]) -> None:
+def run_one(source: str, index: int, library_file: str) -> None:
     """Run one example in this process and print its phase as JSON (the ``--one`` mode)."""
     doc = list(yaml.safe_load_all(Path(source).read_text(encoding="utf-8")))[index]
-    library = library_of([Path(f) for f in folders])
-    limits = {**library.semaphore_limits(), **json.loads(os.environ.get(_LIMITS, "{}"))}
+    library = TemplateLibrary.load([library_file])
     with tempfile.TemporaryDirectory() as runs:
         runner = LocalRunner(
             Path(runs),
             allow_host_containers=True,
             template_resolver=library,
-            semaphores=limits,
+            semaphores=library.semaphore_limits(),
             approval=Approval("conformance", "approved up front, as argo resume"),
             progress=False,
         )
@@ -182,16 +193,22 @@ def run_one(source: str, index: int, folders: list[str]) -> None:
             print(json.dumps({"phase": "Refused", "message": [str(err)]}))
 
 
-def run_isolated(
-    path: Path, index: int, folders: list[Path], timeout: float, limits: Mapping[str, int]
-) -> dict[str, Any]:
+def write_library(library: TemplateLibrary, path: Path) -> None:
+    """Write every template and ConfigMap of ``library`` to one multi-document file."""
+    config_maps = [
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": data}
+        for name, data in library.config_maps.items()
+    ]
+    path.write_text(yaml.safe_dump_all([*library.templates.values(), *config_maps]), encoding="utf-8")
+
+
+def run_isolated(path: Path, index: int, library_file: Path, timeout: float) -> dict[str, Any]:
     """Run one example in a process of its own (its own session, killed whole at the limit)."""
-    argv = [sys.executable, __file__, "--one", str(path), str(index), *map(str, folders)]
+    argv = [sys.executable, __file__, "--one", str(path), str(index), str(library_file)]
     with tempfile.TemporaryDirectory() as cwd:
         process = subprocess.Popen(
             argv,
             cwd=cwd,
-            env={**os.environ, _LIMITS: json.dumps(limits)},
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,
@@ -207,6 +224,19 @@ def run_isolated(
     return json.loads(lines[-1]) if lines else {"phase": "Crashed", "message": out.splitlines()[-1:]}
 
 
+def judge(doc: Mapping[str, Any], result: Mapping[str, Any]) -> str:
+    """Say how a run compares with Argo's phase."""
+    expected, why = expected_phase(doc)
+    phase = result["phase"]
+    if phase == "TimedOut":
+        return "timed out"
+    if "exit code 127" in " ".join(result["message"]):
+        return "not judged: a command it runs is not on this machine (exit code 127)"
+    if expected is None:
+        return f"not judged: {why}"
+    return "correct" if phase == expected else "wrong"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -214,6 +244,7 @@ def main() -> None:
     parser.add_argument("folders", nargs="+", type=Path, help="folders of example YAML files")
     parser.add_argument("--run", action="store_true", help="run every accepted example")
     parser.add_argument("--timeout", type=float, default=20.0, help="seconds per run (default 20)")
+    parser.add_argument("--jobs", type=int, default=2, help="examples run at once (default 2)")
     parser.add_argument("--verbose", action="store_true", help="one line per example")
     parser.add_argument(
         "--semaphore",
@@ -227,8 +258,11 @@ def main() -> None:
     for name, limit in parse_limits(args.semaphore).items():
         config_map, key = name.split("/")
         library.config_maps.setdefault(config_map, {})[key] = str(limit)
-    for folder in args.folders:
-        summarise(folder, library, args)
+    with tempfile.TemporaryDirectory() as scratch:
+        args.library_file = Path(scratch) / "library.yaml"
+        write_library(library, args.library_file)
+        for folder in args.folders:
+            summarise(folder, library, args)
 
 
 def summarise(folder: Path, library: TemplateLibrary, args: argparse.Namespace) -> None:
@@ -237,6 +271,7 @@ def summarise(folder: Path, library: TemplateLibrary, args: argparse.Namespace) 
     refused: collections.Counter[str] = collections.Counter()
     scope: collections.Counter[str] = collections.Counter()
     details: list[str] = []
+    accepted: list[tuple[str, Path, int, dict[str, Any]]] = []
     began = time.monotonic()
     for path, index, doc in documents([folder]):
         if not is_example(doc):
@@ -258,24 +293,26 @@ def summarise(folder: Path, library: TemplateLibrary, args: argparse.Namespace) 
             counts["refused by name"] += 1
             refused[why] += 1
             details.append(f"refused       {label}: {why}")
-            continue
-        if verdict == "error":
+        elif verdict == "error":
             counts["rejected as invalid"] += 1
             details.append(f"REJECTED      {label}: {why}")
-            continue
-        counts["accepted"] += 1
-        if not args.run:
-            continue
-        result = run_isolated(path, index, args.folders, args.timeout, library.semaphore_limits())
-        expected, phase = expected_phase(doc), result["phase"]
-        if phase == "TimedOut":
-            outcome = "timed out"
-        elif expected is None:
-            outcome = "ran, phase not judged (expected-failure label)"
         else:
-            outcome = "correct" if phase == expected else "wrong"
-        counts[outcome] += 1
-        details.append(f"{outcome:13} {label}: {phase} {' '.join(result['message'])[:160]}")
+            counts["accepted"] += 1
+            accepted.append((label, path, index, doc))
+    outcomes: collections.Counter[str] = collections.Counter()
+    if args.run:
+        with ThreadPoolExecutor(max(1, args.jobs)) as pool:
+            results = pool.map(
+                lambda item: run_isolated(item[1], item[2], args.library_file, args.timeout), accepted
+            )
+            for (label, _, _, doc), result in zip(accepted, results, strict=True):
+                outcome = judge(doc, result)
+                outcomes[outcome] += 1
+                message = " ".join(result["message"])[:200]
+                details.append(
+                    f"{outcome.upper() if outcome == 'wrong' else outcome:13} {label}: "
+                    f"{result['phase']} {message}"
+                )
     if args.verbose:
         print("\n".join(details))
     print(f"\n== {folder}\nexamples: {counts['examples']} ({time.monotonic() - began:.0f} s)")
@@ -283,20 +320,19 @@ def summarise(folder: Path, library: TemplateLibrary, args: argparse.Namespace) 
         print(f"  out of scope: {n:3}  {reason}")
     print(f"in scope: {counts['in scope']}")
     print(f"  accepted by the runner's check: {counts['accepted']}")
-    for key in ("correct", "wrong", "timed out", "ran, phase not judged (expected-failure label)"):
-        if args.run:
-            print(f"    {key}: {counts[key]}")
+    for outcome, n in sorted(outcomes.items()):
+        print(f"    {n:3}  {outcome}")
     print(f"  refused by name: {counts['refused by name']}")
     for feature, n in refused.most_common():
         print(f"    {n:3}  {feature}")
     print(f"  rejected as invalid (other errors; judge each): {counts['rejected as invalid']}")
     for line in details:
-        if line.startswith(("REJECTED", "wrong", "timed out")):
+        if line.startswith(("REJECTED", "WRONG", "timed out")):
             print(f"    {line}")
 
 
 if __name__ == "__main__":
     if len(sys.argv) > 2 and sys.argv[1] == "--one":
-        run_one(sys.argv[2], int(sys.argv[3]), sys.argv[4:])
+        run_one(sys.argv[2], int(sys.argv[3]), sys.argv[4])
     else:
         main()
