@@ -43,6 +43,10 @@ class TrainingFailedError(GeomlopsError):
     """Raised when the model package's training entry point exits non-zero."""
 
 
+class EvaluationFailedError(GeomlopsError):
+    """Raised when the model package's ``evaluate`` entry point exits non-zero."""
+
+
 class PackageEnvironmentError(GeomlopsError):
     """Raised when a model package's own environment cannot be built (installing failed)."""
 
@@ -83,7 +87,7 @@ class ItemNotFoundError(CatalogError, PermanentError):
     """Raised when a collection or item is not in the catalogue."""
 
 
-class InvalidItemError(CatalogError):
+class InvalidItemError(CatalogError, PermanentError):
     """Raised when an item is refused by the catalogue: it fails its schemas, has an invalid
     geometry or lacks what the store needs; nothing of the batch it came in is written."""
 
@@ -92,7 +96,7 @@ class CatalogUnavailableError(CatalogError):
     """Raised when the catalogue's database or STAC API cannot be reached or is not set up."""
 
 
-class AoiError(GeomlopsError):
+class AoiError(PermanentError):
     """Raised when an area of interest is unreadable, empty, invalid or outside the imagery."""
 
 

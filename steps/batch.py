@@ -15,7 +15,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from catalog_sync.mlm import ModelInput
-from geomlops.errors import GeomlopsError, ImageryMismatchError
+from geomlops.errors import GeomlopsError, ImageryMismatchError, ParameterError
 from geomlops.files import atomic_path
 from steps.predict import NODATA_CLASS
 
@@ -66,7 +66,7 @@ def plan_batch(
     Raises:
         ImageryMismatchError: the imagery does not match the model's input.
         AoiError: the AOI is invalid or outside the imagery.
-        GeomlopsError: the imagery cannot be read, or sizes are not positive.
+        ParameterError: the imagery cannot be read, or sizes are not positive.
     """
     import rasterio
     import shapely
@@ -77,7 +77,7 @@ def plan_batch(
     from steps.predict import check_imagery
 
     if block_size <= 0 or group_size <= 0:
-        raise GeomlopsError(f"block_size and group_size must be positive, got {block_size}, {group_size}")
+        raise ParameterError(f"block_size and group_size must be positive, got {block_size}, {group_size}")
     try:
         with rasterio.open(imagery) as src:
             if src.crs is None or src.transform.is_identity:
@@ -90,7 +90,7 @@ def plan_batch(
             if model_input is not None:
                 check_imagery(src, model_input)
     except rasterio.errors.RasterioIOError as err:
-        raise GeomlopsError(f"imagery {imagery}: cannot be read ({err})") from err
+        raise ParameterError(f"imagery {imagery}: cannot be read ({err})") from err
     notes: tuple[str, ...] = ()
     area = None
     if aoi is not None:

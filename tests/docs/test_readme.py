@@ -111,6 +111,7 @@ def _fresh_copy(dest: Path) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)  # a fresh environment, two demo trainings, batch inference, promotions
 def test_the_readme_runs_as_written(tmp_path: Path) -> None:
     repo = _fresh_copy(tmp_path / "geomlops")
     script = runnable_script(README.read_text())
