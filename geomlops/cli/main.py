@@ -68,13 +68,13 @@ def load_lintable(source: str) -> list[tuple[str, dict[str, Any]]]:
     return [(f"{source} [{d.get('kind')} {(d.get('metadata') or {}).get('name')}]", d) for d in argo]
 
 
-def parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
-    """``NAME=VALUE`` pairs to a dict."""
+def parse_params(pairs: tuple[str, ...], option: str = "-p") -> dict[str, str]:
+    """``NAME=VALUE`` pairs (given with ``option``) to a dict."""
     params = {}
     for pair in pairs:
         name, sep, value = pair.partition("=")
         if not sep or not name:
-            raise ParameterError(f"-p {pair!r}: expected NAME=VALUE")
+            raise ParameterError(f"{option} {pair!r}: expected NAME=VALUE")
         params[name] = value
     return params
 
@@ -223,6 +223,15 @@ def lint(files: tuple[str, ...], semantic_only: bool, template_paths: tuple[Path
     "than production); recorded with the approval.",
 )
 @click.option(
+    "-o",
+    "--output",
+    "supplied",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="With --approve: the value of a suspend gate's output parameter that the approver supplies "
+    "(Argo's valueFrom.supplied); repeatable.",
+)
+@click.option(
     "--interactive/--no-interactive", default=None, help="Ask at suspend gates (default: when on a terminal)."
 )
 @click.option("--allow-host-containers", is_flag=True, help="Run container templates' commands on this host.")
@@ -251,6 +260,7 @@ def run(
     approve: str | None,
     reason: str,
     override: bool,
+    supplied: tuple[str, ...],
     interactive: bool | None,
     allow_host_containers: bool,
     workers: int,
@@ -270,6 +280,8 @@ def run(
 
     if override and approve is None:
         raise ParameterError("--override needs --approve NAME: only an approver can override a policy")
+    if supplied and approve is None:
+        raise ParameterError("-o needs --approve NAME: the approver supplies a gate's output values")
     if approve is not None:
         try:
             approve = validate_approver(approve)
@@ -278,7 +290,7 @@ def run(
     runner = LocalRunner(
         get_settings().runs_dir,
         max_workers=workers,
-        approval=Approval(approver=approve, reason=reason, override=override) if approve else None,
+        approval=Approval(approve, reason, override, parse_params(supplied, "-o")) if approve else None,
         interactive=sys.stdin.isatty() if interactive is None else interactive,
         allow_host_containers=allow_host_containers,
         template_resolver=library,

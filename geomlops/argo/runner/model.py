@@ -8,6 +8,7 @@ still reads (see :mod:`.state_file` for how the layout is versioned).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -55,6 +56,8 @@ class Approval:
     approver: str
     reason: str
     override: bool = False
+    #: values of the gate's other supplied output parameters, by name (``-o name=value``)
+    outputs: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass

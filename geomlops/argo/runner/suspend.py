@@ -5,8 +5,10 @@ an approval given to the runner up front passes it (who, why and when go in the 
 state); with ``interactive`` the runner asks at the terminal; otherwise the node, and the
 run, stop as ``Suspended`` until ``resume`` is called with an approval. Output parameters
 with ``valueFrom.supplied`` named ``approver`` (or ``approved_by``), ``reason``,
-``approved_at`` or ``override`` receive the approval's fields; others take their ``default``
-(or first ``enum`` value).
+``approved_at`` or ``override`` receive the approval's fields; others take the value the
+approver supplied (``Approval.outputs``: ``-o name=value``, or asked at the prompt with their
+``default`` and ``enum``), else their ``default``; without one the gate errors, as in Argo.
+:func:`check_supplied` refuses an unknown or missing name before a run starts or resumes.
 """
 
 from __future__ import annotations
@@ -14,16 +16,17 @@ from __future__ import annotations
 import getpass
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from geomlops.errors import GeomlopsError
+from geomlops.errors import GeomlopsError, ParameterError
 
 from .context import RunContext
 from .model import ERROR, FAILED, RUNNING, SUCCEEDED, SUSPENDED, Approval, NodeState, now_iso
 from .outcome import Outcome
 from .retry import parse_duration
 from .substitute import UnresolvedVariableError, substitute_all, to_argo_string
+from .workflow import Workflow
 
 #: the approval question; ``y`` approves, ``n`` rejects (the run fails), Enter leaves it waiting
 APPROVE_QUESTION = "Approve? [y/n, Enter: leave it waiting] "
@@ -64,7 +67,7 @@ def run_suspend(
         _show_inputs(engine, template, inputs)
         return engine.close(node, SUSPENDED, "waiting for approval")
     try:
-        node.outputs = supplied_outputs(template, node.approval)
+        node.outputs = supplied_outputs(template, node.approval, approval.outputs if approval else None)
     except ValueError as err:
         return engine.close(node, ERROR, str(err))
     if approval is not None:
@@ -119,6 +122,7 @@ def _ask(
                 for p in (template.get("outputs") or {}).get("parameters") or []
             ):
                 override = prompt("Override the policy? [y/N] ").strip().lower() in ("y", "yes")
+            values = _ask_values(engine, template)
         except EOFError:
             return None
     check = engine.options.approver_check
@@ -127,11 +131,94 @@ def _ask(
             approver = check(approver)
         except GeomlopsError as err:
             return f"not approved at the prompt: {err}"
-    return Approval(approver, reason, override)
+    return Approval(approver, reason, override, values)
 
 
-def supplied_outputs(template: Mapping[str, Any], approval: Mapping[str, str] | None) -> dict[str, str]:
-    """Return the output parameters of a passed suspend gate.
+def _ask_values(engine: RunContext, template: Mapping[str, Any]) -> dict[str, str]:
+    """Ask for each supplied output the approval does not fill, offering its default and enum.
+
+    A value outside the enum, or no value where there is no default, is asked again.
+
+    Raises:
+        EOFError: input has ended (the gate stays waiting).
+    """
+    values: dict[str, str] = {}
+    for param in _values_to_supply(template):
+        name, value_from = str(param["name"]), param.get("valueFrom") or {}
+        enum = [to_argo_string(v) for v in param.get("enum") or []]
+        default = to_argo_string(value_from["default"]) if "default" in value_from else None
+        hint = f" (one of {', '.join(enum)})" if enum else ""
+        question = f"{name}{hint} [{default}]: " if default is not None else f"{name}{hint}: "
+        while True:
+            answer = engine.options.prompt(question).strip() or default
+            if answer is not None and (not enum or answer in enum):
+                values[name] = answer
+                break
+            engine.reporter.line(
+                f"  {name}: give one of {', '.join(enum)}" if enum else f"  {name}: a value is needed"
+            )
+    return values
+
+
+def _values_to_supply(template: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The outputs of a gate the approver supplies by name (not approver, reason...)."""
+    return [
+        p
+        for p in (template.get("outputs") or {}).get("parameters") or []
+        if "supplied" in (p.get("valueFrom") or {})
+        and "value" not in p
+        and _APPROVAL_FIELDS.get(str(p["name"]).lower().replace("-", "_")) is None
+    ]
+
+
+def check_supplied(gates: Iterable[Mapping[str, Any]], approval: Approval) -> None:
+    """Check, before a run starts or resumes, the output values an approval supplies to ``gates``.
+
+    Every name must be a supplied output (``valueFrom.supplied``) of one of the gates, within
+    its ``enum``; every such output without a ``default`` must be given (Argo's
+    ``OverrideOutputParametersWithDefault`` fails on one).
+
+    Raises:
+        ParameterError: naming the unknown, missing or out-of-enum output.
+    """
+    gates = [g for g in gates if not (g.get("suspend") or {}).get("duration")]
+    wanted = [(gate, param) for gate in gates for param in _values_to_supply(gate)]
+    known: dict[str, list[str]] = {}
+    for _gate, param in wanted:
+        known.setdefault(str(param["name"]), []).extend(to_argo_string(v) for v in param.get("enum") or [])
+    for name, value in approval.outputs.items():
+        if name not in known:
+            listing = ", ".join(sorted(known)) or "none"
+            raise ParameterError(
+                f"-o {name}: no waiting suspend gate supplies an output {name!r} (they supply: {listing})"
+            )
+        if known[name] and value not in known[name]:
+            raise ParameterError(
+                f"-o {name}={value}: not one of its allowed values: {', '.join(known[name])}"
+            )
+    for gate, param in wanted:
+        if str(param["name"]) not in approval.outputs and "default" not in (param.get("valueFrom") or {}):
+            raise ParameterError(
+                f"output {param['name']!r} of suspend template {gate['name']!r} is supplied by the "
+                f"approver and has no default: give it with -o {param['name']}=VALUE"
+            )
+
+
+def gates_of(workflow: Workflow, names: Iterable[str] | None = None) -> list[dict[str, Any]]:
+    """Return the workflow's suspend templates (only those named ``names`` when given)."""
+    wanted = None if names is None else set(names)
+    return [
+        t
+        for templates in workflow.templates.values()
+        for t in templates.values()
+        if "suspend" in t and (wanted is None or t["name"] in wanted)
+    ]
+
+
+def supplied_outputs(
+    template: Mapping[str, Any], approval: Mapping[str, str] | None, given: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """Return the output parameters of a passed suspend gate (``given``: values the approver supplied).
 
     Raises:
         ValueError: a supplied output has no approval field, default or enum to take.
@@ -145,13 +232,13 @@ def supplied_outputs(template: Mapping[str, Any], approval: Mapping[str, str] | 
             values[name] = to_argo_string(param["value"])
         elif approval is not None and key is not None and key in approval:
             values[name] = approval[key]
+        elif given and name in given:
+            values[name] = given[name]
         elif "default" in value_from:
             values[name] = to_argo_string(value_from["default"])
-        elif param.get("enum"):
-            values[name] = to_argo_string(param["enum"][0])
-        else:
+        else:  # Argo's OverrideOutputParametersWithDefault
             raise ValueError(
-                f"output parameter {name!r} of suspend template {template['name']!r} needs a "
-                "supplied value the local runner cannot ask for; give it valueFrom.default"
+                f"raw output parameter {name!r} of suspend template {template['name']!r} has not "
+                f"been set and does not have a default value (approve with -o {name}=VALUE)"
             )
     return values
