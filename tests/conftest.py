@@ -168,7 +168,7 @@ def commit_model_repo(repo: Path, package: Path, subdir: str = "model") -> str:
 @pytest.fixture(scope="session")
 def retrain_work(tmp_path_factory: pytest.TempPathFactory, schema_dir: Path) -> dict[str, Any]:
     """A work folder where ``geomlops demo`` ran once (version 1 of cloud-mask, no production
-    alias yet), beside a git repository holding the example package in ``model/`` at commit
+    alias yet), with a git repository in it holding the example package in ``model/`` at commit
     ``commit``: what the CI retrain tests start from (its own, so that the versions they add
     leave the ``work`` fixture's counts alone).
 
@@ -181,7 +181,7 @@ def retrain_work(tmp_path_factory: pytest.TempPathFactory, schema_dir: Path) -> 
     cli = cli_in(home, env)
     demo = cli("demo")
     assert demo.returncode == 0, demo.stdout + demo.stderr
-    repo = tmp_path_factory.mktemp("model-repo") / "cloud-mask"
+    repo = home / "repos" / "cloud-mask"  # inside the work folder: tasks see no host /tmp
     commit = commit_model_repo(repo, default_package())
     return {"home": home, "env": env, "cli": cli, "repo": repo, "commit": commit}
 

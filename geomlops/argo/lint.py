@@ -61,7 +61,9 @@ def _strict(node: Any) -> Any:
 
 
 @lru_cache(maxsize=4)
-def _strict_schema(path: Path) -> dict[str, Any]:
+def strict_schema(path: Path) -> dict[str, Any]:
+    """A Kubernetes-style JSON schema file (Argo Workflows', Argo Events') with unknown fields
+    made errors, and IntOrString accepting integers (read once per path)."""
     schema = json.loads(path.read_text())
     strict: dict[str, Any] = _strict(copy.deepcopy(schema))
     # Kubernetes' IntOrString is published as a string type; integers are valid there too
@@ -71,7 +73,7 @@ def _strict_schema(path: Path) -> dict[str, Any]:
 
 def schema_errors(manifest: Mapping[str, Any], schema_file: Path) -> list[str]:
     """Validate against Argo's schema for the manifest's kind, unknown fields being errors."""
-    schema = _strict_schema(schema_file)
+    schema = strict_schema(schema_file)
     kind = manifest.get("kind")
     target = {
         "$ref": f"#/definitions/io.argoproj.workflow.v1alpha1.{kind}",

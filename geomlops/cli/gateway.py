@@ -90,3 +90,8 @@ def keys_revoke(key_id: str) -> None:
 
     key = revoke_key(_database(), key_id)
     click.echo(f"revoked key {key.key_id} ({key.name})")
+
+
+from geomlops.cli.gateway_ci import add_ci_commands  # noqa: E402 - CI/CD subcommands, in their own module
+
+add_ci_commands(gateway)

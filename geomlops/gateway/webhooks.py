@@ -16,7 +16,9 @@ order, and a refused one starts nothing:
 7. the ``retrain`` pipeline starts through the gateway's run backend with the model id, the
    repository's clone URL and the pushed commit (202). It stops at the approval gate.
 
-Every delivery, refused or not, leaves one line in the gateway's audit trail.
+Every delivery, refused or not, leaves one line in the gateway's audit trail (its audit
+middleware writes it; the route says who sent it and what came of it). The gateway mounts
+:data:`router`; the configuration file is named by ``GEOMLOPS_GATEWAY_WEBHOOK_CONFIG``.
 """
 
 from __future__ import annotations
@@ -27,19 +29,21 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 
 import yaml
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import DateTime, String, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
 from geomlops.errors import ConfigurationError, GeomlopsError
 from geomlops.gateway.backends.base import RunBackend
-from geomlops.gateway.db import AuditEntry, Base, Database, utcnow
+from geomlops.gateway.context import Gateway, gateway
+from geomlops.gateway.db import Base, Database, utcnow
 from steps.retrain import COMMIT
 
 #: the pipeline a push starts
@@ -272,46 +276,56 @@ def handle_delivery(
     return WebhookOutcome(202, answer, actor, started=parameters)
 
 
-def webhook_router(config: WebhookConfig, db: Database, backend: RunBackend) -> APIRouter:
-    """The FastAPI router of ``POST {WEBHOOK_PATH}`` (the gateway mounts it under its prefix).
+class WebhookSettings(BaseSettings):
+    """Where the webhook's configuration is (``GEOMLOPS_GATEWAY_WEBHOOK_CONFIG``)."""
 
-    Deliveries are remembered in, and every one audited to, the gateway's database ``db``.
-    The route takes no API key: the signature authenticates the sender.
-    """
-    router = APIRouter(tags=["webhooks"])
-    deliveries = DatabaseDeliveryLog(db)
+    model_config = SettingsConfigDict(env_prefix="GEOMLOPS_GATEWAY_WEBHOOK_", extra="ignore")
 
-    @router.post(
-        WEBHOOK_PATH,
-        status_code=202,
-        summary="GitHub push webhook: retrain the pushed model up to the approval gate",
-        responses={
-            200: {"description": "ping answered"},
-            202: {"description": "retrain run started, or the event ignored"},
-            400: {"description": "malformed delivery"},
-            401: {"description": "signature missing or wrong"},
-            403: {"description": "repository not mapped to a model"},
-            409: {"description": "delivery already received"},
-            413: {"description": "body too large"},
-            503: {"description": "the run could not start"},
-        },
+    config: Path | None = Field(
+        default=None, description="YAML file: the shared secret and the repositories (owner/name → model)."
     )
-    async def github_webhook(request: Request) -> JSONResponse:
-        body = await request.body()
-        outcome = handle_delivery(request.headers, body, config, deliveries, backend)
-        with db.session() as session:
-            session.add(
-                AuditEntry(
-                    actor=outcome.actor,
-                    role="webhook",
-                    method="POST",
-                    action=f"webhook {request.headers.get(EVENT_HEADER, '')}".strip(),
-                    target=request.headers.get(DELIVERY_HEADER, "")[:500],
-                    client=request.client.host if request.client else "",
-                    status=outcome.status_code,
-                    detail=json.dumps(outcome.body, sort_keys=True),
-                )
-            )
-        return JSONResponse(outcome.body, status_code=outcome.status_code)
 
-    return router
+
+router = APIRouter(prefix="/api/v1", tags=["webhooks"])
+
+
+@router.post(
+    WEBHOOK_PATH,
+    status_code=202,
+    summary="GitHub push webhook: retrain the pushed model up to the approval gate",
+    description=(
+        "Authenticated by its X-Hub-Signature-256 (HMAC-SHA256 of the body with the shared secret), "
+        "not by an API key. A push to a mapped repository's branch starts the retrain pipeline."
+    ),
+    responses={
+        200: {"description": "ping answered"},
+        202: {"description": "retrain run started, or the event ignored"},
+        400: {"description": "malformed delivery"},
+        401: {"description": "signature missing or wrong"},
+        403: {"description": "repository not mapped to a model"},
+        409: {"description": "delivery already received"},
+        413: {"description": "body too large"},
+        503: {"description": "webhook not configured, or the run could not start"},
+    },
+)
+async def github_webhook(request: Request, parts: Annotated[Gateway, Depends(gateway)]) -> JSONResponse:
+    """Check a GitHub delivery and start the retrain run it asks for (the module's steps)."""
+    path = WebhookSettings().config
+    if path is None:
+        outcome = _refused(503, "the webhook is not configured (set GEOMLOPS_GATEWAY_WEBHOOK_CONFIG)")
+    else:
+        try:
+            config = load_webhook_config(path)
+        except ConfigurationError as err:
+            config, outcome = None, _refused(503, f"the webhook's configuration is unusable: {err}")
+        if config is not None:
+            body = await request.body()
+            outcome = handle_delivery(
+                request.headers, body, config, DatabaseDeliveryLog(parts.db), parts.backend
+            )
+    # the gateway's audit middleware writes the line; this is what it says of the delivery
+    request.state.audit_detail = json.dumps(
+        {"actor": outcome.actor, "delivery": request.headers.get(DELIVERY_HEADER, "")} | outcome.body,
+        sort_keys=True,
+    )
+    return JSONResponse(outcome.body, status_code=outcome.status_code)

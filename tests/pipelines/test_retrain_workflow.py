@@ -116,7 +116,7 @@ def test_a_bad_commit_or_folder_stops_at_the_checkout_and_leaves_nothing(
     message: str,
 ) -> None:
     monkeypatch.setenv("GEOMLOPS_SCHEMA_DIR", str(schema_dir))
-    repo = tmp_path / "repo"
+    repo = home / "repos" / "cloud-mask"  # inside the work folder: tasks see no host /tmp
     head = commit_package(repo, default_package())
     summary = _retrain(home, repo, commit or head, package_dir)
     assert summary.status == "Failed"
@@ -141,7 +141,7 @@ def test_a_package_of_another_model_is_refused_before_training(
     item = json.loads((package / "stac-item.json").read_text())
     item["id"] = "building-footprints"
     (package / "stac-item.json").write_text(json.dumps(item))
-    repo = tmp_path / "repo"
+    repo = home / "repos" / "cloud-mask"  # inside the work folder: tasks see no host /tmp
     commit = commit_package(repo, package)
     summary = _retrain(home, repo, commit)
     assert summary.status == "Failed"

@@ -1,8 +1,8 @@
 """GitHub's signed webhook: a signed push retrains the pushed model up to the approval gate;
 a wrong signature, a replayed delivery and an unknown repository are refused and start nothing.
 
-The route runs mounted in a FastAPI app over the gateway's real database (SQLite) and the local
-backend (detached runner processes), driven over HTTP by Starlette's test client.
+The route runs mounted in the gateway's app (its audit middleware, its database on SQLite, the
+local backend's detached runner processes), served by uvicorn and called over real HTTP.
 """
 
 from __future__ import annotations
@@ -11,32 +11,39 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
-from fastapi import FastAPI
-from fastapi.testclient import TestClient
+import yaml
 from sqlalchemy import select
 
 from geomlops.errors import ConfigurationError
+from geomlops.gateway.app import create_app
 from geomlops.gateway.backends.base import Phase, RunBackend
 from geomlops.gateway.backends.local import LocalBackend
 from geomlops.gateway.db import AuditEntry, Database
+from geomlops.gateway.settings import GatewaySettings
 from geomlops.gateway.webhooks import (
     WEBHOOK_PATH,
     DatabaseDeliveryLog,
     WebhookConfig,
     WebhookDelivery,
     load_webhook_config,
+    router,
     signature,
     signature_matches,
-    webhook_router,
 )
 from geomlops.settings import Settings
 
+from .conftest import serve_in_thread
+
 SECRET = "a-webhook-secret-of-some-length"
 REPOSITORY = "hotosm/cloud-mask"
+URL = f"/api/v1{WEBHOOK_PATH}"
 
 
 def test_signature_is_githubs_hmac_sha256() -> None:
@@ -72,32 +79,56 @@ def headers(
     }
 
 
-def gateway(home: Path, repo: Path | None = None) -> tuple[TestClient, Database, RunBackend]:
-    config = WebhookConfig.model_validate(
-        {
-            "secret": SECRET,
-            "repositories": {
-                REPOSITORY: {"model": "cloud-mask", "package_dir": "model", "clone_url": str(repo or "")}
-            },
-        }
-    )
-    db = Database(f"sqlite:///{home / 'gateway.db'}")
-    backend = LocalBackend(Settings())
-    app = FastAPI()
-    app.include_router(webhook_router(config, db, backend), prefix="/api/v1")
-    return TestClient(app), db, backend
+@dataclass
+class Hooked:
+    """The gateway with the webhook mounted, answering on localhost."""
+
+    url: str
+    db: Database
+    backend: RunBackend
+
+    def post(self, body: bytes, sent: dict[str, str]) -> httpx.Response:
+        return httpx.post(f"{self.url}{URL}", content=body, headers=sent, timeout=60)
+
+
+@contextmanager
+def hooked(home: Path, monkeypatch: pytest.MonkeyPatch, repo: Path | None = None) -> Iterator[Hooked]:
+    """The real gateway app (its audit middleware, its database, the local backend) with the
+    webhook route, over real HTTP; the webhook maps REPOSITORY to cloud-mask in ``model/``."""
+    config = home / "webhook.yaml"
+    mapping = {"model": "cloud-mask", "package_dir": "model", "clone_url": str(repo or home / "no-repo")}
+    config.write_text(yaml.safe_dump({"secret": SECRET, "repositories": {REPOSITORY: mapping}}))
+    monkeypatch.setenv("GEOMLOPS_GATEWAY_WEBHOOK_CONFIG", str(config))
+    settings = Settings()
+    backend = LocalBackend(settings)
+    app = create_app(settings, GatewaySettings(database_url=f"sqlite:///{home / 'gateway.db'}"), backend)
+    if URL not in {getattr(r, "path", "") for r in app.routes}:
+        app.include_router(router)
+    url, server, thread = serve_in_thread(app)
+    try:
+        yield Hooked(url, app.state.gateway.db, backend)
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        app.state.gateway.db.dispose()
 
 
 @pytest.fixture
-def refusing(home: Path) -> Iterator[tuple[TestClient, Database, RunBackend]]:
-    client, db, backend = gateway(home, home / "no-repo")
-    yield client, db, backend
-    db.dispose()
+def refusing(home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Hooked]:
+    with hooked(home, monkeypatch) as served:
+        yield served
 
 
-def _audit(db: Database) -> list[AuditEntry]:
-    with db.session() as session:
-        return list(session.scalars(select(AuditEntry).order_by(AuditEntry.id)))
+def _audit(db: Database, count: int) -> list[AuditEntry]:
+    """The audit trail once it holds ``count`` lines: the middleware writes a line just after
+    the answer is sent, so the test's next read may come first (bounded wait, not a timing check)."""
+    deadline = time.monotonic() + 30
+    while True:
+        with db.session() as session:
+            lines = list(session.scalars(select(AuditEntry).order_by(AuditEntry.id)))
+        if len(lines) >= count or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.05)
 
 
 def _deliveries(db: Database) -> list[str]:
@@ -105,7 +136,6 @@ def _deliveries(db: Database) -> list[str]:
         return list(session.scalars(select(WebhookDelivery.delivery_id)))
 
 
-URL = f"/api/v1{WEBHOOK_PATH}"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
@@ -122,9 +152,8 @@ COMMIT = "0123456789abcdef0123456789abcdef01234567"
     ],
 )
 def test_refused_deliveries_start_nothing_and_leave_only_their_audit_line(
-    refusing: tuple[TestClient, Database, RunBackend], home: Path, case: str, code: int, detail: str
+    refusing: Hooked, home: Path, case: str, code: int, detail: str
 ) -> None:
-    client, db, backend = refusing
     body = push_body(COMMIT)
     sent = headers(body)
     if case == "wrong-secret":
@@ -144,23 +173,21 @@ def test_refused_deliveries_start_nothing_and_leave_only_their_audit_line(
         sent = headers(body)
     elif case == "no-delivery-id":
         sent["X-GitHub-Delivery"] = ""
-    answer = client.post(URL, content=body, headers=sent)
+    answer = refusing.post(body, sent)
     assert answer.status_code == code, answer.text
     assert detail in answer.json()["detail"]
     assert SECRET not in answer.text
-    assert backend.list() == [] and not (home / "runs").exists()
-    assert _deliveries(db) == []
-    [line] = _audit(db)
-    assert (line.status, line.method, line.role) == (code, "POST", "webhook")
+    assert refusing.backend.list() == [] and not (home / "runs").exists()
+    assert _deliveries(refusing.db) == []
+    [line] = _audit(refusing.db, 1)
+    assert (line.status, line.method, line.target) == (code, "POST", URL)
+    assert json.loads(line.detail)["detail"] == answer.json()["detail"]
     assert SECRET not in line.detail
 
 
-def test_ping_is_answered_and_other_events_and_branches_are_ignored(
-    refusing: tuple[TestClient, Database, RunBackend], home: Path
-) -> None:
-    client, db, backend = refusing
+def test_ping_is_answered_and_other_events_and_branches_are_ignored(refusing: Hooked) -> None:
     ping = json.dumps({"zen": "Design for failure.", "repository": {"full_name": REPOSITORY}}).encode()
-    answer = client.post(URL, content=ping, headers=headers(ping, event="ping"))
+    answer = refusing.post(ping, headers(ping, event="ping"))
     assert answer.status_code == 200 and answer.json() == {"status": "pong", "repository_known": True}
     for body, event, reason in [
         (push_body(COMMIT), "pull_request", "event 'pull_request' starts nothing"),
@@ -168,11 +195,11 @@ def test_ping_is_answered_and_other_events_and_branches_are_ignored(
         (push_body(COMMIT, ref="refs/tags/v1"), "push", "'refs/tags/v1' is not refs/heads/main"),
         (push_body("0" * 40), "push", "a deleted branch"),
     ]:
-        answer = client.post(URL, content=body, headers=headers(body, event=event))
+        answer = refusing.post(body, headers(body, event=event))
         assert answer.status_code == 202, answer.text
         assert answer.json()["status"] == "ignored" and reason in answer.json()["reason"]
-    assert backend.list() == [] and _deliveries(db) == []
-    assert [a.status for a in _audit(db)] == [200, 202, 202, 202, 202]
+    assert refusing.backend.list() == [] and _deliveries(refusing.db) == []
+    assert [a.status for a in _audit(refusing.db, 5)] == [200, 202, 202, 202, 202]
 
 
 def test_a_run_that_cannot_start_releases_its_delivery_for_a_redelivery(home: Path) -> None:
@@ -224,17 +251,21 @@ def test_a_signed_push_retrains_up_to_the_gate_and_a_replay_starts_nothing(
         monkeypatch.setenv(key, retrain_work["env"][key])
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     home, commit = retrain_work["home"], retrain_work["commit"]
-    client, db, backend = gateway(home / "webhook", retrain_work["repo"])
+    with hooked(home, monkeypatch, retrain_work["repo"]) as served:
+        _retrains_up_to_the_gate(served, home, commit)
+
+
+def _retrains_up_to_the_gate(served: Hooked, home: Path, commit: str) -> None:
+    db, backend = served.db, served.backend
     body = push_body(commit)
     sent = headers(body, delivery="72d3162e-cc78-11e3-81ab-4c9367dc0958")
-    answer = client.post(URL, content=body, headers=sent)
+    answer = served.post(body, sent)
     assert answer.status_code == 202, answer.text
     started = answer.json()
     assert started["status"] == "started" and started["pipeline"] == "retrain"
     assert (started["model"], started["commit"], started["package_dir"]) == ("cloud-mask", commit, "model")
-    assert started["repository"] == str(retrain_work["repo"])
 
-    replay = client.post(URL, content=body, headers=sent)
+    replay = served.post(body, sent)
     assert replay.status_code == 409 and "was already received" in replay.json()["detail"]
     assert DatabaseDeliveryLog(db).run_of(sent["X-GitHub-Delivery"]) == started["run_id"]
 
@@ -250,5 +281,4 @@ def test_a_signed_push_retrains_up_to_the_gate_and_a_replay_starts_nothing(
     assert run.outputs["checkout"]["package"].endswith(f"/{commit}/model")
     assert "promote" not in run.outputs  # nothing is promoted without a person
     assert started["run_id"] in [r.run_id for r in backend.list()]
-    assert [a.status for a in _audit(db)] == [202, 409]
-    db.dispose()
+    assert [a.status for a in _audit(db, 2)] == [202, 409]
