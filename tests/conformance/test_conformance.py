@@ -8,6 +8,7 @@ would read them). ``<case>.expect.yaml`` says what Argo does with it:
 - ``results``: node -> ``outputs.result``; ``outputs``: node -> output parameters;
 - ``attempts``: node -> how many times it ran (retries); ``expansions``: fan-out -> children;
 - ``absent``: nodes Argo never creates; ``messages``: node -> words its message holds;
+- ``approve``: approve every gate up front, supplying these output values (``-o name=value``);
 - ``at_once``: fan-out -> the most children running at one instant (synchronization), from the
   attempts' recorded start and end;
 - ``refused``: a feature the local runner does not run yet. The run must be refused up front,
@@ -85,7 +86,9 @@ def test_case_runs_as_argo_defines(path: Path, tmp_path: Path) -> None:
         allow_host_containers=True,
         template_resolver=library,
         semaphores=library.semaphore_limits(),
-        approval=Approval("conformance", "up front") if "approve" in expected else None,
+        approval=Approval("conformance", "up front", outputs=expected["approve"])
+        if "approve" in expected
+        else None,
         progress=False,
     )
     if "refused" in expected:
