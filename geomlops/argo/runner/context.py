@@ -82,3 +82,6 @@ class RunContext(Protocol):
 
     def export_globals(self, template: Mapping[str, Any], outputs: Mapping[str, str]) -> None:
         """Publish outputs that declare a ``globalName``."""
+
+    def global_scope(self) -> dict[str, str]:
+        """The workflow-wide variables now (global outputs published so far included)."""

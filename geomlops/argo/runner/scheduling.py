@@ -179,7 +179,8 @@ def _run_dag(
     stopped = False
 
     def launch(task_name: str) -> None:
-        task_scope = {**scope, **local}
+        # as Argo's resolveReferences: global outputs published so far are seen by what starts now
+        task_scope = {**scope, **engine.global_scope(), **local}
         child = _child(prefix, task_name)
 
         def work() -> Outcome:
@@ -293,7 +294,7 @@ def _run_steps(
     groups = [g if isinstance(g, list) else [g] for g in template.get("steps") or []]
     limit = int(template.get("parallelism") or 0)
     for index, group in enumerate(groups):
-        step_scope = {**scope, **local}
+        step_scope = {**scope, **engine.global_scope(), **local}
         jobs = []
         for step in group:
             child = f"{prefix}[{index}].{step['name']}"
