@@ -45,6 +45,13 @@ def dev() -> None:
     help="PostgreSQL URL of the PgSTAC catalogue, created and migrated if needed (PostGIS) "
     "[env GEOMLOPS_DEV_PGSTAC_DB; default: postgresql://postgres@127.0.0.1:5432/geomlops_pgstac].",
 )
+@click.option("--gateway-port", type=int, help="Port of the gateway [default: 8090; 0: any free port].")
+@click.option(
+    "--gateway-db",
+    envvar="GEOMLOPS_DEV_GATEWAY_DB",
+    help="PostgreSQL URL of the gateway's database (keys, audit), created if absent "
+    "[env GEOMLOPS_DEV_GATEWAY_DB; default: postgresql://postgres@127.0.0.1:5432/geomlops_gateway].",
+)
 @fail_cleanly
 def up_command(
     services: tuple[str, ...],
@@ -53,8 +60,10 @@ def up_command(
     mlflow_db: str | None,
     stac_port: int | None,
     pgstac_db: str | None,
+    gateway_port: int | None,
+    gateway_db: str | None,
 ) -> None:
-    """Start the stack (or only SERVICES: s3, mlflow, stac) unless it runs already; print URLs and
+    """Start the stack (or only SERVICES: s3, mlflow, stac, gateway) unless it runs already; print URLs and
     the env to export."""
 
     config = stack.configure(
@@ -64,6 +73,8 @@ def up_command(
         mlflow_db=mlflow_db,
         stac_port=stac_port,
         pgstac_db=pgstac_db,
+        gateway_port=gateway_port,
+        gateway_db=gateway_db,
     )
     config, states = stack.up(config, services, say=_say)
     for state in states:

@@ -42,11 +42,16 @@ class DevConfig(BaseModel):
         default="postgresql://postgres@127.0.0.1:5432/geomlops_pgstac",
         description="PostgreSQL URL of the PgSTAC catalogue; created and migrated if needed (PostGIS).",
     )
+    gateway_port: int = Field(default=8090, ge=0, le=65535, description="Gateway port (0: any free one).")
+    gateway_db: str = Field(
+        default="postgresql://postgres@127.0.0.1:5432/geomlops_gateway",
+        description="PostgreSQL URL of the gateway's database (keys, audit, runs); created if absent.",
+    )
     artifacts_bucket: str = Field(default="mlflow-artifacts", description="Bucket of MLflow artifacts.")
     data_bucket: str = Field(default="dvc-data", description="Bucket of the DVC remote.")
     start_timeout: float = Field(default=120.0, gt=0, description="Seconds a service may take to answer.")
 
-    @field_validator("mlflow_db", "pgstac_db")
+    @field_validator("mlflow_db", "pgstac_db", "gateway_db")
     @classmethod
     def _postgres_url(cls, value: str) -> str:
         if not value.startswith(_POSTGRES_SCHEMES):
@@ -81,6 +86,16 @@ class DevConfig(BaseModel):
     def pgstac_dsn(self) -> str:
         """``pgstac_db`` as libpq (psycopg, pypgstac) reads it."""
         return "postgresql://" + self.pgstac_db.split("://", 1)[1]
+
+    @property
+    def gateway_url(self) -> str:
+        """The gateway's root URL."""
+        return f"http://{HOST}:{self.gateway_port}"
+
+    @property
+    def gateway_store_uri(self) -> str:
+        """``gateway_db`` as SQLAlchemy reads it (driver: psycopg 3)."""
+        return "postgresql+psycopg://" + self.gateway_db.split("://", 1)[1]
 
     @property
     def mlflow_store_uri(self) -> str:
@@ -289,4 +304,31 @@ def stac_service(config: DevConfig) -> Service:
         ready=lambda: _http_ok(f"{config.stac_url}/_mgmt/ping"),
         prepare=prepare,
         exports={"GEOMLOPS_PGSTAC_DSN": config.pgstac_dsn, "GEOMLOPS_STAC_API_URL": config.stac_url},
+    )
+
+
+def gateway_service(config: DevConfig) -> Service:
+    """The gateway (``geomlops gateway serve``) on the services profile: the stack's MLflow, STAC
+    API and S3, its own database on PostgreSQL (created by ``prepare``, migrated at start)."""
+    argv = [procs.python(), "-m", "uvicorn", "geomlops.gateway.app:create_app", "--factory"]
+    argv += ["--host", HOST, "--port", str(config.gateway_port), "--log-level", "warning"]
+    database = {"GEOMLOPS_GATEWAY_DATABASE_URL": config.gateway_store_uri}
+    env = {
+        **os.environ,
+        **s3_environment(config),
+        **mlflow_service(config).exports,
+        **stac_service(config).exports,
+        "GEOMLOPS_HOME": str(config.dev_dir.parent),
+        # the database URL (it may hold a password) goes by environment, not on the command line
+        **database,
+    }
+    return Service(
+        name="gateway",
+        url=config.gateway_url,
+        port=config.gateway_port,
+        argv=argv,
+        env=env,
+        ready=lambda: _http_ok(f"{config.gateway_url}/api/v1/health"),
+        prepare=lambda: "database created" if ensure_database(config.gateway_db, "gateway") else "",
+        exports={**database, "GEOMLOPS_GATEWAY_URL": config.gateway_url},
     )

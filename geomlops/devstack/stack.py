@@ -6,7 +6,9 @@
   ``s3://<artifacts bucket>`` read and written by the clients themselves (``--no-serve-artifacts``),
   so a model's URI is a real ``s3://`` URI;
 - ``stac``: stac-fastapi-pgstac under uvicorn on a PgSTAC database on PostgreSQL (created if
-  absent and migrated with ``pypgstac migrate``, which installs PostGIS into it).
+  absent and migrated with ``pypgstac migrate``, which installs PostGIS into it);
+- ``gateway``: the REST API (``geomlops gateway``) on its own PostgreSQL database (created if
+  absent, migrated by alembic at start), searching the STAC API, tracking in MLflow.
 
 Every service is a background process on 127.0.0.1, tracked by a PID file in
 ``$GEOMLOPS_HOME/dev/`` with its log beside it; ``stack.json`` there records the ports and
@@ -33,6 +35,7 @@ from geomlops.devstack.services import (
     DevConfig,
     Service,
     ensure_database,
+    gateway_service,
     mlflow_service,
     s3_environment,
     s3_service,
@@ -81,7 +84,7 @@ EXTRA_SERVICES: list[Callable[[DevConfig], Service]] = []
 
 def services(config: DevConfig) -> list[Service]:
     """Every service of the stack, in start order."""
-    built_in = [s3_service(config), mlflow_service(config), stac_service(config)]
+    built_in = [s3_service(config), mlflow_service(config), stac_service(config), gateway_service(config)]
     return [*built_in, *(build(config) for build in EXTRA_SERVICES)]
 
 
@@ -158,7 +161,9 @@ def _select(config: DevConfig, names: Sequence[str]) -> list[Service]:
 
 def _with_ports(config: DevConfig) -> DevConfig:
     ports = {
-        k: procs.free_port(HOST) for k in ("s3_port", "mlflow_port", "stac_port") if getattr(config, k) == 0
+        k: procs.free_port(HOST)
+        for k in ("s3_port", "mlflow_port", "stac_port", "gateway_port")
+        if getattr(config, k) == 0
     }
     return config.model_copy(update=ports) if ports else config
 

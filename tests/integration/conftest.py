@@ -76,6 +76,7 @@ def services_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     home = tmp_path_factory.mktemp("services-home")
     database = f"geomlops_mlflow_test_{secrets.token_hex(4)}"
     pgstac_database = f"geomlops_pgstac_test_{secrets.token_hex(4)}"
+    gateway_database = f"geomlops_gateway_test_{secrets.token_hex(4)}"
     config = stack.DevConfig(
         dev_dir=home / "dev",
         s3_port=0,
@@ -83,6 +84,8 @@ def services_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         stac_port=0,
         mlflow_db=f"{POSTGRES}/{database}",
         pgstac_db=f"{POSTGRES}/{pgstac_database}",
+        gateway_port=0,
+        gateway_db=f"{POSTGRES}/{gateway_database}",
     )
     with pytest.MonkeyPatch.context() as env:
         for key in list(os.environ):
@@ -102,4 +105,5 @@ def services_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             stack.down(config.dev_dir)
             _drop_database(database)
             _drop_database(pgstac_database)
+            _drop_database(gateway_database)
     assert not list((home / "dev").glob("*.pid")), "dev down left PID files behind"

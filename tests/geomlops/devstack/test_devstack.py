@@ -83,7 +83,7 @@ def test_a_reused_pid_is_never_taken_for_ours(tmp_path: Path) -> None:
         assert procs.read_tracked(tmp_path, "s3") is None
         assert stack.down(tmp_path) == []
         assert other.poll() is None  # not signalled
-        assert [s.state for s in stack.status(tmp_path)] == ["stopped", "stopped", "stopped"]
+        assert [s.state for s in stack.status(tmp_path)] == ["stopped"] * 4  # s3, mlflow, stac, gateway
     finally:
         other.kill()
         other.wait()
@@ -121,8 +121,8 @@ def test_cli_without_a_stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     runner = CliRunner()
     assert {"up", "down", "status", "env"} <= set(runner.invoke(main, ["dev", "--help"]).output.split())
     status = runner.invoke(main, ["dev", "status"])
-    assert status.exit_code == 1 and status.output.count("stopped") == 3
-    assert "stac" in status.output
+    assert status.exit_code == 1 and status.output.count("stopped") == 4
+    assert "stac" in status.output and "gateway" in status.output
     env = runner.invoke(main, ["dev", "env"])
     assert env.exit_code == 2 and "geomlops dev up" in env.output
     assert runner.invoke(main, ["dev", "down"]).output.strip() == "nothing to stop"
@@ -140,7 +140,7 @@ def test_env_of_a_stopped_stack_says_so(tmp_path: Path, monkeypatch: pytest.Monk
     assert env.exit_code == 0
     assert "export AWS_ENDPOINT_URL=http://127.0.0.1:9100" in env.stdout
     assert "not running" not in env.stdout
-    assert "! not running: s3, mlflow, stac; start with `geomlops dev up`" in env.stderr
+    assert "! not running: s3, mlflow, stac, gateway; start with `geomlops dev up`" in env.stderr
 
 
 def test_missing_moto_names_the_install_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
