@@ -69,13 +69,18 @@ with WorkflowTemplate(
                 "model": "{{workflow.parameters.model}}",
                 "package": model.get_parameter("package"),
                 "training_image": model.get_parameter("training_image"),
+                "gpus": model.get_parameter("gpus"),
                 "dataset": data.get_parameter("dataset"),
                 "train_params": "{{workflow.parameters.train_params}}",
                 "workflow_uid": "{{workflow.uid}}",
             }
         )
         score = evaluate(
-            arguments={"run_id": fit.get_parameter("run_id"), "dataset": data.get_parameter("dataset")}
+            arguments={
+                "run_id": fit.get_parameter("run_id"),
+                "dataset": data.get_parameter("dataset"),
+                "package": model.get_parameter("package"),
+            }
         )
         version = register(
             arguments={

@@ -404,6 +404,20 @@ def _build(package: Path, declaration: EnvironmentDeclaration, python: str, vers
         shutil.rmtree(work, ignore_errors=True)
 
 
+def writable_cache_paths() -> list[Path]:
+    """Folders building a package environment writes: this cache's and uv's own.
+
+    A sandbox that runs geomlops' steps with a read-only root must let them write these.
+    """
+    uv_cache = subprocess.run([_uv(), "cache", "dir"], capture_output=True, text=True, env=_uv_env())
+    paths = [cache_root().parent]
+    if uv_cache.returncode == 0 and uv_cache.stdout.strip():
+        paths.append(Path(uv_cache.stdout.strip()))
+    for path in paths:
+        path.mkdir(parents=True, exist_ok=True)
+    return paths
+
+
 def cached_interpreter(environment_hash: str) -> Path | None:
     """The interpreter of the cached environment with this hash, or None when it is not built."""
     root = cache_root() / environment_hash[:32]

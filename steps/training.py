@@ -27,11 +27,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from geomlops.errors import InvalidPackageError, TrainingFailedError
+from geomlops.errors import InvalidPackageError, ItemNotFoundError, ModelNotFoundError, TrainingFailedError
 from steps._tracking_server import tracking_server
 from steps.evaluation import ENVIRONMENT_TAG
 from steps.package import PackageInfo, describe_package, stage_package
-from steps.package_env import command_environment, ensure_environment
+from steps.package_env import PackageEnvironment, command_environment, ensure_environment
 
 WORKFLOW_TAG = "geomlops.workflow_uid"
 #: tag naming one training attempt, so geomlops finds the run the package made
@@ -63,6 +63,23 @@ def ensure_experiment(name: str, artifact_root: str) -> str:
     if experiment is not None:
         return str(experiment.experiment_id)
     return str(client.create_experiment(name, artifact_location=f"{artifact_root}/{name}"))
+
+
+def gpus_for(model_id: str, catalog: str) -> int:
+    """GPUs the model's training asks for: 1 when its MLM ``mlm:accelerator`` is ``cuda``.
+
+    Raises:
+        ModelNotFoundError: no such model in the catalogue.
+    """
+    from catalog_sync import open_store
+    from catalog_sync.collections import MODELS
+
+    store = open_store(catalog)
+    try:
+        item = store.get_item(MODELS, model_id)
+    except ItemNotFoundError as err:
+        raise ModelNotFoundError(f"model '{model_id}' is not in the catalogue {catalog}") from err
+    return 1 if (item.get("properties") or {}).get("mlm:accelerator") == "cuda" else 0
 
 
 def _runs_tagged(client: Any, tag: str, value: str, status: str | None = None) -> list[Any]:
@@ -123,6 +140,51 @@ def run_package_command(command: str, cwd: Path, env: Mapping[str, str]) -> tupl
     return code, list(tail)
 
 
+def run_entry_point(
+    info: PackageInfo,
+    environment: PackageEnvironment,
+    entry_point: str,
+    parameters: Mapping[str, str],
+    mlflow_env: Mapping[str, str],
+    *,
+    artifact_root: str,
+    work_dir: str | Path | None = None,
+) -> tuple[int, list[str]]:
+    """Run an entry point of the package in its environment, in a copy of the package.
+
+    The command talks to a tracking server (a local one on the embedded store, for as long as
+    it runs); ``mlflow_env`` adds MLflow's own variables (experiment, run, run context).
+
+    Returns:
+        The exit code and the last lines of the command's stderr.
+
+    Raises:
+        InvalidPackageError: a parameter is missing or has the wrong type.
+    """
+    import mlflow
+
+    if work_dir is not None:
+        Path(work_dir).mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f"geomlops-{entry_point}-", dir=work_dir) as tmp:
+        staged = stage_package(info.path, Path(tmp) / info.name)
+        command = entry_point_command(info, entry_point, parameters, staged)
+        with tracking_server(mlflow.get_tracking_uri(), artifact_root) as url:
+            env = command_environment(environment)
+            for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID"):
+                env.pop(name, None)
+            env.update(
+                {
+                    "MLFLOW_TRACKING_URI": url,
+                    # MLflow would turn a package's uv.lock into the model's requirements
+                    "MLFLOW_UV_AUTO_DETECT": "false",
+                    "MLFLOW_LOG_UV_FILES": "false",
+                    **mlflow_env,
+                }
+            )
+            print(f"{entry_point} of {info.name} in {environment.root}: {command}", file=sys.stderr)
+            return run_package_command(command, staged, env)
+
+
 def run_training(
     package: str,
     dataset_dir: str,
@@ -158,7 +220,6 @@ def run_training(
         TrainingFailedError: the entry point exited non-zero (its last stderr lines in the
             message; the run, if it made one, is marked FAILED) or made no MLflow run.
     """
-    import mlflow
     from mlflow import MlflowClient
 
     info = describe_package(package)
@@ -190,27 +251,10 @@ def run_training(
         run_tags[WORKFLOW_TAG] = workflow_uid
     params = {k: str(v) for k, v in (parameters or {}).items()}
     params["data"] = dataset_dir
-    if work_dir is not None:
-        Path(work_dir).mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="geomlops-train-", dir=work_dir) as tmp:
-        staged = stage_package(info.path, Path(tmp) / info.name)
-        command = entry_point_command(info, "train", params, staged)
-        with tracking_server(mlflow.get_tracking_uri(), artifact_root) as url:
-            env = command_environment(environment)
-            for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_TRACKING_URI"):
-                env.pop(name, None)
-            env.update(
-                {
-                    "MLFLOW_TRACKING_URI": url,
-                    "MLFLOW_EXPERIMENT_ID": experiment_id,
-                    "MLFLOW_RUN_CONTEXT": json.dumps(run_tags),
-                    # MLflow would turn a package's uv.lock into the model's requirements
-                    "MLFLOW_UV_AUTO_DETECT": "false",
-                    "MLFLOW_LOG_UV_FILES": "false",
-                }
-            )
-            print(f"training {info.name} in {environment.root}: {command}", file=sys.stderr)
-            code, tail = run_package_command(command, staged, env)
+    mlflow_env = {"MLFLOW_EXPERIMENT_ID": experiment_id, "MLFLOW_RUN_CONTEXT": json.dumps(run_tags)}
+    code, tail = run_entry_point(
+        info, environment, "train", params, mlflow_env, artifact_root=artifact_root, work_dir=work_dir
+    )
     runs = _runs_tagged(client, ATTEMPT_TAG, attempt)
     if code != 0:
         for run in runs:

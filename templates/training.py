@@ -24,12 +24,16 @@ def fetch_model(
     Annotated[str, Parameter(name="package")],
     Annotated[str, Parameter(name="training_image")],
     Annotated[str, Parameter(name="model_spec")],
+    Annotated[str, Parameter(name="gpus")],
 ]:
-    """Read the model's MLM item from the catalogue."""
+    """Read the model's MLM item from the catalogue (GPUs: 1 for ``mlm:accelerator: cuda``)."""
     from steps.model_spec import fetch_model_spec
+    from steps.training import gpus_for
 
-    spec = fetch_model_spec(model, get_settings().catalog_href)
-    return spec.package_uri or "", spec.training_image or IMAGE, spec.model_dump_json()
+    catalog = get_settings().catalog_href
+    spec = fetch_model_spec(model, catalog)
+    gpus = gpus_for(model, catalog)
+    return spec.package_uri or "", spec.training_image or IMAGE, spec.model_dump_json(), str(gpus)
 
 
 @geomlops_script(resources=SMALL)
@@ -42,13 +46,26 @@ def resolve_dataset(
     return resolve(dataset_repo or get_settings().data_repo_url, dataset_path, dataset_rev or "HEAD")
 
 
+#: a GPU limit for models whose MLM accelerator is cuda (``gpus`` is "1"; "0" asks for none)
+GPU_PATCH = (
+    "containers:\n- name: main\n  resources:\n    limits:\n"
+    '      nvidia.com/gpu: "{{inputs.parameters.gpus}}"\n'
+)
+
+
 # no retry: each attempt would start another MLflow run of the whole training
-@geomlops_script(resources=LARGE, retry_strategy=None, image="{{inputs.parameters.training_image}}")
+@geomlops_script(
+    resources=LARGE,
+    retry_strategy=None,
+    image="{{inputs.parameters.training_image}}",
+    pod_spec_patch=GPU_PATCH,
+)
 def train(
     model: str,
     package: str,
     dataset: DatasetRef,
     training_image: str,
+    gpus: str = "0",
     train_params: str = "{}",
     workflow_uid: str = "",
 ) -> Annotated[str, Parameter(name="run_id")]:
@@ -77,14 +94,31 @@ def train(
 
 
 @geomlops_script(resources=LARGE)
-def evaluate(run_id: str, dataset: DatasetRef) -> Annotated[str, Parameter(name="metrics")]:
-    """Evaluate the trained model on the dataset's spatially held-out split."""
+def evaluate(
+    run_id: str, dataset: DatasetRef, package: str = ""
+) -> Annotated[str, Parameter(name="metrics")]:
+    """Evaluate the trained model: the package's ``evaluate`` entry point when it has one, else
+    geomlops' evaluation on the dataset's spatially held-out split, predicting in the package's
+    own environment."""
     from steps.dataset import materialize_dataset
     from steps.evaluation import evaluate_segmentation
+    from steps.package_env import ensure_environment
+    from steps.package_evaluation import evaluate_with_entry_point, has_evaluate_entry_point
 
     use_tracking()
-    data = materialize_dataset(dataset, get_settings().home_dir / "datasets")
-    report = evaluate_segmentation(run_id, str(data))
+    settings = get_settings()
+    data = materialize_dataset(dataset, settings.home_dir / "datasets")
+    if package and has_evaluate_entry_point(package):
+        metrics = evaluate_with_entry_point(
+            package,
+            run_id,
+            str(data),
+            artifact_root=settings.artifact_root,
+            work_dir=settings.home_dir / "work",
+        )
+        return json.dumps(metrics, sort_keys=True)
+    python = str(ensure_environment(package).python) if package else None
+    report = evaluate_segmentation(run_id, str(data), python=python)
     return json.dumps(report.metrics, sort_keys=True)
 
 

@@ -1,0 +1,1 @@
+"""A LightGBM pixel classifier (a framework geomlops does not install)."""
