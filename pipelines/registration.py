@@ -2,6 +2,9 @@
 
 validate-package ─> build-image ─> catalog-base-item ─> register-model
 
+validate-package checks the package against the contract (docs/model-package.md) and hands the
+other steps its folder: an archive or git source is materialized under the work folder first.
+
 Running it twice changes nothing the second time: the item is upserted, the registered model
 is only created when absent, and the image build is content-addressed by its tag.
 """
@@ -19,13 +22,20 @@ with WorkflowTemplate(
     **workflow_metadata(
         NAME,
         (
-            "Validate a model package (MLproject entry points, Dockerfile, MLM item), build and push "
-            "its image, write its base item to the STAC catalogue and create the registered model in MLflow."
+            "Check a model package against the contract (MLproject, environment, Dockerfile, MLM item), "
+            "build and push its image, write its base item to the STAC catalogue and create the "
+            "registered model in MLflow."
         ),
     ),
     entrypoint="registration",
     arguments=[
-        Parameter(name="package", description="Model package folder (inside the step's volume or image)."),
+        Parameter(
+            name="package",
+            description=(
+                "Model package: a folder (inside the step's volume or image), an archive "
+                "(.tar.gz, .tgz, .tar, .zip) or git+URL@COMMIT."
+            ),
+        ),
         Parameter(name="push", value="true", enum=["true", "false"], description="Push the built image."),
         Parameter(name="cache_repo", value="", description="Registry repository for Kaniko's layer cache."),
     ],
@@ -34,13 +44,13 @@ with WorkflowTemplate(
         checked = validate_package(arguments={"package": "{{workflow.parameters.package}}"})
         image = build_image(
             arguments={
-                "package": "{{workflow.parameters.package}}",
+                "package": checked.get_parameter("package_dir"),
                 "image": checked.get_parameter("image"),
                 "push": "{{workflow.parameters.push}}",
                 "cache_repo": "{{workflow.parameters.cache_repo}}",
             }
         )
-        item = catalog_base_item(arguments={"package": "{{workflow.parameters.package}}"})
+        item = catalog_base_item(arguments={"package": checked.get_parameter("package_dir")})
         model = register_model(
             arguments={
                 "model_id": checked.get_parameter("model_id"),

@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 import tarfile
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -116,3 +117,43 @@ def _clone(source: str, dest: Path) -> Path:
                 f"{done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode}"
             )
     return dest
+
+
+def materialize_package(source: str | Path, store: str | Path) -> Path:
+    """A lasting folder of the package at ``source``, for steps that run after this one.
+
+    A folder source is returned as it is. An archive or git source is unpacked or cloned beside
+    ``store``, then renamed to ``store/<first 16 hex of its content hash>``: the same content
+    always lands in the same folder, a second registration reuses it, and no reader sees a
+    half-written package.
+
+    Args:
+        source: as :func:`open_package_source` takes it.
+        store: the folder keeping materialized packages (e.g. ``$GEOMLOPS_HOME/packages``).
+
+    Returns:
+        The package folder.
+
+    Raises:
+        InvalidPackageError: as :func:`open_package_source`.
+    """
+    from steps.package import content_hash
+
+    text = str(source)
+    if not is_git_source(text) and Path(text).expanduser().is_dir():
+        return Path(text).expanduser().resolve()
+    store_dir = Path(store).resolve()
+    store_dir.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".incoming-", dir=store_dir))
+    try:
+        root = open_package_source(text, work)
+        final = store_dir / content_hash(root)[:16]
+        if not final.exists():
+            try:
+                root.rename(final)
+            except OSError:  # another run put the same content there first
+                if not final.is_dir():
+                    raise
+        return final
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

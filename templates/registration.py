@@ -20,12 +20,17 @@ def validate_package(
     Annotated[str, Parameter(name="model_id")],
     Annotated[str, Parameter(name="image")],
     Annotated[str, Parameter(name="report")],
+    Annotated[str, Parameter(name="package_dir")],
 ]:
-    """Check the MLproject entry points, the Dockerfile and the MLM item (offline)."""
+    """Check the package against the contract (every fault at once, offline); an archive or
+    git source is first materialized under the work folder's ``packages``."""
     from steps.package import validate_package as validate
+    from steps.package_source import materialize_package
 
-    report = validate(package, get_settings().schema_dir)
-    return report.model_id, report.image, report.model_dump_json()
+    settings = get_settings()
+    root = materialize_package(package, settings.home_dir / "packages")
+    report = validate(root, settings.schema_dir)
+    return report.model_id, report.image, report.model_dump_json(), str(root)
 
 
 @geomlops_script(resources=LARGE, image=BUILDER_IMAGE)

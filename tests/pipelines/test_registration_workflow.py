@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from geomlops.cli.demo import default_package
 from pipelines import render, template_resolver
 
 
-def _register(home: Path, package: Path) -> Any:
+def _register(home: Path, package: Path | str) -> Any:
     runner = LocalRunner(home / "runs", progress=False, template_resolver=template_resolver)
     return runner.run(render("registration"), {"package": str(package)})
 
@@ -84,3 +85,26 @@ def test_bad_package_leaves_nothing(
     assert "validate-package" in summary.message
     assert StaticCatalog(home / "catalog" / "catalog.json").list_items("models") == []
     assert _models(home) == []
+
+
+def test_registering_a_package_from_git_at_a_commit(
+    home: Path, tmp_path: Path, schema_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GEOMLOPS_SCHEMA_DIR", str(schema_dir))
+    repo = tmp_path / "repo"
+    shutil.copytree(default_package(), repo, ignore=shutil.ignore_patterns("__pycache__"))
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@localhost"]
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "v1"]):
+        subprocess.run([*git, *args], cwd=repo, check=True, capture_output=True)
+    commit = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True
+    ).stdout.strip()
+    summary = _register(home, f"git+file://{repo}@{commit}")
+    assert summary.status == "Succeeded", summary.message
+    package_dir = Path(summary.outputs["validate-package"]["package_dir"])
+    assert package_dir.parent == home / "packages" and (package_dir / "MLproject").is_file()
+    item = StaticCatalog(home / "catalog" / "catalog.json").get_item("models", "cloud-mask")
+    assert item["assets"]["source-code"]["href"] == str(package_dir)
+    report = json.loads(summary.outputs["validate-package"]["report"])
+    assert report["package"]["git_commit"] == commit
+    assert [p.name for p in (home / "packages").iterdir()] == [package_dir.name]  # nothing half-made left
