@@ -252,6 +252,19 @@ def lint(files: tuple[str, ...], semantic_only: bool, template_paths: tuple[Path
     help="The limit of a semaphore (in Argo, key KEY of ConfigMap CONFIGMAP); repeatable. "
     "ConfigMaps in --templates files count too.",
 )
+@click.option(
+    "--sandbox/--no-sandbox",
+    default=None,
+    help="Run each task in its own filesystem view with bubblewrap: a private /tmp, the host "
+    "read-only but for $GEOMLOPS_HOME (default: unless GEOMLOPS_SANDBOX=off).",
+)
+@click.option(
+    "--artifact-bucket",
+    default="argo-artifacts",
+    show_default=True,
+    help="Services profile: the bucket of Argo's artifacts, as geomlops install renders it "
+    "(the embedded default keeps artifacts in the run's folder).",
+)
 @fail_cleanly
 def run(
     pipeline: str | None,
@@ -266,6 +279,8 @@ def run(
     workers: int,
     template_paths: tuple[Path, ...],
     semaphores: tuple[str, ...],
+    sandbox: bool | None,
+    artifact_bucket: str,
 ) -> None:
     """Run PIPELINE (a pipeline name or a Workflow/WorkflowTemplate YAML file) on this machine.
 
@@ -273,6 +288,7 @@ def run(
     suspend gates, exit handlers. Each run's state and logs stay in $GEOMLOPS_HOME/runs.
     """
     from geomlops.argo.runner import Approval, LocalRunner, RunInterrupted
+    from geomlops.argo.runner.sandbox import settings_writable_paths
     from geomlops.argo.runner.synchronization import parse_limits
     from steps.promotion import validate_approver
 
@@ -296,6 +312,9 @@ def run(
         template_resolver=library,
         approver_check=validate_approver,
         semaphores={**library.semaphore_limits(), **parse_limits(semaphores)},
+        sandbox=sandbox,
+        writable_paths=settings_writable_paths(get_settings()),
+        artifact_repository=_artifact_repository(artifact_bucket),
     )
     if resume_id:
         if pipeline or params:
@@ -323,6 +342,20 @@ def _template_library(paths: tuple[Path, ...]) -> Any:
     from pipelines import template_resolver
 
     return TemplateLibrary.load(paths, fallback=template_resolver, fallback_name="geomlops' pipelines")
+
+
+def _artifact_repository(bucket: str) -> Any:
+    """The services profile's artifact repository, with the bucket and key format that
+    ``geomlops install`` renders for Argo; None on the embedded default (the run folder)."""
+    settings = get_settings()
+    if settings.profile != "services":
+        return None
+    from geomlops.argo.runner.artifacts import S3Repository
+    from geomlops.cli.install import artifact_repository
+
+    rendered = artifact_repository("argo", bucket, settings.s3_endpoint or "", True)["data"]["geomlops"]
+    s3 = yaml.safe_load(rendered)["s3"]
+    return S3Repository(s3["bucket"], settings.s3_endpoint, s3["keyFormat"])
 
 
 def relative_path_params(params: dict[str, str], cwd: Path) -> list[str]:

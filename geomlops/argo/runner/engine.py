@@ -14,7 +14,7 @@ import json
 import re
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,6 @@ from .execute import (
     ProcessRegistry,
     build_env,
     command_for,
-    make_sandbox,
     read_outputs,
     run_process,
 )
@@ -59,6 +58,7 @@ from .model import (
 from .outcome import Outcome
 from .progress import Reporter
 from .retry import RetryPolicy, deadline_of, last_retry, parse_duration
+from .sandbox import make_sandbox
 from .state_file import StateStore
 from .substitute import UnresolvedVariableError, substitute, substitute_all, to_argo_string
 from .suspend import run_suspend
@@ -102,6 +102,8 @@ class Engine:
         previous: Mapping[str, NodeState],
         run_dir: Path,
         artifacts: Repository | None = None,
+        sandboxed: bool = False,
+        writable: Sequence[Path] = (),
     ) -> None:
         self.workflow = workflow
         self.params = dict(params)
@@ -112,6 +114,9 @@ class Engine:
         self.run_dir = run_dir
         #: where output artifacts go (the run folder's ``artifacts`` unless told otherwise)
         self.artifacts: Repository = artifacts or LocalRepository(run_dir / "artifacts")
+        #: whether each attempt runs in its own filesystem view, and the host folders it may write
+        self.sandboxed = sandboxed
+        self.writable = tuple(writable)
         workers = max(1, options.max_workers)
         if workflow.spec.get("parallelism"):
             workers = min(workers, int(workflow.spec["parallelism"]))
@@ -372,13 +377,16 @@ class Engine:
             declared_arts = substitute_all(
                 (template.get("outputs") or {}).get("artifacts") or [], attempt_scope
             )
-            art_paths = [str(a["path"]) for a in declared_arts if "path" in a]
-            sandbox = make_sandbox(work_dir, [*paths.values(), *art_paths])
+            input_arts = substitute_all((template.get("inputs") or {}).get("artifacts") or [], attempt_scope)
+            art_paths = [str(a["path"]) for a in [*declared_arts, *input_arts] if "path" in a]
+            sandbox = make_sandbox(
+                work_dir, [*paths.values(), *art_paths], isolated=self.sandboxed, writable=self.writable
+            )
             for key, path in paths.items():
                 attempt_scope[f"outputs.parameters.{key}.path"] = sandbox.remap(path)
-            for art in (template.get("inputs") or {}).get("artifacts") or []:
+            for art in input_arts:
                 if "path" in art:
-                    attempt_scope[f"inputs.artifacts.{art['name']}.path"] = str(art["path"])
+                    attempt_scope[f"inputs.artifacts.{art['name']}.path"] = sandbox.remap(str(art["path"]))
             resolved = substitute_all(template, attempt_scope)
             timeout = self._pod_timeout(node.name, deadline_of(resolved))
             for art in (resolved.get("inputs") or {}).get("artifacts") or []:
@@ -409,6 +417,7 @@ class Engine:
                 secrets=secrets,
                 timeout=timeout,
                 registry=self.processes,
+                sandbox=sandbox,
             )
         if self.aborted.is_set():
             result.phase, result.message = FAILED, "interrupted"

@@ -3,8 +3,8 @@
 For a ``script`` template Argo writes ``source`` to a file and runs
 ``command + args + [that file]``; a ``container`` template runs ``command + args``. A
 leading ``python``/``python3`` becomes this interpreter. Each attempt runs in its own
-folder; absolute paths under the parents of the template's declared output files are
-remapped into ``<attempt folder>/root/...`` so that parallel tasks never share them.
+folder and filesystem view (:mod:`.sandbox`), in a session of its own so that stopping it
+stops its children too.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,64 +20,17 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import IO, Any
 
 from .model import ERROR, FAILED, SUCCEEDED
+from .sandbox import Sandbox
 from .substitute import to_argo_string
 
 RESULT_LIMIT = 256 * 1024  # Argo keeps the last 256 kB of stdout as outputs.result
 #: Argo's message for a pod killed at its deadline (the executor's deadline monitor)
 DEADLINE_MESSAGE = "Step exceeded its deadline"
 _PYTHON = re.compile(r"python(3(\.\d+)?)?")
-
-
-@dataclass(frozen=True)
-class Sandbox:
-    """Where a task's absolute output paths really live on this machine.
-
-    ``files`` are the declared output paths; ``prefixes`` their parent folders below the top
-    level (``/tmp/hera-outputs/parameters`` and ``/tmp/hera-outputs``, but never ``/tmp``
-    itself, so an input such as ``/tmp/data.csv`` keeps pointing at the host's file).
-    """
-
-    root: Path
-    files: frozenset[str]
-    prefixes: tuple[str, ...]
-
-    def remap(self, value: str) -> str:
-        """Return ``value`` moved under ``root`` when it is a sandboxed absolute path."""
-        if not value.startswith("/"):
-            return value
-        if value in self.files or any(
-            value == prefix or value.startswith(prefix + "/") for prefix in self.prefixes
-        ):
-            return str(self.root / value.lstrip("/"))
-        return value
-
-    def host_path(self, path: str) -> Path:
-        """Where ``path`` of the task's filesystem is on this machine (relative: its folder)."""
-        if not path.startswith("/"):
-            return self.root.parent / path
-        remapped = Path(self.remap(path))
-        if not remapped.exists() and Path(path).exists():  # written at the literal path
-            return Path(path)
-        return remapped
-
-
-def make_sandbox(work_dir: Path, output_paths: Sequence[str]) -> Sandbox:
-    """Create the sandbox of one attempt from the template's declared output paths."""
-    root = work_dir / "root"
-    files: set[str] = set()
-    prefixes: set[str] = set()
-    for path in output_paths:
-        pure = PurePosixPath(path)
-        if not pure.is_absolute():
-            continue
-        files.add(str(pure))
-        prefixes.update(str(parent) for parent in pure.parents if len(parent.parts) > 2)
-        (root / str(pure.parent).lstrip("/")).mkdir(parents=True, exist_ok=True)
-    return Sandbox(root, frozenset(files), tuple(sorted(prefixes, key=len, reverse=True)))
 
 
 @dataclass
@@ -234,6 +188,16 @@ def _kill_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
         os.killpg(proc.pid, sig)
 
 
+def _cannot_start(program: str, env: Mapping[str, str], work_dir: Path) -> str:
+    """Why ``program`` cannot be executed ("" if it can), as ``execvp`` would say."""
+    if "/" in program:
+        path = work_dir / program
+        if not path.exists():
+            return "No such file or directory"
+        return "" if os.access(path, os.X_OK) and path.is_file() else "Permission denied"
+    return "" if shutil.which(program, path=env.get("PATH", os.defpath)) else "No such file or directory"
+
+
 class _LogSink:
     """Writes a process's stdout and stderr to one log, hiding secret values."""
 
@@ -266,13 +230,18 @@ def run_process(
     secrets: Sequence[str],
     timeout: float | None,
     registry: ProcessRegistry,
+    sandbox: Sandbox | None = None,
 ) -> PodResult:
-    """Run ``argv`` in ``work_dir``, logging to ``log_path``; stdout becomes the result."""
+    """Run ``argv`` in ``work_dir`` (inside ``sandbox``), logging to ``log_path``; stdout is the result."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("a", encoding="utf-8") as handle:
+        if sandbox is not None and sandbox.isolated and (why := _cannot_start(argv[0], env, work_dir)):
+            # bubblewrap would start, then fail to run it: say so as if the program itself failed to start
+            handle.write(f"cannot start {argv[0]!r}: {why}\n")
+            return PodResult(ERROR, message=f"cannot start {argv[0]!r}: {why}")
         try:
             proc = subprocess.Popen(
-                argv,
+                sandbox.command(argv) if sandbox is not None else argv,
                 cwd=work_dir,
                 env=dict(env),
                 stdin=subprocess.DEVNULL,
@@ -330,20 +299,12 @@ def read_outputs(template: Mapping[str, Any], sandbox: Sandbox) -> tuple[dict[st
         path = value_from.get("path")
         if not path:
             continue
-        literal = Path(str(path)) if str(path).startswith("/") else sandbox.root.parent / str(path)
-        for candidate in (Path(sandbox.remap(str(path))), literal):
-            try:
-                text = candidate.read_text(encoding="utf-8")
-            except OSError:
-                continue
-            values[name] = text.removesuffix("\n")
-            break
-        else:
+        where = sandbox.host_path(str(path))
+        try:
+            values[name] = where.read_text(encoding="utf-8").removesuffix("\n")
+        except OSError:
             if "default" in value_from:
                 values[name] = to_argo_string(value_from["default"])
             else:
-                return values, (
-                    f"output parameter {name!r}: file {path} was not written "
-                    f"(looked in {sandbox.remap(str(path))} and {path})"
-                )
+                return values, f"output parameter {name!r}: file {path} was not written (looked in {where})"
     return values, ""

@@ -18,7 +18,7 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -50,6 +50,7 @@ from .model import (
     now_iso,
 )
 from .progress import Reporter
+from .sandbox import UNISOLATED_NOTE, bwrap_path, sandbox_wanted
 from .state_file import StateStore, load_state
 from .suspend import check_supplied, gates_of
 from .synchronization import check_synchronization
@@ -108,6 +109,10 @@ class LocalRunner:
         prompt: reads one answer at the prompt (``input`` by default; tests inject one).
         approver_check: checks and normalises an approver's name typed at the prompt (raises
             GeomlopsError to refuse it); the engine knows no rule of its own.
+        sandbox: run each task attempt in its own filesystem view (:mod:`.sandbox`); None: unless
+            ``GEOMLOPS_SANDBOX=off``.
+        writable_paths: host folders tasks may write besides the folder holding ``runs_dir``
+            (``$GEOMLOPS_HOME``), their own attempt folder and their private ``/tmp``.
         artifact_repository: where output artifacts are stored (default: a folder in each run's
             folder, ``artifacts/``); the services profile passes its S3 bucket.
         semaphores: semaphore limits, ``CONFIGMAP/KEY`` -> limit (see :mod:`.synchronization`).
@@ -128,6 +133,8 @@ class LocalRunner:
         approver_check: Callable[[str], str] | None = None,
         semaphores: Mapping[str, int] | None = None,
         artifact_repository: Repository | None = None,
+        sandbox: bool | None = None,
+        writable_paths: Sequence[Path] = (),
     ) -> None:
         if max_workers < 1:
             raise RunError(f"max_workers must be at least 1, not {max_workers}")
@@ -143,6 +150,8 @@ class LocalRunner:
         self.approver_check = approver_check
         self.semaphores = dict(semaphores or {})
         self.artifact_repository = artifact_repository
+        self.sandbox = sandbox_wanted(sandbox)
+        self.writable_paths = (self.runs_dir.resolve().parent, *(Path(p) for p in writable_paths))
 
     # --- public API -------------------------------------------------------------------
 
@@ -160,8 +169,10 @@ class LocalRunner:
             ManifestError: malformed manifest (kind, entrypoint, template, cycle...).
             UnsupportedFeatureError: a feature the local runner does not execute.
             ParameterError: an undeclared, missing or out-of-enum parameter.
-            RunError: the run id is taken or malformed.
+            RunError: the run id is taken or malformed, or the sandbox cannot run here.
         """
+        if self.sandbox:
+            bwrap_path()  # says how to install bubblewrap, or to run unisolated, before anything
         workflow = load_workflow(
             manifest,
             resolver=self.template_resolver,
@@ -205,8 +216,10 @@ class LocalRunner:
         """Run again every node of ``run_id`` that did not succeed, reusing the others.
 
         Raises:
-            RunError: unknown run id, or another process is running it.
+            RunError: unknown run id, another process is running it, or the sandbox cannot run here.
         """
+        if self.sandbox:
+            bwrap_path()
         run_dir = self._run_dir(run_id)
         with _run_lock(run_dir):
             state = load_state(run_dir)
@@ -309,8 +322,12 @@ class LocalRunner:
             previous=previous,
             run_dir=run_dir,
             artifacts=self.artifact_repository,
+            sandboxed=self.sandbox,
+            writable=self.writable_paths,
         )
         self.reporter.line(f"Running {workflow.name} as run {state.run_id} in {run_dir}")
+        if not self.sandbox:
+            self.reporter.line(UNISOLATED_NOTE)
         began = time.monotonic()
         try:
             with _stop_on_signals(engine):

@@ -93,7 +93,8 @@ def test_hera_runner_outputs_are_sandboxed_per_task(tmp_path: Path) -> None:
     state = make_runner(tmp_path).show(summary.run_id)
     assert state.nodes["total"].inputs == {"a": "8", "b": "10"}
     assert state.nodes["total"].result == "8+10=18"
-    written = summary.run_dir / "work" / "left" / "attempt-1" / "root" / "tmp" / "hera-outputs"
+    # in the attempt's private /tmp
+    written = summary.run_dir / "work" / "left" / "attempt-1" / "tmp" / "hera-outputs"
     assert (written / "parameters" / "doubled").read_text() == "8"
 
 
@@ -525,32 +526,38 @@ def test_steps_continue_on_failure_and_when(tmp_path: Path) -> None:
     assert (nodes["[0].tolerated"].status, nodes["[1].never"].status) == ("Failed", "Skipped")
 
 
-def test_sandbox_remaps_output_folders_but_not_other_host_paths(tmp_path: Path) -> None:
-    host_file = Path(f"/tmp/geomlops-runner-{uuid.uuid4().hex}.csv")
-    host_file.write_text("a,b\n")
+def test_each_attempt_has_a_private_tmp_and_the_host_outside_it(tmp_path: Path) -> None:
+    hidden = Path(f"/tmp/geomlops-runner-{uuid.uuid4().hex}.csv")  # the host's /tmp: hidden
+    hidden.write_text("a,b\n")
+    shared = tmp_path / "data.csv"  # in the folder holding the runs: visible, as a volume is
+    shared.write_text("c,d\n")
     probe = script(
         "probe",
         """
         import os, pathlib
         out = pathlib.Path(os.environ["OUT_DIR"])
-        (out / "rows").write_text(pathlib.Path(os.environ["DATA"]).read_text().strip())
+        out.mkdir(exist_ok=True)
+        seen = pathlib.Path(os.environ["HIDDEN"]).exists()
+        (out / "rows").write_text(pathlib.Path(os.environ["DATA"]).read_text().strip() + f" {seen}")
         print(os.environ["OUT_DIR"])
         """,
         outputs={"rows": "/tmp/probe-out/rows"},
     )
     probe["script"]["env"] = [
         {"name": "OUT_DIR", "value": "/tmp/probe-out"},
-        {"name": "DATA", "value": str(host_file)},
+        {"name": "DATA", "value": str(shared)},
+        {"name": "HIDDEN", "value": str(hidden)},
     ]
     try:
         summary = make_runner(tmp_path).run(workflow([probe], entrypoint="probe"), {})
     finally:
-        host_file.unlink()
+        hidden.unlink()
 
     assert summary.status == "Succeeded", summary.message
-    assert summary.outputs["probe"] == {"rows": "a,b"}
-    sandboxed = summary.run_dir / "work" / "probe" / "attempt-1" / "root" / "tmp" / "probe-out"
-    assert make_runner(tmp_path).show(summary.run_id).nodes["probe"].result == str(sandboxed)
+    assert summary.outputs["probe"] == {"rows": "c,d False"}
+    assert make_runner(tmp_path).show(summary.run_id).nodes["probe"].result == "/tmp/probe-out"
+    private = summary.run_dir / "work" / "probe" / "attempt-1" / "tmp" / "probe-out" / "rows"
+    assert private.read_text() == "c,d False"
     assert not Path("/tmp/probe-out/rows").exists()
 
 

@@ -19,15 +19,17 @@ from geomlops.argo.runner import LocalRunner
 from geomlops.argo.runner.execute import process_start
 
 REPO = Path(__file__).resolve().parents[3]
+#: how long the task's child sleeps: a number no other process of this machine uses
+NAP = f"{3000 + os.getpid() % 1000}"
 GEOMLOPS = Path(sys.executable).with_name("geomlops")
 
-#: Writes its pid and its child's, then waits (while ``<dir>/go`` is missing) with a child
-#: ``sleep`` running, as a task that started a tool would.
+#: Starts a child ``sleep`` (as a task that started a tool would), says so in ``<dir>/started``,
+#: then waits while ``<dir>/go`` is missing.
 SLOW = """
-    import os, pathlib, subprocess, sys, time
+    import pathlib, subprocess, time
     d = pathlib.Path("{{inputs.parameters.dir}}")
-    child = subprocess.Popen(["sleep", "300"])
-    (d / "pids").open("a").write(f"{os.getpid()} {child.pid}\\n")
+    child = subprocess.Popen(["sleep", "{{inputs.parameters.nap}}"])
+    (d / "started").open("a").write("x")
     while not (d / "go").exists():
         time.sleep(0.05)
     child.kill()
@@ -38,7 +40,7 @@ SLOW = """
 def manifest(data: Path) -> dict[str, Any]:
     """first -> slow (killed here) -> last, each with outputs to compare after resuming."""
     quick = script("quick", "print('{{inputs.parameters.tag}}-' + str(6 * 7))", inputs=["tag"])
-    slow = script("slow", SLOW, inputs=["dir", "seed"])
+    slow = script("slow", SLOW, inputs=["dir", "seed", "nap"])
     first = "{{tasks.first.outputs.result}}"
     main = dag(
         "main",
@@ -47,7 +49,7 @@ def manifest(data: Path) -> dict[str, Any]:
             task(
                 "slow",
                 "slow",
-                args={"dir": str(data), "seed": first},
+                args={"dir": str(data), "seed": first, "nap": NAP},
                 depends="first",
             ),
             task("last", "quick", args={"tag": "{{tasks.slow.outputs.result}}"}, depends="slow"),
@@ -69,8 +71,24 @@ def geomlops(home: Path, *args: str, **popen: Any) -> subprocess.Popen[str]:
     )
 
 
-def task_pids(data: Path) -> list[int]:
-    return [int(p) for line in (data / "pids").read_text().splitlines() for p in line.split()]
+def run_processes(runs: Path) -> list[int]:
+    """Host pids of the run's processes: its task (a script in the run folder), its ``sleep``.
+
+    Tasks run in a PID namespace of their own, so the pids they see are not the host's:
+    the processes are found by their command lines.
+    """
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        task = "python" in cmdline and str(runs) in cmdline and "bwrap" not in cmdline
+        if (task or f"sleep {NAP}" in cmdline) and process_start(int(entry.name)) is not None:
+            found.append(int(entry.name))
+    return found
 
 
 def outputs(runs: Path, run_id: str) -> str:
@@ -90,8 +108,8 @@ def only_run(runs: Path) -> str:
 def reference(tmp_path_factory: pytest.TempPathFactory) -> str:
     """The outputs of the same workflow run without interruption."""
     root = tmp_path_factory.mktemp("reference")
-    data = root / "data"
-    data.mkdir()
+    data = root / "home" / "data"  # tasks may write $GEOMLOPS_HOME
+    data.mkdir(parents=True)
     (data / "go").touch()
     (root / "wf.yaml").write_text(yaml.safe_dump(manifest(data)))
     proc = geomlops(root / "home", "run", str(root / "wf.yaml"))
@@ -102,12 +120,12 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 def start_and_wait_for_slow(tmp_path: Path) -> tuple[subprocess.Popen[str], Path, Path]:
-    data = tmp_path / "data"
-    data.mkdir()
+    data = tmp_path / "home" / "data"
+    data.mkdir(parents=True)
     (tmp_path / "wf.yaml").write_text(yaml.safe_dump(manifest(data)))
     proc = geomlops(tmp_path / "home", "run", str(tmp_path / "wf.yaml"))
     deadline = time.monotonic() + 60
-    while not (data / "pids").exists() or len((data / "pids").read_text().split()) < 2:
+    while not (data / "started").exists():
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline, "the slow task never started"
         time.sleep(0.05)
@@ -119,13 +137,15 @@ def test_signal_stops_every_task_process_and_resume_gives_the_same_outputs(
     tmp_path: Path, reference: str, sig: signal.Signals, code: int
 ) -> None:
     proc, data, runs = start_and_wait_for_slow(tmp_path)
-    pids = task_pids(data)
+    pids = run_processes(runs)
+    assert len(pids) == 2, "the task and its sleep are found"
 
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=60)
 
     assert proc.returncode == code, out + err
     assert [p for p in pids if process_start(p) is not None] == [], "a task process survived"
+    assert run_processes(runs) == []
     run_id = only_run(runs)
     resume_lines = [line for line in err.splitlines() if f"geomlops run --resume {run_id}" in line]
     assert len(resume_lines) == 1, err
@@ -146,12 +166,13 @@ def test_signal_stops_every_task_process_and_resume_gives_the_same_outputs(
 
 
 def test_run_whose_runner_was_killed_shows_as_interrupted_not_running(tmp_path: Path) -> None:
-    proc, data, runs = start_and_wait_for_slow(tmp_path)
+    proc, _, runs = start_and_wait_for_slow(tmp_path)
     proc.kill()
     proc.communicate(timeout=60)
-    for pid in task_pids(data):  # SIGKILL cannot be caught: the orphans are ours to stop
-        if process_start(pid) is not None:
-            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30  # the sandbox dies with its parent, and its tasks with it
+    while run_processes(runs) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert run_processes(runs) == []
     run_id = only_run(runs)
     assert json.loads((runs / run_id / "state.json").read_text())["status"] == "Running"
 

@@ -1,0 +1,149 @@
+"""Each task attempt sees its own filesystem, as a pod does: a private /tmp, the host read-only."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from runner_fixtures.build import dag, script, task, workflow
+
+from geomlops.argo.runner import LocalRunner
+from geomlops.argo.runner.sandbox import SANDBOX_ENV, bwrap_path, sandbox_wanted
+from geomlops.errors import RunError
+
+REPO = Path(__file__).resolve().parents[3]
+
+#: writes its own value to a fixed path, slowly enough that its sibling writes it meanwhile
+FIXED_PATH = """
+    import pathlib, time
+    out = pathlib.Path("/tmp/out.txt")
+    out.write_text("{{inputs.parameters.value}}")
+    time.sleep(1)
+    print(out.read_text())
+"""
+
+
+def make_runner(tmp_path: Path, **options: Any) -> LocalRunner:
+    options.setdefault("progress", False)
+    return LocalRunner(tmp_path / "runs", **options)
+
+
+def fixed_path_writer() -> dict[str, Any]:
+    return script("write", FIXED_PATH, inputs=["value"], outputs={"written": "/tmp/out.txt"})
+
+
+def test_parallel_tasks_writing_one_fixed_path_each_see_their_own_file(tmp_path: Path) -> None:
+    gather = script("gather", "print('{{inputs.parameters.a}}+{{inputs.parameters.b}}')", inputs=["a", "b"])
+    fan = task("fan", "write", args={"value": "{{item}}"}, withItems=["x", "y", "z"])
+    main = dag(
+        "main",
+        [
+            task("left", "write", args={"value": "left"}),
+            task("right", "write", args={"value": "right"}),
+            task(
+                "both",
+                "gather",
+                args={
+                    "a": "{{tasks.left.outputs.parameters.written}}",
+                    "b": "{{tasks.right.outputs.parameters.written}}",
+                },
+                depends="left && right",
+            ),
+            fan,
+        ],
+    )
+
+    summary = make_runner(tmp_path, max_workers=6).run(workflow([main, fixed_path_writer(), gather]))
+
+    assert summary.status == "Succeeded", summary.message
+    nodes = make_runner(tmp_path).show(summary.run_id).nodes
+    assert nodes["both"].result == "left+right"
+    assert (nodes["left"].result, nodes["right"].result) == ("left", "right")
+    assert sorted(n.outputs["written"] for name, n in nodes.items() if name.startswith("fan(")) == [
+        "x",
+        "y",
+        "z",
+    ]
+    assert not Path("/tmp/out.txt").exists() or Path("/tmp/out.txt").read_text() not in ("left", "right")
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        f"/opt/geomlops-sandbox-{uuid.uuid4().hex}",  # the host's root
+        str(REPO / f"geomlops-sandbox-{uuid.uuid4().hex}"),  # the checkout
+        str(Path.home() / f".geomlops-sandbox-{uuid.uuid4().hex}"),
+    ],
+)
+def test_a_task_cannot_write_the_host_outside_the_allowed_folders(tmp_path: Path, target: str) -> None:
+    writer = script(
+        "escape",
+        f"""
+        import pathlib
+        pathlib.Path("{target}").write_text("escaped")
+        """,
+    )
+
+    summary = make_runner(tmp_path).run(workflow([writer], entrypoint="escape"))
+
+    assert not Path(target).exists()
+    assert summary.status == "Failed"
+    log = (summary.run_dir / "logs" / "escape.log").read_text()
+    assert "Read-only file system" in log
+
+
+def test_allowed_folders_are_writable(tmp_path: Path) -> None:
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    writer = script(
+        "write",
+        f"""
+        import pathlib
+        pathlib.Path("{tmp_path / "home-file"}").write_text("home")  # the folder holding the runs
+        pathlib.Path("{extra / "extra-file"}").write_text("extra")
+        pathlib.Path("own-folder-file").write_text("own")
+        """,
+    )
+
+    summary = make_runner(tmp_path, writable_paths=[extra]).run(workflow([writer], entrypoint="write"))
+
+    assert summary.status == "Succeeded", summary.message
+    assert (tmp_path / "home-file").read_text() == "home"
+    assert (extra / "extra-file").read_text() == "extra"
+    assert (summary.run_dir / "work" / "write" / "attempt-1" / "own-folder-file").read_text() == "own"
+
+
+def test_unisolated_fallback_is_reported_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    main = dag("main", [task("a", "write", args={"value": "a"}), task("b", "write", args={"value": "b"})])
+
+    summary = make_runner(tmp_path, sandbox=False, progress=True).run(workflow([main, fixed_path_writer()]))
+
+    assert summary.status == "Succeeded", summary.message
+    assert capsys.readouterr().err.count("tasks run unisolated (GEOMLOPS_SANDBOX=off)") == 1
+
+
+def test_sandbox_setting_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(SANDBOX_ENV, "off")
+    assert (sandbox_wanted(None), sandbox_wanted(True)) == (False, True)
+    monkeypatch.delenv(SANDBOX_ENV)
+    assert (sandbox_wanted(None), sandbox_wanted(False)) == (True, False)
+
+
+@pytest.fixture
+def no_bwrap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    empty = tmp_path / "empty-path"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    bwrap_path.cache_clear()
+    yield
+    bwrap_path.cache_clear()
+
+
+@pytest.mark.usefixtures("no_bwrap")
+def test_missing_bubblewrap_is_named_with_the_fallback_before_anything_runs(tmp_path: Path) -> None:
+    with pytest.raises(RunError, match=r"bubblewrap \(bwrap\), which is not installed.*GEOMLOPS_SANDBOX=off"):
+        make_runner(tmp_path).run(workflow([fixed_path_writer()], entrypoint="write"))
+    assert not (tmp_path / "runs").exists()
