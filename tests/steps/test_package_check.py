@@ -179,3 +179,73 @@ def test_prediction_is_checked_against_the_mlm_output(scaffolded: Path, schema_d
         raise RuntimeError("CUDA not available")
 
     assert "CUDA not available" in prediction_faults(spec, broken)[0].expected
+
+
+def _with_project(scaffolded: Path, root: Path, **changes: Any) -> Path:
+    shutil.copytree(scaffolded, root)
+    project = yaml.safe_load((root / "MLproject").read_text())
+    for key, value in changes.items():
+        if value is None:
+            project.pop(key, None)
+        else:
+            project[key] = value
+    (root / "MLproject").write_text(yaml.safe_dump(project))
+    return root
+
+
+@pytest.mark.parametrize(
+    ("changes", "files", "faults"),
+    [
+        (
+            {"python_env": None, "conda_env": "conda.yaml"},
+            {"conda.yaml": "dependencies: [python=3.11, pip]\n"},
+            [],
+        ),
+        ({"python_env": None, "docker_env": {"image": "ghcr.io/org/model:1"}}, {}, []),
+        ({"python_env": None}, {}, []),  # python_env.yaml beside MLproject, as MLflow reads it
+        (
+            {"python_env": None, "docker_env": {"volumes": []}},
+            {},
+            ["MLproject: docker_env.image: the image to run"],
+        ),
+        (
+            {"conda_env": "conda.yaml"},
+            {"conda.yaml": "dependencies: []\n"},
+            ["MLproject: python_env, conda_env: one environment declaration, not several"],
+        ),
+        ({"python_env": "env/python.yaml"}, {}, ["MLproject: python_env: names env/python.yaml"]),
+        ({}, {"python_env.yaml": "dependencies: [numpy]\n"}, ["python_env.yaml: python: the Python version"]),
+    ],
+)
+def test_environment_declarations(
+    scaffolded: Path,
+    tmp_path: Path,
+    schema_dir: Path,
+    changes: dict[str, Any],
+    files: dict[str, str],
+    faults: list[str],
+) -> None:
+    root = _with_project(scaffolded, tmp_path / "pkg", **changes)
+    for name, text in files.items():
+        (root / name).write_text(text)
+    found = [str(f) for f in check_package(root, schema_dir).faults]
+    assert len(found) == len(faults) and all(f.startswith(e) for f, e in zip(found, faults, strict=True)), (
+        found
+    )
+
+
+def test_commands_parameters_and_uv_run(scaffolded: Path, tmp_path: Path, schema_dir: Path) -> None:
+    root = _with_project(scaffolded, tmp_path / "pkg")
+    project = yaml.safe_load((root / "MLproject").read_text())
+    project["entry_points"]["train"]["command"] = "uv run python -m flood_extent.train --data {data}"
+    assert check_package(root, schema_dir).faults == []
+    project["entry_points"]["train"]["parameters"]["epochs"] = {"type": "int"}  # geomlops never passes it
+    project["entry_points"]["inference"]["command"] = ""
+    project["entry_points"]["evaluate"] = {"parameters": {"data": {"type": "path"}}, "command": "python -m e"}
+    (root / "MLproject").write_text(yaml.safe_dump(project))
+    assert sorted(str(f) for f in check_package(root, schema_dir).faults) == [
+        "MLproject: entry_points.evaluate.parameters: "
+        "a parameter 'model_uri' (geomlops passes model_uri, data)",
+        "MLproject: entry_points.inference.command: a non-empty command string",
+        "MLproject: entry_points.train.parameters.epochs: a default (geomlops passes only data to train)",
+    ]
