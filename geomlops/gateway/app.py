@@ -83,7 +83,7 @@ def create_app(
         config: the gateway's settings; default: from the environment (``GEOMLOPS_GATEWAY_*``).
         backend: where runs go; default: the one ``config.backend`` names.
     """
-    from geomlops.gateway import routes_admin, routes_models, routes_runs
+    from geomlops.gateway import routes_admin, routes_models, routes_runs, webhooks
 
     settings = settings or get_settings()
     config = config or GatewaySettings()
@@ -112,6 +112,7 @@ def create_app(
     app.include_router(routes_admin.router)
     app.include_router(routes_models.router)
     app.include_router(routes_runs.router)
+    app.include_router(webhooks.router)  # authenticated by its signature, not by a key
     for kind, _code in _STATUS:
         app.add_exception_handler(kind, _error)
     app.add_exception_handler(RequestValidationError, _invalid)  # type: ignore[arg-type]

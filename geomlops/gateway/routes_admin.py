@@ -18,8 +18,9 @@ Parts = Annotated[Gateway, Depends(gateway)]
 Reader = Annotated[Principal, require(Permission.READ)]
 Admin = Annotated[Principal, require(Permission.MANAGE_KEYS)]
 
-#: routes anyone may call: liveness for probes and load balancers, and the API's description
-PUBLIC_PATHS = frozenset({"/api/v1/health", "/api/v1/openapi.json"})
+#: routes anyone may call: liveness for probes and load balancers, the API's description, and
+#: GitHub's webhook (its body's signature authenticates it; see :mod:`geomlops.gateway.webhooks`)
+PUBLIC_PATHS = frozenset({"/api/v1/health", "/api/v1/openapi.json", "/api/v1/webhooks/github"})
 
 
 @router.get("/health", tags=["system"], summary="Liveness and database")

@@ -45,6 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--approver", default="")
     parser.add_argument("--reason", default="")
     parser.add_argument("--override", action="store_true")
+    parser.add_argument("--output", action="append", default=[], help="NAME=VALUE of a supplied output")
     args = parser.parse_args(argv)
     try:
         if args.action == "start":
@@ -53,7 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             params = json.loads(args.launch.read_text(encoding="utf-8"))["parameters"]
             summary = _runner().run(render(args.pipeline), params, run_id=args.run_id)
         elif args.action == "approve":
-            approval = Approval(approver=args.approver, reason=args.reason, override=args.override)
+            outputs = dict(pair.split("=", 1) for pair in args.output)
+            approval = Approval(args.approver, args.reason, args.override, outputs)
             summary = _runner(approval=approval).resume(args.run_id)
         else:
             summary = _runner(refusal=f"refused by {args.approver}: {args.reason}").resume(args.run_id)

@@ -26,6 +26,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from geomlops.argo.runner.model import RunState
 from geomlops.argo.runner.state_file import STATE_FILE, load_state
 from geomlops.errors import ParameterError, RunError
@@ -153,14 +155,41 @@ class LocalBackend:
         override: bool = False,
         outputs: Mapping[str, str] | None = None,
     ) -> RunInfo:
-        """Resume the run with an approval, as ``geomlops run --resume ID --approve`` does."""
-        if outputs:
-            raise ParameterError(
-                f"outputs: the local runner supplies only approver, reason, approved_at and override, "
-                f"not {', '.join(sorted(outputs))}"
-            )
+        """Resume the run with an approval, as ``geomlops run --resume ID --approve`` does; the
+        supplied ``outputs`` are checked against the waiting gate before anything starts."""
+        from geomlops.argo.runner import Approval
+
+        self._check_outputs(run_id, Approval(approver, reason, override, dict(outputs or {})))
         args = ["approve", "--approver", approver, "--reason", reason] + (["--override"] if override else [])
+        for name, value in (outputs or {}).items():
+            args += ["--output", f"{name}={value}"]
         return self._decide(run_id, args)
+
+    def _check_outputs(self, run_id: str, approval: Any) -> None:
+        """Refuse output names the waiting gate does not supply, or values outside its enum.
+
+        Raises:
+            ParameterError: naming the output (field ``outputs``).
+        """
+        from geomlops.argo.runner.manifest import load_workflow
+        from geomlops.argo.runner.suspend import check_supplied, gates_of
+        from pipelines import template_resolver
+
+        state = self._state(run_id)
+        if state is None:
+            return
+        run_dir = self._run_dir(run_id)
+        manifest = yaml.safe_load((run_dir / "manifest.yaml").read_text(encoding="utf-8"))
+        refs_file = run_dir / "refs.yaml"
+        refs = yaml.safe_load(refs_file.read_text(encoding="utf-8")) if refs_file.is_file() else {}
+        workflow = load_workflow(manifest, resolver=template_resolver, refs=refs)
+        waiting = {
+            n.template for n in state.nodes.values() if n.status == "Suspended" and n.type == "Suspend"
+        }
+        try:
+            check_supplied(gates_of(workflow, waiting), approval)
+        except ParameterError as err:
+            raise ParameterError(f"outputs: {err}") from err
 
     def refuse(self, run_id: str, *, approver: str, reason: str) -> RunInfo:
         """Resume the run answering 'no' at its gate: the gate fails and the run ends."""

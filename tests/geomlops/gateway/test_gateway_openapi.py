@@ -42,8 +42,16 @@ schema = schemathesis.openapi.from_path(str(GOLDEN))
 
 
 @pytest.fixture
-def admin(gateway: Served) -> tuple[str, dict[str, str]]:
-    """Where to send the cases, and an admin's credentials (every route reachable)."""
+def admin(gateway: Served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[str, dict[str, str]]:
+    """Where to send the cases, and an admin's credentials (every route reachable); the webhook
+    is configured (read at each delivery), so its route checks signatures rather than answering
+    503 'not configured'."""
+    config = tmp_path / "webhook.yaml"
+    config.write_text(
+        json.dumps({"secret": "s" * 32, "repositories": {"org/model": {"model": "cloud-mask"}}}),
+        encoding="utf-8",
+    )
+    monkeypatch.setenv("GEOMLOPS_GATEWAY_WEBHOOK_CONFIG", str(config))
     return gateway.url, {"Authorization": f"Bearer {gateway.keys['admin']}"}
 
 
