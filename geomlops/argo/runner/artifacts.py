@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
+from .expr import ExpressionError, build_env, evaluate
 from .substitute import substitute, to_argo_string
 
 #: Argo's key when the repository names no ``keyFormat``
@@ -167,8 +168,6 @@ def refused_feature(template: Mapping[str, Any]) -> str | None:
             if isinstance(art, Mapping) and source in art:
                 return f"input artifacts read from {source}"
     outputs = (template.get("outputs") or {}).get("artifacts") or []
-    if outputs and ("dag" in template or "steps" in template):
-        return "output artifacts of dag/steps templates"
     for art in outputs:
         archive = art.get("archive") if isinstance(art, Mapping) else None
         if isinstance(archive, Mapping) and not set(archive) <= {"none", "tar"}:
@@ -277,15 +276,52 @@ def reference_of(argument: Mapping[str, Any], scope: Mapping[str, str], where: s
         text = str(argument["fromExpression"]).strip()
         found = _EXPRESSION.fullmatch(text)
         if not found:
-            raise ArtifactError(
-                f"{where}: fromExpression {text!r} is not a plain artifact reference "
-                "(tasks.T.outputs.artifacts.A); the local runner resolves only those"
-            )
+            return _evaluated_reference(text, scope, where)
         kind, dotted, quoted, art_dotted, art_quoted = found.groups()
         variable = f"{kind}.{dotted or quoted}.outputs.artifacts.{art_dotted or art_quoted}"
     if variable not in scope:
         return None
     return dict(json.loads(scope[variable]))
+
+
+def _evaluated_reference(text: str, scope: Mapping[str, str], where: str) -> dict[str, str] | None:
+    """Evaluate a ``fromExpression`` (a ternary choosing an artifact...) with :mod:`.expr`."""
+    try:
+        value = evaluate(text, build_env(scope))
+    except ExpressionError as err:
+        raise ArtifactError(f"{where}: {err}") from err
+    if value is None:
+        return None
+    try:
+        reference = json.loads(value) if isinstance(value, str) else value
+    except ValueError:
+        reference = None
+    if not isinstance(reference, dict) or ("key" not in reference and "raw" not in reference):
+        raise ArtifactError(f"{where}: fromExpression {text!r} gives {value!r}, not an artifact")
+    return {str(k): str(v) for k, v in reference.items()}
+
+
+def container_artifacts(template: Mapping[str, Any], scope: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    """A DAG or steps template's output artifacts: each names one of its tasks' (``from``,
+    ``fromExpression``); one that names nothing is left out if ``optional``.
+
+    Raises:
+        ArtifactError: an artifact has no ``from``/``fromExpression``, or names nothing and is
+            not optional.
+    """
+    found: dict[str, dict[str, str]] = {}
+    for art in (template.get("outputs") or {}).get("artifacts") or []:
+        name = str(art["name"])
+        where = f"output artifact {name!r} of template {template.get('name')!r}"
+        if "from" not in art and "fromExpression" not in art:
+            raise ArtifactError(f"{where}: needs from or fromExpression")
+        reference = reference_of(art, scope, where)
+        if reference is None:
+            if art.get("optional"):
+                continue
+            raise ArtifactError(f"{where}: {art.get('from') or art.get('fromExpression')} names no artifact")
+        found[name] = {**reference, "name": name}
+    return found
 
 
 def call_artifacts(call: Mapping[str, Any], scope: Mapping[str, str], name: str) -> dict[str, dict[str, str]]:

@@ -80,8 +80,13 @@ class RunContext(Protocol):
     def close(self, node: NodeState, phase: str, message: str) -> Outcome:
         """Record a node's final phase (or Suspended) and return its outcome."""
 
-    def export_globals(self, template: Mapping[str, Any], outputs: Mapping[str, str]) -> None:
-        """Publish outputs that declare a ``globalName``."""
+    def export_globals(
+        self,
+        template: Mapping[str, Any],
+        outputs: Mapping[str, str],
+        artifacts: Mapping[str, dict[str, str]] | None = None,
+    ) -> None:
+        """Publish outputs (and output artifacts) that declare a ``globalName``."""
 
     def global_scope(self) -> dict[str, str]:
         """The workflow-wide variables now (global outputs published so far included)."""

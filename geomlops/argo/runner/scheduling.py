@@ -17,6 +17,7 @@ from typing import Any
 from geomlops.argo.dag import Depends, ancestors, dag_dependencies, evaluate_depends
 
 from ._expr_values import go_sprint
+from .artifacts import ArtifactError, container_artifacts
 from .context import RunContext
 from .expr import ExpressionError, build_env, evaluate
 from .fanout import run_parallel, run_task, spawn
@@ -97,14 +98,17 @@ def _run_once(
     if phase == SUCCEEDED:
         try:
             node.outputs = _container_outputs(template, {**scope, **local})
-            engine.export_globals(template, node.outputs)
-        except (UnresolvedVariableError, ExpressionError) as err:
+            node.artifacts = container_artifacts(template, {**scope, **local})
+            engine.export_globals(template, node.outputs, node.artifacts)
+        except (UnresolvedVariableError, ExpressionError, ArtifactError) as err:
             phase, message = ERROR, f"outputs of template {template['name']!r}: {err}"
     node.status, node.message = phase, message
     if phase != SUSPENDED:
         node.finished = now_iso()
     engine.store.put(node)
-    return Outcome(name, phase, dict(node.outputs), None, message, None, node.started, node.finished)
+    outcome = Outcome(name, phase, dict(node.outputs), None, message, None, node.started, node.finished)
+    outcome.artifacts = dict(node.artifacts)
+    return outcome
 
 
 def dag_targets(template: Mapping[str, Any], scope: Mapping[str, str]) -> list[str]:

@@ -218,3 +218,65 @@ def test_artifacts_pass_through_the_services_profile_bucket(
     body = client(endpoint).get_object(Bucket=bucket, Key=key)["Body"].read()
     assert body[:2] == b"\x1f\x8b"  # gzip
     assert not (summary.run_dir / "artifacts").exists()
+
+
+def conditional_artifacts(side: str) -> dict[str, Any]:
+    """Argo's conditional-artifacts example: a steps template's output artifact chosen by a
+    fromExpression, handed on by a DAG's output artifact (``from``), read by the last task."""
+    flip = script("flip-coin", f"print('{side}')")
+    heads = script("heads", "open('/tmp/heads.txt', 'w').write('it was heads')")
+    heads["outputs"] = {"artifacts": [{"name": "headsresult", "path": "/tmp/heads.txt"}]}
+    tails = script("tails", "open('/tmp/tails.txt', 'w').write('it was tails')")
+    tails["outputs"] = {"artifacts": [{"name": "tailsresult", "path": "/tmp/tails.txt"}]}
+    choose = {
+        "name": "choose",
+        "steps": [
+            [{"name": "flip-coin", "template": "flip-coin"}],
+            [
+                {"name": "heads", "template": "heads", "when": "{{steps.flip-coin.outputs.result}} == heads"},
+                {"name": "tails", "template": "tails", "when": "{{steps.flip-coin.outputs.result}} == tails"},
+            ],
+        ],
+        "outputs": {
+            "artifacts": [
+                {
+                    "name": "result",
+                    "fromExpression": "steps['flip-coin'].outputs.result == 'heads' ? "
+                    "steps.heads.outputs.artifacts.headsresult : steps.tails.outputs.artifacts.tailsresult",
+                }
+            ]
+        },
+    }
+    inner = dag("inner", [task("choose", "choose")])
+    inner["outputs"] = {
+        "artifacts": [{"name": "chosen", "from": "{{tasks.choose.outputs.artifacts.result}}"}]
+    }
+    show = script("show", "print(open('/tmp/in.txt').read())")
+    show["inputs"] = {"artifacts": [{"name": "in", "path": "/tmp/in.txt"}]}
+    main = dag(
+        "main",
+        [
+            task("inner", "inner"),
+            task(
+                "show",
+                "show",
+                depends="inner",
+                arguments={"artifacts": [{"name": "in", "from": "{{tasks.inner.outputs.artifacts.chosen}}"}]},
+            ),
+        ],
+    )
+    return workflow([main, inner, choose, flip, heads, tails, show])
+
+
+@pytest.mark.parametrize("side", ["heads", "tails"])
+def test_dag_and_steps_output_artifacts_with_a_conditional_from_expression(tmp_path: Path, side: str) -> None:
+    summary = make_runner(tmp_path).run(conditional_artifacts(side))
+
+    assert summary.status == "Succeeded", summary.message
+    nodes = make_runner(tmp_path).show(summary.run_id).nodes
+    assert nodes["show"].result == f"it was {side}"
+    assert (
+        nodes["inner"]
+        .artifacts["chosen"]["key"]
+        .endswith(f"{side}resulttgz".replace("resulttgz", "result.tgz"))
+    )
