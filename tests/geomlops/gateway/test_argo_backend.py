@@ -1,0 +1,267 @@
+"""The Argo Server backend against a local server that speaks Argo Server's API: the exact
+requests it makes (submit from the installed WorkflowTemplate, get, list, logs, stop, set the
+gate's supplied outputs and resume it, refuse), how it reads Argo's Workflow JSON, its errors;
+then train → batch inference → promotion → approve through the gateway's HTTP API."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from geomlops.errors import ConfigurationError, ParameterError
+from geomlops.gateway.app import create_app
+from geomlops.gateway.auth import create_key
+from geomlops.gateway.backends.argo import ArgoBackend, pod_name
+from geomlops.gateway.backends.base import (
+    BackendUnavailableError,
+    GateNotWaitingError,
+    Phase,
+    RunBackend,
+    RunNotFoundError,
+    RunStateError,
+)
+from geomlops.gateway.settings import GatewaySettings
+from geomlops.settings import Settings
+from pipelines import render
+
+from .conftest import MODEL, _clean_env, serve_in_thread
+from .fake_argo import FakeArgo, fake_argo
+
+TOKEN = "argo-token-never-shown"
+
+
+@pytest.fixture
+def argo() -> Iterator[FakeArgo]:
+    with fake_argo() as server:
+        yield server
+
+
+def _backend(url: str, monkeypatch: pytest.MonkeyPatch) -> ArgoBackend:
+    monkeypatch.setenv("GEOMLOPS_ARGO_SERVER", url)
+    monkeypatch.setenv("GEOMLOPS_ARGO_NAMESPACE", "geomlops")
+    monkeypatch.setenv("GEOMLOPS_ARGO_TOKEN", TOKEN)
+    return ArgoBackend(Settings())
+
+
+def _template(pipeline: str) -> str:
+    return str(render(pipeline)["metadata"]["name"])
+
+
+def test_it_is_a_run_backend_and_needs_a_server(home: Path) -> None:
+    with pytest.raises(ConfigurationError, match="GEOMLOPS_ARGO_SERVER: not set"):
+        ArgoBackend(Settings())
+    assert isinstance(ArgoBackend(Settings(argo_server="http://127.0.0.1:9")), RunBackend)
+
+
+def test_submit_asks_argo_to_run_the_installed_template(
+    argo: FakeArgo, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = _backend(argo.url, monkeypatch)
+    run = backend.submit("training", {"model": MODEL, "dataset_path": "d/x"}, submitted_by="ada@example.org")
+    [sent] = argo.requests
+    assert (sent["method"], sent["path"], sent["auth"]) == (
+        "POST",
+        "/api/v1/workflows/geomlops/submit",
+        f"Bearer {TOKEN}",
+    )
+    assert sent["body"] == {
+        "namespace": "geomlops",
+        "resourceKind": "WorkflowTemplate",
+        "resourceName": _template("training"),
+        "submitOptions": {
+            "parameters": [f"model={MODEL}", "dataset_path=d/x"],
+            "labels": "geomlops.io/pipeline=training",
+            "annotations": "geomlops.io/submitted-by=ada@example.org",
+        },
+    }
+    assert run.run_id == f"{_template('training')}-00001" and run.phase == Phase.RUNNING
+    assert (run.pipeline, run.submitted_by) == ("training", "ada@example.org")
+    assert run.parameters["model"] == MODEL and run.parameters["dataset_rev"] == "HEAD"
+    assert TOKEN not in run.model_dump_json()
+
+
+def test_a_gate_is_approved_by_setting_its_outputs_and_resuming_it(
+    argo: FakeArgo, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = _backend(argo.url, monkeypatch)
+    run = backend.submit(
+        "retrain", {"model": MODEL, "repository": "r", "commit": "a" * 40}, submitted_by="ci"
+    )
+    with pytest.raises(GateNotWaitingError, match="is not waiting at an approval gate"):
+        backend.approve(run.run_id, approver="Ada Lovelace", reason="early")
+    argo.advance(run.run_id)
+    waiting = backend.get(run.run_id)
+    assert waiting.phase == Phase.SUSPENDED and waiting.waiting_gate == "approval"
+    assert waiting.outputs["register"] == {"version": "register-version"}
+    assert [t.name for t in waiting.tasks][:3] == ["checkout", "validate-package", "build-image"]
+    assert "promote" not in {t.name for t in waiting.tasks}
+    with pytest.raises(ParameterError, match="the gate 'approval' supplies no colour"):
+        backend.approve(run.run_id, approver="Ada Lovelace", reason="x", outputs={"colour": "red"})
+    before = len(argo.requests)
+    approved = backend.approve(
+        run.run_id, approver="Ada Lovelace", reason="checked the report", override=True
+    )
+    set_request, resume = argo.requests[before + 1 :]  # after one GET of the workflow
+    assert argo.requests[before]["method"] == "GET"
+    assert (set_request["method"], set_request["path"]) == (
+        "PUT",
+        f"/api/v1/workflows/geomlops/{run.run_id}/set",
+    )
+    values = json.loads(set_request["body"].pop("outputParameters"))
+    assert set_request["body"] == {
+        "name": run.run_id,
+        "namespace": "geomlops",
+        "nodeFieldSelector": "displayName=approval",
+    }
+    approved_at = values.pop("approved_at")
+    assert values == {"approver": "Ada Lovelace", "reason": "checked the report", "override": "true"}
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", approved_at), approved_at
+    assert (resume["method"], resume["path"]) == ("PUT", f"/api/v1/workflows/geomlops/{run.run_id}/resume")
+    assert resume["body"] == {
+        "name": run.run_id,
+        "namespace": "geomlops",
+        "nodeFieldSelector": "displayName=approval",
+    }
+    assert approved.waiting_gate is None
+    assert argo.node(run.run_id, "approval")["outputs"]["parameters"][0] == {
+        "name": "approver",
+        "value": "Ada Lovelace",
+    }
+    argo.advance(run.run_id)
+    done = backend.get(run.run_id)
+    assert done.phase == Phase.SUCCEEDED and "serve" in done.outputs
+
+
+def test_refusing_fails_the_gate_with_who_and_why(
+    argo: FakeArgo, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = _backend(argo.url, monkeypatch)
+    run = backend.submit("promotion", {"model": MODEL, "candidate": "2"}, submitted_by="ops")
+    argo.advance(run.run_id)
+    refused = backend.refuse(run.run_id, approver="Grace Hopper", reason="misses clouds")
+    assert argo.requests[-1]["body"] == {
+        "name": run.run_id,
+        "namespace": "geomlops",
+        "nodeFieldSelector": "displayName=approval",
+        "phase": "Failed",
+        "message": "refused by Grace Hopper: misses clouds",
+    }
+    assert refused.phase == Phase.FAILED
+    gate = next(t for t in refused.tasks if t.name == "approval")
+    assert gate.phase == Phase.FAILED and gate.message == "refused by Grace Hopper: misses clouds"
+    with pytest.raises(RunStateError, match="has already finished"):
+        backend.stop(run.run_id)
+    assert argo.requests[-1]["method"] == "GET"  # nothing sent to stop a finished run
+
+
+def test_list_logs_stop_and_errors(argo: FakeArgo, home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    backend = _backend(argo.url, monkeypatch)
+    first = backend.submit("training", {"model": MODEL, "dataset_path": "d"}, submitted_by="a")
+    second = backend.submit("promotion", {"model": MODEL, "candidate": "1"}, submitted_by="b")
+    argo.advance(first.run_id)
+    listed = backend.list()
+    assert {r.run_id for r in listed} == {first.run_id, second.run_id} and all(r.tasks == [] for r in listed)
+    assert argo.requests[-1]["query"] == {"listOptions.labelSelector": "geomlops.io/pipeline"}
+
+    node = argo.node(first.run_id, "train")
+    text = backend.logs(first.run_id, "train")
+    assert argo.requests[-1]["query"] == {
+        "logOptions.container": "main",
+        "podName": pod_name(first.run_id, node),
+    }
+    assert text == f"{pod_name(first.run_id, node)}: train done\n"
+    assert pod_name(first.run_id, node).startswith(f"{first.run_id}-train-")
+    assert backend.logs(first.run_id).count(" done\n") == 6
+    with pytest.raises(RunNotFoundError, match="has no task 'nope'"):
+        backend.logs(first.run_id, "nope")
+
+    stopped = backend.stop(second.run_id)
+    assert argo.requests[-1]["path"] == f"/api/v1/workflows/geomlops/{second.run_id}/stop"
+    assert argo.requests[-1]["body"] == {"name": second.run_id, "namespace": "geomlops"}
+    assert stopped.phase == Phase.FAILED and "Stopped" in stopped.message
+
+    with pytest.raises(RunNotFoundError, match="no run 'missing' in namespace geomlops"):
+        backend.get("missing")
+    with pytest.raises(ParameterError, match="pipeline: unknown 'nope'"):
+        backend.submit("nope", {}, submitted_by="a")
+    with pytest.raises(ParameterError, match="Argo Server refused the request"):
+        backend.submit("training", {"colour": "red"}, submitted_by="a")
+    down = _backend("http://127.0.0.1:9", monkeypatch)
+    with pytest.raises(BackendUnavailableError, match="cannot be reached") as caught:
+        down.get("x")
+    assert TOKEN not in str(caught.value)
+
+
+def test_train_batch_inference_promotion_and_approval_through_the_gateway(
+    argo: FakeArgo, catalogued: Path, schema_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _clean_env(monkeypatch, catalogued, schema_dir)
+    backend = _backend(argo.url, monkeypatch)
+    app = create_app(Settings(), GatewaySettings(backend="argo"), backend)
+    keys = {
+        role: create_key(app.state.gateway.db, f"{role}-argo", role).token
+        for role in ("operator", "approver")
+    }
+    imagery = catalogued / "scene.tif"
+    imagery.write_bytes(b"")  # the gateway checks that it exists; the cluster reads it
+    url, server, thread = serve_in_thread(app)
+    try:
+        with httpx.Client(base_url=url, timeout=60) as client:
+
+            def call(role: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+                answer = client.post(path, json=body, headers={"Authorization": f"Bearer {keys[role]}"})
+                assert answer.status_code in (200, 202), answer.text
+                found: dict[str, Any] = answer.json()
+                return found
+
+            trained = call(
+                "operator", "/api/v1/runs/training", {"model": MODEL, "dataset_path": "datasets/x"}
+            )
+            argo.advance(trained["run_id"])
+            batch = call(
+                "operator",
+                "/api/v1/runs/batch-inference",
+                {"model": MODEL, "alias": "production", "imagery": str(imagery)},
+            )
+            argo.advance(batch["run_id"])
+            promotion = call("operator", "/api/v1/runs/promotion", {"model": MODEL, "candidate": "1"})
+            argo.advance(promotion["run_id"])
+            shown = client.get(
+                f"/api/v1/runs/{promotion['run_id']}", headers={"Authorization": f"Bearer {keys['approver']}"}
+            )
+            assert shown.json()["phase"] == "Suspended" and shown.json()["waiting_gate"] == "approval"
+            approved = call(
+                "approver", f"/api/v1/runs/{promotion['run_id']}/approve", {"reason": "looks right"}
+            )
+            assert approved["waiting_gate"] is None
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        app.state.gateway.db.dispose()
+    submits = [r for r in argo.requests if r["path"].endswith("/submit")]
+    assert [s["body"]["resourceName"] for s in submits] == [
+        _template("training"),
+        _template("batch-inference"),
+        _template("promotion"),
+    ]
+    assert all(
+        s["body"]["submitOptions"]["annotations"] == "geomlops.io/submitted-by=operator-argo" for s in submits
+    )
+    assert "model_version=production" in submits[1]["body"]["submitOptions"]["parameters"]
+    assert all(r["auth"] == f"Bearer {TOKEN}" for r in argo.requests)
+    set_request = next(r for r in argo.requests if r["path"].endswith("/set"))
+    values = json.loads(set_request["body"]["outputParameters"])
+    assert (
+        values["approver"] == "approver-argo"
+        and values["reason"] == "looks right"
+        and values["override"] == "false"
+    )
+    assert argo.requests[-1]["path"].endswith(f"/{promotion['run_id']}/resume")
+    for run_id in (trained["run_id"], batch["run_id"]):
+        assert argo.workflows[run_id]["status"]["phase"] == "Succeeded"
