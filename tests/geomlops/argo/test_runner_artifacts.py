@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -280,3 +283,35 @@ def test_dag_and_steps_output_artifacts_with_a_conditional_from_expression(tmp_p
         .artifacts["chosen"]["key"]
         .endswith(f"{side}resulttgz".replace("resulttgz", "result.tgz"))
     )
+
+
+def test_geomlops_run_on_the_services_profile_keeps_artifacts_in_its_bucket(
+    tmp_path: Path, s3_bucket: tuple[str, str]
+) -> None:
+    from runner_fixtures.hera_artifacts import scripts
+
+    from geomlops.devstack.s3store import client
+
+    bucket, endpoint = s3_bucket
+    manifest = tmp_path / "wf.yaml"
+    manifest.write_text(yaml.safe_dump(scripts().to_dict()))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GEOMLOPS_", "MLFLOW_"))}
+    env |= {
+        "GEOMLOPS_HOME": str(tmp_path / "home"),
+        "GEOMLOPS_PROFILE": "services",
+        "GEOMLOPS_MLFLOW_TRACKING_URI": "http://127.0.0.1:9",  # not used by this workflow
+        "GEOMLOPS_S3_ENDPOINT_URL": endpoint,
+        "PYTHONPATH": PYTHONPATH,
+    }
+    command = [str(Path(sys.executable).with_name("geomlops")), "run", str(manifest), "-p", "text=cli"]
+    command += ["--artifact-bucket", bucket]
+
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, check=False)
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    (run_dir,) = (tmp_path / "home" / "runs").iterdir()
+    key = f"workflows/{run_dir.name}/measure/report.tgz"
+    assert client(endpoint).head_object(Bucket=bucket, Key=key)["ContentLength"] > 0
+    assert not (run_dir / "artifacts").exists()
+    state = json.loads((run_dir / "state.json").read_text())
+    assert state["nodes"]["shout"]["result"] == "CLI HAS 3 CHARACTERS"
