@@ -23,6 +23,7 @@ from sqlalchemy import select
 
 from geomlops.errors import ConfigurationError
 from geomlops.gateway.app import create_app
+from geomlops.gateway.backends.argo import ArgoBackend
 from geomlops.gateway.backends.base import Phase, RunBackend
 from geomlops.gateway.backends.local import LocalBackend
 from geomlops.gateway.db import AuditEntry, Database
@@ -30,7 +31,6 @@ from geomlops.gateway.settings import GatewaySettings
 from geomlops.gateway.webhooks import (
     WEBHOOK_PATH,
     DatabaseDeliveryLog,
-    WebhookConfig,
     WebhookDelivery,
     load_webhook_config,
     router,
@@ -38,8 +38,10 @@ from geomlops.gateway.webhooks import (
     signature_matches,
 )
 from geomlops.settings import Settings
+from pipelines import render
 
 from .conftest import serve_in_thread
+from .fake_argo import fake_argo
 
 SECRET = "a-webhook-secret-of-some-length"
 REPOSITORY = "hotosm/cloud-mask"
@@ -92,15 +94,18 @@ class Hooked:
 
 
 @contextmanager
-def hooked(home: Path, monkeypatch: pytest.MonkeyPatch, repo: Path | None = None) -> Iterator[Hooked]:
-    """The real gateway app (its audit middleware, its database, the local backend) with the
-    webhook route, over real HTTP; the webhook maps REPOSITORY to cloud-mask in ``model/``."""
+def hooked(
+    home: Path, monkeypatch: pytest.MonkeyPatch, repo: Path | None = None, backend: RunBackend | None = None
+) -> Iterator[Hooked]:
+    """The real gateway app (its audit middleware, its database, the local backend unless
+    another is given) with the webhook route, over real HTTP; the webhook maps REPOSITORY to
+    cloud-mask in ``model/``."""
     config = home / "webhook.yaml"
     mapping = {"model": "cloud-mask", "package_dir": "model", "clone_url": str(repo or home / "no-repo")}
     config.write_text(yaml.safe_dump({"secret": SECRET, "repositories": {REPOSITORY: mapping}}))
     monkeypatch.setenv("GEOMLOPS_GATEWAY_WEBHOOK_CONFIG", str(config))
     settings = Settings()
-    backend = LocalBackend(settings)
+    backend = backend or LocalBackend(settings)
     app = create_app(settings, GatewaySettings(database_url=f"sqlite:///{home / 'gateway.db'}"), backend)
     if URL not in {getattr(r, "path", "") for r in app.routes}:
         app.include_router(router)
@@ -202,30 +207,53 @@ def test_ping_is_answered_and_other_events_and_branches_are_ignored(refusing: Ho
     assert [a.status for a in _audit(refusing.db, 5)] == [200, 202, 202, 202, 202]
 
 
-def test_a_run_that_cannot_start_releases_its_delivery_for_a_redelivery(home: Path) -> None:
-    from geomlops.gateway.webhooks import handle_delivery
-
-    class Down:
-        """A backend whose engine cannot be reached."""
-
-        name = "down"
-
-        def submit(self, *_args: Any, **_kwargs: Any) -> Any:
-            from geomlops.gateway.backends.base import BackendUnavailableError
-
-            raise BackendUnavailableError("Argo Server at http://127.0.0.1:9 refused the connection")
-
-    config = WebhookConfig.model_validate({"secret": SECRET, "repositories": {REPOSITORY: {"model": "m"}}})
-    db = Database(f"sqlite:///{home / 'gateway.db'}")
-    log = DatabaseDeliveryLog(db)
+def test_a_run_that_cannot_start_releases_its_delivery_for_a_redelivery(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    down = ArgoBackend(
+        Settings(argo_server="http://127.0.0.1:9", argo_token="never-shown")
+    )  # nothing listens
     body = push_body(COMMIT)
     sent = headers(body, delivery="d-1")
-    outcome = handle_delivery(sent, body, config, log, Down())  # type: ignore[arg-type]
-    assert outcome.status_code == 503 and "refused the connection" in outcome.body["detail"]
-    assert _deliveries(db) == []  # released: GitHub's redelivery of d-1 may start the run
-    assert log.claim("d-1", event="push", repository=REPOSITORY) is True
-    assert log.claim("d-1", event="push", repository=REPOSITORY) is False
-    db.dispose()
+    with hooked(home, monkeypatch, backend=down) as served:
+        answer = served.post(body, sent)
+        assert answer.status_code == 503, answer.text
+        assert (
+            "the retrain run could not start" in answer.json()["detail"]
+            and "cannot be reached" in answer.text
+        )
+        assert "never-shown" not in answer.text
+        assert _deliveries(served.db) == []  # released: GitHub's redelivery of d-1 may start the run
+        log = DatabaseDeliveryLog(served.db)
+        assert log.claim("d-1", event="push", repository=REPOSITORY) is True
+        assert log.claim("d-1", event="push", repository=REPOSITORY) is False
+
+
+def test_in_a_cluster_a_signed_push_submits_the_installed_retrain_template_once(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with fake_argo() as argo:
+        backend = ArgoBackend(Settings(argo_server=argo.url, argo_namespace="geomlops"))
+        with hooked(home, monkeypatch, home / "repos" / "cloud-mask", backend) as served:
+            body = push_body(COMMIT)
+            sent = headers(body)
+            answer = served.post(body, sent)
+            assert answer.status_code == 202, answer.text
+            assert served.post(body, sent).status_code == 409
+    [submitted] = argo.requests
+    assert submitted["path"] == "/api/v1/workflows/geomlops/submit"
+    assert submitted["body"]["resourceName"] == render("retrain")["metadata"]["name"]
+    assert submitted["body"]["submitOptions"] == {
+        "parameters": [
+            "model=cloud-mask",
+            f"repository={home / 'repos' / 'cloud-mask'}",
+            f"commit={COMMIT}",
+            "package_dir=model",
+        ],
+        "labels": "geomlops.io/pipeline=retrain",
+        "annotations": f"geomlops.io/submitted-by=github:{REPOSITORY}",
+    }
+    assert answer.json()["run_id"] in argo.workflows
 
 
 def test_configuration_errors_name_the_file_and_field(tmp_path: Path) -> None:
