@@ -33,14 +33,21 @@ SLOW = """
     while not (d / "go").exists():
         time.sleep(0.05)
     child.kill()
-    print("slow made " + "{{inputs.parameters.seed}}" * 3)
+    print("slow made " + "{{inputs.parameters.seed}}" * 3 + " from " + open("/tmp/in/note").read())
 """
 
 
 def manifest(data: Path) -> dict[str, Any]:
-    """first -> slow (killed here) -> last, each with outputs to compare after resuming."""
-    quick = script("quick", "print('{{inputs.parameters.tag}}-' + str(6 * 7))", inputs=["tag"])
+    """first -> slow (killed here) -> last, each with outputs to compare after resuming; slow
+    reads first's output artifact, so the resumed run loads it from the first run's repository."""
+    quick = script(
+        "quick",
+        "t = '{{inputs.parameters.tag}}-' + str(6 * 7); open('/tmp/note', 'w').write(t); print(t)",
+        inputs=["tag"],
+    )
+    quick["outputs"] = {"artifacts": [{"name": "note", "path": "/tmp/note"}]}
     slow = script("slow", SLOW, inputs=["dir", "seed", "nap"])
+    slow["inputs"]["artifacts"] = [{"name": "note", "path": "/tmp/in/note"}]
     first = "{{tasks.first.outputs.result}}"
     main = dag(
         "main",
@@ -49,8 +56,15 @@ def manifest(data: Path) -> dict[str, Any]:
             task(
                 "slow",
                 "slow",
-                args={"dir": str(data), "seed": first, "nap": NAP},
                 depends="first",
+                arguments={
+                    "parameters": [
+                        {"name": "dir", "value": str(data)},
+                        {"name": "seed", "value": first},
+                        {"name": "nap", "value": NAP},
+                    ],
+                    "artifacts": [{"name": "note", "from": "{{tasks.first.outputs.artifacts.note}}"}],
+                },
             ),
             task("last", "quick", args={"tag": "{{tasks.slow.outputs.result}}"}, depends="slow"),
         ],
