@@ -3,8 +3,15 @@
 Each run lives in ``<runs_dir>/<run_id>/``: ``manifest.yaml`` (exactly what ran),
 ``refs.yaml`` (WorkflowTemplates reached through ``templateRef``), ``params.json``,
 ``state.json`` (rewritten atomically after every node transition), ``logs/<node>.log`` (one
-file per attempt: ``<node>.log``, ``<node>.2.log``...) and ``work/<node>/attempt-N/`` where
-each attempt ran.
+file per attempt: ``<node>.log``, ``<node>.2.log``...), ``work/<node>/attempt-N/`` where each
+attempt ran (its working folder, with ``tmp/`` and ``var-tmp/``: its private ``/tmp`` and
+``/var/tmp``, see :mod:`.sandbox`) and ``artifacts/`` (the local artifact repository, see
+:mod:`.artifacts`).
+
+SIGINT and SIGTERM stop a run: every task's process group is stopped, the run is recorded
+``Interrupted`` (:class:`RunInterrupted` says how to resume it). A run recorded ``Running``
+whose runner process is gone (its pid dead, or reused by a process started later) is shown
+``Interrupted``.
 """
 
 from __future__ import annotations
