@@ -9,6 +9,7 @@ as the package's command runs.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import socket
@@ -39,16 +40,30 @@ def _healthy(url: str) -> bool:
         return False
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    # the server starts worker processes: stop its whole process group
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGTERM)
+def _stop_with_parent() -> None:
+    """In the server's process: get SIGINT when the process that started it dies (Linux).
+
+    The server has its own process group (so that all of it can be stopped); without this a
+    training task killed from outside would leave it running.
+    """
     try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGINT)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    # Its web server stops within a second of SIGINT, but `mlflow server` itself lingers for
+    # several more; nothing is in flight once the package's command has exited (SQLite commits
+    # each request), so whatever of its process group is left after 2 s is killed.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGINT)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=2)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 @contextlib.contextmanager
@@ -86,9 +101,17 @@ def tracking_server(tracking_uri: str, artifact_root: str) -> Iterator[str]:
         "--workers",
         "1",
     ]
+    # no job runner: it starts a pool of worker processes a training run never uses
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     with tempfile.TemporaryFile() as log:
         proc = subprocess.Popen(
-            args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            args,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=_stop_with_parent if sys.platform == "linux" else None,
         )
         try:
             deadline = time.monotonic() + START_TIMEOUT_S
