@@ -120,7 +120,14 @@ def run_demo(settings: Settings, package: Path | None = None, workers: int = 4) 
     _report_validation(validation)
     click.echo(f"• base model item: {href}")
 
-    runner = LocalRunner(settings.runs_dir, max_workers=workers, template_resolver=template_resolver)
+    from geomlops.argo.runner.sandbox import settings_writable_paths
+    from steps.package_env import writable_cache_paths
+
+    # tasks build and share the package's environment (its cache and uv's) outside the run
+    writable = [*settings_writable_paths(settings), *writable_cache_paths()]
+    runner = LocalRunner(
+        settings.runs_dir, max_workers=workers, template_resolver=template_resolver, writable_paths=writable
+    )
     summary = runner.run(render("training"), {"model": MODEL, "dataset_path": DATASET})
     click.echo()
     if summary.status != "Succeeded":
