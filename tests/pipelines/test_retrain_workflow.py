@@ -19,7 +19,8 @@ from geomlops.argo.runner import LocalRunner
 from geomlops.cli.demo import MODEL, default_package
 from pipelines import render, template_resolver
 
-pytestmark = pytest.mark.slow
+# the retrain_work fixture runs the demo first; training on 2 busy cores takes minutes
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 
 def _client(home: Path) -> MlflowClient:

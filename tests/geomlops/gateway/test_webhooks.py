@@ -272,6 +272,7 @@ def test_configuration_errors_name_the_file_and_field(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # with the retrain_work fixture's demo when it runs first
 def test_a_signed_push_retrains_up_to_the_gate_and_a_replay_starts_nothing(
     retrain_work: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
