@@ -31,6 +31,14 @@ mlflow.models.set_model(Answer())
 """
 
 
+@pytest.fixture(autouse=True)
+def _keep_the_tracking_uri(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`package check --model-uri` points MLflow at the configured server, in this process here."""
+    from mlflow.tracking._tracking_service import utils
+
+    monkeypatch.setattr(utils, "_tracking_uri", utils._tracking_uri)
+
+
 @pytest.fixture(scope="session")
 def model_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An environment of its own with only MLflow's client and numpy: no geomlops in it."""
@@ -101,3 +109,41 @@ def test_the_installed_command_checks_a_source_that_does_not_exist(tmp_path: Pat
     )
     assert done.returncode == 2
     assert "expected a folder, an archive" in done.stderr
+
+
+def test_a_scaffolded_package_trains_a_model_that_passes_the_test_prediction(
+    tmp_path: Path, schema_dir: Path, model_python: Path
+) -> None:
+    import numpy as np
+    import rasterio
+    from rasterio.transform import from_origin
+
+    _invoke(schema_dir, "new", "roof-type", "-o", str(tmp_path))
+    pkg = tmp_path / "roof-type"
+    data = tmp_path / "data"
+    data.mkdir()
+    profile = {"driver": "GTiff", "width": 16, "height": 16, "count": 3, "dtype": "float32"}
+    with rasterio.open(
+        data / "a.tif", "w", **profile, crs="EPSG:4326", transform=from_origin(85.5, 27.7, 1e-4, 1e-4)
+    ) as dst:
+        dst.write(np.linspace(0, 6, 3 * 16 * 16, dtype="float32").reshape(3, 16, 16))
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {**dict(__import__("os").environ), "MLFLOW_TRACKING_URI": tracking, "PYTHONPATH": str(pkg)}
+    done = subprocess.run(
+        [sys.executable, "-m", "roof_type.train", "--data", str(data)],
+        cwd=pkg,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    run = mlflow.MlflowClient(tracking_uri=tracking).search_runs(["0"])[0]
+    # the command downloads runs:/ID/model from the configured tracking server
+    result = CliRunner().invoke(
+        package,
+        ["check", str(pkg), "--model-uri", f"runs:/{run.info.run_id}/model", "--python", str(model_python)],
+        env={"GEOMLOPS_SCHEMA_DIR": str(schema_dir), "GEOMLOPS_MLFLOW_TRACKING_URI": tracking},
+    )
+    assert result.exit_code == 0, result.output
+    assert "contract and test prediction" in result.output
