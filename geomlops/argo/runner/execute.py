@@ -71,8 +71,7 @@ def terminate_groups(groups: Sequence[int], grace: float) -> list[int]:
     a live process at the end of the grace period (and were sent SIGKILL).
     """
     for group in groups:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(group, signal.SIGTERM)
+        signal_group(group, signal.SIGTERM)
     end = time.monotonic() + grace
     alive = list(groups)
     while alive and time.monotonic() < end:
@@ -82,6 +81,44 @@ def terminate_groups(groups: Sequence[int], grace: float) -> list[int]:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(group, signal.SIGKILL)
     return alive
+
+
+def signal_group(group: int, sig: signal.Signals) -> None:
+    """Send ``sig`` to process group ``group``; SIGTERM skips bubblewrap's own processes.
+
+    bubblewrap does not pass a SIGTERM on: it would die and take the task with it at once
+    (``--die-with-parent``), so the task would get no grace period. The task's processes get
+    the SIGTERM themselves; once they exit, bubblewrap exits too. SIGKILL goes to the group.
+    """
+    members = _members(group) if sig == signal.SIGTERM else None
+    if members is None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(group, sig)
+        return
+    for pid, command in members:
+        if command != "bwrap":
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+
+
+def _members(group: int) -> list[tuple[int, str]] | None:
+    """The live processes of ``group`` with their command names; None without ``/proc``."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return None
+    found = []
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            text = (entry / "stat").read_text(encoding="ascii", errors="replace")
+        except OSError:
+            continue
+        command = text[text.find("(") + 1 : text.rfind(")")]
+        fields = text.rpartition(")")[2].split()
+        if len(fields) > 2 and fields[2] == str(group) and fields[0] != "Z":
+            found.append((int(entry.name), command))
+    return found
 
 
 def _proc_stat(pid: int) -> list[str] | None:
@@ -95,23 +132,16 @@ def _proc_stat(pid: int) -> list[str] | None:
 
 def group_alive(group: int) -> bool:
     """Whether a process of group ``group`` still runs (zombies count as dead)."""
-    proc = Path("/proc")
-    if not proc.is_dir():  # not Linux: ask the kernel, zombies included
-        try:
-            os.killpg(group, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
+    members = _members(group)
+    if members is not None:
+        return bool(members)
+    try:  # not Linux: ask the kernel, zombies included
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
         return True
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        fields = _proc_stat(int(entry.name))
-        # fields: state, ppid, pgrp, ...
-        if fields and len(fields) > 2 and fields[2] == str(group) and fields[0] != "Z":
-            return True
-    return False
+    return True
 
 
 def process_start(pid: int) -> int | None:
@@ -184,8 +214,7 @@ def command_for(template: Mapping[str, Any], work_dir: Path) -> list[str]:
 
 
 def _kill_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, sig)
+    signal_group(proc.pid, sig)
 
 
 def _cannot_start(program: str, env: Mapping[str, str], work_dir: Path) -> str:

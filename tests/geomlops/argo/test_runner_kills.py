@@ -212,3 +212,44 @@ def test_a_live_runner_is_shown_running_and_a_reused_pid_is_not(tmp_path: Path) 
     state_file.write_text(json.dumps(state))
 
     assert LocalRunner(runs, progress=False).show(run_id).status == "Interrupted"
+
+
+#: Stops cleanly on SIGTERM, writing what a pod's process would flush before it ends.
+GRACEFUL = """
+    import pathlib, signal, sys, time
+    d = pathlib.Path("{{inputs.parameters.dir}}")
+    def stop(signum, frame):
+        time.sleep(0.5)  # some cleanup: a SIGKILL now would leave no file
+        (d / "stopped").write_text(signal.Signals(signum).name)
+        sys.exit(0)
+    signal.signal(signal.SIGTERM, stop)
+    (d / "started").write_text("x")
+    time.sleep(300)
+"""
+
+
+def test_a_task_gets_sigterm_and_its_grace_period(tmp_path: Path) -> None:
+    data = tmp_path / "home" / "data"
+    data.mkdir(parents=True)
+    graceful = script("graceful", GRACEFUL, inputs=["dir"])
+    (tmp_path / "wf.yaml").write_text(
+        yaml.safe_dump(
+            workflow(
+                [graceful],
+                entrypoint="graceful",
+                arguments={"parameters": [{"name": "dir", "value": str(data)}]},
+            )
+        )
+    )
+    proc = geomlops(tmp_path / "home", "run", str(tmp_path / "wf.yaml"))
+    deadline = time.monotonic() + 60
+    while not (data / "started").exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the task never started"
+        time.sleep(0.05)
+
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+
+    assert proc.returncode == 143, out + err
+    assert (data / "stopped").read_text() == "SIGTERM"
