@@ -35,7 +35,7 @@ def _expressions(node: Any) -> list[str]:
     return re.findall(r"\$\{\{.*?\}\}", node) if isinstance(node, str) else []
 
 
-def test_the_workflow_is_valid_yaml_of_githubs_shape() -> None:
+def test_the_workflow_is_valid_yaml_of_githubs_shape(home: Path) -> None:
     text = ci_workflow_yaml(branch="release", package_dir="model/")
     workflow = yaml.safe_load(text)
     assert workflow == render_ci_workflow("release", "model")
@@ -56,7 +56,7 @@ def test_the_workflow_is_valid_yaml_of_githubs_shape() -> None:
     result = CliRunner().invoke(
         main, ["gateway", "ci-workflow", "--branch", "release", "--package-dir", "model/"]
     )
-    assert result.exit_code == 0 and result.output == text
+    assert result.exit_code == 0 and result.stdout == text
 
 
 def _github_env(gateway_url: str, commit: str, delivery: str) -> dict[str, str]:

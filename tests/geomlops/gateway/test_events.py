@@ -137,7 +137,7 @@ def test_the_command_renders_them_and_names_bad_input(tmp_path: Path, home: Path
     args = ["gateway", "events", "-n", NAMESPACE, "--url", URL]
     result = CliRunner().invoke(main, [*args, "-r", "hotosm/cloud-mask=cloud-mask"])
     assert result.exit_code == 0, result.output
-    docs = list(yaml.safe_load_all(result.output))
+    docs = list(yaml.safe_load_all(result.stdout))
     assert [d["kind"] for d in docs] == ["ServiceAccount", "Role", "RoleBinding", "EventSource", "Sensor"]
     config = tmp_path / "webhook.yaml"
     config.write_text(
