@@ -165,6 +165,8 @@ class _VariableChecker:
         self.input_artifacts = {str(a["name"]) for a in (template.get("inputs") or {}).get("artifacts") or []}
         outputs = (template.get("outputs") or {}).get("parameters") or []
         self.output_paths = {str(p["name"]) for p in outputs if (p.get("valueFrom") or {}).get("path")}
+        artifacts = (template.get("outputs") or {}).get("artifacts") or []
+        self.output_artifacts = {str(a["name"]) for a in artifacts if "path" in a}
         self.params = params
         self.globals_out = globals_out
 
@@ -196,6 +198,8 @@ class _VariableChecker:
             return leaf
         if tag.startswith("outputs.parameters.") and tag.endswith(".path"):
             return leaf and tag[len("outputs.parameters.") : -len(".path")] in self.output_paths
+        if tag.startswith("outputs.artifacts.") and tag.endswith(".path"):
+            return leaf and tag[len("outputs.artifacts.") : -len(".path")] in self.output_artifacts
         if nodes is not None and tag.startswith(nodes[0] + "."):
             name, _, attr = tag[len(nodes[0]) + 1 :].partition(".")
             known = attr in _NODE_ATTRS or attr.startswith(("outputs.parameters.", "outputs.artifacts."))

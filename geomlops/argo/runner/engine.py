@@ -384,6 +384,9 @@ class Engine:
             )
             for key, path in paths.items():
                 attempt_scope[f"outputs.parameters.{key}.path"] = sandbox.remap(path)
+            for art in declared_arts:
+                if "path" in art:
+                    attempt_scope[f"outputs.artifacts.{art['name']}.path"] = sandbox.remap(str(art["path"]))
             for art in input_arts:
                 if "path" in art:
                     attempt_scope[f"inputs.artifacts.{art['name']}.path"] = sandbox.remap(str(art["path"]))

@@ -94,7 +94,7 @@ def test_argo_artifact_passing_example_with_archives_folders_and_optional(tmp_pa
 def test_dag_passes_artifacts_through_inputs_and_global_names(tmp_path: Path) -> None:
     writer = script(
         "writer",
-        "import pathlib; pathlib.Path('out.txt').write_text('{{inputs.parameters.word}}')",
+        "open('{{outputs.artifacts.out.path}}', 'w').write('{{inputs.parameters.word}}')",
         inputs=["word"],
     )
     writer["outputs"] = {"artifacts": [{"name": "out", "path": "out.txt", "globalName": "kept"}]}
