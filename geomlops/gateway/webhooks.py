@@ -39,6 +39,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import DateTime, String, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
+from starlette.concurrency import run_in_threadpool
 
 from geomlops.errors import ConfigurationError, GeomlopsError
 from geomlops.gateway.backends.base import RunBackend
@@ -320,8 +321,9 @@ async def github_webhook(request: Request, parts: Annotated[Gateway, Depends(gat
             config, outcome = None, _refused(503, f"the webhook's configuration is unusable: {err}")
         if config is not None:
             body = await request.body()
-            outcome = handle_delivery(
-                request.headers, body, config, DatabaseDeliveryLog(parts.db), parts.backend
+            # the database and the backend block: off the event loop, as FastAPI runs sync routes
+            outcome = await run_in_threadpool(
+                handle_delivery, request.headers, body, config, DatabaseDeliveryLog(parts.db), parts.backend
             )
     # the gateway's audit middleware writes the line; this is what it says of the delivery
     request.state.audit_detail = json.dumps(

@@ -256,6 +256,26 @@ def test_in_a_cluster_a_signed_push_submits_the_installed_retrain_template_once(
     assert answer.json()["run_id"] in argo.workflows
 
 
+def test_an_unconfigured_or_broken_webhook_answers_503_and_starts_nothing(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    body = push_body(COMMIT)
+    with hooked(home, monkeypatch) as served:
+        monkeypatch.delenv("GEOMLOPS_GATEWAY_WEBHOOK_CONFIG")
+        answer = served.post(body, headers(body))
+        assert answer.status_code == 503
+        assert (
+            answer.json()["detail"] == "the webhook is not configured (set GEOMLOPS_GATEWAY_WEBHOOK_CONFIG)"
+        )
+        broken = home / "broken.yaml"
+        broken.write_text(f"secret: {SECRET}\nrepositories: [a, b]\n")
+        monkeypatch.setenv("GEOMLOPS_GATEWAY_WEBHOOK_CONFIG", str(broken))
+        answer = served.post(body, headers(body))
+        assert answer.status_code == 503 and "repositories: Input should be a valid dictionary" in answer.text
+        assert SECRET not in answer.text
+        assert served.backend.list() == [] and _deliveries(served.db) == []
+
+
 def test_configuration_errors_name_the_file_and_field(tmp_path: Path) -> None:
     path = tmp_path / "webhook.yaml"
     path.write_text("secret: short\nrepositories:\n  a/b: {model: m, branch: main, colour: red}\n")
