@@ -14,7 +14,7 @@ import yaml
 
 from geomlops import __version__
 from geomlops.cli._tools import fail_cleanly, resolve_run_id
-from geomlops.errors import GeomlopsError, ManifestError, ParameterError
+from geomlops.errors import PERMANENT_EXIT_CODE, GeomlopsError, ManifestError, ParameterError
 from geomlops.settings import get_settings
 
 
@@ -92,8 +92,20 @@ def main() -> None:
     Pipelines: training, registration, batch-inference, batch-inference-schedule,
     promotion, retrain. New here? Run: geomlops demo
     """
+    home = get_settings().home_dir
+    if (
+        "GEOMLOPS_HOME" not in os.environ
+        and not home.exists()
+        and not {"--help", "--version"} & set(sys.argv)
+    ):
+        # the default work folder is relative: started from another folder, it is another one
+        click.secho(
+            f"! no work folder in this folder: {home} is made when needed (GEOMLOPS_HOME names another)",
+            fg="yellow",
+            err=True,
+        )
     # tasks run in their own folders: hand them the work folder as an absolute path
-    os.environ["GEOMLOPS_HOME"] = str(get_settings().home_dir)
+    os.environ["GEOMLOPS_HOME"] = str(home)
 
 
 @main.command()
@@ -303,6 +315,8 @@ def run(
             approve = validate_approver(approve)
         except GeomlopsError as err:
             raise ParameterError(f"--approve: {err}") from err
+        if not reason.strip():
+            raise ParameterError("--reason: required with --approve (it is recorded with the approval)")
     runner = LocalRunner(
         get_settings().runs_dir,
         max_workers=workers,
@@ -326,6 +340,12 @@ def run(
         values = parse_params(params)
         for warning in relative_path_params(values, Path.cwd()):
             click.secho(f"! {warning}", fg="yellow", err=True)
+        from pipelines import PIPELINES
+
+        if pipeline in PIPELINES:  # a bad request fails here, in seconds, before the run starts
+            from steps.preflight import preflight
+
+            preflight(pipeline, values)
         start = functools.partial(runner.run, load_manifest(pipeline), values)
     try:
         summary = start()
@@ -386,8 +406,25 @@ def _print_summary(summary: Any) -> None:
         click.echo(f"  {summary.message}")
     if summary.status == "Suspended":
         click.echo(f"  approve with: geomlops run --resume {summary.run_id} --approve NAME --reason WHY")
+    elif summary.status == "Failed" and _permanent_failure(summary.run_dir):
+        click.echo(
+            f"  a permanent error (exit code {PERMANENT_EXIT_CODE}: bad input or something not found): "
+            "resuming would fail the same way; fix what the message names and run again"
+        )
     elif summary.status == "Failed":
         click.echo(f"  resume with: geomlops run --resume {summary.run_id}")
+
+
+def _permanent_failure(run_dir: Path) -> bool:
+    """Whether every failed task of the run ended with geomlops' permanent-error exit code."""
+    from geomlops.argo.runner.state_file import load_state
+
+    try:
+        nodes = load_state(run_dir).nodes.values()
+    except GeomlopsError:
+        return False
+    codes = {n.exit_code for n in nodes if n.status in ("Failed", "Error") and n.exit_code is not None}
+    return codes == {PERMANENT_EXIT_CODE}
 
 
 @main.group()

@@ -277,3 +277,39 @@ def test_at_latest_names_the_newest_run(home: Path, tmp_path: Path) -> None:
     assert shown.output.startswith(f"run {newest}: Succeeded")
     resumed = CliRunner().invoke(main, ["run", "--resume", "@latest"])
     assert newest in resumed.output
+
+
+def test_a_command_started_where_no_work_folder_is_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("GEOMLOPS_HOME", raising=False)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["runs", "list"])
+    assert result.exit_code == 0, result.output
+    assert (
+        f"! no work folder in this folder: {tmp_path.resolve() / '.geomlops'} is made when needed"
+        in result.output
+    )
+    (tmp_path / ".geomlops").mkdir()
+    assert "no work folder" not in CliRunner().invoke(main, ["runs", "list"]).output
+
+
+@pytest.mark.parametrize(("code", "attempts"), [(3, 1), (1, 2)])
+def test_a_permanent_failure_is_not_retried_and_gets_no_resume_hint(
+    home: Path, tmp_path: Path, code: int, attempts: int
+) -> None:
+    flow = tmp_path / "fails.yaml"
+    flow.write_text(
+        "apiVersion: argoproj.io/v1alpha1\nkind: Workflow\nmetadata: {generateName: fails-}\n"
+        "spec:\n  entrypoint: step\n  templates:\n  - name: step\n"
+        "    retryStrategy: {limit: 1, expression: 'asInt(lastRetry.exitCode) != 3'}\n"
+        f"    script: {{image: python:3.11, command: [python], source: 'import sys; sys.exit({code})'}}\n"
+    )
+    result = CliRunner().invoke(main, ["run", str(flow)])
+    assert result.exit_code == 1, result.output
+    state = json.loads(next((home / "runs").glob("*/state.json")).read_text())
+    [step] = [n for n in state["nodes"].values() if n.get("attempts")]
+    assert len(step["attempts"]) == attempts
+    permanent = "a permanent error (exit code 3" in result.output
+    assert permanent == (code == 3), result.output
+    assert ("resume with:" in result.output) == (code != 3), result.output
