@@ -104,6 +104,7 @@ class Engine:
         artifacts: Repository | None = None,
         sandboxed: bool = False,
         writable: Sequence[Path] = (),
+        readable: Sequence[Path] = (),
     ) -> None:
         self.workflow = workflow
         self.params = dict(params)
@@ -117,6 +118,7 @@ class Engine:
         #: whether each attempt runs in its own filesystem view, and the host folders it may write
         self.sandboxed = sandboxed
         self.writable = tuple(writable)
+        self.readable = tuple(readable)
         workers = max(1, options.max_workers)
         if workflow.spec.get("parallelism"):
             workers = min(workers, int(workflow.spec["parallelism"]))
@@ -380,7 +382,11 @@ class Engine:
             input_arts = substitute_all((template.get("inputs") or {}).get("artifacts") or [], attempt_scope)
             art_paths = [str(a["path"]) for a in [*declared_arts, *input_arts] if "path" in a]
             sandbox = make_sandbox(
-                work_dir, [*paths.values(), *art_paths], isolated=self.sandboxed, writable=self.writable
+                work_dir,
+                [*paths.values(), *art_paths],
+                isolated=self.sandboxed,
+                writable=self.writable,
+                readable=self.readable,
             )
             for key, path in paths.items():
                 attempt_scope[f"outputs.parameters.{key}.path"] = sandbox.remap(path)

@@ -57,7 +57,7 @@ from .model import (
     now_iso,
 )
 from .progress import Reporter
-from .sandbox import UNISOLATED_NOTE, bwrap_path, sandbox_wanted
+from .sandbox import UNISOLATED_NOTE, bwrap_path, parameter_paths, sandbox_wanted
 from .state_file import StateStore, load_state
 from .suspend import check_supplied, gates_of
 from .synchronization import check_synchronization
@@ -314,6 +314,7 @@ class LocalRunner:
         previous: Mapping[str, NodeState],
     ) -> RunSummary:
         (run_dir / "logs").mkdir(exist_ok=True)
+        given_files, given_folders = parameter_paths(params.values()) if self.sandbox else ([], [])
         store = StateStore(run_dir, state)
         options = EngineOptions(
             self.max_workers, self.approval, self.interactive, self.prompt, self.env, self.approver_check
@@ -330,7 +331,8 @@ class LocalRunner:
             run_dir=run_dir,
             artifacts=self.artifact_repository,
             sandboxed=self.sandbox,
-            writable=self.writable_paths,
+            writable=(*self.writable_paths, *given_folders),
+            readable=given_files,
         )
         self.reporter.line(f"Running {workflow.name} as run {state.run_id} in {run_dir}")
         if not self.sandbox:

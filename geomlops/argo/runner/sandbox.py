@@ -38,7 +38,7 @@ import functools
 import os
 import shutil
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -107,6 +107,7 @@ class Sandbox:
         prefixes: their parent folders, moved likewise (never a top-level folder).
         isolated: whether the attempt runs under bubblewrap.
         writable: host folders the attempt may write (isolated only).
+        readable: host files it reads where its private folders would hide them (isolated only).
     """
 
     root: Path
@@ -114,6 +115,7 @@ class Sandbox:
     prefixes: tuple[str, ...]
     isolated: bool = False
     writable: tuple[Path, ...] = ()
+    readable: tuple[Path, ...] = ()
 
     @property
     def folder(self) -> Path:
@@ -138,7 +140,8 @@ class Sandbox:
             return self.folder / path
         if self.isolated:
             for private in PRIVATE_TMP:
-                if _under(path, private) and not any(_under(path, str(w)) for w in self.writable):
+                given = (*self.writable, *self.readable)
+                if _under(path, private) and not any(_under(path, str(w)) for w in given):
                     return self.private(private).joinpath(*PurePosixPath(path).relative_to(private).parts)
             return Path(self.remap(path))
         remapped = Path(self.remap(path))
@@ -161,12 +164,19 @@ class Sandbox:
             view += ["--bind", str(self.private(private)), private]
         for path in (*self.writable, self.folder):
             view += ["--bind", str(path), str(path)]
+        for path in self.readable:
+            view += ["--ro-bind", str(path), str(path)]
         view += ["--setenv", "TMPDIR", "/tmp", "--unshare-pid", "--die-with-parent"]
         return [*view, "--chdir", str(self.folder), "--", *argv]
 
 
 def make_sandbox(
-    work_dir: Path, output_paths: Sequence[str], *, isolated: bool = False, writable: Sequence[Path] = ()
+    work_dir: Path,
+    output_paths: Sequence[str],
+    *,
+    isolated: bool = False,
+    writable: Sequence[Path] = (),
+    readable: Sequence[Path] = (),
 ) -> Sandbox:
     """Create the filesystem view of one attempt.
 
@@ -175,6 +185,7 @@ def make_sandbox(
         output_paths: the template's declared paths (output parameters, artifacts).
         isolated: run under bubblewrap (a private ``/tmp``, the host read-only).
         writable: host folders the attempt may write when isolated.
+        readable: host files the attempt reads, visible even under a private folder.
 
     Isolated, a declared path under a private ``/tmp`` is the task's own already; one
     elsewhere (``/mnt/out/x``) cannot be created on the read-only host, so it is moved under
@@ -202,6 +213,7 @@ def make_sandbox(
         tuple(sorted(prefixes, key=len, reverse=True)),
         isolated,
         kept if isolated else (),
+        tuple(readable) if isolated else (),
     )
     if isolated:
         for private in PRIVATE_TMP:
@@ -237,3 +249,30 @@ def settings_writable_paths(settings: Settings) -> list[Path]:
             path.mkdir(parents=True, exist_ok=True)
             unique.append(path)
     return unique
+
+
+def parameter_paths(values: Iterable[str]) -> tuple[list[Path], list[Path]]:
+    """The host paths a run is given as parameter values: (files to read, folders to write).
+
+    Locally a path passed with ``-p`` stands for what a volume would mount on Argo, so tasks
+    see it at the same path even where their private ``/tmp`` would hide it: an existing file
+    read-only; an existing folder, or a path that does not exist yet in an existing folder (an
+    output folder, created here), writable. ``/``, ``/tmp`` and ``/var/tmp`` themselves never
+    are (that would undo the isolation).
+    """
+    files: list[Path] = []
+    folders: list[Path] = []
+    for value in values:
+        if not value.startswith("/") or "\n" in value or len(value) > 4096:
+            continue
+        path = Path(os.path.realpath(value))
+        if str(path) in ("/", *PRIVATE_TMP):
+            continue
+        if path.is_file():
+            files.append(path)
+        elif path.is_dir():
+            folders.append(path)
+        elif path.parent.is_dir() and str(path.parent) != "/":
+            path.mkdir()
+            folders.append(path)
+    return files, folders

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -147,3 +148,33 @@ def test_missing_bubblewrap_is_named_with_the_fallback_before_anything_runs(tmp_
     with pytest.raises(RunError, match=r"bubblewrap \(bwrap\), which is not installed.*GEOMLOPS_SANDBOX=off"):
         make_runner(tmp_path).run(workflow([fixed_path_writer()], entrypoint="write"))
     assert not (tmp_path / "runs").exists()
+
+
+def test_paths_given_as_parameters_are_seen_as_volumes_would_be(tmp_path: Path) -> None:
+    given = Path(f"/tmp/geomlops-given-{uuid.uuid4().hex}")  # under the host's /tmp
+    given.mkdir()
+    (given / "in.txt").write_text("input")
+    out = given / "out"  # not there yet: an output folder
+    write = script(
+        "write",
+        "import pathlib; pathlib.Path('{{inputs.parameters.out}}', 'o.txt')"
+        ".write_text(pathlib.Path('{{inputs.parameters.data}}').read_text() + '+written')",
+        inputs=["data", "out"],
+    )
+    read = script("read", "print(open('{{inputs.parameters.out}}/o.txt').read())", inputs=["out"])
+    args = {"data": "{{workflow.parameters.data}}", "out": "{{workflow.parameters.out}}"}
+    main = dag(
+        "main",
+        [
+            task("write", "write", args=args),
+            task("read", "read", args={"out": "{{workflow.parameters.out}}"}, depends="write"),
+        ],
+    )
+    manifest = workflow([main, write, read], parameters={"data": None, "out": None})
+    try:
+        summary = make_runner(tmp_path).run(manifest, {"data": str(given / "in.txt"), "out": str(out)})
+        assert summary.status == "Succeeded", summary.message
+        assert make_runner(tmp_path).show(summary.run_id).nodes["read"].result == "input+written"
+        assert (out / "o.txt").read_text() == "input+written"
+    finally:
+        shutil.rmtree(given)
