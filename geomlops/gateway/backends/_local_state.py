@@ -79,6 +79,9 @@ def run_info(
     phase, message = _phase(state.status), state.message
     if state.status == RUNNING and not locked:
         phase, message = Phase.INTERRUPTED, _INTERRUPTED
+    refusal = launched.get("refusal")
+    if refusal and phase is Phase.FAILED:
+        message = f"refused by {refusal['approver']}: {refusal['reason']}\n{message}"
     nodes = state.nodes
     waiting = sorted(n.name for n in nodes.values() if n.status == SUSPENDED and n.type == "Suspend")
     parameters = dict(launched.get("parameters") or {})

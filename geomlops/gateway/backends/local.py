@@ -1,7 +1,8 @@
 """The local backend: runs on this machine with the local runner, in detached processes.
 
-Each action (start, approve, refuse) is a process of its own session
-(:mod:`._local_worker`), so a run outlives the gateway that started it; the gateway knows a run
+Each action is ``geomlops run`` (start, ``--resume --approve``, or ``--resume --interactive``
+answering "no" to refuse) in a process of its own session, so a run outlives the gateway that
+started it and runs exactly as the command line runs it; the gateway knows a run
 by reading the state file the runner keeps (``<runs_dir>/<run_id>/state.json``), and whether a
 runner still holds it by its lock file, which the kernel releases when the process dies. A
 restarted gateway therefore finds every run as it is. What the launcher printed goes to
@@ -33,6 +34,7 @@ from geomlops.argo.runner.state_file import STATE_FILE, load_state
 from geomlops.errors import ParameterError, RunError
 from geomlops.gateway.backends._local_state import run_info
 from geomlops.gateway.backends.base import (
+    BackendUnavailableError,
     GateNotWaitingError,
     Phase,
     RunInfo,
@@ -43,6 +45,8 @@ from geomlops.settings import Settings
 
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,200}")
 _LAUNCH_WAIT_S = 30.0
+#: how long ``geomlops run`` may take to check a request and create its run
+_START_WAIT_S = 180.0
 
 
 class LocalBackend:
@@ -65,19 +69,66 @@ class LocalBackend:
     # --- RunBackend -------------------------------------------------------------------
 
     def submit(self, pipeline: str, parameters: Mapping[str, str], *, submitted_by: str) -> RunInfo:
-        """Start ``pipeline`` in a detached runner; returns it ``Pending`` (no state yet)."""
-        run_id = f"{pipeline}-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
-        self.launch_dir.mkdir(parents=True, exist_ok=True)
+        """Start ``geomlops run PIPELINE -p …`` detached and answer once its run exists.
+
+        The run id is the one the runner gives it, found by the runner's pid in the new run's
+        state file.
+
+        Raises:
+            ParameterError: ``geomlops run`` refused the request before starting it (exit 2,
+                the message is its own).
+            BackendUnavailableError: it ended otherwise, or did not start the run in time.
+        """
+        launch_id = f"launch-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+        args = ["run", pipeline, "--no-interactive"]
+        for name, value in parameters.items():
+            args += ["-p", f"{name}={value}"]
+        began = time.time()
+        proc = self._launch(launch_id, args)
+        found: list[str] = []
+
+        def started() -> bool:
+            found[:] = self._runs_of(proc.pid, began)
+            return bool(found) or proc.poll() is not None
+
+        self._wait(started, _START_WAIT_S)
+        found = found or self._runs_of(proc.pid, began)
+        log = self.launch_dir / f"{launch_id}.log"
+        if not found:
+            tail = "\n".join(log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-5:])
+            for leftover in (log, self.launch_dir / f"{launch_id}.pid"):  # nothing of it stays
+                leftover.unlink(missing_ok=True)
+            if proc.poll() == 2:
+                raise ParameterError(
+                    tail.removeprefix("Error: ").strip() or "geomlops run refused the request"
+                )
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+            raise BackendUnavailableError(f"geomlops run did not start the {pipeline} run: {tail}")
+        run_id = found[0]
+        log.rename(self.launch_dir / f"{run_id}.log")  # the process writes on into the same file
+        (self.launch_dir / f"{launch_id}.pid").rename(self.launch_dir / f"{run_id}.pid")
+        with self._children_lock:
+            self._children[run_id] = self._children.pop(launch_id)
         launch = {"pipeline": pipeline, "submitted_by": submitted_by, "parameters": dict(parameters)}
         self._launch_file(run_id).write_text(json.dumps(launch, indent=2) + "\n", encoding="utf-8")
-        self._launch(run_id, ["start", "--pipeline", pipeline, "--launch", str(self._launch_file(run_id))])
-        return RunInfo(
-            run_id=run_id,
-            pipeline=pipeline,
-            phase=Phase.PENDING,
-            submitted_by=submitted_by,
-            parameters=dict(parameters),
-        )
+        return self.get(run_id)
+
+    def _runs_of(self, pid: int, since: float) -> list[str]:
+        """Runs whose state file names ``pid`` as their runner, made after ``since``."""
+        if not self.runs_dir.is_dir():
+            return []
+        found = []
+        for run_dir in self.runs_dir.iterdir():
+            state = run_dir / STATE_FILE
+            try:
+                if run_dir.stat().st_mtime < since - 1 or not state.is_file():
+                    continue
+                if json.loads(state.read_text(encoding="utf-8")).get("pid") == pid:
+                    found.append(run_dir.name)
+            except (OSError, ValueError):
+                continue  # a state being written: read again on the next look
+        return found
 
     def get(self, run_id: str) -> RunInfo:
         """Return the run as its state file (and its runner's lock) say."""
@@ -104,7 +155,7 @@ class LocalBackend:
                 runs.append(run_info(state, run_dir, launched, locked=locked, with_tasks=False))
         if self.launch_dir.is_dir():
             for log in self.launch_dir.glob("*.log"):
-                if log.stem not in seen:
+                if log.stem not in seen and not log.stem.startswith("launch-"):
                     runs.append(self._unstarted(log.stem))
         return sorted(runs, key=lambda r: r.started or "", reverse=True)
 
@@ -160,9 +211,10 @@ class LocalBackend:
         from geomlops.argo.runner import Approval
 
         self._check_outputs(run_id, Approval(approver, reason, override, dict(outputs or {})))
-        args = ["approve", "--approver", approver, "--reason", reason] + (["--override"] if override else [])
+        args = ["run", "--resume", run_id, "--approve", approver, "--reason", reason, "--no-interactive"]
+        args += ["--override"] if override else []
         for name, value in (outputs or {}).items():
-            args += ["--output", f"{name}={value}"]
+            args += ["-o", f"{name}={value}"]
         return self._decide(run_id, args)
 
     def _check_outputs(self, run_id: str, approval: Any) -> None:
@@ -192,12 +244,16 @@ class LocalBackend:
             raise ParameterError(f"outputs: {err}") from err
 
     def refuse(self, run_id: str, *, approver: str, reason: str) -> RunInfo:
-        """Resume the run answering 'no' at its gate: the gate fails and the run ends."""
-        return self._decide(run_id, ["refuse", "--approver", approver, "--reason", reason])
+        """Resume the run answering 'no' at its gate's prompt: the gate fails and the run ends.
+        Who refused and why are kept with the launch and reported with the run."""
+        launched = self._launched(run_id)
+        launched["refusal"] = {"approver": approver, "reason": reason}
+        self._launch_file(run_id).write_text(json.dumps(launched, indent=2) + "\n", encoding="utf-8")
+        return self._decide(run_id, ["run", "--resume", run_id, "--interactive"], answer="no\n")
 
     # --- internals --------------------------------------------------------------------
 
-    def _decide(self, run_id: str, args: Sequence[str]) -> RunInfo:
+    def _decide(self, run_id: str, args: Sequence[str], answer: str | None = None) -> RunInfo:
         with self._decide_lock:
             info = self.get(run_id)
             if info.phase is not Phase.SUSPENDED or info.waiting_gate is None:
@@ -205,35 +261,38 @@ class LocalBackend:
                     f"run {run_id} has no gate waiting for a decision (phase {info.phase.value})"
                 )
             before = self._state_mtime(run_id)
-            proc = self._launch(run_id, args)
+            proc = self._launch(run_id, args, answer)
             # answer once the runner holds the run (or has already finished it)
             self._wait(lambda: self._state_mtime(run_id) != before or proc.poll() is not None)
         return self.get(run_id)
 
-    def _launch(self, run_id: str, args: Sequence[str]) -> subprocess.Popen[bytes]:
+    def _launch(self, key: str, args: Sequence[str], answer: str | None = None) -> subprocess.Popen[bytes]:
+        """Start ``geomlops ARGS`` in a session of its own (it outlives the gateway), its output
+        appended to ``<launch_dir>/<key>.log``; ``answer`` is what it reads at a prompt."""
         env = {**os.environ, "GEOMLOPS_HOME": str(self.settings.home_dir), "PYTHONUNBUFFERED": "1"}
         self.launch_dir.mkdir(parents=True, exist_ok=True)
-        command = [
-            sys.executable,
-            "-m",
-            "geomlops.gateway.backends._local_worker",
-            args[0],
-            "--run-id",
-            run_id,
-        ]
-        with (self.launch_dir / f"{run_id}.log").open("ab") as log:
-            proc = subprocess.Popen(
-                [*command, *args[1:]],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=self.settings.home_dir,
-                env=env,
-                start_new_session=True,  # its own session: the run outlives the gateway
-            )
-        (self.launch_dir / f"{run_id}.pid").write_text(str(proc.pid), encoding="utf-8")
+        stdin: Any = subprocess.DEVNULL
+        if answer is not None:
+            answers = self.launch_dir / f"{key}.answer"
+            answers.write_text(answer, encoding="utf-8")
+            stdin = answers.open("rb")
+        try:
+            with (self.launch_dir / f"{key}.log").open("ab") as log:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "geomlops.cli.main", *args],
+                    stdin=stdin,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    cwd=self.settings.home_dir,
+                    env=env,
+                    start_new_session=True,  # its own session: the run outlives the gateway
+                )
+        finally:
+            if answer is not None:
+                stdin.close()
+        (self.launch_dir / f"{key}.pid").write_text(str(proc.pid), encoding="utf-8")
         with self._children_lock:
-            self._children[run_id] = proc
+            self._children[key] = proc
         return proc
 
     def _child_pid(self, run_id: str) -> int:
