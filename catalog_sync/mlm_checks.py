@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from catalog_sync.mlm import MLM_SCHEMA
 from catalog_sync.mlm_assets import CODE_ROLE, MODEL_ROLE, TRAINING_RUNTIME_ROLE
 
 #: tasks whose outputs are class values, so the output must list its classes
@@ -155,10 +156,13 @@ def mlm_faults(item: Mapping[str, Any]) -> list[Fault]:
     Returns:
         ``(JSON path, what was expected)`` for each fault, in item order; empty when none.
     """
+    faults: list[Fault] = []
+    extensions = item.get("stac_extensions")
+    if not isinstance(extensions, list) or not any("/mlm/" in str(uri) for uri in extensions):
+        faults.append(("$.stac_extensions", f"the MLM extension's schema, e.g. {MLM_SCHEMA}"))
     props = item.get("properties")
     if not isinstance(props, Mapping):
-        return [("$.properties", "expected an object holding the mlm:* fields")]
-    faults: list[Fault] = []
+        return [*faults, ("$.properties", "expected an object holding the mlm:* fields")]
     for key in ("mlm:name", "mlm:architecture", "mlm:tasks", "mlm:input", "mlm:output"):
         if props.get(key) in (None, "", []):
             faults.append((f"$.properties['{key}']", "required by the MLM extension, missing or empty"))

@@ -234,6 +234,20 @@ def test_environment_declarations(
     )
 
 
+def test_an_item_without_the_mlm_extension_is_named(
+    scaffolded: Path, tmp_path: Path, schema_dir: Path
+) -> None:
+    root = _with_project(scaffolded, tmp_path / "pkg")
+    item = json.loads((root / "stac-item.json").read_text())
+    item["stac_extensions"] = [uri for uri in item["stac_extensions"] if "/mlm/" not in uri]
+    (root / "stac-item.json").write_text(json.dumps(item))
+    faults = [str(f) for f in check_package(root, schema_dir).faults]
+    assert faults == [
+        "stac-item.json: $.stac_extensions: the MLM extension's schema, "
+        "e.g. https://stac-extensions.github.io/mlm/v1.5.2/schema.json"
+    ]
+
+
 def test_commands_parameters_and_uv_run(scaffolded: Path, tmp_path: Path, schema_dir: Path) -> None:
     root = _with_project(scaffolded, tmp_path / "pkg")
     project = yaml.safe_load((root / "MLproject").read_text())
