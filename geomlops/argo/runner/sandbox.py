@@ -6,13 +6,15 @@ under bubblewrap (``bwrap``, Debian's ``bubblewrap`` package) with:
 
 - the host's root bound **read-only** (``--ro-bind / /``, submounts included), ``/dev`` as
   the host's (GPUs stay visible) with a private ``/dev/shm``, a fresh ``/proc``;
-- a private, empty ``/tmp`` and ``/var/tmp`` (the attempt's ``tmp/`` folder, kept afterwards
-  so that output parameters and artifacts are read from the task's own paths), and
-  ``TMPDIR=/tmp``;
+- a private, empty ``/tmp`` and ``/var/tmp`` (the attempt's ``tmp/`` and ``var-tmp/``
+  folders, kept afterwards so that output parameters and artifacts are read from the task's
+  own paths), and ``TMPDIR=/tmp``;
 - read-write: the attempt's own folder (its working directory) and the folders the runner is
   told are writable: the folder holding the runs (``$GEOMLOPS_HOME`` for ``geomlops run``),
   where geomlops steps keep their work folders, MLflow's SQLite file, the static catalogue
   and the DVC repository, and any path ``geomlops run`` derives from the settings;
+- absolute paths given as workflow parameters, as a volume would mount them on Argo
+  (:func:`parameter_paths`): a file read-only, a folder writable, even under ``/tmp``;
 - its own PID namespace and ``--die-with-parent``: when the runner stops an attempt (a
   signal, a deadline) or dies, every process of the attempt goes with it.
 
@@ -23,6 +25,9 @@ script of ours, order-sensitive and easy to get subtly wrong. bubblewrap builds 
 from a declarative list (later mounts on top of earlier ones, mount points created in the new
 root, read-only binds recursive), is what Flatpak runs every application in, works as root
 and unprivileged (user namespaces), and adds ``--die-with-parent`` and a PID namespace.
+
+A stopped attempt gets SIGTERM in its own processes (bubblewrap passes no signal on) and
+SIGKILL after the grace period (:func:`.execute.signal_group`).
 
 Where bubblewrap is missing or cannot create namespaces (a container without them), the
 runner refuses to start with a message saying so; ``GEOMLOPS_SANDBOX=off`` (or
