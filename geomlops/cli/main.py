@@ -302,6 +302,7 @@ def run(
     from geomlops.argo.runner import Approval, LocalRunner, RunInterrupted
     from geomlops.argo.runner.sandbox import settings_writable_paths
     from geomlops.argo.runner.synchronization import parse_limits
+    from steps.package_env import writable_cache_paths
     from steps.promotion import validate_approver
 
     library = _template_library(template_paths)
@@ -327,7 +328,8 @@ def run(
         approver_check=validate_approver,
         semaphores={**library.semaphore_limits(), **parse_limits(semaphores)},
         sandbox=sandbox,
-        writable_paths=settings_writable_paths(get_settings()),
+        # tasks also build and share model packages' environments (their cache and uv's)
+        writable_paths=[*settings_writable_paths(get_settings()), *writable_cache_paths()],
         artifact_repository=_artifact_repository(artifact_bucket),
     )
     if resume_id:
