@@ -431,7 +431,8 @@ def command_environment(
 
     ``python`` is the environment's (its ``bin`` first on ``PATH``); ``uv run python …``
     uses it too and syncs nothing (``UV_PROJECT_ENVIRONMENT``, ``VIRTUAL_ENV``,
-    ``UV_NO_SYNC``), so it never builds a second environment. ``PYTHONPATH`` and
+    ``UV_NO_SYNC``, ``UV_NO_CACHE``), so it never builds a second environment nor writes
+    uv's cache. ``PYTHONPATH`` and
     ``PYTHONHOME`` of the caller are dropped: nothing of geomlops' interpreter leaks in.
     """
     env = dict(os.environ if base is None else base)
@@ -442,6 +443,9 @@ def command_environment(
     env["VIRTUAL_ENV"] = str(environment.root)
     env["UV_PROJECT_ENVIRONMENT"] = str(environment.root)
     env["UV_NO_SYNC"] = "1"
+    # nothing is installed, so no cache is needed: a temporary one works where uv's own is
+    # read-only (a sandboxed task)
+    env["UV_NO_CACHE"] = "1"
     env["UV_PYTHON_DOWNLOADS"] = "never"
     env["UV_PYTHON"] = str(environment.python)
     return env
