@@ -11,10 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
+from click.testing import CliRunner
 from runner_fixtures.build import dag, script, task, workflow
 
 from geomlops.argo.runner import LocalRunner
 from geomlops.argo.runner.synchronization import parse_limits
+from geomlops.cli.main import main
 from geomlops.errors import ManifestError, UnsupportedFeatureError
 
 STAMP = """
@@ -122,3 +125,19 @@ def test_semaphore_options_parse_and_bad_ones_name_the_value() -> None:
     for bad in ["my-config=2", "c/k=two", "c/k", "c/k=0", "/k=1"]:
         with pytest.raises(ManifestError, match="--semaphore"):
             parse_limits([bad])
+
+
+def test_cli_takes_semaphore_limits_and_names_a_bad_one(home: Path) -> None:
+    sync = {"semaphores": [{"configMapKeyRef": {"name": "cli-config", "key": "k"}}]}
+    path = home / "wf.yaml"
+    path.write_text(yaml.safe_dump(fan(sync, width=2)))
+
+    ran = CliRunner().invoke(main, ["run", str(path), "--semaphore", "cli-config/k=1"])
+    missing = CliRunner().invoke(main, ["run", str(path)])
+    malformed = CliRunner().invoke(main, ["run", str(path), "--semaphore", "cli-config=1"])
+
+    assert ran.exit_code == 0, ran.output
+    assert missing.exit_code != 0
+    assert "locally pass --semaphore cli-config/k=LIMIT" in missing.output
+    assert malformed.exit_code != 0
+    assert "--semaphore 'cli-config=1': expected CONFIGMAP/KEY=LIMIT" in malformed.output
