@@ -19,7 +19,8 @@ import yaml
 
 from geomlops.cli.demo import DATASET, default_package
 
-pytestmark = pytest.mark.slow
+# one training (and, for the first test, the demo) sits in each test's setup
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 PACKAGES = Path(__file__).parent / "packages"
 
 
@@ -52,35 +53,37 @@ def _train(work: dict[str, Any], model: str) -> tuple[Any, dict[str, Any]]:
     return out, json.loads((runs[-1] / "state.json").read_text())
 
 
-@pytest.fixture(scope="module")
-def trained(work: dict[str, Any]) -> dict[str, tuple[Any, dict[str, Any]]]:
-    assert work["first"].returncode == 0, work["first"].stdout + work["first"].stderr
+def _trained(work: dict[str, Any], name: str) -> tuple[Any, dict[str, Any]]:
     from steps.package_env import ensure_environment
 
-    done = {}
-    for name in ("legacy-centroid", "lightgbm-pixels"):
-        # built here once (cached by declaration and shared with every later run), as a
-        # sandboxed task may not write the environment cache
-        ensure_environment(PACKAGES / name)
-        _register(work, name)
-        done[name] = _train(work, name)
-    return done
+    assert work["first"].returncode == 0, work["first"].stdout + work["first"].stderr
+    # built here once (cached by declaration, shared with every later run and test session),
+    # as a sandboxed task may not write the environment cache
+    ensure_environment(PACKAGES / name)
+    _register(work, name)
+    return _train(work, name)
+
+
+@pytest.fixture(scope="module")
+def legacy(work: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """The numpy 1 / MLflow 2 package, trained through the workflow."""
+    return _trained(work, "legacy-centroid")
+
+
+@pytest.fixture(scope="module")
+def lightgbm(work: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """The LightGBM package, trained through the workflow."""
+    return _trained(work, "lightgbm-pixels")
 
 
 def _run_of(state: dict[str, Any]) -> str:
     return str(state["nodes"]["train"]["outputs"]["run_id"])
 
 
-def test_nothing_is_installed_into_geomlops_environment(trained: dict[str, Any]) -> None:
-    assert importlib.util.find_spec("lightgbm") is None
-    assert importlib.metadata.version("numpy").split(".")[0] != "1"
-    assert importlib.metadata.version("mlflow").split(".")[0] == "3"
-
-
 def test_numpy_1_and_an_mlflow_2_client_train_in_their_own_experiment(
-    work: dict[str, Any], trained: dict[str, Any]
+    work: dict[str, Any], legacy: tuple[Any, dict[str, Any]]
 ) -> None:
-    out, state = trained["legacy-centroid"]
+    out, state = legacy
     assert out.returncode == 0, out.stdout + out.stderr
     assert state["status"] == "Succeeded"
     client = _client(work)
@@ -102,9 +105,9 @@ def test_numpy_1_and_an_mlflow_2_client_train_in_their_own_experiment(
 
 
 def test_a_framework_geomlops_does_not_install_trains_and_is_evaluated(
-    work: dict[str, Any], trained: dict[str, Any]
+    work: dict[str, Any], lightgbm: tuple[Any, dict[str, Any]]
 ) -> None:
-    out, state = trained["lightgbm-pixels"]
+    out, state = lightgbm
     assert out.returncode == 0, out.stdout + out.stderr
     run = _client(work).get_run(_run_of(state))
     assert run.data.params["lightgbm"] == "4.6.0"
@@ -115,7 +118,7 @@ def test_a_framework_geomlops_does_not_install_trains_and_is_evaluated(
 
 
 def test_a_failed_training_shows_the_entry_points_own_last_lines(
-    work: dict[str, Any], trained: dict[str, Any]
+    work: dict[str, Any], lightgbm: tuple[Any, dict[str, Any]]
 ) -> None:
     def break_training(package: Path) -> None:
         train = package / "lgb_pixels" / "train.py"
@@ -128,3 +131,9 @@ def test_a_failed_training_shows_the_entry_points_own_last_lines(
     assert "training entry point of lightgbm-pixels exited with code 1" in summary
     own_lines = summary.split("its last error lines:")[1]
     assert "RuntimeError: the booster cannot read band 11 of this scene" in own_lines
+
+
+def test_nothing_is_installed_into_geomlops_environment(legacy: Any, lightgbm: Any) -> None:
+    assert importlib.util.find_spec("lightgbm") is None
+    assert importlib.metadata.version("numpy").split(".")[0] != "1"
+    assert importlib.metadata.version("mlflow").split(".")[0] == "3"
