@@ -380,7 +380,10 @@ class Engine:
                 (template.get("outputs") or {}).get("artifacts") or [], attempt_scope
             )
             input_arts = substitute_all((template.get("inputs") or {}).get("artifacts") or [], attempt_scope)
-            art_paths = [str(a["path"]) for a in [*declared_arts, *input_arts] if "path" in a]
+            # unisolated, inputs stay at their literal paths (where scripts naming them look);
+            # isolated, those outside the private /tmp move with the outputs (the host is read-only)
+            moved = [*declared_arts, *input_arts] if self.sandboxed else declared_arts
+            art_paths = [str(a["path"]) for a in moved if "path" in a]
             sandbox = make_sandbox(
                 work_dir,
                 [*paths.values(), *art_paths],
