@@ -44,7 +44,7 @@ from geomlops.gateway.backends.base import (
 from geomlops.settings import Settings
 
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,200}")
-_LAUNCH_WAIT_S = 30.0
+_LAUNCH_WAIT_S = 120.0
 #: how long ``geomlops run`` may take to check a request and create its run
 _START_WAIT_S = 180.0
 
@@ -180,8 +180,8 @@ class LocalBackend:
         return "\n".join(parts)
 
     def stop(self, run_id: str) -> RunInfo:
-        """Interrupt the runner (SIGINT to its process group): it kills its tasks, records the
-        run as failed with 'interrupted' and exits; after 30 s it is killed."""
+        """Interrupt the runner (SIGINT to its process group): it stops its tasks, records the
+        run as interrupted and exits; after two minutes it is killed."""
         info = self.get(run_id)
         if info.phase is Phase.SUSPENDED:
             raise RunStateError(f"run {run_id} is waiting at gate {info.waiting_gate}: refuse it instead")

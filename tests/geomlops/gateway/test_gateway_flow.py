@@ -1,0 +1,258 @@
+"""The whole flow through the gateway on the embedded defaults, over real HTTP:
+train → batch inference → promotion → approval, then a refusal and a stop.
+
+The gateway runs as ``geomlops gateway serve`` in its own process, on a work folder of its own
+where the demo's dataset is versioned and its model catalogued (the demo's steps, without its
+training: the gateway's training run is the only one). It is killed (SIGKILL) while the training
+runs and started again: the run, detached from it, is still tracked and finishes. The approver
+is the caller of the approving key, and that name reaches the MLflow tags and the STAC item as
+the CLI's approval does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from .conftest import MODEL, free_port
+
+pytestmark = pytest.mark.slow
+GEOMLOPS = str(Path(sys.executable).parent / "geomlops")
+WORSE = '{"max_iter": 2, "max_samples": 300, "learning_rate": 0.05}'
+APPROVER = "ada@example.org"
+
+
+class Gateway:
+    """``geomlops gateway serve`` in a process of its own, on a fixed port (kept over restarts)."""
+
+    def __init__(self, home: Path, env: dict[str, str]) -> None:
+        self.home, self.env, self.port = home, env, free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = (self.home / "gateway-serve.log").open("ab")
+        self.proc = subprocess.Popen(
+            [GEOMLOPS, "gateway", "serve", "--port", str(self.port)],
+            env=self.env,
+            cwd=self.home,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/api/v1/health", timeout=5).status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.3)
+        raise AssertionError((self.home / "gateway-serve.log").read_text())
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(30)
+
+    def key(self, name: str, role: str) -> str:
+        out = subprocess.run(
+            [GEOMLOPS, "gateway", "keys", "create", name, "--role", role],
+            env=self.env,
+            cwd=self.home,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return out.stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def flow(tmp_path_factory: pytest.TempPathFactory, schema_dir: Path) -> Iterator[dict[str, Any]]:
+    from geomlops.cli.demo import DATASET, default_package, ensure_data_repo, prepare_dataset
+    from geomlops.settings import Settings
+    from steps.catalog import publish_base_item
+
+    home = tmp_path_factory.mktemp("gateway-flow")
+    settings = Settings(home=home, schema_dir=schema_dir)
+    repo = Path(settings.data_repo_url)
+    ensure_data_repo(repo, settings.dvc_remote_url)
+    prepare_dataset(repo, default_package(), settings)
+    publish_base_item(default_package(), settings.catalog_href, schema_dir)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GEOMLOPS_", "MLFLOW_"))}
+    env |= {"GEOMLOPS_HOME": str(home), "GEOMLOPS_SCHEMA_DIR": str(schema_dir)}
+    gateway = Gateway(home, env)
+    keys = {"operator": gateway.key("ops-bot", "operator"), "approver": gateway.key(APPROVER, "approver")}
+    gateway.start()
+    yield {"home": home, "gateway": gateway, "keys": keys, "dataset": DATASET}
+    if gateway.proc is not None and gateway.proc.poll() is None:
+        gateway.kill()
+
+
+def _client(flow: dict[str, Any], role: str) -> httpx.Client:
+    headers = {"Authorization": f"Bearer {flow['keys'][role]}"}
+    return httpx.Client(base_url=flow["gateway"].url, headers=headers, timeout=120)
+
+
+def _until(
+    flow: dict[str, Any], run_id: str, done: Callable[[dict[str, Any]], bool], limit: float = 900
+) -> dict[str, Any]:
+    deadline = time.monotonic() + limit
+    with _client(flow, "operator") as client:
+        while True:
+            run: dict[str, Any] = client.get(f"/api/v1/runs/{run_id}").json()
+            if done(run) or time.monotonic() > deadline:
+                return run
+            time.sleep(1)
+
+
+def _finished(run: dict[str, Any]) -> bool:
+    return run["phase"] in ("Succeeded", "Failed", "Error", "Interrupted", "Suspended")
+
+
+def _mlflow(flow: dict[str, Any]) -> Any:
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=f"sqlite:///{flow['home'] / 'mlflow.db'}")
+
+
+def test_training_survives_a_gateway_killed_mid_run(flow: dict[str, Any]) -> None:
+    body = {"model": MODEL, "dataset_path": flow["dataset"], "parameters": {"train_params": WORSE}}
+    with _client(flow, "operator") as operator:
+        started = operator.post("/api/v1/runs/training", json=body)
+    assert started.status_code == 202, started.text
+    run_id = started.json()["run_id"]
+    assert started.json()["submitted_by"] == "ops-bot"
+    running = _until(flow, run_id, lambda r: any(t["name"] == "train" for t in r["tasks"]) or _finished(r))
+    assert running["phase"] == "Running", running
+
+    flow["gateway"].kill()
+    state = flow["home"] / "runs" / run_id / "state.json"
+    before = state.stat().st_mtime
+    time.sleep(2)
+    flow["gateway"].start()  # a new gateway process, same database and work folder
+
+    with _client(flow, "operator") as operator:
+        listed = operator.get("/api/v1/runs").json()
+        assert run_id in [r["run_id"] for r in listed]
+        again = operator.get(f"/api/v1/runs/{run_id}").json()
+    assert again["phase"] in ("Running", "Succeeded"), again
+    assert again["submitted_by"] == "ops-bot" and again["parameters"]["train_params"] == WORSE
+    done = _until(flow, run_id, _finished)
+    assert done["phase"] == "Succeeded", done["message"]
+    assert state.stat().st_mtime > before  # the runner went on writing while no gateway ran
+    finished, pods = done["progress"].split("/")
+    assert finished == pods and int(pods) >= 4  # every pod of the run, retries' included
+    assert {t["name"] for t in done["tasks"]} >= {"fetch-model", "resolve-dataset", "train", "register"}
+    for task in done["tasks"]:
+        finished, pods = task["progress"].split("/")
+        assert task["phase"] in ("Succeeded", "Skipped") and finished == pods != "0", task
+    with _client(flow, "operator") as operator:
+        log = operator.get(f"/api/v1/runs/{run_id}/logs", params={"task": "train"})
+        assert log.status_code == 200 and "attempt 1" in log.text
+        assert "Succeeded" in operator.get(f"/api/v1/runs/{run_id}/logs").text
+        model = operator.get(f"/api/v1/models/{MODEL}").json()
+    assert model["versions"] == ["1"] and model["aliases"] == {}
+    assert model["version_details"][0]["metrics"] and model["version_details"][0]["run_id"]
+    flow["version"] = "1"
+
+
+def test_batch_inference_of_the_new_version_publishes_predictions(flow: dict[str, Any]) -> None:
+    imagery = flow["home"] / "data" / flow["dataset"] / "image.tif"
+    body = {
+        "model": MODEL,
+        "version": flow["version"],
+        "imagery": str(imagery),
+        "aoi": {
+            "type": "Polygon",
+            "coordinates": [
+                [[-87.45, 30.70], [-87.40, 30.70], [-87.40, 30.75], [-87.45, 30.75], [-87.45, 30.70]]
+            ],
+        },
+        "parameters": {"area": "gateway", "block_size": "160", "group_size": "4"},
+    }
+    with _client(flow, "operator") as operator:
+        started = operator.post("/api/v1/runs/batch-inference", json=body)
+        assert started.status_code == 202, started.text
+        run_id = started.json()["run_id"]
+        assert operator.get(f"/api/v1/runs/{run_id}/predictions").status_code in (404, 200)
+    done = _until(flow, run_id, _finished)
+    assert done["phase"] == "Succeeded", done["message"]
+    with _client(flow, "operator") as operator:
+        found = operator.get(f"/api/v1/runs/{run_id}/predictions").json()
+    assert found["item"]["id"] == f"{MODEL}-v1-gateway"
+    assert {"geoparquet", "geojson", "quicklook"} <= set(found["assets"]) and found["features"] is not None
+    geojson = json.loads(Path(found["assets"]["geojson"].removeprefix("file://")).read_text())
+    assert geojson["type"] == "FeatureCollection"
+
+
+def test_promotion_waits_for_the_approver_whose_name_reaches_mlflow_and_the_catalogue(
+    flow: dict[str, Any],
+) -> None:
+    with _client(flow, "operator") as operator:
+        refused_id = operator.post("/api/v1/runs/promotion", json={"model": MODEL, "candidate": "1"}).json()[
+            "run_id"
+        ]
+    assert _until(flow, refused_id, _finished)["phase"] == "Suspended"
+    with _client(flow, "approver") as approver:
+        answer = approver.post(f"/api/v1/runs/{refused_id}/refuse", json={"reason": "not yet"})
+        assert answer.status_code == 200, answer.text
+    done = _until(flow, refused_id, lambda r: r["phase"] != "Suspended" and _finished(r))
+    assert done["phase"] == "Failed" and done["message"].startswith(f"refused by {APPROVER}: not yet")
+    assert "not approved at the prompt" in done["message"]
+    assert _mlflow(flow).get_registered_model(MODEL).aliases == {}  # nothing promoted
+
+    with _client(flow, "operator") as operator:
+        started = operator.post("/api/v1/runs/promotion", json={"model": MODEL, "candidate": flow["version"]})
+    assert started.status_code == 202, started.text
+    run_id = started.json()["run_id"]
+    waiting = _until(flow, run_id, _finished)
+    assert waiting["phase"] == "Suspended" and waiting["waiting_gate"] == "approval", waiting
+    with _client(flow, "operator") as operator:
+        refused = operator.post(f"/api/v1/runs/{run_id}/approve", json={"reason": "I am not an approver"})
+        assert refused.status_code == 403
+    with _client(flow, "approver") as approver:
+        bogus = approver.post(
+            f"/api/v1/runs/{run_id}/approve", json={"reason": "x", "outputs": {"bogus": "1"}}
+        )
+        assert bogus.status_code == 422 and "outputs: -o bogus" in bogus.json()["detail"]
+        assert _until(flow, run_id, _finished)["phase"] == "Suspended"  # nothing resumed
+        approved = approver.post(f"/api/v1/runs/{run_id}/approve", json={"reason": "checked the report"})
+        assert approved.status_code == 200, approved.text
+        twice = approver.post(f"/api/v1/runs/{run_id}/approve", json={"reason": "again"})
+        assert twice.status_code == 409
+    done = _until(flow, run_id, lambda r: r["phase"] != "Suspended" and _finished(r))
+    assert done["phase"] == "Succeeded", done["message"]
+    gate = next(t for t in done["tasks"] if t["name"] == "approval")
+    assert gate["approval"]["approver"] == APPROVER and gate["approval"]["reason"] == "checked the report"
+
+    client = _mlflow(flow)
+    assert str(client.get_model_version_by_alias(MODEL, "production").version) == flow["version"]
+    decision = json.loads(client.get_model_version(MODEL, flow["version"]).tags["geomlops.promotion"])
+    assert decision["approver"] == APPROVER and decision["reason"] == "checked the report"
+    item_path = flow["home"] / "catalog" / "model-versions" / f"{MODEL}-v1" / f"{MODEL}-v1.json"
+    item = json.loads(item_path.read_text())
+    assert item["properties"]["geomlops:promotion"] == decision
+    assert item["properties"]["mlflow:aliases"] == ["production"]
+
+
+def test_a_stopped_run_stops(flow: dict[str, Any]) -> None:
+    imagery = flow["home"] / "data" / flow["dataset"] / "image.tif"
+    body = {"model": MODEL, "alias": "production", "imagery": str(imagery), "parameters": {"area": "stopped"}}
+    with _client(flow, "operator") as operator:
+        started = operator.post("/api/v1/runs/batch-inference", json=body)
+        assert started.status_code == 202, started.text
+        run_id = started.json()["run_id"]
+        stopped = operator.post(f"/api/v1/runs/{run_id}/stop")
+        assert stopped.status_code == 200, stopped.text
+        assert stopped.json()["phase"] in ("Failed", "Interrupted"), stopped.json()
+        again = operator.post(f"/api/v1/runs/{run_id}/stop")
+        assert again.status_code == 409 and "not running" in again.json()["detail"]
