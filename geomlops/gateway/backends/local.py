@@ -246,20 +246,30 @@ class LocalBackend:
     def refuse(self, run_id: str, *, approver: str, reason: str) -> RunInfo:
         """Resume the run answering 'no' at its gate's prompt: the gate fails and the run ends.
         Who refused and why are kept with the launch and reported with the run."""
-        launched = self._launched(run_id)
-        launched["refusal"] = {"approver": approver, "reason": reason}
-        self._launch_file(run_id).write_text(json.dumps(launched, indent=2) + "\n", encoding="utf-8")
-        return self._decide(run_id, ["run", "--resume", run_id, "--interactive"], answer="no\n")
+        refusal = {"refusal": {"approver": approver, "reason": reason}}
+        return self._decide(run_id, ["run", "--resume", run_id, "--interactive"], answer="no\n", note=refusal)
 
     # --- internals --------------------------------------------------------------------
 
-    def _decide(self, run_id: str, args: Sequence[str], answer: str | None = None) -> RunInfo:
+    def _decide(
+        self,
+        run_id: str,
+        args: Sequence[str],
+        answer: str | None = None,
+        note: Mapping[str, Any] | None = None,
+    ) -> RunInfo:
+        """Resume a run waiting at a gate with ``geomlops ARGS``; ``note`` is added to what the
+        run was launched with (reported with it) once the gate is known to wait."""
         with self._decide_lock:
             info = self.get(run_id)
             if info.phase is not Phase.SUSPENDED or info.waiting_gate is None:
                 raise GateNotWaitingError(
                     f"run {run_id} has no gate waiting for a decision (phase {info.phase.value})"
                 )
+            if note:
+                self.launch_dir.mkdir(parents=True, exist_ok=True)
+                launched = {**self._launched(run_id), **note}
+                self._launch_file(run_id).write_text(json.dumps(launched, indent=2) + "\n", encoding="utf-8")
             before = self._state_mtime(run_id)
             proc = self._launch(run_id, args, answer)
             # answer once the runner holds the run (or has already finished it)

@@ -190,6 +190,8 @@ def test_decisions_on_unknown_runs_and_bad_queries(gateway: Served, catalogued: 
     with gateway.client("approver") as approver:
         missing = approver.post("/api/v1/runs/no-such-run/approve", json={"reason": "fine"})
         assert missing.status_code == 404 and "no-such-run" in missing.json()["detail"]
+        refused = approver.post("/api/v1/runs/no-such-run/refuse", json={"reason": "no"})
+        assert refused.status_code == 404  # and no launch file written for it (below)
         blank = approver.post("/api/v1/runs/no-such-run/approve", json={"reason": "  "})
         assert blank.status_code == 422 and blank.json()["detail"][0]["loc"] == ["body", "reason"]
         traversal = approver.get("/api/v1/runs/..%2F..%2Fetc/logs")
