@@ -262,13 +262,22 @@ def parameter_paths(values: Iterable[str]) -> tuple[list[Path], list[Path]]:
     Locally a path passed with ``-p`` stands for what a volume would mount on Argo, so tasks
     see it at the same path even where their private ``/tmp`` would hide it: an existing file
     read-only; an existing folder, or a path that does not exist yet in an existing folder (an
-    output folder, created here), writable. ``/``, ``/tmp`` and ``/var/tmp`` themselves never
+    output folder, created here), writable; a ``file://`` or ``git+file://...@REV`` location
+    read-only. ``/``, ``/tmp`` and ``/var/tmp`` themselves never
     are (that would undo the isolation).
     """
     files: list[Path] = []
     folders: list[Path] = []
     for value in values:
-        if not value.startswith("/") or "\n" in value or len(value) > 4096:
+        if "\n" in value or len(value) > 4096:
+            continue
+        if value.startswith(("file://", "git+file://")):  # a local repository or file: read only
+            location = value.split("file://", 1)[1]
+            location = location.rsplit("@", 1)[0] if value.startswith("git+") else location
+            if location.startswith("/") and os.path.exists(location):
+                files.append(Path(os.path.realpath(location)))
+            continue
+        if not value.startswith("/"):
             continue
         path = Path(os.path.realpath(value))
         if str(path) in ("/", *PRIVATE_TMP):

@@ -155,26 +155,40 @@ def test_paths_given_as_parameters_are_seen_as_volumes_would_be(tmp_path: Path) 
     given.mkdir()
     (given / "in.txt").write_text("input")
     out = given / "out"  # not there yet: an output folder
+    (given / "repo").mkdir()
+    repo = f"git+file://{given / 'repo'}@0123abc"  # a local repository, as a package source
     write = script(
         "write",
         "import pathlib; pathlib.Path('{{inputs.parameters.out}}', 'o.txt')"
         ".write_text(pathlib.Path('{{inputs.parameters.data}}').read_text() + '+written')",
         inputs=["data", "out"],
     )
-    read = script("read", "print(open('{{inputs.parameters.out}}/o.txt').read())", inputs=["out"])
+    read = script(
+        "read",
+        "import os; print(open('{{inputs.parameters.out}}/o.txt').read(), "
+        "os.path.isdir('{{inputs.parameters.repo}}'.split('file://')[1].split('@')[0]))",
+        inputs=["out", "repo"],
+    )
     args = {"data": "{{workflow.parameters.data}}", "out": "{{workflow.parameters.out}}"}
     main = dag(
         "main",
         [
             task("write", "write", args=args),
-            task("read", "read", args={"out": "{{workflow.parameters.out}}"}, depends="write"),
+            task(
+                "read",
+                "read",
+                args={"out": "{{workflow.parameters.out}}", "repo": "{{workflow.parameters.repo}}"},
+                depends="write",
+            ),
         ],
     )
-    manifest = workflow([main, write, read], parameters={"data": None, "out": None})
+    manifest = workflow([main, write, read], parameters={"data": None, "out": None, "repo": None})
     try:
-        summary = make_runner(tmp_path).run(manifest, {"data": str(given / "in.txt"), "out": str(out)})
+        summary = make_runner(tmp_path).run(
+            manifest, {"data": str(given / "in.txt"), "out": str(out), "repo": repo}
+        )
         assert summary.status == "Succeeded", summary.message
-        assert make_runner(tmp_path).show(summary.run_id).nodes["read"].result == "input+written"
+        assert make_runner(tmp_path).show(summary.run_id).nodes["read"].result == "input+written True"
         assert (out / "o.txt").read_text() == "input+written"
     finally:
         shutil.rmtree(given)
