@@ -21,8 +21,8 @@ from catalog_sync.mlm import ModelSpec, parse_model_item
 from catalog_sync.mlm_assets import CODE_ROLE, INFERENCE_RUNTIME_ROLE, TRAINING_RUNTIME_ROLE
 from catalog_sync.mlm_checks import mlm_faults
 from catalog_sync.validation import validate_stac
-from geomlops.errors import InvalidModelItemError
-from steps.package import ENTRY_POINTS, ITEM_FILES, find_item_file
+from geomlops.errors import InvalidModelItemError, InvalidPackageError
+from steps.package import ENTRY_POINTS, ITEM_FILES, PackageInfo, describe_package, find_item_file
 
 #: parameters geomlops passes to each entry point it runs (others need a default)
 PASSED_PARAMETERS = {"train": ("data",), "evaluate": ("model_uri", "data")}
@@ -361,3 +361,42 @@ def prediction_faults(spec: ModelSpec, predict: Callable[[NDArray[Any]], NDArray
                 )
             )
     return faults
+
+
+class PackageReport(BaseModel):
+    """A validated model package: what the registration workflow needs of it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    package: PackageInfo
+    model_id: str
+    image: str
+    schema_status: str
+    unavailable_schemas: list[str] = []
+
+
+def validate_package(package: str | Path, schema_dir: Path | None = None) -> PackageReport:
+    """Check a whole model package against the contract (every fault at once) and describe it.
+
+    Args:
+        package: the package folder.
+        schema_dir: folder of extension schemas stored by URL (offline validation).
+
+    Returns:
+        The package, its model id and the image to build (the item's training-runtime asset).
+
+    Raises:
+        InvalidPackageError: listing every fault, each naming the file, the field and what was
+            expected (see ``steps.package_check.check_package``).
+    """
+    check = check_package(package, schema_dir)
+    if check.faults or check.spec is None or not check.spec.training_image:
+        faults = "\n".join(f"  {fault.describe(check.root)}" for fault in check.faults)
+        raise InvalidPackageError(f"model package {check.root}: {len(check.faults)} fault(s):\n{faults}")
+    info = describe_package(check.root, required=tuple(ENTRY_POINTS))
+    return PackageReport(
+        package=info,
+        model_id=check.spec.id,
+        image=check.spec.training_image,
+        schema_status="incomplete" if check.notes else "valid",
+        unavailable_schemas=[n.rsplit(": ", 1)[-1] for n in check.notes],
+    )

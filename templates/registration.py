@@ -24,7 +24,7 @@ def validate_package(
 ]:
     """Check the package against the contract (every fault at once, offline); an archive or
     git source is first materialized under the work folder's ``packages``."""
-    from steps.package import validate_package as validate
+    from steps.package_check import validate_package as validate
     from steps.package_source import materialize_package
 
     settings = get_settings()

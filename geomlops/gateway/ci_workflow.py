@@ -53,7 +53,7 @@ NOTIFY_ENV = {
 
 _CHECK = (
     'uv run --no-project --with "geomlops=={version}" python -c '
-    '"import sys; from steps.package import validate_package; '
+    '"import sys; from steps.package_check import validate_package; '
     'print(validate_package(sys.argv[1]).model_dump_json(indent=2))" "{package}"'
 )
 

@@ -14,7 +14,7 @@ import json
 import math
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ._expr_values import ExpressionError, equal, from_json, go_json, go_sprint, to_float, to_int
@@ -139,6 +139,11 @@ _JSONPATH_TOKEN = re.compile(
 )
 
 
+#: evaluates a JSONPath filter's predicate as an expression; :mod:`.expr` sets it when imported
+#: (it imports this module, so importing it back here would make a cycle)
+filter_evaluator: Callable[[str, Mapping[str, Any]], Any] | None = None
+
+
 def _select(nodes: list[Any], selector: str, path: str) -> list[Any]:
     selector = selector.strip()
     out: list[Any] = []
@@ -147,8 +152,9 @@ def _select(nodes: list[Any], selector: str, path: str) -> list[Any]:
             out.extend(node.values() if isinstance(node, dict) else node if isinstance(node, list) else [])
         return out
     if selector.startswith("?(") and selector.endswith(")"):
-        from .expr import evaluate  # JSONPath filters read as expr predicates: @ becomes #
-
+        if filter_evaluator is None:  # pragma: no cover - set when runner.expr is imported
+            raise ExpressionError(f"jsonpath {path!r}: filters need the expression evaluator")
+        evaluate = filter_evaluator  # JSONPath filters read as expr predicates: @ becomes #
         for node in nodes:
             for item in node if isinstance(node, list) else []:
                 try:

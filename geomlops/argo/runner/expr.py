@@ -23,6 +23,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from . import _expr_functions
 from ._expr_functions import ARGO_FUNCTIONS, BUILTINS, PREDICATES, SPRIG, call_predicate
 from ._expr_parser import Node, Parser
 from ._expr_values import ExpressionError, equal, go_json, go_sprint, to_float, to_int
@@ -244,6 +245,9 @@ def evaluate(text: str, env: Mapping[str, Any]) -> Any:
         ExpressionError: malformed, unsupported, or failing at run time (names the cause).
     """
     return _Evaluator(env, text).run(parse(text))
+
+
+_expr_functions.filter_evaluator = evaluate
 
 
 def evaluate_bool(text: str, env: Mapping[str, Any]) -> bool:
