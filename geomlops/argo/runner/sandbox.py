@@ -43,6 +43,7 @@ import functools
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -167,10 +168,10 @@ class Sandbox:
         ]  # fmt: skip
         for private in PRIVATE_TMP:
             view += ["--bind", str(self.private(private)), private]
+        for path in self.readable:  # first: a writable folder inside one stays writable
+            view += ["--ro-bind", str(path), str(path)]
         for path in (*self.writable, self.folder):
             view += ["--bind", str(path), str(path)]
-        for path in self.readable:
-            view += ["--ro-bind", str(path), str(path)]
         view += ["--setenv", "TMPDIR", "/tmp", "--unshare-pid", "--die-with-parent"]
         return [*view, "--chdir", str(self.folder), "--", *argv]
 
@@ -218,7 +219,7 @@ def make_sandbox(
         tuple(sorted(prefixes, key=len, reverse=True)),
         isolated,
         kept if isolated else (),
-        tuple(readable) if isolated else (),
+        (*readable, *interpreter_paths()) if isolated else (),
     )
     if isolated:
         for private in PRIVATE_TMP:
@@ -227,6 +228,22 @@ def make_sandbox(
             if path.startswith("/") and path not in files:
                 sandbox.host_path(path).parent.mkdir(parents=True, exist_ok=True)
     return sandbox
+
+
+@functools.cache
+def interpreter_paths() -> tuple[Path, ...]:
+    """This interpreter's environment and the folders it imports from, where a private folder
+    would hide them (a checkout or a virtual environment under ``/tmp``): tasks run geomlops'
+    own code with it, so they must see it, read-only."""
+    seen: list[Path] = []
+    for value in (sys.prefix, sys.exec_prefix, sys.base_prefix, *sys.path):
+        if not value or not os.path.isabs(value) or not os.path.exists(value):
+            continue
+        path = Path(os.path.realpath(value))
+        inside = any(_under(str(path), private) and str(path) != private for private in PRIVATE_TMP)
+        if inside and not any(_under(str(path), str(other)) for other in seen):
+            seen = [other for other in seen if not _under(str(other), str(path))] + [path]
+    return tuple(seen)
 
 
 def settings_writable_paths(settings: Settings) -> list[Path]:
