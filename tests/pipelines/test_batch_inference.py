@@ -124,9 +124,17 @@ def test_bad_areas_and_imagery_fail_at_planning(work: dict[str, Any], tmp_path: 
     far.write_text(
         json.dumps({"type": "Polygon", "coordinates": [[[10, 10], [11, 10], [11, 11], [10, 11], [10, 10]]]})
     )
+    # by pipeline name the CLI's preflight refuses it before a run starts (exit 2); as a manifest
+    # file (as Argo runs it) the planning step refuses it, once: a permanent error (exit 1)
     result = work["cli"]("run", "batch-inference", *_params(work, tmp_path / "o1", "far", f"aoi={far}"))
+    assert result.returncode == 2
+    assert "does not overlap the imagery" in result.stderr
+    manifest = tmp_path / "batch-inference.yaml"
+    assert work["cli"]("render", "batch-inference", "-o", str(manifest)).returncode == 0
+    result = work["cli"]("run", str(manifest), *_params(work, tmp_path / "o1", "far", f"aoi={far}"))
     assert result.returncode == 1
     assert "does not overlap the imagery" in result.stdout + result.stderr
+    assert "a permanent error (exit code 3" in result.stdout and "attempt 2" not in result.stdout
     assert not (tmp_path / "o1" / "blocks").exists()
     wrong = tmp_path / "three-bands.tif"
     with rasterio.open(_imagery(work)) as src:
@@ -137,6 +145,9 @@ def test_bad_areas_and_imagery_fail_at_planning(work: dict[str, Any], tmp_path: 
     args = _params(work, tmp_path / "o2", "wrong")
     args[args.index(f"imagery={_imagery(work)}")] = f"imagery={wrong}"
     result = work["cli"]("run", "batch-inference", *args)
+    assert result.returncode == 2
+    assert "3 band(s), but the model's input" in result.stderr
+    result = work["cli"]("run", str(manifest), *args)
     assert result.returncode == 1
     assert "3 band(s), but the model's input" in result.stdout + result.stderr
 

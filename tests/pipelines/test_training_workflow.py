@@ -94,11 +94,29 @@ def _run(work: dict[str, Any], *params: str) -> subprocess.CompletedProcess[str]
     return _geomlops(work, *args)
 
 
+def _run_manifest(work: dict[str, Any], *params: str) -> subprocess.CompletedProcess[str]:
+    """The training manifest run as a file: no preflight, the workflow's own steps check (as on
+    Argo, where nothing runs before them)."""
+    manifest = work["home"] / "training-manifest.yaml"
+    if not manifest.exists():
+        assert _geomlops(work, "render", "training", "-o", str(manifest)).returncode == 0
+    args = ["run", str(manifest)]
+    for p in params:
+        args += ["-p", p]
+    return _geomlops(work, *args)
+
+
 def test_unknown_model_fails_naming_it(work: dict[str, Any]) -> None:
+    runs_before = sorted((work["home"] / "runs").iterdir())
     out = _run(work, "model=no-such-model", f"dataset_path={DATASET}")
+    assert out.returncode == 2  # refused before the run starts
+    assert "model 'no-such-model' is not in the catalogue" in out.stderr and "cloud-mask" in out.stderr
+    assert sorted((work["home"] / "runs").iterdir()) == runs_before
+    out = _run_manifest(work, "model=no-such-model", f"dataset_path={DATASET}")
     assert out.returncode == 1
     text = out.stdout + out.stderr
     assert "model 'no-such-model' is not in the catalogue" in text and "cloud-mask" in text
+    assert "a permanent error (exit code 3" in text and "resume with" not in text  # not retried
     assert _versions(work, "no-such-model") == []
 
 
@@ -242,6 +260,9 @@ def test_catalogued_item_missing_an_mlm_field_is_named(work: dict[str, Any]) -> 
     del item["properties"]["mlm:architecture"]
     store.put_item("models", item)
     out = _run(work, "model=half-described", f"dataset_path={DATASET}")
+    assert out.returncode == 2  # refused before the run starts
+    assert "required field 'mlm:architecture' is missing" in out.stderr
+    out = _run_manifest(work, "model=half-described", f"dataset_path={DATASET}")
     assert out.returncode == 1
     assert "required field 'mlm:architecture' is missing" in out.stdout + out.stderr
     assert _versions(work, "half-described") == []
