@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
+import traceback
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -12,6 +14,9 @@ import click
 from geomlops.errors import GeomlopsError
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+#: set by ``geomlops --debug``: errors show their traceback too
+DEBUG_ENV = "GEOMLOPS_DEBUG"
 
 #: exit status of a command refused for bad input or an unavailable service
 EXIT_ERROR = 2
@@ -42,12 +47,16 @@ def fail_cleanly(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except GeomlopsError as err:
+            if os.environ.get(DEBUG_ENV):
+                traceback.print_exc()
             click.secho(f"error: {err}", fg="red", err=True)
             sys.exit(EXIT_ERROR)
         except Exception as err:
             clear = _unavailable(err)
             if clear is None:
                 raise
+            if os.environ.get(DEBUG_ENV):
+                traceback.print_exc()
             click.secho(f"error: {clear}", fg="red", err=True)
             sys.exit(EXIT_ERROR)
 

@@ -13,7 +13,7 @@ import click
 import yaml
 
 from geomlops import __version__
-from geomlops.cli._tools import fail_cleanly, resolve_run_id
+from geomlops.cli._tools import DEBUG_ENV, fail_cleanly, resolve_run_id
 from geomlops.errors import PERMANENT_EXIT_CODE, GeomlopsError, ManifestError, ParameterError
 from geomlops.settings import get_settings
 
@@ -81,7 +81,8 @@ def parse_params(pairs: tuple[str, ...], option: str = "-p") -> dict[str, str]:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="geomlops")
-def main() -> None:
+@click.option("--debug", is_flag=True, help="On an error, show its traceback too (for a bug report).")
+def main(debug: bool) -> None:
     """geomlops: train, register and publish geospatial models with workflows-as-code.
 
     Workflows are Hera definitions rendered to Argo WorkflowTemplates; the same manifest
@@ -106,6 +107,8 @@ def main() -> None:
         )
     # tasks run in their own folders: hand them the work folder as an absolute path
     os.environ["GEOMLOPS_HOME"] = str(home)
+    if debug:
+        os.environ[DEBUG_ENV] = "1"
 
 
 @main.command()

@@ -313,3 +313,17 @@ def test_a_permanent_failure_is_not_retried_and_gets_no_resume_hint(
     permanent = "a permanent error (exit code 3" in result.output
     assert permanent == (code == 3), result.output
     assert ("resume with:" in result.output) == (code != 3), result.output
+
+
+def test_debug_shows_the_traceback_of_an_error_and_only_then(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GEOMLOPS_DEBUG", "")  # recorded, so that --debug's setting is undone after
+    plain = CliRunner().invoke(main, ["runs", "show", "nope"])
+    assert plain.exit_code == 2 and "Traceback" not in plain.output
+    debug = CliRunner().invoke(main, ["--debug", "runs", "show", "nope"])
+    assert debug.exit_code == 2
+    assert "Traceback (most recent call last)" in debug.output
+    assert debug.output.rstrip().endswith(
+        "error: unknown run id 'nope' (no state.json under " + str(home / "runs") + ")"
+    )
