@@ -21,7 +21,8 @@ from catalog_sync.mlm import ModelSpec, parse_model_item
 from catalog_sync.mlm_assets import CODE_ROLE, INFERENCE_RUNTIME_ROLE, TRAINING_RUNTIME_ROLE
 from catalog_sync.mlm_checks import mlm_faults
 from catalog_sync.validation import validate_stac
-from geomlops.errors import InvalidModelItemError, InvalidPackageError
+from geomlops.errors import InvalidModelItemError, InvalidPackageError, ParameterError
+from geomlops.names import check_name
 from steps.package import ENTRY_POINTS, ITEM_FILES, PackageInfo, describe_package, find_item_file
 
 #: parameters geomlops passes to each entry point it runs (others need a default)
@@ -247,6 +248,12 @@ def _item_faults(
         Fault(file=rel, field=p, expected=e) for p, e in mlm_faults(item) if p not in seen or p == "$.assets"
     ]
     faults += _href_faults(root, item, rel)
+    item_id = item.get("id")
+    if isinstance(item_id, str) and item_id:
+        try:  # the id names the model's folders and is part of every version item's id
+            check_name(item_id, "id")
+        except ParameterError as err:
+            faults.append(Fault(file=rel, field="$.id", expected=str(err).removeprefix("id ")))
     spec = None
     try:
         spec = parse_model_item(item, href=str(path))

@@ -263,3 +263,17 @@ def test_commands_parameters_and_uv_run(scaffolded: Path, tmp_path: Path, schema
         "MLproject: entry_points.inference.command: a non-empty command string",
         "MLproject: entry_points.train.parameters.epochs: a default (geomlops passes only data to train)",
     ]
+
+
+@pytest.mark.parametrize("bad_id", ["team/flood", "../flood", "flood model", "flood;rm"])
+def test_an_id_that_would_break_the_catalogue_is_a_fault(
+    scaffolded: Path, tmp_path: Path, bad_id: str
+) -> None:
+    root = tmp_path / "pkg"
+    shutil.copytree(scaffolded, root)
+    item = json.loads((root / "stac-item.json").read_text())
+    item["id"] = bad_id
+    (root / "stac-item.json").write_text(json.dumps(item))
+    faults = [f for f in check_package(root).faults if f.field == "$.id"]
+    assert len(faults) == 1, [str(f) for f in check_package(root).faults]
+    assert f"{bad_id!r}: expected a letter or digit" in faults[0].expected
