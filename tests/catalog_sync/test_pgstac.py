@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -162,7 +161,6 @@ def test_unknown_collection_is_named(pgstac_dsn: str, example_items: dict) -> No
 
 def test_unreachable_database_gives_one_clear_line() -> None:
     dsn = "postgresql://postgres:secret@127.0.0.1:1/catalog"
-    started = time.monotonic()
     for action in (
         lambda: PgStacStore(dsn).list_items("models"),
         lambda: open_store(dsn).get_item("models", "x"),
@@ -170,11 +168,9 @@ def test_unreachable_database_gives_one_clear_line() -> None:
     ):
         with pytest.raises(CatalogUnavailableError) as caught:
             action()
-        assert (
-            str(caught.value)
-            == "PostgreSQL unreachable at 127.0.0.1:1/catalog (setting GEOMLOPS_PGSTAC_DSN): Connection refused"
+        assert str(caught.value) == (
+            "PostgreSQL unreachable at 127.0.0.1:1/catalog (setting GEOMLOPS_PGSTAC_DSN): Connection refused"
         )
-    assert time.monotonic() - started < 10
 
 
 def test_missing_database_and_missing_schema_are_explained(empty_dsn: str) -> None:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pytest
@@ -100,10 +99,8 @@ def test_everything_together(stac_api: str) -> None:
 def test_bad_searches_are_explained(stac_api: str) -> None:
     with pytest.raises(ItemNotFoundError, match="no collection 'nope' in the STAC API"):
         search(stac_api, collections=["nope"])
-    started = time.monotonic()
     with pytest.raises(CatalogUnavailableError, match=r"cannot reach the STAC API at http://127\.0\.0\.1:1"):
         search("http://127.0.0.1:1", q="building")
-    assert time.monotonic() - started < 5
 
 
 def test_server_stops_cleanly_and_refuses_an_unreachable_database(pgstac_dsn: str) -> None:
