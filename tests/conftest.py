@@ -12,6 +12,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
 
+import mlflow
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,7 +46,11 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.setenv("GEOMLOPS_HOME", str(work))
     uri = f"sqlite:///{work / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    # MLflow's process-wide URI wins over the variable: a command run in-process (use_tracking)
+    # sets it, so each test starts from its own and leaves none behind
+    mlflow.set_tracking_uri(uri)
     yield work
+    mlflow.set_tracking_uri(None)  # type: ignore[arg-type]  # None unsets it (MLflow's own reset)
 
 
 # --- a fake Argo server on localhost that records requests (real HTTP, answers like Argo's API),

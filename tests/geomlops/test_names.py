@@ -60,12 +60,16 @@ def test_relative_output_folders_are_refused() -> None:
     ],
 )
 def test_batch_plan_refuses_escaping_parameters_before_any_work(
-    params: dict[str, str], message: str, home: Path, tmp_path: Path
+    params: dict[str, str], message: str, home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    from geomlops.errors import PERMANENT_EXIT_CODE
     from templates.inference import plan_blocks
 
     args = {"model": "m", "model_version": "1", "imagery": str(tmp_path / "none.tif"), **params}
     before = {p for p in tmp_path.parent.rglob("*")}
-    with pytest.raises(ParameterError, match=message):
+    with pytest.raises(SystemExit) as stopped:  # the step template exits as a permanent error
         plan_blocks(**args)
+    assert stopped.value.code == PERMANENT_EXIT_CODE
+    assert isinstance(stopped.value.__cause__, ParameterError)
+    assert message in capsys.readouterr().err
     assert {p for p in tmp_path.parent.rglob("*")} == before

@@ -108,6 +108,9 @@ def cli(work: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
         return CliRunner().invoke(main, list(args))
 
     yield invoke
+    import mlflow
+
+    mlflow.set_tracking_uri(None)  # type: ignore[arg-type]  # in-process commands set it
     assert _files(work["home"]) == before, "a refused request wrote or changed files"
 
 
