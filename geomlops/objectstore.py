@@ -65,7 +65,7 @@ def unavailable(err: BaseException, action: str) -> ObjectStoreUnavailableError 
     if found is None:
         return None
     return ObjectStoreUnavailableError(
-        f"the object store at {_endpoint(found)} cannot be reached ({_why(found)}) while {action}. "
+        f"the object store at {_endpoint(found)} is unreachable ({_why(found)}) while {action}. "
         f"Check that it runs and that {ENDPOINT_SETTINGS} names it (the local stack: "
         "`geomlops dev status`, `geomlops dev up`); once it answers, `geomlops run --resume RUN_ID` "
         "finishes a failed local run, or resubmit on Argo"

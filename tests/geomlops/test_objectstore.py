@@ -30,7 +30,7 @@ def test_unreachable_store_names_the_endpoint_and_what_to_do() -> None:
         with object_store_errors("registering run abc as 'cloud-mask'"):
             _list_bucket(endpoint)
     message = str(caught.value)
-    assert message.startswith(f"the object store at {endpoint} cannot be reached (Connection refused)")
+    assert message.startswith(f"the object store at {endpoint} is unreachable (Connection refused)")
     assert "while registering run abc as 'cloud-mask'" in message
     assert "MLFLOW_S3_ENDPOINT_URL" in message and "geomlops run --resume" in message
     assert "mlflow-artifacts?" not in message  # the endpoint, not one request's URL
@@ -69,5 +69,5 @@ def test_a_command_reports_the_store_in_one_line_not_a_traceback() -> None:
     result = CliRunner().invoke(fetch, [])
     assert result.exit_code == 2, result.output
     [line] = result.output.splitlines()
-    assert line.startswith(f"error: the object store at {endpoint} cannot be reached (Connection refused)")
+    assert line.startswith(f"error: the object store at {endpoint} is unreachable (Connection refused)")
     assert "Traceback" not in result.output

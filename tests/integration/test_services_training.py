@@ -197,7 +197,7 @@ def test_service_gone_before_register_then_resume(
         # the endpoint comes from a secret (MLFLOW_S3_ENDPOINT_URL): logs show it as ***
         # the last line is one clear sentence, not a botocore traceback's tail
         "s3": [
-            "\ngeomlops.errors.ObjectStoreUnavailableError: the object store at *** cannot be reached "
+            "\ngeomlops.errors.ObjectStoreUnavailableError: the object store at *** is unreachable "
             "(Connection refused) while registering run ",
             f" as '{MODEL}'. Check that it runs and that GEOMLOPS_S3_ENDPOINT_URL or MLFLOW_S3_ENDPOINT_URL "
             "names it (the local stack: `geomlops dev status`, `geomlops dev up`); once it answers, "
