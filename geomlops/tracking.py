@@ -10,8 +10,10 @@ credentials hidden. Call it first in every ``except MlflowException`` that means
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import sys
 from urllib.parse import urlsplit, urlunsplit
 
 from geomlops.errors import TrackingUnavailableError
@@ -31,10 +33,36 @@ _NO_ANSWER = re.compile(
 )
 
 
+class _RetryProgress(logging.Filter):
+    """urllib3's retry warnings (a raw ``Retrying (Retry(total=2, …)) after connection broken by
+    …`` line, or nothing where logging is not set up) become one progress line on stderr."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if not message.startswith("Retrying"):
+            return True
+        left = re.search(r"Retry\(total=(\d+)", message)
+        where = re.search(r"host='([^']+)', port=(\d+)", message)
+        address = f"{where.group(1)}:{where.group(2)}" if where else "a server"
+        print(
+            f"! no answer from {address}; retrying ({left.group(1) if left else '?'} left)",
+            file=sys.stderr,
+            flush=True,
+        )
+        return False
+
+
+_PROGRESS = _RetryProgress()
+
+
 def bounded_retries() -> None:
-    """Cap MLflow's HTTP retries (a variable already set in the environment wins)."""
+    """Cap MLflow's HTTP retries (a variable already set in the environment wins) and say on
+    stderr when a request is retried."""
     for name, value in RETRY_DEFAULTS.items():
         os.environ.setdefault(name, value)
+    pool = logging.getLogger("urllib3.connectionpool")
+    if _PROGRESS not in pool.filters:
+        pool.addFilter(_PROGRESS)
 
 
 def without_credentials(uri: str) -> str:

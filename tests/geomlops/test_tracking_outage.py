@@ -35,7 +35,10 @@ def dead_tracking(home: Path, monkeypatch: pytest.MonkeyPatch) -> str:
 def test_commands_say_unreachable_with_setting_and_address(dead_tracking: str, args: list[str]) -> None:
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 2, result.output
-    [line] = [x for x in result.output.splitlines() if x.strip()]
+    lines = [x for x in result.output.splitlines() if x.strip()]
+    progress = [x for x in lines if x.startswith("! ")]
+    assert progress and progress[0] == f"! no answer from {dead_tracking}; retrying (2 left)", lines
+    [line] = [x for x in lines if not x.startswith("! ")]
     assert line.startswith("error: MLflow tracking server unreachable at http://" + dead_tracking)
     assert "GEOMLOPS_MLFLOW_TRACKING_URI" in line
     assert "s3cr3t" not in result.output and "not found" not in result.output.lower()
