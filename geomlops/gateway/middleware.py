@@ -84,18 +84,21 @@ class Audit:
             await self.app(scope, receive, send)
             return
         state: dict[str, Any] = scope.setdefault("state", {})
-        status = 500
+        recorded = False
 
         async def watched(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
+            nonlocal recorded
+            if message["type"] == "http.response.start" and not recorded:
+                # written before the answer leaves: whoever reads the answer finds its audit line
+                recorded = True
+                self._record(scope, state, int(message["status"]))
             await send(message)
 
         try:
             await self.app(scope, receive, watched)
         finally:
-            self._record(scope, state, status)
+            if not recorded:  # no answer started (an error): recorded as a server error
+                self._record(scope, state, 500)
 
     def _record(self, scope: Scope, state: dict[str, Any], status: int) -> None:
         principal = state.get("principal")

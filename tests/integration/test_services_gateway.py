@@ -41,7 +41,7 @@ def test_dev_up_starts_the_gateway_on_postgresql_searching_the_stac_api(services
         assert [m["id"] for m in found.json()] == ["cloud-mask"]
         assert client.get("/api/v1/models", params={"task": "object-detection"}).json() == []
         refused = client.post("/api/v1/runs/training", json={"model": "nowhere", "dataset_path": "d"})
-        assert refused.status_code == 404
+        assert refused.status_code == 404, refused.text
 
     with psycopg.connect(services_stack.config.gateway_db) as db:
         rows = db.execute("SELECT actor, action, status FROM audit ORDER BY id").fetchall()
