@@ -153,7 +153,7 @@ def test_dev_up_twice_starts_nothing_twice(services_stack: Stack) -> None:
     before = {s.name: s.pid for s in devstack.status(services_stack.config.dev_dir)}
     out = subprocess.run([GEOMLOPS, "dev", "up"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert out.stdout.count("already running") == 3
+    assert out.stdout.count("already running") == 4  # s3, mlflow, stac, gateway
     assert f"export GEOMLOPS_STAC_API_URL={services_stack.config.stac_url}" in out.stdout
     assert f"export MLFLOW_TRACKING_URI={services_stack.config.mlflow_url}" in out.stdout
     after = devstack.status(services_stack.config.dev_dir)
