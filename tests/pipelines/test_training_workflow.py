@@ -39,9 +39,11 @@ def _versions(work: dict[str, Any], model: str) -> list[dict[str, Any]]:
     ]
 
 
-def _version_items(work: dict[str, Any]) -> list[str]:
+def _version_items(work: dict[str, Any], model: str = "") -> list[str]:
+    """The version items in the shared work folder (of ``model`` only, when given: other tests
+    train other models there)."""
     folder = work["home"] / "catalog" / "model-versions"
-    return sorted(p.parent.name for p in folder.glob("*/*.json"))
+    return sorted(p.parent.name for p in folder.glob(f"{model}*/*.json"))
 
 
 def test_demo_trains_registers_and_publishes(work: dict[str, Any], schema_dir: Path) -> None:
@@ -80,7 +82,7 @@ def test_second_demo_makes_a_new_version_and_no_duplicate_item(work: dict[str, A
     assert again.returncode == 0, again.stdout + again.stderr
     assert "models:/cloud-mask/2" in again.stdout
     assert sorted(v["version"] for v in _versions(work, MODEL)) == ["1", "2"]
-    assert _version_items(work) == ["cloud-mask-v1", "cloud-mask-v2"]
+    assert _version_items(work, f"{MODEL}-v") == ["cloud-mask-v1", "cloud-mask-v2"]
     after = json.loads(
         (work["home"] / "catalog" / "model-versions" / "cloud-mask-v1" / "cloud-mask-v1.json").read_text()
     )
