@@ -316,7 +316,9 @@ def search(
         if isinstance(err.__context__, requests.ConnectionError):
             errno = re.search(r"\[Errno -?\d+\] ([^'\")]+)", str(err.__context__))
             why = errno.group(1).strip() if errno else "no connection"
-            raise CatalogUnavailableError(f"cannot reach the STAC API at {api_url}: {why}") from err
+            raise CatalogUnavailableError(
+                f"STAC API unreachable at {api_url} (setting GEOMLOPS_STAC_API_URL or --api-url): {why}"
+            ) from err
         detail = (str(err).strip().splitlines() or ["(no detail)"])[0][:300]
         raise CatalogError(f"the STAC API at {api_url} refused the search: {detail}") from err
     except DoesNotConformTo as err:

@@ -99,7 +99,10 @@ def test_everything_together(stac_api: str) -> None:
 def test_bad_searches_are_explained(stac_api: str) -> None:
     with pytest.raises(ItemNotFoundError, match="no collection 'nope' in the STAC API"):
         search(stac_api, collections=["nope"])
-    with pytest.raises(CatalogUnavailableError, match=r"cannot reach the STAC API at http://127\.0\.0\.1:1"):
+    with pytest.raises(
+        CatalogUnavailableError,
+        match=r"STAC API unreachable at http://127\.0\.0\.1:1 \(setting GEOMLOPS_STAC_API_URL",
+    ):
         search("http://127.0.0.1:1", q="building")
 
 
