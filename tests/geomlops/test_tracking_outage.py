@@ -23,6 +23,62 @@ def dead_tracking(home: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     return f"127.0.0.1:{port}"
 
 
+@pytest.fixture
+def catalogued(dead_tracking: str, home: Path) -> str:
+    """The demo's model item in the static catalogue, so that a run's preflight reaches MLflow."""
+    from geomlops.cli.demo import default_package
+    from steps.catalog import publish_base_item
+
+    publish_base_item(default_package(), str(home / "catalog" / "catalog.json"))
+    return dead_tracking
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["run", "batch-inference", "-p", "model=cloud-mask", "-p", "imagery=/nowhere.tif"],
+        ["run", "promotion", "-p", "model=cloud-mask", "-p", "candidate=1"],
+    ],
+)
+def test_runs_refuse_before_starting_when_tracking_is_unreachable(catalogued: str, args: list[str]) -> None:
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    [line] = [x for x in result.output.splitlines() if x.strip() and not x.startswith("! ")]
+    assert line.startswith(f"error: MLflow tracking server unreachable at http://{catalogued}")
+    assert "GEOMLOPS_MLFLOW_TRACKING_URI" in line and "s3cr3t" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "args", "expected"),
+    [
+        (
+            "GEOMLOPS_PGSTAC_DSN",
+            "postgresql://postgres:s3cr3t@127.0.0.1:{port}/catalog",
+            ["catalog", "sync"],
+            "error: PostgreSQL unreachable at 127.0.0.1:{port}/catalog (setting GEOMLOPS_PGSTAC_DSN)",
+        ),
+        (
+            "GEOMLOPS_STAC_API_URL",
+            "http://127.0.0.1:{port}",
+            ["catalog", "search", "--text", "flood"],
+            "error: STAC API unreachable at http://127.0.0.1:{port} (setting GEOMLOPS_STAC_API_URL",
+        ),
+    ],
+)
+def test_catalogue_services_say_unreachable_with_their_setting(
+    home: Path, monkeypatch: pytest.MonkeyPatch, setting: str, value: str, args: list[str], expected: str
+) -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv(setting, value.format(port=port))
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    [line] = [x for x in result.output.splitlines() if x.startswith("error:")]  # (MLflow logs its new DB)
+    assert line.startswith(expected.format(port=port)), line
+    assert "s3cr3t" not in result.output and "not found" not in result.output.lower()
+
+
 @pytest.mark.parametrize(
     "args",
     [
