@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import requests
 
 from catalog_sync._pgstac_db import close_db, describe, dsn_params, open_db
-from geomlops.errors import CatalogError, CatalogUnavailableError, ItemNotFoundError
+from geomlops.errors import CatalogError, CatalogUnavailableError, ItemNotFoundError, ParameterError
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -33,6 +33,30 @@ if TYPE_CHECKING:
 #: the app factory uvicorn imports (``--factory``)
 APP = "catalog_sync.api:create_app"
 _FREE_TEXT = ("item-search#free-text", "item-search#advanced-free-text")
+
+
+def parse_bbox(value: str | None, field: str = "bbox") -> list[float] | None:
+    """``W,S,E,N`` to four floats (WGS 84); None or empty gives None.
+
+    Args:
+        value: the box as given.
+        field: how the caller names it, for the message (``--bbox``, ``bbox``).
+
+    Raises:
+        ParameterError: not four numbers, west/south above east/north, or out of range.
+    """
+    if value is None or value == "":
+        return None
+    try:
+        box = [float(v) for v in value.split(",")]
+    except ValueError as err:
+        raise ParameterError(f"{field} {value!r}: expected four numbers W,S,E,N") from err
+    if len(box) != 4:
+        raise ParameterError(f"{field} {value!r}: expected four numbers W,S,E,N, got {len(box)}")
+    west, south, east, north = box
+    if not (-180 <= west <= 180 and -180 <= east <= 180 and -90 <= south <= north <= 90):
+        raise ParameterError(f"{field} {value!r}: expected longitudes in [-180, 180], latitudes in [-90, 90]")
+    return box
 
 
 def create_app() -> FastAPI:

@@ -82,18 +82,6 @@ def validate(files: tuple[Path, ...]) -> None:
     sys.exit(EXIT_INCOMPLETE if "incomplete" in statuses else EXIT_VALID)
 
 
-def _bbox(value: str | None) -> list[float] | None:
-    if value is None:
-        return None
-    try:
-        bbox = [float(part) for part in value.split(",")]
-    except ValueError as err:
-        raise ParameterError(f"--bbox {value!r}: expected four numbers WEST,SOUTH,EAST,NORTH") from err
-    if len(bbox) != 4:
-        raise ParameterError(f"--bbox {value!r}: expected four numbers WEST,SOUTH,EAST,NORTH")
-    return bbox
-
-
 def _cql2(value: str | None) -> dict[str, Any] | None:
     if value is None:
         return None
@@ -169,10 +157,10 @@ def search(
     Filters combine with AND; --task, --framework and --accelerator become a CQL2 filter
     on the MLM fields, added to --filter.
     """
-    from catalog_sync.api import all_of, mlm_filter
+    from catalog_sync.api import all_of, mlm_filter, parse_bbox
     from catalog_sync.api import search as search_api
 
-    when, box = _datetime(datetime_), _bbox(bbox)
+    when, box = _datetime(datetime_), parse_bbox(bbox, "--bbox")
     url = api_url or get_settings().stac_api_url
     if not url:
         raise ParameterError("no STAC API: set GEOMLOPS_STAC_API_URL or pass --api-url")

@@ -20,26 +20,6 @@ from geomlops.settings import Settings, use_tracking
 _TEXT_FIELDS = ("title", "description", "keywords", "mlm:name")
 
 
-def parse_bbox(value: str | None) -> list[float] | None:
-    """``W,S,E,N`` to four floats (WGS 84).
-
-    Raises:
-        ParameterError: not four numbers, or west/south above east/north, or out of range.
-    """
-    if value is None or value == "":
-        return None
-    try:
-        box = [float(v) for v in value.split(",")]
-    except ValueError as err:
-        raise ParameterError(f"bbox {value!r}: expected four numbers W,S,E,N") from err
-    if len(box) != 4:
-        raise ParameterError(f"bbox {value!r}: expected four numbers W,S,E,N, got {len(box)}")
-    west, south, east, north = box
-    if not (-180 <= west <= 180 and -180 <= east <= 180 and -90 <= south <= north <= 90):
-        raise ParameterError(f"bbox {value!r}: expected longitudes in [-180, 180], latitudes in [-90, 90]")
-    return box
-
-
 def _intersects(item: dict[str, Any], box: Sequence[float]) -> bool:
     ibox = item.get("bbox")
     if not ibox or len(ibox) < 4:

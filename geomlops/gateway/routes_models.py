@@ -6,8 +6,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query
 
+from catalog_sync.api import parse_bbox
 from geomlops.gateway.auth import Permission, Principal
-from geomlops.gateway.catalogue import parse_bbox
 from geomlops.gateway.context import Gateway, gateway, require
 from geomlops.gateway.schemas import ModelDetail, ModelSummary
 
