@@ -68,6 +68,16 @@ def make_items(n: int, seed: int = 7) -> list[dict[str, Any]]:
     return items
 
 
+def make_queries(n: int, seed: int = 11) -> list[tuple[list[float], str]]:
+    """``n`` searches: a random 10° box and one of :data:`TASKS` each (the same for a seed)."""
+    rng = np.random.default_rng(seed)
+    queries = []
+    for _ in range(n):
+        w, s = float(rng.uniform(-160, 150)), float(rng.uniform(-40, 50))
+        queries.append(([w, s, w + 10, s + 10], TASKS[int(rng.integers(len(TASKS)))]))
+    return queries
+
+
 def walk_static(root: Path, bbox: list[float], task: str) -> set[str]:
     """The answer without an API: read every item of the catalogue with pystac and filter."""
     import pystac
@@ -97,11 +107,7 @@ def main() -> None:
     args = parser.parse_args()
 
     items = make_items(args.items)
-    rng = np.random.default_rng(11)
-    queries = []
-    for _ in range(args.queries):
-        w, s = float(rng.uniform(-160, 150)), float(rng.uniform(-40, 50))
-        queries.append(([w, s, w + 10, s + 10], TASKS[int(rng.integers(len(TASKS)))]))
+    queries = make_queries(args.queries)
 
     dbname = f"geomlops_bench_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(ADMIN, autocommit=True) as conn:

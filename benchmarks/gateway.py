@@ -29,13 +29,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 import psycopg
 import uvicorn
 from psycopg import sql
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from catalog_search import ADMIN, TASKS, make_items
+from catalog_search import ADMIN, make_items, make_queries
 
 from catalog_sync.api import StacApiServer, free_port, mlm_filter, search
 from catalog_sync.collections import MODELS
@@ -120,11 +119,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     items = make_items(args.items)
-    rng = np.random.default_rng(11)
-    queries = []
-    for _ in range(args.queries):
-        w, s = float(rng.uniform(-160, 150)), float(rng.uniform(-40, 50))
-        queries.append(([w, s, w + 10, s + 10], TASKS[int(rng.integers(len(TASKS)))]))
+    queries = make_queries(args.queries)
     dbname = f"geomlops_bench_gw_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(ADMIN, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
