@@ -35,6 +35,11 @@ class DatasetNotFoundError(PermanentError):
     """Raised when DVC does not know a dataset path at the requested revision."""
 
 
+class InvalidDatasetError(PermanentError):
+    """Raised when an evaluation dataset is incomplete or inconsistent: a chip without its label,
+    rasters that differ in size or CRS, label values no class matches, an unreadable label item."""
+
+
 class InvalidPackageError(PermanentError):
     """Raised when a model package (MLproject, Dockerfile, MLM item) is incomplete or wrong."""
 

@@ -7,6 +7,7 @@ A metric whose denominator is zero (a class absent from both truth and predictio
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -77,6 +78,14 @@ def accuracy(matrix: IntArray) -> float:
     return float(np.trace(matrix)) / total if total else float("nan")
 
 
+def metric_suffix(class_name: str) -> str:
+    """A class name as a metric-name suffix: characters MLflow refuses and spaces become ``_``.
+
+    ``"clear"`` stays ``"clear"``; ``"built-up area"`` becomes ``"built-up_area"``.
+    """
+    return re.sub(r"[^A-Za-z0-9_.\-/]", "_", class_name.strip()) or "_"
+
+
 def segmentation_metrics(
     matrix: IntArray, class_names: list[str], positive: int, *, prefix: str = ""
 ) -> dict[str, float]:
@@ -92,16 +101,20 @@ def segmentation_metrics(
         ``iou``, ``f1``, ``precision``, ``recall`` of the positive class; ``accuracy``;
         ``miou`` (mean IoU over classes that occur); ``n_pixels``; and per class
         ``iou_<name>``, ``f1_<name>``, ``precision_<name>``, ``recall_<name>``,
-        ``support_<name>``.
+        ``support_<name>``, the name made safe by :func:`metric_suffix`.
 
     Raises:
-        ValueError: If the names or the positive index do not match the matrix.
+        ValueError: If the names or the positive index do not match the matrix, or two names
+            give the same metric name.
     """
     n = np.asarray(matrix).shape[0]
     if len(class_names) != n:
         raise ValueError(f"{len(class_names)} class names for a {n}-class matrix")
     if not 0 <= positive < n:
         raise ValueError(f"positive class {positive} outside [0, {n})")
+    suffixes = [metric_suffix(name) for name in class_names]
+    if len(set(suffixes)) != n:
+        raise ValueError(f"class names {class_names} give the same metric names {suffixes}")
     per_class = per_class_metrics(matrix)
     out: dict[str, float] = {
         f"{prefix}{key}": float(per_class[key][positive]) for key in ("iou", "f1", "precision", "recall")
@@ -110,7 +123,16 @@ def segmentation_metrics(
     iou = per_class["iou"]
     out[f"{prefix}miou"] = float(np.nanmean(iou)) if np.any(~np.isnan(iou)) else float("nan")
     out[f"{prefix}n_pixels"] = float(np.sum(matrix))
-    for index, name in enumerate(class_names):
+    for index, suffix in enumerate(suffixes):
         for key, values in per_class.items():
-            out[f"{prefix}{key}_{name}"] = float(values[index])
+            out[f"{prefix}{key}_{suffix}"] = float(values[index])
     return out
+
+
+def per_class_table(matrix: IntArray, class_names: list[str]) -> dict[str, dict[str, float]]:
+    """:func:`per_class_metrics` keyed by class name: ``{name: {"iou": …, "support": …}}``."""
+    per_class = per_class_metrics(matrix)
+    return {
+        name: {key: float(values[index]) for key, values in per_class.items()}
+        for index, name in enumerate(class_names)
+    }

@@ -1,20 +1,20 @@
-"""Evaluate a trained segmentation model on the held-out split of its dataset.
+"""Evaluate a trained segmentation model on the held-out part of its dataset.
 
-The dataset is a folder with ``image.tif`` (model input bands), ``labels.tif`` (class values,
-an ignore value for unlabelled pixels), ``split.tif`` (2 marks test pixels) and optionally
-``dataset.json`` (class names, positive class, ignore value), as the cloud-mask example
-package's ``preprocess`` entry point writes it. The model is read back from the MLflow run
-as a pyfunc taking ``(batch, bands, height, width)`` float32 and returning
-``(batch, height, width)`` class values.
+The dataset is either one raster (``image.tif``, ``labels.tif``, ``split.tif`` where 2 marks
+test pixels, as the cloud-mask example's ``preprocess`` writes it) or ``chips/`` + ``labels/``
+folders (``test.txt`` picks the test chips); see :mod:`steps._eval_layout`. Which label value
+is which class, and which is ignored, comes from the dataset's STAC label item,
+``dataset.json`` or the evaluation parameters, matched with the model's MLM classes, whose names
+name the per-class metrics (:mod:`steps._eval_classes`). The model is read back from the MLflow
+run as a pyfunc taking ``(batch, bands, height, width)`` float32 and returning
+``(batch, height, width)`` class values, and predicts in its own environment.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,22 +22,28 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 import numpy as np
-import rasterio
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict
-from rasterio.windows import Window
 
-from geomlops.errors import DatasetNotFoundError, GeomlopsError
-from steps._metrics import confusion_matrix, segmentation_metrics
+from catalog_sync.mlm import ModelClass, ModelSpec
+from geomlops.errors import GeomlopsError
+from steps._eval_classes import (
+    ClassScheme,
+    EvaluationParameters,
+    class_scheme,
+    label_spec,
+    parse_parameters,
+    read_label_sources,
+)
+from steps._eval_layout import dataset_scenes
+from steps._eval_scoring import Quicklook, score_scene
+from steps._metrics import per_class_table, segmentation_metrics
 from steps._package_predictor import package_predictor
-from steps._quicklook import NOT_EVALUATED, write_quicklook
+from steps._quicklook import write_quicklook
 from steps.package_env import cached_interpreter
 
-IMAGE_FILE, LABELS_FILE, SPLIT_FILE, METADATA_FILE = "image.tif", "labels.tif", "split.tif", "dataset.json"
-EXCLUDED_SPLIT, TEST_SPLIT = 0, 2
 QUICKLOOK_ARTIFACT = "evaluation/quicklook.png"
 METRICS_ARTIFACT = "evaluation/metrics.json"
-_QUICKLOOK_MAX_SIDE = 800
 #: run tag naming the environment the model was trained in (set by training)
 ENVIRONMENT_TAG = "geomlops.environment"
 
@@ -45,7 +51,7 @@ ENVIRONMENT_TAG = "geomlops.environment"
 class EvaluationReport(BaseModel):
     """What evaluating one run on one dataset's test split found."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, ser_json_inf_nan="constants")
 
     run_id: str
     dataset_dir: str
@@ -55,16 +61,19 @@ class EvaluationReport(BaseModel):
     n_test_pixels: int
     confusion_matrix: list[list[int]]
     """Rows: true class, columns: predicted class, in ``class_names`` order."""
+    per_class: dict[str, dict[str, float]] = {}
+    """Class name -> its ``iou``, ``f1``, ``precision``, ``recall`` and ``support``."""
+    class_values: list[int] = []
+    """Each class's value in the model's prediction."""
+    label_values: list[int | None] = []
+    """Each class's value in the label rasters (None: never labelled)."""
+    ignore_value: int | None = None
+    layout: str = "raster"
+    """``raster`` (image + split) or ``chips`` (``chips/`` + ``labels/``)."""
+    n_test_scenes: int = 1
+    label_source: str = ""
+    """Where the label values came from (defaults, ``dataset.json``, the label item, parameters)."""
     artifacts: list[str] = [QUICKLOOK_ARTIFACT, METRICS_ARTIFACT]
-
-
-class _DatasetInfo(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    class_values: list[int]
-    class_names: list[str]
-    positive_index: int
-    ignore_value: int
 
 
 def _local_dir(dataset_dir: str) -> Path:
@@ -76,41 +85,36 @@ def _local_dir(dataset_dir: str) -> Path:
     return Path(dataset_dir)
 
 
-def _dataset_info(root: Path) -> _DatasetInfo:
-    """Classes, positive class and ignore value from ``dataset.json`` (binary defaults)."""
-    meta: dict[str, Any] = {}
-    if (root / METADATA_FILE).is_file():
-        meta = json.loads((root / METADATA_FILE).read_text(encoding="utf-8"))
-    classes = meta.get("classes") or [{"value": 0, "name": "negative"}, {"value": 1, "name": "positive"}]
-    values = [int(c["value"]) for c in classes]
-    names = [str(c.get("name", f"class_{c['value']}")) for c in classes]
-    positive = int(meta.get("positive_class", values[-1]))
-    if positive not in values:
-        raise GeomlopsError(f"{root / METADATA_FILE}: positive_class {positive} is not among {values}")
-    ignore = int(meta.get("ignore_value", 255))
-    return _DatasetInfo(
-        class_values=values, class_names=names, positive_index=values.index(positive), ignore_value=ignore
-    )
+def mlm_classes(model_spec: str | ModelSpec) -> tuple[ModelClass, ...]:
+    """The classes of the model's first MLM output that has any (none: an empty tuple).
+
+    Args:
+        model_spec: the model's spec, or its JSON (the training workflow's ``model_spec``).
+    """
+    spec = model_spec if isinstance(model_spec, ModelSpec) else ModelSpec.model_validate_json(model_spec)
+    return next((output.classes for output in spec.outputs if output.classes), ())
 
 
-def chip_windows(height: int, width: int, chip_size: int) -> list[Window]:
-    """Non-overlapping chips covering the grid row by row (edge chips are smaller)."""
-    if chip_size < 1:
-        raise GeomlopsError(f"chip_size must be >= 1, got {chip_size}")
-    return [
-        Window(col, row, min(chip_size, width - col), min(chip_size, height - row))
-        for row in range(0, height, chip_size)
-        for col in range(0, width, chip_size)
-    ]
+def evaluation_classes(
+    dataset_dir: str | Path,
+    model_classes: Sequence[ModelClass] = (),
+    parameters: Mapping[str, Any] | EvaluationParameters | None = None,
+) -> ClassScheme:
+    """The classes evaluation scores on a dataset: its label values matched with the model's.
 
+    Args:
+        dataset_dir: the dataset folder.
+        model_classes: the model's MLM classes (see :func:`mlm_classes`).
+        parameters: evaluation parameters (see :class:`EvaluationParameters`).
 
-def _decimate_into(target: NDArray[Any], chip: NDArray[Any], window: Window, step: int) -> None:
-    """Copy the chip's pixels on rows/columns that are multiples of ``step`` into ``target``."""
-    row0, col0 = int(window.row_off), int(window.col_off)
-    dr, dc = (-row0) % step, (-col0) % step
-    part = chip[dr::step, dc::step]
-    r, c = (row0 + dr) // step, (col0 + dc) // step
-    target[r : r + part.shape[0], c : c + part.shape[1]] = part
+    Raises:
+        ParameterError: a parameter that is not one, or does not fit the classes.
+        InvalidDatasetError: an unreadable label item or ``dataset.json``, or label values that
+            do not match the model's classes.
+    """
+    meta, item = read_label_sources(_local_dir(str(dataset_dir)))
+    labelled = (str(item[0]), item[1]) if item else None
+    return class_scheme(label_spec(meta, labelled, parse_parameters(parameters)), model_classes)
 
 
 def _model_artifact_uri(client: Any, run: Any, name: str = "model") -> str:
@@ -158,29 +162,15 @@ def _loaded_model(
             yield predict
 
 
-def _value_lookup(values: list[int]) -> NDArray[np.int64]:
-    lookup = np.full(256, -1, dtype=np.int64)
-    lookup[values] = np.arange(len(values))
-    return lookup
-
-
-def _as_indices(values: NDArray[Any], lookup: NDArray[np.int64], what: str) -> NDArray[np.int64]:
-    ints = values.astype(np.int64)
-    if ints.size and (ints.min() < 0 or ints.max() > 255 or np.any(lookup[ints] < 0)):
-        unknown = sorted(set(np.unique(ints).tolist()) - set(np.flatnonzero(lookup >= 0).tolist()))
-        raise GeomlopsError(f"{what} holds class values {unknown[:10]} that the dataset does not define")
-    return lookup[ints]
-
-
 @dataclass(frozen=True)
 class ScoredRun:
     """A run's scores on a dataset's test split, with its decimated prediction (no IO)."""
 
     report: EvaluationReport
     labels: NDArray[np.uint8]
-    """Class values, :data:`NOT_EVALUATED` for ignored pixels (at most ~800 px a side)."""
+    """Class indices, :data:`NOT_EVALUATED` for ignored pixels (at most ~800 px a side)."""
     predicted: NDArray[np.uint8]
-    """Predicted class values on test blocks, :data:`NOT_EVALUATED` elsewhere."""
+    """Predicted class indices on test blocks, :data:`NOT_EVALUATED` elsewhere."""
     test: NDArray[np.bool_]
     excluded: NDArray[np.bool_]
     positive_index: int
@@ -193,106 +183,86 @@ def score_segmentation(
     tracking_uri: str | None = None,
     chip_size: int = 256,
     python: str | None = None,
+    model_classes: Sequence[ModelClass] = (),
+    parameters: Mapping[str, Any] | EvaluationParameters | None = None,
 ) -> ScoredRun:
     """Score a run's model on the test split without writing anything to MLflow.
 
-    The image is predicted chip by chip (windowed reads; chips without a labelled test pixel
-    are skipped), so memory is bounded by the chip size and the quicklook's size. Only
-    pixels with ``split == 2`` and a label other than the ignore value count.
+    Each image is predicted chip by chip (windowed reads; chips without a labelled test pixel
+    are skipped), so memory is bounded by the chip size and the quicklook's size. Only test
+    pixels (``split == 2``, or every pixel of a test chip) whose label is not the ignore value
+    count.
 
     Args:
         run_id: MLflow run whose ``model`` artifact is a pyfunc segmentation model.
-        dataset_dir: Dataset folder (path or ``file://`` URI).
+        dataset_dir: Dataset folder (path or ``file://`` URI) in either layout.
         tracking_uri: MLflow tracking URI; default: the environment's.
         chip_size: Side of the chips predicted at once.
         python: interpreter of the model's environment; default: the one the run was
             trained in, else this one (always in a separate process).
+        model_classes: the model's MLM classes: they name the classes and give the values
+            the model predicts (see :func:`mlm_classes`); default: the dataset's.
+        parameters: evaluation parameters: label, background and ignore values
+            (:class:`EvaluationParameters`).
 
     Returns:
         The report (metrics as :func:`evaluate_segmentation` describes them) and the
         decimated labels and prediction the quicklooks draw.
 
     Raises:
-        DatasetNotFoundError: If ``image.tif``, ``labels.tif`` or ``split.tif`` is missing.
-        GeomlopsError: If the rasters disagree, the model cannot be loaded, returns a shape
-            other than ``(1, height, width)`` or a class the dataset does not define.
+        DatasetNotFoundError: If neither layout's files are there (the missing one named).
+        InvalidDatasetError: If a chip lacks its label, rasters disagree in size or grid, or a
+            label value matches no class.
+        ParameterError: If an evaluation parameter is wrong.
+        GeomlopsError: If the model cannot be loaded, returns a shape other than
+            ``(1, height, width)`` or a class value it does not declare.
     """
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
     root = _local_dir(dataset_dir)
-    for name in (IMAGE_FILE, LABELS_FILE, SPLIT_FILE):
-        if not (root / name).is_file():
-            raise DatasetNotFoundError(
-                f"{root / name} does not exist: an evaluation dataset needs "
-                f"{IMAGE_FILE}, {LABELS_FILE} and {SPLIT_FILE}"
-            )
-    info = _dataset_info(root)
-    lookup = _value_lookup(info.class_values)
+    layout, scenes = dataset_scenes(root)
+    scheme = evaluation_classes(root, model_classes, parameters)
     client = MlflowClient(tracking_uri)
     try:
         run = client.get_run(run_id)
     except MlflowException as err:
         raise GeomlopsError(f"MLflow has no run {run_id}: {err.message}") from err
 
-    n = len(info.class_values)
+    n = len(scheme.names)
     matrix = np.zeros((n, n), dtype=np.int64)
-    with (
-        rasterio.open(root / IMAGE_FILE) as image,
-        rasterio.open(root / LABELS_FILE) as labels,
-        rasterio.open(root / SPLIT_FILE) as split,
-    ):
-        if not image.shape == labels.shape == split.shape:
-            raise GeomlopsError(
-                f"{root}: image {image.shape}, labels {labels.shape} and split {split.shape} differ in size"
+    quicklook = Quicklook(scenes)
+    with _loaded_model(_model_artifact_uri(client, run), run, python) as predict:
+        for number, scene in enumerate(scenes):
+            matrix += score_scene(
+                number, scene, scheme, predict, chip_size, quicklook, f"the model of run {run_id}"
             )
-        height, width = image.shape
-        step = max(1, math.ceil(max(height, width) / _QUICKLOOK_MAX_SIDE))
-        small = (math.ceil(height / step), math.ceil(width / step))
-        ql_labels = np.full(small, NOT_EVALUATED, dtype=np.uint8)
-        ql_predicted = np.full(small, NOT_EVALUATED, dtype=np.uint8)
-        ql_test = np.zeros(small, dtype=bool)
-        ql_excluded = np.zeros(small, dtype=bool)
-        with _loaded_model(_model_artifact_uri(client, run), run, python) as predict:
-            for window in chip_windows(height, width, chip_size):
-                truth = labels.read(1, window=window)
-                split_chip = split.read(1, window=window)
-                test = split_chip == TEST_SPLIT
-                evaluated = test & (truth != info.ignore_value)
-                shown = np.where(truth == info.ignore_value, NOT_EVALUATED, truth).astype(np.uint8)
-                _decimate_into(ql_labels, shown, window, step)
-                _decimate_into(ql_test, test, window, step)
-                _decimate_into(ql_excluded, split_chip == EXCLUDED_SPLIT, window, step)
-                if not evaluated.any():
-                    continue
-                chip = image.read(window=window, out_dtype="float32")
-                predicted = np.asarray(predict(chip[None]))
-                expected = (1, int(window.height), int(window.width))
-                if predicted.shape != expected:
-                    raise GeomlopsError(
-                        f"model of run {run_id} returned shape {predicted.shape} for input "
-                        f"{(1, *chip.shape)}; expected {expected}"
-                    )
-                predicted_chip = predicted[0]
-                matrix += confusion_matrix(
-                    _as_indices(truth[evaluated], lookup, f"{root / LABELS_FILE}"),
-                    _as_indices(predicted_chip[evaluated], lookup, f"the model of run {run_id}"),
-                    n,
-                )
-                shown_pred = np.where(test, predicted_chip, NOT_EVALUATED).astype(np.uint8)
-                _decimate_into(ql_predicted, shown_pred, window, step)
 
-    metrics = segmentation_metrics(matrix, info.class_names, info.positive_index, prefix="test_")
+    names = scheme.names
     report = EvaluationReport(
         run_id=run_id,
         dataset_dir=str(root),
-        class_names=info.class_names,
-        positive_class=info.class_names[info.positive_index],
-        metrics=metrics,
+        class_names=names,
+        positive_class=names[scheme.positive_index],
+        metrics=segmentation_metrics(matrix, names, scheme.positive_index, prefix="test_"),
         n_test_pixels=int(matrix.sum()),
         confusion_matrix=matrix.tolist(),
+        per_class=per_class_table(matrix, names),
+        class_values=scheme.model_values,
+        label_values=scheme.label_values,
+        ignore_value=scheme.ignore_value,
+        layout=layout,
+        n_test_scenes=sum(1 for sc in scenes if sc.test),
+        label_source=scheme.source,
     )
-    return ScoredRun(report, ql_labels, ql_predicted, ql_test, ql_excluded, info.positive_index)
+    return ScoredRun(
+        report,
+        quicklook.labels,
+        quicklook.predicted,
+        quicklook.test,
+        quicklook.excluded,
+        scheme.positive_index,
+    )
 
 
 def evaluate_segmentation(
@@ -302,6 +272,8 @@ def evaluate_segmentation(
     tracking_uri: str | None = None,
     chip_size: int = 256,
     python: str | None = None,
+    model_classes: Sequence[ModelClass] = (),
+    parameters: Mapping[str, Any] | EvaluationParameters | None = None,
 ) -> EvaluationReport:
     """Score a run's model on the test split and log the scores to the same run.
 
@@ -315,22 +287,28 @@ def evaluate_segmentation(
         tracking_uri: MLflow tracking URI; default: the environment's.
         chip_size: Side of the chips predicted at once.
         python: interpreter of the model's environment (see :func:`score_segmentation`).
+        model_classes: the model's MLM classes (see :func:`score_segmentation`).
+        parameters: evaluation parameters (see :func:`score_segmentation`).
 
     Returns:
         The report: ``test_iou``, ``test_f1``, ``test_precision``, ``test_recall`` (positive
-        class), ``test_accuracy``, ``test_miou``, per class ``test_iou_<name>`` and the like,
-        the number of test pixels and the confusion matrix.
+        class), ``test_accuracy``, ``test_miou``, per class ``test_iou_<name>`` and the like
+        (``<name>`` the MLM class name), the number of test pixels and the confusion matrix.
 
     Raises:
-        DatasetNotFoundError: If ``image.tif``, ``labels.tif`` or ``split.tif`` is missing.
-        GeomlopsError: If the rasters disagree, the model cannot be loaded, returns a shape
-            other than ``(1, height, width)`` or a class the dataset does not define.
+        As :func:`score_segmentation`.
     """
     from mlflow import MlflowClient
     from mlflow.entities import Metric
 
     scored = score_segmentation(
-        run_id, dataset_dir, tracking_uri=tracking_uri, chip_size=chip_size, python=python
+        run_id,
+        dataset_dir,
+        tracking_uri=tracking_uri,
+        chip_size=chip_size,
+        python=python,
+        model_classes=model_classes,
+        parameters=parameters,
     )
     report, metrics, root = scored.report, scored.report.metrics, Path(scored.report.dataset_dir)
     client = MlflowClient(tracking_uri)
