@@ -13,6 +13,7 @@ from geomlops import __version__
 from geomlops.errors import (
     AoiError,
     CatalogUnavailableError,
+    ChipError,
     GeomlopsError,
     ItemNotFoundError,
     ModelNotFoundError,
@@ -31,6 +32,7 @@ from geomlops.gateway.backends.base import (
 from geomlops.gateway.catalogue import Catalogue
 from geomlops.gateway.context import ForbiddenError, Gateway
 from geomlops.gateway.db import Database
+from geomlops.gateway.inference import TooLargeError, UnsupportedMediaTypeError
 from geomlops.gateway.middleware import Audit, BodyLimit
 from geomlops.gateway.settings import GatewaySettings
 from geomlops.settings import Settings, get_settings
@@ -48,6 +50,9 @@ _STATUS: list[tuple[type[Exception], int]] = [
     (RunStateError, 409),
     (ParameterError, 422),
     (AoiError, 422),
+    (ChipError, 422),
+    (TooLargeError, 413),
+    (UnsupportedMediaTypeError, 415),
     (PromotionError, 422),
     (KeyManagementError, 422),
     (CatalogUnavailableError, 503),
@@ -83,7 +88,7 @@ def create_app(
         config: the gateway's settings; default: from the environment (``GEOMLOPS_GATEWAY_*``).
         backend: where runs go; default: the one ``config.backend`` names.
     """
-    from geomlops.gateway import routes_admin, routes_models, routes_runs, webhooks
+    from geomlops.gateway import routes_admin, routes_inference, routes_models, routes_runs, webhooks
 
     settings = settings or get_settings()
     config = config or GatewaySettings()
@@ -112,12 +117,16 @@ def create_app(
     app.include_router(routes_admin.router)
     app.include_router(routes_models.router)
     app.include_router(routes_runs.router)
+    app.include_router(routes_inference.router)
     app.include_router(webhooks.router)  # authenticated by its signature, not by a key
     for kind, _code in _STATUS:
         app.add_exception_handler(kind, _error)
     app.add_exception_handler(RequestValidationError, _invalid)  # type: ignore[arg-type]
     # outermost first: the audit line sees every answer, the body limit's 413 included
-    app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
+    chip_limit = max(config.max_body_bytes, settings.serving_max_image_bytes)
+    app.add_middleware(
+        BodyLimit, max_bytes=config.max_body_bytes, larger={routes_inference.CHIP_PATH: (chip_limit, "chip")}
+    )
     if config.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -22,19 +23,27 @@ async def _answer(send: Send, status: int, detail: str) -> None:
 
 
 class BodyLimit:
-    """Refuses a request body over ``max_bytes`` with 413, by its Content-Length or as it arrives."""
+    """Refuses a request body over ``max_bytes`` with 413, by its Content-Length or as it arrives.
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    ``larger`` maps a path whose body is not JSON (an uploaded chip) to its own limit and the
+    name its refusal gives the body.
+    """
+
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, larger: Mapping[str, tuple[int, str]] | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.larger = dict(larger or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        too_large = f"request body: larger than the gateway accepts ({self.max_bytes} bytes)"
+        limit, field = self.larger.get(scope["path"], (self.max_bytes, "request body"))
+        too_large = f"{field}: larger than the gateway accepts ({limit} bytes)"
         length = dict(scope["headers"]).get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+        if length is not None and length.isdigit() and int(length) > limit:
             await _answer(send, 413, too_large)
             return
         # read the body first (bodies here are small): a streamed body over the limit is
@@ -49,7 +58,7 @@ class BodyLimit:
                 return
             chunk = message.get("body", b"")
             received += len(chunk)
-            if received > self.max_bytes:
+            if received > limit:
                 await _answer(send, 413, too_large)
                 return
             chunks.append(chunk)

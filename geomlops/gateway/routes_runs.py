@@ -17,6 +17,7 @@ from geomlops.gateway.auth import Permission, Principal
 from geomlops.gateway.backends.base import RunInfo, RunNotFoundError
 from geomlops.gateway.context import Gateway, gateway, require
 from geomlops.gateway.db import RunRecord
+from geomlops.gateway.inference import check_imagery_location
 from geomlops.gateway.schemas import (
     BatchInferenceRequest,
     DecisionRequest,
@@ -114,10 +115,7 @@ def start_batch_inference(
     """Predict a model version (a number or an alias) over imagery within an AOI."""
     parts.catalogue.base_item(body.model)
     version = parts.catalogue.resolve(body.model, body.version, body.alias)
-    if "://" not in body.imagery and not Path(body.imagery).is_file():
-        raise ParameterError(f"imagery {body.imagery!r}: no such file on the gateway's machine")
-    if "://" not in body.imagery and not Path(body.imagery).is_absolute():
-        raise ParameterError(f"imagery {body.imagery!r}: expected an absolute path or a URI")
+    check_imagery_location(body.imagery)
     fixed = {"model": body.model, "model_version": body.alias or version, "imagery": body.imagery}
     values = check_parameters("batch-inference", body.parameters, {**fixed, "aoi": ""})
     if body.aoi is not None:

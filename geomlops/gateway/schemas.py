@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -39,8 +39,8 @@ class TrainingRequest(_Closed):
     parameters: Parameters = {}
 
 
-class BatchInferenceRequest(_Closed):
-    """Predict a model version over imagery within an area of interest."""
+class _ModelImagery(_Closed):
+    """A model version (a number or an alias) and imagery to predict it on."""
 
     model: Name = Field(description="The model's id in the catalogue.")
     version: Name | None = Field(default=None, description="A version number (or give alias).")
@@ -48,10 +48,27 @@ class BatchInferenceRequest(_Closed):
     imagery: Annotated[str, StringConstraints(min_length=1, max_length=2000)] = Field(
         description="GeoTIFF (path on the gateway's machine, or URI) with the model's input bands."
     )
+
+
+class BatchInferenceRequest(_ModelImagery):
+    """Predict a model version over imagery within an area of interest."""
+
     aoi: dict[str, Any] | None = Field(
         default=None, description="Area of interest as GeoJSON (WGS 84); absent: all the imagery."
     )
     parameters: Parameters = {}
+
+
+class InferenceRequest(_ModelImagery):
+    """Predict a model version now over a small area of imagery (larger areas: a batch run)."""
+
+    aoi: dict[str, Any] = Field(
+        description=(
+            "Area of interest as GeoJSON (WGS 84): a Polygon, MultiPolygon, Feature or "
+            "FeatureCollection. Its window over the imagery may hold at most "
+            "GEOMLOPS_GATEWAY_PREDICTIONS_MAX_PIXELS pixels (else 413)."
+        )
+    )
 
 
 class PromotionRequest(_Closed):
@@ -150,6 +167,23 @@ class Predictions(BaseModel):
     item: dict[str, Any]
     assets: dict[str, str] = Field(description="Asset name (geoparquet, geojson, quicklook…) to its href.")
     features: int | None = None
+
+
+class OnDemandPrediction(BaseModel):
+    """A GeoJSON FeatureCollection (RFC 7946, WGS 84) of a model's polygons, with how it was made
+    as foreign members. Each feature carries its class, area, model, version and MLflow run id."""
+
+    type: Literal["FeatureCollection"] = "FeatureCollection"
+    features: list[dict[str, Any]]
+    bbox: list[float] | None = Field(default=None, description="Absent when there is no feature.")
+    model: str
+    version: str
+    run_id: str
+    via: Literal["serving", "in-process"] = Field(
+        description="'serving': the model's serving endpoint answered; 'in-process': the gateway predicted "
+        "with the model's own environment."
+    )
+    pixels: int = Field(description="Pixels predicted (the AOI's window, or the chip).")
 
 
 class Health(BaseModel):

@@ -40,7 +40,20 @@ class GatewaySettings(BaseSettings):
         default="email", description="Claim naming the caller (falls back to 'sub')."
     )
     predictions_max_pixels: int = Field(
-        default=4096 * 4096, gt=0, description="Largest area (pixels) on-demand inference reads."
+        default=1024 * 1024,
+        gt=0,
+        description=(
+            "Largest window (width x height pixels) on-demand inference predicts, an AOI's over the "
+            "imagery or a chip's (else 413); larger areas go to a batch inference run."
+        ),
+    )
+    serving_url: str | None = Field(
+        default=None,
+        description=(
+            "Root URL of a V2 inference server (MLServer with geomlops' runtime) that on-demand "
+            "inference uses when it serves the requested version; default: only the server "
+            "`geomlops serve` prepared in the work folder, when it runs."
+        ),
     )
 
     def database(self, home: Path) -> str:
