@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score, jaccard_score, precision_score, recall_score
 
-from steps._metrics import accuracy, confusion_matrix, per_class_metrics, segmentation_metrics
+from steps._metrics import (
+    accuracy,
+    confusion_matrix,
+    metric_suffix,
+    per_class_metrics,
+    per_class_table,
+    segmentation_metrics,
+)
 
 
 def test_confusion_matrix_counts_truth_by_prediction() -> None:
@@ -73,3 +80,20 @@ def test_segmentation_metrics_names_and_values() -> None:
         segmentation_metrics(matrix, ["only"], 0)
     with pytest.raises(ValueError, match="positive"):
         segmentation_metrics(matrix, ["a", "b"], 2)
+
+
+def test_class_names_become_metric_name_suffixes() -> None:
+    assert metric_suffix("clear") == "clear"
+    assert metric_suffix(" built-up area ") == "built-up_area"
+    assert metric_suffix("roads (paved)") == "roads__paved_"
+    out = segmentation_metrics(np.array([[4, 1], [2, 3]]), ["no data?", "building"], 1, prefix="test_")
+    assert {"test_iou_no_data_", "test_iou_building"} <= set(out)
+    with pytest.raises(ValueError, match="same metric names"):
+        segmentation_metrics(np.array([[4, 1], [2, 3]]), ["a b", "a_b"], 1)
+
+
+def test_per_class_table_is_keyed_by_class_name() -> None:
+    table = per_class_table(np.array([[4, 1], [2, 3]]), ["background", "building"])
+    assert table["building"]["iou"] == pytest.approx(0.5)
+    assert table["background"]["support"] == 5
+    assert set(table["building"]) == {"iou", "f1", "precision", "recall", "support"}
