@@ -39,7 +39,9 @@ def _workflow(pipeline: str) -> Any:
     from geomlops.argo.runner.manifest import load_workflow
     from pipelines import render, template_resolver
 
-    return load_workflow(render(pipeline), resolver=template_resolver)
+    # read for its declared parameters only: a container template (run by Argo, or by the
+    # backend in the model's image) is no reason to refuse them
+    return load_workflow(render(pipeline), resolver=template_resolver, allow_host_containers=True)
 
 
 def check_parameters(pipeline: str, given: Mapping[str, str], fixed: Mapping[str, str]) -> dict[str, str]:

@@ -37,6 +37,7 @@ from hera.workflows.models import (
 from geomlops.errors import ConfigurationError, ParameterError
 from geomlops.gateway.backends.base import (
     FINISHED_PHASES,
+    Approval,
     BackendUnavailableError,
     GateNotWaitingError,
     Phase,
@@ -346,6 +347,7 @@ def _task(node: Mapping[str, Any]) -> TaskInfo:
     template = node.get("templateName") or (node.get("templateRef") or {}).get("template", "")
     outputs = (node.get("outputs") or {}).get("parameters") or []
     phase = _phase(node.get("phase"))
+    values = {str(p["name"]): str(p.get("value", "")) for p in outputs if "value" in p}
     return TaskInfo(
         name=str(node.get("displayName") or node.get("name", "")),
         template=str(template),
@@ -355,6 +357,19 @@ def _task(node: Mapping[str, Any]) -> TaskInfo:
         finished=node.get("finishedAt"),
         progress=node.get("progress") or ("1/1" if phase in FINISHED_PHASES else "0/1"),
         message=node.get("message") or "",
-        outputs={str(p["name"]): str(p.get("value", "")) for p in outputs if "value" in p},
+        outputs=values,
         attempts=1 if node.get("startedAt") else 0,
+        approval=_approval(node, values),
+    )
+
+
+def _approval(node: Mapping[str, Any], values: Mapping[str, str]) -> Approval | None:
+    """The decision a passed gate holds in the outputs :meth:`ArgoBackend.approve` set."""
+    if node.get("type") != "Suspend" or not values.get("approver"):
+        return None
+    return Approval(
+        approver=values["approver"],
+        reason=values.get("reason", ""),
+        at=values.get("approved_at"),
+        override=values.get("override") == "true",
     )
