@@ -192,6 +192,67 @@ def test_batch_inference_of_the_new_version_publishes_predictions(flow: dict[str
     assert {"geoparquet", "geojson", "quicklook"} <= set(found["assets"]) and found["features"] is not None
     geojson = json.loads(Path(found["assets"]["geojson"].removeprefix("file://")).read_text())
     assert geojson["type"] == "FeatureCollection"
+    flow["batch"] = {"body": body, "geojson": geojson}
+
+
+def _areas(collection: dict[str, Any]) -> dict[int, float]:
+    areas: dict[int, float] = {}
+    for feature in collection["features"]:
+        props = feature["properties"]
+        areas[props["class"]] = areas.get(props["class"], 0.0) + props["area"]
+    return areas
+
+
+def test_on_demand_inference_in_process_matches_the_batch_run(flow: dict[str, Any]) -> None:
+    """No serving endpoint runs: the gateway predicts with the model's own environment (the one
+    it was trained in) in a worker process, over the batch run's AOI, and finds the same areas
+    per class (the model's features are per pixel, so blocks and halos change nothing). The
+    flow's deliberately poor model may find no cloud there: then both collections are empty
+    (class 0, clear, is background and never a feature), and the comparison still holds."""
+    import rasterio
+    from rasterio.io import MemoryFile
+    from rasterio.windows import Window
+
+    batch = flow["batch"]["body"]
+    body = {k: batch[k] for k in ("model", "version", "imagery", "aoi")}
+    with _client(flow, "operator") as operator:
+        answer = operator.post("/api/v1/inference", json=body)
+        assert answer.status_code == 200, answer.text
+        found = answer.json()
+        assert (found["via"], found["model"], found["version"]) == ("in-process", MODEL, flow["version"])
+        run_id = found["run_id"]
+        assert found["type"] == "FeatureCollection" and 150 * 150 < found["pixels"] < 200 * 200
+        for feature in found["features"]:
+            props = feature["properties"]
+            assert (props["model"], props["model_version"], props["mlflow_run_id"]) == (MODEL, "1", run_id)
+            assert props["class_name"] in ("clear", "cloud")
+        expected = _areas(flow["batch"]["geojson"])
+        got = _areas(found)
+        assert got.keys() == expected.keys()
+        for value, area in expected.items():
+            assert got[value] == pytest.approx(area, rel=0.005), (value, got, expected)
+
+        with rasterio.open(batch["imagery"]) as src, MemoryFile() as memfile:
+            window = Window(40, 40, 64, 48)
+            profile = src.profile | {
+                "width": 64,
+                "height": 48,
+                "transform": src.window_transform(window),
+                "compress": "deflate",
+            }
+            profile.pop("blockxsize", None), profile.pop("blockysize", None), profile.pop("tiled", None)
+            with memfile.open(**profile) as dst:
+                dst.write(src.read(window=window))
+            chip = bytes(memfile.read())
+        uploaded = operator.post(
+            "/api/v1/inference/chip",
+            params={"model": MODEL, "version": flow["version"]},
+            content=chip,
+            headers={"Content-Type": "image/tiff"},
+        )
+        assert uploaded.status_code == 200, uploaded.text
+        assert uploaded.json()["via"] == "in-process" and uploaded.json()["pixels"] == 64 * 48
+        assert uploaded.json()["type"] == "FeatureCollection" and uploaded.json()["run_id"] == run_id
 
 
 def test_promotion_waits_for_the_approver_whose_name_reaches_mlflow_and_the_catalogue(
