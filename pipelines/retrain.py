@@ -1,6 +1,7 @@
 """The retrain WorkflowTemplate: a change to a model's code, retrained up to the human gate.
 
-checkout ─> validate-package ─> build-image ─> dataset ─> train ─> evaluate ─> register ─> publish
+checkout ─> validate-package ─> build-image ─> dataset ─> plan-training ─> train ─> collect-run
+  ─> evaluate-in-image (the package's own evaluate) / evaluate (geomlops') ─> register ─> publish
   ─> compare ─> report ─> approval (suspend) ─> promote ─> update-catalogue ─> serve
 exit handler: retract a registered version whose STAC item was never published.
 
@@ -17,10 +18,11 @@ template and those it reuses cannot drift apart (``geomlops install`` installs t
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from itertools import pairwise
 from typing import Any
 
-from hera.workflows import DAG, Parameter, Task, WorkflowTemplate
+from hera.workflows import DAG, Artifact, Parameter, Task, WorkflowTemplate
 from hera.workflows.models import TemplateRef
 
 from pipelines._naming import template_name, workflow_metadata
@@ -29,17 +31,35 @@ from templates.retrain import checkout_source, registered_dataset
 NAME = "retrain"
 
 
-def _reuse(task: str, pipeline: str, template: str, **arguments: str) -> Task:
-    """A task running ``template`` of the installed ``pipeline`` WorkflowTemplate."""
+def _reuse(
+    task: str,
+    pipeline: str,
+    template: str,
+    *,
+    artifacts: Mapping[str, str] | None = None,
+    when: str | None = None,
+    **arguments: str,
+) -> Task:
+    """A task running ``template`` of the installed ``pipeline`` WorkflowTemplate.
+
+    ``artifacts`` maps the template's input artifacts to where they come from (``{{tasks…}}``).
+    """
+    passed: list[Parameter | Artifact] = [Parameter(name=k, value=v) for k, v in arguments.items()]
+    passed += [Artifact(name=name, from_=source) for name, source in (artifacts or {}).items()]
     return Task(
         name=task,
         template_ref=TemplateRef(name=template_name(pipeline), template=template),
-        arguments=[Parameter(name=k, value=v) for k, v in arguments.items()],
+        arguments=passed,
+        when=when,
     )
 
 
 def _out(task: str, parameter: str) -> str:
     return f"{{{{tasks.{task}.outputs.parameters.{parameter}}}}}"
+
+
+def _artifact(task: str, name: str) -> str:
+    return f"{{{{tasks.{task}.outputs.artifacts.{name}}}}}"
 
 
 MODEL = "{{workflow.parameters.model}}"
@@ -113,21 +133,67 @@ with WorkflowTemplate(
             )
         )
         dataset = _out("dataset", "dataset")
+        image = _out("validate-package", "image")
+        steps.append(
+            _reuse(
+                "plan-training",
+                "training",
+                "plan-training",
+                model=MODEL,
+                package=package,
+                dataset=dataset,
+                training_image=image,
+                train_params="{{workflow.parameters.train_params}}",
+                workflow_uid="{{workflow.uid}}",
+            )
+        )
+        staged = {name: _artifact("plan-training", name) for name in ("package", "dataset")}
         steps.append(
             _reuse(
                 "train",
                 "training",
                 "train",
-                model=MODEL,
-                package=package,
-                dataset=dataset,
-                training_image=_out("validate-package", "image"),
-                train_params="{{workflow.parameters.train_params}}",
-                workflow_uid="{{workflow.uid}}",
+                artifacts=staged,
+                training_image=image,
+                command=_out("plan-training", "command"),
+                experiment_id=_out("plan-training", "experiment_id"),
+                run_context=_out("plan-training", "run_context"),
             )
         )
-        run_id = _out("train", "run_id")
-        steps.append(_reuse("evaluate", "training", "evaluate", run_id=run_id, dataset=dataset))
+        steps.append(
+            _reuse(
+                "collect-run",
+                "training",
+                "collect-run",
+                attempt=_out("plan-training", "attempt"),
+                package=package,
+                training_image=image,
+            )
+        )
+        run_id = _out("collect-run", "run_id")
+        steps.append(
+            _reuse(
+                "evaluate-in-image",
+                "training",
+                "evaluate-in-image",
+                artifacts=staged,
+                when=f"{_out('collect-run', 'has_evaluate')} == true",
+                training_image=image,
+                command=_out("collect-run", "evaluate_command"),
+                run_id=run_id,
+            )
+        )
+        steps.append(
+            _reuse(
+                "evaluate",
+                "training",
+                "evaluate",
+                when=f"{_out('collect-run', 'has_evaluate')} == false",
+                run_id=run_id,
+                dataset=dataset,
+                package=package,
+            )
+        )
         steps.append(_reuse("register", "training", "register", model=MODEL, run_id=run_id, dataset=dataset))
         version = _out("register", "version")
         steps.append(

@@ -1,9 +1,16 @@
 """The training WorkflowTemplate.
 
-fetch-model ─┐
-             ├─> train ─> evaluate ─> register ─> publish
-resolve-data ┘
-exit handler: retract a registered version whose STAC item was never published.
+fetch-model ─┐                                                  ┌─> evaluate-in-image ─┐
+             ├─> plan-training ─> train ─> collect-run ─┤                      ├─> register ─> publish
+resolve-data ┘                                                  └─> evaluate ──────────┘
+
+The model's image runs only the package's own commands (``train``, and ``evaluate`` when the
+package has one: evaluate-in-image); geomlops' image plans (a copy of the package and the
+dataset as artifacts, the command), collects the run the package made, evaluates packages
+without an ``evaluate`` entry point, registers and publishes. They meet through the tracking
+server and artifacts.
+exit handler: mark training runs that were never collected FAILED; retract a registered version whose STAC
+item was never published.
 """
 
 from __future__ import annotations
@@ -12,8 +19,11 @@ from hera.workflows import DAG, Parameter, WorkflowTemplate
 
 from pipelines._naming import workflow_metadata
 from templates.training import (
+    collect_run,
     evaluate,
+    evaluate_in_image,
     fetch_model,
+    plan_training,
     publish,
     register,
     resolve_dataset,
@@ -53,6 +63,14 @@ with WorkflowTemplate(
             value="{}",
             description='Training parameters as a JSON object, e.g. {"max_iter": 200}.',
         ),
+        Parameter(
+            name="eval_params",
+            value="{}",
+            description=(
+                "Evaluation parameters as a JSON object, over the dataset's label item: label_value, "
+                'background_value, ignore_value, label_values, positive_class; e.g. {"label_value": 255}.'
+            ),
+        ),
     ],
 ) as workflow:
     with DAG(name="training"):
@@ -64,28 +82,59 @@ with WorkflowTemplate(
                 "dataset_repo": "{{workflow.parameters.dataset_repo}}",
             }
         )
-        fit = train(
+        plan = plan_training(
             arguments={
                 "model": "{{workflow.parameters.model}}",
                 "package": model.get_parameter("package"),
                 "training_image": model.get_parameter("training_image"),
-                "gpus": model.get_parameter("gpus"),
                 "dataset": data.get_parameter("dataset"),
                 "train_params": "{{workflow.parameters.train_params}}",
                 "workflow_uid": "{{workflow.uid}}",
             }
         )
-        score = evaluate(
+        fit = train(
+            arguments=[
+                model.get_parameter("training_image"),
+                model.get_parameter("gpus"),
+                plan.get_parameter("command"),
+                plan.get_parameter("experiment_id"),
+                plan.get_parameter("run_context"),
+                plan.get_artifact("package"),
+                plan.get_artifact("dataset"),
+            ]
+        )
+        run = collect_run(
             arguments={
-                "run_id": fit.get_parameter("run_id"),
+                "attempt": plan.get_parameter("attempt"),
+                "package": model.get_parameter("package"),
+                "training_image": model.get_parameter("training_image"),
+            }
+        )
+        own_evaluation = evaluate_in_image(
+            when=f"{run.get_parameter('has_evaluate')} == true",
+            arguments=[
+                model.get_parameter("training_image"),
+                model.get_parameter("gpus"),
+                run.get_parameter("evaluate_command").with_name("command"),
+                run.get_parameter("run_id"),
+                plan.get_artifact("package"),
+                plan.get_artifact("dataset"),
+            ],
+        )
+        score = evaluate(
+            when=f"{run.get_parameter('has_evaluate')} == false",
+            arguments={
+                "run_id": run.get_parameter("run_id"),
                 "dataset": data.get_parameter("dataset"),
                 "package": model.get_parameter("package"),
-            }
+                "model_spec": model.get_parameter("model_spec"),
+                "eval_params": "{{workflow.parameters.eval_params}}",
+            },
         )
         version = register(
             arguments={
                 "model": "{{workflow.parameters.model}}",
-                "run_id": fit.get_parameter("run_id"),
+                "run_id": run.get_parameter("run_id"),
                 "dataset": data.get_parameter("dataset"),
             }
         )
@@ -93,11 +142,11 @@ with WorkflowTemplate(
             arguments={
                 "model": "{{workflow.parameters.model}}",
                 "version": version.get_parameter("version"),
-                "run_id": fit.get_parameter("run_id"),
+                "run_id": run.get_parameter("run_id"),
                 "dataset": data.get_parameter("dataset"),
             }
         )
-        [model, data] >> fit >> score >> version >> item  # type: ignore[operator]
+        [model, data] >> plan >> fit >> run >> [own_evaluation, score] >> version >> item  # type: ignore[operator,list-item]
 
     with DAG(name="exit-handler"):
         retract_unpublished(

@@ -32,7 +32,8 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _healthy(url: str) -> bool:
+def healthy(url: str) -> bool:
+    """Whether the MLflow server at ``url`` answers its health check."""
     try:
         with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
             return bool(answer.status == 200)
@@ -115,7 +116,7 @@ def tracking_server(tracking_uri: str, artifact_root: str) -> Iterator[str]:
         )
         try:
             deadline = time.monotonic() + START_TIMEOUT_S
-            while not _healthy(url):
+            while not healthy(url):
                 if proc.poll() is not None or time.monotonic() > deadline:
                     log.seek(0)
                     tail = "\n".join(log.read().decode(errors="replace").strip().splitlines()[-10:])

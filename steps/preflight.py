@@ -74,19 +74,25 @@ def _training(params: Mapping[str, str]) -> None:
 
     model = params.get("model", "")
     check_name(model, "parameter 'model'")
-    raw = params.get("train_params")
-    if raw not in (None, ""):
+    for name in ("train_params", "eval_params"):
+        raw = params.get(name)
+        if raw in (None, ""):
+            continue
         try:
             parsed: Any = json.loads(str(raw))
         except json.JSONDecodeError as err:
             raise ParameterError(
-                f"parameter 'train_params' {raw!r}: expected a JSON object such as "
+                f"parameter '{name}' {raw!r}: expected a JSON object such as "
                 f'{{"max_iter": 50}} ({err.msg} at character {err.pos})'
             ) from None
         if not isinstance(parsed, dict):
             raise ParameterError(
-                f"parameter 'train_params' {raw!r}: expected a JSON object, not {type(parsed).__name__}"
+                f"parameter '{name}' {raw!r}: expected a JSON object, not {type(parsed).__name__}"
             )
+        if name == "eval_params":
+            from steps._eval_classes import parse_parameters
+
+            parse_parameters(parsed)  # names an unknown or mistyped field
     fetch_model_spec(model, get_settings().catalog_href)
 
 

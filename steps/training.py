@@ -1,23 +1,21 @@
-"""Run a model package's ``train`` entry point in the package's own environment.
+"""Train a model package: its ``train`` entry point runs in the model's own image.
 
-The entry point's command (as ``MLproject`` declares it, parameters substituted as
-``mlflow run`` would) runs as a subprocess of :mod:`steps.package_env`'s environment, in a
-copy of the package, with MLflow's own variables: ``MLFLOW_TRACKING_URI`` (always a tracking
-server, see :mod:`steps._tracking_server`), ``MLFLOW_EXPERIMENT_ID`` and ``MLFLOW_RUN_CONTEXT``
-(tags set on the run the package starts). A direct subprocess rather than ``mlflow run``:
-``mlflow run`` would have to come from the package's environment (which may hold a client
-without the projects module, e.g. ``mlflow-skinny``) and insists on its own run id, which
-fails when the package names its own experiment. geomlops never creates the run: it finds
-the run the package made by a tag, in whichever experiment the package chose.
+Three tasks meet through the tracking server and artifacts, so that the model's image holds
+nothing of geomlops: geomlops' step plans (:func:`plan_training`: a copy of the package and the
+dataset as artifacts, the entry point's command with parameters substituted as ``mlflow run``
+would, MLflow's variables); the model's image runs that command with ``MLFLOW_TRACKING_URI``
+(always a tracking server), ``MLFLOW_EXPERIMENT_ID`` and ``MLFLOW_RUN_CONTEXT`` (the tags of
+the run the package starts); geomlops' step finds that run by its attempt tag
+(:func:`collect_training_run`). geomlops never creates the run, so a package that names its own
+experiment is followed. On one machine the model's image is stood in for by the package's own
+environment (:mod:`steps.local_images`).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-import tempfile
 import threading
 import uuid
 from collections import deque
@@ -28,14 +26,13 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from geomlops.errors import InvalidPackageError, ItemNotFoundError, ModelNotFoundError, TrainingFailedError
-from steps._tracking_server import tracking_server
-from steps.evaluation import ENVIRONMENT_TAG
 from steps.package import PackageInfo, describe_package, stage_package
-from steps.package_env import PackageEnvironment, command_environment, ensure_environment
 
 WORKFLOW_TAG = "geomlops.workflow_uid"
 #: tag naming one training attempt, so geomlops finds the run the package made
 ATTEMPT_TAG = "geomlops.training_attempt"
+#: tag set on the run geomlops accepted as the training's result
+COLLECTED_TAG = "geomlops.training_collected"
 #: how many of the entry point's last stderr lines a failure shows
 ERROR_TAIL_LINES = 20
 
@@ -46,12 +43,6 @@ class TrainingRun(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     run_id: str
     experiment_id: str
-    reused: bool = False
-
-
-def interpreter_path() -> str:
-    """``PATH`` with this interpreter's folder first (geomlops' own tools, not a package's)."""
-    return os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
 
 
 def ensure_experiment(name: str, artifact_root: str) -> str:
@@ -91,9 +82,17 @@ def _runs_tagged(client: Any, tag: str, value: str, status: str | None = None) -
 
 
 def entry_point_command(
-    info: PackageInfo, entry_point: str, parameters: Mapping[str, str], where: Path
+    info: PackageInfo,
+    entry_point: str,
+    parameters: Mapping[str, str],
+    where: str | Path,
+    *,
+    check_paths: bool = True,
 ) -> str:
     """The shell command of ``entry_point`` with ``parameters`` substituted as ``mlflow run`` does.
+
+    ``check_paths=False`` passes ``path`` parameters as they are, for a command that runs where
+    they exist (the model's image), not here.
 
     Raises:
         InvalidPackageError: a parameter is missing or has the wrong type.
@@ -103,7 +102,8 @@ def entry_point_command(
 
     try:
         project = load_project(str(where))  # type: ignore[no-untyped-call]
-        return str(project.get_entry_point(entry_point).compute_command(dict(parameters), str(where)))
+        spec = project.get_entry_point(entry_point)
+        return str(spec.compute_command(dict(parameters), str(where) if check_paths else None))
     except ExecutionException as err:
         raise InvalidPackageError(f"{info.path}: MLproject entry point '{entry_point}': {err}") from err
 
@@ -140,106 +140,66 @@ def run_package_command(command: str, cwd: Path, env: Mapping[str, str]) -> tupl
     return code, list(tail)
 
 
-def run_entry_point(
-    info: PackageInfo,
-    environment: PackageEnvironment,
-    entry_point: str,
-    parameters: Mapping[str, str],
-    mlflow_env: Mapping[str, str],
-    *,
-    artifact_root: str,
-    work_dir: str | Path | None = None,
-) -> tuple[int, list[str]]:
-    """Run an entry point of the package in its environment, in a copy of the package.
-
-    The command talks to a tracking server (a local one on the embedded store, for as long as
-    it runs); ``mlflow_env`` adds MLflow's own variables (experiment, run, run context).
-
-    Returns:
-        The exit code and the last lines of the command's stderr.
-
-    Raises:
-        InvalidPackageError: a parameter is missing or has the wrong type.
-    """
-    import mlflow
-
-    if work_dir is not None:
-        Path(work_dir).mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f"geomlops-{entry_point}-", dir=work_dir) as tmp:
-        staged = stage_package(info.path, Path(tmp) / info.name)
-        command = entry_point_command(info, entry_point, parameters, staged)
-        with tracking_server(mlflow.get_tracking_uri(), artifact_root) as url:
-            env = command_environment(environment)
-            for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID"):
-                env.pop(name, None)
-            env.update(
-                {
-                    "MLFLOW_TRACKING_URI": url,
-                    # MLflow would turn a package's uv.lock into the model's requirements
-                    "MLFLOW_UV_AUTO_DETECT": "false",
-                    "MLFLOW_LOG_UV_FILES": "false",
-                    **mlflow_env,
-                }
-            )
-            print(f"{entry_point} of {info.name} in {environment.root}: {command}", file=sys.stderr)
-            return run_package_command(command, staged, env)
+#: where the training tasks see the package's copy and the dataset, in both images: the
+#: geomlops step writes them there as output artifacts, the model's image gets them there
+PACKAGE_PATH = "/tmp/geomlops/package"
+DATA_PATH = "/tmp/geomlops/data"
 
 
-def run_training(
+class TrainingPlan(BaseModel):
+    """What the model's image runs to train, and how geomlops finds the run it makes."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    command: str
+    """The ``train`` entry point's command, parameters substituted as ``mlflow run`` does."""
+    experiment_id: str
+    """``MLFLOW_EXPERIMENT_ID``: where the run goes unless the package names its own."""
+    run_context: str
+    """``MLFLOW_RUN_CONTEXT``: JSON of the tags MLflow sets on the run the package starts."""
+    attempt: str
+    """The value of :data:`ATTEMPT_TAG` on that run."""
+    package_name: str
+
+
+def plan_training(
     package: str,
     dataset_dir: str,
+    staged_package: str | Path,
     *,
     experiment: str,
     artifact_root: str,
     parameters: Mapping[str, str | int | float] | None = None,
     tags: Mapping[str, str] | None = None,
     workflow_uid: str | None = None,
-    work_dir: str | Path | None = None,
-) -> TrainingRun:
-    """Train: the package's ``train`` entry point in its own environment, tracked over HTTP.
+) -> TrainingPlan:
+    """Prepare training: stage a copy of the package and compute its ``train`` command.
+
+    geomlops creates no run: the package's own MLflow client starts one in its image, with
+    MLflow's variables (``MLFLOW_EXPERIMENT_ID``, ``MLFLOW_RUN_CONTEXT``) from the plan, and
+    :func:`collect_training_run` finds it by its attempt tag, in whichever experiment the
+    package chose.
 
     Args:
-        package: folder of the model package (never written to: a copy runs).
-        dataset_dir: folder of the materialised dataset, passed as the ``data`` parameter.
-        experiment: MLflow experiment name (created if needed); a package that sets its own
-            experiment is followed.
+        package: folder of the registered model package (never written to).
+        dataset_dir: the dataset's folder as the training command sees it (``data``).
+        staged_package: where the copy is made (the command runs there).
+        experiment: MLflow experiment name (created if needed).
         artifact_root: where a new experiment keeps its artifacts.
         parameters: training parameters for the entry point.
         tags: tags set on the run (dataset hash, model id ...).
-        workflow_uid: the workflow run; a finished run with the same uid is reused, so a
-            retried or resumed task never trains twice.
-        work_dir: where the package's copy runs (a temporary folder, removed after).
-
-    Returns:
-        The run the package made.
+        workflow_uid: the workflow run, tagged on the MLflow run.
 
     Raises:
-        InvalidPackageError: the package has no ``train`` entry point or a bad declaration.
-        MissingInterpreterError: the Python version it declares is not on this machine.
-        PackageEnvironmentError: its environment cannot be built.
-        TrainingFailedError: the entry point exited non-zero (its last stderr lines in the
-            message; the run, if it made one, is marked FAILED) or made no MLflow run.
+        InvalidPackageError: no ``train`` entry point, or a parameter is missing or mistyped.
     """
-    from mlflow import MlflowClient
-
-    info = describe_package(package)
-    experiment_id = ensure_experiment(experiment, artifact_root)
-    client = MlflowClient()
-    if workflow_uid:
-        done = _runs_tagged(client, WORKFLOW_TAG, workflow_uid, "FINISHED")
-        if done:
-            run = done[0]
-            return TrainingRun(run_id=run.info.run_id, experiment_id=run.info.experiment_id, reused=True)
-    environment = ensure_environment(info.path)
-    if environment.note:
-        print(environment.note, file=sys.stderr)
+    info = describe_package(package, required=("train",))
+    staged = stage_package(info.path, staged_package)
     attempt = uuid.uuid4().hex
     run_tags = dict(tags or {})
     run_tags.update(
         {
             ATTEMPT_TAG: attempt,
             "geomlops.code.sha256": info.content_sha256,
-            ENVIRONMENT_TAG: environment.hash,
             "mlflow.project.entryPoint": "train",
             "mlflow.runName": f"{info.name}-train",
         }
@@ -251,27 +211,72 @@ def run_training(
         run_tags[WORKFLOW_TAG] = workflow_uid
     params = {k: str(v) for k, v in (parameters or {}).items()}
     params["data"] = dataset_dir
-    mlflow_env = {"MLFLOW_EXPERIMENT_ID": experiment_id, "MLFLOW_RUN_CONTEXT": json.dumps(run_tags)}
-    code, tail = run_entry_point(
-        info, environment, "train", params, mlflow_env, artifact_root=artifact_root, work_dir=work_dir
+    return TrainingPlan(
+        command=entry_point_command(info, "train", params, staged, check_paths=False),
+        experiment_id=ensure_experiment(experiment, artifact_root),
+        run_context=json.dumps(run_tags, sort_keys=True),
+        attempt=attempt,
+        package_name=info.name,
     )
+
+
+def collect_training_run(
+    attempt: str, package_name: str = "the package", tags: Mapping[str, str] | None = None
+) -> TrainingRun:
+    """The run the ``train`` command made, marked finished, with ``tags`` added.
+
+    Raises:
+        TrainingFailedError: it made no MLflow run (it must start one and log the model).
+    """
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
     runs = _runs_tagged(client, ATTEMPT_TAG, attempt)
-    if code != 0:
-        for run in runs:
-            if run.info.status in ("RUNNING", "SCHEDULED"):
-                client.set_terminated(run.info.run_id, status="FAILED")
-        made = f" (MLflow run {runs[0].info.run_id})" if runs else ""
-        last = "\n".join(f"  {line}" for line in tail) or "  (nothing on stderr)"
-        raise TrainingFailedError(
-            f"training entry point of {info.name} exited with code {code}{made}; "
-            f"its last error lines:\n{last}"
-        )
     if not runs:
         raise TrainingFailedError(
-            f"training entry point of {info.name} finished but made no MLflow run "
+            f"training entry point of {package_name} finished but made no MLflow run "
             "(it must start one, e.g. with mlflow.start_run(), and log the model)"
         )
     run = runs[0]
-    if run.info.status == "RUNNING":
+    for stale in runs[1:]:  # an attempt killed before a resume started this one again
+        if stale.info.status in ("RUNNING", "SCHEDULED"):
+            client.set_terminated(stale.info.run_id, status="KILLED")
+    for key, value in {**(tags or {}), COLLECTED_TAG: "true"}.items():
+        client.set_tag(run.info.run_id, key, value)
+    if run.info.status in ("RUNNING", "SCHEDULED"):
         client.set_terminated(run.info.run_id, status="FINISHED")
     return TrainingRun(run_id=run.info.run_id, experiment_id=run.info.experiment_id)
+
+
+def fail_uncollected_runs(workflow_uid: str) -> list[str]:
+    """Mark the workflow's training runs that geomlops never collected as FAILED (exit handler).
+
+    A package's command that crashed may still have ended its run as FINISHED (MLflow's client
+    does so when the interpreter exits), so the run's own status does not say that training
+    failed; whether :func:`collect_training_run` accepted it does.
+
+    Returns:
+        Their run ids.
+    """
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    failed = []
+    for run in _runs_tagged(client, WORKFLOW_TAG, workflow_uid):
+        if run.data.tags.get(COLLECTED_TAG) != "true" and run.info.status != "FAILED":
+            client.set_terminated(run.info.run_id, status="FAILED")
+            failed.append(run.info.run_id)
+    return failed
+
+
+def evaluation_command(package: str | Path, run_id: str, dataset_dir: str) -> str:
+    """The package's ``evaluate`` command for the run's model, or "" when it has none.
+
+    The entry point receives ``model_uri`` (``runs:/<run id>/model``) and ``data``; it runs with
+    ``MLFLOW_RUN_ID`` set to the training run, so what it logs lands there.
+    """
+    info = describe_package(package)
+    if "evaluate" not in info.entry_points:
+        return ""
+    parameters = {"model_uri": f"runs:/{run_id}/model", "data": dataset_dir}
+    return entry_point_command(info, "evaluate", parameters, info.path, check_paths=False)

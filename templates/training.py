@@ -10,11 +10,12 @@ local runner) calls exactly the function below with the task's input parameters.
 import json
 from typing import Annotated
 
-from hera.workflows import Parameter
+from hera.workflows import Artifact, Container, Env, NoneArchiveStrategy, Parameter, RetryStrategy, SecretEnv
 
 from geomlops.settings import get_settings, use_tracking
 from steps.dataset import DatasetRef
-from templates.common import IMAGE, LARGE, SMALL, geomlops_script
+from steps.training import DATA_PATH, PACKAGE_PATH
+from templates.common import IMAGE, LARGE, NETWORK_RETRY, SECRET_ENV, SMALL, geomlops_script
 
 
 @geomlops_script(resources=SMALL)
@@ -52,33 +53,41 @@ GPU_PATCH = (
     '      nvidia.com/gpu: "{{inputs.parameters.gpus}}"\n'
 )
 
+#: the package's copy and the dataset, as the planning step writes them and the model's image
+#: reads them (no archive: a dataset is mostly compressed rasters already)
+PACKAGE_ARTIFACT = Artifact(name="package", path=PACKAGE_PATH, archive=NoneArchiveStrategy())
+DATA_ARTIFACT = Artifact(name="dataset", path=DATA_PATH, archive=NoneArchiveStrategy())
 
-# no retry: each attempt would start another MLflow run of the whole training
-@geomlops_script(
-    resources=LARGE,
-    retry_strategy=None,
-    image="{{inputs.parameters.training_image}}",
-    pod_spec_patch=GPU_PATCH,
-)
-def train(
+
+@geomlops_script(resources=LARGE, outputs=[PACKAGE_ARTIFACT, DATA_ARTIFACT])
+def plan_training(
     model: str,
     package: str,
     dataset: DatasetRef,
     training_image: str,
-    gpus: str = "0",
     train_params: str = "{}",
     workflow_uid: str = "",
-) -> Annotated[str, Parameter(name="run_id")]:
-    """Run the package's train entry point in the package's own environment."""
+) -> tuple[
+    Annotated[str, Parameter(name="command")],
+    Annotated[str, Parameter(name="experiment_id")],
+    Annotated[str, Parameter(name="run_context")],
+    Annotated[str, Parameter(name="attempt")],
+]:
+    """Stage the package and the dataset for the model's image and compute its train command."""
+    import shutil
+
     from steps.dataset import materialize_dataset
-    from steps.training import run_training
+    from steps.local_images import record_image
+    from steps.training import DATA_PATH, plan_training
 
     use_tracking()
     settings = get_settings()
     data = materialize_dataset(dataset, settings.home_dir / "datasets")
-    run = run_training(
+    shutil.copytree(data, DATA_PATH, dirs_exist_ok=True)
+    plan = plan_training(
         package,
-        str(data),
+        DATA_PATH,
+        PACKAGE_PATH,
         experiment=model,
         artifact_root=settings.artifact_root,
         parameters=json.loads(train_params or "{}"),
@@ -88,37 +97,110 @@ def train(
             "geomlops.training_image": training_image,
         },
         workflow_uid=workflow_uid or None,
-        work_dir=settings.home_dir / "work",
     )
-    return run.run_id
+    record_image(training_image, package, settings.home_dir)
+    return plan.command, plan.experiment_id, plan.run_context, plan.attempt
+
+
+#: MLflow's variables for a package's own client in the model's image (the tracking server's
+#: address and credentials come from the same secrets as geomlops' own steps)
+MLFLOW_ENV = [
+    SecretEnv(name="MLFLOW_TRACKING_URI", secret_name="geomlops-config", secret_key="mlflow-tracking-uri"),
+    *(e for e in SECRET_ENV if e.name.startswith(("MLFLOW_", "AWS_"))),
+    # MLflow would turn a package's uv.lock into the model's requirements
+    Env(name="MLFLOW_UV_AUTO_DETECT", value="false"),
+    Env(name="MLFLOW_LOG_UV_FILES", value="false"),
+]
+
+
+def in_model_image(
+    name: str, mlflow_env: dict[str, str], retry_strategy: RetryStrategy | None = None
+) -> Container:
+    """A template running only a package command (input ``command``) in the model's image.
+
+    It gets the package's copy and the dataset as artifacts, works in the copy, and has
+    MLflow's variables: :data:`MLFLOW_ENV` and ``mlflow_env`` (name -> an input parameter's
+    name, also declared as an input).
+    """
+    return Container(
+        name=name,
+        image="{{inputs.parameters.training_image}}",
+        command=["bash", "-c", "{{inputs.parameters.command}}"],
+        working_dir=PACKAGE_PATH,
+        inputs=[
+            Parameter(name="training_image"),
+            Parameter(name="command"),
+            *(Parameter(name=source) for source in mlflow_env.values()),
+            Parameter(name="gpus", default="0"),
+            PACKAGE_ARTIFACT,
+            DATA_ARTIFACT,
+        ],
+        env=[
+            *MLFLOW_ENV,
+            *(
+                Env(name=var, value=f"{{{{inputs.parameters.{source}}}}}")
+                for var, source in mlflow_env.items()
+            ),
+        ],
+        resources=LARGE,
+        retry_strategy=retry_strategy,
+        pod_spec_patch=GPU_PATCH,
+    )
+
+
+# no retry: each attempt would start another MLflow run of the whole training
+train = in_model_image(
+    "train", {"MLFLOW_EXPERIMENT_ID": "experiment_id", "MLFLOW_RUN_CONTEXT": "run_context"}
+)
+
+
+@geomlops_script(resources=SMALL)
+def collect_run(
+    attempt: str, package: str, training_image: str = ""
+) -> tuple[
+    Annotated[str, Parameter(name="run_id")],
+    Annotated[str, Parameter(name="evaluate_command")],
+    Annotated[str, Parameter(name="has_evaluate")],
+]:
+    """Find the run the package's train command made; its ``evaluate`` command, if it has one."""
+    from steps.evaluation import ENVIRONMENT_TAG
+    from steps.local_images import stand_in_hash
+    from steps.training import DATA_PATH, collect_training_run, evaluation_command
+
+    use_tracking()
+    # on one machine: the environment that stood in for the image, for later predictions
+    environment = stand_in_hash(training_image, get_settings().home_dir) if training_image else ""
+    run = collect_training_run(attempt, package, {ENVIRONMENT_TAG: environment} if environment else None)
+    command = evaluation_command(package, run.run_id, DATA_PATH)
+    return run.run_id, command, str(bool(command)).lower()
+
+
+# the package's own evaluation, logging to the training run
+evaluate_in_image = in_model_image("evaluate-in-image", {"MLFLOW_RUN_ID": "run_id"}, NETWORK_RETRY)
 
 
 @geomlops_script(resources=LARGE)
 def evaluate(
-    run_id: str, dataset: DatasetRef, package: str = ""
+    run_id: str, dataset: DatasetRef, package: str = "", model_spec: str = "", eval_params: str = "{}"
 ) -> Annotated[str, Parameter(name="metrics")]:
-    """Evaluate the trained model: the package's ``evaluate`` entry point when it has one, else
-    geomlops' evaluation on the dataset's spatially held-out split, predicting in the package's
-    own environment."""
+    """geomlops' evaluation on the dataset's test split, for a package without an ``evaluate``
+    entry point, predicting in the package's own environment; classes named as the model's
+    MLM item names them, label values from the dataset's label item or ``eval_params``."""
     from steps.dataset import materialize_dataset
-    from steps.evaluation import evaluate_segmentation
+    from steps.evaluation import evaluate_segmentation, mlm_classes
     from steps.package_env import ensure_environment
-    from steps.package_evaluation import evaluate_with_entry_point, has_evaluate_entry_point
 
     use_tracking()
     settings = get_settings()
     data = materialize_dataset(dataset, settings.home_dir / "datasets")
-    if package and has_evaluate_entry_point(package):
-        metrics = evaluate_with_entry_point(
-            package,
-            run_id,
-            str(data),
-            artifact_root=settings.artifact_root,
-            work_dir=settings.home_dir / "work",
-        )
-        return json.dumps(metrics, sort_keys=True)
     python = str(ensure_environment(package).python) if package else None
-    report = evaluate_segmentation(run_id, str(data), python=python)
+    report = evaluate_segmentation(
+        run_id,
+        str(data),
+        python=python,
+        model_classes=mlm_classes(model_spec) if model_spec else (),
+        parameters=json.loads(eval_params or "{}"),
+    )
     return json.dumps(report.metrics, sort_keys=True)
 
 
@@ -145,8 +227,11 @@ def publish(
 
 @geomlops_script(resources=SMALL)
 def retract_unpublished(model: str, workflow_uid: str) -> Annotated[str, Parameter(name="retracted")]:
-    """Exit handler: delete versions this run registered but did not publish."""
+    """Exit handler: mark the training runs it did not collect FAILED; delete versions it
+    registered but did not publish."""
     from steps.publish import retract_unpublished_versions
+    from steps.training import fail_uncollected_runs
 
     use_tracking()
+    fail_uncollected_runs(workflow_uid)
     return json.dumps(retract_unpublished_versions(model, workflow_uid, catalog=get_settings().catalog_href))

@@ -121,21 +121,27 @@ def run_demo(settings: Settings, package: Path | None = None, workers: int = 4) 
     click.echo(f"• base model item: {href}")
 
     from geomlops.argo.runner.sandbox import settings_writable_paths
+    from steps.local_images import LocalImages
     from steps.package_env import writable_cache_paths
 
     # tasks build and share the package's environment (its cache and uv's) outside the run
     writable = [*settings_writable_paths(settings), *writable_cache_paths()]
-    runner = LocalRunner(
-        settings.runs_dir, max_workers=workers, template_resolver=template_resolver, writable_paths=writable
-    )
-    summary = runner.run(render("training"), {"model": MODEL, "dataset_path": DATASET})
+    with LocalImages(settings) as images:  # the model's image: its package's environment
+        runner = LocalRunner(
+            settings.runs_dir,
+            max_workers=workers,
+            template_resolver=template_resolver,
+            writable_paths=writable,
+            image_environment=images,
+        )
+        summary = runner.run(render("training"), {"model": MODEL, "dataset_path": DATASET})
     click.echo()
     if summary.status != "Succeeded":
         click.secho(f"training run {summary.run_id} {summary.status}: {summary.message}", fg="red")
         click.echo(f"  logs: {summary.run_dir}\n  resume: geomlops run --resume {summary.run_id}")
         return 1
     outputs = summary.outputs
-    run_id = outputs["train"]["run_id"]
+    run_id = outputs["collect-run"]["run_id"]
     version = outputs["register"]["version"]
     metrics = json.loads(outputs["evaluate"]["metrics"])
     scores = ", ".join(f"{k.removeprefix('test_')} {metrics[k]:.3f}" for k in _HEADLINE if k in metrics)

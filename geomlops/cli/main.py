@@ -305,6 +305,7 @@ def run(
     from geomlops.argo.runner import Approval, LocalRunner, RunInterrupted
     from geomlops.argo.runner.sandbox import settings_writable_paths
     from geomlops.argo.runner.synchronization import parse_limits
+    from steps.local_images import LocalImages
     from steps.package_env import writable_cache_paths
     from steps.promotion import validate_approver
 
@@ -334,6 +335,8 @@ def run(
         # tasks also build and share model packages' environments (their cache and uv's)
         writable_paths=[*settings_writable_paths(get_settings()), *writable_cache_paths()],
         artifact_repository=_artifact_repository(artifact_bucket),
+        # model images are stood in for by their packages' environments
+        image_environment=(images := LocalImages(get_settings())),
     )
     if resume_id:
         if pipeline or params:
@@ -353,7 +356,8 @@ def run(
             preflight(pipeline, values)
         start = functools.partial(runner.run, load_manifest(pipeline), values)
     try:
-        summary = start()
+        with images:
+            summary = start()
     except RunInterrupted as stop:  # its tasks are stopped and the state says Interrupted
         click.secho(f"Interrupted: {stop}", fg="yellow", err=True)
         sys.exit(stop.exit_code)

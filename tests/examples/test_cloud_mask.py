@@ -153,17 +153,18 @@ def test_mlproject_declares_typed_entry_points() -> None:
     }
 
 
-def test_dockerfile_builds_on_the_geomlops_image() -> None:
+def test_dockerfile_holds_the_packages_environment_and_nothing_of_geomlops() -> None:
+    """The model's image runs only the package's commands: its base is plain Python at the
+    version python_env.yaml asks for, and it installs what python_env.yaml declares."""
+    import yaml
+
     text = (PACKAGE / "Dockerfile").read_text()
     lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
-    from geomlops import __version__
-
-    assert (
-        lines[0] == f"ARG GEOMLOPS_IMAGE=ghcr.io/geomlops/geomlops:{__version__}"
-    )  # the release it runs with
-    assert lines[1] == "FROM ${GEOMLOPS_IMAGE}"
+    declared = yaml.safe_load((PACKAGE / "python_env.yaml").read_text())
+    assert lines[0] == f"FROM python:{declared['python']}-slim"
+    assert "geomlops" not in " ".join(line for line in lines if not line.startswith("LABEL"))
+    assert "COPY python_env.yaml ." in lines and "pip install --no-cache-dir -r /tmp/requirements.txt" in text
     assert any(line.startswith("COPY . ") for line in lines)
-    assert any(line.startswith("WORKDIR ") for line in lines)
 
 
 # --- STAC item --------------------------------------------------------------------------

@@ -112,7 +112,7 @@ def _versions_of_run(stack: Stack, run_id: str) -> list[str]:
 def test_training_on_mlflow_postgres_s3_and_dvc_s3(services_stack: Stack, trained: dict[str, Any]) -> None:
     stack, summary = services_stack, trained["summary"]
     assert summary.status == "Succeeded", summary.message
-    run_id, version = summary.outputs["train"]["run_id"], summary.outputs["register"]["version"]
+    run_id, version = summary.outputs["collect-run"]["run_id"], summary.outputs["register"]["version"]
 
     # the model is in the S3 store, under a real s3:// root
     location = _model_location(stack, version)
@@ -214,7 +214,7 @@ def test_service_gone_before_register_then_resume(
     assert after["status"] == "Succeeded"
     for task in ("fetch-model", "resolve-dataset", "train", "evaluate"):  # nothing ran again
         assert after["nodes"][task]["attempts"] == before["nodes"][task]["attempts"], task
-    run_id = after["nodes"]["train"]["outputs"]["run_id"]
+    run_id = after["nodes"]["collect-run"]["outputs"]["run_id"]
     version = after["nodes"]["register"]["outputs"]["version"]
     assert _versions_of_run(stack, run_id) == [version]  # exactly one version, nothing lost
     location = _model_location(stack, version)
@@ -250,7 +250,7 @@ def test_batch_inference_with_the_model_from_s3(services_stack: Stack, trained: 
     assert result.status == "Succeeded", result.message
     frame = geopandas.read_parquet(output / "predictions.parquet")
     assert len(frame) > 0
-    assert set(frame["mlflow_run_id"]) == {summary.outputs["train"]["run_id"]}
+    assert set(frame["mlflow_run_id"]) == {summary.outputs["collect-run"]["run_id"]}
     assert set(frame["model_version"]) == {version}
 
     # the predictions item is in PgSTAC, derived from the version's item there
@@ -260,7 +260,7 @@ def test_batch_inference_with_the_model_from_s3(services_stack: Stack, trained: 
     item = services_stack.stac_item("predictions", item_id)
     [model_item] = [link["href"] for link in item["links"] if link["rel"] == "derived_from"]
     assert model_item == f"{api}/collections/model-versions/items/{MODEL}-v{version}"
-    assert item["properties"]["mlflow:run_id"] == summary.outputs["train"]["run_id"]
+    assert item["properties"]["mlflow:run_id"] == summary.outputs["collect-run"]["run_id"]
 
 
 def test_promotion_on_the_services_stack(services_stack: Stack, trained: dict[str, Any]) -> None:
@@ -296,7 +296,7 @@ def test_promotion_on_the_services_stack(services_stack: Stack, trained: dict[st
     assert client.get_model_version_by_alias(MODEL, "production").version == version
     decision = json.loads(client.get_model_version(MODEL, version).tags["geomlops.promotion"])
     assert decision["approver"] == "Ada Lovelace" and decision["action"] == "promote"
-    run_tags = client.get_run(summary.outputs["train"]["run_id"]).data.tags
+    run_tags = client.get_run(summary.outputs["collect-run"]["run_id"]).data.tags
     assert json.loads(run_tags["geomlops.promotion"]) == decision
     # the report sits next to the run's model, in the object store
     assert decision["report"].startswith("s3://mlflow-artifacts/"), decision["report"]

@@ -51,3 +51,36 @@ def test_templates_carry_no_secret_values() -> None:
             for env in (template.get("script") or template.get("container") or {}).get("env", []):
                 if env["name"].startswith(("AWS_", "MLFLOW_TRACKING_")):
                     assert "value" not in env and "secretKeyRef" in env["valueFrom"], env
+
+
+@pytest.mark.parametrize("name", ["training", "retrain"])
+def test_the_models_image_runs_only_the_packages_own_commands(name: str) -> None:
+    """Tasks in the model's image (the item's training runtime) run the package's entry point
+    command and nothing of geomlops; every other task runs geomlops' image."""
+    from templates.common import IMAGE
+
+    manifest = render(name)
+    templates = {t["name"]: t for t in manifest["spec"]["templates"]}
+    model_image = "{{inputs.parameters.training_image}}"
+    in_model_image = {
+        n: t for n, t in templates.items() if (t.get("container") or {}).get("image") == model_image
+    }
+    if name == "training":
+        assert set(in_model_image) == {"train", "evaluate-in-image"}
+    for template in in_model_image.values():
+        container = template["container"]
+        assert container["command"] == ["bash", "-c", "{{inputs.parameters.command}}"]
+        assert "args" not in container and "source" not in container
+        assert not [e for e in container.get("env") or [] if e["name"].startswith("GEOMLOPS_")]
+        assert {a["name"] for a in template["inputs"]["artifacts"]} == {"package", "dataset"}
+    for template_name, template in templates.items():
+        if template_name in in_model_image:
+            continue
+        for kind in ("script", "container"):
+            if kind in template:
+                assert template[kind]["image"] == IMAGE, template_name
+    if name == "retrain":  # it reuses the training workflow's templates, the model's image with them
+        refs = [
+            t.get("templateRef", {}).get("template") for t in manifest["spec"]["templates"][0]["dag"]["tasks"]
+        ]
+        assert {"plan-training", "train", "collect-run", "evaluate-in-image", "evaluate"} <= set(refs)

@@ -77,7 +77,7 @@ def lightgbm(work: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
 
 
 def _run_of(state: dict[str, Any]) -> str:
-    return str(state["nodes"]["train"]["outputs"]["run_id"])
+    return str(state["nodes"]["collect-run"]["outputs"]["run_id"])
 
 
 def test_numpy_1_and_an_mlflow_2_client_train_in_their_own_experiment(
@@ -98,8 +98,9 @@ def test_numpy_1_and_an_mlflow_2_client_train_in_their_own_experiment(
     assert run.data.metrics["package_test_accuracy"] > 0.5
     assert run.data.metrics["package_test_pixels"] > 1000
     assert "test_iou" not in run.data.metrics
-    evaluated = json.loads(state["nodes"]["evaluate"]["outputs"]["metrics"])
-    assert evaluated["package_test_accuracy"] == run.data.metrics["package_test_accuracy"]
+    # in the model's image (here its environment): evaluate-in-image, not geomlops' evaluate
+    assert state["nodes"]["evaluate-in-image"]["status"] == "Succeeded"
+    assert state["nodes"]["evaluate"]["status"] == "Skipped"
     versions = client.search_model_versions("name='legacy-centroid'")
     assert [v.run_id for v in versions] == [run.info.run_id]
 
@@ -122,15 +123,24 @@ def test_a_failed_training_shows_the_entry_points_own_last_lines(
 ) -> None:
     def break_training(package: Path) -> None:
         train = package / "lgb_pixels" / "train.py"
-        train.write_text("raise RuntimeError('the booster cannot read band 11 of this scene')\n")
+        train.write_text(
+            "import mlflow\nmlflow.start_run()\n"
+            "raise RuntimeError('the booster cannot read band 11 of this scene')\n"
+        )
 
     _register(work, "lightgbm-pixels-broken", break_training)
     out, state = _train(work, "lightgbm-pixels-broken")
     assert out.returncode == 1 and state["nodes"]["train"]["status"] == "Failed"
     summary = out.stdout + out.stderr
-    assert "training entry point of lightgbm-pixels exited with code 1" in summary
-    own_lines = summary.split("its last error lines:")[1]
+    assert "train: exit code 1" in summary or "exit code 1" in summary.split("Failed", 1)[1]
+    own_lines = summary.split("--- last lines of logs/train.log ---")[1]
     assert "RuntimeError: the booster cannot read band 11 of this scene" in own_lines
+    # the run the package had started is not left running: the exit handler marked it FAILED
+    failed = _client(work).search_runs(
+        [e.experiment_id for e in _client(work).search_experiments()],
+        filter_string="tags.`geomlops.model` = 'lightgbm-pixels-broken'",
+    )
+    assert [r.info.status for r in failed] == ["FAILED"]
 
 
 def test_nothing_is_installed_into_geomlops_environment(legacy: Any, lightgbm: Any) -> None:

@@ -18,6 +18,9 @@ from .progress import Reporter
 from .state_file import StateStore
 from .workflow import Workflow
 
+#: ``(image, environment) -> environment or None``: how a process of ``image`` runs here
+ImageEnvironment = Callable[[str, Mapping[str, str]], "dict[str, str] | None"]
+
 
 @dataclass
 class EngineOptions:
@@ -33,6 +36,11 @@ class EngineOptions:
     approver_check: Callable[[str], str] | None = None
     #: semaphore limits, ``CONFIGMAP/KEY`` -> limit (Argo reads them from ConfigMaps)
     semaphores: Mapping[str, int] = field(default_factory=dict)
+    #: the environment a process of an image runs with on this machine (a stand-in for the
+    #: image, given the environment built so far), or None for an image with no stand-in
+    image_environment: ImageEnvironment | None = None
+    #: run ``container`` templates whose image has no stand-in on this machine's own programs
+    allow_host_containers: bool = False
 
 
 class RunContext(Protocol):

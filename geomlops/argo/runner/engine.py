@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from geomlops.errors import ManifestError
+from geomlops.errors import GeomlopsError, ManifestError
 
 from . import scheduling
 from .artifacts import (
@@ -411,7 +411,22 @@ class Engine:
             return FAILED, DEADLINE_MESSAGE
         kind = "script" if "script" in resolved else "container"
         env, secrets = build_env(resolved[kind].get("env") or [], self.options.env, sandbox)
-        argv = command_for(resolved, work_dir)
+        image = str(resolved[kind].get("image") or "")
+        try:
+            own = self.options.image_environment(image, env) if self.options.image_environment else None
+        except GeomlopsError as err:
+            return ERROR, f"image {image!r}: {err}"
+        if own is not None:
+            env = own
+        elif kind == "container" and not self.options.allow_host_containers:
+            return ERROR, (
+                f"nothing on this machine stands in for image {image!r} of container template "
+                f"{template.get('name')!r} (allow_host_containers runs its command with this "
+                "machine's own programs)"
+            )
+        # a script in geomlops' image runs with this interpreter; one with an image's own, with that
+        argv = command_for(resolved, work_dir, swap_python=own is None)
+        working_dir = str(resolved[kind].get("workingDir") or "")
         with self.slots:
             if self.aborted.is_set():
                 return FAILED, "interrupted"
@@ -430,6 +445,7 @@ class Engine:
                 timeout=timeout,
                 registry=self.processes,
                 sandbox=sandbox,
+                working_dir=working_dir,
             )
         if self.aborted.is_set():
             result.phase, result.message = FAILED, "interrupted"

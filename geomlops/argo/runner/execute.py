@@ -196,8 +196,12 @@ def build_env(
     return env, secrets
 
 
-def command_for(template: Mapping[str, Any], work_dir: Path) -> list[str]:
-    """Return the argv of a script or container template (writing a script's source file)."""
+def command_for(template: Mapping[str, Any], work_dir: Path, *, swap_python: bool = True) -> list[str]:
+    """Return the argv of a script or container template (writing a script's source file).
+
+    With ``swap_python``, a command that is a ``python`` runs with this interpreter (geomlops'
+    image stands for this environment); without, the ``python`` on the process's ``PATH``.
+    """
     if "script" in template:
         spec = template["script"]
         script_file = work_dir / "script"
@@ -208,7 +212,7 @@ def command_for(template: Mapping[str, Any], work_dir: Path) -> list[str]:
     else:
         spec = template["container"]
         argv = [*map(str, spec.get("command") or []), *map(str, spec.get("args") or [])]
-    if argv and _PYTHON.fullmatch(Path(argv[0]).name):
+    if swap_python and argv and _PYTHON.fullmatch(Path(argv[0]).name):
         argv[0] = sys.executable
     return argv
 
@@ -260,18 +264,36 @@ def run_process(
     timeout: float | None,
     registry: ProcessRegistry,
     sandbox: Sandbox | None = None,
+    working_dir: str = "",
 ) -> PodResult:
-    """Run ``argv`` in ``work_dir`` (inside ``sandbox``), logging to ``log_path``; stdout is the result."""
+    """Run ``argv`` in ``work_dir`` (inside ``sandbox``), logging to ``log_path``; stdout is the result.
+
+    ``working_dir`` is the container's ``workingDir`` (an absolute path of the task's
+    filesystem, created if missing as the container runtime does); empty: ``work_dir``.
+    """
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    cwd = work_dir
+    if working_dir:
+        if not working_dir.startswith("/"):
+            return PodResult(ERROR, message=f"workingDir {working_dir!r} is not an absolute path")
+        cwd = sandbox.host_path(working_dir) if sandbox is not None else Path(working_dir)
+        if sandbox is not None and sandbox.isolated and cwd == Path(working_dir) and not cwd.is_dir():
+            # the host is read-only to the task: only its private folders can be made
+            return PodResult(ERROR, message=f"workingDir {working_dir!r} does not exist (make it under /tmp)")
+        try:
+            cwd.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            why = err.strerror or err
+            return PodResult(ERROR, message=f"cannot create workingDir {working_dir!r}: {why}")
     with log_path.open("a", encoding="utf-8") as handle:
-        if sandbox is not None and sandbox.isolated and (why := _cannot_start(argv[0], env, work_dir)):
+        if sandbox is not None and sandbox.isolated and (why := _cannot_start(argv[0], env, cwd)):
             # bubblewrap would start, then fail to run it: say so as if the program itself failed to start
             handle.write(f"cannot start {argv[0]!r}: {why}\n")
             return PodResult(ERROR, message=f"cannot start {argv[0]!r}: {why}")
         try:
             proc = subprocess.Popen(
-                sandbox.command(argv) if sandbox is not None else argv,
-                cwd=work_dir,
+                sandbox.command(argv, working_dir) if sandbox is not None else argv,
+                cwd=cwd if sandbox is None or not sandbox.isolated else work_dir,
                 env=dict(env),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,

@@ -37,7 +37,7 @@ import yaml
 from geomlops.errors import RunError
 
 from .artifacts import Repository
-from .context import EngineOptions
+from .context import EngineOptions, ImageEnvironment
 from .engine import Engine
 from .execute import process_start, terminate_groups
 from .features import ignored_fields
@@ -123,6 +123,12 @@ class LocalRunner:
         artifact_repository: where output artifacts are stored (default: a folder in each run's
             folder, ``artifacts/``); the services profile passes its S3 bucket.
         semaphores: semaphore limits, ``CONFIGMAP/KEY`` -> limit (see :mod:`.synchronization`).
+        image_environment: stands in for images on this machine: given a template's image and
+            the environment built for its process, returns the environment it runs with (an
+            interpreter of the image's own, on ``PATH``), or None for an image it does not
+            know. With it, ``container`` templates are accepted; one whose image it does not
+            know fails unless ``allow_host_containers``. It may raise
+            :class:`~geomlops.errors.GeomlopsError` (the task errors with its message).
     """
 
     def __init__(
@@ -142,6 +148,7 @@ class LocalRunner:
         artifact_repository: Repository | None = None,
         sandbox: bool | None = None,
         writable_paths: Sequence[Path] = (),
+        image_environment: ImageEnvironment | None = None,
     ) -> None:
         if max_workers < 1:
             raise RunError(f"max_workers must be at least 1, not {max_workers}")
@@ -159,6 +166,7 @@ class LocalRunner:
         self.artifact_repository = artifact_repository
         self.sandbox = sandbox_wanted(sandbox)
         self.writable_paths = (self.runs_dir.resolve().parent, *(Path(p) for p in writable_paths))
+        self.image_environment = image_environment
 
     # --- public API -------------------------------------------------------------------
 
@@ -183,7 +191,7 @@ class LocalRunner:
         workflow = load_workflow(
             manifest,
             resolver=self.template_resolver,
-            allow_host_containers=self.allow_host_containers,
+            allow_host_containers=self.allow_host_containers or self.image_environment is not None,
         )
         check_synchronization(workflow, self.semaphores)
         params = resolve_parameters(workflow, parameters or {})
@@ -247,7 +255,7 @@ class LocalRunner:
                 manifest,
                 resolver=self.template_resolver,
                 refs=refs,
-                allow_host_containers=self.allow_host_containers,
+                allow_host_containers=self.allow_host_containers or self.image_environment is not None,
             )
             if self.approval is not None:  # before the run resumes: unknown or missing supplied outputs
                 check_supplied(gates_of(workflow, {state.nodes[n].template for n in waiting}), self.approval)
@@ -320,6 +328,8 @@ class LocalRunner:
             self.max_workers, self.approval, self.interactive, self.prompt, self.env, self.approver_check
         )
         options.semaphores = self.semaphores
+        options.image_environment = self.image_environment
+        options.allow_host_containers = self.allow_host_containers
         engine = Engine(
             workflow=workflow,
             params=params,

@@ -155,8 +155,9 @@ class Sandbox:
             return Path(path)
         return remapped
 
-    def command(self, argv: Sequence[str]) -> list[str]:
-        """Return ``argv`` wrapped in bubblewrap (unchanged when unisolated)."""
+    def command(self, argv: Sequence[str], working_dir: str = "") -> list[str]:
+        """Return ``argv`` wrapped in bubblewrap (unchanged when unisolated), started in
+        ``working_dir`` of the task's view (default: the attempt's folder)."""
         if not self.isolated:
             return list(argv)
         view = [
@@ -173,7 +174,7 @@ class Sandbox:
         for path in (*self.writable, self.folder):
             view += ["--bind", str(path), str(path)]
         view += ["--setenv", "TMPDIR", "/tmp", "--unshare-pid", "--die-with-parent"]
-        return [*view, "--chdir", str(self.folder), "--", *argv]
+        return [*view, "--chdir", working_dir or str(self.folder), "--", *argv]
 
 
 def make_sandbox(

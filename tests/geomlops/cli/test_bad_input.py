@@ -211,6 +211,20 @@ CASES: list[tuple[str, Any, str]] = [
         "expected a JSON object, not list",
     ),
     (
+        "eval_params with an unknown field",
+        lambda i: [
+            "run",
+            "training",
+            "-p",
+            "model=cloud-mask",
+            "-p",
+            "dataset_path=d",
+            "-p",
+            'eval_params={"label_valu": 255}',
+        ],
+        "evaluation parameters: label_valu",
+    ),
+    (
         "promotion: unknown candidate",
         lambda i: ["run", "promotion", "-p", "model=cloud-mask", "-p", "candidate=7"],
         "model 'cloud-mask' has no version '7' in MLflow",

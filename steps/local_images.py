@@ -1,0 +1,154 @@
+"""On one machine, a model's image is stood in for by its package's own environment.
+
+On Argo the training workflow runs the package's commands in the model's image (the
+``mlm:training-runtime`` asset of its item). With no container engine, the local runner runs
+them as processes; for those to find the package's dependencies, and nothing of geomlops',
+each model image is stood in for by the package's environment (:mod:`steps.package_env`: built
+with uv from its declaration, cached by content). The planning step records which package an
+image was planned from (:func:`record_image`); :class:`LocalImages`, given to the runner, gives
+a process of that image the environment's ``PATH`` and a tracking server's address: a package's
+MLflow client never opens the embedded SQLite store (its version may differ from geomlops'), so
+on the embedded default a local ``mlflow server`` serves that store for as long as the run
+needs one (:mod:`steps._tracking_server`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import queue
+import sys
+import threading
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from types import TracebackType
+
+from geomlops.errors import GeomlopsError
+from geomlops.files import write_atomic
+from geomlops.settings import Settings, get_settings
+from steps._tracking_server import tracking_server
+from steps.package_env import command_environment, ensure_environment
+
+#: the folder of ``$GEOMLOPS_HOME`` holding one record per image
+IMAGES_DIR = "images"
+
+
+def _record_path(image: str, home: Path) -> Path:
+    return home / IMAGES_DIR / f"{hashlib.sha256(image.encode()).hexdigest()[:32]}.json"
+
+
+def record_image(image: str, package: str | Path, home: Path) -> None:
+    """Record that ``image`` is the image of the package at ``package`` (its folder)."""
+    record = {"image": image, "package": str(Path(package).resolve())}
+    path = _record_path(image, home)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, json.dumps(record, indent=1) + "\n")
+
+
+def _read_record(image: str, home: Path) -> dict[str, str]:
+    path = _record_path(image, home)
+    if not path.is_file():
+        return {}
+    record = json.loads(path.read_text(encoding="utf-8"))
+    return record if isinstance(record, dict) and record.get("image") == image else {}
+
+
+def recorded_package(image: str, home: Path) -> Path | None:
+    """The package folder recorded for ``image``, or None for an image with no record."""
+    package = _read_record(image, home).get("package")
+    return Path(package) if package else None
+
+
+def stand_in_hash(image: str, home: Path) -> str:
+    """The hash of the environment that last stood in for ``image`` here ("" if none did).
+
+    Training runs are tagged with it, so that later steps predict in the same environment.
+    """
+    return str(_read_record(image, home).get("environment") or "")
+
+
+class LocalImages:
+    """The runner's stand-in for model images: ``(image, environment) -> environment or None``.
+
+    Args:
+        settings: where records are kept (``home_dir``), the tracking URI and the S3 endpoint.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._server: threading.Thread | None = None
+        self._tracking_url = ""
+
+    def __call__(self, image: str, env: Mapping[str, str]) -> dict[str, str] | None:
+        package = recorded_package(image, self.settings.home_dir)
+        if package is None:
+            return None
+        if not package.is_dir():
+            raise GeomlopsError(f"the package {package} recorded for this image is gone: plan the run again")
+        environment = ensure_environment(package)
+        if environment.note:
+            print(environment.note, file=sys.stderr)
+        record = {"image": image, "package": str(package), "environment": environment.hash}
+        write_atomic(_record_path(image, self.settings.home_dir), json.dumps(record, indent=1) + "\n")
+        out = command_environment(environment, env)
+        out["MLFLOW_TRACKING_URI"] = self.tracking_url()
+        for name, value in self.settings.s3_environment().items():
+            out.setdefault(name, value)
+        return out
+
+    def tracking_url(self) -> str:
+        """The tracking server packages talk to: the configured one, else a local one, started
+        on first use and stopped by :meth:`close`."""
+        uri = self.settings.tracking_uri
+        if uri.startswith(("http://", "https://")):
+            return uri
+        with self._lock:
+            if not self._tracking_url:
+                self._tracking_url = self._start_server(uri)
+            return self._tracking_url
+
+    def _start_server(self, uri: str) -> str:
+        # The server is started, and waited on, by a thread of its own that lives until close():
+        # it is stopped when the thread that started it ends (it must outlive the runner's
+        # worker thread that first needs it) or the process dies.
+        ready: queue.Queue[str | Exception] = queue.Queue()
+
+        def serve() -> None:
+            try:
+                with tracking_server(uri, self.settings.artifact_root) as url:
+                    ready.put(url)
+                    self._stop.wait()
+            except Exception as err:  # noqa: BLE001 - handed to the caller, who raises it
+                ready.put(err)
+
+        self._server = threading.Thread(target=serve, name="geomlops-tracking-server", daemon=True)
+        self._server.start()
+        started = ready.get()
+        if isinstance(started, Exception):
+            raise started
+        return started
+
+    def close(self) -> None:
+        """Stop the local tracking server, if one was started."""
+        self._stop.set()
+        if self._server is not None:
+            self._server.join()
+            self._server = None
+
+    def __enter__(self) -> LocalImages:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+@contextlib.contextmanager
+def local_images(settings: Settings | None = None) -> Iterator[LocalImages]:
+    """:class:`LocalImages` for the settings in force, closed at the end of the block."""
+    with LocalImages(settings or get_settings()) as images:
+        yield images

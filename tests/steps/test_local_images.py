@@ -1,0 +1,58 @@
+"""On one machine a model's image is stood in for by its package's environment, with a
+tracking server that outlives the runner thread that first needed it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+
+from geomlops.cli.demo import default_package
+from geomlops.errors import GeomlopsError
+from geomlops.settings import get_settings
+from steps._tracking_server import healthy
+from steps.local_images import LocalImages, record_image, recorded_package, stand_in_hash
+from steps.package_env import ensure_environment
+
+IMAGE = "registry.example/cloud-mask:0.1.0"
+
+
+def test_an_image_runs_in_its_packages_environment_with_a_server_that_outlives_the_thread(
+    home: Path,
+) -> None:
+    package = default_package()
+    record_image(IMAGE, package, home)
+    assert recorded_package(IMAGE, home) == package.resolve()
+    images = LocalImages(get_settings())
+    got: dict[str, dict[str, str] | None] = {}
+    # the runner calls it from a worker thread that ends when its task ends
+    worker = threading.Thread(target=lambda: got.update(env=images(IMAGE, dict(os.environ))))
+    worker.start()
+    worker.join()
+    env = got["env"]
+    assert env is not None
+    environment = ensure_environment(package)  # cached: built by the call above
+    assert env["PATH"].split(os.pathsep)[0] == str(environment.bin_dir)
+    assert env["VIRTUAL_ENV"] == str(environment.root)
+    url = env["MLFLOW_TRACKING_URI"]
+    assert url.startswith("http://127.0.0.1:")
+    assert healthy(url)  # still serving after the thread that started it ended
+    assert stand_in_hash(IMAGE, home) == environment.hash
+    assert images(IMAGE, {})["MLFLOW_TRACKING_URI"] == url  # type: ignore[index]  # one server per run
+    images.close()
+    assert not healthy(url)
+
+
+def test_an_unknown_image_has_no_stand_in_and_a_gone_package_is_named(home: Path, tmp_path: Path) -> None:
+    images = LocalImages(get_settings())
+    assert images("registry.example/other:1", {}) is None
+    gone = tmp_path / "gone-package"
+    shutil.copytree(default_package(), gone, ignore=shutil.ignore_patterns(".venv", "__pycache__"))
+    record_image(IMAGE, gone, home)
+    shutil.rmtree(gone)
+    with pytest.raises(GeomlopsError, match="gone-package recorded for this image is gone"):
+        images(IMAGE, {})
+    images.close()
