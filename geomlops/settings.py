@@ -17,6 +17,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from geomlops.errors import ConfigurationError
 
+#: the bucket of Argo's artifacts (and logs), as ``geomlops install`` renders its artifact
+#: repository; the local runner uses it on the services profile and the dev stack creates it
+ARGO_ARTIFACTS_BUCKET = "argo-artifacts"
+
 #: variables that name the S3 endpoint, most specific first (boto3 and DVC read the first two)
 S3_ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "MLFLOW_S3_ENDPOINT_URL")
 

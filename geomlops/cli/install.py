@@ -12,6 +12,7 @@ import re
 from typing import Any
 
 from geomlops.errors import ParameterError
+from geomlops.settings import ARGO_ARTIFACTS_BUCKET
 from pipelines import PIPELINES, render
 from pipelines._naming import SERVICE_ACCOUNT
 
@@ -162,7 +163,7 @@ def check_namespace(namespace: str) -> str:
 def install_manifests(
     namespace: str,
     *,
-    bucket: str = "argo-artifacts",
+    bucket: str = ARGO_ARTIFACTS_BUCKET,
     endpoint: str = "minio.storage.svc:9000",
     insecure: bool = True,
 ) -> dict[str, list[dict[str, Any]]]:

@@ -15,7 +15,7 @@ import yaml
 from geomlops import __version__
 from geomlops.cli._tools import DEBUG_ENV, fail_cleanly, resolve_run_id
 from geomlops.errors import PERMANENT_EXIT_CODE, GeomlopsError, ManifestError, ParameterError
-from geomlops.settings import get_settings
+from geomlops.settings import ARGO_ARTIFACTS_BUCKET, get_settings
 
 
 def load_manifest(source: str) -> dict[str, Any]:
@@ -275,7 +275,7 @@ def lint(files: tuple[str, ...], semantic_only: bool, template_paths: tuple[Path
 )
 @click.option(
     "--artifact-bucket",
-    default="argo-artifacts",
+    default=ARGO_ARTIFACTS_BUCKET,
     show_default=True,
     help="Services profile: the bucket of Argo's artifacts, as geomlops install renders it "
     "(the embedded default keeps artifacts in the run's folder).",
@@ -528,7 +528,7 @@ main.add_command(catalog)
 )
 @click.option(
     "--artifact-bucket",
-    default="argo-artifacts",
+    default=ARGO_ARTIFACTS_BUCKET,
     show_default=True,
     help="Bucket for Argo's artifacts and logs.",
 )

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from geomlops.devstack import processes as procs
 from geomlops.devstack import s3store
 from geomlops.errors import DevStackError
-from geomlops.settings import Settings
+from geomlops.settings import ARGO_ARTIFACTS_BUCKET, Settings
 
 HOST = "127.0.0.1"
 #: how to install what the dev stack runs that geomlops itself does not need (moto's S3 server)
@@ -49,6 +49,9 @@ class DevConfig(BaseModel):
     )
     artifacts_bucket: str = Field(default="mlflow-artifacts", description="Bucket of MLflow artifacts.")
     data_bucket: str = Field(default="dvc-data", description="Bucket of the DVC remote.")
+    workflow_bucket: str = Field(
+        default=ARGO_ARTIFACTS_BUCKET, description="Bucket of workflow artifacts (Argo's artifacts)."
+    )
     start_timeout: float = Field(default=120.0, gt=0, description="Seconds a service may take to answer.")
 
     @field_validator("mlflow_db", "pgstac_db", "gateway_db")
@@ -144,13 +147,15 @@ def s3_environment(config: DevConfig) -> dict[str, str]:
 
 
 def s3_service(config: DevConfig) -> Service:
-    """moto's S3 server with both buckets; its objects outlive restarts (see geomlops.devstack.s3store)."""
+    """moto's S3 server with its buckets (MLflow's, DVC's, workflow artifacts'); its objects
+    outlive restarts (see geomlops.devstack.s3store)."""
     snapshot = config.dev_dir / "s3-snapshot"
 
     def after_start() -> str:
         restored = s3store.restore(config.s3_url, snapshot)
-        s3store.ensure_buckets(config.s3_url, [config.artifacts_bucket, config.data_bucket])
-        note = f"buckets {config.artifacts_bucket}, {config.data_bucket}"
+        buckets = [config.artifacts_bucket, config.data_bucket, config.workflow_bucket]
+        s3store.ensure_buckets(config.s3_url, buckets)
+        note = f"buckets {', '.join(buckets)}"
         return note + (f"; {restored} object(s) restored from {snapshot}" if restored else "")
 
     def before_stop() -> str:

@@ -111,7 +111,7 @@ def test_train_batch_inference_promotion_and_approval_through_the_gateway(servic
         trained = _run_until_settled(operator, started.json()["run_id"], _stopped)
         assert trained["phase"] == "Succeeded", trained["message"]
         version = trained["outputs"]["register"]["version"]
-        assert trained["outputs"]["train"]["run_id"]
+        assert trained["outputs"]["collect-run"]["run_id"]
 
         body = {
             "model": MODEL,

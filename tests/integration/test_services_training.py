@@ -49,8 +49,14 @@ def _runner() -> Any:
     from geomlops.argo.runner import LocalRunner
     from geomlops.settings import get_settings
     from pipelines import template_resolver
+    from steps.local_images import LocalImages
 
-    return LocalRunner(get_settings().runs_dir, max_workers=2, template_resolver=template_resolver)
+    # the model's image stood in for by its package's environment, as `geomlops run` does (the
+    # services profile's tracking server is MLflow's own: no local one is started)
+    images = LocalImages(get_settings())
+    return LocalRunner(
+        get_settings().runs_dir, max_workers=2, template_resolver=template_resolver, image_environment=images
+    )
 
 
 def _training(runner: Any) -> Any:

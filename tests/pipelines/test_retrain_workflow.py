@@ -17,7 +17,9 @@ from mlflow.exceptions import MlflowException
 
 from geomlops.argo.runner import LocalRunner
 from geomlops.cli.demo import MODEL, default_package
+from geomlops.settings import get_settings
 from pipelines import render, template_resolver
+from steps.local_images import LocalImages
 
 # the retrain_work fixture runs the demo first; training on 2 busy cores takes minutes
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
@@ -88,7 +90,12 @@ def test_a_commit_is_retrained_up_to_the_gate_and_only_an_approval_promotes(
 
 
 def _retrain(home: Path, repo: Path, commit: str, package_dir: str = "model") -> Any:
-    runner = LocalRunner(home / "runs", progress=False, template_resolver=template_resolver)
+    runner = LocalRunner(
+        home / "runs",
+        progress=False,
+        template_resolver=template_resolver,
+        image_environment=LocalImages(get_settings()),  # the model's image, as `geomlops run` has it
+    )
     params = {"model": MODEL, "repository": str(repo), "commit": commit, "package_dir": package_dir}
     return runner.run(render("retrain"), params | {"push": "false"})
 
