@@ -8,6 +8,7 @@ environment, so it is separate: it takes a ``predict`` callable and the model's 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -21,15 +22,26 @@ from catalog_sync.mlm import ModelSpec, parse_model_item
 from catalog_sync.mlm_assets import CODE_ROLE, INFERENCE_RUNTIME_ROLE, TRAINING_RUNTIME_ROLE
 from catalog_sync.mlm_checks import mlm_faults
 from catalog_sync.validation import validate_stac
-from geomlops.errors import InvalidModelItemError, InvalidPackageError, ParameterError
+from geomlops.errors import (
+    InvalidModelItemError,
+    InvalidPackageError,
+    MissingInterpreterError,
+    PackageEnvironmentError,
+    ParameterError,
+)
 from geomlops.names import check_name
+from geomlops.schemas import json_path
 from steps.package import ENTRY_POINTS, ITEM_FILES, PackageInfo, describe_package, find_item_file
+from steps.package_env import find_interpreter, read_declaration
+from steps.package_scaffold import PLACEHOLDER_OWNER
 
 #: parameters geomlops passes to each entry point it runs (others need a default)
 PASSED_PARAMETERS = {"train": ("data",), "evaluate": ("model_uri", "data")}
 #: environment declarations MLproject may name, and the files MLflow reads without one
 ENV_FIELDS = ("python_env", "conda_env", "docker_env")
 DEFAULT_ENV_FILES = ("python_env.yaml", "conda.yaml")
+#: jsonschema's message for a missing property
+REQUIRED_MESSAGE = re.compile(r"'(.+)' is a required property")
 
 
 class Fault(BaseModel):
@@ -60,6 +72,8 @@ class PackageCheck(BaseModel):
     faults: list[Fault] = []
     notes: list[str] = []
     """Things checked only in part (a schema not available offline), not faults."""
+    warnings: list[str] = []
+    """What would stop the package on this machine but not on a cluster (its Python missing)."""
     spec: ModelSpec | None = None
     """The model spec, when the item could be read."""
     item_file: str | None = None
@@ -162,6 +176,27 @@ def _environment_faults(root: Path, project: Mapping[str, Any]) -> list[Fault]:
     return faults
 
 
+def _interpreter_warnings(root: Path, project: Mapping[str, Any]) -> list[str]:
+    """Whether the Python the package's environment asks for is on this machine.
+
+    Not a fault: a package may train only on a cluster, in its image. ``docker_env`` is left
+    out (reading it asks a Docker engine); a declaration that cannot be read is left to the
+    faults.
+    """
+    if project.get("docker_env"):
+        return []
+    try:
+        find_interpreter(read_declaration(root))
+    except MissingInterpreterError as err:
+        return [
+            f"{err}. Only training on this machine needs it: on a cluster the package's image "
+            "brings its own Python"
+        ]
+    except (InvalidPackageError, PackageEnvironmentError):
+        pass  # not this check's to report (no uv, a malformed declaration)
+    return []
+
+
 def _mlproject_faults(root: Path) -> tuple[list[Fault], Mapping[str, Any]]:
     path = root / "MLproject"
     if not path.is_file():
@@ -197,10 +232,22 @@ def _href_faults(root: Path, item: Mapping[str, Any], rel: str) -> list[Fault]:
         if not isinstance(asset, Mapping) or not isinstance(asset.get("href"), str):
             continue
         roles = asset.get("roles") or []
-        if TRAINING_RUNTIME_ROLE in roles or INFERENCE_RUNTIME_ROLE in roles:
-            continue  # an image reference
         href = str(asset["href"])
         field = f"$.assets['{key}'].href"
+        runtime = [r for r in roles if r in (TRAINING_RUNTIME_ROLE, INFERENCE_RUNTIME_ROLE)]
+        if runtime:  # an image reference
+            if PLACEHOLDER_OWNER in href.split("/"):
+                faults.append(
+                    Fault(
+                        file=rel,
+                        field=field,
+                        expected=f"the {runtime[0]} image (REGISTRY/REPO:TAG, e.g. "
+                        f"ghcr.io/your-org/{href.rsplit('/', 1)[-1]}), got {href}: replace the "
+                        f"scaffold's placeholder owner {PLACEHOLDER_OWNER} with your registry and "
+                        "owner (or scaffold with `geomlops package new NAME --image REGISTRY/REPO:TAG`)",
+                    )
+                )
+            continue
         if CODE_ROLE in roles and href.startswith("git+"):
             if "@" not in href.removeprefix("git+").split("://", 1)[-1]:
                 faults.append(
@@ -226,6 +273,12 @@ def _href_faults(root: Path, item: Mapping[str, Any], rel: str) -> list[Fault]:
     return faults
 
 
+def _missing_field(path: str, message: str) -> str | None:
+    """The JSON path of the field a schema's "'X' is a required property" names, else None."""
+    missing = REQUIRED_MESSAGE.fullmatch(message)
+    return path + json_path([missing.group(1)])[1:] if missing else None
+
+
 def _item_faults(
     root: Path, schema_dir: Path | None
 ) -> tuple[list[Fault], list[str], ModelSpec | None, str | None]:
@@ -241,12 +294,17 @@ def _item_faults(
     if not isinstance(item, Mapping):
         return [Fault(file=rel, field="-", expected="a STAC item (JSON object)")], [], None, rel
     result = validate_stac(item, schema_dir)
-    faults += [Fault(file=rel, field=i.path, expected=f"{i.message} ({i.schema_uri})") for i in result.issues]
+    own = mlm_faults(item)
+    # a field geomlops' own check names is reported once, by that check (it names the field)
+    named = {p for p, _ in own}
+    faults += [
+        Fault(file=rel, field=i.path, expected=f"{i.message} ({i.schema_uri})")
+        for i in result.issues
+        if _missing_field(i.path, i.message) not in named
+    ]
     notes = [f"{rel}: schema not available offline, not checked: {uri}" for uri in result.unavailable]
     seen = {f.field for f in faults}
-    faults += [
-        Fault(file=rel, field=p, expected=e) for p, e in mlm_faults(item) if p not in seen or p == "$.assets"
-    ]
+    faults += [Fault(file=rel, field=p, expected=e) for p, e in own if p not in seen or p == "$.assets"]
     faults += _href_faults(root, item, rel)
     item_id = item.get("id")
     if isinstance(item_id, str) and item_id:
@@ -270,14 +328,17 @@ def check_package(package: str | Path, schema_dir: Path | None = None) -> Packag
     geomlops passes, defaults for the others, one environment declaration that parses); a
     ``Dockerfile``; the MLM item (core and extension schemas offline; inputs, outputs and
     classes consistent; assets with roles ``mlm:model``, ``mlm:training-runtime`` and
-    ``code``; local hrefs that exist; a code asset that is the package or git+URL@COMMIT).
+    ``code``; local hrefs that exist; a code asset that is the package or git+URL@COMMIT;
+    runtime images that are not the scaffold's placeholder). A Python version the environment
+    asks for that is not on this machine is a warning, not a fault.
 
     Args:
         package: the package folder (see ``steps.package_source`` for archives and git).
         schema_dir: extension schemas stored by URL (``GEOMLOPS_SCHEMA_DIR``).
 
     Returns:
-        The faults (empty when the package passes), notes and, when readable, the model spec.
+        The faults (empty when the package passes), notes, warnings and, when readable, the
+        model spec.
     """
     root = Path(package).resolve()
     if not root.is_dir():
@@ -291,7 +352,12 @@ def check_package(package: str | Path, schema_dir: Path | None = None) -> Packag
         faults.append(Fault(file="Dockerfile", field="-", expected=f"file not found ({why})"))
     item_faults, notes, spec, item_file = _item_faults(root, schema_dir)
     return PackageCheck(
-        root=str(root), faults=faults + item_faults, notes=notes, spec=spec, item_file=item_file
+        root=str(root),
+        faults=faults + item_faults,
+        notes=notes,
+        warnings=_interpreter_warnings(root, project) if project else [],
+        spec=spec,
+        item_file=item_file,
     )
 
 

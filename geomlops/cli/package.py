@@ -97,10 +97,17 @@ def check(source: str, model_uri: str | None, python: Path | None, as_json: bool
             predicted = True
     if as_json:
         click.echo(
-            json.dumps({"package": source, "faults": [f.model_dump() for f in faults], "notes": result.notes})
+            json.dumps(
+                {
+                    "package": source,
+                    "faults": [f.model_dump() for f in faults],
+                    "notes": result.notes,
+                    "warnings": result.warnings,
+                }
+            )
         )
     else:
-        for note in result.notes:
+        for note in [*result.notes, *result.warnings]:
             click.secho(f"! {note}", fg="yellow", err=True)
         for fault in faults:
             click.echo(f"✗ {fault}")
@@ -126,9 +133,25 @@ def check(source: str, model_uri: str | None, python: Path | None, as_json: bool
     show_default=True,
     help="Folder to create the package in.",
 )
+@click.option(
+    "--image",
+    metavar="REGISTRY/REPO:TAG",
+    help="The image to build the package into and train in, e.g. ghcr.io/your-org/NAME:0.1.0 "
+    "(the item's runtime assets). Without it they name ghcr.io/OWNER/NAME:0.1.0, which "
+    "`package check` reports until replaced.",
+)
 @fail_cleanly
-def new(name: str, output: Path) -> None:
-    """Scaffold the model package NAME (a folder OUTPUT/NAME) that passes `geomlops package check`."""
-    from steps.package_scaffold import scaffold_package
+def new(name: str, output: Path, image: str | None) -> None:
+    """Scaffold the model package NAME (a folder OUTPUT/NAME); with --image it passes
+    `geomlops package check` as written."""
+    from steps.package_scaffold import placeholder_image, scaffold_package
 
-    click.echo(f"created {scaffold_package(name, output)}")
+    created = scaffold_package(name, output, image=image)
+    click.echo(f"created {created}")
+    if image is None:
+        click.secho(
+            f"! {created / 'stac-item.json'}: put your image in place of {placeholder_image(name)} "
+            "(training-runtime and inference-runtime), or scaffold with --image REGISTRY/REPO:TAG",
+            fg="yellow",
+            err=True,
+        )

@@ -4,8 +4,10 @@ every kind; the scaffold passes; the test prediction checks the MLM output."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
+import sys
 import tarfile
 import zipfile
 from pathlib import Path
@@ -27,9 +29,12 @@ from steps.package_source import open_package_source
 GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@localhost"]
 
 
+IMAGE = "ghcr.io/acme/flood-extent:0.1.0"
+
+
 @pytest.fixture(scope="module")
 def scaffolded(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return scaffold_package("flood-extent", tmp_path_factory.mktemp("new"))
+    return scaffold_package("flood-extent", tmp_path_factory.mktemp("new"), image=IMAGE)
 
 
 def test_the_example_and_a_scaffolded_package_pass(scaffolded: Path, schema_dir: Path) -> None:
@@ -40,6 +45,55 @@ def test_the_example_and_a_scaffolded_package_pass(scaffolded: Path, schema_dir:
     assert (scaffolded / "flood_extent" / "train.py").is_file()
     assert json.loads((scaffolded / "stac-item.json").read_text())["id"] == "flood-extent"
     assert "__MODULE__" not in (scaffolded / "MLproject").read_text()
+    assets = json.loads((scaffolded / "stac-item.json").read_text())["assets"]
+    assert assets["training-runtime"]["href"] == assets["inference-runtime"]["href"] == IMAGE
+
+
+def test_the_scaffolds_placeholder_image_is_a_fault_until_replaced(tmp_path: Path, schema_dir: Path) -> None:
+    root = scaffold_package("flood-extent", tmp_path)
+    faults = check_package(root, schema_dir).faults
+    assert [(f.file, f.field) for f in faults] == [
+        ("stac-item.json", "$.assets['training-runtime'].href"),
+        ("stac-item.json", "$.assets['inference-runtime'].href"),
+    ], [str(f) for f in faults]
+    assert faults[0].expected.startswith(
+        "the mlm:training-runtime image (REGISTRY/REPO:TAG, e.g. ghcr.io/your-org/flood-extent:0.1.0), "
+        "got ghcr.io/OWNER/flood-extent:0.1.0: replace the scaffold's placeholder owner OWNER"
+    )
+    assert "--image REGISTRY/REPO:TAG" in faults[1].expected
+    with pytest.raises(
+        InvalidPackageError, match=r"image 'flood-extent:0\.1\.0': expected REGISTRY/REPO:TAG"
+    ):
+        scaffold_package("other", tmp_path, image="flood-extent:0.1.0")
+    for bad in ("ghcr.io/OWNER/other:0.1.0", "ghcr.io/acme/other"):
+        with pytest.raises(InvalidPackageError, match="expected REGISTRY/REPO:TAG in lower case"):
+            scaffold_package("other", tmp_path, image=bad)
+    assert not (tmp_path / "other").exists()
+    digest = f"registry.example.com:5000/team/other@sha256:{'a' * 64}"
+    assert check_package(scaffold_package("other", tmp_path, image=digest), schema_dir).faults == []
+
+
+def test_the_scaffolds_dockerfile_installs_what_python_env_yaml_declares(
+    scaffolded: Path, tmp_path: Path
+) -> None:
+    """Plain Python at the version python_env.yaml asks for, then exactly its requirements."""
+    text = (scaffolded / "Dockerfile").read_text()
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    declared = yaml.safe_load((scaffolded / "python_env.yaml").read_text())
+    assert lines[0] == f"FROM python:{declared['python']}-slim"
+    assert "geomlops" not in " ".join(lines)  # nothing of geomlops in the image
+    assert "COPY python_env.yaml ." in lines
+    assert lines.index("COPY python_env.yaml .") < lines.index("COPY . .")
+    for dep in declared["dependencies"]:  # no list of its own that could drift from the file
+        assert dep not in text, dep
+    # the command that reads the requirements, run on python_env.yaml as the build would
+    reader = re.search(r'python -c "(import yaml;[^"]*)"', text)
+    assert reader is not None, text
+    shutil.copy(scaffolded / "python_env.yaml", tmp_path)
+    subprocess.run([sys.executable, "-c", reader.group(1)], cwd=tmp_path, check=True)
+    for key in ("build_dependencies", "dependencies"):
+        assert (tmp_path / f"{key}.txt").read_text().splitlines() == declared[key]
+        assert f"pip install --no-cache-dir -r {key}.txt" in text
 
 
 def test_scaffold_refuses_a_bad_name_or_an_existing_folder(tmp_path: Path) -> None:
@@ -277,3 +331,40 @@ def test_an_id_that_would_break_the_catalogue_is_a_fault(
     faults = [f for f in check_package(root).faults if f.field == "$.id"]
     assert len(faults) == 1, [str(f) for f in check_package(root).faults]
     assert f"{bad_id!r}: expected a letter or digit" in faults[0].expected
+
+
+def test_a_python_not_on_this_machine_is_a_warning_not_a_fault(
+    scaffolded: Path, tmp_path: Path, schema_dir: Path
+) -> None:
+    root = _with_project(scaffolded, tmp_path / "pkg")
+    assert check_package(root, schema_dir).warnings == []
+    declared = yaml.safe_load((root / "python_env.yaml").read_text())
+    (root / "python_env.yaml").write_text(yaml.safe_dump({**declared, "python": "3.99"}))
+    result = check_package(root, schema_dir)
+    assert result.faults == [] and result.notes == []
+    assert len(result.warnings) == 1, result.warnings
+    warning = result.warnings[0]
+    assert "python_env.yaml asks for Python 3.99, which is not installed on this machine" in warning
+    assert "`uv python install 3.99`" in warning and "on a cluster the package's image" in warning
+    run = CliRunner().invoke(package, ["check", str(root)], env={"GEOMLOPS_SCHEMA_DIR": str(schema_dir)})
+    assert run.exit_code == 0 and f"! {warning}" in run.output, run.output
+    run = CliRunner().invoke(
+        package, ["check", "--json", str(root)], env={"GEOMLOPS_SCHEMA_DIR": str(schema_dir)}
+    )
+    assert json.loads(run.stdout)["warnings"] == [warning]
+
+
+def test_a_missing_mlm_field_is_reported_once(scaffolded: Path, tmp_path: Path, schema_dir: Path) -> None:
+    root = _with_project(scaffolded, tmp_path / "pkg")
+    item = json.loads((root / "stac-item.json").read_text())
+    del item["properties"]["mlm:architecture"]
+    (root / "stac-item.json").write_text(json.dumps(item))
+    faults = [str(f) for f in check_package(root, schema_dir).faults]
+    assert faults == [
+        "stac-item.json: $.properties['mlm:architecture']: required by the MLM extension, missing or empty"
+    ]
+    # a required field geomlops does not check itself still comes from the schema
+    del item["properties"]["mlm:output"][0]["tasks"]
+    (root / "stac-item.json").write_text(json.dumps(item))
+    faults = [str(f) for f in check_package(root, schema_dir).faults]
+    assert len(faults) == 2 and any("'tasks' is a required property" in f for f in faults), faults

@@ -64,9 +64,20 @@ def _invoke(schema_dir: Path, *args: str) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
+IMAGE = "ghcr.io/acme/roof-type:0.1.0"
+
+
 def test_new_then_check(tmp_path: Path, schema_dir: Path) -> None:
-    code, out = _invoke(schema_dir, "new", "roof-type", "-o", str(tmp_path))
-    assert code == 0 and f"created {tmp_path / 'roof-type'}" in out
+    code, out = _invoke(schema_dir, "new", "roof-type", "-o", str(tmp_path / "placeholder"))
+    assert code == 0 and "put your image in place of ghcr.io/OWNER/roof-type:0.1.0" in out, out
+    code, out = _invoke(schema_dir, "check", "--json", str(tmp_path / "placeholder" / "roof-type"))
+    assert code == EXIT_FAULTS
+    assert [(f["file"], f["field"]) for f in json.loads(out)["faults"]] == [
+        ("stac-item.json", "$.assets['training-runtime'].href"),
+        ("stac-item.json", "$.assets['inference-runtime'].href"),
+    ]
+    code, out = _invoke(schema_dir, "new", "roof-type", "-o", str(tmp_path), "--image", IMAGE)
+    assert code == 0 and f"created {tmp_path / 'roof-type'}" in out and "OWNER" not in out
     code, out = _invoke(schema_dir, "check", str(tmp_path / "roof-type"))
     assert code == 0, out
     assert "✓" in out and "no --model-uri: no test prediction" in out
@@ -74,14 +85,16 @@ def test_new_then_check(tmp_path: Path, schema_dir: Path) -> None:
     code, out = _invoke(schema_dir, "check", "--json", str(tmp_path / "roof-type"))
     assert code == EXIT_FAULTS
     assert [(f["file"], f["field"]) for f in json.loads(out)["faults"]] == [("Dockerfile", "-")]
-    code, out = _invoke(schema_dir, "new", "roof-type", "-o", str(tmp_path))
+    code, out = _invoke(schema_dir, "new", "roof-type", "-o", str(tmp_path), "--image", IMAGE)
     assert code == 2 and "already exists" in out
+    code, out = _invoke(schema_dir, "new", "other", "-o", str(tmp_path), "--image", "other:1")
+    assert code == 2 and "expected REGISTRY/REPO:TAG" in out
 
 
 def test_test_prediction_in_the_models_own_environment(
     tmp_path: Path, schema_dir: Path, model_python: Path
 ) -> None:
-    _invoke(schema_dir, "new", "roof-type", "-o", str(tmp_path))
+    _invoke(schema_dir, "new", "roof-type", "-o", str(tmp_path), "--image", IMAGE)
     pkg = str(tmp_path / "roof-type")
     good = _saved_model(tmp_path / "good", 1)
     code, out = _invoke(schema_dir, "check", pkg, "--model-uri", str(good), "--python", str(model_python))
@@ -111,34 +124,55 @@ def test_the_installed_command_checks_a_source_that_does_not_exist(tmp_path: Pat
     assert "expected a folder, an archive" in done.stderr
 
 
-def test_a_scaffolded_package_trains_a_model_that_passes_the_test_prediction(
-    tmp_path: Path, schema_dir: Path, model_python: Path
-) -> None:
+def _write_source(folder: Path, names: list[str]) -> None:
+    """Images of three bands, and in labels/ their class (1 where the band mean exceeds 3)."""
     import numpy as np
     import rasterio
     from rasterio.transform import from_origin
 
-    _invoke(schema_dir, "new", "roof-type", "-o", str(tmp_path))
+    (folder / "labels").mkdir(parents=True)
+    grid = {"width": 16, "height": 16, "crs": "EPSG:4326", "transform": from_origin(85.5, 27.7, 1e-4, 1e-4)}
+    for i, name in enumerate(names):
+        image = np.linspace(i, 6 + i, 3 * 16 * 16, dtype="float32").reshape(3, 16, 16)
+        with rasterio.open(folder / name, "w", driver="GTiff", count=3, dtype="float32", **grid) as dst:
+            dst.write(image)
+        labels = (image.mean(axis=0) > 3).astype("uint8")
+        with rasterio.open(
+            folder / "labels" / name, "w", driver="GTiff", count=1, dtype="uint8", **grid
+        ) as dst:
+            dst.write(labels, 1)
+
+
+def test_a_scaffolded_package_trains_a_model_that_passes_the_test_prediction(
+    tmp_path: Path, schema_dir: Path, model_python: Path
+) -> None:
+    """preprocess writes the chips layout evaluation reads; train fits on the chips test.txt
+    does not hold out; the model passes the test prediction and evaluation scores it."""
+    from steps._eval_layout import dataset_scenes
+    from steps.evaluation import mlm_classes, score_segmentation
+    from steps.package_check import check_package
+
+    _invoke(schema_dir, "new", "roof-type", "-o", str(tmp_path), "--image", IMAGE)
     pkg = tmp_path / "roof-type"
+    _write_source(tmp_path / "source", ["a.tif", "b.tif", "c.tif"])
     data = tmp_path / "data"
-    data.mkdir()
-    profile = {"driver": "GTiff", "width": 16, "height": 16, "count": 3, "dtype": "float32"}
-    with rasterio.open(
-        data / "a.tif", "w", **profile, crs="EPSG:4326", transform=from_origin(85.5, 27.7, 1e-4, 1e-4)
-    ) as dst:
-        dst.write(np.linspace(0, 6, 3 * 16 * 16, dtype="float32").reshape(3, 16, 16))
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
     env = {**dict(__import__("os").environ), "MLFLOW_TRACKING_URI": tracking, "PYTHONPATH": str(pkg)}
-    done = subprocess.run(
-        [sys.executable, "-m", "roof_type.train", "--data", str(data)],
-        cwd=pkg,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
+    source = ["--source", str(tmp_path / "source"), "--output", str(data), "--test-share", "0.3"]
+    for command in (["roof_type.preprocess", *source], ["roof_type.train", "--data", str(data)]):
+        done = subprocess.run(
+            [sys.executable, "-m", *command], cwd=pkg, env=env, capture_output=True, text=True, timeout=300
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+    assert sorted(p.name for p in data.iterdir()) == ["chips", "labels", "test.txt"]
+    layout, scenes = dataset_scenes(data)
+    assert layout == "chips" and [(s.image.name, s.labels.name, s.test) for s in scenes] == [
+        ("a.tif", "a.tif", False),
+        ("b.tif", "b.tif", False),
+        ("c.tif", "c.tif", True),
+    ]
     run = mlflow.MlflowClient(tracking_uri=tracking).search_runs(["0"])[0]
+    assert run.data.metrics["n_train_chips"] == 2  # the held-out chip is not read
     # the command downloads runs:/ID/model from the configured tracking server
     result = CliRunner().invoke(
         package,
@@ -147,3 +181,37 @@ def test_a_scaffolded_package_trains_a_model_that_passes_the_test_prediction(
     )
     assert result.exit_code == 0, result.output
     assert "contract and test prediction" in result.output
+    spec = check_package(pkg, schema_dir).spec
+    assert spec is not None
+    scored = score_segmentation(
+        run.info.run_id,
+        str(data),
+        tracking_uri=tracking,
+        python=str(model_python),
+        model_classes=mlm_classes(spec),
+    )
+    assert scored.report.layout == "chips" and scored.report.n_test_scenes == 1
+    assert scored.report.n_test_pixels == 16 * 16
+
+
+def test_the_scaffolds_preprocess_needs_labels_and_holds_out_no_single_chip(tmp_path: Path) -> None:
+    """One chip is trained on and evaluated (no test.txt); an image without its label is refused."""
+    from steps.package_scaffold import scaffold_package
+
+    pkg = scaffold_package("roof-type", tmp_path, image=IMAGE)
+    _write_source(tmp_path / "source", ["a.tif"])
+    env = {**dict(__import__("os").environ), "PYTHONPATH": str(pkg)}
+
+    def preprocess(output: Path) -> subprocess.CompletedProcess[str]:
+        args = ["--source", str(tmp_path / "source"), "--output", str(output)]
+        return subprocess.run(
+            [sys.executable, "-m", "roof_type.preprocess", *args], env=env, capture_output=True, text=True
+        )
+
+    assert preprocess(tmp_path / "one").returncode == 0
+    assert sorted(p.name for p in (tmp_path / "one").iterdir()) == ["chips", "labels"]
+    (tmp_path / "source" / "labels" / "a.tif").unlink()
+    done = preprocess(tmp_path / "none")
+    assert done.returncode != 0
+    assert f"no label raster {tmp_path / 'source' / 'labels' / 'a.tif'}" in done.stderr
+    assert not (tmp_path / "none").exists()
