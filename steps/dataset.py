@@ -45,15 +45,24 @@ def resolve_dataset(repo: str, path: str, rev: str = "HEAD") -> DatasetRef:
     from dvc.api import DVCFileSystem, get_url
     from dvc.exceptions import DvcException
 
-    if "://" not in repo and not repo.startswith("git@") and not Path(repo).is_dir():
-        raise DatasetNotFoundError(f"cannot open DVC repository {repo}: folder not found")
+    local = "://" not in repo and not repo.startswith("git@")
+    hint = (
+        f" (version a folder there with: geomlops data add FOLDER --as {path.strip('/') or 'datasets/NAME'})"
+    )
+    if path.startswith("/"):
+        raise DatasetNotFoundError(
+            f"dataset path {path!r}: expected a path inside the data repository {repo}, not a folder on "
+            f"this machine (version it with: geomlops data add {path} --as datasets/NAME)"
+        )
+    if local and not (Path(repo) / ".git").exists():
+        raise DatasetNotFoundError(f"cannot open DVC repository {repo}: no git repository there{hint}")
     try:
         fs = DVCFileSystem(repo, rev=rev)
         info = fs.info(path)
         commit = fs.repo.scm.resolve_rev(rev)
     except FileNotFoundError as err:
         raise DatasetNotFoundError(
-            f"dataset path '{path}' does not exist at revision '{rev}' of {repo}"
+            f"dataset path '{path}' does not exist at revision '{rev}' of {repo}" + (hint if local else "")
         ) from err
     except DvcException as err:
         raise DatasetNotFoundError(f"revision '{rev}' of {repo}: {err}") from err

@@ -120,16 +120,19 @@ def _clone(source: str, dest: Path) -> Path:
 
 
 def materialize_package(source: str | Path, store: str | Path) -> Path:
-    """A lasting folder of the package at ``source``, for steps that run after this one.
+    """The registered copy of the package at ``source``, for steps that run after this one.
 
-    A folder source is returned as it is. An archive or git source is unpacked or cloned beside
-    ``store``, then renamed to ``store/<first 16 hex of its content hash>``: the same content
-    always lands in the same folder, a second registration reuses it, and no reader sees a
-    half-written package.
+    Every source, a folder too, is copied (a folder's package files only, as
+    :func:`steps.package.stage_package` copies them), unpacked or cloned beside ``store``, then
+    renamed to ``store/<first 16 hex of its content hash>``: the same content always lands in
+    the same folder, a second registration reuses it, and no reader sees a half-written package.
+    The copy is what the catalogue points at: later edits to the source do not change a
+    registered model (register again), and tasks that cannot see the source (a sandboxed run,
+    whose ``/tmp`` is its own; a pod) read the copy under the work folder.
 
     Args:
         source: as :func:`open_package_source` takes it.
-        store: the folder keeping materialized packages (e.g. ``$GEOMLOPS_HOME/packages``).
+        store: the folder keeping registered packages (e.g. ``$GEOMLOPS_HOME/packages``).
 
     Returns:
         The package folder.
@@ -137,16 +140,24 @@ def materialize_package(source: str | Path, store: str | Path) -> Path:
     Raises:
         InvalidPackageError: as :func:`open_package_source`.
     """
-    from steps.package import content_hash
+    from steps.package import content_hash, stage_package
 
     text = str(source)
-    if not is_git_source(text) and Path(text).expanduser().is_dir():
-        return Path(text).expanduser().resolve()
     store_dir = Path(store).resolve()
+    if not is_git_source(text) and Path(text).expanduser().is_dir():
+        folder = Path(text).expanduser().resolve()
+        if folder.parent == store_dir:  # a registered copy already
+            return folder
+        final = store_dir / content_hash(folder)[:16]
+        if final.is_dir():
+            return final
     store_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".incoming-", dir=store_dir))
     try:
-        root = open_package_source(text, work)
+        if not is_git_source(text) and Path(text).expanduser().is_dir():
+            root = stage_package(Path(text).expanduser(), work / "package")
+        else:
+            root = open_package_source(text, work)
         final = store_dir / content_hash(root)[:16]
         if not final.exists():
             try:

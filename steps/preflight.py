@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from geomlops.errors import ParameterError, PromotionError
@@ -42,7 +43,9 @@ def _batch_inference(params: Mapping[str, str]) -> None:
     from steps.model_spec import fetch_model_spec
     from steps.predictions import resolve_version
 
-    model = params.get("model", "")
+    if "model" not in params:
+        return  # the manifest's own check names a missing required parameter
+    model = params["model"]
     check_name(model, "parameter 'model'")
     check_name(params.get("area", "aoi"), "parameter 'area'")
     if params.get("output"):
@@ -72,8 +75,11 @@ def _training(params: Mapping[str, str]) -> None:
     from geomlops.settings import get_settings
     from steps.model_spec import fetch_model_spec
 
-    model = params.get("model", "")
+    if "model" not in params:
+        return  # the manifest's own check names a missing required parameter
+    model = params["model"]
     check_name(model, "parameter 'model'")
+    given: dict[str, Any] = {}
     for name in ("train_params", "eval_params"):
         raw = params.get(name)
         if raw in (None, ""):
@@ -93,7 +99,28 @@ def _training(params: Mapping[str, str]) -> None:
             from steps._eval_classes import parse_parameters
 
             parse_parameters(parsed)  # names an unknown or mistyped field
-    fetch_model_spec(model, get_settings().catalog_href)
+        else:
+            given = parsed
+    spec = fetch_model_spec(model, get_settings().catalog_href)
+    if given and spec.package_uri and Path(spec.package_uri).is_dir():
+        _check_train_params(given, Path(spec.package_uri))
+
+
+def _check_train_params(given: Mapping[str, Any], package: Path) -> None:
+    """Refuse training parameters the package's ``train`` entry point does not declare (its
+    command would get them as extra ``--name value`` arguments) and ``data`` (geomlops')."""
+    from steps.package import read_mlproject
+
+    entry = (read_mlproject(package).get("entry_points") or {}).get("train") or {}
+    declared = sorted((entry.get("parameters") or {}) if isinstance(entry, dict) else {})
+    unknown = sorted(set(given) - set(declared)) + (["data"] if "data" in given else [])
+    if unknown:
+        takes = ", ".join(d for d in declared if d != "data") or "none"
+        raise ParameterError(
+            f"parameter 'train_params': {', '.join(repr(u) for u in unknown)} "
+            f"{'is not a parameter' if len(unknown) == 1 else 'are not parameters'} geomlops can pass to "
+            f"the train entry point of {package / 'MLproject'} (it takes: {takes}; data is geomlops' own)"
+        )
 
 
 def _promotion(params: Mapping[str, str]) -> None:
@@ -106,7 +133,9 @@ def _promotion(params: Mapping[str, str]) -> None:
     from steps.model_spec import fetch_model_spec
     from steps.promotion_report import promotion_policy, version_run
 
-    model = params.get("model", "")
+    if "model" not in params:
+        return  # the manifest's own check names a missing required parameter
+    model = params["model"]
     check_name(model, "parameter 'model'")
     settings = get_settings()
     fetch_model_spec(model, settings.catalog_href)  # names the models there when it is not

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import tempfile
 from importlib import resources
 from pathlib import Path
@@ -15,6 +13,9 @@ import click
 from catalog_sync.validation import ValidationResult
 from geomlops.errors import ConfigurationError, GeomlopsError
 from geomlops.settings import Settings
+from steps.data_repo import dvc as _dvc
+from steps.data_repo import ensure_data_repo
+from steps.data_repo import git as _git
 
 DATASET = "datasets/landsat8-cloud"
 MODEL = "cloud-mask"
@@ -36,36 +37,6 @@ def default_package() -> Path:
             f"examples/{MODEL}/MLproject not found); pass --package PATH to a model package"
         )
     return path
-
-
-def _sh(args: list[str], cwd: Path) -> str:
-    out = subprocess.run(args, cwd=cwd, capture_output=True, text=True)
-    if out.returncode != 0:
-        raise GeomlopsError(
-            f"`{' '.join(args)}` failed in {cwd}:\n{out.stderr.strip() or out.stdout.strip()}"
-        )
-    return out.stdout
-
-
-def _git(repo: Path, *args: str) -> str:
-    ident = ["-c", "user.name=geomlops", "-c", "user.email=geomlops@localhost"]
-    return _sh(["git", *ident, *args], repo)
-
-
-def _dvc(repo: Path, *args: str) -> str:
-    return _sh([sys.executable, "-m", "dvc", *args], repo)
-
-
-def ensure_data_repo(repo: Path, remote: str) -> None:
-    """A git + DVC repository with a default remote (created once)."""
-    if (repo / ".dvc").is_dir():
-        return
-    repo.mkdir(parents=True, exist_ok=True)
-    _git(repo, "init", "-q")
-    _dvc(repo, "init", "-q")
-    _dvc(repo, "remote", "add", "-d", "-f", "local", remote)
-    _git(repo, "add", "-A")
-    _git(repo, "commit", "-q", "-m", "Initialise DVC with a local remote")
 
 
 def prepare_dataset(repo: Path, package: Path, settings: Settings) -> None:

@@ -387,6 +387,11 @@ def _artifact_repository(bucket: str) -> Any:
     return S3Repository(s3["bucket"], settings.s3_endpoint, s3["keyFormat"])
 
 
+#: geomlops' pipeline parameters whose values are names, never paths (a folder of the same name
+#: here, such as the model's package, is no reason to warn)
+NAME_PARAMETERS = frozenset({"model", "candidate", "model_version", "area"})
+
+
 def relative_path_params(params: dict[str, str], cwd: Path) -> list[str]:
     """Warnings for parameters whose value is a relative path to something under ``cwd``.
 
@@ -394,6 +399,8 @@ def relative_path_params(params: dict[str, str], cwd: Path) -> list[str]:
     """
     warnings = []
     for name, value in params.items():
+        if name in NAME_PARAMETERS:
+            continue
         if value and "://" not in value and not Path(value).is_absolute() and (cwd / value).exists():
             warnings.append(
                 f"-p {name}={value} is a relative path: tasks run in their own folders, where it "
@@ -599,3 +606,7 @@ main.add_command(package)
 if __name__ == "__main__":  # pragma: no cover
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     main()
+
+from geomlops.cli.data import data  # noqa: E402 - registers after main
+
+main.add_command(data)

@@ -40,7 +40,11 @@ def test_registering_twice_gives_one_result(
     assert first.outputs["register-model"]["created"] == "true"
     catalog = StaticCatalog(home / "catalog" / "catalog.json")
     item_before = catalog.get_item("models", "cloud-mask")
-    assert item_before["assets"]["source-code"]["href"] == str(default_package())
+    # the catalogue points at the registered copy under the work folder, not at the source
+    registered = Path(first.outputs["validate-package"]["package_dir"])
+    assert registered.parent == home / "packages" and (registered / "MLproject").is_file()
+    assert item_before["assets"]["source-code"]["href"] == str(registered)
+    assert not (registered / "__pycache__").exists()
 
     second = _register(home, default_package())
     assert second.status == "Succeeded", second.message
@@ -108,3 +112,21 @@ def test_registering_a_package_from_git_at_a_commit(
     report = json.loads(summary.outputs["validate-package"]["report"])
     assert report["package"]["git_commit"] == commit
     assert [p.name for p in (home / "packages").iterdir()] == [package_dir.name]  # nothing half-made left
+
+
+def test_a_registered_package_is_a_copy_that_later_edits_do_not_change(
+    home: Path, tmp_path: Path, schema_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A package folder anywhere (here under /tmp, which a sandboxed task does not see) is
+    registered as a copy under $GEOMLOPS_HOME/packages, keyed by content."""
+    monkeypatch.setenv("GEOMLOPS_SCHEMA_DIR", str(schema_dir))
+    source = tmp_path / "my-package"
+    shutil.copytree(default_package(), source, ignore=shutil.ignore_patterns("__pycache__", ".venv"))
+    summary = _register(home, source)
+    assert summary.status == "Succeeded", summary.message
+    registered = Path(summary.outputs["validate-package"]["package_dir"])
+    assert registered.parent == home / "packages"
+    (source / "MLproject").write_text((source / "MLproject").read_text() + "# edited after registration\n")
+    assert "edited after registration" not in (registered / "MLproject").read_text()
+    again = _register(home, default_package())  # the same content: the same registered copy
+    assert Path(again.outputs["validate-package"]["package_dir"]) == registered

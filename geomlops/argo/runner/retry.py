@@ -147,8 +147,8 @@ class RetryPolicy:
         Returns the delay before the next attempt (None: stop) and the phase and message the
         node ends with if it stops. As Argo's ``processNodeRetries``: the policy, then the
         limit, then ``expression`` (given ``last``, the ``lastRetry.*`` variables of
-        :func:`last_retry`); a false expression ends the node with the attempt's phase and
-        Argo's message; an expression that fails to evaluate errors the node.
+        :func:`last_retry`); a false expression ends the node with the attempt's phase, its
+        message and Argo's; an expression that fails to evaluate errors the node.
         """
         if not self.retries(phase, message):
             return None, phase, message
@@ -159,8 +159,8 @@ class RetryPolicy:
                 again = evaluate_bool(self.expression, build_env(dict(last or {})))
             except ExpressionError as err:
                 return None, ERROR, f"retryStrategy.expression: {err}"
-            if not again:
-                return None, phase, EXPRESSION_FALSE
+            if not again:  # Argo's message, after what the attempt said (which Argo drops)
+                return None, phase, f"{message}; {EXPRESSION_FALSE}" if message else EXPRESSION_FALSE
         return self._delay(attempt, elapsed), phase, message
 
     def _delay(self, attempt: int, elapsed: float) -> float | None:

@@ -211,6 +211,20 @@ CASES: list[tuple[str, Any, str]] = [
         "expected a JSON object, not list",
     ),
     (
+        "train_params the train entry point does not declare",
+        lambda i: [
+            "run",
+            "training",
+            "-p",
+            "model=cloud-mask",
+            "-p",
+            "dataset_path=d",
+            "-p",
+            'train_params={"epochs": 3}',
+        ],
+        "parameter 'train_params': 'epochs' is not a parameter geomlops can pass to the train entry point",
+    ),
+    (
         "eval_params with an unknown field",
         lambda i: [
             "run",

@@ -176,6 +176,7 @@ def test_relative_paths_in_parameters_are_pointed_out(tmp_path: Path) -> None:
 
     (tmp_path / "aoi.geojson").write_text("{}")
     (tmp_path / "scenes").mkdir()
+    (tmp_path / "cloud-mask").mkdir()  # the model's package, named as the model: not a path parameter
     params = {
         "aoi": "aoi.geojson",
         "imagery": str(tmp_path / "aoi.geojson"),
