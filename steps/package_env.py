@@ -230,6 +230,11 @@ def read_declaration(package_dir: str | Path) -> EnvironmentDeclaration:
             else "docker_env declared and no Docker engine answers"
         )
         return _from_package_files(package, engine)
+    # no declaration: the files MLflow's conventions name, beside MLproject (the contract's)
+    if (package / "python_env.yaml").is_file():
+        return _from_python_env(package, "python_env.yaml")
+    if (package / "conda.yaml").is_file():
+        return _from_conda(package, "conda.yaml")
     return _from_package_files(package, "MLproject declares no environment")
 
 

@@ -64,6 +64,18 @@ def test_conda_declaration_keeps_python_and_pip_list_and_says_what_it_skips(tmp_
     assert "gdal" in found.note and "pip list only" in found.note
 
 
+@pytest.mark.parametrize("file", ["python_env.yaml", "conda.yaml"])
+def test_an_undeclared_environment_file_beside_mlproject_is_followed(tmp_path: Path, file: str) -> None:
+    """The contract: without a declaration, a python_env.yaml or conda.yaml beside MLproject."""
+    text = {
+        "python_env.yaml": "python: '3.11'\ndependencies: [six]\n",
+        "conda.yaml": "dependencies:\n  - python=3.11\n  - pip: [six]\n",
+    }[file]
+    package = _package(tmp_path / "u", {}, {file: text, "requirements.txt": "idna\n"})
+    found = read_declaration(package)
+    assert (found.source, found.python, found.dependencies) == (file, "3.11", ("six",))
+
+
 def test_docker_env_without_an_engine_builds_from_requirements_and_says_so(tmp_path: Path) -> None:
     package = _package(tmp_path / "d", {"docker_env": {"image": "model:1"}}, {"requirements.txt": "six\n"})
     found = read_declaration(package)

@@ -1,7 +1,9 @@
 """``train`` entry point: fit the pixel classifier on the train split and log it to MLflow.
 
-Only pixels with ``split == 1`` and a label other than 255 are read. Under ``mlflow run``
-the run already exists (``MLFLOW_RUN_ID``) and :func:`mlflow.start_run` resumes it.
+Only pixels with ``split == 1`` and a label other than 255 are read. :func:`mlflow.start_run`
+starts the run: geomlops sets ``MLFLOW_EXPERIMENT_ID`` and ``MLFLOW_RUN_CONTEXT`` (the tags it
+finds the run by); under a plain ``mlflow run`` the run already exists (``MLFLOW_RUN_ID``) and
+the same call resumes it.
 """
 
 from __future__ import annotations
