@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
@@ -195,3 +195,28 @@ def retrain_work(tmp_path_factory: pytest.TempPathFactory, schema_dir: Path) -> 
 def commit_package() -> Any:
     """:func:`commit_model_repo`, for tests that push their own commits."""
     return commit_model_repo
+
+
+def _write_labelled_source(folder: Path, names: list[str]) -> None:
+    """Images of three bands, and in labels/ their class (1 where the band mean exceeds 3): the
+    source a scaffolded package's preprocess reads."""
+    import numpy as np
+    import rasterio
+    from rasterio.transform import from_origin
+
+    (folder / "labels").mkdir(parents=True)
+    grid = {"width": 16, "height": 16, "crs": "EPSG:4326", "transform": from_origin(85.5, 27.7, 1e-4, 1e-4)}
+    for i, name in enumerate(names):
+        image = np.linspace(i, 6 + i, 3 * 16 * 16, dtype="float32").reshape(3, 16, 16)
+        with rasterio.open(folder / name, "w", driver="GTiff", count=3, dtype="float32", **grid) as dst:
+            dst.write(image)
+        labels = (image.mean(axis=0) > 3).astype("uint8")
+        label_file = folder / "labels" / name
+        with rasterio.open(label_file, "w", driver="GTiff", count=1, dtype="uint8", **grid) as dst:
+            dst.write(labels, 1)
+
+
+@pytest.fixture
+def labelled_source() -> Callable[[Path, list[str]], None]:
+    """Writes ``names`` (GeoTIFFs of three bands) and their labels into a folder."""
+    return _write_labelled_source

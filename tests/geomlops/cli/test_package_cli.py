@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import mlflow
@@ -124,27 +125,8 @@ def test_the_installed_command_checks_a_source_that_does_not_exist(tmp_path: Pat
     assert "expected a folder, an archive" in done.stderr
 
 
-def _write_source(folder: Path, names: list[str]) -> None:
-    """Images of three bands, and in labels/ their class (1 where the band mean exceeds 3)."""
-    import numpy as np
-    import rasterio
-    from rasterio.transform import from_origin
-
-    (folder / "labels").mkdir(parents=True)
-    grid = {"width": 16, "height": 16, "crs": "EPSG:4326", "transform": from_origin(85.5, 27.7, 1e-4, 1e-4)}
-    for i, name in enumerate(names):
-        image = np.linspace(i, 6 + i, 3 * 16 * 16, dtype="float32").reshape(3, 16, 16)
-        with rasterio.open(folder / name, "w", driver="GTiff", count=3, dtype="float32", **grid) as dst:
-            dst.write(image)
-        labels = (image.mean(axis=0) > 3).astype("uint8")
-        with rasterio.open(
-            folder / "labels" / name, "w", driver="GTiff", count=1, dtype="uint8", **grid
-        ) as dst:
-            dst.write(labels, 1)
-
-
 def test_a_scaffolded_package_trains_a_model_that_passes_the_test_prediction(
-    tmp_path: Path, schema_dir: Path, model_python: Path
+    tmp_path: Path, schema_dir: Path, model_python: Path, labelled_source: Callable[[Path, list[str]], None]
 ) -> None:
     """preprocess writes the chips layout evaluation reads; train fits on the chips test.txt
     does not hold out; the model passes the test prediction and evaluation scores it."""
@@ -154,7 +136,7 @@ def test_a_scaffolded_package_trains_a_model_that_passes_the_test_prediction(
 
     _invoke(schema_dir, "new", "roof-type", "-o", str(tmp_path), "--image", IMAGE)
     pkg = tmp_path / "roof-type"
-    _write_source(tmp_path / "source", ["a.tif", "b.tif", "c.tif"])
+    labelled_source(tmp_path / "source", ["a.tif", "b.tif", "c.tif"])
     data = tmp_path / "data"
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
     env = {**dict(__import__("os").environ), "MLFLOW_TRACKING_URI": tracking, "PYTHONPATH": str(pkg)}
@@ -194,12 +176,14 @@ def test_a_scaffolded_package_trains_a_model_that_passes_the_test_prediction(
     assert scored.report.n_test_pixels == 16 * 16
 
 
-def test_the_scaffolds_preprocess_needs_labels_and_holds_out_no_single_chip(tmp_path: Path) -> None:
+def test_the_scaffolds_preprocess_needs_labels_and_holds_out_no_single_chip(
+    tmp_path: Path, labelled_source: Callable[[Path, list[str]], None]
+) -> None:
     """One chip is trained on and evaluated (no test.txt); an image without its label is refused."""
     from steps.package_scaffold import scaffold_package
 
     pkg = scaffold_package("roof-type", tmp_path, image=IMAGE)
-    _write_source(tmp_path / "source", ["a.tif"])
+    labelled_source(tmp_path / "source", ["a.tif"])
     env = {**dict(__import__("os").environ), "PYTHONPATH": str(pkg)}
 
     def preprocess(output: Path) -> subprocess.CompletedProcess[str]:

@@ -1,0 +1,87 @@
+"""A user's own package, from nothing to a trained version, with the README's commands.
+
+``geomlops package new`` → ``package check`` → the package's own ``preprocess`` (in its own
+environment) → ``geomlops data add`` → ``geomlops run registration`` → ``geomlops run training``,
+each as the installed command, in a work folder of its own. The package lies under ``/tmp``,
+which sandboxed tasks do not see: registration catalogues a copy they do.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from steps.package_env import command_environment, ensure_environment
+
+pytestmark = pytest.mark.slow
+GEOMLOPS = str(Path(sys.executable).parent / "geomlops")
+
+
+def test_a_scaffolded_package_registers_and_trains_through_the_workflows(
+    tmp_path: Path, schema_dir: Path, labelled_source: Callable[[Path, list[str]], None]
+) -> None:
+    home = tmp_path / "home"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GEOMLOPS_", "MLFLOW_"))}
+    env.update(GEOMLOPS_HOME=str(home), GEOMLOPS_SCHEMA_DIR=str(schema_dir))
+
+    def geomlops(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [GEOMLOPS, *args], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=900
+        )
+
+    made = geomlops("package", "new", "water-mask", "--image", "registry.example.org/water-mask:0.1.0")
+    assert made.returncode == 0, made.stdout + made.stderr
+    package = tmp_path / "water-mask"
+    checked = geomlops("package", "check", str(package))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+    # the package's own preprocess, in its own environment, writes the dataset
+    source = tmp_path / "source"
+    labelled_source(source, [f"{c}.tif" for c in "abcde"])
+    dataset = tmp_path / "water-dataset"
+    environment = ensure_environment(package)
+    prepared = subprocess.run(
+        [
+            "python",
+            "-m",
+            "water_mask.preprocess",
+            "--source",
+            str(tmp_path / "source"),
+            "--output",
+            str(dataset),
+        ],
+        cwd=package,
+        env=command_environment(environment),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert prepared.returncode == 0, prepared.stderr
+    added = geomlops("data", "add", str(dataset), "--as", "datasets/water")
+    assert added.returncode == 0, added.stderr
+    assert "-p dataset_path=datasets/water" in added.stdout
+
+    registered = geomlops("run", "registration", "-p", f"package={package}")
+    assert registered.returncode == 0, registered.stdout + registered.stderr
+    trained = geomlops("run", "training", "-p", "model=water-mask", "-p", "dataset_path=datasets/water")
+    assert trained.returncode == 0, trained.stdout + trained.stderr
+
+    [run_dir] = [p for p in (home / "runs").iterdir() if p.name.startswith("geomlops-training")]
+    state = json.loads((run_dir / "state.json").read_text())
+    nodes = state["nodes"]
+    assert nodes["evaluate"]["status"] == "Succeeded"  # geomlops' evaluation of the chips layout
+    metrics = json.loads(nodes["evaluate"]["outputs"]["metrics"])
+    assert metrics["test_n_pixels"] == 16 * 16  # the one held-out chip of five
+    assert "test_iou_target" in metrics  # named with the package's MLM classes
+    item = json.loads(Path(nodes["publish"]["outputs"]["item"]).read_text())
+    assert item["properties"]["mlflow:run_id"] == nodes["collect-run"]["outputs"]["run_id"]
+    # the catalogue points at the registered copy, under the work folder
+    [copy] = (home / "packages").iterdir()
+    model_item = json.loads(next((home / "catalog").rglob("water-mask.json")).read_text())
+    assert str(copy) in json.dumps(model_item["assets"])
