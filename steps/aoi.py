@@ -22,12 +22,28 @@ class GriddedAoi(BaseModel):
     notes: tuple[str, ...] = ()
 
 
+#: the most bytes of GeoJSON an ``aoi`` parameter may hold inline (a larger area: a file)
+INLINE_AOI_LIMIT = 256 * 1024
+
+
 def read_aoi(uri: str) -> dict[str, Any]:
-    """Read a GeoJSON file (path or ``file://``): a geometry, Feature or FeatureCollection.
+    """Read an area of interest: a GeoJSON file (path or ``file://``), or GeoJSON text itself
+    (a value starting with ``{``, as a cluster's run gets it: no file of the caller's machine
+    is readable there). A geometry, Feature or FeatureCollection.
 
     Raises:
-        AoiError: the file is absent or not GeoJSON.
+        AoiError: the file is absent, or the text is not GeoJSON.
     """
+    if uri.lstrip().startswith("{"):
+        if len(uri.encode()) > INLINE_AOI_LIMIT:
+            raise AoiError(f"area of interest: inline GeoJSON over {INLINE_AOI_LIMIT} bytes; pass a file")
+        try:
+            inline = json.loads(uri)
+        except json.JSONDecodeError as err:
+            raise AoiError(f"area of interest (inline GeoJSON): not valid JSON ({err})") from err
+        if not isinstance(inline, dict) or "type" not in inline:
+            raise AoiError("area of interest (inline GeoJSON): expected a GeoJSON object with a 'type'")
+        return inline
     path = Path(uri.removeprefix("file://"))
     if not path.is_file():
         raise AoiError(f"area of interest {uri}: file not found")

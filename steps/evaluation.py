@@ -95,6 +95,15 @@ def mlm_classes(model_spec: str | ModelSpec) -> tuple[ModelClass, ...]:
     return next((output.classes for output in spec.outputs if output.classes), ())
 
 
+#: the tag holding the evaluation parameters a training run was evaluated with (JSON)
+PARAMETERS_TAG = "geomlops.evaluation.parameters"
+
+
+def recorded_parameters(run: Any) -> EvaluationParameters:
+    """The evaluation parameters ``run`` (an MLflow run) was evaluated with (none: defaults)."""
+    return EvaluationParameters.model_validate_json(run.data.tags.get(PARAMETERS_TAG) or "{}")
+
+
 def evaluation_classes(
     dataset_dir: str | Path,
     model_classes: Sequence[ModelClass] = (),
@@ -317,6 +326,8 @@ def evaluate_segmentation(
     timestamp = int(run.info.end_time or run.info.start_time)
     client.log_batch(run_id, metrics=[Metric(k, v, timestamp, 0) for k, v in sorted(metrics.items())])
     client.set_tag(run_id, "geomlops.evaluation.dataset", str(root))
+    # what later evaluations of this model (promotion) score with, so they read labels alike
+    client.set_tag(run_id, PARAMETERS_TAG, parse_parameters(parameters).model_dump_json(exclude_none=True))
     with tempfile.TemporaryDirectory(prefix="geomlops-eval-") as tmp:
         out = Path(tmp)
         (out / Path(METRICS_ARTIFACT).name).write_text(

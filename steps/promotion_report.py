@@ -14,7 +14,7 @@ import html
 import json
 import math
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from catalog_sync.mlm import ModelClass
 from geomlops.errors import PromotionError
 from geomlops.tracking import raise_if_unreachable
 
@@ -140,13 +141,20 @@ def folder_name(candidate: str, production: str | None, made: datetime | None = 
     return f"promotion/v{candidate}-vs-{'v' + production if production else 'none'}/{stamp}"
 
 
-def evaluate_versions(model: str, candidate: str, dataset_dir: str) -> Evaluation:
+def evaluate_versions(
+    model: str, candidate: str, dataset_dir: str, model_classes: Sequence[ModelClass] = ()
+) -> Evaluation:
     """Score the candidate and the current production version on one dataset's test split.
+
+    Both are scored with the evaluation parameters the candidate was evaluated with at training
+    (its run's tag), and their classes named as the model's MLM item names them, so the
+    comparison reads the labels as training did.
 
     Args:
         model: registered model name.
         candidate: the version proposed for production.
-        dataset_dir: dataset folder (``image.tif``, ``labels.tif``, ``split.tif``).
+        dataset_dir: dataset folder (a layout of :mod:`steps.evaluation`).
+        model_classes: the model's MLM classes.
 
     Returns:
         Both versions' scores (``production`` is None when no version has the alias) and
@@ -156,15 +164,20 @@ def evaluate_versions(model: str, candidate: str, dataset_dir: str) -> Evaluatio
         PromotionError: unknown version, or the candidate already is production.
         DatasetNotFoundError, GeomlopsError: as :func:`steps.evaluation.score_segmentation`.
     """
-    from steps.evaluation import score_segmentation
+    from steps.evaluation import recorded_parameters, score_segmentation
 
     client = _client()
     candidate_run = version_run(model, candidate)
     current = production_version(model)
     if current == candidate:
         raise PromotionError(f"version {candidate} of '{model}' already is the production version")
-    scored_c = score_segmentation(candidate_run, dataset_dir)
-    scored_p = score_segmentation(version_run(model, current), dataset_dir) if current else None
+    parameters = recorded_parameters(client.get_run(candidate_run))
+
+    def score(run_id: str) -> Any:
+        return score_segmentation(run_id, dataset_dir, model_classes=model_classes, parameters=parameters)
+
+    scored_c = score(candidate_run)
+    scored_p = score(version_run(model, current)) if current else None
     artifact_path = folder_name(candidate, current)
     with tempfile.TemporaryDirectory(prefix="geomlops-promotion-") as tmp:
         arrays: dict[str, Any] = {

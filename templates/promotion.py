@@ -18,6 +18,8 @@ def evaluate(
 ) -> Annotated[str, Parameter(name="evaluation")]:
     """Score the candidate and the production version on the same held-out data."""
     from steps.dataset import DatasetRef, materialize_dataset, resolve_dataset
+    from steps.evaluation import mlm_classes
+    from steps.model_spec import fetch_model_spec
     from steps.promotion_report import evaluate_versions, version_dataset
 
     use_tracking()
@@ -28,7 +30,8 @@ def evaluate(
         else version_dataset(model, candidate)
     )
     data = materialize_dataset(dataset, settings.home_dir / "datasets")
-    return evaluate_versions(model, candidate, str(data)).model_dump_json()
+    classes = mlm_classes(fetch_model_spec(model, settings.catalog_href))
+    return evaluate_versions(model, candidate, str(data), classes).model_dump_json()
 
 
 @geomlops_script(resources=SMALL)

@@ -91,9 +91,10 @@ def start_training(body: TrainingRequest, request: Request, parts: Parts, caller
 
 
 def _aoi_file(parts: Gateway, aoi: dict[str, Any]) -> str:
-    """Check a GeoJSON AOI and keep it as a file the run reads (named by its content)."""
+    """Check a GeoJSON AOI and give it to the run: on this machine a file the run reads (named
+    by its content); on Argo the GeoJSON itself, since no file here is readable in a pod."""
     from geomlops.files import write_atomic
-    from steps.aoi import aoi_geometry
+    from steps.aoi import INLINE_AOI_LIMIT, aoi_geometry
 
     try:
         aoi_geometry(aoi, where="aoi")
@@ -101,6 +102,14 @@ def _aoi_file(parts: Gateway, aoi: dict[str, Any]) -> str:
         message = str(err)
         raise AoiError(message if message.startswith("aoi") else f"aoi: {message}") from err
     text = json.dumps(aoi, sort_keys=True)
+    if parts.backend.name == "argo":
+        compact = json.dumps(aoi, separators=(",", ":"))
+        if len(compact.encode()) > INLINE_AOI_LIMIT:
+            raise AoiError(
+                f"aoi: {len(compact.encode())} bytes of GeoJSON; a run on Argo takes at most "
+                f"{INLINE_AOI_LIMIT} (simplify the area, or start the run with a file its pods can read)"
+            )
+        return compact
     path = (
         parts.settings.home_dir / "gateway" / "aoi" / f"{hashlib.sha256(text.encode()).hexdigest()}.geojson"
     )

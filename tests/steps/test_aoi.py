@@ -108,3 +108,16 @@ def test_unreadable_files(tmp_path: Path) -> None:
     good = tmp_path / "good.geojson"
     good.write_text(json.dumps(_polygon([(0, 0), (1, 0), (1, 1)])))
     assert read_aoi(str(good))["type"] == "Polygon"
+
+
+def test_an_inline_geojson_aoi_is_read_and_a_bad_or_oversized_one_named() -> None:
+    from steps.aoi import INLINE_AOI_LIMIT
+
+    square = {"type": "Polygon", "coordinates": [[[85, 27], [86, 27], [86, 28], [85, 28], [85, 27]]]}
+    assert read_aoi(json.dumps(square)) == square
+    with pytest.raises(AoiError, match=r"inline GeoJSON\): not valid JSON"):
+        read_aoi('{"type": "Polygon", ')
+    with pytest.raises(AoiError, match="expected a GeoJSON object with a 'type'"):
+        read_aoi('{"coordinates": []}')
+    with pytest.raises(AoiError, match=f"inline GeoJSON over {INLINE_AOI_LIMIT} bytes"):
+        read_aoi(json.dumps({**square, "padding": "x" * INLINE_AOI_LIMIT}))

@@ -118,6 +118,23 @@ def test_evaluating_twice_logs_the_same_values(trained: Any, report: EvaluationR
     assert [(h.value, h.step) for h in history] == [(report.metrics["test_iou"], 0)]
 
 
+@pytest.mark.slow
+def test_the_parameters_a_run_was_evaluated_with_are_recorded_for_later_comparisons(
+    trained: Any, report: EvaluationReport
+) -> None:
+    from steps.evaluation import recorded_parameters
+
+    client = MlflowClient(trained.tracking_uri)
+    assert recorded_parameters(client.get_run(trained.run_id)).ignore_value is None  # none given
+    evaluate_segmentation(
+        trained.run_id,
+        str(trained.dataset),
+        tracking_uri=trained.tracking_uri,
+        parameters={"ignore_value": 255},
+    )
+    assert recorded_parameters(client.get_run(trained.run_id)).ignore_value == 255
+
+
 # --- failures, on a tiny synthetic dataset ----------------------------------------------
 
 

@@ -53,6 +53,13 @@ def _template(pipeline: str) -> str:
     return str(render(pipeline)["metadata"]["name"])
 
 
+AOI = {
+    "type": "Polygon",
+    "coordinates": [[[-87.45, 30.68], [-87.35, 30.68], [-87.35, 30.78], [-87.45, 30.78], [-87.45, 30.68]]],
+}
+INLINE_AOI = json.dumps(AOI, separators=(",", ":"))
+
+
 def test_it_is_a_run_backend_and_needs_a_server(home: Path) -> None:
     with pytest.raises(ConfigurationError, match="GEOMLOPS_ARGO_SERVER: not set"):
         ArgoBackend(Settings())
@@ -257,6 +264,7 @@ def test_train_batch_inference_promotion_and_approval_through_the_gateway(
                     "model": MODEL,
                     "alias": "production",
                     "imagery": str(imagery),
+                    "aoi": AOI,
                     "parameters": {"area": "gateway"},
                 },
             )
@@ -295,13 +303,23 @@ def test_train_batch_inference_promotion_and_approval_through_the_gateway(
     ]
     assert [s["body"]["submitOptions"]["parameters"] for s in submits[:3]] == [
         [f"model={MODEL}", "dataset_path=datasets/x", "dataset_rev=v2", f"train_params={train_params}"],
-        [f"model={MODEL}", "model_version=production", f"imagery={imagery}", "aoi=", "area=gateway"],
+        [
+            f"model={MODEL}",
+            "model_version=production",
+            f"imagery={imagery}",
+            f"aoi={INLINE_AOI}",
+            "area=gateway",
+        ],
         [f"model={MODEL}", "candidate=1"],
     ]
     assert all(
         s["body"]["submitOptions"]["annotations"] == "geomlops.io/submitted-by=operator-argo" for s in submits
     )
     assert all(r["auth"] == f"Bearer {TOKEN}" for r in argo.requests)
+    # a pod reads no file of the gateway's machine: the AOI travels as GeoJSON, which the run reads
+    from steps.aoi import read_aoi
+
+    assert read_aoi(INLINE_AOI) == AOI
     set_request = next(r for r in argo.requests if r["path"].endswith("/set"))
     values = json.loads(set_request["body"]["outputParameters"])
     assert (
