@@ -14,19 +14,18 @@ needs one (:mod:`steps._tracking_server`).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import queue
 import sys
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
 from geomlops.errors import GeomlopsError
 from geomlops.files import write_atomic
-from geomlops.settings import Settings, get_settings
+from geomlops.settings import Settings
 from steps._tracking_server import tracking_server
 from steps.package_env import command_environment, ensure_environment
 
@@ -38,9 +37,12 @@ def _record_path(image: str, home: Path) -> Path:
     return home / IMAGES_DIR / f"{hashlib.sha256(image.encode()).hexdigest()[:32]}.json"
 
 
-def record_image(image: str, package: str | Path, home: Path) -> None:
-    """Record that ``image`` is the image of the package at ``package`` (its folder)."""
+def record_image(image: str, package: str | Path, home: Path, environment: str = "") -> None:
+    """Record that ``image`` is the image of the package at ``package`` (its folder), and the
+    hash of the environment that stood in for it, once one did."""
     record = {"image": image, "package": str(Path(package).resolve())}
+    if environment:
+        record["environment"] = environment
     path = _record_path(image, home)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, json.dumps(record, indent=1) + "\n")
@@ -91,8 +93,7 @@ class LocalImages:
         environment = ensure_environment(package)
         if environment.note:
             print(environment.note, file=sys.stderr)
-        record = {"image": image, "package": str(package), "environment": environment.hash}
-        write_atomic(_record_path(image, self.settings.home_dir), json.dumps(record, indent=1) + "\n")
+        record_image(image, package, self.settings.home_dir, environment.hash)
         out = command_environment(environment, env)
         out["MLFLOW_TRACKING_URI"] = self.tracking_url()
         for name, value in self.settings.s3_environment().items():
@@ -145,10 +146,3 @@ class LocalImages:
         self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
-
-
-@contextlib.contextmanager
-def local_images(settings: Settings | None = None) -> Iterator[LocalImages]:
-    """:class:`LocalImages` for the settings in force, closed at the end of the block."""
-    with LocalImages(settings or get_settings()) as images:
-        yield images

@@ -144,8 +144,9 @@ def materialize_package(source: str | Path, store: str | Path) -> Path:
 
     text = str(source)
     store_dir = Path(store).resolve()
-    if not is_git_source(text) and Path(text).expanduser().is_dir():
-        folder = Path(text).expanduser().resolve()
+    folder = Path(text).expanduser().resolve()
+    local = not is_git_source(text) and folder.is_dir()
+    if local:
         if folder.parent == store_dir:  # a registered copy already
             return folder
         final = store_dir / content_hash(folder)[:16]
@@ -154,11 +155,11 @@ def materialize_package(source: str | Path, store: str | Path) -> Path:
     store_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".incoming-", dir=store_dir))
     try:
-        if not is_git_source(text) and Path(text).expanduser().is_dir():
-            root = stage_package(Path(text).expanduser(), work / "package")
+        if local:  # the copy holds exactly the files the hash covers: the same hash
+            root = stage_package(folder, work / "package")
         else:
             root = open_package_source(text, work)
-        final = store_dir / content_hash(root)[:16]
+            final = store_dir / content_hash(root)[:16]
         if not final.exists():
             try:
                 root.rename(final)

@@ -26,7 +26,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from geomlops.errors import InvalidPackageError, ItemNotFoundError, ModelNotFoundError, TrainingFailedError
-from steps.package import PackageInfo, describe_package, stage_package
+from steps.package import PackageInfo, describe_package, read_mlproject, stage_package
 
 WORKFLOW_TAG = "geomlops.workflow_uid"
 #: tag naming one training attempt, so geomlops finds the run the package made
@@ -73,10 +73,10 @@ def gpus_for(model_id: str, catalog: str) -> int:
     return 1 if (item.get("properties") or {}).get("mlm:accelerator") == "cuda" else 0
 
 
-def _runs_tagged(client: Any, tag: str, value: str, status: str | None = None) -> list[Any]:
+def _runs_tagged(client: Any, tag: str, value: str) -> list[Any]:
     """Top-level runs carrying ``tag = value`` in any experiment, newest first."""
     ids = [e.experiment_id for e in client.search_experiments()]
-    found = f"tags.`{tag}` = '{value}'" + (f" and attributes.status = '{status}'" if status else "")
+    found = f"tags.`{tag}` = '{value}'"
     runs = client.search_runs(ids, filter_string=found, order_by=["attributes.start_time DESC"])
     return [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
 
@@ -158,7 +158,6 @@ class TrainingPlan(BaseModel):
     """``MLFLOW_RUN_CONTEXT``: JSON of the tags MLflow sets on the run the package starts."""
     attempt: str
     """The value of :data:`ATTEMPT_TAG` on that run."""
-    package_name: str
 
 
 def plan_training(
@@ -216,7 +215,6 @@ def plan_training(
         experiment_id=ensure_experiment(experiment, artifact_root),
         run_context=json.dumps(run_tags, sort_keys=True),
         attempt=attempt,
-        package_name=info.name,
     )
 
 
@@ -275,8 +273,8 @@ def evaluation_command(package: str | Path, run_id: str, dataset_dir: str) -> st
     The entry point receives ``model_uri`` (``runs:/<run id>/model``) and ``data``; it runs with
     ``MLFLOW_RUN_ID`` set to the training run, so what it logs lands there.
     """
-    info = describe_package(package)
-    if "evaluate" not in info.entry_points:
-        return ""
+    if "evaluate" not in (read_mlproject(Path(package)).get("entry_points") or {}):
+        return ""  # known without hashing the package, as describe_package does
+    info = describe_package(package, required=("evaluate",))
     parameters = {"model_uri": f"runs:/{run_id}/model", "data": dataset_dir}
     return entry_point_command(info, "evaluate", parameters, info.path, check_paths=False)

@@ -78,7 +78,7 @@ def plan_training(
 
     from steps.dataset import materialize_dataset
     from steps.local_images import record_image
-    from steps.training import DATA_PATH, plan_training
+    from steps.training import plan_training
 
     use_tracking()
     settings = get_settings()
@@ -165,7 +165,7 @@ def collect_run(
     """Find the run the package's train command made; its ``evaluate`` command, if it has one."""
     from steps.evaluation import ENVIRONMENT_TAG
     from steps.local_images import stand_in_hash
-    from steps.training import DATA_PATH, collect_training_run, evaluation_command
+    from steps.training import collect_training_run, evaluation_command
 
     use_tracking()
     # on one machine: the environment that stood in for the image, for later predictions

@@ -168,6 +168,12 @@ class LocalRunner:
         self.writable_paths = (self.runs_dir.resolve().parent, *(Path(p) for p in writable_paths))
         self.image_environment = image_environment
 
+    @property
+    def _accepts_containers(self) -> bool:
+        """Whether ``container`` templates load: their command runs on this machine, or in the
+        stand-in of their image (checked when each starts)."""
+        return self.allow_host_containers or self.image_environment is not None
+
     # --- public API -------------------------------------------------------------------
 
     def run(
@@ -191,7 +197,7 @@ class LocalRunner:
         workflow = load_workflow(
             manifest,
             resolver=self.template_resolver,
-            allow_host_containers=self.allow_host_containers or self.image_environment is not None,
+            allow_host_containers=self._accepts_containers,
         )
         check_synchronization(workflow, self.semaphores)
         params = resolve_parameters(workflow, parameters or {})
@@ -255,7 +261,7 @@ class LocalRunner:
                 manifest,
                 resolver=self.template_resolver,
                 refs=refs,
-                allow_host_containers=self.allow_host_containers or self.image_environment is not None,
+                allow_host_containers=self._accepts_containers,
             )
             if self.approval is not None:  # before the run resumes: unknown or missing supplied outputs
                 check_supplied(gates_of(workflow, {state.nodes[n].template for n in waiting}), self.approval)
