@@ -1,0 +1,182 @@
+// The map: MapLibre with a bundled blank style (a background colour, no glyphs, no sprite), an
+// optional raster basemap from the gateway's config, and the PMTiles protocol for predictions.
+import maplibregl from "maplibre-gl";
+import "maplibre-gl/dist/maplibre-gl.css";
+import { Protocol } from "pmtiles";
+import { TerraDraw, TerraDrawPolygonMode, TerraDrawRectangleMode, TerraDrawRenderMode } from "terra-draw";
+import { TerraDrawMapLibreGLAdapter } from "terra-draw-maplibre-gl-adapter";
+import { authHeaders } from "./api";
+
+export const protocol = new Protocol({ metadata: true });
+maplibregl.addProtocol("pmtiles", protocol.tile);
+
+declare global {
+  interface Window {
+    /** The map on the page now (the browser tests read its rendered features). */
+    geomlopsMap?: maplibregl.Map;
+  }
+}
+
+export function blankStyle(basemap: string | null): maplibregl.StyleSpecification {
+  const style: maplibregl.StyleSpecification = {
+    version: 8,
+    sources: {},
+    layers: [{ id: "background", type: "background", paint: { "background-color": "#e8ecef" } }],
+  };
+  if (basemap) {
+    style.sources.basemap = { type: "raster", tiles: [basemap], tileSize: 256 };
+    style.layers.push({ id: "basemap", type: "raster", source: "basemap" });
+  }
+  return style;
+}
+
+export function createMap(
+  container: HTMLElement,
+  basemap: string | null,
+  label: string,
+): Promise<maplibregl.Map> {
+  container.setAttribute("role", "application");
+  container.setAttribute("aria-label", label);
+  const map = new maplibregl.Map({
+    container,
+    style: blankStyle(basemap),
+    center: [0, 20],
+    zoom: 1,
+    attributionControl: false,
+    // the gateway's imagery tiles need the key; no other host is ever sent it
+    transformRequest: (url) =>
+      url.startsWith(`${location.origin}/api/v1/`) ? { url, headers: authHeaders() } : { url },
+  });
+  map.addControl(new maplibregl.NavigationControl({ showCompass: false }), "top-right");
+  map.addControl(new maplibregl.ScaleControl({}), "bottom-left");
+  window.geomlopsMap = map;
+  return new Promise((resolve) => map.once("load", () => resolve(map)));
+}
+
+export type Bbox = [number, number, number, number];
+
+export function fitBbox(map: maplibregl.Map, bbox: number[] | null | undefined, padding = 30): void {
+  if (!bbox || bbox.length < 4) return;
+  const [w, s, e, n] = bbox.length >= 6 ? [bbox[0], bbox[1], bbox[3], bbox[4]] : bbox;
+  map.fitBounds(
+    [
+      [w, s],
+      [e, n],
+    ],
+    { padding, animate: false, maxZoom: 17 },
+  );
+}
+
+export function bboxPolygon(bbox: number[]): GeoJSON.Feature<GeoJSON.Polygon> {
+  const [w, s, e, n] = bbox.length >= 6 ? [bbox[0], bbox[1], bbox[3], bbox[4]] : bbox;
+  return {
+    type: "Feature",
+    properties: {},
+    geometry: {
+      type: "Polygon",
+      coordinates: [
+        [
+          [w, s],
+          [e, s],
+          [e, n],
+          [w, n],
+          [w, s],
+        ],
+      ],
+    },
+  };
+}
+
+/** Show ``geojson`` as an outline (a model's extent, an AOI read from a file). */
+export function showOutline(
+  map: maplibregl.Map,
+  id: string,
+  geojson: GeoJSON.GeoJSON | null,
+  color = "#b3261e",
+): void {
+  const data = geojson ?? { type: "FeatureCollection", features: [] };
+  const source = map.getSource(id) as maplibregl.GeoJSONSource | undefined;
+  if (source) {
+    source.setData(data);
+    return;
+  }
+  map.addSource(id, { type: "geojson", data });
+  map.addLayer({ id: `${id}-fill`, type: "fill", source: id, paint: { "fill-color": color, "fill-opacity": 0.08 } });
+  map.addLayer({ id: `${id}-line`, type: "line", source: id, paint: { "line-color": color, "line-width": 2 } });
+}
+
+/** Polygon and rectangle drawing (terra-draw); the last finished shape is the one used. */
+export class Drawing {
+  readonly draw: TerraDraw;
+  private listeners: ((shape: GeoJSON.Polygon | null) => void)[] = [];
+
+  constructor(map: maplibregl.Map) {
+    this.draw = new TerraDraw({
+      adapter: new TerraDrawMapLibreGLAdapter({ map }),
+      modes: [new TerraDrawRectangleMode(), new TerraDrawPolygonMode(), new TerraDrawRenderMode({ modeName: "idle", styles: {} })],
+    });
+    this.draw.start();
+    this.draw.setMode("idle");
+    this.draw.on("finish", (id) => {
+      for (const feature of this.draw.getSnapshot()) {
+        if (feature.id !== id) this.draw.removeFeatures([feature.id as string]);
+      }
+      this.draw.setMode("idle");
+      this.emit();
+    });
+  }
+
+  onChange(listener: (shape: GeoJSON.Polygon | null) => void): void {
+    this.listeners.push(listener);
+  }
+
+  private emit(): void {
+    const shape = this.shape();
+    for (const listener of this.listeners) listener(shape);
+  }
+
+  mode(name: "rectangle" | "polygon" | "idle"): void {
+    this.draw.setMode(name);
+  }
+
+  shape(): GeoJSON.Polygon | null {
+    const found = this.draw.getSnapshot().find((f) => f.geometry.type === "Polygon");
+    return found ? (found.geometry as GeoJSON.Polygon) : null;
+  }
+
+  clear(): void {
+    this.draw.clear();
+    this.emit();
+  }
+
+  /** A drawn rectangle or polygon as W,S,E,N. */
+  bbox(): Bbox | null {
+    const shape = this.shape();
+    if (!shape) return null;
+    const xs = shape.coordinates[0].map((c) => c[0]);
+    const ys = shape.coordinates[0].map((c) => c[1]);
+    return [Math.min(...xs), Math.min(...ys), Math.max(...xs), Math.max(...ys)];
+  }
+}
+
+/** Buttons that pick the drawing mode, with labels a screen reader reads. */
+export function drawingControls(drawing: Drawing, what: string): HTMLElement {
+  const box = document.createElement("div");
+  box.className = "toolbar";
+  box.setAttribute("role", "group");
+  box.setAttribute("aria-label", `Draw ${what}`);
+  const button = (text: string, label: string, action: () => void): void => {
+    const b = document.createElement("button");
+    b.type = "button";
+    b.textContent = text;
+    b.setAttribute("aria-label", label);
+    b.addEventListener("click", action);
+    box.append(b);
+  };
+  button("Rectangle", `Draw ${what} as a rectangle (click two corners)`, () => drawing.mode("rectangle"));
+  button("Polygon", `Draw ${what} as a polygon (click each corner, click the first to close)`, () =>
+    drawing.mode("polygon"),
+  );
+  button("Clear", `Clear the drawn ${what}`, () => drawing.clear());
+  return box;
+}

@@ -1,0 +1,135 @@
+// Results: the imagery's tiles with the predicted polygons (PMTiles vector tiles, read by HTTP
+// range) coloured by class; a click on a polygon tells where it came from.
+import maplibregl from "maplibre-gl";
+import { FetchSource, PMTiles } from "pmtiles";
+import { api, authHeaders, blobUrl, type Lineage, type ModelDetail, type RunInfo } from "../api";
+import { h, link, status } from "../dom";
+import { createMap, fitBbox, protocol } from "../map";
+import { classesOf, colourExpression } from "../model";
+import type { Session } from "../session";
+
+export const LAYER = "predictions-fill";
+
+export async function resultsPage(root: HTMLElement, session: Session, runId?: string): Promise<void> {
+  const say = status();
+  if (!runId) {
+    const list = h("ul", { class: "runs", "aria-label": "Batch inference runs" });
+    root.append(h("section", { class: "panel wide", "aria-labelledby": "res-h" }, h("h2", { id: "res-h", text: "Results" }), say, list));
+    try {
+      const runs = (await api.runs()).filter((r) => r.pipeline === "batch-inference");
+      if (!runs.length) say.say("No batch inference run yet.");
+      for (const r of runs)
+        list.append(h("li", {}, h("a", { href: `#/results/${encodeURIComponent(r.run_id)}`, text: `${r.run_id}` }), ` ${r.phase}, ${r.parameters.model ?? ""} ${r.parameters.model_version ?? ""}, started ${r.started ?? ""}`));
+    } catch (err) {
+      say.say((err as Error).message, true);
+    }
+    return;
+  }
+  const picked = h("div", { class: "picked", "aria-live": "polite", tabindex: -1 }, h("p", { class: "muted", text: "Click a polygon to see its class, area and lineage." }));
+  const downloads = h("p", { class: "downloads" });
+  const legend = h("ul", { class: "classes legend", "aria-label": "Classes" });
+  const inView = h("p", { class: "in-view", "aria-live": "polite" });
+  const mapBox = h("div", { class: "map" });
+  root.append(
+    h("div", { class: "split" },
+      h("section", { class: "panel", "aria-labelledby": "res-h" },
+        h("h2", { id: "res-h", text: `Results of run ${runId}` }), say, legend, inView, downloads,
+        h("h3", { text: "Selected polygon" }), picked),
+      h("section", { class: "mapcol", "aria-label": "Map of the predictions" }, mapBox),
+    ),
+  );
+  let run: RunInfo;
+  let lineage: Lineage = {};
+  let detail: ModelDetail | null = null;
+  try {
+    run = await api.run(runId);
+  } catch (err) {
+    say.say((err as Error).message, true);
+    return;
+  }
+  const [lin, det] = await Promise.allSettled([api.lineage(runId), api.model(run.parameters.model ?? "")]);
+  if (lin.status === "fulfilled") lineage = lin.value;
+  if (det.status === "fulfilled") detail = det.value;
+  const classes = detail ? classesOf(detail) : [];
+  for (const c of classes)
+    legend.append(h("li", {}, h("span", { class: "swatch", style: `background:${c.color}`, "aria-hidden": "true" }), `${c.value} ${c.name}`));
+
+  const map = await createMap(mapBox, session.config.basemap_url, "Map: imagery and predicted polygons; click a polygon for its lineage");
+  const imagery = run.parameters.imagery;
+  if (imagery) {
+    map.addSource("imagery", {
+      type: "raster",
+      tiles: [`${location.origin}/api/v1/imagery/tiles/{z}/{x}/{y}.png?path=${encodeURIComponent(imagery)}`],
+      tileSize: 256,
+    });
+    map.addLayer({ id: "imagery", type: "raster", source: "imagery" });
+  }
+  const url = `${location.origin}/api/v1/runs/${encodeURIComponent(runId)}/predictions.pmtiles`;
+  const archive = new PMTiles(new FetchSource(url, new Headers(authHeaders())));
+  protocol.add(archive);
+  let layerName = "predictions";
+  try {
+    const header = await archive.getHeader();
+    const metadata = (await archive.getMetadata()) as { vector_layers?: { id: string }[] };
+    layerName = metadata?.vector_layers?.[0]?.id ?? layerName;
+    fitBbox(map, [header.minLon, header.minLat, header.maxLon, header.maxLat]);
+  } catch (err) {
+    say.say(`predictions: ${(err as Error).message}`, true);
+    return;
+  }
+  map.addSource("predictions", { type: "vector", url: `pmtiles://${url}` });
+  const colour = colourExpression(classes) as maplibregl.ExpressionSpecification;
+  map.addLayer({ id: LAYER, type: "fill", source: "predictions", "source-layer": layerName, paint: { "fill-color": colour, "fill-opacity": 0.55 } });
+  map.addLayer({ id: "predictions-line", type: "line", source: "predictions", "source-layer": layerName, paint: { "line-color": colour, "line-width": 1 } });
+
+  const countInView = (): void => {
+    const ids = new Set(map.queryRenderedFeatures({ layers: [LAYER] }).map((f) => String(f.properties.feature_id ?? f.id)));
+    inView.textContent = `${ids.size} polygon${ids.size === 1 ? "" : "s"} in view`;
+    inView.dataset.count = String(ids.size);
+  };
+  map.on("idle", countInView);
+
+  map.on("mouseenter", LAYER, () => (map.getCanvas().style.cursor = "pointer"));
+  map.on("mouseleave", LAYER, () => (map.getCanvas().style.cursor = ""));
+  map.on("click", LAYER, (event) => {
+    const feature = event.features?.[0];
+    if (!feature) return;
+    const p = feature.properties as Record<string, unknown>;
+    const cls = classes.find((c) => c.value === Number(p.class));
+    const area = Number(p.area);
+    const rows: [string, string | Node][] = [
+      ["Class", `${p.class} ${String(p.class_name ?? cls?.name ?? "")}`.trim()],
+      ["Area", Number.isFinite(area) ? `${area.toFixed(1)} m²` : String(p.area ?? "–")],
+      ["Model", String(p.model ?? lineage.model ?? run.parameters.model ?? "–")],
+      ["Version", String(p.model_version ?? lineage.model_version ?? run.parameters.model_version ?? "–")],
+      ["MLflow run", lineage.mlflow_run_url ? link(lineage.mlflow_run_url, String(p.mlflow_run_id ?? lineage.mlflow_run_id)) : String(p.mlflow_run_id ?? lineage.mlflow_run_id ?? "–")],
+      ["Dataset hash", String(lineage.dataset_hash ?? p.dataset_hash ?? "–")],
+      ["Code commit", String(lineage.code_commit ?? p.code_commit ?? "–")],
+      ["Block", String(p.block_id ?? p.block ?? "–")],
+      ["Feature", String(p.feature_id ?? feature.id ?? "–")],
+    ];
+    const dl = h("dl", { class: "lineage" });
+    for (const [k, v] of rows) dl.append(h("dt", { text: k }), h("dd", { "data-field": k }, v));
+    picked.replaceChildren(dl);
+    picked.focus();
+  });
+
+  // downloads: fetched with the key, handed over as files
+  const download = (format: string, name: string): HTMLButtonElement => {
+    const b = h("button", { type: "button", text: `Download ${name}` });
+    b.addEventListener("click", async () => {
+      try {
+        const href = await blobUrl(`/runs/${encodeURIComponent(runId)}/predictions?format=${format}`);
+        const a = h("a", { href, download: `${runId}.${format === "geojson" ? "geojson" : "parquet"}` });
+        document.body.append(a);
+        a.click();
+        a.remove();
+        setTimeout(() => URL.revokeObjectURL(href), 10000);
+      } catch (err) {
+        say.say((err as Error).message, true);
+      }
+    });
+    return b;
+  };
+  downloads.append(download("geoparquet", "GeoParquet"), " ", download("geojson", "GeoJSON"), " ", link(lineage.predictions_item_url ?? null, "The run's STAC item"), " ", link(lineage.model_item_url ?? null, "The model version's STAC item"));
+}
