@@ -34,6 +34,7 @@ from .artifacts import (
 from .context import EngineOptions
 from .execute import (
     DEADLINE_MESSAGE,
+    PodResult,
     ProcessRegistry,
     build_env,
     command_for,
@@ -58,7 +59,8 @@ from .model import (
 from .outcome import Outcome
 from .progress import Reporter
 from .retry import RetryPolicy, deadline_of, last_retry, parse_duration
-from .sandbox import make_sandbox
+from .sandbox import Sandbox, make_sandbox
+from .sidecars import Sidecar, mounts_of, start_sidecars, stop_sidecars, volume_folders
 from .state_file import StateStore
 from .substitute import UnresolvedVariableError, substitute, substitute_all, to_argo_string
 from .suspend import run_suspend
@@ -384,12 +386,15 @@ class Engine:
             # isolated, those outside the private /tmp move with the outputs (the host is read-only)
             moved = [*declared_arts, *input_arts] if self.sandboxed else declared_arts
             art_paths = [str(a["path"]) for a in moved if "path" in a]
+            volumes = volume_folders(template, work_dir)
+            kind = "script" if "script" in template else "container"
             sandbox = make_sandbox(
                 work_dir,
                 [*paths.values(), *art_paths],
                 isolated=self.sandboxed,
                 writable=self.writable,
                 readable=self.readable,
+                mounts=mounts_of(template.get(kind) or {}, volumes),
             )
             for key, path in paths.items():
                 attempt_scope[f"outputs.parameters.{key}.path"] = sandbox.remap(path)
@@ -409,7 +414,6 @@ class Engine:
             return ERROR, f"failed to load artifacts: {err}"
         if timeout is not None and timeout <= 0:
             return FAILED, DEADLINE_MESSAGE
-        kind = "script" if "script" in resolved else "container"
         env, secrets = build_env(resolved[kind].get("env") or [], self.options.env, sandbox)
         image = str(resolved[kind].get("image") or "")
         try:
@@ -436,17 +440,25 @@ class Engine:
             node.started = node.started or attempt.started
             self.store.put(node)
             self.reporter.started(node.name, attempt_no, policy.attempts or 0)
-            result = run_process(
-                argv,
-                work_dir=work_dir,
-                env=env,
-                log_path=self.run_dir / log_rel,
-                secrets=secrets,
-                timeout=timeout,
-                registry=self.processes,
-                sandbox=sandbox,
-                working_dir=working_dir,
-            )
+            try:
+                sidecars = self._start_sidecars(resolved, work_dir, volumes, log_rel)
+            except GeomlopsError as err:
+                sidecars, result = [], PodResult(ERROR, message=str(err))
+            else:
+                try:
+                    result = run_process(
+                        argv,
+                        work_dir=work_dir,
+                        env=env,
+                        log_path=self.run_dir / log_rel,
+                        secrets=secrets,
+                        timeout=timeout,
+                        registry=self.processes,
+                        sandbox=sandbox,
+                        working_dir=working_dir,
+                    )
+                finally:
+                    stop_sidecars(sidecars, self.processes)
         if self.aborted.is_set():
             result.phase, result.message = FAILED, "interrupted"
         elif result.phase == SUCCEEDED:
@@ -464,6 +476,35 @@ class Engine:
         attempt.exit_code, attempt.message = result.exit_code, result.message
         node.exit_code, node.result, node.outputs = result.exit_code, result.result, result.outputs
         return result.phase, result.message
+
+    def _start_sidecars(
+        self, resolved: Mapping[str, Any], work_dir: Path, volumes: Mapping[str, Path], log_rel: str
+    ) -> list[Sidecar]:
+        """Start the pod's sidecars (none for most templates)."""
+        specs = resolved.get("sidecars") or []
+        if not specs:
+            return []
+
+        def sandbox_for(folder: Path, mounts: Sequence[tuple[str, Path]]) -> Sandbox:
+            return make_sandbox(
+                folder,
+                [],
+                isolated=self.sandboxed,
+                writable=self.writable,
+                readable=self.readable,
+                mounts=mounts,
+            )
+
+        return start_sidecars(
+            specs,
+            work_dir=work_dir,
+            log_prefix=self.run_dir / log_rel.removesuffix(".log"),
+            sandbox_for=sandbox_for,
+            folders=volumes,
+            extra_env=self.options.env,
+            image_environment=self.options.image_environment,
+            registry=self.processes,
+        )
 
     def _pod_timeout(self, name: str, template_limit: float | None) -> float | None:
         """Seconds a pod may run: its template's limit, within the workflow's deadline."""

@@ -10,6 +10,7 @@ Unknown fields are refused too, so that nothing is silently run differently from
 from __future__ import annotations
 
 from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 import yaml
@@ -53,6 +54,7 @@ _TEMPLATE_REFUSED_TYPES = {
 }
 _TEMPLATE_RUN = {"name", "inputs", "outputs", "retryStrategy", "activeDeadlineSeconds"}
 _TEMPLATE_RUN |= {"timeout", "parallelism", "failFast", "synchronization", *_TEMPLATE_TYPES}
+_TEMPLATE_RUN |= {"sidecars", "volumes"}
 _TEMPLATE_IGNORED = {
     "metadata", "nodeSelector", "affinity", "tolerations", "securityContext",
     "serviceAccountName", "automountServiceAccountToken", "podSpecPatch", "priorityClassName",
@@ -60,16 +62,14 @@ _TEMPLATE_IGNORED = {
     "podResources", "resourceClaims", "pendingTimeout",
 }  # fmt: skip
 _TEMPLATE_REFUSED = {
-    "sidecars": "sidecars",
     "initContainers": "init containers",
-    "volumes": "volumes",
     "memoize": "memoization",
     "metrics": "Prometheus metrics",
     "daemon": "daemon templates",
     "hooks": "lifecycle hooks",
 }
 
-_CONTAINER_RUN = {"name", "image", "command", "args", "source", "env", "workingDir"}
+_CONTAINER_RUN = {"name", "image", "command", "args", "source", "env", "workingDir", "volumeMounts"}
 _CONTAINER_IGNORED = {
     "resources", "imagePullPolicy", "securityContext", "ports", "livenessProbe",
     "readinessProbe", "startupProbe", "stdin", "stdinOnce", "tty", "terminationMessagePath",
@@ -77,7 +77,6 @@ _CONTAINER_IGNORED = {
 }  # fmt: skip
 #: container fields that would change what runs: refused by name
 _CONTAINER_REFUSED = {
-    "volumeMounts": "volume mounts",
     "volumeDevices": "volume devices",
     "envFrom": "envFrom (environment variables from ConfigMaps or Secrets)",
     "lifecycle": "container lifecycle hooks (postStart/preStop commands)",
@@ -212,9 +211,22 @@ def _check_template(template: Mapping[str, Any], where: str, allow_host: bool) -
             "container templates (pass allow_host_containers=True to run their command on this machine)",
             where,
         )
+    volumes = _check_volumes(template.get("volumes"), where)
     for key in ("script", "container"):
         if isinstance(template.get(key), Mapping):
-            _check_container(template[key], f"{where}, {key}")
+            _check_container(template[key], f"{where}, {key}", volumes)
+    sidecars = template.get("sidecars")
+    if sidecars:
+        if not allow_host:
+            raise _refuse("sidecars (pass allow_host_containers=True, or an image stand-in)", where)
+        if not isinstance(sidecars, list) or not all(
+            isinstance(c, Mapping) and c.get("name") for c in sidecars
+        ):
+            raise ManifestError(f"sidecars must be a list of containers with names ({where})")
+        for sidecar in sidecars:
+            sidecar_where = f"{where}, sidecar {sidecar['name']!r}"
+            _check_keys(sidecar, sidecar_where, _CONTAINER_RUN | _CONTAINER_IGNORED, _CONTAINER_REFUSED, "")
+            _check_container(sidecar, sidecar_where, volumes)
     if isinstance(template.get("dag"), Mapping):
         dag = template["dag"]
         _check_keys(dag, where, {"tasks", "target", "failFast"}, {}, "dag.")
@@ -239,8 +251,44 @@ def _check_template_defaults(defaults: Mapping[str, Any]) -> None:
             _check_keys(section, where, allowed, {}, f"templateDefaults.{key}.")
 
 
-def _check_container(container: Mapping[str, Any], where: str) -> None:
+def _check_volumes(volumes: Any, where: str) -> set[str]:
+    """The names of a template's volumes: ``emptyDir`` only (a folder of the attempt)."""
+    if not volumes:
+        return set()
+    if not isinstance(volumes, list) or not all(isinstance(v, Mapping) for v in volumes):
+        raise ManifestError(f"volumes must be a list of mappings ({where})")
+    names = set()
+    for volume in volumes:
+        kinds = sorted(set(volume) - {"name"})
+        if kinds != ["emptyDir"]:
+            raise _refuse(f"volumes other than emptyDir ({', '.join(kinds) or 'no source'})", where)
+        names.add(str(volume.get("name")))
+    return names
+
+
+def _check_mounts(container: Mapping[str, Any], where: str, volumes: AbstractSet[str]) -> None:
+    for mount in container.get("volumeMounts") or []:
+        if not isinstance(mount, Mapping):
+            raise ManifestError(f"volumeMounts holds an entry that is not a mapping ({where})")
+        _check_keys(
+            mount, where, {"name", "mountPath", "readOnly"}, {"subPath": "volume subPath"}, "volumeMounts."
+        )
+        if mount.get("name") not in volumes:
+            raise _refuse(
+                f"a volume mount of {mount.get('name')!r}, which is not an emptyDir volume of the template",
+                where,
+            )
+        path = str(mount.get("mountPath") or "")
+        if not any(path.startswith(f"{tmp}/") for tmp in ("/tmp", "/var/tmp")):
+            # the host's root is read-only to a task: a mount point can only be made in its private folders
+            raise _refuse(f"a volume mounted at {path!r} (mount volumes under /tmp)", where)
+
+
+def _check_container(
+    container: Mapping[str, Any], where: str, volumes: AbstractSet[str] = frozenset()
+) -> None:
     _check_keys(container, where, _CONTAINER_RUN | _CONTAINER_IGNORED, _CONTAINER_REFUSED, "")
+    _check_mounts(container, where, volumes)
     for entry in container.get("env") or []:
         value_from = entry.get("valueFrom") if isinstance(entry, Mapping) else None
         if isinstance(value_from, Mapping):

@@ -114,6 +114,9 @@ class Sandbox:
         isolated: whether the attempt runs under bubblewrap.
         writable: host folders the attempt may write (isolated only).
         readable: host files it reads where its private folders would hide them (isolated only).
+        mounts: the pod's ``emptyDir`` volumes this container mounts: ``(mountPath, host
+            folder)``. Isolated, each folder is bound at its mount path; unisolated, paths under a
+            mount path are moved to its folder (:meth:`remap`), so two pods never share one.
     """
 
     root: Path
@@ -122,6 +125,13 @@ class Sandbox:
     isolated: bool = False
     writable: tuple[Path, ...] = ()
     readable: tuple[Path, ...] = ()
+    mounts: tuple[tuple[str, Path], ...] = ()
+
+    def _mounted(self, path: str) -> Path | None:
+        for mount_path, folder in self.mounts:
+            if _under(path, mount_path):
+                return folder.joinpath(*PurePosixPath(path).relative_to(mount_path).parts)
+        return None
 
     @property
     def folder(self) -> Path:
@@ -136,6 +146,8 @@ class Sandbox:
         """Return ``value`` moved under ``root`` when it is a moved absolute path."""
         if not value.startswith("/"):
             return value
+        if not self.isolated and (mounted := self._mounted(value)) is not None:
+            return str(mounted)
         if value in self.files or any(_under(value, prefix) for prefix in self.prefixes):
             return str(self.root / value.lstrip("/"))
         return value
@@ -144,6 +156,8 @@ class Sandbox:
         """Where ``path`` of the task's filesystem is on this machine (relative: its folder)."""
         if not path.startswith("/"):
             return self.folder / path
+        if (mounted := self._mounted(path)) is not None:
+            return mounted
         if self.isolated:
             for private in PRIVATE_TMP:
                 given = (*self.writable, *self.readable)
@@ -173,6 +187,8 @@ class Sandbox:
             view += ["--ro-bind", str(path), str(path)]
         for path in (*self.writable, self.folder):
             view += ["--bind", str(path), str(path)]
+        for mount_path, folder in self.mounts:  # last: a volume is mounted over what is there
+            view += ["--bind", str(folder), mount_path]
         view += ["--setenv", "TMPDIR", "/tmp", "--unshare-pid", "--die-with-parent"]
         return [*view, "--chdir", working_dir or str(self.folder), "--", *argv]
 
@@ -184,6 +200,7 @@ def make_sandbox(
     isolated: bool = False,
     writable: Sequence[Path] = (),
     readable: Sequence[Path] = (),
+    mounts: Sequence[tuple[str, Path]] = (),
 ) -> Sandbox:
     """Create the filesystem view of one attempt.
 
@@ -193,6 +210,7 @@ def make_sandbox(
         isolated: run under bubblewrap (a private ``/tmp``, the host read-only).
         writable: host folders the attempt may write when isolated.
         readable: host files the attempt reads, visible even under a private folder.
+        mounts: ``(mountPath, host folder)`` of the pod's ``emptyDir`` volumes it mounts.
 
     Isolated, a declared path under a private ``/tmp`` is the task's own already; one
     elsewhere (``/mnt/out/x``) cannot be created on the read-only host, so it is moved under
@@ -221,6 +239,7 @@ def make_sandbox(
         isolated,
         kept if isolated else (),
         (*readable, *interpreter_paths()) if isolated else (),
+        tuple(mounts),
     )
     if isolated:
         for private in PRIVATE_TMP:

@@ -109,3 +109,92 @@ def test_a_working_dir_outside_tmp_that_does_not_exist_is_an_error_in_the_sandbo
     assert summary.status in ("Failed", "Error")
     assert "does not exist (make it under /tmp)" in summary.message
     assert not Path(f"/nonexistent-{tmp_path.name}").exists()
+
+
+#: a sidecar that serves on a free port of localhost, tells it through the pod's volume, and
+#: never exits by itself (as a model server does). The volume's path comes in a variable: run
+#: unisolated, the runner moves it to the pod's own folder
+SIDECAR_SERVER = """
+import os, socket, sys
+server = socket.create_server(("127.0.0.1", 0))
+port = server.getsockname()[1]
+pod = os.environ["POD_DIR"]
+with open(pod + "/port.part", "w") as f:
+    f.write(str(port))
+os.rename(pod + "/port.part", pod + "/port")
+print("sidecar listening on", port, "with", os.environ["STAND_IN"], flush=True)
+while True:
+    conn, _ = server.accept()
+    with conn:
+        conn.sendall(b"hello from " + os.environ["POD"].encode() + b"\\n")
+"""
+
+MAIN_CLIENT = """
+import os, socket, time
+port_file = os.environ["POD_DIR"] + "/port"
+for _ in range(600):
+    if os.path.exists(port_file):
+        break
+    time.sleep(0.05)
+port = int(open(port_file).read())
+with socket.create_connection(("127.0.0.1", port)) as conn:
+    print(conn.makefile().readline().strip())
+"""
+
+
+def pod_with_sidecar(name: str) -> dict[str, Any]:
+    template = script(name, MAIN_CLIENT, inputs=["pod"])
+    mount = [{"name": "pod", "mountPath": "/tmp/pod"}]
+    template["script"]["volumeMounts"] = mount
+    template["script"]["env"] = [{"name": "POD_DIR", "value": "/tmp/pod"}]
+    template["volumes"] = [{"name": "pod", "emptyDir": {}}]
+    template["sidecars"] = [
+        {
+            "name": "model",
+            "image": MODEL_IMAGE,
+            "command": ["python", "-c", SIDECAR_SERVER],
+            "env": [
+                {"name": "POD", "value": "{{inputs.parameters.pod}}"},
+                {"name": "POD_DIR", "value": "/tmp/pod"},
+            ],
+            "volumeMounts": mount,
+        }
+    ]
+    return template
+
+
+@pytest.mark.parametrize("sandbox", [True, False], ids=["sandboxed", "unisolated"])
+def test_sidecars_share_the_pods_volume_and_network_and_stop_with_the_main_container(
+    tmp_path: Path, stand_in: Path, sandbox: bool
+) -> None:
+    seen: list[str] = []
+    # two pods at once: each has its own volume, so each main container finds its own sidecar
+    main = dag("main", [task(f"p{i}", "pod", args={"pod": f"pod-{i}"}) for i in (1, 2)])
+    runner = make_runner(tmp_path, image_environment=resolver(stand_in, seen), sandbox=sandbox)
+
+    summary = runner.run(workflow([main, pod_with_sidecar("pod")]))
+
+    assert summary.status == "Succeeded", summary.message
+    state = runner.show(summary.run_id)
+    for i in (1, 2):
+        node = state.nodes[f"p{i}"]
+        assert (summary.run_dir / node.log).read_text().strip().endswith(f"hello from pod-{i}")
+        sidecar_log = summary.run_dir / node.log.replace(".log", ".model.log")
+        text = sidecar_log.read_text()
+        assert "model-env python" in text and f"with {MODEL_IMAGE}" in text  # the image's stand-in
+    # the never-ending sidecars were stopped when their main containers ended
+    assert seen.count(MODEL_IMAGE) == 2
+
+
+def test_a_sidecar_of_an_image_with_no_stand_in_errors_the_pod(tmp_path: Path, stand_in: Path) -> None:
+    template = pod_with_sidecar("pod")
+    template["sidecars"][0]["image"] = "unknown/server:1"
+    manifest = workflow([template], entrypoint="pod", parameters={"pod": "x"})
+    template["inputs"] = {"parameters": [{"name": "pod", "value": "{{workflow.parameters.pod}}"}]}
+
+    summary = make_runner(tmp_path, image_environment=resolver(stand_in, [])).run(manifest)
+
+    assert summary.status in ("Failed", "Error")
+    assert (
+        "sidecar 'model': nothing on this machine stands in for image 'unknown/server:1'" in summary.message
+    )

@@ -80,6 +80,20 @@ def with_volume_mount(m: Manifest) -> None:
     template(m, "hello")["script"]["volumeMounts"] = [{"name": "data", "mountPath": "/data"}]
 
 
+def with_host_path_volume(m: Manifest) -> None:
+    template(m, "hello")["volumes"] = [{"name": "data", "hostPath": {"path": "/srv"}}]
+
+
+def with_mount_outside_tmp(m: Manifest) -> None:
+    template(m, "hello")["volumes"] = [{"name": "data", "emptyDir": {}}]
+    template(m, "hello")["script"]["volumeMounts"] = [{"name": "data", "mountPath": "/data"}]
+
+
+def with_sub_path(m: Manifest) -> None:
+    template(m, "hello")["volumes"] = [{"name": "data", "emptyDir": {}}]
+    template(m, "hello")["script"]["volumeMounts"] = [{"name": "data", "mountPath": "/tmp/d", "subPath": "x"}]
+
+
 def with_hooks(m: Manifest) -> None:
     m["spec"]["hooks"] = {"exit": {"template": "hello"}}
 
@@ -102,7 +116,14 @@ def with_retry_expression(m: Manifest) -> None:
         (with_memoize, "memoization", "template 'hello'"),
         (with_daemoned, "'.Daemoned'", "task 'after'"),
         (with_http, "http templates", "template 'call'"),
-        (with_volume_mount, "volume mounts", "template 'hello'"),
+        (with_volume_mount, "a volume mount of 'data', which is not an emptyDir volume", "template 'hello'"),
+        (with_host_path_volume, "volumes other than emptyDir (hostPath)", "template 'hello'"),
+        (
+            with_mount_outside_tmp,
+            "a volume mounted at '/data' (mount volumes under /tmp)",
+            "template 'hello'",
+        ),
+        (with_sub_path, "volume subPath", "template 'hello'"),
         (with_hooks, "lifecycle hooks", "spec"),
         (with_retry_expression, "the pipe operator '|' is not supported", "retryStrategy.expression"),
     ],
