@@ -1,8 +1,22 @@
 """What happens to complete polygons: area filter, geotransform, simplification, stable order.
 
-All of it runs after the merge, on whole polygons. Areas are exact (integer pixel areas times
-the pixel area). The geotransform is applied once, here, to integer pixel corners, so the same
-pixel corner always gets the same world coordinate whatever block it was traced in.
+All of it runs after the merge, on whole polygons. The geotransform is applied once, here, to
+integer pixel corners, so the same pixel corner always gets the same world coordinate whatever
+block it was traced in.
+
+Areas of features are in square metres, and :func:`area_method` says how they were measured:
+
+- ``planar`` for a projected CRS: the pixel count times the pixel area, exact, converted from
+  the CRS's unit (a US survey foot, say) to metres: the area on the map's plane;
+- ``geodesic`` for a geographic CRS (longitude/latitude, as drone imagery from OpenAerialMap
+  comes): the area on the CRS's ellipsoid. On a north-up grid every pixel is a quadrangle
+  between two meridians and two parallels, so a polygon's area is the line integral, along its
+  vertical edges, of the ellipsoid's area element (Gauss-Legendre quadrature, vectorized over
+  every vertex, never the difference of two large numbers); a rotated grid is measured by
+  :class:`pyproj.Geod` polygon by polygon. The two agree to better than a part in 10⁷ on
+  pixel-sized polygons.
+
+Without a CRS, :func:`polygon_areas` gives areas in the transform's units, squared.
 
 Simplification preserves the coverage: neighbours keep one shared edge. GEOS's coverage
 simplifier wants shared edges to carry the same vertices on both sides, so every vertex of the
@@ -10,6 +24,11 @@ set is first inserted into the edges of its neighbours that pass straight throug
 """
 
 from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 import shapely
@@ -23,18 +42,159 @@ from postprocessing._rings import BoolArray, CoordArray, IntArray, Polygons
 GeometryArray = NDArray[np.object_]
 
 
-def polygon_areas(polys: Polygons, transform: Affine) -> NDArray[np.float64]:
-    """Area of each polygon in the units of the transform (squared), exact up to one rounding.
+#: how feature areas were measured, the value of the ``area_method`` property
+AreaMethod = Literal["geodesic", "planar"]
+#: Gauss-Legendre nodes and weights on [0, 1] (exact for polynomials of degree 9)
+_GL_NODES, _GL_WEIGHTS = (v / 2 for v in np.polynomial.legendre.leggauss(5))
+_GL_NODES = _GL_NODES + 0.5
+
+
+@dataclass(frozen=True)
+class _AreaCRS:
+    method: AreaMethod
+    unit: float  # metres (planar) or radians (geodesic) per unit of the CRS's axes
+    semi_major: float = 0.0
+    flattening: float = 0.0
+
+
+@functools.lru_cache(maxsize=64)
+def _area_crs(crs: str) -> _AreaCRS:
+    from pyproj import CRS
+
+    parsed = CRS.from_user_input(crs)
+    if parsed.is_compound:  # the horizontal part says how to measure
+        parsed = parsed.sub_crs_list[0]
+    unit = parsed.axis_info[0].unit_conversion_factor if parsed.axis_info else 1.0
+    if parsed.is_geographic:
+        ellipsoid = parsed.ellipsoid
+        if ellipsoid is None:
+            raise VectorizeError(
+                f"crs {crs[:80]!r}: geographic, but without an ellipsoid to measure areas on"
+            )
+        inverse = ellipsoid.inverse_flattening
+        flattening = 1.0 / inverse if inverse and math.isfinite(inverse) else 0.0
+        return _AreaCRS("geodesic", unit, ellipsoid.semi_major_metre, flattening)
+    return _AreaCRS("planar", unit)
+
+
+def area_method(crs: str) -> AreaMethod:
+    """How :func:`polygon_areas` and :func:`geometry_areas` measure in ``crs``: ``geodesic``
+    for a geographic CRS, ``planar`` otherwise.
+
+    Raises:
+        pyproj.exceptions.CRSError: ``crs`` is not a coordinate reference system pyproj knows.
+    """
+    return _area_crs(crs).method
+
+
+def polygon_areas(polys: Polygons, transform: Affine, crs: str | None = None) -> NDArray[np.float64]:
+    """Area of each polygon: in square metres when ``crs`` is given (see :func:`area_method`),
+    else in the transform's units, squared (exact up to one rounding).
 
     Args:
         polys: polygons in pixel-corner coordinates.
         transform: the raster's geotransform.
+        crs: the raster's CRS (WKT or an authority code), or None.
 
     Returns:
-        ``pixel area x number of pixels`` for each polygon.
+        One area per polygon.
+
+    Raises:
+        pyproj.exceptions.CRSError: ``crs`` is not a coordinate reference system pyproj knows.
     """
     pixel_area = abs(transform.a * transform.e - transform.b * transform.d)
-    return _rings.polygon_area2(polys).astype(np.float64) * (pixel_area / 2.0)
+    if crs is None:
+        return _rings.polygon_area2(polys).astype(np.float64) * (pixel_area / 2.0)
+    measure = _area_crs(crs)
+    if measure.method == "planar":
+        return _rings.polygon_area2(polys).astype(np.float64) * (pixel_area * measure.unit**2 / 2.0)
+    if transform.b == 0 and transform.d == 0:
+        return _geodesic_north_up(polys, transform, measure)
+    return geometry_areas(to_geometries(polys, transform), crs)
+
+
+def geometry_areas(geoms: GeometryArray, crs: str) -> NDArray[np.float64]:
+    """Area in square metres of each shapely polygon in ``crs`` (see :func:`area_method`).
+
+    Raises:
+        pyproj.exceptions.CRSError: ``crs`` is not a coordinate reference system pyproj knows.
+    """
+    measure = _area_crs(crs)
+    if measure.method == "planar":
+        return np.asarray(shapely.area(geoms), np.float64) * measure.unit**2
+    from pyproj import Geod
+
+    geod = Geod(a=measure.semi_major, f=measure.flattening)
+    to_degrees = measure.unit / math.radians(1.0)
+    areas = np.zeros(len(geoms), np.float64)
+    for i, geom in enumerate(geoms):
+        if to_degrees != 1.0:
+            geom = shapely.transform(geom, lambda xy: xy * to_degrees)
+        areas[i] = abs(geod.geometry_area_perimeter(geom)[0])
+    return areas
+
+
+def _geodesic_north_up(polys: Polygons, transform: Affine, measure: _AreaCRS) -> NDArray[np.float64]:
+    """Ellipsoidal areas of pixel polygons on a grid whose rows follow parallels.
+
+    With longitude ``a·col + c`` and latitude ``e·row + f``, a polygon's area is
+    ``|a|·∮ col·w(row) d row`` (Green's theorem), ``w`` being the ellipsoid's area element
+    ``A²(1-e²)·cos φ / (1 - e² sin² φ)²`` times ``e`` (radians). Horizontal edges add nothing;
+    a vertical edge adds its column times the area of the one-pixel strips it spans (each
+    row's strip by 5-point Gauss-Legendre quadrature, then cumulated). Columns are taken
+    relative to the ring's first vertex, so no large terms cancel.
+    """
+    if len(polys) == 0:
+        return np.zeros(0, np.float64)
+    e2 = measure.flattening * (2.0 - measure.flattening)
+    factor = measure.semi_major**2 * (1.0 - e2)
+    lat_step = transform.e * measure.unit
+    lat = (transform.f * measure.unit, lat_step)
+    rings = np.zeros(len(polys.ring_offsets) - 1, np.float64)
+    for r0, r1 in _rings.ring_chunks(polys.ring_offsets):  # bounded temporaries
+        lo, hi = int(polys.ring_offsets[r0]), int(polys.ring_offsets[r1])
+        local = polys.ring_offsets[r0 : r1 + 1] - lo
+        nxt = _rings.next_index(local)
+        first = np.repeat(polys.xy[local[:-1] + lo, 0].astype(np.int64), np.diff(local))
+        x0 = polys.xy[lo:hi, 0].astype(np.int64) - first
+        y0 = polys.xy[lo:hi, 1].astype(np.int64)
+        moving = np.flatnonzero(y0[nxt] != y0)
+        if np.any(x0[nxt[moving]] != x0[moving]):  # not a pixel polygon: every edge by quadrature
+            total = _edge_integrals(x0[moving], y0[moving], x0[nxt[moving]], y0[nxt[moving]], e2, lat)
+        else:  # vertical edges: x times the difference of the cumulated area of each row's strip
+            top = int(y0.min())
+            strips = _edge_integrals(
+                np.ones(int(y0.max()) - top), np.arange(top, int(y0.max())), None, None, e2, lat
+            )
+            cumulated = np.concatenate([[0.0], np.cumsum(strips)])
+            y_from, y_to = y0[moving] - top, y0[nxt[moving]] - top
+            total = x0[moving] * (cumulated[y_to] - cumulated[y_from])
+        edges = np.zeros(hi - lo, np.float64)
+        edges[moving] = total
+        rings[r0:r1] = np.add.reduceat(edges, local[:-1])
+    per_poly = np.add.reduceat(rings, polys.poly_offsets[:-1])
+    return np.abs(per_poly) * (factor * abs(transform.a) * measure.unit * abs(lat_step))
+
+
+def _edge_integrals(
+    x0: NDArray[Any],
+    y0: NDArray[Any],
+    x1: NDArray[Any] | None,
+    y1: NDArray[Any] | None,
+    e2: float,
+    lat: tuple[float, float],
+) -> NDArray[np.float64]:
+    """``∫ x · cos φ / (1 - e² sin² φ)² dy`` along straight edges from ``(x0, y0)`` to
+    ``(x1, y1)`` (default: one row down, ``x`` constant), with ``φ = lat[0] + lat[1]·y``."""
+    x0, y0 = x0.astype(np.float64), y0.astype(np.float64)
+    dx = np.zeros_like(x0) if x1 is None else x1 - x0
+    dy = np.ones_like(y0) if y1 is None else y1 - y0
+    total = np.zeros(len(x0), np.float64)
+    for t, w in zip(_GL_NODES, _GL_WEIGHTS, strict=True):
+        sin = np.sin(lat[0] + lat[1] * (y0 + t * dy))
+        total += w * (x0 + t * dx) * (np.sqrt(1.0 - sin**2) / (1.0 - e2 * sin**2) ** 2)
+    result: NDArray[np.float64] = total * dy
+    return result
 
 
 def large_enough(polys: Polygons, min_area: float, transform: Affine) -> BoolArray | None:

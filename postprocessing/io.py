@@ -12,9 +12,12 @@ file under the target name.
 - GeoJSON (``.geojson``, ``.json``): RFC 7946, reprojected to WGS84 longitude/latitude, shells
   counter-clockwise and holes clockwise, no ``crs`` member, compact.
 
-Each feature is one polygon with its ``class`` (the pixel value) and ``area`` (in the CRS's
-units, squared), then the string properties the caller names (batch inference: the block id
-and the model's lineage). :mod:`postprocessing._feature_files` holds the two formats' files.
+Each feature is one polygon with its ``class`` (the pixel value) and ``area`` (square metres;
+in the CRS's units, squared, when the raster has no CRS), then the string properties the caller
+names (batch inference: the block id), then ``area_method`` (``geodesic`` for a geographic CRS,
+``planar`` otherwise; see :func:`postprocessing.finalize.area_method`) and the shared ones
+(batch inference: the model's lineage). :mod:`postprocessing._feature_files` holds the two
+formats' files.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ from postprocessing._feature_files import (
     world_bounds,
 )
 from postprocessing._rings import IntArray, Polygons
-from postprocessing.finalize import polygon_areas, to_geometries, to_wkb
+from postprocessing.finalize import area_method, polygon_areas, to_geometries, to_wkb
 from postprocessing.grid import Block
 
 PARQUET_SUFFIXES = (".parquet", ".geoparquet")
@@ -239,7 +242,8 @@ class FeatureWriter:
             )
         self.crs = crs
         self.extra = tuple(extra)
-        self.shared = dict(shared or {})
+        # which areas these are (m², geodesic or planar), beside the caller's shared properties
+        self.shared = {**({} if crs is None else {"area_method": area_method(crs)}), **(shared or {})}
         self.count = 0
         self._parquet_path = targets.get("parquet")
         self._to_wgs84 = wgs84_transformer(crs) if "geojson" in targets and crs is not None else None
@@ -273,7 +277,7 @@ class FeatureWriter:
         parquet = self._parquet is not None
         return EncodedFeatures(
             polys.classes,
-            polygon_areas(polys, transform),
+            polygon_areas(polys, transform, self.crs),
             wkb=to_wkb(polys, transform) if parquet else None,
             geometries=to_geometries(polys, transform) if self._geojson is not None else None,
             bounds=world_bounds(polys, transform) if parquet else None,

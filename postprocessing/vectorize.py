@@ -206,7 +206,7 @@ def vectorize_raster(
         geoms = simplify_coverage(polys, simplify, info.transform)
     else:
         geoms = to_geometries(polys, info.transform)
-    areas = polygon_areas(polys, info.transform)
+    areas = polygon_areas(polys, info.transform, info.crs_wkt)
     return geopandas.GeoDataFrame({"class": polys.classes, "area": areas}, geometry=geoms, crs=info.crs_wkt)
 
 
@@ -250,7 +250,7 @@ def vectorize_to_file(
         batches = _iter_raster(info, value, block_size, scheduler, workers, progress)
         if simplify:
             polys = _finish(_rings.concat(list(batches)), min_area, info.transform)
-            areas = polygon_areas(polys, info.transform)
+            areas = polygon_areas(polys, info.transform, info.crs_wkt)
             writer.write(simplify_coverage(polys, simplify, info.transform), polys.classes, areas)
         else:
             _write_rows(batches, writer, min_area, info.transform)

@@ -170,7 +170,7 @@ def publish_predictions(
             block_ids = [
                 f"r{r}c{c}" for r, c in zip((rows // size).tolist(), (cols // size).tolist(), strict=True)
             ]
-            files.write(geoms, polys.classes, polygon_areas(polys, info.transform), block_id=block_ids)
+            files.write(geoms, polys.classes, polygon_areas(polys, info.transform, crs), block_id=block_ids)
             by_class.update(polys.classes.tolist())
             picture.add(geoms)
         title = f"{lineage.model} v{lineage.model_version}: {files.count} features (run {lineage.run_id[:8]})"

@@ -3,8 +3,9 @@ chip -> a GeoJSON FeatureCollection (RFC 7946: WGS84, longitude first, exteriors
 
 Which post-processor runs comes from the model's MLM output (its ``post_processing_function``,
 else its tasks) through :mod:`postprocessing.registry`; segmentation masks are traced by the
-vectorizer's kernel. Every feature carries its class, area (in the chip CRS's units, squared),
-the model name, version and MLflow run id.
+vectorizer's kernel. Every feature carries its class, area in square metres with ``area_method``
+(``geodesic`` on a geographic CRS's ellipsoid, ``planar`` in a projected one), the model name,
+version and MLflow run id.
 
 :class:`GeoJSONTransformer` also follows seldon-core's Python wrapper interface
 (``transform_output(X, features_names, meta)``, ``tags()``), so the same class runs as an
@@ -26,7 +27,14 @@ from numpy.typing import NDArray
 
 from geomlops.errors import ChipError
 from postprocessing import _rings
-from postprocessing.finalize import canonical, in_scan_order, polygon_areas, to_geometries
+from postprocessing.finalize import (
+    area_method,
+    canonical,
+    geometry_areas,
+    in_scan_order,
+    polygon_areas,
+    to_geometries,
+)
 from postprocessing.grid import Block
 from postprocessing.io import to_rfc7946, wgs84_transformer
 from postprocessing.registry import BlockOutput, PostProcessor, resolve_postprocessor
@@ -125,7 +133,7 @@ class GeoJSONTransformer:
 
         Returns:
             A GeoJSON FeatureCollection in WGS84 whose features carry ``class``,
-            ``class_name`` (when known), ``area``, ``score`` (when the model gives one),
+            ``class_name`` (when known), ``area`` (m²), ``area_method``, ``score`` (when the model gives one),
             ``model``, ``model_version`` and ``mlflow_run_id``.
 
         Raises:
@@ -137,6 +145,7 @@ class GeoJSONTransformer:
         if data.size == 0 or not np.issubdtype(data.dtype, np.number):
             raise ChipError(f"model output: expected a numeric array, got {data.dtype} of shape {data.shape}")
         transform = Affine(*georef.transform)
+        method = _area_method(georef.crs)
         height, width = data.shape[-2:] if data.ndim >= 2 else (1, 1)
         block = Block(row=0, col=0, row_off=0, col_off=0, height=height, width=width, shared=(False,) * 4)
         found = self.postprocessor(
@@ -147,11 +156,11 @@ class GeoJSONTransformer:
             polys = canonical(in_scan_order(_rings.concat([found.pieces.final, found.pieces.edge])))
             geoms = to_geometries(polys, transform)
             classes = np.asarray(polys.classes, np.int64)
-            areas = polygon_areas(polys, transform)
+            areas = polygon_areas(polys, transform, georef.crs)
             scores = None
         else:
             geoms, classes, scores = found.geometries, found.classes, found.scores
-            areas = shapely.area(geoms).astype(np.float64) if len(geoms) else np.zeros(0)
+            areas = geometry_areas(geoms, georef.crs) if len(geoms) else np.zeros(0)
         keep = np.ones(len(classes), bool)
         if self.background is not None:
             keep &= classes != self.background
@@ -165,6 +174,7 @@ class GeoJSONTransformer:
             if int(classes[i]) in self.classes:
                 props["class_name"] = self.classes[int(classes[i])]
             props["area"] = float(areas[i])
+            props["area_method"] = method
             if scores is not None:
                 props["score"] = float(scores[i])
             props.update(self.lineage)
@@ -208,6 +218,16 @@ def _bad_request(err: ChipError) -> Exception:
         return err
     bad: Exception = SeldonMicroserviceException(str(err), status_code=400)
     return bad
+
+
+def _area_method(crs: str) -> str:
+    """How areas are measured in ``crs`` (``geodesic`` or ``planar``; square metres either way)."""
+    from pyproj.exceptions import CRSError
+
+    try:
+        return area_method(crs)
+    except CRSError as err:
+        raise ChipError(f"crs {crs[:80]!r}: not a coordinate reference system pyproj knows ({err})") from err
 
 
 def _to_wgs84(geoms: NDArray[np.object_], crs: str) -> NDArray[np.object_]:

@@ -37,7 +37,8 @@ def test_geoparquet_keeps_the_raster_crs_and_equals_whole_raster(tmp_path: Path,
     frame = geopandas.read_parquet(out)
     assert count == len(frame) == 4
     assert frame.crs is not None and frame.crs.equals(CRS)
-    assert list(frame.columns) == ["class", "area", "geometry"]
+    assert list(frame.columns) == ["class", "area", "geometry", "area_method"]
+    assert set(frame["area_method"]) == {"planar"}  # a projected CRS in metres
     assert set(frame.geom_type) == {"Polygon"}  # one polygon per feature
     ours = sorted(
         zip(
@@ -280,8 +281,14 @@ def test_one_writer_for_both_formats_with_extra_properties(tmp_path: Path) -> No
     with FeatureWriter((parquet, geojson), CRS, extra=("block_id",), shared={"model": "m"}) as writer:
         writer.write(geoms, np.ones(1, np.int64), shapely.area(geoms), block_id=["r0c0"])
     assert geopandas.read_parquet(parquet).drop(columns="geometry").to_dict("records") == [
-        {"class": 1, "area": 100.0, "block_id": "r0c0", "model": "m"}
+        {"class": 1, "area": 100.0, "block_id": "r0c0", "area_method": "planar", "model": "m"}
     ]
     [feature] = json.loads(geojson.read_text())["features"]
-    assert feature["properties"] == {"class": 1, "area": 100.0, "block_id": "r0c0", "model": "m"}
+    assert feature["properties"] == {
+        "class": 1,
+        "area": 100.0,
+        "block_id": "r0c0",
+        "area_method": "planar",
+        "model": "m",
+    }
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f.geojson", "f.parquet"]
