@@ -88,7 +88,15 @@ def create_app(
         config: the gateway's settings; default: from the environment (``GEOMLOPS_GATEWAY_*``).
         backend: where runs go; default: the one ``config.backend`` names.
     """
-    from geomlops.gateway import routes_admin, routes_inference, routes_models, routes_runs, webhooks
+    from geomlops.gateway import (
+        routes_admin,
+        routes_imagery,
+        routes_inference,
+        routes_models,
+        routes_runs,
+        webhooks,
+    )
+    from geomlops.gateway.webapp import mount_web_app
 
     settings = settings or get_settings()
     config = config or GatewaySettings()
@@ -116,9 +124,12 @@ def create_app(
     app.state.gateway = parts
     app.include_router(routes_admin.router)
     app.include_router(routes_models.router)
+    app.include_router(routes_models.stac)
     app.include_router(routes_runs.router)
     app.include_router(routes_inference.router)
+    app.include_router(routes_imagery.router)
     app.include_router(webhooks.router)  # authenticated by its signature, not by a key
+    mount_web_app(app)
     for kind, _code in _STATUS:
         app.add_exception_handler(kind, _error)
     app.add_exception_handler(RequestValidationError, _invalid)  # type: ignore[arg-type]

@@ -6,7 +6,7 @@ and stored nowhere. A bearer token that is not an API key is an OIDC JWT, checke
 configured issuer's JWKS (signature, ``exp``, ``iss``, ``aud``), its role read from a claim.
 
 Roles grant permissions: viewer reads; operator starts and stops runs; approver decides gates;
-admin does everything, keys included.
+admin does everything, keys and rollbacks included.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ class Permission(StrEnum):
     RUN = "run"
     DECIDE = "decide"
     MANAGE_KEYS = "manage-keys"
+    ROLLBACK = "rollback"
 
 
 GRANTS: dict[Role, frozenset[Permission]] = {

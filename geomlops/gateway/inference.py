@@ -301,6 +301,20 @@ def _worker(settings: Settings, model: ServedModel) -> Iterator[Any]:
         yield predict
 
 
+def _model_io(settings: Settings, model: ServedModel, model_input: Any) -> Any:
+    """How the model's input is prepared and its answer read, from its MLM item in the catalogue
+    (an item gone from it: the input as served, class values back)."""
+    from geomlops.errors import ModelNotFoundError
+    from steps.model_io import ModelIO
+    from steps.model_spec import fetch_model_spec
+
+    try:
+        output = fetch_model_spec(model.name, settings.catalog_href).outputs[0]
+    except ModelNotFoundError:
+        output = None
+    return ModelIO.from_parts(model_input, output, halo=0)
+
+
 def predict_in_process(settings: Settings, model: ServedModel, chip: bytes) -> dict[str, Any]:
     """Predict ``chip`` with the package-environment worker and vectorize it here.
 
@@ -318,8 +332,9 @@ def predict_in_process(settings: Settings, model: ServedModel, chip: bytes) -> d
     # decoded bytes is relative to the bytes sent, which a well-compressed chip would fail
     with open_chip(chip, model_input, max_bytes=max(len(chip), settings.serving_max_image_bytes)) as src:
         georef = Georeference(crs=src.crs.to_wkt(), transform=tuple(src.transform)[:6])
+        io = _model_io(settings, model, model_input)
         with _worker(settings, model) as predict:
-            mask = predict_chip(predict, src, model_input)
+            mask = predict_chip(predict, src, model_input, io)
     return GeoJSONTransformer(**transformer_parameters(model)).to_geojson(mask, georef)
 
 

@@ -11,7 +11,16 @@ from geomlops import __version__
 from geomlops.gateway.auth import Permission, Principal, create_key, list_keys, revoke_key
 from geomlops.gateway.context import Gateway, gateway, require
 from geomlops.gateway.db import AuditEntry
-from geomlops.gateway.schemas import AuditRecord, Health, KeyInfo, KeyRequest, NewKey, Version
+from geomlops.gateway.schemas import (
+    AuditRecord,
+    Health,
+    KeyInfo,
+    KeyRequest,
+    NewKey,
+    Version,
+    WebConfig,
+    WhoAmI,
+)
 
 router = APIRouter(prefix="/api/v1")
 Parts = Annotated[Gateway, Depends(gateway)]
@@ -20,7 +29,10 @@ Admin = Annotated[Principal, require(Permission.MANAGE_KEYS)]
 
 #: routes anyone may call: liveness for probes and load balancers, the API's description, and
 #: GitHub's webhook (its body's signature authenticates it; see :mod:`geomlops.gateway.webhooks`)
-PUBLIC_PATHS = frozenset({"/api/v1/health", "/api/v1/openapi.json", "/api/v1/webhooks/github"})
+#: and what the web app needs before its user signs in (the basemap setting, the release)
+PUBLIC_PATHS = frozenset(
+    {"/api/v1/health", "/api/v1/openapi.json", "/api/v1/webhooks/github", "/api/v1/config"}
+)
 
 
 @router.get("/health", tags=["system"], summary="Liveness and database")
@@ -35,6 +47,18 @@ def health(parts: Parts) -> Health:
 def version(caller: Reader) -> Version:
     """The geomlops release serving this API."""
     return Version(version=__version__, api="v1")
+
+
+@router.get("/config", tags=["system"], summary="The web app's settings")
+def config(parts: Parts) -> WebConfig:
+    """The basemap URL (null: none, the app works offline) and the release (no credentials needed)."""
+    return WebConfig(basemap_url=parts.config.basemap_url, version=__version__)
+
+
+@router.get("/whoami", tags=["system"], summary="The caller")
+def whoami(caller: Reader) -> WhoAmI:
+    """The key id, name and role of the caller's credentials."""
+    return WhoAmI(key_id=caller.key_id, name=caller.name, role=caller.role)
 
 
 def _info(key: object) -> KeyInfo:

@@ -4,28 +4,44 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tempfile
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, status
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import FileResponse, PlainTextResponse, Response
 
 from geomlops.errors import AoiError, ParameterError, PromotionError
 from geomlops.gateway.auth import Permission, Principal
-from geomlops.gateway.backends.base import RunInfo, RunNotFoundError
+from geomlops.gateway.backends.base import RunInfo, RunNotFoundError, RunStateError
 from geomlops.gateway.context import Gateway, gateway, require
 from geomlops.gateway.db import RunRecord
 from geomlops.gateway.inference import check_imagery_location
+from geomlops.gateway.results import (
+    PLAN_TASK,
+    block_progress,
+    local_asset,
+    mlflow_run_url,
+    prediction_outputs,
+    read_item,
+    stac_item_url,
+    version_trace,
+)
 from geomlops.gateway.schemas import (
     BatchInferenceRequest,
+    BatchPlanSummary,
     DecisionRequest,
+    MetricRow,
     Predictions,
+    PromotionReport,
     PromotionRequest,
     RefusalRequest,
+    RunLineage,
     TrainingRequest,
 )
+from geomlops.settings import use_tracking
 
 router = APIRouter(prefix="/api/v1/runs", tags=["runs"])
 Parts = Annotated[Gateway, Depends(gateway)]
@@ -119,19 +135,80 @@ def _aoi_file(parts: Gateway, aoi: dict[str, Any]) -> str:
     return str(path)
 
 
+def _batch_values(parts: Gateway, body: BatchInferenceRequest) -> dict[str, str]:
+    """The checked parameters of a batch inference run (its AOI still to be given)."""
+    parts.catalogue.base_item(body.model)
+    version = parts.catalogue.resolve(body.model, body.version, body.alias)
+    check_imagery_location(body.imagery)
+    fixed = {"model": body.model, "model_version": body.alias or version, "imagery": body.imagery}
+    return check_parameters("batch-inference", body.parameters, {**fixed, "aoi": ""})
+
+
 @router.post("/batch-inference", status_code=status.HTTP_202_ACCEPTED, summary="Start a batch inference run")
 def start_batch_inference(
     body: BatchInferenceRequest, request: Request, parts: Parts, caller: Operator
 ) -> RunInfo:
     """Predict a model version (a number or an alias) over imagery within an AOI."""
-    parts.catalogue.base_item(body.model)
-    version = parts.catalogue.resolve(body.model, body.version, body.alias)
-    check_imagery_location(body.imagery)
-    fixed = {"model": body.model, "model_version": body.alias or version, "imagery": body.imagery}
-    values = check_parameters("batch-inference", body.parameters, {**fixed, "aoi": ""})
+    values = _batch_values(parts, body)
     if body.aoi is not None:
         values["aoi"] = _aoi_file(parts, body.aoi)
     return _start(parts, request, caller, "batch-inference", values)
+
+
+def _size(values: Mapping[str, str], name: str) -> int:
+    text = values.get(name, "")
+    if not text.strip().isdigit() or int(text) <= 0:
+        raise ParameterError(f"parameters.{name}: {text!r} is not a positive whole number")
+    return int(text)
+
+
+@router.post("/batch-inference/plan", summary="Plan a batch inference run without starting it")
+def plan_batch_inference(body: BatchInferenceRequest, parts: Parts, caller: Operator) -> BatchPlanSummary:
+    """The blocks and groups a batch inference run with this body would predict, the notes on
+    its AOI, and the planned blocks' bounding box (WGS 84). Nothing is started or written."""
+    from steps.aoi import aoi_geometry
+    from steps.batch import plan_batch
+    from steps.model_spec import fetch_model_spec
+
+    values = _batch_values(parts, body)
+    if body.aoi is not None:
+        try:
+            aoi_geometry(body.aoi, where="aoi")
+        except AoiError as err:
+            message = str(err)
+            raise AoiError(message if message.startswith("aoi") else f"aoi: {message}") from err
+    spec = fetch_model_spec(body.model, parts.settings.catalog_href)
+    plan = plan_batch(
+        body.imagery,
+        body.aoi,
+        block_size=_size(values, "block_size"),
+        group_size=_size(values, "group_size"),
+        model_input=spec.inputs[0] if spec.inputs else None,
+    )
+    return BatchPlanSummary(
+        blocks=sum(len(g) for g in plan.groups),
+        groups=len(plan.groups),
+        block_size=plan.block_size,
+        notes=list(plan.notes),
+        bbox=_plan_bbox(plan),
+    )
+
+
+def _plan_bbox(plan: Any) -> list[float] | None:
+    import shapely
+    from affine import Affine
+    from rasterio.warp import transform_bounds
+
+    blocks = [b for g in plan.groups for b in g]
+    if not blocks:
+        return None
+    transform = Affine(*plan.transform)
+    corners = []
+    for b in blocks:
+        corners.append(transform * (b.col_off, b.row_off))
+        corners.append(transform * (b.col_off + b.width, b.row_off + b.height))
+    box = shapely.MultiPoint(corners).bounds
+    return [round(v, 7) for v in transform_bounds(plan.crs, "EPSG:4326", *box, densify_pts=21)]
 
 
 @router.post("/promotion", status_code=status.HTTP_202_ACCEPTED, summary="Start a promotion run")
@@ -151,8 +228,10 @@ def list_runs(parts: Parts, caller: Reader) -> list[RunInfo]:
 
 @router.get("/{run_id}", summary="One run with every task")
 def get_run(run_id: str, parts: Parts, caller: Reader) -> RunInfo:
-    """A run's phase, each task with its progress, and the outputs so far."""
-    return parts.backend.get(run_id)
+    """A run's phase, each task with its progress, and the outputs so far; a batch inference
+    run's blocks done and planned, elapsed time and estimated time left."""
+    run = parts.backend.get(run_id)
+    return run.model_copy(update={"blocks": block_progress(run)})
 
 
 @router.get("/{run_id}/logs", response_class=PlainTextResponse, summary="A run's or a task's logs")
@@ -183,12 +262,25 @@ def _approver(caller: Principal) -> str:
         raise ParameterError(f"approver (the caller's name): {err}") from err
 
 
+def _policy_refused(run: RunInfo) -> str | None:
+    """The policy's refusal of a promotion run waiting at its gate (its summary), else None."""
+    report = run.outputs.get("report") or {}
+    return report.get("summary") or "the policy refused" if report.get("worse") == "true" else None
+
+
 @router.post("/{run_id}/approve", summary="Approve a run's waiting gate")
 def approve_run(
     run_id: str, body: DecisionRequest, request: Request, parts: Parts, caller: Approver
 ) -> RunInfo:
-    """Pass the gate as the authenticated caller, with a reason (and an explicit override)."""
+    """Pass the gate as the authenticated caller, with a reason; where the promotion policy
+    refused the candidate, only with ``override: true`` (else 409)."""
     who = _approver(caller)
+    refusal = _policy_refused(parts.backend.get(run_id))
+    if refusal is not None and not body.override:
+        raise RunStateError(
+            f"override: the promotion policy refused the candidate ({refusal}); "
+            "approve with override: true to promote it anyway"
+        )
     run = parts.backend.approve(
         run_id, approver=who, reason=body.reason, override=body.override, outputs=body.outputs
     )
@@ -208,29 +300,189 @@ def refuse_run(
     return run
 
 
-@router.get("/{run_id}/predictions", summary="The outputs of a batch inference run")
-def predictions(run_id: str, parts: Parts, caller: Reader) -> Predictions:
-    """Links to the GeoParquet, GeoJSON and quicklook, and the run's STAC item."""
+#: media type of each downloadable prediction format
+_FORMATS = {"geoparquet": "application/vnd.apache.parquet", "geojson": "application/geo+json"}
+
+
+@router.get(
+    "/{run_id}/predictions",
+    summary="The outputs of a batch inference run, or one of its files",
+    responses={
+        200: {
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/Predictions"}},
+                **{kind: {} for kind in _FORMATS.values()},
+            }
+        }
+    },
+)
+def predictions(
+    run_id: str,
+    parts: Parts,
+    caller: Reader,
+    format: Annotated[
+        Literal["geoparquet", "geojson"] | None,
+        Query(description="Download the predictions in this format; absent: links to every output."),
+    ] = None,
+) -> Any:
+    """Links to the GeoParquet, GeoJSON, PMTiles and quicklook, and the run's STAC item; with
+    ``format``, the GeoParquet or GeoJSON file itself."""
     run = parts.backend.get(run_id)
-    for outputs in run.outputs.values():
-        href = outputs.get("item")
-        if href and "features" in outputs:
-            item = _read_item(href)
-            assets = {name: str(a.get("href", "")) for name, a in (item.get("assets") or {}).items()}
-            features = int(outputs["features"]) if outputs["features"].isdigit() else None
-            return Predictions(run_id=run_id, item_href=href, item=item, assets=assets, features=features)
-    raise RunNotFoundError(
-        f"run {run_id}: no predictions (phase {run.phase.value}); a succeeded batch inference run has them"
+    outputs = prediction_outputs(run)
+    href = outputs["item"]
+    item = read_item(href)
+    if format is not None:
+        path = local_asset(item, format, run_id)
+        suffix = "parquet" if format == "geoparquet" else "geojson"
+        return FileResponse(path, media_type=_FORMATS[format], filename=f"{run_id}-predictions.{suffix}")
+    assets = {name: str(a.get("href", "")) for name, a in (item.get("assets") or {}).items()}
+    tiles = _pmtiles(run_id, item)
+    if tiles is not None:
+        assets.setdefault("pmtiles", str(tiles))
+    features = int(outputs["features"]) if outputs["features"].isdigit() else None
+    return Predictions(run_id=run_id, item_href=href, item=item, assets=assets, features=features)
+
+
+def _pmtiles(run_id: str, item: dict[str, Any]) -> Path | None:
+    from postprocessing.tiles import PMTILES_FILE
+
+    try:
+        parquet = local_asset(item, "geoparquet", run_id)
+    except RunNotFoundError:
+        return None
+    tiles = parquet.parent / PMTILES_FILE
+    return tiles if tiles.is_file() else None
+
+
+@router.get(
+    "/{run_id}/predictions.pmtiles",
+    summary="The predictions as a PMTiles vector tile archive",
+    response_class=FileResponse,
+    responses={
+        200: {"content": {"application/vnd.pmtiles": {}}, "description": "The whole archive."},
+        206: {
+            "content": {"application/vnd.pmtiles": {}},
+            "description": "The bytes a Range header asks for.",
+        },
+    },
+)
+def predictions_pmtiles(run_id: str, parts: Parts, caller: Reader) -> FileResponse:
+    """The predicted polygons as vector tiles (layer ``predictions``; properties class, class_name,
+    area, block_id, feature_id), read by ranges (``Range: bytes=…`` answers 206)."""
+    run = parts.backend.get(run_id)
+    item = read_item(prediction_outputs(run)["item"])
+    tiles = _pmtiles(run_id, item)
+    if tiles is None:
+        raise RunNotFoundError(
+            f"run {run_id}: its predictions have no PMTiles archive on the gateway's machine"
+        )
+    return FileResponse(
+        tiles, media_type="application/vnd.pmtiles", headers={"Cache-Control": "private, max-age=60"}
     )
 
 
-def _read_item(href: str) -> dict[str, Any]:
-    if href.startswith(("http://", "https://")):
-        import requests
+@router.get("/{run_id}/lineage", summary="Where a batch inference run's predictions come from")
+def lineage(run_id: str, parts: Parts, caller: Reader) -> RunLineage:
+    """Model, version, MLflow run (id and link), dataset hash, code commit and the STAC items of
+    the model version and of the predictions. A feature's block id is in its own properties."""
+    from catalog_sync.collections import VERSIONS, version_item_id
+    from steps.predictions import Lineage
 
-        answer = requests.get(href, timeout=30)
-        answer.raise_for_status()
-        data: dict[str, Any] = answer.json()
-        return data
-    found: dict[str, Any] = json.loads(Path(href.removeprefix("file://")).read_text(encoding="utf-8"))
-    return found
+    run = parts.backend.get(run_id)
+    text = (run.outputs.get(PLAN_TASK) or {}).get("lineage")
+    if run.pipeline != "batch-inference" or not text:
+        raise RunNotFoundError(
+            f"run {run_id}: no lineage (phase {run.phase.value}); a batch inference run has it once planned"
+        )
+    found = Lineage.model_validate_json(text)
+    store = parts.catalogue.store()
+    item_id = version_item_id(found.model, found.model_version)
+    trace = version_trace(store, parts.settings, found.model, found.model_version, found.run_id)
+    try:
+        predictions_item: str | None = prediction_outputs(run)["item"]
+    except RunNotFoundError:
+        predictions_item = None
+    return RunLineage(
+        run_id=run_id,
+        model=found.model,
+        model_version=found.model_version,
+        mlflow_run_id=found.run_id,
+        mlflow_run_url=mlflow_run_url(parts.settings.tracking_uri, parts.config.mlflow_ui_url, found.run_id),
+        dataset_hash=trace["dataset_hash"],
+        code_commit=trace["code_commit"],
+        code_sha256=trace["code_sha256"],
+        model_item_url=stac_item_url(parts.settings, VERSIONS, item_id),
+        predictions_item_url=predictions_item,
+    )
+
+
+def _report(parts: Gateway, run_id: str) -> tuple[RunInfo, Any]:
+    from steps.promotion_report import load_report
+
+    run = parts.backend.get(run_id)
+    uri = (run.outputs.get("report") or {}).get("report")
+    if run.pipeline != "promotion" or not uri:
+        raise RunNotFoundError(
+            f"run {run_id}: no promotion report (phase {run.phase.value}); a promotion run has one "
+            "once it compared the versions"
+        )
+    use_tracking(parts.settings)
+    return run, load_report(uri)
+
+
+@router.get("/{run_id}/report", summary="A promotion run's comparison report and the policy's verdict")
+def promotion_report(run_id: str, parts: Parts, caller: Reader) -> PromotionReport:
+    """Each metric of the candidate and of production side by side (per class where the metric
+    is), the primary metric, tolerance and difference, and the policy's verdict."""
+    run, report = _report(parts, run_id)
+    ev = report.evaluation
+    production = ev.production.metrics if ev.production else {}
+    rows = [
+        MetricRow(name=name, candidate=_finite(value), production=_finite(production.get(name)))
+        for name, value in sorted(ev.candidate.metrics.items())
+    ]
+    return PromotionReport(
+        run_id=run_id,
+        model=ev.model,
+        candidate=ev.candidate.version,
+        production=ev.production.version if ev.production else None,
+        class_names=list(ev.class_names),
+        primary_metric=report.primary_metric,
+        tolerance=report.tolerance,
+        delta=_finite(report.delta),
+        verdict="refused" if report.worse else "passed",
+        summary=report.summary,
+        policy_source=report.policy_source,
+        created=report.created,
+        metrics=rows,
+        waiting_gate=run.waiting_gate,
+        picture=f"/api/v1/runs/{run_id}/report.png",
+    )
+
+
+def _finite(value: float | None) -> float | None:
+    import math
+
+    return value if value is not None and math.isfinite(value) else None
+
+
+@router.get(
+    "/{run_id}/report.png",
+    summary="A promotion run's comparison picture",
+    response_class=Response,
+    responses={
+        200: {"content": {"image/png": {}}, "description": "Both versions' predictions side by side."}
+    },
+)
+def promotion_picture(run_id: str, parts: Parts, caller: Reader) -> Response:
+    """Both versions' predictions over the same area, as the report shows them."""
+    import mlflow.artifacts
+
+    _run, report = _report(parts, run_id)
+    uri = report.files.get("comparison.png")
+    try:
+        with tempfile.TemporaryDirectory(prefix="geomlops-report-") as tmp:
+            data = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp)).read_bytes()
+    except Exception as err:  # missing artifact, unreachable store
+        raise RunNotFoundError(f"run {run_id}: its comparison picture cannot be read ({err})") from err
+    return Response(data, media_type="image/png")

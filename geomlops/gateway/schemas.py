@@ -139,6 +139,25 @@ class AuditRecord(BaseModel):
     detail: str
 
 
+class ModelClass(BaseModel):
+    """A class the model predicts, with the colour it is drawn in."""
+
+    value: int
+    name: str
+    description: str = ""
+    color: str | None = Field(
+        default=None, description="CSS colour (#RRGGBB) from MLM color_hint; null: none."
+    )
+
+
+class ModelBand(BaseModel):
+    """An input band of the model."""
+
+    name: str
+    common_name: str | None = Field(default=None, description="eo:common_name (red, nir08…).")
+    description: str = ""
+
+
 class ModelSummary(BaseModel):
     """A model in a list: what it is, its versions and aliases."""
 
@@ -150,6 +169,12 @@ class ModelSummary(BaseModel):
     bbox: list[float] | None = None
     versions: list[str] = []
     aliases: dict[str, str] = {}
+    production: str | None = Field(default=None, description="The version at alias 'production'.")
+    previous: str | None = Field(default=None, description="The version at alias 'previous'.")
+    classes: list[ModelClass] = []
+    bands: list[ModelBand] = Field(default=[], description="The input bands, in order.")
+    geometry: dict[str, Any] | None = Field(default=None, description="The spatial extent (GeoJSON).")
+    item_url: str | None = Field(default=None, description="The base STAC item.")
 
 
 class ModelDetail(ModelSummary):
@@ -199,3 +224,103 @@ class Version(BaseModel):
 
     version: str
     api: str
+
+
+class ImageryInfo(BaseModel):
+    """Registered imagery: a GeoTIFF the web app can show and predict on."""
+
+    id: str
+    title: str
+    href: str = Field(description="Where the gateway reads it (give it as a run's imagery).")
+    bbox: list[float] = Field(description="W, S, E, N in WGS 84.")
+    bands: list[str] = Field(description="Band names (descriptions), in order.")
+    common_names: list[str | None] = Field(description="Each band's common name (red, nir08…) when known.")
+
+
+class WebConfig(BaseModel):
+    """What the web app needs before signing in."""
+
+    basemap_url: str | None = Field(description="XYZ basemap URL template; null: no basemap (offline).")
+    version: str
+
+
+class WhoAmI(BaseModel):
+    """The caller, as its credentials say."""
+
+    key_id: str = Field(description="The API key's id; empty for an OIDC token.")
+    name: str
+    role: Role
+
+
+class BatchPlanSummary(BaseModel):
+    """What a batch inference run would predict: nothing is started."""
+
+    blocks: int = Field(description="Blocks of the imagery that meet the AOI.")
+    groups: int = Field(description="Prediction tasks (groups of blocks).")
+    block_size: int = Field(description="Block side in pixels.")
+    notes: list[str] = Field(description="What was done to the AOI (clipped, reprojected…).")
+    bbox: list[float] | None = Field(description="W, S, E, N (WGS 84) of the planned blocks; null: none.")
+
+
+class RunLineage(BaseModel):
+    """Where a batch inference run's predictions come from."""
+
+    run_id: str = Field(description="The gateway's run id.")
+    model: str
+    model_version: str
+    mlflow_run_id: str = Field(description="The MLflow run that trained the version.")
+    mlflow_run_url: str | None = Field(description="Link to that run in an MLflow UI; null: no UI known.")
+    dataset_hash: str | None = Field(description="DVC md5 of the training dataset.")
+    code_commit: str | None = Field(description="Git commit of the model package's code.")
+    code_sha256: str | None = Field(description="SHA-256 of the model package's content.")
+    model_item_url: str = Field(description="The model version's STAC item.")
+    predictions_item_url: str | None = Field(description="The predictions' STAC item; null until published.")
+
+
+class MetricRow(BaseModel):
+    """One metric of both versions."""
+
+    name: str = Field(description="The metric (per class: NAME_CLASS, e.g. iou_cloud).")
+    candidate: float | None
+    production: float | None = Field(description="null: no production version, or not logged.")
+
+
+class PromotionReport(BaseModel):
+    """A promotion run's comparison: both versions' metrics and the policy's verdict."""
+
+    run_id: str
+    model: str
+    candidate: str = Field(description="The candidate version.")
+    production: str | None = Field(description="The production version compared with; null: none.")
+    class_names: list[str]
+    primary_metric: str
+    tolerance: float
+    delta: float | None = Field(description="Candidate minus production on the primary metric.")
+    verdict: Literal["passed", "refused"] = Field(
+        description="'refused': worse than production beyond the tolerance; approving needs override: true."
+    )
+    summary: str
+    policy_source: str
+    created: str
+    metrics: list[MetricRow]
+    waiting_gate: str | None = Field(description="The gate waiting for a decision; null: decided or not yet.")
+    picture: str = Field(description="The comparison picture's route.")
+
+
+class RollbackRequest(_Closed):
+    """Put production back on the previous version."""
+
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=2000, pattern=r"\S")] = Field(
+        description="Why (recorded with the rollback)."
+    )
+
+
+class RollbackAnswer(BaseModel):
+    """A rollback done."""
+
+    model: str
+    production: str = Field(description="The version now in production.")
+    demoted: str = Field(description="The version taken out of production.")
+    approver: str
+    reason: str
+    summary: str

@@ -56,6 +56,28 @@ class GatewaySettings(BaseSettings):
         ),
     )
 
+    basemap_url: str | None = Field(
+        default=None,
+        description=(
+            "XYZ tile URL template ({z}/{x}/{y}) of a basemap the web app shows under the imagery; "
+            "default: none (the app needs nothing outside the gateway)."
+        ),
+    )
+    mlflow_ui_url: str | None = Field(
+        default=None,
+        description=(
+            "Root URL of an MLflow UI showing the tracking store (links to runs); default: the "
+            "tracking URI when it is a server's URL, else no link."
+        ),
+    )
+    imagery_roots: list[Path] = Field(
+        default_factory=list,
+        description=(
+            "Folders whose GeoTIFFs the gateway renders as map tiles by path (JSON list); "
+            "default: the work folder ($GEOMLOPS_HOME)."
+        ),
+    )
+
     def database(self, home: Path) -> str:
         """The database URL in force, the SQLite default under ``home``."""
         return self.database_url or f"sqlite:///{home / 'gateway.db'}"

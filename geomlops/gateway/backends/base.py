@@ -68,6 +68,21 @@ class TaskInfo(BaseModel):
     approval: Approval | None = Field(default=None, description="The decision on a gate (Suspend).")
 
 
+class BlockProgress(BaseModel):
+    """How far a batch inference run is: blocks predicted of those planned, and the time left."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    done: int = Field(description="Blocks predicted (groups, where unit is 'groups').")
+    total: int = Field(description="Blocks planned (groups, where unit is 'groups').")
+    unit: str = Field(default="blocks", description="'blocks', or 'groups' where no block file is readable.")
+    started: str | None = Field(default=None, description="RFC 3339 start of the run.")
+    elapsed_s: float | None = Field(default=None, description="Seconds since the run started (to its end).")
+    eta_s: float | None = Field(
+        default=None, description="Estimated seconds left, from the rate of predicting so far; null: unknown."
+    )
+
+
 class RunInfo(BaseModel):
     """One run of a pipeline, as every backend reports it."""
 
@@ -87,6 +102,9 @@ class RunInfo(BaseModel):
         default_factory=dict, description="Output parameters of succeeded tasks, by task."
     )
     waiting_gate: str | None = Field(default=None, description="The suspended gate waiting for a decision.")
+    blocks: BlockProgress | None = Field(
+        default=None, description="A batch inference run's blocks done and planned (GET of one run only)."
+    )
 
 
 class RunNotFoundError(GeomlopsError):

@@ -19,7 +19,17 @@ from .conftest import ROLES, Issuer, Served
 
 GEOMLOPS = str(Path(sys.executable).parent / "geomlops")
 #: a value for each path parameter: names nothing that exists, so no call changes anything
-PATH_VALUES = {"run_id": "no-such-run", "model_id": "no-such-model", "key_id": "nokey"}
+PATH_VALUES = {
+    "run_id": "no-such-run",
+    "model_id": "no-such-model",
+    "key_id": "nokey",
+    "imagery_id": "no-such-imagery",
+    "collection": "models",
+    "item_id": "no-such-item",
+    "z": "0",
+    "x": "0",
+    "y": "0",
+}
 
 
 def _permission(dependant: Any) -> Permission | None:
