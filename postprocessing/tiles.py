@@ -104,7 +104,7 @@ def write_prediction_tiles(
     zooms: tuple[int, int],
     class_names: Mapping[int, str] | None = None,
     name: str = "",
-) -> TilesInfo:
+) -> TilesInfo | None:
     """Write the features of ``parquet`` (class, area, block_id, WKB geometry in ``crs``) to
     the PMTiles archive ``target`` (written beside it and renamed, so never half-written).
 
@@ -115,6 +115,9 @@ def write_prediction_tiles(
         zooms: the lowest and highest zoom levels (see :func:`zoom_range`).
         class_names: class value → name (``class_name``); absent: the value as text.
         name: the archive's title (its metadata).
+
+    Returns:
+        The archive written; None when ``parquet`` holds no feature (then no archive is there).
     """
     import pyarrow as pa  # type: ignore[import-untyped,unused-ignore]
     import pyarrow.parquet as pq  # type: ignore[import-untyped,unused-ignore]
@@ -131,6 +134,9 @@ def write_prediction_tiles(
         ]
     )
     count = pq.ParquetFile(parquet).metadata.num_rows
+    if count == 0:  # GDAL writes no archive without a feature (no bounds): none, and no stale one
+        target.unlink(missing_ok=True)
+        return None
     low, high = zooms
     with atomic_path(target) as tmp:
         reader = pa.RecordBatchReader.from_batches(schema, _batches(parquet, class_names or {}))

@@ -177,6 +177,20 @@ def publish_predictions(
         with atomic_path(png) as tmp:
             picture.save(tmp, title)
     store = open_store(catalog)
+    # the same features as vector tiles for maps: a PMTiles archive, read by HTTP ranges
+    from catalog_sync.collections import MODELS
+    from postprocessing.tiles import PMTILES_FILE, item_class_names, write_prediction_tiles, zoom_range
+
+    write_prediction_tiles(
+        parquet,
+        output / PMTILES_FILE,
+        crs=crs,
+        zooms=zoom_range(plan.crs, plan.transform, plan.width, plan.height),
+        class_names=item_class_names(
+            next((i for i in store.list_items(MODELS) if i["id"] == lineage.model), None)
+        ),
+        name=title,
+    )
     item = _item(
         files.count,
         dict(by_class),

@@ -1,0 +1,82 @@
+"""Predictions as a PMTiles archive: zoom levels from the imagery's resolution, every feature
+with its properties at the most detailed level, no archive without a feature."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import geopandas
+import numpy as np
+import pyogrio
+import shapely
+
+from postprocessing.tiles import LAYER, item_class_names, write_prediction_tiles, zoom_range
+
+CRS = "EPSG:32616"
+
+
+def _parquet(path: Path, n: int) -> Path:
+    x = 500000 + 90 * np.arange(n)
+    frame = geopandas.GeoDataFrame(
+        {
+            "class": np.array([1, 2] * (n // 2) + [1] * (n % 2), "int64"),
+            "area": np.full(n, 3600.0),
+            "block_id": [f"r0c{i // 10}" for i in range(n)],
+        },
+        geometry=shapely.box(x, 3400000, x + 60, 3400060),
+        crs=CRS,
+    )
+    frame.to_parquet(path)
+    return path
+
+
+def test_zoom_levels_follow_the_pixel_size() -> None:
+    # 30 m pixels at 30.7° N are 34.9 m in web mercator: a tile unit of zoom 9 (19.1 m) is smaller
+    landsat = zoom_range(CRS, (30, 0, 500000, 0, -30, 3400000), 100, 100)
+    assert landsat == (6, 9)
+    finer = zoom_range(CRS, (3, 0, 500000, 0, -3, 3400000), 100, 100, levels=2)
+    assert finer == (11, 12)  # ten times finer: 3.3 levels deeper, rounded up from 8.1 + 3.3
+    degrees = zoom_range("EPSG:4326", (0.00025, 0, 10, 0, -0.00025, 1), 10, 10)
+    assert degrees[1] == 9  # 27.8 m at the equator, like the 30 m pixels above
+
+
+def test_every_feature_reaches_the_most_detailed_tiles_with_its_properties(tmp_path: Path) -> None:
+    target = tmp_path / "out" / "predictions.pmtiles"
+    target.parent.mkdir()
+    info = write_prediction_tiles(
+        _parquet(tmp_path / "p.parquet", 25), target, crs=CRS, zooms=(10, 14), class_names={1: "cloud"}
+    )
+    assert info is not None and (info.min_zoom, info.max_zoom, info.features) == (10, 14, 25)
+    assert target.read_bytes()[:8] == b"PMTiles\x03" and info.bytes == target.stat().st_size
+    meta = pyogrio.read_info(target)
+    assert (meta["layer_name"], meta["dataset_metadata"]["minzoom"], meta["dataset_metadata"]["maxzoom"]) == (
+        LAYER,
+        "10",
+        "14",
+    )
+    read = pyogrio.read_dataframe(target)  # the most detailed level
+    assert sorted(read["feature_id"]) == list(range(25))
+    first = read.set_index("feature_id").loc[0]
+    assert (first["class"], first["class_name"], first["block_id"]) == (1, "cloud", "r0c0")
+    assert float(first["area"]) == 3600.0
+    assert set(read.loc[read["class"] == 2, "class_name"]) == {"2"}  # no name given: the value
+    assert not list(target.parent.glob(".*"))  # no temporary file left
+
+
+def test_no_feature_leaves_no_archive_not_even_an_older_one(tmp_path: Path) -> None:
+    target = tmp_path / "predictions.pmtiles"
+    target.write_bytes(b"an older archive")
+    assert write_prediction_tiles(_parquet(tmp_path / "e.parquet", 0), target, crs=CRS, zooms=(6, 9)) is None
+    assert not target.exists()
+
+
+def test_class_names_come_from_the_model_item() -> None:
+    item = {
+        "properties": {
+            "mlm:output": [
+                {"classification:classes": [{"value": 0, "name": "clear"}, {"value": 1, "name": "cloud"}]}
+            ]
+        }
+    }
+    assert item_class_names(item) == {0: "clear", 1: "cloud"}
+    assert item_class_names(None) == {}
