@@ -1,11 +1,14 @@
-"""The evaluation quicklook: labels, prediction and errors over the test area, as a PNG.
+"""Quicklooks: the evaluation's (labels, prediction and errors over the test area, as a PNG)
+and which of the imagery's bands a picture shows as red, green and blue.
 
 Works on decimated arrays (at most ~800 px a side), so a large scene costs little memory.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -13,6 +16,55 @@ from numpy.typing import NDArray
 NOT_EVALUATED = 255
 # Quicklook codes of the error panel.
 TRUE_NEGATIVE, TRUE_POSITIVE, FALSE_POSITIVE, FALSE_NEGATIVE = 0, 1, 2, 3
+
+
+#: the colours a picture is drawn in, as the ``eo:common_name`` of bands
+RGB_NAMES = ("red", "green", "blue")
+
+
+def _common_names(item: Mapping[str, Any]) -> dict[str, str]:
+    """Band name -> common name, from an item's ``bands`` (STAC 1.1) or ``eo:bands`` (1.0)."""
+    props = item.get("properties") or {}
+    found: dict[str, str] = {}
+    for band in [*(props.get("eo:bands") or []), *(props.get("bands") or [])]:
+        if isinstance(band, Mapping) and band.get("name"):
+            common = band.get("eo:common_name") or band.get("common_name")
+            if common:
+                found[str(band["name"])] = str(common)
+    return found
+
+
+def rgb_bands(model_item: Mapping[str, Any] | None, colour_interpretation: Sequence[str] = ()) -> list[int]:
+    """Which bands of the imagery (1-based) to show as red, green and blue.
+
+    The imagery's bands are the model's input bands, in order. They are picked by the common
+    names (``eo:common_name``) the MLM item gives them: in ``mlm:input``'s band objects, or in
+    the item's own ``bands``/``eo:bands`` by band name. A model item that names no red, green
+    and blue leaves it to the imagery's own colour interpretation (GDAL's ``red``, ``green``,
+    ``blue``: drone imagery says so); otherwise the first band is drawn in grey.
+
+    Args:
+        model_item: the model's STAC item with the MLM extension, or None.
+        colour_interpretation: the imagery's colour interpretation of each band, in order.
+
+    Returns:
+        Three band indexes: red, green, blue (the same one three times for grey).
+    """
+    names: list[str | None] = []
+    if model_item is not None:
+        inputs = (model_item.get("properties") or {}).get("mlm:input") or []
+        bands = (inputs[0].get("bands") or []) if inputs and isinstance(inputs[0], Mapping) else []
+        by_name = _common_names(model_item)
+        for band in bands:
+            if isinstance(band, Mapping):
+                common = band.get("eo:common_name") or by_name.get(str(band.get("name")))
+                names.append(str(common) if common else None)
+            else:
+                names.append(by_name.get(str(band)))
+    for candidates in (names, [str(c).lower() for c in colour_interpretation]):
+        if all(colour in candidates for colour in RGB_NAMES):
+            return [candidates.index(colour) + 1 for colour in RGB_NAMES]
+    return [1, 1, 1]
 
 
 def error_codes(truth: NDArray[np.uint8], predicted: NDArray[np.uint8], positive: int) -> NDArray[np.uint8]:

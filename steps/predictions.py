@@ -6,7 +6,9 @@ Features are streamed: each batch the seam merge completes is written and drawn 
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -159,7 +161,7 @@ def publish_predictions(
         output / "quicklook.png",
     )
     shared = {"model": lineage.model, "model_version": lineage.model_version, "mlflow_run_id": lineage.run_id}
-    picture = _Quicklook(plan)
+    picture = _Quicklook(plan, catalog, lineage)
     by_class: Counter[int] = Counter()
     with FeatureWriter((parquet, geojson), crs, extra=("block_id",), shared=shared) as files:
         args = [(info, block) for block in grid.blocks]
@@ -238,6 +240,7 @@ def _item(
 
         footprint = footprint.intersection(aoi_geometry(plan.aoi))
     classes = {str(k): int(v) for k, v in sorted(by_class.items())}
+    stamp, stamp_source = _imagery_datetime(plan.imagery)
     return {
         "type": "Feature",
         "stac_version": "1.1.0",
@@ -246,7 +249,8 @@ def _item(
         "geometry": mapping(footprint),
         "bbox": list(footprint.bounds),
         "properties": {
-            "datetime": _imagery_datetime(plan.imagery),
+            "datetime": stamp,
+            "geomlops:datetime_source": stamp_source,
             "title": f"{lineage.model} v{lineage.model_version} predictions over {area}",
             "mlflow:run_id": lineage.run_id,
             "mlflow:model_version": lineage.model_version,
@@ -275,20 +279,65 @@ def _item(
     }
 
 
-def _imagery_datetime(imagery: str) -> str:
-    """The imagery's acquisition time if it says, else a fixed stamp (outputs stay byte-stable)."""
+#: metadata items that may carry when imagery was taken, in the order they are trusted:
+#: (domain, key); acquisition stamps first, the TIFF file's own stamp last
+DATETIME_TAGS = (
+    ("IMAGERY", "ACQUISITIONDATETIME"),
+    ("", "ACQUISITIONDATETIME"),
+    ("", "ACQUISITION_DATETIME"),
+    ("", "EXIF_DateTimeOriginal"),
+    ("", "EXIF_DateTimeDigitized"),
+    ("", "DATETIME"),
+    ("", "datetime"),
+    ("", "TIFFTAG_DATETIME"),
+    ("", "EXIF_DateTime"),
+)
+
+
+def _imagery_datetime(imagery: str, now: datetime | None = None) -> tuple[str, str]:
+    """When the imagery was taken, from its metadata, else the run's time (``now``).
+
+    The first of :data:`DATETIME_TAGS` that holds a readable date and time (``YYYY:MM:DD
+    HH:MM:SS`` as TIFF and EXIF write it, or ISO 8601; a time without a zone is UTC) wins.
+
+    Returns:
+        The RFC 3339 UTC stamp, and where it came from: ``imagery:KEY`` or ``run``.
+    """
     import rasterio
 
     with rasterio.open(imagery) as src:
-        stamp = str(src.tags().get("TIFFTAG_DATETIME") or src.tags().get("ACQUISITION_DATETIME") or "")
-    if stamp and len(stamp) >= 19:
-        return stamp[:10].replace(":", "-") + "T" + stamp[11:19] + "Z"
-    return "1970-01-01T00:00:00Z"
+        domains = {domain: src.tags(ns=domain or None) for domain in {d for d, _ in DATETIME_TAGS}}
+    for domain, key in DATETIME_TAGS:
+        stamp = _parse_stamp(str(domains[domain].get(key) or ""))
+        if stamp is not None:
+            return stamp, f"imagery:{key}"
+    return (now or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), "run"
+
+
+def _parse_stamp(text: str) -> str | None:
+    """``text`` as an RFC 3339 UTC stamp, or None when it is not a date and time."""
+    text = text.strip().strip("\x00").strip()
+    if re.fullmatch(r"\d{4}:\d{2}:\d{2}[ T].*", text):  # TIFF/EXIF: colons in the date
+        text = text[:10].replace(":", "-") + "T" + text[11:]
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace(" ", "T", 1))
+    except ValueError:
+        return None
+    if parsed.year < 1900 or parsed.replace(tzinfo=None) == datetime(1970, 1, 1):
+        return None  # an unset clock: 0000:00:00, or the epoch written by default
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class _Quicklook:
     """Predicted outlines over the imagery (what a field analyst looks at first), burnt batch by
     batch into a picture-sized canvas as the features are written.
+
+    The imagery is drawn in colour when the model's MLM item names its red, green and blue
+    input bands (``eo:common_name``) or, failing that, when the imagery's colour interpretation
+    does; otherwise in grey from its first band (:func:`steps._quicklook.rgb_bands`). No-data
+    pixels are white.
 
     The canvas has one cell per pixel of the decimated imagery (at most 1,024 on the longer side),
     so memory stays the same for a town or a country: the outlines are not kept, only the cells
@@ -298,22 +347,49 @@ class _Quicklook:
     #: outline colour (RGB, 0-1)
     COLOUR = (1.0, 0.23, 0.19)
 
-    def __init__(self, plan: BatchPlan) -> None:
+    def __init__(self, plan: BatchPlan, catalog: str | None = None, lineage: Lineage | None = None) -> None:
         import numpy as np
         import rasterio
         from affine import Affine
 
+        from steps._quicklook import rgb_bands
+
+        model_item = self.model_item(catalog, lineage) if catalog and lineage else None
         with rasterio.open(plan.imagery) as src:
             scale = max(1, max(src.width, src.height) // 1024)
             shape = (max(1, src.height // scale), max(1, src.width // scale))
-            bands = [3, 2, 1] if src.count >= 4 else [1] * 3
-            rgb = np.dstack([src.read(b, out_shape=shape).astype("float32") for b in bands])
-        lo, hi = np.nanpercentile(rgb, [2, 98])
-        self.rgb = np.clip((rgb - lo) / max(hi - lo, 1e-9), 0, 1)
+            self.bands = rgb_bands(model_item, [c.name for c in src.colorinterp])
+            # each band read once, masked where the imagery has no data
+            read = {b: src.read(b, out_shape=shape, masked=True) for b in dict.fromkeys(self.bands)}
+            rgb = np.dstack([np.ma.filled(read[b].astype("float32"), np.nan) for b in self.bands])
+        # one stretch for the three bands keeps the imagery's colour balance
+        lo, hi = np.nanpercentile(rgb, [2, 98]) if not np.isnan(rgb).all() else (0.0, 1.0)
+        self.rgb = np.nan_to_num(np.clip((rgb - lo) / max(hi - lo, 1e-9), 0, 1), nan=1.0)
         self.outline = np.zeros(shape, np.bool_)
         self.plan = plan
         # world -> canvas cell: the inverse of the imagery's transform scaled to the canvas
         self._to_cell = ~(_affine(plan) @ Affine.scale(plan.width / shape[1], plan.height / shape[0]))
+
+    @staticmethod
+    def model_item(catalog: str, lineage: Lineage) -> dict[str, Any] | None:
+        """The MLM item of the version (else of the model) the predictions come from, if any.
+
+        Only read: a static catalogue that does not exist yet is not created here.
+        """
+        from catalog_sync.collections import MODELS
+        from geomlops.errors import ItemNotFoundError
+
+        local = catalog.removeprefix("file://")
+        if "://" not in local and not Path(local).is_file():
+            return None
+        store = open_store(catalog)
+        version_item = (VERSIONS, version_item_id(lineage.model, lineage.model_version))
+        for collection, item_id in (version_item, (MODELS, lineage.model)):
+            try:
+                return store.get_item(collection, item_id)
+            except ItemNotFoundError:
+                continue
+        return None
 
     def add(self, geoms: Any, max_points: int = 1 << 20) -> None:
         """Burn the outlines of a batch of polygons (in the imagery's CRS) into the canvas: each
@@ -346,7 +422,10 @@ class _Quicklook:
 
     def save(self, path: Path, title: str) -> None:
         """Write the PNG (no timestamp in it: the same features give the same bytes)."""
+        import math
+
         import matplotlib
+        from pyproj import CRS
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
@@ -356,9 +435,14 @@ class _Quicklook:
         height, width = self.outline.shape
         w, n = _affine(self.plan) @ (0, 0)
         e, s = _affine(self.plan) @ (self.plan.width, self.plan.height)
+        # in longitude/latitude, a degree of longitude is shorter than one of latitude: drawn
+        # with the ground's proportions, as a map in metres would be
+        aspect = 1.0
+        if CRS.from_user_input(self.plan.crs).is_geographic:
+            aspect = 1.0 / max(math.cos(math.radians((n + s) / 2)), 1e-6)
         fig, ax = plt.subplots(figsize=(8, 8 * height / max(width, 1)), dpi=100)
         try:
-            ax.imshow(picture, extent=(w, e, s, n), interpolation="nearest")
+            ax.imshow(picture, extent=(w, e, s, n), interpolation="nearest", aspect=aspect)
             ax.set_title(title)
             ax.set_axis_off()
             fig.savefig(path, format="png", bbox_inches="tight", metadata={"Software": None})
