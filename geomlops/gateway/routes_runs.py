@@ -177,14 +177,20 @@ def plan_batch_inference(body: BatchInferenceRequest, parts: Parts, caller: Oper
         except AoiError as err:
             message = str(err)
             raise AoiError(message if message.startswith("aoi") else f"aoi: {message}") from err
+    from geomlops.argo.runner.manifest import resolve_parameters
+
+    values = resolve_parameters(_workflow("batch-inference"), values)  # with the defaults
     spec = fetch_model_spec(body.model, parts.settings.catalog_href)
-    plan = plan_batch(
-        body.imagery,
-        body.aoi,
-        block_size=_size(values, "block_size"),
-        group_size=_size(values, "group_size"),
-        model_input=spec.inputs[0] if spec.inputs else None,
-    )
+    try:
+        plan = plan_batch(
+            body.imagery,
+            body.aoi,
+            block_size=_size(values, "block_size"),
+            group_size=_size(values, "group_size"),
+            model_input=spec.inputs[0] if spec.inputs else None,
+        )
+    except AoiError as err:
+        raise AoiError(f"aoi: {err}") from err
     return BatchPlanSummary(
         blocks=sum(len(g) for g in plan.groups),
         groups=len(plan.groups),
@@ -205,8 +211,8 @@ def _plan_bbox(plan: Any) -> list[float] | None:
     transform = Affine(*plan.transform)
     corners = []
     for b in blocks:
-        corners.append(transform * (b.col_off, b.row_off))
-        corners.append(transform * (b.col_off + b.width, b.row_off + b.height))
+        corners.append(transform @ (b.col_off, b.row_off))
+        corners.append(transform @ (b.col_off + b.width, b.row_off + b.height))
     box = shapely.MultiPoint(corners).bounds
     return [round(v, 7) for v in transform_bounds(plan.crs, "EPSG:4326", *box, densify_pts=21)]
 
