@@ -27,8 +27,38 @@ class ModelClass(BaseModel):
     value: int
 
 
+#: MLM ``value_scaling`` types and the fields each needs
+SCALING_FIELDS: dict[str, tuple[str, ...]] = {
+    "min-max": ("minimum", "maximum"),
+    "z-score": ("mean", "stddev"),
+    "clip": ("minimum", "maximum"),
+    "clip-min": ("minimum",),
+    "clip-max": ("maximum",),
+    "offset": ("value",),
+    "scale": ("value",),
+    "processing": (),
+}
+
+
+class ValueScaling(BaseModel):
+    """One MLM ``value_scaling`` object (for all bands, or for one band in order)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    type: str
+    minimum: float | None = None
+    maximum: float | None = None
+    mean: float | None = None
+    stddev: float | None = None
+    value: float | None = None
+    expression: str | None = None
+
+
 class ModelInput(BaseModel):
-    """One MLM input: its bands and tensor shape."""
+    """One MLM input: its bands, tensor shape and how values are prepared.
+
+    ``halo`` is ``geomlops:halo``: the pixels of context the model needs on each side of a
+    pixel (its receptive-field radius), read around every block.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: str
@@ -36,6 +66,9 @@ class ModelInput(BaseModel):
     shape: tuple[int, ...]
     dim_order: tuple[str, ...]
     data_type: str
+    value_scaling: tuple[ValueScaling, ...] = ()
+    resize_type: str | None = None
+    halo: int | None = None
 
 
 class ModelOutput(BaseModel):
@@ -49,6 +82,8 @@ class ModelOutput(BaseModel):
     data_type: str
     classes: tuple[ModelClass, ...] = ()
     post_processing_function: str | None = None
+    threshold: float | None = None
+    """``geomlops:threshold``: the score above which a one-channel score is the positive class."""
 
 
 class ModelSpec(BaseModel):
@@ -68,6 +103,9 @@ class ModelSpec(BaseModel):
     training_image: str | None = None
     inference_image: str | None = None
     item_href: str | None = None
+    accelerator: str | None = None
+    batch_size: int | None = None
+    """``mlm:batch_size_suggestion``: arrays per predict call."""
 
 
 def _require(mapping: Mapping[str, Any], key: str, where: str) -> Any:
@@ -95,6 +133,57 @@ def _function(raw: Mapping[str, Any] | None, where: str) -> str | None:
         return None
     expression = _require(raw, "expression", where)
     return str(expression)
+
+
+def _scaling(raw: Any, where: str) -> tuple[ValueScaling, ...]:
+    if not raw:
+        return ()
+    if not isinstance(raw, list):
+        raise InvalidModelItemError(f"{where}: expected a list of scaling objects, got {type(raw).__name__}")
+    found = []
+    for i, entry in enumerate(raw):
+        w = f"{where}[{i}]"
+        kind = entry.get("type") if isinstance(entry, Mapping) else None
+        if kind not in SCALING_FIELDS:
+            raise InvalidModelItemError(
+                f"{w}.type: expected one of {', '.join(SCALING_FIELDS)}, got {kind!r}"
+            )
+        for field in SCALING_FIELDS[kind]:
+            if not isinstance(entry.get(field), int | float) or isinstance(entry.get(field), bool):
+                raise InvalidModelItemError(f"{w}.{field}: a number is required for type {kind!r}")
+        known = {k: entry[k] for k in ValueScaling.model_fields if k in entry}
+        found.append(ValueScaling.model_validate(known))
+    return tuple(found)
+
+
+def _halo(raw: Mapping[str, Any], where: str) -> int | None:
+    value = raw.get("geomlops:halo")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidModelItemError(
+            f"{where}['geomlops:halo']: expected a whole number of pixels >= 0, got {value!r}"
+        )
+    return value
+
+
+def _threshold(raw: Mapping[str, Any], where: str) -> float | None:
+    value = raw.get("geomlops:threshold")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidModelItemError(f"{where}['geomlops:threshold']: expected a number, got {value!r}")
+    return float(value)
+
+
+def _batch_size(value: Any, where: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidModelItemError(
+            f"{where}['mlm:batch_size_suggestion']: expected an integer >= 1, got {value!r}"
+        )
+    return value
 
 
 def _asset_href(assets: Mapping[str, Any], role: str) -> str | None:
@@ -136,6 +225,9 @@ def parse_model_item(item: Mapping[str, Any], href: str | None = None) -> ModelS
                 shape=tuple(_require(tensor, "shape", f"{w}.input")),
                 dim_order=tuple(_require(tensor, "dim_order", f"{w}.input")),
                 data_type=str(_require(tensor, "data_type", f"{w}.input")),
+                value_scaling=_scaling(raw.get("value_scaling"), f"{w}.value_scaling"),
+                resize_type=raw.get("resize_type"),
+                halo=_halo(raw, w),
             )
         )
     outputs = []
@@ -157,6 +249,7 @@ def parse_model_item(item: Mapping[str, Any], href: str | None = None) -> ModelS
                 post_processing_function=_function(
                     raw.get("post_processing_function"), f"{w}.post_processing_function"
                 ),
+                threshold=_threshold(raw, w),
             )
         )
     package = _asset_href(assets, "code")
@@ -174,6 +267,8 @@ def parse_model_item(item: Mapping[str, Any], href: str | None = None) -> ModelS
         training_image=_asset_href(assets, "mlm:training-runtime"),
         inference_image=_asset_href(assets, "mlm:inference-runtime"),
         item_href=href,
+        accelerator=props.get("mlm:accelerator"),
+        batch_size=_batch_size(props.get("mlm:batch_size_suggestion"), where),
     )
 
 

@@ -20,6 +20,7 @@ from steps._eval_classes import ClassScheme
 from steps._eval_layout import Scene
 from steps._metrics import confusion_matrix
 from steps._quicklook import NOT_EVALUATED
+from steps.model_io import ModelIO
 
 EXCLUDED_SPLIT, TEST_SPLIT = 0, 2
 QUICKLOOK_MAX_SIDE = 800
@@ -95,8 +96,13 @@ def score_scene(
     chip_size: int,
     quicklook: Quicklook,
     what_model: str,
+    io: ModelIO | None = None,
 ) -> NDArray[np.int64]:
-    """The confusion matrix of one scene; its decimated arrays go into ``quicklook``."""
+    """The confusion matrix of one scene; its decimated arrays go into ``quicklook``.
+
+    The model's input is prepared and its answer read as its MLM item says (``io``; default:
+    values as read, class values back)."""
+    io = io or ModelIO()
     n = len(scheme.names)
     matrix = np.zeros((n, n), dtype=np.int64)
     with ExitStack() as stack:
@@ -125,14 +131,14 @@ def score_scene(
             quicklook.put(quicklook.excluded, number, window, excluded)
             if not evaluated.any():
                 continue
-            chip = image.read(window=window, out_dtype="float32")
-            predicted = np.asarray(predict(chip[None]))
-            expected = (1, int(window.height), int(window.width))
-            if predicted.shape != expected:
+            height, width = int(window.height), int(window.width)
+            chip, _ = io.prepare(image.read(io.band_indexes(image), window=window, masked=True))
+            try:
+                predicted = io.interpret(predict(io.to_model_size(chip[None])), height, width)
+            except GeomlopsError as err:
                 raise GeomlopsError(
-                    f"{what_model} returned shape {predicted.shape} for input {(1, *chip.shape)} "
-                    f"from {scene.image.name}; expected {expected}"
-                )
+                    f"{what_model}, predicting {(1, *chip.shape)} from {scene.image.name}: {err}"
+                ) from err
             predicted_index = _indices(predicted[0], scheme.model_values)
             if np.any(predicted_index[evaluated] < 0):
                 raise GeomlopsError(

@@ -1,17 +1,23 @@
 """Predict arrays with a pyfunc model in another interpreter (the model package's own).
 
 geomlops never imports a model's framework: :func:`package_predictor` starts
-:mod:`steps._pyfunc_worker` with the package environment's Python, hands it each array as an
-``.npy`` file and reads the prediction back the same way.
+:mod:`steps._pyfunc_worker` with the package environment's Python and exchanges arrays with it
+as length-prefixed frames over its stdin and stdout (the framing, and why, is in that module's
+docstring). :func:`model_worker_inputs` finds, for a model URI, the interpreter of the
+environment it was trained in and a local copy of its files.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import struct
 import subprocess
+import sys
 import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO, Any
 
@@ -21,69 +27,183 @@ from numpy.typing import NDArray
 from geomlops.errors import GeomlopsError
 
 WORKER = Path(__file__).with_name("_pyfunc_worker.py")
+_LENGTH = struct.Struct(">I")
+#: run tag naming the environment the model was trained in (set by training)
+ENVIRONMENT_TAG = "geomlops.environment"
 
 
-def _answer(proc: subprocess.Popen[str], stderr: IO[str], what: str) -> str:
-    assert proc.stdout is not None
-    line = proc.stdout.readline().strip()
-    if line in ("ok", "ready"):
-        return line
-    stderr.seek(0)
-    tail = "\n".join(f"  {t}" for t in stderr.read().strip().splitlines()[-12:])
-    reason = line.removeprefix("error: ") or f"the predictor exited with code {proc.poll()}"
-    raise GeomlopsError(f"{what}: {reason}\n{tail}".rstrip())
+class PackagePredictor:
+    """``predict(array) -> array`` through a running worker; :attr:`device` is where it runs."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], stderr: IO[str], model_dir: str, device: str) -> None:
+        self._proc = proc
+        self._stderr = stderr
+        self.model_dir = model_dir
+        self.device = device
+        self.flavor = ""
+
+    def _fail(self, what: str, reason: str | None) -> GeomlopsError:
+        self._stderr.seek(0)
+        lines = self._stderr.read().strip().splitlines()
+        tail = "\n".join(f"  {t}" for t in lines[-12:])
+        reason = reason or f"the predictor exited with code {self._proc.poll()}"
+        return GeomlopsError(f"{what}: {reason}\n{tail}".rstrip())
+
+    def _read(self, count: int) -> bytearray | None:
+        assert self._proc.stdout is not None
+        buffer = bytearray(count)
+        view, got = memoryview(buffer), 0
+        while got < count:
+            n = self._proc.stdout.readinto(view[got:])  # type: ignore[attr-defined]
+            if not n:
+                return None
+            got += n
+        return buffer
+
+    def _frame(self, what: str) -> tuple[dict[str, Any], bytearray]:
+        length = self._read(_LENGTH.size)
+        if length is None:
+            raise self._fail(what, None)
+        raw = self._read(_LENGTH.unpack(bytes(length))[0])
+        header: dict[str, Any] = json.loads(bytes(raw or b"{}"))
+        if "error" in header:
+            raise self._fail(what, str(header["error"]))
+        nbytes = int(header.get("nbytes", 0))
+        payload = self._read(nbytes) if nbytes else bytearray()
+        if payload is None:
+            raise self._fail(what, None)
+        return header, payload
+
+    def ready(self, what: str) -> None:
+        """Wait for the model to load; raise with the worker's reason if it did not."""
+        header, _ = self._frame(what)
+        self.device = str(header.get("device", self.device))
+        self.flavor = str(header.get("flavor", ""))
+
+    def __call__(self, array: NDArray[Any]) -> NDArray[Any]:
+        """The model's prediction of ``array``.
+
+        Raises:
+            GeomlopsError: the model failed (its last error lines in the message).
+        """
+        assert self._proc.stdin is not None
+        data = np.ascontiguousarray(array)
+        header = json.dumps({"shape": list(data.shape), "dtype": data.dtype.str, "nbytes": data.nbytes})
+        what = f"the model {self.model_dir} failed to predict an array of shape {data.shape}"
+        try:
+            self._proc.stdin.write(_LENGTH.pack(len(header)) + header.encode())
+            if data.nbytes:
+                self._proc.stdin.write(data.data.cast("B"))
+            self._proc.stdin.flush()
+        except BrokenPipeError:
+            raise self._fail(what, None) from None
+        answer, payload = self._frame(what)
+        result: NDArray[Any] = np.frombuffer(payload, dtype=np.dtype(answer["dtype"]))
+        return result.reshape(answer["shape"])
+
+
+def _worker_env(python: str | Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+    env["PATH"] = os.pathsep.join([str(Path(python).parent), env.get("PATH", "")])
+    return env
 
 
 @contextmanager
 def package_predictor(
-    python: str | Path, model_dir: str | Path
-) -> Iterator[Callable[[NDArray[Any]], NDArray[Any]]]:
+    python: str | Path, model_dir: str | Path, *, device: str = "cpu"
+) -> Iterator[PackagePredictor]:
     """A ``predict(array) -> array`` running the pyfunc model at ``model_dir`` with ``python``.
 
     Args:
         python: the interpreter of the model's environment (holding its MLflow and framework).
         model_dir: a local folder of the logged model (with ``MLmodel``).
+        device: ``cpu``, ``cuda`` or ``auto``: ``cuda`` is used only where torch reports a GPU;
+            the predictor's ``device`` says which was chosen.
 
     Raises:
-        GeomlopsError: the model cannot be loaded, or a prediction fails (the model's own last
-            error lines in the message).
+        GeomlopsError: the model cannot be loaded (the worker's reason, e.g. the missing module,
+            and its last error lines in the message), or a prediction fails.
     """
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
-    env["PATH"] = os.pathsep.join([str(Path(python).parent), env.get("PATH", "")])
     with (
         tempfile.TemporaryDirectory(prefix="geomlops-predict-") as tmp,
         tempfile.TemporaryFile("w+") as errors,
     ):
         proc = subprocess.Popen(
-            [str(python), str(WORKER), str(model_dir)],
+            [str(python), str(WORKER), str(model_dir), "--device", device],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=errors,
-            text=True,
-            env=env,
+            env=_worker_env(python),
             cwd=tmp,
         )
         try:
-            _answer(proc, errors, f"cannot load the model {model_dir} with {python}")
-            source, target = Path(tmp) / "in.npy", Path(tmp) / "out.npy"
-
-            def predict(array: NDArray[Any]) -> NDArray[Any]:
-                assert proc.stdin is not None
-                np.save(source, array)
-                proc.stdin.write(f"{source}\t{target}\n")
-                proc.stdin.flush()
-                _answer(
-                    proc, errors, f"the model {model_dir} failed to predict an array of shape {array.shape}"
-                )
-                result: NDArray[Any] = np.load(target)
-                return result
-
-            yield predict
+            predictor = PackagePredictor(proc, errors, str(model_dir), device)
+            predictor.ready(f"cannot load the model {model_dir} with {python}")
+            yield predictor
         finally:
             if proc.stdin is not None:
-                proc.stdin.close()
+                with suppress(BrokenPipeError):
+                    proc.stdin.close()
             try:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def model_interpreter(run_tags: dict[str, str]) -> str:
+    """The Python of the environment a run was trained in (its ``geomlops.environment`` tag),
+    else this interpreter (still in a separate process)."""
+    from steps.package_env import cached_interpreter
+
+    built = cached_interpreter(run_tags.get(ENVIRONMENT_TAG, "") or "-")
+    return str(built) if built else sys.executable
+
+
+def model_worker_inputs(model_uri: str, cache: Path) -> tuple[str, Path]:
+    """The interpreter and a local folder of ``model_uri`` (``models:/NAME/VERSION``, ``runs:/``,
+    a URI of the model's files or a local folder), downloaded once into ``cache``.
+
+    Raises:
+        GeomlopsError: the model or its run cannot be found or downloaded.
+    """
+    import mlflow.artifacts
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    local = Path(model_uri.removeprefix("file://"))
+    if local.is_dir():  # a model's files on this machine: no run to read the environment from
+        return model_interpreter({}), local
+    client = MlflowClient()
+    tags: dict[str, str] = {}
+    key = model_uri
+    try:
+        if model_uri.startswith("models:/"):
+            name, _, version = model_uri.removeprefix("models:/").partition("/")
+            mv = (
+                client.get_model_version(name, version)
+                if version.isdigit()
+                else client.get_model_version_by_alias(name, version)
+            )
+            key = f"models:/{name}/{mv.version}"  # an alias moves; a version's files never change
+            tags = client.get_run(str(mv.run_id)).data.tags if mv.run_id else {}
+        elif model_uri.startswith("runs:/"):
+            tags = client.get_run(model_uri.removeprefix("runs:/").split("/")[0]).data.tags
+    except MlflowException as err:
+        raise GeomlopsError(f"model {model_uri}: cannot be found ({err.message})") from err
+    python = model_interpreter(tags)
+    folder = cache / hashlib.sha256(key.encode()).hexdigest()[:24]
+    if (folder / "MLmodel").is_file():
+        return python, folder
+    cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache) as tmp:
+        try:
+            found = Path(mlflow.artifacts.download_artifacts(artifact_uri=key, dst_path=tmp))
+        except MlflowException as err:
+            raise GeomlopsError(f"model {model_uri}: cannot be downloaded ({err.message})") from err
+        try:
+            found.rename(folder)
+        except OSError:  # another task put it there first
+            if not (folder / "MLmodel").is_file():
+                raise
+    return python, folder

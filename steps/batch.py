@@ -8,16 +8,36 @@ that dies anywhere resumes without redoing a finished block.
 from __future__ import annotations
 
 import json
+import threading
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import suppress
 from pathlib import Path
-from typing import Any
+from queue import Empty
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
+from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict
 
-from catalog_sync.mlm import ModelInput
+from catalog_sync.mlm import ModelInput, ModelSpec
 from geomlops.errors import GeomlopsError, ImageryMismatchError, ParameterError
 from geomlops.files import atomic_path
 from steps.predict import NODATA_CLASS
+
+if TYPE_CHECKING:
+    from postprocessing.kernel import BlockPieces
+    from steps.model_io import ModelIO
+
+_T = TypeVar("_T")
+#: an input of any bands and size: values as read (a plan without the model's spec)
+_ANY_INPUT = ModelInput(
+    name="any",
+    bands=(),
+    shape=(-1, -1, -1, -1),
+    dim_order=("batch", "bands", "height", "width"),
+    data_type="float32",
+)
 
 
 class PlannedBlock(BaseModel):
@@ -133,41 +153,307 @@ def block_path(output: Path, block_id: str) -> Path:
     return output / "blocks" / f"{block_id}.tif"
 
 
+#: blocks per call of the model when its item suggests no batch size
+DEFAULT_BATCH = 4
+#: batches read ahead of the model, and predicted batches waiting to be written
+_QUEUE_DEPTH = 2
+
+
+def _model_io(spec: ModelSpec | None, halo: int | None) -> ModelIO:
+    from steps.model_io import ModelIO
+
+    return (
+        ModelIO.from_spec(spec, halo=halo)
+        if spec is not None
+        else ModelIO.from_parts(_ANY_INPUT, None, halo=halo)
+    )
+
+
+def _device(spec: ModelSpec | None) -> str:
+    """The GPU where the item declares one (the worker falls back to the CPU without one)."""
+    return "cuda" if spec is not None and (spec.accelerator or "").lower() == "cuda" else "cpu"
+
+
 def predict_group(
-    model_uri: str, plan: BatchPlan, group: list[PlannedBlock], output: Path, *, halo: int
+    model_uri: str,
+    plan: BatchPlan,
+    group: list[PlannedBlock],
+    output: Path,
+    *,
+    halo: int | None = None,
+    spec: ModelSpec | None = None,
+    batch_size: int | None = None,
+    device: str | None = None,
 ) -> list[str]:
-    """Predict every unfinished block of ``group``; return the ids predicted now.
+    """Predict every unfinished block of ``group`` in the model's own environment; return the
+    ids predicted now.
+
+    The model runs in a worker started with the interpreter of the environment it was trained
+    in (:mod:`steps._package_predictor`); geomlops never loads it. Blocks are read ahead in a
+    thread and handed to the model ``batch_size`` at a time, and each predicted batch is turned
+    into class values, written and traced into polygon pieces (``blocks/<id>.pieces.npz``, what
+    publishing merges) in another thread while the model predicts the next one.
 
     Blocks whose file exists were finished by an earlier attempt and are skipped. Pixels outside
     the area of interest are written as no data.
-    """
-    import mlflow
-    import rasterio
-    from affine import Affine
-    from rasterio.features import geometry_mask
-    from rasterio.warp import transform_geom
 
-    from steps.predict import predict_block
+    Args:
+        model_uri: the model (``models:/NAME/VERSION``, ``runs:/…`` or its files).
+        plan: the batch plan.
+        group: the blocks to predict.
+        output: the run's output folder.
+        halo: pixels read around each block; default: the item's ``geomlops:halo`` (else 16).
+        spec: the model's MLM spec: scaling, resizing, output interpretation, halo, device.
+            None: values as read, class values back.
+        batch_size: blocks per call of the model (default: the item's suggestion, else 4).
+        device: ``cpu``, ``cuda`` or ``auto`` (default: ``cuda`` where the item's
+            ``mlm:accelerator`` says so and a GPU is present).
+
+    Raises:
+        GeomlopsError: the model cannot be loaded (the worker's reason), fails, or answers with
+            something its MLM output does not describe.
+    """
+    from geomlops.settings import get_settings
+    from steps._package_predictor import model_worker_inputs, package_predictor
 
     todo = [b for b in group if not block_path(output, b.id).exists()]
     if not todo:
         return []
-    model = mlflow.pyfunc.load_model(model_uri)
-    transform = Affine(*plan.transform)
-    area = transform_geom("EPSG:4326", plan.crs, _union(plan.aoi)) if plan.aoi else None
-    (output / "blocks").mkdir(parents=True, exist_ok=True)
-    done = []
-    with rasterio.open(plan.imagery) as src:
-        for block in todo:
-            window = (block.col_off, block.row_off, block.width, block.height)
-            mask = predict_block(model.predict, src, window, halo=halo)
-            block_transform = transform @ Affine.translation(block.col_off, block.row_off)
-            if area is not None:
-                outside = geometry_mask([area], (block.height, block.width), block_transform)
-                mask[outside] = NODATA_CLASS
-            _write_block(block_path(output, block.id), mask, plan.crs, block_transform)
-            done.append(block.id)
+    io = _model_io(spec, halo)
+    python, model_dir = model_worker_inputs(model_uri, get_settings().home_dir / "models")
+    size = batch_size or (spec.batch_size if spec is not None else None) or DEFAULT_BATCH
+    writer = _BlockWriter(plan, output, io)
+    with (
+        package_predictor(python, model_dir, device=device or _device(spec)) as predict,
+        ThreadPoolExecutor(1, thread_name_prefix="write-blocks") as pool,
+    ):
+        pending: list[Future[list[str]]] = []
+        done: list[str] = []
+        for blocks, stack, invalid in _read_ahead(_batches(plan, todo, io, size), _QUEUE_DEPTH):
+            raw = predict(io.to_model_size(stack))
+            pending.append(pool.submit(writer.write, blocks, raw, invalid))
+            while len(pending) > _QUEUE_DEPTH:
+                done += pending.pop(0).result()
+        for future in pending:
+            done += future.result()
     return done
+
+
+def stage_group(
+    plan: BatchPlan,
+    group: list[PlannedBlock],
+    output: Path,
+    spec: ModelSpec | None,
+    *,
+    halo: int | None = None,
+) -> Path:
+    """Write the model input of ``group``'s unfinished blocks as one ``(N, C, H, W)`` ``.npy``.
+
+    For a predict step split in three (on Argo the model's image predicts in between, with
+    ``_pyfunc_worker.py MODEL --input STACK --output RAW``): beside the stack, ``.json`` lists
+    its blocks in order and ``.invalid.npy`` holds their no-data masks.
+
+    Returns:
+        The stack's path (``<output>/staged/<first block>.npy``); with no unfinished block, an
+        empty stack.
+    """
+    io = _model_io(spec, halo)
+    todo = [b for b in group if not block_path(output, b.id).exists()]
+    folder = output / "staged"
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = folder / (group[0].id if group else "empty")
+    stacks, masks = [], []
+    for _, stack, invalid in _batches(plan, todo, io, max(1, len(todo))):
+        stacks.append(io.to_model_size(stack))
+        masks.append(invalid)
+    with atomic_path(stem.with_suffix(".invalid.npy")) as tmp, open(tmp, "wb") as f:
+        np.save(f, np.concatenate(masks) if masks else np.zeros((0, 0, 0), bool))
+    with atomic_path(stem.with_suffix(".json")) as tmp:
+        tmp.write_text(json.dumps({"blocks": [b.id for b in todo], "halo": io.halo}))
+    target = stem.with_suffix(".npy")
+    with atomic_path(target) as tmp, open(tmp, "wb") as f:
+        np.save(f, np.concatenate(stacks) if stacks else np.zeros((0, 0, 0, 0), io.data_type))
+    return target
+
+
+def write_group(
+    plan: BatchPlan,
+    group: list[PlannedBlock],
+    output: Path,
+    spec: ModelSpec | None,
+    predictions_npy: Path,
+    *,
+    halo: int | None = None,
+) -> list[str]:
+    """Interpret the model's raw answer for a stack :func:`stage_group` wrote, and write its
+    blocks (and their polygon pieces) exactly as :func:`predict_group` does; return their ids.
+
+    Raises:
+        GeomlopsError: the stack's sidecar files are missing, the answer has another number of
+            blocks than the stack, or it does not fit the model's MLM output.
+    """
+    io = _model_io(spec, halo)
+    stem = output / "staged" / (group[0].id if group else "empty")
+    try:
+        staged = json.loads(stem.with_suffix(".json").read_text())
+        invalid = np.load(stem.with_suffix(".invalid.npy"))
+    except FileNotFoundError as err:
+        raise GeomlopsError(f"{err.filename}: not staged; run stage_group for this group first") from err
+    if staged["halo"] != io.halo:
+        raise GeomlopsError(f"{stem}.npy was staged with a halo of {staged['halo']} px, not {io.halo}")
+    by_id = {b.id: b for b in group}
+    blocks = [by_id[i] for i in staged["blocks"]]
+    if not blocks:
+        return []
+    raw = np.load(predictions_npy, mmap_mode="r")
+    if len(raw) != len(blocks):
+        raise GeomlopsError(
+            f"{predictions_npy}: {len(raw)} predictions for the {len(blocks)} blocks staged in {stem}.npy"
+        )
+    writer = _BlockWriter(plan, output, io)
+    done = []
+    for start in range(0, len(blocks), DEFAULT_BATCH):
+        part = slice(start, start + DEFAULT_BATCH)
+        done += writer.write(blocks[part], np.asarray(raw[part]), invalid[part])
+    return done
+
+
+def _batches(
+    plan: BatchPlan, blocks: list[PlannedBlock], io: ModelIO, size: int
+) -> Iterator[tuple[list[PlannedBlock], NDArray[Any], NDArray[np.bool_]]]:
+    """Blocks read with their halo, ``size`` at a time, each at the plan's block size (edge
+    blocks padded with no data) so that they stack."""
+    import rasterio
+
+    from steps.predict import read_block
+
+    side = min(plan.block_size, max(plan.width, plan.height))
+    with rasterio.open(plan.imagery) as src:
+        for start in range(0, len(blocks), size):
+            part = blocks[start : start + size]
+            read = [read_block(src, _window(b), io, halo=io.halo, size=side) for b in part]
+            yield part, np.stack([r[0] for r in read]), np.stack([r[1] for r in read])
+
+
+def _window(block: PlannedBlock) -> tuple[int, int, int, int]:
+    return (block.col_off, block.row_off, block.width, block.height)
+
+
+def _read_ahead(items: Iterator[_T], depth: int) -> Iterator[_T]:
+    """``items`` produced in a thread, up to ``depth`` ahead of the consumer; its errors are
+    raised in the consumer."""
+    from queue import Queue
+
+    queue: Queue[tuple[bool, Any]] = Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if stop.is_set():
+                    return
+                queue.put((True, item))
+            queue.put((False, None))
+        except BaseException as err:  # noqa: BLE001 - handed to the consumer
+            queue.put((False, err))
+
+    thread = threading.Thread(target=produce, name="read-blocks", daemon=True)
+    thread.start()
+    try:
+        while True:
+            more, item = queue.get()
+            if not more:
+                if item is not None:
+                    raise item
+                return
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # let a producer blocked on a full queue finish
+            with suppress(Empty):
+                queue.get(timeout=0.1)
+
+
+class _BlockWriter:
+    """Turns a batch of the model's answers into finished blocks: class values, no data and
+    the area of interest applied, the block's GeoTIFF and its polygon pieces written."""
+
+    def __init__(self, plan: BatchPlan, output: Path, io: ModelIO) -> None:
+        from affine import Affine
+        from rasterio.warp import transform_geom
+
+        self.plan, self.output, self.io = plan, output, io
+        self.transform = Affine(*plan.transform)
+        self.area = transform_geom("EPSG:4326", plan.crs, _union(plan.aoi)) if plan.aoi else None
+        self.rows = -(-plan.height // plan.block_size)
+        self.cols = -(-plan.width // plan.block_size)
+        (output / "blocks").mkdir(parents=True, exist_ok=True)
+
+    def write(self, blocks: list[PlannedBlock], raw: NDArray[Any], invalid: NDArray[np.bool_]) -> list[str]:
+        from affine import Affine
+        from rasterio.features import geometry_mask
+
+        from steps.predict import block_centre
+
+        height, width = invalid.shape[-2:]
+        if len(raw) != len(blocks):
+            raise GeomlopsError(f"the model answered {len(raw)} arrays for a batch of {len(blocks)} blocks")
+        classes = self.io.interpret(raw, height, width)
+        ids = []
+        for block, predicted, nodata in zip(blocks, classes, invalid, strict=True):
+            mask = block_centre(predicted, nodata, _window(block), self.io.halo)
+            block_transform = self.transform @ Affine.translation(block.col_off, block.row_off)
+            if self.area is not None:
+                outside = geometry_mask([self.area], (block.height, block.width), block_transform)
+                mask[outside] = NODATA_CLASS
+            save_pieces(pieces_path(self.output, block.id), self._trace(block, mask))
+            _write_block(block_path(self.output, block.id), mask, self.plan.crs, block_transform)
+            ids.append(block.id)
+        return ids
+
+    def _trace(self, block: PlannedBlock, mask: NDArray[np.uint8]) -> BlockPieces:
+        """The block's pieces as publishing traces them from the assembled mask."""
+        from postprocessing.kernel import mask_to_polygons
+        from steps.predictions import BACKGROUND_CLASS
+
+        row, col = block.row_off // self.plan.block_size, block.col_off // self.plan.block_size
+        shared = (row > 0, row < self.rows - 1, col > 0, col < self.cols - 1)
+        data = mask.copy()
+        data[data == BACKGROUND_CLASS] = NODATA_CLASS
+        return mask_to_polygons(data, (block.row_off, block.col_off), nodata=NODATA_CLASS, shared=shared)
+
+
+def pieces_path(output: Path, block_id: str) -> Path:
+    """Where a finished block's polygon pieces live (written before the block's GeoTIFF)."""
+    return output / "blocks" / f"{block_id}.pieces.npz"
+
+
+_PIECE_FIELDS = ("xy", "ring_offsets", "poly_offsets", "classes", "saddle")
+
+
+def save_pieces(path: Path, pieces: BlockPieces) -> None:
+    """Keep a block's traced pieces (uncompressed: they are read back once, soon)."""
+    arrays = {
+        f"{part}_{name}": getattr(getattr(pieces, part), name)
+        for part in ("final", "edge")
+        for name in _PIECE_FIELDS
+    }
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def load_pieces(path: Path | None) -> BlockPieces:
+    """A block's pieces as :func:`save_pieces` kept them; None: a block with none."""
+    from postprocessing._rings import Polygons, empty
+    from postprocessing.kernel import BlockPieces
+
+    if path is None:
+        return BlockPieces(final=empty(), edge=empty())
+    with np.load(path) as data:
+        final, edge = (
+            Polygons(**{name: data[f"{part}_{name}"] for name in _PIECE_FIELDS}) for part in ("final", "edge")
+        )
+    return BlockPieces(final=final, edge=edge)
 
 
 def _union(aoi: dict[str, Any] | None) -> dict[str, Any]:

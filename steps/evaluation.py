@@ -6,8 +6,8 @@ folders (``test.txt`` picks the test chips); see :mod:`steps._eval_layout`. Whic
 is which class, and which is ignored, comes from the dataset's STAC label item,
 ``dataset.json`` or the evaluation parameters, matched with the model's MLM classes, whose names
 name the per-class metrics (:mod:`steps._eval_classes`). The model is read back from the MLflow
-run as a pyfunc taking ``(batch, bands, height, width)`` float32 and returning
-``(batch, height, width)`` class values, and predicts in its own environment.
+run as a pyfunc and predicts in its own environment; what goes into it and what its answer
+means (class values, per-class scores, one score) come from its MLM item (:mod:`steps.model_io`).
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from steps._eval_scoring import Quicklook, score_scene
 from steps._metrics import per_class_table, segmentation_metrics
 from steps._package_predictor import package_predictor
 from steps._quicklook import write_quicklook
+from steps.model_io import ModelIO
 from steps.package_env import cached_interpreter
 
 QUICKLOOK_ARTIFACT = "evaluation/quicklook.png"
@@ -194,6 +195,7 @@ def score_segmentation(
     python: str | None = None,
     model_classes: Sequence[ModelClass] = (),
     parameters: Mapping[str, Any] | EvaluationParameters | None = None,
+    model_spec: str | ModelSpec | None = None,
 ) -> ScoredRun:
     """Score a run's model on the test split without writing anything to MLflow.
 
@@ -213,6 +215,9 @@ def score_segmentation(
             the model predicts (see :func:`mlm_classes`); default: the dataset's.
         parameters: evaluation parameters: label, background and ignore values
             (:class:`EvaluationParameters`).
+        model_spec: the model's MLM spec (or its JSON): input scaling and resizing, how its
+            answer becomes class values (:mod:`steps.model_io`), and its classes when
+            ``model_classes`` is empty. None: values as read, class values back.
 
     Returns:
         The report (metrics as :func:`evaluate_segmentation` describes them) and the
@@ -229,6 +234,9 @@ def score_segmentation(
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
+    spec = ModelSpec.model_validate_json(model_spec) if isinstance(model_spec, str) else model_spec
+    io = ModelIO.from_spec(spec, halo=0) if spec is not None else ModelIO(halo=0)
+    model_classes = model_classes or (mlm_classes(spec) if spec is not None else ())
     root = _local_dir(dataset_dir)
     layout, scenes = dataset_scenes(root)
     scheme = evaluation_classes(root, model_classes, parameters)
@@ -244,7 +252,7 @@ def score_segmentation(
     with _loaded_model(_model_artifact_uri(client, run), run, python) as predict:
         for number, scene in enumerate(scenes):
             matrix += score_scene(
-                number, scene, scheme, predict, chip_size, quicklook, f"the model of run {run_id}"
+                number, scene, scheme, predict, chip_size, quicklook, f"the model of run {run_id}", io
             )
 
     names = scheme.names
@@ -283,6 +291,7 @@ def evaluate_segmentation(
     python: str | None = None,
     model_classes: Sequence[ModelClass] = (),
     parameters: Mapping[str, Any] | EvaluationParameters | None = None,
+    model_spec: str | ModelSpec | None = None,
 ) -> EvaluationReport:
     """Score a run's model on the test split and log the scores to the same run.
 
@@ -298,6 +307,7 @@ def evaluate_segmentation(
         python: interpreter of the model's environment (see :func:`score_segmentation`).
         model_classes: the model's MLM classes (see :func:`score_segmentation`).
         parameters: evaluation parameters (see :func:`score_segmentation`).
+        model_spec: the model's MLM spec (see :func:`score_segmentation`).
 
     Returns:
         The report: ``test_iou``, ``test_f1``, ``test_precision``, ``test_recall`` (positive
@@ -318,6 +328,7 @@ def evaluate_segmentation(
         python=python,
         model_classes=model_classes,
         parameters=parameters,
+        model_spec=model_spec,
     )
     report, metrics, root = scored.report, scored.report.metrics, Path(scored.report.dataset_dir)
     client = MlflowClient(tracking_uri)

@@ -2,7 +2,8 @@
 
 Reading each block with a margin of ``halo`` pixels on every side and cropping the prediction
 back to the block means a model with a receptive field up to ``halo`` pixels predicts exactly
-what it would predict on the whole image: nothing changes at block edges.
+what it would predict on the whole image: nothing changes at block edges. What goes into the
+model and what its answer means come from its MLM item (:mod:`steps.model_io`).
 """
 
 from __future__ import annotations
@@ -14,22 +15,25 @@ import numpy as np
 from numpy.typing import NDArray
 
 from catalog_sync.mlm import ModelInput
-from geomlops.errors import GeomlopsError, ImageryMismatchError
+from geomlops.errors import ImageryMismatchError
+from steps.model_io import NODATA_CLASS, ModelIO
 
-Predict = Callable[[NDArray[np.float32]], NDArray[Any]]
+Predict = Callable[[NDArray[Any]], NDArray[Any]]
 
-#: class value written where the imagery has no data
-NODATA_CLASS = 255
+__all__ = ["NODATA_CLASS", "Predict", "block_centre", "check_imagery", "predict_block", "read_block"]
 
 
 def check_imagery(src: Any, model_input: ModelInput) -> None:
     """Check band count and data type against the model's MLM input.
 
+    Imagery whose band descriptions name every MLM band may hold more bands: those are read.
+
     Raises:
         ImageryMismatchError: naming the file, what it has and what the model expects.
     """
     expected = len(model_input.bands) or (model_input.shape[1] if len(model_input.shape) > 1 else None)
-    if expected and expected > 0 and src.count != expected:
+    named = model_input.bands and all(b in (src.descriptions or ()) for b in model_input.bands)
+    if not named and expected and expected > 0 and src.count != expected:
         raise ImageryMismatchError(
             f"{src.name}: {src.count} band(s), but the model's input '{model_input.name}' expects "
             f"{expected} ({', '.join(model_input.bands)})"
@@ -42,6 +46,42 @@ def check_imagery(src: Any, model_input: ModelInput) -> None:
             )
 
 
+def read_block(
+    src: Any, window: tuple[int, int, int, int], io: ModelIO, *, halo: int, size: int | None = None
+) -> tuple[NDArray[Any], NDArray[np.bool_]]:
+    """The model's input for the block ``(col_off, row_off, width, height)`` with its halo.
+
+    Args:
+        src: an open rasterio dataset.
+        window: the block in pixels.
+        io: the model's I/O (bands, scaling, data type).
+        halo: margin read around the block.
+        size: read a ``size`` x ``size`` block (beyond the imagery's edge: no data) so blocks at
+            the edge stack with the others into one batch; their centre is the same.
+
+    Returns:
+        ``(bands, h, w)`` prepared values and the ``(h, w)`` mask of pixels with no data.
+    """
+    from rasterio.windows import Window
+
+    col, row, width, height = window
+    width, height = max(width, size or 0), max(height, size or 0)
+    read = Window(col - halo, row - halo, width + 2 * halo, height + 2 * halo)
+    data = src.read(io.band_indexes(src), window=read, boundless=True, masked=True)
+    return io.prepare(data)
+
+
+def block_centre(
+    classes: NDArray[np.uint8], invalid: NDArray[np.bool_], window: tuple[int, int, int, int], halo: int
+) -> NDArray[np.uint8]:
+    """The block's own pixels of a prediction with its halo; no data where the imagery has none."""
+    _, _, width, height = window
+    classes = classes.copy()
+    classes[invalid] = NODATA_CLASS
+    centre: NDArray[np.uint8] = classes[halo : halo + height, halo : halo + width]
+    return centre
+
+
 def predict_block(
     predict: Predict,
     src: Any,
@@ -49,37 +89,27 @@ def predict_block(
     *,
     halo: int,
     dtype: str = "float32",
+    io: ModelIO | None = None,
 ) -> NDArray[np.uint8]:
     """Predict the block ``(col_off, row_off, width, height)`` of ``src`` with a halo.
 
     Args:
-        predict: the model, taking ``(1, bands, h, w)`` and returning ``(1, h, w)`` classes.
+        predict: the model, taking ``(1, bands, h, w)``; its answer is read as ``io`` says.
         src: an open rasterio dataset.
         window: the block in pixels.
         halo: margin read around the block (at least the model's receptive-field radius).
-        dtype: the model's input data type.
+        dtype: the model's input data type (when no ``io`` is given).
+        io: the model's I/O from its MLM item (default: values as read, class values back).
 
     Returns:
         ``(height, width)`` class values; ``NODATA_CLASS`` where any band has no data.
 
     Raises:
-        GeomlopsError: the model returned an unexpected shape.
+        GeomlopsError: the model's answer does not fit its MLM output.
     """
-    from rasterio.windows import Window
-
-    col, row, width, height = window
-    read = Window(col - halo, row - halo, width + 2 * halo, height + 2 * halo)
-    data = src.read(window=read, boundless=True, masked=True)
-    invalid = np.ma.getmaskarray(data).any(axis=0)
-    batch = np.ma.filled(data, 0).astype(dtype)[None]
-    out = np.asarray(predict(batch))
-    if out.ndim == 4 and out.shape[1] == 1:
-        out = out[:, 0]
-    if out.shape != (1, height + 2 * halo, width + 2 * halo):
-        raise GeomlopsError(
-            f"model returned shape {out.shape} for input {batch.shape}; expected (1, H, W) classes"
-        )
-    classes = out[0].astype(np.uint8)
-    classes[invalid] = NODATA_CLASS
-    centre: NDArray[np.uint8] = classes[halo : halo + height, halo : halo + width]
-    return centre
+    io = io or ModelIO(data_type=dtype, halo=halo)
+    _, _, width, height = window
+    array, invalid = read_block(src, window, io, halo=halo)
+    raw = predict(io.to_model_size(array[None]))
+    classes = io.interpret(raw, height + 2 * halo, width + 2 * halo)
+    return block_centre(classes[0], invalid, window, halo)

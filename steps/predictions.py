@@ -19,7 +19,7 @@ from catalog_sync.collections import PREDICTIONS, VERSIONS, version_item_id
 from geomlops.errors import ModelNotFoundError
 from geomlops.files import atomic_path
 from geomlops.tracking import raise_if_unreachable
-from steps.batch import BatchPlan
+from steps.batch import BatchPlan, block_path, load_pieces, pieces_path
 from steps.predict import NODATA_CLASS
 
 if TYPE_CHECKING:
@@ -119,7 +119,9 @@ def publish_predictions(
 ) -> PredictionOutputs:
     """Vectorize the class raster seam-free and stream its features with their lineage to files.
 
-    Rows of blocks are traced on the Dask ``scheduler``; each batch of polygons the merge
+    Each block's polygon pieces are those the predict step traced as it finished the block
+    (``blocks/<id>.pieces.npz``), traced from the mask only where they are missing. Rows of
+    blocks are read (or traced) on the Dask ``scheduler``; each batch of polygons the merge
     completes is written at once to GeoParquet (the imagery's CRS) and GeoJSON (RFC 7946, WGS84)
     and burnt into the quicklook's canvas, so memory holds a row group, a row of blocks' pieces
     and a canvas of at most 1,024 x 1,024 cells, not the features' records. Features come out
@@ -163,9 +165,14 @@ def publish_predictions(
     shared = {"model": lineage.model, "model_version": lineage.model_version, "mlflow_run_id": lineage.run_id}
     picture = _Quicklook(plan, catalog, lineage)
     by_class: Counter[int] = Counter()
+    traced = _traced_pieces(plan, output, grid) if mask == output / "mask.tif" else None
+    task, args = (
+        (load_pieces, [(path,) for path in traced])
+        if traced is not None
+        else (trace_foreground_block, [(info, block) for block in grid.blocks])
+    )
     with FeatureWriter((parquet, geojson), crs, extra=("block_id",), shared=shared) as files:
-        args = [(info, block) for block in grid.blocks]
-        for batch in iter_polygons(grid, args, trace_foreground_block, scheduler=scheduler, workers=workers):
+        for batch in iter_polygons(grid, args, task, scheduler=scheduler, workers=workers):
             polys = canonical(in_scan_order(batch))
             rows, cols = first_pixels(polys)
             geoms = to_geometries(polys, info.transform)
@@ -206,6 +213,27 @@ def publish_predictions(
     return PredictionOutputs(
         geoparquet=str(parquet), geojson=str(geojson), quicklook=str(png), item=href, features=files.count
     )
+
+
+def _traced_pieces(plan: BatchPlan, output: Path, grid: Any) -> list[Path | None] | None:
+    """Each grid block's pieces as the predict step traced them (None for a block outside the
+    plan: no data, nothing to trace), or None when any planned block has none to read. Only for
+    the mask :func:`steps.batch.assemble_mask` assembled from those blocks."""
+    planned = {b.id for g in plan.groups for b in g}
+    if grid.block_size != plan.block_size or (grid.height, grid.width) != (plan.height, plan.width):
+        return None
+    paths: list[Path | None] = []
+    for block in grid.blocks:
+        if block.id not in planned:
+            paths.append(None)
+            continue
+        path = pieces_path(output, block.id)
+        tif = block_path(output, block.id)
+        # pieces are written before their block: an older block would have none, or older ones
+        if not (path.is_file() and tif.is_file()) or path.stat().st_mtime_ns > tif.stat().st_mtime_ns:
+            return None
+        paths.append(path)
+    return paths
 
 
 def _affine(plan: BatchPlan) -> Any:

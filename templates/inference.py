@@ -58,6 +58,7 @@ def predict_blocks(
 ) -> Annotated[str, Parameter(name="predicted")]:
     """Predict one group of blocks with a halo (finished blocks are skipped)."""
     from steps.batch import predict_group
+    from steps.model_spec import fetch_model_spec
     from steps.predictions import Lineage, read_plan
 
     use_tracking()
@@ -65,7 +66,8 @@ def predict_blocks(
     plan = read_plan(folder)
     version = Lineage.model_validate_json(lineage)
     uri = f"models:/{version.model}/{version.model_version}"
-    return json.dumps(predict_group(uri, plan, list(plan.groups[group]), folder, halo=halo))
+    spec = fetch_model_spec(version.model, get_settings().catalog_href)
+    return json.dumps(predict_group(uri, plan, list(plan.groups[group]), folder, halo=halo, spec=spec))
 
 
 @geomlops_script(resources=LARGE)

@@ -200,6 +200,7 @@ def evaluate(
         python=python,
         model_classes=mlm_classes(model_spec) if model_spec else (),
         parameters=json.loads(eval_params or "{}"),
+        model_spec=model_spec or None,
     )
     return json.dumps(report.metrics, sort_keys=True)
 

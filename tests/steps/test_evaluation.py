@@ -208,7 +208,7 @@ def test_missing_dataset_file_is_named(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("python_model", "message"),
     [
-        (_WrongShape(), r"returned shape \(1, 6, 6\).*expected \(1, 5, 6\)"),
+        (_WrongShape(), r"predicting \(1, 10, 5, 6\) .*returned 6 x 6 px for an input of 5 x 6 px"),
         (_UnknownClass(), r"class values \[7\]"),
     ],
 )

@@ -1,0 +1,299 @@
+"""Batch inference through the worker: the model runs in another process, read as its item says.
+
+The models are MLflow pyfuncs logged from code (a box filter with a 20 px receptive-field radius,
+more than the default halo), so this process never imports them; the worker runs them with this
+environment's Python, as it runs a package's with the package environment's.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.transform import from_origin
+
+from catalog_sync.mlm import ModelClass, ModelInput, ModelOutput, ModelSpec, ValueScaling
+from geomlops.errors import GeomlopsError
+from steps._package_predictor import WORKER, package_predictor
+from steps.batch import (
+    assemble_mask,
+    block_path,
+    pieces_path,
+    plan_batch,
+    predict_group,
+    save_plan,
+    stage_group,
+    write_group,
+)
+from steps.model_io import ModelIO
+from steps.predict import NODATA_CLASS, predict_block
+from steps.predictions import Lineage, publish_predictions
+
+RADIUS = 20  # the model's receptive-field radius: more than the default halo of 16
+MODULE = "geomlops_test_box_model"
+MODEL_CODE = '''
+import mlflow
+import numpy as np
+from mlflow.pyfunc import PythonModel
+
+RADIUS, MODE = {radius}, {mode!r}
+
+class BoxModel(PythonModel):
+    """Mean of band 0 over a (2r+1)^2 window (zero outside), divided by 255: a probability."""
+
+    def predict(self, context, model_input, params=None):
+        batch = np.asarray(model_input, dtype=np.float64)
+        if batch.shape[1] != 2:
+            raise ValueError(f"expected 2 bands, got {{batch.shape[1]}}")
+        r, k = RADIUS, 2 * RADIUS + 1
+        c = np.pad(batch[:, 0], ((0, 0), (r + 1, r), (r + 1, r))).cumsum(1).cumsum(2)
+        p = (c[:, k:, k:] - c[:, :-k, k:] - c[:, k:, :-k] + c[:, :-k, :-k]) / (k * k * 255.0)
+        if MODE == "scores":
+            return np.stack([1 - p, p], axis=1).astype(np.float32)
+        return p[:, None].astype(np.float32)
+
+
+mlflow.models.set_model(BoxModel())
+'''
+CLASSES = (ModelClass(name="background", value=0), ModelClass(name="building", value=1))
+
+
+SAVE = """
+import sys
+import mlflow.pyfunc
+
+for code, target in zip(sys.argv[1::2], sys.argv[2::2]):
+    mlflow.pyfunc.save_model(target, python_model=code, pip_requirements=["numpy", "mlflow"])
+"""
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The models, saved by another process: this one never runs their code."""
+    folder = tmp_path_factory.mktemp("box-models")
+    args = []
+    for name in ("scores", "score", "broken"):
+        code = folder / f"{MODULE}_{name}.py"
+        code.write_text(MODEL_CODE.format(radius=RADIUS, mode="score" if name == "broken" else name))
+        args += [str(code), str(folder / name)]
+    saved = subprocess.run([sys.executable, "-c", SAVE, *args], capture_output=True, text=True, timeout=600)
+    assert saved.returncode == 0, saved.stderr[-3000:]
+    # a model whose code needs a module its environment lacks
+    broken = folder / "broken" / f"{MODULE}_broken.py"
+    broken.write_text("import geomlops_no_such_module\n" + broken.read_text())
+    return {name: folder / name for name in ("scores", "score", "broken")}
+
+
+def _spec(output: ModelOutput, **input_update: Any) -> ModelSpec:
+    model_input = ModelInput(
+        name="two bands",
+        bands=("a", "b"),
+        shape=(-1, 2, -1, -1),
+        dim_order=("batch", "bands", "height", "width"),
+        data_type="float32",
+        halo=RADIUS,
+    ).model_copy(update=input_update)
+    return ModelSpec(
+        id="box",
+        name="box",
+        architecture="box filter",
+        tasks=("semantic-segmentation",),
+        inputs=(model_input,),
+        outputs=(output,),
+    )
+
+
+SCORES = ModelOutput(  # logged with its classes: two channels of class probabilities
+    name="scores",
+    tasks=("semantic-segmentation",),
+    shape=(-1, 2, -1, -1),
+    dim_order=("batch", "classes", "height", "width"),
+    data_type="float32",
+    classes=CLASSES,
+)
+SCORE = ModelOutput(  # logged without classes: one raw probability
+    name="probability",
+    tasks=("semantic-segmentation",),
+    shape=(-1, 1, -1, -1),
+    dim_order=("batch", "channel", "height", "width"),
+    data_type="float32",
+)
+
+
+@pytest.fixture
+def image(tmp_path: Path) -> Path:
+    """Integer values (the box sums are exact): a ramp with noise, and a no-data patch."""
+    rng = np.random.default_rng(5)
+    ramp = np.linspace(60, 200, 150)[None, :, None] * np.ones((2, 150, 170))
+    data = np.clip(ramp + rng.integers(-60, 60, (2, 150, 170)), 0, 255).astype("float32")
+    data[:, 70:76, 20:31] = -9999
+    path = tmp_path / "image.tif"
+    profile = {
+        "driver": "GTiff",
+        "height": 150,
+        "width": 170,
+        "count": 2,
+        "dtype": "float32",
+        "crs": "EPSG:32616",
+        "transform": from_origin(452475, 3408645, 30, 30),
+        "nodata": -9999,
+    }
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+    return path
+
+
+def _whole(model: Path, image: Path, spec: ModelSpec) -> np.ndarray:
+    with package_predictor(sys.executable, model) as predict, rasterio.open(image) as src:
+        return predict_block(predict, src, (0, 0, src.width, src.height), halo=0, io=ModelIO.from_spec(spec))
+
+
+def _mask(plan: Any, output: Path) -> np.ndarray:
+    with rasterio.open(assemble_mask(plan, output)) as src:
+        return src.read(1)
+
+
+def test_block_edges_equal_the_whole_image_with_the_items_halo(
+    home: Path, tmp_path: Path, models: dict[str, Path], image: Path
+) -> None:
+    spec = _spec(SCORES)
+    whole = _whole(models["scores"], image, spec)
+    assert 0 < (whole == 1).sum() < whole.size - 66  # both classes, and the no-data patch
+    assert (whole[70:76, 20:31] == NODATA_CLASS).all()
+    plan = plan_batch(str(image), None, block_size=48, group_size=16)
+    with_halo, too_small = tmp_path / "halo", tmp_path / "default"
+    for output, halo in ((with_halo, None), (too_small, 16)):
+        save_plan(plan, output)
+        for group in plan.groups:
+            done = predict_group(
+                str(models["scores"]), plan, list(group), output, spec=spec, halo=halo, batch_size=3
+            )
+            assert done == [b.id for b in group]
+    assert np.array_equal(_mask(plan, with_halo), whole)  # the item's halo: 20 px
+    assert not np.array_equal(_mask(plan, too_small), whole)  # 16 px: block edges differ
+    # a finished block is not predicted again
+    assert predict_group(str(models["scores"]), plan, list(plan.groups[0]), with_halo, spec=spec) == []
+    # the model's code, and MLflow's loader of models from code, never ran in this process
+    assert not [m for m in sys.modules if MODULE in m or m == "mlflow.pyfunc.loaders.code_model"]
+
+
+def test_a_raw_probability_is_thresholded_as_the_item_says(
+    home: Path, tmp_path: Path, models: dict[str, Path], image: Path
+) -> None:
+    lenient = _whole(models["score"], image, _spec(SCORE))
+    strict = _whole(models["score"], image, _spec(SCORE.model_copy(update={"threshold": 0.6})))
+    assert set(np.unique(lenient).tolist()) == {0, 1, NODATA_CLASS}
+    assert 0 < (strict == 1).sum() < (lenient == 1).sum()
+    # the same probabilities as two channels: the arg-max is the 0.5 threshold
+    assert np.array_equal(_whole(models["scores"], image, _spec(SCORES)), lenient)
+
+
+def test_value_scaling_from_the_item_reaches_the_model(models: dict[str, Path], image: Path) -> None:
+    plain = _whole(models["score"], image, _spec(SCORE))
+    # x / 0.5 doubles every value: the model's mean crosses its 0.5 threshold sooner
+    doubled = _whole(
+        models["score"], image, _spec(SCORE, value_scaling=(ValueScaling(type="scale", value=0.5),))
+    )
+    assert (doubled == 1).sum() > (plain == 1).sum()
+    assert (doubled[plain == 1] == 1).all()
+
+
+def test_a_model_that_cannot_load_names_the_missing_module(models: dict[str, Path]) -> None:
+    with pytest.raises(
+        GeomlopsError, match=r"cannot load the model .*No module named 'geomlops_no_such_module'"
+    ):
+        with package_predictor(sys.executable, models["broken"]):
+            pass
+
+
+def test_a_failed_prediction_names_the_models_error_and_the_worker_goes_on(models: dict[str, Path]) -> None:
+    with package_predictor(sys.executable, models["score"]) as predict:
+        assert predict.device == "cpu"
+        with pytest.raises(GeomlopsError, match=r"shape \(1, 3, 4, 4\): ValueError: expected 2 bands, got 3"):
+            predict(np.zeros((1, 3, 4, 4), np.float32))
+        assert predict(np.zeros((2, 2, 4, 4), np.float32)).shape == (2, 1, 4, 4)
+
+
+def test_the_split_predict_step_writes_what_predict_group_writes(
+    home: Path, tmp_path: Path, models: dict[str, Path], image: Path
+) -> None:
+    """stage_group, the worker's file mode (as the model's image runs it), write_group."""
+    spec = _spec(SCORES)
+    plan = plan_batch(str(image), None, block_size=64, group_size=6)
+    group = list(plan.groups[0])
+    direct, split = tmp_path / "direct", tmp_path / "split"
+    predict_group(str(models["scores"]), plan, group, direct, spec=spec)
+    stack = stage_group(plan, group, split, spec)
+    raw = split / "raw.npy"
+    ran = subprocess.run(
+        [
+            sys.executable,
+            str(WORKER),
+            str(models["scores"]),
+            "--input",
+            str(stack),
+            "--output",
+            str(raw),
+            "--batch",
+            "4",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert "loaded on cpu" in ran.stderr
+    assert write_group(plan, group, split, spec, raw) == [b.id for b in group]
+    for block in group:
+        with (
+            rasterio.open(block_path(direct, block.id)) as a,
+            rasterio.open(block_path(split, block.id)) as b,
+        ):
+            assert np.array_equal(a.read(), b.read())
+        assert pieces_path(split, block.id).read_bytes() == pieces_path(direct, block.id).read_bytes()
+    missing = subprocess.run(
+        [
+            sys.executable,
+            str(WORKER),
+            str(models["scores"]),
+            "--input",
+            str(tmp_path / "none.npy"),
+            "--output",
+            str(raw),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert missing.returncode == 1
+    assert "none.npy" in missing.stderr.splitlines()[-1]
+
+
+def test_publishing_reads_the_pieces_traced_while_predicting(
+    home: Path, tmp_path: Path, models: dict[str, Path], image: Path
+) -> None:
+    """The same files as vectorizing the assembled mask, without tracing it again."""
+    spec = _spec(SCORES)
+    plan = plan_batch(str(image), None, block_size=40, group_size=50)
+    output = tmp_path / "run"
+    save_plan(plan, output)
+    predict_group(str(models["scores"]), plan, list(plan.groups[0]), output, spec=spec)
+    mask = assemble_mask(plan, output)
+    lineage = Lineage(model="box", model_version="1", run_id="0123456789abcdef")
+    catalog = str(tmp_path / "catalog" / "catalog.json")
+    published: dict[str, list[bytes]] = {}
+    for name in ("pieces", "traced"):
+        if name == "traced":
+            for block in plan.groups[0]:
+                pieces_path(output, block.id).unlink()
+        result = publish_predictions(
+            mask, output, plan, lineage, area=name, catalog=catalog, scheduler="synchronous"
+        )
+        assert result.features > 0
+        published[name] = [Path(result.geoparquet).read_bytes(), Path(result.geojson).read_bytes()]
+    assert published["pieces"] == published["traced"]
