@@ -170,7 +170,12 @@ def main() -> None:
         "--size", type=int, default=4096, help="tile the imagery to SIZE px a side (0: as is)"
     )
     parser.add_argument("--block-size", type=int, default=512)
-    parser.add_argument("--group-size", type=int, default=16, help="blocks per predict task")
+    parser.add_argument(
+        "--group-size", type=int, default=64, help="blocks per predict task (each starts a worker)"
+    )
+    parser.add_argument(
+        "--model-threads", type=int, default=None, help="OpenMP threads of the model (default: its own)"
+    )
     parser.add_argument("--halo", type=int, default=None, help="default: the item's geomlops:halo (else 16)")
     parser.add_argument(
         "--batch", type=int, default=None, help="blocks per predict call (default: the item's)"
@@ -184,6 +189,8 @@ def main() -> None:
     home = home.resolve()
     os.environ["GEOMLOPS_HOME"] = str(home)
     os.environ.pop("MLFLOW_TRACKING_URI", None)  # the work folder's own
+    if args.model_threads:  # the worker inherits it
+        os.environ["OMP_NUM_THREADS"] = str(args.model_threads)
 
     import geopandas  # noqa: F401  (imports before any clock starts)
     import matplotlib.pyplot  # noqa: F401
@@ -207,7 +214,7 @@ def main() -> None:
     source = args.imagery or next(iter(sorted((home / "datasets").glob("*/image.tif"))), None)
     if source is None:
         raise SystemExit(f"no imagery: pass --imagery (none under {home / 'datasets'})")
-    print(f"machine: {machine()}")
+    print(f"machine: {machine()}; OpenMP threads: {os.environ.get('OMP_NUM_THREADS', 'default')}")
     with tempfile.TemporaryDirectory(prefix="bench-batch-", dir=home) as tmp:
         work = Path(tmp)
         imagery = scene_imagery(source.resolve(), args.size or None, work)
