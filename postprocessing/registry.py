@@ -86,6 +86,11 @@ P = TypeVar("P", bound=PostProcessor)
 
 _REGISTRY: dict[str, PostProcessor] = {}
 
+#: what happens to a post-processor's whole polygons once merged across block edges:
+#: ``finish(geometries, geographic=..., options=the MLM output)`` -> geometries
+Finisher = Callable[..., NDArray[np.object_]]
+_FINISHERS: dict[PostProcessor, Finisher] = {}
+
 
 def register_postprocessor(name: str) -> Callable[[P], P]:
     """Register a post-processor under ``name`` and under its ``module:function`` path.
@@ -109,6 +114,35 @@ def register_postprocessor(name: str) -> Callable[[P], P]:
         return func
 
     return decorate
+
+
+def register_finisher(postprocessor: PostProcessor) -> Callable[[Finisher], Finisher]:
+    """Register what finishes ``postprocessor``'s merged polygons (a decorator)."""
+
+    def decorate(func: Finisher) -> Finisher:
+        _FINISHERS[postprocessor] = func
+        return func
+
+    return decorate
+
+
+def resolve_finisher(
+    output: Mapping[str, Any],
+) -> Callable[[NDArray[np.object_], bool], NDArray[np.object_]] | None:
+    """The finisher of the output's post-processor, bound to the output's options, or None.
+
+    The returned function takes the merged geometries in the raster's CRS and whether that CRS is
+    geographic. The output's options are checked here, so a bad one fails before any prediction.
+    """
+    finisher = _FINISHERS.get(resolve_postprocessor(output))
+    if finisher is None:
+        return None
+    finisher(np.empty(0, dtype=object), geographic=False, options=output)  # checks the options
+
+    def finish(geometries: NDArray[np.object_], geographic: bool) -> NDArray[np.object_]:
+        return finisher(geometries, geographic=geographic, options=output)
+
+    return finish
 
 
 def registered_postprocessors() -> dict[str, PostProcessor]:
@@ -224,3 +258,7 @@ def footprints(output: BlockOutput) -> BlockFeatures:
     ring = [t @ (0, 0), t @ (block.width, 0), t @ (block.width, block.height), t @ (0, block.height)]
     geoms = np.array([shapely.Polygon(ring)], dtype=object)
     return BlockFeatures(geometries=geoms, classes=np.array([label], np.int64), scores=score)
+
+
+# built-ins kept in their own modules register themselves on import
+import postprocessing.buildings  # noqa: E402, F401

@@ -1,0 +1,1 @@
+"""Building footprints from OpenAerialMap drone imagery: a PyTorch U-Net model package."""
