@@ -32,6 +32,7 @@ from geomlops.gateway.results import (
 from geomlops.gateway.schemas import (
     BatchInferenceRequest,
     BatchPlanSummary,
+    ClassMetrics,
     DecisionRequest,
     MetricRow,
     Predictions,
@@ -438,8 +439,8 @@ def _report(parts: Gateway, run_id: str) -> tuple[RunInfo, Any]:
 
 @router.get("/{run_id}/report", summary="A promotion run's comparison report and the policy's verdict")
 def promotion_report(run_id: str, parts: Parts, caller: Reader) -> PromotionReport:
-    """Each metric of the candidate and of production side by side (per class where the metric
-    is), the primary metric, tolerance and difference, and the policy's verdict."""
+    """Each metric of the candidate and of production side by side, and per class, the primary
+    metric, tolerance and difference, and the policy's verdict."""
     run, report = _report(parts, run_id)
     ev = report.evaluation
     production = ev.production.metrics if ev.production else {}
@@ -447,8 +448,24 @@ def promotion_report(run_id: str, parts: Parts, caller: Reader) -> PromotionRepo
         MetricRow(name=name, candidate=_finite(value), production=_finite(production.get(name)))
         for name, value in sorted(ev.candidate.metrics.items())
     ]
+    from steps._metrics import metric_suffix
+
+    per_class = []
+    for name in ev.class_names:
+        ending = f"_{metric_suffix(name)}"
+        per_class.append(
+            ClassMetrics(
+                name=name,
+                metrics=[
+                    r.model_copy(update={"name": r.name[: -len(ending)]})
+                    for r in rows
+                    if r.name.endswith(ending)
+                ],
+            )
+        )
     return PromotionReport(
         run_id=run_id,
+        per_class=per_class,
         model=ev.model,
         candidate=ev.candidate.version,
         production=ev.production.version if ev.production else None,

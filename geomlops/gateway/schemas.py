@@ -285,6 +285,13 @@ class MetricRow(BaseModel):
     production: float | None = Field(description="null: no production version, or not logged.")
 
 
+class ClassMetrics(BaseModel):
+    """One class's metrics of both versions (iou, f1, precision, recall, support)."""
+
+    name: str
+    metrics: list[MetricRow]
+
+
 class PromotionReport(BaseModel):
     """A promotion run's comparison: both versions' metrics and the policy's verdict."""
 
@@ -302,7 +309,8 @@ class PromotionReport(BaseModel):
     summary: str
     policy_source: str
     created: str
-    metrics: list[MetricRow]
+    metrics: list[MetricRow] = Field(description="Every metric, per class ones included (NAME_CLASS).")
+    per_class: list[ClassMetrics] = Field(description="Per class, in the model's class order.")
     waiting_gate: str | None = Field(description="The gate waiting for a decision; null: decided or not yet.")
     picture: str = Field(description="The comparison picture's route.")
 

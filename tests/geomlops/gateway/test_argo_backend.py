@@ -334,3 +334,50 @@ def test_train_batch_inference_promotion_and_approval_through_the_gateway(
     ]
     for run_id in (trained["run_id"], batch["run_id"], promotion["run_id"]):
         assert argo.workflows[run_id]["status"]["phase"] == "Succeeded"
+
+
+def test_approving_what_the_policy_refused_needs_an_explicit_override(
+    argo: FakeArgo, catalogued: Path, schema_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The report task said the candidate is worse than production: an approval without
+    ``override: true`` is refused (409, naming the field) before anything reaches Argo."""
+    _clean_env(monkeypatch, catalogued, schema_dir)
+    backend = _backend(argo.url, monkeypatch)
+    app = create_app(Settings(), GatewaySettings(backend="argo"), backend)
+    keys = {
+        role: create_key(app.state.gateway.db, f"{role}-policy", role).token
+        for role in ("operator", "approver")
+    }
+    url, server, thread = serve_in_thread(app)
+    try:
+        with httpx.Client(base_url=url, timeout=60) as client:
+            operator = {"Authorization": f"Bearer {keys['operator']}"}
+            approver = {"Authorization": f"Bearer {keys['approver']}"}
+            started = client.post(
+                "/api/v1/runs/promotion", json={"model": MODEL, "candidate": "1"}, headers=operator
+            )
+            run_id = started.json()["run_id"]
+            argo.advance(run_id)
+            for parameter in argo.node(run_id, "report")["outputs"]["parameters"]:
+                parameter["value"] = {"worse": "true", "summary": "test_iou fell by 0.2"}.get(
+                    parameter["name"], parameter["value"]
+                )
+            before = len(argo.requests)
+            refused = client.post(f"/api/v1/runs/{run_id}/approve", json={"reason": "fine"}, headers=approver)
+            sent = [r["method"] for r in argo.requests[before:]]
+            overridden = client.post(
+                f"/api/v1/runs/{run_id}/approve", json={"reason": "fine", "override": True}, headers=approver
+            )
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        app.state.gateway.db.dispose()
+    assert refused.status_code == 409
+    assert refused.json()["detail"].startswith("override: the promotion policy refused the candidate")
+    assert "test_iou fell by 0.2" in refused.json()["detail"]
+    assert set(sent) == {"GET"}  # nothing set or resumed
+    assert overridden.status_code == 200, overridden.text
+    values = json.loads(
+        next(r for r in argo.requests if r["path"].endswith("/set"))["body"]["outputParameters"]
+    )
+    assert values["override"] == "true" and values["reason"] == "fine"
