@@ -16,7 +16,7 @@ import struct
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO, Any
@@ -33,28 +33,35 @@ ENVIRONMENT_TAG = "geomlops.environment"
 
 
 class PackagePredictor:
-    """``predict(array) -> array`` through a running worker; :attr:`device` is where it runs."""
+    """``predict(array) -> array`` through a running worker; :attr:`device` is where it runs.
 
-    def __init__(self, proc: subprocess.Popen[bytes], stderr: IO[str], model_dir: str, device: str) -> None:
-        self._proc = proc
-        self._stderr = stderr
+    Args:
+        reader: the worker's answers (its stdout, or the socket).
+        writer: the worker's requests (its stdin, or the socket).
+        tail: what the worker said of itself when it fails (its last error lines, exit code).
+        model_dir: the model, for messages.
+        device: the device asked for (the ready frame says which was chosen).
+    """
+
+    def __init__(
+        self, reader: IO[bytes], writer: IO[bytes], tail: Callable[[], str], model_dir: str, device: str
+    ) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._tail = tail
         self.model_dir = model_dir
         self.device = device
         self.flavor = ""
 
     def _fail(self, what: str, reason: str | None) -> GeomlopsError:
-        self._stderr.seek(0)
-        lines = self._stderr.read().strip().splitlines()
-        tail = "\n".join(f"  {t}" for t in lines[-12:])
-        reason = reason or f"the predictor exited with code {self._proc.poll()}"
-        return GeomlopsError(f"{what}: {reason}\n{tail}".rstrip())
+        tail = self._tail()
+        return GeomlopsError(f"{what}: {reason or 'the predictor ended'}\n{tail}".rstrip())
 
     def _read(self, count: int) -> bytearray | None:
-        assert self._proc.stdout is not None
         buffer = bytearray(count)
         view, got = memoryview(buffer), 0
         while got < count:
-            n = self._proc.stdout.readinto(view[got:])  # type: ignore[attr-defined]
+            n = self._reader.readinto(view[got:])  # type: ignore[attr-defined]
             if not n:
                 return None
             got += n
@@ -86,16 +93,15 @@ class PackagePredictor:
         Raises:
             GeomlopsError: the model failed (its last error lines in the message).
         """
-        assert self._proc.stdin is not None
         data = np.ascontiguousarray(array)
         header = json.dumps({"shape": list(data.shape), "dtype": data.dtype.str, "nbytes": data.nbytes})
         what = f"the model {self.model_dir} failed to predict an array of shape {data.shape}"
         try:
-            self._proc.stdin.write(_LENGTH.pack(len(header)) + header.encode())
+            self._writer.write(_LENGTH.pack(len(header)) + header.encode())
             if data.nbytes:
-                self._proc.stdin.write(data.data.cast("B"))
-            self._proc.stdin.flush()
-        except BrokenPipeError:
+                self._writer.write(data.data.cast("B"))
+            self._writer.flush()
+        except (BrokenPipeError, ConnectionError):
             raise self._fail(what, None) from None
         answer, payload = self._frame(what)
         result: NDArray[Any] = np.frombuffer(payload, dtype=np.dtype(answer["dtype"]))
@@ -136,8 +142,17 @@ def package_predictor(
             env=_worker_env(python),
             cwd=tmp,
         )
+        assert proc.stdout is not None and proc.stdin is not None
+
+        def tail() -> str:
+            errors.seek(0)
+            lines = errors.read().strip().splitlines()
+            code = proc.poll()
+            ended = [f"  (the predictor exited with code {code})"] if code is not None else []
+            return "\n".join([*(f"  {t}" for t in lines[-12:]), *ended])
+
         try:
-            predictor = PackagePredictor(proc, errors, str(model_dir), device)
+            predictor = PackagePredictor(proc.stdout, proc.stdin, tail, str(model_dir), device)
             predictor.ready(f"cannot load the model {model_dir} with {python}")
             yield predictor
         finally:
@@ -149,6 +164,51 @@ def package_predictor(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+@contextmanager
+def socket_predictor(
+    port_file: Path, *, model: str, timeout: float, log_hint: str
+) -> Iterator[PackagePredictor]:
+    """A predictor talking to a worker that serves one connection on ``localhost`` (run with
+    ``--listen``, e.g. a sidecar in the model's image), once it has written its port to
+    ``port_file``.
+
+    Args:
+        port_file: where the worker writes its port.
+        model: the model, for messages.
+        timeout: seconds to wait for the port and then for the model to load.
+        log_hint: where the worker's own output is, for messages.
+
+    Raises:
+        GeomlopsError: no port within ``timeout``; the model cannot be loaded (the worker's
+            reason, e.g. the missing module); a prediction fails.
+    """
+    import socket
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not port_file.is_file():
+        if time.monotonic() > deadline:
+            raise GeomlopsError(
+                f"the model's worker did not start within {timeout:.0f} s ({port_file} never appeared); "
+                f"its output: {log_hint}"
+            )
+        time.sleep(0.1)
+    port = int(port_file.read_text(encoding="utf-8").strip())
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as conn:
+        conn.settimeout(None)  # a model may take long on a batch; the pod's deadline bounds it
+        reader, writer = conn.makefile("rb"), conn.makefile("wb")
+        predictor = PackagePredictor(
+            reader, writer, lambda: f"  (the worker's output: {log_hint})", model, ""
+        )
+        predictor.ready(f"cannot load the model {model}")
+        try:
+            yield predictor
+        finally:
+            with suppress(OSError):
+                writer.close()
+            reader.close()
 
 
 def model_interpreter(run_tags: dict[str, str]) -> str:

@@ -23,10 +23,12 @@ when either side dies, and it does not cross a host boundary; Arrow IPC would pu
 every model environment. Next to the model's own time the copy is small (a 512 x 512 x 3
 float32 block is 3 MiB, copied in about a millisecond).
 
-**File** (``python _pyfunc_worker.py MODEL --input IN.npy --output OUT.npy [--batch N]
-[--device auto|cpu|cuda]``): predicts a stacked ``(N, C, H, W)`` array in batches of ``N`` and
-saves the model's raw output, concatenated along the first axis. Exit code 0 on success; 1 with
-the reason on stderr otherwise.
+**Socket** (``python _pyfunc_worker.py MODEL --listen 127.0.0.1:0 --port-file PATH``): the same
+frames over one TCP connection. The worker binds first and writes the port it got to
+``PATH`` (written whole, then renamed), then loads the model and answers the first connection,
+ready frame first, and exits when it closes. On Argo it runs so as a sidecar in the model's image,
+beside the geomlops step that reads the imagery: the pod's containers share ``localhost``, and
+port 0 lets parallel pods on one machine (the local runner) each get their own.
 
 Device: ``cuda`` (or ``auto``) uses a GPU when torch is importable and reports one; the model is
 then loaded with ``model_config={"device": "cuda"}`` where its flavor takes a model config.
@@ -127,18 +129,17 @@ def _serve(model: Any, np: Any, protocol: IO[bytes], requests: IO[bytes]) -> int
         _write_frame(protocol, answer, memoryview(result).cast("B") if result.nbytes else b"")
 
 
-def _predict_file(model: Any, np: Any, source: str, target: str, batch: int) -> None:
-    stack = np.load(source, mmap_mode="r")
-    if stack.ndim < 1 or len(stack) == 0:
-        raise ValueError(f"{source}: expected a stacked (N, ...) array, got shape {stack.shape}")
-    parts = [
-        np.asarray(model.predict(np.ascontiguousarray(stack[i : i + batch])))
-        for i in range(0, len(stack), batch)
-    ]
-    result = np.concatenate(parts, axis=0)
-    partial = target + ".partial.npy"
-    np.save(partial, result)
-    os.replace(partial, target)  # the output exists only once complete
+def _listen(address: str, port_file: str) -> Any:
+    """A server socket bound to ``HOST:PORT``; its port written to ``port_file``."""
+    import socket
+
+    host, _, port = address.rpartition(":")
+    server = socket.create_server((host or "127.0.0.1", int(port)))
+    partial = f"{port_file}.partial"
+    with open(partial, "w", encoding="utf-8") as handle:
+        handle.write(str(server.getsockname()[1]))
+    os.replace(partial, port_file)  # the caller sees a port only once it is whole
+    return server
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -146,43 +147,38 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Predict with a pyfunc model in its own environment.")
     parser.add_argument("model", help="the model's URI or local folder (with MLmodel)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu")
-    parser.add_argument("--input", help="file mode: a stacked (N, C, H, W) .npy to predict")
-    parser.add_argument("--output", help="file mode: where the raw predictions go (.npy)")
-    parser.add_argument("--batch", type=int, default=8, help="file mode: arrays per predict call")
+    parser.add_argument("--listen", metavar="HOST:PORT", help="socket mode: serve one connection here")
+    parser.add_argument(
+        "--port-file",
+        default=os.environ.get("GEOMLOPS_WORKER_PORT_FILE", ""),
+        help="socket mode: where the port is written (default: $GEOMLOPS_WORKER_PORT_FILE)",
+    )
     args = parser.parse_args(argv)
-    if (args.input is None) != (args.output is None):
-        parser.error("--input and --output go together")
-    if args.batch < 1:
-        parser.error(f"--batch must be at least 1, got {args.batch}")
-    file_mode = args.input is not None
-    protocol = None
-    if not file_mode:
-        protocol = os.fdopen(os.dup(1), "wb")
-        os.dup2(2, 1)  # the model's own prints go to stderr
+    if args.listen and not args.port_file:
+        parser.error("--listen needs --port-file (or GEOMLOPS_WORKER_PORT_FILE)")
+    server = _listen(args.listen, args.port_file) if args.listen else None
+    protocol: IO[bytes] = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # the model's own prints go to stderr
     import numpy as np
 
     device = _choose_device(args.device)
     try:
         model, flavor = _load(args.model, device)
+        failure = None
     except Exception as err:  # noqa: BLE001 - reported to the caller, who raises
         traceback.print_exc()
-        reason = f"cannot load the model {args.model}: {_message(err)}"
-        if protocol is not None:
-            _write_frame(protocol, {"error": reason})
-        else:
-            print(f"error: {reason}", file=sys.stderr)
+        failure = f"cannot load the model {args.model}: {_message(err)}"
+    requests: IO[bytes] = sys.stdin.buffer
+    if server is not None:
+        print(f"waiting for the geomlops step on port {server.getsockname()[1]}", file=sys.stderr)
+        connection, _ = server.accept()
+        requests, protocol = connection.makefile("rb"), connection.makefile("wb")
+    if failure is not None:
+        _write_frame(protocol, {"error": failure})
         return 1
-    if protocol is not None:
-        _write_frame(protocol, {"ready": True, "device": device, "flavor": flavor})
-        return _serve(model, np, protocol, sys.stdin.buffer)
+    _write_frame(protocol, {"ready": True, "device": device, "flavor": flavor})
     print(f"model {args.model} loaded on {device} ({flavor})", file=sys.stderr)
-    try:
-        _predict_file(model, np, args.input, args.output, args.batch)
-    except Exception as err:  # noqa: BLE001 - the reason goes to stderr, the exit code says it failed
-        traceback.print_exc()
-        print(f"error: predicting {args.input}: {_message(err)}", file=sys.stderr)
-        return 1
-    return 0
+    return _serve(model, np, protocol, requests)
 
 
 if __name__ == "__main__":

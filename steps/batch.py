@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import suppress
+from contextlib import AbstractContextManager, suppress
 from pathlib import Path
 from queue import Empty
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict
 from catalog_sync.mlm import ModelInput, ModelSpec
 from geomlops.errors import GeomlopsError, ImageryMismatchError, ParameterError
 from geomlops.files import atomic_path
-from steps.predict import NODATA_CLASS
+from steps.predict import NODATA_CLASS, Predict
 
 if TYPE_CHECKING:
     from postprocessing.kernel import BlockPieces
@@ -184,6 +184,7 @@ def predict_group(
     spec: ModelSpec | None = None,
     batch_size: int | None = None,
     device: str | None = None,
+    predictor: Callable[[], AbstractContextManager[Predict]] | None = None,
 ) -> list[str]:
     """Predict every unfinished block of ``group`` in the model's own environment; return the
     ids predicted now.
@@ -208,6 +209,10 @@ def predict_group(
         batch_size: blocks per call of the model (default: the item's suggestion, else 4).
         device: ``cpu``, ``cuda`` or ``auto`` (default: ``cuda`` where the item's
             ``mlm:accelerator`` says so and a GPU is present).
+        predictor: opens the worker to predict with; default: one started here with the
+            interpreter of the environment the model was trained in. On Argo: the connection to
+            the worker running in the model's image beside this step
+            (:func:`steps._package_predictor.socket_predictor`).
 
     Raises:
         GeomlopsError: the model cannot be loaded (the worker's reason), fails, or answers with
@@ -220,11 +225,16 @@ def predict_group(
     if not todo:
         return []
     io = _model_io(spec, halo)
-    python, model_dir = model_worker_inputs(model_uri, get_settings().home_dir / "models")
+    opened: AbstractContextManager[Predict]
+    if predictor is None:
+        python, model_dir = model_worker_inputs(model_uri, get_settings().home_dir / "models")
+        opened = package_predictor(python, model_dir, device=device or _device(spec))
+    else:
+        opened = predictor()
     size = batch_size or (spec.batch_size if spec is not None else None) or DEFAULT_BATCH
     writer = _BlockWriter(plan, output, io)
     with (
-        package_predictor(python, model_dir, device=device or _device(spec)) as predict,
+        opened as predict,
         ThreadPoolExecutor(1, thread_name_prefix="write-blocks") as pool,
     ):
         pending: list[Future[list[str]]] = []
@@ -236,85 +246,6 @@ def predict_group(
                 done += pending.pop(0).result()
         for future in pending:
             done += future.result()
-    return done
-
-
-def stage_group(
-    plan: BatchPlan,
-    group: list[PlannedBlock],
-    output: Path,
-    spec: ModelSpec | None,
-    *,
-    halo: int | None = None,
-) -> Path:
-    """Write the model input of ``group``'s unfinished blocks as one ``(N, C, H, W)`` ``.npy``.
-
-    For a predict step split in three (on Argo the model's image predicts in between, with
-    ``_pyfunc_worker.py MODEL --input STACK --output RAW``): beside the stack, ``.json`` lists
-    its blocks in order and ``.invalid.npy`` holds their no-data masks.
-
-    Returns:
-        The stack's path (``<output>/staged/<first block>.npy``); with no unfinished block, an
-        empty stack.
-    """
-    io = _model_io(spec, halo)
-    todo = [b for b in group if not block_path(output, b.id).exists()]
-    folder = output / "staged"
-    folder.mkdir(parents=True, exist_ok=True)
-    stem = folder / (group[0].id if group else "empty")
-    stacks, masks = [], []
-    for _, stack, invalid in _batches(plan, todo, io, max(1, len(todo))):
-        stacks.append(io.to_model_size(stack))
-        masks.append(invalid)
-    with atomic_path(stem.with_suffix(".invalid.npy")) as tmp, open(tmp, "wb") as f:
-        np.save(f, np.concatenate(masks) if masks else np.zeros((0, 0, 0), bool))
-    with atomic_path(stem.with_suffix(".json")) as tmp:
-        tmp.write_text(json.dumps({"blocks": [b.id for b in todo], "halo": io.halo}))
-    target = stem.with_suffix(".npy")
-    with atomic_path(target) as tmp, open(tmp, "wb") as f:
-        np.save(f, np.concatenate(stacks) if stacks else np.zeros((0, 0, 0, 0), io.data_type))
-    return target
-
-
-def write_group(
-    plan: BatchPlan,
-    group: list[PlannedBlock],
-    output: Path,
-    spec: ModelSpec | None,
-    predictions_npy: Path,
-    *,
-    halo: int | None = None,
-) -> list[str]:
-    """Interpret the model's raw answer for a stack :func:`stage_group` wrote, and write its
-    blocks (and their polygon pieces) exactly as :func:`predict_group` does; return their ids.
-
-    Raises:
-        GeomlopsError: the stack's sidecar files are missing, the answer has another number of
-            blocks than the stack, or it does not fit the model's MLM output.
-    """
-    io = _model_io(spec, halo)
-    stem = output / "staged" / (group[0].id if group else "empty")
-    try:
-        staged = json.loads(stem.with_suffix(".json").read_text())
-        invalid = np.load(stem.with_suffix(".invalid.npy"))
-    except FileNotFoundError as err:
-        raise GeomlopsError(f"{err.filename}: not staged; run stage_group for this group first") from err
-    if staged["halo"] != io.halo:
-        raise GeomlopsError(f"{stem}.npy was staged with a halo of {staged['halo']} px, not {io.halo}")
-    by_id = {b.id: b for b in group}
-    blocks = [by_id[i] for i in staged["blocks"]]
-    if not blocks:
-        return []
-    raw = np.load(predictions_npy, mmap_mode="r")
-    if len(raw) != len(blocks):
-        raise GeomlopsError(
-            f"{predictions_npy}: {len(raw)} predictions for the {len(blocks)} blocks staged in {stem}.npy"
-        )
-    writer = _BlockWriter(plan, output, io)
-    done = []
-    for start in range(0, len(blocks), DEFAULT_BATCH):
-        part = slice(start, start + DEFAULT_BATCH)
-        done += writer.write(blocks[part], np.asarray(raw[part]), invalid[part])
     return done
 
 

@@ -19,7 +19,7 @@ from rasterio.transform import from_origin
 
 from catalog_sync.mlm import ModelClass, ModelInput, ModelOutput, ModelSpec, ValueScaling
 from geomlops.errors import GeomlopsError
-from steps._package_predictor import WORKER, package_predictor
+from steps._package_predictor import WORKER, package_predictor, socket_predictor
 from steps.batch import (
     assemble_mask,
     block_path,
@@ -27,8 +27,6 @@ from steps.batch import (
     plan_batch,
     predict_group,
     save_plan,
-    stage_group,
-    write_group,
 )
 from steps.model_io import ModelIO
 from steps.predict import NODATA_CLASS, predict_block
@@ -219,59 +217,71 @@ def test_a_failed_prediction_names_the_models_error_and_the_worker_goes_on(model
         assert predict(np.zeros((2, 2, 4, 4), np.float32)).shape == (2, 1, 4, 4)
 
 
-def test_the_split_predict_step_writes_what_predict_group_writes(
+def _listening_worker(model: Path, port_file: Path, log: Path) -> subprocess.Popen[bytes]:
+    """The worker as a sidecar runs it: serving one connection on a free port of localhost."""
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                str(WORKER),
+                str(model),
+                "--listen",
+                "127.0.0.1:0",
+                "--port-file",
+                str(port_file),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def test_a_worker_on_a_socket_predicts_what_a_worker_on_pipes_predicts(
     home: Path, tmp_path: Path, models: dict[str, Path], image: Path
 ) -> None:
-    """stage_group, the worker's file mode (as the model's image runs it), write_group."""
+    """As on Argo, where the worker runs in the model's image beside the step reading the imagery."""
     spec = _spec(SCORES)
     plan = plan_batch(str(image), None, block_size=64, group_size=6)
     group = list(plan.groups[0])
-    direct, split = tmp_path / "direct", tmp_path / "split"
-    predict_group(str(models["scores"]), plan, group, direct, spec=spec)
-    stack = stage_group(plan, group, split, spec)
-    raw = split / "raw.npy"
-    ran = subprocess.run(
-        [
-            sys.executable,
-            str(WORKER),
-            str(models["scores"]),
-            "--input",
-            str(stack),
-            "--output",
-            str(raw),
-            "--batch",
-            "4",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert ran.returncode == 0, ran.stderr
-    assert "loaded on cpu" in ran.stderr
-    assert write_group(plan, group, split, spec, raw) == [b.id for b in group]
+    piped, socketed = tmp_path / "piped", tmp_path / "socket"
+    predict_group(str(models["scores"]), plan, group, piped, spec=spec)
+    port_file, log = tmp_path / "port", tmp_path / "worker.log"
+    worker = _listening_worker(models["scores"], port_file, log)
+    try:
+        opened = lambda: socket_predictor(port_file, model="box", timeout=120, log_hint=str(log))  # noqa: E731
+        assert predict_group("unused", plan, group, socketed, spec=spec, predictor=opened) == [
+            b.id for b in group
+        ]
+        assert worker.wait(timeout=60) == 0  # it serves one connection, then exits
+    finally:
+        worker.kill()
     for block in group:
         with (
-            rasterio.open(block_path(direct, block.id)) as a,
-            rasterio.open(block_path(split, block.id)) as b,
+            rasterio.open(block_path(piped, block.id)) as a,
+            rasterio.open(block_path(socketed, block.id)) as b,
         ):
             assert np.array_equal(a.read(), b.read())
-        assert pieces_path(split, block.id).read_bytes() == pieces_path(direct, block.id).read_bytes()
-    missing = subprocess.run(
-        [
-            sys.executable,
-            str(WORKER),
-            str(models["scores"]),
-            "--input",
-            str(tmp_path / "none.npy"),
-            "--output",
-            str(raw),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert missing.returncode == 1
-    assert "none.npy" in missing.stderr.splitlines()[-1]
+        assert pieces_path(socketed, block.id).read_bytes() == pieces_path(piped, block.id).read_bytes()
+
+
+def test_a_socket_worker_that_cannot_load_the_model_says_why(tmp_path: Path, models: dict[str, Path]) -> None:
+    port_file, log = tmp_path / "port", tmp_path / "worker.log"
+    worker = _listening_worker(models["broken"], port_file, log)
+    try:
+        with (
+            pytest.raises(GeomlopsError, match="cannot load the model") as caught,
+            socket_predictor(port_file, model="broken", timeout=120, log_hint=str(log)),
+        ):
+            pass
+        assert str(log) in str(caught.value)
+        assert worker.wait(timeout=60) == 1
+    finally:
+        worker.kill()
+    never = tmp_path / "never"
+    with (
+        pytest.raises(GeomlopsError, match=r"did not start within 0 s \(.*never never appeared\)"),
+        socket_predictor(never, model="m", timeout=0.2, log_hint="its log"),
+    ):
+        pass
 
 
 def test_publishing_reads_the_pieces_traced_while_predicting(
