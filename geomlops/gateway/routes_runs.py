@@ -347,7 +347,14 @@ def predictions(
     if tiles is not None:
         assets.setdefault("pmtiles", str(tiles))
     features = int(outputs["features"]) if outputs["features"].isdigit() else None
-    return Predictions(run_id=run_id, item_href=href, item=item, assets=assets, features=features)
+    route = f"/api/v1/runs/{run_id}"
+    links = {kind: f"{route}/predictions?format={kind}" for kind in _FORMATS if kind in assets}
+    if tiles is not None:
+        links["pmtiles"] = f"{route}/predictions.pmtiles"
+    links["lineage"] = f"{route}/lineage"
+    return Predictions(
+        run_id=run_id, item_href=href, item=item, assets=assets, features=features, links=links
+    )
 
 
 def _pmtiles(run_id: str, item: dict[str, Any]) -> Path | None:

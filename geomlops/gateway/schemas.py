@@ -192,6 +192,13 @@ class Predictions(BaseModel):
     item: dict[str, Any]
     assets: dict[str, str] = Field(description="Asset name (geoparquet, geojson, quicklook…) to its href.")
     features: int | None = None
+    links: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            "The gateway's routes to the outputs: geoparquet, geojson (downloads), pmtiles (vector "
+            "tiles; absent without a feature), lineage."
+        ),
+    )
 
 
 class OnDemandPrediction(BaseModel):

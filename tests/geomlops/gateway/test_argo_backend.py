@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,26 @@ def _backend(url: str, monkeypatch: pytest.MonkeyPatch) -> ArgoBackend:
 
 def _template(pipeline: str) -> str:
     return str(render(pipeline)["metadata"]["name"])
+
+
+@contextmanager
+def _argo_gateway(
+    argo: FakeArgo, monkeypatch: pytest.MonkeyPatch, suffix: str
+) -> Iterator[tuple[str, dict[str, str]]]:
+    """The gateway on the Argo backend over real HTTP; an operator's and an approver's keys."""
+    backend = _backend(argo.url, monkeypatch)
+    app = create_app(Settings(), GatewaySettings(backend="argo"), backend)
+    keys = {
+        role: create_key(app.state.gateway.db, f"{role}-{suffix}", role).token
+        for role in ("operator", "approver")
+    }
+    url, server, thread = serve_in_thread(app)
+    try:
+        yield url, keys
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        app.state.gateway.db.dispose()
 
 
 AOI = {
@@ -213,17 +234,10 @@ def test_train_batch_inference_promotion_and_approval_through_the_gateway(
     should (submit from the template with the request's parameters, get, set and resume the
     gate, stop), and the gateway reports what the server answers."""
     _clean_env(monkeypatch, catalogued, schema_dir)
-    backend = _backend(argo.url, monkeypatch)
-    app = create_app(Settings(), GatewaySettings(backend="argo"), backend)
-    keys = {
-        role: create_key(app.state.gateway.db, f"{role}-argo", role).token
-        for role in ("operator", "approver")
-    }
     imagery = catalogued / "scene.tif"
     imagery.write_bytes(b"")  # the gateway checks that it exists; the cluster reads it
     train_params = '{"max_iter": 5}'
-    url, server, thread = serve_in_thread(app)
-    try:
+    with _argo_gateway(argo, monkeypatch, "argo") as (url, keys):
         with httpx.Client(base_url=url, timeout=60) as client:
 
             def call(role: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -290,10 +304,6 @@ def test_train_batch_inference_promotion_and_approval_through_the_gateway(
             running = call("operator", "/api/v1/runs/training", {"model": MODEL, "dataset_path": "d"})
             stopped = call("operator", f"/api/v1/runs/{running['run_id']}/stop", {})
             assert stopped["phase"] == "Failed" and stopped["message"] == "Stopped with strategy 'Stop'"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        app.state.gateway.db.dispose()
     submits = [r for r in argo.requests if r["path"].endswith("/submit")]
     assert [s["body"]["resourceName"] for s in submits] == [
         _template("training"),
@@ -342,14 +352,7 @@ def test_approving_what_the_policy_refused_needs_an_explicit_override(
     """The report task said the candidate is worse than production: an approval without
     ``override: true`` is refused (409, naming the field) before anything reaches Argo."""
     _clean_env(monkeypatch, catalogued, schema_dir)
-    backend = _backend(argo.url, monkeypatch)
-    app = create_app(Settings(), GatewaySettings(backend="argo"), backend)
-    keys = {
-        role: create_key(app.state.gateway.db, f"{role}-policy", role).token
-        for role in ("operator", "approver")
-    }
-    url, server, thread = serve_in_thread(app)
-    try:
+    with _argo_gateway(argo, monkeypatch, "policy") as (url, keys):
         with httpx.Client(base_url=url, timeout=60) as client:
             operator = {"Authorization": f"Bearer {keys['operator']}"}
             approver = {"Authorization": f"Bearer {keys['approver']}"}
@@ -368,10 +371,6 @@ def test_approving_what_the_policy_refused_needs_an_explicit_override(
             overridden = client.post(
                 f"/api/v1/runs/{run_id}/approve", json={"reason": "fine", "override": True}, headers=approver
             )
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        app.state.gateway.db.dispose()
     assert refused.status_code == 409
     assert refused.json()["detail"].startswith("override: the promotion policy refused the candidate")
     assert "test_iou fell by 0.2" in refused.json()["detail"]
