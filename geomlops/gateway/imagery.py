@@ -1,7 +1,8 @@
 """Imagery the web app shows: what is registered, and XYZ web-mercator tiles rendered from it.
 
-Registered imagery is every GeoTIFF asset of the catalogue's dataset items and every GeoTIFF
-directly in a dataset folder of the data repository (the embedded default's demo scene is one).
+Registered imagery is every GeoTIFF asset of the catalogue's dataset items and, per dataset
+folder of the data repository, the image its ``dataset.json`` names (else every GeoTIFF in it):
+the embedded default's demo scene is one.
 Tiles are cut from the imagery itself with rio-tiler: red, green and blue when the bands say
 which they are (a band's description, its ``common_name`` tag, or the ``eo:common_name`` a
 catalogued model gives the band's name), else the first band in grey; each band stretched
@@ -91,6 +92,22 @@ def describe(path: str, common: dict[str, str]) -> tuple[list[float], list[str],
         raise ParameterError(f"imagery {path}: cannot be read as a GeoTIFF ({err})") from err
 
 
+def _dataset_images(folder: Path) -> list[Path]:
+    """The imagery of a dataset folder: the file its ``dataset.json`` names as ``files.image``,
+    else every GeoTIFF directly in it."""
+    import json
+
+    described = folder / "dataset.json"
+    if described.is_file():
+        try:
+            image = (json.loads(described.read_text(encoding="utf-8")).get("files") or {}).get("image")
+        except (ValueError, AttributeError):
+            image = None
+        if isinstance(image, str) and (folder / image).is_file():
+            return [folder / image]
+    return sorted(p for p in folder.glob("*.tif") if p.is_file()) if folder.is_dir() else []
+
+
 def registered(data_repo: Path, dataset_items: list[dict[str, Any]], common: dict[str, str]) -> list[Imagery]:
     """The registered imagery: GeoTIFF assets of dataset items and GeoTIFFs in dataset folders."""
     found: dict[str, tuple[str, str]] = {}
@@ -100,10 +117,9 @@ def registered(data_repo: Path, dataset_items: list[dict[str, Any]], common: dic
             if "tiff" in str(asset.get("type", "")) and Path(href).is_absolute() and Path(href).is_file():
                 found.setdefault(href, (f"{item['id']} {name}", str(item["id"])))
     datasets = data_repo / "datasets"
-    if datasets.is_dir():
-        for path in sorted(datasets.glob("*/*.tif")):
-            if path.is_file() and path.stem not in ("labels", "split"):
-                found.setdefault(str(path), (f"{path.parent.name}/{path.name}", ""))
+    for folder in sorted(datasets.iterdir()) if datasets.is_dir() else []:
+        for path in _dataset_images(folder):
+            found.setdefault(str(path), (f"{folder.name}/{path.name}", ""))
     out = []
     for href, (title, _item) in found.items():
         try:

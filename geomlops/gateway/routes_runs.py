@@ -247,9 +247,16 @@ def run_logs(
     parts: Parts,
     caller: Reader,
     task: Annotated[str | None, Query(max_length=500, description="A task name; absent: the run's.")] = None,
+    tail: Annotated[
+        int | None, Query(ge=1, le=100_000, description="Only the last TAIL lines; absent: all of them.")
+    ] = None,
 ) -> str:
-    """The runner's log of a run, or every attempt's log of one task."""
-    return parts.backend.logs(run_id, task)
+    """The runner's log of a run, or every attempt's log of one task (its last lines with tail)."""
+    text = parts.backend.logs(run_id, task)
+    if tail is None:
+        return text
+    lines = text.splitlines(keepends=True)
+    return "".join(lines[-tail:])
 
 
 @router.post("/{run_id}/stop", summary="Stop a run")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -94,6 +95,10 @@ def webapp(catalogued: Path, schema_dir: Path) -> Iterator[tuple[Served, Path]]:
         _clean_env(monkeypatch, catalogued, schema_dir)
         settings = Settings()
         scene = _scene(Path(settings.data_repo_url) / "datasets" / "scene" / "image.tif")
+        described = Path(settings.data_repo_url) / "datasets" / "described"
+        _scene(described / "image.tif")
+        shutil.copy(described / "image.tif", described / "labels.tif")
+        (described / "dataset.json").write_text(json.dumps({"files": {"image": "image.tif"}}))
         client = MlflowClient(tracking_uri=f"sqlite:///{catalogued / 'mlflow.db'}")
         experiment = client.create_experiment("webapp-versions")
         for _ in range(2):  # versions 2 and 3, each from a run of its own
@@ -223,6 +228,8 @@ def test_imagery_is_listed_and_rendered_as_map_tiles(webapp: tuple[Served, Path]
     with served.client("viewer") as viewer:
         listed = viewer.get("/api/v1/imagery").json()
         one = next(i for i in listed if i["href"] == str(scene))
+        described = [i["href"] for i in listed if "/described/" in i["href"]]
+        assert described == [str(scene.parent.parent / "described" / "image.tif")]  # its dataset.json says
         assert one["bands"] == list(BANDS) and one["common_names"][1:4] == ["blue", "green", "red"]
         west, south, east, north = one["bbox"]
         assert west < -87.4 < east and south < 30.7 < north
