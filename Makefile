@@ -9,12 +9,13 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
 SCHEMA_DIR ?= $(abspath ../shared/schemas)
 
-.PHONY: demo test lint typecheck unit golden clean help
+.PHONY: demo test lint typecheck unit golden clean help web
 
 help:
 	@echo "make demo    train the example model end to end (local runner, MLflow on SQLite, static STAC)"
 	@echo "make test    ruff + import layers + mypy + pytest"
 	@echo "make golden  regenerate the committed golden YAML (review the diff!)"
+	@echo "make web     rebuild the web app from web/ into geomlops/gateway/web_dist (needs Node.js; commit the result)"
 
 $(UV):
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +43,10 @@ test: lint typecheck unit
 
 golden: $(VENV)/.synced
 	GEOMLOPS_UPDATE_GOLDEN=1 $(VENV)/bin/pytest tests/pipelines/test_golden.py
+
+# the built app is committed: only a change to web/ needs Node.js (npm ci installs the lockfile's packages)
+web:
+	cd web && npm ci --no-audit --no-fund && npm run build
 
 clean:
 	rm -rf $(VENV) .geomlops .mypy_cache .pytest_cache .ruff_cache

@@ -27,7 +27,7 @@ export interface ModelSummary {
 export interface VersionDetail {
   version: string;
   run_id?: string;
-  run_url?: string | null;
+  mlflow_run_url?: string | null;
   aliases?: string[];
   metrics?: Record<string, number>;
   lineage?: Record<string, string>;
@@ -39,16 +39,25 @@ export interface VersionDetail {
 export interface ModelClass {
   value: number;
   name: string;
-  color: string;
+  description?: string;
+  color: string | null;
+}
+
+export interface ModelBand {
+  name: string;
+  common_name?: string | null;
+  description?: string;
 }
 
 export interface ModelDetail extends ModelSummary {
   item: Record<string, unknown> & { properties?: Record<string, unknown> };
   version_details: VersionDetail[];
   classes?: ModelClass[];
-  bands?: string[];
+  bands?: ModelBand[];
   item_url?: string | null;
   production?: string | null;
+  previous?: string | null;
+  geometry?: GeoJSON.Geometry | null;
 }
 
 export interface Imagery {
@@ -122,6 +131,28 @@ export interface Lineage {
   code_sha256?: string | null;
   model_item_url?: string;
   predictions_item_url?: string | null;
+}
+
+export interface MetricRow {
+  name: string;
+  candidate: number | null;
+  production: number | null;
+}
+
+export interface PromotionReport {
+  run_id: string;
+  model: string;
+  candidate: string;
+  production: string | null;
+  class_names: string[];
+  primary_metric: string;
+  tolerance: number;
+  delta: number | null;
+  verdict: "passed" | "refused";
+  summary: string;
+  metrics: MetricRow[];
+  waiting_gate: string | null;
+  picture: string;
 }
 
 export interface AuditRecord {
@@ -210,14 +241,18 @@ export const api = {
       `/runs/${encodeURIComponent(id)}/predictions`,
     ),
   lineage: (id: string) => call<Lineage>("GET", `/runs/${encodeURIComponent(id)}/lineage`),
-  report: (id: string) => call<Record<string, unknown>>("GET", `/runs/${encodeURIComponent(id)}/report`),
+  report: (id: string) => call<PromotionReport>("GET", `/runs/${encodeURIComponent(id)}/report`),
   approve: (id: string, reason: string, override: boolean) =>
     call<RunInfo>("POST", `/runs/${encodeURIComponent(id)}/approve`, { reason, override }),
   refuse: (id: string, reason: string) =>
     call<RunInfo>("POST", `/runs/${encodeURIComponent(id)}/refuse`, { reason }),
   audit: () => call<AuditRecord[]>("GET", "/audit"),
   rollback: (model: string, reason: string) =>
-    call<unknown>("POST", `/models/${encodeURIComponent(model)}/rollback`, { reason }),
+    call<{ model: string; production: string; demoted: string; summary: string }>(
+      "POST",
+      `/models/${encodeURIComponent(model)}/rollback`,
+      { reason },
+    ),
 };
 
 /** Fetch a binary resource with the key and hand it back as an object URL (for <img>, downloads). */

@@ -64,7 +64,7 @@ export function duration(seconds: number | null | undefined): string {
 }
 
 export function link(href: string | null | undefined, text: string): HTMLElement {
-  if (!href) return h("span", { class: "muted", text: `${text}: none` });
+  if (!href) return h("span", { text });
   const external = /^https?:/.test(href);
   return h("a", { href, text, target: external ? "_blank" : undefined, rel: external ? "noopener" : undefined });
 }

@@ -87,6 +87,16 @@ export function bboxPolygon(bbox: number[]): GeoJSON.Feature<GeoJSON.Polygon> {
   };
 }
 
+/** Show imagery tiles (a gateway route with {z}/{x}/{y}) under everything else; null: none. */
+export function showImagery(map: maplibregl.Map, route: string | null): void {
+  if (map.getLayer("imagery")) map.removeLayer("imagery");
+  if (map.getSource("imagery")) map.removeSource("imagery");
+  if (!route) return;
+  map.addSource("imagery", { type: "raster", tiles: [`${location.origin}${route}`], tileSize: 256 });
+  const above = map.getStyle().layers.find((l) => l.id !== "background" && l.id !== "basemap");
+  map.addLayer({ id: "imagery", type: "raster", source: "imagery" }, above?.id);
+}
+
 /** Show ``geojson`` as an outline (a model's extent, an AOI read from a file). */
 export function showOutline(
   map: maplibregl.Map,
@@ -149,6 +159,16 @@ export class Drawing {
     this.emit();
   }
 
+  /** Put a rectangle over ``bbox`` (W,S,E,N): the keyboard's way to draw. */
+  setBox(bbox: Bbox): void {
+    this.draw.clear();
+    const [result] = this.draw.addFeatures([
+      { type: "Feature", geometry: bboxPolygon(bbox).geometry, properties: { mode: "rectangle" } },
+    ]);
+    if (!result?.valid) throw new Error(`box: ${result?.reason ?? "not a rectangle"}`);
+    this.emit();
+  }
+
   /** A drawn rectangle or polygon as W,S,E,N. */
   bbox(): Bbox | null {
     const shape = this.shape();
@@ -178,5 +198,37 @@ export function drawingControls(drawing: Drawing, what: string): HTMLElement {
     drawing.mode("polygon"),
   );
   button("Clear", `Clear the drawn ${what}`, () => drawing.clear());
+  // the keyboard's way: type the box's corners
+  const input = document.createElement("input");
+  input.type = "text";
+  input.placeholder = "W,S,E,N";
+  input.size = 22;
+  input.setAttribute("aria-label", `Or type the ${what} as west, south, east, north (degrees)`);
+  const say = document.createElement("span");
+  say.setAttribute("role", "status");
+  say.className = "muted";
+  const apply = (): void => {
+    const values = input.value.split(",").map((v) => Number(v.trim()));
+    const [w, s, e, n] = values;
+    if (values.length !== 4 || values.some((v) => !Number.isFinite(v)) || w >= e || s >= n || s < -90 || n > 90) {
+      say.textContent = "expected W,S,E,N in degrees, west < east, south < north";
+      return;
+    }
+    try {
+      drawing.setBox([w, s, e, n]);
+      say.textContent = "";
+    } catch (err) {
+      say.textContent = (err as Error).message;
+    }
+  };
+  input.addEventListener("keydown", (e) => {
+    if (e.key === "Enter") {
+      e.preventDefault();
+      apply();
+    }
+  });
+  box.append(input);
+  button("Use box", `Use the typed ${what}`, apply);
+  box.append(say);
   return box;
 }

@@ -14,7 +14,8 @@ function firstOf(value: unknown): Props {
 }
 
 export function classesOf(detail: ModelDetail): ModelClass[] {
-  if (detail.classes && detail.classes.length) return detail.classes;
+  if (detail.classes && detail.classes.length)
+    return detail.classes.map((c, i) => ({ ...c, color: c.color || PALETTE[i % PALETTE.length] }));
   const output = firstOf(props(detail)["mlm:output"]) ?? {};
   const raw = (output["classification:classes"] ?? []) as Props[];
   return raw.map((c, i) => {
@@ -28,7 +29,8 @@ export function classesOf(detail: ModelDetail): ModelClass[] {
 }
 
 export function bandsOf(detail: ModelDetail): string[] {
-  if (detail.bands && detail.bands.length) return detail.bands;
+  if (detail.bands && detail.bands.length)
+    return detail.bands.map((b) => (b.common_name && b.common_name !== b.name ? `${b.name} (${b.common_name})` : b.name));
   const input = firstOf(props(detail)["mlm:input"]) ?? {};
   const bands = (input.bands ?? []) as (string | Props)[];
   return bands.map((b) => (typeof b === "string" ? b : String(b.name ?? "")));
@@ -44,7 +46,7 @@ export function itemLink(version: VersionDetail): string | null {
 export function colourExpression(classes: ModelClass[]): unknown {
   if (!classes.length) return "#d95f02";
   const match: unknown[] = ["match", ["to-number", ["get", "class"]]];
-  for (const c of classes) match.push(c.value, c.color);
+  for (const c of classes) match.push(c.value, c.color ?? "#888888");
   match.push("#888888");
   return match;
 }

@@ -53,14 +53,17 @@ export async function cataloguePage(root: HTMLElement, session: Session): Promis
       for (const detail of details) results.append(card(detail, () => showExtent(detail)));
       showOutline(map, "extents", {
         type: "FeatureCollection",
-        features: details.filter((d) => d.bbox).map((d) => bboxPolygon(d.bbox as number[])),
+        features: details
+          .filter((d) => d.geometry || d.bbox)
+          .map((d) => (d.geometry ? { type: "Feature" as const, properties: {}, geometry: d.geometry } : bboxPolygon(d.bbox as number[]))),
       });
     } catch (err) {
       say.say(String((err as Error).message), true);
     }
   };
   const showExtent = (detail: ModelDetail): void => {
-    showOutline(map, "extents", detail.bbox ? bboxPolygon(detail.bbox) : null);
+    const extent = detail.geometry ? { type: "Feature" as const, properties: {}, geometry: detail.geometry } : null;
+    showOutline(map, "extents", extent ?? (detail.bbox ? bboxPolygon(detail.bbox) : null));
     fitBbox(map, detail.bbox);
   };
   form.addEventListener("submit", (event) => {
@@ -73,7 +76,8 @@ export async function cataloguePage(root: HTMLElement, session: Session): Promis
 function card(detail: ModelDetail, showExtent: () => void): HTMLElement {
   const classes = classesOf(detail);
   const bands = bandsOf(detail);
-  const production = detail.aliases.production ?? detail.production ?? null;
+  const production = detail.production ?? detail.aliases.production ?? null;
+  const previous = detail.previous ?? detail.aliases.previous ?? null;
   const headingId = `model-${detail.id}`;
   const versions = h(
     "table",
@@ -83,8 +87,10 @@ function card(detail: ModelDetail, showExtent: () => void): HTMLElement {
   );
   const body = h("tbody");
   for (const v of [...detail.version_details].reverse()) {
+    // the held-out test metrics first, then the others
     const metrics = Object.entries(v.metrics ?? {})
-      .filter(([k]) => !k.includes("/"))
+      .filter(([k]) => !k.includes("/") && !k.includes("n_") && !k.includes("seconds"))
+      .sort(([a], [b]) => Number(!a.startsWith("test_")) - Number(!b.startsWith("test_")) || a.localeCompare(b))
       .slice(0, 8)
       .map(([k, value]) => `${k} ${Number(value).toFixed(3)}`)
       .join(", ");
@@ -93,7 +99,7 @@ function card(detail: ModelDetail, showExtent: () => void): HTMLElement {
         h("th", { scope: "row", text: v.version }),
         h("td", { text: (v.aliases ?? []).join(", ") || "–" }),
         h("td", { class: "metrics", text: metrics || "–" }),
-        h("td", {}, link(v.run_url as string | null, `MLflow run ${String(v.run_id ?? "").slice(0, 8)}`), " ", link(itemLink(v), "STAC item")),
+        h("td", {}, link(v.mlflow_run_url ?? null, `MLflow run ${String(v.run_id ?? "").slice(0, 8)}`), " ", " ", link(itemLink(v), "STAC item")),
       ),
     );
   }
@@ -110,8 +116,9 @@ function card(detail: ModelDetail, showExtent: () => void): HTMLElement {
       h("dt", { text: "Framework" }), h("dd", { text: detail.framework || "–" }),
       h("dt", { text: "Input bands" }), h("dd", { text: bands.join(", ") || "–" }),
       h("dt", { text: "Production" }), h("dd", { text: production ? `version ${production}` : "none" }),
+      h("dt", { text: "Previous" }), h("dd", { text: previous ? `version ${previous}` : "none" }),
       h("dt", { text: "Classes" }),
-      h("dd", {}, h("ul", { class: "classes" }, ...classes.map((c) => h("li", {}, h("span", { class: "swatch", style: `background:${c.color}`, "aria-hidden": "true" }), `${c.value} ${c.name}`)))),
+      h("dd", {}, h("ul", { class: "classes" }, ...classes.map((c) => h("li", {}, h("span", { class: "swatch", style: `background:${c.color ?? "#888"}`, "aria-hidden": "true" }), `${c.value} ${c.name}`)))),
     ),
     versions,
     h("p", {}, link(detail.item_url ?? null, "STAC item of the model"), " ", show),

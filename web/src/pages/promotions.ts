@@ -1,46 +1,26 @@
 // Promotions: the report (per-class metrics side by side, the picture), the policy's verdict,
 // approve or refuse with a reason (an explicit override when the policy refused); for admins,
 // the audit trail and a rollback.
-import { api, blobUrl, type RunInfo } from "../api";
+import { api, blobUrl, type PromotionReport, type RunInfo } from "../api";
 import { field, h, status } from "../dom";
 import { may, type Session } from "../session";
 
-type Json = Record<string, unknown>;
-
-function verdictOf(report: Json, run: RunInfo): { passed: boolean | null; text: string } {
-  const v = report.verdict ?? report.decision ?? report.policy;
-  if (v && typeof v === "object") {
-    const o = v as Json;
-    const passed = typeof o.passed === "boolean" ? o.passed : typeof o.approved === "boolean" ? o.approved : null;
-    return { passed, text: String(o.reason ?? o.message ?? JSON.stringify(o)) };
-  }
-  if (typeof report.passed === "boolean") return { passed: report.passed, text: String(report.reason ?? "") };
-  return { passed: null, text: typeof v === "string" ? v : run.message };
-}
-
-/** Per-class metrics side by side: rows are classes (or metrics), columns are the versions. */
-function comparison(report: Json): HTMLElement {
-  const table = h("table", { class: "report" }, h("caption", { text: "Metrics, production beside candidate" }));
-  const sides = ["production", "candidate"];
-  const rows = new Map<string, Record<string, unknown>>();
-  const collect = (side: string, value: unknown, prefix = ""): void => {
-    if (value && typeof value === "object" && !Array.isArray(value)) {
-      for (const [k, v] of Object.entries(value as Json)) collect(side, v, prefix ? `${prefix} ${k}` : k);
-    } else if (typeof value === "number" || typeof value === "string") {
-      const row = rows.get(prefix) ?? {};
-      row[side] = value;
-      rows.set(prefix, row);
-    }
-  };
-  const source = (report.metrics ?? report.classes ?? report) as Json;
-  for (const side of sides) collect(side, source[side] ?? (report[side] as Json | undefined)?.metrics ?? report[side]);
-  table.append(h("thead", {}, h("tr", {}, h("th", { scope: "col", text: "Metric" }), ...sides.map((s) => h("th", { scope: "col", text: s })))));
+/** Per-class metrics side by side: one row per metric, production beside the candidate. */
+function comparison(report: PromotionReport): HTMLElement {
+  const prod = report.production ? `production (version ${report.production})` : "production (none)";
+  const table = h("table", { class: "report" }, h("caption", { text: `Metrics: ${prod} beside candidate version ${report.candidate}` }));
+  table.append(h("thead", {}, h("tr", {}, ...["Metric", prod, `candidate ${report.candidate}`, "Change"].map((t) => h("th", { scope: "col", text: t })))));
   const body = h("tbody");
-  for (const [name, row] of rows) {
-    body.append(h("tr", {}, h("th", { scope: "row", text: name }), ...sides.map((s) => {
-      const v = row[s];
-      return h("td", { text: typeof v === "number" ? v.toFixed(4) : String(v ?? "–") });
-    })));
+  const fmt = (v: number | null): string => (v === null ? "–" : Number.isInteger(v) ? String(v) : v.toFixed(4));
+  for (const m of report.metrics) {
+    const change = m.candidate !== null && m.production !== null ? m.candidate - m.production : null;
+    body.append(
+      h("tr", { class: m.name === report.primary_metric ? "primary" : undefined },
+        h("th", { scope: "row", text: m.name === report.primary_metric ? `${m.name} (policy)` : m.name }),
+        h("td", { text: fmt(m.production) }),
+        h("td", { text: fmt(m.candidate) }),
+        h("td", { text: change === null ? "–" : `${change >= 0 ? "+" : ""}${change.toFixed(4)}` })),
+    );
   }
   table.append(body);
   return table;
@@ -71,7 +51,7 @@ async function decision(panel: HTMLElement, session: Session, runId: string): Pr
   const box = h("section", { class: "decision", "aria-labelledby": "dec-h" }, h("h3", { id: "dec-h", text: `Promotion run ${runId}` }), say);
   panel.append(box);
   let run: RunInfo;
-  let report: Json = {};
+  let report: PromotionReport | null = null;
   try {
     run = await api.run(runId);
   } catch (err) {
@@ -83,14 +63,15 @@ async function decision(panel: HTMLElement, session: Session, runId: string): Pr
   } catch (err) {
     say.say(`report: ${(err as Error).message}`, true);
   }
-  const verdict = verdictOf(report, run);
-  box.append(
-    h("p", { class: `verdict ${verdict.passed === false ? "refused" : verdict.passed ? "passed" : ""}`, "data-passed": String(verdict.passed) },
-      h("strong", { text: `Policy verdict: ${verdict.passed === null ? "unknown" : verdict.passed ? "passes" : "refuses"}` }), ` ${verdict.text}`),
-    h("p", { text: `Phase: ${run.phase}${run.waiting_gate ? `, waiting at ${run.waiting_gate}` : ""}` }),
-  );
+  const refused = report?.verdict === "refused";
+  if (report)
+    box.append(
+      h("p", { class: `verdict ${report.verdict}`, "data-verdict": report.verdict },
+        h("strong", { text: `Policy verdict: ${report.verdict}.` }), ` ${report.summary}`),
+    );
+  box.append(h("p", { text: `Phase: ${run.phase}${run.waiting_gate ? `, waiting at the ${run.waiting_gate} gate` : ""}` }));
   const figure = h("figure", { class: "report-picture" });
-  box.append(h("div", { class: "side-by-side" }, comparison(report), figure));
+  box.append(h("div", { class: "side-by-side" }, report ? comparison(report) : null, figure));
   blobUrl(`/runs/${encodeURIComponent(runId)}/report.png`)
     .then((src) => figure.append(h("img", { src, alt: "Comparison of production and candidate predictions on the evaluation data" }), h("figcaption", { text: "Comparison picture" })))
     .catch(() => figure.append(h("figcaption", { class: "muted", text: "No comparison picture." })));
@@ -102,13 +83,13 @@ async function decision(panel: HTMLElement, session: Session, runId: string): Pr
     return;
   }
   if (!run.waiting_gate) return;
-  const reason = h("textarea", { name: "reason", rows: 2, required: true });
+  const reason = h("textarea", { name: "reason", rows: 2, "aria-required": "true" });
   const override = h("input", { type: "checkbox", name: "override", id: "override" });
   const approve = h("button", { type: "submit", class: "primary", text: "Approve" });
   const refuse = h("button", { type: "button", text: "Refuse" });
   const form = h("form", { "aria-label": "Decide the promotion" },
     field("Reason (recorded with the decision)", reason),
-    verdict.passed === false ? h("div", { class: "field inline" }, override, h("label", { for: "override", text: "Override: approve although the policy refused" })) : null,
+    refused ? h("div", { class: "field inline" }, override, h("label", { for: "override", text: "Override: approve although the policy refused" })) : null,
     h("div", { class: "actions" }, approve, refuse));
   box.append(form);
   const act = async (what: "approve" | "refuse"): Promise<void> => {
@@ -117,7 +98,7 @@ async function decision(panel: HTMLElement, session: Session, runId: string): Pr
       reason.focus();
       return;
     }
-    if (what === "approve" && verdict.passed === false && !override.checked) {
+    if (what === "approve" && refused && !override.checked) {
       say.say("The policy refused this candidate: tick the override to approve it anyway", true);
       override.focus();
       return;
@@ -156,8 +137,8 @@ async function adminPanel(root: HTMLElement, _session: Session): Promise<void> {
       return;
     }
     try {
-      const answer = (await api.rollback(model.value, reason.value.trim())) as Json;
-      say.say(`Rolled back ${model.value}: ${JSON.stringify(answer)}`);
+      const answer = await api.rollback(model.value, reason.value.trim());
+      say.say(`Rolled back ${answer.model}: ${answer.summary}`);
     } catch (err) {
       say.say((err as Error).message, true);
     }

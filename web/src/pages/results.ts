@@ -4,7 +4,7 @@ import maplibregl from "maplibre-gl";
 import { FetchSource, PMTiles } from "pmtiles";
 import { api, authHeaders, blobUrl, type Lineage, type ModelDetail, type RunInfo } from "../api";
 import { h, link, status } from "../dom";
-import { createMap, fitBbox, protocol } from "../map";
+import { createMap, fitBbox, protocol, showImagery } from "../map";
 import { classesOf, colourExpression } from "../model";
 import type { Session } from "../session";
 
@@ -52,18 +52,11 @@ export async function resultsPage(root: HTMLElement, session: Session, runId?: s
   if (det.status === "fulfilled") detail = det.value;
   const classes = detail ? classesOf(detail) : [];
   for (const c of classes)
-    legend.append(h("li", {}, h("span", { class: "swatch", style: `background:${c.color}`, "aria-hidden": "true" }), `${c.value} ${c.name}`));
+    legend.append(h("li", {}, h("span", { class: "swatch", style: `background:${c.color ?? "#888"}`, "aria-hidden": "true" }), `${c.value} ${c.name}`));
 
   const map = await createMap(mapBox, session.config.basemap_url, "Map: imagery and predicted polygons; click a polygon for its lineage");
   const imagery = run.parameters.imagery;
-  if (imagery) {
-    map.addSource("imagery", {
-      type: "raster",
-      tiles: [`${location.origin}/api/v1/imagery/tiles/{z}/{x}/{y}.png?path=${encodeURIComponent(imagery)}`],
-      tileSize: 256,
-    });
-    map.addLayer({ id: "imagery", type: "raster", source: "imagery" });
-  }
+  if (imagery) showImagery(map, `/api/v1/imagery/tiles/{z}/{x}/{y}.png?path=${encodeURIComponent(imagery)}`);
   const url = `${location.origin}/api/v1/runs/${encodeURIComponent(runId)}/predictions.pmtiles`;
   const archive = new PMTiles(new FetchSource(url, new Headers(authHeaders())));
   protocol.add(archive);
@@ -73,14 +66,18 @@ export async function resultsPage(root: HTMLElement, session: Session, runId?: s
     const metadata = (await archive.getMetadata()) as { vector_layers?: { id: string }[] };
     layerName = metadata?.vector_layers?.[0]?.id ?? layerName;
     fitBbox(map, [header.minLon, header.minLat, header.maxLon, header.maxLat]);
+    // the archive's coarsest level: above it there is nothing to draw
+    if (map.getZoom() < header.minZoom) map.jumpTo({ zoom: header.minZoom });
   } catch (err) {
     say.say(`predictions: ${(err as Error).message}`, true);
     return;
   }
   map.addSource("predictions", { type: "vector", url: `pmtiles://${url}` });
   const colour = colourExpression(classes) as maplibregl.ExpressionSpecification;
-  map.addLayer({ id: LAYER, type: "fill", source: "predictions", "source-layer": layerName, paint: { "fill-color": colour, "fill-opacity": 0.55 } });
-  map.addLayer({ id: "predictions-line", type: "line", source: "predictions", "source-layer": layerName, paint: { "line-color": colour, "line-width": 1 } });
+  map.addLayer({ id: LAYER, type: "fill", source: "predictions", "source-layer": layerName, paint: { "fill-color": colour, "fill-opacity": 0.5 } });
+  // a dark outline: a class drawn in white still shows over bright imagery
+  map.addLayer({ id: "predictions-line", type: "line", source: "predictions", "source-layer": layerName, paint: { "line-color": "#7a0177", "line-width": 1 } });
+  map.addLayer({ id: "predictions-selected", type: "line", source: "predictions", "source-layer": layerName, filter: ["==", ["get", "feature_id"], -1], paint: { "line-color": "#f5a524", "line-width": 3 } });
 
   const countInView = (): void => {
     const ids = new Set(map.queryRenderedFeatures({ layers: [LAYER] }).map((f) => String(f.properties.feature_id ?? f.id)));
@@ -108,6 +105,7 @@ export async function resultsPage(root: HTMLElement, session: Session, runId?: s
       ["Block", String(p.block_id ?? p.block ?? "–")],
       ["Feature", String(p.feature_id ?? feature.id ?? "–")],
     ];
+    map.setFilter("predictions-selected", ["==", ["get", "feature_id"], Number(p.feature_id ?? -1)]);
     const dl = h("dl", { class: "lineage" });
     for (const [k, v] of rows) dl.append(h("dt", { text: k }), h("dd", { "data-field": k }, v));
     picked.replaceChildren(dl);

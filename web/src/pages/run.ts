@@ -1,7 +1,7 @@
 // Run: a model version, imagery, an AOI (drawn or a GeoJSON file); plan, start, follow, cancel.
 import { api, type BatchRequest, type Imagery, type ModelSummary, type RunInfo } from "../api";
 import { duration, field, h, status } from "../dom";
-import { bboxPolygon, createMap, Drawing, drawingControls, fitBbox, showOutline } from "../map";
+import { bboxPolygon, createMap, showImagery, Drawing, drawingControls, fitBbox, showOutline } from "../map";
 import { may, type Session } from "../session";
 
 const PATH = "__path__";
@@ -58,7 +58,7 @@ export async function runPage(root: HTMLElement, session: Session, runId?: strin
   const path = h("input", { type: "text", name: "imagery-path", placeholder: "/data/scene.tif" });
   const pathField = field("Imagery path on the gateway's machine", path, "A GeoTIFF with the model's input bands");
   const file = h("input", { type: "file", name: "aoi-file", accept: ".geojson,.json,application/geo+json,application/json" });
-  const params = h("textarea", { name: "parameters", rows: 2, placeholder: "block_size=160" });
+  const params = h("textarea", { name: "parameters", rows: 3, placeholder: "block_size=160" });
   const planBtn = h("button", { type: "button", text: "Plan" });
   const startBtn = h("button", { type: "submit", text: "Start batch inference", class: "primary" });
   const planOut = h("p", { class: "plan", "aria-live": "polite" });
@@ -167,6 +167,7 @@ export async function runPage(root: HTMLElement, session: Session, runId?: strin
   const imageryChanged = (): void => {
     pathField.hidden = imagery.value !== PATH;
     const chosen = images.find((i) => i.id === imagery.value);
+    showImagery(map, chosen ? `/api/v1/imagery/${encodeURIComponent(chosen.id)}/tiles/{z}/{x}/{y}.png` : null);
     if (chosen?.bbox) fitBbox(map, chosen.bbox);
     planOut.textContent = "";
   };
@@ -207,7 +208,19 @@ export async function runPage(root: HTMLElement, session: Session, runId?: strin
     }
   });
 
-  if (runId) await followRun(runId, { follow, progress, progressText, logs, cancel, resultsLink, say });
+  if (runId) {
+    // the run's imagery on the map while it runs
+    try {
+      const run = await api.run(runId);
+      const where = run.parameters.imagery ?? "";
+      const known = images.find((i) => i.href === where);
+      showImagery(map, where ? `/api/v1/imagery/tiles/{z}/{x}/{y}.png?path=${encodeURIComponent(where)}` : null);
+      if (known) fitBbox(map, known.bbox);
+    } catch {
+      // followRun says why
+    }
+    await followRun(runId, { follow, progress, progressText, logs, cancel, resultsLink, say });
+  }
 }
 
 interface FollowParts {
@@ -220,7 +233,7 @@ interface FollowParts {
   say: ReturnType<typeof status>;
 }
 
-const DONE = ["Succeeded", "Failed", "Error", "Interrupted", "Stopped"];
+const DONE = ["Succeeded", "Failed", "Error", "Interrupted"];
 
 export function blocksOf(run: RunInfo): [number, number] {
   if (run.blocks) return [run.blocks.done, run.blocks.total];

@@ -1,0 +1,294 @@
+"""The whole analyst's path in a real browser, on the embedded default: sign in, search the
+catalogue, draw an AOI, plan and run batch inference on the demo scene, follow it to the end,
+count the polygons the map renders against the GeoParquet, click one and read its lineage; an
+approver approves a promotion; a viewer sees no approve button and the API refuses it anyway.
+Every page is screenshotted (tests/web/screenshots) and checked with axe-core.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .conftest import APPROVER, WebGateway
+
+pytestmark = pytest.mark.slow
+MODEL = "cloud-mask"
+FIELDS = ("Class", "Area", "Model", "Version", "MLflow run", "Dataset hash", "Code commit", "Block")
+FIELDS += ("Feature",)
+AXE = Path(__import__("axe_playwright_python").__file__).parent / "axe.min.js"
+#: the map has loaded what it shows and stopped moving
+MAP_IDLE = (
+    "() => { const m = window.geomlopsMap; return !!m && m.loaded() && m.areTilesLoaded() && !m.isMoving(); }"
+)
+
+
+@pytest.fixture(scope="module")
+def app(web_gateway: WebGateway, browser: Any) -> Any:
+    """A fresh browser context per module (sessionStorage starts empty)."""
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    yield context
+    context.close()
+
+
+def sign_in(context: Any, web: WebGateway, role: str, where: str = "") -> Any:
+    page = context.new_page()
+    page.goto(f"{web.url}/{where}")
+    page.get_by_label("API key").fill(web.keys[role])
+    page.get_by_role("button", name="Sign in", exact=True).click()
+    page.wait_for_selector(f"[data-role='{role}']")
+    page.wait_for_selector("main[data-ready]")
+    return page
+
+
+def accessible(page: Any, what: str) -> None:
+    """axe-core (bundled with axe-playwright-python, run offline): no serious or critical violation."""
+    page.evaluate(AXE.read_text(encoding="utf-8"))
+    result = page.evaluate("async () => await axe.run(document, {resultTypes: ['violations']})")
+    bad = [
+        f"{v['id']} ({v['impact']}): {v['help']} — {[n['target'] for n in v['nodes']][:5]}"
+        for v in result["violations"]
+        if v["impact"] in ("serious", "critical")
+    ]
+    assert not bad, f"{what}: " + "\n".join(bad)
+
+
+def shot(page: Any, folder: Path, name: str) -> None:
+    page.screenshot(path=str(folder / f"{name}.png"), full_page=True)
+
+
+def drag_rectangle(page: Any, bbox: list[float]) -> None:
+    """Draw a rectangle over ``bbox`` (W,S,E,N) with the mouse: rectangle mode, two clicks."""
+    page.get_by_role("button", name="Rectangle", exact=False).first.click()
+    box = page.locator(".map canvas").bounding_box()
+    corners = page.evaluate(
+        "([w, s, e, n]) => [window.geomlopsMap.project([w, n]), window.geomlopsMap.project([e, s])]"
+        ".map(p => [p.x, p.y])",
+        bbox,
+    )
+    (x1, y1), (x2, y2) = corners
+    page.mouse.move(box["x"] + x1, box["y"] + y1)
+    page.mouse.click(box["x"] + x1, box["y"] + y1)
+    for i in range(1, 6):
+        page.mouse.move(box["x"] + x1 + (x2 - x1) * i / 5, box["y"] + y1 + (y2 - y1) * i / 5)
+    page.mouse.click(box["x"] + x2, box["y"] + y2)
+
+
+def test_a_wrong_key_is_refused_and_not_kept(web_gateway: WebGateway, app: Any, screenshots: Path) -> None:
+    page = app.new_page()
+    page.goto(f"{web_gateway.url}/")
+    accessible(page, "sign-in page")
+    page.get_by_label("API key").fill("gmk_nothere_wrong")
+    page.get_by_role("button", name="Sign in", exact=True).click()
+    page.wait_for_selector(".status.error")
+    assert "401" in page.locator(".status.error").inner_text()
+    assert page.evaluate("sessionStorage.getItem('geomlops.apiKey')") is None
+    shot(page, screenshots, "01-sign-in-refused")
+    page.close()
+
+
+def test_catalogue_search_by_text_task_and_drawn_box(
+    web_gateway: WebGateway, app: Any, screenshots: Path
+) -> None:
+    page = sign_in(app, web_gateway, "operator")
+    assert page.evaluate("sessionStorage.getItem('geomlops.apiKey')") == web_gateway.keys["operator"]
+    assert page.evaluate("localStorage.length") == 0
+    card = page.locator(f".card[data-model='{MODEL}']")
+    card.wait_for()
+    assert "clear" in card.inner_text() and "cloud" in card.inner_text()  # classes with colours
+    page.get_by_label("Text").fill("cloud")
+    page.get_by_label("Task").select_option("semantic-segmentation")
+    page.get_by_role("button", name="Search", exact=True).click()
+    page.wait_for_selector("text=1 model found")
+    with web_gateway.client("viewer") as viewer:
+        model = viewer.get(f"/api/v1/models/{MODEL}").json()
+    w, s, e, n = model["bbox"]
+    # a box drawn within the model's extent finds it; one far away finds nothing
+    card.get_by_role("button", name=f"Show the extent of {MODEL} on the map").click()
+    page.wait_for_function(MAP_IDLE)
+    drag_rectangle(page, [w + (e - w) / 4, s + (n - s) / 4, e - (e - w) / 4, n - (n - s) / 4])
+    assert page.get_by_label("Only models over the drawn box").is_checked()
+    page.get_by_role("button", name="Search", exact=True).click()
+    page.wait_for_selector("text=1 model found")
+    page.wait_for_function(MAP_IDLE)
+    accessible(page, "catalogue")
+    shot(page, screenshots, "02-catalogue")
+    page.evaluate("window.geomlopsMap.jumpTo({center: [60, -40], zoom: 8})")
+    page.wait_for_function(MAP_IDLE)
+    drag_rectangle(page, [59.9, -40.1, 60.1, -39.9])
+    page.get_by_role("button", name="Search", exact=True).click()
+    page.wait_for_selector("text=0 models found")
+    page.close()
+
+
+def test_draw_plan_run_and_trace_a_polygon(web_gateway: WebGateway, app: Any, screenshots: Path) -> None:
+    page = sign_in(app, web_gateway, "operator", "#/run")
+    imagery = page.get_by_label("Imagery", exact=True)
+    registered = [o for o in imagery.locator("option").all_inner_texts() if "path" not in o]
+    assert registered, "no registered imagery listed"
+    with web_gateway.client("viewer") as viewer:
+        items = viewer.get("/api/v1/imagery").json()
+    scene = items[0]
+    imagery.select_option(scene["id"])
+    page.get_by_label("Version or alias").select_option("version:1")
+    page.wait_for_function(MAP_IDLE)
+    w, s, e, n = scene["bbox"]
+    aoi = [w + (e - w) * 0.2, s + (n - s) * 0.2, w + (e - w) * 0.8, s + (n - s) * 0.8]
+    drag_rectangle(page, aoi)
+    page.wait_for_selector("text=Area of interest: drawn")
+    page.get_by_label("Further parameters").fill("area=web\nblock_size=160\ngroup_size=4")
+    page.get_by_role("button", name="Plan", exact=True).click()
+    plan = page.locator(".plan[data-blocks]")
+    plan.wait_for()
+    blocks = int(plan.get_attribute("data-blocks"))
+    assert blocks > 0, plan.inner_text()
+    accessible(page, "run form")
+    shot(page, screenshots, "03-run-planned")
+
+    page.get_by_role("button", name="Start batch inference").click()
+    page.wait_for_selector(".progress-text[data-phase]")
+    run_id = page.url.rsplit("/", 1)[1]
+    phases = ("Succeeded", "Failed", "Error", "Interrupted")
+    ended = ", ".join(f".progress-text[data-phase='{p}']" for p in phases)
+    page.wait_for_selector(ended, timeout=600_000)
+    progress = page.locator(".progress-text")
+    assert progress.get_attribute("data-phase") == "Succeeded", page.locator("main").inner_text()
+    assert progress.get_attribute("data-done") == progress.get_attribute("data-total")
+    assert int(progress.get_attribute("data-total")) == blocks  # the plan said how many
+    assert page.locator(".logs").inner_text().strip()
+    shot(page, screenshots, "04-run-done")
+    web_gateway.state["run_id"] = run_id
+
+    page.get_by_role("link", name="See the results on the map").click()
+    page.wait_for_selector(".in-view[data-count]")
+    page.wait_for_function(MAP_IDLE)
+    page.wait_for_timeout(500)
+    page.wait_for_function(MAP_IDLE)
+    rendered = page.evaluate(
+        "() => { const m = window.geomlopsMap; const b = m.getBounds();"
+        " const ids = [...new Set(m.queryRenderedFeatures({layers: ['predictions-fill']})"
+        ".map(f => f.properties.feature_id))];"
+        " return {ids, bounds: [b.getWest(), b.getSouth(), b.getEast(), b.getNorth()]}; }"
+    )
+    in_view = _parquet_ids_in(web_gateway, run_id, rendered["bounds"])
+    assert in_view, "the demo scene's AOI has no predicted polygon in view"
+    assert sorted(rendered["ids"]) == sorted(in_view)
+    assert page.locator(".in-view").get_attribute("data-count") == str(len(in_view))
+
+    # a click on a polygon tells where it came from
+    point = page.evaluate(
+        "() => { const m = window.geomlopsMap; const c = m.getCanvas();"
+        " const w = c.clientWidth, h = c.clientHeight;"
+        " for (let y = 10; y < h; y += 6) for (let x = 10; x < w; x += 6) {"
+        "  const f = m.queryRenderedFeatures([x, y], {layers: ['predictions-fill']});"
+        "  if (f.length) return [x, y, f[0].properties.feature_id]; } return null; }"
+    )
+    assert point is not None
+    box = page.locator(".map canvas").bounding_box()
+    page.mouse.click(box["x"] + point[0], box["y"] + point[1])
+    picked = page.locator(".picked dl")
+    picked.wait_for()
+    with web_gateway.client("viewer") as viewer:
+        lineage = viewer.get(f"/api/v1/runs/{run_id}/lineage").json()
+    shown = {name: picked.locator(f"dd[data-field='{name}']").inner_text() for name in FIELDS}
+    assert shown["Model"] == MODEL and shown["Version"] == lineage["model_version"] == "1"
+    assert shown["MLflow run"] == lineage["mlflow_run_id"]
+    assert shown["Dataset hash"] == str(lineage["dataset_hash"]) and lineage["dataset_hash"]
+    assert shown["Code commit"] == str(lineage["code_commit"] or "–")
+    assert shown["Feature"] == str(point[2])
+    row = _parquet_row(web_gateway, run_id, point[2])
+    assert shown["Block"] == str(row["block_id"]) and shown["Class"].startswith(str(row["class"]))
+    accessible(page, "results")
+    shot(page, screenshots, "05-results-lineage")
+    page.close()
+
+
+def _parquet(web: WebGateway, run_id: str) -> Any:
+    import geopandas as gpd
+
+    cache = web.state.setdefault("parquet", {})
+    if run_id not in cache:
+        with web.client("viewer") as viewer:
+            answer = viewer.get(f"/api/v1/runs/{run_id}/predictions", params={"format": "geoparquet"})
+        assert answer.status_code == 200, answer.text
+        path = web.home / f"web-{run_id}.parquet"
+        path.write_bytes(answer.content)
+        frame = gpd.read_parquet(path).to_crs(4326).reset_index(drop=True)
+        frame["feature_id"] = frame.index  # a tile feature's feature_id is its row here
+        cache[run_id] = frame
+    return cache[run_id]
+
+
+def _parquet_ids_in(web: WebGateway, run_id: str, bounds: list[float]) -> list[Any]:
+    from shapely.geometry import box
+
+    frame = _parquet(web, run_id)
+    return [int(fid) for fid in frame[frame.intersects(box(*bounds))]["feature_id"].tolist()]
+
+
+def _parquet_row(web: WebGateway, run_id: str, feature_id: Any) -> dict[str, Any]:
+    frame = _parquet(web, run_id)
+    [row] = frame[frame["feature_id"] == feature_id].to_dict("records")
+    return row
+
+
+def test_an_approver_approves_a_promotion_a_viewer_cannot(
+    web_gateway: WebGateway, app: Any, screenshots: Path
+) -> None:
+    with web_gateway.client("operator") as operator:
+        started = operator.post("/api/v1/runs/promotion", json={"model": MODEL, "candidate": "1"})
+        assert started.status_code == 202, started.text
+        run_id = started.json()["run_id"]
+        deadline = time.monotonic() + 600
+        while (run := operator.get(f"/api/v1/runs/{run_id}").json())["phase"] == "Running":
+            assert time.monotonic() < deadline, run
+            time.sleep(1)
+    assert run["waiting_gate"] == "approval", run
+
+    viewer_context = app.browser.new_context(viewport={"width": 1400, "height": 900})
+    page = sign_in(viewer_context, web_gateway, "viewer", f"#/promotions/{run_id}")
+    page.wait_for_selector(".decision")
+    page.wait_for_selector("text=may not approve or refuse")
+    assert page.get_by_role("button", name="Approve", exact=True).count() == 0
+    accessible(page, "promotions (viewer)")
+    shot(page, screenshots, "06-promotion-viewer")
+    viewer_context.close()
+    with web_gateway.client("viewer") as viewer:
+        refused = viewer.post(f"/api/v1/runs/{run_id}/approve", json={"reason": "I only read"})
+    assert refused.status_code == 403, refused.text
+
+    approver_context = app.browser.new_context(viewport={"width": 1400, "height": 900})
+    page = sign_in(approver_context, web_gateway, "approver", f"#/promotions/{run_id}")
+    page.wait_for_selector(".verdict")
+    approve = page.get_by_role("button", name="Approve", exact=True)
+    approve.wait_for()
+    accessible(page, "promotions (approver)")
+    shot(page, screenshots, "07-promotion-approver")
+    approve.click()  # no reason yet: refused in the page, nothing sent
+    page.wait_for_selector("text=reason: give a reason")
+    page.get_by_label("Reason (recorded with the decision)").fill("report checked in the web app")
+    if page.get_by_label("Override: approve although the policy refused").count():
+        page.get_by_label("Override: approve although the policy refused").check()
+    approve.click()
+    page.wait_for_selector("text=Approved: run")
+    approver_context.close()
+    with web_gateway.client("viewer") as viewer:
+        done = viewer.get(f"/api/v1/runs/{run_id}").json()
+        gate = next(t for t in done["tasks"] if t["name"] == "approval")
+        assert gate["approval"]["approver"] == APPROVER
+        assert gate["approval"]["reason"] == "report checked in the web app"
+
+    admin_context = app.browser.new_context(viewport={"width": 1400, "height": 900})
+    page = sign_in(admin_context, web_gateway, "admin", "#/promotions")
+    audit = page.locator("table.audit")
+    audit.locator("tbody tr").first.wait_for()
+    assert f"approved run {run_id}" in audit.inner_text()
+    assert page.get_by_role("button", name="Roll back production to the previous version").count() == 1
+    accessible(page, "promotions (admin)")
+    shot(page, screenshots, "08-admin-audit")
+    admin_context.close()
+    print(json.dumps({"promotion": run_id}))
