@@ -5,8 +5,11 @@ PMTiles driver (through pyogrio's Arrow writer), which cuts Mapbox Vector Tiles 
 and packs them in one file with a spatial index, so a map fetches only the tiles in view. The
 zoom levels follow the imagery's resolution: at the most detailed level one tile unit (1/4096
 of a tile) is no larger than an imagery pixel, so polygon vertices (pixel corners) keep their
-places; a map shows the tiles over-zoomed beyond it, and the coarser levels (``levels`` in all)
-give an overview. Each feature carries ``class``, ``class_name``, ``area``, ``block_id`` and
+places, and deeper where the predictions are so dense that a tile would hold more than
+``MAX_TILE_FEATURES``; a map shows the tiles over-zoomed beyond it. The coarser levels
+(``levels`` in all) are an overview: there GDAL keeps at most 200,000 features a tile and
+coarsens tiles above 500 kB, so only the most detailed level holds every feature whole.
+Each feature carries ``class``, ``class_name``, ``area``, ``block_id`` and
 ``feature_id`` (its row in the GeoParquet), which join it to its lineage.
 """
 
@@ -30,6 +33,8 @@ _WORLD = 40075016.685578488
 _EXTENT = 4096
 #: the deepest zoom level written
 MAX_ZOOM = 16
+#: the most features one tile of the most detailed level holds (a few hundred kB a tile)
+MAX_TILE_FEATURES = 10_000
 #: zoom levels written by default (the most detailed one and the coarser ones above it)
 LEVELS = 4
 
@@ -62,6 +67,29 @@ def zoom_range(
         return max(0, MAX_ZOOM - levels + 1), MAX_ZOOM
     deepest = min(MAX_ZOOM, max(0, math.ceil(math.log2(_WORLD / (_EXTENT * pixel)))))
     return max(0, deepest - max(1, levels) + 1), deepest
+
+
+def densest_tile(parquet: Path, crs: str, zoom: int) -> int:
+    """How many features' centres fall in the fullest tile of ``zoom`` (web mercator)."""
+    import numpy as np
+    import pyarrow.parquet as pq  # type: ignore[import-untyped,unused-ignore]
+    import shapely
+    from pyproj import Transformer
+
+    to_mercator = Transformer.from_crs(crs, "EPSG:3857", always_xy=True)
+    size = _WORLD / 2**zoom
+    counts: dict[tuple[int, int], int] = {}
+    for batch in pq.ParquetFile(parquet).iter_batches(columns=["geometry"]):
+        bounds = shapely.bounds(shapely.from_wkb(batch.column("geometry").to_numpy(zero_copy_only=False)))
+        x, y = to_mercator.transform((bounds[:, 0] + bounds[:, 2]) / 2, (bounds[:, 1] + bounds[:, 3]) / 2)
+        cols, rows = (
+            np.floor((np.asarray(x) + _WORLD / 2) / size),
+            np.floor((_WORLD / 2 - np.asarray(y)) / size),
+        )
+        tiles, many = np.unique(np.stack([cols, rows]).astype("int64"), axis=1, return_counts=True)
+        for col, row, n in zip(tiles[0].tolist(), tiles[1].tolist(), many.tolist(), strict=True):
+            counts[(col, row)] = counts.get((col, row), 0) + n
+    return max(counts.values(), default=0)
 
 
 def item_class_names(item: Mapping[str, Any] | None) -> dict[int, str]:
@@ -104,6 +132,7 @@ def write_prediction_tiles(
     zooms: tuple[int, int],
     class_names: Mapping[int, str] | None = None,
     name: str = "",
+    max_tile_features: int = MAX_TILE_FEATURES,
 ) -> TilesInfo | None:
     """Write the features of ``parquet`` (class, area, block_id, WKB geometry in ``crs``) to
     the PMTiles archive ``target`` (written beside it and renamed, so never half-written).
@@ -115,6 +144,8 @@ def write_prediction_tiles(
         zooms: the lowest and highest zoom levels (see :func:`zoom_range`).
         class_names: class value → name (``class_name``); absent: the value as text.
         name: the archive's title (its metadata).
+        max_tile_features: the most features whose centres one tile of the most detailed level
+            may hold; denser predictions move every level deeper until none holds more.
 
     Returns:
         The archive written; None when ``parquet`` holds no feature (then no archive is there).
@@ -138,6 +169,10 @@ def write_prediction_tiles(
         target.unlink(missing_ok=True)
         return None
     low, high = zooms
+    # dense predictions go deeper, so that no tile of the most detailed level is too full to be
+    # written whole (GDAL drops features beyond MAX_FEATURES and coarsens tiles above MAX_SIZE)
+    while high < MAX_ZOOM and densest_tile(parquet, crs, high) > max_tile_features:
+        low, high = low + 1, high + 1
     with atomic_path(target) as tmp:
         reader = pa.RecordBatchReader.from_batches(schema, _batches(parquet, class_names or {}))
         pyogrio.write_arrow(

@@ -10,7 +10,7 @@ import numpy as np
 import pyogrio
 import shapely
 
-from postprocessing.tiles import LAYER, item_class_names, write_prediction_tiles, zoom_range
+from postprocessing.tiles import LAYER, densest_tile, item_class_names, write_prediction_tiles, zoom_range
 
 CRS = "EPSG:32616"
 
@@ -80,3 +80,13 @@ def test_class_names_come_from_the_model_item() -> None:
     }
     assert item_class_names(item) == {0: "clear", 1: "cloud"}
     assert item_class_names(None) == {}
+
+
+def test_dense_predictions_go_deeper_until_no_tile_is_too_full(tmp_path: Path) -> None:
+    parquet = _parquet(tmp_path / "p.parquet", 25)  # a row of 25 squares, 90 m apart: 2.2 km
+    assert [densest_tile(parquet, CRS, z) for z in (12, 13, 14, 15)] == [25, 25, 14, 12]
+    target = tmp_path / "t.pmtiles"
+    info = write_prediction_tiles(parquet, target, crs=CRS, zooms=(9, 12), max_tile_features=13)
+    # z15 is the first level whose fullest tile holds at most 13: every level moves 3 deeper
+    assert info is not None and (info.min_zoom, info.max_zoom) == (12, 15)
+    assert set(pyogrio.read_dataframe(target)["feature_id"]) == set(range(25))  # some cut by tile edges
