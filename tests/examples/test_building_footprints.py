@@ -1,0 +1,356 @@
+"""The building-footprints example package: its own torch environment, its preprocess on real
+(local) data and loopback servers, and its training through the workflow on the Banepa chips.
+
+The package's code runs only in its own environment (built once per session from
+``python_env.yaml``, torch's CPU wheel from ``/opt/wheels`` where that folder exists); nothing of
+torch is in geomlops' environment.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import socket
+import subprocess
+import threading
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+from typing import Any, ClassVar
+from urllib.parse import parse_qs, unquote_plus, urlparse
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+from shapely.geometry import box, shape
+
+from steps.package_env import PackageEnvironment, command_environment, ensure_environment
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
+
+REPO = Path(__file__).resolve().parents[2]
+PACKAGE = REPO / "examples" / "building-footprints"
+WHEELS = Path("/opt/wheels")
+GEOMLOPS = str(Path(os.environ.get("VIRTUAL_ENV", REPO / ".venv")) / "bin" / "geomlops")
+#: the Banepa segmentation dataset's extent (its STAC item's bbox)
+BANEPA_BBOX = (85.518782, 27.629193, 85.523263, 27.634351)
+
+
+@pytest.fixture(scope="session")
+def building_env() -> Iterator[PackageEnvironment]:
+    """The package's environment, built once; torch's CPU wheel comes from /opt/wheels there."""
+    with pytest.MonkeyPatch.context() as patch:
+        if WHEELS.is_dir():
+            patch.setenv("UV_FIND_LINKS", str(WHEELS))
+        yield ensure_environment(PACKAGE)
+
+
+def run_in_package(
+    env: PackageEnvironment, *args: str, timeout: int = 600
+) -> subprocess.CompletedProcess[str]:
+    """``python ARGS…`` in the package's environment, in the package folder (no bytecode there)."""
+    variables = command_environment(env) | {"PYTHONDONTWRITEBYTECODE": "1"}
+    return subprocess.run(
+        ["python", *args], cwd=PACKAGE, env=variables, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def preprocess(env: PackageEnvironment, output: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return run_in_package(env, "-m", "building_footprints.preprocess", "--output", str(output), *args)
+
+
+def test_the_environment_has_torch_cpu_and_geomlops_has_no_torch(building_env: PackageEnvironment) -> None:
+    done = run_in_package(
+        building_env, "-c", "import torch; print(torch.__version__, torch.cuda.is_available())"
+    )
+    assert done.returncode == 0, done.stderr
+    if WHEELS.is_dir():
+        assert done.stdout.split() == ["2.13.0+cpu", "False"]
+        site = next((building_env.root / "lib").glob("python3.*/site-packages"))
+        assert not list(site.glob("nvidia*")), "a CUDA build of torch was installed"
+        size = sum(
+            f.stat().st_size for f in building_env.root.rglob("*") if f.is_file() and not f.is_symlink()
+        )
+        assert size < 2.5 * 2**30, f"the environment takes {size / 2**30:.1f} GiB: CUDA libraries?"
+    assert importlib.util.find_spec("torch") is None
+
+
+def test_package_check_passes(schema_dir: Path, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GEOMLOPS_")}
+    env |= {"GEOMLOPS_SCHEMA_DIR": str(schema_dir), "GEOMLOPS_HOME": str(tmp_path)}
+    done = subprocess.run(
+        [GEOMLOPS, "package", "check", str(PACKAGE)], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "✓" in done.stdout
+
+
+# --- preprocess ---------------------------------------------------------------------------
+
+
+def aux_transform(chip: Path) -> Affine:
+    """The georeference of a Banepa chip, read from its .aux.xml sidecar (not through GDAL)."""
+    text = ET.parse(f"{chip}.aux.xml").getroot().findtext("GeoTransform")
+    assert text is not None
+    c, a, b, f, d, e = (float(v) for v in text.replace(",", " ").split())
+    return Affine(a, b, c, d, e, f)
+
+
+def test_local_chips_and_footprints_become_the_chips_layout(
+    building_env: PackageEnvironment, shared_data: Path, tmp_path: Path
+) -> None:
+    source = shared_data / "banepa" / "train"
+    out = tmp_path / "dataset"
+    done = preprocess(
+        building_env, out, "--imagery", str(source / "oam"), "--footprints", str(source / "osm")
+    )
+    assert done.returncode == 0, done.stderr
+    chips = sorted(p.name for p in (out / "chips").glob("*.tif"))
+    assert chips == sorted(p.name for p in (source / "oam").glob("*.tif")) and len(chips) == 48
+    held_out = (out / "test.txt").read_text().split()
+    assert len(held_out) == 12 and set(held_out) <= set(chips)
+    meta = json.loads((out / "dataset.json").read_text())
+    assert meta["classes"] == [{"value": 0, "name": "background"}, {"value": 1, "name": "building"}]
+    assert meta["footprints"] == 1466
+    features = json.loads(next((source / "osm").glob("*.geojson")).read_text())["features"]
+    footprints = [shape(f["geometry"]) for f in features]
+    checked = 0
+    for name in chips[:6]:
+        with rasterio.open(out / "chips" / name) as chip, rasterio.open(out / "labels" / name) as label:
+            assert chip.count == 3 and chip.dtypes[0] == "uint8" and chip.crs.to_epsg() == 4326
+            assert chip.transform.almost_equals(aux_transform(source / "oam" / name))
+            assert label.transform == chip.transform and label.shape == chip.shape
+            mask = label.read(1)
+            extent = box(*chip.bounds)
+        assert set(np.unique(mask)) <= {0, 1}
+        # an independent look: a footprint's inner point inside the chip is labelled building,
+        # a point outside every footprint is not
+        for footprint in footprints:
+            point = footprint.representative_point()
+            if extent.contains(point.buffer(1e-5)):
+                row, col = rasterio.transform.rowcol(chip.transform, point.x, point.y)
+                inside = footprint.contains(
+                    box(*chip.xy(row, col, offset="ul"), *chip.xy(row, col, offset="lr"))
+                )
+                if inside:
+                    assert mask[row, col] == 1, (name, footprint.wkt[:80])
+                    checked += 1
+        fraction = mask.mean()
+        assert 0.0 <= fraction < 0.95
+    assert checked > 20
+    # rerunning into a folder that exists is refused, naming it
+    again = preprocess(
+        building_env, out, "--imagery", str(source / "oam"), "--footprints", str(source / "osm")
+    )
+    assert again.returncode == 2 and f"{out}" in again.stderr and "not empty" in again.stderr
+
+
+def test_tiles_from_a_template_are_placed_on_their_web_mercator_tiles(
+    building_env: PackageEnvironment, shared_data: Path, tmp_path: Path
+) -> None:
+    oam = shared_data / "banepa" / "train" / "oam"
+    out = tmp_path / "dataset"
+    west, south, _, _ = BANEPA_BBOX
+    bbox = f"{west},{south},{west + 0.0008},{south + 0.0008}"  # a corner: a few tiles
+    template = f"file://{oam}/OAM-{{x}}-{{y}}-{{z}}.tif"
+    done = preprocess(building_env, out, "--bbox", bbox, "--tiles", template,
+                      "--footprints", str(shared_data / "banepa" / "train" / "osm"))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    chips = sorted((out / "chips").glob("*.tif"))
+    assert 1 <= len(chips) <= 9
+    for chip in chips:
+        original = oam / chip.name  # named by tile: OAM-x-y-z
+        assert original.is_file()
+        with rasterio.open(chip) as written, rasterio.open(original) as source:
+            # the tile arithmetic puts each tile where the source's own georeference says
+            assert written.transform.almost_equals(aux_transform(original), precision=1e-9)
+            assert np.array_equal(written.read(), source.read())
+    meta = json.loads((out / "dataset.json").read_text())
+    assert meta["source"]["imagery"] == {"tiles": template}
+
+
+class _Servers(BaseHTTPRequestHandler):
+    """OpenAerialMap's API and tile server and the Overpass API, on the loopback interface."""
+
+    tiles: ClassVar[Path]
+    elements: ClassVar[list[dict[str, Any]]]
+    queries: ClassVar[list[str]]
+
+    def _send(self, code: int, body: bytes, kind: str = "application/json") -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        url = urlparse(self.path)
+        if url.path == "/meta":
+            self.queries.append(parse_qs(url.query)["bbox"][0])
+            port = self.server.server_address[1]
+            result = {"_id": "banepa-sample", "title": "Banepa sample", "provider": "fAIr",
+                      "properties": {"tms": f"http://127.0.0.1:{port}/tiles/{{z}}/{{x}}/{{y}}"}}  # fmt: skip
+            self._send(
+                200, json.dumps({"results": [{"title": "no tiles", "properties": {}}, result]}).encode()
+            )
+        elif url.path.startswith("/tiles/"):
+            z, x, y = url.path.split("/")[2:5]
+            tile = self.tiles / f"OAM-{x}-{y}-{z}.tif"
+            self._send(200, tile.read_bytes(), "image/jpeg") if tile.is_file() else self._send(404, b"")
+        else:
+            self._send(404, b"")
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
+        self.queries.append(unquote_plus(body))
+        self._send(200, json.dumps({"elements": self.elements}).encode())
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def servers(shared_data: Path) -> Iterator[str]:
+    """The loopback servers, answering Overpass with Banepa's footprints as OSM ways."""
+    features = json.loads(next((shared_data / "banepa" / "train" / "osm").glob("*.geojson")).read_text())
+    elements = []
+    for feature in features["features"]:
+        geometry = feature["geometry"]
+        if geometry["type"] == "Polygon":
+            ring = geometry["coordinates"][0]
+            points = [{"lon": x, "lat": y} for x, y in ring]
+            osm_id = feature["properties"]["osm_id"]
+            elements.append({"type": "way", "id": osm_id, "tags": {"building": "yes"}, "geometry": points})
+    elements.append({"type": "way", "id": 1, "tags": {"highway": "path"}, "geometry": []})
+    _Servers.tiles = shared_data / "banepa" / "train" / "oam"
+    _Servers.elements = elements
+    _Servers.queries = []
+    server = HTTPServer(("127.0.0.1", 0), _Servers)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+def test_a_bbox_alone_searches_openaerialmap_and_asks_overpass(
+    building_env: PackageEnvironment, servers: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "dataset"
+    west, south, _, _ = BANEPA_BBOX
+    bbox = (west + 0.001, south + 0.001, west + 0.0018, south + 0.0018)
+    done = preprocess(building_env, out, "--bbox", ",".join(map(str, bbox)), "--oam-api", servers,
+                      "--overpass-url", f"{servers}/api/interpreter")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    search, overpass = _Servers.queries
+    assert [float(v) for v in search.split(",")] == pytest.approx(bbox)
+    south_west_north_east = f"({bbox[1]},{bbox[0]},{bbox[3]},{bbox[2]})"
+    assert 'way["building"]' in overpass and "out geom" in overpass and south_west_north_east in overpass
+    meta = json.loads((out / "dataset.json").read_text())
+    assert meta["source"]["imagery"]["title"] == "Banepa sample"
+    assert meta["footprints"] == len(_Servers.elements) - 1  # the highway is no building
+    assert meta["building_pixels"] > 0 and meta["chips"] >= 1
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (
+            ["--tiles", "http://127.0.0.1:{port}/{{z}}/{{x}}/{{y}}.png"],
+            "cannot download http://127.0.0.1:{port}/19/",
+        ),
+        (["--oam-api", "http://127.0.0.1:{port}"], "cannot download http://127.0.0.1:{port}/meta?bbox="),
+        (["--bbox", "85.6,27.6,85.5,27.7"], "bbox: expected west < east"),
+    ],
+)
+def test_a_failing_source_is_a_clear_error_and_leaves_nothing(
+    building_env: PackageEnvironment, tmp_path: Path, args: list[str], expected: str
+) -> None:
+    port = _closed_port()
+    out = tmp_path / "dataset"
+    west, south, _, _ = BANEPA_BBOX
+    bbox = ["--bbox", f"{west},{south},{west + 0.001},{south + 0.001}"] if "--bbox" not in args else []
+    done = preprocess(building_env, out, *bbox, *(a.format(port=port) for a in args))
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert expected.format(port=port) in done.stderr
+    if "cannot download" in expected:
+        assert "local sources" in done.stderr and "refused" in done.stderr.lower()
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+# --- the workflows: registration, training on the Banepa chips, batch inference -------------
+
+
+def _latest_state(home: Path, prefix: str) -> dict[str, Any]:
+    runs = sorted((home / "runs").glob(f"{prefix}*"), key=lambda p: p.stat().st_mtime)
+    state: dict[str, Any] = json.loads((runs[-1] / "state.json").read_text())
+    return state
+
+
+@pytest.fixture(scope="module")
+def trained(work: dict[str, Any], building_env: PackageEnvironment, shared_data: Path) -> dict[str, Any]:
+    """The package registered and trained once through the workflows, in the shared work folder,
+    on the Banepa chips preprocessed by the package and versioned with ``geomlops data add``."""
+    assert work["first"].returncode == 0, work["first"].stdout + work["first"].stderr
+    home, cli = work["home"], work["cli"]
+    source = shared_data / "banepa" / "train"
+    dataset = home / "sources" / "buildings"
+    done = preprocess(
+        building_env, dataset, "--imagery", str(source / "oam"), "--footprints", str(source / "osm")
+    )
+    assert done.returncode == 0, done.stderr
+    added = cli("data", "add", str(dataset), "--as", "datasets/buildings")
+    assert added.returncode == 0, added.stdout + added.stderr
+    registered = cli("run", "registration", "-p", f"package={PACKAGE}")
+    assert registered.returncode == 0, registered.stdout + registered.stderr
+    training = cli(
+        "run", "training", "-p", "model=building-footprints", "-p", "dataset_path=datasets/buildings"
+    )
+    assert training.returncode == 0, training.stdout + training.stderr
+    state = _latest_state(home, "geomlops-training")
+    return {
+        "state": state,
+        "nodes": state["nodes"],
+        "run_id": state["nodes"]["collect-run"]["outputs"]["run_id"],
+    }
+
+
+def test_it_trains_and_evaluates_itself_through_the_training_workflow(
+    work: dict[str, Any], trained: dict[str, Any], schema_dir: Path
+) -> None:
+    from mlflow import MlflowClient
+
+    nodes = trained["nodes"]
+    assert nodes["evaluate-in-image"]["status"] == "Succeeded"  # the package's own evaluate
+    client = MlflowClient(tracking_uri=f"sqlite:///{work['home'] / 'mlflow.db'}")
+    run = client.get_run(trained["run_id"])
+    metrics = run.data.metrics
+    # 12 held-out 512 x 512 chips, scored at the item's threshold
+    assert metrics["test_n_pixels"] == 12 * 512 * 512
+    assert metrics["test_iou"] > 0.4 and metrics["test_iou_background"] > 0.2
+    assert run.data.params["train_chips"] == "36"
+    # the halo the item declares covers the receptive field the run measured
+    item = json.loads((PACKAGE / "stac-item.json").read_text())
+    assert metrics["receptive_field_radius"] <= item["properties"]["mlm:input"][0]["geomlops:halo"]
+    [version] = client.search_model_versions("name='building-footprints'")
+    assert version.run_id == trained["run_id"]
+    published = json.loads(Path(nodes["publish"]["outputs"]["item"]).read_text())
+    assert published["properties"]["mlm:output"][0]["geomlops:threshold"] == 0.5
+    # the logged model answers as the item says, in the package's own environment
+    env = work["env"] | {
+        "GEOMLOPS_SCHEMA_DIR": str(schema_dir),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{work['home'] / 'mlflow.db'}",
+    }
+    checked = subprocess.run(
+        [GEOMLOPS, "package", "check", str(PACKAGE), "--model-uri", f"runs:/{trained['run_id']}/model"],
+        env=env, cwd=work["home"], capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert checked.returncode == 0, checked.stdout + checked.stderr
