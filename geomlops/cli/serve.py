@@ -1,4 +1,5 @@
-"""``geomlops serve``: the model and its post-processing transformer on MLServer, on this machine."""
+"""``geomlops serve``: the model in its own environment and its post-processing transformer on
+MLServer, on this machine."""
 
 from __future__ import annotations
 
@@ -20,8 +21,13 @@ def serve_command(model: str, host: str, port: int, grpc_port: int | None) -> No
 
     POST a georeferenced GeoTIFF chip to /v2/models/MODEL/infer as one BYTES input named 'chip'
     (base64); the answer's 'geojson' output is a FeatureCollection (WGS84) whose features carry
-    the class, area, model version and MLflow run id. The largest chip accepted is
-    GEOMLOPS_SERVING_MAX_IMAGE_BYTES. MLServer runs in its own environment, built on first use.
+    the class, area in m² (area_method: geodesic or planar), model version and MLflow run id.
+    The largest chip accepted is GEOMLOPS_SERVING_MAX_IMAGE_BYTES.
+
+    The model predicts in its own environment (the one it was trained in), in a predictor
+    process started first: a model that does not load there ends the command with status 2
+    and the reason (a missing module's name, say). The transformer runs on MLServer in
+    geomlops' serving environment, built on first use. Ctrl-C stops both.
     """
     from geomlops.serving.local import prepare_local_server, run_local_server
 

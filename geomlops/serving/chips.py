@@ -7,15 +7,18 @@ the model's MLM input (band count, data type).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from catalog_sync.mlm import ModelInput
 from geomlops.errors import ChipError, ImageryMismatchError
+
+if TYPE_CHECKING:
+    from steps.model_io import ModelIO
 
 #: a decoded chip may be this many times larger than the limit on what is sent (compression)
 DECODED_FACTOR = 4
@@ -73,8 +76,28 @@ def open_chip(data: bytes, model_input: ModelInput, max_bytes: int) -> Iterator[
             yield src
 
 
-def predict_chip(predict: Any, src: Any, model_input: ModelInput) -> NDArray[np.uint8]:
+def model_io(model_input: ModelInput, model_output: Mapping[str, Any] | None) -> ModelIO:
+    """How a chip is prepared for the model and its answer read, from the MLM input and output
+    (value scaling, resizing; class values, scores by arg-max or threshold): the one place
+    serving asks :mod:`steps.model_io`. A chip is predicted whole, so no halo.
+
+    Raises:
+        InvalidModelItemError: the item asks for what geomlops cannot apply (the field named).
+    """
+    from catalog_sync.mlm import ModelOutput
+    from steps.model_io import ModelIO
+
+    output = ModelOutput.model_validate(model_output) if model_output else None
+    return ModelIO.from_parts(model_input, output, halo=0)
+
+
+def predict_chip(
+    predict: Any, src: Any, model_input: ModelInput, io: ModelIO | None = None
+) -> NDArray[np.uint8]:
     """Predict a whole chip; pixels with no data in any band become ``NODATA_CLASS``.
+
+    ``io`` (:func:`model_io`) prepares the input and reads the answer as the model's MLM item
+    says; default: values as read, class values back.
 
     Raises:
         ChipError: the pixels cannot be decoded (a truncated or corrupt file).
@@ -84,6 +107,8 @@ def predict_chip(predict: Any, src: Any, model_input: ModelInput) -> NDArray[np.
     from steps.predict import predict_block
 
     try:
-        return predict_block(predict, src, (0, 0, src.width, src.height), halo=0, dtype=model_input.data_type)
+        return predict_block(
+            predict, src, (0, 0, src.width, src.height), halo=0, dtype=model_input.data_type, io=io
+        )
     except RasterioIOError as err:
         raise ChipError(f"chip: pixel data cannot be decoded ({err})") from err

@@ -78,6 +78,8 @@ def resolve_served_model(
         classes={c.value: c.name for c in output.classes},
         bands=len(spec.inputs[0].bands) or None,
         model_input=spec.inputs[0].model_dump(mode="json"),
+        model_output=output.model_dump(mode="json"),
+        image=spec.inference_image or spec.training_image,
     )
 
 

@@ -4,9 +4,11 @@ KServe's predictor.
 KServe starts a transformer container with ``--model_name NAME --predictor_host HOST[:PORT]
 --http_port PORT`` appended to its command; this entry point
 (``python -m geomlops.serving.kserve_transformer``) writes MLServer's settings from them and from the
-``GEOMLOPS_TRANSFORMER_*`` variables of the InferenceService (lineage, classes, MLM input), then
-replaces itself with ``mlserver start``. A posted GeoTIFF chip is checked, its pixels sent to the
-predictor over the V2 protocol, and the predicted classes answered as GeoJSON.
+``GEOMLOPS_TRANSFORMER_*`` variables of the InferenceService (lineage, classes, the MLM input and
+output), then replaces itself with ``mlserver start``. A posted GeoTIFF chip is checked and
+prepared as the MLM input says, sent to the predictor (the model's image running
+:mod:`geomlops.serving.predictor_server`) over the V2 protocol, its answer read as the MLM output
+says and answered as GeoJSON.
 """
 
 from __future__ import annotations
@@ -64,6 +66,13 @@ def transformer_settings(
         raise ConfigurationError(f"GEOMLOPS_TRANSFORMER_INPUT: not JSON ({err})") from err
     if not isinstance(model_input, dict) or not model_input:
         raise ConfigurationError("GEOMLOPS_TRANSFORMER_INPUT: expected the MLM input as a JSON object")
+    raw_output = environ.get("GEOMLOPS_TRANSFORMER_OUTPUT", "")
+    try:
+        model_output: Any = json.loads(raw_output) if raw_output.strip() else {}
+    except ValueError as err:
+        raise ConfigurationError(f"GEOMLOPS_TRANSFORMER_OUTPUT: not JSON ({err})") from err
+    if not isinstance(model_output, dict):
+        raise ConfigurationError("GEOMLOPS_TRANSFORMER_OUTPUT: expected the MLM output as a JSON object")
     host = args.predictor_host if "://" in args.predictor_host else f"http://{args.predictor_host}"
     name = args.model_name
     (folder / name).mkdir(parents=True, exist_ok=True)
@@ -83,6 +92,7 @@ def transformer_settings(
             "extra": {
                 "predictor_url": f"{host.rstrip('/')}/v2/models/{name}/infer",
                 "input": model_input,
+                "output": model_output,
                 "transformer": {p: environ.get(f"GEOMLOPS_TRANSFORMER_{p.upper()}", "") for p in PARAMETERS},
                 "max_bytes": max_bytes,
             },

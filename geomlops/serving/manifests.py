@@ -1,16 +1,38 @@
-"""Serving manifests as plain dicts: Seldon Core v1 and v2, KServe. Pure functions, no IO.
+"""Serving manifests as plain dicts: Seldon Core v1 and v2, KServe. Pure functions (the
+predictor's source is read once, from this package).
 
 Every manifest carries the model name, version and MLflow run id in its labels and annotations,
 and refers to the object store credentials by the Secret's name only: no value is ever rendered.
+
+The model predicts in **its own image** (the MLM item's ``mlm:inference-runtime`` asset, else
+its training image), running :mod:`geomlops.serving.predictor_server`, which needs nothing but
+the Python, numpy and MLflow every model image has: the script comes in a ConfigMap mounted at
+:data:`PREDICTOR_DIR`, so a package need not ship it, and the model's files are downloaded to
+``/mnt/models`` by the platform's storage initializer (KServe's ``STORAGE_URI``, Seldon's
+``modelUri``). The post-processing transformer runs in **geomlops' image**. The model image
+must be able to read the model's files' store as the platform gives them (``/mnt/models``).
+
+- KServe: an ``InferenceService`` whose predictor is that container, answering the V2
+  protocol, and whose transformer is MLServer with :class:`geomlops.serving.runtime.GeoChipRuntime`
+  (chip in, prepared and read by the MLM item, GeoJSON out);
+- Seldon Core v1: a ``SeldonDeployment`` graph, that container as the ``MODEL`` (it answers
+  Seldon's model API too) under the transformer as ``OUTPUT_TRANSFORMER``;
+- Seldon Core v2: the model on an MLServer with the ``mlflow`` capability, the transformer on
+  one offering :data:`TRANSFORMER_CAPABILITY`. Core 2 runs models only on its MLServer or
+  Triton servers, so there the ``mlflow`` server's image must hold the model's requirements.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from functools import cache
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
+
+from geomlops.errors import ServingError
 
 #: the transformer class, as seldon-core's Python wrapper and our MLServer runtime load it
 TRANSFORMER_CLASS = "geomlops.serving.transformer.GeoJSONTransformer"
@@ -18,6 +40,20 @@ TRANSFORMER_CLASS = "geomlops.serving.transformer.GeoJSONTransformer"
 KSERVE_TRANSFORMER = ["python", "-m", "geomlops.serving.kserve_transformer"]
 #: Seldon Core v2 capability of the servers that run the transformer (the transformer image)
 TRANSFORMER_CAPABILITY = "geomlops-transformer"
+#: where the predictor's script is mounted in the model's container
+PREDICTOR_DIR = "/opt/geomlops"
+#: the script's file name there (and its key in the ConfigMap)
+PREDICTOR_FILE = "predictor_server.py"
+#: where the platform's storage initializer puts the model's files
+MODEL_DIR = "/mnt/models"
+#: the predictor's port in the model's container
+PREDICTOR_PORT = 8080
+
+
+@cache
+def predictor_source() -> str:
+    """The text of :mod:`geomlops.serving.predictor_server`, for the ConfigMap."""
+    return Path(__file__).with_name(PREDICTOR_FILE).read_text(encoding="utf-8")
 
 
 class ServedModel(BaseModel):
@@ -33,7 +69,12 @@ class ServedModel(BaseModel):
         post_processing_function: the MLM output's post-processor expression, if any.
         classes: class value -> name, from the MLM output.
         bands: number of input bands the model expects.
-        model_input: the MLM input (bands, shape, data type) the transformer checks chips against.
+        model_input: the MLM input (bands, shape, data type, value scaling) the transformer
+            checks chips against and prepares them by.
+        model_output: the MLM output (shape, dimensions, data type, classes, threshold) the
+            transformer reads the predictor's answer by.
+        image: the model's image (its MLM ``mlm:inference-runtime`` asset, else its training
+            image), which runs the predictor in a cluster.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -47,6 +88,8 @@ class ServedModel(BaseModel):
     classes: dict[int, str] = {}
     bands: int | None = None
     model_input: dict[str, Any] = {}
+    model_output: dict[str, Any] = {}
+    image: str | None = None
 
 
 def k8s_name(text: str) -> str:
@@ -99,17 +142,73 @@ def transformer_parameters(model: ServedModel) -> dict[str, str]:
     }
 
 
-def seldon_v1(model: ServedModel, *, namespace: str, secret: str, image: str) -> list[dict[str, Any]]:
-    """A ``SeldonDeployment``: the model as ``MLFLOW_SERVER`` under an ``OUTPUT_TRANSFORMER``.
+def _model_image(model: ServedModel) -> str:
+    if not model.image:
+        raise ServingError(
+            f"model {model.name} v{model.version}: its MLM item names no image to predict in "
+            "(an asset with role 'mlm:inference-runtime' or 'mlm:training-runtime')"
+        )
+    return model.image
 
-    The request reaches the MLflow server; its output (the class mask) goes to the transformer,
-    which answers with GeoJSON. The chip's georeference travels in ``meta.tags`` (``crs``,
-    ``transform``). The model server reads the object store with the env of ``secret``
-    (``envSecretRefName``; rclone's ``RCLONE_CONFIG_S3_*`` keys).
+
+def predictor_config_map(model: ServedModel, namespace: str) -> dict[str, Any]:
+    """The ConfigMap holding the predictor's script, mounted into the model's container."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _metadata(k8s_name(f"{model.name}-predictor"), model, namespace),
+        "data": {PREDICTOR_FILE: predictor_source()},
+    }
+
+
+def predictor_container(model: ServedModel, name: str, *, served_as: str, port: int | None) -> dict[str, Any]:
+    """The container ``name``: the model's image running the predictor on ``/mnt/models``, the
+    model named ``served_as`` in the V2 routes (``port`` None: the port Seldon gives in
+    ``PREDICTIVE_UNIT_HTTP_SERVICE_PORT``)."""
+    args = ["--model-dir", MODEL_DIR, "--name", served_as, "--version", model.version, "--host", "0.0.0.0"]
+    container: dict[str, Any] = {
+        "name": name,
+        "image": _model_image(model),
+        "command": ["python", f"{PREDICTOR_DIR}/{PREDICTOR_FILE}"],
+        "args": args if port is None else [*args, "--port", str(port)],
+        "volumeMounts": [{"name": "geomlops-predictor", "mountPath": PREDICTOR_DIR, "readOnly": True}],
+    }
+    if port is not None:
+        container["ports"] = [{"containerPort": port, "protocol": "TCP"}]
+    return container
+
+
+def predictor_volume(model: ServedModel) -> dict[str, Any]:
+    """The pod volume of the predictor's ConfigMap."""
+    return {"name": "geomlops-predictor", "configMap": {"name": k8s_name(f"{model.name}-predictor")}}
+
+
+def seldon_v1(model: ServedModel, *, namespace: str, secret: str, image: str) -> list[dict[str, Any]]:
+    """The predictor's ConfigMap and a ``SeldonDeployment``: the model's image running the
+    predictor as the ``MODEL`` under the transformer as ``OUTPUT_TRANSFORMER``.
+
+    The request reaches the predictor (Seldon's model API, in the model's own environment);
+    its output goes to the transformer, which answers with GeoJSON. The chip's georeference
+    travels in ``meta.tags`` (``crs``, ``transform``). The storage initializer reads the
+    object store with the env of ``secret`` (``envSecretRefName``; rclone's
+    ``RCLONE_CONFIG_S3_*`` keys) and puts the model's files in ``/mnt/models``.
     """
     name = k8s_name(model.name)
     params = [{"name": k, "type": "STRING", "value": v} for k, v in transformer_parameters(model).items()]
+    transformer = {
+        "name": "postprocess",
+        "image": image,
+        "command": [
+            "seldon-core-microservice",
+            TRANSFORMER_CLASS,
+            # the wrapper serves /transform-output as a TRANSFORMER; the graph node makes it an
+            # output one
+            "--service-type",
+            "TRANSFORMER",
+        ],
+    }
     return [
+        predictor_config_map(model, namespace),
         {
             "apiVersion": "machinelearning.seldon.io/v1",
             "kind": "SeldonDeployment",
@@ -126,19 +225,10 @@ def seldon_v1(model: ServedModel, *, namespace: str, secret: str, image: str) ->
                             {
                                 "spec": {
                                     "containers": [
-                                        {
-                                            "name": "postprocess",
-                                            "image": image,
-                                            "command": [
-                                                "seldon-core-microservice",
-                                                TRANSFORMER_CLASS,
-                                                # the wrapper serves /transform-output as a
-                                                # TRANSFORMER; the graph node makes it an output one
-                                                "--service-type",
-                                                "TRANSFORMER",
-                                            ],
-                                        }
-                                    ]
+                                        transformer,
+                                        predictor_container(model, "model", served_as=model.name, port=None),
+                                    ],
+                                    "volumes": [predictor_volume(model)],
                                 }
                             }
                         ],
@@ -150,7 +240,8 @@ def seldon_v1(model: ServedModel, *, namespace: str, secret: str, image: str) ->
                             "children": [
                                 {
                                     "name": "model",
-                                    "implementation": "MLFLOW_SERVER",
+                                    "type": "MODEL",
+                                    "endpoint": {"type": "REST"},
                                     "modelUri": model.model_uri,
                                     "envSecretRefName": secret,
                                     "children": [],
@@ -160,7 +251,7 @@ def seldon_v1(model: ServedModel, *, namespace: str, secret: str, image: str) ->
                     }
                 ],
             },
-        }
+        },
     ]
 
 
@@ -205,13 +296,16 @@ def seldon_v2(model: ServedModel, *, namespace: str, secret: str) -> list[dict[s
 
 
 def kserve(model: ServedModel, *, namespace: str, secret: str, image: str) -> list[dict[str, Any]]:
-    """A ServiceAccount listing the credentials ``secret`` and a KServe ``InferenceService``:
-    the MLflow model on the V2 protocol, with the post-processing transformer in front.
+    """A ServiceAccount listing the credentials ``secret``, the predictor's ConfigMap and a
+    KServe ``InferenceService``: the model's image running the predictor on the V2 protocol,
+    with the post-processing transformer (``image``, geomlops') in front.
 
-    KServe's storage initializer reads S3 credentials from the secrets of the predictor's
-    ServiceAccount (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` keys). The transformer
-    (:mod:`geomlops.serving.kserve_transformer`) takes the posted GeoTIFF chip, asks the predictor for its
-    classes over the V2 protocol and answers GeoJSON; its lineage and the MLM input come as env.
+    KServe's storage initializer downloads ``STORAGE_URI`` to ``/mnt/models`` with the S3
+    credentials of the predictor's ServiceAccount (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``
+    keys). The transformer (:mod:`geomlops.serving.kserve_transformer`) takes the posted GeoTIFF
+    chip, prepares it as the MLM input says, asks the predictor over the V2 protocol, reads the
+    answer as the MLM output says and answers GeoJSON; lineage and the MLM input and output come
+    as env.
     """
     name = k8s_name(model.name)
     account = k8s_name(f"{name}-serving")
@@ -219,6 +313,9 @@ def kserve(model: ServedModel, *, namespace: str, secret: str, image: str) -> li
         {"name": f"GEOMLOPS_TRANSFORMER_{k.upper()}", "value": v}
         for k, v in transformer_parameters(model).items()
     ]
+    # KServe tells the transformer the InferenceService's name: the predictor answers to it
+    predictor = predictor_container(model, "kserve-container", served_as=name, port=PREDICTOR_PORT)
+    predictor["env"] = [{"name": "STORAGE_URI", "value": model.model_uri}]
     return [
         {
             "apiVersion": "v1",
@@ -226,6 +323,7 @@ def kserve(model: ServedModel, *, namespace: str, secret: str, image: str) -> li
             "metadata": _metadata(account, model, namespace),
             "secrets": [{"name": secret}],
         },
+        predictor_config_map(model, namespace),
         {
             "apiVersion": "serving.kserve.io/v1beta1",
             "kind": "InferenceService",
@@ -233,11 +331,8 @@ def kserve(model: ServedModel, *, namespace: str, secret: str, image: str) -> li
             "spec": {
                 "predictor": {
                     "serviceAccountName": account,
-                    "model": {
-                        "modelFormat": {"name": "mlflow"},
-                        "protocolVersion": "v2",
-                        "storageUri": model.model_uri,
-                    },
+                    "containers": [predictor],
+                    "volumes": [predictor_volume(model)],
                 },
                 "transformer": {
                     "containers": [
@@ -250,6 +345,10 @@ def kserve(model: ServedModel, *, namespace: str, secret: str, image: str) -> li
                                 {
                                     "name": "GEOMLOPS_TRANSFORMER_INPUT",
                                     "value": json.dumps(model.model_input),
+                                },
+                                {
+                                    "name": "GEOMLOPS_TRANSFORMER_OUTPUT",
+                                    "value": json.dumps(model.model_output),
                                 },
                             ],
                         }

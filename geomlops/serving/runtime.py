@@ -1,13 +1,17 @@
-"""MLServer runtime: the MLflow model and the post-processing transformer in one inference step.
+"""MLServer runtime: the post-processing transformer in front of the model's predictor.
 
-Loaded by MLServer (``implementation: geomlops.serving.runtime.GeoChipRuntime``) in the serving
-environment that ``geomlops serve`` prepares. A request carries one GeoTIFF chip as a V2
-``BYTES`` input (base64 in JSON); the answer is one ``BYTES`` output, ``geojson``, holding the
+Loaded by MLServer (``implementation: geomlops.serving.runtime.GeoChipRuntime``) in geomlops'
+serving environment (``geomlops serve``, KServe's transformer container). A request carries one
+GeoTIFF chip as a V2 ``BYTES`` input (base64 in JSON); the chip is checked, prepared as the
+model's MLM input says (bands, value scaling, resizing), sent to the predictor over the V2
+protocol, its answer read as the MLM output says (class values, or scores by arg-max or
+threshold) and vectorized; the answer is one ``BYTES`` output, ``geojson``, holding the
 FeatureCollection. A refused chip is a 400 (413 when too large) naming what was wrong; the
-server keeps serving.
+server keeps serving. The model itself never runs here: it runs in its own environment
+(:mod:`geomlops.serving.predictor_server`).
 
-``parameters.extra`` of the model settings holds ``model_uri`` (or ``predictor_url``: a V2
-endpoint that predicts, as KServe's predictor does), ``input`` (the MLM input), ``transformer``
+``parameters.extra`` of the model settings holds ``predictor_url`` (the predictor's V2
+``infer`` URL), ``input`` and ``output`` (the MLM input and output), ``transformer``
 (:class:`geomlops.serving.transformer.GeoJSONTransformer` arguments) and ``max_bytes``.
 """
 
@@ -23,8 +27,8 @@ from mlserver.errors import MLServerError
 from mlserver.types import InferenceRequest, InferenceResponse, ResponseOutput
 
 from catalog_sync.mlm import ModelInput
-from geomlops.errors import GeomlopsError
-from geomlops.serving.chips import open_chip, predict_chip
+from geomlops.errors import ConfigurationError, GeomlopsError
+from geomlops.serving.chips import model_io, open_chip, predict_chip
 from geomlops.serving.transformer import GeoJSONTransformer, Georeference
 
 #: the name of the request input that carries the chip
@@ -42,17 +46,22 @@ class GeoChipRuntime(MLModel):  # type: ignore[misc]
     """Predicts a georeferenced chip with the MLflow model, answers GeoJSON polygons."""
 
     async def load(self) -> bool:
-        """Load the MLflow model named in the settings and build the transformer."""
-        import mlflow
+        """Read the MLM input and output, build the transformer, point at the predictor.
 
+        Raises:
+            ConfigurationError: the settings name no predictor.
+        """
         extra = dict(self.settings.parameters.extra or {})
+        if not extra.get("predictor_url"):
+            raise ConfigurationError(
+                f"model {self.name}: parameters.extra.predictor_url is missing; the transformer "
+                "needs the V2 infer URL of the model's predictor"
+            )
         self._input = ModelInput.model_validate(extra["input"])
+        self._io = model_io(self._input, extra.get("output"))
         self._max_bytes = int(extra["max_bytes"])
         self._transformer = GeoJSONTransformer(**extra["transformer"])
-        if extra.get("predictor_url"):  # the model runs elsewhere (KServe's predictor)
-            self._predict: Any = RemotePredictor(extra["predictor_url"])
-        else:
-            self._predict = mlflow.pyfunc.load_model(extra["model_uri"]).predict
+        self._predict = RemotePredictor(extra["predictor_url"])
         return True
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
@@ -61,7 +70,7 @@ class GeoChipRuntime(MLModel):  # type: ignore[misc]
         try:
             with open_chip(data, self._input, self._max_bytes) as src:
                 georef = Georeference(crs=src.crs.to_wkt(), transform=tuple(src.transform)[:6])
-                mask = predict_chip(self._predict, src, self._input)
+                mask = predict_chip(self._predict, src, self._input, self._io)
             collection = self._transformer.to_geojson(mask, georef)
         except GeomlopsError as err:
             status = 413 if "larger than the limit" in str(err) or "decode to" in str(err) else 400
@@ -82,8 +91,26 @@ class GeoChipRuntime(MLModel):  # type: ignore[misc]
         )
 
 
+#: V2 datatypes of numpy's types
+V2_DATATYPES = {
+    "bool": "BOOL",
+    "uint8": "UINT8",
+    "uint16": "UINT16",
+    "uint32": "UINT32",
+    "uint64": "UINT64",
+    "int8": "INT8",
+    "int16": "INT16",
+    "int32": "INT32",
+    "int64": "INT64",
+    "float16": "FP16",
+    "float32": "FP32",
+    "float64": "FP64",
+}
+
+
 class RemotePredictor:
-    """The model behind a V2 endpoint: ``(1, bands, H, W)`` float tensor in, classes out.
+    """The model behind a V2 endpoint: the prepared ``(1, bands, H, W)`` tensor in, its raw
+    answer out (class values or scores, read by the MLM output afterwards).
 
     Args:
         url: the model's V2 ``infer`` URL.
@@ -93,7 +120,7 @@ class RemotePredictor:
         self.url = url
 
     def __call__(self, batch: Any) -> Any:
-        """Ask the predictor for the classes of ``batch`` (numpy codec both ways).
+        """Ask the predictor for its answer to ``batch`` (numpy codec both ways, its data type kept).
 
         Raises:
             ChipRefused: 502 when the predictor cannot be reached or refuses (its answer kept).
@@ -101,14 +128,17 @@ class RemotePredictor:
         import numpy as np
         import requests
 
+        array = np.asarray(batch)
+        if array.dtype.name not in V2_DATATYPES:
+            array = array.astype(np.float32)
         body = {
             "parameters": {"content_type": "np"},
             "inputs": [
                 {
                     "name": "input-0",
-                    "shape": list(batch.shape),
-                    "datatype": "FP32",
-                    "data": np.asarray(batch, np.float32).ravel().tolist(),
+                    "shape": list(array.shape),
+                    "datatype": V2_DATATYPES[array.dtype.name],
+                    "data": array.ravel().tolist(),
                     "parameters": {"content_type": "np"},
                 }
             ],
@@ -120,7 +150,8 @@ class RemotePredictor:
         if answer.status_code != 200:
             raise ChipRefused(f"predictor {self.url}: {answer.status_code} {answer.text[:500]}", 502)
         output = answer.json()["outputs"][0]
-        return np.asarray(output["data"]).reshape(output["shape"])
+        dtype = next((k for k, v in V2_DATATYPES.items() if v == output.get("datatype")), None)
+        return np.asarray(output["data"], dtype=dtype).reshape(output["shape"])
 
 
 def _chip_bytes(payload: InferenceRequest) -> bytes:

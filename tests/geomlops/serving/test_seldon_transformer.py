@@ -37,6 +37,7 @@ MODEL = ServedModel(
     model_uri="s3://mlflow-artifacts/1/models/m-1/artifacts",
     tasks=("semantic-segmentation",),
     classes={0: "clear", 1: "cloud"},
+    image="ghcr.io/example/cloud-mask:3",
 )
 
 
@@ -53,9 +54,9 @@ def _mask() -> np.ndarray:
 def seldon() -> Iterator[str]:
     """``seldon-core-microservice`` running the SeldonDeployment's transformer container."""
     env_dir = isolated_env("seldon", SELDON_REQUIREMENTS)
-    [deployment] = seldon_v1(MODEL, namespace="ns", secret="s", image="unused")
+    [_, deployment] = seldon_v1(MODEL, namespace="ns", secret="s", image="unused")
     [predictor] = deployment["spec"]["predictors"]
-    [container] = predictor["componentSpecs"][0]["spec"]["containers"]
+    container, _ = predictor["componentSpecs"][0]["spec"]["containers"]  # the transformer, the model
     command = [str(env_dir / "bin" / container["command"][0]), *container["command"][1:]]
     port = free_port()
     args = ["--http-port", str(port), "--grpc-port", str(free_port()), "--metrics-port", str(free_port())]

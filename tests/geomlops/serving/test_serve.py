@@ -168,54 +168,51 @@ def test_unknown_version_is_refused_before_starting(work: dict[str, Any]) -> Non
     assert "model 'cloud-mask' version '99': not found in MLflow" in result.stderr
 
 
-def test_kserve_transformer_in_front_of_an_mlflow_predictor_answers_the_same(
+def _environment_hash(work: dict[str, Any]) -> str:
+    """The environment the demo's model was trained in (its run's tag)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{work['home'] / 'mlflow.db'}")
+    run_id = client.get_model_version("cloud-mask", "1").run_id
+    return str(client.get_run(run_id).data.tags["geomlops.environment"])
+
+
+def test_kserve_transformer_in_front_of_the_predictor_answers_the_same(
     server: dict[str, Any], work: dict[str, Any], tmp_path: Path
 ) -> None:
-    """The InferenceService's transformer container, with the arguments KServe appends, in front
-    of MLServer's MLflow runtime (KServe's predictor for the ``mlflow`` format on V2)."""
+    """The InferenceService's two containers as KServe starts them: the predictor container's
+    command and arguments run by the model environment's Python (its files where the storage
+    initializer would put them), the transformer container's command with the arguments KServe
+    appends, in geomlops' MLServer environment."""
     from geomlops.serving.deploy import resolve_served_model
     from geomlops.serving.isolated_env import own_packages_path
     from geomlops.serving.local import mlserver_env
-    from geomlops.serving.manifests import kserve
+    from geomlops.serving.manifests import MODEL_DIR, PREDICTOR_DIR, kserve
     from geomlops.settings import Settings
+    from steps.package_env import cached_interpreter
 
-    model = resolve_served_model("cloud-mask", "1", Settings(home=work["home"]))
-    [_, service] = kserve(model, namespace="ns", secret="s", image="unused")
+    settings = Settings(home=work["home"])
+    model = resolve_served_model("cloud-mask", "1", settings)
+    [_, config_map, service] = kserve(model, namespace="ns", secret="s", image="unused")
     name = service["metadata"]["name"]
-    [container] = service["spec"]["transformer"]["containers"]
-    env_dir = mlserver_env()
-    predictor = tmp_path / "predictor"
-    (predictor / name).mkdir(parents=True)
+    [predictor] = service["spec"]["predictor"]["containers"]
+    [transformer] = service["spec"]["transformer"]["containers"]
+    # the ConfigMap's script as mounted, the model's files as downloaded
+    mounted = tmp_path / "opt"
+    mounted.mkdir()
+    for file, text in config_map["data"].items():
+        (mounted / file).write_text(text)
+    [served] = (work["home"] / "serving" / "models").iterdir()  # where geomlops serve put them
+    python = cached_interpreter(_environment_hash(work))
+    assert python is not None
     p_port, t_port = free_port(), free_port()
-    (predictor / "settings.json").write_text(
-        json.dumps(
-            {
-                "host": "127.0.0.1",
-                "http_port": p_port,
-                "grpc_port": free_port(),
-                "metrics_endpoint": None,
-                "parallel_workers": 0,
-            }
-        )
-    )
-    (predictor / name / "model-settings.json").write_text(
-        json.dumps(
-            {
-                "name": name,
-                "implementation": "mlserver_mlflow.MLflowRuntime",
-                "parameters": {"uri": service["spec"]["predictor"]["model"]["storageUri"], "version": "1"},
-            }
-        )
-    )
-    env = {
-        **work["env"],
-        "PYTHONPATH": str(own_packages_path()),
-        "GEOMLOPS_SERVING_MAX_IMAGE_BYTES": str(LIMIT),
-    }
-    env |= {e["name"]: e["value"] for e in container["env"]}
-    python, *rest = container["command"]
-    transformer = [str(env_dir / "bin" / python), *rest]
-    transformer += [
+    args = [a.replace(MODEL_DIR, str(served)) for a in predictor["args"]]
+    args[args.index("--port") + 1] = str(p_port)
+    command = [str(python), predictor["command"][1].replace(PREDICTOR_DIR, str(mounted)), *args]
+    env = {**work["env"], "GEOMLOPS_SERVING_MAX_IMAGE_BYTES": str(LIMIT)}
+    env |= {e["name"]: e["value"] for e in transformer["env"]}
+    python_name, *rest = transformer["command"]
+    kserve_args = [
         "--model_name",
         name,
         "--predictor_host",
@@ -223,12 +220,17 @@ def test_kserve_transformer_in_front_of_an_mlflow_predictor_answers_the_same(
         "--http_port",
         str(t_port),
     ]
-    transformer += ["--grpc_port", str(free_port())]
+    front = [str(mlserver_env() / "bin" / python_name), *rest, *kserve_args, "--grpc_port", str(free_port())]
     p_url, t_url = (f"http://127.0.0.1:{p}/v2/models/{name}" for p in (p_port, t_port))
-    mlserver = [str(env_dir / "bin" / "mlserver"), "start", str(predictor)]
     with (
-        _running(mlserver, env, f"{p_url}/ready", tmp_path / "predictor.log", tmp_path),
-        _running(transformer, env, f"{t_url}/ready", tmp_path / "transformer.log", tmp_path),
+        _running(command, work["env"], f"{p_url}/ready", tmp_path / "predictor.log", tmp_path),
+        _running(
+            front,
+            env | {"PYTHONPATH": str(own_packages_path())},
+            f"{t_url}/ready",
+            tmp_path / "transformer.log",
+            tmp_path,
+        ),
     ):
         chip = _request(_chip(_imagery(work), 48))
         through_kserve = _features(requests.post(f"{t_url}/infer", json=chip, timeout=120))
@@ -236,3 +238,70 @@ def test_kserve_transformer_in_front_of_an_mlflow_predictor_answers_the_same(
         assert through_kserve["features"] and through_kserve == local
         refused = requests.post(f"{t_url}/infer", json=_request(b"not a tiff"), timeout=60)
         assert refused.status_code == 400 and "not a readable GeoTIFF" in refused.json()["error"]
+
+
+NEEDS_TORCH = """
+import mlflow.pyfunc
+
+
+class NeedsTorch(mlflow.pyfunc.PythonModel):
+    \"\"\"A model written for PyTorch: it loads its network when MLflow loads it.\"\"\"
+
+    def load_context(self, context):
+        import torch  # noqa: F401
+
+    def predict(self, context, model_input, params=None):
+        return model_input
+"""
+
+
+def test_a_model_that_does_not_load_in_its_environment_fails_serve_naming_the_module(
+    work: dict[str, Any], home: Path, tmp_path: Path
+) -> None:
+    """A PyTorch model registered with the demo package's environment, which has no torch:
+    ``geomlops serve`` exits non-zero with the module's name, and MLServer is never started."""
+    import sys
+
+    import mlflow
+    from mlflow import MlflowClient
+
+    from catalog_sync.store import StaticCatalog
+
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "needs_torch.py").write_text(NEEDS_TORCH)
+    sys.path.insert(0, str(code))
+    try:
+        import needs_torch
+
+        with mlflow.start_run() as run:
+            mlflow.set_tag("geomlops.environment", _environment_hash(work))
+            mlflow.pyfunc.log_model(
+                name="model",
+                python_model=needs_torch.NeedsTorch(),
+                code_paths=[str(code / "needs_torch.py")],
+                registered_model_name="roof-net",
+            )
+    finally:
+        sys.path.remove(str(code))
+        sys.modules.pop("needs_torch", None)
+    assert MlflowClient().get_model_version("roof-net", "1").run_id == run.info.run_id
+    item = json.loads(
+        (Path(__file__).resolve().parents[3] / "examples/cloud-mask/stac-item.json").read_text()
+    )
+    item["id"] = "roof-net"
+    StaticCatalog(str(home / "catalog" / "catalog.json")).put_item("models", item)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GEOMLOPS_", "MLFLOW_"))}
+    result = subprocess.run(
+        [GEOMLOPS, "serve", "roof-net@1", "--port", str(free_port())],
+        env=env | {"GEOMLOPS_HOME": str(home)},
+        cwd=home,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    error = result.stderr.strip().splitlines()[-1]
+    assert error.startswith("error: model roof-net v1 does not load in its own environment"), error
+    assert "ModuleNotFoundError: No module named 'torch'" in error
+    assert "Uvicorn running" not in result.stderr and "mlserver" not in error.lower()

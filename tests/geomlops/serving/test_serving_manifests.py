@@ -16,7 +16,7 @@ from mlflow import MlflowClient
 from catalog_sync.store import StaticCatalog
 from geomlops.errors import ConfigurationError, RegistryError, ServingError
 from geomlops.serving.deploy import apply_serving_manifests, parse_model_reference, write_serving_manifests
-from geomlops.serving.manifests import ServedModel, kserve, seldon_v1, seldon_v2
+from geomlops.serving.manifests import ServedModel, kserve, predictor_source, seldon_v1, seldon_v2
 
 REPO = Path(__file__).resolve().parents[3]
 URI = "s3://mlflow-artifacts/3/models/m-0123/artifacts"
@@ -31,6 +31,8 @@ MODEL = ServedModel(
     classes={0: "clear", 1: "cloud"},
     bands=10,
     model_input={"bands": ["B1"], "data_type": "float32"},
+    model_output={"name": "mask", "tasks": ["semantic-segmentation"], "data_type": "uint8"},
+    image="ghcr.io/example/cloud-mask:1.0",
 )
 #: values that must never appear in a manifest (what a secret would hold)
 SECRET_VALUES = ("AKIAEXAMPLEKEY", "wJalrXUtnFEMI/K7MDENG")
@@ -59,14 +61,33 @@ def _no_secret_values(manifests: list[dict[str, Any]]) -> None:
     text = yaml.safe_dump_all(manifests)
     assert not any(v in text for v in SECRET_VALUES)
     assert all(m["kind"] != "Secret" for m in manifests)
-    for key in _walk(manifests):
+    # a ConfigMap's data is the predictor's script, nothing else
+    assert all(list(m["data"]) == ["predictor_server.py"] for m in manifests if m["kind"] == "ConfigMap")
+    for key in _walk([m for m in manifests if m["kind"] != "ConfigMap"]):
         assert str(key) not in ("stringData", "data", "AWS_SECRET_ACCESS_KEY")
 
 
-def test_seldon_v1_graph_is_mlflow_server_under_output_transformer(monkeypatch: pytest.MonkeyPatch) -> None:
+def _predictor_script(
+    config_map: dict[str, Any], volumes: list[dict[str, Any]], container: dict[str, Any]
+) -> None:
+    """The model's container runs the predictor script the ConfigMap holds, mounted where it looks."""
+    assert (config_map["apiVersion"], config_map["kind"]) == ("v1", "ConfigMap")
+    _traceable(config_map)
+    assert config_map["data"] == {"predictor_server.py": predictor_source()}
+    assert "import geomlops" not in predictor_source() and "from geomlops" not in predictor_source()
+    [volume] = volumes
+    assert volume["configMap"]["name"] == config_map["metadata"]["name"]
+    [mount] = container["volumeMounts"]
+    assert mount["name"] == volume["name"] and mount["readOnly"]
+    assert container["image"] == "ghcr.io/example/cloud-mask:1.0"  # the model's own image
+    assert container["command"] == ["python", f"{mount['mountPath']}/predictor_server.py"]
+    assert container["args"][:2] == ["--model-dir", "/mnt/models"]
+
+
+def test_seldon_v1_graph_is_the_model_image_under_output_transformer(monkeypatch: pytest.MonkeyPatch) -> None:
     for value in SECRET_VALUES:
         monkeypatch.setenv(f"AWS_{len(value)}", value)
-    [deployment] = seldon_v1(MODEL, namespace="ns", secret="serving-creds", image="img:1")
+    config_map, deployment = seldon_v1(MODEL, namespace="ns", secret="serving-creds", image="img:1")
     assert deployment["apiVersion"] == "machinelearning.seldon.io/v1"
     assert deployment["kind"] == "SeldonDeployment"
     assert deployment["metadata"]["name"] == "cloud-mask"
@@ -75,18 +96,23 @@ def test_seldon_v1_graph_is_mlflow_server_under_output_transformer(monkeypatch: 
     graph = predictor["graph"]
     assert graph["type"] == "OUTPUT_TRANSFORMER" and graph["name"] == "postprocess"
     [child] = graph["children"]
-    assert child["implementation"] == "MLFLOW_SERVER"
-    assert child["modelUri"] == URI
+    assert child["type"] == "MODEL" and "implementation" not in child
+    assert child["modelUri"] == URI  # Seldon's storage initializer puts it in /mnt/models
     assert child["envSecretRefName"] == "serving-creds"
     params = {p["name"]: p["value"] for p in graph["parameters"]}
     assert params["model_name"] == "Cloud_Mask" and params["run_id"] == RUN and params["model_version"] == "7"
     assert json.loads(params["classes"]) == {"0": "clear", "1": "cloud"}
     assert all(p["type"] == "STRING" for p in graph["parameters"])
-    [container] = predictor["componentSpecs"][0]["spec"]["containers"]
-    assert container["name"] == graph["name"]  # Seldon joins graph node and container by name
+    pod = predictor["componentSpecs"][0]["spec"]
+    container, model = pod["containers"]
+    # Seldon joins graph nodes and containers by name
+    assert container["name"] == graph["name"] and model["name"] == child["name"]
+    assert container["image"] == "img:1"  # geomlops' image
     assert container["command"][1] == "geomlops.serving.transformer.GeoJSONTransformer"
     assert container["command"][2:] == ["--service-type", "TRANSFORMER"]
-    _no_secret_values([deployment])
+    _predictor_script(config_map, pod["volumes"], model)
+    assert "--port" not in model["args"]  # Seldon's PREDICTIVE_UNIT_HTTP_SERVICE_PORT
+    _no_secret_values([config_map, deployment])
 
 
 def test_seldon_v2_model_and_pipeline() -> None:
@@ -114,7 +140,7 @@ def test_seldon_v2_model_and_pipeline() -> None:
 
 
 def test_kserve_inference_service_with_transformer() -> None:
-    account, service = kserve(MODEL, namespace="ns", secret="serving-creds", image="img:1")
+    account, config_map, service = kserve(MODEL, namespace="ns", secret="serving-creds", image="img:1")
     assert (account["apiVersion"], account["kind"]) == ("v1", "ServiceAccount")
     assert account["secrets"] == [{"name": "serving-creds"}]
     assert (service["apiVersion"], service["kind"]) == ("serving.kserve.io/v1beta1", "InferenceService")
@@ -122,18 +148,28 @@ def test_kserve_inference_service_with_transformer() -> None:
     _traceable(account)
     predictor = service["spec"]["predictor"]
     assert predictor["serviceAccountName"] == account["metadata"]["name"]
-    assert predictor["model"] == {
-        "modelFormat": {"name": "mlflow"},
-        "protocolVersion": "v2",
-        "storageUri": URI,
-    }
+    [model] = predictor["containers"]
+    assert model["name"] == "kserve-container"
+    assert model["env"] == [{"name": "STORAGE_URI", "value": URI}]  # downloaded to /mnt/models
+    _predictor_script(config_map, predictor["volumes"], model)
+    # it answers to the name KServe gives the transformer (the InferenceService's), on its port
+    args = dict(zip(model["args"][::2], model["args"][1::2], strict=True))
+    assert args["--name"] == service["metadata"]["name"] and args["--version"] == "7"
+    assert model["ports"] == [{"containerPort": int(args["--port"]), "protocol": "TCP"}]
     [container] = service["spec"]["transformer"]["containers"]
     assert container["image"] == "img:1"
     env = {e["name"]: e["value"] for e in container["env"]}
     assert env["GEOMLOPS_TRANSFORMER_RUN_ID"] == RUN
     assert container["command"] == ["python", "-m", "geomlops.serving.kserve_transformer"]
     assert json.loads(env["GEOMLOPS_TRANSFORMER_INPUT"]) == {"bands": ["B1"], "data_type": "float32"}
-    _no_secret_values([account, service])
+    assert json.loads(env["GEOMLOPS_TRANSFORMER_OUTPUT"])["data_type"] == "uint8"
+    _no_secret_values([account, config_map, service])
+
+
+@pytest.mark.parametrize("render", [seldon_v1, kserve])
+def test_a_model_without_an_image_is_refused_by_name(render: Any) -> None:
+    with pytest.raises(ServingError, match=r"names no image to predict in .*'mlm:inference-runtime'"):
+        render(MODEL.model_copy(update={"image": None}), namespace="ns", secret="s", image="img:1")
 
 
 def test_model_reference_parsing() -> None:
@@ -183,7 +219,13 @@ def test_write_resolves_the_alias_in_the_registry(
 
 def test_write_a_version_number_to_a_folder(registered: dict[str, str], tmp_path: Path) -> None:
     paths = write_serving_manifests("cloud-mask", "1", tmp_path / "out")
-    [_, service] = [yaml.safe_load(p.read_text()) for p in paths]
+    [_, config_map, service] = [yaml.safe_load(p.read_text()) for p in paths]
+    assert config_map["kind"] == "ConfigMap"
+    # the model's image: the MLM item's inference runtime
+    [model] = service["spec"]["predictor"]["containers"]
+    item = json.loads((REPO / "examples" / "cloud-mask" / "stac-item.json").read_text())
+    runtime = next(a for a in item["assets"].values() if "mlm:inference-runtime" in a.get("roles", []))
+    assert model["image"] == runtime["href"]
     assert service["metadata"]["labels"]["geomlops.io/model-version"] == "1"
     assert "geomlops.io/alias" not in service["metadata"]["annotations"]
     env = {e["name"]: e["value"] for e in service["spec"]["transformer"]["containers"][0]["env"]}
