@@ -232,7 +232,9 @@ def main() -> None:
             f"{plan.width} x {plan.height} px ({pixels / 1e6:.2f} Mpx), {n_blocks} blocks of "
             f"{args.block_size} px in {len(plan.groups)} groups, halo {io.halo} px, {batch} blocks per call"
         )
+        start = time.perf_counter()
         python, model_dir = model_worker_inputs(uri, settings.home_dir / "models")
+        resolve = time.perf_counter() - start
         start = time.perf_counter()
         with package_predictor(python, model_dir, device=args.device or _device(spec)) as predict:
             load = time.perf_counter() - start
@@ -248,6 +250,8 @@ def main() -> None:
         total = best["predict"] + best["assemble"] + best["publish"]
         rows = [
             ("model: the worker predicting prepared blocks back to back (reference)", best["model"]),
+            ("find the model's environment and files (MLflow), once per predict task", resolve),
+            ("start the worker and load the model, once per predict task", load),
             ("read and prepare the blocks (halo, bands, scaling), alone", best["read"]),
             ("answers to class values, write blocks, trace pieces, alone", best["write"]),
             ("predict step: worker start, read ahead, predict, write and trace overlapped", best["predict"]),

@@ -11,9 +11,9 @@ import json
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import AbstractContextManager, suppress
+from contextlib import AbstractContextManager, closing, suppress
 from pathlib import Path
-from queue import Empty
+from queue import Empty, Queue
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
@@ -233,13 +233,15 @@ def predict_group(
         opened = predictor()
     size = batch_size or (spec.batch_size if spec is not None else None) or DEFAULT_BATCH
     writer = _BlockWriter(plan, output, io)
+    ahead = _ReadAhead(_batches(plan, todo, io, size), _QUEUE_DEPTH)
     with (
+        closing(ahead),
         opened as predict,
         ThreadPoolExecutor(1, thread_name_prefix="write-blocks") as pool,
     ):
         pending: list[Future[list[str]]] = []
         done: list[str] = []
-        for blocks, stack, invalid in _read_ahead(_batches(plan, todo, io, size), _QUEUE_DEPTH):
+        for blocks, stack, invalid in ahead:
             raw = predict(io.to_model_size(stack))
             pending.append(pool.submit(writer.write, blocks, raw, invalid))
             while len(pending) > _QUEUE_DEPTH:
@@ -270,39 +272,45 @@ def _window(block: PlannedBlock) -> tuple[int, int, int, int]:
     return (block.col_off, block.row_off, block.width, block.height)
 
 
-def _read_ahead(items: Iterator[_T], depth: int) -> Iterator[_T]:
-    """``items`` produced in a thread, up to ``depth`` ahead of the consumer; its errors are
-    raised in the consumer."""
-    from queue import Queue
+class _ReadAhead(Iterator[_T]):
+    """``items`` produced in a thread started at once (so the first ones are ready while the
+    model loads), up to ``depth`` ahead of the consumer; the producer's errors are raised in the
+    consumer. :meth:`close` stops the producer (call it however the consumer ends)."""
 
-    queue: Queue[tuple[bool, Any]] = Queue(maxsize=depth)
-    stop = threading.Event()
+    def __init__(self, items: Iterator[_T], depth: int) -> None:
+        self._queue: Queue[tuple[bool, Any]] = Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._items = items
+        self._thread = threading.Thread(target=self._produce, name="read-blocks", daemon=True)
+        self._thread.start()
 
-    def produce() -> None:
+    def _produce(self) -> None:
         try:
-            for item in items:
-                if stop.is_set():
+            for item in self._items:
+                if self._stop.is_set():
                     return
-                queue.put((True, item))
-            queue.put((False, None))
+                self._queue.put((True, item))
+            self._queue.put((False, None))
         except BaseException as err:  # noqa: BLE001 - handed to the consumer
-            queue.put((False, err))
+            self._queue.put((False, err))
 
-    thread = threading.Thread(target=produce, name="read-blocks", daemon=True)
-    thread.start()
-    try:
-        while True:
-            more, item = queue.get()
-            if not more:
-                if item is not None:
-                    raise item
-                return
-            yield item
-    finally:
-        stop.set()
-        while thread.is_alive():  # let a producer blocked on a full queue finish
+    def __next__(self) -> _T:
+        if self._stop.is_set():
+            raise StopIteration
+        more, item = self._queue.get()
+        if not more:
+            self._stop.set()
+            if item is not None:
+                raise item
+            raise StopIteration
+        result: _T = item
+        return result
+
+    def close(self) -> None:
+        self._stop.set()
+        while self._thread.is_alive():  # let a producer blocked on a full queue finish
             with suppress(Empty):
-                queue.get(timeout=0.1)
+                self._queue.get(timeout=0.1)
 
 
 class _BlockWriter:
