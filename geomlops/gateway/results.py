@@ -80,6 +80,8 @@ def block_progress(run: RunInfo, now: datetime | None = None) -> BlockProgress |
         unit = "groups"
         children = [t for t in run.tasks if t.name.startswith(f"{PREDICT_TASK}(")]
         done = sum(1 for t in children if t.phase in (Phase.SUCCEEDED, Phase.SKIPPED))
+        if run.phase is Phase.SUCCEEDED:
+            done = total  # every group predicted, however the engine names its fan-out
         recent = done
     eta: float | None = None
     if done >= total:

@@ -380,3 +380,86 @@ def test_approving_what_the_policy_refused_needs_an_explicit_override(
         next(r for r in argo.requests if r["path"].endswith("/set"))["body"]["outputParameters"]
     )
     assert values["override"] == "true" and values["reason"] == "fine"
+
+
+def test_a_batch_runs_predictions_by_range_download_and_lineage(
+    argo: FakeArgo, catalogued: Path, schema_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch run whose outputs the gateway can read (its item and files on this machine): the
+    PMTiles archive whole and by ranges (206), each download, the lineage, the progress."""
+    import geopandas
+    import shapely
+
+    from postprocessing.tiles import write_prediction_tiles
+
+    _clean_env(monkeypatch, catalogued, schema_dir)
+    out = tmp_path / "predictions"
+    out.mkdir()
+    frame = geopandas.GeoDataFrame(
+        {"class": [1, 1, 1], "area": [3600.0] * 3, "block_id": ["r0c0", "r0c0", "r0c1"]},
+        geometry=[shapely.box(460000 + 100 * i, 3396000, 460060 + 100 * i, 3396060) for i in range(3)],
+        crs="EPSG:32616",
+    )
+    frame.to_parquet(out / "predictions.parquet")
+    (out / "predictions.geojson").write_text(frame.to_crs(4326).to_json())
+    write_prediction_tiles(
+        out / "predictions.parquet", out / "predictions.pmtiles", crs="EPSG:32616", zooms=(10, 14)
+    )
+    item = {
+        "id": f"{MODEL}-v1-area",
+        "assets": {
+            "geoparquet": {"href": str(out / "predictions.parquet")},
+            "geojson": {"href": str(out / "predictions.geojson")},
+        },
+    }
+    (out / "item.json").write_text(json.dumps(item))
+    imagery = catalogued / "scene.tif"
+    imagery.write_bytes(b"")
+    archive = (out / "predictions.pmtiles").read_bytes()
+    with _argo_gateway(argo, monkeypatch, "outputs") as (url, keys):
+        with httpx.Client(base_url=url, timeout=60, headers={"X-API-Key": keys["approver"]}) as client:
+            body = {
+                "model": MODEL,
+                "alias": "production",
+                "imagery": str(imagery),
+                "parameters": {"area": "area"},
+            }
+            started = client.post(
+                "/api/v1/runs/batch-inference", json=body, headers={"X-API-Key": keys["operator"]}
+            )
+            run_id = started.json()["run_id"]
+            argo.advance(run_id)
+            outputs = {
+                "plan-blocks": {
+                    "groups": "[0, 1, 2]",
+                    "output": "/in/a/pod",
+                    "lineage": json.dumps({"model": MODEL, "model_version": "1", "run_id": "abc123"}),
+                },
+                "publish-predictions": {"item": str(out / "item.json"), "features": "3"},
+            }
+            for task, values in outputs.items():
+                for parameter in argo.node(run_id, task)["outputs"]["parameters"]:
+                    parameter["value"] = values.get(parameter["name"], parameter["value"])
+            run = client.get(f"/api/v1/runs/{run_id}").json()
+            found = client.get(f"/api/v1/runs/{run_id}/predictions").json()
+            whole = client.get(found["links"]["pmtiles"])
+            head = client.get(found["links"]["pmtiles"], headers={"Range": "bytes=0-126"})
+            middle = client.get(found["links"]["pmtiles"], headers={"Range": "bytes=200-299"})
+            beyond = client.get(found["links"]["pmtiles"], headers={"Range": f"bytes={len(archive) + 10}-"})
+            geojson = client.get(found["links"]["geojson"])
+            parquet = client.get(found["links"]["geoparquet"])
+            lineage = client.get(found["links"]["lineage"]).json()
+    assert run["blocks"] == {**run["blocks"], "done": 3, "total": 3, "unit": "groups", "eta_s": 0}
+    assert found["features"] == 3 and found["assets"]["pmtiles"] == str(out / "predictions.pmtiles")
+    assert whole.status_code == 200 and whole.content == archive
+    assert head.status_code == 206 and head.content == archive[:127]
+    assert head.headers["content-range"] == f"bytes 0-126/{len(archive)}"
+    assert middle.status_code == 206 and middle.content == archive[200:300]
+    assert beyond.status_code == 416
+    assert geojson.status_code == 200 and geojson.json()["features"][0]["properties"]["block_id"] == "r0c0"
+    assert geojson.headers["content-type"] == "application/geo+json"
+    assert parquet.status_code == 200 and parquet.content == (out / "predictions.parquet").read_bytes()
+    assert 'filename="' in parquet.headers["content-disposition"]
+    assert (lineage["model"], lineage["model_version"], lineage["mlflow_run_id"]) == (MODEL, "1", "abc123")
+    assert lineage["predictions_item_url"] == str(out / "item.json")
+    assert lineage["model_item_url"] == f"/api/v1/stac/collections/model-versions/items/{MODEL}-v1"
