@@ -138,7 +138,15 @@ def test_draw_plan_run_and_trace_a_polygon(web_gateway: WebGateway, app: Any, sc
     page.wait_for_function(MAP_IDLE)
     w, s, e, n = scene["bbox"]
     aoi = [w + (e - w) * 0.2, s + (n - s) * 0.2, w + (e - w) * 0.8, s + (n - s) * 0.8]
-    drag_rectangle(page, aoi)
+    # a dropped file that is no GeoJSON area is refused, naming the file; a GeoJSON one is taken
+    area = page.get_by_label("Area of interest from a GeoJSON file")
+    area.set_input_files(files=[{"name": "notes.json", "mimeType": "application/json", "buffer": b"[1, 2]"}])
+    page.wait_for_selector("text=notes.json: GeoJSON type undefined")
+    polygon = {"type": "Polygon", "coordinates": [[[w, s], [e, s], [e, n], [w, n], [w, s]]]}
+    body = json.dumps(polygon).encode()
+    area.set_input_files(files=[{"name": "aoi.geojson", "mimeType": "application/geo+json", "buffer": body}])
+    page.wait_for_selector("text=Area of interest: from the file")
+    drag_rectangle(page, aoi)  # a drawn area replaces the file's
     page.wait_for_selector("text=Area of interest: drawn")
     page.get_by_label("Further parameters").fill("area=web\nblock_size=160\ngroup_size=4")
     page.get_by_role("button", name="Plan", exact=True).click()

@@ -148,7 +148,7 @@ async function adminPanel(root: HTMLElement, _session: Session): Promise<void> {
     audit.append(h("thead", {}, h("tr", {}, ...["When", "Who", "Role", "Action", "Target", "Status", "Detail"].map((t) => h("th", { scope: "col", text: t })))));
     const body = h("tbody");
     for (const r of records.slice(0, 100))
-      body.append(h("tr", {}, ...[r.at, r.actor, r.role, `${r.method} ${r.action}`, r.target, String(r.status), r.detail].map((t) => h("td", { text: t }))));
+      body.append(h("tr", {}, ...[r.at.replace("T", " ").slice(0, 19), r.actor, r.role, r.action, r.target, String(r.status), r.detail].map((t) => h("td", { text: t }))));
     audit.append(body);
   } catch (err) {
     say.say(`audit: ${(err as Error).message}`, true);
