@@ -2,8 +2,10 @@
 
 plan-blocks ─> predict-blocks (one task per group of blocks, withParam) ─> publish-predictions
 
-Each block is read with a halo and only its centre kept; the merged mask is vectorized block by
-block with a seam-free merge. Finished blocks are files: a resumed run redoes none of them.
+Each block is read with a halo and only its centre kept; a predict task's pod runs the model in
+its own image (a sidecar) beside geomlops' step, which traces each finished block's polygons
+while the model predicts the next; publishing merges them seam-free. Finished blocks are files:
+a resumed run redoes none of them.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from hera.workflows import DAG, Parameter, WorkflowTemplate
 from hera.workflows.models import Inputs
 
 from pipelines._naming import workflow_metadata
-from templates.common import IMAGE
 from templates.inference import plan_blocks, predict_blocks, publish_predictions
 
 NAME = "batch-inference"
@@ -25,12 +26,16 @@ ARGUMENTS = [
     Parameter(name="area", value="aoi", description="Name of the area, used in output paths and ids."),
     Parameter(name="block_size", value="512", description="Block side in pixels."),
     Parameter(name="group_size", value="4", description="Blocks per prediction task."),
-    Parameter(name="halo", value="16", description="Pixels read around each block (model receptive field)."),
+    Parameter(
+        name="halo",
+        value="",
+        description="Pixels read around each block; empty: the model item's geomlops:halo (receptive field).",
+    ),
     Parameter(name="output", value="", description="Output folder; empty: the work folder's predictions/."),
     Parameter(
         name="inference_image",
-        value=IMAGE,
-        description="Image to predict in.",
+        value="",
+        description="The model's image to predict in; empty: its MLM item's inference runtime.",
     ),
 ]
 
@@ -66,6 +71,7 @@ with WorkflowTemplate(
                     "block_size",
                     "group_size",
                     "output",
+                    "inference_image",
                 )
             }
         )
@@ -74,8 +80,11 @@ with WorkflowTemplate(
                 "output": plan.get_parameter("output"),
                 "lineage": plan.get_parameter("lineage"),
                 "group": "{{item}}",
+                "model_uri": plan.get_parameter("model_uri"),
+                "model_image": plan.get_parameter("model_image"),
+                "device": plan.get_parameter("device"),
+                "gpus": plan.get_parameter("gpus"),
                 "halo": "{{inputs.parameters.halo}}",
-                "inference_image": "{{inputs.parameters.inference_image}}",
             },
             with_param=plan.get_parameter("groups"),
         )

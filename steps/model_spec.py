@@ -5,7 +5,7 @@ from __future__ import annotations
 from catalog_sync import open_store
 from catalog_sync.collections import MODELS
 from catalog_sync.mlm import ModelSpec, parse_model_item
-from geomlops.errors import ItemNotFoundError, ModelNotFoundError
+from geomlops.errors import ItemNotFoundError, ModelNotFoundError, ParameterError
 
 
 def fetch_model_spec(model_id: str, catalog: str) -> ModelSpec:
@@ -31,3 +31,19 @@ def fetch_model_spec(model_id: str, catalog: str) -> ModelSpec:
             f"model '{model_id}' is not in the catalogue {catalog} (models: {', '.join(known) or 'none'})"
         ) from err
     return parse_model_item(item, href=store.item_href(MODELS, model_id))
+
+
+def model_image(spec: ModelSpec, override: str = "") -> str:
+    """The image the model predicts in: ``override``, else its item's inference runtime, else
+    its training runtime (the package's one image).
+
+    Raises:
+        ParameterError: none of them is given (naming the item's asset role to add).
+    """
+    image = override or spec.inference_image or spec.training_image
+    if not image:
+        raise ParameterError(
+            f"model '{spec.name}': its item names no image to predict in (an asset with role "
+            "'mlm:inference-runtime' or 'mlm:training-runtime'); add one, or pass parameter 'inference_image'"
+        )
+    return image

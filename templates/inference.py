@@ -1,16 +1,57 @@
 """Script templates of the batch-inference workflow. Each calls steps; no logic of its own.
 
 No ``from __future__ import annotations`` here: Hera reads the real annotation objects.
+
+The predict step's pod has two containers: geomlops' step reads the imagery, prepares each
+block as the model's MLM item says, interprets the answers and traces polygons; the model's
+worker (:mod:`steps._pyfunc_worker`, a file of the standard library and numpy, passed in the
+manifest so the package need not carry it) runs as a sidecar in the model's own image, loads the
+model once and predicts what the step hands it over ``localhost``. The worker picks a free port
+and writes it to the pod's ``emptyDir`` volume, where the step reads it.
 """
 
 import json
 from pathlib import Path
 from typing import Annotated
 
-from hera.workflows import Parameter
+from hera.workflows import EmptyDirVolume, Env, Parameter, UserContainer
+from hera.workflows.models import VolumeMount
 
 from geomlops.settings import get_settings, use_tracking
-from templates.common import IMAGE, LARGE, SMALL, geomlops_script
+from templates.common import LARGE, SMALL, geomlops_script
+from templates.training import MLFLOW_ENV
+
+#: the pod's volume shared by the step and the model's worker
+WORKER_DIR = "/tmp/geomlops-worker"
+#: where the worker writes its port (a variable: the local runner moves the volume when unisolated)
+PORT_FILE_ENV = Env(name="GEOMLOPS_WORKER_PORT_FILE", value=f"{WORKER_DIR}/port")
+#: seconds the step waits for the worker's port and then for the model to load
+WORKER_START_TIMEOUT = 900
+WORKER_SOURCE = (Path(__file__).resolve().parents[1] / "steps" / "_pyfunc_worker.py").read_text(
+    encoding="utf-8"
+)
+
+#: a GPU for the model's container when its MLM accelerator is cuda (``gpus`` "1"; "0": none)
+MODEL_GPU_PATCH = (
+    "containers:\n- name: model\n  resources:\n    limits:\n"
+    '      nvidia.com/gpu: "{{inputs.parameters.gpus}}"\n'
+)
+
+model_worker = UserContainer(
+    name="model",
+    image="{{inputs.parameters.model_image}}",
+    command=["python", "-c", WORKER_SOURCE],
+    args=[
+        "{{inputs.parameters.model_uri}}",
+        "--listen",
+        "127.0.0.1:0",
+        "--device",
+        "{{inputs.parameters.device}}",
+    ],
+    env=[*MLFLOW_ENV, PORT_FILE_ENV],
+    volume_mounts=[VolumeMount(name="worker", mount_path=WORKER_DIR)],
+    resources=LARGE,
+)
 
 
 @geomlops_script(resources=SMALL)
@@ -23,17 +64,25 @@ def plan_blocks(
     block_size: int = 512,
     group_size: int = 4,
     output: str = "",
+    inference_image: str = "",
 ) -> tuple[
     Annotated[str, Parameter(name="groups")],
     Annotated[str, Parameter(name="output")],
     Annotated[str, Parameter(name="lineage")],
+    Annotated[str, Parameter(name="model_uri")],
+    Annotated[str, Parameter(name="model_image")],
+    Annotated[str, Parameter(name="device")],
+    Annotated[str, Parameter(name="gpus")],
 ]:
-    """Plan the blocks over the area of interest and resolve the model version."""
+    """Plan the blocks over the area of interest, resolve the model version and its image
+    (the MLM item's inference runtime; a GPU where its accelerator is cuda)."""
     from geomlops.names import check_name, check_output_folder, inside
     from steps.aoi import read_aoi
     from steps.batch import plan_batch, save_plan
-    from steps.model_spec import fetch_model_spec
+    from steps.local_images import record_image
+    from steps.model_spec import fetch_model_spec, model_image
     from steps.predictions import resolve_version
+    from steps.training import gpus_for
 
     settings = get_settings()
     check_name(area, "parameter 'area'")  # a folder name and part of the item id
@@ -49,14 +98,43 @@ def plan_blocks(
         imagery, area_of_interest, block_size=block_size, group_size=group_size, model_input=spec.inputs[0]
     )
     save_plan(plan, folder)
-    return json.dumps(list(range(len(plan.groups)))), str(folder), lineage.model_dump_json()
+    image = model_image(spec, inference_image)
+    if spec.package_uri:  # on one machine, the package's environment stands in for its image
+        record_image(image, spec.package_uri, settings.home_dir)
+    gpus = gpus_for(model, settings.catalog_href)
+    return (
+        json.dumps(list(range(len(plan.groups)))),
+        str(folder),
+        lineage.model_dump_json(),
+        f"models:/{lineage.model}/{lineage.model_version}",
+        image,
+        "cuda" if gpus else "cpu",
+        str(gpus),
+    )
 
 
-@geomlops_script(resources=LARGE, image="{{inputs.parameters.inference_image}}")
+@geomlops_script(
+    resources=LARGE,
+    volumes=[EmptyDirVolume(name="worker", mount_path=WORKER_DIR)],
+    sidecars=[model_worker],
+    env=[PORT_FILE_ENV],
+    pod_spec_patch=MODEL_GPU_PATCH,
+)
 def predict_blocks(
-    output: str, lineage: str, group: int, halo: int = 16, inference_image: str = IMAGE
+    output: str,
+    lineage: str,
+    group: int,
+    model_uri: str,
+    model_image: str,
+    device: str = "cpu",
+    gpus: str = "0",
+    halo: str = "",
 ) -> Annotated[str, Parameter(name="predicted")]:
-    """Predict one group of blocks with a halo (finished blocks are skipped)."""
+    """Predict one group of blocks (finished blocks are skipped) with the model's worker beside
+    this step; the halo from the MLM item unless given."""
+    import os
+
+    from steps._package_predictor import socket_predictor
     from steps.batch import predict_group
     from steps.model_spec import fetch_model_spec
     from steps.predictions import Lineage, read_plan
@@ -65,9 +143,26 @@ def predict_blocks(
     folder = Path(output)
     plan = read_plan(folder)
     version = Lineage.model_validate_json(lineage)
-    uri = f"models:/{version.model}/{version.model_version}"
     spec = fetch_model_spec(version.model, get_settings().catalog_href)
-    return json.dumps(predict_group(uri, plan, list(plan.groups[group]), folder, halo=halo, spec=spec))
+
+    def worker():  # type: ignore[no-untyped-def]
+        return socket_predictor(
+            Path(os.environ["GEOMLOPS_WORKER_PORT_FILE"]),
+            model=model_uri,
+            timeout=WORKER_START_TIMEOUT,
+            log_hint=f"the log of container 'model' in this pod ({model_image})",
+        )
+
+    predicted = predict_group(
+        model_uri,
+        plan,
+        list(plan.groups[group]),
+        folder,
+        halo=int(halo) if halo else None,
+        spec=spec,
+        predictor=worker,
+    )
+    return json.dumps(predicted)
 
 
 @geomlops_script(resources=LARGE)

@@ -84,3 +84,51 @@ def test_the_models_image_runs_only_the_packages_own_commands(name: str) -> None
             t.get("templateRef", {}).get("template") for t in manifest["spec"]["templates"][0]["dag"]["tasks"]
         ]
         assert {"plan-training", "train", "collect-run", "evaluate-in-image", "evaluate"} <= set(refs)
+
+
+def test_batch_inference_predicts_in_the_models_image_beside_geomlops_step() -> None:
+    """The predict task's pod: geomlops' step in geomlops' image, the model's worker as a sidecar
+    in the model's image running only the worker, which imports nothing of geomlops; both mount
+    the pod's emptyDir, where the worker tells its port. Every other task runs geomlops' image."""
+    import ast
+
+    from templates.common import IMAGE
+
+    manifest = render("batch-inference")
+    templates = {t["name"]: t for t in manifest["spec"]["templates"]}
+    predict = templates["predict-blocks"]
+    [sidecar] = predict["sidecars"]
+    assert sidecar["image"] == "{{inputs.parameters.model_image}}"
+    assert sidecar["command"][:2] == ["python", "-c"]
+    source = sidecar["command"][2]
+    imported = {
+        alias.name.split(".")[0]
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        for alias in (node.names if isinstance(node, ast.Import) else [ast.alias(node.module or "")])
+    }
+    assert imported <= {
+        "argparse",
+        "json",
+        "os",
+        "struct",
+        "sys",
+        "traceback",
+        "typing",
+        "socket",
+        "numpy",
+        "mlflow",
+        "torch",
+    }
+    assert "{{" not in source  # Argo would substitute it
+    assert not [
+        e
+        for e in sidecar["env"]
+        if e["name"].startswith("GEOMLOPS_") and e["name"] != "GEOMLOPS_WORKER_PORT_FILE"
+    ]
+    assert predict["volumes"] == [{"name": "worker", "emptyDir": {}}]
+    mounts = [{"name": "worker", "mountPath": "/tmp/geomlops-worker"}]
+    assert predict["script"]["volumeMounts"] == mounts and sidecar["volumeMounts"] == mounts
+    for name, template in templates.items():
+        if "script" in template:
+            assert template["script"]["image"] == IMAGE, name
