@@ -197,8 +197,11 @@ def _edge_integrals(
     return result
 
 
-def large_enough(polys: Polygons, min_area: float, transform: Affine) -> BoolArray | None:
-    """Which polygons have an area of at least ``min_area`` (units of the transform, squared);
+def large_enough(
+    polys: Polygons, min_area: float, transform: Affine, crs: str | None = None
+) -> BoolArray | None:
+    """Which polygons have an area of at least ``min_area``, in the units of :func:`polygon_areas`
+    (square metres with a ``crs``, as the features' ``area``; else the transform's, squared);
     None when every polygon does (``min_area`` is 0, or there are none).
 
     Raises:
@@ -208,13 +211,13 @@ def large_enough(polys: Polygons, min_area: float, transform: Affine) -> BoolArr
         raise VectorizeError(f"min_area: expected a non-negative area, got {min_area}")
     if min_area == 0 or len(polys) == 0:
         return None
-    kept: BoolArray = polygon_areas(polys, transform) >= min_area
+    kept: BoolArray = polygon_areas(polys, transform, crs) >= min_area
     return kept
 
 
-def drop_small(polys: Polygons, min_area: float, transform: Affine) -> Polygons:
+def drop_small(polys: Polygons, min_area: float, transform: Affine, crs: str | None = None) -> Polygons:
     """The polygons whose area is at least ``min_area`` (see :func:`large_enough`)."""
-    kept = large_enough(polys, min_area, transform)
+    kept = large_enough(polys, min_area, transform, crs)
     return polys if kept is None else _rings.take(polys, kept)
 
 

@@ -184,7 +184,8 @@ def vectorize_raster(
         progress: show a progress bar over blocks.
         band: the band to vectorize (1-based).
         nodata: pixels of this value are not vectorized; default: the band's nodata value.
-        min_area: drop polygons smaller than this (CRS units, squared), after the merge.
+        min_area: drop polygons smaller than this (square metres, as the ``area`` column; without
+            a CRS, the transform's units squared), after the merge.
         simplify: coverage-preserving simplification tolerance (CRS units); 0 keeps every corner.
         workers: local workers (default: CPU count).
 
@@ -201,6 +202,7 @@ def vectorize_raster(
         _rings.concat(list(_iter_raster(info, value, block_size, scheduler, workers, progress))),
         min_area,
         info.transform,
+        info.crs_wkt,
     )
     if simplify:
         geoms = simplify_coverage(polys, simplify, info.transform)
@@ -249,11 +251,11 @@ def vectorize_to_file(
     with FeatureWriter(output, info.crs_wkt) as writer:
         batches = _iter_raster(info, value, block_size, scheduler, workers, progress)
         if simplify:
-            polys = _finish(_rings.concat(list(batches)), min_area, info.transform)
+            polys = _finish(_rings.concat(list(batches)), min_area, info.transform, info.crs_wkt)
             areas = polygon_areas(polys, info.transform, info.crs_wkt)
             writer.write(simplify_coverage(polys, simplify, info.transform), polys.classes, areas)
         else:
-            _write_rows(batches, writer, min_area, info.transform)
+            _write_rows(batches, writer, min_area, info.transform, crs=info.crs_wkt)
         return writer.count
 
 
@@ -263,6 +265,7 @@ def _write_rows(
     min_area: float,
     transform: Affine,
     run_vertices: int = 1 << 20,
+    crs: str | None = None,
 ) -> None:
     """Write each row's complete polygons in scan order, a run of about a million vertices at a
     time (bounded temporaries, even for a row of floods).
@@ -273,7 +276,7 @@ def _write_rows(
     """
     for polys in batches:
         order = scan_order(polys)
-        kept = large_enough(polys, min_area, transform)
+        kept = large_enough(polys, min_area, transform, crs)
         if kept is not None:
             order = order[kept[order]]
         counts = _vertex_counts(polys)[order]
@@ -306,6 +309,7 @@ def _iter_raster(
     )
 
 
-def _finish(polys: Polygons, min_area: float, transform: Affine) -> Polygons:
-    """Complete polygons: small ones dropped, in scan order, rings in canonical form."""
-    return canonical(in_scan_order(drop_small(polys, min_area, transform)))
+def _finish(polys: Polygons, min_area: float, transform: Affine, crs: str | None = None) -> Polygons:
+    """Complete polygons: small ones dropped (``min_area`` in the features' area units), in scan
+    order, rings in canonical form."""
+    return canonical(in_scan_order(drop_small(polys, min_area, transform, crs)))

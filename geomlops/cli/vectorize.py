@@ -52,7 +52,7 @@ def _nodata(value: str | None) -> int | str | None:
     default=0.0,
     show_default=True,
     type=click.FloatRange(min=0),
-    help="Drop polygons smaller than this, in CRS units squared (after the merge).",
+    help="Drop polygons smaller than this, in m² as the area column (no CRS: its units squared).",
 )
 @click.option(
     "--simplify",

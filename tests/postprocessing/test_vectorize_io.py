@@ -292,3 +292,26 @@ def test_one_writer_for_both_formats_with_extra_properties(tmp_path: Path) -> No
         "model": "m",
     }
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f.geojson", "f.parquet"]
+
+
+def test_min_area_is_in_the_area_columns_square_metres_for_longitude_latitude(tmp_path: Path) -> None:
+    """On a geographic raster a pixel's side is in degrees: min_area is in m², as ``area`` is."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    m = np.zeros((8, 8), np.uint8)
+    m[2:6, 2:6] = 1  # 16 pixels
+    m[0, 7] = 2  # 1 pixel
+    tif = tmp_path / "lonlat.tif"
+    profile = {"driver": "GTiff", "height": 8, "width": 8, "count": 1, "dtype": "uint8", "nodata": 0}
+    with rasterio.open(
+        tif, "w", crs="EPSG:4326", transform=from_origin(85.52, 27.63, 1e-5, 1e-5), **profile
+    ) as dst:
+        dst.write(m, 1)
+    areas = vectorize_raster(tif, block_size=4, scheduler="synchronous").set_index("class")["area"]
+    assert 16 * 1.0 < areas[1] < 16 * 1.2  # a 1e-5 degree pixel there is about 1.1 m by 0.99 m
+    between = (areas[2] + areas[1]) / 2
+    frame = vectorize_raster(tif, block_size=4, scheduler="synchronous", min_area=between)
+    assert frame["class"].tolist() == [1]
+    out = tmp_path / "lonlat.parquet"
+    assert vectorize_to_file(tif, out, block_size=4, scheduler="synchronous", min_area=between) == 1
