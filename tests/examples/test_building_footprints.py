@@ -286,6 +286,87 @@ def test_a_failing_source_is_a_clear_error_and_leaves_nothing(
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
+# --- the package's own inference and postprocess, on a model trained for one epoch ----------
+
+
+@pytest.fixture(scope="module")
+def quick_model(
+    building_env: PackageEnvironment, shared_data: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[str, str]:
+    """(tracking URI, model URI) of a one-epoch training with the package's own ``train``."""
+    base = tmp_path_factory.mktemp("quick-buildings")
+    source = shared_data / "banepa" / "train"
+    done = preprocess(
+        building_env, base / "data", "--imagery", str(source / "oam"), "--footprints", str(source / "osm")
+    )
+    assert done.returncode == 0, done.stderr
+    tracking = f"sqlite:///{base / 'mlflow.db'}"
+    variables = command_environment(building_env) | {
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "MLFLOW_TRACKING_URI": tracking,
+    }
+    trained = subprocess.run(
+        ["python", "-m", "building_footprints.train", "--data", str(base / "data"), "--epochs", "1"],
+        cwd=PACKAGE, env=variables, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert trained.returncode == 0, trained.stderr
+    [uri] = [w for w in trained.stdout.split() if w.startswith("runs:/")]
+    return tracking, uri
+
+
+def test_inference_with_the_items_halo_equals_whole_image_prediction_and_postprocess_gives_buildings(
+    building_env: PackageEnvironment, quick_model: tuple[str, str], shared_data: Path, tmp_path: Path
+) -> None:
+    tracking, uri = quick_model
+    image = shared_data / "banepa" / "predict" / "oam" / "OAM-386698-220244-19.tif"
+    halo = json.loads((PACKAGE / "stac-item.json").read_text())["properties"]["mlm:input"][0]["geomlops:halo"]
+    variables = command_environment(building_env) | {
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "MLFLOW_TRACKING_URI": tracking,
+    }
+
+    def entry(module: str, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["python", "-m", f"building_footprints.{module}", *args],
+            cwd=PACKAGE, env=variables, capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+
+    for size in (512, 128):
+        out = str(tmp_path / f"p{size}.tif")
+        done = entry("inference", "--model-uri", uri, "--image", str(image), "--output", out,
+                     "--chip-size", str(size), "--halo", str(halo))  # fmt: skip
+        assert done.returncode == 0, done.stderr
+    with rasterio.open(tmp_path / "p512.tif") as whole, rasterio.open(tmp_path / "p128.tif") as blocks:
+        assert whole.transform == rasterio.open(image).transform and whole.dtypes[0] == "float32"
+        a, b = whole.read(1), blocks.read(1)
+    assert a.min() >= 0.0 and a.max() <= 1.0 and a.std() > 0  # raw probabilities
+    assert np.abs(a - b).max() < 1e-5  # 16 windows of 128 px with the item's halo: no seams
+    geojson = str(tmp_path / "b.geojson")
+    # a threshold the one-epoch model's probabilities cross somewhere (the item's is for a trained one)
+    threshold = str(float(np.quantile(a, 0.6)))
+    args = ["--probabilities", str(tmp_path / "p512.tif"), "--output", geojson, "--threshold", threshold]
+    done = entry("postprocess", *args, "--min-area", "4")
+    assert done.returncode == 0, done.stderr
+    features = json.loads((tmp_path / "b.geojson").read_text())["features"]
+    assert features, "no building polygon"
+    for feature in features:
+        polygon = shape(feature["geometry"])
+        assert polygon.is_valid and feature["properties"]["area_m2"] >= 4
+        lon, lat = polygon.exterior.coords[0]
+        assert 85.5 < lon < 85.6 and 27.6 < lat < 27.7
+    # asked for a GPU that torch's CPU build cannot see, the model says so
+    load = "import mlflow, sys; mlflow.pyfunc.load_model(sys.argv[1], model_config={'device': 'cuda'})"
+    cuda = subprocess.run(
+        ["python", "-c", load, uri], cwd=tmp_path, env=variables, capture_output=True, text=True, timeout=600
+    )
+    if WHEELS.is_dir():
+        assert (
+            cuda.returncode != 0
+            and "model_config device 'cuda'" in cuda.stderr
+            and "sees no CUDA device" in cuda.stderr
+        )
+
+
 # --- the workflows: registration, training on the Banepa chips, batch inference -------------
 
 
@@ -354,3 +435,51 @@ def test_it_trains_and_evaluates_itself_through_the_training_workflow(
         env=env, cwd=work["home"], capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def predict_mosaic(shared_data: Path, path: Path) -> Path:
+    """The 16 Banepa predict chips (4 x 4 zoom-19 tiles) as one GeoTIFF, as imagery arrives."""
+    from rasterio.merge import merge
+
+    chips = sorted((shared_data / "banepa" / "predict" / "oam").glob("*.tif"))
+    sources = [rasterio.open(chip) for chip in chips]
+    try:
+        pixels, transform = merge(sources)
+        crs = sources[0].crs
+    finally:
+        for source in sources:
+            source.close()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with rasterio.open(path, "w", driver="GTiff", height=pixels.shape[1], width=pixels.shape[2], count=3,
+                       dtype="uint8", crs=crs, transform=transform, photometric="RGB", compress="deflate",
+                       tiled=True) as dst:  # fmt: skip
+        dst.write(pixels)
+        dst.descriptions = ("red", "green", "blue")
+    return path
+
+
+def test_batch_inference_on_the_predict_chips_gives_building_polygons_in_square_metres(
+    work: dict[str, Any], trained: dict[str, Any], shared_data: Path, tmp_path: Path
+) -> None:
+    import geopandas
+
+    imagery = predict_mosaic(shared_data, work["home"] / "sources" / "banepa-predict.tif")
+    out = tmp_path / "banepa"
+    args = ["-p", "model=building-footprints", "-p", "model_version=1", "-p", f"imagery={imagery}"]
+    args += ["-p", "area=banepa", "-p", "block_size=512", "-p", f"output={out}"]
+    done = work["cli"]("run", "batch-inference", *args)
+    assert done.returncode == 0, done.stdout + done.stderr
+    frame = geopandas.read_parquet(out / "predictions.parquet")
+    assert frame.crs.to_epsg() == 4326
+    assert set(frame["class"]) == {1}  # the building class; the background is not traced
+    assert len(frame) >= 20 and frame.geometry.is_valid.all()
+    # areas in square metres on the ellipsoid: checked against an equal-area projection here
+    assert set(frame["area_method"]) == {"geodesic"}
+    projected = frame.to_crs("EPSG:6933").area  # World Cylindrical Equal Area
+    assert np.allclose(frame["area"], projected, rtol=0.01)
+    assert frame["area"].median() > 5  # buildings, not square degrees
+    geojson = json.loads((out / "predictions.geojson").read_text())
+    assert len(geojson["features"]) == len(frame)
+    lon, lat = geojson["features"][0]["geometry"]["coordinates"][0][0][:2]
+    assert 85.5 < lon < 85.6 and 27.6 < lat < 27.7
+    assert (out / "quicklook.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
