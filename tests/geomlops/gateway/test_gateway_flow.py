@@ -90,7 +90,12 @@ def flow(tmp_path_factory: pytest.TempPathFactory, schema_dir: Path) -> Iterator
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GEOMLOPS_", "MLFLOW_"))}
     env |= {"GEOMLOPS_HOME": str(home), "GEOMLOPS_SCHEMA_DIR": str(schema_dir)}
     gateway = Gateway(home, env)
-    keys = {"operator": gateway.key("ops-bot", "operator"), "approver": gateway.key(APPROVER, "approver")}
+    keys = {
+        "operator": gateway.key("ops-bot", "operator"),
+        "approver": gateway.key(APPROVER, "approver"),
+        "viewer": gateway.key("field-analyst", "viewer"),
+        "admin": gateway.key("admin@example.org", "admin"),
+    }
     gateway.start()
     yield {"home": home, "gateway": gateway, "keys": keys, "dataset": DATASET}
     if gateway.proc is not None and gateway.proc.poll() is None:
@@ -158,7 +163,11 @@ def test_training_survives_a_gateway_killed_mid_run(flow: dict[str, Any]) -> Non
     with _client(flow, "operator") as operator:
         log = operator.get(f"/api/v1/runs/{run_id}/logs", params={"task": "train"})
         assert log.status_code == 200 and "attempt 1" in log.text
-        assert "Succeeded" in operator.get(f"/api/v1/runs/{run_id}/logs").text
+        whole = operator.get(f"/api/v1/runs/{run_id}/logs").text
+        assert "Succeeded" in whole
+        last = operator.get(f"/api/v1/runs/{run_id}/logs", params={"tail": 3}).text
+        assert last.splitlines() == whole.splitlines()[-3:]
+        assert operator.get(f"/api/v1/runs/{run_id}/logs", params={"tail": 0}).status_code == 422
         model = operator.get(f"/api/v1/models/{MODEL}").json()
     assert model["versions"] == ["1"] and model["aliases"] == {}
     assert model["version_details"][0]["metrics"] and model["version_details"][0]["run_id"]
@@ -180,19 +189,69 @@ def test_batch_inference_of_the_new_version_publishes_predictions(flow: dict[str
         "parameters": {"area": "gateway", "block_size": "160", "group_size": "4"},
     }
     with _client(flow, "operator") as operator:
+        plan = operator.post("/api/v1/runs/batch-inference/plan", json=body)
+        assert plan.status_code == 200, plan.text
         started = operator.post("/api/v1/runs/batch-inference", json=body)
         assert started.status_code == 202, started.text
         run_id = started.json()["run_id"]
         assert operator.get(f"/api/v1/runs/{run_id}/predictions").status_code in (404, 200)
+    seen = _until(flow, run_id, lambda r: (r["blocks"] or {}).get("total", 0) > 0 or _finished(r))
+    assert seen["blocks"]["total"] == plan.json()["blocks"] > 0, seen  # what the plan said
+    assert seen["blocks"]["unit"] == "blocks" and seen["blocks"]["started"] == seen["started"]
     done = _until(flow, run_id, _finished)
     assert done["phase"] == "Succeeded", done["message"]
-    with _client(flow, "operator") as operator:
-        found = operator.get(f"/api/v1/runs/{run_id}/predictions").json()
+    assert done["blocks"]["done"] == done["blocks"]["total"] and done["blocks"]["eta_s"] == 0
+    assert done["blocks"]["elapsed_s"] > 0
+    with _client(flow, "viewer") as viewer:
+        found = viewer.get(f"/api/v1/runs/{run_id}/predictions").json()
+        parquet = viewer.get(f"/api/v1/runs/{run_id}/predictions", params={"format": "geoparquet"})
+        geojson_file = viewer.get(f"/api/v1/runs/{run_id}/predictions", params={"format": "geojson"})
+        bad_format = viewer.get(f"/api/v1/runs/{run_id}/predictions", params={"format": "shp"})
+        lineage = viewer.get(f"/api/v1/runs/{run_id}/lineage").json()
+        tiles = viewer.get(f"/api/v1/runs/{run_id}/predictions.pmtiles")
+        header = viewer.get(f"/api/v1/runs/{run_id}/predictions.pmtiles", headers={"Range": "bytes=0-126"})
+        model_item = viewer.get(lineage["model_item_url"])
     assert found["item"]["id"] == f"{MODEL}-v1-gateway"
     assert {"geoparquet", "geojson", "quicklook"} <= set(found["assets"]) and found["features"] is not None
     geojson = json.loads(Path(found["assets"]["geojson"].removeprefix("file://")).read_text())
     assert geojson["type"] == "FeatureCollection"
-    flow["batch"] = {"body": body, "geojson": geojson}
+    route = f"/api/v1/runs/{run_id}"
+    assert found["links"]["geoparquet"] == f"{route}/predictions?format=geoparquet"
+    assert found["links"]["lineage"] == f"{route}/lineage"
+    assert ("pmtiles" in found["links"]) == bool(found["features"])
+    assert parquet.status_code == 200 and parquet.content[:4] == b"PAR1"
+    assert parquet.content == Path(found["assets"]["geoparquet"].removeprefix("file://")).read_bytes()
+    assert geojson_file.status_code == 200 and geojson_file.json() == geojson
+    assert bad_format.status_code == 422 and bad_format.json()["detail"][0]["loc"] == ["query", "format"]
+    run = _mlflow(flow).get_model_version(MODEL, "1").run_id
+    assert (lineage["model"], lineage["model_version"], lineage["mlflow_run_id"]) == (MODEL, "1", run)
+    assert lineage["dataset_hash"] and lineage["code_sha256"]
+    assert lineage["predictions_item_url"] == found["item_href"]
+    assert model_item.status_code == 200 and model_item.json()["id"] == f"{MODEL}-v1"
+    if found["features"]:
+        _check_tiles(tiles, header, found["features"])
+    else:  # the flow's poor model found no cloud there: no archive (GDAL writes none without a feature)
+        assert tiles.status_code == 404 and "no PMTiles archive" in tiles.json()["detail"]
+    flow["batch"] = {"body": body, "geojson": geojson, "run_id": run_id}
+
+
+def _check_tiles(tiles: httpx.Response, header: httpx.Response, features: int) -> None:
+    """The archive whole and by a range; every feature at its most detailed zoom, with its id."""
+    import tempfile
+
+    import pyogrio
+
+    assert tiles.status_code == 200 and tiles.headers["accept-ranges"] == "bytes"
+    assert tiles.headers["content-type"] == "application/vnd.pmtiles"
+    assert header.status_code == 206 and header.content == tiles.content[:127]
+    assert header.headers["content-range"] == f"bytes 0-126/{len(tiles.content)}"
+    assert header.content[:8] == b"PMTiles\x03"
+    with tempfile.NamedTemporaryFile(suffix=".pmtiles") as file:
+        file.write(tiles.content)
+        file.flush()
+        read = pyogrio.read_dataframe(file.name)
+    assert set(read["feature_id"]) == set(range(features))
+    assert set(read["class_name"]) <= {"cloud"} and read["block_id"].str.fullmatch(r"r\d+c\d+").all()
 
 
 def _areas(collection: dict[str, Any]) -> dict[int, float]:
@@ -294,6 +353,27 @@ def test_promotion_waits_for_the_approver_whose_name_reaches_mlflow_and_the_cata
     assert done["phase"] == "Succeeded", done["message"]
     gate = next(t for t in done["tasks"] if t["name"] == "approval")
     assert gate["approval"]["approver"] == APPROVER and gate["approval"]["reason"] == "checked the report"
+
+    with _client(flow, "viewer") as viewer:
+        report = viewer.get(f"/api/v1/runs/{run_id}/report")
+        picture = viewer.get(f"/api/v1/runs/{run_id}/report.png")
+        not_promotion = viewer.get(f"/api/v1/runs/{flow['batch']['run_id']}/report")
+    assert report.status_code == 200, report.text
+    shown = report.json()
+    assert (shown["model"], shown["candidate"], shown["production"]) == (MODEL, "1", None)
+    assert shown["verdict"] == "passed" and shown["summary"] and shown["primary_metric"]
+    assert shown["class_names"] == ["clear", "cloud"]
+    rows = {row["name"]: row for row in shown["metrics"]}
+    assert shown["primary_metric"] in rows and all(r["production"] is None for r in rows.values())
+    assert [c["name"] for c in shown["per_class"]] == ["clear", "cloud"]
+    cloud = {row["name"]: row for row in shown["per_class"][1]["metrics"]}
+    assert {"test_iou", "test_f1"} <= set(cloud)
+    assert cloud["test_iou"]["candidate"] == rows["test_iou_cloud"]["candidate"]
+    assert picture.status_code == 200 and picture.content[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not_promotion.status_code == 404 and "no promotion report" in not_promotion.json()["detail"]
+    with _client(flow, "admin") as admin:
+        nothing_before = admin.post(f"/api/v1/models/{MODEL}/rollback", json={"reason": "undo"})
+    assert nothing_before.status_code == 422 and "no previous version" in nothing_before.json()["detail"]
 
     client = _mlflow(flow)
     assert str(client.get_model_version_by_alias(MODEL, "production").version) == flow["version"]
