@@ -305,9 +305,10 @@ def quick_model(
         "PYTHONDONTWRITEBYTECODE": "1",
         "MLFLOW_TRACKING_URI": tracking,
     }
+    # run from the temporary folder: MLflow's default artifact root (./mlruns) lands there
     trained = subprocess.run(
         ["python", "-m", "building_footprints.train", "--data", str(base / "data"), "--epochs", "1"],
-        cwd=PACKAGE, env=variables, capture_output=True, text=True, timeout=900,
+        cwd=base, env=variables | {"PYTHONPATH": str(PACKAGE)}, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert trained.returncode == 0, trained.stderr
     [uri] = [w for w in trained.stdout.split() if w.startswith("runs:/")]
