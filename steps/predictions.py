@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict
 
 from catalog_sync import open_store
 from catalog_sync.collections import PREDICTIONS, VERSIONS, version_item_id
-from geomlops.errors import ModelNotFoundError
+from geomlops.errors import ItemNotFoundError, ModelNotFoundError
 from geomlops.files import atomic_path
 from geomlops.tracking import raise_if_unreachable
 from steps.batch import BatchPlan, block_path, load_pieces, pieces_path
@@ -171,6 +171,7 @@ def publish_predictions(
         if traced is not None
         else (trace_foreground_block, [(info, block) for block in grid.blocks])
     )
+    finish = _finisher(catalog, lineage)
     with FeatureWriter((parquet, geojson), crs, extra=("block_id",), shared=shared) as files:
         for batch in iter_polygons(grid, args, task, scheduler=scheduler, workers=workers):
             polys = canonical(in_scan_order(batch))
@@ -179,8 +180,13 @@ def publish_predictions(
             block_ids = [
                 f"r{r}c{c}" for r, c in zip((rows // size).tolist(), (cols // size).tolist(), strict=True)
             ]
-            files.write(geoms, polys.classes, polygon_areas(polys, info.transform, crs), block_id=block_ids)
-            by_class.update(polys.classes.tolist())
+            classes, areas = polys.classes, None
+            if finish is not None:
+                geoms, classes, block_ids, areas = _finished(finish, geoms, classes, block_ids, crs)
+            if areas is None:
+                areas = polygon_areas(polys, info.transform, crs)
+            files.write(geoms, classes, areas, block_id=block_ids)
+            by_class.update(classes.tolist())
             picture.add(geoms)
         title = f"{lineage.model} v{lineage.model_version}: {files.count} features (run {lineage.run_id[:8]})"
         with atomic_path(png) as tmp:
@@ -213,6 +219,66 @@ def publish_predictions(
     return PredictionOutputs(
         geoparquet=str(parquet), geojson=str(geojson), quicklook=str(png), item=href, features=files.count
     )
+
+
+def predictions_model_item(catalog: str, lineage: Lineage) -> dict[str, Any] | None:
+    """The MLM item of the version (else of the model) the predictions come from, if any.
+
+    Only read: a static catalogue that does not exist yet is not created here.
+    """
+    from catalog_sync.collections import MODELS
+
+    local = catalog.removeprefix("file://")
+    if "://" not in local and not Path(local).is_file():
+        return None
+    store = open_store(catalog)
+    version_item = (VERSIONS, version_item_id(lineage.model, lineage.model_version))
+    for collection, item_id in (version_item, (MODELS, lineage.model)):
+        try:
+            return store.get_item(collection, item_id)
+        except ItemNotFoundError:
+            continue
+    return None
+
+
+def _finisher(catalog: str, lineage: Lineage) -> Any:
+    """What the model's post-processor does to whole polygons (``buildings``: simplified and
+    squared as the item asks), as the version's MLM output (else the model's) chooses; None
+    for one that keeps the traced polygons.
+
+    Raises:
+        PostprocessorError: the item names a post-processor that is not registered, or a bad
+            option of it (checked before any feature is written).
+    """
+    from postprocessing.registry import resolve_finisher
+
+    item = predictions_model_item(catalog, lineage)
+    outputs = (item or {}).get("properties", {}).get("mlm:output") or []
+    return resolve_finisher(outputs[0]) if outputs else None
+
+
+def _finished(
+    finish: Any, geoms: Any, classes: Any, block_ids: list[str], crs: str
+) -> tuple[Any, Any, list[str], Any]:
+    """Each geometry finished on its own (its parts keep its class and block), with the areas
+    of what came out."""
+    import numpy as np
+    from pyproj import CRS
+
+    from postprocessing.finalize import geometry_areas
+
+    geographic = CRS.from_user_input(crs).is_geographic
+    out_geoms: list[Any] = []
+    out_classes: list[int] = []
+    out_blocks: list[str] = []
+    for geom, value, block in zip(geoms, classes.tolist(), block_ids, strict=True):
+        for part in finish(np.array([geom], dtype=object), geographic):
+            out_geoms.append(part)
+            out_classes.append(value)
+            out_blocks.append(block)
+    finished = np.empty(len(out_geoms), dtype=object)
+    finished[:] = out_geoms
+    return finished, np.asarray(out_classes, dtype=classes.dtype), out_blocks, geometry_areas(finished, crs)
 
 
 def _traced_pieces(plan: BatchPlan, output: Path, grid: Any) -> list[Path | None] | None:
@@ -382,7 +448,7 @@ class _Quicklook:
 
         from steps._quicklook import rgb_bands
 
-        model_item = self.model_item(catalog, lineage) if catalog and lineage else None
+        model_item = predictions_model_item(catalog, lineage) if catalog and lineage else None
         with rasterio.open(plan.imagery) as src:
             scale = max(1, max(src.width, src.height) // 1024)
             shape = (max(1, src.height // scale), max(1, src.width // scale))
@@ -397,27 +463,6 @@ class _Quicklook:
         self.plan = plan
         # world -> canvas cell: the inverse of the imagery's transform scaled to the canvas
         self._to_cell = ~(_affine(plan) @ Affine.scale(plan.width / shape[1], plan.height / shape[0]))
-
-    @staticmethod
-    def model_item(catalog: str, lineage: Lineage) -> dict[str, Any] | None:
-        """The MLM item of the version (else of the model) the predictions come from, if any.
-
-        Only read: a static catalogue that does not exist yet is not created here.
-        """
-        from catalog_sync.collections import MODELS
-        from geomlops.errors import ItemNotFoundError
-
-        local = catalog.removeprefix("file://")
-        if "://" not in local and not Path(local).is_file():
-            return None
-        store = open_store(catalog)
-        version_item = (VERSIONS, version_item_id(lineage.model, lineage.model_version))
-        for collection, item_id in (version_item, (MODELS, lineage.model)):
-            try:
-                return store.get_item(collection, item_id)
-            except ItemNotFoundError:
-                continue
-        return None
 
     def add(self, geoms: Any, max_points: int = 1 << 20) -> None:
         """Burn the outlines of a batch of polygons (in the imagery's CRS) into the canvas: each

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from catalog_sync.mlm import ModelClass
+from catalog_sync.mlm import ModelClass, ModelSpec
 from geomlops.errors import PromotionError
 from geomlops.tracking import raise_if_unreachable
 
@@ -142,7 +142,11 @@ def folder_name(candidate: str, production: str | None, made: datetime | None = 
 
 
 def evaluate_versions(
-    model: str, candidate: str, dataset_dir: str, model_classes: Sequence[ModelClass] = ()
+    model: str,
+    candidate: str,
+    dataset_dir: str,
+    model_classes: Sequence[ModelClass] = (),
+    model_spec: ModelSpec | None = None,
 ) -> Evaluation:
     """Score the candidate and the current production version on one dataset's test split.
 
@@ -155,6 +159,8 @@ def evaluate_versions(
         candidate: the version proposed for production.
         dataset_dir: dataset folder (a layout of :mod:`steps.evaluation`).
         model_classes: the model's MLM classes.
+        model_spec: the model's MLM spec: how its input is prepared and its answer read (class
+            values, per-class scores, one score and its threshold); None: class values back.
 
     Returns:
         Both versions' scores (``production`` is None when no version has the alias) and
@@ -174,7 +180,9 @@ def evaluate_versions(
     parameters = recorded_parameters(client.get_run(candidate_run))
 
     def score(run_id: str) -> Any:
-        return score_segmentation(run_id, dataset_dir, model_classes=model_classes, parameters=parameters)
+        return score_segmentation(
+            run_id, dataset_dir, model_classes=model_classes, parameters=parameters, model_spec=model_spec
+        )
 
     scored_c = score(candidate_run)
     scored_p = score(version_run(model, current)) if current else None

@@ -16,7 +16,8 @@ from templates.common import LARGE, SMALL, geomlops_script
 def evaluate(
     model: str, candidate: str, dataset_path: str = "", dataset_rev: str = ""
 ) -> Annotated[str, Parameter(name="evaluation")]:
-    """Score the candidate and the production version on the same held-out data."""
+    """Score the candidate and the production version on the same held-out data, reading the
+    model's answers as its MLM item says."""
     from steps.dataset import DatasetRef, materialize_dataset, resolve_dataset
     from steps.evaluation import mlm_classes
     from steps.model_spec import fetch_model_spec
@@ -30,8 +31,8 @@ def evaluate(
         else version_dataset(model, candidate)
     )
     data = materialize_dataset(dataset, settings.home_dir / "datasets")
-    classes = mlm_classes(fetch_model_spec(model, settings.catalog_href))
-    return evaluate_versions(model, candidate, str(data), classes).model_dump_json()
+    spec = fetch_model_spec(model, settings.catalog_href)
+    return evaluate_versions(model, candidate, str(data), mlm_classes(spec), spec).model_dump_json()
 
 
 @geomlops_script(resources=SMALL)

@@ -301,20 +301,6 @@ def _worker(settings: Settings, model: ServedModel) -> Iterator[Any]:
         yield predict
 
 
-def _model_io(settings: Settings, model: ServedModel, model_input: Any) -> Any:
-    """How the model's input is prepared and its answer read, from its MLM item in the catalogue
-    (an item gone from it: the input as served, class values back)."""
-    from geomlops.errors import ModelNotFoundError
-    from steps.model_io import ModelIO
-    from steps.model_spec import fetch_model_spec
-
-    try:
-        output = fetch_model_spec(model.name, settings.catalog_href).outputs[0]
-    except ModelNotFoundError:
-        output = None
-    return ModelIO.from_parts(model_input, output, halo=0)
-
-
 def predict_in_process(settings: Settings, model: ServedModel, chip: bytes) -> dict[str, Any]:
     """Predict ``chip`` with the package-environment worker and vectorize it here.
 
@@ -323,7 +309,7 @@ def predict_in_process(settings: Settings, model: ServedModel, chip: bytes) -> d
         GeomlopsError: the model cannot be loaded or fails to predict.
     """
     from catalog_sync.mlm import ModelInput
-    from geomlops.serving.chips import open_chip, predict_chip
+    from geomlops.serving.chips import model_io, open_chip, predict_chip
     from geomlops.serving.manifests import transformer_parameters
     from geomlops.serving.transformer import GeoJSONTransformer, Georeference
 
@@ -332,7 +318,7 @@ def predict_in_process(settings: Settings, model: ServedModel, chip: bytes) -> d
     # decoded bytes is relative to the bytes sent, which a well-compressed chip would fail
     with open_chip(chip, model_input, max_bytes=max(len(chip), settings.serving_max_image_bytes)) as src:
         georef = Georeference(crs=src.crs.to_wkt(), transform=tuple(src.transform)[:6])
-        io = _model_io(settings, model, model_input)
+        io = model_io(model_input, model.model_output)
         with _worker(settings, model) as predict:
             mask = predict_chip(predict, src, model_input, io)
     return GeoJSONTransformer(**transformer_parameters(model)).to_geojson(mask, georef)

@@ -252,3 +252,44 @@ def test_quicklook_burns_outlines_into_a_canvas_of_fixed_size(tmp_path: Path, wi
     assert np.array_equal(picture.outline, expected)
     picture.save(tmp_path / "q.png", "title")
     assert (tmp_path / "q.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plt.get_fignums() == []
+
+
+def test_a_buildings_item_squares_the_merged_polygons_keeping_class_and_block() -> None:
+    """The post-processor the model's MLM output names finishes each whole polygon in publishing:
+    a skewed pixel-traced outline in longitude/latitude comes out right-angled, its parts keep the
+    class and block of what they came from, and areas are re-measured in m² (geodesic)."""
+    import math
+
+    import numpy as np
+    from shapely import affinity
+    from shapely.geometry import box
+
+    from postprocessing.finalize import geometry_areas
+    from postprocessing.registry import resolve_finisher
+    from steps.predictions import _finished
+
+    output = {
+        "name": "building probability",
+        "tasks": ["semantic-segmentation"],
+        "post_processing_function": {"format": "python", "expression": "buildings"},
+        "geomlops:buildings": {"simplify_m": 0.5, "square": True, "min_area_m2": 4.0},
+    }
+    finish = resolve_finisher(output)
+    assert finish is not None
+    metre = 1 / 111_000  # about a metre of latitude, in degrees
+    house = affinity.skew(box(85.52, 27.62, 85.52 + 12 * metre, 27.62 + 8 * metre), xs=4)
+    speck = box(85.53, 27.63, 85.53 + metre, 27.63 + metre)  # 1 m²: under min_area_m2, dropped
+    geoms = np.array([house, speck], dtype=object)
+
+    done, classes, blocks, areas = _finished(
+        finish, geoms, np.array([1, 1], np.uint8), ["r0c0", "r0c1"], "EPSG:4326"
+    )
+
+    assert len(done) == 1 and classes.tolist() == [1] and blocks == ["r0c0"] and classes.dtype == np.uint8
+    ring = np.asarray(done[0].exterior.coords)[:-1]
+    scale = np.array([math.cos(math.radians(27.62)), 1.0])
+    for i in range(len(ring)):  # right angles on the ground (longitudes scaled to metres)
+        u, v = (ring[i - 1] - ring[i]) * scale, (ring[(i + 1) % len(ring)] - ring[i]) * scale
+        assert abs(float(np.dot(u, v)) / (np.linalg.norm(u) * np.linalg.norm(v))) < 0.01
+    assert areas.tolist() == geometry_areas(done, "EPSG:4326").tolist()
+    assert 60 < areas[0] < 120  # about 12 m x 8 m, in m²
