@@ -36,8 +36,19 @@ lint: $(VENV)/.synced
 typecheck: $(VENV)/.synced
 	$(VENV)/bin/mypy
 
+# Two pytest processes at once, as a CI machine has two cores and one pytest keeps about one busy:
+# the workflow tests that share the session's demo work folder (WORKFLOW_TESTS) in one, every
+# other test in the other, each in its own temporary folder. Either failing fails the target; the
+# workflow tests' output is printed after the others'.
+WORKFLOW_TESTS ?= tests/examples tests/geomlops/serving tests/pipelines tests/web
+PYTEST := GEOMLOPS_TEST_SCHEMA_DIR=$(SCHEMA_DIR) $(VENV)/bin/pytest -p no:cacheprovider
 unit: $(VENV)/.synced
-	GEOMLOPS_TEST_SCHEMA_DIR=$(SCHEMA_DIR) $(VENV)/bin/pytest
+	@$(PYTEST) --basetemp=/tmp/geomlops-tests-workflows $(WORKFLOW_TESTS) > .pytest-workflows.log 2>&1 & workflows=$$!; \
+	$(PYTEST) --basetemp=/tmp/geomlops-tests-others $(addprefix --ignore=,$(WORKFLOW_TESTS)); others=$$?; \
+	wait $$workflows; workflows=$$?; \
+	echo "==== the workflow tests ($(WORKFLOW_TESTS)): exit $$workflows ===="; cat .pytest-workflows.log; \
+	echo "==== the other tests: exit $$others ===="; \
+	test $$workflows -eq 0 && test $$others -eq 0
 
 test: lint typecheck unit
 
