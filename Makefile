@@ -39,8 +39,11 @@ typecheck: $(VENV)/.synced
 # Two pytest processes at once, as a CI machine has two cores and one pytest keeps about one busy:
 # the workflow tests that share the session's demo work folder (WORKFLOW_TESTS) in one, every
 # other test in the other, each in its own temporary folder. Either failing fails the target; the
-# workflow tests' output is printed after the others'.
-WORKFLOW_TESTS ?= tests/examples tests/geomlops/serving tests/pipelines tests/web
+# workflow tests' output is printed after the others'. Tests sharing a session fixture that runs
+# the demo stay in one process, so that it runs once: the retrain workflow's tests run beside the
+# webhook's (retrain_work), the bad-input cases beside the workflows (work).
+WORKFLOW_TESTS ?= tests/geomlops/cli/test_bad_input.py tests/examples tests/geomlops/serving \
+	$(filter-out tests/pipelines/test_retrain_workflow.py,$(wildcard tests/pipelines/test_*.py)) tests/web
 PYTEST := GEOMLOPS_TEST_SCHEMA_DIR=$(SCHEMA_DIR) $(VENV)/bin/pytest -p no:cacheprovider
 unit: $(VENV)/.synced
 	@$(PYTEST) --basetemp=/tmp/geomlops-tests-workflows $(WORKFLOW_TESTS) > .pytest-workflows.log 2>&1 & workflows=$$!; \

@@ -11,4 +11,5 @@
   (``FeatureWriter``; file formats in ``_feature_files``), used by vectorize, batch inference
   and serving's RFC 7946 conversion.
 - :mod:`postprocessing.registry`: which post-processor a model's MLM output asks for.
+- :mod:`postprocessing.features`: a model's output for a block, and the features made of it.
 """

@@ -28,8 +28,8 @@ from numpy.typing import NDArray
 from shapely.geometry import Polygon
 
 from geomlops.errors import PostprocessorError
+from postprocessing.features import BlockFeatures, BlockOutput
 from postprocessing.kernel import mask_to_polygons
-from postprocessing.registry import BlockFeatures, BlockOutput, register_finisher, register_postprocessor
 
 #: the MLM output field holding the options
 OPTIONS_FIELD = "geomlops:buildings"
@@ -78,7 +78,6 @@ class BuildingOptions:
         return cls(**values)
 
 
-@register_postprocessor("buildings")
 def buildings(output: BlockOutput) -> BlockFeatures:
     """Building classes of a class map (H, W) or (1, H, W) -> pixel polygons to merge.
 
@@ -262,6 +261,3 @@ def finish_buildings(
     result = np.empty(len(cleaned), dtype=object)
     result[:] = cleaned
     return result
-
-
-register_finisher(buildings)(finish_buildings)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import importlib
 import os
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import numpy as np
@@ -26,8 +25,23 @@ from affine import Affine
 from numpy.typing import NDArray
 
 from geomlops.errors import PostprocessorError
-from postprocessing.grid import Block
-from postprocessing.kernel import BlockPieces, mask_to_polygons
+from postprocessing.features import BlockFeatures, BlockOutput
+from postprocessing.kernel import mask_to_polygons
+
+__all__ = [
+    "MODULES_ENV",
+    "TASK_DEFAULTS",
+    "BlockFeatures",
+    "BlockOutput",
+    "Finisher",
+    "PostProcessor",
+    "load_postprocessor_modules",
+    "register_finisher",
+    "register_postprocessor",
+    "registered_postprocessors",
+    "resolve_finisher",
+    "resolve_postprocessor",
+]
 
 #: environment variable naming the modules allowed to register post-processors
 MODULES_ENV = "GEOMLOPS_POSTPROCESSOR_MODULES"
@@ -41,44 +55,6 @@ TASK_DEFAULTS = {
     "scene-classification": "footprints",
     "classification": "footprints",
 }
-
-
-@dataclass(frozen=True)
-class BlockOutput:
-    """A model's output for one block, and where that block lies.
-
-    Attributes:
-        data: the output tensor for the block (batch dimension removed).
-        block: the block's window in the raster.
-        transform: the raster's geotransform.
-        nodata: class value that is not vectorized (segmentation).
-    """
-
-    data: NDArray[Any]
-    block: Block
-    transform: Affine
-    nodata: int | None = None
-
-
-def _no_geometries() -> NDArray[np.object_]:
-    return np.empty(0, dtype=object)
-
-
-@dataclass(frozen=True)
-class BlockFeatures:
-    """What a post-processor makes of one block.
-
-    Attributes:
-        pieces: pixel-space polygons still to merge across block edges (segmentation).
-        geometries: complete features in the raster's CRS (boxes, footprints).
-        classes: the class of each complete feature.
-        scores: the model's confidence for each complete feature, when it gives one.
-    """
-
-    pieces: BlockPieces | None = None
-    geometries: NDArray[np.object_] = field(default_factory=_no_geometries)
-    classes: NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
-    scores: NDArray[np.float64] | None = None
 
 
 PostProcessor = Callable[[BlockOutput], BlockFeatures]
@@ -260,5 +236,7 @@ def footprints(output: BlockOutput) -> BlockFeatures:
     return BlockFeatures(geometries=geoms, classes=np.array([label], np.int64), scores=score)
 
 
-# built-ins kept in their own modules register themselves on import
-import postprocessing.buildings  # noqa: E402, F401
+# built-ins kept in their own modules (which import nothing of this one)
+from postprocessing.buildings import buildings, finish_buildings  # noqa: E402
+
+register_finisher(register_postprocessor("buildings")(buildings))(finish_buildings)

@@ -23,7 +23,8 @@ from pydantic import BaseModel, ConfigDict
 from catalog_sync.mlm import ModelInput, ModelSpec
 from geomlops.errors import GeomlopsError, ImageryMismatchError, ParameterError
 from geomlops.files import atomic_path
-from steps.predict import NODATA_CLASS, Predict
+from steps.model_io import BACKGROUND_CLASS, NODATA_CLASS
+from steps.predict import Predict
 
 if TYPE_CHECKING:
     from postprocessing.kernel import BlockPieces
@@ -353,7 +354,6 @@ class _BlockWriter:
     def _trace(self, block: PlannedBlock, mask: NDArray[np.uint8]) -> BlockPieces:
         """The block's pieces as publishing traces them from the assembled mask."""
         from postprocessing.kernel import mask_to_polygons
-        from steps.predictions import BACKGROUND_CLASS
 
         row, col = block.row_off // self.plan.block_size, block.col_off // self.plan.block_size
         shared = (row > 0, row < self.rows - 1, col > 0, col < self.cols - 1)

@@ -33,6 +33,8 @@ from geomlops.errors import GeomlopsError, ImageryMismatchError, InvalidModelIte
 
 #: class value written where the imagery has no data
 NODATA_CLASS = 255
+#: the class that is not a feature (clear sky, no building, dry land)
+BACKGROUND_CLASS = 0
 #: halo when neither the item nor the workflow gives one (a per-pixel model needs none)
 DEFAULT_HALO = 16
 #: ``geomlops:threshold`` when the item gives none

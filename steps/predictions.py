@@ -20,15 +20,12 @@ from geomlops.errors import ItemNotFoundError, ModelNotFoundError
 from geomlops.files import atomic_path
 from geomlops.tracking import raise_if_unreachable
 from steps.batch import BatchPlan, block_path, load_pieces, pieces_path
-from steps.predict import NODATA_CLASS
+from steps.model_io import BACKGROUND_CLASS, NODATA_CLASS
 
 if TYPE_CHECKING:
     from postprocessing.grid import Block
     from postprocessing.io import RasterInfo
     from postprocessing.kernel import BlockPieces
-
-#: the class that is not a feature (clear sky, no building, dry land)
-BACKGROUND_CLASS = 0
 
 
 class Lineage(BaseModel):

@@ -59,9 +59,18 @@ def test_demo_trains_registers_and_publishes(work: dict[str, Any], schema_dir: P
 
     from steps.dataset import resolve_dataset
 
-    dataset = resolve_dataset(str(work["home"] / "data"), DATASET)
-    assert props["geomlops:dataset"]["md5"] == dataset.md5
-    assert props["geomlops:dataset"]["commit"] == dataset.commit
+    # the data repository's commit the demo trained at (other tests add datasets after it)
+    recorded = props["geomlops:dataset"]["commit"]
+    dataset = resolve_dataset(str(work["home"] / "data"), DATASET, rev=recorded)
+    assert props["geomlops:dataset"]["md5"] == dataset.md5 and dataset.commit == recorded
+    first = subprocess.run(
+        ["git", "log", "--reverse", "--format=%H", "--", f"{DATASET}.dvc"],
+        capture_output=True,
+        text=True,
+        cwd=work["home"] / "data",
+        check=True,
+    )
+    assert recorded == first.stdout.split()[0]  # the commit that added the demo's dataset
     head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=default_package())
     assert props["geomlops:code"]["git_commit"] == head.stdout.strip()
     assert props["geomlops:metrics"]["test_iou"] > 0.5
