@@ -23,6 +23,8 @@ from steps.batch import BatchPlan, block_path, load_pieces, pieces_path
 from steps.model_io import BACKGROUND_CLASS, NODATA_CLASS
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from postprocessing.grid import Block
     from postprocessing.io import RasterInfo
     from postprocessing.kernel import BlockPieces
@@ -160,7 +162,9 @@ def publish_predictions(
         output / "quicklook.png",
     )
     shared = {"model": lineage.model, "model_version": lineage.model_version, "mlflow_run_id": lineage.run_id}
-    picture = _Quicklook(plan, catalog, lineage)
+    # the model's MLM item, read once: the quicklook's bands, the finisher, the tiles' class names
+    model_item = predictions_model_item(catalog, lineage)
+    picture = _Quicklook(plan, model_item)
     by_class: Counter[int] = Counter()
     traced = _traced_pieces(plan, output, grid) if mask == output / "mask.tif" else None
     task, args = (
@@ -168,7 +172,7 @@ def publish_predictions(
         if traced is not None
         else (trace_foreground_block, [(info, block) for block in grid.blocks])
     )
-    finish = _finisher(catalog, lineage)
+    finish = _finisher(model_item)
     with FeatureWriter((parquet, geojson), crs, extra=("block_id",), shared=shared) as files:
         for batch in iter_polygons(grid, args, task, scheduler=scheduler, workers=workers):
             polys = canonical(in_scan_order(batch))
@@ -190,7 +194,6 @@ def publish_predictions(
             picture.save(tmp, title)
     store = open_store(catalog)
     # the same features as vector tiles for maps: a PMTiles archive, read by HTTP ranges
-    from catalog_sync.collections import MODELS
     from postprocessing.tiles import PMTILES_FILE, item_class_names, write_prediction_tiles, zoom_range
 
     write_prediction_tiles(
@@ -198,9 +201,7 @@ def publish_predictions(
         output / PMTILES_FILE,
         crs=crs,
         zooms=zoom_range(plan.crs, plan.transform, plan.width, plan.height),
-        class_names=item_class_names(
-            next((i for i in store.list_items(MODELS) if i["id"] == lineage.model), None)
-        ),
+        class_names=item_class_names(model_item),
         name=title,
     )
     item = _item(
@@ -238,10 +239,10 @@ def predictions_model_item(catalog: str, lineage: Lineage) -> dict[str, Any] | N
     return None
 
 
-def _finisher(catalog: str, lineage: Lineage) -> Any:
+def _finisher(model_item: Mapping[str, Any] | None) -> Any:
     """What the model's post-processor does to whole polygons (``buildings``: simplified and
-    squared as the item asks), as the version's MLM output (else the model's) chooses; None
-    for one that keeps the traced polygons.
+    squared as the item asks), as the MLM output of ``model_item``
+    (:func:`predictions_model_item`) chooses; None for one that keeps the traced polygons.
 
     Raises:
         PostprocessorError: the item names a post-processor that is not registered, or a bad
@@ -249,8 +250,7 @@ def _finisher(catalog: str, lineage: Lineage) -> Any:
     """
     from postprocessing.registry import resolve_finisher
 
-    item = predictions_model_item(catalog, lineage)
-    outputs = (item or {}).get("properties", {}).get("mlm:output") or []
+    outputs = (model_item or {}).get("properties", {}).get("mlm:output") or []
     return resolve_finisher(outputs[0]) if outputs else None
 
 
@@ -438,14 +438,13 @@ class _Quicklook:
     #: outline colour (RGB, 0-1)
     COLOUR = (1.0, 0.23, 0.19)
 
-    def __init__(self, plan: BatchPlan, catalog: str | None = None, lineage: Lineage | None = None) -> None:
+    def __init__(self, plan: BatchPlan, model_item: Mapping[str, Any] | None = None) -> None:
         import numpy as np
         import rasterio
         from affine import Affine
 
         from steps._quicklook import rgb_bands
 
-        model_item = predictions_model_item(catalog, lineage) if catalog and lineage else None
         with rasterio.open(plan.imagery) as src:
             scale = max(1, max(src.width, src.height) // 1024)
             shape = (max(1, src.height // scale), max(1, src.width // scale))

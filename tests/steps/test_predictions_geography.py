@@ -21,7 +21,7 @@ from postprocessing.finalize import to_geometries
 from postprocessing.kernel import mask_to_polygons
 from steps._quicklook import rgb_bands
 from steps.batch import plan_batch
-from steps.predictions import Lineage, _imagery_datetime, _item, _Quicklook
+from steps.predictions import Lineage, _imagery_datetime, _item, _Quicklook, predictions_model_item
 
 REPO = Path(__file__).resolve().parents[2]
 CHIP = "banepa/predict/oam/OAM-386697-220243-19.tif"
@@ -143,13 +143,13 @@ def test_drone_quicklook_is_in_colour(tmp_path: Path, shared_data: Path) -> None
         "assets": {},
     }
     StaticCatalog(catalog).put_item(VERSIONS, bgr | {"id": version_item_id("buildings", "2")})
-    picture = _Quicklook(plan, catalog, LINEAGE)
+    picture = _Quicklook(plan, predictions_model_item(catalog, LINEAGE))
     assert picture.bands == [3, 2, 1]
     # without the version item, the model's base item; without either, the imagery says RGB
     other = str(tmp_path / "other" / "catalog.json")
-    assert _Quicklook(plan, other, LINEAGE).bands == [1, 2, 3]
+    assert _Quicklook(plan, predictions_model_item(other, LINEAGE)).bands == [1, 2, 3]
     StaticCatalog(other).put_item(MODELS, bgr | {"id": "buildings"})
-    assert _Quicklook(plan, other, LINEAGE).bands == [3, 2, 1]
+    assert _Quicklook(plan, predictions_model_item(other, LINEAGE)).bands == [3, 2, 1]
     with rasterio.open(chip) as src:
         transform = src.transform
         rgb = src.read()
