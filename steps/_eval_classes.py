@@ -112,8 +112,13 @@ def read_label_sources(root: Path) -> tuple[dict[str, Any] | None, tuple[Path, d
 def _from_metadata(spec: dict[str, Any], meta: Mapping[str, Any], where: str) -> None:
     if meta.get("classes"):
         spec["named"] = {str(c.get("name", f"class_{c['value']}")): int(c["value"]) for c in meta["classes"]}
-    if "positive_class" in meta:
-        spec["positive"] = int(meta["positive_class"])
+    if "positive_class" in meta:  # a class's name, or its value
+        positive = meta["positive_class"]
+        if isinstance(positive, bool) or not isinstance(positive, str | int):
+            raise InvalidDatasetError(
+                f"{where}: positive_class: expected a class name or value, got {positive!r}"
+            )
+        spec["positive"] = positive
     if "ignore_value" in meta:
         spec["ignore_value"], spec["ignore_stated"] = meta["ignore_value"], True
     spec["sources"].append(where)

@@ -436,6 +436,17 @@ def test_the_example_keeps_its_classes_and_metric_names(tmp_path: Path) -> None:
     assert (bare.names, bare.label_values, bare.ignore_value) == (["negative", "positive"], [0, 1], 255)
 
 
+def test_dataset_json_names_its_positive_class_by_name_or_value(tmp_path: Path) -> None:
+    classes = [{"value": 0, "name": "background"}, {"value": 1, "name": "building"}]
+    for positive in ("building", 1):  # the building example writes the name
+        _write_json(tmp_path / "dataset.json", {"classes": classes, "positive_class": positive})
+        scheme = evaluation_classes(tmp_path)
+        assert (scheme.names, scheme.positive_index) == (["background", "building"], 1)
+    _write_json(tmp_path / "dataset.json", {"classes": classes, "positive_class": [1]})
+    with pytest.raises(InvalidDatasetError, match=r"dataset.json: positive_class: expected a class name"):
+        evaluation_classes(tmp_path)
+
+
 def test_the_real_banepa_item_names_no_raster_values_so_parameters_give_them(
     tmp_path: Path, shared_data: Path
 ) -> None:
