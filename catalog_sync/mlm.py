@@ -84,6 +84,9 @@ class ModelOutput(BaseModel):
     post_processing_function: str | None = None
     threshold: float | None = None
     """``geomlops:threshold``: the score above which a one-channel score is the positive class."""
+    postprocessor_options: dict[str, Any] = {}
+    """The output's ``geomlops:*`` objects, as the item gives them: the options a post-processor
+    reads (``geomlops:buildings``)."""
 
 
 class ModelSpec(BaseModel):
@@ -250,6 +253,9 @@ def parse_model_item(item: Mapping[str, Any], href: str | None = None) -> ModelS
                     raw.get("post_processing_function"), f"{w}.post_processing_function"
                 ),
                 threshold=_threshold(raw, w),
+                postprocessor_options={
+                    k: v for k, v in raw.items() if k.startswith("geomlops:") and isinstance(v, Mapping)
+                },
             )
         )
     package = _asset_href(assets, "code")

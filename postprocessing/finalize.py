@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -442,3 +443,33 @@ def node_coverage(polys: Polygons) -> Polygons:
         classes=polys.classes,
         saddle=_rings.empty().saddle,
     )
+
+
+def finish_each(
+    finish: Callable[[NDArray[np.object_], bool], NDArray[np.object_]],
+    geoms: NDArray[np.object_],
+    crs: str,
+) -> tuple[NDArray[np.object_], NDArray[np.intp], NDArray[np.float64]]:
+    """Each geometry through a post-processor's finisher on its own.
+
+    Args:
+        finish: what :func:`postprocessing.registry.resolve_finisher` returns.
+        geoms: whole polygons in ``crs``.
+        crs: their CRS (a geographic one is finished in local metric frames).
+
+    Returns:
+        The parts that came out, the index in ``geoms`` of the geometry each came from (its
+        class, block and lineage carry over) and their areas in square metres.
+    """
+    from pyproj import CRS
+
+    geographic = CRS.from_user_input(crs).is_geographic
+    parts: list[Any] = []
+    index: list[int] = []
+    for i, geom in enumerate(geoms):
+        for part in finish(np.array([geom], dtype=object), geographic):
+            parts.append(part)
+            index.append(i)
+    finished = np.empty(len(parts), dtype=object)
+    finished[:] = parts
+    return finished, np.asarray(index, dtype=np.intp), geometry_areas(finished, crs)

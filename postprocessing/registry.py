@@ -103,13 +103,22 @@ def register_finisher(postprocessor: PostProcessor) -> Callable[[Finisher], Fini
 
 
 def resolve_finisher(
-    output: Mapping[str, Any],
+    output: Mapping[str, Any] | Any,
 ) -> Callable[[NDArray[np.object_], bool], NDArray[np.object_]] | None:
     """The finisher of the output's post-processor, bound to the output's options, or None.
+
+    Args:
+        output: the ``mlm:output`` entry as a dict, or a parsed ``ModelOutput`` (its
+            ``postprocessor_options`` are the options).
 
     The returned function takes the merged geometries in the raster's CRS and whether that CRS is
     geographic. The output's options are checked here, so a bad one fails before any prediction.
     """
+    if not isinstance(output, Mapping):
+        output = dict(getattr(output, "postprocessor_options", None) or {}) | {
+            "tasks": list(getattr(output, "tasks", ()) or ()),
+            "post_processing_function": getattr(output, "post_processing_function", None),
+        }
     finisher = _FINISHERS.get(resolve_postprocessor(output))
     if finisher is None:
         return None

@@ -147,7 +147,14 @@ def publish_predictions(
         VectorizeError: the mask cannot be read or a block cannot be traced; no output file is
             left half-written.
     """
-    from postprocessing.finalize import canonical, first_pixels, in_scan_order, polygon_areas, to_geometries
+    from postprocessing.finalize import (
+        canonical,
+        finish_each,
+        first_pixels,
+        in_scan_order,
+        polygon_areas,
+        to_geometries,
+    )
     from postprocessing.grid import plan_blocks
     from postprocessing.io import FeatureWriter, read_raster_info
     from postprocessing.vectorize import iter_polygons
@@ -182,8 +189,9 @@ def publish_predictions(
                 f"r{r}c{c}" for r, c in zip((rows // size).tolist(), (cols // size).tolist(), strict=True)
             ]
             classes, areas = polys.classes, None
-            if finish is not None:
-                geoms, classes, block_ids, areas = _finished(finish, geoms, classes, block_ids, crs)
+            if finish is not None:  # each part keeps its polygon's class and block
+                geoms, index, areas = finish_each(finish, geoms, crs)
+                classes, block_ids = classes[index], [block_ids[i] for i in index.tolist()]
             if areas is None:
                 areas = polygon_areas(polys, info.transform, crs)
             files.write(geoms, classes, areas, block_id=block_ids)
@@ -252,30 +260,6 @@ def _finisher(model_item: Mapping[str, Any] | None) -> Any:
 
     outputs = (model_item or {}).get("properties", {}).get("mlm:output") or []
     return resolve_finisher(outputs[0]) if outputs else None
-
-
-def _finished(
-    finish: Any, geoms: Any, classes: Any, block_ids: list[str], crs: str
-) -> tuple[Any, Any, list[str], Any]:
-    """Each geometry finished on its own (its parts keep its class and block), with the areas
-    of what came out."""
-    import numpy as np
-    from pyproj import CRS
-
-    from postprocessing.finalize import geometry_areas
-
-    geographic = CRS.from_user_input(crs).is_geographic
-    out_geoms: list[Any] = []
-    out_classes: list[int] = []
-    out_blocks: list[str] = []
-    for geom, value, block in zip(geoms, classes.tolist(), block_ids, strict=True):
-        for part in finish(np.array([geom], dtype=object), geographic):
-            out_geoms.append(part)
-            out_classes.append(value)
-            out_blocks.append(block)
-    finished = np.empty(len(out_geoms), dtype=object)
-    finished[:] = out_geoms
-    return finished, np.asarray(out_classes, dtype=classes.dtype), out_blocks, geometry_areas(finished, crs)
 
 
 def _traced_pieces(plan: BatchPlan, output: Path, grid: Any) -> list[Path | None] | None:

@@ -26,7 +26,15 @@ from typing import Any
 from geomlops.errors import ConfigurationError
 
 #: transformer arguments read from ``GEOMLOPS_TRANSFORMER_<NAME>``
-PARAMETERS = ("model_name", "model_version", "run_id", "tasks", "post_processing_function", "classes")
+PARAMETERS = (
+    "model_name",
+    "model_version",
+    "run_id",
+    "tasks",
+    "post_processing_function",
+    "classes",
+    "options",
+)
 RUNTIME = "geomlops.serving.runtime.GeoChipRuntime"
 
 

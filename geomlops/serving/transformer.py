@@ -25,11 +25,12 @@ import shapely
 from affine import Affine
 from numpy.typing import NDArray
 
-from geomlops.errors import ChipError
+from geomlops.errors import ChipError, PostprocessorError
 from postprocessing import _rings
 from postprocessing.finalize import (
     area_method,
     canonical,
+    finish_each,
     geometry_areas,
     in_scan_order,
     polygon_areas,
@@ -37,7 +38,7 @@ from postprocessing.finalize import (
 )
 from postprocessing.grid import Block
 from postprocessing.io import to_rfc7946, wgs84_transformer
-from postprocessing.registry import BlockOutput, PostProcessor, resolve_postprocessor
+from postprocessing.registry import BlockOutput, PostProcessor, resolve_finisher, resolve_postprocessor
 
 #: class value of pixels with no data (``steps.predict.NODATA_CLASS``): never a feature
 NODATA = 255
@@ -99,6 +100,8 @@ class GeoJSONTransformer:
         nodata: class value never vectorized (default 255, what prediction writes where the
             imagery has no data).
         background: class value that is not a feature (default 0); empty: keep every class.
+        options: JSON object of the MLM output's post-processor options (``geomlops:buildings``):
+            whole polygons are finished by its finisher as batch inference finishes them.
 
     Raises:
         PostprocessorError: the MLM output names no registered post-processor.
@@ -114,11 +117,18 @@ class GeoJSONTransformer:
         classes: str = "{}",
         nodata: str | int = NODATA,
         background: str | int = 0,
+        options: str = "{}",
     ) -> None:
         self.lineage = {"model": model_name, "model_version": str(model_version), "mlflow_run_id": run_id}
         task_list = [t.strip() for t in tasks.split(",") if t.strip()]
-        output = {"tasks": task_list, "post_processing_function": post_processing_function or None}
+        extra = json.loads(options or "{}")
+        if not isinstance(extra, dict):
+            raise PostprocessorError(
+                f"options: expected a JSON object of the MLM output's options, got {options!r}"
+            )
+        output = extra | {"tasks": task_list, "post_processing_function": post_processing_function or None}
         self.postprocessor: PostProcessor = resolve_postprocessor(output)
+        self.finish = resolve_finisher(output)
         self.classes = {int(k): str(v) for k, v in json.loads(classes or "{}").items()}
         self.nodata = int(nodata) if str(nodata).strip() else None
         self.background = int(background) if str(background).strip() else None
@@ -158,6 +168,9 @@ class GeoJSONTransformer:
             classes = np.asarray(polys.classes, np.int64)
             areas = polygon_areas(polys, transform, georef.crs)
             scores = None
+            if self.finish is not None:  # as publishing finishes them; parts keep their class
+                geoms, index, areas = finish_each(self.finish, geoms, georef.crs)
+                classes = classes[index]
         else:
             geoms, classes, scores = found.geometries, found.classes, found.scores
             areas = geometry_areas(geoms, georef.crs) if len(geoms) else np.zeros(0)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -124,6 +126,22 @@ def test_the_item_selects_the_post_processor_and_its_options() -> None:
     assert kept.equals(skewed_rectangle())
     # the built-in polygons post-processor has no finisher
     assert resolve_finisher({"name": "x", "tasks": ["semantic-segmentation"]}) is None
+
+
+def test_the_example_items_parsed_output_keeps_the_options_that_finish_its_polygons() -> None:
+    from catalog_sync.mlm import parse_model_item
+
+    example = Path(__file__).parents[2] / "examples" / "building-footprints" / "stac-item.json"
+    item = json.loads(example.read_text())
+    [output] = parse_model_item(item).outputs
+    assert (
+        output.postprocessor_options["geomlops:buildings"]
+        == item["properties"]["mlm:output"][0]["geomlops:buildings"]
+    )
+    from_parsed, from_item = resolve_finisher(output), resolve_finisher(item["properties"]["mlm:output"][0])
+    assert from_parsed is not None and from_item is not None
+    shape = np.array([skewed_rectangle()], dtype=object)
+    assert [g.wkb for g in from_parsed(shape, False)] == [g.wkb for g in from_item(shape, False)]
 
 
 @pytest.mark.parametrize(

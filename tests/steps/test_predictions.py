@@ -264,9 +264,8 @@ def test_a_buildings_item_squares_the_merged_polygons_keeping_class_and_block() 
     from shapely import affinity
     from shapely.geometry import box
 
-    from postprocessing.finalize import geometry_areas
+    from postprocessing.finalize import finish_each, geometry_areas
     from postprocessing.registry import resolve_finisher
-    from steps.predictions import _finished
 
     output = {
         "name": "building probability",
@@ -281,11 +280,9 @@ def test_a_buildings_item_squares_the_merged_polygons_keeping_class_and_block() 
     speck = box(85.53, 27.63, 85.53 + metre, 27.63 + metre)  # 1 m²: under min_area_m2, dropped
     geoms = np.array([house, speck], dtype=object)
 
-    done, classes, blocks, areas = _finished(
-        finish, geoms, np.array([1, 1], np.uint8), ["r0c0", "r0c1"], "EPSG:4326"
-    )
+    done, index, areas = finish_each(finish, geoms, "EPSG:4326")
 
-    assert len(done) == 1 and classes.tolist() == [1] and blocks == ["r0c0"] and classes.dtype == np.uint8
+    assert len(done) == 1 and index.tolist() == [0]  # the speck is dropped, the house kept
     ring = np.asarray(done[0].exterior.coords)[:-1]
     scale = np.array([math.cos(math.radians(27.62)), 1.0])
     for i in range(len(ring)):  # right angles on the ground (longitudes scaled to metres)

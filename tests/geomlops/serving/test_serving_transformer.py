@@ -126,3 +126,29 @@ def test_bad_georeference_is_named(tags: dict[str, object] | None, message: str)
 def test_non_numeric_output_is_refused() -> None:
     with pytest.raises(ChipError, match="model output: expected a numeric array"):
         GeoJSONTransformer(**LINEAGE).to_geojson(np.array(["a", "b"]), GEOREF)
+
+
+def test_a_buildings_output_is_finished_as_batch_inference_finishes_it() -> None:
+    """The MLM output's post-processor options reach the transformer: polygons under the minimum
+    area are dropped and the rest squared, as publishing does; a bad option is named."""
+    options = {"geomlops:buildings": {"simplify_m": 0.5, "square": True, "min_area_m2": 4.0}}
+    georef = Georeference(crs="EPSG:32645", transform=(0.3, 0.0, 350000.0, 0.0, -0.3, 3060000.0))
+    mask = np.zeros((64, 64), np.uint8)
+    mask[8:48, 10:50] = 1  # 12 m x 12 m with a notch: a building
+    mask[8:10, 10:12] = 0
+    mask[56:60, 56:60] = 1  # 1.2 m x 1.2 m: under 4 m²
+
+    def transformer(given: dict[str, object]) -> GeoJSONTransformer:
+        return GeoJSONTransformer(**LINEAGE, post_processing_function="buildings", options=json.dumps(given))
+
+    raw = transformer({"geomlops:buildings": {"simplify_m": 0, "square": False, "min_area_m2": 0}})
+    finished = transformer(options)
+    assert len(raw.to_geojson(mask, georef)["features"]) == 2
+    [building] = finished.to_geojson(mask, georef)["features"]
+    assert building["properties"]["class"] == 1
+    assert 4.0 < building["properties"]["area"] < 12 * 12 * 1.01
+    assert len(building["geometry"]["coordinates"][0]) <= 7  # simplified: the notch's corners, not pixels
+    with pytest.raises(PostprocessorError, match=r"geomlops:buildings\.squre"):
+        GeoJSONTransformer(
+            **LINEAGE, post_processing_function="buildings", options='{"geomlops:buildings": {"squre": 1}}'
+        )
