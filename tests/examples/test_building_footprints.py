@@ -11,9 +11,12 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
+import signal
 import socket
 import subprocess
 import threading
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -487,3 +490,116 @@ def test_batch_inference_on_the_predict_chips_gives_building_polygons_in_square_
     lon, lat = geojson["features"][0]["geometry"]["coordinates"][0][0][:2]
     assert 85.5 < lon < 85.6 and 27.6 < lat < 27.7
     assert (out / "quicklook.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_its_first_version_is_promoted_only_after_approval_with_a_report_of_its_classes(
+    work: dict[str, Any], trained: dict[str, Any], schema_dir: Path
+) -> None:
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from catalog_sync.validation import validate_stac
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{work['home'] / 'mlflow.db'}")
+    out = work["cli"]("run", "promotion", "-p", "model=building-footprints", "-p", "candidate=1")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "Suspended" in out.stdout, out.stdout
+    with pytest.raises(MlflowException):  # nothing moves before the approval
+        client.get_model_version_by_alias("building-footprints", "production")
+    run_id = re.search(r"Suspended: run (\S+)", out.stdout).group(1)  # type: ignore[union-attr]
+    resumed = work["cli"]("run", "--resume", run_id, "--approve", "Grace Hopper", "--reason", "checked")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert str(client.get_model_version_by_alias("building-footprints", "production").version) == "1"
+    decision = json.loads(client.get_model_version("building-footprints", "1").tags["geomlops.promotion"])
+    assert decision["approver"] == "Grace Hopper" and "compared with nothing" in decision["summary"]
+    # the candidate was scored in its own environment on the dataset's test chips, per class
+    report_dir = Path(decision["report"].removeprefix("file://")).parent
+    report = json.loads((report_dir / "report.json").read_text())
+    assert (report_dir / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    evaluation = report["evaluation"]
+    assert evaluation["class_names"] == ["background", "building"]
+    assert evaluation["candidate"]["n_test_pixels"] == 12 * 512 * 512
+    assert evaluation["candidate"]["metrics"]["test_iou"] > 0.4
+    item = json.loads(
+        (
+            work["home"]
+            / "catalog"
+            / "model-versions"
+            / "building-footprints-v1"
+            / "building-footprints-v1.json"
+        ).read_text()
+    )
+    assert item["properties"]["mlflow:aliases"] == ["production"]
+    assert validate_stac(item, schema_dir).status == "valid"
+
+
+def _served(
+    command: list[str], env: dict[str, str], ready: str, log: Path, cwd: Path
+) -> subprocess.Popen[bytes]:
+    """A server started from ``command``, once ``ready`` answers 200 (its log in ``log``)."""
+    import requests
+
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            command, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    deadline = time.monotonic() + 600
+    while True:
+        assert proc.poll() is None, f"server exited {proc.returncode}:\n{log.read_text()[-3000:]}"
+        try:
+            if requests.get(ready, timeout=5).status_code == 200:
+                return proc
+        except requests.ConnectionError:
+            pass
+        assert time.monotonic() < deadline, f"server not ready:\n{log.read_text()[-3000:]}"
+        time.sleep(1)
+
+
+def test_it_serves_a_drone_chip_as_building_polygons_from_its_own_environment(
+    work: dict[str, Any], trained: dict[str, Any], shared_data: Path, tmp_path: Path
+) -> None:
+    import base64
+
+    import requests
+    from rasterio.io import MemoryFile
+    from rasterio.windows import Window
+
+    from geomlops.serving.local import free_port
+
+    imagery = predict_mosaic(shared_data, work["home"] / "sources" / "banepa-predict.tif")
+    with rasterio.open(imagery) as src, MemoryFile() as memory:
+        window = Window(256, 256, 512, 512)
+        profile = src.profile | {"width": 512, "height": 512, "transform": src.window_transform(window)}
+        with memory.open(**profile) as chip:
+            chip.write(src.read(window=window))
+        data = memory.read()
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/v2/models/building-footprints"
+    command = [GEOMLOPS, "serve", "building-footprints@1", "--port", str(port)]
+    proc = _served(command, work["env"], f"{url}/ready", tmp_path / "server.log", work["home"])
+    try:
+        body = {
+            "inputs": [
+                {"name": "chip", "shape": [1], "datatype": "BYTES", "data": [base64.b64encode(data).decode()]}
+            ]
+        }
+        answer = requests.post(f"{url}/infer", json=body, timeout=300)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(60)
+    assert answer.status_code == 200, answer.text
+    [output] = answer.json()["outputs"]
+    collection = json.loads(output["data"][0])
+    assert collection["type"] == "FeatureCollection" and collection["features"], (
+        "a town centre: expected buildings"
+    )
+    for feature in collection["features"]:
+        props = feature["properties"]
+        assert (props["class"], props["class_name"]) == (1, "building")
+        assert props["model"] == "building-footprints" and props["model_version"] == "1"
+        assert props["mlflow_run_id"] == trained["run_id"]
+        assert props["area"] >= 4.0 * 0.98  # square metres, the item's minimum building
+        lon, lat = feature["geometry"]["coordinates"][0][0][:2]
+        assert 85.5 < lon < 85.6 and 27.6 < lat < 27.7
+    # the model ran in the package's environment: geomlops' has no torch
+    assert importlib.util.find_spec("torch") is None
