@@ -42,7 +42,12 @@ from geomlops.errors import InvalidPackageError, MissingInterpreterError, Packag
 #: environment variable naming the cache folder (shared with geomlops' own isolated tools)
 CACHE_ENV = "GEOMLOPS_ENV_CACHE"
 #: bumped when the way an environment is built changes, so old builds are not reused
-LAYOUT_VERSION = 1
+#: (2: bytecode compiled when built)
+LAYOUT_VERSION = 2
+#: installs write the bytecode once: a worker or entry point started where bytecode is not
+#: written (PYTHONDONTWRITEBYTECODE, a read-only image) would compile its imports every start
+#: (mlflow and pandas: seconds)
+COMPILE = ("--compile-bytecode",)
 _MARKER = "geomlops-env.json"
 
 
@@ -376,12 +381,12 @@ def _build(package: Path, declaration: EnvironmentDeclaration, python: str, vers
         steps = [[uv, "venv", "-q", "--relocatable", "--seed", "--python", python, str(work)]]
         target = ["--python", str(work / "bin" / "python")]
         if declaration.build_dependencies:
-            steps.append([uv, "pip", "install", "-q", *target, *declaration.build_dependencies])
+            steps.append([uv, "pip", "install", "-q", *COMPILE, *target, *declaration.build_dependencies])
         if declaration.dependencies:
             args: list[str] = []
             for dep in declaration.dependencies:
                 args += dep.split(None, 1) if dep.startswith("-") else [dep]
-            steps.append([uv, "pip", "install", "-q", *target, *args])
+            steps.append([uv, "pip", "install", "-q", *COMPILE, *target, *args])
         for args in steps:
             done = subprocess.run(args, capture_output=True, text=True, env=env, cwd=package)
             if done.returncode != 0:

@@ -106,7 +106,10 @@ def isolated_env(name: str, requirements: Sequence[str], constraints: Sequence[s
         ConfigurationError: the environment cannot be built (the installer's output kept).
     """
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    key = hashlib.sha256(json.dumps([version, list(requirements), list(constraints)]).encode()).hexdigest()
+    layout = 2  # bumped when the way it is built changes (2: bytecode compiled when built)
+    key = hashlib.sha256(
+        json.dumps([version, list(requirements), list(constraints), layout]).encode()
+    ).hexdigest()
     root = cache_root() / f"{name}-{key[:16]}"
     if (root / COMPLETE).is_file():
         return root
@@ -140,7 +143,8 @@ def _build(root: Path, requirements: Sequence[str], constraints: Sequence[str]) 
         env.pop("VIRTUAL_ENV", None)
         steps = [
             [uv, "venv", "-q", "--python", _base_python(), str(root)],
-            [uv, "pip", "install", "-q", "--python", python, *install],
+            # bytecode written once: a server started where it is not written compiles no imports
+            [uv, "pip", "install", "-q", "--compile-bytecode", "--python", python, *install],
         ]
     else:
         steps = [[_base_python(), "-m", "venv", str(root)], [python, "-m", "pip", "install", "-q", *install]]
