@@ -406,7 +406,7 @@ def predictions_pmtiles(run_id: str, parts: Parts, caller: Reader) -> FileRespon
 def lineage(run_id: str, parts: Parts, caller: Reader) -> RunLineage:
     """Model, version, MLflow run (id and link), dataset hash, code commit and the STAC items of
     the model version and of the predictions. A feature's block id is in its own properties."""
-    from catalog_sync.collections import VERSIONS, version_item_id
+    from catalog_sync.collections import PREDICTIONS, VERSIONS, version_item_id
     from steps.predictions import Lineage
 
     run = parts.backend.get(run_id)
@@ -419,8 +419,9 @@ def lineage(run_id: str, parts: Parts, caller: Reader) -> RunLineage:
     store = parts.catalogue.store()
     item_id = version_item_id(found.model, found.model_version)
     trace = version_trace(store, parts.settings, found.model, found.model_version, found.run_id)
-    try:
-        predictions_item: str | None = prediction_outputs(run)["item"]
+    try:  # where a browser reads it (the run's output is a path on the machine that published it)
+        published = read_item(prediction_outputs(run)["item"])
+        predictions_item: str | None = stac_item_url(parts.settings, PREDICTIONS, str(published["id"]))
     except RunNotFoundError:
         predictions_item = None
     return RunLineage(

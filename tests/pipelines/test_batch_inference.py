@@ -35,10 +35,20 @@ def _params(work: dict[str, Any], output: Path, area: str, *extra: str) -> list[
     return args
 
 
-def test_scene_prediction_carries_its_lineage(work: dict[str, Any], tmp_path: Path, schema_dir: Path) -> None:
-    out = tmp_path / "scene"
+@pytest.fixture(scope="module")
+def scene(work: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """One run over the whole demo scene (area 'scene'), the reference the resumed and the
+    distributed runs are compared with: ``out`` (its folder) and ``result`` (the CLI's)."""
+    out = tmp_path_factory.mktemp("scene-run") / "scene"
     result = work["cli"]("run", "batch-inference", *_params(work, out, "scene"))
     assert result.returncode == 0, result.stdout + result.stderr
+    return {"out": out, "result": result}
+
+
+def test_scene_prediction_carries_its_lineage(
+    work: dict[str, Any], scene: dict[str, Any], schema_dir: Path
+) -> None:
+    out, result = scene["out"], scene["result"]
     frame = geopandas.read_parquet(out / "predictions.parquet")
     assert len(frame) > 10
     # the summary ends with what the last task made: the item (its assets are the files)
@@ -74,11 +84,9 @@ def test_scene_prediction_carries_its_lineage(work: dict[str, Any], tmp_path: Pa
 
 
 def test_killed_run_resumes_without_redoing_blocks_and_gives_identical_outputs(
-    work: dict[str, Any], tmp_path: Path
+    work: dict[str, Any], scene: dict[str, Any], tmp_path: Path
 ) -> None:
-    whole, killed = tmp_path / "whole", tmp_path / "killed"
-    done = work["cli"]("run", "batch-inference", *_params(work, whole, "same"))
-    assert done.returncode == 0, done.stdout + done.stderr
+    whole, killed = scene["out"], tmp_path / "killed"  # the area's name is in no output compared
     runs = work["home"] / "runs"
     before = set(runs.iterdir())
     proc = subprocess.Popen(
@@ -193,7 +201,7 @@ def test_schedule_runs_the_template_once_per_area(work: dict[str, Any]) -> None:
 
 
 def test_vectorization_through_a_distributed_scheduler_gives_the_same_outputs(
-    work: dict[str, Any], tmp_path: Path
+    work: dict[str, Any], scene: dict[str, Any], tmp_path: Path
 ) -> None:
     from distributed import LocalCluster
     from distributed.diagnostics.plugin import SchedulerPlugin
@@ -208,8 +216,7 @@ def test_vectorization_through_a_distributed_scheduler_gives_the_same_outputs(
             if finish == "memory":
                 self.count += 1
 
-    local, remote = tmp_path / "local", tmp_path / "remote"
-    assert work["cli"]("run", "batch-inference", *_params(work, local, "dask")).returncode == 0
+    local, remote = scene["out"], tmp_path / "remote"  # local: on the default threads scheduler
     finished = Finished()
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
         cluster.scheduler.add_plugin(finished)

@@ -461,5 +461,6 @@ def test_a_batch_runs_predictions_by_range_download_and_lineage(
     assert parquet.status_code == 200 and parquet.content == (out / "predictions.parquet").read_bytes()
     assert 'filename="' in parquet.headers["content-disposition"]
     assert (lineage["model"], lineage["model_version"], lineage["mlflow_run_id"]) == (MODEL, "1", "abc123")
-    assert lineage["predictions_item_url"] == str(out / "item.json")
+    item_id = json.loads((out / "item.json").read_text())["id"]
+    assert lineage["predictions_item_url"] == f"/api/v1/stac/collections/predictions/items/{item_id}"
     assert lineage["model_item_url"] == f"/api/v1/stac/collections/model-versions/items/{MODEL}-v1"

@@ -211,7 +211,9 @@ def test_batch_inference_of_the_new_version_publishes_predictions(flow: dict[str
         tiles = viewer.get(f"/api/v1/runs/{run_id}/predictions.pmtiles")
         header = viewer.get(f"/api/v1/runs/{run_id}/predictions.pmtiles", headers={"Range": "bytes=0-126"})
         model_item = viewer.get(lineage["model_item_url"])
+        predictions_item = viewer.get(lineage["predictions_item_url"])
     assert found["item"]["id"] == f"{MODEL}-v1-gateway"
+    assert predictions_item.status_code == 200 and predictions_item.json() == found["item"]
     assert {"geoparquet", "geojson", "quicklook"} <= set(found["assets"]) and found["features"] is not None
     geojson = json.loads(Path(found["assets"]["geojson"].removeprefix("file://")).read_text())
     assert geojson["type"] == "FeatureCollection"
@@ -226,7 +228,10 @@ def test_batch_inference_of_the_new_version_publishes_predictions(flow: dict[str
     run = _mlflow(flow).get_model_version(MODEL, "1").run_id
     assert (lineage["model"], lineage["model_version"], lineage["mlflow_run_id"]) == (MODEL, "1", run)
     assert lineage["dataset_hash"] and lineage["code_sha256"]
-    assert lineage["predictions_item_url"] == found["item_href"]
+    assert (
+        lineage["predictions_item_url"] == f"/api/v1/stac/collections/predictions/items/{found['item']['id']}"
+    )
+    assert found["item"]["id"] in found["item_href"]
     assert model_item.status_code == 200 and model_item.json()["id"] == f"{MODEL}-v1"
     if found["features"]:
         _check_tiles(tiles, header, found["features"])
