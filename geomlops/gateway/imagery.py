@@ -144,23 +144,35 @@ def find(imagery: list[Imagery], wanted: str) -> Imagery:
     )
 
 
-def check_readable(path: str, roots: list[Path]) -> str:
+def readable_roots(imagery_roots: list[Path], home: Path, data_repo: str) -> list[Path]:
+    """The folders whose rasters the gateway reads by path (map tiles, plans, runs, on-demand
+    inference): the configured imagery roots, else the work folder; and the local data
+    repository, where registered imagery lives."""
+    roots = list(imagery_roots) or [home]
+    if "://" not in data_repo and not any(
+        Path(data_repo).resolve().is_relative_to(r.resolve()) for r in roots
+    ):
+        roots.append(Path(data_repo))
+    return roots
+
+
+def check_readable(path: str, roots: list[Path], what: str = "path") -> str:
     """``path`` resolved, when it is an existing file under one of ``roots``.
 
     Raises:
         ParameterError: a relative path, no such file, or outside every root (names them).
     """
     if not Path(path).is_absolute():
-        raise ParameterError(f"path {path!r}: expected an absolute path on the gateway's machine")
+        raise ParameterError(f"{what} {path!r}: expected an absolute path on the gateway's machine")
     resolved = Path(path).resolve()
     if not any(resolved.is_relative_to(root.resolve()) for root in roots):
         allowed = ", ".join(str(r) for r in roots)
         raise ParameterError(
-            f"path {path!r}: outside the folders the gateway renders ({allowed}; "
+            f"{what} {path!r}: outside the folders the gateway reads imagery from ({allowed}; "
             "GEOMLOPS_GATEWAY_IMAGERY_ROOTS)"
         )
     if not resolved.is_file():
-        raise ParameterError(f"path {path!r}: no such file on the gateway's machine")
+        raise ParameterError(f"{what} {path!r}: no such file on the gateway's machine")
     return str(resolved)
 
 

@@ -63,18 +63,21 @@ class Prediction:
     pixels: int
 
 
-def check_imagery_location(imagery: str) -> None:
-    """Check that ``imagery`` is an absolute path to a file on this machine, or a URI.
+def check_imagery_location(imagery: str, roots: list[Path]) -> None:
+    """Check that ``imagery`` is a URI, or an absolute path to a file under one of ``roots``
+    (:func:`geomlops.gateway.imagery.readable_roots`): a caller names no other file of the
+    gateway's machine.
 
     Raises:
-        ParameterError: a relative path, or no such file.
+        ParameterError: a relative path, outside every root (names them), or no such file.
     """
+    from geomlops.gateway.imagery import check_readable
+
     if "://" in imagery:
         return
     if not Path(imagery).is_absolute():
         raise ParameterError(f"imagery {imagery!r}: expected an absolute path or a URI")
-    if not Path(imagery).is_file():
-        raise ParameterError(f"imagery {imagery!r}: no such file on the gateway's machine")
+    check_readable(imagery, roots, what="imagery")
 
 
 def cut_chip(

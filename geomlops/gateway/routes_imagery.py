@@ -43,8 +43,10 @@ def _registered(parts: Gateway) -> list[imagery.Imagery]:
 
 
 def readable_roots(parts: Gateway) -> list[Path]:
-    """The folders whose GeoTIFFs are rendered by path."""
-    return list(parts.config.imagery_roots) or [parts.settings.home_dir]
+    """The folders whose rasters the gateway reads by path."""
+    return imagery.readable_roots(
+        parts.config.imagery_roots, parts.settings.home_dir, parts.settings.data_repo_url
+    )
 
 
 @router.get("", summary="Registered imagery")

@@ -25,6 +25,7 @@ from geomlops.gateway.inference import (
     cut_chip,
     predict,
 )
+from geomlops.gateway.routes_imagery import readable_roots
 from geomlops.gateway.schemas import InferenceRequest, OnDemandPrediction
 from geomlops.serving.manifests import ServedModel
 
@@ -72,7 +73,7 @@ def predict_area(
     from catalog_sync.mlm import ModelInput
 
     served = _served(parts, body.model, body.version, body.alias)
-    check_imagery_location(body.imagery)
+    check_imagery_location(body.imagery, readable_roots(parts))
     model_input = ModelInput.model_validate(served.model_input)
     chip, pixels = cut_chip(body.imagery, body.aoi, model_input, parts.config.predictions_max_pixels)
     found = predict(parts.settings, parts.config.serving_url, served, chip, pixels)

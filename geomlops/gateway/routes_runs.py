@@ -29,6 +29,7 @@ from geomlops.gateway.results import (
     stac_item_url,
     version_trace,
 )
+from geomlops.gateway.routes_imagery import readable_roots
 from geomlops.gateway.schemas import (
     BatchInferenceRequest,
     BatchPlanSummary,
@@ -140,7 +141,7 @@ def _batch_values(parts: Gateway, body: BatchInferenceRequest) -> dict[str, str]
     """The checked parameters of a batch inference run (its AOI still to be given)."""
     parts.catalogue.base_item(body.model)
     version = parts.catalogue.resolve(body.model, body.version, body.alias)
-    check_imagery_location(body.imagery)
+    check_imagery_location(body.imagery, readable_roots(parts))
     fixed = {"model": body.model, "model_version": body.alias or version, "imagery": body.imagery}
     return check_parameters("batch-inference", body.parameters, {**fixed, "aoi": ""})
 

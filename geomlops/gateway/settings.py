@@ -73,8 +73,9 @@ class GatewaySettings(BaseSettings):
     imagery_roots: list[Path] = Field(
         default_factory=list,
         description=(
-            "Folders whose GeoTIFFs the gateway renders as map tiles by path (JSON list); "
-            "default: the work folder ($GEOMLOPS_HOME)."
+            "Folders whose rasters the gateway reads by path: map tiles, plans, batch and "
+            "on-demand inference (JSON list); default: the work folder ($GEOMLOPS_HOME). The "
+            "local data repository is readable too."
         ),
     )
 

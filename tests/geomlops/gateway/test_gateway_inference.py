@@ -157,11 +157,29 @@ def _detail(answer: httpx.Response) -> str:
     return json.dumps(answer.json()["detail"])
 
 
-def test_refusals_name_the_field_and_the_limit(small: Served, tmp_path: Path) -> None:
-    imagery = str(_raster(tmp_path / "scene.tif", 100))
-    three_bands = str(_raster(tmp_path / "three.tif", 20, bands=3))
+def _readable(home: Path, tmp_path: Path) -> Path:
+    """A folder for this test's rasters in the gateway's work folder (where it reads imagery)."""
+    folder = home / "imagery" / tmp_path.name
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def test_refusals_name_the_field_and_the_limit(small: Served, catalogued: Path, tmp_path: Path) -> None:
+    imagery = str(_raster(_readable(catalogued, tmp_path) / "scene.tif", 100))
+    three_bands = str(_raster(_readable(catalogued, tmp_path) / "three.tif", 20, bands=3))
+    outside = str(_raster(tmp_path / "outside.tif", 100))  # a raster elsewhere on the machine
     inside = _aoi(10, 10, 30, 30)
     cases: list[tuple[dict[str, Any], int, str]] = [
+        (
+            {"model": MODEL, "alias": "production", "imagery": outside, "aoi": inside},
+            422,
+            "outside the folders the gateway reads imagery from",
+        ),
+        (
+            {"model": MODEL, "alias": "production", "imagery": "/etc/passwd", "aoi": inside},
+            422,
+            "GEOMLOPS_GATEWAY_IMAGERY_ROOTS",
+        ),
         ({"model": "no-such-model", "alias": "production", "imagery": imagery, "aoi": inside}, 404, "model"),
         ({"model": MODEL, "alias": "staging", "imagery": imagery, "aoi": inside}, 422, "alias 'staging'"),
         ({"model": MODEL, "version": "9", "imagery": imagery, "aoi": inside}, 422, "version '9'"),
@@ -231,9 +249,9 @@ def test_refusals_name_the_field_and_the_limit(small: Served, tmp_path: Path) ->
 
 
 def test_through_the_serving_endpoint_when_one_serves_the_version(
-    small: Served, serving: FakeServing, tmp_path: Path
+    small: Served, serving: FakeServing, catalogued: Path, tmp_path: Path
 ) -> None:
-    imagery = str(_raster(tmp_path / "scene.tif", 100))
+    imagery = str(_raster(_readable(catalogued, tmp_path) / "scene.tif", 100))
     body = {"model": MODEL, "alias": "production", "imagery": imagery, "aoi": _aoi(10, 20, 40, 45)}
     with small.client("operator") as operator:
         answer = operator.post("/api/v1/inference", json=body)

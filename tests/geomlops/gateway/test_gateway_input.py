@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +32,12 @@ def _detail(answer: httpx.Response) -> str:
 
 
 @pytest.fixture
-def imagery(tmp_path: Path) -> str:
-    path = tmp_path / "scene.tif"
+def imagery(catalogued: Path, tmp_path: Path) -> Iterator[str]:
+    """A file in the gateway's work folder, where it reads imagery by path."""
+    path = catalogued / f"{tmp_path.name}.tif"
     path.write_bytes(b"not read: every request here is refused before")
-    return str(path)
+    yield str(path)
+    path.unlink()
 
 
 CASES: list[tuple[str, str, dict[str, Any], int, str]] = [
@@ -89,6 +92,13 @@ CASES: list[tuple[str, str, dict[str, Any], int, str]] = [
         {"model": MODEL, "alias": "production", "imagery": IMAGERY},
         422,
         "imagery",
+    ),
+    (
+        "imagery outside the readable folders",
+        "batch-inference",
+        {"model": MODEL, "alias": "production", "imagery": "/etc/passwd"},
+        422,
+        "outside the folders the gateway reads imagery from",
     ),
     (
         "aoi not closed",
