@@ -121,7 +121,10 @@ class GeoJSONTransformer:
     ) -> None:
         self.lineage = {"model": model_name, "model_version": str(model_version), "mlflow_run_id": run_id}
         task_list = [t.strip() for t in tasks.split(",") if t.strip()]
-        extra = json.loads(options or "{}")
+        try:
+            extra = json.loads(options or "{}")
+        except ValueError as err:
+            raise PostprocessorError(f"options: not JSON ({err}): {options!r}") from err
         if not isinstance(extra, dict):
             raise PostprocessorError(
                 f"options: expected a JSON object of the MLM output's options, got {options!r}"

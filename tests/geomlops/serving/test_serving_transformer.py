@@ -152,3 +152,6 @@ def test_a_buildings_output_is_finished_as_batch_inference_finishes_it() -> None
         GeoJSONTransformer(
             **LINEAGE, post_processing_function="buildings", options='{"geomlops:buildings": {"squre": 1}}'
         )
+    for bad in ("{not json", "[1]"):
+        with pytest.raises(PostprocessorError, match=r"^options: "):
+            GeoJSONTransformer(**LINEAGE, post_processing_function="buildings", options=bad)
