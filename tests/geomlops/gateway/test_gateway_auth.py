@@ -202,7 +202,8 @@ def test_cli_creates_lists_and_revokes_keys(tmp_path: Path) -> None:
     assert re.fullmatch(r"gmk_[0-9a-f]{12}_[\w-]{43}", token) and "not shown again" in created.stderr
     listed = subprocess.run([GEOMLOPS, "gateway", "keys", "list"], env=env, capture_output=True, text=True)
     assert f"{key_id}\talice\tapprover" in listed.stdout and token not in listed.stdout
-    assert token.split("_")[2] not in (tmp_path / "gateway.db").read_bytes().decode("latin-1")
+    secret = token.split("_", 2)[2]  # URL-safe base64: it may hold "_" itself
+    assert len(secret) == 43 and secret not in (tmp_path / "gateway.db").read_bytes().decode("latin-1")
     subprocess.run([GEOMLOPS, "gateway", "keys", "revoke", key_id], env=env, check=True, capture_output=True)
     listed = subprocess.run([GEOMLOPS, "gateway", "keys", "list"], env=env, capture_output=True, text=True)
     assert "revoked" in listed.stdout

@@ -202,7 +202,12 @@ def test_kserve_transformer_in_front_of_the_predictor_answers_the_same(
     mounted.mkdir()
     for file, text in config_map["data"].items():
         (mounted / file).write_text(text)
-    [served] = (work["home"] / "serving" / "models").iterdir()  # where geomlops serve put them
+    # where geomlops serve put them (other tests serve other models from this work folder)
+    [served] = [
+        d
+        for d in (work["home"] / "serving" / "models").iterdir()
+        if model.run_id in (d / "MLmodel").read_text()
+    ]
     python = cached_interpreter(_environment_hash(work))
     assert python is not None
     p_port, t_port = free_port(), free_port()
