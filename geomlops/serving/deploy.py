@@ -79,7 +79,6 @@ def resolve_served_model(
         bands=len(spec.inputs[0].bands) or None,
         model_input=spec.inputs[0].model_dump(mode="json"),
         model_output=output.model_dump(mode="json"),
-        postprocessor_options=output.postprocessor_options,
         image=spec.inference_image or spec.training_image,
     )
 

@@ -71,9 +71,8 @@ class ServedModel(BaseModel):
         bands: number of input bands the model expects.
         model_input: the MLM input (bands, shape, data type, value scaling) the transformer
             checks chips against and prepares them by.
-        model_output: the MLM output (shape, dimensions, data type, classes, threshold) the
-            transformer reads the predictor's answer by.
-        postprocessor_options: the MLM output's post-processor options (``geomlops:buildings``).
+        model_output: the MLM output (shape, dimensions, data type, classes, threshold,
+            post-processor options) the transformer reads the predictor's answer by.
         image: the model's image (its MLM ``mlm:inference-runtime`` asset, else its training
             image), which runs the predictor in a cluster.
     """
@@ -90,7 +89,6 @@ class ServedModel(BaseModel):
     bands: int | None = None
     model_input: dict[str, Any] = {}
     model_output: dict[str, Any] = {}
-    postprocessor_options: dict[str, Any] = {}
     image: str | None = None
 
 
@@ -141,7 +139,8 @@ def transformer_parameters(model: ServedModel) -> dict[str, str]:
         "tasks": ",".join(model.tasks),
         "post_processing_function": model.post_processing_function or "",
         "classes": json.dumps({str(k): v for k, v in sorted(model.classes.items())}),
-        "options": json.dumps(model.postprocessor_options, sort_keys=True),
+        # the post-processor options the MLM output carries (geomlops:buildings)
+        "options": json.dumps(model.model_output.get("postprocessor_options") or {}, sort_keys=True),
     }
 
 

@@ -169,11 +169,12 @@ class GeoJSONTransformer:
             polys = canonical(in_scan_order(_rings.concat([found.pieces.final, found.pieces.edge])))
             geoms = to_geometries(polys, transform)
             classes = np.asarray(polys.classes, np.int64)
-            areas = polygon_areas(polys, transform, georef.crs)
             scores = None
             if self.finish is not None:  # as publishing finishes them; parts keep their class
                 geoms, index, areas = finish_each(self.finish, geoms, georef.crs)
                 classes = classes[index]
+            else:
+                areas = polygon_areas(polys, transform, georef.crs)
         else:
             geoms, classes, scores = found.geometries, found.classes, found.scores
             areas = geometry_areas(geoms, georef.crs) if len(geoms) else np.zeros(0)

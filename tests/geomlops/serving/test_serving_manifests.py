@@ -279,3 +279,14 @@ def test_apply_runs_kubectl_for_each_file(
         apply_serving_manifests([bad])
     with pytest.raises(ServingError, match=r"missing\.yaml: manifest not found"):
         apply_serving_manifests([first, tmp_path / "missing.yaml"])
+
+
+def test_the_transformer_gets_the_post_processor_options_of_the_mlm_output() -> None:
+    from geomlops.serving.manifests import transformer_parameters
+
+    options = {"geomlops:buildings": {"min_area_m2": 4.0, "square": True}}
+    buildings = MODEL.model_copy(
+        update={"model_output": {**MODEL.model_output, "postprocessor_options": options}}
+    )
+    assert json.loads(transformer_parameters(buildings)["options"]) == options
+    assert json.loads(transformer_parameters(MODEL)["options"]) == {}
