@@ -101,15 +101,6 @@ class ModelIO:
         chosen = DEFAULT_HALO if chosen is None else chosen
         if chosen < 0:
             raise InvalidModelItemError(f"halo: expected pixels >= 0, got {chosen}")
-        axis, scores, threshold = None, False, DEFAULT_THRESHOLD
-        values: tuple[int, ...] = ()
-        if output is not None:
-            dims = [d.lower() for d in output.dim_order]
-            found = [i for i, d in enumerate(dims) if d in CLASS_DIMENSIONS]
-            axis = found[0] if found else None
-            scores = axis is None and np.dtype(output.data_type).kind == "f"
-            values = tuple(c.value for c in output.classes)
-            threshold = output.threshold if output.threshold is not None else DEFAULT_THRESHOLD
         return cls(
             bands=model_input.bands,
             data_type=model_input.data_type,
@@ -117,11 +108,14 @@ class ModelIO:
             size=size,
             resize_type=model_input.resize_type,
             halo=chosen,
-            class_axis=axis,
-            scores=scores,
-            class_values=values,
-            threshold=threshold,
+            **_reading(output),
         )
+
+    @classmethod
+    def from_output(cls, output: ModelOutput) -> ModelIO:
+        """Only how the model's answers are read (no preparation, no halo): where the answer
+        arrives without its input, as at an output transformer."""
+        return cls(halo=0, **_reading(output))
 
     # -- before predict
 
@@ -228,6 +222,21 @@ class ModelIO:
         values = self.class_values
         below, above = (values[0], values[1]) if len(values) >= 2 else (0, values[0] if values else 1)
         return np.where(score > self.threshold, np.uint8(above), np.uint8(below)).astype(np.uint8)
+
+
+def _reading(output: ModelOutput | None) -> dict[str, Any]:
+    """The fields of :class:`ModelIO` that read answers, from the MLM output (none: class values)."""
+    if output is None:
+        return {}
+    dims = [d.lower() for d in output.dim_order]
+    found = [i for i, d in enumerate(dims) if d in CLASS_DIMENSIONS]
+    axis = found[0] if found else None
+    return {
+        "class_axis": axis,
+        "scores": axis is None and np.dtype(output.data_type).kind == "f",
+        "class_values": tuple(c.value for c in output.classes),
+        "threshold": output.threshold if output.threshold is not None else DEFAULT_THRESHOLD,
+    }
 
 
 def _class_values(out: NDArray[Any]) -> NDArray[np.uint8]:

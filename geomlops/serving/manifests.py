@@ -16,10 +16,13 @@ must be able to read the model's files' store as the platform gives them (``/mnt
   protocol, and whose transformer is MLServer with :class:`geomlops.serving.runtime.GeoChipRuntime`
   (chip in, prepared and read by the MLM item, GeoJSON out);
 - Seldon Core v1: a ``SeldonDeployment`` graph, that container as the ``MODEL`` (it answers
-  Seldon's model API too) under the transformer as ``OUTPUT_TRANSFORMER``;
+  Seldon's model API too) between the transformer as ``TRANSFORMER`` (chip prepared by the MLM
+  input) and as ``OUTPUT_TRANSFORMER`` (answer read by the MLM output, GeoJSON out);
 - Seldon Core v2: the model on an MLServer with the ``mlflow`` capability, the transformer on
   one offering :data:`TRANSFORMER_CAPABILITY`. Core 2 runs models only on its MLServer or
-  Triton servers, so there the ``mlflow`` server's image must hold the model's requirements.
+  Triton servers, so there the ``mlflow`` server's image must hold the model's requirements,
+  and the pipeline's first step is the model: the client sends the chip prepared as the MLM
+  input says; the transformer reads the answer by the MLM output.
 """
 
 from __future__ import annotations
@@ -144,6 +147,16 @@ def transformer_parameters(model: ServedModel) -> dict[str, str]:
     }
 
 
+def seldon_parameters(model: ServedModel) -> dict[str, str]:
+    """The transformer's arguments in a Seldon graph: :func:`transformer_parameters` and the MLM
+    input and output, by which it prepares chips before the model and reads its answers after
+    (the MLServer runtime of KServe and of one machine takes those from its own settings)."""
+    return transformer_parameters(model) | {
+        "input": json.dumps(model.model_input, sort_keys=True),
+        "output": json.dumps(model.model_output, sort_keys=True),
+    }
+
+
 def _model_image(model: ServedModel) -> str:
     if not model.image:
         raise ServingError(
@@ -187,28 +200,34 @@ def predictor_volume(model: ServedModel) -> dict[str, Any]:
 
 def seldon_v1(model: ServedModel, *, namespace: str, secret: str, image: str) -> list[dict[str, Any]]:
     """The predictor's ConfigMap and a ``SeldonDeployment``: the model's image running the
-    predictor as the ``MODEL`` under the transformer as ``OUTPUT_TRANSFORMER``.
+    predictor as the ``MODEL``, between the transformer as ``TRANSFORMER`` (before it) and as
+    ``OUTPUT_TRANSFORMER`` (after it).
 
-    The request reaches the predictor (Seldon's model API, in the model's own environment);
-    its output goes to the transformer, which answers with GeoJSON. The chip's georeference
-    travels in ``meta.tags`` (``crs``, ``transform``). The storage initializer reads the
-    object store with the env of ``secret`` (``envSecretRefName``; rclone's
+    The request holds the chip's band values and, in ``meta.tags``, its georeference (``crs``,
+    ``transform``). The ``preprocess`` node prepares the chip as the MLM input says (band
+    count, scaling, type, fixed size); the predictor (Seldon's model API, in the model's own
+    environment) answers; the ``postprocess`` node reads the answer as the MLM output says
+    (class values, arg-max, threshold) and answers with GeoJSON. The storage initializer reads
+    the object store with the env of ``secret`` (``envSecretRefName``; rclone's
     ``RCLONE_CONFIG_S3_*`` keys) and puts the model's files in ``/mnt/models``.
     """
     name = k8s_name(model.name)
-    params = [{"name": k, "type": "STRING", "value": v} for k, v in transformer_parameters(model).items()]
-    transformer = {
-        "name": "postprocess",
-        "image": image,
-        "command": [
-            "seldon-core-microservice",
-            TRANSFORMER_CLASS,
-            # the wrapper serves /transform-output as a TRANSFORMER; the graph node makes it an
-            # output one
-            "--service-type",
-            "TRANSFORMER",
-        ],
-    }
+    params = [{"name": k, "type": "STRING", "value": v} for k, v in seldon_parameters(model).items()]
+
+    def transformer(node: str) -> dict[str, Any]:
+        return {
+            "name": node,
+            "image": image,
+            "command": [
+                "seldon-core-microservice",
+                TRANSFORMER_CLASS,
+                # the wrapper serves /transform-input and /transform-output as a TRANSFORMER;
+                # the graph node says which of them Seldon calls
+                "--service-type",
+                "TRANSFORMER",
+            ],
+        }
+
     return [
         predictor_config_map(model, namespace),
         {
@@ -227,7 +246,8 @@ def seldon_v1(model: ServedModel, *, namespace: str, secret: str, image: str) ->
                             {
                                 "spec": {
                                     "containers": [
-                                        transformer,
+                                        transformer("preprocess"),
+                                        transformer("postprocess"),
                                         predictor_container(model, "model", served_as=model.name, port=None),
                                     ],
                                     "volumes": [predictor_volume(model)],
@@ -235,18 +255,26 @@ def seldon_v1(model: ServedModel, *, namespace: str, secret: str, image: str) ->
                             }
                         ],
                         "graph": {
-                            "name": "postprocess",
-                            "type": "OUTPUT_TRANSFORMER",
+                            "name": "preprocess",
+                            "type": "TRANSFORMER",
                             "endpoint": {"type": "REST"},
                             "parameters": params,
                             "children": [
                                 {
-                                    "name": "model",
-                                    "type": "MODEL",
+                                    "name": "postprocess",
+                                    "type": "OUTPUT_TRANSFORMER",
                                     "endpoint": {"type": "REST"},
-                                    "modelUri": model.model_uri,
-                                    "envSecretRefName": secret,
-                                    "children": [],
+                                    "parameters": params,
+                                    "children": [
+                                        {
+                                            "name": "model",
+                                            "type": "MODEL",
+                                            "endpoint": {"type": "REST"},
+                                            "modelUri": model.model_uri,
+                                            "envSecretRefName": secret,
+                                            "children": [],
+                                        }
+                                    ],
                                 }
                             ],
                         },
@@ -266,7 +294,7 @@ def seldon_v2(model: ServedModel, *, namespace: str, secret: str) -> list[dict[s
     """
     name = k8s_name(model.name)
     transformer = k8s_name(f"{name}-postprocess")
-    params = [{"name": k, "value": v} for k, v in transformer_parameters(model).items()]
+    params = [{"name": k, "value": v} for k, v in seldon_parameters(model).items()]
     return [
         {
             "apiVersion": "mlops.seldon.io/v1alpha1",

@@ -7,10 +7,14 @@ vectorizer's kernel. Every feature carries its class, area in square metres with
 (``geodesic`` on a geographic CRS's ellipsoid, ``planar`` in a projected one), the model name,
 version and MLflow run id.
 
-:class:`GeoJSONTransformer` also follows seldon-core's Python wrapper interface
-(``transform_output(X, features_names, meta)``, ``tags()``), so the same class runs as an
-``OUTPUT_TRANSFORMER`` under ``seldon-core-microservice``. Its imports stay light (numpy, shapely,
-contourpy, affine, pyproj): the seldon-core environment pins numpy < 2 and has no GDAL.
+:class:`GeoJSONTransformer` also follows seldon-core's Python wrapper interface, so the same class
+runs under ``seldon-core-microservice`` on both sides of the model in a ``SeldonDeployment``
+graph: as its ``TRANSFORMER`` (``transform_input_raw``: the chip's band values prepared as the
+MLM input says, in the model's band order, scaling, type and size) and as its
+``OUTPUT_TRANSFORMER`` (``transform_output``: the model's raw answer read as the MLM output says
+(class values, arg-max of per-class scores, or one score above the threshold), then GeoJSON).
+Its imports stay light (numpy, shapely, contourpy, affine, pyproj, pydantic): the seldon-core
+environment pins numpy < 2 and has no GDAL.
 """
 
 from __future__ import annotations
@@ -18,14 +22,14 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import shapely
 from affine import Affine
 from numpy.typing import NDArray
 
-from geomlops.errors import ChipError, PostprocessorError
+from geomlops.errors import ChipError, GeomlopsError, PostprocessorError
 from postprocessing import _rings
 from postprocessing.finalize import (
     area_method,
@@ -39,6 +43,10 @@ from postprocessing.finalize import (
 from postprocessing.grid import Block
 from postprocessing.io import to_rfc7946, wgs84_transformer
 from postprocessing.registry import BlockOutput, PostProcessor, resolve_finisher, resolve_postprocessor
+
+if TYPE_CHECKING:
+    from catalog_sync.mlm import ModelInput
+    from steps.model_io import ModelIO
 
 #: class value of pixels with no data (``steps.predict.NODATA_CLASS``): never a feature
 NODATA = 255
@@ -102,9 +110,14 @@ class GeoJSONTransformer:
         background: class value that is not a feature (default 0); empty: keep every class.
         options: JSON object of the MLM output's post-processor options (``geomlops:buildings``):
             whole polygons are finished by its finisher as batch inference finishes them.
+        input: JSON object of the MLM input: how ``transform_input_raw`` prepares a chip.
+        output: JSON object of the MLM output: how ``transform_output`` reads the model's raw
+            answer. Empty: the answer is taken as class values. (:meth:`to_geojson` takes class
+            values whatever these say: the MLServer runtime reads answers itself.)
 
     Raises:
-        PostprocessorError: the MLM output names no registered post-processor.
+        PostprocessorError: the MLM output names no registered post-processor, or a JSON
+            parameter is malformed (named).
     """
 
     def __init__(
@@ -118,20 +131,16 @@ class GeoJSONTransformer:
         nodata: str | int = NODATA,
         background: str | int = 0,
         options: str = "{}",
+        input: str = "",
+        output: str = "",
     ) -> None:
         self.lineage = {"model": model_name, "model_version": str(model_version), "mlflow_run_id": run_id}
         task_list = [t.strip() for t in tasks.split(",") if t.strip()]
-        try:
-            extra = json.loads(options or "{}")
-        except ValueError as err:
-            raise PostprocessorError(f"options: not JSON ({err}): {options!r}") from err
-        if not isinstance(extra, dict):
-            raise PostprocessorError(
-                f"options: expected a JSON object of the MLM output's options, got {options!r}"
-            )
-        output = extra | {"tasks": task_list, "post_processing_function": post_processing_function or None}
-        self.postprocessor: PostProcessor = resolve_postprocessor(output)
-        self.finish = resolve_finisher(output)
+        extra = _json_object(options, "options", "the MLM output's post-processor options")
+        chosen = extra | {"tasks": task_list, "post_processing_function": post_processing_function or None}
+        self.postprocessor: PostProcessor = resolve_postprocessor(chosen)
+        self.finish = resolve_finisher(chosen)
+        self.model_input, self.io = _model_io(input, output)
         self.classes = {int(k): str(v) for k, v in json.loads(classes or "{}").items()}
         self.nodata = int(nodata) if str(nodata).strip() else None
         self.background = int(background) if str(background).strip() else None
@@ -205,21 +214,75 @@ class GeoJSONTransformer:
 
     # seldon-core Python wrapper interface
 
+    def transform_input_raw(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        """Seldon ``TRANSFORMER``: a chip's band values -> the model's input tensor.
+
+        ``data`` holds the chip as ``(bands, height, width)`` (or a batch of one), in the MLM
+        input's band order, as ``ndarray`` or ``tensor``; it is scaled, cast and resized as the
+        MLM input says and sent on as ``data.tensor`` of ``(1, bands, h, w)``. ``meta`` passes
+        through, its tags gaining ``chip_height`` and ``chip_width``, by which the output
+        transformer reads an answer given at the model's fixed size back onto the chip's grid.
+
+        Raises:
+            ChipError: no chip, or not the bands the MLM input lists; under the seldon-core
+                wrapper, as a 400.
+        """
+        try:
+            message = request if isinstance(request, Mapping) else {}
+            meta = dict(message.get("meta") or {})
+            chip = _message_array(message.get("data"))
+            if chip.ndim == 4 and chip.shape[0] == 1:
+                chip = chip[0]
+            if chip.ndim != 3:
+                raise ChipError(f"data: got shape {chip.shape}; expected the chip as (bands, height, width)")
+            bands = self.model_input.bands if self.model_input is not None else ()
+            if bands and chip.shape[0] != len(bands):
+                raise ChipError(
+                    f"data: {chip.shape[0]} bands; the model takes {len(bands)} ({', '.join(bands)}), "
+                    "in that order"
+                )
+            batch = chip[None]
+            if self.io is not None and self.model_input is not None:
+                prepared, _ = self.io.prepare(np.ma.masked_invalid(chip))
+                batch = self.io.to_model_size(prepared[None])
+            tags = dict(meta.get("tags") or {}) | {"chip_height": chip.shape[1], "chip_width": chip.shape[2]}
+        except GeomlopsError as err:
+            raise _bad_request(err) from err
+        tensor = {"shape": list(batch.shape), "values": batch.ravel().tolist()}
+        return {"data": {"names": [], "tensor": tensor}, "meta": meta | {"tags": tags}}
+
     def transform_output(
         self, X: Any, features_names: Sequence[str] | None = None, meta: Mapping[str, Any] | None = None
     ) -> dict[str, Any]:
         """Seldon ``OUTPUT_TRANSFORMER``: the model's output ``X`` -> GeoJSON (as ``jsonData``).
 
-        The chip's georeference comes from the request's ``meta.tags`` (``crs``, ``transform``).
+        ``X`` is read as the MLM output says (``output``): class values, the arg-max of per-class
+        scores, or one score above ``geomlops:threshold``, on the chip's grid (``chip_height``
+        and ``chip_width`` from the input transformer, else ``X``'s own). The chip's
+        georeference comes from the request's ``meta.tags`` (``crs``, ``transform``).
 
         Raises:
-            ChipError: the tags lack a georeference, or ``X`` is not a numeric array; under the
-                seldon-core wrapper, as its ``SeldonMicroserviceException`` with status 400 (the
-                client's fault, not the server's: the wrapper answers 500 to any other error).
+            ChipError: the tags lack a georeference, or ``X`` is not a numeric array or not the
+                answer the MLM output declares; under the seldon-core wrapper, as its
+                ``SeldonMicroserviceException`` with status 400 (the client's fault, not the
+                server's: the wrapper answers 500 to any other error).
         """
         try:
-            return self.to_geojson(np.asarray(X), Georeference.from_tags((meta or {}).get("tags")))
-        except ChipError as err:
+            tags = (meta or {}).get("tags") or {}
+            georef = Georeference.from_tags(tags)
+            answer = np.asarray(X)
+            if self.io is not None:
+                if answer.size == 0 or not np.issubdtype(answer.dtype, np.number):
+                    raise ChipError(
+                        f"model output: expected a numeric array, got {answer.dtype} {answer.shape}"
+                    )
+                if answer.ndim == 2 or (answer.ndim == 3 and self.io.class_axis is not None):
+                    answer = answer[None]  # a batch of one
+                height = int(tags.get("chip_height") or answer.shape[-2])
+                width = int(tags.get("chip_width") or answer.shape[-1])
+                answer = self.io.interpret(answer, height, width)[0]
+            return self.to_geojson(answer, georef)
+        except GeomlopsError as err:
             raise _bad_request(err) from err
 
     def tags(self) -> dict[str, str]:
@@ -227,7 +290,68 @@ class GeoJSONTransformer:
         return dict(self.lineage)
 
 
-def _bad_request(err: ChipError) -> Exception:
+def _json_object(text: str, name: str, what: str) -> dict[str, Any]:
+    """The JSON object parameter ``name`` (empty: none).
+
+    Raises:
+        PostprocessorError: not JSON, or not an object (``name`` and ``what`` it should be named).
+    """
+    try:
+        value = json.loads(text or "{}")
+    except ValueError as err:
+        raise PostprocessorError(f"{name}: not JSON ({err}): {text!r}") from err
+    if not isinstance(value, dict):
+        raise PostprocessorError(f"{name}: expected a JSON object of {what}, got {text!r}")
+    return value
+
+
+def _model_io(model_input: str, model_output: str) -> tuple[ModelInput | None, ModelIO | None]:
+    """The MLM input and how chips are prepared and answers read, from the ``input`` and
+    ``output`` parameters (both empty: neither).
+
+    Raises:
+        PostprocessorError: a parameter that is not the MLM object it should be (named).
+    """
+    from pydantic import ValidationError
+
+    from catalog_sync.mlm import ModelInput, ModelOutput
+    from steps.model_io import ModelIO
+
+    raw_input = _json_object(model_input, "input", "the MLM input")
+    raw_output = _json_object(model_output, "output", "the MLM output")
+    try:
+        parsed_input = ModelInput.model_validate(raw_input) if raw_input else None
+        parsed_output = ModelOutput.model_validate(raw_output) if raw_output else None
+    except ValidationError as err:
+        raise PostprocessorError(f"input/output: not an MLM input and output ({err})") from err
+    try:
+        if parsed_input is not None:
+            return parsed_input, ModelIO.from_parts(parsed_input, parsed_output, halo=0)
+        return None, ModelIO.from_output(parsed_output) if parsed_output is not None else None
+    except GeomlopsError as err:
+        raise PostprocessorError(f"input/output: {err}") from err
+
+
+def _message_array(data: Any) -> NDArray[np.float32]:
+    """The array of a Seldon message's ``data`` (``ndarray``, or ``tensor`` with shape and values).
+
+    Raises:
+        ChipError: neither, or not numbers of that shape.
+    """
+    if not isinstance(data, Mapping):
+        raise ChipError("data: expected {'ndarray': [...]} or {'tensor': {'shape': [...], 'values': [...]}}")
+    try:
+        if isinstance(data.get("tensor"), Mapping):
+            tensor = data["tensor"]
+            return np.asarray(tensor.get("values"), np.float32).reshape(tensor.get("shape"))
+        if "ndarray" in data:
+            return np.asarray(data["ndarray"], np.float32)
+    except (TypeError, ValueError) as err:
+        raise ChipError(f"data: not an array of numbers of its shape ({err})") from err
+    raise ChipError("data: expected 'ndarray' or 'tensor'")
+
+
+def _bad_request(err: GeomlopsError) -> Exception:
     """``err`` as the seldon-core wrapper reports a bad request (400), where it is installed."""
     try:
         from seldon_core.flask_utils import SeldonMicroserviceException

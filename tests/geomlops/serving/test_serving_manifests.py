@@ -84,7 +84,9 @@ def _predictor_script(
     assert container["args"][:2] == ["--model-dir", "/mnt/models"]
 
 
-def test_seldon_v1_graph_is_the_model_image_under_output_transformer(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_seldon_v1_graph_is_the_model_image_between_input_and_output_transformers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     for value in SECRET_VALUES:
         monkeypatch.setenv(f"AWS_{len(value)}", value)
     config_map, deployment = seldon_v1(MODEL, namespace="ns", secret="serving-creds", image="img:1")
@@ -94,22 +96,33 @@ def test_seldon_v1_graph_is_the_model_image_under_output_transformer(monkeypatch
     _traceable(deployment)
     [predictor] = deployment["spec"]["predictors"]
     graph = predictor["graph"]
-    assert graph["type"] == "OUTPUT_TRANSFORMER" and graph["name"] == "postprocess"
-    [child] = graph["children"]
+    assert graph["type"] == "TRANSFORMER" and graph["name"] == "preprocess"
+    [output] = graph["children"]
+    assert output["type"] == "OUTPUT_TRANSFORMER" and output["name"] == "postprocess"
+    [child] = output["children"]
     assert child["type"] == "MODEL" and "implementation" not in child
     assert child["modelUri"] == URI  # Seldon's storage initializer puts it in /mnt/models
     assert child["envSecretRefName"] == "serving-creds"
-    params = {p["name"]: p["value"] for p in graph["parameters"]}
-    assert params["model_name"] == "Cloud_Mask" and params["run_id"] == RUN and params["model_version"] == "7"
-    assert json.loads(params["classes"]) == {"0": "clear", "1": "cloud"}
-    assert all(p["type"] == "STRING" for p in graph["parameters"])
+    for node in (graph, output):
+        params = {p["name"]: p["value"] for p in node["parameters"]}
+        assert (
+            params["model_name"] == "Cloud_Mask"
+            and params["run_id"] == RUN
+            and params["model_version"] == "7"
+        )
+        assert json.loads(params["classes"]) == {"0": "clear", "1": "cloud"}
+        # the MLM input and output: the chip prepared before the model, the answer read after it
+        assert json.loads(params["input"]) == MODEL.model_input
+        assert json.loads(params["output"]) == MODEL.model_output
+        assert all(p["type"] == "STRING" for p in node["parameters"])
     pod = predictor["componentSpecs"][0]["spec"]
-    container, model = pod["containers"]
+    before, after, model = pod["containers"]
     # Seldon joins graph nodes and containers by name
-    assert container["name"] == graph["name"] and model["name"] == child["name"]
-    assert container["image"] == "img:1"  # geomlops' image
-    assert container["command"][1] == "geomlops.serving.transformer.GeoJSONTransformer"
-    assert container["command"][2:] == ["--service-type", "TRANSFORMER"]
+    assert (before["name"], after["name"], model["name"]) == (graph["name"], output["name"], child["name"])
+    for container in (before, after):
+        assert container["image"] == "img:1"  # geomlops' image
+        assert container["command"][1] == "geomlops.serving.transformer.GeoJSONTransformer"
+        assert container["command"][2:] == ["--service-type", "TRANSFORMER"]
     _predictor_script(config_map, pod["volumes"], model)
     assert "--port" not in model["args"]  # Seldon's PREDICTIVE_UNIT_HTTP_SERVICE_PORT
     _no_secret_values([config_map, deployment])
@@ -130,6 +143,7 @@ def test_seldon_v2_model_and_pipeline() -> None:
     assert transformer["spec"]["secretName"] == "serving-creds"
     params = {p["name"]: p["value"] for p in transformer["spec"]["parameters"]}
     assert params["run_id"] == RUN and params["tasks"] == "semantic-segmentation"
+    assert json.loads(params["output"]) == MODEL.model_output  # the answer read by the MLM output
     steps = pipeline["spec"]["steps"]
     assert steps == [
         {"name": model["metadata"]["name"]},

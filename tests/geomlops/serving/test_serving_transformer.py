@@ -155,3 +155,31 @@ def test_a_buildings_output_is_finished_as_batch_inference_finishes_it() -> None
     for bad in ("{not json", "[1]"):
         with pytest.raises(PostprocessorError, match=r"^options: "):
             GeoJSONTransformer(**LINEAGE, post_processing_function="buildings", options=bad)
+
+
+def test_the_mlm_input_and_output_parameters_are_checked_when_the_transformer_is_made() -> None:
+    """Seldon passes the MLM input and output as strings: a malformed one is named at start, not
+    at the first request."""
+    for name, bad, expected in (
+        ("output", "{not json", r"^output: not JSON"),
+        ("input", "[1]", r"^input: expected a JSON object of the MLM input"),
+        ("output", '{"name": "x"}', r"^input/output: not an MLM input and output"),
+        ("output", '{"name": "p", "tasks": ["semantic-segmentation"], "shape": [-1, 2, -1, -1], '
+         '"dim_order": ["batch", "height", "width", "bands"], "data_type": "float32", "resize": 1}',
+         r"^input/output: not an MLM input and output"),
+    ):  # fmt: skip
+        with pytest.raises(PostprocessorError, match=expected):
+            GeoJSONTransformer(**LINEAGE, **{name: bad})
+    # an output read by arg-max: class 1 where its channel scores higher
+    output = {"name": "p", "tasks": ["semantic-segmentation"], "shape": [-1, 2, -1, -1],
+              "dim_order": ["batch", "classes", "height", "width"], "data_type": "float32",
+              "classes": [{"value": 0, "name": "clear"}, {"value": 1, "name": "cloud"}]}  # fmt: skip
+    scores = np.zeros((1, 2, 20, 24), np.float32)
+    scores[0, 0] = 0.6
+    scores[0, 1, 2:7, 3:9] = 0.9
+    tags = {"crs": "EPSG:32616", "transform": list(GEOREF.transform)}
+    answer = GeoJSONTransformer(**LINEAGE, output=json.dumps(output)).transform_output(
+        scores, meta={"tags": tags}
+    )
+    [feature] = answer["features"]
+    assert feature["properties"]["class"] == 1 and feature["properties"]["area"] == pytest.approx(30 * 900.0)
