@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -416,7 +418,9 @@ class _Quicklook:
 
     The canvas has one cell per pixel of the decimated imagery (at most 1,024 on the longer side),
     so memory stays the same for a town or a country: the outlines are not kept, only the cells
-    they cross. A polygon smaller than a cell shows as one cell.
+    they cross. A polygon smaller than a cell shows as one cell. The decimated imagery is read in
+    a thread while the outlines are burnt (GDAL reads without Python's lock): on a large scene
+    reading every block of the imagery takes seconds.
     """
 
     #: outline colour (RGB, 0-1)
@@ -433,16 +437,18 @@ class _Quicklook:
             scale = max(1, max(src.width, src.height) // 1024)
             shape = (max(1, src.height // scale), max(1, src.width // scale))
             self.bands = rgb_bands(model_item, [c.name for c in src.colorinterp])
-            # each band read once, masked where the imagery has no data
-            read = {b: src.read(b, out_shape=shape, masked=True) for b in dict.fromkeys(self.bands)}
-            rgb = np.dstack([np.ma.filled(read[b].astype("float32"), np.nan) for b in self.bands])
-        # one stretch for the three bands keeps the imagery's colour balance
-        lo, hi = np.nanpercentile(rgb, [2, 98]) if not np.isnan(rgb).all() else (0.0, 1.0)
-        self.rgb = np.nan_to_num(np.clip((rgb - lo) / max(hi - lo, 1e-9), 0, 1), nan=1.0)
         self.outline = np.zeros(shape, np.bool_)
         self.plan = plan
         # world -> canvas cell: the inverse of the imagery's transform scaled to the canvas
         self._to_cell = ~(_affine(plan) @ Affine.scale(plan.width / shape[1], plan.height / shape[0]))
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="quicklook")
+        self._backdrop = self._pool.submit(_backdrop, plan.imagery, self.bands, shape)
+        self._pool.shutdown(wait=False)
+
+    @property
+    def rgb(self) -> Any:
+        """The imagery, stretched to 0..1 (white where it has no data), once it has been read."""
+        return self._backdrop.result()
 
     def add(self, geoms: Any, max_points: int = 1 << 20) -> None:
         """Burn the outlines of a batch of polygons (in the imagery's CRS) into the canvas: each
@@ -501,6 +507,20 @@ class _Quicklook:
             fig.savefig(path, format="png", bbox_inches="tight", metadata={"Software": None})
         finally:
             plt.close(fig)
+
+
+def _backdrop(imagery: str, bands: Sequence[int], shape: tuple[int, int]) -> Any:
+    """``bands`` of ``imagery`` decimated to ``shape``, as RGB stretched to 0..1 (one stretch for
+    the three, which keeps the imagery's colour balance; white where it has no data)."""
+    import numpy as np
+    import rasterio
+
+    with rasterio.open(imagery) as src:
+        # each band read once, masked where the imagery has no data
+        read = {b: src.read(b, out_shape=shape, masked=True) for b in dict.fromkeys(bands)}
+        rgb = np.dstack([np.ma.filled(read[b].astype("float32"), np.nan) for b in bands])
+    lo, hi = np.nanpercentile(rgb, [2, 98]) if not np.isnan(rgb).all() else (0.0, 1.0)
+    return np.nan_to_num(np.clip((rgb - lo) / max(hi - lo, 1e-9), 0, 1), nan=1.0)
 
 
 def read_plan(output: Path) -> BatchPlan:

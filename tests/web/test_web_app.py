@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from postprocessing.pmtiles import read_archive
+
 from .conftest import APPROVER, WebGateway
 
 pytestmark = pytest.mark.slow
@@ -190,6 +192,15 @@ def test_draw_plan_run_and_trace_a_polygon(web_gateway: WebGateway, app: Any, sc
     page.wait_for_function(MAP_IDLE)
     page.wait_for_timeout(500)
     page.wait_for_function(MAP_IDLE)
+    # the opening view (the AOI, at the archive's most detailed level or deeper): every polygon
+    # in view is drawn whole, as the GeoParquet has it
+    archive = web_gateway.home / f"web-{run_id}.pmtiles"
+    with web_gateway.client("viewer") as viewer:
+        archive.write_bytes(viewer.get(f"/api/v1/runs/{run_id}/predictions.pmtiles").content)
+    header = read_archive(archive).header
+    assert page.evaluate("() => window.geomlopsMap.getZoom()") >= header["max_zoom"]
+    counts = page.locator(".in-view")
+    assert counts.get_attribute("data-grouped") == "0"
     rendered = page.evaluate(
         "() => { const m = window.geomlopsMap; const b = m.getBounds();"
         " const ids = [...new Set(m.queryRenderedFeatures({layers: ['predictions-fill']})"
@@ -202,16 +213,9 @@ def test_draw_plan_run_and_trace_a_polygon(web_gateway: WebGateway, app: Any, sc
     assert page.locator(".in-view").get_attribute("data-count") == str(len(in_view))
 
     # a click on a polygon tells where it came from
-    point = page.evaluate(
-        "() => { const m = window.geomlopsMap; const c = m.getCanvas();"
-        " const w = c.clientWidth, h = c.clientHeight;"
-        " for (let y = 10; y < h; y += 6) for (let x = 10; x < w; x += 6) {"
-        "  const f = m.queryRenderedFeatures([x, y], {layers: ['predictions-fill']});"
-        "  if (f.length) return [x, y, f[0].properties.feature_id]; } return null; }"
-    )
+    point = _find_on_map(page, "f.length")
     assert point is not None
-    box = page.locator(".map canvas").bounding_box()
-    page.mouse.click(box["x"] + point[0], box["y"] + point[1])
+    page.mouse.click(point[0], point[1])
     picked = page.locator(".picked dl")
     picked.wait_for()
     with web_gateway.client("viewer") as viewer:
@@ -221,12 +225,66 @@ def test_draw_plan_run_and_trace_a_polygon(web_gateway: WebGateway, app: Any, sc
     assert shown["MLflow run"] == lineage["mlflow_run_id"]
     assert shown["Dataset hash"] == str(lineage["dataset_hash"]) and lineage["dataset_hash"]
     assert shown["Code commit"] == str(lineage["code_commit"] or "–")
-    assert shown["Feature"] == str(point[2])
-    row = _parquet_row(web_gateway, run_id, point[2])
+    assert shown["Feature"] == str(point[2]["feature_id"])
+    row = _parquet_row(web_gateway, run_id, point[2]["feature_id"])
     assert shown["Block"] == str(row["block_id"]) and shown["Class"].startswith(str(row["class"]))
     accessible(page, "results")
     shot(page, screenshots, "05-results-lineage")
+
+    # zoomed out to the coarsest level: the small polygons are drawn as the cells they fall in,
+    # and the count in view still counts every polygon of the scene
+    bounds = [header[k] / 1e7 for k in ("min_lon_e7", "min_lat_e7", "max_lon_e7", "max_lat_e7")]
+    coarsest = header["min_zoom"] + 0.5
+    page.evaluate(
+        f"() => {{ window.geomlopsMap.fitBounds({bounds}, {{animate: false, maxZoom: {coarsest}}}); }}"
+    )
+    page.wait_for_function(MAP_IDLE)
+    page.wait_for_timeout(500)
+    page.wait_for_function(MAP_IDLE)
+    grouped = int(counts.get_attribute("data-grouped"))
+    assert grouped > 0 and int(counts.get_attribute("data-whole")) > 0
+    assert int(counts.get_attribute("data-count")) == len(_parquet(web_gateway, run_id))
+    # a cell is under a screen pixel: the map's click is dispatched at the centre of one
+    cell = page.evaluate(
+        "() => { const m = window.geomlopsMap; const layers = ['predictions-fill'];"
+        " for (const f of m.queryRenderedFeatures({layers})) {"
+        "  if (f.properties.feature_id >= 0 || f.geometry.type !== 'Polygon') continue;"
+        "  const r = f.geometry.coordinates[0];"
+        "  const p = m.project([(r[0][0] + r[2][0]) / 2, (r[0][1] + r[2][1]) / 2]);"
+        "  const under = m.queryRenderedFeatures(p, {layers});"
+        "  if (under.length && under[0].properties.feature_id < 0) {"
+        "   m.fire('click', {point: p, lngLat: m.unproject(p), originalEvent: new MouseEvent('click')});"
+        "   return under[0].properties; } }"
+        " return null; }"
+    )
+    assert cell is not None
+    page.wait_for_selector("dd[data-field='Polygons']")
+    assert (
+        page.locator("dd[data-field='Polygons']")
+        .inner_text()
+        .startswith(f"{cell['features']}, each too small")
+    )
+    assert page.locator("dd[data-field='Area']").inner_text().endswith("m² in all")
+    shot(page, screenshots, "06-results-overview")
     page.close()
+
+
+def _find_on_map(page: Any, test: str, step: int = 3) -> tuple[int, int, dict[str, Any]] | None:
+    """The first whole pixel of the page over the map (scanned in rows) where ``test`` holds of
+    the rendered polygons ``f`` under it, with the first one's properties. A page's mouse events
+    land on whole pixels while the map's canvas may start at a fraction of one: a polygon
+    smaller than a pixel is found where a click will hit it."""
+    box = page.locator(".map canvas").bounding_box()
+    found = page.evaluate(
+        "([x0, y0, test, step]) => { const m = window.geomlopsMap; const c = m.getCanvas();"
+        " const judge = new Function('f', 'return ' + test);"
+        " for (let y = Math.ceil(y0) + 4; y < y0 + c.clientHeight - 4; y += step)"
+        "  for (let x = Math.ceil(x0) + 4; x < x0 + c.clientWidth - 4; x += step) {"
+        "   const f = m.queryRenderedFeatures([x - x0, y - y0], {layers: ['predictions-fill']});"
+        "   if (judge(f)) return [x, y, f[0].properties]; } return null; }",
+        [box["x"], box["y"], test, step],
+    )
+    return None if found is None else (found[0], found[1], found[2])
 
 
 def _parquet(web: WebGateway, run_id: str) -> Any:

@@ -77,12 +77,24 @@ export async function resultsPage(root: HTMLElement, session: Session, runId?: s
   map.addLayer({ id: LAYER, type: "fill", source: "predictions", "source-layer": layerName, paint: { "fill-color": colour, "fill-opacity": 0.5 } });
   // a dark outline: a class drawn in white still shows over bright imagery
   map.addLayer({ id: "predictions-line", type: "line", source: "predictions", "source-layer": layerName, paint: { "line-color": "#7a0177", "line-width": 1 } });
-  map.addLayer({ id: "predictions-selected", type: "line", source: "predictions", "source-layer": layerName, filter: ["==", ["get", "feature_id"], -1], paint: { "line-color": "#f5a524", "line-width": 3 } });
+  map.addLayer({ id: "predictions-selected", type: "line", source: "predictions", "source-layer": layerName, filter: ["==", ["get", "feature_id"], -2], paint: { "line-color": "#f5a524", "line-width": 3 } });
 
+  // at the coarser zoom levels polygons too small to see are drawn as the squares of the cells
+  // they fall in (feature_id -1, features: how many): counted by that number, each cell once
   const countInView = (): void => {
-    const ids = new Set(map.queryRenderedFeatures({ layers: [LAYER] }).map((f) => String(f.properties.feature_id ?? f.id)));
-    inView.textContent = `${ids.size} polygon${ids.size === 1 ? "" : "s"} in view`;
-    inView.dataset.count = String(ids.size);
+    const ids = new Set<string>();
+    const cells = new Map<string, number>();
+    for (const f of map.queryRenderedFeatures({ layers: [LAYER] })) {
+      const id = Number(f.properties.feature_id ?? f.id);
+      if (id >= 0) ids.add(String(id));
+      else if (f.geometry.type === "Polygon") cells.set(JSON.stringify(f.geometry.coordinates[0][0]), Number(f.properties.features ?? 1));
+    }
+    const grouped = [...cells.values()].reduce((a, b) => a + b, 0);
+    const n = ids.size + grouped;
+    inView.textContent = `${n} polygon${n === 1 ? "" : "s"} in view` + (grouped ? ` (${grouped} too small to draw one by one at this zoom, shown as cells)` : "");
+    inView.dataset.count = String(n);
+    inView.dataset.whole = String(ids.size);
+    inView.dataset.grouped = String(grouped);
   };
   map.on("idle", countInView);
 
@@ -94,18 +106,22 @@ export async function resultsPage(root: HTMLElement, session: Session, runId?: s
     const p = feature.properties as Record<string, unknown>;
     const cls = classes.find((c) => c.value === Number(p.class));
     const area = Number(p.area);
+    const cell = Number(p.feature_id) < 0;
     const rows: [string, string | Node][] = [
-      ["Class", `${p.class} ${String(p.class_name ?? cls?.name ?? "")}`.trim()],
-      ["Area", Number.isFinite(area) ? `${area.toFixed(1)} m²` : String(p.area ?? "–")],
+      ["Class", `${p.class} ${String(p.class_name ?? cls?.name ?? "")}`.trim() + (cell ? " (most of them)" : "")],
+      ...(cell ? [["Polygons", `${p.features}, each too small to draw at this zoom: zoom in to pick one`] as [string, string]] : []),
+      ["Area", (Number.isFinite(area) ? `${area.toFixed(1)} m²` : String(p.area ?? "–")) + (cell ? " in all" : "")],
       ["Model", String(p.model ?? lineage.model ?? run.parameters.model ?? "–")],
       ["Version", String(p.model_version ?? lineage.model_version ?? run.parameters.model_version ?? "–")],
       ["MLflow run", lineage.mlflow_run_url ? link(lineage.mlflow_run_url, String(p.mlflow_run_id ?? lineage.mlflow_run_id)) : String(p.mlflow_run_id ?? lineage.mlflow_run_id ?? "–")],
       ["Dataset hash", String(lineage.dataset_hash ?? p.dataset_hash ?? "–")],
       ["Code commit", String(lineage.code_commit ?? p.code_commit ?? "–")],
-      ["Block", String(p.block_id ?? p.block ?? "–")],
-      ["Feature", String(p.feature_id ?? feature.id ?? "–")],
+      ...(cell ? [] : [
+        ["Block", String(p.block_id ?? p.block ?? "–")],
+        ["Feature", String(p.feature_id ?? feature.id ?? "–")],
+      ] as [string, string][]),
     ];
-    map.setFilter("predictions-selected", ["==", ["get", "feature_id"], Number(p.feature_id ?? -1)]);
+    map.setFilter("predictions-selected", ["==", ["get", "feature_id"], cell ? -2 : Number(p.feature_id ?? -2)]);
     const dl = h("dl", { class: "lineage" });
     for (const [k, v] of rows) dl.append(h("dt", { text: k }), h("dd", { "data-field": k }, v));
     picked.replaceChildren(dl);
