@@ -6,9 +6,11 @@ classes 1 to 3, clustered in fields over an area about 300 km wide (UTM zone 16N
 block id of each; writes them to a GeoParquet (the predictions' own file) and times
 :func:`postprocessing.tiles.write_prediction_tiles` on it, at the zoom levels the imagery's
 resolution gives. Prints the archive's size, its zoom levels, the seconds to write it, and the
-ratio to the seconds pyarrow took to write the same features' GeoParquet, measured side by side.
+ratio to the seconds pyarrow took to write the same features' GeoParquet, measured side by side;
+with ``--compare``, also the seconds of one GDAL pass writing every feature at every level (how
+the archive was written before each level got its own archive and the overview its cells).
 
-    .venv/bin/python benchmarks/web_tiles.py [--features 1000000] [--work DIR] [--keep]
+    .venv/bin/python benchmarks/web_tiles.py [--features 1000000] [--work DIR] [--keep] [--compare]
 
 :func:`synthetic_predictions` is the generator (the web app's benchmarks can call it).
 """
@@ -107,6 +109,27 @@ def _geoparquet_seconds(parquet: Path, target: Path) -> float:
     return time.perf_counter() - started
 
 
+def _one_pass_seconds(parquet: Path, target: Path, zooms: tuple[int, int]) -> tuple[float, int]:
+    """Seconds and bytes of GDAL's PMTiles driver writing every feature at every level in one pass."""
+    import pyarrow as pa
+    import pyogrio
+
+    from postprocessing.tiles import LAYER, _batches, _schema
+
+    started = time.perf_counter()
+    pyogrio.write_arrow(
+        pa.RecordBatchReader.from_batches(_schema(), _batches(parquet, {1: "a", 2: "b", 3: "c"})),
+        str(target),
+        driver="PMTiles",
+        layer=LAYER,
+        geometry_name="geometry",
+        geometry_type="Polygon",
+        crs=CRS,
+        dataset_options={"MINZOOM": str(zooms[0]), "MAXZOOM": str(zooms[1])},
+    )
+    return time.perf_counter() - started, target.stat().st_size
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--features", type=int, default=1_000_000)
@@ -114,6 +137,9 @@ def main() -> None:
         "--work", type=Path, default=None, help="folder for the files (default: a temporary one)"
     )
     parser.add_argument("--keep", action="store_true", help="keep the files")
+    parser.add_argument(
+        "--compare", action="store_true", help="also time one GDAL pass writing every feature at every level"
+    )
     args = parser.parse_args()
 
     from postprocessing.tiles import write_prediction_tiles
@@ -140,6 +166,12 @@ def main() -> None:
             f"({info.features / seconds:,.0f} features/s)"
         )
         print(f"ratio              {seconds / reference:.1f} x the GeoParquet rewrite")
+        if args.compare:
+            before, size = _one_pass_seconds(
+                parquet, work / "one-pass.pmtiles", (info.min_zoom, info.max_zoom)
+            )
+            print(f"one GDAL pass      {before:.1f} s, {size / 1e6:.1f} MB (every feature at every level)")
+            print(f"speed-up           {before / seconds:.1f} x")
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)

@@ -15,10 +15,9 @@ whose centres share a cell of that size become the cell's square (``feature_id``
 predictions are still shows at every zoom. GDAL keeps at most 200,000 features a tile and
 coarsens tiles above 500 kB.
 
-Each level is written as its own archive (two at a time, the temporary database of GDAL's
-writer in memory when the level has at most ``MEMORY_FEATURES`` features), then the archives
-are joined into one (:mod:`postprocessing.pmtiles`): writing every feature into every level
-cost GDAL about 9 s a level for 150,000 features, most of it for specks no map could show.
+Each level is written as its own archive (two at a time), then the archives are joined into
+one (:mod:`postprocessing.pmtiles`): writing every feature into every level cost GDAL about
+9 s a level for 150,000 features, most of it for specks no map could show.
 Each feature carries ``class``, ``class_name``, ``area``, ``block_id``, ``feature_id`` (its
 row in the GeoParquet), which join it to its lineage, and ``features`` (1).
 """
@@ -27,7 +26,6 @@ from __future__ import annotations
 
 import math
 import os
-import uuid
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -52,9 +50,6 @@ MAX_TILE_FEATURES = 10_000
 LEVELS = 4
 #: the smallest polygon the overview levels keep, in square tile units of their zoom
 OVERVIEW_MIN_UNITS = 16
-#: the most features a level may have for GDAL's temporary database to be kept in memory
-#: (about 200 bytes a feature); a larger level's database is a file beside the archive
-MEMORY_FEATURES = 1_000_000
 #: web mercator's sphere radius (metres)
 _RADIUS = _WORLD / (2 * math.pi)
 
@@ -143,13 +138,12 @@ def item_class_names(item: Mapping[str, Any] | None) -> dict[int, str]:
 
 @dataclass(frozen=True)
 class _Level:
-    """One zoom level's archive: its zoom, the smallest polygon it holds whole (0: every one),
-    where it is written, and how many features it will hold."""
+    """One zoom level's archive: its zoom, the smallest polygon it holds whole (0: every one)
+    and where it is written."""
 
     zoom: int
     min_area: float
     part: Path
-    features: int
 
 
 def _batches(
@@ -283,11 +277,6 @@ def _write_level(
     import pyarrow as pa  # type: ignore[import-untyped,unused-ignore]
     import pyogrio  # type: ignore[import-untyped,unused-ignore]
 
-    database = (
-        f"/vsimem/geomlops-tiles-{uuid.uuid4().hex}.db"
-        if level.features <= MEMORY_FEATURES
-        else str(level.part.with_name(level.part.name + ".db"))
-    )
     batches = _batches(parquet, class_names, crs=crs, level=level, centres=centres)
     pyogrio.write_arrow(
         pa.RecordBatchReader.from_batches(_schema(), batches),
@@ -301,7 +290,6 @@ def _write_level(
             "MINZOOM": str(level.zoom),
             "MAXZOOM": str(level.zoom),
             "NAME": name,
-            "TEMPORARY_DB": database,
         },
     )
     return level.part
@@ -349,14 +337,11 @@ def write_prediction_tiles(
     while high < MAX_ZOOM and _densest(x, y, high) > max_tile_features:
         low, high = low + 1, high + 1
     latitude = math.degrees(math.atan(math.sinh(float(np.mean(y)) / _RADIUS)))
-    areas = pq.read_table(parquet, columns=["area"]).column("area").to_numpy()
     with atomic_path(target) as tmp:
         levels = []
         for zoom in range(high, low - 1, -1):  # the largest first: it sets the pace
             min_area = 0.0 if zoom == high else overview_min_area(zoom, latitude)
-            levels.append(
-                _Level(zoom, min_area, tmp.with_name(f"{tmp.name}.z{zoom}"), int((areas >= min_area).sum()))
-            )
+            levels.append(_Level(zoom, min_area, tmp.with_name(f"{tmp.name}.z{zoom}")))
         try:
             with ThreadPoolExecutor(max_workers=max(1, min(2, os.cpu_count() or 1))) as pool:
                 futures = [
@@ -376,5 +361,4 @@ def write_prediction_tiles(
         finally:
             for level in levels:
                 level.part.unlink(missing_ok=True)
-                level.part.with_name(level.part.name + ".db").unlink(missing_ok=True)
     return TilesInfo(target, low, high, target.stat().st_size, count)

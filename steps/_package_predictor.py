@@ -14,7 +14,6 @@ import json
 import os
 import struct
 import subprocess
-import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -211,15 +210,6 @@ def socket_predictor(
             reader.close()
 
 
-def model_interpreter(run_tags: dict[str, str]) -> str:
-    """The Python of the environment a run was trained in (its ``geomlops.environment`` tag),
-    else this interpreter (still in a separate process)."""
-    from steps.package_env import cached_interpreter
-
-    built = cached_interpreter(run_tags.get(ENVIRONMENT_TAG, "") or "-")
-    return str(built) if built else sys.executable
-
-
 def model_worker_inputs(model_uri: str, cache: Path) -> tuple[str, Path]:
     """The interpreter and a local folder of ``model_uri`` (``models:/NAME/VERSION``, ``runs:/``,
     a URI of the model's files or a local folder), downloaded once into ``cache``.
@@ -231,9 +221,11 @@ def model_worker_inputs(model_uri: str, cache: Path) -> tuple[str, Path]:
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
+    from steps.package_env import logged_model_python
+
     local = Path(model_uri.removeprefix("file://"))
     if local.is_dir():  # a model's files on this machine: no run to read the environment from
-        return model_interpreter({}), local
+        return logged_model_python("", local), local
     client = MlflowClient()
     tags: dict[str, str] = {}
     key = model_uri
@@ -251,10 +243,10 @@ def model_worker_inputs(model_uri: str, cache: Path) -> tuple[str, Path]:
             tags = client.get_run(model_uri.removeprefix("runs:/").split("/")[0]).data.tags
     except MlflowException as err:
         raise GeomlopsError(f"model {model_uri}: cannot be found ({err.message})") from err
-    python = model_interpreter(tags)
+    environment = tags.get(ENVIRONMENT_TAG, "")
     folder = cache / hashlib.sha256(key.encode()).hexdigest()[:24]
     if (folder / "MLmodel").is_file():
-        return python, folder
+        return logged_model_python(environment, folder), folder
     cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache) as tmp:
         try:
@@ -266,4 +258,4 @@ def model_worker_inputs(model_uri: str, cache: Path) -> tuple[str, Path]:
         except OSError:  # another task put it there first
             if not (folder / "MLmodel").is_file():
                 raise
-    return python, folder
+    return logged_model_python(environment, folder), folder

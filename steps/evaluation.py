@@ -12,7 +12,6 @@ means (class values, per-class scores, one score) come from its MLM item (:mod:`
 
 from __future__ import annotations
 
-import sys
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -41,7 +40,7 @@ from steps._metrics import per_class_table, segmentation_metrics
 from steps._package_predictor import package_predictor
 from steps._quicklook import write_quicklook
 from steps.model_io import ModelIO
-from steps.package_env import cached_interpreter
+from steps.package_env import logged_model_python
 
 QUICKLOOK_ARTIFACT = "evaluation/quicklook.png"
 METRICS_ARTIFACT = "evaluation/metrics.json"
@@ -152,22 +151,22 @@ def _loaded_model(
 ) -> Iterator[Callable[[NDArray[Any]], NDArray[Any]]]:
     """The run's model as ``predict(array)``, run in the model's own environment.
 
-    The interpreter is ``python``, else the one of the environment the run was trained in
-    (its ``geomlops.environment`` tag), else this one's; in every case a separate process,
-    so geomlops never imports the model's framework.
+    The interpreter is ``python``, else the one :func:`steps.package_env.logged_model_python`
+    chooses (the environment the run was trained in, or one built from the model's logged
+    declaration); in every case a separate process, so geomlops never imports the model's
+    framework.
     """
     import mlflow.artifacts
     from mlflow.exceptions import MlflowException
 
     run_id = run.info.run_id
-    if python is None:
-        built = cached_interpreter(run.data.tags.get(ENVIRONMENT_TAG, "") or "-")
-        python = str(built) if built else sys.executable
     with tempfile.TemporaryDirectory(prefix="geomlops-eval-") as tmp:
         try:
             local = mlflow.artifacts.download_artifacts(artifact_uri=artifact_uri, dst_path=tmp)
         except MlflowException as err:
             raise GeomlopsError(f"cannot load the model of run {run_id}: {err.message}") from err
+        if python is None:
+            python = logged_model_python(run.data.tags.get(ENVIRONMENT_TAG, ""), local)
         with package_predictor(python, local) as predict:
             yield predict
 

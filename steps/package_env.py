@@ -347,7 +347,12 @@ def ensure_environment(package_dir: str | Path) -> PackageEnvironment:
             the message); nothing is left in the cache.
     """
     package = Path(package_dir).resolve()
-    declaration = read_declaration(package)
+    return _ensure(package, read_declaration(package), package.name)
+
+
+def _ensure(package: Path, declaration: EnvironmentDeclaration, label: str) -> PackageEnvironment:
+    """The environment ``declaration`` (read from ``package``) asks for, built unless cached
+    (``label`` names what it is for in the build's messages)."""
     python, version = find_interpreter(declaration)
     key = declaration_hash(declaration, version)
     root = cache_root() / key[:32]
@@ -356,7 +361,7 @@ def ensure_environment(package_dir: str | Path) -> PackageEnvironment:
         with open(root.parent / f".{root.name}.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # a concurrent build of the same one waits here
             if not (root / _MARKER).is_file():
-                _build(package, declaration, python, version, root)
+                _build(package, declaration, python, version, root, label)
     return PackageEnvironment(
         root=root,
         python=root / "bin" / "python",
@@ -367,10 +372,11 @@ def ensure_environment(package_dir: str | Path) -> PackageEnvironment:
     )
 
 
-def _build(package: Path, declaration: EnvironmentDeclaration, python: str, version: str, root: Path) -> None:
+def _build(
+    package: Path, declaration: EnvironmentDeclaration, python: str, version: str, root: Path, label: str
+) -> None:
     print(
-        f"building the environment of {package.name} from its {declaration.source} "
-        f"(Python {version}) in {root}",
+        f"building the environment of {label} from its {declaration.source} (Python {version}) in {root}",
         file=sys.stderr,
     )
     if declaration.note:
@@ -392,7 +398,7 @@ def _build(package: Path, declaration: EnvironmentDeclaration, python: str, vers
             if done.returncode != 0:
                 tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-15:])
                 raise PackageEnvironmentError(
-                    f"cannot build the environment of {package.name} from its {declaration.source}: "
+                    f"cannot build the environment of {label} from its {declaration.source}: "
                     f"`uv {' '.join(args[1:3])}` failed:\n{tail}"
                 )
         (work / _MARKER).write_text(
@@ -432,6 +438,64 @@ def cached_interpreter(environment_hash: str) -> Path | None:
     """The interpreter of the cached environment with this hash, or None when it is not built."""
     root = cache_root() / environment_hash[:32]
     return root / "bin" / "python" if (root / _MARKER).is_file() else None
+
+
+def logged_model_python(environment_tag: str, model_dir: str | Path | None) -> str:
+    """The Python to run a logged model with, always in a process of its own.
+
+    In order: the environment its run was trained in (the run's ``geomlops.environment`` tag),
+    when this machine holds it; this interpreter, when it has what the model's logged
+    ``python_env.yaml`` asks for (its Python version and every requirement, at a version the
+    requirement admits); else the environment that file declares, built with uv and cached by
+    its content, as a package's is. So a model whose training environment is elsewhere (a
+    pod of the cluster, another machine) still predicts with its own framework, which
+    geomlops' environment need not have.
+
+    Raises:
+        InvalidPackageError, MissingInterpreterError, PackageEnvironmentError: the logged
+            environment cannot be read or built (the file or uv's error named).
+    """
+    built = cached_interpreter(environment_tag or "-")
+    if built is not None:
+        return str(built)
+    folder = Path(model_dir) if model_dir is not None else None
+    if folder is None or not (folder / "python_env.yaml").is_file():
+        return sys.executable  # nothing logged to build from (a model saved without MLflow's files)
+    declaration = _from_python_env(folder, "python_env.yaml")
+    if _satisfied_here(declaration):
+        return sys.executable
+    return str(_ensure(folder.resolve(), declaration, f"the model logged in {folder}").python)
+
+
+def _satisfied_here(declaration: EnvironmentDeclaration) -> bool:
+    """Whether this interpreter has the Python version and every requirement ``declaration``
+    lists (its included requirements files too)."""
+    from importlib import metadata
+
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    here = ".".join(map(str, sys.version_info[:3]))
+    if declaration.python and not _specifier(declaration.python, "python").contains(here, prereleases=True):
+        return False
+    lines = [d for d in declaration.dependencies if not d.startswith("-")]
+    for text in declaration.included.values():
+        lines += [line.split("#", 1)[0].strip() for line in text.splitlines()]
+    for line in lines:
+        if not line or line.startswith("-"):
+            continue
+        try:
+            requirement = Requirement(line)
+        except InvalidRequirement:
+            return False  # a URL or a path: only uv can tell
+        if requirement.marker is not None and not requirement.marker.evaluate():
+            continue
+        try:
+            version = metadata.version(requirement.name)
+        except metadata.PackageNotFoundError:
+            return False
+        if not requirement.specifier.contains(version, prereleases=True):
+            return False
+    return True
 
 
 def command_environment(

@@ -20,7 +20,6 @@ import hashlib
 import json
 import logging
 import shutil
-import sys
 import tempfile
 import warnings
 from collections.abc import Iterator
@@ -280,27 +279,29 @@ def _model_files(settings: Settings, model: ServedModel) -> Path:
     return folder
 
 
-def model_interpreter(settings: Settings, model: ServedModel) -> str:
-    """The Python of the environment ``model``'s run was trained in, else this interpreter."""
+def model_interpreter(settings: Settings, model: ServedModel, files: Path) -> str:
+    """The Python to run ``model`` (its files in ``files``) with: the environment its run was
+    trained in, else one with what its logged declaration asks for
+    (:func:`steps.package_env.logged_model_python`)."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
     from steps.evaluation import ENVIRONMENT_TAG
-    from steps.package_env import cached_interpreter
+    from steps.package_env import logged_model_python
 
     try:
         tags = MlflowClient(tracking_uri=settings.tracking_uri).get_run(model.run_id).data.tags
     except MlflowException:
         tags = {}
-    built = cached_interpreter(tags.get(ENVIRONMENT_TAG, "") or "-")
-    return str(built) if built else sys.executable
+    return logged_model_python(tags.get(ENVIRONMENT_TAG, ""), files)
 
 
 @contextmanager
 def _worker(settings: Settings, model: ServedModel) -> Iterator[Any]:
     from steps._package_predictor import package_predictor
 
-    with package_predictor(model_interpreter(settings, model), _model_files(settings, model)) as predict:
+    files = _model_files(settings, model)
+    with package_predictor(model_interpreter(settings, model, files), files) as predict:
         yield predict
 
 

@@ -12,6 +12,8 @@ import yaml
 from geomlops.errors import InvalidPackageError, MissingInterpreterError, PermanentError
 from steps.package_env import (
     PackageEnvironment,
+    _from_python_env,
+    _satisfied_here,
     cache_root,
     command_environment,
     declaration_hash,
@@ -179,3 +181,45 @@ def test_a_failed_install_leaves_nothing_in_the_cache(tmp_path: Path, env_cache:
         ensure_environment(package)
     assert [p.name for p in env_cache.iterdir() if not p.name.startswith(".")] == []
     assert not [p for p in env_cache.iterdir() if ".building-" in p.name]
+
+
+def _logged_model(folder: Path, python: str, requirements: str) -> Path:
+    """A model's files as MLflow logs them: ``python_env.yaml`` naming ``requirements.txt``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "MLmodel").write_text("flavors: {}\n")
+    (folder / "python_env.yaml").write_text(
+        f"python: {python}\nbuild_dependencies:\n- pip\ndependencies:\n- -r requirements.txt\n"
+    )
+    (folder / "requirements.txt").write_text(requirements)
+    return folder
+
+
+def test_a_logged_model_runs_where_its_requirements_are(tmp_path: Path, env_cache: Path) -> None:
+    """Without its training environment here, a model runs with this interpreter when it has
+    what the model's logged declaration asks for, else in an environment built from it."""
+    import sys
+    from importlib import metadata
+
+    from steps.package_env import logged_model_python
+
+    here = ".".join(map(str, sys.version_info[:3]))
+    numpy = metadata.version("numpy")
+    satisfied = _logged_model(tmp_path / "a", here, f"numpy=={numpy}\nmlflow>=2 # a comment\n")
+    assert logged_model_python("", satisfied) == sys.executable
+    assert not env_cache.exists()  # nothing built
+    # a requirement this interpreter lacks (cowsay), or a version it does not have: built
+    lacking = _logged_model(tmp_path / "b", here, "cowsay==6.1\n")
+    python = logged_model_python("", lacking)
+    assert Path(python).is_relative_to(env_cache)
+    done = subprocess.run([python, "-c", "import cowsay"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert logged_model_python("", lacking) == python  # cached by the declaration's content
+    older = _logged_model(tmp_path / "c", here, "numpy<1\n")
+    assert not _satisfied_here(_from_python_env(older, "python_env.yaml"))
+    other_python = _logged_model(tmp_path / "d", "3.9.1", f"numpy=={numpy}\n")
+    assert not _satisfied_here(_from_python_env(other_python, "python_env.yaml"))
+    # a run whose training environment is here runs in it, whatever was logged
+    assert logged_model_python(Path(python).parents[1].name, satisfied) == python
+    # a model saved without MLflow's files: this interpreter (nothing to build from)
+    (tmp_path / "bare").mkdir()
+    assert logged_model_python("", tmp_path / "bare") == sys.executable
