@@ -3,8 +3,9 @@
 geomlops never imports a model's framework: :func:`package_predictor` starts
 :mod:`steps._pyfunc_worker` with the package environment's Python and exchanges arrays with it
 as length-prefixed frames over its stdin and stdout (the framing, and why, is in that module's
-docstring). :func:`model_worker_inputs` finds, for a model URI, the interpreter of the
-environment it was trained in and a local copy of its files.
+docstring). :func:`model_worker_inputs` finds, for a model URI, a local copy of its files and
+the interpreter of its environment (the one it was trained in, else one built from what MLflow
+logged with it: :func:`steps.package_env.logged_model_python`).
 """
 
 from __future__ import annotations

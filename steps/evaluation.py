@@ -209,7 +209,8 @@ def score_segmentation(
         tracking_uri: MLflow tracking URI; default: the environment's.
         chip_size: Side of the chips predicted at once.
         python: interpreter of the model's environment; default: the one the run was
-            trained in, else this one (always in a separate process).
+            trained in, else one built from the model's logged declaration, else this one
+            where it has what the model needs (always in a separate process).
         model_classes: the model's MLM classes: they name the classes and give the values
             the model predicts (see :func:`mlm_classes`); default: the dataset's.
         parameters: evaluation parameters: label, background and ignore values
