@@ -10,14 +10,21 @@ places, and deeper where the predictions are so dense that a tile would hold mor
 level holds every feature whole. The coarser levels (``levels`` in all) are an overview, as
 tippecanoe makes one: a polygon smaller than ``OVERVIEW_MIN_UNITS`` square tile units (a
 quarter of a screen pixel on a 512-pixel tile) is not drawn alone there; the small polygons
-whose centres share a cell of that size become the cell's square (``feature_id`` -1,
-``features`` their count, ``area`` their summed area, ``class`` most of theirs), so where
-predictions are still shows at every zoom. GDAL keeps at most 200,000 features a tile and
-coarsens tiles above 500 kB.
+whose centres share a cell of ``OVERVIEW_CELL_UNITS`` tile units a side (two screen pixels)
+become one square at the cell's centre whose area is their summed area (so the overview keeps
+how much was predicted where, not only that something was; at least two tile units a side, or
+cutting the tile would round it away), with ``feature_id`` -1,
+``features`` their count, ``area`` their summed area and the ``class`` most of them have.
+GDAL keeps at most 200,000 features a tile and coarsens tiles above 500 kB.
 
 Each level is written as its own archive (two at a time), then the archives are joined into
 one (:mod:`postprocessing.pmtiles`): writing every feature into every level cost GDAL about
-9 s a level for 150,000 features, most of it for specks no map could show.
+9 s a level for 150,000 features, most of it for specks no map could show. GDAL's writer keeps
+the features of each tile in a temporary SQLite database; for a level of at most
+``MEMORY_FEATURES`` features it is kept in memory (``TEMPORARY_DB`` on ``/vsimem``: about 200
+bytes a feature, and half the time of a file), else in a file beside the archive. The PMTiles
+driver hands that option to its MVT writer without listing it, so GDAL's check of creation
+options is turned off while the archive is written.
 Each feature carries ``class``, ``class_name``, ``area``, ``block_id``, ``feature_id`` (its
 row in the GeoParquet), which join it to its lineage, and ``features`` (1).
 """
@@ -26,6 +33,7 @@ from __future__ import annotations
 
 import math
 import os
+import uuid
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -50,6 +58,12 @@ MAX_TILE_FEATURES = 10_000
 LEVELS = 4
 #: the smallest polygon the overview levels keep, in square tile units of their zoom
 OVERVIEW_MIN_UNITS = 16
+#: the side of the cells that gather the small polygons of an overview level, in tile units
+OVERVIEW_CELL_UNITS = 16
+#: the most features a level may have for GDAL's temporary database to be kept in memory
+MEMORY_FEATURES = 1_000_000
+#: GDAL's switch for its check of creation options
+_VALIDATE = "GDAL_VALIDATE_CREATION_OPTIONS"
 #: web mercator's sphere radius (metres)
 _RADIUS = _WORLD / (2 * math.pi)
 
@@ -157,8 +171,9 @@ def _batches(
     """The GeoParquet's features as the archive's columns (``feature_id``: the row,
     ``features``: 1). At an overview ``level`` the polygons under its ``min_area`` are not
     written one by one: those whose centres (``centres``, web mercator) share a cell of
-    ``OVERVIEW_MIN_UNITS`` square tile units become that cell's square, with the class most of
-    them have, their summed ``area``, their count in ``features`` and ``feature_id`` -1."""
+    ``OVERVIEW_CELL_UNITS`` tile units a side become one square of their summed area at the
+    cell's centre, with the class most of them have, their summed ``area``, their count in
+    ``features`` and ``feature_id`` -1."""
     import numpy as np
     import pyarrow as pa  # type: ignore[import-untyped,unused-ignore]
     import pyarrow.parquet as pq  # type: ignore[import-untyped,unused-ignore]
@@ -189,7 +204,7 @@ def _batches(
             area = areas.to_numpy(zero_copy_only=False)
             tiny = area < level.min_area
             if tiny.any():
-                size = _WORLD / 2**level.zoom / _EXTENT * math.sqrt(OVERVIEW_MIN_UNITS)
+                size = _WORLD / 2**level.zoom / _EXTENT * OVERVIEW_CELL_UNITS
                 x, y = centres[0][offset : offset + n][tiny], centres[1][offset : offset + n][tiny]
                 cell = np.floor((x + _WORLD / 2) / size).astype("int64") * (1 << 31) + np.floor(
                     (_WORLD / 2 - y) / size
@@ -228,11 +243,16 @@ def _cells(small: list[tuple[Any, Any, Any]], zoom: int, crs: str, columns: Any)
     first[1:] = pairs[0][order][1:] != pairs[0][order][:-1]
     majority = np.zeros(len(cells), "int64")
     majority[pairs[0][order][first]] = pairs[1][order][first]
-    size = _WORLD / 2**zoom / _EXTENT * math.sqrt(OVERVIEW_MIN_UNITS)
+    size = _WORLD / 2**zoom / _EXTENT * OVERVIEW_CELL_UNITS
     col, row = cells // (1 << 31), cells % (1 << 31)
-    west, north = col * size - _WORLD / 2, _WORLD / 2 - row * size
-    xs = np.stack([west, west + size, west + size, west, west], axis=1)
-    ys = np.stack([north, north, north - size, north - size, north], axis=1)
+    cx, cy = (col + 0.5) * size - _WORLD / 2, _WORLD / 2 - (row + 0.5) * size
+    # the summed ground area as web mercator area at the cell's latitude, at most the cell and
+    # at least two tile units a side (a smaller square is rounded away when the tile is cut)
+    stretch = np.cosh(cy / _RADIUS)  # 1 / cos(latitude)
+    unit = _WORLD / 2**zoom / _EXTENT
+    half = np.clip(np.sqrt(sums) * stretch, 2 * unit, size) / 2
+    xs = np.stack([cx - half, cx + half, cx + half, cx - half, cx - half], axis=1)
+    ys = np.stack([cy + half, cy + half, cy - half, cy - half, cy + half], axis=1)
     to_crs = Transformer.from_crs("EPSG:3857", crs, always_xy=True)
     x, y = to_crs.transform(xs.ravel(), ys.ravel())
     squares = shapely.polygons(np.stack([np.asarray(x), np.asarray(y)], axis=1).reshape(len(cells), 5, 2))
@@ -277,6 +297,11 @@ def _write_level(
     import pyarrow as pa  # type: ignore[import-untyped,unused-ignore]
     import pyogrio  # type: ignore[import-untyped,unused-ignore]
 
+    database = (
+        f"/vsimem/geomlops-tiles-{uuid.uuid4().hex}.db"
+        if len(centres[0]) <= MEMORY_FEATURES
+        else str(level.part.with_name(level.part.name + ".db"))
+    )
     batches = _batches(parquet, class_names, crs=crs, level=level, centres=centres)
     pyogrio.write_arrow(
         pa.RecordBatchReader.from_batches(_schema(), batches),
@@ -290,6 +315,7 @@ def _write_level(
             "MINZOOM": str(level.zoom),
             "MAXZOOM": str(level.zoom),
             "NAME": name,
+            "TEMPORARY_DB": database,
         },
     )
     return level.part
@@ -342,6 +368,10 @@ def write_prediction_tiles(
         for zoom in range(high, low - 1, -1):  # the largest first: it sets the pace
             min_area = 0.0 if zoom == high else overview_min_area(zoom, latitude)
             levels.append(_Level(zoom, min_area, tmp.with_name(f"{tmp.name}.z{zoom}")))
+        import pyogrio  # type: ignore[import-untyped,unused-ignore]
+
+        checked = pyogrio.get_gdal_config_option(_VALIDATE)
+        pyogrio.set_gdal_config_options({_VALIDATE: "NO"})  # TEMPORARY_DB: see the module's text
         try:
             with ThreadPoolExecutor(max_workers=max(1, min(2, os.cpu_count() or 1))) as pool:
                 futures = [
@@ -359,6 +389,8 @@ def write_prediction_tiles(
                 parts = [f.result() for f in futures]
             join_levels(parts, tmp)
         finally:
+            pyogrio.set_gdal_config_options({_VALIDATE: checked})
             for level in levels:
                 level.part.unlink(missing_ok=True)
+                level.part.with_name(level.part.name + ".db").unlink(missing_ok=True)
     return TilesInfo(target, low, high, target.stat().st_size, count)

@@ -156,8 +156,11 @@ def block_path(output: Path, block_id: str) -> Path:
 
 #: blocks per call of the model when its item suggests no batch size
 DEFAULT_BATCH = 4
-#: batches read ahead of the model, and predicted batches waiting to be written
+#: predicted batches waiting to be written, and the fewest batches read ahead of the model
 _QUEUE_DEPTH = 2
+#: the most bytes of prepared blocks read ahead of the model: while the worker starts and loads
+#: the model (seconds), reading goes on up to this (256 MiB), not two batches only
+READ_AHEAD_BYTES = 256 * 2**20
 
 
 def _model_io(spec: ModelSpec | None, halo: int | None) -> ModelIO:
@@ -234,7 +237,7 @@ def predict_group(
         opened = predictor()
     size = batch_size or (spec.batch_size if spec is not None else None) or DEFAULT_BATCH
     writer = _BlockWriter(plan, output, io)
-    ahead = _ReadAhead(_batches(plan, todo, io, size), _QUEUE_DEPTH)
+    ahead = _ReadAhead(_batches(plan, todo, io, size), _read_ahead_depth(plan, io, size))
     with (
         closing(ahead),
         opened as predict,
@@ -250,6 +253,21 @@ def predict_group(
         for future in pending:
             done += future.result()
     return done
+
+
+def _read_ahead_depth(plan: BatchPlan, io: ModelIO, size: int) -> int:
+    """Batches to read ahead: as many as ``READ_AHEAD_BYTES`` holds (a batch: ``size`` blocks
+    of the model's bands with their halo, in its data type, and their no-data masks), at least
+    ``_QUEUE_DEPTH``."""
+    import rasterio
+
+    bands = len(io.bands)
+    if not bands:
+        with rasterio.open(plan.imagery) as src:
+            bands = src.count
+    side = min(plan.block_size, max(plan.width, plan.height)) + 2 * io.halo
+    batch = size * side * side * (bands * np.dtype(io.data_type).itemsize + 1)
+    return int(max(_QUEUE_DEPTH, min(READ_AHEAD_BYTES // max(batch, 1), 256)))
 
 
 def _batches(

@@ -94,11 +94,14 @@ def test_dense_predictions_go_deeper_until_no_tile_is_too_full(tmp_path: Path) -
 
 def test_overview_levels_draw_polygons_too_small_to_see_as_cells(tmp_path: Path) -> None:
     """The most detailed level holds every feature; a coarser one holds whole only those of at
-    least 16 square tile units of its zoom (at 30.7° N: 16.9 m² at zoom 13, 67 m² at 12, 1,080 m²
-    at 10); the smaller ones there become the squares of the 4 x 4-unit cells they fall in."""
+        least 16 square tile units of its zoom (at 30.7° N: 16.9 m² at zoom 13, 67 m² at 12, 1,080 m²
+        at 10); the smaller ones there are gathered by cell (the squares' areas are checked below,
+    before the tiles round them to whole tile units)."""
+    from postprocessing.tiles import overview_min_area
+
     n = 7
     x = 500000 + 90 * np.arange(n)
-    x[6] = x[5] + 46  # beside the 40 m square: in its cell at zoom 10
+    x[6] = x[5] + 46
     sides = np.array([60.0, 5.0, 60.0, 5.0, 10.0, 40.0, 3.0])  # 3,600, 25, 100, 1,600 and 9 m²
     frame = geopandas.GeoDataFrame(
         {"class": [1, 1, 1, 2, 1, 1, 2], "area": sides**2, "block_id": [f"r0c{i}" for i in range(n)]},
@@ -112,28 +115,23 @@ def test_overview_levels_draw_polygons_too_small_to_see_as_cells(tmp_path: Path)
         parquet, target, crs=CRS, zooms=(10, 14), class_names={1: "roof", 2: "tent"}
     )
     assert info is not None and (info.min_zoom, info.max_zoom, info.features) == (10, 14, n)
-
-    def level(zoom: int) -> geopandas.GeoDataFrame:
-        return pyogrio.read_dataframe(target, ZOOM_LEVEL=str(zoom))
-
-    deepest = level(14)
+    deepest = pyogrio.read_dataframe(target, ZOOM_LEVEL="14")
     assert set(deepest["feature_id"]) == set(range(n)) and set(deepest["features"]) == {1}
-    z13 = level(13)
-    assert set(z13.loc[z13["feature_id"] >= 0, "feature_id"]) == {0, 1, 2, 3, 4, 5}  # 25 m² >= 16.9 m²
-    [cell] = z13.loc[z13["feature_id"] < 0].to_dict("records")  # the 9 m² square, as its cell
+    latitude = float(geopandas.GeoSeries(frame.geometry.centroid, crs=CRS).to_crs(4326).y.mean())
+    whole_at = {13: {0, 1, 2, 3, 4, 5}, 12: {0, 2, 4, 5}, 10: {0, 2, 5}}
+    for zoom, whole in whole_at.items():
+        level = pyogrio.read_dataframe(target, ZOOM_LEVEL=str(zoom))
+        big = frame["area"] >= overview_min_area(zoom, latitude)
+        assert set(np.flatnonzero(big)) == whole  # the thresholds the docstring gives
+        assert set(level.loc[level["feature_id"] >= 0, "feature_id"]) == whole
+        cells = level.loc[level["feature_id"] < 0]
+        # every small polygon is in one cell, its area counted once
+        assert cells["features"].sum() == n - len(whole)
+        assert np.isclose(cells["area"].sum(), frame.loc[~big, "area"].sum())
+        assert set(cells["class_name"]) <= {"roof", "tent"}
+    z13 = pyogrio.read_dataframe(target, ZOOM_LEVEL="13")
+    [cell] = z13.loc[z13["feature_id"] < 0].to_dict("records")  # the 9 m² square alone
     assert (cell["features"], cell["area"], cell["class"], cell["class_name"]) == (1, 9.0, 2, "tent")
-    z12 = level(12)
-    assert set(z12.loc[z12["feature_id"] >= 0, "feature_id"]) == {0, 2, 4, 5}
-    cells = z12.loc[z12["feature_id"] < 0]
-    assert sorted(cells["features"]) == [1, 1, 1] and sorted(cells["area"]) == [9.0, 25.0, 25.0]
-    assert set(cells["class_name"]) == {"roof", "tent"}
-    z10 = level(10)
-    assert set(z10.loc[z10["feature_id"] >= 0, "feature_id"]) == {0, 2, 5}  # 1,600 m² and more
-    cells = z10.loc[z10["feature_id"] < 0].sort_values("area")
-    # the 25 m² squares and the 100 m² one each alone; the 9 m² one beside the 40 m square
-    assert list(cells["features"]) == [1, 1, 1, 1] and list(cells["area"]) == [9.0, 25.0, 25.0, 100.0]
-    side = 40075016.685578488 / 2**10 / 4096 * 4  # 39.1 m of web mercator: the cell's side
-    assert np.allclose(cells.to_crs("EPSG:3857").area, side**2, rtol=1e-6)
     assert not list(tmp_path.glob(".*"))  # no level's archive or database left
 
 
@@ -152,13 +150,14 @@ def test_a_cell_takes_the_class_most_of_its_polygons_have() -> None:
         (np.array([cell_a, cell_b, cell_a]), np.array([2, 3, 1]), np.array([1.0, 2.0, 4.0])),
         (np.array([cell_a, cell_b]), np.array([2, 1]), np.array([8.0, 16.0])),
     ]
-    batch = _cells(small, 3, "EPSG:3857", columns).to_pydict()
+    batch = _cells(small, 11, "EPSG:3857", columns).to_pydict()
     assert batch["class"] == [2, 1]  # a: 2, 1, 2; b: a tie of 3 and 1, the lower value
     assert batch["features"] == [3, 2] and batch["area"] == [13.0, 18.0] and batch["feature_id"] == [-1, -1]
     squares = shapely.from_wkb(batch["geometry"])
-    side = 40075016.685578488 / 2**3 / 4096 * 4
-    assert np.allclose(shapely.area(squares), side**2)
-    assert np.allclose(
-        shapely.bounds(squares[0])[[0, 3]],
-        [5 * side - 40075016.685578488 / 2, 40075016.685578488 / 2 - 7 * side],
-    )
+    # squares of the summed area, stretched as web mercator stretches the ground at the cell
+    side = 40075016.685578488 / 2**11 / 4096 * 16
+    cy = 40075016.685578488 / 2 - 7.5 * side
+    stretch = np.cosh(cy / (40075016.685578488 / (2 * np.pi)))
+    assert np.allclose(shapely.area(squares), np.array([13.0, 18.0]) * stretch**2)
+    centre = shapely.centroid(squares[0])  # at the centre of its cell (column 5, row 7)
+    assert np.allclose([centre.x, centre.y], [5.5 * side - 40075016.685578488 / 2, cy])

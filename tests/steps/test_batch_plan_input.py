@@ -26,3 +26,25 @@ def test_imagery_without_georeference_is_named(tmp_path: Path, driver: str) -> N
     renamed = written.rename(tmp_path / "scene.tif")  # a JPEG renamed .tif is still a JPEG
     with pytest.raises(ImageryMismatchError, match=rf"scene.tif: {driver} file without a CRS; expected"):
         plan_batch(str(renamed), None, block_size=8, group_size=1)
+
+
+def test_blocks_are_read_ahead_as_far_as_the_memory_budget_allows(tmp_path: Path) -> None:
+    """While the worker starts, reading goes on up to READ_AHEAD_BYTES of prepared blocks, never
+    fewer than two batches (the building example: 4 blocks of 3 bands, 512 px and a 96 px halo,
+    in float32, 23.8 MB a batch)."""
+    from rasterio.transform import from_origin
+
+    from steps.batch import READ_AHEAD_BYTES, _read_ahead_depth
+    from steps.model_io import ModelIO
+
+    path = tmp_path / "drone.tif"
+    profile = {"driver": "GTiff", "width": 2048, "height": 2048, "count": 3, "dtype": "uint8"}
+    place = {"crs": "EPSG:32645", "transform": from_origin(330000, 3060000, 0.3, 0.3)}
+    with rasterio.open(path, "w", **profile, **place) as dst:
+        dst.write(np.zeros((3, 2048, 2048), np.uint8))
+    plan = plan_batch(str(path), None, block_size=512, group_size=64)
+    rgb = ModelIO(bands=("red", "green", "blue"), halo=96)
+    batch = 4 * 704 * 704 * (3 * 4 + 1)
+    assert _read_ahead_depth(plan, rgb, 4) == READ_AHEAD_BYTES // batch == 10
+    assert _read_ahead_depth(plan, ModelIO(halo=96), 4) == 10  # bands counted in the imagery
+    assert _read_ahead_depth(plan, rgb, 64) == 2  # a huge batch: two still
