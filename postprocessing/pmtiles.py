@@ -17,7 +17,7 @@ from __future__ import annotations
 import gzip
 import json
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from itertools import pairwise
 from pathlib import Path
@@ -185,19 +185,13 @@ def _directories(entries: list[Entry], compression: int, room: int) -> tuple[byt
         size *= 2
 
 
-def join_levels(
-    parts: Sequence[Path],
-    target: Path,
-    *,
-    metadata: Callable[[dict[str, Any], int, int], dict[str, Any]] | None = None,
-) -> dict[str, Any]:
-    """Join archives of distinct zoom levels into one archive at ``target``.
+def join_levels(parts: Sequence[Path], target: Path) -> dict[str, Any]:
+    """Join archives of distinct zoom levels into one archive at ``target``, with the most
+    detailed part's metadata, its ``minzoom``/``maxzoom`` (and its layers') widened.
 
     Args:
         parts: the archives, each of its own zoom levels (their tile ids never overlap).
         target: the archive to write.
-        metadata: the joined archive's metadata from the most detailed part's, the lowest and
-            the highest zoom; default: that metadata with ``minzoom``/``maxzoom`` widened.
 
     Returns:
         The joined archive's header fields.
@@ -223,13 +217,10 @@ def join_levels(
         entries += [replace(e, offset=e.offset + shift) for e in archive.entries]
         shift += archive.header["data_length"]
     compression = deepest.header["internal_compression"]
-    if metadata is None:
-        meta = dict(deepest.metadata) | {"minzoom": str(low), "maxzoom": str(high)}
-        meta["vector_layers"] = [
-            dict(layer) | {"minzoom": low, "maxzoom": high} for layer in meta.get("vector_layers") or []
-        ]
-    else:
-        meta = metadata(dict(deepest.metadata), low, high)
+    meta = dict(deepest.metadata) | {"minzoom": str(low), "maxzoom": str(high)}
+    meta["vector_layers"] = [
+        dict(layer) | {"minzoom": low, "maxzoom": high} for layer in meta.get("vector_layers") or []
+    ]
     meta_bytes = _compress(json.dumps(meta, separators=(",", ":")).encode(), compression)
     root, leaves = _directories(entries, compression, _ROOT_BYTES - _HEADER.size)
     header = dict(deepest.header)

@@ -115,15 +115,31 @@ def _centres(parquet: Path, crs: str) -> tuple[Any, Any]:
     return np.concatenate(xs or [np.zeros(0)]), np.concatenate(ys or [np.zeros(0)])
 
 
+#: a square of a web mercator grid as one number: column * _PACK + row
+_PACK = 1 << 31
+
+
+def _square_ids(x: Any, y: Any, size: float) -> Any:
+    """The squares of ``size`` metres (web mercator, counted from the top left of the world,
+    as tiles are) holding the points ``x``, ``y``, each as ``column * _PACK + row``."""
+    import numpy as np
+
+    cols = np.floor((x + _WORLD / 2) / size).astype("int64")
+    rows = np.floor((_WORLD / 2 - y) / size).astype("int64")
+    return cols * _PACK + rows
+
+
+def _cell_size(zoom: int) -> float:
+    """The side of an overview cell of ``zoom``, in web mercator metres."""
+    return float(_WORLD / 2.0**zoom / _EXTENT * OVERVIEW_CELL_UNITS)
+
+
 def _densest(x: Any, y: Any, zoom: int) -> int:
     import numpy as np
 
     if not len(x):
         return 0
-    size = _WORLD / 2**zoom
-    cols = np.floor((x + _WORLD / 2) / size).astype("int64")
-    rows = np.floor((_WORLD / 2 - y) / size).astype("int64")
-    _, counts = np.unique(cols * (1 << 32) + rows, return_counts=True)
+    _, counts = np.unique(_square_ids(x, y, _WORLD / 2**zoom), return_counts=True)
     return int(counts.max())
 
 
@@ -204,11 +220,8 @@ def _batches(
             area = areas.to_numpy(zero_copy_only=False)
             tiny = area < level.min_area
             if tiny.any():
-                size = _WORLD / 2**level.zoom / _EXTENT * OVERVIEW_CELL_UNITS
                 x, y = centres[0][offset : offset + n][tiny], centres[1][offset : offset + n][tiny]
-                cell = np.floor((x + _WORLD / 2) / size).astype("int64") * (1 << 31) + np.floor(
-                    (_WORLD / 2 - y) / size
-                ).astype("int64")
+                cell = _square_ids(x, y, _cell_size(level.zoom))
                 small.append((cell, classes.to_numpy(zero_copy_only=False)[tiny], area[tiny]))
                 keep = pa.array(~tiny)
         offset += n
@@ -243,8 +256,8 @@ def _cells(small: list[tuple[Any, Any, Any]], zoom: int, crs: str, columns: Any)
     first[1:] = pairs[0][order][1:] != pairs[0][order][:-1]
     majority = np.zeros(len(cells), "int64")
     majority[pairs[0][order][first]] = pairs[1][order][first]
-    size = _WORLD / 2**zoom / _EXTENT * OVERVIEW_CELL_UNITS
-    col, row = cells // (1 << 31), cells % (1 << 31)
+    size = _cell_size(zoom)
+    col, row = cells // _PACK, cells % _PACK
     cx, cy = (col + 0.5) * size - _WORLD / 2, _WORLD / 2 - (row + 0.5) * size
     # the summed ground area as web mercator area at the cell's latitude, at most the cell and
     # at least two tile units a side (a smaller square is rounded away when the tile is cut)

@@ -246,17 +246,16 @@ def model_worker_inputs(model_uri: str, cache: Path) -> tuple[str, Path]:
         raise GeomlopsError(f"model {model_uri}: cannot be found ({err.message})") from err
     environment = tags.get(ENVIRONMENT_TAG, "")
     folder = cache / hashlib.sha256(key.encode()).hexdigest()[:24]
-    if (folder / "MLmodel").is_file():
-        return logged_model_python(environment, folder), folder
-    cache.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=cache) as tmp:
-        try:
-            found = Path(mlflow.artifacts.download_artifacts(artifact_uri=key, dst_path=tmp))
-        except MlflowException as err:
-            raise GeomlopsError(f"model {model_uri}: cannot be downloaded ({err.message})") from err
-        try:
-            found.rename(folder)
-        except OSError:  # another task put it there first
-            if not (folder / "MLmodel").is_file():
-                raise
+    if not (folder / "MLmodel").is_file():
+        cache.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=cache) as tmp:
+            try:
+                found = Path(mlflow.artifacts.download_artifacts(artifact_uri=key, dst_path=tmp))
+            except MlflowException as err:
+                raise GeomlopsError(f"model {model_uri}: cannot be downloaded ({err.message})") from err
+            try:
+                found.rename(folder)
+            except OSError:  # another task put it there first
+                if not (folder / "MLmodel").is_file():
+                    raise
     return logged_model_python(environment, folder), folder

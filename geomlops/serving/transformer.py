@@ -164,8 +164,7 @@ class GeoJSONTransformer:
         data = np.asarray(output)
         if data.ndim == 4 and data.shape[0] == 1:
             data = data[0]  # a batch of one
-        if data.size == 0 or not np.issubdtype(data.dtype, np.number):
-            raise ChipError(f"model output: expected a numeric array, got {data.dtype} of shape {data.shape}")
+        _check_numeric(data)
         transform = Affine(*georef.transform)
         method = _area_method(georef.crs)
         height, width = data.shape[-2:] if data.ndim >= 2 else (1, 1)
@@ -272,10 +271,7 @@ class GeoJSONTransformer:
             georef = Georeference.from_tags(tags)
             answer = np.asarray(X)
             if self.io is not None:
-                if answer.size == 0 or not np.issubdtype(answer.dtype, np.number):
-                    raise ChipError(
-                        f"model output: expected a numeric array, got {answer.dtype} {answer.shape}"
-                    )
+                _check_numeric(answer)
                 if answer.ndim == 2 or (answer.ndim == 3 and self.io.class_axis is not None):
                     answer = answer[None]  # a batch of one
                 height = int(tags.get("chip_height") or answer.shape[-2])
@@ -288,6 +284,12 @@ class GeoJSONTransformer:
     def tags(self) -> dict[str, str]:
         """Lineage added to the ``meta.tags`` of every Seldon response."""
         return dict(self.lineage)
+
+
+def _check_numeric(data: NDArray[Any]) -> None:
+    """Raises ChipError unless the model's output ``data`` is a non-empty array of numbers."""
+    if data.size == 0 or not np.issubdtype(data.dtype, np.number):
+        raise ChipError(f"model output: expected a numeric array, got {data.dtype} of shape {data.shape}")
 
 
 def _json_object(text: str, name: str, what: str) -> dict[str, Any]:
