@@ -76,7 +76,8 @@ def scene_imagery(source: Path, size: int | None, folder: Path) -> Path:
     for i in range(1, reps):
         rows.append(rows[0][:, ::-1] if i % 2 else rows[0])
     tiled = np.concatenate(rows, axis=1)[:, :size, :size]
-    profile.update(height=size, width=size, tiled=True, blockxsize=256, blockysize=256)
+    # a tiled GeoTIFF whatever the source (a JPEG is decoded from its start for every window)
+    profile.update(driver="GTiff", height=size, width=size, tiled=True, blockxsize=256, blockysize=256)
     path = folder / f"scene-{size}.tif"
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(tiled)

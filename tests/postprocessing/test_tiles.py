@@ -94,9 +94,9 @@ def test_dense_predictions_go_deeper_until_no_tile_is_too_full(tmp_path: Path) -
 
 def test_overview_levels_draw_polygons_too_small_to_see_as_cells(tmp_path: Path) -> None:
     """The most detailed level holds every feature; a coarser one holds whole only those of at
-        least 16 square tile units of its zoom (at 30.7° N: 16.9 m² at zoom 13, 67 m² at 12, 1,080 m²
-        at 10); the smaller ones there are gathered by cell (the squares' areas are checked below,
-    before the tiles round them to whole tile units)."""
+    least 64 square tile units of its zoom (at 30.7° N: 67 m² at zoom 13, 270 m² at 12, 1,080 m²
+    at 11, 4,320 m² at 10: none here); the smaller ones there are gathered by cell (the squares'
+    areas are checked below, before the tiles round them to whole tile units)."""
     from postprocessing.tiles import overview_min_area
 
     n = 7
@@ -118,7 +118,7 @@ def test_overview_levels_draw_polygons_too_small_to_see_as_cells(tmp_path: Path)
     deepest = pyogrio.read_dataframe(target, ZOOM_LEVEL="14")
     assert set(deepest["feature_id"]) == set(range(n)) and set(deepest["features"]) == {1}
     latitude = float(geopandas.GeoSeries(frame.geometry.centroid, crs=CRS).to_crs(4326).y.mean())
-    whole_at = {13: {0, 1, 2, 3, 4, 5}, 12: {0, 2, 4, 5}, 10: {0, 2, 5}}
+    whole_at: dict[int, set[int]] = {13: {0, 2, 4, 5}, 12: {0, 2, 5}, 11: {0, 2, 5}, 10: set()}
     for zoom, whole in whole_at.items():
         level = pyogrio.read_dataframe(target, ZOOM_LEVEL=str(zoom))
         big = frame["area"] >= overview_min_area(zoom, latitude)
@@ -130,7 +130,9 @@ def test_overview_levels_draw_polygons_too_small_to_see_as_cells(tmp_path: Path)
         assert np.isclose(cells["area"].sum(), frame.loc[~big, "area"].sum())
         assert set(cells["class_name"]) <= {"roof", "tent"}
     z13 = pyogrio.read_dataframe(target, ZOOM_LEVEL="13")
-    [cell] = z13.loc[z13["feature_id"] < 0].to_dict("records")  # the 9 m² square alone
+    cells = z13.loc[z13["feature_id"] < 0]
+    [cell] = cells.loc[np.isclose(cells["area"], 9.0)].to_dict("records")
+    assert len(cells) == 3  # the 25 m² squares and the 9 m² one, each alone in its cell
     assert (cell["features"], cell["area"], cell["class"], cell["class_name"]) == (1, 9.0, 2, "tent")
     assert not list(tmp_path.glob(".*"))  # no level's archive or database left
 
