@@ -241,12 +241,13 @@ def main() -> None:
             load = time.perf_counter() - start
             print(f"worker: {python} on {predict.device}, model loaded in {load:.2f} s")
             rounds: list[dict[str, float]] = []
+            folders = []
+            # each round measures the model alone, then end to end, so that a disturbance of the
+            # machine (it may be shared) weighs on both sides; the least disturbed round is kept
             for r in range(args.repeat):
                 rounds.append(model_time(predict, plan, io, batch, work / f"stages-{r}"))
-        folders = []
-        for r in range(args.repeat):  # the least disturbed of the rounds: the machine may be shared
-            folders.append(work / f"run-{r}")
-            rounds[r].update(end_to_end(uri, plan, spec, folders[-1], args, lineage))
+                folders.append(work / f"run-{r}")
+                rounds[r].update(end_to_end(uri, plan, spec, folders[-1], args, lineage))
         best = {key: min(t[key] for t in rounds) for key in rounds[0]}
         total = best["predict"] + best["assemble"] + best["publish"]
         rows = [

@@ -20,7 +20,7 @@ from rasterio.windows import Window
 
 from building_footprints.data import scale
 
-HALO = 96
+HALO = 48
 
 
 def predict_raster(model: Any, image: Path, output: Path, *, chip_size: int = 512, halo: int = HALO) -> Path:

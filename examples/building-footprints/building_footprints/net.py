@@ -24,7 +24,7 @@ def _block(cin: int, cout: int) -> nn.Sequential:
 class UNet(nn.Module):
     """Two down- and two up-sampling levels, ``width`` channels at the top."""
 
-    def __init__(self, width: int = 8, downsample: int = 4) -> None:
+    def __init__(self, width: int = 16, downsample: int = 2) -> None:
         super().__init__()
         self.width, self.downsample = width, downsample
         self.enc0, self.enc1 = _block(3, width), _block(width, 2 * width)
