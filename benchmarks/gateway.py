@@ -36,7 +36,7 @@ from psycopg import sql
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from catalog_search import ADMIN, make_items, make_queries
 
-from catalog_sync.api import StacApiServer, free_port, mlm_filter, search
+from catalog_sync.api import StacApiServer, mlm_filter, search
 from catalog_sync.collections import MODELS
 from catalog_sync.pgstac import PgStacStore, migrate
 from catalog_sync.store import StaticCatalog
@@ -45,6 +45,7 @@ from geomlops.argo.runner.state_file import STATE_FILE, state_json
 from geomlops.gateway.app import create_app
 from geomlops.gateway.auth import create_key
 from geomlops.gateway.settings import GatewaySettings
+from geomlops.ports import free_port
 from geomlops.settings import Settings
 
 TASK_NAMES = ("fetch-model", "resolve-dataset", "train", "evaluate", "register", "publish")

@@ -126,7 +126,7 @@ def measure(archive: Path) -> dict[str, Any]:
     import uvicorn
     from playwright.sync_api import sync_playwright
 
-    from catalog_sync.api import free_port
+    from geomlops.ports import free_port
 
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app(archive), host="127.0.0.1", port=port, log_level="warning"))

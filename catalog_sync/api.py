@@ -13,7 +13,6 @@ import contextlib
 import getpass
 import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,7 @@ import requests
 
 from catalog_sync._pgstac_db import close_db, describe, dsn_params, open_db
 from geomlops.errors import CatalogError, CatalogUnavailableError, ItemNotFoundError, ParameterError
+from geomlops.ports import free_port
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -90,14 +90,6 @@ def api_environment(dsn: str) -> dict[str, str]:
         # hydrating in the API keeps items as they were written
         "USE_API_HYDRATE": "true",
     }
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def serve(dsn: str, *, host: str = "127.0.0.1", port: int = 8081, log_level: str = "info") -> None:

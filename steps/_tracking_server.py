@@ -12,7 +12,6 @@ import contextlib
 import ctypes
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,15 +20,10 @@ import urllib.request
 from collections.abc import Iterator
 
 from geomlops.errors import GeomlopsError
+from geomlops.ports import free_port
 
 #: how long a server may take to answer /health (a fresh store is migrated first)
 START_TIMEOUT_S = 180.0
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def healthy(url: str) -> bool:
@@ -84,7 +78,7 @@ def tracking_server(tracking_uri: str, artifact_root: str) -> Iterator[str]:
     if tracking_uri.startswith(("http://", "https://")):
         yield tracking_uri
         return
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     args = [
         sys.executable,

@@ -42,6 +42,7 @@ from geomlops.devstack.services import (
     stac_service,
 )
 from geomlops.errors import DevStackError
+from geomlops.ports import free_port
 from geomlops.settings import Settings
 
 __all__ = [
@@ -161,7 +162,7 @@ def _select(config: DevConfig, names: Sequence[str]) -> list[Service]:
 
 def _with_ports(config: DevConfig) -> DevConfig:
     ports = {
-        k: procs.free_port(HOST)
+        k: free_port(HOST)
         for k in ("s3_port", "mlflow_port", "stac_port", "gateway_port")
         if getattr(config, k) == 0
     }

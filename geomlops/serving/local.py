@@ -28,7 +28,6 @@ import collections
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -37,6 +36,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from geomlops.errors import ServingError
+from geomlops.ports import free_port
 from geomlops.serving.isolated_env import installed_versions, isolated_env, own_packages_path
 from geomlops.serving.manifests import ServedModel, k8s_name, transformer_parameters
 from geomlops.settings import Settings, get_settings
@@ -93,13 +93,6 @@ class LocalServer:
     def infer_url(self) -> str:
         """The V2 inference endpoint of the model."""
         return f"{self.url}/v2/models/{self.model.name}/infer"
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nothing listens on now."""
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def mlserver_env() -> Path:

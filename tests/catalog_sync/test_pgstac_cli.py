@@ -12,8 +12,8 @@ import pytest
 import requests
 from click.testing import CliRunner
 
-from catalog_sync.api import free_port
 from geomlops.cli.main import main
+from geomlops.ports import free_port
 
 CLASSIFICATION_V2 = "https://stac-extensions.github.io/classification/v2.0.0/schema.json"
 

@@ -564,7 +564,7 @@ def test_it_serves_a_drone_chip_as_building_polygons_from_its_own_environment(
     from rasterio.io import MemoryFile
     from rasterio.windows import Window
 
-    from geomlops.serving.local import free_port
+    from geomlops.ports import free_port
 
     imagery = predict_mosaic(shared_data, work["home"] / "sources" / "banepa-predict.tif")
     with rasterio.open(imagery) as src, MemoryFile() as memory:

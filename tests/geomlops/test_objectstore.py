@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from geomlops.devstack.processes import free_port
 from geomlops.errors import ObjectStoreUnavailableError, RegistryError
 from geomlops.objectstore import object_store_errors
+from geomlops.ports import free_port
 
 
 def _list_bucket(endpoint: str) -> None:

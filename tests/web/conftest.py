@@ -22,6 +22,8 @@ from typing import Any
 import httpx
 import pytest
 
+from geomlops.ports import free_port
+
 REPO = Path(__file__).resolve().parents[2]
 GEOMLOPS = str(Path(sys.executable).parent / "geomlops")
 CHROMIUM = os.environ.get("GEOMLOPS_TEST_CHROMIUM", "/usr/bin/chromium")
@@ -54,12 +56,6 @@ class WebGateway:
         return httpx.Client(base_url=self.url, headers={"X-API-Key": self.keys[role]}, timeout=120)
 
 
-def _free_port() -> int:
-    from catalog_sync.api import free_port
-
-    return free_port()
-
-
 @pytest.fixture(scope="session")
 def web_gateway(request: pytest.FixtureRequest, schema_dir: Path) -> Iterator[WebGateway]:
     """``geomlops gateway serve`` on the demo's work folder, with a key per role.
@@ -88,7 +84,7 @@ def web_gateway(request: pytest.FixtureRequest, schema_dir: Path) -> Iterator[We
             check=True,
         )
         keys[role] = made.stdout.strip()
-    port = _free_port()
+    port = free_port()
     log_path = home / "web-gateway.log"
     with log_path.open("ab") as log:
         proc = subprocess.Popen(

@@ -16,6 +16,7 @@ from geomlops.cli.main import main
 from geomlops.devstack import processes as procs
 from geomlops.devstack import services, stack
 from geomlops.errors import DevStackError
+from geomlops.ports import free_port
 from geomlops.settings import Settings
 
 GRANDCHILD = (
@@ -152,7 +153,7 @@ def test_missing_moto_names_the_install_command(tmp_path: Path, monkeypatch: pyt
 
 
 def test_unreachable_postgres_for_the_catalogue_is_said_clearly(tmp_path: Path) -> None:
-    closed = procs.free_port(stack.HOST)
+    closed = free_port(stack.HOST)
     config = stack.DevConfig(
         dev_dir=tmp_path / "dev", stac_port=0, pgstac_db=f"postgresql://postgres@127.0.0.1:{closed}/cat"
     )
@@ -166,7 +167,7 @@ def test_unreachable_postgres_for_the_catalogue_is_said_clearly(tmp_path: Path) 
 
 
 def test_a_failed_start_stops_what_it_had_started(tmp_path: Path) -> None:
-    closed = procs.free_port(stack.HOST)
+    closed = free_port(stack.HOST)
     config = stack.DevConfig(
         dev_dir=tmp_path / "dev",
         s3_port=0,

@@ -26,19 +26,13 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from geomlops.gateway.app import create_app
 from geomlops.gateway.auth import create_key
 from geomlops.gateway.settings import GatewaySettings
+from geomlops.ports import free_port
 from geomlops.settings import Settings
 
 REPO = Path(__file__).resolve().parents[3]
 ROLES = ("viewer", "operator", "approver", "admin")
 MODEL = "cloud-mask"
 ISSUER_AUDIENCE = "geomlops-gateway"
-
-
-def free_port() -> int:
-    """A free TCP port on localhost."""
-    from catalog_sync.api import free_port as port
-
-    return port()
 
 
 @dataclass

@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 import requests
 
+from geomlops.ports import free_port
 from geomlops.serving.isolated_env import isolated_env
-from geomlops.serving.local import free_port
 from geomlops.serving.manifests import ServedModel, seldon_v1
 from geomlops.serving.transformer import GeoJSONTransformer, Georeference
 

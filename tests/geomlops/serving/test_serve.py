@@ -21,7 +21,7 @@ import requests
 from rasterio.io import MemoryFile
 from rasterio.windows import Window
 
-from geomlops.serving.local import free_port
+from geomlops.ports import free_port
 
 pytestmark = pytest.mark.slow
 
