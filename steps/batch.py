@@ -67,6 +67,11 @@ class BatchPlan(BaseModel):
     groups: tuple[tuple[PlannedBlock, ...], ...]
 
 
+#: raster formats GDAL decodes from the start of the file for any window: a block read costs the
+#: whole image up to it (OpenAerialMap chips are such JPEGs, often named .tif)
+_WHOLE_FILE_DRIVERS = frozenset({"JPEG", "PNG", "GIF", "WEBP"})
+
+
 def plan_batch(
     imagery: str,
     aoi: dict[str, Any] | None,
@@ -88,6 +93,9 @@ def plan_batch(
         ImageryMismatchError: the imagery does not match the model's input.
         AoiError: the AOI is invalid or outside the imagery.
         ParameterError: the imagery cannot be read, or sizes are not positive.
+
+    A note of the plan says so when the imagery is a format read whole for every block (JPEG,
+    PNG): it predicts, but many times slower than a tiled GeoTIFF.
     """
     import rasterio
     import shapely
@@ -108,6 +116,7 @@ def plan_batch(
                     "raster (a GeoTIFF with its CRS and transform)"
                 )
             crs, transform, height, width = src.crs.to_string(), src.transform, src.height, src.width
+            driver = src.driver
             if model_input is not None:
                 check_imagery(src, model_input)
     except rasterio.errors.RasterioIOError as err:
@@ -134,6 +143,13 @@ def plan_batch(
                 width=block.width,
                 height=block.height,
             )
+        )
+    if driver in _WHOLE_FILE_DRIVERS and len(blocks) > 1:
+        notes = (
+            *notes,
+            f"the imagery is a {driver} file, which is decoded from its start for every block: a "
+            f"tiled GeoTIFF reads many times faster (gdal_translate -of COG {Path(imagery).name} "
+            "imagery.tif)",
         )
     groups = tuple(tuple(blocks[i : i + group_size]) for i in range(0, len(blocks), group_size))
     return BatchPlan(

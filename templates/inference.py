@@ -98,6 +98,8 @@ def plan_blocks(
         imagery, area_of_interest, block_size=block_size, group_size=group_size, model_input=spec.inputs[0]
     )
     save_plan(plan, folder)
+    for note in plan.notes:
+        print(f"note: {note}")
     image = model_image(spec, inference_image)
     if spec.package_uri:  # on one machine, the package's environment stands in for its image
         record_image(image, spec.package_uri, settings.home_dir)

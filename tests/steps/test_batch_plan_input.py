@@ -48,3 +48,21 @@ def test_blocks_are_read_ahead_as_far_as_the_memory_budget_allows(tmp_path: Path
     assert _read_ahead_depth(plan, rgb, 4) == READ_AHEAD_BYTES // batch == 10
     assert _read_ahead_depth(plan, ModelIO(halo=96), 4) == 10  # bands counted in the imagery
     assert _read_ahead_depth(plan, rgb, 64) == 2  # a huge batch: two still
+
+
+def test_a_plan_says_when_the_imagery_is_decoded_whole_for_every_block(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    """An OpenAerialMap chip is a JPEG named .tif (placed by its .aux.xml): it predicts, but a
+    note says it reads slowly, and how to convert it; the same pixels as a GeoTIFF get none."""
+    chip = shared_data / "banepa" / "predict" / "oam" / "OAM-386698-220244-19.tif"
+    with rasterio.open(chip) as src:
+        assert src.driver == "JPEG" and src.width > 128
+        profile = {"driver": "GTiff", "width": src.width, "height": src.height, "count": src.count,
+                   "dtype": src.dtypes[0], "crs": src.crs, "transform": src.transform}  # fmt: skip
+        with rasterio.open(tmp_path / "chip.tif", "w", **profile) as dst:
+            dst.write(src.read())
+    assert plan_batch(str(tmp_path / "chip.tif"), None, block_size=128, group_size=4).notes == ()
+    [note] = plan_batch(str(chip), None, block_size=128, group_size=4).notes
+    assert "JPEG file" in note and f"gdal_translate -of COG {chip.name}" in note
+    assert plan_batch(str(chip), None, block_size=4096, group_size=4).notes == ()  # one block: no cost
