@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from catalog_sync.store import CatalogStore
-from geomlops.errors import ItemNotFoundError
+from geomlops.errors import GeomlopsError, ItemNotFoundError
 from geomlops.gateway.backends.base import BlockProgress, Phase, RunInfo, RunNotFoundError
 from geomlops.settings import Settings
 
@@ -40,6 +40,29 @@ def output_folder(run: RunInfo) -> Path | None:
     if folder and Path(folder).is_dir():
         return Path(folder)
     return None
+
+
+def aoi_folder(settings: Settings) -> Path:
+    """Where the gateway keeps the areas of interest it gives local runs (named by content)."""
+    return settings.home_dir / "gateway" / "aoi"
+
+
+def aoi_bbox(run: RunInfo, settings: Settings) -> list[float] | None:
+    """W,S,E,N (WGS84) of a batch inference run's area of interest when the gateway gave it:
+    GeoJSON in the parameter (Argo) or a file in :func:`aoi_folder`. None for the whole imagery,
+    another pipeline, or an area given as a file elsewhere (the gateway reads no other file)."""
+    from steps.aoi import aoi_geometry, read_aoi
+
+    given = run.parameters.get("aoi", "").strip()
+    if run.pipeline != "batch-inference" or not given:
+        return None
+    if not given.startswith("{") and Path(given).resolve().parent != aoi_folder(settings).resolve():
+        return None
+    try:
+        bounds = aoi_geometry(read_aoi(given), where="aoi").bounds
+    except GeomlopsError:
+        return None
+    return [float(v) for v in bounds]
 
 
 def block_progress(run: RunInfo, now: datetime | None = None) -> BlockProgress | None:

@@ -21,6 +21,8 @@ from geomlops.gateway.db import RunRecord
 from geomlops.gateway.inference import check_imagery_location
 from geomlops.gateway.results import (
     PLAN_TASK,
+    aoi_bbox,
+    aoi_folder,
     block_progress,
     local_asset,
     mlflow_run_url,
@@ -128,9 +130,7 @@ def _aoi_file(parts: Gateway, aoi: dict[str, Any]) -> str:
                 f"{INLINE_AOI_LIMIT} (simplify the area, or start the run with a file its pods can read)"
             )
         return compact
-    path = (
-        parts.settings.home_dir / "gateway" / "aoi" / f"{hashlib.sha256(text.encode()).hexdigest()}.geojson"
-    )
+    path = aoi_folder(parts.settings) / f"{hashlib.sha256(text.encode()).hexdigest()}.geojson"
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(path, text)
@@ -237,9 +237,9 @@ def list_runs(parts: Parts, caller: Reader) -> list[RunInfo]:
 @router.get("/{run_id}", summary="One run with every task")
 def get_run(run_id: str, parts: Parts, caller: Reader) -> RunInfo:
     """A run's phase, each task with its progress, and the outputs so far; a batch inference
-    run's blocks done and planned, elapsed time and estimated time left."""
+    run's blocks done and planned, elapsed time, estimated time left and area of interest."""
     run = parts.backend.get(run_id)
-    return run.model_copy(update={"blocks": block_progress(run)})
+    return run.model_copy(update={"blocks": block_progress(run), "aoi_bbox": aoi_bbox(run, parts.settings)})
 
 
 @router.get("/{run_id}/logs", response_class=PlainTextResponse, summary="A run's or a task's logs")

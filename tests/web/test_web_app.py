@@ -165,6 +165,13 @@ def test_draw_plan_run_and_trace_a_polygon(web_gateway: WebGateway, app: Any, sc
     drag_rectangle(page, aoi)  # a drawn area replaces the file's
     page.wait_for_selector("text=Area of interest: drawn")
     page.get_by_label("Further parameters").fill("area=web\nblock_size=160\ngroup_size=4")
+    # a malformed typed box is refused by name, not planned as the whole imagery
+    typed = page.get_by_label("Or type the area of interest as west, south, east, north (degrees)")
+    typed.fill(f"{w}, {s}, {w}")
+    page.get_by_role("button", name="Plan", exact=True).click()
+    page.wait_for_selector("text=area of interest: expected W,S,E,N in degrees")
+    assert page.locator(".plan[data-blocks]").count() == 0
+    typed.fill("")  # the drawn rectangle stands
     page.get_by_role("button", name="Plan", exact=True).click()
     plan = page.locator(".plan[data-blocks]")
     plan.wait_for()
@@ -176,6 +183,11 @@ def test_draw_plan_run_and_trace_a_polygon(web_gateway: WebGateway, app: Any, sc
     page.get_by_role("button", name="Start batch inference").click()
     page.wait_for_selector(".progress-text[data-phase]")
     run_id = page.url.rsplit("/", 1)[1]
+    # the run's page says which area it covers (the form below is for a new run)
+    said = page.get_by_text(f"Area of interest of run {run_id}: ")
+    said.wait_for()
+    box = [float(v) for v in said.inner_text().rsplit(": ", 1)[1].split(",")]
+    assert box == pytest.approx(aoi, abs=(e - w) * 0.05), (box, aoi)
     phases = ("Succeeded", "Failed", "Error", "Interrupted")
     ended = ", ".join(f".progress-text[data-phase='{p}']" for p in phases)
     page.wait_for_selector(ended, timeout=600_000)

@@ -108,6 +108,8 @@ export interface RunInfo {
   outputs: Record<string, Record<string, string>>;
   waiting_gate: string | null;
   blocks?: BlockProgress | null;
+  /** W,S,E,N (WGS84) of a batch run's area of interest when the gateway gave it. */
+  aoi_bbox?: [number, number, number, number] | null;
   [key: string]: unknown;
 }
 

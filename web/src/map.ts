@@ -115,10 +115,22 @@ export function showOutline(
   map.addLayer({ id: `${id}-line`, type: "line", source: id, paint: { "line-color": color, "line-width": 2 } });
 }
 
+/** ``text`` typed as W,S,E,N (degrees); throws naming what was expected. */
+export function parseBox(text: string): Bbox {
+  const values = text.split(",").map((v) => Number(v.trim()));
+  const [w, s, e, n] = values;
+  if (values.length !== 4 || values.some((v) => !Number.isFinite(v)) || w >= e || s >= n || s < -90 || n > 90) {
+    throw new Error(`area of interest: expected W,S,E,N in degrees, west < east, south < north; got "${text.trim()}"`);
+  }
+  return [w, s, e, n];
+}
+
 /** Polygon and rectangle drawing (terra-draw); the last finished shape is the one used. */
 export class Drawing {
   readonly draw: TerraDraw;
   private listeners: ((shape: GeoJSON.Polygon | null) => void)[] = [];
+  /** A box typed as W,S,E,N and not drawn yet ("" when none waits). */
+  typed = "";
 
   constructor(map: maplibregl.Map) {
     this.draw = new TerraDraw({
@@ -132,6 +144,7 @@ export class Drawing {
         if (feature.id !== id) this.draw.removeFeatures([feature.id as string]);
       }
       this.draw.setMode("idle");
+      this.typed = ""; // drawn after typing: the drawing wins
       this.emit();
     });
   }
@@ -169,6 +182,15 @@ export class Drawing {
     this.emit();
   }
 
+  /** Draw the typed box, if one waits: a run never starts on the whole imagery because the box
+   * typed for it was malformed or not applied. Throws naming what was expected. */
+  useTyped(): void {
+    if (!this.typed.trim()) return;
+    const box = parseBox(this.typed);
+    this.typed = "";
+    this.setBox(box);
+  }
+
   /** A drawn rectangle or polygon as W,S,E,N. */
   bbox(): Bbox | null {
     const shape = this.shape();
@@ -197,7 +219,10 @@ export function drawingControls(drawing: Drawing, what: string): HTMLElement {
   button("Polygon", `Draw ${what} as a polygon (click each corner, click the first to close)`, () =>
     drawing.mode("polygon"),
   );
-  button("Clear", `Clear the drawn ${what}`, () => drawing.clear());
+  button("Clear", `Clear the drawn ${what}`, () => {
+    drawing.typed = "";
+    drawing.clear();
+  });
   // the keyboard's way: type the box's corners
   const input = document.createElement("input");
   input.type = "text";
@@ -208,19 +233,20 @@ export function drawingControls(drawing: Drawing, what: string): HTMLElement {
   say.setAttribute("role", "status");
   say.className = "muted";
   const apply = (): void => {
-    const values = input.value.split(",").map((v) => Number(v.trim()));
-    const [w, s, e, n] = values;
-    if (values.length !== 4 || values.some((v) => !Number.isFinite(v)) || w >= e || s >= n || s < -90 || n > 90) {
-      say.textContent = "expected W,S,E,N in degrees, west < east, south < north";
-      return;
-    }
+    drawing.typed = input.value;
     try {
-      drawing.setBox([w, s, e, n]);
+      drawing.useTyped();
       say.textContent = "";
     } catch (err) {
       say.textContent = (err as Error).message;
     }
   };
+  input.addEventListener("input", () => {
+    drawing.typed = input.value;
+  });
+  drawing.onChange(() => {
+    input.value = drawing.typed; // emptied once the box is drawn, or a shape drawn instead
+  });
   input.addEventListener("keydown", (e) => {
     if (e.key === "Enter") {
       e.preventDefault();

@@ -105,6 +105,11 @@ class RunInfo(BaseModel):
     blocks: BlockProgress | None = Field(
         default=None, description="A batch inference run's blocks done and planned (GET of one run only)."
     )
+    aoi_bbox: list[float] | None = Field(
+        default=None,
+        description="A batch inference run's area of interest as W,S,E,N (WGS84) when the gateway "
+        "gave it; null: the whole imagery, or an area given as a file (GET of one run only).",
+    )
 
 
 class RunNotFoundError(GeomlopsError):

@@ -198,6 +198,7 @@ def test_batch_inference_of_the_new_version_publishes_predictions(flow: dict[str
     seen = _until(flow, run_id, lambda r: (r["blocks"] or {}).get("total", 0) > 0 or _finished(r))
     assert seen["blocks"]["total"] == plan.json()["blocks"] > 0, seen  # what the plan said
     assert seen["blocks"]["unit"] == "blocks" and seen["blocks"]["started"] == seen["started"]
+    assert seen["aoi_bbox"] == pytest.approx([-87.45, 30.70, -87.40, 30.75])  # what the run page shows
     done = _until(flow, run_id, _finished)
     assert done["phase"] == "Succeeded", done["message"]
     assert done["blocks"]["done"] == done["blocks"]["total"] and done["blocks"]["eta_s"] == 0

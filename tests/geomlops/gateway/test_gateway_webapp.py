@@ -27,7 +27,7 @@ from pyproj import Transformer
 from geomlops.gateway.app import create_app
 from geomlops.gateway.auth import create_key
 from geomlops.gateway.backends.base import Phase, RunInfo, TaskInfo
-from geomlops.gateway.results import block_progress
+from geomlops.gateway.results import aoi_bbox, aoi_folder, block_progress
 from geomlops.gateway.settings import GatewaySettings
 from geomlops.gateway.webapp import WEB_DIST, mount_web_app
 from geomlops.settings import Settings
@@ -375,3 +375,25 @@ def test_rollback_is_admin_only_audited_and_names_what_is_missing(webapp: tuple[
     tracking = served.app.state.gateway.settings.tracking_uri
     tags = MlflowClient(tracking_uri=tracking).get_model_version(MODEL, "2").tags
     assert json.loads(tags["geomlops.promotion"])["approver"] == "admin-web"
+
+
+def test_a_batch_runs_area_of_interest_is_read_only_where_the_gateway_put_it(tmp_path: Path) -> None:
+    """The W,S,E,N a run page shows: from GeoJSON in the parameter (Argo) or a file in the
+    gateway's own folder; a file elsewhere, no area and other pipelines give none."""
+    settings = Settings(home=tmp_path / "home")
+    polygon = {"type": "Polygon", "coordinates": [[[10, 1], [12, 1], [12, 3], [10, 1]]]}
+    own = aoi_folder(settings) / "a.geojson"
+    own.parent.mkdir(parents=True)
+    own.write_text(json.dumps(polygon))
+    elsewhere = tmp_path / "b.geojson"
+    elsewhere.write_text(json.dumps(polygon))
+
+    def run(aoi: str, pipeline: str = "batch-inference") -> RunInfo:
+        return RunInfo(run_id="r", pipeline=pipeline, phase=Phase.RUNNING, parameters={"aoi": aoi})
+
+    assert aoi_bbox(run(json.dumps(polygon)), settings) == [10.0, 1.0, 12.0, 3.0]
+    assert aoi_bbox(run(str(own)), settings) == [10.0, 1.0, 12.0, 3.0]
+    assert aoi_bbox(run(str(elsewhere)), settings) is None
+    assert aoi_bbox(run(""), settings) is None
+    assert aoi_bbox(run(json.dumps(polygon), "training"), settings) is None
+    assert aoi_bbox(run('{"type": "Circle"}'), settings) is None

@@ -183,6 +183,7 @@ export async function runPage(root: HTMLElement, session: Session, runId?: strin
     const body: BatchRequest = { model: model.value, imagery: where, parameters: parseParameters(params.value) };
     if (kind === "alias") body.alias = value;
     else body.version = value;
+    drawing.useTyped(); // a typed box not drawn yet, or malformed: drawn, or refused by name
     const area = aoi();
     if (area) body.aoi = area;
     return body;
@@ -213,6 +214,12 @@ export async function runPage(root: HTMLElement, session: Session, runId?: strin
     try {
       const run = await api.run(runId);
       const where = run.parameters.imagery ?? "";
+      // the form below is for a new run: say which area this one covers
+      const box = run.aoi_bbox;
+      aoiOut.textContent = box
+        ? `Area of interest of run ${runId}: ${box.map((v) => v.toFixed(4)).join(", ")}`
+        : `Area of interest of run ${runId}: ${run.parameters.aoi ? "given as a file" : "none (the whole imagery)"}`;
+      if (box) showOutline(map, "aoi-file", bboxPolygon(box), "#1f6feb");
       const known = images.find((i) => i.href === where);
       showImagery(map, where ? `/api/v1/imagery/tiles/{z}/{x}/{y}.png?path=${encodeURIComponent(where)}` : null);
       if (known) fitBbox(map, known.bbox);
