@@ -9,12 +9,12 @@ places, and deeper where the predictions are so dense that a tile would hold mor
 ``MAX_TILE_FEATURES``; a map shows the tiles over-zoomed beyond it. Only the most detailed
 level holds every feature whole. The coarser levels (``levels`` in all) are an overview, as
 tippecanoe makes one: a polygon smaller than ``OVERVIEW_MIN_UNITS`` square tile units (one
-screen pixel on a 512-pixel tile, too small to show a shape) is not drawn alone there; the small polygons
-whose centres share a cell of ``OVERVIEW_CELL_UNITS`` tile units a side (two screen pixels)
-become one square at the cell's centre whose area is their summed area (so the overview keeps
-how much was predicted where, not only that something was; at least two tile units a side, or
-cutting the tile would round it away), with ``feature_id`` -1,
-``features`` their count, ``area`` their summed area and the ``class`` most of them have.
+screen pixel on a 512-pixel tile, too small to show a shape) is not drawn alone there; the
+small polygons whose centres share a cell of ``OVERVIEW_CELL_UNITS`` tile units a side (two
+screen pixels) become one square at the cell's centre whose area is their summed area (so the
+overview keeps how much was predicted where, not only that something was; at least two tile
+units a side, or cutting the tile would round it away), with ``feature_id`` -1, ``features``
+their count, ``area`` their summed area and the ``class`` most of them have.
 GDAL keeps at most 200,000 features a tile and coarsens tiles above 500 kB.
 
 Each level is written as its own archive (two at a time), then the archives are joined into

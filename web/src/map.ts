@@ -115,6 +115,11 @@ export function showOutline(
   map.addLayer({ id: `${id}-line`, type: "line", source: id, paint: { "line-color": color, "line-width": 2 } });
 }
 
+/** ``bbox`` as the W,S,E,N text the app shows (four decimals of a degree). */
+export function formatBox(bbox: number[]): string {
+  return bbox.map((v) => v.toFixed(4)).join(", ");
+}
+
 /** ``text`` typed as W,S,E,N (degrees); throws naming what was expected. */
 export function parseBox(text: string): Bbox {
   const values = text.split(",").map((v) => Number(v.trim()));
@@ -233,7 +238,6 @@ export function drawingControls(drawing: Drawing, what: string): HTMLElement {
   say.setAttribute("role", "status");
   say.className = "muted";
   const apply = (): void => {
-    drawing.typed = input.value;
     try {
       drawing.useTyped();
       say.textContent = "";

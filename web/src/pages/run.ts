@@ -1,7 +1,7 @@
 // Run: a model version, imagery, an AOI (drawn or a GeoJSON file); plan, start, follow, cancel.
 import { api, type BatchRequest, type Imagery, type ModelSummary, type RunInfo } from "../api";
 import { duration, field, h, status } from "../dom";
-import { bboxPolygon, createMap, showImagery, Drawing, drawingControls, fitBbox, showOutline } from "../map";
+import { bboxPolygon, createMap, showImagery, Drawing, drawingControls, fitBbox, formatBox, showOutline } from "../map";
 import { may, type Session } from "../session";
 
 const PATH = "__path__";
@@ -107,7 +107,7 @@ export async function runPage(root: HTMLElement, session: Session, runId?: strin
   const describeAoi = (): void => {
     const box = drawing.shape() ? drawing.bbox() : fileAoi ? geojsonBbox(fileAoi) : null;
     aoiOut.textContent = box
-      ? `Area of interest: ${drawing.shape() ? "drawn" : "from the file"}, ${box.map((v) => v.toFixed(4)).join(", ")}`
+      ? `Area of interest: ${drawing.shape() ? "drawn" : "from the file"}, ${formatBox(box)}`
       : "Area of interest: none (the whole imagery)";
     planOut.textContent = "";
   };
@@ -217,7 +217,7 @@ export async function runPage(root: HTMLElement, session: Session, runId?: strin
       // the form below is for a new run: say which area this one covers
       const box = run.aoi_bbox;
       aoiOut.textContent = box
-        ? `Area of interest of run ${runId}: ${box.map((v) => v.toFixed(4)).join(", ")}`
+        ? `Area of interest of run ${runId}: ${formatBox(box)}`
         : `Area of interest of run ${runId}: ${run.parameters.aoi ? "given as a file" : "none (the whole imagery)"}`;
       if (box) showOutline(map, "aoi-file", bboxPolygon(box), "#1f6feb");
       const known = images.find((i) => i.href === where);
