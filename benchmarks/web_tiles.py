@@ -7,8 +7,9 @@ block id of each; writes them to a GeoParquet (the predictions' own file) and ti
 :func:`postprocessing.tiles.write_prediction_tiles` on it, at the zoom levels the imagery's
 resolution gives. Prints the archive's size, its zoom levels, the seconds to write it, and the
 ratio to the seconds pyarrow took to write the same features' GeoParquet, measured side by side;
-with ``--compare``, also the seconds of one GDAL pass writing every feature at every level (how
-the archive was written before each level got its own archive and the overview its cells).
+with ``--compare``, also the seconds of GDAL's PMTiles driver writing the same features at the
+same zoom levels in one pass (every feature at every level: GDAL has no overview cells), the
+writer the archive came from before the tiles were encoded with numpy.
 
     .venv/bin/python benchmarks/web_tiles.py [--features 1000000] [--work DIR] [--keep] [--compare]
 
@@ -111,14 +112,39 @@ def _geoparquet_seconds(parquet: Path, target: Path) -> float:
 
 def _one_pass_seconds(parquet: Path, target: Path, zooms: tuple[int, int]) -> tuple[float, int]:
     """Seconds and bytes of GDAL's PMTiles driver writing every feature at every level in one pass."""
-    import pyarrow as pa
-    import pyogrio
+    import numpy as np
+    import pyarrow as pa  # type: ignore[import-untyped,unused-ignore]
+    import pyarrow.parquet as pq  # type: ignore[import-untyped,unused-ignore]
+    import pyogrio  # type: ignore[import-untyped,unused-ignore]
 
-    from postprocessing.tiles import LAYER, _batches, _schema
+    from postprocessing.tiles import LAYER
+
+    names = {1: "a", 2: "b", 3: "c"}
+
+    def batches() -> Any:
+        offset = 0
+        for batch in pq.ParquetFile(parquet).iter_batches(columns=["class", "area", "block_id", "geometry"]):
+            n = batch.num_rows
+            classes = batch.column("class").cast(pa.int32())
+            yield pa.RecordBatch.from_arrays(
+                [
+                    classes,
+                    pa.array([names.get(c, str(c)) for c in classes.to_pylist()]),
+                    batch.column("area"),
+                    batch.column("block_id"),
+                    pa.array(np.arange(offset, offset + n)),
+                    pa.array(np.ones(n, "int32")),
+                    batch.column("geometry"),
+                ],
+                names=["class", "class_name", "area", "block_id", "feature_id", "features", "geometry"],
+            )
+            offset += n
 
     started = time.perf_counter()
+    first = batches()
+    head = next(first)
     pyogrio.write_arrow(
-        pa.RecordBatchReader.from_batches(_schema(), _batches(parquet, {1: "a", 2: "b", 3: "c"})),
+        pa.RecordBatchReader.from_batches(head.schema, [head, *first]),
         str(target),
         driver="PMTiles",
         layer=LAYER,

@@ -1,10 +1,8 @@
-"""PMTiles v3 archives: their directories read, and archives of distinct zoom levels joined.
+"""PMTiles v3 archives: written from vector tiles (:func:`write_archive`) and read back.
 
-GDAL's PMTiles driver writes an archive in one pass over one layer, the same features at every
-zoom level. :mod:`postprocessing.tiles` writes each zoom level as its own archive (the coarser
-ones from fewer features) and :func:`join_levels` joins them into one: tile data copied whole,
-in tile-id order (so the result stays clustered), the directory rewritten, the metadata of the
-most detailed level kept with the zoom range widened. Nothing is re-encoded.
+:mod:`postprocessing.tiles` encodes the tiles of every zoom level (:mod:`postprocessing.mvt`)
+and hands them here in tile-id order, so the tile data is clustered: a map's neighbouring
+tiles lie close together in the file.
 
 The format (https://github.com/protomaps/PMTiles/blob/main/spec/v3/spec.md): a 127-byte header,
 a root directory, JSON metadata, leaf directories and tile data. A directory is a count and four
@@ -18,7 +16,8 @@ import gzip
 import json
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -31,6 +30,8 @@ _HEADER = struct.Struct("<7sB11Q6B4iB2i")
 _ROOT_BYTES = 16384
 #: ``internal_compression`` values
 _NONE, _GZIP = 1, 2
+#: ``tile_type`` of Mapbox Vector Tiles
+_MVT = 1
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,10 @@ def _decompress(data: bytes, compression: int, path: Path) -> bytes:
 
 def _compress(data: bytes, compression: int) -> bytes:
     return gzip.compress(data, compresslevel=6, mtime=0) if compression == _GZIP else data
+
+
+def _gzip(data: bytes) -> bytes:
+    return _compress(data, _GZIP)
 
 
 def _parse_directory(data: bytes) -> list[Entry]:
@@ -185,76 +190,84 @@ def _directories(entries: list[Entry], compression: int, room: int) -> tuple[byt
         size *= 2
 
 
-def join_levels(parts: Sequence[Path], target: Path) -> dict[str, Any]:
-    """Join archives of distinct zoom levels into one archive at ``target``, with the most
-    detailed part's metadata, its ``minzoom``/``maxzoom`` (and its layers') widened.
+def write_archive(
+    target: Path,
+    tiles: Sequence[tuple[int, bytes]],
+    *,
+    metadata: dict[str, Any],
+    zooms: tuple[int, int],
+    bounds: tuple[float, float, float, float],
+) -> dict[str, Any]:
+    """Write vector tiles (MVT) as the PMTiles archive ``target``: the tiles gzip-compressed,
+    their data clustered (tiles given in increasing tile id), the directories and metadata
+    gzip-compressed.
 
     Args:
-        parts: the archives, each of its own zoom levels (their tile ids never overlap).
-        target: the archive to write.
+        target: the archive to write (its tile data first goes to a file beside it).
+        tiles: (tile id, uncompressed MVT bytes), tile ids increasing.
+        metadata: the archive's JSON metadata.
+        zooms: its lowest and highest zoom levels.
+        bounds: west, south, east, north in degrees.
 
     Returns:
-        The joined archive's header fields.
+        The archive's header fields.
 
     Raises:
-        GeomlopsError: a part is not a PMTiles v3 archive, or the parts' tile types,
-            compressions or zoom levels clash (named).
+        GeomlopsError: the tile ids do not increase.
     """
-    archives = sorted((read_archive(p) for p in parts), key=lambda a: a.header["min_zoom"])
-    if not archives:
-        raise GeomlopsError("no archive to join")
-    for key in ("tile_type", "tile_compression", "internal_compression"):
-        if len({a.header[key] for a in archives}) > 1:
-            raise GeomlopsError(f"{', '.join(map(str, parts))}: the archives differ in {key}")
-    for before, after in pairwise(archives):
-        if before.header["max_zoom"] >= after.header["min_zoom"]:
-            raise GeomlopsError(f"{', '.join(map(str, parts))}: the archives' zoom levels overlap")
-    deepest = archives[-1]
-    low, high = archives[0].header["min_zoom"], deepest.header["max_zoom"]
     entries: list[Entry] = []
-    shift = 0
-    for archive in archives:
-        entries += [replace(e, offset=e.offset + shift) for e in archive.entries]
-        shift += archive.header["data_length"]
-    compression = deepest.header["internal_compression"]
-    meta = dict(deepest.metadata) | {"minzoom": str(low), "maxzoom": str(high)}
-    meta["vector_layers"] = [
-        dict(layer) | {"minzoom": low, "maxzoom": high} for layer in meta.get("vector_layers") or []
-    ]
-    meta_bytes = _compress(json.dumps(meta, separators=(",", ":")).encode(), compression)
-    root, leaves = _directories(entries, compression, _ROOT_BYTES - _HEADER.size)
-    header = dict(deepest.header)
-    header.update(
-        root_offset=_HEADER.size,
-        root_length=len(root),
-        metadata_offset=_HEADER.size + len(root),
-        metadata_length=len(meta_bytes),
-    )
-    header.update(leaf_offset=header["metadata_offset"] + len(meta_bytes), leaf_length=len(leaves))
-    header.update(
-        data_offset=header["leaf_offset"] + len(leaves),
-        data_length=shift,
-        addressed_tiles=sum(a.header["addressed_tiles"] for a in archives),
-        tile_entries=len(entries),
-        tile_contents=sum(a.header["tile_contents"] for a in archives),
-        clustered=int(all(a.header["clustered"] for a in archives)),
-        min_zoom=low,
-        max_zoom=high,
-        center_zoom=low,
-        min_lon_e7=min(a.header["min_lon_e7"] for a in archives),
-        min_lat_e7=min(a.header["min_lat_e7"] for a in archives),
-        max_lon_e7=max(a.header["max_lon_e7"] for a in archives),
-        max_lat_e7=max(a.header["max_lat_e7"] for a in archives),
-    )
-    with target.open("wb") as out:
-        out.write(_HEADER.pack(*(header[k] for k in _FIELDS)))
-        out.write(root)
-        out.write(meta_bytes)
-        out.write(leaves)
-        for archive in archives:
-            with archive.path.open("rb") as f:
-                f.seek(archive.header["data_offset"])
-                _copy(f, out, archive.header["data_length"])
+    data = target.with_name(target.name + ".data")
+    ids, contents = zip(*tiles, strict=True) if tiles else ((), ())
+    for before, after in pairwise(ids):
+        if after <= before:
+            raise GeomlopsError(f"{target}: tile {after} comes after tile {before}")
+    try:
+        # compressed in two threads (zlib works without Python's lock), written in order
+        with data.open("wb") as out, ThreadPoolExecutor(max_workers=2) as pool:
+            offset = 0
+            for tile_id, packed in zip(ids, pool.map(_gzip, contents), strict=True):
+                out.write(packed)
+                entries.append(Entry(tile_id, offset, len(packed), 1))
+                offset += len(packed)
+        meta_bytes = _compress(json.dumps(metadata, separators=(",", ":")).encode(), _GZIP)
+        root, leaves = _directories(entries, _GZIP, _ROOT_BYTES - _HEADER.size)
+        west, south, east, north = bounds
+        header: dict[str, Any] = {
+            "magic": b"PMTiles",
+            "version": 3,
+            "root_offset": _HEADER.size,
+            "root_length": len(root),
+            "metadata_offset": _HEADER.size + len(root),
+            "metadata_length": len(meta_bytes),
+            "leaf_offset": _HEADER.size + len(root) + len(meta_bytes),
+            "leaf_length": len(leaves),
+            "data_offset": _HEADER.size + len(root) + len(meta_bytes) + len(leaves),
+            "data_length": offset,
+            "addressed_tiles": len(entries),
+            "tile_entries": len(entries),
+            "tile_contents": len(entries),
+            "clustered": 1,
+            "internal_compression": _GZIP,
+            "tile_compression": _GZIP,
+            "tile_type": _MVT,
+            "min_zoom": zooms[0],
+            "max_zoom": zooms[1],
+            "min_lon_e7": round(west * 1e7),
+            "min_lat_e7": round(south * 1e7),
+            "max_lon_e7": round(east * 1e7),
+            "max_lat_e7": round(north * 1e7),
+            "center_zoom": zooms[0],
+            "center_lon_e7": round((west + east) / 2 * 1e7),
+            "center_lat_e7": round((south + north) / 2 * 1e7),
+        }
+        with target.open("wb") as out, data.open("rb") as source:
+            out.write(_HEADER.pack(*(header[k] for k in _FIELDS)))
+            out.write(root)
+            out.write(meta_bytes)
+            out.write(leaves)
+            _copy(source, out, offset)
+    finally:
+        data.unlink(missing_ok=True)
     return header
 
 

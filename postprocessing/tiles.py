@@ -1,11 +1,12 @@
 """Predictions as vector tiles: one PMTiles archive a browser reads by HTTP ranges.
 
-The GeoParquet the features were written to is streamed, row group by row group, to GDAL's
-PMTiles driver (through pyogrio's Arrow writer), which cuts Mapbox Vector Tiles in web mercator
-and packs them in one file with a spatial index, so a map fetches only the tiles in view. The
-zoom levels follow the imagery's resolution: at the most detailed level one tile unit (1/4096
-of a tile) is no larger than an imagery pixel, so polygon vertices (pixel corners) keep their
-places, and deeper where the predictions are so dense that a tile would hold more than
+The GeoParquet the features were written to is read row group by row group, projected to web
+mercator once, and cut into Mapbox Vector Tiles of every zoom level at once
+(:mod:`postprocessing.mvt`, numpy over whole batches), then packed into one archive with a
+spatial index (:mod:`postprocessing.pmtiles`), so a map fetches only the tiles in view. The zoom
+levels follow the imagery's resolution: at the most detailed level one tile unit (1/4096 of a
+tile) is no larger than an imagery pixel, so polygon vertices (pixel corners) keep their places,
+and deeper where the predictions are so dense that a tile would hold more than
 ``MAX_TILE_FEATURES``; a map shows the tiles over-zoomed beyond it. Only the most detailed
 level holds every feature whole. The coarser levels (``levels`` in all) are an overview, as
 tippecanoe makes one: a polygon smaller than ``OVERVIEW_MIN_UNITS`` square tile units (one
@@ -15,16 +16,12 @@ screen pixels) become one square at the cell's centre whose area is their summed
 overview keeps how much was predicted where, not only that something was; at least two tile
 units a side, or cutting the tile would round it away), with ``feature_id`` -1, ``features``
 their count, ``area`` their summed area and the ``class`` most of them have.
-GDAL keeps at most 200,000 features a tile and coarsens tiles above 500 kB.
 
-Each level is written as its own archive (two at a time), then the archives are joined into
-one (:mod:`postprocessing.pmtiles`): writing every feature into every level cost GDAL about
-9 s a level for 150,000 features, most of it for specks no map could show. GDAL's writer keeps
-the features of each tile in a temporary SQLite database; for a level of at most
-``MEMORY_FEATURES`` features it is kept in memory (``TEMPORARY_DB`` on ``/vsimem``: about 200
-bytes a feature, and half the time of a file), else in a file beside the archive. The PMTiles
-driver hands that option to its MVT writer without listing it, so GDAL's check of creation
-options is turned off while the archive is written.
+GDAL's PMTiles driver wrote these tiles before: about 37 µs of CPU a feature and level (19 to
+21 s for the 150,000 polygons of the benchmark scene's four levels), most of the time of
+publishing predictions. Encoding whole batches with numpy does the same work in a fraction of
+that (``benchmarks/web_tiles.py --compare`` measures both side by side); GDAL still reads the
+archives in the tests.
 Each feature carries ``class``, ``class_name``, ``area``, ``block_id``, ``feature_id`` (its
 row in the GeoParquet), which join it to its lineage, and ``features`` (1).
 """
@@ -33,8 +30,7 @@ from __future__ import annotations
 
 import math
 import os
-import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,10 +58,6 @@ LEVELS = 4
 OVERVIEW_MIN_UNITS = 64
 #: the side of the cells that gather the small polygons of an overview level, in tile units
 OVERVIEW_CELL_UNITS = 16
-#: the most features a level may have for GDAL's temporary database to be kept in memory
-MEMORY_FEATURES = 1_000_000
-#: GDAL's switch for its check of creation options
-_VALIDATE = "GDAL_VALIDATE_CREATION_OPTIONS"
 #: web mercator's sphere radius (metres)
 _RADIUS = _WORLD / (2 * math.pi)
 
@@ -170,86 +162,34 @@ def item_class_names(item: Mapping[str, Any] | None) -> dict[int, str]:
 
 @dataclass(frozen=True)
 class _Level:
-    """One zoom level's archive: its zoom, the smallest polygon it holds whole (0: every one)
-    and where it is written."""
+    """One zoom level: its zoom and the smallest polygon it holds whole (0: every one)."""
 
     zoom: int
     min_area: float
-    part: Path
 
 
-def _batches(
-    parquet: Path,
-    class_names: Mapping[int, str],
-    *,
-    crs: str = "",
-    level: _Level | None = None,
-    centres: tuple[Any, Any] | None = None,
-) -> Iterator[Any]:
-    """The GeoParquet's features as the archive's columns (``feature_id``: the row,
-    ``features``: 1). At an overview ``level`` the polygons under its ``min_area`` are not
-    written one by one: those whose centres (``centres``, web mercator) share a cell of
-    ``OVERVIEW_CELL_UNITS`` tile units a side become one square of their summed area at the
-    cell's centre, with the class most of them have, their summed ``area``, their count in
-    ``features`` and ``feature_id`` -1."""
+#: the archive's properties and how :mod:`postprocessing.mvt` types them (tilestats' words)
+_FIELDS = {
+    "class": "Number",
+    "class_name": "String",
+    "area": "Number",
+    "block_id": "String",
+    "feature_id": "Number",
+    "features": "Number",
+}
+
+
+def _cells(small: list[tuple[Any, Any, Any]], zoom: int) -> tuple[Any, dict[str, Any]]:
+    """One square a cell for the small polygons of an overview level: the squares (web
+    mercator) and their properties (see the module's text)."""
     import numpy as np
-    import pyarrow as pa  # type: ignore[import-untyped,unused-ignore]
-    import pyarrow.parquet as pq  # type: ignore[import-untyped,unused-ignore]
-
-    def columns(classes: Any, areas: Any, blocks: Any, ids: Any, counts: Any, geometry: Any) -> Any:
-        return pa.RecordBatch.from_arrays(
-            [
-                classes,
-                pa.array([class_names.get(int(c), str(c)) for c in classes.to_pylist()], pa.string()),
-                areas,
-                blocks,
-                ids,
-                counts,
-                geometry,
-            ],
-            schema=_schema(),
-        )
-
-    small: list[tuple[Any, Any, Any]] = []  # (cell, class, area) of the polygons under min_area
-    offset = 0
-    for batch in pq.ParquetFile(parquet).iter_batches(columns=["class", "area", "block_id", "geometry"]):
-        n = batch.num_rows
-        classes = batch.column("class").cast(pa.int32())
-        areas = batch.column("area").cast(pa.float64())
-        ids = pa.array(np.arange(offset, offset + n, dtype="int64"))
-        keep = None
-        if level is not None and level.min_area > 0 and centres is not None:
-            area = areas.to_numpy(zero_copy_only=False)
-            tiny = area < level.min_area
-            if tiny.any():
-                x, y = centres[0][offset : offset + n][tiny], centres[1][offset : offset + n][tiny]
-                cell = _square_ids(x, y, _cell_size(level.zoom))
-                small.append((cell, classes.to_numpy(zero_copy_only=False)[tiny], area[tiny]))
-                keep = pa.array(~tiny)
-        offset += n
-        whole = columns(
-            classes, areas, batch.column("block_id").cast(pa.string()), ids,
-            pa.array(np.ones(n, "int32")), batch.column("geometry"),
-        )  # fmt: skip
-        if keep is not None:
-            whole = whole.filter(keep)
-        if whole.num_rows:
-            yield whole
-    if small and level is not None:
-        yield _cells(small, level.zoom, crs, columns)
-
-
-def _cells(small: list[tuple[Any, Any, Any]], zoom: int, crs: str, columns: Any) -> Any:
-    """One square a cell for the small polygons of an overview level (see :func:`_batches`)."""
-    import numpy as np
-    import pyarrow as pa  # type: ignore[import-untyped,unused-ignore]
     import shapely
-    from pyproj import Transformer
 
     cell = np.concatenate([c for c, _, _ in small])
     cls = np.concatenate([k for _, k, _ in small]).astype("int64")
     area = np.concatenate([a for _, _, a in small])
     cells, where, counts = np.unique(cell, return_inverse=True, return_counts=True)
+    where = where.reshape(-1)
     sums = np.bincount(where, weights=area, minlength=len(cells))
     # the class most of a cell's polygons have (the lowest value on a tie)
     pairs, pair_counts = np.unique(np.stack([where, cls]), axis=1, return_counts=True)
@@ -266,74 +206,64 @@ def _cells(small: list[tuple[Any, Any, Any]], zoom: int, crs: str, columns: Any)
     stretch = np.cosh(cy / _RADIUS)  # 1 / cos(latitude)
     unit = _WORLD / 2**zoom / _EXTENT
     half = np.clip(np.sqrt(sums) * stretch, 2 * unit, size) / 2
-    xs = np.stack([cx - half, cx + half, cx + half, cx - half, cx - half], axis=1)
-    ys = np.stack([cy + half, cy + half, cy - half, cy - half, cy + half], axis=1)
-    to_crs = Transformer.from_crs("EPSG:3857", crs, always_xy=True)
-    x, y = to_crs.transform(xs.ravel(), ys.ravel())
-    squares = shapely.polygons(np.stack([np.asarray(x), np.asarray(y)], axis=1).reshape(len(cells), 5, 2))
+    squares = shapely.box(cx - half, cy - half, cx + half, cy + half)
     n = len(cells)
-    return columns(
-        pa.array(majority, pa.int32()),
-        pa.array(sums, pa.float64()),
-        pa.array([""] * n, pa.string()),
-        pa.array(np.full(n, -1, "int64")),
-        pa.array(counts.astype("int32")),
-        pa.array(shapely.to_wkb(squares), pa.binary()),
-    )
+    return squares, {
+        "class": majority.astype("int32"),
+        "area": sums.astype("float64"),
+        "block_id": np.full(n, "", object),
+        "feature_id": np.full(n, -1, "int64"),
+        "features": counts.astype("int32"),
+    }
 
 
-def _schema() -> Any:
-    """The archive's columns."""
-    import pyarrow as pa  # type: ignore[import-untyped,unused-ignore]
+class _Stats:
+    """What the archive's metadata says of each property (tilestats): type, distinct values
+    (the first 100 listed, at most 1,000 counted), least and greatest number."""
 
-    return pa.schema(
-        [
-            ("class", pa.int32()),
-            ("class_name", pa.string()),
-            ("area", pa.float64()),
-            ("block_id", pa.string()),
-            ("feature_id", pa.int64()),
-            ("features", pa.int32()),
-            ("geometry", pa.binary()),
-        ]
-    )
+    def __init__(self) -> None:
+        self.distinct: dict[str, set[Any]] = {name: set() for name in _FIELDS}
+        self.low: dict[str, float] = {}
+        self.high: dict[str, float] = {}
+
+    def add(self, columns: Mapping[str, Any]) -> None:
+        import numpy as np
+
+        for name, values in columns.items():
+            if not len(values):
+                continue
+            seen = self.distinct[name]
+            if len(seen) < 1000:
+                seen.update(np.unique(values)[: 1000 - len(seen)].tolist())
+            if _FIELDS[name] == "Number":
+                self.low[name] = min(self.low.get(name, math.inf), float(np.min(values)))
+                self.high[name] = max(self.high.get(name, -math.inf), float(np.max(values)))
+
+    def attributes(self) -> list[dict[str, Any]]:
+        out = []
+        for name, kind in _FIELDS.items():
+            values = sorted(self.distinct[name])
+            entry: dict[str, Any] = {
+                "attribute": name,
+                "count": len(values),
+                "type": kind.lower(),
+                "values": values[:100],
+            }
+            if name in self.low:
+                entry.update(min=self.low[name], max=self.high[name])
+            out.append(entry)
+        return out
 
 
-def _write_level(
-    parquet: Path,
-    level: _Level,
-    *,
-    crs: str,
-    centres: tuple[Any, Any],
-    class_names: Mapping[int, str],
-    name: str,
-) -> Path:
-    """One zoom level's archive at ``level.part``."""
-    import pyarrow as pa  # type: ignore[import-untyped,unused-ignore]
-    import pyogrio  # type: ignore[import-untyped,unused-ignore]
+def _mercator(geoms: Any, to_mercator: Any) -> Any:
+    import numpy as np
+    import shapely
 
-    database = (
-        f"/vsimem/geomlops-tiles-{uuid.uuid4().hex}.db"
-        if len(centres[0]) <= MEMORY_FEATURES
-        else str(level.part.with_name(level.part.name + ".db"))
-    )
-    batches = _batches(parquet, class_names, crs=crs, level=level, centres=centres)
-    pyogrio.write_arrow(
-        pa.RecordBatchReader.from_batches(_schema(), batches),
-        str(level.part),
-        driver="PMTiles",
-        layer=LAYER,
-        geometry_name="geometry",
-        geometry_type="Polygon",
-        crs=crs,
-        dataset_options={
-            "MINZOOM": str(level.zoom),
-            "MAXZOOM": str(level.zoom),
-            "NAME": name,
-            "TEMPORARY_DB": database,
-        },
-    )
-    return level.part
+    def project(xy: Any) -> Any:
+        x, y = to_mercator.transform(xy[:, 0], xy[:, 1])
+        return np.column_stack([x, y])
+
+    return shapely.transform(geoms, project)
 
 
 def write_prediction_tiles(
@@ -364,48 +294,112 @@ def write_prediction_tiles(
     """
     import numpy as np
     import pyarrow.parquet as pq  # type: ignore[import-untyped,unused-ignore]
+    import shapely
+    from pyproj import Transformer
 
-    from postprocessing.pmtiles import join_levels
+    from postprocessing.mvt import LevelEncoder
+    from postprocessing.pmtiles import write_archive
 
     count = pq.ParquetFile(parquet).metadata.num_rows
-    if count == 0:  # GDAL writes no archive without a feature (no bounds): none, and no stale one
+    if count == 0:  # no bounds to give and nothing to show: no archive, and no stale one
         target.unlink(missing_ok=True)
         return None
     low, high = zooms
     x, y = _centres(parquet, crs)
-    # dense predictions go deeper, so that no tile of the most detailed level is too full to be
-    # written whole (GDAL drops features beyond MAX_FEATURES and coarsens tiles above MAX_SIZE)
+    # dense predictions go deeper, so that no tile of the most detailed level is too full
     while high < MAX_ZOOM and _densest(x, y, high) > max_tile_features:
         low, high = low + 1, high + 1
     latitude = math.degrees(math.atan(math.sinh(float(np.mean(y)) / _RADIUS)))
-    with atomic_path(target) as tmp:
-        levels = []
-        for zoom in range(high, low - 1, -1):  # the largest first: it sets the pace
-            min_area = 0.0 if zoom == high else overview_min_area(zoom, latitude)
-            levels.append(_Level(zoom, min_area, tmp.with_name(f"{tmp.name}.z{zoom}")))
-        import pyogrio  # type: ignore[import-untyped,unused-ignore]
-
-        checked = pyogrio.get_gdal_config_option(_VALIDATE)
-        pyogrio.set_gdal_config_options({_VALIDATE: "NO"})  # TEMPORARY_DB: see the module's text
-        try:
-            with ThreadPoolExecutor(max_workers=max(1, min(2, os.cpu_count() or 1))) as pool:
-                futures = [
-                    pool.submit(
-                        _write_level,
-                        parquet,
-                        level,
-                        crs=crs,
-                        centres=(x, y),
-                        class_names=class_names or {},
-                        name=name or LAYER,
-                    )
-                    for level in levels
-                ]
-                parts = [f.result() for f in futures]
-            join_levels(parts, tmp)
-        finally:
-            pyogrio.set_gdal_config_options({_VALIDATE: checked})
+    levels = [
+        _Level(zoom, 0.0 if zoom == high else overview_min_area(zoom, latitude))
+        for zoom in range(low, high + 1)
+    ]
+    encoders = {level.zoom: LevelEncoder(level.zoom, LAYER) for level in levels}
+    small: dict[int, list[tuple[Any, Any, Any]]] = {level.zoom: [] for level in levels}
+    stats = _Stats()
+    names = class_names or {}
+    to_mercator = Transformer.from_crs(crs, "EPSG:3857", always_xy=True)
+    box = [math.inf, math.inf, -math.inf, -math.inf]
+    offset = 0
+    # the levels are cut in two threads (GEOS and numpy work without Python's lock), each
+    # level's batches in order
+    with ThreadPoolExecutor(max_workers=max(1, min(2, os.cpu_count() or 1))) as pool:
+        for batch in pq.ParquetFile(parquet).iter_batches(columns=["class", "area", "block_id", "geometry"]):
+            n = batch.num_rows
+            wkb = batch.column("geometry").to_numpy(zero_copy_only=False)
+            geoms = _mercator(shapely.from_wkb(wkb), to_mercator)
+            bounds = shapely.total_bounds(geoms)
+            box = [
+                min(box[0], bounds[0]),
+                min(box[1], bounds[1]),
+                max(box[2], bounds[2]),
+                max(box[3], bounds[3]),
+            ]
+            classes = batch.column("class").to_numpy(zero_copy_only=False).astype("int32")
+            areas = batch.column("area").to_numpy(zero_copy_only=False).astype("float64")
+            columns = {
+                "class": classes,
+                "class_name": np.array([names.get(int(c), str(c)) for c in classes.tolist()], object),
+                "area": areas,
+                "block_id": batch.column("block_id").to_numpy(zero_copy_only=False).astype(object),
+                "feature_id": np.arange(offset, offset + n, dtype="int64"),
+                "features": np.ones(n, "int32"),
+            }
+            stats.add(columns)
+            cut = []
             for level in levels:
-                level.part.unlink(missing_ok=True)
-                level.part.with_name(level.part.name + ".db").unlink(missing_ok=True)
+                keep: Any = slice(None)
+                if level.min_area > 0:
+                    tiny = areas < level.min_area
+                    if tiny.any():
+                        centres = x[offset : offset + n][tiny], y[offset : offset + n][tiny]
+                        small[level.zoom].append(
+                            (_square_ids(*centres, _cell_size(level.zoom)), classes[tiny], areas[tiny])
+                        )
+                        keep = ~tiny
+                part = {k: v[keep] for k, v in columns.items()}
+                cut.append(pool.submit(encoders[level.zoom].add, geoms[keep], part))
+            for future in cut:
+                future.result()
+            offset += n
+        for zoom, gathered in small.items():
+            if gathered:
+                squares, columns = _cells(gathered, zoom)
+                columns["class_name"] = np.array(
+                    [names.get(int(c), str(c)) for c in columns["class"].tolist()], object
+                )
+                encoders[zoom].add(squares, columns)
+        built = list(pool.map(lambda zoom: list(encoders[zoom].tiles()), range(low, high + 1)))
+    lon, lat = Transformer.from_crs("EPSG:3857", "EPSG:4326", always_xy=True).transform(box[::2], box[1::2])
+    west, east, south, north = lon[0], lon[1], lat[0], lat[1]
+    title = name or LAYER
+    metadata = {
+        "name": title,
+        "description": "",
+        "version": "2",
+        "minzoom": str(low),
+        "maxzoom": str(high),
+        "center": f"{(west + east) / 2:.7f},{(south + north) / 2:.7f},{high}",
+        "bounds": f"{west:.7f},{south:.7f},{east:.7f},{north:.7f}",
+        "type": "overlay",
+        "format": "pbf",
+        "vector_layers": [
+            {"id": LAYER, "description": "", "minzoom": low, "maxzoom": high, "fields": _FIELDS}
+        ],
+        "tilestats": {
+            "layerCount": 1,
+            "layers": [
+                {
+                    "layer": LAYER,
+                    "count": count,
+                    "geometry": "Polygon",
+                    "attributeCount": len(_FIELDS),
+                    "attributes": stats.attributes(),
+                }
+            ],
+        },
+    }
+    tiles = [tile for level in built for tile in level]
+    with atomic_path(target) as tmp:
+        write_archive(tmp, tiles, metadata=metadata, zooms=(low, high), bounds=(west, south, east, north))
     return TilesInfo(target, low, high, target.stat().st_size, count)
