@@ -81,3 +81,26 @@ def test_imagery_checks(image: Path) -> None:
             check_imagery(src, spec.model_copy(update={"bands": ("a", "b", "c")}))
         with pytest.raises(ImageryMismatchError, match="float32 cannot be safely read as the model's uint8"):
             check_imagery(src, spec.model_copy(update={"data_type": "uint8"}))
+
+
+@pytest.mark.parametrize(
+    "window",
+    [(10, 20, 30, 40), (-8, -8, 40, 40), (110, 80, 40, 40), (-5, 30, 140, 20), (200, 200, 10, 10)],
+    ids=["inside", "top left corner", "bottom right corner", "wider than the image", "outside"],
+)
+def test_a_window_past_the_edge_reads_as_a_boundless_read(
+    image: Path, window: tuple[int, int, int, int]
+) -> None:
+    """Only the part inside the imagery is read; the rest is no data, as GDAL's boundless read
+    (a warped VRT, many times slower) gives it."""
+    from rasterio.windows import Window
+
+    from steps.predict import _read_padded
+
+    with rasterio.open(image) as src:
+        ours = _read_padded(src, [2, 1], *window)
+        theirs = src.read([2, 1], window=Window(*window), boundless=True, masked=True)
+    assert ours.shape == theirs.shape == (2, window[3], window[2])
+    assert np.array_equal(np.ma.getmaskarray(ours), np.ma.getmaskarray(theirs))
+    assert np.ma.getmaskarray(ours).any() == (window != (10, 20, 30, 40))  # the no-data square, or the edge
+    assert np.array_equal(ours.compressed(), theirs.compressed())
