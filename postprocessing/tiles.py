@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,10 +102,11 @@ def _centres(parquet: Path, crs: str) -> tuple[Any, Any]:
     to_mercator = Transformer.from_crs(crs, "EPSG:3857", always_xy=True)
     xs, ys = [], []
     for batch in pq.ParquetFile(parquet).iter_batches(columns=["geometry"]):
-        bounds = shapely.bounds(shapely.from_wkb(batch.column("geometry").to_numpy(zero_copy_only=False)))
-        x, y = to_mercator.transform((bounds[:, 0] + bounds[:, 2]) / 2, (bounds[:, 1] + bounds[:, 3]) / 2)
-        xs.append(np.asarray(x, "float64"))
-        ys.append(np.asarray(y, "float64"))
+        x, y = _bbox_centres(
+            shapely.from_wkb(batch.column("geometry").to_numpy(zero_copy_only=False)), to_mercator
+        )
+        xs.append(x)
+        ys.append(y)
     return np.concatenate(xs or [np.zeros(0)]), np.concatenate(ys or [np.zeros(0)])
 
 
@@ -219,7 +220,7 @@ def _cells(small: list[tuple[Any, Any, Any]], zoom: int) -> tuple[Any, dict[str,
 
 class _Stats:
     """What the archive's metadata says of each property (tilestats): type, distinct values
-    (the first 100 listed, at most 1,000 counted), least and greatest number."""
+    (the 100 least listed, at most 1,000 counted), least and greatest number."""
 
     def __init__(self) -> None:
         self.distinct: dict[str, set[Any]] = {name: set() for name in _FIELDS}
@@ -232,9 +233,10 @@ class _Stats:
         for name, values in columns.items():
             if not len(values):
                 continue
-            seen = self.distinct[name]
-            if len(seen) < 1000:
-                seen.update(np.unique(values)[: 1000 - len(seen)].tolist())
+            # the 1,000 least: the same whatever the batches (the tiles are the same bytes
+            # from the features gathered in memory and from the GeoParquet's row groups)
+            least = sorted(self.distinct[name] | set(np.unique(values)[:1000].tolist()))[:1000]
+            self.distinct[name] = set(least)
             if _FIELDS[name] == "Number":
                 self.low[name] = min(self.low.get(name, math.inf), float(np.min(values)))
                 self.high[name] = max(self.high.get(name, -math.inf), float(np.max(values)))
@@ -266,6 +268,89 @@ def _mercator(geoms: Any, to_mercator: Any) -> Any:
     return shapely.transform(geoms, project)
 
 
+#: the most features :class:`TileFeatures` keeps in memory (web mercator shapes, about 1 kB a
+#: feature): beyond, the tiles are made from the GeoParquet once it is written
+IN_MEMORY_FEATURES = 2_000_000
+
+
+class TileFeatures:
+    """The features of the tiles, gathered batch by batch while they are written to the
+    GeoParquet (projected to web mercator, with their bounding-box centres), so that making the
+    tiles need not read the file back and parse and project every shape again.
+
+    Up to ``limit`` features are kept; past it, none is (:attr:`kept` turns False) and the tiles
+    are made from the GeoParquet. Either way the archive is the same, byte for byte.
+    """
+
+    def __init__(self, crs: str, limit: int = IN_MEMORY_FEATURES) -> None:
+        from pyproj import Transformer
+
+        self.crs, self.limit, self.count, self.kept = crs, limit, 0, True
+        self._to_mercator = Transformer.from_crs(crs, "EPSG:3857", always_xy=True)
+        self._batches: list[tuple[Any, Any, Any, Any]] = []
+        self._centres: list[tuple[Any, Any]] = []
+
+    def add(self, geoms: Any, classes: Any, areas: Any, block_ids: Sequence[str]) -> None:
+        """A batch of features as the GeoParquet gets them (shapes in :attr:`crs`)."""
+        import numpy as np
+
+        self.count += len(geoms)
+        if not self.kept:
+            return
+        if self.count > self.limit:
+            self.kept = False
+            self._batches.clear()
+            self._centres.clear()
+            return
+        self._centres.append(_bbox_centres(geoms, self._to_mercator))
+        self._batches.append(
+            (
+                _mercator(geoms, self._to_mercator),
+                np.asarray(classes).astype("int32"),
+                np.asarray(areas, "float64"),
+                np.asarray(block_ids, object),
+            )
+        )
+
+    def centres(self) -> tuple[Any, Any]:
+        import numpy as np
+
+        return (
+            np.concatenate([x for x, _ in self._centres] or [np.zeros(0)]),
+            np.concatenate([y for _, y in self._centres] or [np.zeros(0)]),
+        )
+
+    def batches(self) -> Iterator[tuple[Any, Any, Any, Any]]:
+        yield from self._batches
+
+
+def _bbox_centres(geoms: Any, to_mercator: Any) -> tuple[Any, Any]:
+    """Web mercator x and y of each shape's bounding-box centre (in its own CRS)."""
+    import numpy as np
+    import shapely
+
+    bounds = shapely.bounds(geoms)
+    x, y = to_mercator.transform((bounds[:, 0] + bounds[:, 2]) / 2, (bounds[:, 1] + bounds[:, 3]) / 2)
+    return np.asarray(x, "float64"), np.asarray(y, "float64")
+
+
+def _parquet_batches(parquet: Path, crs: str) -> Iterator[tuple[Any, Any, Any, Any]]:
+    """The GeoParquet's features as :meth:`TileFeatures.batches` gives them."""
+    import pyarrow.parquet as pq  # type: ignore[import-untyped,unused-ignore]
+    import shapely
+    from pyproj import Transformer
+
+    to_mercator = Transformer.from_crs(crs, "EPSG:3857", always_xy=True)
+    for batch in pq.ParquetFile(parquet).iter_batches(columns=["class", "area", "block_id", "geometry"]):
+        wkb = batch.column("geometry").to_numpy(zero_copy_only=False)
+        yield (
+            _mercator(shapely.from_wkb(wkb), to_mercator),
+            batch.column("class").to_numpy(zero_copy_only=False).astype("int32"),
+            batch.column("area").to_numpy(zero_copy_only=False).astype("float64"),
+            batch.column("block_id").to_numpy(zero_copy_only=False).astype(object),
+        )
+
+
 def write_prediction_tiles(
     parquet: Path,
     target: Path,
@@ -275,6 +360,7 @@ def write_prediction_tiles(
     class_names: Mapping[int, str] | None = None,
     name: str = "",
     max_tile_features: int = MAX_TILE_FEATURES,
+    gathered: TileFeatures | None = None,
 ) -> TilesInfo | None:
     """Write the features of ``parquet`` (class, area in m², block_id, WKB geometry in ``crs``)
     to the PMTiles archive ``target`` (written beside it and renamed, so never half-written).
@@ -288,6 +374,8 @@ def write_prediction_tiles(
         name: the archive's title (its metadata).
         max_tile_features: the most features whose centres one tile of the most detailed level
             may hold; denser predictions move every level deeper until none holds more.
+        gathered: the same features, gathered while the GeoParquet was written; used instead of
+            reading it where they were all kept.
 
     Returns:
         The archive written; None when ``parquet`` holds no feature (then no archive is there).
@@ -304,8 +392,10 @@ def write_prediction_tiles(
     if count == 0:  # no bounds to give and nothing to show: no archive, and no stale one
         target.unlink(missing_ok=True)
         return None
+    in_memory = gathered is not None and gathered.kept and gathered.count == count
     low, high = zooms
-    x, y = _centres(parquet, crs)
+    x, y = gathered.centres() if gathered is not None and in_memory else _centres(parquet, crs)
+    batches = gathered.batches() if gathered is not None and in_memory else _parquet_batches(parquet, crs)
     # dense predictions go deeper, so that no tile of the most detailed level is too full
     while high < MAX_ZOOM and _densest(x, y, high) > max_tile_features:
         low, high = low + 1, high + 1
@@ -318,16 +408,15 @@ def write_prediction_tiles(
     small: dict[int, list[tuple[Any, Any, Any]]] = {level.zoom: [] for level in levels}
     stats = _Stats()
     names = class_names or {}
-    to_mercator = Transformer.from_crs(crs, "EPSG:3857", always_xy=True)
     box = [math.inf, math.inf, -math.inf, -math.inf]
     offset = 0
     # the levels are cut in two threads (GEOS and numpy work without Python's lock), each
     # level's batches in order
     with ThreadPoolExecutor(max_workers=max(1, min(2, os.cpu_count() or 1))) as pool:
-        for batch in pq.ParquetFile(parquet).iter_batches(columns=["class", "area", "block_id", "geometry"]):
-            n = batch.num_rows
-            wkb = batch.column("geometry").to_numpy(zero_copy_only=False)
-            geoms = _mercator(shapely.from_wkb(wkb), to_mercator)
+        for geoms, classes, areas, blocks in batches:
+            n = len(geoms)
+            if n == 0:  # a row of blocks that completed no feature
+                continue
             bounds = shapely.total_bounds(geoms)
             box = [
                 min(box[0], bounds[0]),
@@ -335,13 +424,11 @@ def write_prediction_tiles(
                 max(box[2], bounds[2]),
                 max(box[3], bounds[3]),
             ]
-            classes = batch.column("class").to_numpy(zero_copy_only=False).astype("int32")
-            areas = batch.column("area").to_numpy(zero_copy_only=False).astype("float64")
             columns = {
                 "class": classes,
                 "class_name": np.array([names.get(int(c), str(c)) for c in classes.tolist()], object),
                 "area": areas,
-                "block_id": batch.column("block_id").to_numpy(zero_copy_only=False).astype(object),
+                "block_id": blocks,
                 "feature_id": np.arange(offset, offset + n, dtype="int64"),
                 "features": np.ones(n, "int32"),
             }
@@ -362,9 +449,9 @@ def write_prediction_tiles(
             for future in cut:
                 future.result()
             offset += n
-        for zoom, gathered in small.items():
-            if gathered:
-                squares, columns = _cells(gathered, zoom)
+        for zoom, cells in small.items():
+            if cells:
+                squares, columns = _cells(cells, zoom)
                 columns["class_name"] = np.array(
                     [names.get(int(c), str(c)) for c in columns["class"].tolist()], object
                 )

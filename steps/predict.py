@@ -83,7 +83,8 @@ def _read_padded(src: Any, bands: list[int], col: int, row: int, width: int, hei
     if (left, top, right, bottom) == (col, row, col + width, row + height):
         return src.read(bands, window=Window(col, row, width, height), masked=True)
     dtype = np.dtype(src.dtypes[bands[0] - 1])
-    out = np.ma.masked_all((len(bands), height, width), dtype)
+    shape = (len(bands), height, width)
+    out = np.ma.MaskedArray(np.zeros(shape, dtype), mask=np.ones(shape, bool))
     if right > left and bottom > top:
         part = src.read(bands, window=Window(left, top, right - left, bottom - top), masked=True)
         out[:, top - row : bottom - row, left - col : right - col] = part

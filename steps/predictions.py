@@ -182,6 +182,16 @@ def publish_predictions(
         else (trace_foreground_block, [(info, block) for block in grid.blocks])
     )
     finish = _finisher(model_item)
+    # the same features as vector tiles for maps: gathered as they are written (not read back)
+    from postprocessing.tiles import (
+        PMTILES_FILE,
+        TileFeatures,
+        item_class_names,
+        write_prediction_tiles,
+        zoom_range,
+    )
+
+    for_tiles = TileFeatures(crs)
     with FeatureWriter((parquet, geojson), crs, extra=("block_id",), shared=shared) as files:
         for batch in iter_polygons(grid, args, task, scheduler=scheduler, workers=workers):
             polys = canonical(in_scan_order(batch))
@@ -197,15 +207,14 @@ def publish_predictions(
             if areas is None:
                 areas = polygon_areas(polys, info.transform, crs)
             files.write(geoms, classes, areas, block_id=block_ids)
+            for_tiles.add(geoms, classes, areas, block_ids)
             by_class.update(classes.tolist())
             picture.add(geoms)
         title = f"{lineage.model} v{lineage.model_version}: {files.count} features (run {lineage.run_id[:8]})"
         with atomic_path(png) as tmp:
             picture.save(tmp, title)
     store = open_store(catalog)
-    # the same features as vector tiles for maps: a PMTiles archive, read by HTTP ranges
-    from postprocessing.tiles import PMTILES_FILE, item_class_names, write_prediction_tiles, zoom_range
-
+    # a PMTiles archive, read by HTTP ranges
     write_prediction_tiles(
         parquet,
         output / PMTILES_FILE,
@@ -213,6 +222,7 @@ def publish_predictions(
         zooms=zoom_range(plan.crs, plan.transform, plan.width, plan.height),
         class_names=item_class_names(model_item),
         name=title,
+        gathered=for_tiles,
     )
     item = _item(
         files.count,

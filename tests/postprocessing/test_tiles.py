@@ -8,6 +8,7 @@ from pathlib import Path
 import geopandas
 import numpy as np
 import pyogrio
+import pytest
 import shapely
 
 from postprocessing.tiles import LAYER, densest_tile, item_class_names, write_prediction_tiles, zoom_range
@@ -156,3 +157,50 @@ def test_a_cell_takes_the_class_most_of_its_polygons_have() -> None:
     assert np.allclose(shapely.area(squares), np.array([13.0, 18.0]) * stretch**2)
     centre = shapely.centroid(squares[0])  # at the centre of its cell (column 5, row 7)
     assert np.allclose([centre.x, centre.y], [5.5 * side - 40075016.685578488 / 2, cy])
+
+
+def test_features_gathered_in_memory_give_the_archive_the_geoparquet_gives(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Gathered batch by batch as publishing writes them (batches other than the file's row
+    groups), or past the memory limit read back from the file: the same bytes."""
+    from postprocessing import tiles
+    from postprocessing.tiles import TileFeatures
+
+    parquet = tmp_path / "p.parquet"
+    n = 30
+    x = 500000 + 90 * np.arange(n)
+    sides = 5.0 + 3 * (np.arange(n) % 7)
+    geoms = shapely.box(x, 3400000, x + sides, 3400000 + 2 * sides)
+    frame = geopandas.GeoDataFrame(
+        {
+            "class": np.arange(n) % 3,
+            "area": sides * 2 * sides,
+            "block_id": [f"r0c{i // 8}" for i in range(n)],
+        },
+        geometry=geoms,
+        crs=CRS,
+    )
+    frame.to_parquet(parquet, row_group_size=11)
+    archives = {}
+    for name, limit in (("memory", 100), ("over the limit", 20)):
+        gathered = TileFeatures(CRS, limit=limit)
+        for start in (0, 4, 17):  # batches of 4, 13 and 13
+            stop = {0: 4, 4: 17, 17: n}[start]
+            part = frame.iloc[start:stop]
+            gathered.add(
+                part.geometry.values.to_numpy(),
+                part["class"].to_numpy(),
+                part["area"].to_numpy(),
+                list(part["block_id"]),
+            )
+        assert gathered.kept == (limit >= n) and gathered.count == n
+        target = tmp_path / f"{name}.pmtiles"
+        with monkeypatch.context() as patch:
+            if gathered.kept:  # the file's features are not read again
+                patch.setattr(tiles, "_parquet_batches", None)
+            write_prediction_tiles(parquet, target, crs=CRS, zooms=(10, 14), gathered=gathered)
+        archives[name] = target.read_bytes()
+    write_prediction_tiles(parquet, tmp_path / "file.pmtiles", crs=CRS, zooms=(10, 14))
+    assert archives["memory"] == archives["over the limit"] == (tmp_path / "file.pmtiles").read_bytes()
+    assert len(pyogrio.read_dataframe(tmp_path / "file.pmtiles", ZOOM_LEVEL="14")) == n
