@@ -132,6 +132,8 @@ def end_to_end(
             spec=spec,
             batch_size=args.batch,
             device=args.device,
+            stream=lineage if len(plan.groups) == 1 else None,
+            stream_on_cpu=args.stream,
         )
         times["predict"] += time.perf_counter() - start
     start = time.perf_counter()
@@ -182,6 +184,11 @@ def main() -> None:
         "--batch", type=int, default=None, help="blocks per predict call (default: the item's)"
     )
     parser.add_argument("--device", default=None, help="cpu, cuda or auto (default: as the item declares)")
+    parser.add_argument(
+        "--stream",
+        action="store_true",
+        help="write the feature files while predicting on the CPU too (on a GPU they always are)",
+    )
     parser.add_argument("--repeat", type=int, default=2, help="rounds of measurements (the fastest is kept)")
     args = parser.parse_args()
     home = args.home or (Path(os.environ["GEOMLOPS_HOME"]) if os.environ.get("GEOMLOPS_HOME") else None)

@@ -1,8 +1,8 @@
 """Bytes the web app's browser fetches for one view of a 1,000,000-polygon prediction.
 
 Writes N square polygons (default 1,000,000, on a regular grid about 200 km wide in UTM zone
-16N) to a GeoParquet and, with the predictions' own writer (postprocessing.tiles, GDAL's
-PMTiles driver at the zoom levels of 10 m imagery), to a PMTiles archive. Then serves the
+16N) to a GeoParquet and, with the predictions' own writer (postprocessing.tiles, at the
+zoom levels of 10 m imagery), to a PMTiles archive. Then serves the
 built web app (geomlops/gateway/web_dist) with Starlette's FileResponse for the archive (HTTP
 Range, 206) and a stand-in of the few API reads the results page makes for that run (who am I,
 config, the run, its lineage, the model), and opens the results page in Debian's chromium

@@ -8,7 +8,7 @@ complete; then the small ones are dropped, the geotransform is applied and they 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -99,11 +99,27 @@ def iter_polygons(
             del results
 
 
+def merge_rows(grid: BlockGrid, rows: Iterable[Sequence[BlockPieces]]) -> Iterator[Polygons]:
+    """Complete polygons row of blocks by row of blocks, from rows of pieces traced elsewhere
+    (by the predict step, say) and given top to bottom as they are finished: what
+    :func:`iter_polygons` yields for the same pieces."""
+    merger = EdgeMerger(grid)
+    for row in rows:
+        yield _row_polygons(merger, row)
+        release_freed_memory()
+
+
+def _row_polygons(merger: EdgeMerger, row: Sequence[BlockPieces]) -> Polygons:
+    """The polygons a row of blocks completes: its blocks' own, and the groups of edge pieces its
+    edge pieces close."""
+    return _rings.concat([*(p.final for p in row), merger.add_row(_rings.concat([p.edge for p in row]))])
+
+
 def _complete_row(merger: EdgeMerger, row: list[BlockPieces], executor: BlockExecutor) -> Polygons:
     """The polygons a row of blocks completes. After the last row the workers and their tracing
     buffers go, before the caller writes what may be the largest polygon of the raster; freed heap
     memory goes back to the system after every row."""
-    done = _rings.concat([*(p.final for p in row), merger.add_row(_rings.concat([p.edge for p in row]))])
+    done = _row_polygons(merger, row)
     if merger.rows_seen == merger.grid.n_rows:
         executor.close()
         release_buffers()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +27,7 @@ from steps.model_io import BACKGROUND_CLASS, NODATA_CLASS
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from postprocessing._rings import Polygons
     from postprocessing.grid import Block
     from postprocessing.io import RasterInfo
     from postprocessing.kernel import BlockPieces
@@ -149,6 +150,86 @@ def publish_predictions(
         VectorizeError: the mask cannot be read or a block cannot be traced; no output file is
             left half-written.
     """
+    from postprocessing.grid import plan_blocks
+    from postprocessing.io import read_raster_info
+    from postprocessing.vectorize import iter_polygons
+
+    written = streamed_features(output, plan, lineage) if mask == output / "mask.tif" else None
+    if written is None:
+        info = read_raster_info(mask)
+        grid = plan_blocks(info.height, info.width, plan.block_size)
+        traced = _traced_pieces(plan, output, grid) if mask == output / "mask.tif" else None
+        task, args = (
+            (load_pieces, [(path,) for path in traced])
+            if traced is not None
+            else (trace_foreground_block, [(info, block) for block in grid.blocks])
+        )
+        polygons = iter_polygons(grid, args, task, scheduler=scheduler, workers=workers)
+        written = write_features(
+            polygons, output, plan, lineage, catalog=catalog, crs=info.crs_wkt or plan.crs
+        )
+    store = open_store(catalog)
+    parquet, geojson, png = (output / name for name in _FILES)
+    item = _item(
+        written.features,
+        {int(k): v for k, v in written.by_class.items()},
+        plan,
+        lineage,
+        area=area,
+        files={"geoparquet": parquet, "geojson": geojson, "quicklook": png},
+        model_item=store.item_href(VERSIONS, version_item_id(lineage.model, lineage.model_version)),
+    )
+    href = store.put_item(PREDICTIONS, item)
+    return PredictionOutputs(
+        geoparquet=str(parquet),
+        geojson=str(geojson),
+        quicklook=str(png),
+        item=href,
+        features=written.features,
+    )
+
+
+#: the files of the features, beside the PMTiles archive: GeoParquet, GeoJSON, quicklook
+_FILES = ("predictions.parquet", "predictions.geojson", "quicklook.png")
+#: what :func:`stream_features` wrote, kept beside the files it wrote
+STREAMED = "streamed.json"
+
+
+class WrittenFeatures(BaseModel):
+    """What the feature files hold, and what they were written from."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    lineage: Lineage
+    plan_sha256: str
+    features: int
+    by_class: dict[str, int]
+    sizes: dict[str, int]
+
+
+def _plan_digest(plan: BatchPlan) -> str:
+    import hashlib
+
+    return hashlib.sha256(plan.model_dump_json().encode()).hexdigest()
+
+
+def write_features(
+    polygons: Iterable[Polygons],
+    output: Path,
+    plan: BatchPlan,
+    lineage: Lineage,
+    *,
+    catalog: str,
+    crs: str,
+) -> WrittenFeatures:
+    """Write complete polygons, batch by batch as the merge gives them, with their lineage to
+    GeoParquet, GeoJSON, the quicklook and the PMTiles archive (see :func:`publish_predictions`).
+
+    Raises:
+        VectorizeError: a feature cannot be written; no output file is left half-written.
+        PostprocessorError: the model's item names a post-processor that is not registered.
+    """
+    from affine import Affine
+
     from postprocessing.finalize import (
         canonical,
         finish_each,
@@ -157,32 +238,7 @@ def publish_predictions(
         polygon_areas,
         to_geometries,
     )
-    from postprocessing.grid import plan_blocks
-    from postprocessing.io import FeatureWriter, read_raster_info
-    from postprocessing.vectorize import iter_polygons
-
-    info = read_raster_info(mask)
-    crs = info.crs_wkt or plan.crs
-    grid = plan_blocks(info.height, info.width, plan.block_size)
-    size = plan.block_size
-    parquet, geojson, png = (
-        output / "predictions.parquet",
-        output / "predictions.geojson",
-        output / "quicklook.png",
-    )
-    shared = {"model": lineage.model, "model_version": lineage.model_version, "mlflow_run_id": lineage.run_id}
-    # the model's MLM item, read once: the quicklook's bands, the finisher, the tiles' class names
-    model_item = predictions_model_item(catalog, lineage)
-    picture = _Quicklook(plan, model_item)
-    by_class: Counter[int] = Counter()
-    traced = _traced_pieces(plan, output, grid) if mask == output / "mask.tif" else None
-    task, args = (
-        (load_pieces, [(path,) for path in traced])
-        if traced is not None
-        else (trace_foreground_block, [(info, block) for block in grid.blocks])
-    )
-    finish = _finisher(model_item)
-    # the same features as vector tiles for maps: gathered as they are written (not read back)
+    from postprocessing.io import FeatureWriter
     from postprocessing.tiles import (
         PMTILES_FILE,
         TileFeatures,
@@ -191,12 +247,22 @@ def publish_predictions(
         zoom_range,
     )
 
+    transform = Affine(*plan.transform)
+    size = plan.block_size
+    parquet, geojson, png = (output / name for name in _FILES)
+    shared = {"model": lineage.model, "model_version": lineage.model_version, "mlflow_run_id": lineage.run_id}
+    # the model's MLM item, read once: the quicklook's bands, the finisher, the tiles' class names
+    model_item = predictions_model_item(catalog, lineage)
+    picture = _Quicklook(plan, model_item)
+    by_class: Counter[int] = Counter()
+    finish = _finisher(model_item)
+    # the same features as vector tiles for maps: gathered as they are written (not read back)
     for_tiles = TileFeatures(crs)
     with FeatureWriter((parquet, geojson), crs, extra=("block_id",), shared=shared) as files:
-        for batch in iter_polygons(grid, args, task, scheduler=scheduler, workers=workers):
+        for batch in polygons:
             polys = canonical(in_scan_order(batch))
             rows, cols = first_pixels(polys)
-            geoms = to_geometries(polys, info.transform)
+            geoms = to_geometries(polys, transform)
             block_ids = [
                 f"r{r}c{c}" for r, c in zip((rows // size).tolist(), (cols // size).tolist(), strict=True)
             ]
@@ -205,7 +271,7 @@ def publish_predictions(
                 geoms, index, areas = finish_each(finish, geoms, crs)
                 classes, block_ids = classes[index], [block_ids[i] for i in index.tolist()]
             if areas is None:
-                areas = polygon_areas(polys, info.transform, crs)
+                areas = polygon_areas(polys, transform, crs)
             files.write(geoms, classes, areas, block_id=block_ids)
             for_tiles.add(geoms, classes, areas, block_ids)
             by_class.update(classes.tolist())
@@ -213,7 +279,6 @@ def publish_predictions(
         title = f"{lineage.model} v{lineage.model_version}: {files.count} features (run {lineage.run_id[:8]})"
         with atomic_path(png) as tmp:
             picture.save(tmp, title)
-    store = open_store(catalog)
     # a PMTiles archive, read by HTTP ranges
     write_prediction_tiles(
         parquet,
@@ -224,19 +289,92 @@ def publish_predictions(
         name=title,
         gathered=for_tiles,
     )
-    item = _item(
-        files.count,
-        dict(by_class),
-        plan,
-        lineage,
-        area=area,
-        files={"geoparquet": parquet, "geojson": geojson, "quicklook": png},
-        model_item=store.item_href(VERSIONS, version_item_id(lineage.model, lineage.model_version)),
+    return WrittenFeatures(
+        lineage=lineage,
+        plan_sha256=_plan_digest(plan),
+        features=files.count,
+        by_class={str(k): v for k, v in sorted(by_class.items())},
+        sizes={
+            name: (output / name).stat().st_size
+            for name in (*_FILES, PMTILES_FILE)
+            if (output / name).exists()
+        },
     )
-    href = store.put_item(PREDICTIONS, item)
-    return PredictionOutputs(
-        geoparquet=str(parquet), geojson=str(geojson), quicklook=str(png), item=href, features=files.count
-    )
+
+
+def stream_features(
+    output: Path,
+    plan: BatchPlan,
+    lineage: Lineage,
+    *,
+    catalog: str,
+    parent: int | None = None,
+    poll: float = 0.05,
+) -> None:
+    """Write the feature files while the blocks are predicted, row of blocks by row of blocks
+    as each row's blocks are finished (their GeoTIFFs appear), and keep what was written in
+    ``streamed.json``, which :func:`publish_predictions` takes instead of writing them again.
+
+    It runs beside the predict step of a plan that one task predicts (another process: the
+    merge and the writers never wait on the predict step's threads), which ends it if
+    predicting fails. The files are those :func:`publish_predictions` writes, byte for byte.
+    It stops when its ``parent`` process is gone.
+    """
+    import os
+    import time
+
+    from postprocessing.grid import plan_blocks
+    from postprocessing.io import read_raster_info
+    from postprocessing.vectorize import merge_rows
+
+    grid = plan_blocks(plan.height, plan.width, plan.block_size)
+    planned = {b.id for g in plan.groups for b in g}
+
+    def finished(block_id: str) -> Path:
+        path = block_path(output, block_id)
+        while not path.exists():
+            if parent is not None and os.getppid() != parent:
+                raise SystemExit(f"the predict step (process {parent}) is gone")
+            time.sleep(poll)
+        return path
+
+    def rows() -> Iterator[list[BlockPieces]]:
+        for r in range(grid.n_rows):
+            row = grid.blocks[r * grid.n_cols : (r + 1) * grid.n_cols]
+            paths = [pieces_path(output, b.id) if b.id in planned and finished(b.id) else None for b in row]
+            yield [load_pieces(path) for path in paths]
+
+    first = next(b.id for g in plan.groups for b in g)
+    # the CRS as the blocks (and the mask assembled from them) carry it
+    crs = read_raster_info(finished(first)).crs_wkt or plan.crs
+    written = write_features(merge_rows(grid, rows()), output, plan, lineage, catalog=catalog, crs=crs)
+    with atomic_path(output / STREAMED) as tmp:
+        tmp.write_text(written.model_dump_json(indent=1))
+
+
+def streamed_features(output: Path, plan: BatchPlan, lineage: Lineage) -> WrittenFeatures | None:
+    """What :func:`stream_features` wrote for this plan and model version, if its files are
+    still those it wrote and no block was predicted again since; else None."""
+    from postprocessing.tiles import PMTILES_FILE
+
+    path = output / STREAMED
+    try:
+        written = WrittenFeatures.model_validate_json(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if written.lineage != lineage or written.plan_sha256 != _plan_digest(plan):
+        return None
+    expected = {*_FILES, PMTILES_FILE} if written.features else set(_FILES)
+    if set(written.sizes) != expected or any(
+        not (output / name).is_file() or (output / name).stat().st_size != n
+        for name, n in written.sizes.items()
+    ):
+        return None
+    stamped = path.stat().st_mtime_ns
+    blocks = (block_path(output, b.id) for g in plan.groups for b in g)
+    if any(not b.is_file() or b.stat().st_mtime_ns > stamped for b in blocks):
+        return None
+    return written
 
 
 def predictions_model_item(catalog: str, lineage: Lineage) -> dict[str, Any] | None:

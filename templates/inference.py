@@ -133,7 +133,8 @@ def predict_blocks(
     halo: str = "",
 ) -> Annotated[str, Parameter(name="predicted")]:
     """Predict one group of blocks (finished blocks are skipped) with the model's worker beside
-    this step; the halo from the MLM item unless given."""
+    this step; the halo from the MLM item unless given. A plan of one group has its feature
+    files written while it is predicted."""
     import os
 
     from steps._package_predictor import socket_predictor
@@ -163,6 +164,7 @@ def predict_blocks(
         halo=int(halo) if halo else None,
         spec=spec,
         predictor=worker,
+        stream=version if len(plan.groups) == 1 else None,
     )
     return json.dumps(predicted)
 

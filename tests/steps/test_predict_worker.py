@@ -310,3 +310,50 @@ def test_publishing_reads_the_pieces_traced_while_predicting(
         assert result.features > 0
         published[name] = [Path(result.geoparquet).read_bytes(), Path(result.geojson).read_bytes()]
     assert published["pieces"] == published["traced"]
+
+
+def test_features_written_while_predicting_are_those_publishing_writes(
+    home: Path, tmp_path: Path, models: dict[str, Path], image: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A plan one task predicts whole: its feature files are written beside the prediction (in
+    another process; on the CPU only when asked), and publishing takes them as they are, the
+    same bytes it writes itself; a stamp that no longer fits the blocks or the model version is
+    not taken."""
+    from postprocessing import vectorize
+    from steps.predictions import STREAMED, streamed_features
+
+    spec = _spec(SCORES)
+    plan = plan_batch(str(image), None, block_size=40, group_size=50)
+    lineage = Lineage(model="box", model_version="1", run_id="0123456789abcdef")
+    catalog = str(tmp_path / "catalog" / "catalog.json")
+    files = ("predictions.parquet", "predictions.geojson", "quicklook.png", "predictions.pmtiles")
+    written: dict[str, list[bytes]] = {}
+    # on the CPU only when asked: the model keeps the cores busy itself
+    for name, on_cpu in (("streamed", True), ("after", False)):
+        output = tmp_path / name
+        save_plan(plan, output)
+        predict_group(
+            str(models["scores"]),
+            plan,
+            list(plan.groups[0]),
+            output,
+            spec=spec,
+            stream=lineage,
+            stream_on_cpu=on_cpu,
+        )
+        assert (output / STREAMED).is_file() == on_cpu
+        mask = assemble_mask(plan, output)
+        with monkeypatch.context() as patch:
+            if on_cpu:  # nothing is merged again
+                patch.setattr(vectorize, "iter_polygons", None)
+            result = publish_predictions(mask, output, plan, lineage, area=name, catalog=catalog)
+        assert result.features > 0
+        written[name] = [(output / f).read_bytes() for f in files]
+    assert written["streamed"] == written["after"]
+    streamed = tmp_path / "streamed"
+    assert streamed_features(streamed, plan, lineage) is not None
+    other = Lineage(model="box", model_version="2", run_id="0123456789abcdef")
+    assert streamed_features(streamed, plan, other) is None
+    block = block_path(streamed, plan.groups[0][3].id)
+    block.write_bytes(block.read_bytes())  # predicted again after the files were written
+    assert streamed_features(streamed, plan, lineage) is None
