@@ -268,9 +268,10 @@ def _mercator(geoms: Any, to_mercator: Any) -> Any:
     return shapely.transform(geoms, project)
 
 
-#: the most features :class:`TileFeatures` keeps in memory (web mercator shapes, about 1 kB a
-#: feature): beyond, the tiles are made from the GeoParquet once it is written
-IN_MEMORY_FEATURES = 2_000_000
+#: the most features :class:`TileFeatures` keeps in memory (web mercator shapes: 735 bytes a
+#: feature for the cloud mask's, of ten vertices on average; about 370 MB at most): beyond, the
+#: tiles are made from the GeoParquet once it is written
+IN_MEMORY_FEATURES = 500_000
 
 
 class TileFeatures:
