@@ -117,7 +117,7 @@ def end_to_end(
     """The workflow's steps one after the other in this process."""
     from geomlops.settings import get_settings
     from steps.batch import assemble_mask, predict_group, save_plan
-    from steps.predictions import publish_predictions
+    from steps.predictions import features_while_predicting, publish_predictions
 
     save_plan(plan, folder)
     times = {"predict": 0.0}
@@ -132,8 +132,7 @@ def end_to_end(
             spec=spec,
             batch_size=args.batch,
             device=args.device,
-            stream=lineage if len(plan.groups) == 1 else None,
-            stream_on_cpu=args.stream,
+            beside=features_while_predicting(folder, plan, lineage, on_cpu=args.stream),
         )
         times["predict"] += time.perf_counter() - start
     start = time.perf_counter()

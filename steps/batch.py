@@ -29,7 +29,6 @@ from steps.predict import Predict
 if TYPE_CHECKING:
     from postprocessing.kernel import BlockPieces
     from steps.model_io import ModelIO
-    from steps.predictions import Lineage
 
 _T = TypeVar("_T")
 #: an input of any bands and size: values as read (a plan without the model's spec)
@@ -206,8 +205,7 @@ def predict_group(
     batch_size: int | None = None,
     device: str | None = None,
     predictor: Callable[[], AbstractContextManager[Predict]] | None = None,
-    stream: Lineage | None = None,
-    stream_on_cpu: bool = False,
+    beside: Callable[[str], Any] | None = None,
 ) -> list[str]:
     """Predict every unfinished block of ``group`` in the model's own environment; return the
     ids predicted now.
@@ -236,14 +234,10 @@ def predict_group(
             interpreter of the environment the model was trained in. On Argo: the connection to
             the worker running in the model's image beside this step
             (:func:`steps._package_predictor.socket_predictor`).
-        stream: the model version, to write the feature files of a plan that this task predicts
-            whole, from the start, while its blocks are predicted
-            (:func:`steps.predictions.stream_features`, in another process), rather than after:
-            when the model runs on a GPU, whose host cores are then free. A model on the CPU
-            keeps them busy itself (both examples' use every core), so there it is done only
-            with ``stream_on_cpu``: on two cores it saved nothing for the cloud mask and cost
-            the building model a second (``benchmarks/batch_inference.py --stream``).
-        stream_on_cpu: write them while predicting on the CPU too.
+        beside: called with the device the model runs on (``cpu``, ``cuda``) once it is
+            loaded, to start work beside the prediction (the feature files written as blocks are
+            finished: :func:`steps.predictions.features_while_predicting`); what it returns (a
+            process, or None) is waited for, or ended if predicting fails.
 
     Raises:
         GeomlopsError: the model cannot be loaded (the worker's reason), fails, or answers with
@@ -263,7 +257,6 @@ def predict_group(
     else:
         opened = predictor()
     size = batch_size or (spec.batch_size if spec is not None else None) or DEFAULT_BATCH
-    whole = stream is not None and len(todo) == sum(len(g) for g in plan.groups)
     streaming = None
     writer = _BlockWriter(plan, output, io)
     try:
@@ -273,9 +266,8 @@ def predict_group(
             opened as predict,
             ThreadPoolExecutor(1, thread_name_prefix="write-blocks") as pool,
         ):
-            on_gpu = str(getattr(predict, "device", "cpu")).startswith("cuda")
-            if stream is not None and whole and (on_gpu or stream_on_cpu):
-                streaming = _stream_features(output, plan, stream)
+            if beside is not None:
+                streaming = beside(str(getattr(predict, "device", "cpu")))
             pending: list[Future[list[str]]] = []
             done: list[str] = []
             for blocks, stack, invalid in ahead:
@@ -292,30 +284,9 @@ def predict_group(
         raise
     if streaming is not None:
         streaming.join()
-        if streaming.exitcode != 0:  # publishing writes them, as for any other plan
-            print(f"writing the features while predicting failed (exit code {streaming.exitcode})")
+        if streaming.exitcode != 0:
+            print(f"the work beside the prediction failed (exit code {streaming.exitcode})")
     return done
-
-
-def _stream_features(output: Path, plan: BatchPlan, lineage: Lineage) -> Any:
-    """Start :func:`steps.predictions.stream_features` in a process of its own (spawned: the
-    predict step's threads are not forked with it)."""
-    import multiprocessing
-    import os
-
-    from geomlops.settings import get_settings
-    from steps.predictions import STREAMED, stream_features
-
-    (output / STREAMED).unlink(missing_ok=True)
-    process = multiprocessing.get_context("spawn").Process(
-        target=stream_features,
-        args=(output, plan, lineage),
-        kwargs={"catalog": get_settings().catalog_href, "parent": os.getpid()},
-        name="stream-features",
-        daemon=True,
-    )
-    process.start()
-    return process
 
 
 def _read_ahead_depth(plan: BatchPlan, io: ModelIO, size: int) -> int:

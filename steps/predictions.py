@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -350,6 +350,47 @@ def stream_features(
     written = write_features(merge_rows(grid, rows()), output, plan, lineage, catalog=catalog, crs=crs)
     with atomic_path(output / STREAMED) as tmp:
         tmp.write_text(written.model_dump_json(indent=1))
+
+
+def features_while_predicting(
+    output: Path, plan: BatchPlan, lineage: Lineage, *, on_cpu: bool = False
+) -> Callable[[str], Any]:
+    """What the predict step runs beside the prediction (``steps.batch.predict_group(beside=…)``)
+    to write the feature files as its blocks are finished (:func:`stream_features`, in a
+    process of its own: spawned, so that the predict step's threads are not forked with it).
+
+    Only for a plan of one task, predicted from the start, and where the model runs on a GPU,
+    whose host cores are then free: a model on the CPU keeps them busy itself (both examples'
+    use every core), so there only with ``on_cpu``. On two cores it saved nothing for the cloud
+    mask and cost the building model a second (``benchmarks/batch_inference.py --stream``).
+    """
+
+    def start(device: str) -> Any:
+        import multiprocessing
+        import os
+
+        if len(plan.groups) != 1 or not (device.startswith("cuda") or on_cpu):
+            return None
+        if any(block_path(output, b.id).exists() for b in plan.groups[0]):
+            return None  # resumed: publishing writes them, as for any plan
+        (output / STREAMED).unlink(missing_ok=True)
+        process = multiprocessing.get_context("spawn").Process(
+            target=stream_features,
+            args=(output, plan, lineage),
+            kwargs={"catalog": _catalog(), "parent": os.getpid()},
+            name="stream-features",
+            daemon=True,
+        )
+        process.start()
+        return process
+
+    return start
+
+
+def _catalog() -> str:
+    from geomlops.settings import get_settings
+
+    return get_settings().catalog_href
 
 
 def streamed_features(output: Path, plan: BatchPlan, lineage: Lineage) -> WrittenFeatures | None:

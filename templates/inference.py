@@ -140,7 +140,7 @@ def predict_blocks(
     from steps._package_predictor import socket_predictor
     from steps.batch import predict_group
     from steps.model_spec import fetch_model_spec
-    from steps.predictions import Lineage, read_plan
+    from steps.predictions import Lineage, features_while_predicting, read_plan
 
     use_tracking()
     folder = Path(output)
@@ -164,7 +164,7 @@ def predict_blocks(
         halo=int(halo) if halo else None,
         spec=spec,
         predictor=worker,
-        stream=version if len(plan.groups) == 1 else None,
+        beside=features_while_predicting(folder, plan, version),
     )
     return json.dumps(predicted)
 

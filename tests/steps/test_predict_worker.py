@@ -320,7 +320,7 @@ def test_features_written_while_predicting_are_those_publishing_writes(
     same bytes it writes itself; a stamp that no longer fits the blocks or the model version is
     not taken."""
     from postprocessing import vectorize
-    from steps.predictions import STREAMED, streamed_features
+    from steps.predictions import STREAMED, features_while_predicting, streamed_features
 
     spec = _spec(SCORES)
     plan = plan_batch(str(image), None, block_size=40, group_size=50)
@@ -338,8 +338,7 @@ def test_features_written_while_predicting_are_those_publishing_writes(
             list(plan.groups[0]),
             output,
             spec=spec,
-            stream=lineage,
-            stream_on_cpu=on_cpu,
+            beside=features_while_predicting(output, plan, lineage, on_cpu=on_cpu),
         )
         assert (output / STREAMED).is_file() == on_cpu
         mask = assemble_mask(plan, output)
