@@ -217,6 +217,8 @@ class LevelEncoder:
         if not len(geoms):
             return
         stream, lengths, kept = _commands(geoms, scale, shift - col * EXTENT, shift - row * EXTENT)
+        if not kept.any():  # every piece rounded away
+            return
         p = self._pieces
         p.feature.append(feature[kept] + first_row)
         p.col.append(col[kept])

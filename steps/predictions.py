@@ -318,15 +318,21 @@ def stream_features(
     It runs beside the predict step of a plan that one task predicts (another process: the
     merge and the writers never wait on the predict step's threads), which ends it if
     predicting fails. The files are those :func:`publish_predictions` writes, byte for byte.
-    It stops when its ``parent`` process is gone.
+    It stops when its ``parent`` process is gone, or is ended (SIGTERM), leaving no file half
+    written.
     """
     import os
+    import signal
     import time
 
     from postprocessing.grid import plan_blocks
     from postprocessing.io import read_raster_info
     from postprocessing.vectorize import merge_rows
 
+    def ended(signum: int, frame: Any) -> None:
+        raise SystemExit(f"ended by signal {signum}")  # temporary files removed on the way out
+
+    signal.signal(signal.SIGTERM, ended)
     grid = plan_blocks(plan.height, plan.width, plan.block_size)
     planned = {b.id for g in plan.groups for b in g}
 

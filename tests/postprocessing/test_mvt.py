@@ -121,3 +121,19 @@ def test_polygons_rounding_spoils_are_mended_or_dropped(tmp_path: Path) -> None:
     back = read.geometry.iloc[0]
     assert back.is_valid and back.area == pytest.approx(shifted.area, rel=0.05)
     assert encoder.features == 2
+
+
+def test_a_level_whose_every_polygon_rounds_away_has_no_tile() -> None:
+    u = UNIT
+    sliver = shapely.box(1000 * u, -1000.3 * u, 3000 * u, -1000.1 * u)  # a fifth of a unit high
+    encoder = LevelEncoder(ZOOM, "predictions")
+    encoder.add(
+        np.array([sliver], object),
+        {
+            "class": np.array([1]),
+            "class_name": np.array(["a"], object),
+            "area": np.ones(1),
+            "feature_id": np.zeros(1, int),
+        },
+    )
+    assert list(encoder.tiles()) == [] and encoder.features == 1

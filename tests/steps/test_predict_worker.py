@@ -356,3 +356,39 @@ def test_features_written_while_predicting_are_those_publishing_writes(
     block = block_path(streamed, plan.groups[0][3].id)
     block.write_bytes(block.read_bytes())  # predicted again after the files were written
     assert streamed_features(streamed, plan, lineage) is None
+
+
+def test_feature_files_being_written_beside_a_failed_prediction_leave_nothing(
+    home: Path, tmp_path: Path, models: dict[str, Path], image: Path
+) -> None:
+    """The predict step ends the process writing the feature files when predicting fails: it
+    stops mid-file and leaves no temporary file and no stamp."""
+    import shutil
+    import time
+
+    from steps.predictions import STREAMED, features_while_predicting
+
+    spec = _spec(SCORES)
+    plan = plan_batch(str(image), None, block_size=40, group_size=50)
+    lineage = Lineage(model="box", model_version="1", run_id="0123456789abcdef")
+    done = tmp_path / "done"
+    save_plan(plan, done)
+    predict_group(str(models["scores"]), plan, list(plan.groups[0]), done, spec=spec)
+    output = tmp_path / "run"
+    save_plan(plan, output)
+    process = features_while_predicting(output, plan, lineage, on_cpu=True)("cpu")
+    assert process is not None and features_while_predicting(output, plan, lineage)("cpu") is None
+    (output / "blocks").mkdir()
+    first_row = [b for b in plan.groups[0] if b.row_off == 0]
+    for block in first_row:  # the first row finished, as the predict step leaves a block
+        shutil.copy(pieces_path(done, block.id), pieces_path(output, block.id))
+        shutil.copy(block_path(done, block.id), block_path(output, block.id))
+    deadline = time.monotonic() + 60
+    while not list(output.glob(".predictions.parquet*")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert list(output.glob(".predictions.parquet*")), "the process never began the GeoParquet"
+    process.terminate()  # as predict_group does when predicting fails
+    process.join(30)
+    assert process.exitcode == 1  # ended by the signal, through SystemExit
+    left = {p.name for p in output.iterdir()} - {"plan.json", "blocks"}
+    assert left == set() and not (output / STREAMED).exists()
