@@ -33,7 +33,7 @@ from numpy.typing import NDArray
 #: tile units per tile side
 EXTENT = 4096
 #: web mercator's equator length in metres (the side of the zoom-0 tile)
-_WORLD = 2 * np.pi * 6378137.0
+WORLD = 2 * np.pi * 6378137.0
 #: tile units around a tile that its features still cover (their outlines are cut out of view)
 BUFFER = 64
 
@@ -168,8 +168,8 @@ class LevelEncoder:
 
     def _cut(self, geometry: NDArray[np.object_], first_row: int) -> None:
         # level units: x right and y down from the world's top left corner, EXTENT a tile
-        scale = (1 << self.zoom) * EXTENT / _WORLD
-        shift = _WORLD / 2 * scale
+        scale = (1 << self.zoom) * EXTENT / WORLD
+        shift = WORLD / 2 * scale
         m = shapely.bounds(geometry)
         b = np.stack(
             [

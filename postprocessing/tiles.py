@@ -37,15 +37,13 @@ from pathlib import Path
 from typing import Any
 
 from geomlops.files import atomic_path
+from postprocessing.mvt import EXTENT as _EXTENT
+from postprocessing.mvt import WORLD as _WORLD
 
 #: the archive's file name beside the GeoParquet
 PMTILES_FILE = "predictions.pmtiles"
 #: the vector layer's name in every tile
 LAYER = "predictions"
-#: web mercator's equator length in metres (the side of the zoom-0 tile)
-_WORLD = 40075016.685578488
-#: tile units per tile side (the MVT default)
-_EXTENT = 4096
 #: the deepest zoom level written
 MAX_ZOOM = 16
 #: the most features one tile of the most detailed level holds (a few hundred kB a tile)
@@ -257,6 +255,13 @@ class _Stats:
         return out
 
 
+def _class_names(classes: Any, names: Mapping[int, str]) -> Any:
+    """Each class value's name (``class_name``); a value without one, as text."""
+    import numpy as np
+
+    return np.array([names.get(int(c), str(c)) for c in classes.tolist()], object)
+
+
 def _mercator(geoms: Any, to_mercator: Any) -> Any:
     import numpy as np
     import shapely
@@ -393,10 +398,10 @@ def write_prediction_tiles(
     if count == 0:  # no bounds to give and nothing to show: no archive, and no stale one
         target.unlink(missing_ok=True)
         return None
-    in_memory = gathered is not None and gathered.kept and gathered.count == count
+    kept = gathered if gathered is not None and gathered.kept and gathered.count == count else None
     low, high = zooms
-    x, y = gathered.centres() if gathered is not None and in_memory else _centres(parquet, crs)
-    batches = gathered.batches() if gathered is not None and in_memory else _parquet_batches(parquet, crs)
+    x, y = kept.centres() if kept is not None else _centres(parquet, crs)
+    batches = kept.batches() if kept is not None else _parquet_batches(parquet, crs)
     # dense predictions go deeper, so that no tile of the most detailed level is too full
     while high < MAX_ZOOM and _densest(x, y, high) > max_tile_features:
         low, high = low + 1, high + 1
@@ -427,7 +432,7 @@ def write_prediction_tiles(
             ]
             columns = {
                 "class": classes,
-                "class_name": np.array([names.get(int(c), str(c)) for c in classes.tolist()], object),
+                "class_name": _class_names(classes, names),
                 "area": areas,
                 "block_id": blocks,
                 "feature_id": np.arange(offset, offset + n, dtype="int64"),
@@ -453,10 +458,7 @@ def write_prediction_tiles(
         for zoom, cells in small.items():
             if cells:
                 squares, columns = _cells(cells, zoom)
-                columns["class_name"] = np.array(
-                    [names.get(int(c), str(c)) for c in columns["class"].tolist()], object
-                )
-                encoders[zoom].add(squares, columns)
+                encoders[zoom].add(squares, {**columns, "class_name": _class_names(columns["class"], names)})
         built = list(pool.map(lambda zoom: list(encoders[zoom].tiles()), range(low, high + 1)))
     lon, lat = Transformer.from_crs("EPSG:3857", "EPSG:4326", always_xy=True).transform(box[::2], box[1::2])
     west, east, south, north = lon[0], lon[1], lat[0], lat[1]

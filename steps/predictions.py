@@ -27,6 +27,8 @@ from steps.model_io import BACKGROUND_CLASS, NODATA_CLASS
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from affine import Affine
+
     from postprocessing._rings import Polygons
     from postprocessing.grid import Block
     from postprocessing.io import RasterInfo
@@ -154,11 +156,12 @@ def publish_predictions(
     from postprocessing.io import read_raster_info
     from postprocessing.vectorize import iter_polygons
 
-    written = streamed_features(output, plan, lineage) if mask == output / "mask.tif" else None
+    own_mask = mask == output / "mask.tif"  # assembled from the blocks, which hold their pieces
+    written = streamed_features(output, plan, lineage) if own_mask else None
     if written is None:
         info = read_raster_info(mask)
         grid = plan_blocks(info.height, info.width, plan.block_size)
-        traced = _traced_pieces(plan, output, grid) if mask == output / "mask.tif" else None
+        traced = _traced_pieces(plan, output, grid) if own_mask else None
         task, args = (
             (load_pieces, [(path,) for path in traced])
             if traced is not None
@@ -166,7 +169,13 @@ def publish_predictions(
         )
         polygons = iter_polygons(grid, args, task, scheduler=scheduler, workers=workers)
         written = write_features(
-            polygons, output, plan, lineage, catalog=catalog, crs=info.crs_wkt or plan.crs
+            polygons,
+            output,
+            plan,
+            lineage,
+            catalog=catalog,
+            crs=info.crs_wkt or plan.crs,
+            transform=info.transform,
         )
     store = open_store(catalog)
     parquet, geojson, png = (output / name for name in _FILES)
@@ -220,16 +229,16 @@ def write_features(
     *,
     catalog: str,
     crs: str,
+    transform: Affine,
 ) -> WrittenFeatures:
-    """Write complete polygons, batch by batch as the merge gives them, with their lineage to
-    GeoParquet, GeoJSON, the quicklook and the PMTiles archive (see :func:`publish_predictions`).
+    """Write complete polygons (pixel corners of the raster placed by ``transform``, in ``crs``),
+    batch by batch as the merge gives them, with their lineage to GeoParquet, GeoJSON, the
+    quicklook and the PMTiles archive (see :func:`publish_predictions`).
 
     Raises:
         VectorizeError: a feature cannot be written; no output file is left half-written.
         PostprocessorError: the model's item names a post-processor that is not registered.
     """
-    from affine import Affine
-
     from postprocessing.finalize import (
         canonical,
         finish_each,
@@ -247,7 +256,6 @@ def write_features(
         zoom_range,
     )
 
-    transform = Affine(*plan.transform)
     size = plan.block_size
     parquet, geojson, png = (output / name for name in _FILES)
     shared = {"model": lineage.model, "model_version": lineage.model_version, "mlflow_run_id": lineage.run_id}
@@ -353,7 +361,9 @@ def stream_features(
     first = next(b.id for g in plan.groups for b in g)
     # the CRS as the blocks (and the mask assembled from them) carry it
     crs = read_raster_info(finished(first)).crs_wkt or plan.crs
-    written = write_features(merge_rows(grid, rows()), output, plan, lineage, catalog=catalog, crs=crs)
+    written = write_features(
+        merge_rows(grid, rows()), output, plan, lineage, catalog=catalog, crs=crs, transform=_affine(plan)
+    )
     with atomic_path(output / STREAMED) as tmp:
         tmp.write_text(written.model_dump_json(indent=1))
 
