@@ -161,10 +161,13 @@ def wgs84_transformer(crs: str) -> Any:
 
 def to_rfc7946(geoms: NDArray[np.object_], transformer: Any) -> NDArray[np.object_]:
     """Geometries as RFC 7946 wants them: reprojected by ``transformer`` (from
-    :func:`wgs84_transformer`; None: already WGS84), polygon shells counter-clockwise and holes
-    clockwise."""
+    :func:`wgs84_transformer`; None: already WGS84), cut at the antimeridian where they cross it
+    (:mod:`postprocessing.antimeridian`), polygon shells counter-clockwise and holes clockwise."""
+    from postprocessing.antimeridian import cut_at_antimeridian
+
     if transformer is not None:
         geoms = shapely.transform(geoms, lambda c: np.column_stack(transformer.transform(c[:, 0], c[:, 1])))
+    geoms = cut_at_antimeridian(geoms)
     oriented: NDArray[np.object_] = shapely.orient_polygons(geoms, exterior_cw=False)
     return oriented
 

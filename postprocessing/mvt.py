@@ -163,10 +163,10 @@ class LevelEncoder:
         for name, values in columns.items():
             self._columns.setdefault(name, []).append(np.asarray(values))
         if n:
-            self._cut(np.asarray(geometry), self._rows)
+            self._cut(*_apart_at_antimeridian(np.asarray(geometry), self._rows))
         self._rows += n
 
-    def _cut(self, geometry: NDArray[np.object_], first_row: int) -> None:
+    def _cut(self, geometry: NDArray[np.object_], rows: _I64) -> None:
         # level units: x right and y down from the world's top left corner, EXTENT a tile
         scale = (1 << self.zoom) * EXTENT / WORLD
         shift = WORLD / 2 * scale
@@ -220,7 +220,7 @@ class LevelEncoder:
         if not kept.any():  # every piece rounded away
             return
         p = self._pieces
-        p.feature.append(feature[kept] + first_row)
+        p.feature.append(rows[feature[kept]])
         p.col.append(col[kept])
         p.row.append(row[kept])
         p.geometry.append(stream)
@@ -352,6 +352,27 @@ def _value_messages(distinct: NDArray[Any]) -> tuple[_U8, _I64]:
         messages.append(bytes([_LAYER_VALUE]) + _varint(len(inner)) + inner)
     blob = np.frombuffer(b"".join(messages), np.uint8)
     return blob, np.array([len(m) for m in messages], np.int64)
+
+
+def _apart_at_antimeridian(geometry: NDArray[np.object_], first_row: int) -> tuple[NDArray[np.object_], _I64]:
+    """The shapes, those cut at the antimeridian (wider than half the world: parts at both of
+    its edges) in their parts, each with its feature's row: a part falls only in the tiles near
+    its own edge, not in every tile of a row. (Where one tile holds both edges, zoom 0, it holds
+    the feature's two parts as two features with the one ``feature_id``.)"""
+    rows = np.arange(first_row, first_row + len(geometry), dtype=np.int64)
+    bounds = shapely.bounds(geometry)
+    wide = np.flatnonzero(bounds[:, 2] - bounds[:, 0] > WORLD / 2)
+    if not len(wide):
+        return geometry, rows
+    counts = np.ones(len(geometry), np.int64)
+    counts[wide] = shapely.get_num_geometries(geometry[wide])
+    starts = np.cumsum(counts) - counts
+    apart = np.empty(int(counts.sum()), object)
+    narrow = np.ones(len(geometry), np.bool_)
+    narrow[wide] = False
+    apart[starts[narrow]] = geometry[narrow]
+    apart[_ranges(starts[wide], counts[wide])] = shapely.get_parts(geometry[wide])
+    return apart, np.repeat(rows, counts)
 
 
 def _polygonal(geoms: NDArray[np.object_]) -> NDArray[np.object_]:

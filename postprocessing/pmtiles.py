@@ -197,6 +197,7 @@ def write_archive(
     metadata: dict[str, Any],
     zooms: tuple[int, int],
     bounds: tuple[float, float, float, float],
+    center: tuple[float, float] | None = None,
 ) -> dict[str, Any]:
     """Write vector tiles (MVT) as the PMTiles archive ``target``: the tiles gzip-compressed,
     their data clustered (tiles given in increasing tile id), the directories and metadata
@@ -208,6 +209,7 @@ def write_archive(
         metadata: the archive's JSON metadata.
         zooms: its lowest and highest zoom levels.
         bounds: west, south, east, north in degrees.
+        center: longitude and latitude a map opens at (default: the middle of ``bounds``).
 
     Returns:
         The archive's header fields.
@@ -232,6 +234,7 @@ def write_archive(
         meta_bytes = _compress(json.dumps(metadata, separators=(",", ":")).encode(), _GZIP)
         root, leaves = _directories(entries, _GZIP, _ROOT_BYTES - _HEADER.size)
         west, south, east, north = bounds
+        middle = center if center is not None else ((west + east) / 2, (south + north) / 2)
         header: dict[str, Any] = {
             "magic": b"PMTiles",
             "version": 3,
@@ -257,8 +260,8 @@ def write_archive(
             "max_lon_e7": round(east * 1e7),
             "max_lat_e7": round(north * 1e7),
             "center_zoom": zooms[0],
-            "center_lon_e7": round((west + east) / 2 * 1e7),
-            "center_lat_e7": round((south + north) / 2 * 1e7),
+            "center_lon_e7": round(middle[0] * 1e7),
+            "center_lat_e7": round(middle[1] * 1e7),
         }
         with target.open("wb") as out, data.open("rb") as source:
             out.write(_HEADER.pack(*(header[k] for k in _FIELDS)))

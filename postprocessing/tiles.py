@@ -83,7 +83,10 @@ def zoom_range(
     to_mercator = Transformer.from_crs(crs, "EPSG:3857", always_xy=True)
     x0, y0 = to_mercator.transform(c + a * col + b * row, f + d * col + e * row)
     x1, y1 = to_mercator.transform(c + a * (col + 1) + b * row, f + d * (col + 1) + e * row)
-    pixel = math.hypot(x1 - x0, y1 - y0)
+    dx = x1 - x0
+    if abs(dx) > _WORLD / 2:  # a pixel across the antimeridian: its x wrapped by the world's width
+        dx -= math.copysign(_WORLD, dx)
+    pixel = math.hypot(dx, y1 - y0)
     if not math.isfinite(pixel) or pixel <= 0:
         return max(0, MAX_ZOOM - levels + 1), MAX_ZOOM
     deepest = min(MAX_ZOOM, max(0, math.ceil(math.log2(_WORLD / (_EXTENT * pixel)))))
@@ -263,14 +266,18 @@ def _class_names(classes: Any, names: Mapping[int, str]) -> Any:
 
 
 def _mercator(geoms: Any, to_mercator: Any) -> Any:
+    """Shapes projected to web mercator, cut at the antimeridian where they cross it (else a
+    polygon straddling 180° would cover a whole row of tiles)."""
     import numpy as np
     import shapely
+
+    from postprocessing.antimeridian import cut_at_antimeridian
 
     def project(xy: Any) -> Any:
         x, y = to_mercator.transform(xy[:, 0], xy[:, 1])
         return np.column_stack([x, y])
 
-    return shapely.transform(geoms, project)
+    return cut_at_antimeridian(shapely.transform(geoms, project), period=_WORLD)
 
 
 #: the most features :class:`TileFeatures` keeps in memory (web mercator shapes: 735 bytes a
@@ -462,6 +469,10 @@ def write_prediction_tiles(
         built = list(pool.map(lambda zoom: list(encoders[zoom].tiles()), range(low, high + 1)))
     lon, lat = Transformer.from_crs("EPSG:3857", "EPSG:4326", always_xy=True).transform(box[::2], box[1::2])
     west, east, south, north = lon[0], lon[1], lat[0], lat[1]
+    centre = ((west + east) / 2, (south + north) / 2)
+    if east - west > 180:  # parts at both edges of the world (cut at the antimeridian)
+        angle = x / _WORLD * 2 * math.pi  # the features' own centres, averaged round the circle
+        centre = (math.degrees(math.atan2(np.sin(angle).mean(), np.cos(angle).mean())), centre[1])
     title = name or LAYER
     metadata = {
         "name": title,
@@ -469,7 +480,7 @@ def write_prediction_tiles(
         "version": "2",
         "minzoom": str(low),
         "maxzoom": str(high),
-        "center": f"{(west + east) / 2:.7f},{(south + north) / 2:.7f},{high}",
+        "center": f"{centre[0]:.7f},{centre[1]:.7f},{high}",
         "bounds": f"{west:.7f},{south:.7f},{east:.7f},{north:.7f}",
         "type": "overlay",
         "format": "pbf",
@@ -491,5 +502,7 @@ def write_prediction_tiles(
     }
     tiles = [tile for level in built for tile in level]
     with atomic_path(target) as tmp:
-        write_archive(tmp, tiles, metadata=metadata, zooms=(low, high), bounds=(west, south, east, north))
+        write_archive(
+            tmp, tiles, metadata=metadata, zooms=(low, high), bounds=(west, south, east, north), center=centre
+        )
     return TilesInfo(target, low, high, target.stat().st_size, count)

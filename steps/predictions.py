@@ -510,6 +510,8 @@ def _item(
     from rasterio.warp import transform_geom
     from shapely.geometry import mapping, shape
 
+    from postprocessing.antimeridian import bbox_across
+
     w, n = _affine(plan) @ (0, 0)
     e, s = _affine(plan) @ (plan.width, plan.height)
     footprint = shape(
@@ -529,7 +531,7 @@ def _item(
         "stac_extensions": [],
         "id": f"{lineage.model}-v{lineage.model_version}-{area}",
         "geometry": mapping(footprint),
-        "bbox": list(footprint.bounds),
+        "bbox": bbox_across(footprint),
         "properties": {
             "datetime": stamp,
             "geomlops:datetime_source": stamp_source,
