@@ -163,14 +163,14 @@ class LevelEncoder:
         for name, values in columns.items():
             self._columns.setdefault(name, []).append(np.asarray(values))
         if n:
-            self._cut(*_apart_at_antimeridian(np.asarray(geometry), self._rows))
+            geometry = np.asarray(geometry)
+            self._cut(*_apart_at_antimeridian(geometry, self._rows, shapely.bounds(geometry)))
         self._rows += n
 
-    def _cut(self, geometry: NDArray[np.object_], rows: _I64) -> None:
+    def _cut(self, geometry: NDArray[np.object_], rows: _I64, m: NDArray[np.float64]) -> None:
         # level units: x right and y down from the world's top left corner, EXTENT a tile
         scale = (1 << self.zoom) * EXTENT / WORLD
         shift = WORLD / 2 * scale
-        m = shapely.bounds(geometry)
         b = np.stack(
             [
                 m[:, 0] * scale + shift,
@@ -354,16 +354,18 @@ def _value_messages(distinct: NDArray[Any]) -> tuple[_U8, _I64]:
     return blob, np.array([len(m) for m in messages], np.int64)
 
 
-def _apart_at_antimeridian(geometry: NDArray[np.object_], first_row: int) -> tuple[NDArray[np.object_], _I64]:
+def _apart_at_antimeridian(
+    geometry: NDArray[np.object_], first_row: int, bounds: NDArray[np.float64]
+) -> tuple[NDArray[np.object_], _I64, NDArray[np.float64]]:
     """The shapes, those cut at the antimeridian (wider than half the world: parts at both of
     its edges) in their parts, each with its feature's row: a part falls only in the tiles near
     its own edge, not in every tile of a row. (Where one tile holds both edges, zoom 0, it holds
-    the feature's two parts as two features with the one ``feature_id``.)"""
+    the feature's two parts as two features with the one ``feature_id``.) ``bounds``: the
+    shapes' bounds, given back with the parts' where shapes were taken apart."""
     rows = np.arange(first_row, first_row + len(geometry), dtype=np.int64)
-    bounds = shapely.bounds(geometry)
     wide = np.flatnonzero(bounds[:, 2] - bounds[:, 0] > WORLD / 2)
     if not len(wide):
-        return geometry, rows
+        return geometry, rows, bounds
     counts = np.ones(len(geometry), np.int64)
     counts[wide] = shapely.get_num_geometries(geometry[wide])
     starts = np.cumsum(counts) - counts
@@ -372,7 +374,7 @@ def _apart_at_antimeridian(geometry: NDArray[np.object_], first_row: int) -> tup
     narrow[wide] = False
     apart[starts[narrow]] = geometry[narrow]
     apart[_ranges(starts[wide], counts[wide])] = shapely.get_parts(geometry[wide])
-    return apart, np.repeat(rows, counts)
+    return apart, np.repeat(rows, counts), shapely.bounds(apart)
 
 
 def _polygonal(geoms: NDArray[np.object_]) -> NDArray[np.object_]:
