@@ -258,6 +258,48 @@ class _Stats:
         return out
 
 
+class _Box:
+    """The web mercator bounds of features, and the same with every part in the western half
+    of the world moved one world east: narrower when the data straddles the antimeridian (its
+    polygons cut there, parts at both edges of the world)."""
+
+    def __init__(self) -> None:
+        self.plain = [math.inf, math.inf, -math.inf, -math.inf]
+        self.east = [math.inf, -math.inf]  # x of every part moved east where it lies west of 0
+
+    def add(self, geoms: Any) -> None:
+        import numpy as np
+        import shapely
+
+        b = shapely.bounds(geoms)
+        wide = (b[:, 2] - b[:, 0]) > _WORLD / 2  # a polygon cut at 180°: its parts' bounds
+        if wide.any():
+            b = np.concatenate([b[~wide], shapely.bounds(shapely.get_parts(geoms[wide]))])
+        low, high = np.nanmin(b, axis=0), np.nanmax(b, axis=0)
+        self.plain = [
+            min(self.plain[0], low[0]),
+            min(self.plain[1], low[1]),
+            max(self.plain[2], high[2]),
+            max(self.plain[3], high[3]),
+        ]
+        shift = np.where(b[:, 2] <= 0, _WORLD, 0.0)
+        moved = b[:, 0] + shift, b[:, 2] + shift
+        self.east = [min(self.east[0], np.nanmin(moved[0])), max(self.east[1], np.nanmax(moved[1]))]
+
+    def lonlat(self, to_lonlat: Any, *, across: bool = False) -> tuple[float, float, float, float]:
+        """West, south, east, north in degrees; ``across``: east past 180° where that is narrower
+        (tippecanoe's ``antimeridian_adjusted_bounds``)."""
+        x0, y0, x1, y1 = self.plain
+        beyond = 0.0
+        # parts at both edges of the world, closer together once the western ones move east
+        if across and x1 - x0 > _WORLD / 2 and self.east[1] - self.east[0] < x1 - x0:
+            x0, x1 = self.east
+            if x1 > _WORLD / 2:
+                x1, beyond = x1 - _WORLD, 360.0
+        lon, lat = to_lonlat.transform([x0, x1], [y0, y1])
+        return float(lon[0]), float(lat[0]), float(lon[1]) + beyond, float(lat[1])
+
+
 def _class_names(classes: Any, names: Mapping[int, str]) -> Any:
     """Each class value's name (``class_name``); a value without one, as text."""
     import numpy as np
@@ -395,7 +437,6 @@ def write_prediction_tiles(
     """
     import numpy as np
     import pyarrow.parquet as pq  # type: ignore[import-untyped,unused-ignore]
-    import shapely
     from pyproj import Transformer
 
     from postprocessing.mvt import LevelEncoder
@@ -421,7 +462,7 @@ def write_prediction_tiles(
     small: dict[int, list[tuple[Any, Any, Any]]] = {level.zoom: [] for level in levels}
     stats = _Stats()
     names = class_names or {}
-    box = [math.inf, math.inf, -math.inf, -math.inf]
+    box = _Box()
     offset = 0
     # the levels are cut in two threads (GEOS and numpy work without Python's lock), each
     # level's batches in order
@@ -430,13 +471,7 @@ def write_prediction_tiles(
             n = len(geoms)
             if n == 0:  # a row of blocks that completed no feature
                 continue
-            bounds = shapely.total_bounds(geoms)
-            box = [
-                min(box[0], bounds[0]),
-                min(box[1], bounds[1]),
-                max(box[2], bounds[2]),
-                max(box[3], bounds[3]),
-            ]
+            box.add(geoms)
             columns = {
                 "class": classes,
                 "class_name": _class_names(classes, names),
@@ -467,12 +502,12 @@ def write_prediction_tiles(
                 squares, columns = _cells(cells, zoom)
                 encoders[zoom].add(squares, {**columns, "class_name": _class_names(columns["class"], names)})
         built = list(pool.map(lambda zoom: list(encoders[zoom].tiles()), range(low, high + 1)))
-    lon, lat = Transformer.from_crs("EPSG:3857", "EPSG:4326", always_xy=True).transform(box[::2], box[1::2])
-    west, east, south, north = lon[0], lon[1], lat[0], lat[1]
-    centre = ((west + east) / 2, (south + north) / 2)
-    if east - west > 180:  # parts at both edges of the world (cut at the antimeridian)
-        angle = x / _WORLD * 2 * math.pi  # the features' own centres, averaged round the circle
-        centre = (math.degrees(math.atan2(np.sin(angle).mean(), np.cos(angle).mean())), centre[1])
+    to_lonlat = Transformer.from_crs("EPSG:3857", "EPSG:4326", always_xy=True)
+    west, south, east, north = box.lonlat(to_lonlat)
+    adjusted = box.lonlat(to_lonlat, across=True)
+    # the map opens over the middle of the data, across 180° where the data is
+    middle = (adjusted[0] + adjusted[2]) / 2
+    centre = (middle - 360 if middle > 180 else middle, (south + north) / 2)
     title = name or LAYER
     metadata = {
         "name": title,
@@ -482,6 +517,8 @@ def write_prediction_tiles(
         "maxzoom": str(high),
         "center": f"{centre[0]:.7f},{centre[1]:.7f},{high}",
         "bounds": f"{west:.7f},{south:.7f},{east:.7f},{north:.7f}",
+        # as tippecanoe writes it: east past 180° where the data is narrower so
+        "antimeridian_adjusted_bounds": ",".join(f"{v:.7f}" for v in adjusted),
         "type": "overlay",
         "format": "pbf",
         "vector_layers": [

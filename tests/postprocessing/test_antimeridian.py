@@ -129,6 +129,11 @@ def test_predictions_over_taveuni_are_cut_in_geojson_tiles_and_item(tmp_path: Pa
     assert len(archive.entries) <= 4 * (deepest - archive.header["min_zoom"] + 1)
     assert abs(abs(archive.header["center_lon_e7"] / 1e7) - 180) < 0.01  # a map opens over Fiji
     assert abs(abs(float(archive.metadata["center"].split(",")[0])) - 180) < 0.01
+    # the header's bounds span the world (a reader's tile requests stay within them); the
+    # adjusted ones, as tippecanoe writes them, go east past 180° and hold the data only
+    assert archive.header["min_lon_e7"] < -179.9e7 and archive.header["max_lon_e7"] > 179.9e7
+    west, south, east, north = (float(v) for v in archive.metadata["antimeridian_adjusted_bounds"].split(","))
+    assert 179.99 < west < 180 < east < 180.01 and south < -16.8 < north
     tiles = pyogrio.read_dataframe(out / "predictions.pmtiles", ZOOM_LEVEL=str(deepest))
     assert sorted(tiles["feature_id"].tolist()) == [0, 1, 1]  # the one across 180° in two tiles
     assert tiles.total_bounds[2] - tiles.total_bounds[0] > WORLD * 0.99  # at both edges ...
@@ -142,3 +147,36 @@ def test_predictions_over_taveuni_are_cut_in_geojson_tiles_and_item(tmp_path: Pa
     assert 179.99 < west < 180 and -180 < east < -179.99 and south < -16.8 < north
     assert item["geometry"]["type"] == "MultiPolygon"
     assert math.isclose(sum(1 for _ in item["geometry"]["coordinates"]), 2)
+
+
+@pytest.mark.parametrize(
+    ("lons", "adjusted"),
+    [
+        ((-1.0, 1.0), (-1.0, 1.1)),  # across Greenwich: the plain bounds
+        ((170.0, -170.0), (170.0, 190.1)),  # Pacific islands 20° apart across 180°, not 340° apart
+        ((-150.0, 0.0, 150.0), (0.0, 210.1)),  # the gap left out: 210° to 360°, wider than 150° to 210°
+        ((-150.0, -30.0, 90.0), (-150.0, 90.1)),  # spread round the world: no narrower
+    ],
+)
+def test_the_archive_bounds_go_east_past_180_only_where_that_is_narrower(
+    tmp_path: Path, lons: tuple[float, ...], adjusted: tuple[float, float]
+) -> None:
+    import geopandas
+
+    from postprocessing.tiles import write_prediction_tiles
+
+    frame = geopandas.GeoDataFrame(
+        {"class": [1] * len(lons), "area": [1e6] * len(lons), "block_id": ["r0c0"] * len(lons)},
+        geometry=[shapely.box(x, -17.0, x + 0.1, -16.9) for x in lons],
+        crs="EPSG:4326",
+    )
+    frame.to_parquet(tmp_path / "p.parquet")
+    target = tmp_path / "p.pmtiles"
+    write_prediction_tiles(tmp_path / "p.parquet", target, crs="EPSG:4326", zooms=(4, 6))
+    metadata = read_archive(target).metadata
+    west, south, east, north = (float(v) for v in metadata["antimeridian_adjusted_bounds"].split(","))
+    assert (west, east) == pytest.approx(adjusted, abs=1e-6)
+    assert (south, north) == pytest.approx((-17.0, -16.9), abs=1e-6)
+    centre = float(metadata["center"].split(",")[0])
+    middle = (west + east) / 2
+    assert centre == pytest.approx(middle - 360 if middle > 180 else middle, abs=1e-6)
