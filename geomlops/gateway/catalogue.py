@@ -20,12 +20,22 @@ from geomlops.settings import Settings, use_tracking
 _TEXT_FIELDS = ("title", "description", "keywords", "mlm:name")
 
 
+def _longitudes(west: float, east: float) -> list[tuple[float, float]]:
+    """A box's longitudes as intervals: two where it crosses the antimeridian (west > east, as
+    RFC 7946 and STAC write it)."""
+    return [(west, east)] if west <= east else [(west, 180.0), (-180.0, east)]
+
+
 def _intersects(item: dict[str, Any], box: Sequence[float]) -> bool:
     ibox = item.get("bbox")
     if not ibox or len(ibox) < 4:
         return False
     west, south, east, north = (ibox[0], ibox[1], ibox[-2], ibox[-1])
-    return not (east < box[0] or west > box[2] or north < box[1] or south > box[3])
+    if north < box[1] or south > box[3]:
+        return False
+    return any(
+        not (e < w2 or w > e2) for w, e in _longitudes(west, east) for w2, e2 in _longitudes(box[0], box[2])
+    )
 
 
 def _matches_text(item: dict[str, Any], text: str) -> bool:

@@ -48,9 +48,11 @@ def aoi_folder(settings: Settings) -> Path:
 
 
 def aoi_bbox(run: RunInfo, settings: Settings) -> list[float] | None:
-    """W,S,E,N (WGS84) of a batch inference run's area of interest when the gateway gave it:
-    GeoJSON in the parameter (Argo) or a file in :func:`aoi_folder`. None for the whole imagery,
-    another pipeline, or an area given as a file elsewhere (the gateway reads no other file)."""
+    """W,S,E,N (WGS84; west > east across the antimeridian) of a batch inference run's area of
+    interest when the gateway gave it: GeoJSON in the parameter (Argo) or a file in
+    :func:`aoi_folder`. None for the whole imagery, another pipeline, or an area given as a file
+    elsewhere (the gateway reads no other file)."""
+    from postprocessing.antimeridian import bbox_across
     from steps.aoi import aoi_geometry, read_aoi
 
     given = run.parameters.get("aoi", "").strip()
@@ -59,10 +61,10 @@ def aoi_bbox(run: RunInfo, settings: Settings) -> list[float] | None:
     if not given.startswith("{") and Path(given).resolve().parent != aoi_folder(settings).resolve():
         return None
     try:
-        bounds = aoi_geometry(read_aoi(given), where="aoi").bounds
+        geometry = aoi_geometry(read_aoi(given), where="aoi")
     except GeomlopsError:
         return None
-    return [float(v) for v in bounds]
+    return bbox_across(geometry)  # west > east for an area cut at 180°
 
 
 def block_progress(run: RunInfo, now: datetime | None = None) -> BlockProgress | None:

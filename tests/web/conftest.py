@@ -134,3 +134,11 @@ def screenshots() -> Path:
     folder = REPO / "tests" / "web" / "screenshots"
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+@pytest.fixture(scope="module")
+def app(web_gateway: WebGateway, browser: Any) -> Any:
+    """A fresh browser context per module (sessionStorage starts empty)."""
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    yield context
+    context.close()

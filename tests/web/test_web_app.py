@@ -29,14 +29,6 @@ MAP_IDLE = (
 )
 
 
-@pytest.fixture(scope="module")
-def app(web_gateway: WebGateway, browser: Any) -> Any:
-    """A fresh browser context per module (sessionStorage starts empty)."""
-    context = browser.new_context(viewport={"width": 1400, "height": 900})
-    yield context
-    context.close()
-
-
 def sign_in(context: Any, web: WebGateway, role: str, where: str = "") -> Any:
     page = context.new_page()
     page.goto(f"{web.url}/{where}")
@@ -90,6 +82,23 @@ def drag_rectangle(page: Any, bbox: list[float]) -> None:
     for i in range(1, 6):
         page.mouse.move(box["x"] + x1 + (x2 - x1) * i / 5, box["y"] + y1 + (y2 - y1) * i / 5)
     page.mouse.click(box["x"] + x2, box["y"] + y2)
+
+
+def start_run(page: Any) -> tuple[str, list[float], Any]:
+    """Start the planned run, read the area of interest its page says it covers (the form below
+    is for a new run), wait until it ends and check it succeeded: its id, that box and the
+    progress bar's text."""
+    page.get_by_role("button", name="Start batch inference").click()
+    page.wait_for_selector(".progress-text[data-phase]")
+    run_id = page.url.rsplit("/", 1)[1]
+    said = page.get_by_text(f"Area of interest of run {run_id}: ")
+    said.wait_for()
+    box = [float(v) for v in said.inner_text().rsplit(": ", 1)[1].split(",")]
+    phases = ("Succeeded", "Failed", "Error", "Interrupted")
+    page.wait_for_selector(", ".join(f".progress-text[data-phase='{p}']" for p in phases), timeout=600_000)
+    progress = page.locator(".progress-text")
+    assert progress.get_attribute("data-phase") == "Succeeded", page.locator("main").inner_text()
+    return run_id, box, progress
 
 
 def test_a_wrong_key_is_refused_and_not_kept(web_gateway: WebGateway, app: Any, screenshots: Path) -> None:
@@ -180,19 +189,8 @@ def test_draw_plan_run_and_trace_a_polygon(web_gateway: WebGateway, app: Any, sc
     accessible(page, "run form")
     shot(page, screenshots, "03-run-planned")
 
-    page.get_by_role("button", name="Start batch inference").click()
-    page.wait_for_selector(".progress-text[data-phase]")
-    run_id = page.url.rsplit("/", 1)[1]
-    # the run's page says which area it covers (the form below is for a new run)
-    said = page.get_by_text(f"Area of interest of run {run_id}: ")
-    said.wait_for()
-    box = [float(v) for v in said.inner_text().rsplit(": ", 1)[1].split(",")]
+    run_id, box, progress = start_run(page)
     assert box == pytest.approx(aoi, abs=(e - w) * 0.05), (box, aoi)
-    phases = ("Succeeded", "Failed", "Error", "Interrupted")
-    ended = ", ".join(f".progress-text[data-phase='{p}']" for p in phases)
-    page.wait_for_selector(ended, timeout=600_000)
-    progress = page.locator(".progress-text")
-    assert progress.get_attribute("data-phase") == "Succeeded", page.locator("main").inner_text()
     assert progress.get_attribute("data-done") == progress.get_attribute("data-total")
     assert int(progress.get_attribute("data-total")) == blocks  # the plan said how many
     assert page.locator(".logs").inner_text().strip()

@@ -107,8 +107,9 @@ class RunInfo(BaseModel):
     )
     aoi_bbox: list[float] | None = Field(
         default=None,
-        description="A batch inference run's area of interest as W,S,E,N (WGS84) when the gateway "
-        "gave it; null: the whole imagery, or an area given as a file (GET of one run only).",
+        description="A batch inference run's area of interest as W,S,E,N (WGS84; west > east across "
+        "the antimeridian) when the gateway gave it; null: the whole imagery, or an area given as a "
+        "file (GET of one run only).",
     )
 
 

@@ -226,6 +226,10 @@ def test_models_are_searched_and_shown_with_versions_and_aliases(gateway: Served
             MODEL
         ]
         assert viewer.get("/api/v1/models", params={"bbox": "10,10,11,11"}).json() == []
+        # a box across the antimeridian (west > east): from 170°E eastwards to 80°W holds 87°W
+        across = viewer.get("/api/v1/models", params={"bbox": "170,30,-80,31"}).json()
+        assert [m["id"] for m in across] == [MODEL]
+        assert viewer.get("/api/v1/models", params={"bbox": "170,30,-170,31"}).json() == []
         assert [m["id"] for m in viewer.get("/api/v1/models", params={"q": "cloud landsat"}).json()] == [
             MODEL
         ]
@@ -235,3 +239,14 @@ def test_models_are_searched_and_shown_with_versions_and_aliases(gateway: Served
     assert one["version_details"][0]["version"] == "1" and one["version_details"][0]["aliases"] == [
         "production"
     ]
+
+
+def test_a_model_over_the_antimeridian_is_found_by_boxes_on_either_side_of_it() -> None:
+    from geomlops.gateway.catalogue import _intersects
+
+    fiji = {"bbox": [177.0, -19.2, -178.2, -16.0]}  # west > east: across 180°
+    assert _intersects(fiji, [179.0, -17.0, 179.5, -16.5])  # Vanua Levu, east of 179°
+    assert _intersects(fiji, [-179.9, -17.0, -179.0, -16.5])  # the Lau islands, west of -179°
+    assert _intersects(fiji, [170.0, -18.0, -170.0, -17.0])  # a box across 180° too
+    assert not _intersects(fiji, [-170.0, -18.0, 170.0, -17.0])  # the rest of the world
+    assert not _intersects(fiji, [179.0, -10.0, 179.5, -9.0])  # north of it

@@ -63,9 +63,13 @@ export async function resultsPage(root: HTMLElement, session: Session, runId?: s
   let layerName = "predictions";
   try {
     const header = await archive.getHeader();
-    const metadata = (await archive.getMetadata()) as { vector_layers?: { id: string }[] };
+    const metadata = (await archive.getMetadata()) as { vector_layers?: { id: string }[]; antimeridian_adjusted_bounds?: string };
     layerName = metadata?.vector_layers?.[0]?.id ?? layerName;
-    fitBbox(map, [header.minLon, header.minLat, header.maxLon, header.maxLat]);
+    // predictions across 180° (Fiji, Tonga, Samoa): the header's bounds span the world, the
+    // adjusted ones (east past 180°) only the data
+    const adjusted = (metadata?.antimeridian_adjusted_bounds ?? "").split(",").map(Number);
+    const across = adjusted.length === 4 && adjusted.every(Number.isFinite);
+    fitBbox(map, across ? adjusted : [header.minLon, header.minLat, header.maxLon, header.maxLat]);
     // the archive's coarsest level: above it there is nothing to draw
     if (map.getZoom() < header.minZoom) map.jumpTo({ zoom: header.minZoom });
   } catch (err) {

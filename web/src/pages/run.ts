@@ -1,7 +1,7 @@
 // Run: a model version, imagery, an AOI (drawn or a GeoJSON file); plan, start, follow, cancel.
 import { api, type BatchRequest, type Imagery, type ModelSummary, type RunInfo } from "../api";
 import { duration, field, h, status } from "../dom";
-import { bboxPolygon, createMap, showImagery, Drawing, drawingControls, fitBbox, formatBox, showOutline } from "../map";
+import { bboxPolygon, createMap, showImagery, Drawing, drawingControls, fitBbox, formatBox, lonRange, showOutline } from "../map";
 import { may, type Session } from "../session";
 
 const PATH = "__path__";
@@ -47,7 +47,9 @@ function geojsonBbox(g: GeoJSON.GeoJSON): number[] | null {
     } else if ("coordinates" in o) walk(o.coordinates);
   };
   visit(g);
-  return xs.length ? [Math.min(...xs), Math.min(...ys), Math.max(...xs), Math.max(...ys)] : null;
+  if (!xs.length) return null;
+  const [w, e] = lonRange(xs); // a MultiPolygon cut at 180°: across it
+  return [w, Math.min(...ys), e, Math.max(...ys)];
 }
 
 export async function runPage(root: HTMLElement, session: Session, runId?: string): Promise<void> {
@@ -103,7 +105,7 @@ export async function runPage(root: HTMLElement, session: Session, runId?: strin
   const drawing = new Drawing(map);
   mapBox.before(drawingControls(drawing, "area of interest"));
   let fileAoi: GeoJSON.GeoJSON | null = null;
-  const aoi = (): GeoJSON.GeoJSON | null => drawing.shape() ?? fileAoi;
+  const aoi = (): GeoJSON.GeoJSON | null => drawing.area() ?? fileAoi;
   const describeAoi = (): void => {
     const box = drawing.shape() ? drawing.bbox() : fileAoi ? geojsonBbox(fileAoi) : null;
     aoiOut.textContent = box

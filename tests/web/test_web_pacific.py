@@ -1,0 +1,124 @@
+"""Imagery across the antimeridian in the web app: the demo's Landsat scene placed over Taveuni,
+Fiji, in UTM zone 60S, 180° through its middle. The run page opens over it (its bbox has
+west > east), an area drawn across 180° is planned and run (sent cut at 180°, RFC 7946), the
+run says which area it covered, and the results map opens over the predictions, not over the
+whole world. Runs after tests/web/test_web_app.py, on the same gateway and work folder.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import rasterio
+from affine import Affine
+from pyproj import Transformer
+
+from .conftest import WebGateway
+from .test_web_app import MAP_IDLE, MODEL, accessible, drag_rectangle, shot, sign_in, start_run
+
+pytestmark = pytest.mark.slow
+CRS = "EPSG:32760"
+#: the centre of the map, its width and height in degrees
+VIEW = (
+    "() => { const m = window.geomlopsMap; const c = m.getCenter(); const b = m.getBounds();"
+    " return [c.lng, c.lat, b.getEast() - b.getWest(), b.getNorth() - b.getSouth()]; }"
+)
+
+
+def _from_180(lon: float) -> float:
+    """Degrees east of 180° (negative: west of it), whichever copy of the world ``lon`` is in."""
+    return (lon - 180 + 540) % 360 - 180
+
+
+@pytest.fixture(scope="module")
+def taveuni(web_gateway: WebGateway) -> Iterator[dict[str, Any]]:
+    """The demo scene's pixels in a dataset folder of their own, over 180°E, 16.8°S."""
+    datasets = web_gateway.home / "data" / "datasets"
+    source = next(p for p in sorted(datasets.glob("*/image.tif")) if "pacific" not in str(p))
+    folder = datasets / "pacific-taveuni"
+    folder.mkdir()
+    x180, y180 = Transformer.from_crs("EPSG:4326", CRS, always_xy=True).transform(180.0, -16.8)
+    with rasterio.open(source) as src:
+        profile = src.profile | {"crs": CRS}
+        res = src.res[0]
+        x0, y0 = x180 - res * (src.width // 2), y180 + res * (src.height // 2)
+        profile["transform"] = Affine(res, 0, x0, 0, -res, y0)
+        with rasterio.open(folder / "image.tif", "w", **profile) as dst:
+            dst.write(src.read())
+            dst.descriptions = src.descriptions
+    with web_gateway.client("viewer") as viewer:
+        listed = viewer.get("/api/v1/imagery").json()
+    [item] = [i for i in listed if str(i["href"]).endswith("pacific-taveuni/image.tif")]
+    yield item
+    shutil.rmtree(folder)
+
+
+def test_a_scene_across_180_is_run_and_its_results_open_over_it(
+    web_gateway: WebGateway, app: Any, screenshots: Path, taveuni: dict[str, Any]
+) -> None:
+    west, south, east, north = taveuni["bbox"]
+    assert 179.8 < west < 180 and -180 < east < -179.8  # across 180°, as transform_bounds gives it
+
+    page = sign_in(app, web_gateway, "operator", "#/run")
+    page.get_by_label("Model", exact=True).select_option(MODEL)
+    page.get_by_label("Imagery", exact=True).select_option(taveuni["id"])
+    page.get_by_label("Version or alias").select_option("version:1")
+    page.wait_for_function(MAP_IDLE)
+    lng, lat, width, height = page.evaluate(VIEW)
+    assert abs(_from_180(lng)) < 0.1 and south < lat < north  # over the scene, not the world
+    assert width < 2 and height < 2
+
+    # a rectangle from a quarter of the scene west of 180° to a quarter east of it, drawn with
+    # the mouse where the map shows them (the map goes on past 180°: longitudes by the centre's)
+    span = east + 360 - west
+    aoi = [180 - span / 4, south + (north - south) * 0.2, 180 + span / 4, south + (north - south) * 0.8]
+    turn = 360 * round((lng - 180) / 360)
+    drag_rectangle(page, [aoi[0] + turn, aoi[1], aoi[2] + turn, aoi[3]])
+    said = page.get_by_text("Area of interest: drawn, ")
+    said.wait_for()
+    box = [float(v) for v in said.inner_text().rsplit("drawn, ", 1)[1].split(",")]
+    assert box == pytest.approx([aoi[0], aoi[1], aoi[2] - 360, aoi[3]], abs=span * 0.05)  # west > east
+    page.get_by_label("Further parameters").fill("area=taveuni\nblock_size=160\ngroup_size=4")
+    with page.expect_request(lambda r: r.url.endswith("/runs/batch-inference/plan")) as asked:
+        page.get_by_role("button", name="Plan", exact=True).click()
+    sent = asked.value.post_data_json["aoi"]
+    assert sent["type"] == "MultiPolygon" and len(sent["coordinates"]) == 2  # cut at 180°
+    lons = [x for part in sent["coordinates"] for x, _ in part[0]]
+    assert min(lons) >= -180 and max(lons) <= 180 and 180 in lons and -180 in lons
+    plan = page.locator(".plan[data-blocks]")
+    plan.wait_for()
+    assert int(plan.get_attribute("data-blocks")) > 0, plan.inner_text()
+    page.wait_for_function(MAP_IDLE)
+    accessible(page, "run form over 180°")
+    shot(page, screenshots, "07-run-planned-across-180")
+
+    run_id, run_box, _ = start_run(page)
+    assert run_box == pytest.approx(box, abs=1e-3)  # west > east: the cut area's own bbox
+
+    page.get_by_role("link", name="See the results on the map").click()
+    page.wait_for_selector(".in-view[data-count]")
+    page.wait_for_function(MAP_IDLE)
+    page.wait_for_timeout(500)
+    page.wait_for_function(MAP_IDLE)
+    lng, lat, width, height = page.evaluate(VIEW)
+    assert abs(_from_180(lng)) < 0.2 and south < lat < north and width < 2  # over the predictions
+    with web_gateway.client("viewer") as viewer:
+        features = viewer.get(f"/api/v1/runs/{run_id}/predictions", params={"format": "geojson"}).json()
+    assert features["features"], "no polygon predicted over the area"
+    assert int(page.locator(".in-view").get_attribute("data-count")) > 0
+    # polygons on both sides of 180° are drawn: the rendered ones reach either side of it
+    sides = page.evaluate(
+        "() => { const m = window.geomlopsMap; const xs = [];"
+        " for (const f of m.queryRenderedFeatures({layers: ['predictions-fill']}))"
+        "  for (const p of f.geometry.type === 'Polygon' ? [f.geometry.coordinates] : f.geometry.coordinates)"
+        "   for (const [x] of p[0]) xs.push(((x - 180 + 540) % 360) - 180);"
+        " return [Math.min(...xs), Math.max(...xs)]; }"
+    )
+    assert sides[0] < -0.01 and sides[1] > 0.01, sides
+    accessible(page, "results over 180°")
+    shot(page, screenshots, "08-results-across-180")
+    page.close()
