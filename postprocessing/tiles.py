@@ -275,7 +275,10 @@ class _Box:
         wide = (b[:, 2] - b[:, 0]) > _WORLD / 2  # a polygon cut at 180°: its parts' bounds
         if wide.any():
             b = np.concatenate([b[~wide], shapely.bounds(shapely.get_parts(geoms[wide]))])
-        low, high = np.nanmin(b, axis=0), np.nanmax(b, axis=0)
+        b = b[~np.isnan(b).any(axis=1)]  # empty shapes have no bounds
+        if not len(b):
+            return
+        low, high = b.min(axis=0), b.max(axis=0)
         self.plain = [
             min(self.plain[0], low[0]),
             min(self.plain[1], low[1]),
@@ -283,8 +286,7 @@ class _Box:
             max(self.plain[3], high[3]),
         ]
         shift = np.where(b[:, 2] <= 0, _WORLD, 0.0)
-        moved = b[:, 0] + shift, b[:, 2] + shift
-        self.east = [min(self.east[0], np.nanmin(moved[0])), max(self.east[1], np.nanmax(moved[1]))]
+        self.east = [min(self.east[0], (b[:, 0] + shift).min()), max(self.east[1], (b[:, 2] + shift).max())]
 
     def lonlat(self, to_lonlat: Any, *, across: bool = False) -> tuple[float, float, float, float]:
         """West, south, east, north in degrees; ``across``: east past 180° where that is narrower

@@ -30,7 +30,7 @@ def _intersects(item: dict[str, Any], box: Sequence[float]) -> bool:
     ibox = item.get("bbox")
     if not ibox or len(ibox) < 4:
         return False
-    west, south, east, north = (ibox[0], ibox[1], ibox[-2], ibox[-1])
+    west, south, east, north = (ibox[0], ibox[1], ibox[3], ibox[4]) if len(ibox) >= 6 else ibox[:4]
     if north < box[1] or south > box[3]:
         return False
     return any(

@@ -122,3 +122,63 @@ def test_a_scene_across_180_is_run_and_its_results_open_over_it(
     accessible(page, "results over 180°")
     shot(page, screenshots, "08-results-across-180")
     page.close()
+
+
+def test_the_longitude_helpers_on_shapes_at_the_edges_of_the_world(web_gateway: WebGateway, app: Any) -> None:
+    """The app's own functions (window.geomlopsLonLat), and the gateway's check of what they give."""
+    from geomlops.errors import GeomlopsError
+    from steps.aoi import aoi_geometry
+
+    page = app.new_page()
+    page.goto(f"{web_gateway.url}/")
+    page.wait_for_function("() => !!window.geomlopsLonLat")
+
+    def call(name: str, *args: Any) -> Any:
+        return page.evaluate(
+            "([name, args]) => { try { return {value: window.geomlopsLonLat[name](...args)}; }"
+            " catch (err) { return {error: err.message}; } }",
+            [name, list(args)],
+        )
+
+    # the bbox of an area of interest file: per polygon, across 180° only where narrower
+    assert call("lonRange", [[-180, 180]])["value"] == [-180, 180]  # the whole world
+    assert call("lonRange", [[-180, 170]])["value"] == [-180, 170]
+    assert call("lonRange", [[-100, 100]])["value"] == [-100, 100]  # wide, across Greenwich
+    assert call("lonRange", [[179, 180], [-180, -179]])["value"] == [179, -179]  # cut at 180°
+    assert call("lonRange", [[170, 171], [-171, -170]])["value"] == [170, -170]  # islands across it
+
+    # typed boxes: west > east is across 180°; one wider than half the world is a typo
+    assert call("parseBox", "179.8,-17,-179.9,-16.6")["value"] == [179.8, -17, -179.9, -16.6]
+    assert call("parseBox", "-180,-10,180,10")["value"] == [-180, -10, 180, 10]
+    assert "swapped?" in call("parseBox", "10,40,5,45")["error"]
+    assert "swapped?" in call("parseBox", "180,0,-180,10")["error"]  # no width at all
+    assert "longitudes in [-180, 180]" in call("parseBox", "179,0,181,1")["error"]
+
+    def box(w: float, e: float, s: float = 0.0, n: float = 10.0) -> dict[str, Any]:
+        return {"type": "Polygon", "coordinates": [[[w, s], [e, s], [e, n], [w, n], [w, s]]]}
+
+    def cut(polygon: dict[str, Any]) -> Any:
+        got = call("cutAtAntimeridian", polygon)
+        if "value" in got:
+            try:
+                aoi_geometry(got["value"], where="drawn")  # as the gateway checks it
+            except GeomlopsError as err:
+                raise AssertionError(f"{polygon} → {got['value']}: {err}") from err
+        return got
+
+    def parts(got: Any) -> list[list[float]]:
+        import shapely.geometry
+
+        return sorted(list(p.bounds) for p in getattr(shapely.geometry.shape(got["value"]), "geoms", []))
+
+    assert parts(cut(box(179, 181))) == [[-180, 0, -179, 10], [179, 0, 180, 10]]
+    assert parts(cut(box(-190, -170))) == [[-180, 0, -170, 10], [170, 0, 180, 10]]
+    assert parts(cut(box(530, 550))) == [[-180, 0, -170, 10], [170, 0, 180, 10]]
+    assert cut(box(540, 550))["value"]["coordinates"][0][0] == [-180, 0]  # one turn on: as is
+    # a stretch of outline along 180° leaves no spike; a shape crossing it four times is refused
+    step = [[170, 0], [180, 0], [180, 5], [190, 5], [190, 10], [170, 10], [170, 0]]
+    assert parts(cut({"type": "Polygon", "coordinates": [step]})) == [[-180, 5, -170, 10], [170, 0, 180, 10]]
+    c_shape = [[170, 0], [190, 0], [190, 2], [175, 2], [175, 8], [190, 8], [190, 10], [170, 10], [170, 0]]
+    assert "crosses 180° more than twice" in cut({"type": "Polygon", "coordinates": [c_shape]})["error"]
+    assert "more than the world" in cut(box(170, 550))["error"]
+    page.close()

@@ -7,6 +7,15 @@ import { promotionsPage } from "./pages/promotions";
 import { resultsPage } from "./pages/results";
 import { runPage } from "./pages/run";
 import type { Session } from "./session";
+import * as lonlat from "./lonlat";
+
+declare global {
+  interface Window {
+    /** The longitude helpers (the browser tests call them on edge cases). */
+    geomlopsLonLat?: typeof lonlat;
+  }
+}
+window.geomlopsLonLat = lonlat;
 
 const main = document.getElementById("main") as HTMLElement;
 const nav = document.getElementById("nav") as HTMLElement;

@@ -6,6 +6,9 @@ import { Protocol } from "pmtiles";
 import { TerraDraw, TerraDrawPolygonMode, TerraDrawRectangleMode, TerraDrawRenderMode } from "terra-draw";
 import { TerraDrawMapLibreGLAdapter } from "terra-draw-maplibre-gl-adapter";
 import { authHeaders } from "./api";
+import { type Bbox, cutAtAntimeridian, parseBox, unwrapBbox, wrapLon } from "./lonlat";
+
+export type { Bbox };
 
 export const protocol = new Protocol({ metadata: true });
 maplibregl.addProtocol("pmtiles", protocol.tile);
@@ -51,31 +54,6 @@ export function createMap(
   map.addControl(new maplibregl.ScaleControl({}), "bottom-left");
   window.geomlopsMap = map;
   return new Promise((resolve) => map.once("load", () => resolve(map)));
-}
-
-export type Bbox = [number, number, number, number];
-
-/** W,S,E,N of a 4- or 6-number bbox, east past 180° where the box crosses the antimeridian
- * (west > east, as RFC 7946 and STAC write it): the box MapLibre draws and fits. */
-export function unwrapBbox(bbox: number[]): Bbox {
-  const [w, s, e, n] = bbox.length >= 6 ? [bbox[0], bbox[1], bbox[3], bbox[4]] : bbox;
-  return [w, s, e < w ? e + 360 : e, n];
-}
-
-/** Longitude ``x`` in [-180, 180): ``east`` puts 180° itself at 180, not -180. */
-function wrapLon(x: number, east = false): number {
-  const turns = east ? Math.ceil((x - 180) / 360) : Math.floor((x + 180) / 360);
-  return x - 360 * turns;
-}
-
-/** West and east of longitudes ``xs`` (RFC 7946): across the antimeridian (west > east) where
- * that is the narrower way round, as for a MultiPolygon cut at 180°. */
-export function lonRange(xs: number[]): [number, number] {
-  const plain: [number, number] = [Math.min(...xs), Math.max(...xs)];
-  const moved = xs.map((x) => (x < 0 ? x + 360 : x));
-  const across: [number, number] = [Math.min(...moved), Math.max(...moved)];
-  if (plain[1] - plain[0] > 180 && across[1] - across[0] < plain[1] - plain[0]) return [across[0], wrapLon(across[1], true)];
-  return plain;
 }
 
 export function fitBbox(map: maplibregl.Map, bbox: number[] | null | undefined, padding = 30): void {
@@ -141,46 +119,6 @@ export function showOutline(
 /** ``bbox`` as the W,S,E,N text the app shows (four decimals of a degree). */
 export function formatBox(bbox: number[]): string {
   return bbox.map((v) => v.toFixed(4)).join(", ");
-}
-
-/** ``text`` typed as W,S,E,N (degrees); throws naming what was expected. */
-export function parseBox(text: string): Bbox {
-  const values = text.split(",").map((v) => Number(v.trim()));
-  const [w, s, e, n] = values;
-  const lon = (x: number): boolean => x >= -180 && x <= 180;
-  if (values.length !== 4 || values.some((v) => !Number.isFinite(v)) || w === e || !lon(w) || !lon(e) || s >= n || s < -90 || n > 90) {
-    throw new Error(
-      `area of interest: expected W,S,E,N in degrees, longitudes in [-180, 180] (west > east: across 180°), south < north; got "${text.trim()}"`,
-    );
-  }
-  return [w, s, e, n];
-}
-
-/** The part of ``ring`` on one side of the meridian ``x0`` (Sutherland-Hodgman). */
-function clipRing(ring: GeoJSON.Position[], x0: number, west: boolean): GeoJSON.Position[] {
-  const inside = (p: GeoJSON.Position): boolean => (west ? p[0] <= x0 : p[0] >= x0);
-  const out: GeoJSON.Position[] = [];
-  const pts = ring.slice(0, -1);
-  for (let i = 0; i < pts.length; i++) {
-    const a = pts[i];
-    const b = pts[(i + 1) % pts.length];
-    if (inside(a)) out.push(a);
-    if (inside(a) !== inside(b)) out.push([x0, a[1] + ((x0 - a[0]) * (b[1] - a[1])) / (b[0] - a[0])]);
-  }
-  return out.length >= 3 ? [...out, out[0]] : [];
-}
-
-/** A polygon drawn on the map as RFC 7946 wants it: where it reaches past ±180° (the map
- * continues round the world) it is cut there into a MultiPolygon, each part within [-180, 180]. */
-export function cutAtAntimeridian(polygon: GeoJSON.Polygon): GeoJSON.Polygon | GeoJSON.MultiPolygon {
-  const ring = polygon.coordinates[0];
-  const xs = ring.map((p) => p[0]);
-  const shift = Math.floor((Math.min(...xs) + 180) / 360); // whole turns round the world
-  const moved = ring.map((p) => [p[0] - 360 * shift, p[1]]);
-  if (Math.max(...moved.map((p) => p[0])) <= 180) return { type: "Polygon", coordinates: [moved] };
-  const west = clipRing(moved, 180, true);
-  const east = clipRing(moved, 180, false).map((p) => [p[0] - 360, p[1]]);
-  return { type: "MultiPolygon", coordinates: [west, east].filter((r) => r.length).map((r) => [r]) };
 }
 
 /** Polygon and rectangle drawing (terra-draw); the last finished shape is the one used. */

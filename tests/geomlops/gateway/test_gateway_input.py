@@ -250,3 +250,6 @@ def test_a_model_over_the_antimeridian_is_found_by_boxes_on_either_side_of_it() 
     assert _intersects(fiji, [170.0, -18.0, -170.0, -17.0])  # a box across 180° too
     assert not _intersects(fiji, [-170.0, -18.0, 170.0, -17.0])  # the rest of the world
     assert not _intersects(fiji, [179.0, -10.0, 179.5, -9.0])  # north of it
+    high = {"bbox": [177.0, -19.2, 0.0, -178.2, -16.0, 1500.0]}  # with heights: W,S,min,E,N,max
+    assert _intersects(high, [-179.9, -17.0, -179.0, -16.5])
+    assert not _intersects(high, [-170.0, -18.0, 170.0, -17.0])

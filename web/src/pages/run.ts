@@ -1,7 +1,8 @@
 // Run: a model version, imagery, an AOI (drawn or a GeoJSON file); plan, start, follow, cancel.
 import { api, type BatchRequest, type Imagery, type ModelSummary, type RunInfo } from "../api";
 import { duration, field, h, status } from "../dom";
-import { bboxPolygon, createMap, showImagery, Drawing, drawingControls, fitBbox, formatBox, lonRange, showOutline } from "../map";
+import { lonRange } from "../lonlat";
+import { bboxPolygon, createMap, showImagery, Drawing, drawingControls, fitBbox, formatBox, showOutline } from "../map";
 import { may, type Session } from "../session";
 
 const PATH = "__path__";
@@ -32,23 +33,24 @@ export function aoiFromFile(text: string, name: string): GeoJSON.GeoJSON {
 }
 
 function geojsonBbox(g: GeoJSON.GeoJSON): number[] | null {
-  const xs: number[] = [];
+  const parts: [number, number][] = []; // each polygon's own west and east
   const ys: number[] = [];
-  const walk = (c: unknown): void => {
-    if (Array.isArray(c) && typeof c[0] === "number") {
-      xs.push(c[0] as number);
-      ys.push(c[1] as number);
-    } else if (Array.isArray(c)) c.forEach(walk);
+  const polygon = (rings: GeoJSON.Position[][]): void => {
+    const xs = rings[0]?.map((p) => p[0]) ?? [];
+    if (!xs.length) return;
+    parts.push([Math.min(...xs), Math.max(...xs)]);
+    for (const p of rings[0]) ys.push(p[1]);
   };
-  const visit = (o: GeoJSON.GeoJSON): void => {
+  const visit = (o: GeoJSON.GeoJSON | null): void => {
+    if (!o) return;
     if (o.type === "FeatureCollection") o.features.forEach(visit);
-    else if (o.type === "Feature") {
-      if (o.geometry) visit(o.geometry);
-    } else if ("coordinates" in o) walk(o.coordinates);
+    else if (o.type === "Feature") visit(o.geometry);
+    else if (o.type === "Polygon") polygon(o.coordinates);
+    else if (o.type === "MultiPolygon") o.coordinates.forEach(polygon);
   };
   visit(g);
-  if (!xs.length) return null;
-  const [w, e] = lonRange(xs); // a MultiPolygon cut at 180°: across it
+  if (!parts.length) return null;
+  const [w, e] = lonRange(parts); // a MultiPolygon cut at 180°: across it
   return [w, Math.min(...ys), e, Math.max(...ys)];
 }
 
