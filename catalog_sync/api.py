@@ -259,6 +259,17 @@ def all_of(filters: Iterable[Mapping[str, Any] | None]) -> dict[str, Any] | None
     return parts[0] if len(parts) == 1 else {"op": "and", "args": parts}
 
 
+def _across_180(bbox: Sequence[float]) -> dict[str, Any]:
+    """A bbox across the antimeridian (west > east) as the two boxes either side of it: PgSTAC
+    takes a bbox's corners as given, so west > east would search the rest of the world."""
+    west, south, east, north = bbox
+
+    def box(w: float, e: float) -> list[list[list[float]]]:
+        return [[[w, south], [e, south], [e, north], [w, north], [w, south]]]
+
+    return {"type": "MultiPolygon", "coordinates": [box(west, 180.0), box(-180.0, east)]}
+
+
 def search(
     api_url: str,
     *,
@@ -274,7 +285,7 @@ def search(
 
     Args:
         api_url: root URL of the STAC API.
-        bbox: ``[west, south, east, north]`` in WGS 84.
+        bbox: ``[west, south, east, north]`` in WGS 84; west > east: across the antimeridian.
         datetime: an RFC 3339 instant or interval (``2024-01-01/..``).
         q: free text (``building OR road``, ``"building footprints"``), matched against
             each item's description, title and keywords.
@@ -319,7 +330,8 @@ def search(
             q=(q if advanced else q.split()) if q else None,
             client=client,
             method="POST",
-            bbox=list(bbox) if bbox is not None else None,
+            bbox=list(bbox) if bbox is not None and bbox[0] <= bbox[2] else None,
+            intersects=_across_180(bbox) if bbox is not None and bbox[0] > bbox[2] else None,
             datetime=datetime,
             filter=dict(filter) if filter else None,
             collections=list(collections) if collections else None,

@@ -42,6 +42,10 @@ def test_bbox(stac_api: str) -> None:
     # fAIr's models cover the world, the MLM examples Europe (one of them ERA5's grid)
     assert _ids(search(stac_api, bbox=[30.0, -5.0, 40.0, 5.0])) == FAIR
     assert _ids(search(stac_api, bbox=[0.0, 40.0, 10.0, 50.0])) == FAIR | TIMELESS | {"item_pytorch_geo_unet"}
+    # west > east: across the antimeridian, over the Pacific only (not -170° to 170°)
+    assert _ids(search(stac_api, bbox=[170.0, 40.0, -170.0, 50.0])) == FAIR
+    # and from 170°E eastwards round to 10°E: Europe's west too
+    assert _ids(search(stac_api, bbox=[170.0, 40.0, 10.0, 50.0])) == FAIR | TIMELESS | {"item_pytorch_geo_unet"}
 
 
 def test_datetime(stac_api: str) -> None:
