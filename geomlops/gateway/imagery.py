@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import threading
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -182,9 +183,23 @@ def _rgb_indexes(names: list[str | None]) -> tuple[int, ...]:
     return (1,)
 
 
+_IMPORTING = threading.Lock()
+
+
+def _tiler() -> tuple[Any, Any, Any]:
+    """rio-tiler's ``Reader``, ``render`` and ``TileOutsideBounds``, imported by one thread at a
+    time: the first tile requests of a fresh server, each in its own thread, could otherwise see
+    rio-tiler's modules half initialised (ImportError, a 500 for the tile)."""
+    with _IMPORTING:
+        from rio_tiler.errors import TileOutsideBounds
+        from rio_tiler.io import Reader
+        from rio_tiler.utils import render
+    return Reader, render, TileOutsideBounds
+
+
 @lru_cache(maxsize=64)
 def _stretch(path: str, mtime: float, indexes: tuple[int, ...]) -> tuple[tuple[float, float], ...]:
-    from rio_tiler.io import Reader
+    Reader, _, _ = _tiler()
 
     with Reader(path) as src:
         preview = src.preview(indexes=indexes, max_size=512)
@@ -202,8 +217,7 @@ def _stretch(path: str, mtime: float, indexes: tuple[int, ...]) -> tuple[tuple[f
 @lru_cache(maxsize=1)
 def empty_tile() -> bytes:
     """A fully transparent PNG tile."""
-    from rio_tiler.utils import render
-
+    _, render, _ = _tiler()
     return bytes(
         render(np.zeros((1, TILE_SIZE, TILE_SIZE), "uint8"), np.zeros((TILE_SIZE, TILE_SIZE), "uint8"))
     )
@@ -224,10 +238,7 @@ def check_tile(z: int, x: int, y: int) -> None:
 
 def render_tile(path: str, names: list[str | None], z: int, x: int, y: int) -> bytes:
     """The PNG of tile z/x/y (web mercator) of the GeoTIFF at ``path``."""
-    from rio_tiler.errors import TileOutsideBounds
-    from rio_tiler.io import Reader
-    from rio_tiler.utils import render
-
+    Reader, render, TileOutsideBounds = _tiler()
     check_tile(z, x, y)
     indexes = _rgb_indexes(names)
     ranges = _stretch(path, Path(path).stat().st_mtime, indexes)

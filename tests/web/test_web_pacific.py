@@ -124,6 +124,46 @@ def test_a_scene_across_180_is_run_and_its_results_open_over_it(
     page.close()
 
 
+def test_a_box_typed_across_180_is_planned_and_a_bad_one_plans_nothing(
+    web_gateway: WebGateway, app: Any, screenshots: Path, taveuni: dict[str, Any]
+) -> None:
+    west, south, east, north = taveuni["bbox"]
+    page = sign_in(app, web_gateway, "operator", "#/run")
+    page.get_by_label("Model", exact=True).select_option(MODEL)
+    page.get_by_label("Imagery", exact=True).select_option(taveuni["id"])
+    page.get_by_label("Version or alias").select_option("version:1")
+    page.get_by_label("Further parameters").fill("block_size=160")
+    typed = page.get_by_label("Or type the area of interest as west, south, east, north (degrees)")
+    box = [round(west + 0.02, 4), round(south + 0.02, 4), round(east - 0.02, 4), round(north - 0.02, 4)]
+    typed.fill(",".join(map(str, box)))  # west > east: across 180°
+    page.get_by_role("button", name="Use the typed area of interest").click()
+    said = page.get_by_text("Area of interest: drawn, ")
+    said.wait_for()
+    assert [float(v) for v in said.inner_text().rsplit("drawn, ", 1)[1].split(",")] == pytest.approx(box)
+    assert typed.input_value() == ""  # used: the field empties
+    with page.expect_request(lambda r: r.url.endswith("/runs/batch-inference/plan")) as asked:
+        page.get_by_role("button", name="Plan", exact=True).click()
+    assert asked.value.post_data_json["aoi"]["type"] == "MultiPolygon"
+    plan = page.locator(".plan[data-blocks]")
+    plan.wait_for()
+    planned = plan.inner_text()
+    page.wait_for_function(MAP_IDLE)
+    shot(page, screenshots, "09-typed-box-across-180")
+
+    # a box that cannot be used leaves the one there before, and Plan refuses rather than
+    # planning the whole imagery
+    typed.fill("10,40,5,45")
+    page.get_by_role("button", name="Use the typed area of interest").click()
+    page.wait_for_selector("text=west and east swapped?")
+    assert [float(v) for v in said.inner_text().rsplit("drawn, ", 1)[1].split(",")] == pytest.approx(box)
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url) if r.url.endswith("/plan") else None)
+    page.get_by_role("button", name="Plan", exact=True).click()
+    page.wait_for_selector(".status.error:has-text('west and east swapped?')")
+    assert requests == [] and page.locator(".plan").inner_text() in ("", planned)
+    page.close()
+
+
 def test_the_longitude_helpers_on_shapes_at_the_edges_of_the_world(web_gateway: WebGateway, app: Any) -> None:
     """The app's own functions (window.geomlopsLonLat), and the gateway's check of what they give."""
     from geomlops.errors import GeomlopsError

@@ -127,8 +127,10 @@ export class Drawing {
   private listeners: ((shape: GeoJSON.Polygon | null) => void)[] = [];
   /** A box typed as W,S,E,N and not drawn yet ("" when none waits). */
   typed = "";
+  /** A typed box across 180°, shown as an outline: terra-draw holds longitudes within ±180. */
+  private across: GeoJSON.Polygon | null = null;
 
-  constructor(map: maplibregl.Map) {
+  constructor(private readonly map: maplibregl.Map) {
     this.draw = new TerraDraw({
       adapter: new TerraDrawMapLibreGLAdapter({ map }),
       modes: [new TerraDrawRectangleMode(), new TerraDrawPolygonMode(), new TerraDrawRenderMode({ modeName: "idle", styles: {} })],
@@ -141,8 +143,14 @@ export class Drawing {
       }
       this.draw.setMode("idle");
       this.typed = ""; // drawn after typing: the drawing wins
+      this.hold(null);
       this.emit();
     });
+  }
+
+  private hold(box: GeoJSON.Polygon | null): void {
+    this.across = box;
+    showOutline(this.map, "typed-box", box, "#1f6feb");
   }
 
   onChange(listener: (shape: GeoJSON.Polygon | null) => void): void {
@@ -159,32 +167,48 @@ export class Drawing {
   }
 
   shape(): GeoJSON.Polygon | null {
+    if (this.across) return this.across;
     const found = this.draw.getSnapshot().find((f) => f.geometry.type === "Polygon");
     return found ? (found.geometry as GeoJSON.Polygon) : null;
   }
 
   clear(): void {
     this.draw.clear();
+    this.hold(null);
     this.emit();
   }
 
-  /** Put a rectangle over ``bbox`` (W,S,E,N): the keyboard's way to draw. */
+  /** Put a rectangle over ``bbox`` (W,S,E,N; west > east: across 180°): the keyboard's way to
+   * draw. Throws naming why if it cannot, and then the shape there before stays. */
   setBox(bbox: Bbox): void {
-    this.draw.clear();
-    const [result] = this.draw.addFeatures([
-      { type: "Feature", geometry: bboxPolygon(bbox).geometry, properties: { mode: "rectangle" } },
-    ]);
-    if (!result?.valid) throw new Error(`box: ${result?.reason ?? "not a rectangle"}`);
+    const polygon = bboxPolygon(bbox).geometry;
+    if (bbox[0] > bbox[2]) {
+      this.draw.clear();
+      this.hold(polygon);
+    } else {
+      const before = this.draw.getSnapshot().map((f) => f.id as string);
+      const [result] = this.draw.addFeatures([{ type: "Feature", geometry: polygon, properties: { mode: "rectangle" } }]);
+      if (!result?.valid) throw new Error(`box: ${result?.reason ?? "not a rectangle"}`);
+      if (before.length) this.draw.removeFeatures(before);
+      this.hold(null);
+    }
     this.emit();
   }
 
   /** Draw the typed box, if one waits: a run never starts on the whole imagery because the box
-   * typed for it was malformed or not applied. Throws naming what was expected. */
+   * typed for it was malformed or not applied. Throws naming what was expected (the box stays
+   * typed, and waits). */
   useTyped(): void {
     if (!this.typed.trim()) return;
     const box = parseBox(this.typed);
-    this.typed = "";
-    this.setBox(box);
+    const text = this.typed;
+    this.typed = ""; // before the box is drawn: the typed field empties with it
+    try {
+      this.setBox(box);
+    } catch (err) {
+      this.typed = text;
+      throw err;
+    }
   }
 
   /** The drawn shape as an area of interest (RFC 7946: cut at the antimeridian if it crosses). */
