@@ -59,6 +59,15 @@ def parse_bbox(value: str | None, field: str = "bbox") -> list[float] | None:
     return box
 
 
+def bbox_parts(bbox: Sequence[float]) -> list[tuple[float, float, float, float]]:
+    """``[west, south, east, north]`` as boxes with west <= east: itself, or, across the
+    antimeridian (west > east, as RFC 7946 and STAC write it), the two either side of 180°."""
+    west, south, east, north = bbox
+    if west <= east:
+        return [(west, south, east, north)]
+    return [(west, south, 180.0, north), (-180.0, south, east, north)]
+
+
 def create_app() -> FastAPI:
     """The stac-fastapi-pgstac application, with free-text search on ``/search``.
 
@@ -262,12 +271,10 @@ def all_of(filters: Iterable[Mapping[str, Any] | None]) -> dict[str, Any] | None
 def _across_180(bbox: Sequence[float]) -> dict[str, Any]:
     """A bbox across the antimeridian (west > east) as the two boxes either side of it: PgSTAC
     takes a bbox's corners as given, so west > east would search the rest of the world."""
-    west, south, east, north = bbox
-
-    def box(w: float, e: float) -> list[list[list[float]]]:
-        return [[[w, south], [e, south], [e, north], [w, north], [w, south]]]
-
-    return {"type": "MultiPolygon", "coordinates": [box(west, 180.0), box(-180.0, east)]}
+    return {
+        "type": "MultiPolygon",
+        "coordinates": [[[[w, s], [e, s], [e, n], [w, n], [w, s]]] for w, s, e, n in bbox_parts(bbox)],
+    }
 
 
 def search(

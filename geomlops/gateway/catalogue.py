@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from catalog_sync import open_store
+from catalog_sync.api import bbox_parts
 from catalog_sync.collections import MODELS, VERSIONS
 from catalog_sync.store import CatalogStore
 from geomlops.errors import ItemNotFoundError, ModelNotFoundError, ParameterError
@@ -20,21 +21,15 @@ from geomlops.settings import Settings, use_tracking
 _TEXT_FIELDS = ("title", "description", "keywords", "mlm:name")
 
 
-def _longitudes(west: float, east: float) -> list[tuple[float, float]]:
-    """A box's longitudes as intervals: two where it crosses the antimeridian (west > east, as
-    RFC 7946 and STAC write it)."""
-    return [(west, east)] if west <= east else [(west, 180.0), (-180.0, east)]
-
-
 def _intersects(item: dict[str, Any], box: Sequence[float]) -> bool:
     ibox = item.get("bbox")
     if not ibox or len(ibox) < 4:
         return False
-    west, south, east, north = (ibox[0], ibox[1], ibox[3], ibox[4]) if len(ibox) >= 6 else ibox[:4]
-    if north < box[1] or south > box[3]:
-        return False
+    flat = (ibox[0], ibox[1], ibox[3], ibox[4]) if len(ibox) >= 6 else ibox[:4]
     return any(
-        not (e < w2 or w > e2) for w, e in _longitudes(west, east) for w2, e2 in _longitudes(box[0], box[2])
+        not (e < w2 or w > e2 or n < s2 or s > n2)
+        for w, s, e, n in bbox_parts(flat)
+        for w2, s2, e2, n2 in bbox_parts(box)
     )
 
 
