@@ -484,8 +484,8 @@ def _commands(
     other.
 
     A polygon that rounding to the grid made invalid (an edge across another, a ring pinched)
-    is made valid again (GEOS, only those), so that readers which clip or measure it (GDAL,
-    QGIS) can.
+    is rounded again by GEOS, keeping its topology (:func:`_valid_on_grid`, only those), so that
+    readers which clip or measure it (GDAL, QGIS) can.
 
     Returns:
         The bytes, the byte count of each polygon's stream, and which of ``geoms`` kept a ring.
@@ -494,7 +494,13 @@ def _commands(
     shapes = _shapes(rings, len(geoms))
     bad = np.flatnonzero(~shapely.is_valid(shapes))
     if len(bad):
-        fixed = _polygonal(shapely.make_valid(shapes[bad], method="structure", keep_collapsed=False))
+        fixed = _valid_on_grid(
+            geoms[bad],
+            shapes[bad],
+            scale,
+            np.broadcast_to(x0, len(geoms))[bad],
+            np.broadcast_to(y0, len(geoms))[bad],
+        )
         again = _grid_rings(fixed, 1.0, 0.0, 0.0)
         again = _Rings(again.x, again.y, again.ring, bad[again.geom], again.exterior, again.area2)
         good = np.flatnonzero(~np.isin(rings.geom, bad))
@@ -508,6 +514,34 @@ def _commands(
         )
         rings = both.take(np.argsort(both.geom, kind="stable"))
     return _encode(rings, len(geoms))
+
+
+def _valid_on_grid(
+    geoms: NDArray[np.object_], rounded: NDArray[np.object_], scale: float, x0: Any, y0: Any
+) -> NDArray[np.object_]:
+    """Valid polygons on the tile's grid (y up, as :func:`_shapes` gives them) for ``geoms``
+    whose vertices, each rounded on its own, made the invalid ``rounded``.
+
+    GEOS snap-rounds each shape to whole units (``set_precision``: edges are noded where they
+    meet, so the shape keeps its topology and its area); that is about half the CPU time of
+    making the rounded shape valid (``make_valid``, "structure"), which stays for a shape
+    that was invalid before rounding and which snap-rounding cannot take.
+    """
+    counts = shapely.get_num_coordinates(geoms)
+    dx, dy = np.repeat(x0, counts), np.repeat(y0, counts)
+
+    def to_grid(xy: NDArray[np.float64]) -> NDArray[np.float64]:
+        return np.stack([xy[:, 0] * scale + dx, xy[:, 1] * scale - dy], axis=1)
+
+    moved = shapely.transform(geoms, to_grid)
+    fixed = np.empty(len(geoms), object)
+    snap = shapely.is_valid(moved)
+    try:
+        fixed[snap] = shapely.set_precision(moved[snap], 1.0)
+    except shapely.errors.GEOSException:  # not expected of valid shapes; then as below
+        snap[:] = False
+    fixed[~snap] = shapely.make_valid(rounded[~snap], method="structure", keep_collapsed=False)
+    return _polygonal(fixed)
 
 
 def _encode(rings: _Rings, n: int) -> tuple[_U8, _I64, NDArray[np.bool_]]:

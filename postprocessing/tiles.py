@@ -29,9 +29,8 @@ row in the GeoParquet), which join it to its lineage, and ``features`` (1).
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -408,6 +407,16 @@ def _parquet_batches(parquet: Path, crs: str) -> Iterator[tuple[Any, Any, Any, A
         )
 
 
+def _level_tiles(
+    encoder: Any, small: list[tuple[Any, Any, Any]], names: Mapping[int, str]
+) -> list[tuple[int, bytes]]:
+    """A level's tiles, once its features are in: with the squares of its small polygons."""
+    if small:
+        squares, columns = _cells(small, encoder.zoom)
+        encoder.add(squares, {**columns, "class_name": _class_names(columns["class"], names)})
+    return list(encoder.tiles())
+
+
 def write_prediction_tiles(
     parquet: Path,
     target: Path,
@@ -431,8 +440,8 @@ def write_prediction_tiles(
         name: the archive's title (its metadata).
         max_tile_features: the most features whose centres one tile of the most detailed level
             may hold; denser predictions move every level deeper until none holds more.
-        gathered: the same features, gathered while the GeoParquet was written; used instead of
-            reading it where they were all kept.
+        gathered: the same features, gathered while the GeoParquet is written; used instead of
+            reading it where they were all kept (then ``parquet`` need not be finished yet).
 
     Returns:
         The archive written; None when ``parquet`` holds no feature (then no archive is there).
@@ -444,11 +453,12 @@ def write_prediction_tiles(
     from postprocessing.mvt import LevelEncoder
     from postprocessing.pmtiles import write_archive
 
-    count = pq.ParquetFile(parquet).metadata.num_rows
+    # every feature gathered: the GeoParquet is not read (it may still be being written)
+    kept = gathered if gathered is not None and gathered.kept else None
+    count = kept.count if kept is not None else pq.ParquetFile(parquet).metadata.num_rows
     if count == 0:  # no bounds to give and nothing to show: no archive, and no stale one
         target.unlink(missing_ok=True)
         return None
-    kept = gathered if gathered is not None and gathered.kept and gathered.count == count else None
     low, high = zooms
     x, y = kept.centres() if kept is not None else _centres(parquet, crs)
     batches = kept.batches() if kept is not None else _parquet_batches(parquet, crs)
@@ -466,9 +476,14 @@ def write_prediction_tiles(
     names = class_names or {}
     box = _Box()
     offset = 0
-    # the levels are cut in two threads (GEOS and numpy work without Python's lock), each
-    # level's batches in order
-    with ThreadPoolExecutor(max_workers=max(1, min(2, os.cpu_count() or 1))) as pool:
+    # each level is cut in a thread of its own (GEOS and numpy work without Python's lock), its
+    # batches in order; no level waits for another
+    threads = {
+        level.zoom: ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"tiles-{level.zoom}")
+        for level in levels
+    }
+    cut: list[Future[Any]] = []
+    try:
         for geoms, classes, areas, blocks in batches:
             n = len(geoms)
             if n == 0:  # a row of blocks that completed no feature
@@ -483,7 +498,6 @@ def write_prediction_tiles(
                 "features": np.ones(n, "int32"),
             }
             stats.add(columns)
-            cut = []
             for level in levels:
                 keep: Any = slice(None)
                 if level.min_area > 0:
@@ -495,15 +509,18 @@ def write_prediction_tiles(
                         )
                         keep = ~tiny
                 part = {k: v[keep] for k, v in columns.items()}
-                cut.append(pool.submit(encoders[level.zoom].add, geoms[keep], part))
-            for future in cut:
-                future.result()
+                cut.append(threads[level.zoom].submit(encoders[level.zoom].add, geoms[keep], part))
             offset += n
-        for zoom, cells in small.items():
-            if cells:
-                squares, columns = _cells(cells, zoom)
-                encoders[zoom].add(squares, {**columns, "class_name": _class_names(columns["class"], names)})
-        built = list(pool.map(lambda zoom: list(encoders[zoom].tiles()), range(low, high + 1)))
+        built = [
+            threads[level.zoom].submit(_level_tiles, encoders[level.zoom], small[level.zoom], names)
+            for level in levels
+        ]
+        for future in cut:
+            future.result()
+        tiles = [tile for future in built for tile in future.result()]
+    finally:
+        for thread in threads.values():
+            thread.shutdown(wait=True, cancel_futures=True)
     to_lonlat = Transformer.from_crs("EPSG:3857", "EPSG:4326", always_xy=True)
     west, south, east, north = box.lonlat(to_lonlat)
     adjusted = box.lonlat(to_lonlat, across=True)
@@ -539,7 +556,6 @@ def write_prediction_tiles(
             ],
         },
     }
-    tiles = [tile for level in built for tile in level]
     with atomic_path(target) as tmp:
         write_archive(
             tmp, tiles, metadata=metadata, zooms=(low, high), bounds=(west, south, east, north), center=centre

@@ -6,11 +6,13 @@ Features are streamed: each batch the seam merge completes is written and drawn 
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +21,7 @@ from pydantic import BaseModel, ConfigDict
 from catalog_sync import open_store
 from catalog_sync.collections import PREDICTIONS, VERSIONS, version_item_id
 from geomlops.errors import ItemNotFoundError, ModelNotFoundError
-from geomlops.files import atomic_path
+from geomlops.files import atomic_path, remove, temporary_beside
 from geomlops.tracking import raise_if_unreachable
 from steps.batch import BatchPlan, block_path, load_pieces, pieces_path
 from steps.model_io import BACKGROUND_CLASS, NODATA_CLASS
@@ -263,44 +265,61 @@ def write_features(
     model_item = predictions_model_item(catalog, lineage)
     picture = _Quicklook(plan, model_item)
     by_class: Counter[int] = Counter()
+    count = 0
     finish = _finisher(model_item)
     # the same features as vector tiles for maps: gathered as they are written (not read back)
     for_tiles = TileFeatures(crs)
-    with FeatureWriter((parquet, geojson), crs, extra=("block_id",), shared=shared) as files:
-        for batch in polygons:
-            polys = canonical(in_scan_order(batch))
-            rows, cols = first_pixels(polys)
-            geoms = to_geometries(polys, transform)
-            block_ids = [
-                f"r{r}c{c}" for r, c in zip((rows // size).tolist(), (cols // size).tolist(), strict=True)
-            ]
-            classes, areas = polys.classes, None
-            if finish is not None:  # each part keeps its polygon's class and block
-                geoms, index, areas = finish_each(finish, geoms, crs)
-                classes, block_ids = classes[index], [block_ids[i] for i in index.tolist()]
-            if areas is None:
-                areas = polygon_areas(polys, transform, crs)
-            files.write(geoms, classes, areas, block_id=block_ids)
-            for_tiles.add(geoms, classes, areas, block_ids)
-            by_class.update(classes.tolist())
-            picture.add(geoms)
-        title = f"{lineage.model} v{lineage.model_version}: {files.count} features (run {lineage.run_id[:8]})"
-        with atomic_path(png) as tmp:
-            picture.save(tmp, title)
-    # a PMTiles archive, read by HTTP ranges
-    write_prediction_tiles(
+    tiles = partial(
+        write_prediction_tiles,
         parquet,
-        output / PMTILES_FILE,
         crs=crs,
         zooms=zoom_range(plan.crs, plan.transform, plan.width, plan.height),
         class_names=item_class_names(model_item),
-        name=title,
-        gathered=for_tiles,
     )
+    # the files are written and drawn in a thread of their own, a batch behind: while the next
+    # batch is merged, and while the tiles are cut once every feature is in (each of these holds
+    # Python's lock only part of the time, so on two cores they take about half as long)
+    archive = output / PMTILES_FILE
+    staged = temporary_beside(archive)  # moved into place once the files are
+    try:
+        with (
+            FeatureWriter((parquet, geojson), crs, extra=("block_id",), shared=shared) as files,
+            _InOrder("feature-files") as behind,
+        ):
+            for batch in polygons:
+                polys = canonical(in_scan_order(batch))
+                rows, cols = first_pixels(polys)
+                geoms = to_geometries(polys, transform)
+                block_ids = [
+                    f"r{r}c{c}" for r, c in zip((rows // size).tolist(), (cols // size).tolist(), strict=True)
+                ]
+                classes, areas = polys.classes, None
+                if finish is not None:  # each part keeps its polygon's class and block
+                    geoms, index, areas = finish_each(finish, geoms, crs)
+                    classes, block_ids = classes[index], [block_ids[i] for i in index.tolist()]
+                if areas is None:
+                    areas = polygon_areas(polys, transform, crs)
+                behind.submit(_write_and_draw, files, picture, geoms, classes, areas, block_ids)
+                for_tiles.add(geoms, classes, areas, block_ids)
+                by_class.update(classes.tolist())
+                count += len(geoms)
+            title = f"{lineage.model} v{lineage.model_version}: {count} features (run {lineage.run_id[:8]})"
+            behind.submit(_save_quicklook, picture, png, title)
+            made = None
+            if for_tiles.kept:  # a PMTiles archive, read by HTTP ranges
+                made = tiles(staged, name=title, gathered=for_tiles)
+        if not for_tiles.kept:  # too many features to keep: cut from the GeoParquet, now written
+            tiles(archive, name=title)
+        elif made is None:  # no feature: no archive, and no stale one
+            archive.unlink(missing_ok=True)
+        else:
+            os.replace(staged, archive)
+    finally:
+        remove(staged)
     return WrittenFeatures(
         lineage=lineage,
         plan_sha256=_plan_digest(plan),
-        features=files.count,
+        features=count,
         by_class={str(k): v for k, v in sorted(by_class.items())},
         sizes={
             name: (output / name).stat().st_size
@@ -308,6 +327,63 @@ def write_features(
             if (output / name).exists()
         },
     )
+
+
+def _write_and_draw(
+    files: Any, picture: _Quicklook, geoms: Any, classes: Any, areas: Any, block_ids: Sequence[str]
+) -> None:
+    files.write(geoms, classes, areas, block_id=block_ids)
+    picture.add(geoms)
+
+
+def _save_quicklook(picture: _Quicklook, png: Path, title: str) -> None:
+    with atomic_path(png) as tmp:
+        picture.save(tmp, title)
+
+
+class _InOrder:
+    """Calls made one after the other in a thread of their own, at most ``ahead`` of them
+    waiting (the caller waits beyond that). Leaving the ``with`` block waits for them all and
+    raises the first error. Once a call has failed, or the caller left the block on an error,
+    the calls after it are not made: nothing is written after the work has failed."""
+
+    def __init__(self, name: str, ahead: int = 1) -> None:
+        from collections import deque
+        from concurrent.futures import Future
+
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self._pending: deque[Future[None]] = deque()
+        self._ahead = ahead
+        self._failed = False
+
+    def submit(self, call: Callable[..., None], *args: Any) -> None:
+        while len(self._pending) > self._ahead:
+            self._pending.popleft().result()
+        self._pending.append(self._pool.submit(self._make, call, args))
+
+    def _make(self, call: Callable[..., None], args: tuple[Any, ...]) -> None:
+        if self._failed:
+            return
+        try:
+            call(*args)
+        except BaseException:
+            self._failed = True
+            raise
+
+    def __enter__(self) -> _InOrder:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *rest: Any) -> None:
+        try:
+            if exc_type is not None:
+                self._failed = True
+            while self._pending:
+                error = self._pending.popleft().exception()
+                if error is not None and exc_type is None:
+                    raise error
+        finally:
+            self._failed = True
+            self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def stream_features(
@@ -723,9 +799,11 @@ def _backdrop(imagery: str, bands: Sequence[int], shape: tuple[int, int]) -> Any
     import rasterio
 
     with rasterio.open(imagery) as src:
-        # each band read once, masked where the imagery has no data
-        read = {b: src.read(b, out_shape=shape, masked=True) for b in dict.fromkeys(bands)}
-        rgb = np.dstack([np.ma.filled(read[b].astype("float32"), np.nan) for b in bands])
+        # the bands read in one call (each block decoded once, whatever the interleaving), each
+        # band once, masked where the imagery has no data
+        distinct = list(dict.fromkeys(bands))
+        read = src.read(distinct, out_shape=(len(distinct), *shape), masked=True)
+        rgb = np.dstack([np.ma.filled(read[distinct.index(b)].astype("float32"), np.nan) for b in bands])
     lo, hi = np.nanpercentile(rgb, [2, 98]) if not np.isnan(rgb).all() else (0.0, 1.0)
     return np.nan_to_num(np.clip((rgb - lo) / max(hi - lo, 1e-9), 0, 1), nan=1.0)
 

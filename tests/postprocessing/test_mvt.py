@@ -11,7 +11,16 @@ import pyogrio
 import pytest
 import shapely
 
-from postprocessing.mvt import EXTENT, LevelEncoder, _grid_rings, _shapes, tile_ids, varints, zigzag
+from postprocessing.mvt import (
+    EXTENT,
+    LevelEncoder,
+    _grid_rings,
+    _shapes,
+    _valid_on_grid,
+    tile_ids,
+    varints,
+    zigzag,
+)
 from postprocessing.pmtiles import write_archive
 
 ZOOM = 12
@@ -121,6 +130,33 @@ def test_polygons_rounding_spoils_are_mended_or_dropped(tmp_path: Path) -> None:
     back = read.geometry.iloc[0]
     assert back.is_valid and back.area == pytest.approx(shifted.area, rel=0.05)
     assert encoder.features == 2
+
+
+def test_rounding_spoils_are_snap_rounded_and_a_shape_invalid_before_is_made_valid() -> None:
+    u = UNIT
+    # a valid polygon whose neck rounding folds (as above), and a bow tie, invalid before rounding
+    lobes = [(0, 0), (20, 0), (20, -10), (10.4, -10), (10.4, -20), (20, -20), (20, -30), (0, -30), (0, -20)]
+    pinched = shapely.Polygon([(x * u, y * u) for x, y in [*lobes, (10.2, -20), (10.2, -10), (0, -10)]])
+    bow_tie = shapely.Polygon([(x * u, y * u) for x, y in [(40, 0), (70, -30), (70, 0), (40, -20)]])
+    geoms = np.array([pinched, bow_tie], object)
+    scale = EXTENT / TILE
+    rounded = _shapes(_grid_rings(geoms, scale, 0.0, 0.0), 2)
+    assert not shapely.is_valid(rounded).any()
+    fixed = _valid_on_grid(geoms, rounded, scale, np.zeros(2), np.zeros(2))
+    assert shapely.is_valid(fixed).all()
+    # snap-rounded to whole units: the neck, a fifth of a unit wide, collapses and the two bars
+    # (20 x 10 units each) stay, apart
+    coords = shapely.get_coordinates(fixed[0])
+    assert np.array_equal(coords, np.rint(coords))
+    assert shapely.get_num_geometries(fixed[0]) == 2
+    assert fixed[0].area == 400 and pinched.area / u**2 == pytest.approx(402)
+    # the bow tie cannot be snap-rounded: made valid, both of its triangles kept (120 and 270
+    # square units; they meet at (52, -12))
+    assert shapely.get_num_geometries(fixed[1]) == 2
+    assert fixed[1].area == pytest.approx(390)
+    # as the tile takes them: every ring kept, each its whole area (twice it, signed)
+    back = _grid_rings(fixed, 1.0, 0.0, 0.0)
+    assert back.geom.tolist() == [0, 0, 1, 1] and np.abs(back.area2).tolist() == [400, 400, 540, 240]
 
 
 def test_a_level_whose_every_polygon_rounds_away_has_no_tile() -> None:

@@ -158,6 +158,39 @@ def test_a_corrupt_mask_leaves_no_outputs(tmp_path: Path) -> None:
     assert not (tmp_path / "cat" / "predictions").exists()
 
 
+def test_a_batch_the_files_cannot_take_leaves_no_outputs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import steps.predictions as predictions
+
+    # the files are written in a thread of their own, behind the merge and the tiles: its error
+    # is the step's, and neither the files, the quicklook nor the tiles are left
+    real, written = predictions._write_and_draw, []
+
+    def write(files: FeatureWriter, picture: object, geoms: np.ndarray, *rest: object) -> None:
+        if written:
+            raise VectorizeError("predictions.parquet: no space left on the device")
+        written.append(len(geoms))
+        real(files, picture, geoms, *rest)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(predictions, "_write_and_draw", write)
+    mask, plan = _scene(tmp_path, 8)
+    out = tmp_path / "out"
+    out.mkdir()
+    catalog = tmp_path / "cat" / "catalog.json"
+    with pytest.raises(VectorizeError, match="no space left"):
+        publish_predictions(mask, out, plan, LINEAGE, area="x", catalog=str(catalog), scheduler="synchronous")
+    assert len(written) == 1  # the first row of blocks was written, then the second failed
+    assert list(out.iterdir()) == []
+    assert not (tmp_path / "cat" / "predictions").exists()
+    # an earlier archive is not replaced by one whose files failed
+    (out / "predictions.pmtiles").write_bytes(b"earlier")
+    with pytest.raises(VectorizeError, match="no space left"):
+        publish_predictions(mask, out, plan, LINEAGE, area="x", catalog=str(catalog), scheduler="synchronous")
+    assert [p.name for p in out.iterdir()] == ["predictions.pmtiles"]
+    assert (out / "predictions.pmtiles").read_bytes() == b"earlier"
+
+
 def test_files_appear_only_when_closed_cleanly(tmp_path: Path) -> None:
     import shapely
 
