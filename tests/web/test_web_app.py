@@ -191,6 +191,10 @@ def test_draw_plan_run_and_trace_a_polygon(web_gateway: WebGateway, app: Any, sc
 
     run_id, box, progress = start_run(page)
     assert box == pytest.approx(aoi, abs=(e - w) * 0.05), (box, aoi)
+    # the form below, for the next run, starts from this run's choices
+    assert page.get_by_label("Model", exact=True).input_value() == MODEL
+    assert page.get_by_label("Version or alias").input_value() == "version:1"
+    assert page.get_by_label("Imagery", exact=True).input_value() == scene["id"]
     assert progress.get_attribute("data-done") == progress.get_attribute("data-total")
     assert int(progress.get_attribute("data-total")) == blocks  # the plan said how many
     assert page.locator(".logs").inner_text().strip()
@@ -241,6 +245,22 @@ def test_draw_plan_run_and_trace_a_polygon(web_gateway: WebGateway, app: Any, sc
     accessible(page, "results")
     shot(page, screenshots, "05-results-lineage")
 
+    # the STAC items are the gateway's own (no STAC API here): opened with the key, as JSON
+    for name, collection in (
+        ("The run's STAC item", "predictions"),
+        ("The model version's STAC item", "model-versions"),
+    ):
+        with page.context.expect_page() as opened:
+            page.get_by_role("link", name=name).click()
+        tab = opened.value
+        tab.wait_for_load_state()
+        tab.wait_for_function("() => document.body && document.body.innerText.includes('stac_version')")
+        item = json.loads(tab.evaluate("() => (document.querySelector('pre') ?? document.body).innerText"))
+        assert item["type"] == "Feature" and item["collection"] == collection
+        if collection == "predictions":
+            assert item["properties"]["mlflow:run_id"] == lineage["mlflow_run_id"]
+        tab.close()
+
     # zoomed out to the coarsest level: the small polygons are drawn as the cells they fall in,
     # and the count in view still counts every polygon of the scene
     bounds = [header[k] / 1e7 for k in ("min_lon_e7", "min_lat_e7", "max_lon_e7", "max_lat_e7")]
@@ -274,8 +294,18 @@ def test_draw_plan_run_and_trace_a_polygon(web_gateway: WebGateway, app: Any, sc
         .inner_text()
         .startswith(f"{cell['features']}, each too small")
     )
-    assert page.locator("dd[data-field='Area']").inner_text().endswith("m² in all")
+    area = page.locator("dd[data-field='Area']").inner_text()
+    assert area.startswith(f"{cell['area']:,.1f}".removesuffix(".0")) and area.endswith(" in all"), area
+    assert " m²" in area and (" ha)" in area) == (cell["area"] >= 10000)
     shot(page, screenshots, "06-results-overview")
+
+    # zoomed out past the coarsest level nothing is drawn, and the page says why
+    page.evaluate(f"() => {{ window.geomlopsMap.jumpTo({{zoom: {header['min_zoom'] - 1.5}}}); }}")
+    page.wait_for_function(MAP_IDLE)
+    page.wait_for_selector(".in-view[data-below='true']")
+    assert (
+        counts.inner_text() == f"Zoom in to see the polygons: they are drawn from zoom {header['min_zoom']}."
+    )
     page.close()
 
 

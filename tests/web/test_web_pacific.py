@@ -137,9 +137,9 @@ def test_a_box_typed_across_180_is_planned_and_a_bad_one_plans_nothing(
     box = [round(west + 0.02, 4), round(south + 0.02, 4), round(east - 0.02, 4), round(north - 0.02, 4)]
     typed.fill(",".join(map(str, box)))  # west > east: across 180°
     page.get_by_role("button", name="Use the typed area of interest").click()
-    said = page.get_by_text("Area of interest: drawn, ")
+    said = page.get_by_text("Area of interest: typed, ")
     said.wait_for()
-    assert [float(v) for v in said.inner_text().rsplit("drawn, ", 1)[1].split(",")] == pytest.approx(box)
+    assert [float(v) for v in said.inner_text().rsplit("typed, ", 1)[1].split(",")] == pytest.approx(box)
     assert typed.input_value() == ""  # used: the field empties
     with page.expect_request(lambda r: r.url.endswith("/runs/batch-inference/plan")) as asked:
         page.get_by_role("button", name="Plan", exact=True).click()
@@ -155,7 +155,7 @@ def test_a_box_typed_across_180_is_planned_and_a_bad_one_plans_nothing(
     typed.fill("10,40,5,45")
     page.get_by_role("button", name="Use the typed area of interest").click()
     page.wait_for_selector("text=west and east swapped?")
-    assert [float(v) for v in said.inner_text().rsplit("drawn, ", 1)[1].split(",")] == pytest.approx(box)
+    assert [float(v) for v in said.inner_text().rsplit("typed, ", 1)[1].split(",")] == pytest.approx(box)
     requests: list[str] = []
     page.on("request", lambda r: requests.append(r.url) if r.url.endswith("/plan") else None)
     page.get_by_role("button", name="Plan", exact=True).click()

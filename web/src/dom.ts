@@ -1,4 +1,5 @@
 // Small DOM helpers: elements with attributes, labelled form controls, status messages.
+import { authHeaders } from "./api";
 
 type Attrs = Record<string, string | boolean | number | undefined | null>;
 type Child = Node | string | null | undefined | false;
@@ -65,6 +66,30 @@ export function duration(seconds: number | null | undefined): string {
 
 export function link(href: string | null | undefined, text: string): HTMLElement {
   if (!href) return h("span", { text });
+  if (href.startsWith("/api/v1/")) return keyedLink(href, text);
   const external = /^https?:/.test(href);
   return h("a", { href, text, target: external ? "_blank" : undefined, rel: external ? "noopener" : undefined });
+}
+
+/** A link to one of the gateway's own resources (a STAC item, with no STAC API in front of the
+ * catalogue): a plain link would be sent without the key and refused, so it is fetched with the
+ * key and shown in a new tab as what it is (JSON in the browser's viewer). */
+function keyedLink(href: string, text: string): HTMLElement {
+  const a = h("a", { href, text, target: "_blank" });
+  a.addEventListener("click", (event) => {
+    event.preventDefault();
+    const tab = window.open("", "_blank"); // now, while the click lets a tab open
+    void (async () => {
+      const answer = await fetch(href, { headers: authHeaders() });
+      const type = answer.headers.get("content-type") ?? "application/json";
+      const body = new Blob([await answer.arrayBuffer()], { type: answer.ok ? type : "text/plain" });
+      const url = URL.createObjectURL(body);
+      if (tab) tab.location.href = url;
+      else window.location.assign(url);
+      setTimeout(() => URL.revokeObjectURL(url), 60000);
+    })().catch((err: unknown) => {
+      if (tab) tab.document.body.textContent = `${href}: ${(err as Error).message}`;
+    });
+  });
+  return a;
 }

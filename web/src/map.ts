@@ -129,6 +129,8 @@ export class Drawing {
   typed = "";
   /** A typed box across 180°, shown as an outline: terra-draw holds longitudes within ±180. */
   private across: GeoJSON.Polygon | null = null;
+  /** Whether the shape there came from a typed box (else drawn with the mouse, or none). */
+  wasTyped = false;
 
   constructor(private readonly map: maplibregl.Map) {
     this.draw = new TerraDraw({
@@ -143,6 +145,7 @@ export class Drawing {
       }
       this.draw.setMode("idle");
       this.typed = ""; // drawn after typing: the drawing wins
+      this.wasTyped = false;
       this.hold(null);
       this.emit();
     });
@@ -174,6 +177,7 @@ export class Drawing {
 
   clear(): void {
     this.draw.clear();
+    this.wasTyped = false;
     this.hold(null);
     this.emit();
   }
@@ -192,6 +196,7 @@ export class Drawing {
       if (before.length) this.draw.removeFeatures(before);
       this.hold(null);
     }
+    this.wasTyped = true;
     this.emit();
   }
 

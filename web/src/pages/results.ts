@@ -61,6 +61,7 @@ export async function resultsPage(root: HTMLElement, session: Session, runId?: s
   const archive = new PMTiles(new FetchSource(url, new Headers(authHeaders())));
   protocol.add(archive);
   let layerName = "predictions";
+  let minZoom = 0;
   try {
     const header = await archive.getHeader();
     const metadata = (await archive.getMetadata()) as { vector_layers?: { id: string }[]; antimeridian_adjusted_bounds?: string };
@@ -71,6 +72,7 @@ export async function resultsPage(root: HTMLElement, session: Session, runId?: s
     const across = adjusted.length === 4 && adjusted.every(Number.isFinite);
     fitBbox(map, across ? adjusted : [header.minLon, header.minLat, header.maxLon, header.maxLat]);
     // the archive's coarsest level: above it there is nothing to draw
+    minZoom = header.minZoom;
     if (map.getZoom() < header.minZoom) map.jumpTo({ zoom: header.minZoom });
   } catch (err) {
     say.say(`predictions: ${(err as Error).message}`, true);
@@ -86,6 +88,14 @@ export async function resultsPage(root: HTMLElement, session: Session, runId?: s
   // at the coarser zoom levels polygons too small to see are drawn as the squares of the cells
   // they fall in (feature_id -1, features: how many): counted by that number, each cell once
   const countInView = (): void => {
+    // zoomed out past the archive's coarsest level, the map draws none of them
+    const below = map.getZoom() < minZoom;
+    inView.dataset.below = String(below);
+    if (below) {
+      inView.textContent = `Zoom in to see the polygons: they are drawn from zoom ${minZoom}.`;
+      delete inView.dataset.count;
+      return;
+    }
     const ids = new Set<string>();
     const cells = new Map<string, number>();
     for (const f of map.queryRenderedFeatures({ layers: [LAYER] })) {
@@ -114,7 +124,7 @@ export async function resultsPage(root: HTMLElement, session: Session, runId?: s
     const rows: [string, string | Node][] = [
       ["Class", `${p.class} ${String(p.class_name ?? cls?.name ?? "")}`.trim() + (cell ? " (most of them)" : "")],
       ...(cell ? [["Polygons", `${p.features}, each too small to draw at this zoom: zoom in to pick one`] as [string, string]] : []),
-      ["Area", (Number.isFinite(area) ? `${area.toFixed(1)} m²` : String(p.area ?? "–")) + (cell ? " in all" : "")],
+      ["Area", (Number.isFinite(area) ? squareMetres(area) : String(p.area ?? "–")) + (cell ? " in all" : "")],
       ["Model", String(p.model ?? lineage.model ?? run.parameters.model ?? "–")],
       ["Version", String(p.model_version ?? lineage.model_version ?? run.parameters.model_version ?? "–")],
       ["MLflow run", lineage.mlflow_run_url ? link(lineage.mlflow_run_url, String(p.mlflow_run_id ?? lineage.mlflow_run_id)) : String(p.mlflow_run_id ?? lineage.mlflow_run_id ?? "–")],
@@ -150,4 +160,10 @@ export async function resultsPage(root: HTMLElement, session: Session, runId?: s
     return b;
   };
   downloads.append(download("geoparquet", "GeoParquet"), " ", download("geojson", "GeoJSON"), " ", link(lineage.predictions_item_url ?? null, "The run's STAC item"), " ", link(lineage.model_item_url ?? null, "The model version's STAC item"));
+}
+
+/** An area as people read it: 1,234.5 m², and the hectares as well from one hectare up. */
+export function squareMetres(area: number): string {
+  const m2 = `${area.toLocaleString("en", { maximumFractionDigits: 1 })} m²`;
+  return area >= 10000 ? `${m2} (${(area / 10000).toLocaleString("en", { maximumFractionDigits: 2 })} ha)` : m2;
 }

@@ -111,7 +111,7 @@ export async function runPage(root: HTMLElement, session: Session, runId?: strin
   const describeAoi = (): void => {
     const box = drawing.shape() ? drawing.bbox() : fileAoi ? geojsonBbox(fileAoi) : null;
     aoiOut.textContent = box
-      ? `Area of interest: ${drawing.shape() ? "drawn" : "from the file"}, ${formatBox(box)}`
+      ? `Area of interest: ${drawing.shape() ? (drawing.wasTyped ? "typed" : "drawn") : "from the file"}, ${formatBox(box)}`
       : "Area of interest: none (the whole imagery)";
     planOut.textContent = "";
   };
@@ -178,6 +178,20 @@ export async function runPage(root: HTMLElement, session: Session, runId?: strin
   imagery.addEventListener("change", imageryChanged);
   imageryChanged();
 
+  const prefill = (run: RunInfo): void => {
+    const given = run.parameters;
+    if (!models.some((m) => m.id === given.model)) return;
+    model.value = String(given.model);
+    fillVersions();
+    const wanted = given.alias ? `alias:${given.alias}` : `version:${given.model_version ?? given.version ?? ""}`;
+    if ([...version.options].some((o) => o.value === wanted)) version.value = wanted;
+    const where = given.imagery ?? "";
+    const known = images.find((i) => i.href === where || i.path === where);
+    imagery.value = known ? known.id : PATH;
+    if (!known) path.value = where;
+    pathField.hidden = imagery.value !== PATH;
+  };
+
   const request = (): BatchRequest => {
     const chosen = images.find((i) => i.id === imagery.value);
     const where = imagery.value === PATH ? path.value.trim() : String(chosen?.href ?? chosen?.path ?? chosen?.id ?? "");
@@ -196,7 +210,8 @@ export async function runPage(root: HTMLElement, session: Session, runId?: strin
     try {
       const plan = await api.plan(request());
       const blocks = plan.blocks;
-      planOut.textContent = `The plan covers ${blocks} block${blocks === 1 ? "" : "s"} of ${plan.block_size} px in ${plan.groups} task${plan.groups === 1 ? "" : "s"}.${plan.notes.length ? ` ${plan.notes.join(" ")}` : ""}`;
+      const notes = plan.notes.map(sentence).join(" ");
+      planOut.textContent = `The plan covers ${blocks} block${blocks === 1 ? "" : "s"} of ${plan.block_size} px in ${plan.groups} task${plan.groups === 1 ? "" : "s"}.${notes ? ` ${notes}` : ""}`;
       planOut.dataset.blocks = String(blocks);
       if (plan.bbox) showOutline(map, "plan", bboxPolygon(plan.bbox), "#6f42c1");
     } catch (err) {
@@ -227,6 +242,8 @@ export async function runPage(root: HTMLElement, session: Session, runId?: strin
       const known = images.find((i) => i.href === where);
       showImagery(map, where ? `/api/v1/imagery/tiles/{z}/{x}/{y}.png?path=${encodeURIComponent(where)}` : null);
       if (known) fitBbox(map, known.bbox);
+      // the form starts from this run's choices, for the next run with one thing changed
+      prefill(run);
     } catch {
       // followRun says why
     }
@@ -245,6 +262,14 @@ interface FollowParts {
 }
 
 const DONE = ["Succeeded", "Failed", "Error", "Interrupted"];
+
+/** A note as a sentence: a capital first, a full stop last. */
+export function sentence(note: string): string {
+  const text = note.trim();
+  if (!text) return text;
+  const capital = text.charAt(0).toUpperCase() + text.slice(1);
+  return /[.!?]$/.test(capital) ? capital : `${capital}.`;
+}
 
 export function blocksOf(run: RunInfo): [number, number] {
   if (run.blocks) return [run.blocks.done, run.blocks.total];
@@ -277,7 +302,9 @@ async function followRun(runId: string, p: FollowParts): Promise<void> {
     p.progress.value = done;
     const unit = run.blocks?.unit ?? "tasks";
     p.progress.setAttribute("aria-valuetext", `${done} of ${total} ${unit}`);
-    p.progressText.textContent = `Run ${runId}: ${run.phase}, ${done} / ${total} ${unit}, elapsed ${duration(run.blocks?.elapsed_s)}, ETA ${DONE.includes(run.phase) ? "–" : duration(run.blocks?.eta_s)}`;
+    // no total yet: the run is still planning its blocks
+    const counted = total ? `${done} / ${total} ${unit}` : `planning its ${unit}`;
+    p.progressText.textContent = `Run ${runId}: ${run.phase}, ${counted}, elapsed ${duration(run.blocks?.elapsed_s)}, ETA ${DONE.includes(run.phase) || !total ? "–" : duration(run.blocks?.eta_s)}`;
     p.progressText.dataset.done = String(done);
     p.progressText.dataset.total = String(total);
     p.progressText.dataset.phase = run.phase;
