@@ -29,6 +29,7 @@ row in the GeoParquet), which join it to its lineage, and ``features`` (1).
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -55,6 +56,8 @@ LEVELS = 4
 OVERVIEW_MIN_UNITS = 64
 #: the side of the cells that gather the small polygons of an overview level, in tile units
 OVERVIEW_CELL_UNITS = 16
+#: batches of features handed to the levels' threads and not cut yet, at most
+_BATCHES_AHEAD = 2
 #: web mercator's sphere radius (metres)
 _RADIUS = _WORLD / (2 * math.pi)
 
@@ -482,7 +485,7 @@ def write_prediction_tiles(
         level.zoom: ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"tiles-{level.zoom}")
         for level in levels
     }
-    cut: list[Future[Any]] = []
+    cut: deque[list[Future[Any]]] = deque()  # each batch's cuts, the levels' queues bounded
     try:
         for geoms, classes, areas, blocks in batches:
             n = len(geoms)
@@ -498,6 +501,7 @@ def write_prediction_tiles(
                 "features": np.ones(n, "int32"),
             }
             stats.add(columns)
+            batch_cuts = []
             for level in levels:
                 keep: Any = slice(None)
                 if level.min_area > 0:
@@ -509,14 +513,21 @@ def write_prediction_tiles(
                         )
                         keep = ~tiny
                 part = {k: v[keep] for k, v in columns.items()}
-                cut.append(threads[level.zoom].submit(encoders[level.zoom].add, geoms[keep], part))
+                batch_cuts.append(threads[level.zoom].submit(encoders[level.zoom].add, geoms[keep], part))
+            cut.append(batch_cuts)
+            # at most a few batches waiting: read from the GeoParquet, the features are not all
+            # held while the levels catch up
+            while len(cut) > _BATCHES_AHEAD:
+                for future in cut.popleft():
+                    future.result()
             offset += n
         built = [
             threads[level.zoom].submit(_level_tiles, encoders[level.zoom], small[level.zoom], names)
             for level in levels
         ]
-        for future in cut:
-            future.result()
+        for batch_cuts in cut:
+            for future in batch_cuts:
+                future.result()
         tiles = [tile for future in built for tile in future.result()]
     finally:
         for thread in threads.values():

@@ -280,7 +280,8 @@ def write_features(
     # batch is merged, and while the tiles are cut once every feature is in (each of these holds
     # Python's lock only part of the time, so on two cores they take about half as long)
     archive = output / PMTILES_FILE
-    staged = temporary_beside(archive)  # moved into place once the files are
+    # the archive and the quicklook are written beside, and moved into place once the files are
+    staged, staged_png = temporary_beside(archive), temporary_beside(png)
     try:
         with (
             FeatureWriter((parquet, geojson), crs, extra=("block_id",), shared=shared) as files,
@@ -304,11 +305,13 @@ def write_features(
                 by_class.update(classes.tolist())
                 count += len(geoms)
             title = f"{lineage.model} v{lineage.model_version}: {count} features (run {lineage.run_id[:8]})"
-            behind.submit(_save_quicklook, picture, png, title)
+            behind.submit(picture.save, staged_png, title)
             made = None
             if for_tiles.kept:  # a PMTiles archive, read by HTTP ranges
                 made = tiles(staged, name=title, gathered=for_tiles)
+        os.replace(staged_png, png)
         if not for_tiles.kept:  # too many features to keep: cut from the GeoParquet, now written
+            archive.unlink(missing_ok=True)  # none, rather than one of other files, if this fails
             tiles(archive, name=title)
         elif made is None:  # no feature: no archive, and no stale one
             archive.unlink(missing_ok=True)
@@ -316,6 +319,7 @@ def write_features(
             os.replace(staged, archive)
     finally:
         remove(staged)
+        remove(staged_png)
     return WrittenFeatures(
         lineage=lineage,
         plan_sha256=_plan_digest(plan),
@@ -334,11 +338,6 @@ def _write_and_draw(
 ) -> None:
     files.write(geoms, classes, areas, block_id=block_ids)
     picture.add(geoms)
-
-
-def _save_quicklook(picture: _Quicklook, png: Path, title: str) -> None:
-    with atomic_path(png) as tmp:
-        picture.save(tmp, title)
 
 
 class _InOrder:

@@ -191,6 +191,32 @@ def test_a_batch_the_files_cannot_take_leaves_no_outputs(
     assert (out / "predictions.pmtiles").read_bytes() == b"earlier"
 
 
+def test_tiles_that_cannot_be_cut_leave_the_earlier_outputs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import postprocessing.tiles as tiles
+
+    # the tiles are cut while the files and the quicklook are still being written beside them:
+    # when cutting fails, none of the new outputs is moved into place
+    def fail(*args: object, **kwargs: object) -> None:
+        raise VectorizeError("predictions.pmtiles: no space left on the device")
+
+    monkeypatch.setattr(tiles, "write_prediction_tiles", fail)
+    mask, plan = _scene(tmp_path, 8)
+    out = tmp_path / "out"
+    out.mkdir()
+    earlier = {
+        name: name.encode() for name in ("predictions.parquet", "predictions.geojson", "quicklook.png")
+    }
+    for name, data in earlier.items():
+        (out / name).write_bytes(data)
+    catalog = tmp_path / "cat" / "catalog.json"
+    with pytest.raises(VectorizeError, match="no space left"):
+        publish_predictions(mask, out, plan, LINEAGE, area="x", catalog=str(catalog), scheduler="synchronous")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == earlier
+    assert not (tmp_path / "cat" / "predictions").exists()
+
+
 def test_files_appear_only_when_closed_cleanly(tmp_path: Path) -> None:
     import shapely
 
