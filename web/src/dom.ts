@@ -73,22 +73,26 @@ export function link(href: string | null | undefined, text: string): HTMLElement
 
 /** A link to one of the gateway's own resources (a STAC item, with no STAC API in front of the
  * catalogue): a plain link would be sent without the key and refused, so it is fetched with the
- * key and shown in a new tab as what it is (JSON in the browser's viewer). */
+ * key and shown in a new tab, as JSON or plain text only (never run as a page of the app's
+ * origin, where the key is kept). Opened otherwise (middle click), the link gets the 401. */
 function keyedLink(href: string, text: string): HTMLElement {
-  const a = h("a", { href, text, target: "_blank" });
+  const a = h("a", { href, text, target: "_blank", rel: "noopener" });
   a.addEventListener("click", (event) => {
     event.preventDefault();
     const tab = window.open("", "_blank"); // now, while the click lets a tab open
+    if (tab) tab.opener = null;
     void (async () => {
       const answer = await fetch(href, { headers: authHeaders() });
-      const type = answer.headers.get("content-type") ?? "application/json";
-      const body = new Blob([await answer.arrayBuffer()], { type: answer.ok ? type : "text/plain" });
+      const json = answer.ok && /json/.test(answer.headers.get("content-type") ?? "");
+      const body = new Blob([await answer.arrayBuffer()], { type: json ? "application/json" : "text/plain" });
       const url = URL.createObjectURL(body);
-      if (tab) tab.location.href = url;
-      else window.location.assign(url);
       setTimeout(() => URL.revokeObjectURL(url), 60000);
+      if (tab) tab.location.href = url;
+      else a.title = `${href}: the browser refused to open a tab; allow pop-ups for this site`;
     })().catch((err: unknown) => {
-      if (tab) tab.document.body.textContent = `${href}: ${(err as Error).message}`;
+      const said = `${href}: ${(err as Error).message}`;
+      if (tab) tab.document.body.textContent = said;
+      else a.title = said;
     });
   });
   return a;

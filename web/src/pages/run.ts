@@ -183,8 +183,10 @@ export async function runPage(root: HTMLElement, session: Session, runId?: strin
     if (!models.some((m) => m.id === given.model)) return;
     model.value = String(given.model);
     fillVersions();
-    const wanted = given.alias ? `alias:${given.alias}` : `version:${given.model_version ?? given.version ?? ""}`;
-    if ([...version.options].some((o) => o.value === wanted)) version.value = wanted;
+    // the gateway keeps a run's alias, or its version, as model_version
+    const chosen = String(given.model_version ?? "");
+    const wanted = [`alias:${chosen}`, `version:${chosen}`].find((v) => [...version.options].some((o) => o.value === v));
+    if (wanted) version.value = wanted;
     const where = given.imagery ?? "";
     const known = images.find((i) => i.href === where || i.path === where);
     imagery.value = known ? known.id : PATH;
@@ -303,7 +305,7 @@ async function followRun(runId: string, p: FollowParts): Promise<void> {
     const unit = run.blocks?.unit ?? "tasks";
     p.progress.setAttribute("aria-valuetext", `${done} of ${total} ${unit}`);
     // no total yet: the run is still planning its blocks
-    const counted = total ? `${done} / ${total} ${unit}` : `planning its ${unit}`;
+    const counted = total || DONE.includes(run.phase) ? `${done} / ${total} ${unit}` : `planning its ${unit}`;
     p.progressText.textContent = `Run ${runId}: ${run.phase}, ${counted}, elapsed ${duration(run.blocks?.elapsed_s)}, ETA ${DONE.includes(run.phase) || !total ? "–" : duration(run.blocks?.eta_s)}`;
     p.progressText.dataset.done = String(done);
     p.progressText.dataset.total = String(total);
