@@ -98,6 +98,10 @@ def test_a_scene_across_180_is_run_and_its_results_open_over_it(
 
     run_id, run_box, _ = start_run(page)
     assert run_box == pytest.approx(box, abs=1e-3)  # west > east: the cut area's own bbox
+    # the form below, for the next run, starts from this run's imagery (not the first listed)
+    imagery = page.get_by_label("Imagery", exact=True)
+    assert imagery.locator("option").evaluate_all("os => os.map(o => o.value)")[0] != taveuni["id"]
+    assert imagery.input_value() == taveuni["id"]
 
     page.get_by_role("link", name="See the results on the map").click()
     page.wait_for_selector(".in-view[data-count]")
