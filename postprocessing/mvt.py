@@ -164,7 +164,7 @@ class LevelEncoder:
             self._columns.setdefault(name, []).append(np.asarray(values))
         if n:
             geometry = np.asarray(geometry)
-            self._cut(*_apart_at_antimeridian(geometry, self._rows, shapely.bounds(geometry)))
+            self._cut(*apart_at_antimeridian(geometry, self._rows, shapely.bounds(geometry)))
         self._rows += n
 
     def _cut(self, geometry: NDArray[np.object_], rows: _I64, m: NDArray[np.float64]) -> None:
@@ -354,7 +354,7 @@ def _value_messages(distinct: NDArray[Any]) -> tuple[_U8, _I64]:
     return blob, np.array([len(m) for m in messages], np.int64)
 
 
-def _apart_at_antimeridian(
+def apart_at_antimeridian(
     geometry: NDArray[np.object_], first_row: int, bounds: NDArray[np.float64]
 ) -> tuple[NDArray[np.object_], _I64, NDArray[np.float64]]:
     """The shapes, those cut at the antimeridian (wider than half the world: parts at both of

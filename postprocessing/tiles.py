@@ -29,16 +29,17 @@ row in the GeoParquet), which join it to its lineage, and ``features`` (1).
 from __future__ import annotations
 
 import math
-from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from geomlops.background import InOrder
 from geomlops.files import atomic_path
 from postprocessing.mvt import EXTENT as _EXTENT
 from postprocessing.mvt import WORLD as _WORLD
+from postprocessing.mvt import apart_at_antimeridian
 
 #: the archive's file name beside the GeoParquet
 PMTILES_FILE = "predictions.pmtiles"
@@ -56,7 +57,7 @@ LEVELS = 4
 OVERVIEW_MIN_UNITS = 64
 #: the side of the cells that gather the small polygons of an overview level, in tile units
 OVERVIEW_CELL_UNITS = 16
-#: batches of features handed to the levels' threads and not cut yet, at most
+#: batches of features handed to each level's thread and not cut yet, at most
 _BATCHES_AHEAD = 2
 #: web mercator's sphere radius (metres)
 _RADIUS = _WORLD / (2 * math.pi)
@@ -273,10 +274,7 @@ class _Box:
         import numpy as np
         import shapely
 
-        b = shapely.bounds(geoms)
-        wide = (b[:, 2] - b[:, 0]) > _WORLD / 2  # a polygon cut at 180°: its parts' bounds
-        if wide.any():
-            b = np.concatenate([b[~wide], shapely.bounds(shapely.get_parts(geoms[wide]))])
+        _, _, b = apart_at_antimeridian(geoms, 0, shapely.bounds(geoms))  # a cut polygon: its parts'
         b = b[~np.isnan(b).any(axis=1)]  # empty shapes have no bounds
         if not len(b):
             return
@@ -480,13 +478,13 @@ def write_prediction_tiles(
     box = _Box()
     offset = 0
     # each level is cut in a thread of its own (GEOS and numpy work without Python's lock), its
-    # batches in order; no level waits for another
-    threads = {
-        level.zoom: ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"tiles-{level.zoom}")
-        for level in levels
-    }
-    cut: deque[list[Future[Any]]] = deque()  # each batch's cuts, the levels' queues bounded
-    try:
+    # batches in order; no level waits for another. At most a few batches wait in each: read
+    # from the GeoParquet, the features are not all held while the levels catch up
+    with ExitStack() as stack:
+        threads = {
+            level.zoom: stack.enter_context(InOrder(f"tiles-{level.zoom}", ahead=_BATCHES_AHEAD))
+            for level in levels
+        }
         for geoms, classes, areas, blocks in batches:
             n = len(geoms)
             if n == 0:  # a row of blocks that completed no feature
@@ -501,7 +499,6 @@ def write_prediction_tiles(
                 "features": np.ones(n, "int32"),
             }
             stats.add(columns)
-            batch_cuts = []
             for level in levels:
                 keep: Any = slice(None)
                 if level.min_area > 0:
@@ -513,25 +510,14 @@ def write_prediction_tiles(
                         )
                         keep = ~tiny
                 part = {k: v[keep] for k, v in columns.items()}
-                batch_cuts.append(threads[level.zoom].submit(encoders[level.zoom].add, geoms[keep], part))
-            cut.append(batch_cuts)
-            # at most a few batches waiting: read from the GeoParquet, the features are not all
-            # held while the levels catch up
-            while len(cut) > _BATCHES_AHEAD:
-                for future in cut.popleft():
-                    future.result()
+                threads[level.zoom].submit(encoders[level.zoom].add, geoms[keep], part)
             offset += n
         built = [
             threads[level.zoom].submit(_level_tiles, encoders[level.zoom], small[level.zoom], names)
             for level in levels
         ]
-        for batch_cuts in cut:
-            for future in batch_cuts:
-                future.result()
-        tiles = [tile for future in built for tile in future.result()]
-    finally:
-        for thread in threads.values():
-            thread.shutdown(wait=True, cancel_futures=True)
+    # every level's work is done here, or its first error raised
+    tiles = [tile for future in built for tile in future.result()]
     to_lonlat = Transformer.from_crs("EPSG:3857", "EPSG:4326", always_xy=True)
     west, south, east, north = box.lonlat(to_lonlat)
     adjusted = box.lonlat(to_lonlat, across=True)

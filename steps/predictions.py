@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict
 
 from catalog_sync import open_store
 from catalog_sync.collections import PREDICTIONS, VERSIONS, version_item_id
+from geomlops.background import InOrder
 from geomlops.errors import ItemNotFoundError, ModelNotFoundError
 from geomlops.files import atomic_path, remove, temporary_beside
 from geomlops.tracking import raise_if_unreachable
@@ -285,7 +286,7 @@ def write_features(
     try:
         with (
             FeatureWriter((parquet, geojson), crs, extra=("block_id",), shared=shared) as files,
-            _InOrder("feature-files") as behind,
+            InOrder("feature-files") as behind,
         ):
             for batch in polygons:
                 polys = canonical(in_scan_order(batch))
@@ -338,51 +339,6 @@ def _write_and_draw(
 ) -> None:
     files.write(geoms, classes, areas, block_id=block_ids)
     picture.add(geoms)
-
-
-class _InOrder:
-    """Calls made one after the other in a thread of their own, at most ``ahead`` of them
-    waiting (the caller waits beyond that). Leaving the ``with`` block waits for them all and
-    raises the first error. Once a call has failed, or the caller left the block on an error,
-    the calls after it are not made: nothing is written after the work has failed."""
-
-    def __init__(self, name: str, ahead: int = 1) -> None:
-        from collections import deque
-        from concurrent.futures import Future
-
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
-        self._pending: deque[Future[None]] = deque()
-        self._ahead = ahead
-        self._failed = False
-
-    def submit(self, call: Callable[..., None], *args: Any) -> None:
-        while len(self._pending) > self._ahead:
-            self._pending.popleft().result()
-        self._pending.append(self._pool.submit(self._make, call, args))
-
-    def _make(self, call: Callable[..., None], args: tuple[Any, ...]) -> None:
-        if self._failed:
-            return
-        try:
-            call(*args)
-        except BaseException:
-            self._failed = True
-            raise
-
-    def __enter__(self) -> _InOrder:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, *rest: Any) -> None:
-        try:
-            if exc_type is not None:
-                self._failed = True
-            while self._pending:
-                error = self._pending.popleft().exception()
-                if error is not None and exc_type is None:
-                    raise error
-        finally:
-            self._failed = True
-            self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def stream_features(

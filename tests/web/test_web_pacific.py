@@ -66,7 +66,10 @@ def test_a_scene_across_180_is_run_and_its_results_open_over_it(
     page = sign_in(app, web_gateway, "operator", "#/run")
     page.get_by_label("Model", exact=True).select_option(MODEL)
     page.get_by_label("Imagery", exact=True).select_option(taveuni["id"])
-    page.get_by_label("Version or alias").select_option("version:1")
+    version = page.get_by_label("Version or alias")
+    # test_web_app's promotion gave version 1 the production alias, listed first
+    assert version.locator("option").evaluate_all("os => os.map(o => o.value)")[0] == "alias:production"
+    version.select_option("version:1")
     page.wait_for_function(MAP_IDLE)
     lng, lat, width, height = page.evaluate(VIEW)
     assert abs(_from_180(lng)) < 0.1 and south < lat < north  # over the scene, not the world
@@ -98,10 +101,12 @@ def test_a_scene_across_180_is_run_and_its_results_open_over_it(
 
     run_id, run_box, _ = start_run(page)
     assert run_box == pytest.approx(box, abs=1e-3)  # west > east: the cut area's own bbox
-    # the form below, for the next run, starts from this run's imagery (not the first listed)
+    # the form below, for the next run, starts from this run's imagery and version (neither is
+    # the first listed)
     imagery = page.get_by_label("Imagery", exact=True)
     assert imagery.locator("option").evaluate_all("os => os.map(o => o.value)")[0] != taveuni["id"]
     assert imagery.input_value() == taveuni["id"]
+    assert version.input_value() == "version:1"
 
     page.get_by_role("link", name="See the results on the map").click()
     page.wait_for_selector(".in-view[data-count]")

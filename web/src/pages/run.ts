@@ -178,7 +178,11 @@ export async function runPage(root: HTMLElement, session: Session, runId?: strin
   imagery.addEventListener("change", imageryChanged);
   imageryChanged();
 
-  const prefill = (run: RunInfo): void => {
+  // registered imagery by its address or path, as a run's parameters keep it
+  const registeredAt = (where: string): Imagery | undefined => images.find((i) => i.href === where || i.path === where);
+
+  // the form starts from a run's choices; known: its imagery, where registered
+  const prefill = (run: RunInfo, known: Imagery | undefined): void => {
     const given = run.parameters;
     if (!models.some((m) => m.id === given.model)) return;
     model.value = String(given.model);
@@ -187,10 +191,8 @@ export async function runPage(root: HTMLElement, session: Session, runId?: strin
     const chosen = String(given.model_version ?? "");
     const wanted = [`alias:${chosen}`, `version:${chosen}`].find((v) => [...version.options].some((o) => o.value === v));
     if (wanted) version.value = wanted;
-    const where = given.imagery ?? "";
-    const known = images.find((i) => i.href === where || i.path === where);
     imagery.value = known ? known.id : PATH;
-    if (!known) path.value = where;
+    if (!known) path.value = given.imagery ?? "";
     pathField.hidden = imagery.value !== PATH;
   };
 
@@ -241,11 +243,11 @@ export async function runPage(root: HTMLElement, session: Session, runId?: strin
         ? `Area of interest of run ${runId}: ${formatBox(box)}`
         : `Area of interest of run ${runId}: ${run.parameters.aoi ? "given as a file" : "none (the whole imagery)"}`;
       if (box) showOutline(map, "aoi-file", bboxPolygon(box), "#1f6feb");
-      const known = images.find((i) => i.href === where);
+      const known = registeredAt(where);
       showImagery(map, where ? `/api/v1/imagery/tiles/{z}/{x}/{y}.png?path=${encodeURIComponent(where)}` : null);
-      if (known) fitBbox(map, known.bbox);
+      if (known?.bbox) fitBbox(map, known.bbox);
       // the form starts from this run's choices, for the next run with one thing changed
-      prefill(run);
+      prefill(run, known);
     } catch {
       // followRun says why
     }

@@ -1,0 +1,62 @@
+"""Work handed to a thread of its own, done in order, a bounded number of calls behind.
+
+Publishing predictions writes the feature files and cuts each zoom level of the tiles while the
+next batch of features is merged: each of those is an :class:`InOrder` queue.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class InOrder:
+    """Calls made one after the other in a thread of their own, at most ``ahead`` of them
+    waiting (:meth:`submit` waits beyond that, and raises there the error of a call it waited
+    for). Leaving the ``with`` block waits for them all and raises the first error. Once a call
+    has failed, or the caller left the block on an error, the calls after it are not made:
+    nothing is written after the work has failed, and their futures say so."""
+
+    def __init__(self, name: str, ahead: int = 1) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self._pending: deque[Future[Any]] = deque()
+        self._ahead = ahead
+        self._failed = False
+
+    def submit(self, call: Callable[..., T], *args: Any) -> Future[T]:
+        while len(self._pending) > self._ahead:
+            self._pending.popleft().result()
+        future = self._pool.submit(self._make, call, args)
+        self._pending.append(future)
+        return future
+
+    def _make(self, call: Callable[..., T], args: tuple[Any, ...]) -> T:
+        if self._failed:
+            raise RuntimeError(f"{getattr(call, '__name__', call)!s} not made: an earlier call failed")
+        try:
+            return call(*args)
+        except BaseException:
+            self._failed = True
+            raise
+
+    def __enter__(self) -> InOrder:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *rest: Any) -> None:
+        try:
+            if exc_type is not None:
+                self._failed = True
+            first: BaseException | None = None
+            while self._pending:
+                error = self._pending.popleft().exception()
+                if first is None:
+                    first = error
+            if first is not None and exc_type is None:
+                raise first
+        finally:
+            self._failed = True
+            self._pool.shutdown(wait=True, cancel_futures=True)
