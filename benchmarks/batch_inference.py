@@ -14,7 +14,8 @@ side (default 4096: 16.8 Mpx). On the blocks the batch-inference workflow plans 
   their halo, batched as the predict step batches them) back to back: the model's own time,
   the reference of every ratio;
 - **stages, one at a time**: reading and preparing the blocks; turning the model's answers into
-  class values, writing the blocks and tracing their polygon pieces;
+  class values, writing the blocks and tracing their polygon pieces, in one thread (as beside a
+  model on the CPU) and in as many as there are usable CPUs (as beside a model on a GPU);
 - **end to end**: the predict step (``steps.batch.predict_group`` per group: start the worker,
   load the model, read ahead, predict, write and trace while the next batch is predicted), then
   assembling the mask and publishing (``steps.predictions.publish_predictions``: merge across
@@ -87,21 +88,25 @@ def scene_imagery(source: Path, size: int | None, folder: Path) -> Path:
     return path
 
 
-def model_time(predict: Any, plan: Any, io: Any, batch: int, scratch: Path) -> dict[str, float]:
+def model_time(predict: Any, plan: Any, io: Any, batch: int, scratch: Path, threads: int) -> dict[str, float]:
     """The worker predicting prepared batches back to back (only those calls timed), and the
-    other stages one at a time: reading and preparing, writing and tracing the answers."""
+    other stages one at a time: reading and preparing, writing and tracing the answers (in one
+    thread, then in ``threads`` at once, as beside a model on a GPU)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from steps.batch import _batches, _BlockWriter
 
     blocks = [b for g in plan.groups for b in g]
     writer = _BlockWriter(plan, scratch, io)
     times = {"read": 0.0, "model": 0.0, "write": 0.0}
+    answers = []
     batches = _batches(plan, blocks, io, batch)
     while True:
         start = time.perf_counter()
         item = next(batches, None)
         times["read"] += time.perf_counter() - start
         if item is None:
-            return times
+            break
         part, stack, invalid = item
         start = time.perf_counter()
         raw = predict(io.to_model_size(stack))
@@ -109,6 +114,18 @@ def model_time(predict: Any, plan: Any, io: Any, batch: int, scratch: Path) -> d
         start = time.perf_counter()
         writer.write(part, raw, invalid)
         times["write"] += time.perf_counter() - start
+        answers.append((part, raw, invalid))
+    if threads > 1:
+        start = time.perf_counter()
+        for _ in _batches(plan, blocks, io, batch, threads=lambda: threads):
+            pass
+        times["read_threads"] = time.perf_counter() - start
+        writer = _BlockWriter(plan, scratch.with_name(f"{scratch.name}-threads"), io)
+        start = time.perf_counter()
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(lambda answer: writer.write(*answer), answers))
+        times["write_threads"] = time.perf_counter() - start
+    return times
 
 
 def end_to_end(
@@ -204,6 +221,7 @@ def main() -> None:
     import pyarrow.parquet  # noqa: F401
 
     import postprocessing.vectorize  # noqa: F401
+    from geomlops.background import usable_cpus
     from geomlops.settings import get_settings, use_tracking
     from steps._package_predictor import model_worker_inputs, package_predictor
     from steps.batch import DEFAULT_BATCH, _device, plan_batch
@@ -222,6 +240,7 @@ def main() -> None:
     if source is None:
         raise SystemExit(f"no imagery: pass --imagery (none under {home / 'datasets'})")
     print(f"machine: {machine()}; OpenMP threads: {os.environ.get('OMP_NUM_THREADS', 'default')}")
+    cpus = usable_cpus()
     with tempfile.TemporaryDirectory(prefix="bench-batch-", dir=home) as tmp:
         work = Path(tmp)
         imagery = scene_imagery(source.resolve(), args.size or None, work)
@@ -251,7 +270,7 @@ def main() -> None:
             # each round measures the model alone, then end to end, so that a disturbance of the
             # machine (it may be shared) weighs on both sides; the least disturbed round is kept
             for r in range(args.repeat):
-                rounds.append(model_time(predict, plan, io, batch, work / f"stages-{r}"))
+                rounds.append(model_time(predict, plan, io, batch, work / f"stages-{r}", cpus))
                 folders.append(work / f"run-{r}")
                 rounds[r].update(end_to_end(uri, plan, spec, folders[-1], args, lineage))
         best = {key: min(t[key] for t in rounds) for key in rounds[0]}
@@ -261,7 +280,17 @@ def main() -> None:
             ("find the model's environment and files (MLflow), once per predict task", resolve),
             ("start the worker and load the model, once per predict task", load),
             ("read and prepare the blocks (halo, bands, scaling), alone", best["read"]),
+            *(
+                [(f"the same in {cpus} threads (as beside a model on a GPU)", best["read_threads"])]
+                if "read_threads" in best
+                else []
+            ),
             ("answers to class values, write blocks, trace pieces, alone", best["write"]),
+            *(
+                [(f"the same in {cpus} threads (as beside a model on a GPU)", best["write_threads"])]
+                if "write_threads" in best
+                else []
+            ),
             ("predict step: worker start, read ahead, predict, write and trace overlapped", best["predict"]),
             ("assemble the mask", best["assemble"]),
             ("publish: merge pieces, GeoParquet, GeoJSON, quicklook, item", best["publish"]),

@@ -1,4 +1,4 @@
-"""Work handed to a thread of its own, done in order, a bounded number of calls behind.
+"""Work in threads beside the caller's: how many CPUs there are for it, and queues of calls.
 
 Publishing predictions writes the feature files and cuts each zoom level of the tiles while the
 next batch of features is merged: each of those is an :class:`InOrder` queue.
@@ -6,12 +6,28 @@ next batch of features is merged: each of those is an :class:`InOrder` queue.
 
 from __future__ import annotations
 
+import math
+import os
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+
+
+def usable_cpus(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
+    """The CPUs this process may keep busy: those it may run on, fewer where its control group
+    caps its CPU time (a container's CPU limit: ``cpu.max``, cgroup v2), at least one."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        quota, period = (cgroup / "cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, math.ceil(int(quota) / int(period)))
+    except (OSError, ValueError):
+        pass
+    return max(1, cpus)
 
 
 class InOrder:

@@ -8,7 +8,9 @@ that dies anywhere resumes without redoing a finished block.
 from __future__ import annotations
 
 import json
+import os
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, closing, suppress
@@ -206,15 +208,16 @@ def predict_group(
     device: str | None = None,
     predictor: Callable[[], AbstractContextManager[Predict]] | None = None,
     beside: Callable[[str], Any] | None = None,
+    threads: int | None = None,
 ) -> list[str]:
     """Predict every unfinished block of ``group`` in the model's own environment; return the
     ids predicted now.
 
     The model runs in a worker started with the interpreter of the environment it was trained
-    in (:mod:`steps._package_predictor`); geomlops never loads it. Blocks are read ahead in a
-    thread and handed to the model ``batch_size`` at a time, and each predicted batch is turned
-    into class values, written and traced into polygon pieces (``blocks/<id>.pieces.npz``, what
-    publishing merges) in another thread while the model predicts the next one.
+    in (:mod:`steps._package_predictor`); geomlops never loads it. Blocks are read ahead, in
+    other threads, and handed to the model ``batch_size`` at a time, and each predicted batch is
+    turned into class values, written and traced into polygon pieces (``blocks/<id>.pieces.npz``,
+    what publishing merges) in other threads while the model predicts the next ones.
 
     Blocks whose file exists were finished by an earlier attempt and are skipped. Pixels outside
     the area of interest are written as no data.
@@ -238,6 +241,9 @@ def predict_group(
             loaded, to start work beside the prediction (the feature files written as blocks are
             finished: :func:`steps.predictions.features_while_predicting`); what it returns (a
             process, or None) is waited for, or ended if predicting fails.
+        threads: batches read at once, and batches written and traced at once; default
+            (:func:`threads_beside`): every usable CPU but one beside a model on a GPU, one
+            beside a model on the CPU (it has the CPUs).
 
     Raises:
         GeomlopsError: the model cannot be loaded (the worker's reason), fails, or answers with
@@ -259,24 +265,26 @@ def predict_group(
     size = batch_size or (spec.batch_size if spec is not None else None) or DEFAULT_BATCH
     streaming = None
     writer = _BlockWriter(plan, output, io)
+    # while the model loads, read as beside the device asked for; then as beside the one it is on
+    width = {"threads": threads or threads_beside(device or _device(spec))}
     try:
-        ahead = _ReadAhead(_batches(plan, todo, io, size), _read_ahead_depth(plan, io, size))
-        with (
-            closing(ahead),
-            opened as predict,
-            ThreadPoolExecutor(1, thread_name_prefix="write-blocks") as pool,
-        ):
-            if beside is not None:
-                streaming = beside(str(getattr(predict, "device", "cpu")))
-            pending: list[Future[list[str]]] = []
-            done: list[str] = []
-            for blocks, stack, invalid in ahead:
-                raw = predict(io.to_model_size(stack))
-                pending.append(pool.submit(writer.write, blocks, raw, invalid))
-                while len(pending) > _QUEUE_DEPTH:
-                    done += pending.pop(0).result()
-            for future in pending:
-                done += future.result()
+        batches = _batches(plan, todo, io, size, threads=lambda: width["threads"])
+        ahead = _ReadAhead(batches, _read_ahead_depth(plan, io, size))
+        with closing(ahead), opened as predict:
+            on = str(getattr(predict, "device", "cpu"))
+            width["threads"] = threads or threads_beside(on)
+            with ThreadPoolExecutor(width["threads"], thread_name_prefix="write-blocks") as pool:
+                if beside is not None:
+                    streaming = beside(on)
+                pending: list[Future[list[str]]] = []
+                done: list[str] = []
+                for blocks, stack, invalid in ahead:
+                    raw = predict(io.to_model_size(stack))
+                    pending.append(pool.submit(writer.write, blocks, raw, invalid))
+                    while len(pending) > _QUEUE_DEPTH + width["threads"] - 1:
+                        done += pending.pop(0).result()
+                for future in pending:
+                    done += future.result()
     except BaseException:
         if streaming is not None:
             streaming.terminate()
@@ -287,6 +295,25 @@ def predict_group(
         if streaming.exitcode != 0:
             print(f"the work beside the prediction failed (exit code {streaming.exitcode})")
     return done
+
+
+def threads_beside(device: str, cpus: int | None = None) -> int:
+    """Threads to read, write and trace blocks beside a model on ``device``: every usable
+    CPU but the one feeding the model when it runs on a GPU; beside a model on the CPU, the CPUs
+    its OpenMP threads leave (``OMP_NUM_THREADS``), else one (a CPU model takes them all, and
+    OpenMP threads slowed by others on their cores slow the whole model). ``cpus``: default,
+    those this process may keep busy (:func:`geomlops.background.usable_cpus`)."""
+    from geomlops.background import usable_cpus
+
+    if cpus is None:
+        cpus = usable_cpus()
+    if device != "cpu":
+        return max(1, cpus - 1)
+    try:
+        model = int(os.environ.get("OMP_NUM_THREADS", ""))
+    except ValueError:
+        return 1
+    return max(1, cpus - model)
 
 
 def _read_ahead_depth(plan: BatchPlan, io: ModelIO, size: int) -> int:
@@ -305,20 +332,51 @@ def _read_ahead_depth(plan: BatchPlan, io: ModelIO, size: int) -> int:
 
 
 def _batches(
-    plan: BatchPlan, blocks: list[PlannedBlock], io: ModelIO, size: int
+    plan: BatchPlan,
+    blocks: list[PlannedBlock],
+    io: ModelIO,
+    size: int,
+    threads: Callable[[], int] = lambda: 1,
 ) -> Iterator[tuple[list[PlannedBlock], NDArray[Any], NDArray[np.bool_]]]:
     """Blocks read with their halo, ``size`` at a time, each at the plan's block size (edge
-    blocks padded with no data) so that they stack."""
+    blocks padded with no data) so that they stack; in order, ``threads()`` batches read at
+    once (asked before each batch: it may grow once the model's device is known), each thread
+    with its own handle on the imagery."""
     import rasterio
 
+    from geomlops.background import usable_cpus
     from steps.predict import read_block
 
     side = min(plan.block_size, max(plan.width, plan.height))
-    with rasterio.open(plan.imagery) as src:
-        for start in range(0, len(blocks), size):
-            part = blocks[start : start + size]
-            read = [read_block(src, _window(b), io, halo=io.halo, size=side) for b in part]
-            yield part, np.stack([r[0] for r in read]), np.stack([r[1] for r in read])
+    local = threading.local()
+    opened: list[Any] = []
+    lock = threading.Lock()
+
+    def read(part: list[PlannedBlock]) -> tuple[list[PlannedBlock], NDArray[Any], NDArray[np.bool_]]:
+        src = getattr(local, "src", None)
+        if src is None:
+            src = local.src = rasterio.open(plan.imagery)
+            with lock:
+                opened.append(src)
+        read = [read_block(src, _window(b), io, halo=io.halo, size=side) for b in part]
+        return part, np.stack([r[0] for r in read]), np.stack([r[1] for r in read])
+
+    pending: deque[Future[tuple[list[PlannedBlock], NDArray[Any], NDArray[np.bool_]]]] = deque()
+    try:
+        with ThreadPoolExecutor(usable_cpus(), thread_name_prefix="read-blocks") as pool:
+            try:
+                for start in range(0, len(blocks), size):
+                    while len(pending) >= max(1, threads()):
+                        yield pending.popleft().result()
+                    pending.append(pool.submit(read, blocks[start : start + size]))
+                while pending:
+                    yield pending.popleft().result()
+            finally:  # stopped early: what has not started is not read
+                for future in pending:
+                    future.cancel()
+    finally:  # every read has ended
+        for src in opened:
+            src.close()
 
 
 def _window(block: PlannedBlock) -> tuple[int, int, int, int]:

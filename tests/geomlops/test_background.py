@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import threading
+from pathlib import Path
 
 import pytest
 
-from geomlops.background import InOrder
+from geomlops.background import InOrder, usable_cpus
 
 
 def test_calls_are_made_in_order_in_one_other_thread_and_give_their_results() -> None:
@@ -72,3 +74,14 @@ def test_leaving_on_the_callers_error_makes_no_further_call_and_keeps_that_error
             queue.submit(made.append, i)
         raise KeyError("the caller's")
     assert made == []
+
+
+def test_usable_cpus_follow_the_control_groups_cpu_limit(tmp_path: Path) -> None:
+    here = len(os.sched_getaffinity(0))
+    assert usable_cpus(tmp_path) == here  # no cpu.max: no limit
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert usable_cpus(tmp_path) == here
+    (tmp_path / "cpu.max").write_text("50000 100000\n")  # half a CPU: still one thread
+    assert usable_cpus(tmp_path) == 1
+    (tmp_path / "cpu.max").write_text(f"{here * 300000} 100000\n")  # more than there are
+    assert usable_cpus(tmp_path) == here

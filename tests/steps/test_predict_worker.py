@@ -27,6 +27,7 @@ from steps.batch import (
     plan_batch,
     predict_group,
     save_plan,
+    threads_beside,
 )
 from steps.model_io import ModelIO
 from steps.predict import NODATA_CLASS, predict_block
@@ -257,13 +258,42 @@ def test_a_worker_on_a_socket_predicts_what_a_worker_on_pipes_predicts(
         assert worker.wait(timeout=60) == 0  # it serves one connection, then exits
     finally:
         worker.kill()
+    _same_blocks(group, piped, socketed)
+
+
+def test_several_threads_read_write_and_trace_what_one_does_and_say_so_in_order(
+    home: Path, tmp_path: Path, models: dict[str, Path], image: Path
+) -> None:
+    """Beside a model on a GPU the batches are read, and written and traced, in several threads."""
+    spec = _spec(SCORES)
+    plan = plan_batch(str(image), None, block_size=32, group_size=30)
+    group = list(plan.groups[0])
+    outputs = {n: tmp_path / f"threads-{n}" for n in (1, 3)}
+    for n, output in outputs.items():
+        model = str(models["scores"])
+        done = predict_group(model, plan, group, output, spec=spec, batch_size=2, threads=n)
+        assert done == [b.id for b in group]  # in the plan's order, whichever thread finished first
+    _same_blocks(group, outputs[1], outputs[3])
+
+
+def _same_blocks(group: list[Any], one: Path, other: Path) -> None:
+    """Each block's class values, and its polygon pieces byte for byte, are the same in both."""
     for block in group:
-        with (
-            rasterio.open(block_path(piped, block.id)) as a,
-            rasterio.open(block_path(socketed, block.id)) as b,
-        ):
+        with rasterio.open(block_path(one, block.id)) as a, rasterio.open(block_path(other, block.id)) as b:
             assert np.array_equal(a.read(), b.read())
-        assert pieces_path(socketed, block.id).read_bytes() == pieces_path(piped, block.id).read_bytes()
+        assert pieces_path(one, block.id).read_bytes() == pieces_path(other, block.id).read_bytes()
+
+
+def test_the_threads_beside_the_model_leave_it_the_cpus_it_uses(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert threads_beside("cuda", cpus=16) == 15  # one feeds the GPU
+    assert threads_beside("cuda", cpus=1) == 1
+    assert threads_beside("cpu", cpus=16) == 1  # a CPU model takes every core
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")
+    assert threads_beside("cpu", cpus=16) == 12
+    assert threads_beside("cpu", cpus=2) == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "four")
+    assert threads_beside("cpu", cpus=16) == 1
 
 
 def test_a_socket_worker_that_cannot_load_the_model_says_why(tmp_path: Path, models: dict[str, Path]) -> None:
