@@ -140,6 +140,12 @@ class PromotionError(GeomlopsError):
     stale comparison) or cannot be recorded; the production alias has not moved."""
 
 
+class PromotionRefusedError(PromotionError, PermanentError):
+    """Raised when the policy refuses a promotion (the candidate is worse than production beyond
+    the tolerance, and the approver did not override it): the same inputs give the same answer,
+    so the step is not retried; the refusal is recorded once."""
+
+
 class ServingError(GeomlopsError):
     """Raised when a model cannot be served: a bad model reference, manifests that cannot be
     written or applied, or a model server that does not start."""

@@ -302,7 +302,7 @@ class _Box:
         return float(lon[0]), float(lat[0]), float(lon[1]) + beyond, float(lat[1])
 
 
-def _class_names(classes: Any, names: Mapping[int, str]) -> Any:
+def class_names_of(classes: Any, names: Mapping[int, str]) -> Any:
     """Each class value's name (``class_name``); a value without one, as text."""
     import numpy as np
 
@@ -414,7 +414,7 @@ def _level_tiles(
     """A level's tiles, once its features are in: with the squares of its small polygons."""
     if small:
         squares, columns = _cells(small, encoder.zoom)
-        encoder.add(squares, {**columns, "class_name": _class_names(columns["class"], names)})
+        encoder.add(squares, {**columns, "class_name": class_names_of(columns["class"], names)})
     return list(encoder.tiles())
 
 
@@ -492,7 +492,7 @@ def write_prediction_tiles(
             box.add(geoms)
             columns = {
                 "class": classes,
-                "class_name": _class_names(classes, names),
+                "class_name": class_names_of(classes, names),
                 "area": areas,
                 "block_id": blocks,
                 "feature_id": np.arange(offset, offset + n, dtype="int64"),

@@ -31,6 +31,7 @@ from geomlops.errors import (
 )
 from geomlops.names import check_name
 from geomlops.schemas import json_path
+from steps.model_io import ModelIO
 from steps.package import ENTRY_POINTS, ITEM_FILES, PackageInfo, describe_package, find_item_file
 from steps.package_env import find_interpreter, read_declaration
 from steps.package_scaffold import PLACEHOLDER_OWNER
@@ -315,9 +316,14 @@ def _item_faults(
     spec = None
     try:
         spec = parse_model_item(item, href=str(path))
+        # what batch inference, evaluation and serving read of it: scaling, resizing, halo, output
+        ModelIO.from_spec(spec)
     except InvalidModelItemError as err:
-        if not faults:  # parse errors repeat what the checks above already named
-            faults.append(Fault(file=rel, field="-", expected=str(err)))
+        if spec is not None or not faults:  # parse errors repeat what the checks above named
+            field, _, expected = str(err).partition(": ")
+            if not (field.startswith("$") and expected):
+                field, expected = "-", str(err)
+            faults.append(Fault(file=rel, field=field, expected=expected))
     return faults, notes, spec, rel
 
 

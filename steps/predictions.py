@@ -254,6 +254,7 @@ def write_features(
     from postprocessing.tiles import (
         PMTILES_FILE,
         TileFeatures,
+        class_names_of,
         item_class_names,
         write_prediction_tiles,
         zoom_range,
@@ -270,12 +271,13 @@ def write_features(
     finish = _finisher(model_item)
     # the same features as vector tiles for maps: gathered as they are written (not read back)
     for_tiles = TileFeatures(crs)
+    names = item_class_names(model_item)
     tiles = partial(
         write_prediction_tiles,
         parquet,
         crs=crs,
         zooms=zoom_range(plan.crs, plan.transform, plan.width, plan.height),
-        class_names=item_class_names(model_item),
+        class_names=names,
     )
     # the files are written and drawn in a thread of their own, a batch behind: while the next
     # batch is merged, and while the tiles are cut once every feature is in (each of these holds
@@ -285,7 +287,7 @@ def write_features(
     staged, staged_png = temporary_beside(archive), temporary_beside(png)
     try:
         with (
-            FeatureWriter((parquet, geojson), crs, extra=("block_id",), shared=shared) as files,
+            FeatureWriter((parquet, geojson), crs, extra=("class_name", "block_id"), shared=shared) as files,
             InOrder("feature-files") as behind,
         ):
             for batch in polygons:
@@ -301,7 +303,8 @@ def write_features(
                     classes, block_ids = classes[index], [block_ids[i] for i in index.tolist()]
                 if areas is None:
                     areas = polygon_areas(polys, transform, crs)
-                behind.submit(_write_and_draw, files, picture, geoms, classes, areas, block_ids)
+                named = class_names_of(classes, names)
+                behind.submit(_write_and_draw, files, picture, geoms, classes, areas, named, block_ids)
                 for_tiles.add(geoms, classes, areas, block_ids)
                 by_class.update(classes.tolist())
                 count += len(geoms)
@@ -335,9 +338,15 @@ def write_features(
 
 
 def _write_and_draw(
-    files: Any, picture: _Quicklook, geoms: Any, classes: Any, areas: Any, block_ids: Sequence[str]
+    files: Any,
+    picture: _Quicklook,
+    geoms: Any,
+    classes: Any,
+    areas: Any,
+    class_names: Sequence[str],
+    block_ids: Sequence[str],
 ) -> None:
-    files.write(geoms, classes, areas, block_id=block_ids)
+    files.write(geoms, classes, areas, class_name=class_names, block_id=block_ids)
     picture.add(geoms)
 
 

@@ -25,7 +25,7 @@ from pydantic import BaseModel
 
 from catalog_sync import CatalogStore, open_store
 from catalog_sync.collections import VERSIONS, version_item_id
-from geomlops.errors import ItemNotFoundError, PromotionError
+from geomlops.errors import ItemNotFoundError, PromotionError, PromotionRefusedError
 from geomlops.tracking import raise_if_unreachable
 from steps._promotion_writes import AUDIT_TAG_PREFIX, Decision, apply_decision
 from steps.promotion_report import PRODUCTION, load_report, production_version, version_run
@@ -81,6 +81,13 @@ def _approval(approver: str, reason: str, approved_at: str) -> tuple[str, str, s
     return who, reason.strip(), approved_at.strip()
 
 
+def _same(done: Decision, action: str, who: str, why: str, when: str, approved_at: str) -> bool:
+    """Whether ``done`` is this decision made again: the same action by the same approver for
+    the same reason, at the same approval time (or one given by no time: the gate's)."""
+    same_time = done.approved_at == when or not approved_at.strip()
+    return done.action == action and done.approver == who and done.reason == why and same_time
+
+
 def _require_item(store: CatalogStore, model: str, version: str, catalog: str) -> dict[str, Any]:
     try:
         return store.get_item(VERSIONS, version_item_id(model, version))
@@ -129,11 +136,11 @@ def promote(
     version_run(model, candidate)
     client = MlflowClient()
     current = production_version(model)
-    recorded = (client.get_model_version(model, candidate).tags or {}).get(DECISION_TAG)
+    tags = client.get_model_version(model, candidate).tags or {}
+    recorded = tags.get(DECISION_TAG)
     if current == candidate and recorded:
         done = Decision.model_validate_json(recorded)
-        same_time = done.approved_at == when or not approved_at.strip()
-        if done.action == "promote" and done.approver == who and done.reason == why and same_time:
+        if _same(done, "promote", who, why, when, approved_at):
             return done  # this approval was already carried out (a retried or resumed step)
         raise PromotionError(f"version {candidate} of '{model}' already is the production version")
     store = open_store(catalog)
@@ -167,14 +174,17 @@ def promote(
     )
     if report.worse and not override:
         refused = decision.model_copy(update={"action": "refused", "override": False})
-        apply_decision(
-            model,
-            refused,
-            {candidate: {REFUSED_TAG: refused.model_dump_json()}},
-            {},
-            catalog,
-        )
-        raise PromotionError(
+        earlier = Decision.model_validate_json(tags[REFUSED_TAG]) if REFUSED_TAG in tags else None
+        # a resumed or retried step gives the same refusal, recorded once
+        if earlier is None or not _same(earlier, "refused", who, why, when, approved_at):
+            apply_decision(
+                model,
+                refused,
+                {candidate: {REFUSED_TAG: refused.model_dump_json()}},
+                {},
+                catalog,
+            )
+        raise PromotionRefusedError(
             f"refused: {report.summary}. Nothing moved; the refusal is recorded. To promote it anyway, "
             "the approver must override the policy: run the promotion again with --approve NAME "
             "--reason WHY --override (in Argo: resume with override=true)"

@@ -1,4 +1,5 @@
-"""``geomlops package``: check a model package against the contract, scaffold a new one."""
+"""``geomlops package``: check a model package against the contract, scaffold a new one, run
+one of its entry points in its own environment."""
 
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ EXIT_FAULTS = 4
 
 @click.group("package")
 def package() -> None:
-    """Model packages: check one against the contract (docs/model-package.md), scaffold one."""
+    """Model packages: check one against the contract (docs/model-package.md), scaffold one, run
+    one of its entry points in its own environment."""
 
 
 def _model_dir(model_uri: str, work: Path) -> Path:
@@ -155,3 +157,59 @@ def new(name: str, output: Path, image: str | None) -> None:
             fg="yellow",
             err=True,
         )
+
+
+@package.command("run")
+@click.argument("source", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("entry_point", metavar="ENTRY_POINT")
+@click.option(
+    "-P",
+    "--param",
+    "params",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="A parameter of the entry point, as `mlflow run -P` takes it (repeat for more).",
+)
+@fail_cleanly
+def run(source: Path, entry_point: str, params: tuple[str, ...]) -> None:
+    """Run ENTRY_POINT of the model package in folder SOURCE in the package's own environment
+    (built from its declaration as training builds it, cached; nothing is installed into
+    geomlops'), e.g. its preprocess to make a dataset:
+
+        geomlops package run water-mask preprocess -P source=/data/scenes -P output=/data/water
+
+    Parameters are substituted into the MLproject command as `mlflow run` substitutes them:
+    defaults filled in, types checked, `path` parameters made absolute from here. The command
+    runs in SOURCE, as with `mlflow run`: give `string` parameters that name files as absolute
+    paths. `train` is run by the training workflow (`geomlops run training`), which versions
+    the data and registers the model. Exits with the command's exit status.
+    """
+    from geomlops.errors import ParameterError
+    from steps.package import describe_package
+    from steps.package_env import command_environment, ensure_environment
+    from steps.training import entry_point_command, run_package_command
+
+    if entry_point == "train":
+        raise ParameterError(
+            "ENTRY_POINT 'train': train through the training workflow (geomlops run training -p "
+            "model=NAME -p dataset_path=…), which versions the data, tracks the run and registers the model"
+        )
+    parameters: dict[str, str] = {}
+    for given in params:
+        name, equals, value = given.partition("=")
+        if not equals or not name.strip():
+            raise ParameterError(f"-P {given!r}: expected NAME=VALUE")
+        parameters[name.strip()] = value
+    info = describe_package(source, required=())
+    if entry_point not in info.entry_points:
+        raise ParameterError(
+            f"ENTRY_POINT {entry_point!r}: {Path(info.path) / 'MLproject'} has no such entry point "
+            f"(it has: {', '.join(sorted(info.entry_points)) or 'none'})"
+        )
+    command = entry_point_command(info, entry_point, parameters, info.path)
+    environment = ensure_environment(info.path)
+    said = f"; {environment.note}" if environment.note else ""
+    click.secho(f"environment: {environment.root} (Python {environment.python_version}){said}", err=True)
+    click.secho(f"$ {command}", fg="cyan", err=True)
+    code, _ = run_package_command(command, Path(info.path), command_environment(environment))
+    sys.exit(code)

@@ -57,6 +57,7 @@ def test_scene_prediction_carries_its_lineage(
     assert f"publish-predictions.features = {len(frame)}" in result.stdout
     assert frame.crs.to_epsg() == 32616
     assert set(frame["class"]) == {1}
+    assert set(frame["class_name"]) == {"cloud"}  # named as the model's item names its classes
     from mlflow import MlflowClient
 
     mv = MlflowClient(tracking_uri=f"sqlite:///{work['home'] / 'mlflow.db'}").get_model_version(

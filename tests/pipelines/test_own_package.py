@@ -1,9 +1,10 @@
 """A user's own package, from nothing to a trained version, with the README's commands.
 
-``geomlops package new`` → ``package check`` → the package's own ``preprocess`` (in its own
-environment) → ``geomlops data add`` → ``geomlops run registration`` → ``geomlops run training``,
-each as the installed command, in a work folder of its own. The package lies under ``/tmp``,
-which sandboxed tasks do not see: registration catalogues a copy they do.
+``geomlops package new`` → ``package check`` → the package's own ``preprocess`` (``geomlops
+package run``: in its own environment) → ``geomlops data add`` → ``geomlops run registration``
+→ ``geomlops run training``, each as the installed command, in a work folder of its own. The
+package lies under ``/tmp``, which sandboxed tasks do not see: registration catalogues a copy
+they do.
 """
 
 from __future__ import annotations
@@ -16,8 +17,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
-from steps.package_env import command_environment, ensure_environment
 
 pytestmark = pytest.mark.slow
 GEOMLOPS = str(Path(sys.executable).parent / "geomlops")
@@ -45,24 +44,14 @@ def test_a_scaffolded_package_registers_and_trains_through_the_workflows(
     source = tmp_path / "source"
     labelled_source(source, [f"{c}.tif" for c in "abcde"])
     dataset = tmp_path / "water-dataset"
-    environment = ensure_environment(package)
-    prepared = subprocess.run(
-        [
-            "python",
-            "-m",
-            "water_mask.preprocess",
-            "--source",
-            str(tmp_path / "source"),
-            "--output",
-            str(dataset),
-        ],
-        cwd=package,
-        env=command_environment(environment),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    prepared = geomlops(
+        "package", "run", "water-mask", "preprocess", "-P", "source=source", "-P", f"output={dataset}"
+    )  # a path parameter given relative to here
     assert prepared.returncode == 0, prepared.stderr
+    assert f"python -m water_mask.preprocess --source {source} --output {dataset}" in prepared.stderr
+    assert (dataset / "test.txt").is_file() and any((dataset / "chips").iterdir())
+    said = next(line for line in prepared.stderr.splitlines() if line.startswith("environment: "))
+    assert Path(said.split()[1]) != Path(sys.prefix)  # the package's own environment, not geomlops'
     added = geomlops("data", "add", str(dataset), "--as", "datasets/water")
     assert added.returncode == 0, added.stderr
     assert "-p dataset_path=datasets/water" in added.stdout

@@ -168,9 +168,16 @@ def test_worse_candidate_is_refused_without_override_and_the_refusal_recorded(pr
     assert out.returncode == 1, out.stdout + out.stderr
     text = out.stdout + out.stderr
     assert "refused" in text and "WORSE than production" in text and "--override" in text
+    # the same inputs give the same refusal: not retried, no resume suggested
+    assert "a permanent error (exit code 3" in text and "geomlops run --resume" not in text, text
+    assert "Traceback" not in text
     assert _alias(promo, "production") == "1" and _alias(promo, "previous") is None
     audit = _audit(promo)
     assert len(audit) == before + 1
+    # resumed all the same, the refusal is given again and recorded once
+    again = promo["cli"]("run", "--resume", _run_id(out))
+    assert again.returncode == 1 and "WORSE than production" in again.stdout + again.stderr
+    assert _audit(promo) == audit
     refusal = audit[-1]
     assert refusal["action"] == "refused" and refusal["version"] == "2" and refusal["override"] is False
     assert _decision(promo, "2", "geomlops.promotion.refused") == refusal

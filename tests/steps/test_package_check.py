@@ -368,3 +368,31 @@ def test_a_missing_mlm_field_is_reported_once(scaffolded: Path, tmp_path: Path, 
     (root / "stac-item.json").write_text(json.dumps(item))
     faults = [str(f) for f in check_package(root, schema_dir).faults]
     assert len(faults) == 2 and any("'tasks' is a required property" in f for f in faults), faults
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "expected"),
+    [
+        (
+            {"value_scaling": [{"type": "scale", "value": 255}] * 2},  # for 3 bands
+            "$.properties['mlm:input'][0].value_scaling",
+            "2 objects for 3 bands; expected one for all bands or one per band",
+        ),
+        (
+            {"resize_type": "crop"},
+            "$.properties['mlm:input'][0].resize_type",
+            "'crop' is not applied by geomlops",
+        ),
+    ],
+)
+def test_an_input_batch_inference_could_not_prepare_is_a_fault_of_the_check(
+    scaffolded: Path, tmp_path: Path, schema_dir: Path, change: dict[str, Any], field: str, expected: str
+) -> None:
+    """Caught before registration, not when training's evaluation first prepares an input."""
+    root = _with_project(scaffolded, tmp_path / "pkg")
+    item = json.loads((root / "stac-item.json").read_text())
+    item["properties"]["mlm:input"][0].update(change)
+    (root / "stac-item.json").write_text(json.dumps(item))
+    faults = check_package(root, schema_dir).faults
+    assert [f.field for f in faults] == [field], [str(f) for f in faults]
+    assert faults[0].file == "stac-item.json" and expected in faults[0].expected

@@ -92,6 +92,26 @@ def test_new_then_check(tmp_path: Path, schema_dir: Path) -> None:
     assert code == 2 and "expected REGISTRY/REPO:TAG" in out
 
 
+def test_run_refuses_by_name_before_building_anything(tmp_path: Path, schema_dir: Path) -> None:
+    """An entry point the MLproject lacks, train, a parameter that is not NAME=VALUE, a missing
+    one, a path that does not exist: each named, exit status 2, no environment built."""
+    code, out = _invoke(schema_dir, "new", "roof-type", "-o", str(tmp_path), "--image", IMAGE)
+    assert code == 0, out
+    root = str(tmp_path / "roof-type")
+    code, out = _invoke(schema_dir, "run", root, "prepare")
+    assert code == 2 and "ENTRY_POINT 'prepare'" in out
+    assert "(it has: inference, postprocess, preprocess, train)" in out
+    code, out = _invoke(schema_dir, "run", root, "train")
+    assert code == 2 and "geomlops run training" in out
+    code, out = _invoke(schema_dir, "run", root, "preprocess", "-P", "output")
+    assert code == 2 and "-P 'output': expected NAME=VALUE" in out
+    code, out = _invoke(schema_dir, "run", root, "preprocess", "-P", f"output={tmp_path / 'data'}")
+    assert code == 2 and "No value given for missing parameters: 'source'" in out, out
+    code, out = _invoke(schema_dir, "run", root, "preprocess", "-P", "source=no-such", "-P", "output=o")
+    assert code == 2 and "no-such" in out and "no such file or directory" in out, out
+    assert "building the environment" not in out
+
+
 def test_test_prediction_in_the_models_own_environment(
     tmp_path: Path, schema_dir: Path, model_python: Path
 ) -> None:
