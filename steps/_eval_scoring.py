@@ -132,7 +132,7 @@ def score_scene(
             if not evaluated.any():
                 continue
             height, width = int(window.height), int(window.width)
-            chip, _ = io.prepare(image.read(io.band_indexes(image), window=window, masked=True))
+            chip, _ = io.prepare(image.read(io.band_indexes(image), window=window, masked=True), own=True)
             try:
                 predicted = io.interpret(predict(io.to_model_size(chip[None])), height, width)
             except GeomlopsError as err:

@@ -127,13 +127,19 @@ class ModelIO:
             return [descriptions.index(b) + 1 for b in self.bands]
         return list(range(1, src.count + 1))
 
-    def prepare(self, data: np.ma.MaskedArray[Any, Any]) -> tuple[NDArray[Any], NDArray[np.bool_]]:
-        """Scaled model input ``(C, H, W)`` in the model's type, and where any band has no data."""
+    def prepare(
+        self, data: np.ma.MaskedArray[Any, Any], *, own: bool = False
+    ) -> tuple[NDArray[Any], NDArray[np.bool_]]:
+        """Scaled model input ``(C, H, W)`` in the model's type, and where any band has no data.
+
+        ``own``: ``data`` was read for this call alone, so its values may be changed in place
+        (a block's worth of fresh memory costs more in page faults than the copy itself).
+        """
         invalid: NDArray[np.bool_] = np.asarray(np.ma.getmaskarray(data).any(axis=0))
         values = np.ma.getdata(data)
         if self.scaling:
-            values = _scale(values.astype(np.float32, copy=False), self.scaling)
-        array = values.astype(self.data_type, copy=True)
+            values, own = _scale(values.astype(np.float32, copy=False), self.scaling), True
+        array = values.astype(self.data_type, copy=not own)
         array[:, invalid] = 0
         return array, invalid
 

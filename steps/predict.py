@@ -67,7 +67,7 @@ def read_block(
     data = _read_padded(
         src, io.band_indexes(src), col - halo, row - halo, width + 2 * halo, height + 2 * halo
     )
-    return io.prepare(data)
+    return io.prepare(data, own=True)  # read just now: nobody else holds it
 
 
 def _read_padded(src: Any, bands: list[int], col: int, row: int, width: int, height: int) -> Any:

@@ -71,6 +71,19 @@ def test_class_values_are_taken_as_they_are_and_fractions_refused() -> None:
         io.interpret(np.zeros((1, 1, 3), np.uint8), 1, 2)
 
 
+def test_values_read_for_the_call_alone_are_prepared_in_place_others_are_copied() -> None:
+    io = ModelIO.from_parts(INPUT, None)  # float32 in, float32 to the model, no scaling
+    values = np.array([[[1.0, 2.0]], [[3.0, 4.0]], [[5.0, 6.0]]], np.float32)
+    mask = np.zeros(values.shape, bool)
+    mask[1, 0, 1] = True
+    kept, _ = io.prepare(np.ma.masked_array(values, mask=mask))
+    assert values[:, 0, 1].tolist() == [2.0, 4.0, 6.0]  # the caller's array untouched
+    owned, invalid = io.prepare(np.ma.masked_array(values, mask=mask), own=True)
+    assert owned.base is values or owned is values  # no copy of a block's worth of memory
+    assert np.array_equal(owned, kept) and kept[:, 0, 1].tolist() == [0, 0, 0]
+    assert invalid.tolist() == [[False, True]]
+
+
 def test_value_scaling_for_all_bands_and_per_band() -> None:
     data = np.ma.masked_array(
         np.array([[[0.0, 1000.0]], [[10.0, 30.0]], [[-5.0, 5.0]]], np.float32),
