@@ -141,7 +141,7 @@ def write_quicklook(
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 5.2), dpi=80, constrained_layout=True)
     panels = [
-        (axes[0], as_index(labels), class_cmap, n, "Labels (test outlined, buffer dimmed)"),
+        (axes[0], as_index(labels), class_cmap, n, "Labels" + _marks(test, excluded)),
         (axes[1], as_index(predicted), class_cmap, n, "Prediction on test blocks"),
         (axes[2], error_index, error_cmap, 4, f"Errors on test pixels ({class_names[positive]})"),
     ]
@@ -183,3 +183,13 @@ def write_quicklook(
     fig.savefig(path, format="png", bbox_inches="tight", metadata={"Software": None})
     plt.close(fig)
     return path
+
+
+def _marks(test: NDArray[np.bool_], excluded: NDArray[np.bool_]) -> str:
+    """What the labels panel marks: the test area where it is outlined, a buffer where one is
+    dimmed (a dataset of chips has neither an outline across a scene nor a buffer)."""
+    marks = [
+        *(["test outlined"] if test.any() and not test.all() else []),
+        *(["buffer dimmed"] if excluded.any() else []),
+    ]
+    return f" ({', '.join(marks)})" if marks else ""

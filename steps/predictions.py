@@ -134,8 +134,9 @@ def publish_predictions(
     and a canvas of at most 1,024 x 1,024 cells, not the features' records. Features come out
     row of blocks by row of blocks, each batch in scan order of the polygons' first pixels, so
     the files are byte-identical whatever the scheduler and however often the run was resumed.
-    Every feature carries ``class``, ``area``, the id of the block holding its first pixel,
-    ``model``, ``model_version`` and ``mlflow_run_id``. The STAC item goes into the predictions
+    Every feature carries ``class``, ``area``, ``class_name``, the id of the block holding its
+    first pixel, ``model``, ``model_version`` and ``mlflow_run_id``. The STAC item (the files,
+    the quicklook, the mask and the vector tiles as its assets) goes into the predictions
     collection last.
 
     Args:
@@ -157,6 +158,7 @@ def publish_predictions(
     """
     from postprocessing.grid import plan_blocks
     from postprocessing.io import read_raster_info
+    from postprocessing.tiles import PMTILES_FILE
     from postprocessing.vectorize import iter_polygons
 
     own_mask = mask == output / "mask.tif"  # assembled from the blocks, which hold their pieces
@@ -188,7 +190,13 @@ def publish_predictions(
         plan,
         lineage,
         area=area,
-        files={"geoparquet": parquet, "geojson": geojson, "quicklook": png},
+        files={
+            "geoparquet": parquet,
+            "geojson": geojson,
+            "quicklook": png,
+            "mask": mask,
+            **({"pmtiles": output / PMTILES_FILE} if (output / PMTILES_FILE).is_file() else {}),
+        },
         model_item=store.item_href(VERSIONS, version_item_id(lineage.model, lineage.model_version)),
     )
     href = store.put_item(PREDICTIONS, item)
@@ -591,6 +599,24 @@ def _item(
             },
             "geojson": {"href": str(files["geojson"]), "type": "application/geo+json", "roles": ["data"]},
             "quicklook": {"href": str(files["quicklook"]), "type": "image/png", "roles": ["overview"]},
+            "mask": {
+                "href": str(files["mask"]),
+                "type": "image/tiff; application=geotiff",
+                "roles": ["data"],
+                "title": "class values per pixel, as predicted",
+            },
+            **(
+                {
+                    "pmtiles": {
+                        "href": str(files["pmtiles"]),
+                        "type": "application/vnd.pmtiles",
+                        "roles": ["visual"],
+                        "title": "the features as vector tiles for maps",
+                    }
+                }
+                if "pmtiles" in files
+                else {}
+            ),
         },
         "links": [
             {

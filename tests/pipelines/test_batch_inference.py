@@ -79,6 +79,11 @@ def test_scene_prediction_carries_its_lineage(
     )
     assert item["properties"]["mlflow:run_id"] == mv.run_id
     assert item["properties"]["geomlops:features"] == len(frame)
+    # every output is an asset of the item, a file beside the others
+    assets = item["assets"]
+    assert set(assets) == {"geoparquet", "geojson", "quicklook", "mask", "pmtiles"}
+    assert all(Path(a["href"]).parent == out and Path(a["href"]).is_file() for a in assets.values())
+    assert assets["pmtiles"]["type"] == "application/vnd.pmtiles"
     derived = [link["href"] for link in item["links"] if link["rel"] == "derived_from"]
     assert derived and derived[0].endswith("model-versions/cloud-mask-v1/cloud-mask-v1.json")
     assert validate_stac(item, schema_dir).status == "valid"

@@ -512,3 +512,15 @@ def test_the_contract_page_documents_the_layouts_and_parameters() -> None:
         assert f"| `{field}` |" in section, field
     for name in (f"{CHIPS_DIR}/", f"{CHIP_LABELS_DIR}/", TEST_LIST, *LABEL_ITEM_FILES, "InvalidDatasetError"):
         assert f"`{name}" in section, name
+
+
+def test_the_labels_panel_names_only_the_marks_it_draws() -> None:
+    from steps._quicklook import _marks
+
+    test, excluded = np.zeros((4, 4), bool), np.zeros((4, 4), bool)
+    assert _marks(test, excluded) == ""  # chips: no outline across a scene, no buffer
+    test[:2] = True
+    assert _marks(test, excluded) == " (test outlined)"
+    excluded[2] = True
+    assert _marks(test, excluded) == " (test outlined, buffer dimmed)"
+    assert _marks(np.ones((4, 4), bool), excluded) == " (buffer dimmed)"

@@ -89,7 +89,7 @@ def test_drone_chip_without_a_date_is_dated_by_the_run(shared_data: Path) -> Non
     chip = str(shared_data / CHIP)
     plan = plan_batch(chip, None, block_size=256, group_size=4)
     before = datetime.now(UTC).replace(microsecond=0)
-    files = {name: Path(f"/out/{name}") for name in ("geoparquet", "geojson", "quicklook")}
+    files = {name: Path(f"/out/{name}") for name in ("geoparquet", "geojson", "quicklook", "mask")}
     item = _item(3, {1: 3}, plan, LINEAGE, area="banepa", files=files, model_item="m.json")
     props = item["properties"]
     assert props["geomlops:datetime_source"] == "run" and not props["datetime"].startswith("1970")
