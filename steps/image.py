@@ -27,6 +27,13 @@ class ImageBuild(BaseModel):
     digest: str | None = None
     reason: str | None = None
 
+    def said(self) -> str:
+        """One line: the image built (with its digest and builder), or why it was not."""
+        if self.built:
+            digest = f"@{self.digest}" if self.digest else ""
+            return f"{self.destination}{digest} built by {self.builder or 'a builder'}"
+        return f"{self.destination} not built: {self.reason or 'no reason given'}"
+
 
 def find_builder() -> tuple[str | None, str]:
     """The first image builder available here, and why the others were not used."""

@@ -3,7 +3,6 @@
 No ``from __future__ import annotations`` here: Hera reads the real annotation objects.
 """
 
-import json
 from typing import Annotated
 
 from hera.workflows import Parameter
@@ -54,14 +53,18 @@ def catalog_base_item(package: str) -> Annotated[str, Parameter(name="item")]:
 
 
 @geomlops_script(resources=SMALL)
-def register_model(model_id: str, item: str, build: str) -> Annotated[str, Parameter(name="created")]:
-    """Create the registered model in MLflow (nothing changes when it already exists)."""
+def register_model(
+    model_id: str, item: str, build: str
+) -> tuple[Annotated[str, Parameter(name="created")], Annotated[str, Parameter(name="image")]]:
+    """Create the registered model in MLflow (nothing changes when it already exists); say
+    whether its image was built (the run's last words)."""
+    from steps.image import ImageBuild
     from steps.registry import ensure_registered_model
 
     use_tracking()
-    image = json.loads(build)
-    tags = {"geomlops.stac_item": item, "geomlops.image": image["destination"]}
-    if image.get("digest"):
-        tags["geomlops.image_digest"] = image["digest"]
+    image = ImageBuild.model_validate_json(build)
+    tags = {"geomlops.stac_item": item, "geomlops.image": image.destination}
+    if image.digest:
+        tags["geomlops.image_digest"] = image.digest
     created = ensure_registered_model(model_id, description=f"STAC item: {item}", tags=tags)
-    return "true" if created else "false"
+    return ("true" if created else "false"), image.said()

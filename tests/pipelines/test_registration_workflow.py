@@ -38,6 +38,9 @@ def test_registering_twice_gives_one_result(
     assert build["destination"] == "ghcr.io/geomlops/cloud-mask:0.1.0"
     assert build["built"] is False and "no image builder on this machine" in build["reason"]
     assert first.outputs["register-model"]["created"] == "true"
+    # the run's last words say the image was not built, and why
+    said = first.outputs["register-model"]["image"]
+    assert said.startswith("ghcr.io/geomlops/cloud-mask:0.1.0 not built: no image builder on this machine")
     catalog = StaticCatalog(home / "catalog" / "catalog.json")
     item_before = catalog.get_item("models", "cloud-mask")
     # the catalogue points at the registered copy under the work folder, not at the source
