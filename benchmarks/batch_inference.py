@@ -15,7 +15,8 @@ side (default 4096: 16.8 Mpx). On the blocks the batch-inference workflow plans 
   the reference of every ratio;
 - **stages, one at a time**: reading and preparing the blocks; turning the model's answers into
   class values, writing the blocks and tracing their polygon pieces, in one thread (as beside a
-  model on the CPU) and in as many as there are usable CPUs (as beside a model on a GPU);
+  model on the CPU) and in as many as there are usable CPUs, up to the most a predict step uses
+  beside a model on a GPU (``steps.batch.MAX_THREADS_BESIDE``);
 - **end to end**: the predict step (``steps.batch.predict_group`` per group: start the worker,
   load the model, read ahead, predict, write and trace while the next batch is predicted), then
   assembling the mask and publishing (``steps.predictions.publish_predictions``: merge across
@@ -117,7 +118,7 @@ def model_time(predict: Any, plan: Any, io: Any, batch: int, scratch: Path, thre
         answers.append((part, raw, invalid))
     if threads > 1:
         start = time.perf_counter()
-        for _ in _batches(plan, blocks, io, batch, threads=lambda: threads):
+        for _ in _batches(plan, blocks, io, batch, threads=lambda: threads, most=threads):
             pass
         times["read_threads"] = time.perf_counter() - start
         writer = _BlockWriter(plan, scratch.with_name(f"{scratch.name}-threads"), io)
@@ -224,7 +225,7 @@ def main() -> None:
     from geomlops.background import usable_cpus
     from geomlops.settings import get_settings, use_tracking
     from steps._package_predictor import model_worker_inputs, package_predictor
-    from steps.batch import DEFAULT_BATCH, _device, plan_batch
+    from steps.batch import DEFAULT_BATCH, MAX_THREADS_BESIDE, _device, plan_batch
     from steps.model_io import ModelIO
     from steps.model_spec import fetch_model_spec
     from steps.predictions import resolve_version
@@ -240,7 +241,7 @@ def main() -> None:
     if source is None:
         raise SystemExit(f"no imagery: pass --imagery (none under {home / 'datasets'})")
     print(f"machine: {machine()}; OpenMP threads: {os.environ.get('OMP_NUM_THREADS', 'default')}")
-    cpus = usable_cpus()
+    cpus = min(usable_cpus(), MAX_THREADS_BESIDE)  # the stages alone in this many threads too
     with tempfile.TemporaryDirectory(prefix="bench-batch-", dir=home) as tmp:
         work = Path(tmp)
         imagery = scene_imagery(source.resolve(), args.size or None, work)

@@ -29,6 +29,7 @@ row in the GeoParquet), which join it to its lineage, and ``features`` (1).
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -480,9 +481,10 @@ def write_prediction_tiles(
     # each level is cut in a thread of its own (GEOS and numpy work without Python's lock), its
     # batches in order; no level waits for another. At most a few batches wait in each: read
     # from the GeoParquet, the features are not all held while the levels catch up
+    failed = threading.Event()  # one level's failure stops them all
     with ExitStack() as stack:
         threads = {
-            level.zoom: stack.enter_context(InOrder(f"tiles-{level.zoom}", ahead=_BATCHES_AHEAD))
+            level.zoom: stack.enter_context(InOrder(f"tiles-{level.zoom}", _BATCHES_AHEAD, failed))
             for level in levels
         }
         for geoms, classes, areas, blocks in batches:

@@ -176,6 +176,10 @@ def block_path(output: Path, block_id: str) -> Path:
 DEFAULT_BATCH = 4
 #: predicted batches waiting to be written, and the fewest batches read ahead of the model
 _QUEUE_DEPTH = 2
+#: the most threads reading, and writing and tracing, beside a model: the parts of both that
+#: hold Python's lock bound the gain (measured on two cores: at most about twice as fast with
+#: any count), while each thread holds a batch and its own buffers
+MAX_THREADS_BESIDE = 4
 #: the most bytes of prepared blocks read ahead of the model: while the worker starts and loads
 #: the model (seconds), reading goes on up to this (256 MiB), not two batches only
 READ_AHEAD_BYTES = 256 * 2**20
@@ -265,14 +269,18 @@ def predict_group(
     size = batch_size or (spec.batch_size if spec is not None else None) or DEFAULT_BATCH
     streaming = None
     writer = _BlockWriter(plan, output, io)
-    # while the model loads, read as beside the device asked for; then as beside the one it is on
-    width = {"threads": threads or threads_beside(device or _device(spec))}
+    # while the model loads, read as beside the device asked for; then as beside the one it is
+    # on (never more: a model asked on the GPU may fall back to the CPU, not the other way)
+    most = threads or threads_beside(device or _device(spec))
+    width = {"threads": most}
     try:
-        batches = _batches(plan, todo, io, size, threads=lambda: width["threads"])
-        ahead = _ReadAhead(batches, _read_ahead_depth(plan, io, size))
+        ahead = _ReadAhead(
+            _batches(plan, todo, io, size, threads=lambda: width["threads"], most=most),
+            _read_ahead_depth(plan, io, size, most),
+        )
         with closing(ahead), opened as predict:
             on = str(getattr(predict, "device", "cpu"))
-            width["threads"] = threads or threads_beside(on)
+            width["threads"] = min(most, threads or threads_beside(on))
             with ThreadPoolExecutor(width["threads"], thread_name_prefix="write-blocks") as pool:
                 if beside is not None:
                     streaming = beside(on)
@@ -298,28 +306,29 @@ def predict_group(
 
 
 def threads_beside(device: str, cpus: int | None = None) -> int:
-    """Threads to read, write and trace blocks beside a model on ``device``: every usable
-    CPU but the one feeding the model when it runs on a GPU; beside a model on the CPU, the CPUs
-    its OpenMP threads leave (``OMP_NUM_THREADS``), else one (a CPU model takes them all, and
-    OpenMP threads slowed by others on their cores slow the whole model). ``cpus``: default,
-    those this process may keep busy (:func:`geomlops.background.usable_cpus`)."""
+    """Threads to read, write and trace blocks beside a model on ``device``, at most
+    :data:`MAX_THREADS_BESIDE`: every usable CPU but the one feeding the model when it runs on
+    a GPU; beside a model on the CPU, the CPUs its OpenMP threads leave (``OMP_NUM_THREADS``),
+    else one (a CPU model takes them all, and OpenMP threads slowed by others on their cores
+    slow the whole model). ``cpus``: default, those this process may keep busy
+    (:func:`geomlops.background.usable_cpus`)."""
     from geomlops.background import usable_cpus
 
     if cpus is None:
         cpus = usable_cpus()
     if device != "cpu":
-        return max(1, cpus - 1)
+        return max(1, min(MAX_THREADS_BESIDE, cpus - 1))
     try:
         model = int(os.environ.get("OMP_NUM_THREADS", ""))
     except ValueError:
         return 1
-    return max(1, cpus - model)
+    return max(1, min(MAX_THREADS_BESIDE, cpus - model))
 
 
-def _read_ahead_depth(plan: BatchPlan, io: ModelIO, size: int) -> int:
+def _read_ahead_depth(plan: BatchPlan, io: ModelIO, size: int, threads: int = 1) -> int:
     """Batches to read ahead: as many as ``READ_AHEAD_BYTES`` holds (a batch: ``size`` blocks
-    of the model's bands with their halo, in its data type, and their no-data masks), at least
-    ``_QUEUE_DEPTH``."""
+    of the model's bands with their halo, in its data type, and their no-data masks) less those
+    the ``threads`` reading hold beyond one, at least ``_QUEUE_DEPTH``."""
     import rasterio
 
     bands = len(io.bands)
@@ -328,7 +337,7 @@ def _read_ahead_depth(plan: BatchPlan, io: ModelIO, size: int) -> int:
             bands = src.count
     side = min(plan.block_size, max(plan.width, plan.height)) + 2 * io.halo
     batch = size * side * side * (bands * np.dtype(io.data_type).itemsize + 1)
-    return int(max(_QUEUE_DEPTH, min(READ_AHEAD_BYTES // max(batch, 1), 256)))
+    return int(max(_QUEUE_DEPTH, min(READ_AHEAD_BYTES // max(batch, 1), 256) - (threads - 1)))
 
 
 def _batches(
@@ -337,14 +346,15 @@ def _batches(
     io: ModelIO,
     size: int,
     threads: Callable[[], int] = lambda: 1,
+    most: int = 1,
 ) -> Iterator[tuple[list[PlannedBlock], NDArray[Any], NDArray[np.bool_]]]:
     """Blocks read with their halo, ``size`` at a time, each at the plan's block size (edge
     blocks padded with no data) so that they stack; in order, ``threads()`` batches read at
-    once (asked before each batch: it may grow once the model's device is known), each thread
-    with its own handle on the imagery."""
+    once (asked before each batch: it may shrink once the model's device is known), by at most
+    ``most`` threads, each with its own handle on the imagery (a handle more is a whole-file
+    image decoded again)."""
     import rasterio
 
-    from geomlops.background import usable_cpus
     from steps.predict import read_block
 
     side = min(plan.block_size, max(plan.width, plan.height))
@@ -363,7 +373,7 @@ def _batches(
 
     pending: deque[Future[tuple[list[PlannedBlock], NDArray[Any], NDArray[np.bool_]]]] = deque()
     try:
-        with ThreadPoolExecutor(usable_cpus(), thread_name_prefix="read-blocks") as pool:
+        with ThreadPoolExecutor(max(1, most), thread_name_prefix="read-blocks") as pool:
             try:
                 for start in range(0, len(blocks), size):
                     while len(pending) >= max(1, threads()):
@@ -404,6 +414,10 @@ class _ReadAhead(Iterator[_T]):
             self._queue.put((False, None))
         except BaseException as err:  # noqa: BLE001 - handed to the consumer
             self._queue.put((False, err))
+        finally:  # a generator stopped early lets go of what it holds now, not when collected
+            close = getattr(self._items, "close", None)
+            if close is not None:
+                close()
 
     def __next__(self) -> _T:
         if self._stop.is_set():

@@ -237,9 +237,16 @@ def _reading(output: ModelOutput | None) -> dict[str, Any]:
     dims = [d.lower() for d in output.dim_order]
     found = [i for i, d in enumerate(dims) if d in CLASS_DIMENSIONS]
     axis = found[0] if found else None
+    try:
+        kind = np.dtype(output.data_type).kind
+    except TypeError as err:  # MLM allows "other" and complex types, which no class comes from
+        raise InvalidModelItemError(
+            f"{_OUTPUT}.result.data_type: {output.data_type!r} is not read by geomlops (it reads "
+            "integer class values and float scores)"
+        ) from err
     return {
         "class_axis": axis,
-        "scores": axis is None and np.dtype(output.data_type).kind == "f",
+        "scores": axis is None and kind == "f",
         "class_values": tuple(c.value for c in output.classes),
         "threshold": output.threshold if output.threshold is not None else DEFAULT_THRESHOLD,
     }

@@ -323,7 +323,8 @@ def _item_faults(
             field, _, expected = str(err).partition(": ")
             if not (field.startswith("$") and expected):
                 field, expected = "-", str(err)
-            faults.append(Fault(file=rel, field=field, expected=expected))
+            if field not in {f.field for f in faults}:  # a field the checks above named, once
+                faults.append(Fault(file=rel, field=field, expected=expected))
     return faults, notes, spec, rel
 
 

@@ -215,10 +215,17 @@ _FILES = ("predictions.parquet", "predictions.geojson", "quicklook.png")
 STREAMED = "streamed.json"
 
 
+#: the feature files' columns as this version writes them (2: ``class_name`` added); files a
+#: stamp says were written otherwise are written again
+FEATURES_LAYOUT = 2
+
+
 class WrittenFeatures(BaseModel):
     """What the feature files hold, and what they were written from."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    layout: int = 1
+    """:data:`FEATURES_LAYOUT` when written; stamps from before it had none (1)."""
     lineage: Lineage
     plan_sha256: str
     features: int
@@ -333,6 +340,7 @@ def write_features(
         remove(staged)
         remove(staged_png)
     return WrittenFeatures(
+        layout=FEATURES_LAYOUT,
         lineage=lineage,
         plan_sha256=_plan_digest(plan),
         features=count,
@@ -467,8 +475,9 @@ def streamed_features(output: Path, plan: BatchPlan, lineage: Lineage) -> Writte
         written = WrittenFeatures.model_validate_json(path.read_text())
     except (OSError, ValueError):
         return None
-    if written.lineage != lineage or written.plan_sha256 != _plan_digest(plan):
-        return None
+    made = (written.layout, written.lineage, written.plan_sha256)
+    if made != (FEATURES_LAYOUT, lineage, _plan_digest(plan)):
+        return None  # files of another layout, model version or plan
     expected = {*_FILES, PMTILES_FILE} if written.features else set(_FILES)
     if set(written.sizes) != expected or any(
         not (output / name).is_file() or (output / name).stat().st_size != n
@@ -698,6 +707,8 @@ class _Quicklook:
 
     #: outline colour (RGB, 0-1)
     COLOUR = (1.0, 0.23, 0.19)
+    #: the area of interest's outline, dashed (as the web app draws it)
+    AOI_COLOUR = "#1f6feb"
 
     def __init__(self, plan: BatchPlan, model_item: Mapping[str, Any] | None = None) -> None:
         import numpy as np
@@ -775,11 +786,32 @@ class _Quicklook:
         fig, ax = plt.subplots(figsize=(8, 8 * height / max(width, 1)), dpi=100)
         try:
             ax.imshow(picture, extent=(w, e, s, n), interpolation="nearest", aspect=aspect)
+            for i, (xs, ys) in enumerate(self._aoi_rings()):
+                label = "area of interest" if i == 0 else None
+                ax.plot(xs, ys, color=self.AOI_COLOUR, linewidth=1.2, linestyle=(0, (4, 2)), label=label)
+            if self.plan.aoi:
+                ax.legend(loc="lower right", fontsize=8)
+            ax.set_xlim(w, e)  # an area beyond the imagery does not widen the picture
+            ax.set_ylim(s, n)
             ax.set_title(title)
             ax.set_axis_off()
             fig.savefig(path, format="png", bbox_inches="tight", metadata={"Software": None})
         finally:
             plt.close(fig)
+
+    def _aoi_rings(self) -> list[tuple[Any, Any]]:
+        """The area of interest's rings in the imagery's CRS (x and y), none without one."""
+        if not self.plan.aoi:
+            return []
+        import shapely
+        from rasterio.warp import transform_geom
+        from shapely.geometry import mapping, shape
+
+        from steps.aoi import aoi_geometry
+
+        area = shape(transform_geom("EPSG:4326", self.plan.crs, mapping(aoi_geometry(self.plan.aoi))))
+        rings = shapely.get_rings(shapely.get_parts(area))
+        return [tuple(shapely.get_coordinates(ring).T) for ring in rings]
 
 
 def _backdrop(imagery: str, bands: Sequence[int], shape: tuple[int, int]) -> Any:

@@ -81,6 +81,16 @@ def _approval(approver: str, reason: str, approved_at: str) -> tuple[str, str, s
     return who, reason.strip(), approved_at.strip()
 
 
+def _recorded(tag: str | None) -> Decision | None:
+    """A decision recorded in a version tag; None without one, or one no longer readable."""
+    from pydantic import ValidationError
+
+    try:
+        return Decision.model_validate_json(tag) if tag else None
+    except ValidationError:
+        return None
+
+
 def _same(done: Decision, action: str, who: str, why: str, when: str, approved_at: str) -> bool:
     """Whether ``done`` is this decision made again: the same action by the same approver for
     the same reason, at the same approval time (or one given by no time: the gate's)."""
@@ -174,9 +184,14 @@ def promote(
     )
     if report.worse and not override:
         refused = decision.model_copy(update={"action": "refused", "override": False})
-        earlier = Decision.model_validate_json(tags[REFUSED_TAG]) if REFUSED_TAG in tags else None
-        # a resumed or retried step gives the same refusal, recorded once
-        if earlier is None or not _same(earlier, "refused", who, why, when, approved_at):
+        earlier = _recorded(tags.get(REFUSED_TAG))
+        # a resumed or retried step gives the same refusal (of the same comparison), recorded once
+        again = (
+            earlier is not None
+            and _same(earlier, "refused", who, why, when, approved_at)
+            and (earlier.report, earlier.previous_version) == (refused.report, refused.previous_version)
+        )
+        if not again:
             apply_decision(
                 model,
                 refused,

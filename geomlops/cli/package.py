@@ -212,4 +212,4 @@ def run(source: Path, entry_point: str, params: tuple[str, ...]) -> None:
     click.secho(f"environment: {environment.root} (Python {environment.python_version}){said}", err=True)
     click.secho(f"$ {command}", fg="cyan", err=True)
     code, _ = run_package_command(command, Path(info.path), command_environment(environment))
-    sys.exit(code)
+    sys.exit(code if code >= 0 else 128 - code)  # killed by signal N: 128 + N, as a shell says

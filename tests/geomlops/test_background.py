@@ -85,3 +85,33 @@ def test_usable_cpus_follow_the_control_groups_cpu_limit(tmp_path: Path) -> None
     assert usable_cpus(tmp_path) == 1
     (tmp_path / "cpu.max").write_text(f"{here * 300000} 100000\n")  # more than there are
     assert usable_cpus(tmp_path) == here
+
+
+def test_queues_sharing_a_failure_stop_together() -> None:
+    made: list[str] = []
+    failed = threading.Event()
+    gate = threading.Event()
+
+    def fail() -> None:
+        raise OSError("level 10 could not be cut")
+
+    a, b = InOrder("a", 10, failed), InOrder("b", 10, failed)
+    with pytest.raises(OSError, match="level 10"), a, b:  # b left first: a's error, not b's echo
+        b.submit(gate.wait, 10)  # b's calls wait until a has failed
+        b.submit(made.append, "b")
+        a.submit(fail)
+        a.submit(made.append, "a")
+        while not failed.is_set():
+            threading.Event().wait(0.01)
+        gate.set()
+    assert made == []  # neither queue made a call after the failure
+
+
+def test_usable_cpus_follow_cgroup_v1_quotas(tmp_path: Path) -> None:
+    here = len(os.sched_getaffinity(0))
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
+    (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert usable_cpus(tmp_path) == here  # no quota
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("100000\n")
+    assert usable_cpus(tmp_path) == 1

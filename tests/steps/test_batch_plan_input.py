@@ -48,6 +48,7 @@ def test_blocks_are_read_ahead_as_far_as_the_memory_budget_allows(tmp_path: Path
     assert _read_ahead_depth(plan, rgb, 4) == READ_AHEAD_BYTES // batch == 10
     assert _read_ahead_depth(plan, ModelIO(halo=96), 4) == 10  # bands counted in the imagery
     assert _read_ahead_depth(plan, rgb, 64) == 2  # a huge batch: two still
+    assert _read_ahead_depth(plan, rgb, 4, threads=4) == 7  # three more batches being read
 
 
 def test_a_plan_says_when_the_imagery_is_decoded_whole_for_every_block(

@@ -383,15 +383,23 @@ def test_a_missing_mlm_field_is_reported_once(scaffolded: Path, tmp_path: Path, 
             "$.properties['mlm:input'][0].resize_type",
             "'crop' is not applied by geomlops",
         ),
+        (
+            {"output_data_type": "other"},  # allowed by the MLM schema; named once, not raised
+            "$.properties['mlm:output'][0].result.data_type",
+            "'other'",
+        ),
     ],
 )
-def test_an_input_batch_inference_could_not_prepare_is_a_fault_of_the_check(
+def test_an_item_batch_inference_could_not_read_is_a_fault_of_the_check(
     scaffolded: Path, tmp_path: Path, schema_dir: Path, change: dict[str, Any], field: str, expected: str
 ) -> None:
     """Caught before registration, not when training's evaluation first prepares an input."""
     root = _with_project(scaffolded, tmp_path / "pkg")
     item = json.loads((root / "stac-item.json").read_text())
-    item["properties"]["mlm:input"][0].update(change)
+    if "output_data_type" in change:
+        item["properties"]["mlm:output"][0]["result"]["data_type"] = change["output_data_type"]
+    else:
+        item["properties"]["mlm:input"][0].update(change)
     (root / "stac-item.json").write_text(json.dumps(item))
     faults = check_package(root, schema_dir).faults
     assert [f.field for f in faults] == [field], [str(f) for f in faults]

@@ -7,6 +7,7 @@ environment's Python, as it runs a package's with the package environment's.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +22,7 @@ from catalog_sync.mlm import ModelClass, ModelInput, ModelOutput, ModelSpec, Val
 from geomlops.errors import GeomlopsError
 from steps._package_predictor import WORKER, package_predictor, socket_predictor
 from steps.batch import (
+    MAX_THREADS_BESIDE,
     assemble_mask,
     block_path,
     pieces_path,
@@ -286,11 +288,13 @@ def _same_blocks(group: list[Any], one: Path, other: Path) -> None:
 
 def test_the_threads_beside_the_model_leave_it_the_cpus_it_uses(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    assert threads_beside("cuda", cpus=16) == 15  # one feeds the GPU
+    assert threads_beside("cuda", cpus=4) == 3  # one feeds the GPU
+    assert threads_beside("cuda", cpus=64) == MAX_THREADS_BESIDE  # no gain past a few, but memory
     assert threads_beside("cuda", cpus=1) == 1
     assert threads_beside("cpu", cpus=16) == 1  # a CPU model takes every core
     monkeypatch.setenv("OMP_NUM_THREADS", "4")
-    assert threads_beside("cpu", cpus=16) == 12
+    assert threads_beside("cpu", cpus=6) == 2
+    assert threads_beside("cpu", cpus=16) == MAX_THREADS_BESIDE
     assert threads_beside("cpu", cpus=2) == 1
     monkeypatch.setenv("OMP_NUM_THREADS", "four")
     assert threads_beside("cpu", cpus=16) == 1
@@ -383,6 +387,12 @@ def test_features_written_while_predicting_are_those_publishing_writes(
     assert streamed_features(streamed, plan, lineage) is not None
     other = Lineage(model="box", model_version="2", run_id="0123456789abcdef")
     assert streamed_features(streamed, plan, other) is None
+    # a stamp from before the files had class_name (no layout in it): written again
+    stamp = json.loads((streamed / STREAMED).read_text())
+    (streamed / STREAMED).write_text(json.dumps({k: v for k, v in stamp.items() if k != "layout"}))
+    assert streamed_features(streamed, plan, lineage) is None
+    (streamed / STREAMED).write_text(json.dumps(stamp))
+    assert streamed_features(streamed, plan, lineage) is not None
     block = block_path(streamed, plan.groups[0][3].id)
     block.write_bytes(block.read_bytes())  # predicted again after the files were written
     assert streamed_features(streamed, plan, lineage) is None
@@ -422,3 +432,18 @@ def test_feature_files_being_written_beside_a_failed_prediction_leave_nothing(
     assert process.exitcode == 1  # ended by the signal, through SystemExit
     left = {p.name for p in output.iterdir()} - {"plan.json", "blocks"}
     assert left == set() and not (output / STREAMED).exists()
+
+
+def test_reading_ahead_stopped_early_lets_go_of_the_imagery_at_once(image: Path) -> None:
+    """The reading generator's threads and handles go when the reading stops, not when collected."""
+    import threading
+
+    from steps.batch import _batches, _ReadAhead
+
+    plan = plan_batch(str(image), None, block_size=32, group_size=30)
+    blocks = [b for g in plan.groups for b in g]
+    io = ModelIO.from_spec(_spec(SCORES))
+    ahead = _ReadAhead(_batches(plan, blocks, io, 2, threads=lambda: 2, most=2), 2)
+    next(ahead)
+    ahead.close()
+    assert not [t for t in threading.enumerate() if t.name.startswith("read-blocks")]

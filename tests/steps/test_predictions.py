@@ -314,6 +314,28 @@ def test_quicklook_burns_outlines_into_a_canvas_of_fixed_size(tmp_path: Path, wi
     assert (tmp_path / "q.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plt.get_fignums() == []
 
 
+def test_the_quicklook_outlines_the_area_of_interest(tmp_path: Path) -> None:
+    """Dashed in the web app's colour, over the imagery; nothing of it without an area."""
+    import matplotlib.image
+    from rasterio.warp import transform_bounds
+
+    from steps.predictions import _Quicklook
+
+    imagery = _raster(tmp_path / "scene.tif", np.full((3, 120, 160), 90, np.uint8))
+    w, s, e, n = transform_bounds(CRS, "EPSG:4326", *(TRANSFORM @ (0, 120)), *(TRANSFORM @ (160, 0)))
+    box = [w + (e - w) * 0.25, s + (n - s) * 0.25, w + (e - w) * 0.75, s + (n - s) * 0.75]
+    aoi = {"type": "Polygon", "coordinates": [[[box[0], box[1]], [box[2], box[1]], [box[2], box[3]],
+                                               [box[0], box[3]], [box[0], box[1]]]]}  # fmt: skip
+    blue = np.array([0x1F, 0x6F, 0xEB]) / 255
+    drawn = {}
+    for name, area in (("with", aoi), ("without", None)):
+        picture = _Quicklook(plan_batch(str(imagery), area, block_size=64, group_size=2))
+        picture.save(tmp_path / f"{name}.png", name)
+        pixels = matplotlib.image.imread(tmp_path / f"{name}.png")[..., :3]
+        drawn[name] = int((np.abs(pixels - blue).max(axis=-1) < 0.08).sum())
+    assert drawn["without"] == 0 and drawn["with"] > 100, drawn
+
+
 def test_a_buildings_item_squares_the_merged_polygons_keeping_class_and_block() -> None:
     """The post-processor the model's MLM output names finishes each whole polygon in publishing:
     a skewed pixel-traced outline in longitude/latitude comes out right-angled, its parts keep the
