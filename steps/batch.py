@@ -176,9 +176,10 @@ def block_path(output: Path, block_id: str) -> Path:
 DEFAULT_BATCH = 4
 #: predicted batches waiting to be written, and the fewest batches read ahead of the model
 _QUEUE_DEPTH = 2
-#: the most threads reading, and writing and tracing, beside a model: the parts of both that
-#: hold Python's lock bound the gain (measured on two cores: at most about twice as fast with
-#: any count), while each thread holds a batch and its own buffers
+#: the most threads reading, and writing and tracing, beside a model: little is gained beyond
+#: a few (Python's lock, tiles decoded again by each reading thread's handle; measured on two
+#: cores: at most about twice as fast with any count), while each thread holds a batch and its
+#: own buffers
 MAX_THREADS_BESIDE = 4
 #: the most bytes of prepared blocks read ahead of the model: while the worker starts and loads
 #: the model (seconds), reading goes on up to this (256 MiB), not two batches only
