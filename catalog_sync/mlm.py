@@ -69,6 +69,9 @@ class ModelInput(BaseModel):
     value_scaling: tuple[ValueScaling, ...] = ()
     resize_type: str | None = None
     halo: int | None = None
+    entry_point: str | None = None
+    """``geomlops:inference``: the package's entry point that predicts an image, used instead of
+    the logged pyfunc model (None: the model)."""
 
 
 class ModelOutput(BaseModel):
@@ -82,6 +85,9 @@ class ModelOutput(BaseModel):
     data_type: str
     classes: tuple[ModelClass, ...] = ()
     post_processing_function: str | None = None
+    entry_point: str | None = None
+    """The package's entry point that turns the class mask into features, where
+    ``post_processing_function`` has the format ``mlproject`` (None: geomlops' own)."""
     threshold: float | None = None
     """``geomlops:threshold``: the score above which a one-channel score is the positive class."""
     postprocessor_options: dict[str, Any] = {}
@@ -136,6 +142,21 @@ def _function(raw: Mapping[str, Any] | None, where: str) -> str | None:
         return None
     expression = _require(raw, "expression", where)
     return str(expression)
+
+
+def _entry_point(raw: Any, where: str) -> str | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, str) or not raw.strip():
+        raise InvalidModelItemError(f"{where}: expected the name of an MLproject entry point, got {raw!r}")
+    return raw.strip()
+
+
+def _mlproject(raw: Mapping[str, Any] | None, where: str) -> str | None:
+    """The entry point a ``post_processing_function`` of format ``mlproject`` names."""
+    if not isinstance(raw, Mapping) or raw.get("format") != "mlproject":
+        return None
+    return _entry_point(raw.get("expression"), f"{where}.expression")
 
 
 def _scaling(raw: Any, where: str) -> tuple[ValueScaling, ...]:
@@ -231,6 +252,7 @@ def parse_model_item(item: Mapping[str, Any], href: str | None = None) -> ModelS
                 value_scaling=_scaling(raw.get("value_scaling"), f"{w}.value_scaling"),
                 resize_type=raw.get("resize_type"),
                 halo=_halo(raw, w),
+                entry_point=_entry_point(raw.get("geomlops:inference"), f"{w}['geomlops:inference']"),
             )
         )
     outputs = []
@@ -252,6 +274,7 @@ def parse_model_item(item: Mapping[str, Any], href: str | None = None) -> ModelS
                 post_processing_function=_function(
                     raw.get("post_processing_function"), f"{w}.post_processing_function"
                 ),
+                entry_point=_mlproject(raw.get("post_processing_function"), f"{w}.post_processing_function"),
                 threshold=_threshold(raw, w),
                 postprocessor_options={
                     k: v for k, v in raw.items() if k.startswith("geomlops:") and isinstance(v, Mapping)

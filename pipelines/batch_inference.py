@@ -4,7 +4,9 @@ plan-blocks ─> predict-blocks (one task per group of blocks, withParam) ─> p
 
 Each block is read with a halo and only its centre kept; a predict task's pod runs the model in
 its own image (a sidecar) beside geomlops' step, which traces each finished block's polygons
-while the model predicts the next; publishing merges them seam-free. Finished blocks are files:
+while the model predicts the next; publishing merges them seam-free. Where the model's item
+chooses its package's own ``inference`` or ``postprocess`` entry point, the same sidecar runs it
+(publishing has one too, which loads nothing). Finished blocks are files:
 a resumed run redoes none of them.
 """
 
@@ -85,6 +87,7 @@ with WorkflowTemplate(
                 "device": plan.get_parameter("device"),
                 "gpus": plan.get_parameter("gpus"),
                 "halo": "{{inputs.parameters.halo}}",
+                "worker_mode": plan.get_parameter("worker_mode"),
             },
             with_param=plan.get_parameter("groups"),
         )
@@ -93,6 +96,8 @@ with WorkflowTemplate(
                 "output": plan.get_parameter("output"),
                 "lineage": plan.get_parameter("lineage"),
                 "area": "{{inputs.parameters.area}}",
+                "model_uri": plan.get_parameter("model_uri"),
+                "model_image": plan.get_parameter("model_image"),
             }
         )
         plan >> predict >> publish  # type: ignore[operator]

@@ -170,16 +170,23 @@ def resolve_postprocessor(output: Mapping[str, Any] | Any) -> PostProcessor:
 
     Raises:
         PostprocessorError: when the expression names nothing registered (listing what is), its
-            format is not ``python``, or no task of the output has a default.
+            format is neither ``python`` nor ``mlproject`` (the package's own entry point, which
+            batch inference runs; the task's default stands in elsewhere), or no task of the
+            output has a default.
     """
     load_postprocessor_modules()
     if isinstance(output, Mapping):
         tasks = list(output.get("tasks") or [])
         function = output.get("post_processing_function")
-        if isinstance(function, Mapping):
+        if isinstance(function, Mapping) and function.get("format") == "mlproject":
+            # the package's own entry point, run by batch inference in the package's environment;
+            # where it does not run (on-demand serving), the task's default stands in
+            function = None
+        elif isinstance(function, Mapping):
             if function.get("format") != "python":
                 raise PostprocessorError(
-                    f"post_processing_function format {function.get('format')!r}: only 'python' is supported"
+                    f"post_processing_function format {function.get('format')!r}: expected 'python' "
+                    "(a registered post-processor) or 'mlproject' (an entry point of the package)"
                 )
             function = function.get("expression")
     else:

@@ -52,6 +52,7 @@ class PackagePredictor:
         self.model_dir = model_dir
         self.device = device
         self.flavor = ""
+        self.mode = "pyfunc"
 
     def _fail(self, what: str, reason: str | None) -> GeomlopsError:
         tail = self._tail()
@@ -86,6 +87,29 @@ class PackagePredictor:
         header, _ = self._frame(what)
         self.device = str(header.get("device", self.device))
         self.flavor = str(header.get("flavor", ""))
+        self.mode = str(header.get("mode", "pyfunc"))
+
+    def run(self, command: str, cwd: str, what: str) -> None:
+        """Run ``command`` (a shell command) in the worker's environment, in ``cwd`` (a folder
+        relative to the folder the worker shares with this process); a worker started in
+        commands mode only.
+
+        Raises:
+            GeomlopsError: the command failed (``what``, its exit code and last error lines).
+        """
+        if self.mode != "commands":
+            raise GeomlopsError(f"{what}: the model's worker runs in {self.mode} mode, not commands mode")
+        header = json.dumps({"run": command, "cwd": cwd}).encode()
+        try:
+            self._writer.write(_LENGTH.pack(len(header)) + header)
+            self._writer.flush()
+        except (BrokenPipeError, ConnectionError):
+            raise self._fail(what, None) from None
+        answer, _ = self._frame(what)
+        code = int(answer.get("returncode", 1))
+        if code != 0:
+            lines = "\n".join(f"  {line}" for line in answer.get("tail") or [])
+            raise GeomlopsError(f"{what}: `{command}` exited with code {code}\n{lines}".rstrip())
 
     def __call__(self, array: NDArray[Any]) -> NDArray[Any]:
         """The model's prediction of ``array``.
@@ -116,7 +140,12 @@ def _worker_env(python: str | Path) -> dict[str, str]:
 
 @contextmanager
 def package_predictor(
-    python: str | Path, model_dir: str | Path, *, device: str = "cpu"
+    python: str | Path,
+    model_dir: str | Path,
+    *,
+    device: str = "cpu",
+    mode: str = "pyfunc",
+    shared: str | Path = "",
 ) -> Iterator[PackagePredictor]:
     """A ``predict(array) -> array`` running the pyfunc model at ``model_dir`` with ``python``.
 
@@ -125,6 +154,9 @@ def package_predictor(
         model_dir: a local folder of the logged model (with ``MLmodel``).
         device: ``cpu``, ``cuda`` or ``auto``: ``cuda`` is used only where torch reports a GPU;
             the predictor's ``device`` says which was chosen.
+        mode: ``pyfunc`` (load the model, predict arrays) or ``commands`` (load nothing, run the
+            package's entry points: :meth:`PackagePredictor.run`).
+        shared: commands mode: the folder that ``run``'s folders are relative to.
 
     Raises:
         GeomlopsError: the model cannot be loaded (the worker's reason, e.g. the missing module,
@@ -135,7 +167,8 @@ def package_predictor(
         tempfile.TemporaryFile("w+") as errors,
     ):
         proc = subprocess.Popen(
-            [str(python), str(WORKER), str(model_dir), "--device", device],
+            [str(python), str(WORKER), str(model_dir), "--device", device, "--mode", mode]
+            + (["--shared", str(shared)] if shared else []),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=errors,

@@ -30,6 +30,15 @@ ready frame first, and exits when it closes. On Argo it runs so as a sidecar in 
 beside the geomlops step that reads the imagery: the pod's containers share ``localhost``, and
 port 0 lets parallel pods on one machine (the local runner) each get their own.
 
+**Commands** (``--mode commands``, either transport): no model is loaded; each request is a
+header only, ``{"run": "COMMAND", "cwd": "FOLDER"}``, and the worker runs ``bash -c COMMAND`` in
+``FOLDER`` (relative to ``--shared``: the pod's volume both containers mount, by default the
+port file's folder) and answers ``{"returncode": N, "tail": [last error lines]}``. It is how
+geomlops runs a package's own ``inference`` and ``postprocess`` entry points in the model's image
+when its MLM item chooses them: the step puts the package's copy and the files in the shared
+folder and names them relative to it, so that the same request holds wherever each container
+mounts it. The command's output goes to the worker's stderr (the pod's log).
+
 Device: ``cuda`` (or ``auto``) uses a GPU when torch is importable and reports one; the model is
 then loaded with ``model_config={"device": "cuda"}`` where its flavor takes a model config.
 Otherwise the CPU. The device chosen is in the ready frame (stream) or on stderr (file).
@@ -129,6 +138,40 @@ def _serve(model: Any, np: Any, protocol: IO[bytes], requests: IO[bytes]) -> int
         _write_frame(protocol, answer, memoryview(result).cast("B") if result.nbytes else b"")
 
 
+#: lines of a command's stderr sent back with its exit code
+_TAIL_LINES = 12
+
+
+def _run_commands(shared: str, protocol: IO[bytes], requests: IO[bytes]) -> int:
+    """Answer ``run`` requests (commands mode) until the caller closes the connection."""
+    import collections
+    import subprocess
+
+    while True:
+        length = _read_exact(requests, _LENGTH.size)
+        if length is None:
+            return 0
+        header = json.loads(bytes(_read_exact(requests, _LENGTH.unpack(bytes(length))[0]) or b"{}"))
+        command, folder = str(header.get("run", "")), str(header.get("cwd", ""))
+        cwd = os.path.join(shared, folder)
+        if not command or not os.path.isdir(cwd):
+            _write_frame(protocol, {"error": f"no command, or no folder {folder!r} in {shared}"})
+            continue
+        print(f"running in {cwd}: {command}", file=sys.stderr, flush=True)
+        tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
+        proc = subprocess.Popen(
+            ["bash", "-c", command], cwd=cwd, stdin=subprocess.DEVNULL, stdout=2, stderr=subprocess.PIPE
+        )
+        assert proc.stderr is not None
+        for raw in iter(proc.stderr.readline, b""):
+            line = raw.decode("utf-8", errors="replace")
+            sys.stderr.write(line)
+            if line.strip():
+                tail.append(line.rstrip())
+        sys.stderr.flush()
+        _write_frame(protocol, {"returncode": proc.wait(), "tail": list(tail)})
+
+
 def _listen(address: str, port_file: str) -> Any:
     """A server socket bound to ``HOST:PORT``; its port written to ``port_file``."""
     import socket
@@ -147,6 +190,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Predict with a pyfunc model in its own environment.")
     parser.add_argument("model", help="the model's URI or local folder (with MLmodel)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu")
+    parser.add_argument(
+        "--mode",
+        choices=("pyfunc", "commands"),
+        default="pyfunc",
+        help="pyfunc: load the model and predict arrays; commands: run the package's entry points",
+    )
+    parser.add_argument("--shared", default="", help="commands mode: the folder requests are relative to")
     parser.add_argument("--listen", metavar="HOST:PORT", help="socket mode: serve one connection here")
     parser.add_argument(
         "--port-file",
@@ -162,12 +212,13 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
 
     device = _choose_device(args.device)
-    try:
-        model, flavor = _load(args.model, device)
-        failure = None
-    except Exception as err:  # noqa: BLE001 - reported to the caller, who raises
-        traceback.print_exc()
-        failure = f"cannot load the model {args.model}: {_message(err)}"
+    model, flavor, failure = None, "", None
+    if args.mode == "pyfunc":
+        try:
+            model, flavor = _load(args.model, device)
+        except Exception as err:  # noqa: BLE001 - reported to the caller, who raises
+            traceback.print_exc()
+            failure = f"cannot load the model {args.model}: {_message(err)}"
     requests: IO[bytes] = sys.stdin.buffer
     if server is not None:
         print(f"waiting for the geomlops step on port {server.getsockname()[1]}", file=sys.stderr)
@@ -176,7 +227,12 @@ def main(argv: list[str] | None = None) -> int:
     if failure is not None:
         _write_frame(protocol, {"error": failure})
         return 1
-    _write_frame(protocol, {"ready": True, "device": device, "flavor": flavor})
+    _write_frame(protocol, {"ready": True, "device": device, "flavor": flavor, "mode": args.mode})
+    if args.mode == "commands":
+        beside_port = os.path.dirname(os.path.abspath(args.port_file)) if args.port_file else ""
+        shared = args.shared or beside_port or os.getcwd()
+        print(f"running the package's commands for {args.model} in {shared} ({device})", file=sys.stderr)
+        return _run_commands(shared, protocol, requests)
     print(f"model {args.model} loaded on {device} ({flavor})", file=sys.stderr)
     return _serve(model, np, protocol, requests)
 

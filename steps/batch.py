@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import AbstractContextManager, closing, suppress
+from contextlib import AbstractContextManager, ExitStack, closing, suppress
 from pathlib import Path
 from queue import Empty, Queue
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -214,6 +215,7 @@ def predict_group(
     predictor: Callable[[], AbstractContextManager[Predict]] | None = None,
     beside: Callable[[str], Any] | None = None,
     threads: int | None = None,
+    shared: Path | None = None,
 ) -> list[str]:
     """Predict every unfinished block of ``group`` in the model's own environment; return the
     ids predicted now.
@@ -249,6 +251,10 @@ def predict_group(
         threads: batches read at once, and batches written and traced at once; default
             (:func:`threads_beside`): every usable CPU but one beside a model on a GPU, one
             beside a model on the CPU (it has the CPUs).
+        shared: where the item chooses the package's own ``inference`` entry point
+            (:mod:`steps.own_entry_points`): the folder this process shares with the worker
+            ``predictor`` opens (in commands mode), which runs it; default: a temporary folder
+            shared with a worker started here.
 
     Raises:
         GeomlopsError: the model cannot be loaded (the worker's reason), fails, or answers with
@@ -256,15 +262,29 @@ def predict_group(
     """
     from geomlops.settings import get_settings
     from steps._package_predictor import model_worker_inputs, package_predictor
+    from steps.own_entry_points import chosen_inference
 
     todo = [b for b in group if not block_path(output, b.id).exists()]
     if not todo:
         return []
     io = _model_io(spec, halo)
+    own = chosen_inference(spec)
+    if own is not None:
+        io = _as_stored(io, plan.imagery)
+    scope = ExitStack()
     opened: AbstractContextManager[Predict]
     if predictor is None:
         python, model_dir = model_worker_inputs(model_uri, get_settings().home_dir / "models")
-        opened = package_predictor(python, model_dir, device=device or _device(spec))
+        if own is not None:  # the entry point gets the model's local copy: no server needed
+            model_uri = str(model_dir)
+            shared = Path(scope.enter_context(tempfile.TemporaryDirectory(prefix="geomlops-own-")))
+        opened = package_predictor(
+            python,
+            model_dir,
+            device=device or _device(spec),
+            mode="pyfunc" if own is None else "commands",
+            shared=shared or "",
+        )
     else:
         opened = predictor()
     size = batch_size or (spec.batch_size if spec is not None else None) or DEFAULT_BATCH
@@ -279,8 +299,12 @@ def predict_group(
             _batches(plan, todo, io, size, threads=lambda: width["threads"], most=most),
             _read_ahead_depth(plan, io, size, most),
         )
-        with closing(ahead), opened as predict:
+        with scope, closing(ahead), opened as predict:
             on = str(getattr(predict, "device", "cpu"))
+            answer = _answers(predict, io)
+            if own is not None:
+                assert spec is not None and shared is not None
+                answer = _own_answers(predict, own, spec, shared, model_uri, plan, io.halo)
             width["threads"] = min(most, threads or threads_beside(on))
             with ThreadPoolExecutor(width["threads"], thread_name_prefix="write-blocks") as pool:
                 if beside is not None:
@@ -288,7 +312,7 @@ def predict_group(
                 pending: list[Future[list[str]]] = []
                 done: list[str] = []
                 for blocks, stack, invalid in ahead:
-                    raw = predict(io.to_model_size(stack))
+                    raw = answer(blocks, stack, invalid)
                     pending.append(pool.submit(writer.write, blocks, raw, invalid))
                     while len(pending) > _QUEUE_DEPTH + width["threads"] - 1:
                         done += pending.pop(0).result()
@@ -304,6 +328,72 @@ def predict_group(
         if streaming.exitcode != 0:
             print(f"the work beside the prediction failed (exit code {streaming.exitcode})")
     return done
+
+
+_Answers = Callable[[list[PlannedBlock], NDArray[Any], NDArray[np.bool_]], NDArray[Any]]
+
+
+def _answers(predict: Predict, io: ModelIO) -> _Answers:
+    """The model's answers for a batch of blocks (read and prepared as its item says)."""
+
+    def answer(blocks: list[PlannedBlock], stack: NDArray[Any], invalid: NDArray[np.bool_]) -> NDArray[Any]:
+        return predict(io.to_model_size(stack))
+
+    return answer
+
+
+def _own_answers(
+    worker: Any,
+    entry_point: str,
+    spec: ModelSpec,
+    shared: Path,
+    model_uri: str,
+    plan: BatchPlan,
+    halo: int,
+) -> _Answers:
+    """The rasters the package's own inference entry point writes for a batch of blocks (read
+    as stored, with their halo), run by ``worker`` (in commands mode) on the package's copy in
+    ``shared``."""
+    from affine import Affine
+
+    from steps.own_entry_points import OwnInference, stage_package
+
+    own = OwnInference(
+        worker,
+        entry_point=entry_point,
+        package=stage_package(spec.package_uri, shared),
+        shared=shared,
+        model_uri=model_uri,
+        crs=plan.crs,
+    )
+    transform = Affine(*plan.transform)
+
+    def answer(blocks: list[PlannedBlock], stack: NDArray[Any], invalid: NDArray[np.bool_]) -> NDArray[Any]:
+        grids = [transform @ Affine.translation(b.col_off - halo, b.row_off - halo) for b in blocks]
+        return own(stack, invalid, grids, [b.id for b in blocks])
+
+    return answer
+
+
+def _as_stored(io: ModelIO, imagery: str) -> ModelIO:
+    """``io`` for a package's own inference: every band read as stored (it scales and resizes
+    itself), its output raster read by the item's output (bands first: the class dimension, if
+    any, is axis 1)."""
+    import dataclasses
+
+    import rasterio
+
+    with rasterio.open(imagery) as src:
+        dtype = src.dtypes[0]
+    return dataclasses.replace(
+        io,
+        bands=(),
+        data_type=dtype,
+        scaling=(),
+        size=None,
+        resize_type=None,
+        class_axis=None if io.class_axis is None else 1,
+    )
 
 
 def threads_beside(device: str, cpus: int | None = None) -> int:

@@ -32,6 +32,7 @@ from geomlops.errors import (
 from geomlops.names import check_name
 from geomlops.schemas import json_path
 from steps.model_io import ModelIO
+from steps.own_entry_points import entry_point_faults
 from steps.package import ENTRY_POINTS, ITEM_FILES, PackageInfo, describe_package, find_item_file
 from steps.package_env import find_interpreter, read_declaration
 from steps.package_scaffold import PLACEHOLDER_OWNER
@@ -358,6 +359,12 @@ def check_package(package: str | Path, schema_dir: Path | None = None) -> Packag
         )
         faults.append(Fault(file="Dockerfile", field="-", expected=f"file not found ({why})"))
     item_faults, notes, spec, item_file = _item_faults(root, schema_dir)
+    declared = project.get("entry_points") if project else None
+    if spec is not None and isinstance(declared, Mapping):  # those the item chooses to run
+        item_faults += [
+            Fault(file=(item_file or "") if where == "item" else where, field=field, expected=expected)
+            for where, field, expected in entry_point_faults(spec, declared)
+        ]
     return PackageCheck(
         root=str(root),
         faults=faults + item_faults,

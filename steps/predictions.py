@@ -8,9 +8,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import tempfile
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, ExitStack
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -36,6 +38,7 @@ if TYPE_CHECKING:
     from postprocessing.grid import Block
     from postprocessing.io import RasterInfo
     from postprocessing.kernel import BlockPieces
+    from steps.own_entry_points import Worker
 
 
 class Lineage(BaseModel):
@@ -123,6 +126,7 @@ def publish_predictions(
     catalog: str,
     scheduler: str = "threads",
     workers: int | None = None,
+    features: Path | None = None,
 ) -> PredictionOutputs:
     """Vectorize the class raster seam-free and stream its features with their lineage to files.
 
@@ -148,6 +152,9 @@ def publish_predictions(
         catalog: the catalogue to publish the item in.
         scheduler: ``synchronous``, ``threads``, ``processes`` or a Dask scheduler address.
         workers: local Dask workers (default: the CPU count).
+        features: the GeoJSON the package's own post-processing wrote from ``mask``, where its
+            item chooses it (:mod:`steps.own_entry_points`): its features are written instead
+            of geomlops' polygons (:func:`write_package_features`).
 
     Returns:
         Where the outputs are and how many features they hold.
@@ -162,8 +169,10 @@ def publish_predictions(
     from postprocessing.vectorize import iter_polygons
 
     own_mask = mask == output / "mask.tif"  # assembled from the blocks, which hold their pieces
-    written = streamed_features(output, plan, lineage) if own_mask else None
-    if written is None:
+    written = streamed_features(output, plan, lineage) if own_mask and features is None else None
+    if features is not None:
+        written = write_package_features(features, output, plan, lineage, catalog=catalog)
+    elif written is None:
         info = read_raster_info(mask)
         grid = plan_blocks(info.height, info.width, plan.block_size)
         traced = _traced_pieces(plan, output, grid) if own_mask else None
@@ -207,6 +216,65 @@ def publish_predictions(
         item=href,
         features=written.features,
     )
+
+
+def publish_batch(
+    output: Path,
+    plan: BatchPlan,
+    lineage: Lineage,
+    *,
+    area: str,
+    catalog: str,
+    scheduler: str = "threads",
+    worker: Callable[[], tuple[AbstractContextManager[Worker], Path]] | None = None,
+) -> PredictionOutputs:
+    """Assemble the predicted blocks' mask and publish it (:func:`publish_predictions`): traced
+    by geomlops, or turned into features by the package's own post-processing entry point where
+    the model's item chooses it (:mod:`steps.own_entry_points`), run by ``worker``.
+
+    Args:
+        worker: opens the worker that runs the package's commands (in commands mode), and says
+            the folder it shares with this process; default: one started here in the package's
+            environment.
+
+    Raises:
+        GeomlopsError: as :func:`publish_predictions`; the package's entry point failed (its
+            exit code and last error lines) or wrote features that are not what is expected.
+    """
+    from steps.batch import assemble_mask
+    from steps.model_spec import fetch_model_spec
+    from steps.own_entry_points import chosen_postprocess, own_postprocess, stage_package
+
+    mask = assemble_mask(plan, output)
+    spec = fetch_model_spec(lineage.model, catalog)
+    entry_point = chosen_postprocess(spec)
+    if entry_point is None:
+        return publish_predictions(
+            mask, output, plan, lineage, area=area, catalog=catalog, scheduler=scheduler
+        )
+    with ExitStack() as scope:
+        if worker is None:
+            shared = Path(scope.enter_context(tempfile.TemporaryDirectory(prefix="geomlops-own-")))
+            opened: AbstractContextManager[Worker] = _local_commands(lineage, shared)
+        else:
+            opened, shared = worker()
+        commands = scope.enter_context(opened)
+        package = stage_package(spec.package_uri, shared)
+        features = own_postprocess(
+            commands, entry_point=entry_point, package=package, shared=shared, mask=mask
+        )
+        return publish_predictions(mask, output, plan, lineage, area=area, catalog=catalog, features=features)
+
+
+def _local_commands(lineage: Lineage, shared: Path) -> AbstractContextManager[Worker]:
+    """A worker in commands mode, started here in the environment the model was trained in."""
+    from geomlops.settings import get_settings
+    from steps._package_predictor import model_worker_inputs, package_predictor
+
+    python, model_dir = model_worker_inputs(
+        f"models:/{lineage.model}/{lineage.model_version}", get_settings().home_dir / "models"
+    )
+    return package_predictor(python, model_dir, mode="commands", shared=shared)
 
 
 #: the files of the features, beside the PMTiles archive: GeoParquet, GeoJSON, quicklook
@@ -265,6 +333,83 @@ def write_features(
         polygon_areas,
         to_geometries,
     )
+
+    size = plan.block_size
+    # the model's MLM item, read once: the quicklook's bands, the finisher, the tiles' class names
+    model_item = predictions_model_item(catalog, lineage)
+    finish = _finisher(model_item)
+
+    def batches() -> Iterator[_Batch]:
+        for batch in polygons:
+            polys = canonical(in_scan_order(batch))
+            rows, cols = first_pixels(polys)
+            geoms = to_geometries(polys, transform)
+            block_ids = [
+                f"r{r}c{c}" for r, c in zip((rows // size).tolist(), (cols // size).tolist(), strict=True)
+            ]
+            classes, areas = polys.classes, None
+            if finish is not None:  # each part keeps its polygon's class and block
+                geoms, index, areas = finish_each(finish, geoms, crs)
+                classes, block_ids = classes[index], [block_ids[i] for i in index.tolist()]
+            if areas is None:
+                areas = polygon_areas(polys, transform, crs)
+            yield geoms, classes, areas, block_ids
+
+    return _write_batches(batches(), output, plan, lineage, crs=crs, model_item=model_item)
+
+
+def write_package_features(
+    path: Path, output: Path, plan: BatchPlan, lineage: Lineage, *, catalog: str
+) -> WrittenFeatures:
+    """Write the features of the GeoJSON a package's own post-processing wrote
+    (:func:`steps.own_entry_points.own_postprocess`) as :func:`write_features` writes geomlops'
+    own: in the imagery's CRS, with their lineage, measured areas and the block holding each
+    one's representative point.
+
+    Raises:
+        GeomlopsError: the GeoJSON is not what is expected (the feature and field named); no
+            output file is left half-written.
+    """
+    import numpy as np
+    import shapely
+    from affine import Affine
+
+    from catalog_sync.mlm import parse_model_item
+    from postprocessing.finalize import geometry_areas
+    from steps.own_entry_points import package_features
+
+    model_item = predictions_model_item(catalog, lineage)
+    spec = parse_model_item(model_item) if model_item is not None else None
+    a, b, c, d, e, f = (~Affine(*plan.transform))[:6]
+    size = plan.block_size
+
+    def batches() -> Iterator[_Batch]:
+        for geoms, classes in package_features(path, plan.crs, spec.outputs[0] if spec else None):
+            points = shapely.get_coordinates(shapely.point_on_surface(geoms))
+            x, y = points[:, 0], points[:, 1]
+            cols, rows = a * x + b * y + c, d * x + e * y + f
+            rows = np.clip(np.floor(rows), 0, plan.height - 1).astype(np.int64) // size
+            cols = np.clip(np.floor(cols), 0, plan.width - 1).astype(np.int64) // size
+            block_ids = [f"r{r}c{c}" for r, c in zip(rows.tolist(), cols.tolist(), strict=True)]
+            yield geoms, classes, geometry_areas(geoms, plan.crs), block_ids
+
+    return _write_batches(batches(), output, plan, lineage, crs=plan.crs, model_item=model_item)
+
+
+#: one batch of features: geometries, class values, areas (m²), the block of each
+_Batch = tuple[Any, Any, Any, list[str]]
+
+
+def _write_batches(
+    batches: Iterable[_Batch],
+    output: Path,
+    plan: BatchPlan,
+    lineage: Lineage,
+    *,
+    crs: str,
+    model_item: Mapping[str, Any] | None,
+) -> WrittenFeatures:
+    """The files, quicklook and tiles of features given in batches (see :func:`write_features`)."""
     from postprocessing.io import FeatureWriter
     from postprocessing.tiles import (
         PMTILES_FILE,
@@ -275,15 +420,11 @@ def write_features(
         zoom_range,
     )
 
-    size = plan.block_size
     parquet, geojson, png = (output / name for name in _FILES)
     shared = {"model": lineage.model, "model_version": lineage.model_version, "mlflow_run_id": lineage.run_id}
-    # the model's MLM item, read once: the quicklook's bands, the finisher, the tiles' class names
-    model_item = predictions_model_item(catalog, lineage)
     picture = _Quicklook(plan, model_item)
     by_class: Counter[int] = Counter()
     count = 0
-    finish = _finisher(model_item)
     # the same features as vector tiles for maps: gathered as they are written (not read back)
     for_tiles = TileFeatures(crs)
     names = item_class_names(model_item)
@@ -305,19 +446,7 @@ def write_features(
             FeatureWriter((parquet, geojson), crs, extra=("class_name", "block_id"), shared=shared) as files,
             InOrder("feature-files") as behind,
         ):
-            for batch in polygons:
-                polys = canonical(in_scan_order(batch))
-                rows, cols = first_pixels(polys)
-                geoms = to_geometries(polys, transform)
-                block_ids = [
-                    f"r{r}c{c}" for r, c in zip((rows // size).tolist(), (cols // size).tolist(), strict=True)
-                ]
-                classes, areas = polys.classes, None
-                if finish is not None:  # each part keeps its polygon's class and block
-                    geoms, index, areas = finish_each(finish, geoms, crs)
-                    classes, block_ids = classes[index], [block_ids[i] for i in index.tolist()]
-                if areas is None:
-                    areas = polygon_areas(polys, transform, crs)
+            for geoms, classes, areas, block_ids in batches:
                 named = class_names_of(classes, names)
                 behind.submit(_write_and_draw, files, picture, geoms, classes, areas, named, block_ids)
                 for_tiles.add(geoms, classes, areas, block_ids)

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Annotated
 
-from hera.workflows import EmptyDirVolume, Env, Parameter, UserContainer
+from hera.workflows import EmptyDirVolume, Env, Parameter, Resources, UserContainer
 from hera.workflows.models import VolumeMount
 
 from geomlops.settings import get_settings, use_tracking
@@ -37,21 +37,51 @@ MODEL_GPU_PATCH = (
     '      nvidia.com/gpu: "{{inputs.parameters.gpus}}"\n'
 )
 
-model_worker = UserContainer(
-    name="model",
-    image="{{inputs.parameters.model_image}}",
-    command=["python", "-c", WORKER_SOURCE],
-    args=[
-        "{{inputs.parameters.model_uri}}",
-        "--listen",
-        "127.0.0.1:0",
-        "--device",
-        "{{inputs.parameters.device}}",
-    ],
-    env=[*MLFLOW_ENV, PORT_FILE_ENV],
-    volume_mounts=[VolumeMount(name="worker", mount_path=WORKER_DIR)],
-    resources=LARGE,
+
+def _model_worker(mode: str, resources: Resources) -> UserContainer:
+    """The model's worker in its image, beside the step; ``mode`` (an expression or a value):
+    ``pyfunc`` loads the model, ``commands`` runs the package's entry points."""
+    return UserContainer(
+        name="model",
+        image="{{inputs.parameters.model_image}}",
+        command=["python", "-c", WORKER_SOURCE],
+        args=[
+            "{{inputs.parameters.model_uri}}",
+            "--listen",
+            "127.0.0.1:0",
+            "--device",
+            "{{inputs.parameters.device}}",
+            "--mode",
+            mode,
+        ],
+        env=[*MLFLOW_ENV, PORT_FILE_ENV],
+        volume_mounts=[VolumeMount(name="worker", mount_path=WORKER_DIR)],
+        resources=resources,
+    )
+
+
+model_worker = _model_worker("{{inputs.parameters.worker_mode}}", LARGE)
+#: publishing's worker: runs the package's own post-processing where the item chooses it; idle
+#: otherwise, so it asks for little, but may use as much as a step on a whole area's mask
+commands_worker = _model_worker(
+    "commands", Resources(cpu_request="100m", memory_request="256Mi", memory_limit=LARGE.memory_limit)
 )
+
+
+def _worker(model_uri: str, model_image: str):  # type: ignore[no-untyped-def]
+    """The connection to this pod's model worker, and the folder both share."""
+    import os
+
+    from steps._package_predictor import socket_predictor
+
+    port_file = Path(os.environ["GEOMLOPS_WORKER_PORT_FILE"])
+    opened = socket_predictor(
+        port_file,
+        model=model_uri,
+        timeout=WORKER_START_TIMEOUT,
+        log_hint=f"the log of container 'model' in this pod ({model_image})",
+    )
+    return opened, port_file.parent
 
 
 @geomlops_script(resources=SMALL)
@@ -73,14 +103,17 @@ def plan_blocks(
     Annotated[str, Parameter(name="model_image")],
     Annotated[str, Parameter(name="device")],
     Annotated[str, Parameter(name="gpus")],
+    Annotated[str, Parameter(name="worker_mode")],
 ]:
     """Plan the blocks over the area of interest, resolve the model version and its image
-    (the MLM item's inference runtime; a GPU where its accelerator is cuda)."""
+    (the MLM item's inference runtime; a GPU where its accelerator is cuda) and how its worker
+    predicts (the logged model, or the package's own inference entry point)."""
     from geomlops.names import check_name, check_output_folder, inside
     from steps.aoi import read_aoi
     from steps.batch import plan_batch, save_plan
     from steps.local_images import record_image
     from steps.model_spec import fetch_model_spec, model_image
+    from steps.own_entry_points import chosen_inference
     from steps.predictions import resolve_version
     from steps.training import gpus_for
 
@@ -112,6 +145,7 @@ def plan_blocks(
         image,
         "cuda" if gpus else "cpu",
         str(gpus),
+        "pyfunc" if chosen_inference(spec) is None else "commands",
     )
 
 
@@ -131,15 +165,14 @@ def predict_blocks(
     device: str = "cpu",
     gpus: str = "0",
     halo: str = "",
+    worker_mode: str = "pyfunc",
 ) -> Annotated[str, Parameter(name="predicted")]:
     """Predict one group of blocks (finished blocks are skipped) with the model's worker beside
     this step; the halo from the MLM item unless given. A plan of one group has its feature
-    files written while it is predicted."""
-    import os
-
-    from steps._package_predictor import socket_predictor
+    files written while it is predicted (unless the package post-processes them itself)."""
     from steps.batch import predict_group
     from steps.model_spec import fetch_model_spec
+    from steps.own_entry_points import chosen_postprocess
     from steps.predictions import Lineage, features_while_predicting, read_plan
 
     use_tracking()
@@ -148,14 +181,7 @@ def predict_blocks(
     version = Lineage.model_validate_json(lineage)
     spec = fetch_model_spec(version.model, get_settings().catalog_href)
 
-    def worker():  # type: ignore[no-untyped-def]
-        return socket_predictor(
-            Path(os.environ["GEOMLOPS_WORKER_PORT_FILE"]),
-            model=model_uri,
-            timeout=WORKER_START_TIMEOUT,
-            log_hint=f"the log of container 'model' in this pod ({model_image})",
-        )
-
+    opened, shared = _worker(model_uri, model_image)
     predicted = predict_group(
         model_uri,
         plan,
@@ -163,29 +189,42 @@ def predict_blocks(
         folder,
         halo=int(halo) if halo else None,
         spec=spec,
-        predictor=worker,
-        beside=features_while_predicting(folder, plan, version),
+        predictor=lambda: opened,
+        beside=None if chosen_postprocess(spec) else features_while_predicting(folder, plan, version),
+        shared=shared,
     )
     return json.dumps(predicted)
 
 
-@geomlops_script(resources=LARGE)
+@geomlops_script(
+    resources=LARGE,
+    volumes=[EmptyDirVolume(name="worker", mount_path=WORKER_DIR)],
+    sidecars=[commands_worker],
+    env=[PORT_FILE_ENV],
+)
 def publish_predictions(
-    output: str, lineage: str, area: str = "aoi"
+    output: str,
+    lineage: str,
+    area: str = "aoi",
+    model_uri: str = "",
+    model_image: str = "",
+    device: str = "cpu",
 ) -> tuple[Annotated[str, Parameter(name="item")], Annotated[str, Parameter(name="features")]]:
-    """Assemble the mask, vectorize it seam-free (on the configured Dask scheduler), write
-    GeoParquet, GeoJSON, quicklook and item."""
-    from steps.batch import assemble_mask
-    from steps.predictions import Lineage, read_plan
-    from steps.predictions import publish_predictions as publish
+    """Assemble the mask, vectorize it seam-free (on the configured Dask scheduler), or have the
+    package's own post-processing entry point turn it into features where its item chooses it
+    (the worker beside this step runs it), and write GeoParquet, GeoJSON, quicklook and item."""
+    from steps.predictions import Lineage, publish_batch, read_plan
 
+    use_tracking()
     settings = get_settings()
     folder = Path(output)
-    plan = read_plan(folder)
-    version = Lineage.model_validate_json(lineage)
-    scheduler = settings.dask_scheduler_address or "threads"
-    mask = assemble_mask(plan, folder)
-    outputs = publish(
-        mask, folder, plan, version, area=area, catalog=settings.catalog_href, scheduler=scheduler
+    outputs = publish_batch(
+        folder,
+        read_plan(folder),
+        Lineage.model_validate_json(lineage),
+        area=area,
+        catalog=settings.catalog_href,
+        scheduler=settings.dask_scheduler_address or "threads",
+        worker=lambda: _worker(model_uri, model_image),
     )
     return outputs.item, str(outputs.features)

@@ -99,6 +99,15 @@ def test_batch_inference_predicts_in_the_models_image_beside_geomlops_step() -> 
     predict = templates["predict-blocks"]
     [sidecar] = predict["sidecars"]
     assert sidecar["image"] == "{{inputs.parameters.model_image}}"
+    # the plan says whether it loads the model or runs the package's own inference entry point
+    assert sidecar["args"][-2:] == ["--mode", "{{inputs.parameters.worker_mode}}"]
+    [publisher] = templates["publish-predictions"]["sidecars"]
+    assert publisher["image"] == sidecar["image"] and publisher["command"] == sidecar["command"]
+    assert publisher["args"][-2:] == ["--mode", "commands"]  # loads nothing; runs postprocess
+    dag = next(t for t in manifest["spec"]["templates"] if "dag" in t)["dag"]["tasks"]
+    tasks = {t["name"]: t for t in dag}
+    given = {p["name"]: p["value"] for p in tasks["predict-blocks"]["arguments"]["parameters"]}
+    assert given["worker_mode"] == "{{tasks.plan-blocks.outputs.parameters.worker_mode}}"
     assert sidecar["command"][:2] == ["python", "-c"]
     source = sidecar["command"][2]
     imported = {
@@ -116,6 +125,8 @@ def test_batch_inference_predicts_in_the_models_image_beside_geomlops_step() -> 
         "traceback",
         "typing",
         "socket",
+        "collections",
+        "subprocess",
         "numpy",
         "mlflow",
         "torch",

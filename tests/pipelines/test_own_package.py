@@ -1,10 +1,11 @@
 """A user's own package, from nothing to a trained version, with the README's commands.
 
-``geomlops package new`` → ``package check`` → the package's own ``preprocess`` (``geomlops
-package run``: in its own environment) → ``geomlops data add`` → ``geomlops run registration``
-→ ``geomlops run training``, each as the installed command, in a work folder of its own. The
-package lies under ``/tmp``, which sandboxed tasks do not see: registration catalogues a copy
-they do.
+``geomlops package new`` → its item chooses the package's own ``inference`` and ``postprocess``
+entry points → ``package check`` → the package's own ``preprocess`` (``geomlops package run``:
+in its own environment) → ``geomlops data add`` → ``geomlops run registration`` → ``geomlops
+run training`` → ``geomlops run batch-inference``, each as the installed command, in a work
+folder of its own. The package lies under ``/tmp``, which sandboxed tasks do not see:
+registration catalogues a copy they do.
 """
 
 from __future__ import annotations
@@ -15,8 +16,12 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import numpy as np
+import pyarrow.parquet as pq
 import pytest
+import rasterio
 
 pytestmark = pytest.mark.slow
 GEOMLOPS = str(Path(sys.executable).parent / "geomlops")
@@ -37,6 +42,13 @@ def test_a_scaffolded_package_registers_and_trains_through_the_workflows(
     made = geomlops("package", "new", "water-mask", "--image", "registry.example.org/water-mask:0.1.0")
     assert made.returncode == 0, made.stdout + made.stderr
     package = tmp_path / "water-mask"
+    # the item chooses the package's own entry points to predict and to post-process with
+    item_file = package / "stac-item.json"
+    item = json.loads(item_file.read_text())
+    item["properties"]["mlm:input"][0]["geomlops:inference"] = "inference"
+    own_postprocess = {"format": "mlproject", "expression": "postprocess"}
+    item["properties"]["mlm:output"][0]["post_processing_function"] = own_postprocess
+    item_file.write_text(json.dumps(item, indent=2))
     checked = geomlops("package", "check", str(package))
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
@@ -72,5 +84,35 @@ def test_a_scaffolded_package_registers_and_trains_through_the_workflows(
     assert item["properties"]["mlflow:run_id"] == nodes["collect-run"]["outputs"]["run_id"]
     # the catalogue points at the registered copy, under the work folder
     [copy] = (home / "packages").iterdir()
-    model_item = json.loads(next((home / "catalog").rglob("water-mask.json")).read_text())
+    catalogued = next((home / "catalog").rglob("water-mask.json"))
+    model_item = json.loads(catalogued.read_text())
     assert str(copy) in json.dumps(model_item["assets"])
+
+    # batch inference through the package's own entry points, in blocks of 8 px (halo 16)
+    def predict(name: str) -> tuple[Any, Any]:
+        output = tmp_path / name
+        ran = geomlops(
+            "run", "batch-inference", "-p", "model=water-mask", "-p", "model_version=1",
+            "-p", f"imagery={source / 'c.tif'}", "-p", "block_size=8", "-p", "group_size=2",
+            "-p", f"area={name}", "-p", f"output={output}",
+        )  # fmt: skip
+        assert ran.returncode == 0, ran.stdout + ran.stderr
+        with rasterio.open(output / "mask.tif") as src:
+            return src.read(1), pq.read_table(output / "predictions.parquet").to_pandas()
+
+    own_mask, own_features = predict("own")
+    [batch_dir] = [p for p in (home / "runs").iterdir() if p.name.startswith("geomlops-batch-inference")]
+    logs = "".join(p.read_text() for p in (batch_dir / "logs").glob("*.model.log"))
+    assert "water_mask.inference" in logs and "water_mask.postprocess" in logs  # run by the workers
+    # the same model through geomlops' own prediction and tracing gives the same mask and areas
+    for entry in ("mlm:input", "mlm:output"):
+        model_item["properties"][entry][0].pop("geomlops:inference", None)
+        model_item["properties"][entry][0].pop("post_processing_function", None)
+    catalogued.write_text(json.dumps(model_item))
+    mask, features = predict("pyfunc")
+    assert 0 < (mask == 1).sum() < mask.size and np.array_equal(own_mask, mask)
+    assert len(own_features) == len(features) > 0
+    assert set(own_features["class"]) == {1} and set(own_features["class_name"]) == {"target"}
+    assert set(own_features["model_version"]) == {"1"}
+    assert set(own_features["mlflow_run_id"]) == {nodes["collect-run"]["outputs"]["run_id"]}
+    assert np.isclose(own_features["area"].sum(), features["area"].sum(), rtol=1e-6)  # m², geodesic

@@ -1,4 +1,5 @@
-"""A real DVC repository with a local remote, built per test session."""
+"""A real DVC repository with a local remote, built per test session; imagery for the box
+models of the prediction tests."""
 
 from __future__ import annotations
 
@@ -6,7 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import rasterio
+from rasterio.transform import from_origin
 
 GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@localhost"]
 
@@ -43,3 +47,26 @@ def dvc_repo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
         "v1": first,
         "head": sh(["git", "rev-parse", "HEAD"], repo).strip(),
     }
+
+
+@pytest.fixture
+def image(tmp_path: Path) -> Path:
+    """Integer values (the box sums are exact): a ramp with noise, and a no-data patch."""
+    rng = np.random.default_rng(5)
+    ramp = np.linspace(60, 200, 150)[None, :, None] * np.ones((2, 150, 170))
+    data = np.clip(ramp + rng.integers(-60, 60, (2, 150, 170)), 0, 255).astype("float32")
+    data[:, 70:76, 20:31] = -9999
+    path = tmp_path / "image.tif"
+    profile = {
+        "driver": "GTiff",
+        "height": 150,
+        "width": 170,
+        "count": 2,
+        "dtype": "float32",
+        "crs": "EPSG:32616",
+        "transform": from_origin(452475, 3408645, 30, 30),
+        "nodata": -9999,
+    }
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+    return path

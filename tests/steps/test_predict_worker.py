@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 import pytest
 import rasterio
-from rasterio.transform import from_origin
 
 from catalog_sync.mlm import ModelClass, ModelInput, ModelOutput, ModelSpec, ValueScaling
 from geomlops.errors import GeomlopsError
@@ -124,29 +123,6 @@ SCORE = ModelOutput(  # logged without classes: one raw probability
     dim_order=("batch", "channel", "height", "width"),
     data_type="float32",
 )
-
-
-@pytest.fixture
-def image(tmp_path: Path) -> Path:
-    """Integer values (the box sums are exact): a ramp with noise, and a no-data patch."""
-    rng = np.random.default_rng(5)
-    ramp = np.linspace(60, 200, 150)[None, :, None] * np.ones((2, 150, 170))
-    data = np.clip(ramp + rng.integers(-60, 60, (2, 150, 170)), 0, 255).astype("float32")
-    data[:, 70:76, 20:31] = -9999
-    path = tmp_path / "image.tif"
-    profile = {
-        "driver": "GTiff",
-        "height": 150,
-        "width": 170,
-        "count": 2,
-        "dtype": "float32",
-        "crs": "EPSG:32616",
-        "transform": from_origin(452475, 3408645, 30, 30),
-        "nodata": -9999,
-    }
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(data)
-    return path
 
 
 def _whole(model: Path, image: Path, spec: ModelSpec) -> np.ndarray:

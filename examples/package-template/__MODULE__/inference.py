@@ -1,4 +1,10 @@
-"""Predict a class mask for one GeoTIFF with a logged model."""
+"""Predict a class mask for one GeoTIFF with a logged model.
+
+geomlops runs this entry point on every block of a batch run, instead of loading the model
+itself, where the MLM item's input says ``"geomlops:inference": "inference"``: the image is
+the block with its halo (the imagery's bands as stored), and the mask written must be on its
+grid.
+"""
 
 import argparse
 
