@@ -109,7 +109,8 @@ class PackagePredictor:
         code = int(answer.get("returncode", 1))
         if code != 0:
             lines = "\n".join(f"  {line}" for line in answer.get("tail") or [])
-            raise GeomlopsError(f"{what}: `{command}` exited with code {code}\n{lines}".rstrip())
+            how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+            raise GeomlopsError(f"{what}: `{command}` {how}\n{lines}".rstrip())
 
     def __call__(self, array: NDArray[Any]) -> NDArray[Any]:
         """The model's prediction of ``array``.
@@ -194,9 +195,13 @@ def package_predictor(
                     proc.stdin.close()
             try:
                 proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            except subprocess.TimeoutExpired:  # busy (a command in commands mode): end it
+                proc.terminate()
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
 
 
 @contextmanager

@@ -138,38 +138,88 @@ def _serve(model: Any, np: Any, protocol: IO[bytes], requests: IO[bytes]) -> int
         _write_frame(protocol, answer, memoryview(result).cast("B") if result.nbytes else b"")
 
 
-#: lines of a command's stderr sent back with its exit code
+#: lines of a command's stderr sent back with its exit code, and the most kept of each line
 _TAIL_LINES = 12
+_LINE_CHARS = 500
+#: the command running now (commands mode): its process group is ended with the worker
+_RUNNING: list[Any] = []
+
+
+def _end_running(signum: int, frame: Any) -> None:
+    """SIGTERM: end the command running now (its whole process group), then the worker."""
+    import contextlib
+    import signal
+
+    for proc in _RUNNING:
+        with contextlib.suppress(OSError):
+            os.killpg(proc.pid, signal.SIGTERM)
+    sys.exit(128 + signum)
+
+
+def _run_one(command: str, cwd: str) -> dict[str, Any]:
+    """Run ``bash -c command`` in ``cwd`` (a session of its own), its output passed to stderr;
+    its exit code (negative: the signal that killed it) and last error lines."""
+    import collections
+    import subprocess
+    import threading
+
+    print(f"running in {cwd}: {command}", file=sys.stderr, flush=True)
+    tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
+    proc = subprocess.Popen(
+        ["bash", "-c", command],
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=2,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    _RUNNING.append(proc)
+
+    def pump() -> None:  # lines of progress bars end in \r: only the last part is kept
+        assert proc.stderr is not None
+        for raw in iter(proc.stderr.readline, b""):
+            sys.stderr.buffer.write(raw)
+            sys.stderr.flush()
+            line = raw.decode("utf-8", errors="replace").rstrip().rsplit("\r", 1)[-1]
+            if line.strip():
+                tail.append(line[-_LINE_CHARS:])
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    try:
+        code = proc.wait()
+    finally:
+        _RUNNING.remove(proc)
+    reader.join(timeout=10)  # a child left behind may hold the pipe: do not wait for it
+    return {"returncode": code, "tail": list(tail)}
 
 
 def _run_commands(shared: str, protocol: IO[bytes], requests: IO[bytes]) -> int:
     """Answer ``run`` requests (commands mode) until the caller closes the connection."""
-    import collections
-    import subprocess
+    import signal
 
+    signal.signal(signal.SIGTERM, _end_running)
     while True:
-        length = _read_exact(requests, _LENGTH.size)
-        if length is None:
+        try:
+            length = _read_exact(requests, _LENGTH.size)
+            if length is None:
+                return 0
+            raw = _read_exact(requests, _LENGTH.unpack(bytes(length))[0]) or b""
+        except EOFError:  # the caller went away mid-request
             return 0
-        header = json.loads(bytes(_read_exact(requests, _LENGTH.unpack(bytes(length))[0]) or b"{}"))
+        try:
+            header = json.loads(bytes(raw))
+            if not isinstance(header, dict):
+                raise ValueError(f"expected a JSON object, got {type(header).__name__}")
+        except ValueError as err:
+            _write_frame(protocol, {"error": f"malformed request: {err}"})
+            continue
         command, folder = str(header.get("run", "")), str(header.get("cwd", ""))
         cwd = os.path.join(shared, folder)
         if not command or not os.path.isdir(cwd):
             _write_frame(protocol, {"error": f"no command, or no folder {folder!r} in {shared}"})
             continue
-        print(f"running in {cwd}: {command}", file=sys.stderr, flush=True)
-        tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
-        proc = subprocess.Popen(
-            ["bash", "-c", command], cwd=cwd, stdin=subprocess.DEVNULL, stdout=2, stderr=subprocess.PIPE
-        )
-        assert proc.stderr is not None
-        for raw in iter(proc.stderr.readline, b""):
-            line = raw.decode("utf-8", errors="replace")
-            sys.stderr.write(line)
-            if line.strip():
-                tail.append(line.rstrip())
-        sys.stderr.flush()
-        _write_frame(protocol, {"returncode": proc.wait(), "tail": list(tail)})
+        _write_frame(protocol, _run_one(command, cwd))
 
 
 def _listen(address: str, port_file: str) -> Any:

@@ -262,7 +262,7 @@ def predict_group(
     """
     from geomlops.settings import get_settings
     from steps._package_predictor import model_worker_inputs, package_predictor
-    from steps.own_entry_points import chosen_inference
+    from steps.own_entry_points import chosen_inference, chosen_postprocess
 
     todo = [b for b in group if not block_path(output, b.id).exists()]
     if not todo:
@@ -271,6 +271,8 @@ def predict_group(
     own = chosen_inference(spec)
     if own is not None:
         io = _as_stored(io, plan.imagery)
+        if predictor is not None and shared is None:
+            raise ParameterError("predict_group: a predictor running the package's inference needs `shared`")
     scope = ExitStack()
     opened: AbstractContextManager[Predict]
     if predictor is None:
@@ -289,21 +291,21 @@ def predict_group(
         opened = predictor()
     size = batch_size or (spec.batch_size if spec is not None else None) or DEFAULT_BATCH
     streaming = None
-    writer = _BlockWriter(plan, output, io)
     # while the model loads, read as beside the device asked for; then as beside the one it is
     # on (never more: a model asked on the GPU may fall back to the CPU, not the other way)
     most = threads or threads_beside(device or _device(spec))
     width = {"threads": most}
     try:
+        writer = _BlockWriter(plan, output, io, trace=chosen_postprocess(spec) is None)
         ahead = _ReadAhead(
             _batches(plan, todo, io, size, threads=lambda: width["threads"], most=most),
             _read_ahead_depth(plan, io, size, most),
         )
         with scope, closing(ahead), opened as predict:
             on = str(getattr(predict, "device", "cpu"))
+            _same_mode(getattr(predict, "mode", "pyfunc"), own)
             answer = _answers(predict, io)
-            if own is not None:
-                assert spec is not None and shared is not None
+            if own is not None and spec is not None and shared is not None:
                 answer = _own_answers(predict, own, spec, shared, model_uri, plan, io.halo)
             width["threads"] = min(most, threads or threads_beside(on))
             with ThreadPoolExecutor(width["threads"], thread_name_prefix="write-blocks") as pool:
@@ -319,6 +321,7 @@ def predict_group(
                 for future in pending:
                     done += future.result()
     except BaseException:
+        scope.close()  # ended before it was entered
         if streaming is not None:
             streaming.terminate()
             streaming.join()
@@ -342,6 +345,17 @@ def _answers(predict: Predict, io: ModelIO) -> _Answers:
     return answer
 
 
+def _same_mode(mode: str, own: str | None) -> None:
+    """Refuse a worker that does not do what the item chooses (the item changed since the run
+    was planned: the plan started the worker for the other)."""
+    if (mode == "commands") != (own is not None):
+        chosen = f"its package's {own!r} entry point" if own else "the logged model"
+        raise GeomlopsError(
+            f"the model's item chooses to predict with {chosen}, but the model's worker was started "
+            f"in {mode} mode: the item changed since this run was planned; start a new run"
+        )
+
+
 def _own_answers(
     worker: Any,
     entry_point: str,
@@ -356,14 +370,14 @@ def _own_answers(
     ``shared``."""
     from affine import Affine
 
-    from steps.own_entry_points import OwnInference, stage_package
+    from steps.own_entry_points import OwnInference, model_for_commands, stage_package
 
     own = OwnInference(
         worker,
         entry_point=entry_point,
         package=stage_package(spec.package_uri, shared),
         shared=shared,
-        model_uri=model_uri,
+        model_uri=model_for_commands(model_uri, shared),
         crs=plan.crs,
     )
     transform = Affine(*plan.transform)
@@ -533,11 +547,11 @@ class _BlockWriter:
     """Turns a batch of the model's answers into finished blocks: class values, no data and
     the area of interest applied, the block's GeoTIFF and its polygon pieces written."""
 
-    def __init__(self, plan: BatchPlan, output: Path, io: ModelIO) -> None:
+    def __init__(self, plan: BatchPlan, output: Path, io: ModelIO, *, trace: bool = True) -> None:
         from affine import Affine
         from rasterio.warp import transform_geom
 
-        self.plan, self.output, self.io = plan, output, io
+        self.plan, self.output, self.io, self.trace = plan, output, io, trace
         self.transform = Affine(*plan.transform)
         self.area = transform_geom("EPSG:4326", plan.crs, _union(plan.aoi)) if plan.aoi else None
         self.rows = -(-plan.height // plan.block_size)
@@ -561,7 +575,8 @@ class _BlockWriter:
             if self.area is not None:
                 outside = geometry_mask([self.area], (block.height, block.width), block_transform)
                 mask[outside] = NODATA_CLASS
-            save_pieces(pieces_path(self.output, block.id), self._trace(block, mask))
+            if self.trace:  # not where the package post-processes the mask itself
+                save_pieces(pieces_path(self.output, block.id), self._trace(block, mask))
             _write_block(block_path(self.output, block.id), mask, self.plan.crs, block_transform)
             ids.append(block.id)
         return ids

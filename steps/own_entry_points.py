@@ -45,6 +45,7 @@ INFERENCE_FIELD = "$.properties['mlm:input'][0]['geomlops:inference']"
 POSTPROCESS_FIELD = "$.properties['mlm:output'][0].post_processing_function.expression"
 #: the package's copy, and each run's files, in the shared folder
 PACKAGE_FOLDER = "package"
+MODEL_FOLDER = "model"
 _RUNS_FOLDER = "runs"
 
 
@@ -131,6 +132,34 @@ def _command(package: Path, entry_point: str, parameters: Mapping[str, str]) -> 
     return entry_point_command(info, entry_point, given, package, check_paths=False)
 
 
+def model_for_commands(model_uri: str, shared: Path) -> str:
+    """The model as the entry point is given it: the folder of its files where they are on this
+    machine, else downloaded once into ``shared`` (``../model``, relative to the package's copy,
+    where the commands run), so that no block's run goes to the registry.
+
+    Raises:
+        GeomlopsError: the model cannot be downloaded.
+    """
+    import os
+    import tempfile
+
+    local = Path(model_uri.removeprefix("file://"))
+    if local.is_dir():
+        return str(local.resolve())
+    target = shared / MODEL_FOLDER
+    if not (target / "MLmodel").is_file():
+        import mlflow.artifacts
+        from mlflow.exceptions import MlflowException
+
+        with tempfile.TemporaryDirectory(dir=shared) as tmp:
+            try:
+                found = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp)
+            except MlflowException as err:
+                raise GeomlopsError(f"model {model_uri}: cannot be downloaded ({err.message})") from err
+            os.replace(found, target)
+    return f"../{MODEL_FOLDER}"
+
+
 class OwnInference:
     """Predict blocks with the package's own inference entry point (see the module's docs).
 
@@ -157,7 +186,11 @@ class OwnInference:
         ids: Sequence[str],
     ) -> NDArray[Any]:
         """The rasters the entry point writes for each block of ``stack`` ``(N, bands, H, W)``
-        (their grids placed by ``transforms``), as ``(N, bands out, H, W)``.
+        (their grids placed by ``transforms``), as ``(N, bands out, H, W)``. Where the block has
+        no data (``invalid``: the imagery's no data, and beyond its edge) the values are set to
+        0, so that whatever the package writes there (its own no-data value) is never read; a
+        NaN elsewhere is 0 too. The raster's own no-data value is not read: a class mask often
+        declares its background value as one.
 
         Raises:
             GeomlopsError: the entry point failed (its exit code and last error lines), wrote
@@ -166,14 +199,18 @@ class OwnInference:
         answers = []
         for array, nodata, transform, block_id in zip(stack, invalid, transforms, ids, strict=True):
             answers.append(self._one(array, nodata, transform, block_id))
+            if answers[-1].shape[0] != answers[0].shape[0]:
+                raise GeomlopsError(
+                    f"the package's {self.entry_point!r} entry point wrote {answers[-1].shape[0]} bands for "
+                    f"block {block_id} and {answers[0].shape[0]} for block {ids[0]}; expected the same "
+                    "bands for every block"
+                )
         return np.stack(answers)
 
     def _one(self, array: NDArray[Any], invalid: NDArray[np.bool_], transform: Any, block_id: str) -> Any:
         import rasterio
 
-        folder = self.shared / _RUNS_FOLDER / block_id
-        shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir(parents=True)
+        folder = _run_folder(self.shared, block_id)
         image, output = folder / "image.tif", folder / "output.tif"
         try:
             profile = {
@@ -201,35 +238,45 @@ class OwnInference:
             self.worker.run(command, self.package.name, what)
             if not output.is_file():
                 raise GeomlopsError(f"{what}: it exited 0 but wrote no {parameters['output']}")
-            with rasterio.open(output) as src:
-                answer = src.read()
+            try:
+                with rasterio.open(output) as src:
+                    answer = src.read()
+            except rasterio.errors.RasterioIOError as err:
+                raise GeomlopsError(f"{what}: its output is not a readable raster ({err})") from err
             if answer.shape[1:] != array.shape[1:]:
                 raise GeomlopsError(
                     f"{what}: it wrote {answer.shape[1]} x {answer.shape[2]} px for an image of "
                     f"{array.shape[1]} x {array.shape[2]} px; the output must be on the image's grid"
                 )
+            answer[:, invalid] = 0
+            if answer.dtype.kind == "f":  # a NaN the package left where the input was valid
+                answer[np.isnan(answer)] = 0
             return answer
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 
 
+def _run_folder(shared: Path, name: str) -> Path:
+    """A new, empty folder for one run of an entry point, which any user may write (the model's
+    image may run as another user than geomlops' step)."""
+    folder = shared / _RUNS_FOLDER / name
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    folder.chmod(0o777)
+    return folder
+
+
 def own_postprocess(worker: Worker, *, entry_point: str, package: Path, shared: Path, mask: Path) -> Path:
     """Run the package's post-processing entry point on ``mask``; the GeoJSON it wrote.
 
-    The mask is linked (or copied) into ``shared``. The GeoJSON stays there, for the caller
-    to read before the folder goes.
+    A copy of the mask is given (the package may open it for writing). The GeoJSON stays in
+    ``shared``, for the caller to read before the folder goes.
 
     Raises:
         GeomlopsError: the entry point failed, or wrote no file.
     """
-    folder = shared / _RUNS_FOLDER / "postprocess"
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
-    given = folder / "mask.tif"
-    try:
-        given.hardlink_to(mask)
-    except OSError:  # another file system
-        shutil.copyfile(mask, given)
+    folder = _run_folder(shared, "postprocess")
+    shutil.copyfile(mask, folder / "mask.tif")
     relative = f"../{_RUNS_FOLDER}/postprocess"
     parameters = {"mask": f"{relative}/mask.tif", "output": f"{relative}/features.geojson"}
     what = f"the package's {entry_point!r} entry point"
@@ -247,18 +294,24 @@ _BATCH = 10_000
 def package_features(
     path: Path, crs: str, output: ModelOutput | None, *, what: str = "the package's GeoJSON"
 ) -> Iterator[tuple[NDArray[np.object_], NDArray[np.int64]]]:
-    """The polygons of a package's GeoJSON in ``crs``, with their class values, in batches.
+    """The polygons of a package's GeoJSON in ``crs``, with their class values, in batches
+    (the file is read whole first).
 
     A feature's class is its ``class`` property: a class value, or a class's name as the item
-    lists it; without one, the item's only class that is not the background (0).
+    lists it; without one, the item's only class that is not the background (0). Features of
+    the background class are left out, as geomlops' own tracing leaves it out. Rings are
+    oriented as RFC 7946 says (exteriors counter-clockwise: geodesic areas depend on it) and an
+    invalid polygon (a ring crossing itself) is repaired to the area it outlines.
 
     Raises:
-        GeomlopsError: the file is not a GeoJSON FeatureCollection, coordinates are not
-            longitude/latitude while no ``crs`` member names another CRS, a geometry is not a
-            polygon, or a class is not one of the item's (the feature's index named).
+        GeomlopsError: the file is not a GeoJSON FeatureCollection, its ``crs`` member names
+            no CRS, coordinates are not longitude/latitude while no ``crs`` member names
+            another CRS, a geometry is not a polygon or is empty, or a class is not one of the
+            item's (the feature's index and field named).
     """
     import shapely
     from pyproj import CRS, Transformer
+    from pyproj.exceptions import CRSError
 
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -266,9 +319,20 @@ def package_features(
         raise GeomlopsError(f"{what} {path.name}: not readable JSON ({err})") from err
     if not isinstance(data, Mapping) or data.get("type") != "FeatureCollection":
         raise GeomlopsError(f"{what} {path.name}: expected a GeoJSON FeatureCollection")
-    member = data.get("crs")
-    named = member.get("properties", {}).get("name") if isinstance(member, Mapping) else None
-    source = CRS.from_user_input(named) if named else CRS.from_epsg(4326)
+    named = None
+    if "crs" in data:
+        member = data["crs"]
+        properties = member.get("properties") if isinstance(member, Mapping) else None
+        named = properties.get("name") if isinstance(properties, Mapping) else None
+        try:
+            source = CRS.from_user_input(named)
+        except (CRSError, TypeError) as err:
+            raise GeomlopsError(
+                f"{what} {path.name}: crs.properties.name: expected a CRS name such as "
+                f"'EPSG:32645', got {named!r}"
+            ) from err
+    else:
+        source = CRS.from_epsg(4326)
     to_crs = Transformer.from_crs(source, CRS.from_user_input(crs), always_xy=True)
     by_name = {c.name: c.value for c in (output.classes if output is not None else ())}
     values = set(by_name.values())
@@ -278,25 +342,43 @@ def package_features(
         geoms, classes = [], []
         for i, feature in enumerate(features[start : start + _BATCH], start):
             where = f"{what} {path.name}: features[{i}]"
-            try:
-                geom = shapely.geometry.shape(feature["geometry"])
-            except (KeyError, TypeError, ValueError, AttributeError, shapely.errors.GEOSException) as err:
-                raise GeomlopsError(f"{where}.geometry: not a GeoJSON geometry ({err})") from err
-            if geom.geom_type not in ("Polygon", "MultiPolygon"):
-                raise GeomlopsError(f"{where}.geometry: a {geom.geom_type}; expected a (Multi)Polygon")
-            if not named:
-                west, south, east, north = geom.bounds
-                if not (-180 <= west <= east <= 180 and -90 <= south <= north <= 90):
-                    raise GeomlopsError(
-                        f"{where}.geometry: coordinates {geom.bounds} are not longitude/latitude; "
-                        "RFC 7946 GeoJSON is in WGS84 (or name its CRS in a 'crs' member)"
-                    )
+            given = (feature.get("properties") or {}).get("class") if isinstance(feature, Mapping) else None
+            value = _class_of(given, by_name, values, foreground, where)
+            if value == 0:
+                continue
+            geom = _polygon(feature, where, lonlat=named is None)
             geoms.append(shapely.transform(geom, lambda xy: np.column_stack(to_crs.transform(*xy.T))))
-            given = (feature.get("properties") or {}).get("class")
-            classes.append(_class_of(given, by_name, values, foreground, where))
+            classes.append(value)
         out = np.empty(len(geoms), dtype=object)
         out[:] = geoms
-        yield out, np.asarray(classes, dtype=np.int64)
+        yield shapely.orient_polygons(out), np.asarray(classes, dtype=np.int64)
+
+
+def _polygon(feature: Any, where: str, *, lonlat: bool) -> Any:
+    """A feature's geometry: a non-empty (Multi)Polygon, repaired if invalid."""
+    import shapely
+
+    try:
+        geom = shapely.geometry.shape(feature["geometry"])
+    except (KeyError, TypeError, ValueError, AttributeError, shapely.errors.GEOSException) as err:
+        raise GeomlopsError(f"{where}.geometry: not a GeoJSON geometry ({err})") from err
+    if geom.geom_type not in ("Polygon", "MultiPolygon"):
+        raise GeomlopsError(f"{where}.geometry: a {geom.geom_type}; expected a (Multi)Polygon")
+    if geom.is_empty:
+        raise GeomlopsError(f"{where}.geometry: empty; leave the feature out instead")
+    if lonlat:
+        west, south, east, north = geom.bounds
+        if not (-180 <= west <= east <= 180 and -90 <= south <= north <= 90):
+            raise GeomlopsError(
+                f"{where}.geometry: coordinates {geom.bounds} are not longitude/latitude; "
+                "RFC 7946 GeoJSON is in WGS84 (or name its CRS in a 'crs' member)"
+            )
+    if not geom.is_valid:
+        parts = shapely.get_parts(shapely.make_valid(geom))
+        geom = shapely.multipolygons([p for p in parts if p.geom_type == "Polygon"])
+        if geom.is_empty:
+            raise GeomlopsError(f"{where}.geometry: an invalid polygon that outlines no area")
+    return geom
 
 
 def _class_of(
@@ -311,13 +393,15 @@ def _class_of(
         )
     if isinstance(value, str) and value in by_name:
         return by_name[value]
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        number = -1
-    if (number == value or (isinstance(value, str) and value.strip().isdigit())) and (
-        number in values or (not values and 0 <= number < 255)
-    ):
+    number = None
+    if isinstance(value, int | float | str) and not isinstance(value, bool):
+        try:
+            as_float = float(value)
+        except ValueError:
+            as_float = float("nan")
+        if as_float.is_integer():
+            number = int(as_float)
+    if number is not None and (number in values or (not values and 0 <= number < 255)):
         return number
     known = ", ".join(f"{v} ({n})" for n, v in sorted(by_name.items(), key=lambda kv: kv[1])) or "none"
     raise GeomlopsError(f"{where}.properties.class: {value!r} is not one of the item's classes ({known})")

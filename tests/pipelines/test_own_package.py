@@ -104,6 +104,7 @@ def test_a_scaffolded_package_registers_and_trains_through_the_workflows(
     [batch_dir] = [p for p in (home / "runs").iterdir() if p.name.startswith("geomlops-batch-inference")]
     logs = "".join(p.read_text() for p in (batch_dir / "logs").glob("*.model.log"))
     assert "water_mask.inference" in logs and "water_mask.postprocess" in logs  # run by the workers
+    assert "--model-uri ../model " in logs  # the version's files, fetched once per task
     # the same model through geomlops' own prediction and tracing gives the same mask and areas
     for entry in ("mlm:input", "mlm:output"):
         model_item["properties"][entry][0].pop("geomlops:inference", None)

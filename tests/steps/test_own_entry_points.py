@@ -49,12 +49,17 @@ def infer(image, output):
         sys.exit(3)
     with rasterio.open(image) as src:
         band = src.read(1).astype("float64")
+        masked = src.read_masks(1) == 0
         profile = {{**src.profile, "count": 1, "dtype": "float32"}}
+        with open("blocks.txt", "a") as seen:  # where each block lies, and what it masks
+            seen.write(f"{{src.crs}} {{src.transform.c}} {{src.transform.f}} {{int(masked.sum())}}\\n")
     r, k = RADIUS, 2 * RADIUS + 1
     c = np.pad(band, ((r + 1, r), (r + 1, r))).cumsum(0).cumsum(1)
     score = (c[k:, k:] - c[:-k, k:] - c[k:, :-k] + c[:-k, :-k]) / (k * k * 255.0)
     if os.path.exists("shrink"):  # a model that loses a row
         score, profile["height"] = score[:-1], profile["height"] - 1
+    if os.path.exists("nodata"):  # its own no-data where the input has none
+        score[masked] = float("nan")
     with rasterio.open(output, "w", **profile) as dst:
         dst.write(score.astype("float32"), 1)
 
@@ -142,9 +147,11 @@ def _predict(
     plan = plan_batch(str(image), None, block_size=64, group_size=2)
     save_plan(plan, output)
     done: list[str] = []
+    model = output.parent / "model"  # the model's files on this machine (the script needs none)
+    model.mkdir(exist_ok=True)
     for group in plan.groups:
         done += predict_group(
-            "models:/own/1",
+            str(model),
             plan,
             list(group),
             output,
@@ -167,9 +174,42 @@ def test_blocks_predicted_by_the_packages_own_inference_equal_the_whole_image(
     with rasterio.open(assemble_mask(plan, tmp_path / "run")) as src:
         mask = src.read(1)
     expected = _whole_image(image)
+    invalid = expected == 255
     assert 0 < (expected == 1).sum() < expected.size - 100  # both classes, so the test can fail
     assert np.array_equal(mask, expected)
     assert sorted(p.name for p in (shared / "runs").iterdir()) == []  # each block's files went
+    # each block's GeoTIFF lies where the block lies, with its halo, and masks what has no data
+    halo, seen = RADIUS, (shared / "package" / "blocks.txt").read_text().splitlines()
+    side, shift = plan.block_size + 2 * halo, halo + plan.block_size
+    padded = np.pad(invalid, shift, constant_values=True)  # beyond the edge: no data
+    expected_blocks = []
+    for block in (b for g in plan.groups for b in g):
+        top, left = block.row_off - halo + shift, block.col_off - halo + shift
+        masked = int(padded[top : top + side, left : left + side].sum())
+        x, y = 452475 + (block.col_off - halo) * 30, 3408645 - (block.row_off - halo) * 30
+        expected_blocks.append(f"EPSG:32616 {float(x)} {float(y)} {masked}")
+    assert seen == expected_blocks
+
+
+def _variant(package: Path, folder: Path, marker: str) -> Path:
+    """A copy of the package whose script behaves as ``marker`` says."""
+    folder.mkdir()
+    for name in ("MLproject", "own.py"):
+        (folder / name).write_text((package / name).read_text())
+    (folder / marker).write_text("")
+    return folder
+
+
+def test_what_the_package_writes_where_the_block_has_no_data_is_never_read(
+    package: Path, image: Path, tmp_path: Path
+) -> None:
+    """Its own no-data value (NaN here) where the input is masked, beyond the edge included."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    own = _variant(package, tmp_path / "nodata", "nodata")
+    plan, _ = _predict(own, image, tmp_path / "run", shared, _spec(own))
+    with rasterio.open(assemble_mask(plan, tmp_path / "run")) as src:
+        assert np.array_equal(src.read(1), _whole_image(image))
 
 
 @pytest.mark.parametrize(
@@ -185,11 +225,7 @@ def test_blocks_predicted_by_the_packages_own_inference_equal_the_whole_image(
 def test_a_failing_entry_point_is_named_with_its_error_and_leaves_no_block(
     package: Path, image: Path, tmp_path: Path, marker: str, expected: list[str]
 ) -> None:
-    broken = tmp_path / "broken"
-    broken.mkdir()
-    for name in ("MLproject", "own.py"):
-        (broken / name).write_text((package / name).read_text())
-    (broken / marker).write_text("")
+    broken = _variant(package, tmp_path / "broken", marker)
     shared = tmp_path / "shared"
     shared.mkdir()
     with pytest.raises(GeomlopsError) as raised:
@@ -198,6 +234,30 @@ def test_a_failing_entry_point_is_named_with_its_error_and_leaves_no_block(
     assert "the package's 'inference' entry point on block r0c0" in message
     assert all(e in message for e in expected), message
     assert not list((tmp_path / "run" / "blocks").glob("*.tif"))
+
+
+def test_a_worker_not_started_for_what_the_item_chooses_is_refused(
+    package: Path, image: Path, tmp_path: Path
+) -> None:
+    """The item changed between planning (which started the worker) and predicting."""
+    spec = _spec(package).model_copy(
+        update={"inputs": (_spec(package).inputs[0].model_copy(update={"entry_point": None}),)}
+    )
+    with pytest.raises(GeomlopsError, match="the item changed since this run was planned"):
+        _predict(package, image, tmp_path / "run", tmp_path, spec)
+
+
+def test_the_commands_worker_answers_a_malformed_request_and_goes_on(package: Path, tmp_path: Path) -> None:
+    with package_predictor(sys.executable, package, mode="commands", shared=tmp_path) as worker:
+        header = b"[1, 2]"
+        worker._writer.write(len(header).to_bytes(4, "big") + header)
+        worker._writer.flush()
+        with pytest.raises(GeomlopsError, match="malformed request: expected a JSON object, got list"):
+            worker._frame("the request")
+        with pytest.raises(GeomlopsError, match=r"`kill -9 \$\$` was killed by signal 9"):
+            worker.run("kill -9 $$", ".", "the command")
+        worker.run("printf 'progress 10%%\\rprogress 100%%\\n' >&2; touch done", ".", "the command")
+    assert (tmp_path / "done").is_file()
 
 
 def test_the_packages_own_postprocess_gives_the_published_features(
@@ -273,6 +333,22 @@ def _square(x: float, y: float, d: float = 1e-4) -> dict[str, Any]:
             "(0 (background), 1 (building))",
         ),
         ({"type": "Feature"}, "expected a GeoJSON FeatureCollection"),
+        (
+            _collection(
+                [{"type": "Feature", "properties": {}, "geometry": {"type": "Polygon", "coordinates": []}}]
+            ),
+            "features[0].geometry: empty; leave the feature out instead",
+        ),
+        (
+            _collection(
+                [{"type": "Feature", "properties": {"class": True}, "geometry": _square(85.5, 27.6)}]
+            ),
+            "features[0].properties.class: True is not one of the item's classes",
+        ),
+        (
+            _collection([], crs={"type": "name", "properties": None}),
+            "crs.properties.name: expected a CRS name such as 'EPSG:32645', got None",
+        ),
     ],
 )
 def test_a_packages_geojson_that_is_not_as_expected_is_named(
@@ -283,6 +359,25 @@ def test_a_packages_geojson_that_is_not_as_expected_is_named(
     with pytest.raises(GeomlopsError) as raised:
         list(package_features(path, "EPSG:32645", _spec(package).outputs[0]))
     assert expected in str(raised.value)
+
+
+def test_a_packages_polygons_are_oriented_and_its_background_left_out(tmp_path: Path, package: Path) -> None:
+    """Geodesic areas depend on ring orientation: a clockwise ring is turned, not negative."""
+    from postprocessing.finalize import geometry_areas
+
+    square = _square(85.5, 27.6)
+    clockwise = {"type": "Polygon", "coordinates": [square["coordinates"][0][::-1]]}
+    features = [
+        {"type": "Feature", "properties": {"class": "1.0"}, "geometry": clockwise},
+        {"type": "Feature", "properties": {"class": 0}, "geometry": square},
+        {"type": "Feature", "properties": {"class": 1.0}, "geometry": square},
+    ]
+    path = tmp_path / "features.geojson"
+    path.write_text(json.dumps(_collection(features)))
+    [(geoms, classes)] = list(package_features(path, "EPSG:4326", _spec(package).outputs[0]))
+    assert classes.tolist() == [1, 1]  # the background feature left out
+    areas = geometry_areas(geoms, "EPSG:4326")
+    assert areas[0] == pytest.approx(areas[1]) and 100 < areas[0] < 130  # 1e-4 degrees near 27.6° N
 
 
 def test_a_packages_geojson_may_name_its_crs_and_give_classes_by_value_or_name(
