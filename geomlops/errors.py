@@ -44,6 +44,12 @@ class InvalidPackageError(PermanentError):
     """Raised when a model package (MLproject, Dockerfile, MLM item) is incomplete or wrong."""
 
 
+class PackageOutputError(PermanentError):
+    """Raised when a package's own entry point wrote something geomlops cannot use (a raster on
+    another grid, a GeoJSON that is not longitude/latitude polygons of the item's classes): the
+    package must be fixed and registered again, so it is not retried."""
+
+
 class TrainingFailedError(GeomlopsError):
     """Raised when the model package's training entry point exits non-zero."""
 

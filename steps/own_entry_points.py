@@ -35,7 +35,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from catalog_sync.mlm import ModelOutput, ModelSpec
-from geomlops.errors import GeomlopsError, InvalidModelItemError
+from geomlops.errors import GeomlopsError, InvalidModelItemError, PackageOutputError
 
 #: the parameters geomlops passes to the entry point each option names
 INFERENCE_PARAMETERS = ("model_uri", "image", "output")
@@ -193,14 +193,15 @@ class OwnInference:
         declares its background value as one.
 
         Raises:
-            GeomlopsError: the entry point failed (its exit code and last error lines), wrote
-                nothing, or wrote another grid than the image's.
+            GeomlopsError: the entry point failed (its exit code and last error lines).
+            PackageOutputError: it wrote nothing, or another grid than the image's (permanent:
+                the package must be fixed).
         """
         answers = []
         for array, nodata, transform, block_id in zip(stack, invalid, transforms, ids, strict=True):
             answers.append(self._one(array, nodata, transform, block_id))
             if answers[-1].shape[0] != answers[0].shape[0]:
-                raise GeomlopsError(
+                raise PackageOutputError(
                     f"the package's {self.entry_point!r} entry point wrote {answers[-1].shape[0]} bands for "
                     f"block {block_id} and {answers[0].shape[0]} for block {ids[0]}; expected the same "
                     "bands for every block"
@@ -237,16 +238,16 @@ class OwnInference:
             what = f"the package's {self.entry_point!r} entry point on block {block_id}"
             self.worker.run(command, self.package.name, what)
             if not output.is_file():
-                raise GeomlopsError(f"{what}: it exited 0 but wrote no {parameters['output']}")
+                raise PackageOutputError(f"{what}: it exited 0 but wrote no {parameters['output']}")
             try:
                 with rasterio.open(output) as src:
                     answer = src.read()
             except rasterio.errors.RasterioIOError as err:
-                raise GeomlopsError(f"{what}: its output is not a readable raster ({err})") from err
+                raise PackageOutputError(f"{what}: its output is not a readable raster ({err})") from err
             if answer.shape[1:] != array.shape[1:]:
-                raise GeomlopsError(
-                    f"{what}: it wrote {answer.shape[1]} x {answer.shape[2]} px for an image of "
-                    f"{array.shape[1]} x {array.shape[2]} px; the output must be on the image's grid"
+                raise PackageOutputError(
+                    f"{what}: it wrote {answer.shape[1]} x {answer.shape[2]} px (height x width) for an "
+                    f"image of {array.shape[1]} x {array.shape[2]} px; the output must be on the image's grid"
                 )
             answer[:, invalid] = 0
             if answer.dtype.kind == "f":  # a NaN the package left where the input was valid
@@ -283,7 +284,7 @@ def own_postprocess(worker: Worker, *, entry_point: str, package: Path, shared: 
     worker.run(_command(package, entry_point, parameters), package.name, what)
     written = folder / "features.geojson"
     if not written.is_file():
-        raise GeomlopsError(f"{what}: it exited 0 but wrote no {parameters['output']}")
+        raise PackageOutputError(f"{what}: it exited 0 but wrote no {parameters['output']}")
     return written
 
 
@@ -292,7 +293,7 @@ _BATCH = 10_000
 
 
 def package_features(
-    path: Path, crs: str, output: ModelOutput | None, *, what: str = "the package's GeoJSON"
+    path: Path, crs: str, output: ModelOutput | None, *, what: str = "the GeoJSON the package wrote,"
 ) -> Iterator[tuple[NDArray[np.object_], NDArray[np.int64]]]:
     """The polygons of a package's GeoJSON in ``crs``, with their class values, in batches
     (the file is read whole first).
@@ -304,7 +305,7 @@ def package_features(
     invalid polygon (a ring crossing itself) is repaired to the area it outlines.
 
     Raises:
-        GeomlopsError: the file is not a GeoJSON FeatureCollection, its ``crs`` member names
+        PackageOutputError: the file is not a GeoJSON FeatureCollection, its ``crs`` member names
             no CRS, coordinates are not longitude/latitude while no ``crs`` member names
             another CRS, a geometry is not a polygon or is empty, or a class is not one of the
             item's (the feature's index and field named).
@@ -316,9 +317,9 @@ def package_features(
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise GeomlopsError(f"{what} {path.name}: not readable JSON ({err})") from err
+        raise PackageOutputError(f"{what} {path}: not readable JSON ({err})") from err
     if not isinstance(data, Mapping) or data.get("type") != "FeatureCollection":
-        raise GeomlopsError(f"{what} {path.name}: expected a GeoJSON FeatureCollection")
+        raise PackageOutputError(f"{what} {path}: expected a GeoJSON FeatureCollection")
     named = None
     if "crs" in data:
         member = data["crs"]
@@ -327,9 +328,8 @@ def package_features(
         try:
             source = CRS.from_user_input(named)
         except (CRSError, TypeError) as err:
-            raise GeomlopsError(
-                f"{what} {path.name}: crs.properties.name: expected a CRS name such as "
-                f"'EPSG:32645', got {named!r}"
+            raise PackageOutputError(
+                f"{what} {path}: crs.properties.name: expected a CRS name such as 'EPSG:32645', got {named!r}"
             ) from err
     else:
         source = CRS.from_epsg(4326)
@@ -341,7 +341,7 @@ def package_features(
     for start in range(0, len(features), _BATCH):
         geoms, classes = [], []
         for i, feature in enumerate(features[start : start + _BATCH], start):
-            where = f"{what} {path.name}: features[{i}]"
+            where = f"{what} {path}: features[{i}]"
             given = (feature.get("properties") or {}).get("class") if isinstance(feature, Mapping) else None
             value = _class_of(given, by_name, values, foreground, where)
             if value == 0:
@@ -361,15 +361,15 @@ def _polygon(feature: Any, where: str, *, lonlat: bool) -> Any:
     try:
         geom = shapely.geometry.shape(feature["geometry"])
     except (KeyError, TypeError, ValueError, AttributeError, shapely.errors.GEOSException) as err:
-        raise GeomlopsError(f"{where}.geometry: not a GeoJSON geometry ({err})") from err
+        raise PackageOutputError(f"{where}.geometry: not a GeoJSON geometry ({err})") from err
     if geom.geom_type not in ("Polygon", "MultiPolygon"):
-        raise GeomlopsError(f"{where}.geometry: a {geom.geom_type}; expected a (Multi)Polygon")
+        raise PackageOutputError(f"{where}.geometry: a {geom.geom_type}; expected a (Multi)Polygon")
     if geom.is_empty:
-        raise GeomlopsError(f"{where}.geometry: empty; leave the feature out instead")
+        raise PackageOutputError(f"{where}.geometry: empty; leave the feature out instead")
     if lonlat:
         west, south, east, north = geom.bounds
         if not (-180 <= west <= east <= 180 and -90 <= south <= north <= 90):
-            raise GeomlopsError(
+            raise PackageOutputError(
                 f"{where}.geometry: coordinates {geom.bounds} are not longitude/latitude; "
                 "RFC 7946 GeoJSON is in WGS84 (or name its CRS in a 'crs' member)"
             )
@@ -377,7 +377,7 @@ def _polygon(feature: Any, where: str, *, lonlat: bool) -> Any:
         parts = shapely.get_parts(shapely.make_valid(geom))
         geom = shapely.multipolygons([p for p in parts if p.geom_type == "Polygon"])
         if geom.is_empty:
-            raise GeomlopsError(f"{where}.geometry: an invalid polygon that outlines no area")
+            raise PackageOutputError(f"{where}.geometry: an invalid polygon that outlines no area")
     return geom
 
 
@@ -387,7 +387,7 @@ def _class_of(
     if value is None:
         if len(foreground) == 1:
             return foreground[0]
-        raise GeomlopsError(
+        raise PackageOutputError(
             f"{where}.properties.class: missing, and the item lists {len(foreground)} classes that are "
             "not the background; give each feature its class value or name"
         )
@@ -404,4 +404,6 @@ def _class_of(
     if number is not None and (number in values or (not values and 0 <= number < 255)):
         return number
     known = ", ".join(f"{v} ({n})" for n, v in sorted(by_name.items(), key=lambda kv: kv[1])) or "none"
-    raise GeomlopsError(f"{where}.properties.class: {value!r} is not one of the item's classes ({known})")
+    raise PackageOutputError(
+        f"{where}.properties.class: {value!r} is not one of the item's classes ({known})"
+    )

@@ -281,6 +281,31 @@ def _missing_field(path: str, message: str) -> str | None:
     return path + json_path([missing.group(1)])[1:] if missing else None
 
 
+#: the formats of a ``post_processing_function`` geomlops runs
+FUNCTION_FORMATS = {
+    "python": "a registered post-processor",
+    "mlproject": "an entry point of the package",
+}
+
+
+def _function_faults(item: Mapping[str, Any], rel: str) -> list[Fault]:
+    """A post-processing function of a format nothing runs, named before any prediction."""
+    outputs = (item.get("properties") or {}).get("mlm:output") if isinstance(item, Mapping) else None
+    faults = []
+    for i, output in enumerate(outputs if isinstance(outputs, list) else []):
+        function = output.get("post_processing_function") if isinstance(output, Mapping) else None
+        if isinstance(function, Mapping) and function.get("format") not in FUNCTION_FORMATS:
+            known = " or ".join(f"{k!r} ({v})" for k, v in FUNCTION_FORMATS.items())
+            faults.append(
+                Fault(
+                    file=rel,
+                    field=f"$.properties['mlm:output'][{i}].post_processing_function.format",
+                    expected=f"{known}, got {function.get('format')!r}",
+                )
+            )
+    return faults
+
+
 def _item_faults(
     root: Path, schema_dir: Path | None
 ) -> tuple[list[Fault], list[str], ModelSpec | None, str | None]:
@@ -308,6 +333,7 @@ def _item_faults(
     seen = {f.field for f in faults}
     faults += [Fault(file=rel, field=p, expected=e) for p, e in own if p not in seen or p == "$.assets"]
     faults += _href_faults(root, item, rel)
+    faults += _function_faults(item, rel)
     item_id = item.get("id")
     if isinstance(item_id, str) and item_id:
         try:  # the id names the model's folders and is part of every version item's id

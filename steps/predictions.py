@@ -127,6 +127,7 @@ def publish_predictions(
     scheduler: str = "threads",
     workers: int | None = None,
     features: Path | None = None,
+    made_with: Mapping[str, str] | None = None,
 ) -> PredictionOutputs:
     """Vectorize the class raster seam-free and stream its features with their lineage to files.
 
@@ -155,6 +156,8 @@ def publish_predictions(
         features: the GeoJSON the package's own post-processing wrote from ``mask``, where its
             item chooses it (:mod:`steps.own_entry_points`): its features are written instead
             of geomlops' polygons (:func:`write_package_features`).
+        made_with: what predicted and what post-processed (``inference``, ``postprocess``),
+            recorded in the item as ``geomlops:inference`` and ``geomlops:postprocess``.
 
     Returns:
         Where the outputs are and how many features they hold.
@@ -208,6 +211,7 @@ def publish_predictions(
         },
         model_item=store.item_href(VERSIONS, version_item_id(lineage.model, lineage.model_version)),
     )
+    item["properties"].update({f"geomlops:{k}": v for k, v in (made_with or {}).items()})
     href = store.put_item(PREDICTIONS, item)
     return PredictionOutputs(
         geoparquet=str(parquet),
@@ -243,14 +247,19 @@ def publish_batch(
     """
     from steps.batch import assemble_mask
     from steps.model_spec import fetch_model_spec
-    from steps.own_entry_points import chosen_postprocess, own_postprocess, stage_package
+    from steps.own_entry_points import chosen_inference, chosen_postprocess, own_postprocess, stage_package
 
     mask = assemble_mask(plan, output)
     spec = fetch_model_spec(lineage.model, catalog)
     entry_point = chosen_postprocess(spec)
+    inference = chosen_inference(spec)
+    made_with = {
+        "inference": f"mlproject:{inference}" if inference else "pyfunc",
+        "postprocess": f"mlproject:{entry_point}" if entry_point else "geomlops",
+    }
     if entry_point is None:
         return publish_predictions(
-            mask, output, plan, lineage, area=area, catalog=catalog, scheduler=scheduler
+            mask, output, plan, lineage, area=area, catalog=catalog, scheduler=scheduler, made_with=made_with
         )
     with ExitStack() as scope:
         if worker is None:
@@ -263,7 +272,9 @@ def publish_batch(
         features = own_postprocess(
             commands, entry_point=entry_point, package=package, shared=shared, mask=mask
         )
-        return publish_predictions(mask, output, plan, lineage, area=area, catalog=catalog, features=features)
+        return publish_predictions(
+            mask, output, plan, lineage, area=area, catalog=catalog, features=features, made_with=made_with
+        )
 
 
 def _local_commands(lineage: Lineage, shared: Path) -> AbstractContextManager[Worker]:

@@ -89,7 +89,7 @@ def test_a_scaffolded_package_registers_and_trains_through_the_workflows(
     assert str(copy) in json.dumps(model_item["assets"])
 
     # batch inference through the package's own entry points, in blocks of 8 px (halo 16)
-    def predict(name: str) -> tuple[Any, Any]:
+    def predict(name: str) -> tuple[Any, Any, dict[str, Any]]:
         output = tmp_path / name
         ran = geomlops(
             "run", "batch-inference", "-p", "model=water-mask", "-p", "model_version=1",
@@ -97,10 +97,13 @@ def test_a_scaffolded_package_registers_and_trains_through_the_workflows(
             "-p", f"area={name}", "-p", f"output={output}",
         )  # fmt: skip
         assert ran.returncode == 0, ran.stdout + ran.stderr
+        published = json.loads(next((home / "catalog").rglob(f"water-mask-v1-{name}.json")).read_text())
         with rasterio.open(output / "mask.tif") as src:
-            return src.read(1), pq.read_table(output / "predictions.parquet").to_pandas()
+            return src.read(1), pq.read_table(output / "predictions.parquet").to_pandas(), published
 
-    own_mask, own_features = predict("own")
+    own_mask, own_features, own_item = predict("own")
+    made_with = {k: own_item["properties"][f"geomlops:{k}"] for k in ("inference", "postprocess")}
+    assert made_with == {"inference": "mlproject:inference", "postprocess": "mlproject:postprocess"}
     [batch_dir] = [p for p in (home / "runs").iterdir() if p.name.startswith("geomlops-batch-inference")]
     logs = "".join(p.read_text() for p in (batch_dir / "logs").glob("*.model.log"))
     assert "water_mask.inference" in logs and "water_mask.postprocess" in logs  # run by the workers
@@ -110,7 +113,11 @@ def test_a_scaffolded_package_registers_and_trains_through_the_workflows(
         model_item["properties"][entry][0].pop("geomlops:inference", None)
         model_item["properties"][entry][0].pop("post_processing_function", None)
     catalogued.write_text(json.dumps(model_item))
-    mask, features = predict("pyfunc")
+    mask, features, item = predict("pyfunc")
+    assert (item["properties"]["geomlops:inference"], item["properties"]["geomlops:postprocess"]) == (
+        "pyfunc",
+        "geomlops",
+    )
     assert 0 < (mask == 1).sum() < mask.size and np.array_equal(own_mask, mask)
     assert len(own_features) == len(features) > 0
     assert set(own_features["class"]) == {1} and set(own_features["class_name"]) == {"target"}

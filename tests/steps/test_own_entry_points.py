@@ -19,7 +19,7 @@ import pytest
 import rasterio
 
 from catalog_sync.mlm import ModelClass, ModelInput, ModelOutput, ModelSpec, parse_model_item
-from geomlops.errors import GeomlopsError, InvalidModelItemError
+from geomlops.errors import GeomlopsError, InvalidModelItemError, PackageOutputError, PermanentError
 from postprocessing.registry import resolve_postprocessor
 from steps._package_predictor import package_predictor
 from steps.batch import assemble_mask, plan_batch, predict_group, save_plan
@@ -31,6 +31,8 @@ from steps.own_entry_points import (
     package_features,
     stage_package,
 )
+from steps.package_check import check_package
+from steps.package_scaffold import scaffold_package
 from steps.predictions import Lineage, publish_predictions
 
 RADIUS = 6  # the package's model: a box mean of band 1 over (2r+1)^2 pixels, / 255
@@ -218,7 +220,7 @@ def test_what_the_package_writes_where_the_block_has_no_data_is_never_read(
         ("fail", ["exited with code 3", "no GPU memory left for this block"]),
         (
             "shrink",
-            ["it wrote 75 x 76 px for an image of 76 x 76 px; the output must be on the image's grid"],
+            ["it wrote 75 x 76 px (height x width) for an image of 76 x 76 px; the output must be on the"],
         ),
     ],
 )
@@ -231,6 +233,8 @@ def test_a_failing_entry_point_is_named_with_its_error_and_leaves_no_block(
     with pytest.raises(GeomlopsError) as raised:
         _predict(broken, image, tmp_path / "run", shared, _spec(broken))
     message = str(raised.value)
+    # what the package wrote is wrong every time (not retried); a failed command may not be so
+    assert isinstance(raised.value, PermanentError) == (marker == "shrink")
     assert "the package's 'inference' entry point on block r0c0" in message
     assert all(e in message for e in expected), message
     assert not list((tmp_path / "run" / "blocks").glob("*.tif"))
@@ -356,9 +360,9 @@ def test_a_packages_geojson_that_is_not_as_expected_is_named(
 ) -> None:
     path = tmp_path / "features.geojson"
     path.write_text(json.dumps(collection))
-    with pytest.raises(GeomlopsError) as raised:
+    with pytest.raises(PackageOutputError) as raised:  # permanent: not retried
         list(package_features(path, "EPSG:32645", _spec(package).outputs[0]))
-    assert expected in str(raised.value)
+    assert expected in str(raised.value) and str(path) in str(raised.value)
 
 
 def test_a_packages_polygons_are_oriented_and_its_background_left_out(tmp_path: Path, package: Path) -> None:
@@ -451,3 +455,21 @@ def test_the_item_chooses_the_entry_points_and_the_check_names_what_is_missing(p
         InvalidModelItemError, match=r"\['geomlops:inference'\]: expected the name of an MLproject"
     ):
         parse_model_item(item)
+
+
+def test_the_check_names_a_post_processing_format_nothing_runs(tmp_path: Path, schema_dir: Path) -> None:
+    """Caught before registration, not after every block is predicted."""
+    root = scaffold_package("flood-extent", tmp_path, image="ghcr.io/acme/flood-extent:0.1.0")
+    item = json.loads((root / "stac-item.json").read_text())
+    function = {"format": "mlflow", "expression": "postprocess"}
+    item["properties"]["mlm:output"][0]["post_processing_function"] = function
+    (root / "stac-item.json").write_text(json.dumps(item))
+    faults = check_package(root, schema_dir).faults
+    assert [(f.file, f.field, f.expected) for f in faults] == [
+        (
+            "stac-item.json",
+            "$.properties['mlm:output'][0].post_processing_function.format",
+            "'python' (a registered post-processor) or 'mlproject' (an entry point of the package), "
+            "got 'mlflow'",
+        )
+    ]
