@@ -25,6 +25,7 @@ larger than the default pays for that.
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 from collections.abc import Iterator, Mapping, Sequence
@@ -122,11 +123,18 @@ def stage_package(package_uri: str | None, shared: Path) -> Path:
     return target
 
 
-def _command(package: Path, entry_point: str, parameters: Mapping[str, str]) -> str:
+@functools.lru_cache(maxsize=8)
+def _described(package: Path, entry_point: str) -> Any:
+    """The package's copy described once (its MLproject read, its files hashed), not per block."""
     from steps.package import describe_package
+
+    return describe_package(package, required=(entry_point,))
+
+
+def _command(package: Path, entry_point: str, parameters: Mapping[str, str]) -> str:
     from steps.training import entry_point_command
 
-    info = describe_package(package, required=(entry_point,))
+    info = _described(package, entry_point)
     declared = set((info.entry_points.get(entry_point) or {}).get("parameters") or {})
     given = {k: v for k, v in parameters.items() if k in declared or k not in ("device",)}
     return entry_point_command(info, entry_point, given, package, check_paths=False)
