@@ -41,6 +41,8 @@ from geomlops.errors import GeomlopsError, InvalidModelItemError, PackageOutputE
 #: the parameters geomlops passes to the entry point each option names
 INFERENCE_PARAMETERS = ("model_uri", "image", "output")
 POSTPROCESS_PARAMETERS = ("mask", "output")
+#: passed only where the entry point declares it
+OPTIONAL_PARAMETERS = ("device",)
 #: the item's fields that choose them
 INFERENCE_FIELD = "$.properties['mlm:input'][0]['geomlops:inference']"
 POSTPROCESS_FIELD = "$.properties['mlm:output'][0].post_processing_function.expression"
@@ -68,38 +70,31 @@ def chosen_postprocess(spec: ModelSpec | None) -> str | None:
     return spec.outputs[0].entry_point if spec is not None and spec.outputs else None
 
 
-def entry_point_faults(
-    spec: ModelSpec, entry_points: Mapping[str, Mapping[str, Any]]
-) -> list[tuple[str, str, str]]:
-    """What is wrong with the entry points the item chooses, given the package's MLproject
-    ``entry_points``: each must exist and declare the parameters geomlops passes.
+def passed_parameters(spec: ModelSpec | None) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
+    """What geomlops passes to each entry point the item chooses: the parameters it must
+    declare, and those passed only where declared (``device``)."""
+    chosen = (
+        (chosen_inference(spec), INFERENCE_PARAMETERS, OPTIONAL_PARAMETERS),
+        (chosen_postprocess(spec), POSTPROCESS_PARAMETERS, ()),
+    )
+    return {name: (needed, optional) for name, needed, optional in chosen if name is not None}
+
+
+def entry_point_faults(spec: ModelSpec, entry_points: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The item's choices of an entry point the package's MLproject ``entry_points`` lacks
+    (their parameters are checked with the MLproject's, by ``steps.package_check``).
 
     Returns:
-        ``(file, field, expected)`` per fault: ``item`` (the MLM item) or ``MLproject``.
+        ``(field, expected)`` per fault, the field in the MLM item.
     """
     faults = []
-    for field, name, needed in (
-        (INFERENCE_FIELD, chosen_inference(spec), INFERENCE_PARAMETERS),
-        (POSTPROCESS_FIELD, chosen_postprocess(spec), POSTPROCESS_PARAMETERS),
+    for field, name in (
+        (INFERENCE_FIELD, chosen_inference(spec)),
+        (POSTPROCESS_FIELD, chosen_postprocess(spec)),
     ):
-        if name is None:
-            continue
-        if name not in entry_points:
+        if name is not None and name not in entry_points:
             have = ", ".join(sorted(entry_points)) or "none"
-            expected = f"an entry point of the MLproject; {name!r} is not one (it has {have})"
-            faults.append(("item", field, expected))
-            continue
-        declared = set((entry_points[name] or {}).get("parameters") or {})
-        missing = [p for p in needed if p not in declared]
-        if missing:
-            faults.append(
-                (
-                    "MLproject",
-                    f"entry_points.{name}.parameters",
-                    f"{', '.join(needed)}, which geomlops passes (the item chooses {name!r}); "
-                    f"missing: {', '.join(missing)}",
-                )
-            )
+            faults.append((field, f"an entry point of the MLproject; {name!r} is not one (it has {have})"))
     return faults
 
 
@@ -136,7 +131,7 @@ def _command(package: Path, entry_point: str, parameters: Mapping[str, str]) -> 
 
     info = _described(package, entry_point)
     declared = set((info.entry_points.get(entry_point) or {}).get("parameters") or {})
-    given = {k: v for k, v in parameters.items() if k in declared or k not in ("device",)}
+    given = {k: v for k, v in parameters.items() if k in declared or k not in OPTIONAL_PARAMETERS}
     return entry_point_command(info, entry_point, given, package, check_paths=False)
 
 

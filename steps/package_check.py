@@ -32,13 +32,15 @@ from geomlops.errors import (
 from geomlops.names import check_name
 from geomlops.schemas import json_path
 from steps.model_io import ModelIO
-from steps.own_entry_points import entry_point_faults
+from steps.own_entry_points import entry_point_faults, passed_parameters
 from steps.package import ENTRY_POINTS, ITEM_FILES, PackageInfo, describe_package, find_item_file
 from steps.package_env import find_interpreter, read_declaration
 from steps.package_scaffold import PLACEHOLDER_OWNER
 
 #: parameters geomlops passes to each entry point it runs (others need a default)
 PASSED_PARAMETERS = {"train": ("data",), "evaluate": ("model_uri", "data")}
+#: per entry point: the parameters it must declare, and those passed only where declared
+Passed = Mapping[str, tuple[tuple[str, ...], tuple[str, ...]]]
 #: environment declarations MLproject may name, and the files MLflow reads without one
 ENV_FIELDS = ("python_env", "conda_env", "docker_env")
 DEFAULT_ENV_FILES = ("python_env.yaml", "conda.yaml")
@@ -94,7 +96,7 @@ def _load(path: Path, what: str, faults: list[Fault], rel: str) -> Any:
         return None
 
 
-def _entry_point_faults(name: str, raw: Any) -> list[Fault]:
+def _entry_point_faults(name: str, raw: Any, passed_to: Passed) -> list[Fault]:
     where = f"entry_points.{name}"
     if not isinstance(raw, Mapping):
         return [Fault(file="MLproject", field=where, expected="a mapping with 'command' and 'parameters'")]
@@ -110,7 +112,7 @@ def _entry_point_faults(name: str, raw: Any) -> list[Fault]:
             *faults,
             Fault(file="MLproject", field=f"{where}.parameters", expected="a mapping of parameters"),
         ]
-    passed = PASSED_PARAMETERS.get(name, ())
+    passed, optional = passed_to.get(name, ((), ()))
     for needed in passed:
         if needed not in params:
             faults.append(
@@ -122,7 +124,7 @@ def _entry_point_faults(name: str, raw: Any) -> list[Fault]:
             )
     for param, spec in params.items():
         has_default = not isinstance(spec, Mapping) or "default" in spec
-        if name in PASSED_PARAMETERS and param not in passed and not has_default:
+        if name in passed_to and param not in (*passed, *optional) and not has_default:
             faults.append(
                 Fault(
                     file="MLproject",
@@ -199,7 +201,7 @@ def _interpreter_warnings(root: Path, project: Mapping[str, Any]) -> list[str]:
     return []
 
 
-def _mlproject_faults(root: Path) -> tuple[list[Fault], Mapping[str, Any]]:
+def _mlproject_faults(root: Path, passed_to: Passed) -> tuple[list[Fault], Mapping[str, Any]]:
     path = root / "MLproject"
     if not path.is_file():
         return [
@@ -223,7 +225,7 @@ def _mlproject_faults(root: Path) -> tuple[list[Fault], Mapping[str, Any]]:
             )
         )
     for name, raw in entry_points.items():
-        faults += _entry_point_faults(str(name), raw)
+        faults += _entry_point_faults(str(name), raw, passed_to)
     faults += _environment_faults(root, project)
     return faults, project
 
@@ -378,18 +380,23 @@ def check_package(package: str | Path, schema_dir: Path | None = None) -> Packag
     if not root.is_dir():
         fault = Fault(file=str(root), field="-", expected="a package folder, not found")
         return PackageCheck(root=str(root), faults=[fault])
-    faults, project = _mlproject_faults(root)
+    item_faults, notes, spec, item_file = _item_faults(root, schema_dir)
+    # the entry points the item chooses to run get what geomlops passes them, as train does
+    passed_to = {name: (needed, ()) for name, needed in PASSED_PARAMETERS.items()}
+    for name, (needed, optional) in passed_parameters(spec).items():
+        before, before_optional = passed_to.get(name, ((), ()))
+        passed_to[name] = (tuple(dict.fromkeys((*before, *needed))), (*before_optional, *optional))
+    faults, project = _mlproject_faults(root, passed_to)
     if not (root / "Dockerfile").is_file():
         why = "the package's image is built from it" + (
             "; MLproject declares docker_env" if project.get("docker_env") else ""
         )
         faults.append(Fault(file="Dockerfile", field="-", expected=f"file not found ({why})"))
-    item_faults, notes, spec, item_file = _item_faults(root, schema_dir)
     declared = project.get("entry_points") if project else None
-    if spec is not None and isinstance(declared, Mapping):  # those the item chooses to run
+    if spec is not None and isinstance(declared, Mapping):
         item_faults += [
-            Fault(file=(item_file or "") if where == "item" else where, field=field, expected=expected)
-            for where, field, expected in entry_point_faults(spec, declared)
+            Fault(file=item_file or "", field=field, expected=expected)
+            for field, expected in entry_point_faults(spec, declared)
         ]
     return PackageCheck(
         root=str(root),

@@ -440,21 +440,60 @@ def test_the_item_chooses_the_entry_points_and_the_check_names_what_is_missing(p
     entry_points = {"inference": {"parameters": {"image": {}}}, "postprocess": {"parameters": {"mask": {}}}}
     assert entry_point_faults(spec, entry_points) == [
         (
-            "item",
             "$.properties['mlm:input'][0]['geomlops:inference']",
             "an entry point of the MLproject; 'predict' is not one (it has inference, postprocess)",
-        ),
-        (
-            "MLproject",
-            "entry_points.postprocess.parameters",
-            "mask, output, which geomlops passes (the item chooses 'postprocess'); missing: output",
-        ),
+        )
     ]
     item["properties"]["mlm:input"][0]["geomlops:inference"] = {"entry_point": "inference"}
     with pytest.raises(
         InvalidModelItemError, match=r"\['geomlops:inference'\]: expected the name of an MLproject"
     ):
         parse_model_item(item)
+
+
+def test_the_check_holds_the_chosen_entry_points_to_what_geomlops_passes(
+    tmp_path: Path, schema_dir: Path
+) -> None:
+    """As for train: the parameters geomlops passes must be declared, every other one needs a
+    default (``device`` is passed only where declared); the item's fault names the item."""
+    import yaml
+
+    root = scaffold_package("flood-extent", tmp_path, image="ghcr.io/acme/flood-extent:0.1.0")
+    item = json.loads((root / "stac-item.json").read_text())
+    item["properties"]["mlm:input"][0]["geomlops:inference"] = "inference"
+    item["properties"]["mlm:output"][0]["post_processing_function"] = {
+        "format": "mlproject",
+        "expression": "postprocess",
+    }
+    (root / "stac-item.json").write_text(json.dumps(item))
+    assert check_package(root, schema_dir).faults == []  # the scaffold's entry points fit
+
+    project = yaml.safe_load((root / "MLproject").read_text())
+    inference = project["entry_points"]["inference"]["parameters"]
+    inference["chip_size"] = {"type": "float"}  # its own, with no default
+    inference["device"] = {"type": "string"}  # passed where declared: needs none
+    del project["entry_points"]["postprocess"]["parameters"]["output"]
+    (root / "MLproject").write_text(yaml.safe_dump(project))
+    faults = check_package(root, schema_dir).faults
+    assert [(f.file, f.field, f.expected) for f in faults] == [
+        (
+            "MLproject",
+            "entry_points.inference.parameters.chip_size",
+            "a default (geomlops passes only model_uri, image, output to inference)",
+        ),
+        (
+            "MLproject",
+            "entry_points.postprocess.parameters",
+            "a parameter 'output' (geomlops passes mask, output)",
+        ),
+    ]
+
+    item["properties"]["mlm:input"][0]["geomlops:inference"] = "predict"
+    (root / "stac-item.json").write_text(json.dumps(item))
+    assert [(f.file, f.field) for f in check_package(root, schema_dir).faults][-1] == (
+        "stac-item.json",
+        "$.properties['mlm:input'][0]['geomlops:inference']",
+    )
 
 
 def test_the_check_names_a_post_processing_format_nothing_runs(tmp_path: Path, schema_dir: Path) -> None:
