@@ -382,7 +382,9 @@ def check_package(package: str | Path, schema_dir: Path | None = None) -> Packag
         return PackageCheck(root=str(root), faults=[fault])
     item_faults, notes, spec, item_file = _item_faults(root, schema_dir)
     # the entry points the item chooses to run get what geomlops passes them, as train does
-    passed_to = {name: (needed, ()) for name, needed in PASSED_PARAMETERS.items()}
+    passed_to: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+        name: (needed, ()) for name, needed in PASSED_PARAMETERS.items()
+    }
     for name, (needed, optional) in passed_parameters(spec).items():
         before, before_optional = passed_to.get(name, ((), ()))
         passed_to[name] = (tuple(dict.fromkeys((*before, *needed))), (*before_optional, *optional))
