@@ -249,6 +249,39 @@ def socket_predictor(
             reader.close()
 
 
+def download_model(uri: str, folder: Path, named: str | None = None) -> Path:
+    """The model's files at ``uri`` in ``folder``, downloaded unless they are there already.
+
+    They are downloaded beside it and moved into place, so a folder with an ``MLmodel`` is
+    whole; when another process moved its copy there first, that one is kept.
+
+    Args:
+        uri: what MLflow downloads (``models:/NAME/VERSION``, ``runs:/``, a URI of the files).
+        folder: where the files go.
+        named: the model as errors name it (default ``uri``).
+
+    Raises:
+        GeomlopsError: the model cannot be downloaded.
+    """
+    import mlflow.artifacts
+    from mlflow.exceptions import MlflowException
+
+    if (folder / "MLmodel").is_file():
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder.parent) as tmp:
+        try:
+            found = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
+        except MlflowException as err:
+            raise GeomlopsError(f"model {named or uri}: cannot be downloaded ({err.message})") from err
+        try:
+            found.rename(folder)
+        except OSError:  # another process put it there first
+            if not (folder / "MLmodel").is_file():
+                raise
+    return folder
+
+
 def model_worker_inputs(model_uri: str, cache: Path) -> tuple[str, Path]:
     """The interpreter and a local folder of ``model_uri`` (``models:/NAME/VERSION``, ``runs:/``,
     a URI of the model's files or a local folder), downloaded once into ``cache``.
@@ -256,7 +289,6 @@ def model_worker_inputs(model_uri: str, cache: Path) -> tuple[str, Path]:
     Raises:
         GeomlopsError: the model or its run cannot be found or downloaded.
     """
-    import mlflow.artifacts
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
@@ -284,16 +316,5 @@ def model_worker_inputs(model_uri: str, cache: Path) -> tuple[str, Path]:
         raise GeomlopsError(f"model {model_uri}: cannot be found ({err.message})") from err
     environment = tags.get(ENVIRONMENT_TAG, "")
     folder = cache / hashlib.sha256(key.encode()).hexdigest()[:24]
-    if not (folder / "MLmodel").is_file():
-        cache.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=cache) as tmp:
-            try:
-                found = Path(mlflow.artifacts.download_artifacts(artifact_uri=key, dst_path=tmp))
-            except MlflowException as err:
-                raise GeomlopsError(f"model {model_uri}: cannot be downloaded ({err.message})") from err
-            try:
-                found.rename(folder)
-            except OSError:  # another task put it there first
-                if not (folder / "MLmodel").is_file():
-                    raise
+    download_model(key, folder, model_uri)
     return logged_model_python(environment, folder), folder

@@ -36,7 +36,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from catalog_sync.mlm import ModelOutput, ModelSpec
-from geomlops.errors import GeomlopsError, InvalidModelItemError, PackageOutputError
+from geomlops.errors import InvalidModelItemError, PackageOutputError
 
 #: the parameters geomlops passes to the entry point each option names
 INFERENCE_PARAMETERS = ("model_uri", "image", "output")
@@ -143,23 +143,12 @@ def model_for_commands(model_uri: str, shared: Path) -> str:
     Raises:
         GeomlopsError: the model cannot be downloaded.
     """
-    import os
-    import tempfile
+    from steps._package_predictor import download_model
 
     local = Path(model_uri.removeprefix("file://"))
     if local.is_dir():
         return str(local.resolve())
-    target = shared / MODEL_FOLDER
-    if not (target / "MLmodel").is_file():
-        import mlflow.artifacts
-        from mlflow.exceptions import MlflowException
-
-        with tempfile.TemporaryDirectory(dir=shared) as tmp:
-            try:
-                found = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp)
-            except MlflowException as err:
-                raise GeomlopsError(f"model {model_uri}: cannot be downloaded ({err.message})") from err
-            os.replace(found, target)
+    download_model(model_uri, shared / MODEL_FOLDER)
     return f"../{MODEL_FOLDER}"
 
 

@@ -19,7 +19,7 @@ import rasterio
 
 from catalog_sync.mlm import ModelClass, ModelInput, ModelOutput, ModelSpec, ValueScaling
 from geomlops.errors import GeomlopsError
-from steps._package_predictor import WORKER, package_predictor, socket_predictor
+from steps._package_predictor import WORKER, download_model, package_predictor, socket_predictor
 from steps.batch import (
     MAX_THREADS_BESIDE,
     assemble_mask,
@@ -423,3 +423,25 @@ def test_reading_ahead_stopped_early_lets_go_of_the_imagery_at_once(image: Path)
     next(ahead)
     ahead.close()
     assert not [t for t in threading.enumerate() if t.name.startswith("read-blocks")]
+
+
+def test_a_models_files_are_downloaded_once_and_whole(tmp_path: Path) -> None:
+    """Into a folder beside the target, then moved into place: a folder with an MLmodel is whole,
+    and is used as it is (for the worker's cache and the package's entry points alike)."""
+    source = tmp_path / "logged"
+    (source / "data").mkdir(parents=True)
+    (source / "MLmodel").write_text("flavors: {}\n")
+    (source / "data" / "weights.bin").write_bytes(b"\x01" * 64)
+    target = tmp_path / "shared" / "model"
+    assert download_model(source.as_uri(), target) == target
+    assert (target / "data" / "weights.bin").read_bytes() == b"\x01" * 64
+    assert sorted(p.name for p in target.parent.iterdir()) == ["model"]  # no temporary folder left
+
+    (source / "data" / "weights.bin").write_bytes(b"\x02" * 64)  # not fetched again
+    assert download_model(source.as_uri(), target) == target
+    assert (target / "data" / "weights.bin").read_bytes() == b"\x01" * 64
+
+    other = tmp_path / "shared" / "other"
+    with pytest.raises(GeomlopsError, match=r"model models:/gone/1: cannot be downloaded"):
+        download_model((tmp_path / "gone").as_uri(), other, "models:/gone/1")
+    assert sorted(p.name for p in other.parent.iterdir()) == ["model"]  # nothing half-written
