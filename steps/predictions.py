@@ -344,6 +344,7 @@ def write_features(
         polygon_areas,
         to_geometries,
     )
+    from postprocessing.grid import block_ids
 
     size = plan.block_size
     # the model's MLM item, read once: the quicklook's bands, the finisher, the tiles' class names
@@ -355,16 +356,14 @@ def write_features(
             polys = canonical(in_scan_order(batch))
             rows, cols = first_pixels(polys)
             geoms = to_geometries(polys, transform)
-            block_ids = [
-                f"r{r}c{c}" for r, c in zip((rows // size).tolist(), (cols // size).tolist(), strict=True)
-            ]
+            ids = block_ids(rows.tolist(), cols.tolist(), size)
             classes, areas = polys.classes, None
             if finish is not None:  # each part keeps its polygon's class and block
                 geoms, index, areas = finish_each(finish, geoms, crs)
-                classes, block_ids = classes[index], [block_ids[i] for i in index.tolist()]
+                classes, ids = classes[index], [ids[i] for i in index.tolist()]
             if areas is None:
                 areas = polygon_areas(polys, transform, crs)
-            yield geoms, classes, areas, block_ids
+            yield geoms, classes, areas, ids
 
     return _write_batches(batches(), output, plan, lineage, crs=crs, model_item=model_item)
 
@@ -387,6 +386,7 @@ def write_package_features(
 
     from catalog_sync.mlm import parse_model_item
     from postprocessing.finalize import geometry_areas
+    from postprocessing.grid import block_ids
     from steps.own_entry_points import package_features
 
     model_item = predictions_model_item(catalog, lineage)
@@ -399,10 +399,10 @@ def write_package_features(
             points = shapely.get_coordinates(shapely.point_on_surface(geoms))
             x, y = points[:, 0], points[:, 1]
             cols, rows = a * x + b * y + c, d * x + e * y + f
-            rows = np.clip(np.floor(rows), 0, plan.height - 1).astype(np.int64) // size
-            cols = np.clip(np.floor(cols), 0, plan.width - 1).astype(np.int64) // size
-            block_ids = [f"r{r}c{c}" for r, c in zip(rows.tolist(), cols.tolist(), strict=True)]
-            yield geoms, classes, geometry_areas(geoms, plan.crs), block_ids
+            rows = np.clip(np.floor(rows), 0, plan.height - 1).astype(np.int64)
+            cols = np.clip(np.floor(cols), 0, plan.width - 1).astype(np.int64)
+            ids = block_ids(rows.tolist(), cols.tolist(), size)
+            yield geoms, classes, geometry_areas(geoms, plan.crs), ids
 
     return _write_batches(batches(), output, plan, lineage, crs=plan.crs, model_item=model_item)
 
