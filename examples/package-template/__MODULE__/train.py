@@ -1,5 +1,8 @@
 """Fit the threshold on the dataset's training chips and log the model to MLflow as `model`.
 
+The threshold is the one that best separates the labelled pixels (most of them right: band mean
+above it for the target, at or below it for the background), unless `--threshold` gives one.
+
 The dataset is what `preprocess` writes: `chips/*.tif`, their label rasters in `labels/`
 (same file names) and `test.txt`, the chips held out for evaluation, which are not read here.
 """
@@ -41,10 +44,21 @@ def read_chip(chip: Path, data: Path) -> tuple[np.ndarray, np.ndarray]:
     return mean[scored], labels[scored]
 
 
+def best_threshold(pixels: np.ndarray, target: np.ndarray) -> float:
+    """The threshold (one of the pixel values, or below them all) that classifies most labelled
+    pixels right: ``target`` those above it."""
+    candidates = np.concatenate([[pixels.min() - 1.0], np.unique(pixels)])
+    background, positive = np.sort(pixels[~target]), np.sort(pixels[target])
+    right = np.searchsorted(background, candidates, side="right") + (
+        positive.size - np.searchsorted(positive, candidates, side="right")
+    )
+    return float(candidates[int(np.argmax(right))])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data", required=True, type=Path)
-    parser.add_argument("--threshold-quantile", type=float, default=0.5)
+    parser.add_argument("--threshold", default="fit", help="'fit' (from the labels) or a band mean")
     args = parser.parse_args()
     chips = training_chips(args.data)
     if not chips:
@@ -53,12 +67,12 @@ def main() -> None:
     pixels, truth = np.concatenate(means), np.concatenate(labels)
     if pixels.size == 0:
         raise SystemExit(f"{args.data}: every label is {IGNORE_VALUE} (not scored): nothing to train on")
-    threshold = float(np.quantile(pixels, args.threshold_quantile))
+    threshold = best_threshold(pixels, truth != 0) if args.threshold == "fit" else float(args.threshold)
     predicted = (pixels > threshold).astype(truth.dtype)
     # The package starts its own run: geomlops sets MLFLOW_EXPERIMENT_ID (the experiment) and
     # MLFLOW_RUN_CONTEXT (tags it finds the run by) and registers the model logged here.
     with mlflow.start_run():
-        mlflow.log_param("threshold_quantile", args.threshold_quantile)
+        mlflow.log_param("threshold", args.threshold)
         mlflow.log_metrics(
             {
                 "threshold": threshold,
