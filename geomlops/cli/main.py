@@ -213,7 +213,44 @@ def lint(files: tuple[str, ...], semantic_only: bool, template_paths: tuple[Path
         sys.exit(1)
 
 
-@main.command()
+def manifest_parameters(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """The workflow parameters a manifest declares (a CronWorkflow's in its ``workflowSpec``)."""
+    spec = manifest.get("spec") or {}
+    spec = spec.get("workflowSpec", spec) if manifest.get("kind") == "CronWorkflow" else spec
+    parameters = (spec.get("arguments") or {}).get("parameters") or []
+    return [p for p in parameters if isinstance(p, dict) and p.get("name")]
+
+
+class _RunCommand(click.Command):
+    """``geomlops run PIPELINE --help`` also lists PIPELINE's parameters (``-p NAME=VALUE``)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        # --help is eager: it is answered before PIPELINE is parsed, so PIPELINE is read here
+        if args and not args[0].startswith("-"):
+            ctx.meta["geomlops.pipeline"] = args[0]
+        return super().parse_args(ctx, args)
+
+    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        super().format_help(ctx, formatter)
+        source = ctx.meta.get("geomlops.pipeline")
+        if source is None:
+            return
+        try:
+            parameters = manifest_parameters(load_manifest(source))
+        except GeomlopsError as err:
+            formatter.write_paragraph()
+            formatter.write_text(f"PIPELINE {source!r}: {err}")
+            return
+        rows = []
+        for param in parameters:
+            default = f" [default: {param['value']!r}]" if "value" in param else " (required)"
+            choices = f" (one of: {', '.join(map(str, param['enum']))})" if param.get("enum") else ""
+            rows.append((str(param["name"]), f"{param.get('description', '')}{choices}{default}".strip()))
+        with formatter.section(f"Parameters of {source} (-p NAME=VALUE)"):
+            formatter.write_dl(rows) if rows else formatter.write_text("none")
+
+
+@main.command(cls=_RunCommand)
 @click.argument("pipeline", required=False)
 @click.option(
     "-p", "--param", "params", multiple=True, metavar="NAME=VALUE", help="Workflow parameter (repeatable)."
@@ -479,11 +516,15 @@ def runs_show(run_id: str, as_json: bool) -> None:
     click.echo(f"run {run_id}: {data.get('status')}")
     for name, node in (data.get("nodes") or {}).items():
         click.echo(f"  {node.get('status', '?'):10} {name}")
+        if node.get("message") and node.get("status") not in ("Succeeded", "Running"):
+            click.echo(f"      message: {node['message']}")
         for key, value in (node.get("outputs") or {}).items():
             text = str(value)
             click.echo(f"      {key} = {text[:100]}{'…' if len(text) > 100 else ''}")
         if node.get("log"):
             click.echo(f"      log: {node['log']}")
+    if data.get("message"):  # why it did not succeed: the first failed task and its log's end
+        click.echo(str(data["message"]))
 
 
 @main.command()

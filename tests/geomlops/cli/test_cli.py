@@ -60,6 +60,29 @@ def test_top_level_help_names_every_pipeline() -> None:
         assert f" {name}," in output or f" {name}." in output, name
 
 
+@pytest.mark.parametrize("pipeline", ["batch-inference", "batch-inference-schedule"])
+def test_run_help_lists_the_pipelines_parameters(pipeline: str) -> None:
+    """Each parameter of the rendered manifest, with its description and default or '(required)'."""
+    from geomlops.cli.main import manifest_parameters
+
+    result = CliRunner().invoke(main, ["run", pipeline, "--help"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    _, section = result.output.split(f"Parameters of {pipeline} (-p NAME=VALUE):\n")
+    # a row starts at the section's indent; a long one wraps onto deeper-indented lines
+    rows = {line.split()[0]: line for line in section.splitlines() if re.match(r"  \S", line)}
+    declared = manifest_parameters(yaml.safe_load(golden_path(pipeline).read_text()))
+    assert list(rows) == [p["name"] for p in declared]
+    assert rows["model"].split(None, 1)[1] == "Registered model name. (required)"
+    assert rows["block_size"].split(None, 1)[1] == "Block side in pixels. [default: '512']"
+
+
+def test_run_help_names_a_pipeline_that_is_not_one() -> None:
+    result = CliRunner().invoke(main, ["run", "no-such-pipeline", "--help"], terminal_width=200)
+    assert result.exit_code == 0 and "Usage: " in result.output
+    assert "PIPELINE 'no-such-pipeline': 'no-such-pipeline' is neither a pipeline" in result.output
+    assert "Parameters of" not in result.output
+
+
 def test_console_script_renders_the_golden_yaml(home: Path) -> None:
     geomlops = Path(sys.executable).parent / "geomlops"
     out = subprocess.run([str(geomlops), "render", "training"], capture_output=True, text=True, check=True)
@@ -304,7 +327,9 @@ def test_a_permanent_failure_is_not_retried_and_gets_no_resume_hint(
         "apiVersion: argoproj.io/v1alpha1\nkind: Workflow\nmetadata: {generateName: fails-}\n"
         "spec:\n  entrypoint: step\n  templates:\n  - name: step\n"
         "    retryStrategy: {limit: 1, expression: 'asInt(lastRetry.exitCode) != 3'}\n"
-        f"    script: {{image: python:3.11, command: [python], source: 'import sys; sys.exit({code})'}}\n"
+        "    script: {image: python:3.11, command: [python],\n"
+        '             source: \'import sys; print("no band named nir", file=sys.stderr);'
+        f" sys.exit({code})'}}\n"
     )
     result = CliRunner().invoke(main, ["run", str(flow)])
     assert result.exit_code == 1, result.output
@@ -314,6 +339,12 @@ def test_a_permanent_failure_is_not_retried_and_gets_no_resume_hint(
     permanent = "a permanent error (exit code 3" in result.output
     assert permanent == (code == 3), result.output
     assert ("resume with:" in result.output) == (code != 3), result.output
+    # the run, shown later, says why: the task's exit code and the end of its log
+    shown = CliRunner().invoke(main, ["runs", "show", "@latest"])
+    assert shown.exit_code == 0, shown.output
+    assert f"  Failed     step\n      message: exit code {code}" in shown.output
+    assert "task 'step' (template 'step') failed" in shown.output
+    assert shown.output.rstrip().endswith("no band named nir")
 
 
 def test_debug_shows_the_traceback_of_an_error_and_only_then(
