@@ -1,12 +1,14 @@
 """The batch-inference WorkflowTemplate.
 
 plan-blocks ─> predict-blocks (one task per group of blocks, withParam) ─> publish-predictions
+                                                                           (or publish-own-predictions)
 
 Each block is read with a halo and only its centre kept; a predict task's pod runs the model in
 its own image (a sidecar) beside geomlops' step, which traces each finished block's polygons
 while the model predicts the next; publishing merges them seam-free. Where the model's item
 chooses its package's own ``inference`` or ``postprocess`` entry point, the same sidecar runs it
-(publishing has one too, which loads nothing). Finished blocks are files:
+(``publish-own-predictions``, chosen by the plan instead of ``publish-predictions``, has one too,
+which loads nothing). Finished blocks are files:
 a resumed run redoes none of them.
 """
 
@@ -16,7 +18,7 @@ from hera.workflows import DAG, Parameter, WorkflowTemplate
 from hera.workflows.models import Inputs
 
 from pipelines._naming import workflow_metadata
-from templates.inference import plan_blocks, predict_blocks, publish_predictions
+from templates.inference import plan_blocks, predict_blocks, publish_own_predictions, publish_predictions
 
 NAME = "batch-inference"
 
@@ -91,13 +93,25 @@ with WorkflowTemplate(
             },
             with_param=plan.get_parameter("groups"),
         )
+        # one of the two publishes, as the plan says: geomlops traces the mask, or the package's
+        # own postprocess does (that pod alone carries the model's image, to run it)
+        chosen = plan.get_parameter("postprocess")
         publish = publish_predictions(
+            when=f"{chosen} == geomlops",
+            arguments={
+                "output": plan.get_parameter("output"),
+                "lineage": plan.get_parameter("lineage"),
+                "area": "{{inputs.parameters.area}}",
+            },
+        )
+        publish_own = publish_own_predictions(
+            when=f"{chosen} == mlproject",
             arguments={
                 "output": plan.get_parameter("output"),
                 "lineage": plan.get_parameter("lineage"),
                 "area": "{{inputs.parameters.area}}",
                 "model_uri": plan.get_parameter("model_uri"),
                 "model_image": plan.get_parameter("model_image"),
-            }
+            },
         )
-        plan >> predict >> publish  # type: ignore[operator]
+        plan >> predict >> [publish, publish_own]  # type: ignore[operator,list-item]

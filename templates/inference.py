@@ -61,8 +61,9 @@ def _model_worker(mode: str, resources: Resources) -> UserContainer:
 
 
 model_worker = _model_worker("{{inputs.parameters.worker_mode}}", LARGE)
-#: publishing's worker: runs the package's own post-processing where the item chooses it; idle
-#: otherwise, so it asks for little, but may use as much as a step on a whole area's mask
+#: the worker that runs the package's own post-processing, beside the publishing step that the
+#: plan chooses where the item asks for it; it waits while the mask is assembled, so it asks for
+#: little, but may use as much as a step on a whole area's mask
 commands_worker = _model_worker(
     "commands", Resources(cpu_request="100m", memory_request="256Mi", memory_limit=LARGE.memory_limit)
 )
@@ -104,16 +105,18 @@ def plan_blocks(
     Annotated[str, Parameter(name="device")],
     Annotated[str, Parameter(name="gpus")],
     Annotated[str, Parameter(name="worker_mode")],
+    Annotated[str, Parameter(name="postprocess")],
 ]:
     """Plan the blocks over the area of interest, resolve the model version and its image
-    (the MLM item's inference runtime; a GPU where its accelerator is cuda) and how its worker
-    predicts (the logged model, or the package's own inference entry point)."""
+    (the MLM item's inference runtime; a GPU where its accelerator is cuda), how its worker
+    predicts (the logged model, or the package's own inference entry point) and what turns the
+    mask into features (``geomlops``, or ``mlproject``: the package's own postprocess)."""
     from geomlops.names import check_name, check_output_folder, inside
     from steps.aoi import read_aoi
     from steps.batch import plan_batch, save_plan
     from steps.local_images import record_image
     from steps.model_spec import fetch_model_spec, model_image
-    from steps.own_entry_points import chosen_inference
+    from steps.own_entry_points import chosen_inference, chosen_postprocess
     from steps.predictions import resolve_version
     from steps.training import gpus_for
 
@@ -146,6 +149,7 @@ def plan_blocks(
         "cuda" if gpus else "cpu",
         str(gpus),
         "pyfunc" if chosen_inference(spec) is None else "commands",
+        "geomlops" if chosen_postprocess(spec) is None else "mlproject",
     )
 
 
@@ -196,23 +200,9 @@ def predict_blocks(
     return json.dumps(predicted)
 
 
-@geomlops_script(
-    resources=LARGE,
-    volumes=[EmptyDirVolume(name="worker", mount_path=WORKER_DIR)],
-    sidecars=[commands_worker],
-    env=[PORT_FILE_ENV],
-)
-def publish_predictions(
-    output: str,
-    lineage: str,
-    area: str = "aoi",
-    model_uri: str = "",
-    model_image: str = "",
-    device: str = "cpu",
-) -> tuple[Annotated[str, Parameter(name="item")], Annotated[str, Parameter(name="features")]]:
-    """Assemble the mask, vectorize it seam-free (on the configured Dask scheduler), or have the
-    package's own post-processing entry point turn it into features where its item chooses it
-    (the worker beside this step runs it), and write GeoParquet, GeoJSON, quicklook and item."""
+def _publish(output: str, lineage: str, area: str, worker) -> tuple[str, str]:  # type: ignore[no-untyped-def]
+    """Publish the run's predictions (``worker``: opens the worker for the package's own
+    post-processing); the item's path and the number of features."""
     from steps.predictions import Lineage, publish_batch, read_plan
 
     use_tracking()
@@ -225,6 +215,47 @@ def publish_predictions(
         area=area,
         catalog=settings.catalog_href,
         scheduler=settings.dask_scheduler_address or "threads",
-        worker=lambda: _worker(model_uri, model_image),
+        worker=worker,
     )
     return outputs.item, str(outputs.features)
+
+
+def _no_worker():  # type: ignore[no-untyped-def]
+    """What a publishing step planned without the package's worker has in its place."""
+    from geomlops.errors import InvalidModelItemError
+
+    raise InvalidModelItemError(
+        "the model's item chooses its package's own postprocess entry point, but the run was planned "
+        "when it did not (this step has no worker for it): start a new run"
+    )
+
+
+@geomlops_script(resources=LARGE)
+def publish_predictions(
+    output: str,
+    lineage: str,
+    area: str = "aoi",
+) -> tuple[Annotated[str, Parameter(name="item")], Annotated[str, Parameter(name="features")]]:
+    """Assemble the mask, vectorize it seam-free (on the configured Dask scheduler) and write
+    GeoParquet, GeoJSON, quicklook, vector tiles and the STAC item."""
+    return _publish(output, lineage, area, _no_worker)
+
+
+@geomlops_script(
+    resources=LARGE,
+    volumes=[EmptyDirVolume(name="worker", mount_path=WORKER_DIR)],
+    sidecars=[commands_worker],
+    env=[PORT_FILE_ENV],
+)
+def publish_own_predictions(
+    output: str,
+    lineage: str,
+    area: str = "aoi",
+    model_uri: str = "",
+    model_image: str = "",
+    device: str = "cpu",
+) -> tuple[Annotated[str, Parameter(name="item")], Annotated[str, Parameter(name="features")]]:
+    """Assemble the mask, have the package's own post-processing entry point turn it into
+    features (the worker beside this step, in the model's image, runs it) and write them as
+    geomlops writes its own."""
+    return _publish(output, lineage, area, lambda: _worker(model_uri, model_image))

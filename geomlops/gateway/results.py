@@ -21,7 +21,6 @@ from geomlops.settings import Settings
 #: the batch inference tasks whose outputs the gateway reads
 PLAN_TASK = "plan-blocks"
 PREDICT_TASK = "predict-blocks"
-PUBLISH_TASK = "publish-predictions"
 
 
 def _time(value: str | None) -> datetime | None:

@@ -101,11 +101,22 @@ def test_batch_inference_predicts_in_the_models_image_beside_geomlops_step() -> 
     assert sidecar["image"] == "{{inputs.parameters.model_image}}"
     # the plan says whether it loads the model or runs the package's own inference entry point
     assert sidecar["args"][-2:] == ["--mode", "{{inputs.parameters.worker_mode}}"]
-    [publisher] = templates["publish-predictions"]["sidecars"]
+    # publishing: geomlops traces the mask with no model beside it, or the package's own
+    # postprocess runs in the model's image; the plan says which, and only that one runs
+    assert "sidecars" not in templates["publish-predictions"]
+    [publisher] = templates["publish-own-predictions"]["sidecars"]
     assert publisher["image"] == sidecar["image"] and publisher["command"] == sidecar["command"]
     assert publisher["args"][-2:] == ["--mode", "commands"]  # loads nothing; runs postprocess
     dag = next(t for t in manifest["spec"]["templates"] if "dag" in t)["dag"]["tasks"]
     tasks = {t["name"]: t for t in dag}
+    chosen = "{{tasks.plan-blocks.outputs.parameters.postprocess}}"
+    assert tasks["publish-predictions"]["when"] == f"{chosen} == geomlops"
+    assert tasks["publish-own-predictions"]["when"] == f"{chosen} == mlproject"
+    assert (
+        tasks["publish-predictions"]["depends"]
+        == tasks["publish-own-predictions"]["depends"]
+        == "predict-blocks"
+    )
     given = {p["name"]: p["value"] for p in tasks["predict-blocks"]["arguments"]["parameters"]}
     assert given["worker_mode"] == "{{tasks.plan-blocks.outputs.parameters.worker_mode}}"
     assert sidecar["command"][:2] == ["python", "-c"]

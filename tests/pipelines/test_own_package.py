@@ -109,6 +109,10 @@ def test_a_scaffolded_package_registers_and_trains_through_the_workflows(
     made_with = {k: own_item["properties"][f"geomlops:{k}"] for k in ("inference", "postprocess")}
     assert made_with == {"inference": "mlproject:inference", "postprocess": "mlproject:postprocess"}
     [batch_dir] = [p for p in (home / "runs").iterdir() if p.name.startswith("geomlops-batch-inference")]
+    # the plan chose the publishing step with the model's worker beside it, and only that one ran
+    published = json.loads((batch_dir / "state.json").read_text())["nodes"]
+    assert published["publish-own-predictions"]["status"] == "Succeeded"
+    assert published["publish-predictions"]["status"] == "Skipped"
     logs = "".join(p.read_text() for p in (batch_dir / "logs").glob("*.model.log"))
     assert "water_mask.inference" in logs and "water_mask.postprocess" in logs  # run by the workers
     assert "--model-uri ../model " in logs  # the version's files, fetched once per task
