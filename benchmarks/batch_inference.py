@@ -234,7 +234,7 @@ def main() -> None:
     settings = get_settings()
     lineage = resolve_version(args.model, args.model_version)
     uri = f"models:/{lineage.model}/{lineage.model_version}"
-    spec = fetch_model_spec(args.model, settings.catalog_href)
+    spec = fetch_model_spec(args.model, settings.catalog_href, lineage.model_version)
     io = ModelIO.from_spec(spec, halo=args.halo)
     batch = args.batch or spec.batch_size or DEFAULT_BATCH
     source = args.imagery or next(iter(sorted((home / "datasets").glob("*/image.tif"))), None)

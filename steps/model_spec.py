@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 from catalog_sync import open_store
-from catalog_sync.collections import MODELS
+from catalog_sync.collections import MODELS, VERSIONS, version_item_id
 from catalog_sync.mlm import ModelSpec, parse_model_item
 from geomlops.errors import ItemNotFoundError, ModelNotFoundError, ParameterError
 
 
-def fetch_model_spec(model_id: str, catalog: str) -> ModelSpec:
-    """Read the base item of ``model_id`` from the catalogue and parse its MLM fields.
+def fetch_model_spec(model_id: str, catalog: str, version: str | None = None) -> ModelSpec:
+    """Read the item of ``model_id`` from the catalogue and parse its MLM fields: the item of
+    ``version`` where given and published (what that version was trained with: its package,
+    inputs, outputs and entry points, whatever was registered since), else the base item.
 
     Args:
         model_id: id of the model's item in the ``models`` collection.
         catalog: the catalogue's root href.
+        version: a registered version's number.
 
     Returns:
         The model spec: entry points, images, inputs and outputs.
@@ -23,6 +26,14 @@ def fetch_model_spec(model_id: str, catalog: str) -> ModelSpec:
         InvalidModelItemError: the item lacks an MLM field (named in the message).
     """
     store = open_store(catalog)
+    if version is not None:
+        item_id = version_item_id(model_id, version)
+        try:
+            return parse_model_item(
+                store.get_item(VERSIONS, item_id), href=store.item_href(VERSIONS, item_id)
+            )
+        except ItemNotFoundError:
+            pass  # a version published before its item (or another catalogue): the base item
     try:
         item = store.get_item(MODELS, model_id)
     except ItemNotFoundError as err:

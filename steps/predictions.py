@@ -250,7 +250,7 @@ def publish_batch(
     from steps.own_entry_points import chosen_inference, chosen_postprocess, own_postprocess, stage_package
 
     mask = assemble_mask(plan, output)
-    spec = fetch_model_spec(lineage.model, catalog)
+    spec = fetch_model_spec(lineage.model, catalog, lineage.model_version)
     entry_point = chosen_postprocess(spec)
     inference = chosen_inference(spec)
     made_with = {

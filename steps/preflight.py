@@ -58,9 +58,10 @@ def _batch_inference(params: Mapping[str, str]) -> None:
     if aoi is not None:
         aoi_geometry(aoi, f"parameter 'aoi' ({params['aoi']})")
     settings = get_settings()
-    spec = fetch_model_spec(model, settings.catalog_href)
+    fetch_model_spec(model, settings.catalog_href)  # names the models there when it is not
     use_tracking(settings)
-    resolve_version(model, params.get("model_version") or "production")
+    lineage = resolve_version(model, params.get("model_version") or "production")
+    spec = fetch_model_spec(model, settings.catalog_href, lineage.model_version)
     imagery = params.get("imagery", "")
     if not imagery:
         return  # the manifest's own check names a missing required parameter

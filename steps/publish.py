@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -129,6 +130,10 @@ def expected_version_item(
     base = store.get_item(MODELS, model_id)
     client = MlflowClient()
     mv = client.get_model_version(model_id, version)
+    try:  # published already: what it was trained with stays, whatever was registered since
+        published: dict[str, Any] | None = store.get_item(VERSIONS, version_item_id(model_id, version))
+    except ItemNotFoundError:
+        published = None
     tags = dict(mv.tags or {})
     if dataset is None:
         if DATASET_TAG not in tags:
@@ -151,6 +156,8 @@ def expected_version_item(
         model_uri=f"models:/{model_id}/{version}",
         artifact_uri=_artifact_uri(mv),
     )
+    if published is not None:
+        item = _as_trained(item, published)
     item["properties"]["mlflow:aliases"] = sorted(mv.aliases or [])
     item["properties"]["mlflow:version_tags"] = dict(sorted(tags.items()))
     # promotion decisions live in version tags (MLflow is the source of truth); the item shows them
@@ -176,6 +183,18 @@ def expected_version_item(
             }
         )
     return item
+
+
+def _as_trained(item: dict[str, Any], published: Mapping[str, Any]) -> dict[str, Any]:
+    """``item`` (built from the base item as it is now) with what the ``published`` item of the
+    same version says it was trained with: its MLM fields and bands, and its assets (the
+    package's code, images, README) but the MLflow model, which the registry says. A package
+    registered again later changes the base item for later versions, not this one's item."""
+    props = {k: v for k, v in item["properties"].items() if not (k.startswith("mlm:") or k == "bands")}
+    kept = published.get("properties") or {}
+    props.update({k: copy.deepcopy(v) for k, v in kept.items() if k.startswith("mlm:") or k == "bands"})
+    assets = {k: copy.deepcopy(dict(v)) for k, v in (published.get("assets") or {}).items() if k != "model"}
+    return {**item, "properties": props, "assets": {**assets, "model": item["assets"]["model"]}}
 
 
 def publish_version_item(

@@ -129,7 +129,7 @@ def plan_blocks(
     area_of_interest = read_aoi(aoi) if aoi else None
     use_tracking()
     lineage = resolve_version(model, model_version)
-    spec = fetch_model_spec(model, settings.catalog_href)
+    spec = fetch_model_spec(model, settings.catalog_href, lineage.model_version)
     plan = plan_batch(
         imagery, area_of_interest, block_size=block_size, group_size=group_size, model_input=spec.inputs[0]
     )
@@ -183,7 +183,7 @@ def predict_blocks(
     folder = Path(output)
     plan = read_plan(folder)
     version = Lineage.model_validate_json(lineage)
-    spec = fetch_model_spec(version.model, get_settings().catalog_href)
+    spec = fetch_model_spec(version.model, get_settings().catalog_href, version.model_version)
 
     opened, shared = _worker(model_uri, model_image)
     predicted = predict_group(

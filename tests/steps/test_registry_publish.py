@@ -94,6 +94,49 @@ def test_publish_links_version_run_data_and_code(home: Path, catalog: str, schem
     assert [i["id"] for i in StaticCatalog(catalog).list_items(VERSIONS)] == [f"{MODEL}-v1"]
 
 
+def test_a_version_keeps_what_it_was_trained_with_when_the_package_is_registered_again(
+    home: Path, catalog: str
+) -> None:
+    """A later registration changes the base item (its code, inputs, entry points) for later
+    versions: version 1's item, written again (an alias moved), and the spec batch inference
+    reads for version 1, stay version 1's."""
+    from steps.model_spec import fetch_model_spec
+    from steps.publish import expected_version_item
+
+    store = StaticCatalog(catalog)
+    base = store.get_item("models", MODEL)
+    base["assets"]["code"] = {"href": "/packages/first", "roles": ["code"]}
+    store.put_item("models", base)
+    first_run = _logged_run()
+    publish_version_item(MODEL, register_model_version(MODEL, first_run), first_run, DATASET, catalog=catalog)
+
+    base["properties"]["mlm:architecture"] = "U-Net"  # registered again: another package
+    base["properties"]["mlm:input"][0]["geomlops:inference"] = "inference"
+    base["assets"]["code"]["href"] = "/packages/second"
+    store.put_item("models", base)
+    second_run = _logged_run()
+    publish_version_item(
+        MODEL, register_model_version(MODEL, second_run), second_run, DATASET, catalog=catalog
+    )
+    MlflowClient().set_registered_model_alias(MODEL, "production", "1")
+
+    again = expected_version_item(store, MODEL, "1", DATASET)
+    assert again["properties"]["mlflow:aliases"] == ["production"]  # what moved is updated
+    assert again["properties"]["mlm:architecture"] == "ResNet"
+    assert "geomlops:inference" not in again["properties"]["mlm:input"][0]
+    assert again["assets"]["code"]["href"] == "/packages/first"
+    assert again["assets"]["model"] == store.get_item(VERSIONS, f"{MODEL}-v1")["assets"]["model"]
+    second = store.get_item(VERSIONS, f"{MODEL}-v2")
+    assert second["properties"]["mlm:architecture"] == "U-Net"
+    assert second["assets"]["code"]["href"] == "/packages/second"
+
+    assert fetch_model_spec(MODEL, catalog, "1").architecture == "ResNet"
+    assert fetch_model_spec(MODEL, catalog, "1").package_uri == "/packages/first"
+    assert fetch_model_spec(MODEL, catalog, "2").inputs[0].entry_point == "inference"
+    assert fetch_model_spec(MODEL, catalog, "3").architecture == "U-Net"  # no item: the base's
+    assert fetch_model_spec(MODEL, catalog).package_uri == "/packages/second"
+
+
 def test_exit_handler_retracts_only_unpublished_versions(home: Path, catalog: str) -> None:
     published_run = _logged_run({WORKFLOW_TAG: "wf-1"})
     v1 = register_model_version(MODEL, published_run)
