@@ -96,6 +96,27 @@ def _load(path: Path, what: str, faults: list[Fault], rel: str) -> Any:
         return None
 
 
+def _placeholder_faults(
+    where: str, command: str, params: Mapping[str, Any], named_elsewhere: tuple[str, ...] = ()
+) -> list[Fault]:
+    """Each ``{name}`` of ``command`` must be a parameter: the command is formatted with them
+    (one ``named_elsewhere``, a parameter whose absence another fault names, is not named again)."""
+    import string
+
+    try:
+        names = [field for _, field, _, _ in string.Formatter().parse(command) if field is not None]
+    except ValueError as err:
+        expected = f"a command whose braces pair ({err}; a literal brace is written twice)"
+        return [Fault(file="MLproject", field=f"{where}.command", expected=expected)]
+    declared = ", ".join(str(p) for p in params) or "none"
+    faults = []
+    for name in dict.fromkeys(re.split(r"[.\[]", field)[0] for field in names):
+        if name not in params and name not in named_elsewhere:
+            expected = f"{{{name}}} to be one of its parameters (declared: {declared})"
+            faults.append(Fault(file="MLproject", field=f"{where}.command", expected=expected))
+    return faults
+
+
 def _entry_point_faults(name: str, raw: Any, passed_to: Passed) -> list[Fault]:
     where = f"entry_points.{name}"
     if not isinstance(raw, Mapping):
@@ -113,6 +134,8 @@ def _entry_point_faults(name: str, raw: Any, passed_to: Passed) -> list[Fault]:
             Fault(file="MLproject", field=f"{where}.parameters", expected="a mapping of parameters"),
         ]
     passed, optional = passed_to.get(name, ((), ()))
+    if isinstance(command, str):  # a parameter geomlops passes, missing, is named once, below
+        faults += _placeholder_faults(where, command, params, passed)
     for needed in passed:
         if needed not in params:
             faults.append(
@@ -122,6 +145,7 @@ def _entry_point_faults(name: str, raw: Any, passed_to: Passed) -> list[Fault]:
                     expected=f"a parameter '{needed}' (geomlops passes {', '.join(passed)})",
                 )
             )
+    also = f" (and {', '.join(optional)} where declared)" if optional else ""
     for param, spec in params.items():
         has_default = not isinstance(spec, Mapping) or "default" in spec
         if name in passed_to and param not in (*passed, *optional) and not has_default:
@@ -129,7 +153,7 @@ def _entry_point_faults(name: str, raw: Any, passed_to: Passed) -> list[Fault]:
                 Fault(
                     file="MLproject",
                     field=f"{where}.parameters.{param}",
-                    expected=f"a default (geomlops passes only {', '.join(passed)} to {name})",
+                    expected=f"a default (geomlops passes only {', '.join(passed)}{also} to {name})",
                 )
             )
     return faults
@@ -496,12 +520,16 @@ class PackageReport(BaseModel):
     unavailable_schemas: list[str] = []
 
 
-def validate_package(package: str | Path, schema_dir: Path | None = None) -> PackageReport:
+def validate_package(
+    package: str | Path, schema_dir: Path | None = None, *, source: str | Path | None = None
+) -> PackageReport:
     """Check a whole model package against the contract (every fault at once) and describe it.
 
     Args:
         package: the package folder.
         schema_dir: folder of extension schemas stored by URL (offline validation).
+        source: the folder ``package`` was copied from, where the user mends a fault: faults
+            name files there (default: in ``package``).
 
     Returns:
         The package, its model id and the image to build (the item's training-runtime asset).
@@ -512,8 +540,10 @@ def validate_package(package: str | Path, schema_dir: Path | None = None) -> Pac
     """
     check = check_package(package, schema_dir)
     if check.faults or check.spec is None or not check.spec.training_image:
-        faults = "\n".join(f"  {fault.describe(check.root)}" for fault in check.faults)
-        raise InvalidPackageError(f"model package {check.root}: {len(check.faults)} fault(s):\n{faults}")
+        shown = str(source) if source is not None else check.root
+        faults = "\n".join(f"  {fault.describe(shown)}" for fault in check.faults)
+        checked = f" (checked as its copy {check.root})" if source is not None else ""
+        raise InvalidPackageError(f"model package {shown}{checked}: {len(check.faults)} fault(s):\n{faults}")
     info = describe_package(check.root, required=tuple(ENTRY_POINTS))
     return PackageReport(
         package=info,

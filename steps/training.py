@@ -106,6 +106,12 @@ def entry_point_command(
         return str(spec.compute_command(dict(parameters), str(where) if check_paths else None))
     except ExecutionException as err:
         raise InvalidPackageError(f"{info.path}: MLproject entry point '{entry_point}': {err}") from err
+    except KeyError as err:  # a {placeholder} of the command that is not a parameter
+        declared = ", ".join(sorted(spec.parameters)) or "none"
+        raise InvalidPackageError(
+            f"{info.path}: MLproject entry point '{entry_point}': its command names {{{err.args[0]}}}, "
+            f"which is not one of its parameters (declared: {declared})"
+        ) from err
 
 
 def run_package_command(command: str, cwd: Path, env: Mapping[str, str]) -> tuple[int, list[str]]:

@@ -479,7 +479,8 @@ def test_the_check_holds_the_chosen_entry_points_to_what_geomlops_passes(
         (
             "MLproject",
             "entry_points.inference.parameters.chip_size",
-            "a default (geomlops passes only model_uri, image, output to inference)",
+            "a default (geomlops passes only model_uri, image, output (and device where declared) "
+            "to inference)",
         ),
         (
             "MLproject",

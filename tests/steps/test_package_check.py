@@ -404,3 +404,47 @@ def test_an_item_batch_inference_could_not_read_is_a_fault_of_the_check(
     faults = check_package(root, schema_dir).faults
     assert [f.field for f in faults] == [field], [str(f) for f in faults]
     assert faults[0].file == "stac-item.json" and expected in faults[0].expected
+
+
+def test_a_command_placeholder_that_is_no_parameter_is_a_fault(tmp_path: Path, schema_dir: Path) -> None:
+    """Caught by the check, not by a KeyError when the entry point is run; named again, with
+    what is declared, where a package that was not checked is run."""
+    from steps.package import describe_package
+    from steps.training import entry_point_command
+
+    root = scaffold_package("flood-extent", tmp_path, image=IMAGE)
+    project = yaml.safe_load((root / "MLproject").read_text())
+    project["entry_points"]["train"]["command"] += " --epochs {epochs} --size {chip.size} --literal {{x}}"
+    project["entry_points"]["postprocess"]["command"] += " --bad {brace"
+    (root / "MLproject").write_text(yaml.safe_dump(project))
+    faults = [(f.field, f.expected) for f in check_package(root, schema_dir).faults]
+    assert faults == [  # in the MLproject's order (safe_dump sorts the entry points)
+        (
+            "entry_points.postprocess.command",
+            "a command whose braces pair (expected '}' before end of string; a literal brace is "
+            "written twice)",
+        ),
+        ("entry_points.train.command", "{epochs} to be one of its parameters (declared: data, threshold)"),
+        ("entry_points.train.command", "{chip} to be one of its parameters (declared: data, threshold)"),
+    ]
+    with pytest.raises(
+        InvalidPackageError,
+        match=r"MLproject entry point 'train': its command names \{epochs\}, which is not one of its "
+        r"parameters \(declared: data, threshold\)",
+    ):
+        entry_point_command(describe_package(root), "train", {"data": str(tmp_path)}, root)
+
+
+def test_registration_names_the_users_folder_not_the_copy_it_checks(tmp_path: Path, schema_dir: Path) -> None:
+    from steps.package_check import validate_package
+    from steps.package_source import materialize_package
+
+    root = scaffold_package("flood-extent", tmp_path / "mine", image=IMAGE)
+    (root / "Dockerfile").unlink()
+    copy = materialize_package(root, tmp_path / "home" / "packages")
+    assert copy != root
+    with pytest.raises(InvalidPackageError) as caught:
+        validate_package(copy, schema_dir, source=root)
+    message = str(caught.value)
+    assert message.startswith(f"model package {root} (checked as its copy {copy}): 1 fault(s):")
+    assert f"  {root / 'Dockerfile'}: file not found" in message
