@@ -473,7 +473,17 @@ def _batches(
             src = local.src = rasterio.open(plan.imagery)
             with lock:
                 opened.append(src)
-        read = [read_block(src, _window(b), io, halo=io.halo, size=side) for b in part]
+        read = []
+        for block in part:
+            try:
+                read.append(read_block(src, _window(block), io, halo=io.halo, size=side))
+            except rasterio.errors.RasterioIOError as err:  # GDAL's reason is the chained error
+                cause = err.__cause__ or err.__context__
+                raise GeomlopsError(
+                    f"imagery {plan.imagery}: block {block.id} (rows {block.row_off}-"
+                    f"{block.row_off + block.height - 1}, columns {block.col_off}-"
+                    f"{block.col_off + block.width - 1}) cannot be read: {cause or err}"
+                ) from err
         return part, np.stack([r[0] for r in read]), np.stack([r[1] for r in read])
 
     pending: deque[Future[tuple[list[PlannedBlock], NDArray[Any], NDArray[np.bool_]]]] = deque()

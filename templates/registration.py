@@ -3,6 +3,7 @@
 No ``from __future__ import annotations`` here: Hera reads the real annotation objects.
 """
 
+from pathlib import Path
 from typing import Annotated
 
 from hera.workflows import Parameter
@@ -28,7 +29,8 @@ def validate_package(
 
     settings = get_settings()
     root = materialize_package(package, settings.home_dir / "packages")
-    report = validate(root, settings.schema_dir)
+    # faults name the user's own folder, where they are mended, not the copy
+    report = validate(root, settings.schema_dir, source=package if Path(package).is_dir() else None)
     return report.model_id, report.image, report.model_dump_json(), str(root)
 
 

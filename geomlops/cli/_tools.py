@@ -49,7 +49,9 @@ def fail_cleanly(func: F) -> F:
         except GeomlopsError as err:
             if os.environ.get(DEBUG_ENV):
                 traceback.print_exc()
-            click.secho(f"error: {err}", fg="red", err=True)
+            # what the command adds (BaseException.add_note) stays on the one line
+            notes = "".join(f" ({note})" for note in getattr(err, "__notes__", ()))
+            click.secho(f"error: {err}{notes}", fg="red", err=True)
             sys.exit(EXIT_ERROR)
         except Exception as err:
             clear = _unavailable(err)

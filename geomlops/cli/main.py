@@ -390,7 +390,11 @@ def run(
         if pipeline in PIPELINES:  # a bad request fails here, in seconds, before the run starts
             from steps.preflight import preflight
 
-            preflight(pipeline, values)
+            try:
+                preflight(pipeline, values)
+            except GeomlopsError as err:
+                err.add_note("no run was started")
+                raise
         start = functools.partial(runner.run, load_manifest(pipeline), values)
     try:
         with images:
@@ -519,8 +523,8 @@ def runs_show(run_id: str, as_json: bool) -> None:
         if node.get("message") and node.get("status") not in ("Succeeded", "Running"):
             click.echo(f"      message: {node['message']}")
         for key, value in (node.get("outputs") or {}).items():
-            text = str(value)
-            click.echo(f"      {key} = {text[:100]}{'…' if len(text) > 100 else ''}")
+            text = str(value)  # metrics and the like whole; a long list of groups cut short
+            click.echo(f"      {key} = {text[:400]}{'… (--json: all of it)' if len(text) > 400 else ''}")
         if node.get("log"):
             click.echo(f"      log: {node['log']}")
     if data.get("message"):  # why it did not succeed: the first failed task and its log's end

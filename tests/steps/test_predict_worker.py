@@ -425,6 +425,32 @@ def test_reading_ahead_stopped_early_lets_go_of_the_imagery_at_once(image: Path)
     assert not [t for t in threading.enumerate() if t.name.startswith("read-blocks")]
 
 
+def test_imagery_that_cannot_be_read_names_the_block_and_gdals_reason(image: Path, tmp_path: Path) -> None:
+    """A damaged tile: the error says which block and why (GDAL's chained error), not only
+    rasterio's 'Read failed. See previous exception'."""
+    from steps.batch import _batches
+
+    with rasterio.open(image) as src:
+        profile = {**src.profile, "tiled": True, "blockxsize": 64, "blockysize": 64, "compress": "deflate"}
+        data = src.read()
+    damaged = tmp_path / "damaged.tif"
+    with rasterio.open(damaged, "w", **profile) as dst:
+        dst.write(data)
+    raw = bytearray(damaged.read_bytes())
+    start, end = len(raw) * 2 // 5, len(raw) * 3 // 5  # tiles' compressed data, not the header
+    raw[start:end] = np.random.default_rng(1).integers(0, 256, end - start, dtype=np.uint8).tobytes()
+    damaged.write_bytes(bytes(raw))
+    plan = plan_batch(str(damaged), None, block_size=64, group_size=30)
+    blocks = [b for g in plan.groups for b in g]
+    io = ModelIO.from_spec(_spec(SCORES))
+    with pytest.raises(GeomlopsError) as caught:
+        for _ in _batches(plan, blocks, io, 2, threads=lambda: 1, most=1):
+            pass
+    message = str(caught.value)
+    assert message.startswith(f"imagery {damaged}: block r")
+    assert "cannot be read: " in message and "IReadBlock failed" in message, message
+
+
 def test_a_models_files_are_downloaded_once_and_whole(tmp_path: Path) -> None:
     """Into a folder beside the target, then moved into place: a folder with an MLmodel is whole,
     and is used as it is (for the worker's cache and the package's entry points alike)."""

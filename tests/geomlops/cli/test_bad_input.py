@@ -330,5 +330,7 @@ def test_bad_input_is_refused_in_one_clear_line(
     lines = [line for line in result.output.splitlines() if line.strip() and not line.startswith("! ")]
     assert len(lines) == 1, f"{name}: expected one line, got:\n{result.output}"
     assert message in lines[0], f"{name}: {message!r} not in {lines[0]!r}"
+    if name in ("unknown model", "unknown version", "imagery missing"):  # refused before a run
+        assert lines[0].endswith("(no run was started)"), lines[0]
     assert "Traceback" not in result.output and "resume with" not in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
