@@ -81,7 +81,16 @@ def _input_faults(raw: Any, where: str) -> list[Fault]:
             faults.append(
                 (f"{where}.input.shape", f"bands dimension is {size}, but {len(bands)} band(s) are listed")
             )
+    faults += _entry_point_name(raw, "geomlops:inference", f"{where}['geomlops:inference']")
     return faults
+
+
+def _entry_point_name(raw: Mapping[str, Any], key: str, where: str) -> list[Fault]:
+    """A field naming one of the package's entry points: a name, where given."""
+    value = raw.get(key)
+    if value is None or (isinstance(value, str) and value.strip()):
+        return []
+    return [(where, f"the name of an MLproject entry point, got {value!r}")]
 
 
 def _output_faults(raw: Any, where: str) -> list[Fault]:
@@ -122,6 +131,10 @@ def _output_faults(raw: Any, where: str) -> list[Fault]:
                     f"class values need an integer type, got {dtype} (scores need a 'classes' dimension)",
                 )
             )
+    function = raw.get("post_processing_function")
+    if isinstance(function, Mapping) and function.get("format") == "mlproject":
+        # (a missing expression is the MLM schema's to name)
+        faults += _entry_point_name(function, "expression", f"{where}.post_processing_function.expression")
     return faults
 
 

@@ -497,6 +497,31 @@ def test_the_check_holds_the_chosen_entry_points_to_what_geomlops_passes(
     )
 
 
+def test_the_check_names_every_choice_that_is_not_an_entry_points_name(
+    tmp_path: Path, schema_dir: Path
+) -> None:
+    """All at once, each at its JSON path (not only the first, as the item's parser would)."""
+    root = scaffold_package("flood-extent", tmp_path, image="ghcr.io/acme/flood-extent:0.1.0")
+    item = json.loads((root / "stac-item.json").read_text())
+    item["properties"]["mlm:input"][0]["geomlops:inference"] = True
+    item["properties"]["mlm:output"][0]["post_processing_function"] = {
+        "format": "mlproject",
+        "expression": " ",
+    }
+    (root / "stac-item.json").write_text(json.dumps(item))
+    faults = [(f.field, f.expected) for f in check_package(root, schema_dir).faults]
+    assert faults == [
+        (
+            "$.properties['mlm:input'][0]['geomlops:inference']",
+            "the name of an MLproject entry point, got True",
+        ),
+        (
+            "$.properties['mlm:output'][0].post_processing_function.expression",
+            "the name of an MLproject entry point, got ' '",
+        ),
+    ]
+
+
 def test_the_check_names_a_post_processing_format_nothing_runs(tmp_path: Path, schema_dir: Path) -> None:
     """Caught before registration, not after every block is predicted."""
     root = scaffold_package("flood-extent", tmp_path, image="ghcr.io/acme/flood-extent:0.1.0")
