@@ -156,7 +156,9 @@ def expected_version_item(
         model_uri=f"models:/{model_id}/{version}",
         artifact_uri=_artifact_uri(mv),
     )
-    if published is not None:
+    # an item of another run under this id (a registered model deleted and made again, its
+    # numbers starting over) is not what this version was trained with
+    if published is not None and (published.get("properties") or {}).get("mlflow:run_id") == mv.run_id:
         item = _as_trained(item, published)
     item["properties"]["mlflow:aliases"] = sorted(mv.aliases or [])
     item["properties"]["mlflow:version_tags"] = dict(sorted(tags.items()))
@@ -187,14 +189,18 @@ def expected_version_item(
 
 def _as_trained(item: dict[str, Any], published: Mapping[str, Any]) -> dict[str, Any]:
     """``item`` (built from the base item as it is now) with what the ``published`` item of the
-    same version says it was trained with: its MLM fields and bands, and its assets (the
-    package's code, images, README) but the MLflow model, which the registry says. A package
-    registered again later changes the base item for later versions, not this one's item."""
-    props = {k: v for k, v in item["properties"].items() if not (k.startswith("mlm:") or k == "bands")}
+    same version and run says it was trained with: its MLM fields and bands, the extensions
+    describing them, and its assets (the package's code, images, README, the model's bands);
+    the MLflow model's place is the registry's. A package registered again later changes the
+    base item for later versions, not this one's item."""
+    trained = ("bands", "eo:bands", "raster:bands")
+    props = {k: v for k, v in item["properties"].items() if not (k.startswith("mlm:") or k in trained)}
     kept = published.get("properties") or {}
-    props.update({k: copy.deepcopy(v) for k, v in kept.items() if k.startswith("mlm:") or k == "bands"})
-    assets = {k: copy.deepcopy(dict(v)) for k, v in (published.get("assets") or {}).items() if k != "model"}
-    return {**item, "properties": props, "assets": {**assets, "model": item["assets"]["model"]}}
+    props.update({k: copy.deepcopy(v) for k, v in kept.items() if k.startswith("mlm:") or k in trained})
+    assets = {k: copy.deepcopy(dict(v)) for k, v in (published.get("assets") or {}).items()}
+    assets["model"] = {**assets.get("model", {}), "href": item["assets"]["model"]["href"]}
+    extensions = list(published.get("stac_extensions") or item.get("stac_extensions") or [])
+    return {**item, "stac_extensions": extensions, "properties": props, "assets": assets}
 
 
 def publish_version_item(

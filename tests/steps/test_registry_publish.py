@@ -136,6 +136,17 @@ def test_a_version_keeps_what_it_was_trained_with_when_the_package_is_registered
     assert fetch_model_spec(MODEL, catalog, "3").architecture == "U-Net"  # no item: the base's
     assert fetch_model_spec(MODEL, catalog).package_uri == "/packages/second"
 
+    # the registered model deleted and made again: its new version 1 is another run, whose item
+    # is built from the base item as it is now, not kept from the old version 1's
+    MlflowClient().delete_registered_model(MODEL)
+    third_run = _logged_run()
+    assert register_model_version(MODEL, third_run) == "1"
+    href = publish_version_item(MODEL, "1", third_run, DATASET, catalog=catalog)
+    renewed = json.loads(Path(href).read_text())
+    assert renewed["properties"]["mlflow:run_id"] == third_run
+    assert renewed["properties"]["mlm:architecture"] == "U-Net"
+    assert renewed["assets"]["code"]["href"] == "/packages/second"
+
 
 def test_exit_handler_retracts_only_unpublished_versions(home: Path, catalog: str) -> None:
     published_run = _logged_run({WORKFLOW_TAG: "wf-1"})
