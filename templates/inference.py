@@ -118,7 +118,6 @@ def plan_blocks(
     from steps.model_spec import fetch_model_spec, model_image
     from steps.own_entry_points import chosen_inference, chosen_postprocess
     from steps.predictions import resolve_version
-    from steps.training import gpus_for
 
     settings = get_settings()
     check_name(area, "parameter 'area'")  # a folder name and part of the item id
@@ -139,7 +138,7 @@ def plan_blocks(
     image = model_image(spec, inference_image)
     if spec.package_uri:  # on one machine, the package's environment stands in for its image
         record_image(image, spec.package_uri, settings.home_dir)
-    gpus = gpus_for(model, settings.catalog_href)
+    gpus = 1 if spec.accelerator == "cuda" else 0  # as the version's item says
     return (
         json.dumps(list(range(len(plan.groups)))),
         str(folder),

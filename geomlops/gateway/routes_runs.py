@@ -182,7 +182,8 @@ def plan_batch_inference(body: BatchInferenceRequest, parts: Parts, caller: Oper
     from geomlops.argo.runner.manifest import resolve_parameters
 
     values = resolve_parameters(_workflow("batch-inference"), values)  # with the defaults
-    spec = fetch_model_spec(body.model, parts.settings.catalog_href)
+    version = parts.catalogue.resolve(body.model, body.version, body.alias)
+    spec = fetch_model_spec(body.model, parts.settings.catalog_href, version)  # what it was trained with
     try:
         plan = plan_batch(
             body.imagery,
