@@ -77,7 +77,11 @@ def passed_parameters(spec: ModelSpec | None) -> dict[str, tuple[tuple[str, ...]
         (chosen_inference(spec), INFERENCE_PARAMETERS, OPTIONAL_PARAMETERS),
         (chosen_postprocess(spec), POSTPROCESS_PARAMETERS, ()),
     )
-    return {name: (needed, optional) for name, needed, optional in chosen if name is not None}
+    passed: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
+    for name, needed, optional in chosen:  # one chosen for both is a fault of the item
+        if name is not None:
+            passed.setdefault(name, (needed, optional))
+    return passed
 
 
 def entry_point_faults(spec: ModelSpec, entry_points: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -95,6 +99,13 @@ def entry_point_faults(spec: ModelSpec, entry_points: Mapping[str, Any]) -> list
         if name is not None and name not in entry_points:
             have = ", ".join(sorted(entry_points)) or "none"
             faults.append((field, f"an entry point of the MLproject; {name!r} is not one (it has {have})"))
+    both = chosen_inference(spec)
+    if both is not None and both == chosen_postprocess(spec):
+        expected = (
+            f"an entry point other than the one that predicts ({both!r}): geomlops passes each "
+            f"its own parameters ({', '.join(INFERENCE_PARAMETERS)}; {', '.join(POSTPROCESS_PARAMETERS)})"
+        )
+        faults.append((POSTPROCESS_FIELD, expected))
     return faults
 
 

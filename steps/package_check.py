@@ -127,6 +127,9 @@ def _entry_point_faults(name: str, raw: Any, passed_to: Passed) -> list[Fault]:
         faults.append(
             Fault(file="MLproject", field=f"{where}.command", expected="a non-empty command string")
         )
+    if "parameters" in raw and raw["parameters"] is None:  # MLflow fails to read the project
+        expected = "a mapping of parameters, not null (leave 'parameters' out for none)"
+        return [*faults, Fault(file="MLproject", field=f"{where}.parameters", expected=expected)]
     params = raw.get("parameters") or {}
     if not isinstance(params, Mapping):
         return [
@@ -147,7 +150,8 @@ def _entry_point_faults(name: str, raw: Any, passed_to: Passed) -> list[Fault]:
             )
     also = f" (and {', '.join(optional)} where declared)" if optional else ""
     for param, spec in params.items():
-        has_default = not isinstance(spec, Mapping) or "default" in spec
+        # as MLflow reads it: a type alone (`size: float`) or a null default is required
+        has_default = isinstance(spec, Mapping) and spec.get("default") is not None
         if name in passed_to and param not in (*passed, *optional) and not has_default:
             faults.append(
                 Fault(

@@ -112,6 +112,11 @@ def entry_point_command(
             f"{info.path}: MLproject entry point '{entry_point}': its command names {{{err.args[0]}}}, "
             f"which is not one of its parameters (declared: {declared})"
         ) from err
+    except (ValueError, IndexError, AttributeError) as err:  # braces, {0}, a null mapping
+        raise InvalidPackageError(
+            f"{info.path}: MLproject entry point '{entry_point}': cannot be read or formatted ({err}); "
+            "geomlops package check names the field"
+        ) from err
 
 
 def run_package_command(command: str, cwd: Path, env: Mapping[str, str]) -> tuple[int, list[str]]:

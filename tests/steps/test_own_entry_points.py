@@ -495,6 +495,18 @@ def test_the_check_holds_the_chosen_entry_points_to_what_geomlops_passes(
         "stac-item.json",
         "$.properties['mlm:input'][0]['geomlops:inference']",
     )
+    # one entry point cannot be called both ways
+    item["properties"]["mlm:input"][0]["geomlops:inference"] = "postprocess"
+    (root / "stac-item.json").write_text(json.dumps(item))
+    assert [
+        (f.field, f.expected) for f in check_package(root, schema_dir).faults if f.file != "MLproject"
+    ] == [
+        (
+            "$.properties['mlm:output'][0].post_processing_function.expression",
+            "an entry point other than the one that predicts ('postprocess'): geomlops passes each its "
+            "own parameters (model_uri, image, output; mask, output)",
+        )
+    ]
 
 
 def test_the_check_names_every_choice_that_is_not_an_entry_points_name(

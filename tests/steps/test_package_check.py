@@ -448,3 +448,24 @@ def test_registration_names_the_users_folder_not_the_copy_it_checks(tmp_path: Pa
     message = str(caught.value)
     assert message.startswith(f"model package {root} (checked as its copy {copy}): 1 fault(s):")
     assert f"  {root / 'Dockerfile'}: file not found" in message
+
+
+def test_parameters_as_mlflow_reads_them(tmp_path: Path, schema_dir: Path) -> None:
+    """A type alone or a null default is no default (MLflow requires the parameter); null
+    parameters make MLflow fail to read the whole project."""
+    root = scaffold_package("flood-extent", tmp_path, image=IMAGE)
+    project = yaml.safe_load((root / "MLproject").read_text())
+    train = project["entry_points"]["train"]
+    train["parameters"]["epochs"] = "float"
+    train["parameters"]["rate"] = {"type": "float", "default": None}
+    project["entry_points"]["preprocess"]["parameters"] = None
+    (root / "MLproject").write_text(yaml.safe_dump(project))
+    faults = [(f.field, f.expected) for f in check_package(root, schema_dir).faults]
+    assert faults == [
+        (
+            "entry_points.preprocess.parameters",
+            "a mapping of parameters, not null (leave 'parameters' out for none)",
+        ),
+        ("entry_points.train.parameters.epochs", "a default (geomlops passes only data to train)"),
+        ("entry_points.train.parameters.rate", "a default (geomlops passes only data to train)"),
+    ]
