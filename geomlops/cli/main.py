@@ -237,7 +237,7 @@ class _RunCommand(click.Command):
             return
         try:
             parameters = manifest_parameters(load_manifest(source))
-        except GeomlopsError as err:
+        except (GeomlopsError, OSError, UnicodeDecodeError, AttributeError) as err:
             formatter.write_paragraph()
             formatter.write_text(f"PIPELINE {source!r}: {err}")
             return
@@ -520,10 +520,10 @@ def runs_show(run_id: str, as_json: bool) -> None:
     click.echo(f"run {run_id}: {data.get('status')}")
     for name, node in (data.get("nodes") or {}).items():
         click.echo(f"  {node.get('status', '?'):10} {name}")
-        if node.get("message") and node.get("status") not in ("Succeeded", "Running"):
+        if node.get("message") and node.get("status") in ("Failed", "Error"):
             click.echo(f"      message: {node['message']}")
         for key, value in (node.get("outputs") or {}).items():
-            text = str(value)  # metrics and the like whole; a long list of groups cut short
+            text = str(value)  # metrics and the like whole (usually), a long list of groups cut short
             click.echo(f"      {key} = {text[:400]}{'… (--json: all of it)' if len(text) > 400 else ''}")
         if node.get("log"):
             click.echo(f"      log: {node['log']}")

@@ -45,14 +45,18 @@ def read_chip(chip: Path, data: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def best_threshold(pixels: np.ndarray, target: np.ndarray) -> float:
-    """The threshold (one of the pixel values, or below them all) that classifies most labelled
-    pixels right: ``target`` those above it."""
-    candidates = np.concatenate([[pixels.min() - 1.0], np.unique(pixels)])
+    """The threshold that classifies most labelled pixels right (``target`` those above it),
+    halfway between the pixel values it separates, so that unseen values near either side
+    are classified as their side."""
+    values = np.unique(pixels)
+    candidates = np.concatenate([[values[0] - 1.0], values])
     background, positive = np.sort(pixels[~target]), np.sort(pixels[target])
     right = np.searchsorted(background, candidates, side="right") + (
         positive.size - np.searchsorted(positive, candidates, side="right")
     )
-    return float(candidates[int(np.argmax(right))])
+    best = int(np.argmax(right))
+    above = values[best] if best < values.size else candidates[best] + 1.0  # the next value up
+    return float((candidates[best] + above) / 2)
 
 
 def main() -> None:
