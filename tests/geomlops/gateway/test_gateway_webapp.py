@@ -69,17 +69,11 @@ def _scene(path: Path) -> Path:
     return path
 
 
-def _version_item(version: str) -> dict[str, Any]:
-    return {
-        "type": "Feature",
-        "stac_version": "1.1.0",
-        "stac_extensions": [],
-        "id": f"{MODEL}-v{version}",
-        "geometry": None,
-        "properties": {"datetime": "2026-12-01T00:00:00Z", "mlflow:model_version": version},
-        "assets": {},
-        "links": [],
-    }
+def _version_item(version: str, base: dict[str, Any]) -> dict[str, Any]:
+    """A version's item as training writes it: the base item's MLM fields (batch inference of
+    the version reads them), its own id and version."""
+    properties = {**base["properties"], "datetime": "2026-12-01T00:00:00Z", "mlflow:model_version": version}
+    return {**base, "id": f"{MODEL}-v{version}", "properties": properties, "links": []}
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +83,7 @@ def webapp(catalogued: Path, schema_dir: Path) -> Iterator[tuple[Served, Path]]:
     from mlflow import MlflowClient
 
     from catalog_sync import open_store
-    from catalog_sync.collections import VERSIONS
+    from catalog_sync.collections import MODELS, VERSIONS
 
     with pytest.MonkeyPatch.context() as monkeypatch:
         _clean_env(monkeypatch, catalogued, schema_dir)
@@ -110,8 +104,9 @@ def webapp(catalogued: Path, schema_dir: Path) -> Iterator[tuple[Served, Path]]:
         client.set_registered_model_alias(MODEL, "previous", "2")
         client.set_registered_model_alias(MODEL, "production", "3")
         store = open_store(settings.catalog_href)
+        base = store.get_item(MODELS, MODEL)
         for version in ("2", "3"):
-            store.put_item(VERSIONS, _version_item(version))
+            store.put_item(VERSIONS, _version_item(version, base))
         app = create_app(settings, GatewaySettings(basemap_url="https://tiles.example/{z}/{x}/{y}.png"))
         keys = {role: create_key(app.state.gateway.db, f"{role}-web", role).token for role in ROLES}
         url, server, thread = serve_in_thread(app)
