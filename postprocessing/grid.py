@@ -19,10 +19,14 @@ from geomlops.errors import VectorizeError
 DEFAULT_BLOCK_SIZE = 1024
 
 
+def block_id(row: int, col: int) -> str:
+    """The id of the block at grid row ``row`` and column ``col``: ``r{row}c{col}``."""
+    return f"r{row}c{col}"
+
+
 def block_ids(rows: Sequence[int], cols: Sequence[int], size: int) -> list[str]:
-    """The ids (``r{row}c{col}``, as :attr:`Block.id`) of the blocks of ``size`` px holding the
-    pixels at ``rows``, ``cols``."""
-    return [f"r{r // size}c{c // size}" for r, c in zip(rows, cols, strict=True)]
+    """The ids of the blocks of ``size`` px holding the pixels at ``rows``, ``cols``."""
+    return [block_id(r // size, c // size) for r, c in zip(rows, cols, strict=True)]
 
 
 @dataclass(frozen=True)
@@ -50,7 +54,7 @@ class Block:
     @property
     def id(self) -> str:
         """A stable name for the block, ``r{row}c{col}``."""
-        return block_ids([self.row], [self.col], 1)[0]
+        return block_id(self.row, self.col)
 
     @property
     def offset(self) -> tuple[int, int]:
