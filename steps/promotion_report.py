@@ -14,7 +14,7 @@ import html
 import json
 import math
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from catalog_sync.mlm import ModelClass, ModelSpec
 from geomlops.errors import PromotionError
 from geomlops.tracking import raise_if_unreachable
 
@@ -145,22 +144,22 @@ def evaluate_versions(
     model: str,
     candidate: str,
     dataset_dir: str,
-    model_classes: Sequence[ModelClass] = (),
-    model_spec: ModelSpec | None = None,
+    catalog: str | None = None,
 ) -> Evaluation:
     """Score the candidate and the current production version on one dataset's test split.
 
     Both are scored with the evaluation parameters the candidate was evaluated with at training
-    (its run's tag), and their classes named as the model's MLM item names them, so the
-    comparison reads the labels as training did.
+    (its run's tag), so the comparison reads the labels as training did. Each version's input
+    is prepared, its answer read and its classes named as its own MLM item says (what it was
+    trained with: a package registered again since may scale its input otherwise).
 
     Args:
         model: registered model name.
         candidate: the version proposed for production.
         dataset_dir: dataset folder (a layout of :mod:`steps.evaluation`).
-        model_classes: the model's MLM classes.
-        model_spec: the model's MLM spec: how its input is prepared and its answer read (class
-            values, per-class scores, one score and its threshold); None: class values back.
+        catalog: the catalogue's root href, where each version's item is read
+            (:func:`steps.model_spec.fetch_model_spec`: the version's, else the base item);
+            None: values as read, class values back, classes as the dataset names them.
 
     Returns:
         Both versions' scores (``production`` is None when no version has the alias) and
@@ -170,7 +169,8 @@ def evaluate_versions(
         PromotionError: unknown version, or the candidate already is production.
         DatasetNotFoundError, GeomlopsError: as :func:`steps.evaluation.score_segmentation`.
     """
-    from steps.evaluation import recorded_parameters, score_segmentation
+    from steps.evaluation import mlm_classes, recorded_parameters, score_segmentation
+    from steps.model_spec import fetch_model_spec
 
     client = _client()
     candidate_run = version_run(model, candidate)
@@ -179,13 +179,18 @@ def evaluate_versions(
         raise PromotionError(f"version {candidate} of '{model}' already is the production version")
     parameters = recorded_parameters(client.get_run(candidate_run))
 
-    def score(run_id: str) -> Any:
+    def score(version: str, run_id: str) -> Any:
+        spec = fetch_model_spec(model, catalog, version) if catalog else None
         return score_segmentation(
-            run_id, dataset_dir, model_classes=model_classes, parameters=parameters, model_spec=model_spec
+            run_id,
+            dataset_dir,
+            model_classes=mlm_classes(spec) if spec is not None else (),
+            parameters=parameters,
+            model_spec=spec,
         )
 
-    scored_c = score(candidate_run)
-    scored_p = score(version_run(model, current)) if current else None
+    scored_c = score(candidate, candidate_run)
+    scored_p = score(current, version_run(model, current)) if current else None
     artifact_path = folder_name(candidate, current)
     with tempfile.TemporaryDirectory(prefix="geomlops-promotion-") as tmp:
         arrays: dict[str, Any] = {

@@ -16,11 +16,9 @@ from templates.common import LARGE, SMALL, geomlops_script
 def evaluate(
     model: str, candidate: str, dataset_path: str = "", dataset_rev: str = ""
 ) -> Annotated[str, Parameter(name="evaluation")]:
-    """Score the candidate and the production version on the same held-out data, reading the
-    model's answers as its MLM item says."""
+    """Score the candidate and the production version on the same held-out data, each read as
+    its own version's MLM item says."""
     from steps.dataset import DatasetRef, materialize_dataset, resolve_dataset
-    from steps.evaluation import mlm_classes
-    from steps.model_spec import fetch_model_spec
     from steps.promotion_report import evaluate_versions, version_dataset
 
     use_tracking()
@@ -31,8 +29,7 @@ def evaluate(
         else version_dataset(model, candidate)
     )
     data = materialize_dataset(dataset, settings.home_dir / "datasets")
-    spec = fetch_model_spec(model, settings.catalog_href)
-    return evaluate_versions(model, candidate, str(data), mlm_classes(spec), spec).model_dump_json()
+    return evaluate_versions(model, candidate, str(data), settings.catalog_href).model_dump_json()
 
 
 @geomlops_script(resources=SMALL)

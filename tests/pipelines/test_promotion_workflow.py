@@ -331,3 +331,47 @@ def test_catalogue_refusing_the_item_leaves_alias_tags_and_items_as_they_were(in
     assert dict(_client(inproc).get_model_version(MODEL, "2").tags) == tags_before
     assert _audit(inproc) == audit
     assert (_item(inproc, "1"), _item(inproc, "2")) == items_before
+
+
+def test_each_version_is_scored_as_its_own_item_reads_its_input(inproc: dict[str, Any]) -> None:
+    """Version 1 (production) whose item scales its input otherwise than version 2's (as when
+    the package was registered again with other scaling): the comparison scores version 1 as
+    its own item says, not as the candidate's does."""
+    from geomlops.settings import get_settings
+    from steps.dataset import materialize_dataset
+    from steps.evaluation import mlm_classes, recorded_parameters, score_segmentation
+    from steps.model_spec import fetch_model_spec
+    from steps.promotion_report import evaluate_versions, version_dataset, version_run
+
+    catalog = _catalog(inproc)
+    path = inproc["home"] / "catalog" / "model-versions" / f"{MODEL}-v1" / f"{MODEL}-v1.json"
+    original = path.read_text()
+    item = json.loads(original)
+    item["properties"]["mlm:input"][0]["value_scaling"] = [{"type": "scale", "value": 3}]
+    data = str(materialize_dataset(version_dataset(MODEL, "2"), get_settings().home_dir / "datasets"))
+    path.write_text(json.dumps(item))
+    try:
+        own = fetch_model_spec(MODEL, catalog, "1")
+        evaluation = evaluate_versions(MODEL, "2", data, catalog)
+    finally:
+        path.write_text(original)
+    assert own.inputs[0].value_scaling  # the edited item is what version 1 is read with
+    assert _alias(inproc, "production") == "1" and evaluation.production is not None
+
+    parameters = recorded_parameters(_client(inproc).get_run(version_run(MODEL, "2")))
+
+    def confusion(version: str, spec: Any) -> list[list[int]]:
+        scored = score_segmentation(
+            version_run(MODEL, version),
+            data,
+            parameters=parameters,
+            model_classes=mlm_classes(spec),
+            model_spec=spec,
+        )
+        return scored.report.confusion_matrix  # counts: the metrics may be NaN (nothing predicted)
+
+    candidate_spec = fetch_model_spec(MODEL, catalog, "2")
+    assert evaluation.production.confusion_matrix == confusion("1", own)
+    # read as the candidate's item says, version 1 answers otherwise
+    assert evaluation.production.confusion_matrix != confusion("1", candidate_spec)
+    assert evaluation.candidate.confusion_matrix == confusion("2", candidate_spec)
