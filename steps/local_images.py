@@ -5,8 +5,10 @@ On Argo the training workflow runs the package's commands in the model's image (
 them as processes; for those to find the package's dependencies, and nothing of geomlops',
 each model image is stood in for by the package's environment (:mod:`steps.package_env`: built
 with uv from its declaration, cached by content). The planning step records which package an
-image was planned from (:func:`record_image`); :class:`LocalImages`, given to the runner, gives
-a process of that image the environment's ``PATH`` and a tracking server's address: a package's
+image was planned from (:func:`record_image`), for the workflow run that planned it: versions of
+a model usually share an image name, and a run must not take the package another run planned
+since (its pods know their run by :data:`WORKFLOW_ENV`). :class:`LocalImages`, given to the
+runner, gives a process of that image the environment's ``PATH`` and a tracking server's address: a package's
 MLflow client never opens the embedded SQLite store (its version may differ from geomlops'), so
 on the embedded default a local ``mlflow server`` serves that store for as long as the run
 needs one (:mod:`steps._tracking_server`).
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import queue
 import sys
 import threading
@@ -29,45 +32,65 @@ from geomlops.settings import Settings
 from steps._tracking_server import tracking_server
 from steps.package_env import command_environment, ensure_environment
 
-#: the folder of ``$GEOMLOPS_HOME`` holding one record per image
+#: the folder of ``$GEOMLOPS_HOME`` holding one record per image and workflow run
 IMAGES_DIR = "images"
+#: the variable giving a pod its workflow run's uid (``{{workflow.uid}}`` in the manifest)
+WORKFLOW_ENV = "GEOMLOPS_WORKFLOW_UID"
 
 
-def _record_path(image: str, home: Path) -> Path:
-    return home / IMAGES_DIR / f"{hashlib.sha256(image.encode()).hexdigest()[:32]}.json"
+def _digest(text: str, size: int) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:size]
 
 
-def record_image(image: str, package: str | Path, home: Path, environment: str = "") -> None:
-    """Record that ``image`` is the image of the package at ``package`` (its folder), and the
-    hash of the environment that stood in for it, once one did."""
+def _record_path(image: str, home: Path, workflow: str = "") -> Path:
+    run = f".{_digest(workflow, 16)}" if workflow else ""
+    return home / IMAGES_DIR / f"{_digest(image, 32)}{run}.json"
+
+
+def this_workflow() -> str:
+    """The uid of the workflow run this process is a step of ("" outside one)."""
+    return os.environ.get(WORKFLOW_ENV, "")
+
+
+def record_image(
+    image: str, package: str | Path, home: Path, environment: str = "", workflow: str = ""
+) -> None:
+    """Record that ``image`` is the image of the package at ``package`` (its folder) for the
+    run ``workflow`` (its uid; "": for any run without a record of its own), and the hash of
+    the environment that stood in for it, once one did."""
     record = {"image": image, "package": str(Path(package).resolve())}
     if environment:
         record["environment"] = environment
-    path = _record_path(image, home)
+    path = _record_path(image, home, workflow)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, json.dumps(record, indent=1) + "\n")
 
 
-def _read_record(image: str, home: Path) -> dict[str, str]:
-    path = _record_path(image, home)
-    if not path.is_file():
-        return {}
-    record = json.loads(path.read_text(encoding="utf-8"))
-    return record if isinstance(record, dict) and record.get("image") == image else {}
+def _read_record(image: str, home: Path, workflow: str) -> dict[str, str]:
+    # the run's own record, else one made outside a run (or by a run planned before records
+    # were kept per run)
+    paths = [_record_path(image, home, workflow)] if workflow else []
+    for path in [*paths, _record_path(image, home)]:
+        if path.is_file():
+            record = json.loads(path.read_text(encoding="utf-8"))
+            return record if isinstance(record, dict) and record.get("image") == image else {}
+    return {}
 
 
-def recorded_package(image: str, home: Path) -> Path | None:
-    """The package folder recorded for ``image``, or None for an image with no record."""
-    package = _read_record(image, home).get("package")
+def recorded_package(image: str, home: Path, workflow: str = "") -> Path | None:
+    """The package folder recorded for ``image`` in run ``workflow``, or None for an image
+    with no record."""
+    package = _read_record(image, home, workflow).get("package")
     return Path(package) if package else None
 
 
-def stand_in_hash(image: str, home: Path) -> str:
-    """The hash of the environment that last stood in for ``image`` here ("" if none did).
+def stand_in_hash(image: str, home: Path, workflow: str = "") -> str:
+    """The hash of the environment that stood in for ``image`` in run ``workflow`` here (""
+    if none did).
 
     Training runs are tagged with it, so that later steps predict in the same environment.
     """
-    return str(_read_record(image, home).get("environment") or "")
+    return str(_read_record(image, home, workflow).get("environment") or "")
 
 
 class LocalImages:
@@ -85,7 +108,8 @@ class LocalImages:
         self._tracking_url = ""
 
     def __call__(self, image: str, env: Mapping[str, str]) -> dict[str, str] | None:
-        package = recorded_package(image, self.settings.home_dir)
+        workflow = env.get(WORKFLOW_ENV, "")
+        package = recorded_package(image, self.settings.home_dir, workflow)
         if package is None:
             return None
         if not package.is_dir():
@@ -93,7 +117,7 @@ class LocalImages:
         environment = ensure_environment(package)
         if environment.note:
             print(environment.note, file=sys.stderr)
-        record_image(image, package, self.settings.home_dir, environment.hash)
+        record_image(image, package, self.settings.home_dir, environment.hash, workflow)
         out = command_environment(environment, env)
         out["MLFLOW_TRACKING_URI"] = self.tracking_url()
         for name, value in self.settings.s3_environment().items():

@@ -15,6 +15,7 @@ from hera.workflows.models import Backoff
 
 from geomlops import __version__
 from geomlops.errors import PERMANENT_EXIT_CODE, PermanentError
+from steps.local_images import WORKFLOW_ENV
 
 if TYPE_CHECKING:
     # Hera's own type for what its decorator returns: the function, callable as a Task in a DAG
@@ -52,6 +53,10 @@ SECRET_ENV = [
     SecretEnv(name=name, secret_name=secret, secret_key=key, optional=True)
     for name, (secret, key) in SECRET_KEYS.items()
 ]
+
+#: the workflow run's uid in a pod, for what a step keeps per run on one machine
+#: (:mod:`steps.local_images`: which package stands in for the model's image in this run)
+WORKFLOW_UID_ENV = Env(name=WORKFLOW_ENV, value="{{workflow.uid}}")
 
 #: Argo retries a step unless it exited with :data:`PERMANENT_EXIT_CODE` (a permanent error)
 NOT_PERMANENT = f"asInt(lastRetry.exitCode) != {PERMANENT_EXIT_CODE}"

@@ -18,7 +18,7 @@ from hera.workflows import EmptyDirVolume, Env, Parameter, Resources, UserContai
 from hera.workflows.models import VolumeMount
 
 from geomlops.settings import get_settings, use_tracking
-from templates.common import LARGE, SMALL, geomlops_script
+from templates.common import LARGE, SMALL, WORKFLOW_UID_ENV, geomlops_script
 from templates.training import MLFLOW_ENV
 
 #: the pod's volume shared by the step and the model's worker
@@ -54,7 +54,7 @@ def _model_worker(mode: str, resources: Resources) -> UserContainer:
             "--mode",
             mode,
         ],
-        env=[*MLFLOW_ENV, PORT_FILE_ENV],
+        env=[*MLFLOW_ENV, PORT_FILE_ENV, WORKFLOW_UID_ENV],
         volume_mounts=[VolumeMount(name="worker", mount_path=WORKER_DIR)],
         resources=resources,
     )
@@ -85,7 +85,7 @@ def _worker(model_uri: str, model_image: str):  # type: ignore[no-untyped-def]
     return opened, port_file.parent
 
 
-@geomlops_script(resources=SMALL)
+@geomlops_script(resources=SMALL, env=[WORKFLOW_UID_ENV])
 def plan_blocks(
     model: str,
     model_version: str,
@@ -114,7 +114,7 @@ def plan_blocks(
     from geomlops.names import check_name, check_output_folder, inside
     from steps.aoi import read_aoi
     from steps.batch import plan_batch, save_plan
-    from steps.local_images import record_image
+    from steps.local_images import record_image, this_workflow
     from steps.model_spec import fetch_model_spec, model_image
     from steps.own_entry_points import chosen_inference, chosen_postprocess
     from steps.predictions import resolve_version
@@ -137,7 +137,7 @@ def plan_blocks(
         print(f"note: {note}")
     image = model_image(spec, inference_image)
     if spec.package_uri:  # on one machine, the package's environment stands in for its image
-        record_image(image, spec.package_uri, settings.home_dir)
+        record_image(image, spec.package_uri, settings.home_dir, workflow=this_workflow())
     gpus = 1 if spec.accelerator == "cuda" else 0  # as the version's item says
     return (
         json.dumps(list(range(len(plan.groups)))),

@@ -15,7 +15,7 @@ from hera.workflows import Artifact, Container, Env, NoneArchiveStrategy, Parame
 from geomlops.settings import get_settings, use_tracking
 from steps.dataset import DatasetRef
 from steps.training import DATA_PATH, PACKAGE_PATH
-from templates.common import IMAGE, LARGE, NETWORK_RETRY, SECRET_ENV, SMALL, geomlops_script
+from templates.common import IMAGE, LARGE, NETWORK_RETRY, SECRET_ENV, SMALL, WORKFLOW_UID_ENV, geomlops_script
 
 
 @geomlops_script(resources=SMALL)
@@ -59,7 +59,7 @@ PACKAGE_ARTIFACT = Artifact(name="package", path=PACKAGE_PATH, archive=NoneArchi
 DATA_ARTIFACT = Artifact(name="dataset", path=DATA_PATH, archive=NoneArchiveStrategy())
 
 
-@geomlops_script(resources=LARGE, outputs=[PACKAGE_ARTIFACT, DATA_ARTIFACT])
+@geomlops_script(resources=LARGE, outputs=[PACKAGE_ARTIFACT, DATA_ARTIFACT], env=[WORKFLOW_UID_ENV])
 def plan_training(
     model: str,
     package: str,
@@ -77,7 +77,7 @@ def plan_training(
     import shutil
 
     from steps.dataset import materialize_dataset
-    from steps.local_images import record_image
+    from steps.local_images import record_image, this_workflow
     from steps.training import plan_training
 
     use_tracking()
@@ -98,7 +98,7 @@ def plan_training(
         },
         workflow_uid=workflow_uid or None,
     )
-    record_image(training_image, package, settings.home_dir)
+    record_image(training_image, package, settings.home_dir, workflow=this_workflow())
     return plan.command, plan.experiment_id, plan.run_context, plan.attempt
 
 
@@ -141,6 +141,7 @@ def in_model_image(
                 Env(name=var, value=f"{{{{inputs.parameters.{source}}}}}")
                 for var, source in mlflow_env.items()
             ),
+            WORKFLOW_UID_ENV,
         ],
         resources=LARGE,
         retry_strategy=retry_strategy,
@@ -154,7 +155,7 @@ train = in_model_image(
 )
 
 
-@geomlops_script(resources=SMALL)
+@geomlops_script(resources=SMALL, env=[WORKFLOW_UID_ENV])
 def collect_run(
     attempt: str, package: str, training_image: str = ""
 ) -> tuple[
@@ -164,12 +165,13 @@ def collect_run(
 ]:
     """Find the run the package's train command made; its ``evaluate`` command, if it has one."""
     from steps.evaluation import ENVIRONMENT_TAG
-    from steps.local_images import stand_in_hash
+    from steps.local_images import stand_in_hash, this_workflow
     from steps.training import collect_training_run, evaluation_command
 
     use_tracking()
     # on one machine: the environment that stood in for the image, for later predictions
-    environment = stand_in_hash(training_image, get_settings().home_dir) if training_image else ""
+    home = get_settings().home_dir
+    environment = stand_in_hash(training_image, home, this_workflow()) if training_image else ""
     run = collect_training_run(attempt, package, {ENVIRONMENT_TAG: environment} if environment else None)
     command = evaluation_command(package, run.run_id, DATA_PATH)
     return run.run_id, command, str(bool(command)).lower()

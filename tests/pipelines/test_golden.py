@@ -15,6 +15,8 @@ from geomlops.argo.lint import lint_manifest
 from pipelines import GOLDEN_DIR, PIPELINES, golden_path, render, to_yaml
 
 REPO = Path(__file__).resolve().parents[2]
+#: the one variable of geomlops' a model's container gets: its run's uid (not configuration)
+RUN_UID = {"name": "GEOMLOPS_WORKFLOW_UID", "value": "{{workflow.uid}}"}
 
 
 @pytest.mark.parametrize("name", sorted(PIPELINES))
@@ -71,7 +73,9 @@ def test_the_models_image_runs_only_the_packages_own_commands(name: str) -> None
         container = template["container"]
         assert container["command"] == ["bash", "-c", "{{inputs.parameters.command}}"]
         assert "args" not in container and "source" not in container
-        assert not [e for e in container.get("env") or [] if e["name"].startswith("GEOMLOPS_")]
+        # nothing of geomlops' configuration; the run's uid, by which one machine finds the
+        # package standing in for the image in this run
+        assert [e for e in container.get("env") or [] if e["name"].startswith("GEOMLOPS_")] == [RUN_UID]
         assert {a["name"] for a in template["inputs"]["artifacts"]} == {"package", "dataset"}
     for template_name, template in templates.items():
         if template_name in in_model_image:
@@ -146,11 +150,11 @@ def test_batch_inference_predicts_in_the_models_image_beside_geomlops_step() -> 
         "torch",
     }
     assert "{{" not in source  # Argo would substitute it
-    assert not [
+    assert [
         e
         for e in sidecar["env"]
         if e["name"].startswith("GEOMLOPS_") and e["name"] != "GEOMLOPS_WORKER_PORT_FILE"
-    ]
+    ] == [RUN_UID]
     assert predict["volumes"] == [{"name": "worker", "emptyDir": {}}]
     mounts = [{"name": "worker", "mountPath": "/tmp/geomlops-worker"}]
     assert predict["script"]["volumeMounts"] == mounts and sidecar["volumeMounts"] == mounts

@@ -14,7 +14,7 @@ from geomlops.cli.demo import default_package
 from geomlops.errors import GeomlopsError
 from geomlops.settings import get_settings
 from steps._tracking_server import healthy
-from steps.local_images import LocalImages, record_image, recorded_package, stand_in_hash
+from steps.local_images import WORKFLOW_ENV, LocalImages, record_image, recorded_package, stand_in_hash
 from steps.package_env import ensure_environment
 
 IMAGE = "registry.example/cloud-mask:0.1.0"
@@ -55,4 +55,31 @@ def test_an_unknown_image_has_no_stand_in_and_a_gone_package_is_named(home: Path
     shutil.rmtree(gone)
     with pytest.raises(GeomlopsError, match="gone-package recorded for this image is gone"):
         images(IMAGE, {})
+    images.close()
+
+
+def test_each_run_finds_the_package_it_planned_though_another_run_planned_since(
+    home: Path, tmp_path: Path
+) -> None:
+    """Versions of a model share an image name: run a planned version 1's package, run b then
+    planned version 2's; a's pods still get version 1's package."""
+    first, second = tmp_path / "v1-package", tmp_path / "v2-package"
+    for folder in (first, second):
+        shutil.copytree(default_package(), folder, ignore=shutil.ignore_patterns(".venv", "__pycache__"))
+    record_image(IMAGE, first, home, workflow="uid-a")
+    record_image(IMAGE, second, home, workflow="uid-b")
+    assert recorded_package(IMAGE, home, "uid-a") == first.resolve()
+    assert recorded_package(IMAGE, home, "uid-b") == second.resolve()
+    assert recorded_package(IMAGE, home) is None  # nothing recorded outside a run
+    record_image(IMAGE, first, home)  # as a run planned before records were kept per run
+    assert recorded_package(IMAGE, home, "uid-c") == first.resolve()
+    assert recorded_package(IMAGE, home, "uid-b") == second.resolve()
+
+    images = LocalImages(get_settings())
+    shutil.rmtree(second)  # the environment is looked up by the run's own record
+    with pytest.raises(GeomlopsError, match="v2-package recorded for this image is gone"):
+        images(IMAGE, {WORKFLOW_ENV: "uid-b"})
+    shutil.rmtree(first)
+    with pytest.raises(GeomlopsError, match="v1-package recorded for this image is gone"):
+        images(IMAGE, {WORKFLOW_ENV: "uid-a"})
     images.close()
