@@ -144,12 +144,19 @@ def _function(raw: Mapping[str, Any] | None, where: str) -> str | None:
     return str(expression)
 
 
-def _entry_point(raw: Any, where: str) -> str | None:
-    if raw is None:
+def entry_point_fault(raw: Any) -> str | None:
+    """What is wrong with a field naming one of the package's entry points (``geomlops:inference``,
+    an ``mlproject`` expression), or None: absent, or a name."""
+    if raw is None or (isinstance(raw, str) and raw.strip()):
         return None
-    if not isinstance(raw, str) or not raw.strip():
-        raise InvalidModelItemError(f"{where}: expected the name of an MLproject entry point, got {raw!r}")
-    return raw.strip()
+    return f"the name of an MLproject entry point, got {raw!r}"
+
+
+def _entry_point(raw: Any, where: str) -> str | None:
+    fault = entry_point_fault(raw)
+    if fault:
+        raise InvalidModelItemError(f"{where}: expected {fault}")
+    return raw.strip() if raw is not None else None
 
 
 def _mlproject(raw: Mapping[str, Any] | None, where: str) -> str | None:

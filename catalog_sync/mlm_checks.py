@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from catalog_sync.mlm import MLM_SCHEMA
+from catalog_sync.mlm import MLM_SCHEMA, entry_point_fault
 from catalog_sync.mlm_assets import CODE_ROLE, MODEL_ROLE, TRAINING_RUNTIME_ROLE
 
 #: tasks whose outputs are class values, so the output must list its classes
@@ -87,10 +87,8 @@ def _input_faults(raw: Any, where: str) -> list[Fault]:
 
 def _entry_point_name(raw: Mapping[str, Any], key: str, where: str) -> list[Fault]:
     """A field naming one of the package's entry points: a name, where given."""
-    value = raw.get(key)
-    if value is None or (isinstance(value, str) and value.strip()):
-        return []
-    return [(where, f"the name of an MLproject entry point, got {value!r}")]
+    fault = entry_point_fault(raw.get(key))
+    return [(where, fault)] if fault else []
 
 
 def _output_faults(raw: Any, where: str) -> list[Fault]:

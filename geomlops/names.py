@@ -47,6 +47,21 @@ def inside(root: Path, *names: str, field: str) -> Path:
     return path
 
 
+def check_absolute_location(value: str, field: str) -> str:
+    """A file given by the user that tasks read: a URL (``s3://``, ``https://``...) or an
+    absolute path, GDAL's ``/vsi…`` ones included (tasks run in folders of their own).
+
+    Raises:
+        ParameterError: a relative path, naming the field, the value and what it would be here.
+    """
+    if "://" in value or Path(value).is_absolute():
+        return value
+    raise ParameterError(
+        f"{field} {value!r}: expected an absolute path or a URL (each task runs in a folder of "
+        f"its own, where a relative path does not resolve; here it is {Path(value).resolve()})"
+    )
+
+
 def check_output_folder(value: str, field: str) -> Path:
     """An output folder given by the user: absolute (tasks run in folders of their own).
 

@@ -36,7 +36,7 @@ def _positive_int(params: Mapping[str, str], name: str) -> None:
 def _batch_inference(params: Mapping[str, str]) -> None:
     import rasterio
 
-    from geomlops.names import check_name, check_output_folder
+    from geomlops.names import check_absolute_location, check_name, check_output_folder
     from geomlops.settings import get_settings, use_tracking
     from steps.aoi import aoi_geometry, read_aoi
     from steps.batch import plan_batch
@@ -54,6 +54,10 @@ def _batch_inference(params: Mapping[str, str]) -> None:
         _positive_int(params, name)
     if params.get("halo") not in (None, "") and not params["halo"].isdigit():
         raise ParameterError(f"parameter 'halo' {params['halo']!r}: expected a whole number >= 0")
+    for name in ("imagery", "aoi"):  # files the tasks read; an AOI may be GeoJSON text
+        value = params.get(name, "")
+        if value and not value.lstrip().startswith("{"):
+            check_absolute_location(value, f"parameter '{name}'")
     aoi = read_aoi(params["aoi"]) if params.get("aoi") else None
     if aoi is not None:
         aoi_geometry(aoi, f"parameter 'aoi' ({params['aoi']})")

@@ -148,6 +148,16 @@ CASES: list[tuple[str, Any, str]] = [
         lambda i: _bi(i, output="out"),
         "parameter 'output' 'out': expected an absolute path",
     ),
+    (
+        "relative imagery",
+        lambda i: _bi(i, imagery=os.path.relpath(i["imagery"])),
+        "expected an absolute path or a URL (each task runs in a folder of its own, where a relative",
+    ),
+    (
+        "relative AOI",
+        lambda i: _bi(i, aoi=os.path.relpath(i["unclosed"])),
+        "parameter 'aoi' '../",
+    ),
     ("unclosed ring", lambda i: _bi(i, aoi=i["unclosed"]), "ring not closed"),
     ("swapped lon/lat", lambda i: _bi(i, aoi=i["swapped"]), "with longitude and latitude swapped it would"),
     ("self-intersection", lambda i: _bi(i, aoi=i["bowtie"]), "invalid polygon: Self-intersection"),
@@ -330,7 +340,8 @@ def test_bad_input_is_refused_in_one_clear_line(
     lines = [line for line in result.output.splitlines() if line.strip() and not line.startswith("! ")]
     assert len(lines) == 1, f"{name}: expected one line, got:\n{result.output}"
     assert message in lines[0], f"{name}: {message!r} not in {lines[0]!r}"
-    if name in ("unknown model", "unknown version", "imagery missing"):  # refused before a run
+    refused_before_a_run = ("unknown model", "unknown version", "imagery missing", "relative imagery")
+    if name in refused_before_a_run:
         assert lines[0].endswith("(no run was started)"), lines[0]
     assert "Traceback" not in result.output and "resume with" not in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
