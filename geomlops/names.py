@@ -1,6 +1,6 @@
 """Names that become folder names, file names or catalogue ids, checked before any work.
 
-A workflow parameter such as ``area`` ends up in a path (``predictions/<model>/<area>``) and in
+A workflow parameter such as ``area`` ends up in a path (``predictions/<model>/v<version>/<area>``) and in
 a STAC item id. Both break on the same characters: a path separator or ``..`` escapes the work
 folder, shell and URL characters make ids no catalogue or shell handles. One grammar serves
 both: a letter or digit first, then letters, digits, ``.``, ``_`` or ``-``; at most 128
@@ -48,17 +48,22 @@ def inside(root: Path, *names: str, field: str) -> Path:
 
 
 def check_absolute_location(value: str, field: str) -> str:
-    """A file given by the user that tasks read: a URL (``s3://``, ``https://``...) or an
-    absolute path, GDAL's ``/vsi…`` ones included (tasks run in folders of their own).
+    """A file given by the user that tasks read: an absolute path (``file://`` ones and GDAL's
+    ``/vsi…`` ones included) or a URL (``s3://``, ``https://``...); tasks run in folders of
+    their own.
 
     Raises:
         ParameterError: a relative path, naming the field, the value and what it would be here.
     """
-    if "://" in value or Path(value).is_absolute():
+    scheme, found, rest = value.partition("://")
+    if found and scheme != "file":
+        return value
+    path = Path(rest if found else value)
+    if path.is_absolute():
         return value
     raise ParameterError(
-        f"{field} {value!r}: expected an absolute path or a URL (each task runs in a folder of "
-        f"its own, where a relative path does not resolve; here it is {Path(value).resolve()})"
+        f"{field} {value!r}: expected an absolute path or a URL (each task runs in a folder of its "
+        f"own, where a relative path does not resolve; here it is {path.expanduser().resolve()})"
     )
 
 

@@ -24,7 +24,7 @@ from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict
 
 from catalog_sync.mlm import ModelInput, ModelSpec
-from geomlops.errors import GeomlopsError, ImageryMismatchError, ParameterError
+from geomlops.errors import GeomlopsError, ImageryMismatchError, ParameterError, PermanentError
 from geomlops.files import atomic_path
 from steps.model_io import BACKGROUND_CLASS, NODATA_CLASS
 from steps.predict import Predict
@@ -68,11 +68,29 @@ class BatchPlan(BaseModel):
     aoi: dict[str, Any] | None
     notes: tuple[str, ...] = ()
     groups: tuple[tuple[PlannedBlock, ...], ...]
+    #: the workflow run that planned it ("" outside a run): its blocks carry it, and a step of
+    #: another run finds the folder taken (see :func:`check_plan_run`)
+    run: str = ""
 
 
 #: raster formats GDAL decodes from the start of the file for any window: a block read costs the
 #: whole image up to it (OpenAerialMap chips are such JPEGs, often named .tif)
 _WHOLE_FILE_DRIVERS = frozenset({"JPEG", "PNG", "GIF", "WEBP"})
+
+
+def check_batch_locations(imagery: str, aoi: str = "") -> None:
+    """Refuse an imagery or AOI file given by a relative path (each task runs in a folder of
+    its own); either may be a URL, the AOI GeoJSON text.
+
+    Raises:
+        ParameterError: naming the parameter, the value and what it would be here.
+    """
+    from geomlops.names import check_absolute_location
+
+    if imagery:
+        check_absolute_location(imagery, "parameter 'imagery'")
+    if aoi and not aoi.lstrip().startswith("{"):
+        check_absolute_location(aoi, "parameter 'aoi'")
 
 
 def plan_batch(
@@ -173,6 +191,55 @@ def block_path(output: Path, block_id: str) -> Path:
     return output / "blocks" / f"{block_id}.tif"
 
 
+#: the GeoTIFF tag of a block naming the run that predicted it (:attr:`BatchPlan.run`)
+RUN_TAG = "GEOMLOPS_RUN"
+
+
+def block_done(path: Path, run: str) -> bool:
+    """Whether the block at ``path`` is finished by run ``run`` (any block where "": outside a
+    run); a block another run left, or one being replaced, is not."""
+    if not path.exists():
+        return False
+    if not run:
+        return True
+    import rasterio
+
+    try:
+        with rasterio.open(path) as src:
+            return bool(src.tags().get(RUN_TAG) == run)
+    except rasterio.errors.RasterioIOError:
+        return False
+
+
+def start_plan(plan: BatchPlan, output: Path) -> Path:
+    """Keep a new run's plan in ``output``, taking the folder over: blocks an earlier run left
+    there (another version, imagery or grid) are removed, never taken for this run's.
+
+    Returns:
+        The plan's path.
+    """
+    import shutil
+
+    shutil.rmtree(output / "blocks", ignore_errors=True)
+    return save_plan(plan, output)
+
+
+def check_plan_run(plan: BatchPlan, run: str, output: Path) -> BatchPlan:
+    """The plan in ``output`` if run ``run`` made it (either "": outside a run, not checked).
+
+    Raises:
+        PermanentError: another run planned into the same folder since; this one stops
+            rather than mix the two runs' blocks and files.
+    """
+    if plan.run and run and plan.run != run:
+        raise PermanentError(
+            f"the output folder {output} now holds the plan of another run (workflow uid {plan.run}), "
+            "started later with the same model and area or output: this run stops so that the two "
+            "do not mix; give each run its own area or output"
+        )
+    return plan
+
+
 #: blocks per call of the model when its item suggests no batch size
 DEFAULT_BATCH = 4
 #: predicted batches waiting to be written, and the fewest batches read ahead of the model
@@ -264,7 +331,7 @@ def predict_group(
     from steps._package_predictor import model_worker_inputs, package_predictor
     from steps.own_entry_points import chosen_inference, chosen_postprocess
 
-    todo = [b for b in group if not block_path(output, b.id).exists()]
+    todo = [b for b in group if not block_done(block_path(output, b.id), plan.run)]
     if not todo:
         return []
     io = _model_io(spec, halo)
@@ -587,7 +654,8 @@ class _BlockWriter:
                 mask[outside] = NODATA_CLASS
             if self.trace:  # not where the package post-processes the mask itself
                 save_pieces(pieces_path(self.output, block.id), self._trace(block, mask))
-            _write_block(block_path(self.output, block.id), mask, self.plan.crs, block_transform)
+            path = block_path(self.output, block.id)
+            _write_block(path, mask, self.plan.crs, block_transform, self.plan.run)
             ids.append(block.id)
         return ids
 
@@ -643,7 +711,7 @@ def _union(aoi: dict[str, Any] | None) -> dict[str, Any]:
     return dict(mapping(aoi_geometry(aoi or {})))
 
 
-def _write_block(path: Path, mask: Any, crs: str, transform: Any) -> None:
+def _write_block(path: Path, mask: Any, crs: str, transform: Any, run: str = "") -> None:
     import rasterio
 
     with atomic_path(path) as tmp:
@@ -660,6 +728,8 @@ def _write_block(path: Path, mask: Any, crs: str, transform: Any) -> None:
         }
         with rasterio.open(tmp, "w", **profile) as dst:
             dst.write(mask, 1)
+            if run:
+                dst.update_tags(**{RUN_TAG: run})
 
 
 def assemble_mask(plan: BatchPlan, output: Path) -> Path:
@@ -667,6 +737,7 @@ def assemble_mask(plan: BatchPlan, output: Path) -> Path:
 
     Raises:
         GeomlopsError: a planned block has no prediction (its id named).
+        PermanentError: a block was predicted by another run (two runs in one folder).
     """
     import rasterio
     from affine import Affine
@@ -704,6 +775,12 @@ def assemble_mask(plan: BatchPlan, output: Path) -> Path:
             for group in plan.groups:
                 for block in group:
                     with rasterio.open(block_path(output, block.id)) as src:
+                        if plan.run and src.tags().get(RUN_TAG) != plan.run:
+                            raise PermanentError(
+                                f"block {block.id} in {output} was predicted by another run "
+                                f"({src.tags().get(RUN_TAG) or 'unknown'}), not this one ({plan.run}): "
+                                "two runs wrote to one folder; give each run its own area or output"
+                            )
                         window = Window(block.col_off, block.row_off, block.width, block.height)
                         dst.write(src.read(1), 1, window=window)
     return target
@@ -713,5 +790,6 @@ def save_plan(plan: BatchPlan, output: Path) -> Path:
     """Keep the plan with the outputs (what was predicted, on which grid)."""
     output.mkdir(parents=True, exist_ok=True)
     path = output / "plan.json"
-    path.write_text(json.dumps(plan.model_dump(mode="json"), indent=1))
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(plan.model_dump(mode="json"), indent=1))
     return path

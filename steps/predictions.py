@@ -26,7 +26,7 @@ from geomlops.background import InOrder
 from geomlops.errors import ItemNotFoundError, ModelNotFoundError
 from geomlops.files import atomic_path, remove, temporary_beside
 from geomlops.tracking import raise_if_unreachable
-from steps.batch import BatchPlan, block_path, load_pieces, pieces_path
+from steps.batch import BatchPlan, block_done, block_path, check_plan_run, load_pieces, pieces_path
 from steps.model_io import BACKGROUND_CLASS, NODATA_CLASS
 
 if TYPE_CHECKING:
@@ -542,7 +542,7 @@ def stream_features(
 
     def finished(block_id: str) -> Path:
         path = block_path(output, block_id)
-        while not path.exists():
+        while not block_done(path, plan.run):
             if parent is not None and os.getppid() != parent:
                 raise SystemExit(f"the predict step (process {parent}) is gone")
             time.sleep(poll)
@@ -970,6 +970,11 @@ def _backdrop(imagery: str, bands: Sequence[int], shape: tuple[int, int]) -> Any
     return np.nan_to_num(np.clip((rgb - lo) / max(hi - lo, 1e-9), 0, 1), nan=1.0)
 
 
-def read_plan(output: Path) -> BatchPlan:
-    """The plan kept with the outputs."""
-    return BatchPlan.model_validate(json.loads((output / "plan.json").read_text()))
+def read_plan(output: Path, run: str = "") -> BatchPlan:
+    """The plan kept with the outputs, made by run ``run`` (see :func:`steps.batch.check_plan_run`).
+
+    Raises:
+        PermanentError: another run planned into the folder since.
+    """
+    plan = BatchPlan.model_validate(json.loads((output / "plan.json").read_text()))
+    return check_plan_run(plan, run, output)

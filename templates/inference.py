@@ -113,7 +113,7 @@ def plan_blocks(
     mask into features (``geomlops``, or ``mlproject``: the package's own postprocess)."""
     from geomlops.names import check_name, check_output_folder, inside
     from steps.aoi import read_aoi
-    from steps.batch import plan_batch, save_plan
+    from steps.batch import check_batch_locations, plan_batch, start_plan
     from steps.local_images import record_image, this_workflow
     from steps.model_spec import fetch_model_spec, model_image
     from steps.own_entry_points import chosen_inference, chosen_postprocess
@@ -121,18 +121,24 @@ def plan_blocks(
 
     settings = get_settings()
     check_name(area, "parameter 'area'")  # a folder name and part of the item id
-    if output:
-        folder = check_output_folder(output, "parameter 'output'")
-    else:
-        folder = inside(settings.home_dir / "predictions", model, area, field="parameters 'model'/'area'")
+    folder = check_output_folder(output, "parameter 'output'") if output else None
+    check_batch_locations(imagery, aoi)
     area_of_interest = read_aoi(aoi) if aoi else None
     use_tracking()
     lineage = resolve_version(model, model_version)
+    if folder is None:  # one folder per version and area, as the predictions item's id
+        folder = inside(
+            settings.home_dir / "predictions",
+            model,
+            f"v{lineage.model_version}",
+            area,
+            field="parameters 'model'/'area'",
+        )
     spec = fetch_model_spec(model, settings.catalog_href, lineage.model_version)
     plan = plan_batch(
         imagery, area_of_interest, block_size=block_size, group_size=group_size, model_input=spec.inputs[0]
-    )
-    save_plan(plan, folder)
+    ).model_copy(update={"run": this_workflow()})
+    start_plan(plan, folder)  # blocks an earlier run left in the folder are not this run's
     for note in plan.notes:
         print(f"note: {note}")
     image = model_image(spec, inference_image)
@@ -156,7 +162,7 @@ def plan_blocks(
     resources=LARGE,
     volumes=[EmptyDirVolume(name="worker", mount_path=WORKER_DIR)],
     sidecars=[model_worker],
-    env=[PORT_FILE_ENV],
+    env=[PORT_FILE_ENV, WORKFLOW_UID_ENV],
     pod_spec_patch=MODEL_GPU_PATCH,
 )
 def predict_blocks(
@@ -174,13 +180,14 @@ def predict_blocks(
     this step; the halo from the MLM item unless given. A plan of one group has its feature
     files written while it is predicted (unless the package post-processes them itself)."""
     from steps.batch import predict_group
+    from steps.local_images import this_workflow
     from steps.model_spec import fetch_model_spec
     from steps.own_entry_points import chosen_postprocess
     from steps.predictions import Lineage, features_while_predicting, read_plan
 
     use_tracking()
     folder = Path(output)
-    plan = read_plan(folder)
+    plan = read_plan(folder, this_workflow())
     version = Lineage.model_validate_json(lineage)
     spec = fetch_model_spec(version.model, get_settings().catalog_href, version.model_version)
 
@@ -202,6 +209,7 @@ def predict_blocks(
 def _publish(output: str, lineage: str, area: str, worker) -> tuple[str, str]:  # type: ignore[no-untyped-def]
     """Publish the run's predictions (``worker``: opens the worker for the package's own
     post-processing); the item's path and the number of features."""
+    from steps.local_images import this_workflow
     from steps.predictions import Lineage, publish_batch, read_plan
 
     use_tracking()
@@ -209,7 +217,7 @@ def _publish(output: str, lineage: str, area: str, worker) -> tuple[str, str]:  
     folder = Path(output)
     outputs = publish_batch(
         folder,
-        read_plan(folder),
+        read_plan(folder, this_workflow()),
         Lineage.model_validate_json(lineage),
         area=area,
         catalog=settings.catalog_href,
@@ -229,7 +237,7 @@ def _no_worker():  # type: ignore[no-untyped-def]
     )
 
 
-@geomlops_script(resources=LARGE)
+@geomlops_script(resources=LARGE, env=[WORKFLOW_UID_ENV])
 def publish_predictions(
     output: str,
     lineage: str,
@@ -244,7 +252,7 @@ def publish_predictions(
     resources=LARGE,
     volumes=[EmptyDirVolume(name="worker", mount_path=WORKER_DIR)],
     sidecars=[commands_worker],
-    env=[PORT_FILE_ENV],
+    env=[PORT_FILE_ENV, WORKFLOW_UID_ENV],
 )
 def publish_own_predictions(
     output: str,

@@ -134,7 +134,7 @@ def test_the_readme_runs_as_written(tmp_path: Path) -> None:
     last = done.stderr.rsplit("### ", 1)[-1][-3000:]
     assert done.returncode == 0, f"failed in {last}\n--- stdout tail:\n{done.stdout[-3000:]}"
     home = repo / ".geomlops"
-    outputs = home / "predictions" / "cloud-mask" / "demo"
+    outputs = home / "predictions" / "cloud-mask" / "v1" / "demo"
     for name in ("predictions.parquet", "predictions.geojson", "quicklook.png", "mask.tif"):
         assert (outputs / name).is_file(), name
     assert "Succeeded" in done.stdout

@@ -166,7 +166,8 @@ def test_bad_areas_and_imagery_fail_at_planning(work: dict[str, Any], tmp_path: 
     assert "3 band(s), but the model's input" in result.stdout + result.stderr
 
 
-def test_area_of_interest_limits_the_blocks(work: dict[str, Any], tmp_path: Path) -> None:
+def _corner_aoi(work: dict[str, Any], folder: Path) -> Path:
+    """An AOI over two of the scene's 160-px blocks (its top left)."""
     with rasterio.open(_imagery(work)) as src:
         xs, ys = [], []
         for col, row in ((10, 10), (200, 10), (200, 150), (10, 150)):
@@ -175,14 +176,44 @@ def test_area_of_interest_limits_the_blocks(work: dict[str, Any], tmp_path: Path
             ys.append(y)
         lons, lats = warp(src.crs, "EPSG:4326", xs, ys)
     ring = [[lon, lat] for lon, lat in zip(lons, lats, strict=True)]
-    aoi = tmp_path / "aoi.geojson"
+    aoi = folder / "aoi.geojson"
     aoi.write_text(json.dumps({"type": "Polygon", "coordinates": [[*ring, ring[0]]]}))
+    return aoi
+
+
+def test_area_of_interest_limits_the_blocks(work: dict[str, Any], tmp_path: Path) -> None:
+    aoi = _corner_aoi(work, tmp_path)
     out = tmp_path / "part"
     result = work["cli"]("run", "batch-inference", *_params(work, out, "part", f"aoi={aoi}"))
     assert result.returncode == 0, result.stdout + result.stderr
     assert sorted(p.stem for p in (out / "blocks").glob("*.tif")) == ["r0c0", "r0c1"]
     plan = json.loads((out / "plan.json").read_text())
     assert plan["notes"] == ["area of interest reprojected from EPSG:4326 to EPSG:32616"]
+
+
+def test_a_new_run_in_a_used_folder_takes_none_of_the_earlier_runs_blocks(
+    work: dict[str, Any], scene: dict[str, Any], tmp_path: Path
+) -> None:
+    """A run over a corner in 160-px blocks, then one over the whole scene in 320-px blocks into
+    the same folder: the second predicts every block itself (the first's r0c0 and r0c1 are
+    other pixels), and its mask is the scene's."""
+    out = tmp_path / "reused"
+    first = work["cli"](
+        "run", "batch-inference", *_params(work, out, "reused", f"aoi={_corner_aoi(work, tmp_path)}")
+    )
+    assert first.returncode == 0, first.stdout + first.stderr
+    whole = ["block_size=320" if a == "block_size=160" else a for a in _params(work, out, "reused")]
+    second = work["cli"]("run", "batch-inference", *whole)
+    assert second.returncode == 0, second.stdout + second.stderr
+    run = json.loads((out / "plan.json").read_text())["run"]
+    assert run  # the workflow's uid
+    blocks = sorted((out / "blocks").glob("*.tif"))
+    assert [p.stem for p in blocks] == ["r0c0", "r0c1", "r1c0", "r1c1"]
+    for block in blocks:
+        with rasterio.open(block) as src:
+            assert src.tags()["GEOMLOPS_RUN"] == run
+    with rasterio.open(out / "mask.tif") as got, rasterio.open(scene["out"] / "mask.tif") as expected:
+        assert (got.read(1) == expected.read(1)).all()
 
 
 def test_schedule_runs_the_template_once_per_area(work: dict[str, Any]) -> None:
@@ -200,7 +231,7 @@ def test_schedule_runs_the_template_once_per_area(work: dict[str, Any]) -> None:
         "block_size=320",
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    out = work["home"] / "predictions" / "cloud-mask" / "east"
+    out = work["home"] / "predictions" / "cloud-mask" / "v1" / "east"
     assert sorted(p.stem for p in (out / "blocks").glob("*.tif")) == ["r0c0", "r0c1", "r1c0", "r1c1"]
     item = work["home"] / "catalog" / "predictions" / "cloud-mask-v1-east" / "cloud-mask-v1-east.json"
     assert json.loads(item.read_text())["properties"]["geomlops:features"] > 0
