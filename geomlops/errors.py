@@ -146,10 +146,21 @@ class PromotionError(GeomlopsError):
     stale comparison) or cannot be recorded; the production alias has not moved."""
 
 
+class PromotionRequestError(PromotionError, PermanentError):
+    """Raised when a promotion or rollback cannot be carried out as asked (an unknown version, a
+    candidate already in production, a missing STAC item, a report of another comparison, a bad
+    approver or policy): the same request gives the same answer, so the step is not retried."""
+
+
 class PromotionRefusedError(PromotionError, PermanentError):
     """Raised when the policy refuses a promotion (the candidate is worse than production beyond
     the tolerance, and the approver did not override it): the same inputs give the same answer,
     so the step is not retried; the refusal is recorded once."""
+
+
+class IncomparableVersionsError(PromotionRequestError):
+    """Raised when the candidate's and production's items name other classes (or another
+    positive class): their scores cannot be compared class by class, whatever the retry."""
 
 
 class ServingError(GeomlopsError):

@@ -27,12 +27,14 @@ INLINE_AOI_LIMIT = 256 * 1024
 
 
 def read_aoi(uri: str) -> dict[str, Any]:
-    """Read an area of interest: a GeoJSON file (path or ``file://``), or GeoJSON text itself
-    (a value starting with ``{``, as a cluster's run gets it: no file of the caller's machine
-    is readable there). A geometry, Feature or FeatureCollection.
+    """Read an area of interest: a GeoJSON file (path or ``file://``), an object of the S3
+    store (``s3://bucket/key``, at the configured endpoint) or a web address (``https://``),
+    or GeoJSON text itself (a value starting with ``{``, as a cluster's run gets it: no file of
+    the caller's machine is readable there). A geometry, Feature or FeatureCollection.
 
     Raises:
-        AoiError: the file is absent, or the text is not GeoJSON.
+        AoiError: the file or object is absent, or the text is not GeoJSON.
+        GeomlopsError: the S3 store or the web server cannot be reached (retried by the step).
     """
     if uri.lstrip().startswith("{"):
         if len(uri.encode()) > INLINE_AOI_LIMIT:
@@ -44,16 +46,65 @@ def read_aoi(uri: str) -> dict[str, Any]:
         if not isinstance(inline, dict) or "type" not in inline:
             raise AoiError("area of interest (inline GeoJSON): expected a GeoJSON object with a 'type'")
         return inline
-    path = Path(uri.removeprefix("file://"))
-    if not path.is_file():
-        raise AoiError(f"area of interest {uri}: file not found")
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(_read_text(uri))
     except json.JSONDecodeError as err:
         raise AoiError(f"area of interest {uri}: not valid JSON ({err})") from err
     if not isinstance(data, dict) or "type" not in data:
         raise AoiError(f"area of interest {uri}: expected a GeoJSON object with a 'type'")
     return data
+
+
+def _read_text(uri: str) -> str:
+    """The text at ``uri``: a local file, an S3 object or a web address."""
+    scheme, found, rest = uri.partition("://")
+    if not found or scheme == "file":
+        path = Path(rest if found else uri)
+        if not path.is_file():
+            raise AoiError(f"area of interest {uri}: file not found")
+        return path.read_text()
+    if scheme == "s3":
+        return _read_s3(uri, rest)
+    if scheme in ("http", "https"):
+        return _read_web(uri)
+    raise AoiError(f"area of interest {uri}: expected a file, an s3:// object or an http(s):// address")
+
+
+def _read_s3(uri: str, rest: str) -> str:
+    import boto3  # type: ignore[import-untyped, unused-ignore]
+    from botocore.exceptions import ClientError  # type: ignore[import-untyped, unused-ignore]
+
+    from geomlops.objectstore import object_store_errors
+    from geomlops.settings import get_settings
+
+    bucket, _, key = rest.partition("/")
+    with object_store_errors(f"read the area of interest {uri}"):
+        try:
+            s3 = boto3.client("s3", endpoint_url=get_settings().s3_endpoint)
+            body = s3.get_object(Bucket=bucket, Key=key)
+        except ClientError as err:
+            code = str(err.response.get("Error", {}).get("Code", ""))
+            if code in ("NoSuchKey", "NoSuchBucket", "404", "InvalidBucketName"):
+                raise AoiError(f"area of interest {uri}: no such object ({code})") from None
+            raise
+        return bytes(body["Body"].read()).decode("utf-8")
+
+
+def _read_web(uri: str) -> str:
+    import urllib.error
+    import urllib.request
+
+    from geomlops.errors import GeomlopsError
+
+    try:
+        with urllib.request.urlopen(uri, timeout=60) as answer:
+            return bytes(answer.read()).decode("utf-8")
+    except urllib.error.HTTPError as err:
+        if err.code in (404, 410):
+            raise AoiError(f"area of interest {uri}: not found (HTTP {err.code})") from None
+        raise GeomlopsError(f"area of interest {uri}: HTTP {err.code} {err.reason}") from err
+    except urllib.error.URLError as err:
+        raise GeomlopsError(f"area of interest {uri}: cannot be reached ({err.reason})") from err
 
 
 def _geometries(data: dict[str, Any], where: str) -> list[dict[str, Any]]:

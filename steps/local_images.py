@@ -67,14 +67,13 @@ def record_image(
 
 
 def _read_record(image: str, home: Path, workflow: str) -> dict[str, str]:
-    # the run's own record, else one made outside a run (or by a run planned before records
-    # were kept per run)
-    paths = [_record_path(image, home, workflow)] if workflow else []
-    for path in [*paths, _record_path(image, home)]:
-        if path.is_file():
-            record = json.loads(path.read_text(encoding="utf-8"))
-            return record if isinstance(record, dict) and record.get("image") == image else {}
-    return {}
+    # only the run's own record: another run's package is never taken (a run planned before
+    # records were kept per run has no uid in its manifest, and reads the one made outside runs)
+    path = _record_path(image, home, workflow)
+    if not path.is_file():
+        return {}
+    record = json.loads(path.read_text(encoding="utf-8"))
+    return record if isinstance(record, dict) and record.get("image") == image else {}
 
 
 def recorded_package(image: str, home: Path, workflow: str = "") -> Path | None:
@@ -113,7 +112,7 @@ class LocalImages:
         if package is None:
             return None
         if not package.is_dir():
-            raise GeomlopsError(f"the package {package} recorded for this image is gone: plan the run again")
+            raise GeomlopsError(f"the package {package} recorded for this image is gone: start a new run")
         environment = ensure_environment(package)
         if environment.note:
             print(environment.note, file=sys.stderr)

@@ -2,10 +2,11 @@
 
 A bad request should fail in seconds, with the field named, not minutes into a run after
 retries. What can be checked from this machine without doing the work is checked here: names
-that become folders, output folders, the AOI's geometry, the imagery's georeference, bands and
-data type against the model's MLM input, that the model and the version or alias exist, that
-``train_params`` is a JSON object, the promotion policy's metric and tolerance. The same checks
-run again inside the workflow's steps (on Argo nothing runs before them), where they raise
+that become folders, output folders, files given by relative paths, the AOI's geometry, the
+imagery's georeference, bands and data type against the model's MLM input, that the model and
+the version or alias exist, that ``train_params`` is a JSON object, the promotion policy's
+metric and tolerance, that the candidate is not already in production. The same checks run
+again inside the workflow's steps (on Argo nothing runs before them), where they raise
 permanent errors that are not retried.
 """
 
@@ -36,10 +37,10 @@ def _positive_int(params: Mapping[str, str], name: str) -> None:
 def _batch_inference(params: Mapping[str, str]) -> None:
     import rasterio
 
-    from geomlops.names import check_absolute_location, check_name, check_output_folder
+    from geomlops.names import check_name, check_output_folder
     from geomlops.settings import get_settings, use_tracking
     from steps.aoi import aoi_geometry, read_aoi
-    from steps.batch import plan_batch
+    from steps.batch import check_batch_locations, plan_batch
     from steps.model_spec import fetch_model_spec
     from steps.predictions import resolve_version
 
@@ -54,10 +55,7 @@ def _batch_inference(params: Mapping[str, str]) -> None:
         _positive_int(params, name)
     if params.get("halo") not in (None, "") and not params["halo"].isdigit():
         raise ParameterError(f"parameter 'halo' {params['halo']!r}: expected a whole number >= 0")
-    for name in ("imagery", "aoi"):  # files the tasks read; an AOI may be GeoJSON text
-        value = params.get(name, "")
-        if value and not value.lstrip().startswith("{"):
-            check_absolute_location(value, f"parameter '{name}'")
+    check_batch_locations(params.get("imagery", ""), params.get("aoi", ""))
     aoi = read_aoi(params["aoi"]) if params.get("aoi") else None
     if aoi is not None:
         aoi_geometry(aoi, f"parameter 'aoi' ({params['aoi']})")
@@ -136,7 +134,7 @@ def _promotion(params: Mapping[str, str]) -> None:
     from geomlops.names import check_name
     from geomlops.settings import get_settings, use_tracking
     from steps.model_spec import fetch_model_spec
-    from steps.promotion_report import promotion_policy, version_run
+    from steps.promotion_report import production_version, promotion_policy, version_run
 
     if "model" not in params:
         return  # the manifest's own check names a missing required parameter
@@ -154,6 +152,10 @@ def _promotion(params: Mapping[str, str]) -> None:
     use_tracking(settings)
     candidate = params.get("candidate", "")
     run = MlflowClient().get_run(version_run(model, candidate))
+    if production_version(model) == candidate:
+        raise ParameterError(
+            f"parameter 'candidate': version {candidate} of '{model}' already is the production version"
+        )
     logged = sorted(run.data.metrics)
     if metric not in logged:
         raise ParameterError(
@@ -162,8 +164,18 @@ def _promotion(params: Mapping[str, str]) -> None:
         )
 
 
+def _registration(params: Mapping[str, str]) -> None:
+    from geomlops.names import check_absolute_location
+    from steps.package_source import is_git_source
+
+    package = params.get("package", "")
+    if package and not is_git_source(package):  # a folder or an archive the first task reads
+        check_absolute_location(package, "parameter 'package'")
+
+
 #: the checks of each pipeline that has some
 CHECKS: dict[str, Check] = {
+    "registration": _registration,
     "batch-inference": _batch_inference,
     "training": _training,
     "promotion": _promotion,

@@ -25,7 +25,7 @@ from pydantic import BaseModel
 
 from catalog_sync import CatalogStore, open_store
 from catalog_sync.collections import VERSIONS, version_item_id
-from geomlops.errors import ItemNotFoundError, PromotionError, PromotionRefusedError
+from geomlops.errors import ItemNotFoundError, PromotionRefusedError, PromotionRequestError
 from geomlops.tracking import raise_if_unreachable
 from steps._promotion_writes import AUDIT_TAG_PREFIX, Decision, apply_decision
 from steps.promotion_report import PRODUCTION, load_report, production_version, version_run
@@ -57,12 +57,12 @@ def validate_approver(approver: str) -> str:
     """Return the approver, stripped, if it looks like a name or an email address.
 
     Raises:
-        PromotionError: anything else (the message gives the expected format).
+        PromotionRequestError: anything else (the message gives the expected format).
     """
     value = (approver or "").strip()
     if 2 <= len(value) <= 100 and (_NAME.fullmatch(value) or _EMAIL.fullmatch(value)):
         return value
-    raise PromotionError(f"approver {approver!r}: expected {APPROVER_FORMAT}")
+    raise PromotionRequestError(f"approver {approver!r}: expected {APPROVER_FORMAT}")
 
 
 def _now() -> str:
@@ -73,11 +73,13 @@ def _approval(approver: str, reason: str, approved_at: str) -> tuple[str, str, s
     who = validate_approver(approver)
     approved_at = approved_at.strip() or _now()  # Argo's gate may leave it empty: the time of recording
     if not reason.strip():
-        raise PromotionError("reason: expected why the approver decides (it is recorded for audit)")
+        raise PromotionRequestError("reason: expected why the approver decides (it is recorded for audit)")
     try:
         datetime.fromisoformat(approved_at.strip().replace("Z", "+00:00"))
     except ValueError as err:
-        raise PromotionError(f"approved_at {approved_at!r}: expected an ISO 8601 time of approval") from err
+        raise PromotionRequestError(
+            f"approved_at {approved_at!r}: expected an ISO 8601 time of approval"
+        ) from err
     return who, reason.strip(), approved_at.strip()
 
 
@@ -102,7 +104,7 @@ def _require_item(store: CatalogStore, model: str, version: str, catalog: str) -
     try:
         return store.get_item(VERSIONS, version_item_id(model, version))
     except ItemNotFoundError as err:
-        raise PromotionError(
+        raise PromotionRequestError(
             f"version {version} of '{model}' has no STAC item ({VERSIONS}/{version_item_id(model, version)} "
             f"in {catalog}); publish it first: nothing was changed"
         ) from err
@@ -136,9 +138,10 @@ def promote(
         The recorded decision.
 
     Raises:
-        PromotionError: bad approval; unknown version or missing STAC item; a report for
-            another version or another production version; a worse candidate without
-            override (the refusal is recorded); or a write that failed (undone).
+        PromotionRequestError: bad approval; unknown version or missing STAC item; a report for
+            another version or another production version.
+        PromotionRefusedError: a worse candidate without override (the refusal is recorded).
+        PromotionError: a write that failed (undone; retried by the step).
     """
     from mlflow import MlflowClient
 
@@ -152,18 +155,18 @@ def promote(
         done = Decision.model_validate_json(recorded)
         if _same(done, "promote", who, why, when, approved_at):
             return done  # this approval was already carried out (a retried or resumed step)
-        raise PromotionError(f"version {candidate} of '{model}' already is the production version")
+        raise PromotionRequestError(f"version {candidate} of '{model}' already is the production version")
     store = open_store(catalog)
     _require_item(store, model, candidate, catalog)
     report = load_report(report_uri)
     compared = report.evaluation.production.version if report.evaluation.production else None
     if report.evaluation.model != model or report.evaluation.candidate.version != candidate:
-        raise PromotionError(
+        raise PromotionRequestError(
             f"report {report_uri} compares '{report.evaluation.model}' "
             f"v{report.evaluation.candidate.version}, not '{model}' v{candidate}"
         )
     if compared != current:
-        raise PromotionError(
+        raise PromotionRequestError(
             f"report {report_uri} compared with production v{compared}, but production is now "
             f"{'v' + current if current else 'none'}: run the promotion again"
         )
@@ -218,8 +221,9 @@ def rollback(model: str, *, approver: str, reason: str, catalog: str, approved_a
     version that was production before the restored one, if it is known, else nothing.
 
     Raises:
-        PromotionError: bad approver or reason, no production or previous version, a
-            missing STAC item, or a write that failed (undone).
+        PromotionRequestError: bad approver or reason, no production or previous version, a
+            missing STAC item.
+        PromotionError: a write that failed (undone).
     """
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
@@ -227,9 +231,9 @@ def rollback(model: str, *, approver: str, reason: str, catalog: str, approved_a
     who, why, when = _approval(approver, reason, approved_at or _now())
     current, back = production_version(model), production_version(model, PREVIOUS)
     if current is None:
-        raise PromotionError(f"model '{model}' has no production version: nothing to roll back")
+        raise PromotionRequestError(f"model '{model}' has no production version: nothing to roll back")
     if back is None:
-        raise PromotionError(
+        raise PromotionRequestError(
             f"model '{model}' has no previous version to roll back to (production is v{current})"
         )
     store = open_store(catalog)
@@ -272,7 +276,7 @@ def promotion_status(model: str) -> PromotionStatus:
     """The versions behind ``production`` and ``previous`` and the audit trail.
 
     Raises:
-        PromotionError: no such registered model.
+        PromotionRequestError: no such registered model.
     """
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
@@ -281,7 +285,7 @@ def promotion_status(model: str) -> PromotionStatus:
         registered = MlflowClient().get_registered_model(model)
     except MlflowException as err:
         raise_if_unreachable(err)
-        raise PromotionError(f"no registered model '{model}' in MLflow") from err
+        raise PromotionRequestError(f"no registered model '{model}' in MLflow") from err
     audit = [
         Decision.model_validate_json(value)
         for key, value in sorted((registered.tags or {}).items())

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from geomlops.errors import PromotionError
+from geomlops.errors import IncomparableVersionsError, PromotionRequestError
 from geomlops.tracking import raise_if_unreachable
 
 PRODUCTION = "production"
@@ -87,7 +87,7 @@ def version_run(model: str, version: str) -> str:
     """The MLflow run a registered version came from.
 
     Raises:
-        PromotionError: no such version.
+        PromotionRequestError: no such version.
     """
     from mlflow.exceptions import MlflowException
 
@@ -95,14 +95,14 @@ def version_run(model: str, version: str) -> str:
         return str(_client().get_model_version(model, version).run_id)
     except MlflowException as err:
         raise_if_unreachable(err)
-        raise PromotionError(f"model '{model}' has no version {version!r} in MLflow") from err
+        raise PromotionRequestError(f"model '{model}' has no version {version!r} in MLflow") from err
 
 
 def version_dataset(model: str, version: str) -> Any:
     """The dataset (``DatasetRef``) a version was trained on, from its ``geomlops.dataset`` tag.
 
     Raises:
-        PromotionError: unknown version, or a version without a dataset record.
+        PromotionRequestError: unknown version, or a version without a dataset record.
     """
     from mlflow.exceptions import MlflowException
 
@@ -113,9 +113,9 @@ def version_dataset(model: str, version: str) -> Any:
         tags = _client().get_model_version(model, version).tags or {}
     except MlflowException as err:
         raise_if_unreachable(err)
-        raise PromotionError(f"model '{model}' has no version {version!r} in MLflow") from err
+        raise PromotionRequestError(f"model '{model}' has no version {version!r} in MLflow") from err
     if DATASET_TAG not in tags:
-        raise PromotionError(
+        raise PromotionRequestError(
             f"version {version} of '{model}' has no '{DATASET_TAG}' tag: give dataset_path to compare on"
         )
     return DatasetRef.model_validate_json(tags[DATASET_TAG])
@@ -166,7 +166,11 @@ def evaluate_versions(
         where their predictions were logged.
 
     Raises:
-        PromotionError: unknown version, or the candidate already is production.
+        PromotionRequestError: unknown version, or the candidate already is production.
+        IncomparableVersionsError: the two versions' items name other classes, or another
+            positive class (their scores cannot be compared class by class; nothing is logged).
+        ModelNotFoundError, InvalidModelItemError: a version's item (else the model's) cannot
+            be read (:func:`steps.model_spec.fetch_model_spec`).
         DatasetNotFoundError, GeomlopsError: as :func:`steps.evaluation.score_segmentation`.
     """
     from steps.evaluation import mlm_classes, recorded_parameters, score_segmentation
@@ -176,21 +180,28 @@ def evaluate_versions(
     candidate_run = version_run(model, candidate)
     current = production_version(model)
     if current == candidate:
-        raise PromotionError(f"version {candidate} of '{model}' already is the production version")
+        raise PromotionRequestError(f"version {candidate} of '{model}' already is the production version")
     parameters = recorded_parameters(client.get_run(candidate_run))
 
+    specs = {v: fetch_model_spec(model, catalog, v) if catalog else None for v in (candidate, current) if v}
+    classes = {v: mlm_classes(spec) if spec is not None else () for v, spec in specs.items()}
+    if current:  # before any scoring: the dataset's classes are checked against each version's
+        _same_classes(model, {v: ([c.name for c in named], None) for v, named in classes.items()})
+
     def score(version: str, run_id: str) -> Any:
-        spec = fetch_model_spec(model, catalog, version) if catalog else None
         return score_segmentation(
             run_id,
             dataset_dir,
-            model_classes=mlm_classes(spec) if spec is not None else (),
+            model_classes=classes[version],
             parameters=parameters,
-            model_spec=spec,
+            model_spec=specs[version],
         )
 
     scored_c = score(candidate, candidate_run)
     scored_p = score(current, version_run(model, current)) if current else None
+    if scored_p is not None:  # and as each was scored: the same classes, the same positive one
+        reports = {candidate: scored_c.report, str(current): scored_p.report}
+        _same_classes(model, {v: (r.class_names, r.positive_class) for v, r in reports.items()})
     artifact_path = folder_name(candidate, current)
     with tempfile.TemporaryDirectory(prefix="geomlops-promotion-") as tmp:
         arrays: dict[str, Any] = {
@@ -226,6 +237,31 @@ def evaluate_versions(
     )
 
 
+def _same_classes(model: str, named: Mapping[str, tuple[list[str], str | None]]) -> None:
+    """Refuse to compare versions whose items name other classes (each is scored with its own).
+
+    Args:
+        model: the registered model.
+        named: the candidate's and production's classes and positive class (None: not known
+            yet), by version, the candidate first.
+
+    Raises:
+        IncomparableVersionsError: naming both versions' classes (and positive classes).
+    """
+    if len({(tuple(names), positive) for names, positive in named.values()}) < 2:
+        return
+    (c, (names_c, positive_c)), (p, (names_p, positive_p)) = named.items()
+
+    def said(version: str, names: list[str], positive: str | None) -> str:
+        return f"version {version}: {names}" + (f", positive {positive!r}" if positive else "")
+
+    raise IncomparableVersionsError(
+        f"versions {c} and {p} of '{model}' name their classes differently "
+        f"({said(c, names_c, positive_c)}; {said(p, names_p, positive_p)}), so their scores cannot be "
+        "compared class by class; nothing was logged"
+    )
+
+
 def promotion_policy(
     base_properties: Mapping[str, Any], primary_metric: str = "", tolerance: str | float | None = None
 ) -> tuple[str, float, str]:
@@ -236,11 +272,11 @@ def promotion_policy(
         ``(primary_metric, tolerance, source)``; ``source`` says where each came from.
 
     Raises:
-        PromotionError: a tolerance that is not a number >= 0, or a policy that is not an object.
+        PromotionRequestError: a tolerance that is not a number >= 0, or a policy that is not an object.
     """
     declared = base_properties.get(POLICY_PROPERTY) or {}
     if not isinstance(declared, Mapping):
-        raise PromotionError(f"properties.{POLICY_PROPERTY}: expected an object, got {declared!r}")
+        raise PromotionRequestError(f"properties.{POLICY_PROPERTY}: expected an object, got {declared!r}")
     sources = []
     metric = primary_metric.strip() if primary_metric else ""
     if metric:
@@ -263,9 +299,9 @@ def promotion_policy(
     try:
         value = float(raw)
     except (TypeError, ValueError) as err:
-        raise PromotionError(f"{where}: expected a number >= 0, got {raw!r}") from err
+        raise PromotionRequestError(f"{where}: expected a number >= 0, got {raw!r}") from err
     if not math.isfinite(value) or value < 0:
-        raise PromotionError(f"{where}: expected a number >= 0, got {raw!r}")
+        raise PromotionRequestError(f"{where}: expected a number >= 0, got {raw!r}")
     return metric, value, "; ".join(sources)
 
 
@@ -273,12 +309,12 @@ def judge(evaluation: Evaluation, primary_metric: str, tolerance: float) -> tupl
     """Apply the policy (pure): ``(delta, worse, summary)``; higher is better for the metric.
 
     Raises:
-        PromotionError: the primary metric is not among the candidate's (or production's) metrics.
+        PromotionRequestError: the primary metric is not among the candidate's (or production's) metrics.
     """
     for side in (evaluation.candidate, evaluation.production):
         if side is not None and primary_metric not in side.metrics:
             known = ", ".join(sorted(side.metrics))
-            raise PromotionError(
+            raise PromotionRequestError(
                 f"primary_metric {primary_metric!r} is not a metric of the evaluation ({known})"
             )
     cand = evaluation.candidate.metrics[primary_metric]
@@ -315,7 +351,7 @@ def write_comparison_report(
         The report; ``files`` maps each file name to its artifact URI.
 
     Raises:
-        PromotionError: the primary metric is unknown.
+        PromotionRequestError: the primary metric is unknown.
     """
     import mlflow.artifacts
 
@@ -351,7 +387,7 @@ def load_report(uri: str) -> ComparisonReport:
     """Read a ``report.json`` back from its artifact URI.
 
     Raises:
-        PromotionError: the report cannot be read or is not a comparison report.
+        PromotionRequestError: the report cannot be read or is not a comparison report.
     """
     import mlflow.artifacts
 
@@ -359,7 +395,7 @@ def load_report(uri: str) -> ComparisonReport:
         text = mlflow.artifacts.load_text(uri)
         return ComparisonReport.model_validate_json(text)
     except Exception as err:  # missing file, unreachable store, or not a report
-        raise PromotionError(f"report {uri!r}: cannot read a comparison report ({err})") from err
+        raise PromotionRequestError(f"report {uri!r}: cannot read a comparison report ({err})") from err
 
 
 def _rows(report: ComparisonReport) -> list[tuple[str, float, float | None]]:

@@ -383,8 +383,6 @@ def run(
         if not pipeline:
             raise ParameterError("missing PIPELINE (a pipeline name or a manifest file), or --resume RUN_ID")
         values = parse_params(params)
-        for warning in relative_path_params(values, Path.cwd()):
-            click.secho(f"! {warning}", fg="yellow", err=True)
         from pipelines import PIPELINES
 
         if pipeline in PIPELINES:  # a bad request fails here, in seconds, before the run starts
@@ -395,6 +393,9 @@ def run(
             except GeomlopsError as err:
                 err.add_note("no run was started")
                 raise
+        # what the checks let through (other parameters, other manifests): a warning
+        for warning in relative_path_params(values, Path.cwd()):
+            click.secho(f"! {warning}", fg="yellow", err=True)
         start = functools.partial(runner.run, load_manifest(pipeline), values)
     try:
         with images:
@@ -442,10 +443,11 @@ def relative_path_params(params: dict[str, str], cwd: Path) -> list[str]:
     for name, value in params.items():
         if name in NAME_PARAMETERS:
             continue
-        if value and "://" not in value and not Path(value).is_absolute() and (cwd / value).exists():
+        path = value.removeprefix("file://")
+        if path and "://" not in path and not Path(path).is_absolute() and (cwd / path).exists():
             warnings.append(
                 f"-p {name}={value} is a relative path: tasks run in their own folders, where it "
-                f"does not resolve; pass {(cwd / value).resolve()} instead"
+                f"does not resolve; pass {(cwd / path).resolve()} instead"
             )
     return warnings
 
@@ -509,6 +511,7 @@ def runs_show(run_id: str, as_json: bool) -> None:
 
     run_id = resolve_run_id(run_id)
     state = LocalRunner(get_settings().runs_dir, progress=False).show(run_id)
+    run_dir = get_settings().runs_dir / run_id
     data = (
         state
         if isinstance(state, dict)
@@ -527,6 +530,10 @@ def runs_show(run_id: str, as_json: bool) -> None:
             click.echo(f"      {key} = {text[:400]}{'… (--json: all of it)' if len(text) > 400 else ''}")
         if node.get("log"):
             click.echo(f"      log: {node['log']}")
+            log = Path(str(node["log"]))  # relative to the run's folder; sidecars' beside it
+            for sidecar in sorted((run_dir / log.parent).glob(f"{log.stem}.*.log")):
+                name = sidecar.name[len(log.stem) + 1 : -len(".log")]
+                click.echo(f"      log of {name!r}: {log.parent / sidecar.name}")
     if data.get("message"):  # why it did not succeed: the first failed task and its log's end
         click.echo(str(data["message"]))
 

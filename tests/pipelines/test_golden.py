@@ -15,7 +15,8 @@ from geomlops.argo.lint import lint_manifest
 from pipelines import GOLDEN_DIR, PIPELINES, golden_path, render, to_yaml
 
 REPO = Path(__file__).resolve().parents[2]
-#: the one variable of geomlops' a model's container gets: its run's uid (not configuration)
+#: the only geomlops variable a container in the model's image gets: its workflow run's uid
+#: (no configuration or secret of geomlops)
 RUN_UID = {"name": "GEOMLOPS_WORKFLOW_UID", "value": "{{workflow.uid}}"}
 
 
@@ -161,3 +162,35 @@ def test_batch_inference_predicts_in_the_models_image_beside_geomlops_step() -> 
     for name, template in templates.items():
         if "script" in template:
             assert template["script"]["image"] == IMAGE, name
+
+
+def test_every_template_keeping_records_per_run_knows_its_run() -> None:
+    """A step that reads or writes what is kept per run on one machine (``this_workflow()``:
+    which package stands in for the model's image) has the run's uid in every pipeline."""
+    import ast
+
+    defined = [
+        node
+        for source in sorted((REPO / "templates").glob("*.py"))
+        for node in ast.walk(ast.parse(source.read_text()))
+        if isinstance(node, ast.FunctionDef)
+    ]
+    # the templates calling it, themselves or through a helper of their module
+    helpers = {f.name for f in defined if f.name.startswith("_") and "this_workflow()" in ast.unparse(f)}
+    functions = {
+        f.name.replace("_", "-")
+        for f in defined
+        if f.decorator_list
+        and ("this_workflow()" in ast.unparse(f) or any(f"{h}(" in ast.unparse(f) for h in helpers))
+    }
+    assert {"plan-training", "collect-run", "plan-blocks", "predict-blocks", "publish-own-predictions"} <= (
+        functions
+    )
+    seen = set()
+    for name in PIPELINES:
+        spec = render(name)["spec"]
+        for template in spec.get("templates") or spec["workflowSpec"].get("templates") or []:
+            if template["name"] in functions:
+                seen.add(template["name"])
+                assert RUN_UID in template["script"]["env"], (name, template["name"])
+    assert seen == functions

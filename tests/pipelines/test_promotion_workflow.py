@@ -375,3 +375,37 @@ def test_each_version_is_scored_as_its_own_item_reads_its_input(inproc: dict[str
     # read as the candidate's item says, version 1 answers otherwise
     assert evaluation.production.confusion_matrix != confusion("1", candidate_spec)
     assert evaluation.candidate.confusion_matrix == confusion("2", candidate_spec)
+
+
+def test_versions_whose_items_name_other_classes_are_not_compared(inproc: dict[str, Any]) -> None:
+    """Each version's answer is read with its own classes: where version 1's item names them
+    otherwise, the comparison is refused (naming both), not reported under the candidate's."""
+    from geomlops.errors import IncomparableVersionsError
+    from geomlops.settings import get_settings
+    from steps.dataset import materialize_dataset
+    from steps.promotion_report import evaluate_versions, version_dataset
+
+    path = inproc["home"] / "catalog" / "model-versions" / f"{MODEL}-v1" / f"{MODEL}-v1.json"
+    original = path.read_text()
+    item = json.loads(original)
+    item["properties"]["mlm:output"][0]["classification:classes"][1]["name"] = "cloudy"
+    data = str(materialize_dataset(version_dataset(MODEL, "2"), get_settings().home_dir / "datasets"))
+    path.write_text(json.dumps(item))
+    try:
+        with pytest.raises(IncomparableVersionsError) as refused:
+            evaluate_versions(MODEL, "2", data, _catalog(inproc))
+    finally:
+        path.write_text(original)
+    message = str(refused.value)
+    assert "versions 2 and 1 of 'cloud-mask' name their classes differently" in message
+    assert "(version 2: ['clear', 'cloud']; version 1: ['clear', 'cloudy'])" in message
+
+
+def test_promoting_the_production_version_is_refused_before_a_run_starts(promo: dict[str, Any]) -> None:
+    assert _alias(promo, "production") == "1"
+    runs = sorted((promo["home"] / "runs").iterdir())
+    out = promo["cli"]("run", "promotion", "-p", f"model={MODEL}", "-p", "candidate=1")
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "parameter 'candidate': version 1 of 'cloud-mask' already is the production version" in out.stderr
+    assert "(no run was started)" in out.stderr and "Traceback" not in out.stderr
+    assert sorted((promo["home"] / "runs").iterdir()) == runs

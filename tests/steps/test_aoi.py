@@ -121,3 +121,49 @@ def test_an_inline_geojson_aoi_is_read_and_a_bad_or_oversized_one_named() -> Non
         read_aoi('{"coordinates": []}')
     with pytest.raises(AoiError, match=f"inline GeoJSON over {INLINE_AOI_LIMIT} bytes"):
         read_aoi(json.dumps({**square, "padding": "x" * INLINE_AOI_LIMIT}))
+
+
+def test_an_aoi_is_read_from_the_s3_store_and_from_a_web_address(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A scheduled run's areas sit in the object store (``s3://``) or on a web server; a missing
+    object or page is named as such, permanently."""
+    import functools
+    import http.server
+    import threading
+
+    from moto.server import ThreadedMotoServer
+
+    from geomlops.devstack.s3store import client
+    from geomlops.ports import free_port
+
+    area = {"type": "Feature", "properties": {}, "geometry": _polygon([(0, 0), (1, 0), (1, 1)])}
+    port = free_port()
+    s3 = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    s3.start()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    web = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=web.serve_forever, daemon=True).start()
+    try:
+        endpoint = f"http://127.0.0.1:{port}"
+        monkeypatch.setenv("GEOMLOPS_S3_ENDPOINT_URL", endpoint)
+        for name, value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}.items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        store = client(endpoint)
+        store.create_bucket(Bucket="areas")
+        store.put_object(Bucket="areas", Key="nepal/area.geojson", Body=json.dumps(area).encode())
+        assert read_aoi("s3://areas/nepal/area.geojson") == area
+        with pytest.raises(AoiError, match=r"area of interest s3://areas/nepal/gone.geojson: no such object"):
+            read_aoi("s3://areas/nepal/gone.geojson")
+
+        (tmp_path / "area.geojson").write_text(json.dumps(area))
+        site = f"http://127.0.0.1:{web.server_address[1]}"
+        assert read_aoi(f"{site}/area.geojson") == area
+        with pytest.raises(AoiError, match=rf"area of interest {site}/gone.geojson: not found \(HTTP 404\)"):
+            read_aoi(f"{site}/gone.geojson")
+    finally:
+        web.shutdown()
+        s3.stop()
+    with pytest.raises(AoiError, match=r"expected a file, an s3:// object or an http\(s\):// address"):
+        read_aoi("gs://areas/area.geojson")

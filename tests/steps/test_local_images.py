@@ -72,7 +72,8 @@ def test_each_run_finds_the_package_it_planned_though_another_run_planned_since(
     assert recorded_package(IMAGE, home, "uid-b") == second.resolve()
     assert recorded_package(IMAGE, home) is None  # nothing recorded outside a run
     record_image(IMAGE, first, home)  # as a run planned before records were kept per run
-    assert recorded_package(IMAGE, home, "uid-c") == first.resolve()
+    assert recorded_package(IMAGE, home) == first.resolve()
+    assert recorded_package(IMAGE, home, "uid-c") is None  # a run that recorded nothing takes no other's
     assert recorded_package(IMAGE, home, "uid-b") == second.resolve()
 
     images = LocalImages(get_settings())

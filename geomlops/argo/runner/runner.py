@@ -246,9 +246,11 @@ class LocalRunner:
             state = load_state(run_dir)
             waiting = [n.name for n in state.nodes.values() if n.status == SUSPENDED and n.type == "Suspend"]
             if self.approval is not None and not waiting:
+                gated = [s.run_id for s in self.list_runs() if s.status == SUSPENDED]
                 raise RunError(
                     f"run {run_id} is not waiting at an approval gate (status {state.status}): an "
-                    "approval applies only to a run suspended at a gate; resume it without one"
+                    "approval applies only to a run suspended at a gate; "
+                    + (f"runs waiting at one: {', '.join(gated)}" if gated else "no run waits at one")
                 )
             if state.status == SUCCEEDED:
                 message = f"run {run_id} already succeeded; nothing to resume"

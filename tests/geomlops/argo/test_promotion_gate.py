@@ -81,9 +81,15 @@ def test_approving_a_run_that_waits_at_no_gate_is_refused(tmp_path: Path) -> Non
     approval = Approval(approver="Ada Lovelace", reason="ok")
     done = _runner(tmp_path, approval=approval).run(_gated(tmp_path), {})
     assert done.status == "Succeeded"
-    with pytest.raises(RunError, match=r"is not waiting at an approval gate \(status Succeeded\)"):
+    with pytest.raises(
+        RunError, match=r"is not waiting at an approval gate \(status Succeeded\).*no run waits at one"
+    ):
         _runner(tmp_path, approval=approval).resume(done.run_id)
     assert count(tmp_path, "deploy-false") == 1  # nothing ran again
+    waiting = _runner(tmp_path).run(_gated(tmp_path), {})  # another run, stopped at its gate
+    assert waiting.status == "Suspended"
+    with pytest.raises(RunError, match=rf"runs waiting at one: {waiting.run_id}$"):  # which one to approve
+        _runner(tmp_path, approval=approval).resume(done.run_id)
 
 
 def test_an_approver_of_unknown_format_at_the_prompt_fails_the_gate_and_a_resume_asks_again(

@@ -154,9 +154,14 @@ CASES: list[tuple[str, Any, str]] = [
         "expected an absolute path or a URL (each task runs in a folder of its own, where a relative",
     ),
     (
+        "relative package",
+        lambda i: ["run", "registration", "-p", "package=water-mask"],
+        "parameter 'package' 'water-mask': expected an absolute path or a URL",
+    ),
+    (
         "relative AOI",
         lambda i: _bi(i, aoi=os.path.relpath(i["unclosed"])),
-        "parameter 'aoi' '../",
+        "parameter 'aoi' '../",  # the AOIs' folder and the work folder share pytest's base folder
     ),
     ("unclosed ring", lambda i: _bi(i, aoi=i["unclosed"]), "ring not closed"),
     ("swapped lon/lat", lambda i: _bi(i, aoi=i["swapped"]), "with longitude and latitude swapped it would"),
@@ -340,8 +345,17 @@ def test_bad_input_is_refused_in_one_clear_line(
     lines = [line for line in result.output.splitlines() if line.strip() and not line.startswith("! ")]
     assert len(lines) == 1, f"{name}: expected one line, got:\n{result.output}"
     assert message in lines[0], f"{name}: {message!r} not in {lines[0]!r}"
-    refused_before_a_run = ("unknown model", "unknown version", "imagery missing", "relative imagery")
+    refused_before_a_run = (
+        "unknown model",
+        "unknown version",
+        "imagery missing",
+        "relative imagery",
+        "relative AOI",
+        "relative package",
+    )
     if name in refused_before_a_run:
         assert lines[0].endswith("(no run was started)"), lines[0]
+    if name.startswith("relative"):  # the refusal alone, not a warning saying the same before it
+        assert "is a relative path" not in result.output, result.output
     assert "Traceback" not in result.output and "resume with" not in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)

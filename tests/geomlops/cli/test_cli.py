@@ -207,12 +207,41 @@ def test_relative_paths_in_parameters_are_pointed_out(tmp_path: Path) -> None:
         "model": "cloud-mask",
         "data": "s3://bucket/aoi.geojson",
         "area": "",
+        "labels": "file://scenes",  # a file URL of a relative path is one too
     }
     warnings = relative_path_params(params, tmp_path)
-    assert len(warnings) == 2
+    assert len(warnings) == 3
     assert warnings[0].startswith("-p aoi=aoi.geojson is a relative path")
     assert str(tmp_path / "aoi.geojson") in warnings[0]
     assert warnings[1].startswith("-p output=scenes is a relative path")
+    assert warnings[2].startswith("-p labels=file://scenes is a relative path")
+    assert warnings[2].endswith(f"pass {tmp_path / 'scenes'} instead")
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("scene.tif", "here it is "),
+        ("file://scene.tif", "here it is "),
+        ("~/aoi.geojson", f"here it is {Path.home() / 'aoi.geojson'}"),
+    ],
+)
+def test_a_file_tasks_read_is_given_by_an_absolute_path_or_a_url(value: str, expected: str) -> None:
+    from geomlops.errors import ParameterError
+    from geomlops.names import check_absolute_location
+
+    field = "parameter 'imagery'"
+    refusal = re.escape(f"{field} {value!r}: expected an absolute path or a URL")
+    with pytest.raises(ParameterError, match=refusal) as refused:
+        check_absolute_location(value, field)
+    assert expected in str(refused.value)
+    for good in (
+        "/data/scene.tif",
+        "file:///data/scene.tif",
+        "/vsis3/bucket/scene.tif",
+        "s3://bucket/scene.tif",
+    ):
+        assert check_absolute_location(good, field) == good
 
 
 def test_run_warns_of_a_relative_path_parameter_and_the_task_cannot_see_it(
@@ -299,6 +328,11 @@ def test_at_latest_names_the_newest_run(home: Path, tmp_path: Path) -> None:
     shown = CliRunner().invoke(main, ["runs", "show", "@latest"])
     assert shown.exit_code == 0, shown.output
     assert shown.output.startswith(f"run {newest}: Succeeded")
+    [log] = re.findall(r"      log: (\S+)", shown.output)
+    sidecar = home / "runs" / newest / log.removesuffix(".log")  # a sidecar's log is beside its task's
+    sidecar.with_name(f"{sidecar.name}.model.log").write_text("model loaded\n")
+    shown = CliRunner().invoke(main, ["runs", "show", "@latest"])
+    assert f"      log of 'model': {log.removesuffix('.log')}.model.log" in shown.output
     resumed = CliRunner().invoke(main, ["run", "--resume", "@latest"])
     assert newest in resumed.output
 
