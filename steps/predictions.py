@@ -24,7 +24,7 @@ from catalog_sync import open_store
 from catalog_sync.collections import PREDICTIONS, VERSIONS, version_item_id
 from geomlops.background import InOrder
 from geomlops.errors import ItemNotFoundError, ModelNotFoundError
-from geomlops.files import atomic_path, remove, temporary_beside
+from geomlops.files import atomic_path, remove, temporary_beside, write_atomic
 from geomlops.tracking import raise_if_unreachable
 from steps.batch import BatchPlan, block_done, block_path, check_plan_run, load_pieces, pieces_path
 from steps.model_io import BACKGROUND_CLASS, NODATA_CLASS
@@ -213,6 +213,7 @@ def publish_predictions(
     )
     item["properties"].update({f"geomlops:{k}": v for k, v in (made_with or {}).items()})
     href = store.put_item(PREDICTIONS, item)
+    write_atomic(output / PUBLISHED, json.dumps({"item": item["id"], "href": href}) + "\n")
     return PredictionOutputs(
         geoparquet=str(parquet),
         geojson=str(geojson),
@@ -292,6 +293,8 @@ def _local_commands(lineage: Lineage, shared: Path) -> AbstractContextManager[Wo
 _FILES = ("predictions.parquet", "predictions.geojson", "quicklook.png")
 #: what :func:`stream_features` wrote, kept beside the files it wrote
 STREAMED = "streamed.json"
+#: the predictions item whose assets the folder's files are (:func:`check_output_item`)
+PUBLISHED = "published.json"
 
 
 #: the feature files' columns as this version writes them (2: ``class_name`` added); files a
@@ -693,6 +696,35 @@ def _affine(plan: BatchPlan) -> Any:
     return Affine(*plan.transform)
 
 
+def predictions_item_id(lineage: Lineage, area: str) -> str:
+    """The id of the predictions item of ``lineage``'s version over ``area``."""
+    return f"{lineage.model}-v{lineage.model_version}-{area}"
+
+
+def check_output_item(output: Path, item_id: str) -> None:
+    """Refuse to plan into a folder whose files another predictions item describes.
+
+    A run replaces the files in its folder; where they are the assets of another item (an
+    earlier run of another version or area given the same ``output``), that item would then
+    describe this run's predictions. The same item's files are replaced, as a rerun does.
+
+    Raises:
+        ParameterError: naming the folder, the item and what to do.
+    """
+    from geomlops.errors import ParameterError
+
+    path = output / PUBLISHED
+    if not path.is_file():
+        return
+    published = json.loads(path.read_text(encoding="utf-8")).get("item")
+    if published and published != item_id:
+        raise ParameterError(
+            f"parameter 'output' {str(output)!r}: its files are the assets of predictions item "
+            f"'{published}', which this run ({item_id}) would overwrite; give another output, "
+            "or remove that item and the folder first"
+        )
+
+
 def _item(
     count: int,
     by_class: dict[int, int],
@@ -726,7 +758,7 @@ def _item(
         "type": "Feature",
         "stac_version": "1.1.0",
         "stac_extensions": [],
-        "id": f"{lineage.model}-v{lineage.model_version}-{area}",
+        "id": predictions_item_id(lineage, area),
         "geometry": mapping(footprint),
         "bbox": bbox_across(footprint),
         "properties": {

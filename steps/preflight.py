@@ -42,7 +42,7 @@ def _batch_inference(params: Mapping[str, str]) -> None:
     from steps.aoi import aoi_geometry, read_aoi
     from steps.batch import check_batch_locations, plan_batch
     from steps.model_spec import fetch_model_spec
-    from steps.predictions import resolve_version
+    from steps.predictions import check_output_item, predictions_item_id, resolve_version
 
     if "model" not in params:
         return  # the manifest's own check names a missing required parameter
@@ -63,6 +63,8 @@ def _batch_inference(params: Mapping[str, str]) -> None:
     fetch_model_spec(model, settings.catalog_href)  # names the models there when it is not
     use_tracking(settings)
     lineage = resolve_version(model, params.get("model_version") or "production")
+    if params.get("output"):
+        check_output_item(Path(params["output"]), predictions_item_id(lineage, params.get("area", "aoi")))
     spec = fetch_model_spec(model, settings.catalog_href, lineage.model_version)
     imagery = params.get("imagery", "")
     if not imagery:

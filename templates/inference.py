@@ -117,7 +117,7 @@ def plan_blocks(
     from steps.local_images import record_image, this_workflow
     from steps.model_spec import fetch_model_spec, model_image
     from steps.own_entry_points import chosen_inference, chosen_postprocess
-    from steps.predictions import resolve_version
+    from steps.predictions import check_output_item, predictions_item_id, resolve_version
 
     settings = get_settings()
     check_name(area, "parameter 'area'")  # a folder name and part of the item id
@@ -134,6 +134,7 @@ def plan_blocks(
             area,
             field="parameters 'model'/'area'",
         )
+    check_output_item(folder, predictions_item_id(lineage, area))
     spec = fetch_model_spec(model, settings.catalog_href, lineage.model_version)
     plan = plan_batch(
         imagery, area_of_interest, block_size=block_size, group_size=group_size, model_input=spec.inputs[0]

@@ -214,6 +214,13 @@ def test_a_new_run_in_a_used_folder_takes_none_of_the_earlier_runs_blocks(
             assert src.tags()["GEOMLOPS_RUN"] == run
     with rasterio.open(out / "mask.tif") as got, rasterio.open(scene["out"] / "mask.tif") as expected:
         assert (got.read(1) == expected.read(1)).all()
+    # the folder's files are item cloud-mask-v1-reused's assets: another item's run is refused
+    files = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    other = work["cli"]("run", "batch-inference", *_params(work, out, "elsewhere"))
+    assert other.returncode == 2, other.stdout + other.stderr
+    assert "its files are the assets of predictions item 'cloud-mask-v1-reused'" in other.stderr
+    assert "(no run was started)" in other.stderr
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == files
 
 
 def test_schedule_runs_the_template_once_per_area(work: dict[str, Any]) -> None:

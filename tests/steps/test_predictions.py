@@ -372,3 +372,20 @@ def test_a_buildings_item_squares_the_merged_polygons_keeping_class_and_block() 
         assert abs(float(np.dot(u, v)) / (np.linalg.norm(u) * np.linalg.norm(v))) < 0.01
     assert areas.tolist() == geometry_areas(done, "EPSG:4326").tolist()
     assert 60 < areas[0] < 120  # about 12 m x 8 m, in m²
+
+
+def test_a_folder_whose_files_another_item_describes_is_not_planned_into(tmp_path: Path) -> None:
+    """Published files are an item's assets: a run of another item into the same folder would
+    make that item describe its predictions; a rerun of the same item replaces them."""
+    from geomlops.errors import ParameterError
+    from steps.predictions import check_output_item
+
+    mask, plan = _scene(tmp_path, 8)
+    out = tmp_path / "out"
+    catalog = tmp_path / "cat" / "catalog.json"
+    out.mkdir()
+    check_output_item(out, "cloud-mask-v3-x")  # nothing published there yet
+    publish_predictions(mask, out, plan, LINEAGE, area="x", catalog=str(catalog), scheduler="synchronous")
+    check_output_item(out, "cloud-mask-v3-x")  # the same item again
+    with pytest.raises(ParameterError, match=r"assets of predictions item 'cloud-mask-v3-x', which this run"):
+        check_output_item(out, "cloud-mask-v4-x")
