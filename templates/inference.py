@@ -122,13 +122,15 @@ def plan_blocks(
     settings = get_settings()
     check_name(area, "parameter 'area'")  # a folder name and part of the item id
     folder = check_output_folder(output, "parameter 'output'") if output else None
+    predictions = settings.home_dir / "predictions"
+    inside(predictions, model, area, field="parameters 'model'/'area'")  # before MLflow is asked
     check_batch_locations(imagery, aoi)
     area_of_interest = read_aoi(aoi) if aoi else None
     use_tracking()
     lineage = resolve_version(model, model_version)
     if folder is None:  # one folder per version and area, as the predictions item's id
         folder = inside(
-            settings.home_dir / "predictions",
+            predictions,
             model,
             f"v{lineage.model_version}",
             area,
