@@ -207,9 +207,10 @@ def grid_aoi(
     from rasterio.warp import transform_bounds, transform_geom
     from shapely.geometry import mapping, shape
 
-    geom = aoi_geometry(data)
+    geom = given = aoi_geometry(data)
     notes = []
     height, width = raster_shape
+    footprint = None  # the imagery's bounds in the AOI's CRS, where the two differ
     if CRS.from_user_input(aoi_crs) != CRS.from_user_input(raster_crs):
         # clip to the imagery's footprint first: a continent-sized AOI need not be valid in the
         # imagery's projection (UTM has no meaning far from its zone)
@@ -245,13 +246,24 @@ def grid_aoi(
                 "; with longitude and latitude swapped it would: GeoJSON positions are "
                 "[longitude, latitude] (RFC 7946)"
             )
-        raise AoiError(
-            f"area of interest {tuple(round(v, 3) for v in geom.bounds)} does not overlap the imagery "
-            f"{tuple(round(v, 3) for v in imagery)} in {raster_crs}{hint}"
-        )
+        if footprint is None:
+            where = (
+                f"{_rounded(geom.bounds)} does not overlap the imagery {_rounded(imagery)} in {raster_crs}"
+            )
+        else:  # the bounds as the user gave them (degrees, for GeoJSON), then the imagery's own
+            where = (
+                f"{_rounded(given.bounds, 5)} does not overlap the imagery {_rounded(footprint, 5)} in "
+                f"{aoi_crs} ({_rounded(imagery)} in {raster_crs})"
+            )
+        raise AoiError(f"area of interest {where}{hint}")
     c0, r0, c1, r1 = inside.bounds
     bounds = (int(c0), int(r0), min(width, int(-(-c1 // 1))), min(height, int(-(-r1 // 1))))
     return GriddedAoi(geometry=mapping(geom), crs=str(raster_crs), pixel_bounds=bounds, notes=tuple(notes))
+
+
+def _rounded(bounds: Any, digits: int = 3) -> tuple[float, ...]:
+    """Bounds rounded for a message (minx, miny, maxx, maxy)."""
+    return tuple(round(float(v), digits) for v in bounds)
 
 
 def _swapped_would_overlap(

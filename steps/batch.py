@@ -653,7 +653,7 @@ class _BlockWriter:
                 outside = geometry_mask([self.area], (block.height, block.width), block_transform)
                 mask[outside] = NODATA_CLASS
             if self.trace:  # not where the package post-processes the mask itself
-                save_pieces(pieces_path(self.output, block.id), self._trace(block, mask))
+                save_pieces(pieces_path(self.output, block.id), self._trace(block, mask), self.plan.run)
             path = block_path(self.output, block.id)
             _write_block(path, mask, self.plan.crs, block_transform, self.plan.run)
             ids.append(block.id)
@@ -678,25 +678,51 @@ def pieces_path(output: Path, block_id: str) -> Path:
 _PIECE_FIELDS = ("xy", "ring_offsets", "poly_offsets", "classes", "saddle")
 
 
-def save_pieces(path: Path, pieces: BlockPieces) -> None:
-    """Keep a block's traced pieces (uncompressed: they are read back once, soon)."""
+#: the array naming the workflow run that traced a block's pieces, beside the pieces
+_PIECES_RUN = "run"
+
+
+def save_pieces(path: Path, pieces: BlockPieces, run: str = "") -> None:
+    """Keep a block's traced pieces (uncompressed: they are read back once, soon), with the
+    workflow run that traced them, as its block carries it (:data:`RUN_TAG`)."""
     arrays = {
         f"{part}_{name}": getattr(getattr(pieces, part), name)
         for part in ("final", "edge")
         for name in _PIECE_FIELDS
     }
+    arrays[_PIECES_RUN] = np.array(run)
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, **arrays)
 
 
-def load_pieces(path: Path | None) -> BlockPieces:
-    """A block's pieces as :func:`save_pieces` kept them; None: a block with none."""
+def pieces_run(path: Path) -> str | None:
+    """The workflow run that traced the pieces at ``path`` ("" outside a run); None where there
+    are none, or none readable."""
+    try:
+        with np.load(path) as data:
+            return str(data[_PIECES_RUN]) if _PIECES_RUN in data.files else ""
+    except (OSError, ValueError):
+        return None
+
+
+def load_pieces(path: Path | None, run: str = "") -> BlockPieces:
+    """A block's pieces as :func:`save_pieces` kept them; None: a block with none.
+
+    Raises:
+        PermanentError: ``run`` is given and another run traced them (two runs in one folder).
+    """
     from postprocessing._rings import Polygons, empty
     from postprocessing.kernel import BlockPieces
 
     if path is None:
         return BlockPieces(final=empty(), edge=empty())
     with np.load(path) as data:
+        traced_by = str(data[_PIECES_RUN]) if _PIECES_RUN in data.files else ""
+        if run and traced_by != run:
+            raise PermanentError(
+                f"{path} was traced by another run (workflow uid {traced_by or 'none'}, this run "
+                f"{run}): two runs wrote into {path.parent.parent}; run this one again"
+            )
         final, edge = (
             Polygons(**{name: data[f"{part}_{name}"] for name in _PIECE_FIELDS}) for part in ("final", "edge")
         )

@@ -26,7 +26,15 @@ from geomlops.background import InOrder
 from geomlops.errors import ItemNotFoundError, ModelNotFoundError
 from geomlops.files import atomic_path, remove, temporary_beside, write_atomic
 from geomlops.tracking import raise_if_unreachable
-from steps.batch import BatchPlan, block_done, block_path, check_plan_run, load_pieces, pieces_path
+from steps.batch import (
+    BatchPlan,
+    block_done,
+    block_path,
+    check_plan_run,
+    load_pieces,
+    pieces_path,
+    pieces_run,
+)
 from steps.model_io import BACKGROUND_CLASS, NODATA_CLASS
 
 if TYPE_CHECKING:
@@ -555,7 +563,7 @@ def stream_features(
         for r in range(grid.n_rows):
             row = grid.blocks[r * grid.n_cols : (r + 1) * grid.n_cols]
             paths = [pieces_path(output, b.id) if b.id in planned and finished(b.id) else None for b in row]
-            yield [load_pieces(path) for path in paths]
+            yield [load_pieces(path, plan.run) for path in paths]
 
     first = next(b.id for g in plan.groups for b in g)
     # the CRS as the blocks (and the mask assembled from them) carry it
@@ -683,8 +691,11 @@ def _traced_pieces(plan: BatchPlan, output: Path, grid: Any) -> list[Path | None
             continue
         path = pieces_path(output, block.id)
         tif = block_path(output, block.id)
-        # pieces are written before their block: an older block would have none, or older ones
+        # pieces are written before their block: an older block would have none, or older ones;
+        # pieces another run traced (two runs in one folder) are traced again from the mask
         if not (path.is_file() and tif.is_file()) or path.stat().st_mtime_ns > tif.stat().st_mtime_ns:
+            return None
+        if plan.run and pieces_run(path) != plan.run:
             return None
         paths.append(path)
     return paths

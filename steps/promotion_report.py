@@ -42,6 +42,9 @@ class VersionScores(BaseModel):
     metrics: dict[str, float]
     n_test_pixels: int
     confusion_matrix: list[list[int]]
+    item: str = ""
+    """The MLM item the version was scored as (its input scaling, answer and classes): its own
+    version item, else the model's base item; empty where no catalogue was read."""
 
 
 class Evaluation(BaseModel):
@@ -223,6 +226,7 @@ def evaluate_versions(
             metrics=r.metrics,
             n_test_pixels=r.n_test_pixels,
             confusion_matrix=r.confusion_matrix,
+            item=(spec.item_href or "") if (spec := specs.get(version)) is not None else "",
         )
 
     return Evaluation(
@@ -235,6 +239,25 @@ def evaluate_versions(
         artifact_uri=f"{run.info.artifact_uri}/{artifact_path}",
         artifact_path=artifact_path,
     )
+
+
+def describe_evaluation(evaluation: Evaluation, metric: str = "test_iou") -> str:
+    """What was scored, on which data, as which item, with ``metric``: a few lines for a log."""
+    lines = [
+        f"scored on the test split of {evaluation.dataset_dir} ({evaluation.candidate.n_test_pixels} pixels)"
+    ]
+    versions = [("candidate", evaluation.candidate), ("production", evaluation.production)]
+    for role, v in versions:
+        if v is None:
+            lines.append("production: none (the candidate is compared with nothing)")
+            continue
+        value = v.metrics.get(metric)
+        lines.append(
+            f"{role} v{v.version} (run {v.run_id}): {metric} "
+            f"{'—' if value is None or value != value else f'{value:.4f}'}"
+            + (f", as its item {v.item} says" if v.item else "")
+        )
+    return "\n".join(lines)
 
 
 def _same_classes(model: str, named: Mapping[str, tuple[list[str], str | None]]) -> None:
@@ -421,6 +444,7 @@ def to_markdown(report: ComparisonReport) -> str:
         f"- primary metric: `{report.primary_metric}`, tolerance {report.tolerance:g} "
         f"({report.policy_source})",
         f"- data: test split of `{ev.dataset_dir}` ({ev.candidate.n_test_pixels} test pixels)",
+        *(f"- {role} v{v.version} scored as its item `{v.item}` says" for role, v in _items(ev)),
         "",
         f"| metric | candidate v{ev.candidate.version} | production {prod} | delta |",
         "| --- | --- | --- | --- |",
@@ -442,6 +466,12 @@ def to_markdown(report: ComparisonReport) -> str:
     return "\n".join(lines)
 
 
+def _items(ev: Evaluation) -> list[tuple[str, VersionScores]]:
+    """The versions scored, each with the item it was read with (where one was)."""
+    versions = [("candidate", ev.candidate), ("production", ev.production)]
+    return [(role, v) for role, v in versions if v is not None and v.item]
+
+
 def to_html(report: ComparisonReport) -> str:
     """The report as a standalone HTML page (pure)."""
     ev = report.evaluation
@@ -457,7 +487,11 @@ def to_html(report: ComparisonReport) -> str:
         f"v{ev.candidate.version}</h1><p><strong>{html.escape(report.summary)}</strong></p>"
         f"<p>Primary metric <code>{html.escape(report.primary_metric)}</code>, tolerance "
         f"{report.tolerance:g} ({html.escape(report.policy_source)}).</p>"
-        f"<table border='1'><tr><th>metric</th><th>candidate v{ev.candidate.version}</th>"
+        + "".join(
+            f"<p>{role} v{v.version} scored as its item <code>{html.escape(v.item)}</code> says.</p>"
+            for role, v in _items(ev)
+        )
+        + f"<table border='1'><tr><th>metric</th><th>candidate v{ev.candidate.version}</th>"
         f"<th>production {prod}</th><th>delta</th></tr>{rows}</table>"
         "<img src='comparison.png' alt='both predictions over the same area'></body></html>\n"
     )

@@ -19,7 +19,7 @@ def evaluate(
     """Score the candidate and the production version on the same held-out data, each read as
     its own version's MLM item says."""
     from steps.dataset import DatasetRef, materialize_dataset, resolve_dataset
-    from steps.promotion_report import evaluate_versions, version_dataset
+    from steps.promotion_report import describe_evaluation, evaluate_versions, version_dataset
 
     use_tracking()
     settings = get_settings()
@@ -29,7 +29,9 @@ def evaluate(
         else version_dataset(model, candidate)
     )
     data = materialize_dataset(dataset, settings.home_dir / "datasets")
-    return evaluate_versions(model, candidate, str(data), settings.catalog_href).model_dump_json()
+    evaluation = evaluate_versions(model, candidate, str(data), settings.catalog_href)
+    print(describe_evaluation(evaluation))  # the step's log: what was scored, as which item, how
+    return evaluation.model_dump_json()
 
 
 @geomlops_script(resources=SMALL)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,43 @@ def load_manifest(source: str) -> dict[str, Any]:
         raise ManifestError(f"{path}: expected exactly one YAML mapping (a Workflow or WorkflowTemplate)")
     manifest: dict[str, Any] = docs[0]
     return manifest
+
+
+#: the label naming the pipeline a manifest was rendered from
+PIPELINE_LABEL = "geomlops.io/pipeline"
+
+
+def manifest_pipeline(manifest: Mapping[str, Any]) -> str | None:
+    """The geomlops pipeline a manifest was rendered from: its label, or for a Workflow the
+    WorkflowTemplate it refers to (``geomlops-<pipeline>-<version>``, of any version); None for
+    any other manifest."""
+    from pipelines import PIPELINES
+
+    metadata = manifest.get("metadata")
+    labels = metadata.get("labels") if isinstance(metadata, Mapping) else None
+    label = labels.get(PIPELINE_LABEL) if isinstance(labels, Mapping) else None
+    if isinstance(label, str) and label in PIPELINES:
+        return label
+    spec = manifest.get("spec")
+    ref = spec.get("workflowTemplateRef") if isinstance(spec, Mapping) else None
+    name = ref.get("name") if isinstance(ref, Mapping) else None
+    if isinstance(name, str):
+        for pipeline in PIPELINES:
+            if re.fullmatch(rf"geomlops-{re.escape(pipeline)}-[0-9][0-9a-z-]*", name):
+                return pipeline
+    return None
+
+
+def manifest_arguments(manifest: Mapping[str, Any]) -> dict[str, str]:
+    """The values a manifest gives its parameters (``spec.arguments.parameters``)."""
+    spec = manifest.get("spec")
+    arguments = spec.get("arguments") if isinstance(spec, Mapping) else None
+    parameters = arguments.get("parameters") if isinstance(arguments, Mapping) else None
+    return {
+        str(p["name"]): str(p["value"])
+        for p in parameters or []
+        if isinstance(p, Mapping) and "name" in p and p.get("value") is not None
+    }
 
 
 def load_lintable(source: str) -> list[tuple[str, dict[str, Any]]]:
@@ -385,18 +424,22 @@ def run(
         values = parse_params(params)
         from pipelines import PIPELINES
 
-        if pipeline in PIPELINES:  # a bad request fails here, in seconds, before the run starts
+        manifest = load_manifest(pipeline)
+        # a bad request fails here, in seconds, before the run starts: a pipeline by its name, or
+        # a manifest file rendered from one, with the values the file gives its parameters
+        checked = pipeline if pipeline in PIPELINES else manifest_pipeline(manifest)
+        if checked is not None:
             from steps.preflight import preflight
 
             try:
-                preflight(pipeline, values)
+                preflight(checked, {**manifest_arguments(manifest), **values})
             except GeomlopsError as err:
                 err.add_note("no run was started")
                 raise
         # what the checks let through (other parameters, other manifests): a warning
         for warning in relative_path_params(values, Path.cwd()):
             click.secho(f"! {warning}", fg="yellow", err=True)
-        start = functools.partial(runner.run, load_manifest(pipeline), values)
+        start = functools.partial(runner.run, manifest, values)
     try:
         with images:
             summary = start()
@@ -497,8 +540,10 @@ def runs_list() -> None:
     """List local runs, newest first."""
     from geomlops.argo.runner import LocalRunner
 
-    for summary in LocalRunner(get_settings().runs_dir, progress=False).list_runs():
-        click.echo(f"{summary.run_id:48} {summary.status:10} {summary.started or ''}")
+    summaries = list(LocalRunner(get_settings().runs_dir, progress=False).list_runs())
+    width = max((len(s.run_id) for s in summaries), default=0)  # columns in line, ids of any length
+    for summary in summaries:
+        click.echo(f"{summary.run_id:{width}}  {summary.status:11} {summary.started or ''}")
 
 
 @runs.command("show")

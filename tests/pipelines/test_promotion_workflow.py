@@ -187,8 +187,18 @@ def test_worse_candidate_is_refused_without_override_and_the_refusal_recorded(pr
     report_dir = Path(refusal["report"].removeprefix("file://")).parent
     markdown = (report_dir / "report.md").read_text()
     assert "| test_iou |" in markdown and "production v1" in markdown and "## Per class" in markdown
+    assert re.search(rf"- production v1 scored as its item `\S*/{MODEL}-v1\.json` says", markdown), markdown
     report = json.loads((report_dir / "report.json").read_text())
     assert report["worse"] is True and report["delta"] < -report["tolerance"]
+    # the evaluate step's log says what it scored, as which item, and how it came out
+    run_dir = promo["home"] / "runs" / _run_id(out)
+    node = json.loads((run_dir / "state.json").read_text())["nodes"]["evaluate"]
+    log = (run_dir / node["log"]).read_text()
+    iou = report["evaluation"]["production"]["metrics"]["test_iou"]
+    assert f"production v1 (run {report['evaluation']['production']['run_id']}): test_iou {iou:.4f}" in log, (
+        log
+    )
+    assert f"{MODEL}-v2.json says" in log and f"{MODEL}-v1.json says" in log, log
 
 
 def test_worse_candidate_with_override_is_promoted_and_recorded(
@@ -375,6 +385,12 @@ def test_each_version_is_scored_as_its_own_item_reads_its_input(inproc: dict[str
     # read as the candidate's item says, version 1 answers otherwise
     assert evaluation.production.confusion_matrix != confusion("1", candidate_spec)
     assert evaluation.candidate.confusion_matrix == confusion("2", candidate_spec)
+    # the report says which item each version was read with
+    assert evaluation.production.item == own.item_href and evaluation.production.item.endswith(
+        f"{MODEL}-v1.json"
+    )
+    assert evaluation.candidate.item == candidate_spec.item_href
+    assert evaluation.candidate.item.endswith(f"{MODEL}-v2.json")
 
 
 def test_versions_whose_items_name_other_classes_are_not_compared(inproc: dict[str, Any]) -> None:

@@ -56,7 +56,13 @@ def test_aoi_larger_than_the_imagery_is_clipped_to_it() -> None:
         (_polygon([(0, 0), (1, 1), (1, 0), (0, 1)]), "invalid polygon: Self-intersection"),
         ({"type": "FeatureCollection", "features": []}, "empty"),
         (_polygon([(179.5, 10), (-179.5, 10), (-179.5, 11), (179.5, 11)]), "crosses the antimeridian"),
-        (_polygon([(10, 10), (11, 10), (11, 11), (10, 11)]), "does not overlap the imagery"),
+        # in the degrees the AOI was given in, then in the imagery's own CRS
+        (
+            _polygon([(10, 10), (11, 10), (11, 11), (10, 11)]),
+            r"area of interest \(10\.0, 10\.0, 11\.0, 11\.0\) does not overlap the imagery "
+            r"\(-87\.49684, 30\.64671, -87\.29969, 30\.81055\) in EPSG:4326 \(\(452475\.0, 3390555\.0, "
+            r"471285\.0, 3408645\.0\) in EPSG:32616\)",
+        ),
         ({"type": "Point", "coordinates": [0, 0]}, "expected Polygon or MultiPolygon"),
     ],
 )

@@ -87,3 +87,41 @@ def test_a_run_whose_folder_another_run_took_stops(tmp_path: Path) -> None:
     ):
         assemble_mask(second, output)
     assert not (output / "mask.tif").exists()
+
+
+def test_pieces_another_run_traced_are_never_taken_for_this_runs(tmp_path: Path) -> None:
+    import os
+
+    from postprocessing._rings import empty
+    from postprocessing.grid import plan_blocks
+    from postprocessing.kernel import BlockPieces
+    from steps.batch import load_pieces, pieces_path, pieces_run, save_pieces
+    from steps.predictions import _traced_pieces
+
+    output = tmp_path / "out"
+    plan = _plan(tmp_path, "uid-second")
+    start_plan(plan, output)
+    _predict_all(plan, output, 2)
+    none = BlockPieces(final=empty(), edge=empty())
+    blocks = [block for group in plan.groups for block in group]
+    for block in blocks:
+        tif = block_path(output, block.id)
+        save_pieces(pieces_path(output, block.id), none, "uid-second")
+        os.utime(tif, ns=(tif.stat().st_atime_ns, pieces_path(output, block.id).stat().st_mtime_ns + 1))
+    grid = plan_blocks(plan.height, plan.width, plan.block_size)
+    assert _traced_pieces(plan, output, grid) == [pieces_path(output, b.id) for b in grid.blocks]
+
+    # an older run, still going, left its pieces of a block beside this run's block (dated
+    # before it, so their time does not tell): traced again from the mask, not taken
+    other = pieces_path(output, blocks[0].id)
+    save_pieces(other, none, "uid-first")
+    tif = block_path(output, blocks[0].id)
+    os.utime(tif, ns=(tif.stat().st_atime_ns, other.stat().st_mtime_ns + 1))
+    assert pieces_run(other) == "uid-first"
+    assert _traced_pieces(plan, output, grid) is None
+    # where pieces are read as blocks finish (the streamed feature files), the run stops
+    with pytest.raises(
+        PermanentError, match=r"traced by another run \(workflow uid uid-first, this run uid-second\)"
+    ):
+        load_pieces(other, "uid-second")
+    assert load_pieces(other).final.classes.size == 0  # outside a run: not checked

@@ -149,6 +149,18 @@ def test_report_shows_both_versions_side_by_side_and_per_class() -> None:
     assert "| cloud | 0.8000 | 0.9000 |" in markdown and "| clear | 0.9000 | 0.9000 |" in markdown
     assert "| test_precision_cloud | — | — | — |" in markdown  # undefined, shown as such
     assert "comparison.png" in markdown and "<td>test_iou</td><td>0.8000</td>" in to_html(report)
+    assert "scored as its item" not in markdown  # no catalogue was read
+    # each version with the item it was scored as
+    items = evaluation.model_copy(
+        update={
+            "candidate": evaluation.candidate.model_copy(update={"item": "/c/m-v2/m-v2.json"}),
+            "production": evaluation.production.model_copy(update={"item": "/c/m-v1/m-v1.json"}),
+        }
+    )
+    read = report.model_copy(update={"evaluation": items})
+    assert "- candidate v2 scored as its item `/c/m-v2/m-v2.json` says" in to_markdown(read)
+    assert "- production v1 scored as its item `/c/m-v1/m-v1.json` says" in to_markdown(read)
+    assert "production v1 scored as its item <code>/c/m-v1/m-v1.json</code> says" in to_html(read)
     assert (
         ComparisonReport.model_validate_json(report.model_dump_json()).evaluation.candidate.metrics[
             "test_iou"

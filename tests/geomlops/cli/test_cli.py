@@ -279,6 +279,56 @@ spec:
     assert [node["result"] for node in state["nodes"].values()] == ["False"]
 
 
+def test_a_manifest_file_of_a_pipeline_gets_the_pipelines_checks_before_its_run(
+    home: Path, tmp_path: Path
+) -> None:
+    from geomlops.cli.main import manifest_pipeline
+
+    # a rendered WorkflowTemplate, its arguments edited in the file: a relative imagery path
+    rendered = CliRunner().invoke(main, ["render", "batch-inference"])
+    assert rendered.exit_code == 0, rendered.output
+    template = yaml.safe_load(rendered.output)
+    for parameter in template["spec"]["arguments"]["parameters"]:
+        parameter["value"] = {"model": "cloud-mask", "imagery": "scenes/scene.tif"}.get(
+            parameter["name"], parameter.get("value")
+        )
+    bi = tmp_path / "bi.yaml"
+    bi.write_text(yaml.safe_dump(template))
+    # a Workflow referring to an earlier version's template, its values in the file
+    workflow = tmp_path / "register.yaml"
+    workflow.write_text(
+        "apiVersion: argoproj.io/v1alpha1\nkind: Workflow\nmetadata: {generateName: register-}\n"
+        "spec:\n  workflowTemplateRef: {name: geomlops-registration-0-1-0}\n"
+        "  arguments: {parameters: [{name: package, value: water-mask}]}\n"
+    )
+    for manifest, extra, message in (
+        (bi, [], "parameter 'imagery' 'scenes/scene.tif': expected an absolute path or a URL"),
+        # -p wins over the file's value, as in the run
+        (bi, ["-p", "imagery=other.tif"], "parameter 'imagery' 'other.tif': expected an absolute path"),
+        (workflow, [], "parameter 'package' 'water-mask': expected an absolute path or a URL"),
+    ):
+        result = CliRunner().invoke(main, ["run", str(manifest), *extra, "--no-interactive"])
+        assert result.exit_code == 2, result.output
+        assert message in result.output
+        assert result.output.rstrip().endswith("(no run was started)"), result.output
+        assert not (home / "runs").exists() or not any((home / "runs").iterdir())
+
+    assert manifest_pipeline(template) == "batch-inference"
+    assert (
+        manifest_pipeline({"spec": {"workflowTemplateRef": {"name": "geomlops-promotion-0-2-0"}}})
+        == "promotion"
+    )
+    assert manifest_pipeline(
+        yaml.safe_load(CliRunner().invoke(main, ["render", "batch-inference-schedule"]).output)
+    ) == ("batch-inference-schedule")
+    # another pipeline's name as a prefix, another project's template, no labels: none of ours
+    assert (
+        manifest_pipeline({"spec": {"workflowTemplateRef": {"name": "geomlops-batch-inference-x"}}}) is None
+    )
+    assert manifest_pipeline({"spec": {"workflowTemplateRef": {"name": "mapping-training-0-1-0"}}}) is None
+    assert manifest_pipeline({"metadata": {"labels": {"geomlops.io/pipeline": "other"}}}) is None
+
+
 def test_lint_checks_every_argo_document_of_the_install_output(
     home: Path, tmp_path: Path, schema_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -335,6 +385,14 @@ def test_at_latest_names_the_newest_run(home: Path, tmp_path: Path) -> None:
     assert f"      log of 'model': {log.removesuffix('.log')}.model.log" in shown.output
     resumed = CliRunner().invoke(main, ["run", "--resume", "@latest"])
     assert newest in resumed.output
+
+    # a run of a long name: the list's columns stay in line
+    long = tmp_path / "long.yaml"
+    long.write_text(flow.read_text().replace("generateName: echo-", f"generateName: {'echo-' * 10}"))
+    assert CliRunner().invoke(main, ["run", str(long)]).exit_code == 0
+    listing = CliRunner().invoke(main, ["runs", "list"]).output.splitlines()
+    assert len(listing) == 3 and max(len(line.split()[0]) for line in listing) > 50, listing
+    assert len({line.index(" Succeeded ") for line in listing}) == 1, listing
 
 
 def test_a_command_started_where_no_work_folder_is_says_so(
