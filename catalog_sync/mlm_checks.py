@@ -85,6 +85,44 @@ def _input_faults(raw: Any, where: str) -> list[Fault]:
     return faults
 
 
+def _declared_bands(item: Mapping[str, Any]) -> set[str] | None:
+    """The names (and common names) of the bands the item declares: in its properties or on
+    an asset (STAC 1.1 ``bands``, or 1.0's ``eo:bands``); None where it declares none."""
+    props = item.get("properties")
+    assets = item.get("assets")
+    lists = [props] if isinstance(props, Mapping) else []
+    lists += [a for a in assets.values() if isinstance(a, Mapping)] if isinstance(assets, Mapping) else []
+    names: set[str] | None = None
+    for holder in lists:
+        for key in ("bands", "eo:bands"):
+            bands = holder.get(key)
+            if not isinstance(bands, list):
+                continue
+            names = names or set()
+            for band in bands:
+                if isinstance(band, Mapping):
+                    names |= {str(band[k]) for k in ("name", "eo:common_name", "common_name") if band.get(k)}
+    return names
+
+
+def _input_bands_faults(raw: Any, declared: set[str], where: str) -> list[Fault]:
+    """Each input band the item's bands do not name: what the model reads would be guessed."""
+    if not isinstance(raw, Mapping) or not isinstance(raw.get("bands"), list):
+        return []
+    faults = []
+    for i, band in enumerate(raw["bands"]):
+        name = band.get("name") if isinstance(band, Mapping) else band
+        if isinstance(name, str) and name not in declared:
+            faults.append(
+                (
+                    f"{where}.bands[{i}]",
+                    f"{name!r} is not among the bands the item declares ({', '.join(sorted(declared))}): "
+                    "name each input band as the item's bands name it (name or eo:common_name)",
+                )
+            )
+    return faults
+
+
 def _entry_point_name(raw: Mapping[str, Any], key: str, where: str) -> list[Fault]:
     """A field naming one of the package's entry points: a name, where given."""
     fault = entry_point_fault(raw.get(key))
@@ -177,8 +215,11 @@ def mlm_faults(item: Mapping[str, Any]) -> list[Fault]:
     for key in ("mlm:name", "mlm:architecture", "mlm:tasks", "mlm:input", "mlm:output"):
         if props.get(key) in (None, "", []):
             faults.append((f"$.properties['{key}']", "required by the MLM extension, missing or empty"))
+    declared = _declared_bands(item)
     for i, raw in enumerate(props.get("mlm:input") or []):
         faults += _input_faults(raw, f"$.properties['mlm:input'][{i}]")
+        if declared:
+            faults += _input_bands_faults(raw, declared, f"$.properties['mlm:input'][{i}]")
     for i, raw in enumerate(props.get("mlm:output") or []):
         faults += _output_faults(raw, f"$.properties['mlm:output'][{i}]")
     assets = item.get("assets")

@@ -132,7 +132,8 @@ class StaticCatalog:
         Raises:
             ItemNotFoundError: the collection or the item does not exist.
         """
-        self._ensure_root()
+        if not self.root.exists() and collection in COLLECTIONS:  # read only: nothing made here
+            raise ItemNotFoundError(f"no item '{item_id}' in collection '{collection}' ({self.root})")
         self._collection_path(collection)
         path = Path(self.item_href(collection, item_id))
         if not path.exists():
@@ -213,7 +214,8 @@ class StaticCatalog:
         A link whose file is gone (deleted by hand, a copy that lost files) lists nothing: the
         item is absent, as :meth:`get_item` says, and ``catalog sync`` writes it again.
         """
-        self._ensure_root()
+        if not self.root.exists() and collection in COLLECTIONS:  # read only: nothing made here
+            return []
         cpath = self._collection_path(collection)
         coll = _read_json(cpath)
         paths = [

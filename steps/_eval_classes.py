@@ -78,11 +78,19 @@ def parse_parameters(raw: Mapping[str, Any] | EvaluationParameters | None) -> Ev
     """Validate evaluation parameters; a wrong one is a :class:`ParameterError` naming it."""
     if isinstance(raw, EvaluationParameters):
         return raw
+    given = dict(raw or {})
+    allowed = sorted(EvaluationParameters.model_fields)
+    if unknown := sorted(set(given) - set(allowed), key=str):
+        raise ParameterError(
+            f"parameter 'eval_params': {', '.join(repr(u) for u in unknown)} "
+            f"{'is not an evaluation parameter' if len(unknown) == 1 else 'are not evaluation parameters'} "
+            f"(it takes: {', '.join(allowed)})"
+        )
     try:
-        return EvaluationParameters.model_validate(dict(raw or {}))
+        return EvaluationParameters.model_validate(given)
     except ValidationError as err:
         faults = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
-        raise ParameterError(f"evaluation parameters: {faults}") from err
+        raise ParameterError(f"parameter 'eval_params': {faults}") from err
 
 
 def _read_json(path: Path) -> dict[str, Any]:

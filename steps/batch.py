@@ -211,6 +211,10 @@ def block_done(path: Path, run: str) -> bool:
         return False
 
 
+#: the batch plan's file in its output folder; a folder without one holds no run's outputs
+PLAN_FILE = "plan.json"
+
+
 def start_plan(plan: BatchPlan, output: Path) -> Path:
     """Keep a new run's plan in ``output``, taking the folder over: blocks an earlier run left
     there (another version, imagery or grid) are removed, never taken for this run's.
@@ -815,7 +819,7 @@ def assemble_mask(plan: BatchPlan, output: Path) -> Path:
 def save_plan(plan: BatchPlan, output: Path) -> Path:
     """Keep the plan with the outputs (what was predicted, on which grid)."""
     output.mkdir(parents=True, exist_ok=True)
-    path = output / "plan.json"
+    path = output / PLAN_FILE
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(plan.model_dump(mode="json"), indent=1))
     return path

@@ -23,16 +23,41 @@ Predict = Callable[[NDArray[Any]], NDArray[Any]]
 __all__ = ["NODATA_CLASS", "Predict", "block_centre", "check_imagery", "predict_block", "read_block"]
 
 
+#: STAC's common band names (the ``eo`` extension's ``common_name``)
+COMMON_NAMES = frozenset(
+    {
+        "pan", "coastal", "blue", "green", "green05", "yellow", "red", "rededge", "rededge071",
+        "rededge075", "rededge078", "nir", "nir08", "nir09", "cirrus", "swir16", "swir22", "lwir",
+        "lwir11", "lwir12",
+    }
+)  # fmt: skip
+
+
 def check_imagery(src: Any, model_input: ModelInput) -> None:
-    """Check band count and data type against the model's MLM input.
+    """Check bands and data type against the model's MLM input.
 
     Imagery whose band descriptions name every MLM band may hold more bands: those are read.
+    Imagery that describes its bands as the model names them (some of its bands, or STAC
+    common names) but lacks some is refused, naming them; otherwise the band count must match.
 
     Raises:
         ImageryMismatchError: naming the file, what it has and what the model expects.
     """
     expected = len(model_input.bands) or (model_input.shape[1] if len(model_input.shape) > 1 else None)
-    named = model_input.bands and all(b in (src.descriptions or ()) for b in model_input.bands)
+    described = [d for d in (src.descriptions or ()) if d]
+    named = model_input.bands and all(b in described for b in model_input.bands)
+    missing = [b for b in model_input.bands if b not in described]
+    # bands described in the model's own terms (some of its bands, or all common names): the
+    # bands it needs and the imagery lacks are named, never read from other bands by position
+    if (
+        missing
+        and len(described) == src.count
+        and (len(missing) < len(model_input.bands) or set(described) | set(model_input.bands) <= COMMON_NAMES)
+    ):
+        raise ImageryMismatchError(
+            f"{src.name}: its bands are {', '.join(described)}, but the model's input '{model_input.name}' "
+            f"needs {', '.join(missing)} too ({', '.join(model_input.bands)})"
+        )
     if not named and expected and expected > 0 and src.count != expected:
         raise ImageryMismatchError(
             f"{src.name}: {src.count} band(s), but the model's input '{model_input.name}' expects "

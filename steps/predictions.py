@@ -27,6 +27,7 @@ from geomlops.errors import ItemNotFoundError, ModelNotFoundError
 from geomlops.files import atomic_path, remove, temporary_beside, write_atomic
 from geomlops.tracking import raise_if_unreachable
 from steps.batch import (
+    PLAN_FILE,
     BatchPlan,
     block_done,
     block_path,
@@ -89,11 +90,22 @@ def resolve_version(model: str, version: str) -> Lineage:
         )
     except MlflowException as err:
         raise_if_unreachable(err)
-        raise ModelNotFoundError(_what_there_is(client, model, version)) from None
+        raise ModelNotFoundError(not_found_message(client, model, version)) from None
     return Lineage(model=model, model_version=str(mv.version), run_id=str(mv.run_id))
 
 
-def _what_there_is(client: Any, model: str, version: str) -> str:
+def not_found_message(client: Any, model: str, version: str) -> str:
+    """What to say when ``model`` has no version or alias ``version``: the versions and
+    aliases it has, or that there is no such registered model.
+
+    Args:
+        client: an ``MlflowClient`` of the registry that was asked.
+        model: the registered model's name.
+        version: the version number or alias that was not found.
+
+    Raises:
+        TrackingUnavailableError: the tracking server does not answer.
+    """
     from mlflow.exceptions import MlflowException
 
     what = "version" if version.isdigit() else "alias"
@@ -713,17 +725,30 @@ def predictions_item_id(lineage: Lineage, area: str) -> str:
 
 
 def check_output_item(output: Path, item_id: str) -> None:
-    """Refuse to plan into a folder whose files another predictions item describes.
+    """Refuse to plan into a folder that holds anything but a batch run's outputs, or whose
+    files another predictions item describes.
 
-    A run replaces the files in its folder; where they are the assets of another item (an
-    earlier run of another version or area given the same ``output``), that item would then
-    describe this run's predictions. The same item's files are replaced, as a rerun does.
+    A run replaces and removes files in its folder (``mask.tif``, ``blocks/`` …): a folder of
+    other files (a package, a user's data) is never taken over. Where the files are the assets
+    of another item (an earlier run of another version or area given the same ``output``), that
+    item would then describe this run's predictions. The same item's files are replaced, as a
+    rerun does.
 
     Raises:
-        ParameterError: naming the folder, the item and what to do.
+        ParameterError: naming the folder, what is in it and what to do.
     """
     from geomlops.errors import ParameterError
 
+    if output.exists() and not output.is_dir():
+        raise ParameterError(f"parameter 'output' {str(output)!r}: a file; expected a folder (new or empty)")
+    if output.is_dir() and not (output / PLAN_FILE).is_file():
+        held = sorted(p.name for p in output.iterdir())
+        if held:
+            raise ParameterError(
+                f"parameter 'output' {str(output)!r}: the folder holds other files "
+                f"({', '.join(held[:3])}{', …' if len(held) > 3 else ''}) and no batch run's plan; a "
+                "run replaces and removes files in its folder, so give a new or empty folder"
+            )
     path = output / PUBLISHED
     if not path.is_file():
         return
@@ -1019,5 +1044,5 @@ def read_plan(output: Path, run: str = "") -> BatchPlan:
     Raises:
         PermanentError: another run planned into the folder since.
     """
-    plan = BatchPlan.model_validate(json.loads((output / "plan.json").read_text()))
+    plan = BatchPlan.model_validate(json.loads((output / PLAN_FILE).read_text()))
     return check_plan_run(plan, run, output)

@@ -106,9 +106,16 @@ def _training(params: Mapping[str, str]) -> None:
             parse_parameters(parsed)  # names an unknown or mistyped field
         else:
             given = parsed
-    spec = fetch_model_spec(model, get_settings().catalog_href)
+    settings = get_settings()
+    spec = fetch_model_spec(model, settings.catalog_href)
     if given and spec.package_uri and Path(spec.package_uri).is_dir():
         _check_train_params(given, Path(spec.package_uri))
+    repo = settings.data_repo_url
+    if params.get("dataset_path") and "://" not in repo and not repo.startswith("git@"):
+        from steps.dataset import resolve_dataset
+
+        # a data repository on this machine: the path and revision are looked up in seconds
+        resolve_dataset(repo, params["dataset_path"], params.get("dataset_rev") or "HEAD")
 
 
 def _check_train_params(given: Mapping[str, Any], package: Path) -> None:
@@ -173,6 +180,12 @@ def _registration(params: Mapping[str, str]) -> None:
     package = params.get("package", "")
     if package and not is_git_source(package):  # a folder or an archive the first task reads
         check_absolute_location(package, "parameter 'package'")
+        local = package.removeprefix("file://")
+        if "://" not in local and not Path(local).exists():
+            raise ParameterError(
+                f"parameter 'package' {package!r}: no such folder or file (expected a model package: "
+                "its folder, or an archive of it)"
+            )
 
 
 #: the checks of each pipeline that has some

@@ -28,9 +28,15 @@ def load_manifest(source: str) -> dict[str, Any]:
         return render(source)
     path = Path(source)
     if not path.is_file():
-        raise ManifestError(
-            f"'{source}' is neither a pipeline ({', '.join(sorted(PIPELINES))}) nor a manifest file"
+        pipelines = ", ".join(sorted(PIPELINES))
+        looks_like_a_file = (
+            path.suffix.lower() in (".yaml", ".yml", ".json") or os.sep in source or "/" in source
         )
+        if looks_like_a_file and not path.exists():
+            raise ManifestError(
+                f"{source}: no such file (PIPELINE is a pipeline name — {pipelines} — or a manifest file)"
+            )
+        raise ManifestError(f"'{source}' is neither a pipeline ({pipelines}) nor a manifest file")
     try:
         docs = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
     except yaml.YAMLError as err:
@@ -226,12 +232,14 @@ def lint(files: tuple[str, ...], semantic_only: bool, template_paths: tuple[Path
             message = str(err).removeprefix(f"{item}: ")
             click.secho(f"✗ {item}: {message}", fg="red")
             failed = True
+    noted = False
     for source, manifest in checks:
         result = lint_manifest(manifest, source, schema_dir)
         if library is not None:
             result.errors += template_ref_errors(manifest, library)
-        if result.schema_note:
-            click.secho(f"! {source}: {result.schema_note}", fg="yellow", err=True)
+        if result.schema_note and not noted:  # the same for every document: said once
+            click.secho(f"! {result.schema_note}", fg="yellow", err=True)
+            noted = True
         if result.ok and not result.schema_checked and not semantic_only:
             failed = True
             click.secho(
@@ -398,6 +406,29 @@ def run(
             raise ParameterError(f"--approve: {err}") from err
         if not reason.strip():
             raise ParameterError("--reason: required with --approve (it is recorded with the approval)")
+    manifest: dict[str, Any] = {}
+    values: dict[str, str] = {}
+    if not resume_id:  # a bad request fails here, in seconds, before anything is made
+        if not pipeline:
+            raise ParameterError("missing PIPELINE (a pipeline name or a manifest file), or --resume RUN_ID")
+        values = parse_params(params)
+        from pipelines import PIPELINES
+
+        manifest = load_manifest(pipeline)
+        # a pipeline by its name, or a manifest file rendered from one, with the values the file
+        # gives its parameters
+        checked = pipeline if pipeline in PIPELINES else manifest_pipeline(manifest)
+        if checked is not None:
+            from steps.preflight import preflight
+
+            try:
+                preflight(checked, {**manifest_arguments(manifest), **values})
+            except GeomlopsError as err:
+                err.add_note("no run was started")
+                raise
+        # what the checks let through (other parameters, other manifests): a warning
+        for warning in relative_path_params(values, Path.cwd()):
+            click.secho(f"! {warning}", fg="yellow", err=True)
     runner = LocalRunner(
         get_settings().runs_dir,
         max_workers=workers,
@@ -419,26 +450,6 @@ def run(
             raise ParameterError("--resume takes no PIPELINE or -p: a run resumes with what it started with")
         start = functools.partial(runner.resume, resolve_run_id(resume_id))
     else:
-        if not pipeline:
-            raise ParameterError("missing PIPELINE (a pipeline name or a manifest file), or --resume RUN_ID")
-        values = parse_params(params)
-        from pipelines import PIPELINES
-
-        manifest = load_manifest(pipeline)
-        # a bad request fails here, in seconds, before the run starts: a pipeline by its name, or
-        # a manifest file rendered from one, with the values the file gives its parameters
-        checked = pipeline if pipeline in PIPELINES else manifest_pipeline(manifest)
-        if checked is not None:
-            from steps.preflight import preflight
-
-            try:
-                preflight(checked, {**manifest_arguments(manifest), **values})
-            except GeomlopsError as err:
-                err.add_note("no run was started")
-                raise
-        # what the checks let through (other parameters, other manifests): a warning
-        for warning in relative_path_params(values, Path.cwd()):
-            click.secho(f"! {warning}", fg="yellow", err=True)
         start = functools.partial(runner.run, manifest, values)
     try:
         with images:
@@ -508,6 +519,8 @@ def _print_summary(summary: Any) -> None:
         click.echo(f"  {summary.message}")
     if summary.status == "Suspended":
         click.echo(f"  approve with: geomlops run --resume {summary.run_id} --approve NAME --reason WHY")
+    elif summary.status == "Failed" and _refused_at_a_gate(summary.run_dir):
+        click.echo("  a person refused at an approval gate: start a new run to ask again")
     elif summary.status == "Failed" and _permanent_failure(summary.run_dir):
         click.echo(
             f"  a permanent error (exit code {PERMANENT_EXIT_CODE}: bad input or something not found): "
@@ -515,6 +528,18 @@ def _print_summary(summary: Any) -> None:
         )
     elif summary.status == "Failed":
         click.echo(f"  resume with: geomlops run --resume {summary.run_id}")
+
+
+def _refused_at_a_gate(run_dir: Path) -> bool:
+    """Whether a person refused at one of the run's approval gates (its node failed so)."""
+    from geomlops.argo.runner.state_file import load_state
+    from geomlops.argo.runner.suspend import REFUSED
+
+    try:
+        nodes = load_state(run_dir).nodes.values()
+    except GeomlopsError:
+        return False
+    return any(n.status == "Failed" and (n.approval or {}).get("decision") == REFUSED for n in nodes)
 
 
 def _permanent_failure(run_dir: Path) -> bool:

@@ -181,8 +181,10 @@ def run(source: Path, entry_point: str, params: tuple[str, ...]) -> None:
     Parameters are substituted into the MLproject command as `mlflow run` substitutes them:
     defaults filled in, types checked, `path` parameters made absolute from here. The command
     runs in SOURCE, as with `mlflow run`: give `string` parameters that name files as absolute
-    paths. `train` is run by the training workflow (`geomlops run training`), which versions
-    the data and registers the model. Exits with the command's exit status.
+    paths. A parameter the entry point does not declare is refused (`mlflow run` would pass
+    it on as `--NAME VALUE`). `train` is run by the training workflow (`geomlops run
+    training`), which versions the data and registers the model. Exits with the command's exit
+    status.
     """
     from geomlops.errors import ParameterError
     from steps.package import describe_package
@@ -205,6 +207,16 @@ def run(source: Path, entry_point: str, params: tuple[str, ...]) -> None:
         raise ParameterError(
             f"ENTRY_POINT {entry_point!r}: {Path(info.path) / 'MLproject'} has no such entry point "
             f"(it has: {', '.join(sorted(info.entry_points)) or 'none'})"
+        )
+    declared = info.entry_points[entry_point].get("parameters") or {}
+    if isinstance(declared, dict) and (unknown := sorted(set(parameters) - set(declared))):
+        # mlflow run would pass them on as extra --NAME VALUE arguments, which the command
+        # refuses (or ignores) only once the environment is built and the command runs
+        raise ParameterError(
+            f"{', '.join(f'-P {u}' for u in unknown)}: entry point '{entry_point}' of "
+            f"{Path(info.path) / 'MLproject'} has no parameter{'s' if len(unknown) > 1 else ''} "
+            f"{', '.join(repr(u) for u in unknown)} "
+            f"(it takes: {', '.join(sorted(declared)) or 'none'})"
         )
     command = entry_point_command(info, entry_point, parameters, info.path)
     environment = ensure_environment(info.path)

@@ -3,9 +3,32 @@ MLServer, on this machine."""
 
 from __future__ import annotations
 
+import errno
+
 import click
 
 from geomlops.cli._tools import fail_cleanly
+from geomlops.errors import ParameterError
+from geomlops.ports import bind_error
+
+
+def _refuse_taken(option: str, host: str, port: int | None) -> None:
+    """Refuse a port nothing could listen on now, before the model is loaded (minutes).
+
+    Raises:
+        ParameterError: ``host:port`` is taken or cannot be bound here.
+    """
+    if port is None:
+        return
+    err = bind_error(host, port)
+    if err is None:
+        return
+    why = (
+        "in use: something else listens there; give a free one"
+        if err.errno == errno.EADDRINUSE
+        else (err.strerror or str(err))
+    )
+    raise ParameterError(f"{option} {port}: cannot listen on {host}:{port} ({why})")
 
 
 @click.command("serve")
@@ -27,8 +50,13 @@ def serve_command(model: str, host: str, port: int, grpc_port: int | None) -> No
     The model predicts in its own environment (the one it was trained in), in a predictor
     process started first: a model that does not load there ends the command with status 2
     and the reason (a missing module's name, say). The transformer runs on MLServer in
-    geomlops' serving environment, built on first use. Ctrl-C stops both.
+    geomlops' serving environment, built on first use. Ctrl-C stops both. A port that
+    cannot be listened on (one in use) is refused before anything loads.
     """
     from geomlops.serving.local import prepare_local_server, run_local_server
 
+    if grpc_port == port:
+        raise ParameterError(f"--grpc-port {grpc_port}: the same port as --port; give another")
+    for option, number in (("--port", port), ("--grpc-port", grpc_port)):
+        _refuse_taken(option, host, number)
     run_local_server(prepare_local_server(model, host=host, port=port, grpc_port=grpc_port))

@@ -47,11 +47,16 @@ def resolve_served_model(
     post-processor from the version's MLM item in the catalogue (else the model's base item).
 
     Raises:
-        RegistryError: no such model, alias or version, or MLflow cannot be reached.
+        RegistryError: no such model, alias or version (the message lists the versions and
+            aliases there are).
+        TrackingUnavailableError: MLflow cannot be reached.
         CatalogError: the model has no MLM item in the catalogue.
     """
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
+
+    from geomlops.tracking import unreachable_error
+    from steps.predictions import not_found_message
 
     settings = settings or get_settings()
     client = MlflowClient(tracking_uri=settings.tracking_uri)
@@ -60,11 +65,18 @@ def resolve_served_model(
             mv = client.get_model_version(model_name, alias)
         else:
             mv = client.get_model_version_by_alias(model_name, alias)
-        uri = client.get_model_version_download_uri(model_name, str(mv.version))
     except MlflowException as err:
-        what = "version" if alias.isdigit() else "alias"
-        raise RegistryError(f"model '{model_name}' {what} '{alias}': not found in MLflow ({err})") from err
+        if (unreachable := unreachable_error(err, settings.tracking_uri)) is not None:
+            raise unreachable from err
+        # as batch inference says it: the versions and aliases there are
+        raise RegistryError(not_found_message(client, model_name, alias)) from err
     version = str(mv.version)
+    try:
+        uri = client.get_model_version_download_uri(model_name, version)
+    except MlflowException as err:
+        raise RegistryError(
+            f"model '{model_name}' version {version}: MLflow gives no location of its files ({err})"
+        ) from err
     spec = served_model_spec(model_name, version, settings)
     output = spec.outputs[0]
     return ServedModel(

@@ -46,6 +46,16 @@ def test_delete_and_missing(tmp_path: Path, shared_data: Path) -> None:
         store.get_item("nope", "x")
 
 
+def test_reading_a_catalogue_that_is_not_there_makes_nothing(tmp_path: Path) -> None:
+    store = StaticCatalog(tmp_path / "work" / "catalog" / "catalog.json")
+    assert store.list_items("models") == []
+    with pytest.raises(ItemNotFoundError, match="no item 'x' in collection 'models'"):
+        store.get_item("models", "x")
+    with pytest.raises(ItemNotFoundError, match="collection 'nope' does not exist"):
+        store.get_item("nope", "x")
+    assert list(tmp_path.iterdir()) == []  # a refused request leaves no work folder behind
+
+
 def test_bad_item_id_writes_nothing(tmp_path: Path) -> None:
     store = StaticCatalog(tmp_path / "catalog.json")
     with pytest.raises(CatalogError, match="item 'id'"):

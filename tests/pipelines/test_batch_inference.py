@@ -14,6 +14,7 @@ from typing import Any
 import geopandas
 import pytest
 import rasterio
+import yaml
 from rasterio.warp import transform as warp
 
 from catalog_sync.validation import validate_stac
@@ -138,13 +139,19 @@ def test_bad_areas_and_imagery_fail_at_planning(work: dict[str, Any], tmp_path: 
     far.write_text(
         json.dumps({"type": "Polygon", "coordinates": [[[10, 10], [11, 10], [11, 11], [10, 11], [10, 10]]]})
     )
-    # by pipeline name the CLI's preflight refuses it before a run starts (exit 2); as a manifest
-    # file (as Argo runs it) the planning step refuses it, once: a permanent error (exit 1)
+    # by pipeline name (or a manifest rendered from it) the CLI's preflight refuses it before a
+    # run starts (exit 2); where nothing runs before the steps (on Argo; here a manifest that does
+    # not say which pipeline it is) the planning step refuses it, once: a permanent error (exit 1)
     result = work["cli"]("run", "batch-inference", *_params(work, tmp_path / "o1", "far", f"aoi={far}"))
     assert result.returncode == 2
     assert "does not overlap the imagery" in result.stderr
     manifest = tmp_path / "batch-inference.yaml"
     assert work["cli"]("render", "batch-inference", "-o", str(manifest)).returncode == 0
+    result = work["cli"]("run", str(manifest), *_params(work, tmp_path / "o1", "far", f"aoi={far}"))
+    assert result.returncode == 2 and "(no run was started)" in result.stderr
+    unlabelled = yaml.safe_load(manifest.read_text())
+    del unlabelled["metadata"]["labels"]["geomlops.io/pipeline"]
+    manifest.write_text(yaml.safe_dump(unlabelled))
     result = work["cli"]("run", str(manifest), *_params(work, tmp_path / "o1", "far", f"aoi={far}"))
     assert result.returncode == 1
     assert "does not overlap the imagery" in result.stdout + result.stderr

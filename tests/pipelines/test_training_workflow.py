@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from geomlops.cli.demo import DATASET, MODEL, default_package
 
@@ -106,11 +107,15 @@ def _run(work: dict[str, Any], *params: str) -> subprocess.CompletedProcess[str]
 
 
 def _run_manifest(work: dict[str, Any], *params: str) -> subprocess.CompletedProcess[str]:
-    """The training manifest run as a file: no preflight, the workflow's own steps check (as on
-    Argo, where nothing runs before them)."""
+    """The training manifest run as a file that does not say which pipeline it is (its label
+    removed): no preflight, the workflow's own steps check (as on Argo, where nothing runs
+    before them)."""
     manifest = work["home"] / "training-manifest.yaml"
     if not manifest.exists():
         assert _geomlops(work, "render", "training", "-o", str(manifest)).returncode == 0
+        unlabelled = yaml.safe_load(manifest.read_text())
+        del unlabelled["metadata"]["labels"]["geomlops.io/pipeline"]
+        manifest.write_text(yaml.safe_dump(unlabelled))
     args = ["run", str(manifest)]
     for p in params:
         args += ["-p", p]
@@ -132,9 +137,18 @@ def test_unknown_model_fails_naming_it(work: dict[str, Any]) -> None:
 
 
 def test_unknown_dataset_path_and_revision(work: dict[str, Any]) -> None:
+    # refused before a run starts (the data repository is on this machine) …
+    runs_before = sorted((work["home"] / "runs").iterdir())
     out = _run(work, f"model={MODEL}", "dataset_path=datasets/none")
-    assert out.returncode == 1 and "'datasets/none' does not exist" in out.stdout + out.stderr
+    assert out.returncode == 2 and "'datasets/none' does not exist" in out.stderr, out.stderr
+    assert "(no run was started)" in out.stderr
     out = _run(work, f"model={MODEL}", f"dataset_path={DATASET}", "dataset_rev=v9")
+    assert out.returncode == 2 and "revision 'v9'" in out.stderr and "(no run was started)" in out.stderr
+    assert sorted((work["home"] / "runs").iterdir()) == runs_before
+    # … and by the workflow's own step where nothing runs before it (on Argo)
+    out = _run_manifest(work, f"model={MODEL}", "dataset_path=datasets/none")
+    assert out.returncode == 1 and "'datasets/none' does not exist" in out.stdout + out.stderr
+    out = _run_manifest(work, f"model={MODEL}", f"dataset_path={DATASET}", "dataset_rev=v9")
     assert out.returncode == 1 and "revision 'v9'" in out.stdout + out.stderr
 
 

@@ -476,7 +476,17 @@ def test_parameters_win_over_the_label_item(tmp_path: Path, shared_data: Path) -
 @pytest.mark.parametrize(
     ("parameters", "error", "message"),
     [
-        ({"label_vaule": 255}, ParameterError, r"label_vaule: Extra inputs are not permitted"),
+        (
+            {"label_vaule": 255},
+            ParameterError,
+            r"^parameter 'eval_params': 'label_vaule' is not an evaluation parameter \(it takes: "
+            r"background_value, ignore_value, label_value, label_values, positive_class\)$",
+        ),
+        (
+            {"label_value": 255, "ignore": 0, "classes": {}},
+            ParameterError,
+            r"'classes', 'ignore' are not evaluation parameters \(it takes: background_value,",
+        ),
         ({"label_value": "roof"}, ParameterError, r"label_value: Input should be a valid integer"),
         (
             {"label_values": {"roof": 255}},

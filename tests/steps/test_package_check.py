@@ -384,6 +384,11 @@ def test_a_missing_mlm_field_is_reported_once(scaffolded: Path, tmp_path: Path, 
             "'crop' is not applied by geomlops",
         ),
         (
+            {"bands": ["red", "green", "nir"]},  # the item declares red, green and blue
+            "$.properties['mlm:input'][0].bands[2]",
+            "'nir' is not among the bands the item declares (blue, green, red)",
+        ),
+        (
             {"output_data_type": "other"},  # allowed by the MLM schema; named once, not raised
             "$.properties['mlm:output'][0].result.data_type",
             "'other'",

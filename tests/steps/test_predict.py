@@ -83,6 +83,51 @@ def test_imagery_checks(image: Path) -> None:
             check_imagery(src, spec.model_copy(update={"data_type": "uint8"}))
 
 
+def test_bands_described_as_the_model_names_them_must_all_be_there(image: Path, tmp_path: Path) -> None:
+    """Imagery whose bands are described in the model's terms, and lacks one it needs, is
+    refused naming it: never a band read in its place by position (blue fed in as nir)."""
+    spec = ModelInput(
+        name="rgn",
+        bands=("red", "green", "nir"),
+        shape=(-1, 3, -1, -1),
+        dim_order=("batch", "bands", "height", "width"),
+        data_type="float32",
+    )
+
+    def described(*names: str) -> Path:
+        path = tmp_path / f"{'-'.join(n or 'none' for n in names)}.tif"
+        with rasterio.open(image) as src:
+            profile = {**src.profile, "count": len(names)}
+            data = src.read(1)
+        with rasterio.open(path, "w", **profile) as dst:
+            for i, name in enumerate(names, start=1):
+                dst.write(data, i)
+                if name:
+                    dst.set_band_description(i, name)
+        return path
+
+    for names, missing in (
+        (("red", "green", "blue"), "nir"),
+        (("coastal", "blue", "swir16"), "red, green, nir"),
+    ):
+        with (
+            rasterio.open(described(*names)) as src,
+            pytest.raises(
+                ImageryMismatchError,
+                match=rf"its bands are {', '.join(names)}, but the model's input 'rgn' needs {missing} too",
+            ),
+        ):
+            check_imagery(src, spec)
+    # every band there, in another order or among more: read by name
+    for names in (("nir", "red", "green"), ("blue", "green", "red", "nir")):
+        with rasterio.open(described(*names)) as src:
+            check_imagery(src, spec)
+    # bands described otherwise (the sensor's own names), or not at all: by count, as stored
+    for names in (("B4", "B3", "B8"), ("", "", "")):
+        with rasterio.open(described(*names)) as src:
+            check_imagery(src, spec)
+
+
 @pytest.mark.parametrize(
     "window",
     [(10, 20, 30, 40), (-8, -8, 40, 40), (110, 80, 40, 40), (-5, 30, 140, 20), (200, 200, 10, 10)],

@@ -16,7 +16,7 @@ from affine import Affine
 
 from geomlops.errors import VectorizeError
 from postprocessing.io import FeatureWriter
-from steps.batch import BatchPlan, plan_batch
+from steps.batch import BatchPlan, plan_batch, save_plan
 from steps.predict import NODATA_CLASS
 from steps.predictions import Lineage, publish_predictions
 
@@ -385,7 +385,35 @@ def test_a_folder_whose_files_another_item_describes_is_not_planned_into(tmp_pat
     catalog = tmp_path / "cat" / "catalog.json"
     out.mkdir()
     check_output_item(out, "cloud-mask-v3-x")  # nothing published there yet
+    save_plan(plan, out)  # as planning does
     publish_predictions(mask, out, plan, LINEAGE, area="x", catalog=str(catalog), scheduler="synchronous")
     check_output_item(out, "cloud-mask-v3-x")  # the same item again
     with pytest.raises(ParameterError, match=r"assets of predictions item 'cloud-mask-v3-x', which this run"):
         check_output_item(out, "cloud-mask-v4-x")
+
+
+def test_a_folder_of_other_files_is_never_taken_over(tmp_path: Path) -> None:
+    """A run replaces and removes files in its folder: a user's folder (a package, data) given
+    as ``output`` is refused, naming what is in it, and nothing in it changes."""
+    from geomlops.errors import ParameterError
+    from steps.predictions import check_output_item
+
+    mine = tmp_path / "mine"
+    (mine / "blocks").mkdir(parents=True)
+    (mine / "blocks" / "notes.txt").write_text("mine")
+    (mine / "mask.tif").write_text("mine too")
+    before = sorted((p.relative_to(mine), p.read_bytes() if p.is_file() else b"") for p in mine.rglob("*"))
+    with pytest.raises(
+        ParameterError, match=r"'output' .*mine': the folder holds other files \(blocks, mask\.tif\)"
+    ):
+        check_output_item(mine, "cloud-mask-v3-x")
+    assert (
+        sorted((p.relative_to(mine), p.read_bytes() if p.is_file() else b"") for p in mine.rglob("*"))
+        == before
+    )
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ParameterError, match=r"'output' .*file': a file; expected a folder"):
+        check_output_item(tmp_path / "file", "cloud-mask-v3-x")
+    check_output_item(tmp_path / "new", "cloud-mask-v3-x")  # a new folder
+    (tmp_path / "empty").mkdir()
+    check_output_item(tmp_path / "empty", "cloud-mask-v3-x")  # an empty one

@@ -57,7 +57,14 @@ from .model import (
     now_iso,
 )
 from .progress import Reporter
-from .sandbox import UNISOLATED_NOTE, bwrap_path, parameter_paths, sandbox_wanted
+from .sandbox import (
+    UNISOLATED_NOTE,
+    absent_paths,
+    bwrap_path,
+    parameter_paths,
+    remove_if_empty,
+    sandbox_wanted,
+)
 from .state_file import StateStore, load_state
 from .suspend import check_supplied, gates_of
 from .synchronization import check_synchronization
@@ -330,7 +337,9 @@ class LocalRunner:
         previous: Mapping[str, NodeState],
     ) -> RunSummary:
         (run_dir / "logs").mkdir(exist_ok=True)
+        absent = absent_paths(params.values()) if self.sandbox else set()
         given_files, given_folders = parameter_paths(params.values()) if self.sandbox else ([], [])
+        made = [folder for folder in given_folders if folder in absent]  # output folders, made here
         store = StateStore(run_dir, state)
         options = EngineOptions(
             self.max_workers, self.approval, self.interactive, self.prompt, self.env, self.approver_check
@@ -360,12 +369,14 @@ class LocalRunner:
             with _stop_on_signals(engine):
                 phase = engine.run()
         except _Stop as stop:
+            remove_if_empty(made)
             stop.stopper.join()
             self._stop_tasks(engine)
             store.finish(INTERRUPTED, f"interrupted by {signal.Signals(stop.signum).name}")
             raise RunInterrupted(state.run_id, stop.signum) from None
         except BaseException as err:
             self._stop_tasks(engine)
+            remove_if_empty(made)
             why = "interrupted" if isinstance(err, KeyboardInterrupt) else f"runner error: {err!r}"
             store.finish(INTERRUPTED if isinstance(err, KeyboardInterrupt) else FAILED, why)
             raise
@@ -373,6 +384,13 @@ class LocalRunner:
         message = _message(status, store.nodes(), run_dir)
         if message == _NO_TASK_FAILED and engine.root_message:
             message = f"{message}: {engine.root_message}"
+        removed = remove_if_empty(made)
+        if removed and status == FAILED:  # a mistyped input's folder explains an odd failure
+            message += "".join(
+                f"\nnote: {folder} did not exist; it was made as an empty folder for the run's outputs "
+                "and removed again (a file to read must exist)"
+                for folder in removed
+            )
         final = store.finish(status, message)
         mark = {SUCCEEDED: "✓", SUSPENDED: "⏸"}.get(status, "✗")
         first = final.message.splitlines()[0] if final.message else ""

@@ -293,13 +293,41 @@ def settings_writable_paths(settings: Settings) -> list[Path]:
     return unique
 
 
+def absent_paths(values: Iterable[str]) -> set[Path]:
+    """The absolute paths among ``values`` that do not exist (yet): :func:`parameter_paths`
+    makes a folder of each whose parent folder exists, for a run's outputs."""
+    return {
+        Path(os.path.realpath(v))
+        for v in values
+        if v.startswith("/") and "\n" not in v and len(v) <= 4096 and not os.path.lexists(v)
+    }
+
+
+def remove_if_empty(folders: Iterable[Path]) -> list[Path]:
+    """Remove each of ``folders`` that is still empty (made for a run that wrote nothing there:
+    most likely a mistyped input path, which no folder should be left behind for).
+
+    Returns:
+        The folders removed.
+    """
+    removed = []
+    for folder in folders:
+        try:
+            folder.rmdir()  # only an empty folder
+        except OSError:
+            continue
+        removed.append(folder)
+    return removed
+
+
 def parameter_paths(values: Iterable[str]) -> tuple[list[Path], list[Path]]:
     """The host paths a run is given as parameter values: (files to read, folders to write).
 
     Locally a path passed with ``-p`` stands for what a volume would mount on Argo, so tasks
     see it at the same path even where their private ``/tmp`` would hide it: an existing file
     read-only; an existing folder, or a path that does not exist yet in an existing folder (an
-    output folder, created here), writable; a ``file://`` or ``git+file://...@REV`` location
+    output folder, created here; :func:`remove_if_empty` removes it after the run if nothing
+    was written there), writable; a ``file://`` or ``git+file://...@REV`` location
     read-only. ``/``, ``/tmp`` and ``/var/tmp`` themselves never
     are (that would undo the isolation).
     """

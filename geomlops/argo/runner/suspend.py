@@ -17,6 +17,7 @@ import getpass
 import threading
 import time
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from geomlops.errors import GeomlopsError, ParameterError
@@ -28,8 +29,10 @@ from .retry import parse_duration
 from .substitute import UnresolvedVariableError, substitute_all, to_argo_string
 from .workflow import Workflow
 
-#: the approval question; ``y`` approves, ``n`` rejects (the run fails), Enter leaves it waiting
+#: the approval question; ``y`` approves, ``n`` refuses (the run fails), Enter leaves it waiting
 APPROVE_QUESTION = "Approve? [y/n, Enter: leave it waiting] "
+#: ``decision`` of a gate's record when a person refused at it (the node fails)
+REFUSED = "refused"
 _PROMPT_LOCK = threading.Lock()  # one question at a time, even from parallel branches
 _APPROVAL_FIELDS = {"approver": "approver", "approved_by": "approver", "reason": "reason"}
 _APPROVAL_FIELDS |= {"approved_at": "at", "override": "override"}
@@ -60,6 +63,11 @@ def run_suspend(
             return engine.close(node, SUSPENDED, "waiting for approval (no answer at the prompt)")
         if isinstance(answer, str):
             return engine.close(node, FAILED, answer)
+        if isinstance(answer, Refusal):  # who and why are kept with the gate, as an approval is
+            refused = Approval(answer.approver, answer.reason)
+            node.approval = _record(refused, "prompt") | {"decision": REFUSED}
+            reason = f": {answer.reason}" if answer.reason else ""
+            return engine.close(node, FAILED, f"refused at the prompt by {answer.approver}{reason}")
         approval = answer
         node.approval = _record(approval, "prompt")
     else:
@@ -95,11 +103,43 @@ def _show_inputs(engine: RunContext, template: Mapping[str, Any], inputs: Mappin
             engine.reporter.line(f"    {key}: {value}")
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """A person's "no" at a gate's prompt: who, and why."""
+
+    approver: str
+    reason: str
+
+
+def _refusal(engine: RunContext) -> Refusal | str:
+    """Who refuses and why, asked after a "no" (input that has ended: this user, no reason)."""
+    prompt = engine.options.prompt
+    try:
+        approver = prompt("Refused by: ").strip() or getpass.getuser()
+        reason = prompt("Reason: ").strip()
+    except EOFError:
+        approver, reason = getpass.getuser(), ""
+    checked = _approver(engine, approver)
+    if isinstance(checked, GeomlopsError):
+        return f"refused at the prompt; the name given is not an approver's: {checked}"
+    return Refusal(checked, reason)
+
+
+def _approver(engine: RunContext, name: str) -> str | GeomlopsError:
+    """The name as the caller's approver rule gives it back, or the rule's refusal."""
+    check = engine.options.approver_check
+    try:
+        return check(name) if check is not None else name
+    except GeomlopsError as err:
+        return err
+
+
 def _ask(
     engine: RunContext, name: str, template: Mapping[str, Any], node_inputs: Mapping[str, str]
-) -> Approval | str | None:
-    """Ask for approval: an Approval, a rejection message (``n``), or None to leave the gate
-    waiting (an empty answer, or input has ended); any other answer is asked again."""
+) -> Approval | Refusal | str | None:
+    """Ask for approval: an Approval, a Refusal (``n``, then who and why), a message why the
+    gate fails, or None to leave the gate waiting (an empty answer, or input has ended); any
+    other answer is asked again."""
     prompt = engine.options.prompt
     with _PROMPT_LOCK:
         try:
@@ -110,7 +150,7 @@ def _ask(
                 if answer in ("y", "yes"):
                     break
                 if answer in ("n", "no"):
-                    return f"not approved at the prompt (answer {answer!r})"
+                    return _refusal(engine)
                 if not answer:
                     return None
                 engine.reporter.line(f"  {answer!r} is neither y nor n; press Enter to leave the run waiting")
@@ -125,13 +165,10 @@ def _ask(
             values = _ask_values(engine, template)
         except EOFError:
             return None
-    check = engine.options.approver_check
-    if check is not None:
-        try:
-            approver = check(approver)
-        except GeomlopsError as err:
-            return f"not approved at the prompt: {err}"
-    return Approval(approver, reason, override, values)
+    checked = _approver(engine, approver)
+    if isinstance(checked, GeomlopsError):
+        return f"not approved at the prompt: {checked}"
+    return Approval(checked, reason, override, values)
 
 
 def _ask_values(engine: RunContext, template: Mapping[str, Any]) -> dict[str, str]:

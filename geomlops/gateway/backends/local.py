@@ -247,7 +247,8 @@ class LocalBackend:
         """Resume the run answering 'no' at its gate's prompt: the gate fails and the run ends.
         Who refused and why are kept with the launch and reported with the run."""
         refusal = {"refusal": {"approver": approver, "reason": reason}}
-        return self._decide(run_id, ["run", "--resume", run_id, "--interactive"], answer="no\n", note=refusal)
+        answer = f"no\n{approver}\n{' '.join(reason.split())}\n"  # then who and why, one line each
+        return self._decide(run_id, ["run", "--resume", run_id, "--interactive"], answer=answer, note=refusal)
 
     # --- internals --------------------------------------------------------------------
 

@@ -123,8 +123,29 @@ def test_a_waiting_gate_shows_what_is_to_be_approved_not_what_the_person_supplie
     assert "    report: s3://runs/1/promotion/report.html" in shown, shown
     assert "override:" not in shown  # supplied by the person, not shown as something to approve
 
-    answers = iter(["n"])
+    answers = iter(["n", "Ada", "not now"])
     asking = LocalRunner(tmp_path / "runs", interactive=True, prompt=lambda _: next(answers))
     refused = asking.run(manifest, {})
     assert refused.status == "Failed"
     assert "    report: s3://runs/1/promotion/report.html" in capsys.readouterr().err
+
+
+def test_a_refusal_at_the_prompt_says_who_and_why_and_suggests_no_resume(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import yaml
+    from click.testing import CliRunner
+
+    from geomlops.cli.main import main
+
+    monkeypatch.setenv("GEOMLOPS_HOME", str(tmp_path / "home"))
+    manifest = tmp_path / "gate.yaml"
+    manifest.write_text(yaml.safe_dump(_gated(tmp_path)))
+    result = CliRunner().invoke(
+        main, ["run", str(manifest), "--interactive"], input="n\nAda Lovelace\nthe labels are outdated\n"
+    )
+    assert result.exit_code == 1, result.output
+    assert "refused at the prompt by Ada Lovelace: the labels are outdated" in result.output
+    assert "a person refused at an approval gate: start a new run to ask again" in result.output
+    assert "resume with" not in result.output
+    assert count(tmp_path, "deploy-false") == 0

@@ -95,11 +95,30 @@ def test_interactive_prompt_approves_or_rejects(tmp_path: Path) -> None:
     assert approval is not None and (approval["approver"], approval["via"]) == ("bob", "prompt")
     assert count(tmp_path, "deploy-by-bob") == 1
 
-    rejected = make_runner(tmp_path, interactive=True, prompt=lambda _: "n").run(gated(tmp_path), {})
+    said = iter(["n", "Carol", "the scene is cloudy"])
+    rejected = make_runner(tmp_path, interactive=True, prompt=lambda _: next(said)).run(gated(tmp_path), {})
 
     assert rejected.status == "Failed"
-    assert "not approved" in rejected.message
+    assert "refused at the prompt by Carol: the scene is cloudy" in rejected.message
+    refusal = make_runner(tmp_path).show(rejected.run_id).nodes["approve"].approval
+    assert refusal is not None and refusal["decision"] == "refused"  # who and why, kept with the gate
+    assert (refusal["approver"], refusal["reason"], refusal["via"]) == (
+        "Carol",
+        "the scene is cloudy",
+        "prompt",
+    )
     assert count(tmp_path, "deploy-by-bob") == 1
+    # input that ends after the "no" (a pipe): refused all the same, by this user
+    ended = iter(["n"])
+
+    def then_nothing(_: str) -> str:
+        try:
+            return next(ended)
+        except StopIteration:
+            raise EOFError from None
+
+    refused = make_runner(tmp_path, interactive=True, prompt=then_nothing).run(gated(tmp_path), {})
+    assert refused.status == "Failed" and "refused at the prompt by " in refused.message
 
 
 def test_no_answer_at_the_prompt_leaves_the_run_waiting_for_an_approval(tmp_path: Path) -> None:

@@ -192,3 +192,39 @@ def test_paths_given_as_parameters_are_seen_as_volumes_would_be(tmp_path: Path) 
         assert (out / "o.txt").read_text() == "input+written"
     finally:
         shutil.rmtree(given)
+
+
+def test_a_mistyped_input_path_leaves_no_folder_and_the_failure_says_why(tmp_path: Path) -> None:
+    """A path that does not exist is made a folder for the run's outputs (its parent exists);
+    a run that wrote nothing there (it was an input, mistyped) leaves no folder behind, and its
+    failure says what happened to the path."""
+    given = Path(f"/tmp/geomlops-given-{uuid.uuid4().hex}")
+    given.mkdir()
+    typo = given / "notse.txt"  # meant: notes.txt
+    read = script("read", "print(open('{{inputs.parameters.data}}').read())", inputs=["data"])
+    main = dag("main", [task("read", "read", args={"data": "{{workflow.parameters.data}}"})])
+    out = given / "out"
+    write = script(
+        "write",
+        "import pathlib; pathlib.Path('{{inputs.parameters.out}}', 'o.txt').write_text('x')",
+        inputs=["out"],
+    )
+    written = dag("main", [task("write", "write", args={"out": "{{workflow.parameters.out}}"})])
+    try:
+        summary = make_runner(tmp_path).run(
+            workflow([main, read], parameters={"data": None}), {"data": str(typo)}
+        )
+        assert summary.status == "Failed"
+        assert not typo.exists() and list(given.iterdir()) == []
+        assert (
+            f"note: {typo} did not exist; it was made as an empty folder for the run's outputs "
+            "and removed again" in summary.message
+        ), summary.message
+        # an output folder the run wrote into stays
+        summary = make_runner(tmp_path).run(
+            workflow([written, write], parameters={"out": None}), {"out": str(out)}
+        )
+        assert summary.status == "Succeeded", summary.message
+        assert (out / "o.txt").read_text() == "x" and "note:" not in (summary.message or "")
+    finally:
+        shutil.rmtree(given)

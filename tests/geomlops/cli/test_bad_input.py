@@ -193,6 +193,11 @@ CASES: list[tuple[str, Any, str]] = [
     ),
     ("unknown pipeline", lambda i: ["run", "batch-inferense"], "'batch-inferense' is neither a pipeline"),
     (
+        "manifest file missing",
+        lambda i: ["run", "nofile.yaml"],
+        "nofile.yaml: no such file (PIPELINE is a pipeline name — batch-inference, batch-inference-schedule,",
+    ),
+    (
         "training: unknown model",
         lambda i: ["run", "training", "-p", "model=nope", "-p", "dataset_path=d"],
         "model 'nope' is not in the catalogue",
@@ -251,7 +256,8 @@ CASES: list[tuple[str, Any, str]] = [
             "-p",
             'eval_params={"label_valu": 255}',
         ],
-        "evaluation parameters: label_valu",
+        "parameter 'eval_params': 'label_valu' is not an evaluation parameter (it takes: background_value, "
+        "ignore_value, label_value, label_values, positive_class)",
     ),
     (
         "promotion: unknown candidate",

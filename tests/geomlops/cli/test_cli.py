@@ -194,6 +194,21 @@ def test_lint_without_schema_fails_unless_semantic_only(
     assert "(semantic checks only)" in result.output
 
 
+def test_lint_without_schema_says_so_once(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The schema is missing for every document alike: one warning, not one per document."""
+    monkeypatch.setenv("GEOMLOPS_SCHEMA_DIR", str(tmp_path / "no-schemas-here"))
+    both = tmp_path / "bi.yaml"
+    both.write_text(
+        "\n---\n".join(golden_path(p).read_text() for p in ("batch-inference", "batch-inference-schedule"))
+    )
+    result = CliRunner().invoke(main, ["lint", "--semantic-only", str(both), "training"])
+    assert result.exit_code == 0, result.output
+    assert result.output.count("✓ ") == 3, result.output
+    assert result.output.count("schema not available offline") == 1, result.output
+
+
 def test_relative_paths_in_parameters_are_pointed_out(tmp_path: Path) -> None:
     from geomlops.cli.main import relative_path_params
 
@@ -406,6 +421,11 @@ def test_a_command_started_where_no_work_folder_is_says_so(
         f"! no work folder in this folder: {tmp_path.resolve() / '.geomlops'} is made when needed"
         in result.output
     )
+    # a refused request makes no work folder: a mistyped pipeline, an unknown model
+    for refused in (["run", "trainig"], ["run", "training", "-p", "model=x", "-p", "dataset_path=d"]):
+        result = CliRunner().invoke(main, refused)
+        assert result.exit_code == 2, result.output
+        assert list(tmp_path.iterdir()) == [], (refused, result.output)
     (tmp_path / ".geomlops").mkdir()
     assert "no work folder" not in CliRunner().invoke(main, ["runs", "list"]).output
 

@@ -94,7 +94,8 @@ def test_new_then_check(tmp_path: Path, schema_dir: Path) -> None:
 
 def test_run_refuses_by_name_before_building_anything(tmp_path: Path, schema_dir: Path) -> None:
     """An entry point the MLproject lacks, train, a parameter that is not NAME=VALUE, a missing
-    one, a path that does not exist: each named, exit status 2, no environment built."""
+    one, a path that does not exist, one the entry point does not declare: each named, exit
+    status 2, no environment built."""
     code, out = _invoke(schema_dir, "new", "roof-type", "-o", str(tmp_path), "--image", IMAGE)
     assert code == 0, out
     root = str(tmp_path / "roof-type")
@@ -109,6 +110,19 @@ def test_run_refuses_by_name_before_building_anything(tmp_path: Path, schema_dir
     assert code == 2 and "No value given for missing parameters: 'source'" in out, out
     code, out = _invoke(schema_dir, "run", root, "preprocess", "-P", "source=no-such", "-P", "output=o")
     assert code == 2 and "no-such" in out and "no such file or directory" in out, out
+    # a misspelt parameter is named, not reported as the one it stood for being missing
+    code, out = _invoke(schema_dir, "run", root, "preprocess", "-P", "sourc=/x", "-P", "output=o")
+    assert code == 2, out
+    assert (
+        f"-P sourc: entry point 'preprocess' of {root}/MLproject has no parameter 'sourc' "
+        "(it takes: output, source, test_share)" in out
+    ), out
+    # an undeclared one is refused, not passed on to the command as --test_shar 0.5
+    given = ["-P", f"source={tmp_path}", "-P", "output=o", "-P", "test_shar=0.5", "-P", "seed=1"]
+    code, out = _invoke(schema_dir, "run", root, "preprocess", *given)
+    assert code == 2 and "-P seed, -P test_shar: " in out and "no parameters 'seed', 'test_shar' (" in out, (
+        out
+    )
     assert "building the environment" not in out
 
 

@@ -333,7 +333,7 @@ def test_promotion_waits_for_the_approver_whose_name_reaches_mlflow_and_the_cata
         assert answer.status_code == 200, answer.text
     done = _until(flow, refused_id, lambda r: r["phase"] != "Suspended" and _finished(r))
     assert done["phase"] == "Failed" and done["message"].startswith(f"refused by {APPROVER}: not yet")
-    assert "not approved at the prompt" in done["message"]
+    assert f"refused at the prompt by {APPROVER}: not yet" in done["message"]
     assert _mlflow(flow).get_registered_model(MODEL).aliases == {}  # nothing promoted
 
     with _client(flow, "operator") as operator:

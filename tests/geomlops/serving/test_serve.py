@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -163,9 +164,40 @@ def test_bad_chips_get_a_4xx_naming_the_problem_and_the_server_keeps_serving(
 
 
 def test_unknown_version_is_refused_before_starting(work: dict[str, Any]) -> None:
+    """Named as batch inference names it: with the versions and aliases there are."""
+    assert work["first"].returncode == 0, work["first"].stdout + work["first"].stderr
     result = work["cli"]("serve", "cloud-mask@99", "--port", str(free_port()))
     assert result.returncode == 2
-    assert "model 'cloud-mask' version '99': not found in MLflow" in result.stderr
+    [line] = [ln for ln in result.stderr.splitlines() if ln.strip() and not ln.startswith("! ")]
+    assert "model 'cloud-mask' has no version '99' in MLflow (versions: 1" in line, result.stderr
+    assert "; aliases: " in line and "Model Version" not in line, result.stderr
+    result = work["cli"]("serve", "cloud-mask@prodution", "--port", str(free_port()))
+    assert result.returncode == 2
+    assert "model 'cloud-mask' has no alias 'prodution' in MLflow (versions: 1" in result.stderr
+    result = work["cli"]("serve", "cloud-maks@1", "--port", str(free_port()))
+    assert result.returncode == 2 and "no registered model 'cloud-maks' in MLflow" in result.stderr
+
+
+def test_a_port_in_use_is_refused_before_the_model_loads() -> None:
+    """Before the model is looked up (here: none by that name), so not minutes later."""
+    from click.testing import CliRunner
+
+    from geomlops.cli.serve import serve_command
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        for given in (["--port", str(port)], ["--port", str(free_port()), "--grpc-port", str(port)]):
+            option = given[-2]
+            result = CliRunner().invoke(serve_command, ["no-such-model", *given])
+            assert result.exit_code == 2, result.output
+            assert result.output.strip() == (
+                f"error: {option} {port}: cannot listen on 127.0.0.1:{port} "
+                "(in use: something else listens there; give a free one)"
+            )
+    result = CliRunner().invoke(serve_command, ["m", "--port", "8181", "--grpc-port", "8181"])
+    assert result.exit_code == 2 and "--grpc-port 8181: the same port as --port" in result.output
 
 
 def _environment_hash(work: dict[str, Any]) -> str:
