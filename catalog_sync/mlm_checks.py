@@ -111,6 +111,8 @@ def _input_bands_faults(raw: Any, declared: set[str], where: str) -> list[Fault]
         return []
     faults = []
     for i, band in enumerate(raw["bands"]):
+        if isinstance(band, Mapping) and band.get("expression"):
+            continue  # derived from the declared bands (an index such as NDVI), not one of them
         name = band.get("name") if isinstance(band, Mapping) else band
         if isinstance(name, str) and name not in declared:
             faults.append(

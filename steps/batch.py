@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 import threading
 from collections import deque
@@ -90,7 +91,17 @@ def check_batch_locations(imagery: str, aoi: str = "") -> None:
     if imagery:
         check_absolute_location(imagery, "parameter 'imagery'")
     if aoi and not aoi.lstrip().startswith("{"):
+        if _BBOX.fullmatch(aoi.strip()):  # what a map's "copy bounds" gives
+            raise ParameterError(
+                f"parameter 'aoi' {aoi!r}: a bounding box; expected GeoJSON in WGS84, as a file, a URL or "
+                'the text itself: {"type": "Polygon", "coordinates": [[[W, S], [E, S], [E, N], [W, N], '
+                "[W, S]]]}"
+            )
         check_absolute_location(aoi, "parameter 'aoi'")
+
+
+#: four numbers separated by commas or spaces: a bounding box, not an AOI
+_BBOX = re.compile(r"\[?\s*" + r"[\s,]+".join([r"-?\d+(?:\.\d*)?"] * 4) + r"\s*\]?")
 
 
 def plan_batch(
@@ -702,10 +713,12 @@ def save_pieces(path: Path, pieces: BlockPieces, run: str = "") -> None:
 def pieces_run(path: Path) -> str | None:
     """The workflow run that traced the pieces at ``path`` ("" outside a run); None where there
     are none, or none readable."""
+    import zipfile
+
     try:
         with np.load(path) as data:
             return str(data[_PIECES_RUN]) if _PIECES_RUN in data.files else ""
-    except (OSError, ValueError):
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
         return None
 
 

@@ -200,7 +200,7 @@ def publish_predictions(
         grid = plan_blocks(info.height, info.width, plan.block_size)
         traced = _traced_pieces(plan, output, grid) if own_mask else None
         task, args = (
-            (load_pieces, [(path,) for path in traced])
+            (load_pieces, [(path, plan.run) for path in traced])
             if traced is not None
             else (trace_foreground_block, [(info, block) for block in grid.blocks])
         )
@@ -742,7 +742,10 @@ def check_output_item(output: Path, item_id: str) -> None:
     if output.exists() and not output.is_dir():
         raise ParameterError(f"parameter 'output' {str(output)!r}: a file; expected a folder (new or empty)")
     if output.is_dir() and not (output / PLAN_FILE).is_file():
-        held = sorted(p.name for p in output.iterdir())
+        # a volume's own lost+found, hidden files (.gitkeep, .DS_Store) are no one's outputs
+        held = sorted(
+            p.name for p in output.iterdir() if not p.name.startswith(".") and p.name != "lost+found"
+        )
         if held:
             raise ParameterError(
                 f"parameter 'output' {str(output)!r}: the folder holds other files "

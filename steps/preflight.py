@@ -110,7 +110,7 @@ def _training(params: Mapping[str, str]) -> None:
     spec = fetch_model_spec(model, settings.catalog_href)
     if given and spec.package_uri and Path(spec.package_uri).is_dir():
         _check_train_params(given, Path(spec.package_uri))
-    repo = settings.data_repo_url
+    repo = params.get("dataset_repo") or settings.data_repo_url  # as the run reads it
     if params.get("dataset_path") and "://" not in repo and not repo.startswith("git@"):
         from steps.dataset import resolve_dataset
 

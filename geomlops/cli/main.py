@@ -73,14 +73,18 @@ def manifest_pipeline(manifest: Mapping[str, Any]) -> str | None:
 
 
 def manifest_arguments(manifest: Mapping[str, Any]) -> dict[str, str]:
-    """The values a manifest gives its parameters (``spec.arguments.parameters``)."""
+    """The literal values a manifest gives its parameters (``spec.arguments.parameters``; an
+    Argo expression such as ``{{workflow.name}}`` is resolved in the run, not checked here)."""
     spec = manifest.get("spec")
     arguments = spec.get("arguments") if isinstance(spec, Mapping) else None
     parameters = arguments.get("parameters") if isinstance(arguments, Mapping) else None
     return {
         str(p["name"]): str(p["value"])
         for p in parameters or []
-        if isinstance(p, Mapping) and "name" in p and p.get("value") is not None
+        if isinstance(p, Mapping)
+        and "name" in p
+        and p.get("value") is not None
+        and "{{" not in str(p["value"])
     }
 
 
@@ -408,7 +412,12 @@ def run(
             raise ParameterError("--reason: required with --approve (it is recorded with the approval)")
     manifest: dict[str, Any] = {}
     values: dict[str, str] = {}
-    if not resume_id:  # a bad request fails here, in seconds, before anything is made
+    # a bad request fails here, in seconds, before anything is made
+    if resume_id:
+        if pipeline or params:
+            raise ParameterError("--resume takes no PIPELINE or -p: a run resumes with what it started with")
+        resume_id = resolve_run_id(resume_id)
+    else:
         if not pipeline:
             raise ParameterError("missing PIPELINE (a pipeline name or a manifest file), or --resume RUN_ID")
         values = parse_params(params)
@@ -446,9 +455,7 @@ def run(
         image_environment=(images := LocalImages(get_settings())),
     )
     if resume_id:
-        if pipeline or params:
-            raise ParameterError("--resume takes no PIPELINE or -p: a run resumes with what it started with")
-        start = functools.partial(runner.resume, resolve_run_id(resume_id))
+        start = functools.partial(runner.resume, resume_id)
     else:
         start = functools.partial(runner.run, manifest, values)
     try:

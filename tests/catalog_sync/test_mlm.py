@@ -45,3 +45,22 @@ def test_missing_tensor_shape_is_named(shared_data: Path) -> None:
     del item["properties"]["mlm:input"][0]["input"]["shape"]
     with pytest.raises(InvalidModelItemError, match=r"\['mlm:input'\]\[0\]\.input: required field 'shape'"):
         parse_model_item(item)
+
+
+def test_input_bands_are_the_items_own_or_derived_from_them(shared_data: Path) -> None:
+    from catalog_sync.mlm_checks import mlm_faults
+
+    # the MLM extension's example of an index computed from two declared bands: no fault
+    derived = json.loads((shared_data / "mlm-examples" / "item_bands_expression.json").read_text())
+    assert not [f for f in mlm_faults(derived) if ".bands[" in f[0]], mlm_faults(derived)
+    # a band the item does not declare, named as if it did: a fault naming it and the declared ones
+    named = next(
+        b
+        for b in derived["properties"]["mlm:input"][0]["bands"]
+        if isinstance(b, str) or "expression" not in b
+    )
+    renamed = json.loads(json.dumps(derived).replace(json.dumps(named), json.dumps("B99")))
+    faults = [f for f in mlm_faults(renamed) if ".bands[" in f[0]]
+    assert len(faults) == 1 and faults[0][1].startswith("'B99' is not among the bands the item declares ("), (
+        faults
+    )

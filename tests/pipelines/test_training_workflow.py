@@ -144,6 +144,12 @@ def test_unknown_dataset_path_and_revision(work: dict[str, Any]) -> None:
     assert "(no run was started)" in out.stderr
     out = _run(work, f"model={MODEL}", f"dataset_path={DATASET}", "dataset_rev=v9")
     assert out.returncode == 2 and "revision 'v9'" in out.stderr and "(no run was started)" in out.stderr
+    # the repository looked in is the one the run would read: dataset_repo where given
+    other = work["home"] / "no-repo-here"
+    out = _run(work, f"model={MODEL}", f"dataset_path={DATASET}", f"dataset_repo={other}")
+    assert (
+        out.returncode == 2 and f"cannot open DVC repository {other}: no git repository there" in out.stderr
+    )
     assert sorted((work["home"] / "runs").iterdir()) == runs_before
     # … and by the workflow's own step where nothing runs before it (on Argo)
     out = _run_manifest(work, f"model={MODEL}", "dataset_path=datasets/none")

@@ -119,6 +119,10 @@ def test_pieces_another_run_traced_are_never_taken_for_this_runs(tmp_path: Path)
     os.utime(tif, ns=(tif.stat().st_atime_ns, other.stat().st_mtime_ns + 1))
     assert pieces_run(other) == "uid-first"
     assert _traced_pieces(plan, output, grid) is None
+    broken = pieces_path(output, blocks[1].id)
+    for junk in (b"", b"PK\x03\x04 cut short"):  # unreadable pieces: traced again, no crash
+        broken.write_bytes(junk)
+        assert pieces_run(broken) is None
     # where pieces are read as blocks finish (the streamed feature files), the run stops
     with pytest.raises(
         PermanentError, match=r"traced by another run \(workflow uid uid-first, this run uid-second\)"

@@ -417,3 +417,7 @@ def test_a_folder_of_other_files_is_never_taken_over(tmp_path: Path) -> None:
     check_output_item(tmp_path / "new", "cloud-mask-v3-x")  # a new folder
     (tmp_path / "empty").mkdir()
     check_output_item(tmp_path / "empty", "cloud-mask-v3-x")  # an empty one
+    volume = tmp_path / "volume"  # a fresh volume's root, a folder kept in git: empty all the same
+    (volume / "lost+found").mkdir(parents=True)
+    (volume / ".gitkeep").write_text("")
+    check_output_item(volume, "cloud-mask-v3-x")

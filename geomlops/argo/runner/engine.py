@@ -334,6 +334,9 @@ class Engine:
                 self.reporter.succeeded(name, time.monotonic() - first)
                 self.export_globals(template, node.outputs, node.artifacts)
                 return self.close(node, SUCCEEDED, "")
+            if self.aborted.is_set():  # the run is being stopped: no retry follows, none is said
+                self.reporter.failed(name, attempt_no, policy.attempts or 0, message, None)
+                break
             done = node.attempts[-1]  # retryStrategy.expression sees it as lastRetry.*
             last = last_retry(done.exit_code, outcome_phase, done.started, done.finished, message)
             delay, outcome_phase, message = policy.decide(

@@ -66,7 +66,7 @@ from .sandbox import (
     sandbox_wanted,
 )
 from .state_file import StateStore, load_state
-from .suspend import check_supplied, gates_of
+from .suspend import REFUSED, check_supplied, gates_of
 from .synchronization import check_synchronization
 from .workflow import Workflow
 
@@ -251,6 +251,14 @@ class LocalRunner:
         run_dir = self._run_dir(run_id)
         with _run_lock(run_dir):
             state = load_state(run_dir)
+            refused = [n for n in state.nodes.values() if (n.approval or {}).get("decision") == REFUSED]
+            if refused:  # a person's "no" is final for this run, and stays on record with it
+                who = refused[0].approval or {}
+                raise RunError(
+                    f"run {run_id} was refused at gate {refused[0].name} by {who.get('approver')}"
+                    + (f" ({who['reason']})" if who.get("reason") else "")
+                    + "; a refused run is not resumed: start a new run to ask again"
+                )
             waiting = [n.name for n in state.nodes.values() if n.status == SUSPENDED and n.type == "Suspend"]
             if self.approval is not None and not waiting:
                 gated = [s.run_id for s in self.list_runs() if s.status == SUSPENDED]
@@ -369,9 +377,9 @@ class LocalRunner:
             with _stop_on_signals(engine):
                 phase = engine.run()
         except _Stop as stop:
-            remove_if_empty(made)
             stop.stopper.join()
             self._stop_tasks(engine)
+            remove_if_empty(made)  # once no task can write there any more
             store.finish(INTERRUPTED, f"interrupted by {signal.Signals(stop.signum).name}")
             raise RunInterrupted(state.run_id, stop.signum) from None
         except BaseException as err:
@@ -388,7 +396,7 @@ class LocalRunner:
         if removed and status == FAILED:  # a mistyped input's folder explains an odd failure
             message += "".join(
                 f"\nnote: {folder} did not exist; it was made as an empty folder for the run's outputs "
-                "and removed again (a file to read must exist)"
+                "and removed again (if it names a file to read, that file must exist)"
                 for folder in removed
             )
         final = store.finish(status, message)

@@ -111,8 +111,12 @@ class Refusal:
     reason: str
 
 
-def _refusal(engine: RunContext) -> Refusal | str:
-    """Who refuses and why, asked after a "no" (input that has ended: this user, no reason)."""
+def _refusal(engine: RunContext) -> Refusal:
+    """Who refuses and why, asked after a "no" (input that has ended: this user, no reason).
+
+    A refusal stands whatever the name (anyone at the terminal can stop the run); a name the
+    approver rule does not take is recorded as given, and said so in the reason.
+    """
     prompt = engine.options.prompt
     try:
         approver = prompt("Refused by: ").strip() or getpass.getuser()
@@ -121,7 +125,7 @@ def _refusal(engine: RunContext) -> Refusal | str:
         approver, reason = getpass.getuser(), ""
     checked = _approver(engine, approver)
     if isinstance(checked, GeomlopsError):
-        return f"refused at the prompt; the name given is not an approver's: {checked}"
+        return Refusal(approver, f"{reason} (not an approver's name: {checked})".lstrip())
     return Refusal(checked, reason)
 
 

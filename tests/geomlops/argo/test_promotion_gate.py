@@ -130,6 +130,17 @@ def test_a_waiting_gate_shows_what_is_to_be_approved_not_what_the_person_supplie
     assert "    report: s3://runs/1/promotion/report.html" in capsys.readouterr().err
 
 
+def test_a_refusal_stands_whatever_the_name_given(tmp_path: Path) -> None:
+    said = iter(["n", "ci_runner", "wrong scene"])
+    asking = {"interactive": True, "approver_check": _names_only}
+    refused = _runner(tmp_path, prompt=lambda _: next(said), **asking).run(_gated(tmp_path), {})
+    assert refused.status == "Failed"
+    record = _runner(tmp_path).show(refused.run_id).nodes["approval"].approval
+    assert record is not None and record["decision"] == "refused" and record["approver"] == "ci_runner"
+    assert record["reason"].startswith("wrong scene (not an approver's name: approver 'ci_runner'")
+    assert count(tmp_path, "deploy-false") == 0
+
+
 def test_a_refusal_at_the_prompt_says_who_and_why_and_suggests_no_resume(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

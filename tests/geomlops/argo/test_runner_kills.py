@@ -47,6 +47,7 @@ def manifest(data: Path) -> dict[str, Any]:
     )
     quick["outputs"] = {"artifacts": [{"name": "note", "path": "/tmp/note"}]}
     slow = script("slow", SLOW, inputs=["dir", "seed", "nap"])
+    slow["retryStrategy"] = {"limit": 2, "backoff": {"duration": "2s"}}  # as geomlops' steps retry
     slow["inputs"]["artifacts"] = [{"name": "note", "path": "/tmp/in/note"}]
     first = "{{tasks.first.outputs.result}}"
     main = dag(
@@ -163,6 +164,7 @@ def test_signal_stops_every_task_process_and_resume_gives_the_same_outputs(
     run_id = only_run(runs)
     resume_lines = [line for line in err.splitlines() if f"geomlops run --resume {run_id}" in line]
     assert len(resume_lines) == 1, err
+    assert "retrying" not in err, err  # a run being stopped retries nothing, and says nothing of it
     state = json.loads((runs / run_id / "state.json").read_text())
     assert state["status"] == "Interrupted"
     assert state["nodes"]["first"]["status"] == "Succeeded"

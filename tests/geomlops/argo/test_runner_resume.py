@@ -108,6 +108,14 @@ def test_interactive_prompt_approves_or_rejects(tmp_path: Path) -> None:
         "prompt",
     )
     assert count(tmp_path, "deploy-by-bob") == 1
+    # a person's "no" is final for the run: it is not resumed (nor its record overwritten)
+    with pytest.raises(
+        RunError, match=r"was refused at gate approve by Carol \(the scene is cloudy\); a refused run"
+    ):
+        make_runner(tmp_path, approval=Approval("Dan", "changed my mind")).resume(rejected.run_id)
+    with pytest.raises(RunError, match="a refused run is not resumed"):
+        make_runner(tmp_path).resume(rejected.run_id)
+    assert make_runner(tmp_path).show(rejected.run_id).nodes["approve"].approval == refusal
     # input that ends after the "no" (a pipe): refused all the same, by this user
     ended = iter(["n"])
 

@@ -329,6 +329,13 @@ def test_a_manifest_file_of_a_pipeline_gets_the_pipelines_checks_before_its_run(
         assert not (home / "runs").exists() or not any((home / "runs").iterdir())
 
     assert manifest_pipeline(template) == "batch-inference"
+    from geomlops.cli.main import manifest_arguments
+
+    # an Argo expression is resolved in the run, not checked before it
+    given = {
+        "spec": {"arguments": {"parameters": [{"name": "area", "value": "{{workflow.name}}"}, {"name": "m"}]}}
+    }
+    assert manifest_arguments(given) == {}
     assert (
         manifest_pipeline({"spec": {"workflowTemplateRef": {"name": "geomlops-promotion-0-2-0"}}})
         == "promotion"

@@ -251,7 +251,7 @@ def test_write_a_version_number_to_a_folder(registered: dict[str, str], tmp_path
 def test_unknown_alias_or_model_is_a_registry_error(registered: dict[str, str], tmp_path: Path) -> None:
     with pytest.raises(RegistryError, match="alias 'staging'"):
         write_serving_manifests("cloud-mask", "staging", tmp_path / "a")
-    with pytest.raises(RegistryError, match="model 'nope' version '1'"):
+    with pytest.raises(RegistryError, match="no registered model 'nope' in MLflow"):
         write_serving_manifests("nope", "1", tmp_path / "b")
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
