@@ -140,5 +140,7 @@ def screenshots() -> Path:
 def app(web_gateway: WebGateway, browser: Any) -> Any:
     """A fresh browser context per module (sessionStorage starts empty)."""
     context = browser.new_context(viewport={"width": 1400, "height": 900})
+    # CI runs two suites at once on two cores: a map's tiles may take longer than the default 30 s
+    context.set_default_timeout(90_000)
     yield context
     context.close()
