@@ -429,7 +429,11 @@ def test_a_command_started_where_no_work_folder_is_says_so(
         in result.output
     )
     # a refused request makes no work folder: a mistyped pipeline, an unknown model
-    for refused in (["run", "trainig"], ["run", "training", "-p", "model=x", "-p", "dataset_path=d"]):
+    for refused in (
+        ["run", "trainig"],
+        ["run", "training", "-p", "model=x", "-p", "dataset_path=d"],
+        ["promote", "status", "x"],
+    ):
         result = CliRunner().invoke(main, refused)
         assert result.exit_code == 2, result.output
         assert list(tmp_path.iterdir()) == [], (refused, result.output)
