@@ -12,6 +12,9 @@ def template_name(pipeline: str) -> str:
     return f"geomlops-{pipeline}-{__version__.replace('.', '-').replace('+', '-')}"
 
 
+#: the label naming the pipeline a WorkflowTemplate, CronWorkflow or Workflow was rendered from
+PIPELINE_LABEL = "geomlops.io/pipeline"
+
 #: the ServiceAccount every workflow runs as (created by `geomlops install`)
 SERVICE_ACCOUNT = "geomlops-workflow"
 
@@ -25,6 +28,6 @@ def workflow_metadata(pipeline: str, description: str) -> dict[str, Any]:
     return {
         "name": template_name(pipeline),
         "service_account_name": SERVICE_ACCOUNT,
-        "labels": {"app.kubernetes.io/part-of": "geomlops", "geomlops.io/pipeline": pipeline},
+        "labels": {"app.kubernetes.io/part-of": "geomlops", PIPELINE_LABEL: pipeline},
         "annotations": {"workflows.argoproj.io/description": description},
     }

@@ -47,15 +47,12 @@ def load_manifest(source: str) -> dict[str, Any]:
     return manifest
 
 
-#: the label naming the pipeline a manifest was rendered from
-PIPELINE_LABEL = "geomlops.io/pipeline"
-
-
 def manifest_pipeline(manifest: Mapping[str, Any]) -> str | None:
     """The geomlops pipeline a manifest was rendered from: its label, or for a Workflow the
     WorkflowTemplate it refers to (``geomlops-<pipeline>-<version>``, of any version); None for
     any other manifest."""
     from pipelines import PIPELINES
+    from pipelines._naming import PIPELINE_LABEL
 
     metadata = manifest.get("metadata")
     labels = metadata.get("labels") if isinstance(metadata, Mapping) else None

@@ -24,6 +24,7 @@ from geomlops.argo.lint import lint_manifest, strict_schema
 from geomlops.gateway.webhooks import WebhookRepository
 from geomlops.schemas import json_path
 from pipelines import render
+from pipelines._naming import PIPELINE_LABEL
 
 ARGO_EVENTS_VERSION = "v1.9.11"
 EVENT_SOURCE = "geomlops-github"
@@ -130,7 +131,7 @@ def submitted_workflow(template: str, target: WebhookRepository) -> dict[str, An
     return {
         "apiVersion": _API,
         "kind": "Workflow",
-        "metadata": {"name": "geomlops-retrain-", "labels": _LABELS | {"geomlops.io/pipeline": "retrain"}},
+        "metadata": {"name": "geomlops-retrain-", "labels": _LABELS | {PIPELINE_LABEL: "retrain"}},
         "spec": {"workflowTemplateRef": {"name": template}, "arguments": {"parameters": parameters}},
     }
 

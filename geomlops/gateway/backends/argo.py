@@ -47,9 +47,8 @@ from geomlops.gateway.backends.base import (
     TaskInfo,
 )
 from geomlops.settings import Settings
+from pipelines._naming import PIPELINE_LABEL  # every run the gateway submits carries it
 
-#: label every run the gateway submits carries: its pipeline
-PIPELINE_LABEL = "geomlops.io/pipeline"
 #: annotation naming the authenticated caller who submitted the run
 SUBMITTED_BY = "geomlops.io/submitted-by"
 _TASK_TYPES = {"Pod", "Suspend", "Skipped"}
