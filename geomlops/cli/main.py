@@ -537,13 +537,13 @@ def _print_summary(summary: Any) -> None:
 def _refused_at_a_gate(run_dir: Path) -> bool:
     """Whether a person refused at one of the run's approval gates (its node failed so)."""
     from geomlops.argo.runner.state_file import load_state
-    from geomlops.argo.runner.suspend import REFUSED
+    from geomlops.argo.runner.suspend import refused_at
 
     try:
         nodes = load_state(run_dir).nodes.values()
     except GeomlopsError:
         return False
-    return any(n.status == "Failed" and (n.approval or {}).get("decision") == REFUSED for n in nodes)
+    return any(n.status == "Failed" and refused_at(n) for n in nodes)
 
 
 def _permanent_failure(run_dir: Path) -> bool:

@@ -66,7 +66,7 @@ from .sandbox import (
     sandbox_wanted,
 )
 from .state_file import StateStore, load_state
-from .suspend import REFUSED, check_supplied, gates_of
+from .suspend import check_supplied, gates_of, refused_at
 from .synchronization import check_synchronization
 from .workflow import Workflow
 
@@ -251,7 +251,7 @@ class LocalRunner:
         run_dir = self._run_dir(run_id)
         with _run_lock(run_dir):
             state = load_state(run_dir)
-            refused = [n for n in state.nodes.values() if (n.approval or {}).get("decision") == REFUSED]
+            refused = [n for n in state.nodes.values() if refused_at(n)]
             if refused:  # a person's "no" is final for this run, and stays on record with it
                 who = refused[0].approval or {}
                 raise RunError(

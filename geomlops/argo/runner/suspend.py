@@ -38,6 +38,11 @@ _APPROVAL_FIELDS = {"approver": "approver", "approved_by": "approver", "reason":
 _APPROVAL_FIELDS |= {"approved_at": "at", "override": "override"}
 
 
+def refused_at(node: NodeState) -> bool:
+    """Whether a person refused at this gate (its record's ``decision``)."""
+    return (node.approval or {}).get("decision") == REFUSED
+
+
 def run_suspend(
     engine: RunContext, name: str, template: dict[str, Any], inputs: dict[str, str], scope: dict[str, str]
 ) -> Outcome:
