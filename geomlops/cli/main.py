@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import functools
 import json
 import os
@@ -36,7 +37,9 @@ def load_manifest(source: str) -> dict[str, Any]:
             raise ManifestError(
                 f"{source}: no such file (PIPELINE is a pipeline name — {pipelines} — or a manifest file)"
             )
-        raise ManifestError(f"'{source}' is neither a pipeline ({pipelines}) nor a manifest file")
+        close = difflib.get_close_matches(source, sorted(PIPELINES), n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise ManifestError(f"'{source}' is neither a pipeline ({pipelines}) nor a manifest file{hint}")
     try:
         docs = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
     except yaml.YAMLError as err:
@@ -511,6 +514,8 @@ def relative_path_params(params: dict[str, str], cwd: Path) -> list[str]:
 
 
 def _print_summary(summary: Any) -> None:
+    from geomlops.argo.runner.runner import MADE_FOLDER_NOTE
+
     colour = {"Succeeded": "green", "Suspended": "yellow"}.get(summary.status, "red")
     click.secho(f"{summary.status}: run {summary.run_id}", fg=colour, bold=True)
     click.echo(f"  state and logs: {summary.run_dir}")
@@ -529,6 +534,11 @@ def _print_summary(summary: Any) -> None:
         click.echo(
             f"  a permanent error (exit code {PERMANENT_EXIT_CODE}: bad input or something not found): "
             "resuming would fail the same way; fix what the message names and run again"
+        )
+    elif summary.status == "Failed" and MADE_FOLDER_NOTE in (summary.message or ""):
+        click.echo(
+            "  a path given did not exist (see the note): a resume keeps the run's parameters, so "
+            "run again with the path corrected"
         )
     elif summary.status == "Failed":
         click.echo(f"  resume with: geomlops run --resume {summary.run_id}")
@@ -570,6 +580,10 @@ def runs_list() -> None:
     from geomlops.argo.runner import LocalRunner
 
     summaries = list(LocalRunner(get_settings().runs_dir, progress=False).list_runs())
+    if not summaries:
+        runs_dir = get_settings().runs_dir
+        click.echo(f"no runs yet in {runs_dir} (start one: geomlops run PIPELINE, or geomlops demo)")
+        return
     width = max((len(s.run_id) for s in summaries), default=0)  # columns in line, ids of any length
     for summary in summaries:
         click.echo(f"{summary.run_id:{width}}  {summary.status:11} {summary.started or ''}")

@@ -73,6 +73,8 @@ from .workflow import Workflow
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,200}")
 _LOG_TAIL = 20
 _NO_TASK_FAILED = "workflow failed"
+#: said of each absolute path parameter that did not exist, was made a folder and stayed empty
+MADE_FOLDER_NOTE = "it was made as an empty folder for the run's outputs and removed again"
 _SCHEDULED_TIME = "workflows.argoproj.io/scheduled-time"
 #: seconds a task may take to exit after SIGTERM before SIGKILL (Argo's pods get 30 by default)
 GRACE_SECONDS = 10.0
@@ -395,8 +397,8 @@ class LocalRunner:
         removed = remove_if_empty(made)
         if removed and status == FAILED:  # a mistyped input's folder explains an odd failure
             message += "".join(
-                f"\nnote: {folder} did not exist; it was made as an empty folder for the run's outputs "
-                "and removed again (if it names a file to read, that file must exist)"
+                f"\nnote: {folder} did not exist; {MADE_FOLDER_NOTE} "
+                "(if it names a file to read, that file must exist)"
                 for folder in removed
             )
         final = store.finish(status, message)

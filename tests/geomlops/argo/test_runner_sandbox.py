@@ -9,10 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
+from click.testing import CliRunner
 from runner_fixtures.build import dag, script, task, workflow
 
 from geomlops.argo.runner import LocalRunner
 from geomlops.argo.runner.sandbox import SANDBOX_ENV, bwrap_path, sandbox_wanted
+from geomlops.cli.main import main as cli
 from geomlops.errors import RunError
 
 REPO = Path(__file__).resolve().parents[3]
@@ -194,7 +197,9 @@ def test_paths_given_as_parameters_are_seen_as_volumes_would_be(tmp_path: Path) 
         shutil.rmtree(given)
 
 
-def test_a_mistyped_input_path_leaves_no_folder_and_the_failure_says_why(tmp_path: Path) -> None:
+def test_a_mistyped_input_path_leaves_no_folder_and_the_failure_says_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A path that does not exist is made a folder for the run's outputs (its parent exists);
     a run that wrote nothing there (it was an input, mistyped) leaves no folder behind, and its
     failure says what happened to the path."""
@@ -220,6 +225,14 @@ def test_a_mistyped_input_path_leaves_no_folder_and_the_failure_says_why(tmp_pat
             f"note: {typo} did not exist; it was made as an empty folder for the run's outputs "
             "and removed again" in summary.message
         ), summary.message
+        # the command line says a resume would not help: it keeps the mistyped path
+        manifest = tmp_path / "read.yaml"
+        manifest.write_text(yaml.safe_dump(workflow([main, read], parameters={"data": None})))
+        monkeypatch.setenv("GEOMLOPS_HOME", str(tmp_path / "home"))
+        ran = CliRunner().invoke(cli, ["run", str(manifest), "-p", f"data={typo}"])
+        assert ran.exit_code != 0 and not typo.exists(), ran.output
+        assert "a resume keeps the run's parameters, so run again with the path corrected" in ran.output
+        assert "resume with:" not in ran.output, ran.output
         # an output folder the run wrote into stays
         summary = make_runner(tmp_path).run(
             workflow([written, write], parameters={"out": None}), {"out": str(out)}

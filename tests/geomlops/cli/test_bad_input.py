@@ -191,7 +191,11 @@ CASES: list[tuple[str, Any, str]] = [
         lambda i: ["run", "batch-inference", "-p", "model"],
         "-p 'model': expected NAME=VALUE",
     ),
-    ("unknown pipeline", lambda i: ["run", "batch-inferense"], "'batch-inferense' is neither a pipeline"),
+    (
+        "unknown pipeline",
+        lambda i: ["run", "batch-inferense"],
+        "nor a manifest file; did you mean 'batch-inference'?",
+    ),
     (
         "manifest file missing",
         lambda i: ["run", "nofile.yaml"],

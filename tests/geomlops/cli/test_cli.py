@@ -428,6 +428,7 @@ def test_a_command_started_where_no_work_folder_is_says_so(
         f"! no work folder in this folder: {tmp_path.resolve() / '.geomlops'} is made when needed"
         in result.output
     )
+    assert "no runs yet in " in result.output
     # a refused request makes no work folder: a mistyped pipeline, an unknown model
     for refused in (
         ["run", "trainig"],
@@ -437,6 +438,8 @@ def test_a_command_started_where_no_work_folder_is_says_so(
         result = CliRunner().invoke(main, refused)
         assert result.exit_code == 2, result.output
         assert list(tmp_path.iterdir()) == [], (refused, result.output)
+        if refused[1] == "trainig":
+            assert "did you mean 'training'?" in result.output
     (tmp_path / ".geomlops").mkdir()
     assert "no work folder" not in CliRunner().invoke(main, ["runs", "list"]).output
 
