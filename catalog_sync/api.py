@@ -54,8 +54,12 @@ def parse_bbox(value: str | None, field: str = "bbox") -> list[float] | None:
     if len(box) != 4:
         raise ParameterError(f"{field} {value!r}: expected four numbers W,S,E,N, got {len(box)}")
     west, south, east, north = box
-    if not (-180 <= west <= 180 and -180 <= east <= 180 and -90 <= south <= north <= 90):
+    if not (-180 <= west <= 180 and -180 <= east <= 180 and -90 <= south <= 90 and -90 <= north <= 90):
         raise ParameterError(f"{field} {value!r}: expected longitudes in [-180, 180], latitudes in [-90, 90]")
+    if south > north:
+        raise ParameterError(
+            f"{field} {value!r}: south ({south:g}) is above north ({north:g}); expected W,S,E,N with S <= N"
+        )
     return box
 
 

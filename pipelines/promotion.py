@@ -6,7 +6,8 @@ evaluate ─> report ─> approval (suspend) ─> promote ─> update-catalogue 
 data; ``report`` applies the policy and logs the comparison to the candidate's run; the
 ``approval`` gate waits for a person (Argo's UI, or ``geomlops run … --approve``); ``promote``
 records the decision and moves the ``production`` alias (keeping ``previous``), refusing a
-worse candidate unless the approval overrides; ``update-catalogue`` refreshes the version
+worse candidate unless the approval overrides (a person's refusal at the gate, its
+``decision: refused``, is recorded there too, and fails the run); ``update-catalogue`` refreshes the version
 items; ``serve`` renders (and in a cluster applies) the serving manifests.
 """
 
@@ -82,6 +83,7 @@ with WorkflowTemplate(
                 "reason": gate.get_parameter("reason"),
                 "override": gate.get_parameter("override"),
                 "approved_at": gate.get_parameter("approved_at"),
+                "decision": gate.get_parameter("decision"),
             }
         )
         catalogue = update_catalogue(arguments={"model": "{{workflow.parameters.model}}"})

@@ -245,6 +245,7 @@ with WorkflowTemplate(
                 reason=_out("approval", "reason"),
                 override=_out("approval", "override"),
                 approved_at=_out("approval", "approved_at"),
+                decision=_out("approval", "decision"),
             )
         )
         steps.append(_reuse("update-catalogue", "promotion", "update-catalogue", model=MODEL))

@@ -32,6 +32,8 @@ from steps.promotion_report import PRODUCTION, load_report, production_version, 
 from steps.publish import DECISION_TAG, REFUSED_TAG, ROLLED_BACK_TAG
 
 PREVIOUS = "previous"
+#: the approval gate's ``decision``: the approver approves, or refuses the candidate
+APPROVED, REFUSED = "approved", "refused"
 #: an approver is a person's name (letters of any script, spaces, . ' -; 2 to 100 characters,
 #: starting with a letter) or an email address
 _NAME = re.compile(r"[^\W\d_][^\W\d_ .'-]*(?:[ .'-]{1,2}[^\W\d_]+)*\.?")
@@ -120,11 +122,13 @@ def promote(
     override: bool,
     report_uri: str,
     catalog: str,
+    decision: str = APPROVED,
 ) -> Decision:
     """Make ``candidate`` production after an approval; keep the one before as ``previous``.
 
     Idempotent: once the candidate is production by this very approval, calling again
-    returns the recorded decision.
+    returns the recorded decision. With ``decision`` ``refused`` (a person's refusal at the
+    gate) the refusal is recorded, once, and nothing moves.
 
     Args:
         model: registered model name (and base item id).
@@ -133,19 +137,27 @@ def promote(
         override: the approver overrides a policy refusal (recorded).
         report_uri: the comparison's ``report.json`` (see :mod:`steps.promotion_report`).
         catalog: the catalogue holding the version items.
+        decision: the gate's ``decision``: ``approved``, or ``refused`` by the approver.
 
     Returns:
         The recorded decision.
 
     Raises:
-        PromotionRequestError: bad approval; unknown version or missing STAC item; a report for
-            another version or another production version.
-        PromotionRefusedError: a worse candidate without override (the refusal is recorded).
+        PromotionRequestError: bad approval or decision; unknown version or missing STAC item;
+            a report for another version or another production version.
+        PromotionRefusedError: a worse candidate without override, or the approver's refusal
+            (either is recorded).
         PromotionError: a write that failed (undone; retried by the step).
     """
     from mlflow import MlflowClient
 
-    who, why, when = _approval(approver, reason, approved_at)
+    if decision not in (APPROVED, REFUSED):
+        raise PromotionRequestError(f"decision {decision!r}: expected {APPROVED!r} or {REFUSED!r}")
+    if decision == REFUSED:  # a refusal stands as given: whoever refused, with or without a reason
+        who, why = approver.strip() or "(no name given)", reason.strip() or "(no reason given)"
+        when = approved_at.strip() or _now()
+    else:
+        who, why, when = _approval(approver, reason, approved_at)
     version_run(model, candidate)
     client = MlflowClient()
     current = production_version(model)
@@ -172,7 +184,7 @@ def promote(
         )
     html = report_uri.rsplit("/", 1)[0] + "/report.html"
     overridden = bool(override and report.worse)  # an override counts only where the policy refuses
-    decision = Decision(
+    approval = Decision(
         action="promote",
         model=model,
         version=candidate,
@@ -185,8 +197,11 @@ def promote(
         summary=report.summary + (" (policy overridden by the approver)" if overridden else ""),
         recorded_at=_now(),
     )
-    if report.worse and not override:
-        refused = decision.model_copy(update={"action": "refused", "override": False})
+    if decision == REFUSED or (report.worse and not override):
+        by_person = decision == REFUSED
+        refused = approval.model_copy(update={"action": "refused", "override": False})
+        if by_person:
+            refused = refused.model_copy(update={"summary": f"refused by the approver. {report.summary}"})
         earlier = _recorded(tags.get(REFUSED_TAG))
         # a resumed or retried step gives the same refusal (of the same comparison), recorded once
         again = (
@@ -202,6 +217,11 @@ def promote(
                 {},
                 catalog,
             )
+        if by_person:
+            raise PromotionRefusedError(
+                f"refused by {who}: {why}. Nothing moved; the refusal is recorded "
+                f"(geomlops promote status {model})"
+            )
         raise PromotionRefusedError(
             f"refused: {report.summary}. Nothing moved; the refusal is recorded. To promote it anyway, "
             "the approver must override the policy: run the promotion again with --approve NAME "
@@ -210,8 +230,8 @@ def promote(
     moves: dict[str, str | None] = {PRODUCTION: candidate}
     if current is not None:
         moves = {PREVIOUS: current, PRODUCTION: candidate}
-    apply_decision(model, decision, {candidate: {DECISION_TAG: decision.model_dump_json()}}, moves, catalog)
-    return decision
+    apply_decision(model, approval, {candidate: {DECISION_TAG: approval.model_dump_json()}}, moves, catalog)
+    return approval
 
 
 def rollback(model: str, *, approver: str, reason: str, catalog: str, approved_at: str = "") -> Decision:

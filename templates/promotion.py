@@ -80,6 +80,12 @@ approval = Suspend(
         Parameter(
             name="approved_at", default="", description="Time of approval; empty: when it is recorded."
         ),
+        Parameter(
+            name="decision",
+            default="approved",
+            enum=["approved", "refused"],
+            description="refused: the approver refuses the candidate (recorded for audit; nothing moves).",
+        ),
     ],
 )
 
@@ -92,15 +98,17 @@ def promote(
     report: str,
     approver: str,
     reason: str,
+    decision: str,
     override: str = "false",
     approved_at: str = "",
 ) -> Annotated[str, Parameter(name="decision")]:
-    """Record the approval (MLflow tags, STAC item) and move the production alias."""
+    """Record the approval (MLflow tags, STAC item) and move the production alias; or record
+    the approver's refusal, moving nothing, and fail."""
     from steps.promotion import decision_json
     from steps.promotion import promote as promote_version
 
     use_tracking()
-    decision = promote_version(
+    decided = promote_version(
         model,
         candidate,
         approver=approver,
@@ -109,8 +117,9 @@ def promote(
         override=override.strip().lower() == "true",
         report_uri=report,
         catalog=get_settings().catalog_href,
+        decision=decision,
     )
-    return decision_json(decision)
+    return decision_json(decided)
 
 
 @geomlops_script(resources=SMALL)

@@ -59,7 +59,7 @@ def keys() -> None:
 @fail_cleanly
 def keys_create(name: str, role: str) -> None:
     """Create a key NAME with ROLE; prints its token once (it is stored hashed)."""
-    from geomlops.gateway.auth import create_key
+    from geomlops.gateway.auth import GRANTS, Permission, create_key
 
     created = create_key(_database(), name, role, created_by="cli")
     click.echo(created.token)
@@ -68,6 +68,19 @@ def keys_create(name: str, role: str) -> None:
         "it is not shown again",
         err=True,
     )
+    if Permission.DECIDE in GRANTS[created.role]:
+        from geomlops.errors import PromotionError
+        from steps.promotion import validate_approver
+
+        try:
+            validate_approver(created.name)
+        except PromotionError as err:
+            click.secho(
+                f"! this key cannot approve or refuse: a decision records the key's name as the "
+                f"approver, and {err} (create the key under the person's name or email address)",
+                fg="yellow",
+                err=True,
+            )
 
 
 @keys.command("list")

@@ -6,7 +6,6 @@ import difflib
 import functools
 import json
 import os
-import re
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -48,28 +47,6 @@ def load_manifest(source: str) -> dict[str, Any]:
         raise ManifestError(f"{path}: expected exactly one YAML mapping (a Workflow or WorkflowTemplate)")
     manifest: dict[str, Any] = docs[0]
     return manifest
-
-
-def manifest_pipeline(manifest: Mapping[str, Any]) -> str | None:
-    """The geomlops pipeline a manifest was rendered from: its label, or for a Workflow the
-    WorkflowTemplate it refers to (``geomlops-<pipeline>-<version>``, of any version); None for
-    any other manifest."""
-    from pipelines import PIPELINES
-    from pipelines._naming import PIPELINE_LABEL
-
-    metadata = manifest.get("metadata")
-    labels = metadata.get("labels") if isinstance(metadata, Mapping) else None
-    label = labels.get(PIPELINE_LABEL) if isinstance(labels, Mapping) else None
-    if isinstance(label, str) and label in PIPELINES:
-        return label
-    spec = manifest.get("spec")
-    ref = spec.get("workflowTemplateRef") if isinstance(spec, Mapping) else None
-    name = ref.get("name") if isinstance(ref, Mapping) else None
-    if isinstance(name, str):
-        for pipeline in PIPELINES:
-            if re.fullmatch(rf"geomlops-{re.escape(pipeline)}-[0-9][0-9a-z-]*", name):
-                return pipeline
-    return None
 
 
 def manifest_arguments(manifest: Mapping[str, Any]) -> dict[str, str]:
@@ -422,6 +399,7 @@ def run(
             raise ParameterError("missing PIPELINE (a pipeline name or a manifest file), or --resume RUN_ID")
         values = parse_params(params)
         from pipelines import PIPELINES
+        from pipelines._naming import manifest_pipeline
 
         manifest = load_manifest(pipeline)
         # a pipeline by its name, or a manifest file rendered from one, with the values the file
@@ -545,7 +523,8 @@ def _print_summary(summary: Any) -> None:
 
 
 def _refused_at_a_gate(run_dir: Path) -> bool:
-    """Whether a person refused at one of the run's approval gates (its node failed so)."""
+    """Whether a person refused at one of the run's approval gates (the gate failed so, or
+    passed the refusal on to the workflow, which recorded it and failed)."""
     from geomlops.argo.runner.state_file import load_state
     from geomlops.argo.runner.suspend import refused_at
 
@@ -553,7 +532,7 @@ def _refused_at_a_gate(run_dir: Path) -> bool:
         nodes = load_state(run_dir).nodes.values()
     except GeomlopsError:
         return False
-    return any(n.status == "Failed" and refused_at(n) for n in nodes)
+    return any(refused_at(n) for n in nodes)
 
 
 def _permanent_failure(run_dir: Path) -> bool:

@@ -76,6 +76,10 @@ def _describe(
             tag = src.tags(i + 1).get("common_name") or src.tags(i + 1).get("eo:common_name")
             guess = tag or common.get(band) or (band.lower() if band.lower() in _RGB else None)
             names.append(guess)
+        if not all(c in names for c in _RGB):  # else the file's own colour interpretation (drone imagery)
+            colours = [c.name for c in src.colorinterp]
+            if all(c in colours for c in _RGB):
+                names = [c if c in _RGB else n for c, n in zip(colours, names, strict=True)]
     return bbox, bands, names
 
 

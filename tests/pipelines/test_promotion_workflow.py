@@ -201,6 +201,43 @@ def test_worse_candidate_is_refused_without_override_and_the_refusal_recorded(pr
     assert f"{MODEL}-v2.json says" in log and f"{MODEL}-v1.json says" in log, log
 
 
+def test_a_person_refusing_at_the_gate_is_recorded_in_the_audit_trail(promo: dict[str, Any]) -> None:
+    before = len(_audit(promo))
+    out = subprocess.run(
+        [GEOMLOPS, "run", "promotion", "-p", f"model={MODEL}", "-p", "candidate=2", "--interactive"],
+        env=promo["env"],
+        cwd=promo["home"],
+        input="n\nCarol Shaw\nthe labels are outdated\n",
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    text = out.stdout + out.stderr
+    assert out.returncode == 1, text
+    assert "refused by Carol Shaw: the labels are outdated. Nothing moved; the refusal is recorded" in text
+    assert "a person refused at an approval gate: start a new run to ask again" in text
+    assert "geomlops run --resume" not in text and "Traceback" not in text
+    assert _alias(promo, "production") == "1"
+    audit = _audit(promo)
+    assert len(audit) == before + 1
+    refusal = audit[-1]
+    assert (refusal["action"], refusal["version"], refusal["approver"]) == ("refused", "2", "Carol Shaw")
+    assert refusal["reason"] == "the labels are outdated" and refusal["summary"].startswith(
+        "refused by the approver"
+    )
+    assert _decision(promo, "2", "geomlops.promotion.refused") == refusal
+    assert _item(promo, "2")["properties"]["geomlops:promotion_refused"] == refusal
+    shown = promo["cli"]("promote", "status", MODEL)
+    assert (
+        shown.returncode == 0 and "Carol Shaw" in shown.stdout and "the labels are outdated" in shown.stdout
+    )
+    # the gate passed the refusal on: the promote step recorded it and failed, and nothing after ran
+    state = json.loads((promo["home"] / "runs" / _run_id(out) / "state.json").read_text())
+    assert state["nodes"]["approval"]["outputs"]["decision"] == "refused"
+    assert state["nodes"]["promote"]["status"] == "Failed"
+    assert {state["nodes"][n]["status"] for n in ("update-catalogue", "serve")} == {"Omitted"}, state["nodes"]
+
+
 def test_worse_candidate_with_override_is_promoted_and_recorded(
     promo: dict[str, Any], schema_dir: Path
 ) -> None:
@@ -248,7 +285,8 @@ def test_rollback_is_recorded_the_same_way(promo: dict[str, Any], schema_dir: Pa
     assert trail["production"] == "1" and trail["previous"] is None
     assert [(d["action"], d["version"]) for d in trail["audit"]] == [
         ("promote", "1"),
-        ("refused", "2"),
+        ("refused", "2"),  # by the policy
+        ("refused", "2"),  # by a person at the gate
         ("promote", "2"),
         ("rollback", "1"),
     ]

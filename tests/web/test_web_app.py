@@ -394,6 +394,10 @@ def test_an_approver_approves_a_promotion_a_viewer_cannot(
         page.get_by_label("Override: approve although the policy refused").check()
     approve.click()
     page.wait_for_selector("text=Approved: run")
+    # the page says at once that the run no longer waits: its phase line and the list
+    assert page.get_by_text("waiting at the approval gate").count() == 0
+    entry = page.get_by_role("list", name="Promotion runs").get_by_role("listitem").filter(has_text=run_id)
+    assert "waiting for a decision" not in entry.inner_text(), entry.inner_text()
     approver_context.close()
     with web_gateway.client("viewer") as viewer:
         deadline = time.monotonic() + 600

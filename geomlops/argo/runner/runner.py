@@ -253,8 +253,10 @@ class LocalRunner:
         run_dir = self._run_dir(run_id)
         with _run_lock(run_dir):
             state = load_state(run_dir)
-            refused = [n for n in state.nodes.values() if refused_at(n)]
-            if refused:  # a person's "no" is final for this run, and stays on record with it
+            # a person's "no" is final for this run, and stays on record with it (a gate that
+            # passed the refusal on to the workflow resumes: its later tasks record it)
+            refused = [n for n in state.nodes.values() if refused_at(n) and n.status != SUCCEEDED]
+            if refused:
                 who = refused[0].approval or {}
                 raise RunError(
                     f"run {run_id} was refused at gate {refused[0].name} by {who.get('approver')}"

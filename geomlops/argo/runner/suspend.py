@@ -5,7 +5,9 @@ an approval given to the runner up front passes it (who, why and when go in the 
 state); with ``interactive`` the runner asks at the terminal; otherwise the node, and the
 run, stop as ``Suspended`` until ``resume`` is called with an approval. Output parameters
 with ``valueFrom.supplied`` named ``approver`` (or ``approved_by``), ``reason``,
-``approved_at`` or ``override`` receive the approval's fields; others take the value the
+``approved_at`` or ``override`` receive the approval's fields; one named ``decision`` receives
+``approved``, or ``refused`` when a person refuses at the prompt (the gate then passes, for the
+workflow to record the refusal; a gate without one fails); others take the value the
 approver supplied (``Approval.outputs``: ``-o name=value``, or asked at the prompt with their
 ``default`` and ``enum``), else their ``default``; without one the gate errors, as in Argo.
 :func:`check_supplied` refuses an unknown or missing name before a run starts or resumes.
@@ -31,11 +33,12 @@ from .workflow import Workflow
 
 #: the approval question; ``y`` approves, ``n`` refuses (the run fails), Enter leaves it waiting
 APPROVE_QUESTION = "Approve? [y/n, Enter: leave it waiting] "
-#: ``decision`` of a gate's record when a person refused at it (the node fails)
-REFUSED = "refused"
+#: ``decision`` of a gate's record when a person refused at it, and the value a supplied
+#: ``decision`` output then takes (else ``approved``)
+REFUSED, APPROVED = "refused", "approved"
 _PROMPT_LOCK = threading.Lock()  # one question at a time, even from parallel branches
 _APPROVAL_FIELDS = {"approver": "approver", "approved_by": "approver", "reason": "reason"}
-_APPROVAL_FIELDS |= {"approved_at": "at", "override": "override"}
+_APPROVAL_FIELDS |= {"approved_at": "at", "override": "override", "decision": "decision"}
 
 
 def refused_at(node: NodeState) -> bool:
@@ -72,7 +75,15 @@ def run_suspend(
             refused = Approval(answer.approver, answer.reason)
             node.approval = _record(refused, "prompt") | {"decision": REFUSED}
             reason = f": {answer.reason}" if answer.reason else ""
-            return engine.close(node, FAILED, f"refused at the prompt by {answer.approver}{reason}")
+            told = f"refused at the prompt by {answer.approver}{reason}"
+            if not _decides(template):
+                return engine.close(node, FAILED, told)
+            try:  # the workflow takes the refusal on: its later tasks record it
+                node.outputs = supplied_outputs(template, node.approval)
+            except ValueError as err:
+                return engine.close(node, ERROR, str(err))
+            engine.reporter.line(f"✗ {name} {told}")
+            return engine.close(node, SUCCEEDED, told)
         approval = answer
         node.approval = _record(approval, "prompt")
     else:
@@ -86,6 +97,15 @@ def run_suspend(
     if approval is not None:
         engine.reporter.line(f"✓ {name} approved by {approval.approver}: {approval.reason}")
     return engine.close(node, SUCCEEDED, "")
+
+
+def _decides(template: Mapping[str, Any]) -> bool:
+    """Whether the gate supplies a ``decision`` output: a refusal passes it, for the workflow."""
+    return any(
+        _APPROVAL_FIELDS.get(str(p.get("name")).lower().replace("-", "_")) == "decision"
+        and "supplied" in (p.get("valueFrom") or {})
+        for p in (template.get("outputs") or {}).get("parameters") or []
+    )
 
 
 def _record(approval: Approval, via: str) -> dict[str, str]:
@@ -278,6 +298,8 @@ def supplied_outputs(
             values[name] = to_argo_string(param["value"])
         elif approval is not None and key is not None and key in approval:
             values[name] = approval[key]
+        elif approval is not None and key == "decision":
+            values[name] = APPROVED
         elif given and name in given:
             values[name] = given[name]
         elif "default" in value_from:

@@ -9,6 +9,7 @@ from typing import Any
 
 from geomlops.argo.runner.model import DONE_PHASES, RUNNING, SUSPENDED, NodeState, RunState
 from geomlops.gateway.backends.base import Approval, Phase, RunInfo, TaskInfo
+from pipelines._naming import pipeline_named
 
 _INTERRUPTED = "interrupted: no runner process holds this run any more"
 
@@ -91,7 +92,8 @@ def run_info(
     ordered = sorted(nodes.values(), key=lambda n: (n.started or "~", n.name))
     return RunInfo(
         run_id=state.run_id,
-        pipeline=str(launched.get("pipeline") or state.workflow_name),
+        # a run started from the command line: its WorkflowTemplate's pipeline, as the gateway names it
+        pipeline=str(launched.get("pipeline") or pipeline_named(state.workflow_name) or state.workflow_name),
         phase=phase,
         started=state.started,
         finished=state.finished,

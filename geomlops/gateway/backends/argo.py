@@ -189,6 +189,13 @@ class ArgoBackend:
         outputs: Mapping[str, str] | None = None,
     ) -> RunInfo:
         """Supply the waiting gate's outputs (``set``), then resume that node."""
+        if "decision" in (outputs or {}):
+            raise ParameterError("outputs: 'decision' is not given with an approval (refuse the run instead)")
+        return self._pass_gate(run_id, approver, reason, override, outputs)
+
+    def _pass_gate(
+        self, run_id: str, approver: str, reason: str, override: bool, outputs: Mapping[str, str] | None
+    ) -> RunInfo:
         workflow = self._workflow(run_id)
         gate = _waiting_gate(workflow, run_id)
         values = {
@@ -196,6 +203,7 @@ class ArgoBackend:
             "reason": reason,
             "override": "true" if override else "false",
             "approved_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "decision": "approved",
         } | dict(outputs or {})
         declared = _supplied_outputs(workflow, gate)
         if declared is not None:
@@ -219,8 +227,13 @@ class ArgoBackend:
         )
 
     def refuse(self, run_id: str, *, approver: str, reason: str) -> RunInfo:
-        """Set the waiting gate ``Failed`` with who refused and why; the run then fails."""
-        gate = _waiting_gate(self._workflow(run_id), run_id)
+        """A gate that supplies a ``decision`` is passed with ``decision: refused``, who and why,
+        for the workflow to record the refusal (the promotion's audit trail); any other waiting
+        gate is set ``Failed`` with who refused and why. Either way the run then fails."""
+        workflow = self._workflow(run_id)
+        gate = _waiting_gate(workflow, run_id)
+        if "decision" in (_supplied_outputs(workflow, gate) or set()):
+            return self._pass_gate(run_id, approver, reason, False, {"decision": "refused"})
         request = WorkflowSetRequest(
             name=run_id,
             namespace=self.namespace,

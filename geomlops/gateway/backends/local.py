@@ -228,16 +228,19 @@ class LocalBackend:
         from pipelines import template_resolver
 
         state = self._state(run_id)
-        if state is None:
-            return
+        waiting = {
+            n.template
+            for n in (state.nodes.values() if state is not None else ())
+            if n.status == "Suspended" and n.type == "Suspend"
+        }
+        if not waiting:
+            return  # nothing to check: the decision is refused as the run waits at no gate
         run_dir = self._run_dir(run_id)
         manifest = yaml.safe_load((run_dir / "manifest.yaml").read_text(encoding="utf-8"))
         refs_file = run_dir / "refs.yaml"
         refs = yaml.safe_load(refs_file.read_text(encoding="utf-8")) if refs_file.is_file() else {}
-        workflow = load_workflow(manifest, resolver=template_resolver, refs=refs)
-        waiting = {
-            n.template for n in state.nodes.values() if n.status == "Suspended" and n.type == "Suspend"
-        }
+        # only its gates are read here (nothing runs): a container template the run has is no fault
+        workflow = load_workflow(manifest, resolver=template_resolver, refs=refs, allow_host_containers=True)
         try:
             check_supplied(gates_of(workflow, waiting), approval)
         except ParameterError as err:

@@ -129,6 +129,34 @@ def test_interactive_prompt_approves_or_rejects(tmp_path: Path) -> None:
     assert refused.status == "Failed" and "refused at the prompt by " in refused.message
 
 
+def test_a_gate_supplying_a_decision_passes_a_refusal_on_to_the_workflow(tmp_path: Path) -> None:
+    """A gate with a supplied ``decision`` output passes on a "no" (``decision: refused``, who and
+    why), so that its later tasks record the refusal; an approval gives its default."""
+    flow = gated(tmp_path)
+    gate = next(t for t in flow["spec"]["templates"] if t["name"] == "approve")
+    gate["outputs"]["parameters"].append({"name": "decision", "valueFrom": {"supplied": {}}})
+    deploy = next(t for t in flow["spec"]["templates"] if t["name"] == "main")["dag"]["tasks"][2]
+    deploy["arguments"]["parameters"][1]["value"] = (
+        "{{tasks.approve.outputs.parameters.decision}}-by-{{tasks.approve.outputs.parameters.approver}}"
+    )
+    said = iter(["n", "Carol", "the scene is cloudy"])
+    refused = make_runner(tmp_path, interactive=True, prompt=lambda _: next(said)).run(flow, {})
+
+    assert refused.status == "Succeeded", refused.message  # the workflow decides what a "no" means
+    node = make_runner(tmp_path).show(refused.run_id).nodes["approve"]
+    assert (
+        node.status == "Succeeded" and node.message == "refused at the prompt by Carol: the scene is cloudy"
+    )
+    assert node.outputs == {"approver": "Carol", "reason": "the scene is cloudy", "decision": "refused"}
+    assert node.approval is not None and node.approval["decision"] == "refused"
+    assert count(tmp_path, "refused-by-Carol") == 1
+
+    said = iter(["y", "bob", "ship it"])
+    approved = make_runner(tmp_path, interactive=True, prompt=lambda _: next(said)).run(flow, {})
+    assert approved.status == "Succeeded", approved.message
+    assert count(tmp_path, "approved-by-bob") == 1
+
+
 def test_no_answer_at_the_prompt_leaves_the_run_waiting_for_an_approval(tmp_path: Path) -> None:
     # issue 17: declining to answer must not fail the run; --resume --approve then works
     waiting = make_runner(tmp_path, interactive=True, prompt=lambda _: "").run(gated(tmp_path), {})

@@ -176,6 +176,11 @@ CASES: list[tuple[str, Any, str]] = [
     ("AOI missing", lambda i: _bi(i, aoi=i["missing"]), "file not found"),
     ("JPEG renamed .tif", lambda i: _bi(i, imagery=i["jpeg"]), "JPEG file without a CRS"),
     ("imagery missing", lambda i: _bi(i, imagery=i["missing"]), "cannot be read"),
+    (
+        "imagery a folder of tiles",
+        lambda i: _bi(i, imagery=str(Path(i["jpeg"]).parent)),
+        "a folder; expected one raster. Mosaic its tiles first",
+    ),
     ("3-band imagery", lambda i: _bi(i, imagery=i["rgb"]), "3 band(s), but the model's input"),
     ("complex imagery", lambda i: _bi(i, imagery=i["complex"]), "data type complex64 cannot be safely read"),
     (

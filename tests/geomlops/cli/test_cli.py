@@ -297,7 +297,7 @@ spec:
 def test_a_manifest_file_of_a_pipeline_gets_the_pipelines_checks_before_its_run(
     home: Path, tmp_path: Path
 ) -> None:
-    from geomlops.cli.main import manifest_pipeline
+    from pipelines._naming import manifest_pipeline
 
     # a rendered WorkflowTemplate, its arguments edited in the file: a relative imagery path
     rendered = CliRunner().invoke(main, ["render", "batch-inference"])

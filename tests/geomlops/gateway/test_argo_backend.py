@@ -148,7 +148,12 @@ def test_a_gate_is_approved_by_setting_its_outputs_and_resuming_it(
         "nodeFieldSelector": "displayName=approval",
     }
     approved_at = values.pop("approved_at")
-    assert values == {"approver": "Ada Lovelace", "reason": "checked the report", "override": "true"}
+    assert values == {
+        "approver": "Ada Lovelace",
+        "reason": "checked the report",
+        "override": "true",
+        "decision": "approved",
+    }
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", approved_at), approved_at
     assert (resume["method"], resume["path"]) == ("PUT", f"/api/v1/workflows/geomlops/{run.run_id}/resume")
     assert resume["body"] == {
@@ -166,10 +171,36 @@ def test_a_gate_is_approved_by_setting_its_outputs_and_resuming_it(
     assert done.phase == Phase.SUCCEEDED and "serve" in done.outputs
 
 
-def test_refusing_fails_the_gate_with_who_and_why(
+def test_refusing_passes_the_refusal_to_the_promotion_and_fails_any_other_gate(
     argo: FakeArgo, home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     backend = _backend(argo.url, monkeypatch)
+    # the promotion's gate supplies a decision: it passes the refusal on, for promote to record
+    run = backend.submit("promotion", {"model": MODEL, "candidate": "2"}, submitted_by="ops")
+    argo.advance(run.run_id)
+    refused = backend.refuse(run.run_id, approver="Grace Hopper", reason="misses clouds")
+    put, resume = argo.requests[-2:]
+    values = json.loads(put["body"]["outputParameters"])
+    assert values.pop("approved_at")
+    assert values == {
+        "approver": "Grace Hopper",
+        "reason": "misses clouds",
+        "override": "false",
+        "decision": "refused",
+    }
+    assert resume["path"] == f"/api/v1/workflows/geomlops/{run.run_id}/resume"
+    assert refused.waiting_gate is None
+    gate = argo.node(run.run_id, "approval")
+    assert {"name": "decision", "value": "refused"} in gate["outputs"]["parameters"]
+
+    # a gate that supplies no decision is failed, with who and why
+    installed = next(
+        t for t in argo.templates.values() if t["metadata"]["name"].startswith("geomlops-promotion")
+    )
+    suspend = next(t for t in installed["spec"]["templates"] if "suspend" in t)
+    suspend["outputs"]["parameters"] = [
+        p for p in suspend["outputs"]["parameters"] if p["name"] != "decision"
+    ]
     run = backend.submit("promotion", {"model": MODEL, "candidate": "2"}, submitted_by="ops")
     argo.advance(run.run_id)
     refused = backend.refuse(run.run_id, approver="Grace Hopper", reason="misses clouds")

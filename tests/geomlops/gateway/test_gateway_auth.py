@@ -200,6 +200,18 @@ def test_cli_creates_lists_and_revokes_keys(tmp_path: Path) -> None:
     token = created.stdout.strip()
     key_id = token.split("_")[1]
     assert re.fullmatch(r"gmk_[0-9a-f]{12}_[\w-]{43}", token) and "not shown again" in created.stderr
+    assert "cannot approve" not in created.stderr
+    # a key that may decide, under a name no decision can record: created, with a warning
+    for role, warned in (("approver", True), ("admin", True), ("operator", False)):
+        bot = subprocess.run(
+            [GEOMLOPS, "gateway", "keys", "create", "ci_bot2", "--role", role],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert ("! this key cannot approve or refuse" in bot.stderr) is warned, bot.stderr
+        assert "approver 'ci_bot2': expected a person's name" in bot.stderr or not warned
     listed = subprocess.run([GEOMLOPS, "gateway", "keys", "list"], env=env, capture_output=True, text=True)
     assert f"{key_id}\talice\tapprover" in listed.stdout and token not in listed.stdout
     secret = token.split("_", 2)[2]  # URL-safe base64: it may hold "_" itself

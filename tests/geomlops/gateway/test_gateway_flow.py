@@ -172,6 +172,11 @@ def test_training_survives_a_gateway_killed_mid_run(flow: dict[str, Any]) -> Non
     assert model["versions"] == ["1"] and model["aliases"] == {}
     assert model["version_details"][0]["metrics"] and model["version_details"][0]["run_id"]
     flow["version"] = "1"
+    # a decision on a run that waits at no gate (one with a container template) says so
+    with _client(flow, "approver") as approver:
+        finished = approver.post(f"/api/v1/runs/{run_id}/approve", json={"reason": "looks fine"})
+    assert finished.status_code == 409, finished.text
+    assert "has no gate waiting for a decision (phase Succeeded)" in finished.json()["detail"]
 
 
 def test_batch_inference_of_the_new_version_publishes_predictions(flow: dict[str, Any]) -> None:
@@ -333,8 +338,12 @@ def test_promotion_waits_for_the_approver_whose_name_reaches_mlflow_and_the_cata
         assert answer.status_code == 200, answer.text
     done = _until(flow, refused_id, lambda r: r["phase"] != "Suspended" and _finished(r))
     assert done["phase"] == "Failed" and done["message"].startswith(f"refused by {APPROVER}: not yet")
-    assert f"refused at the prompt by {APPROVER}: not yet" in done["message"]
-    assert _mlflow(flow).get_registered_model(MODEL).aliases == {}  # nothing promoted
+    # the gate passed the refusal on: the promotion recorded it in the model's audit trail
+    assert f"refused by {APPROVER}: not yet. Nothing moved; the refusal is recorded" in done["message"]
+    registered = _mlflow(flow).get_registered_model(MODEL)
+    assert registered.aliases == {}  # nothing promoted
+    audit = [json.loads(v) for k, v in registered.tags.items() if k.startswith("geomlops.audit.")]
+    assert [(a["action"], a["approver"], a["reason"]) for a in audit] == [("refused", APPROVER, "not yet")]
 
     with _client(flow, "operator") as operator:
         started = operator.post("/api/v1/runs/promotion", json={"model": MODEL, "candidate": flow["version"]})

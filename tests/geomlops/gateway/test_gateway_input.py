@@ -209,6 +209,9 @@ def test_decisions_on_unknown_runs_and_bad_queries(gateway: Served, catalogued: 
     with gateway.client("viewer") as viewer:
         bbox = viewer.get("/api/v1/models", params={"bbox": "1,2,3"})
         assert bbox.status_code == 422 and "bbox '1,2,3'" in bbox.json()["detail"]
+        upside_down = viewer.get("/api/v1/models", params={"bbox": "85.51,27.64,85.53,27.62"})
+        assert upside_down.status_code == 422
+        assert "south (27.64) is above north (27.62); expected W,S,E,N" in upside_down.json()["detail"]
         unknown = viewer.get("/api/v1/models/no-such-model")
         assert unknown.status_code == 404 and "no-such-model" in unknown.json()["detail"]
     _nothing_started(catalogued)

@@ -37,16 +37,28 @@ export async function promotionsPage(root: HTMLElement, session: Session, runId?
     say.say((err as Error).message, true);
   }
   const list = h("ul", { class: "runs", "aria-label": "Promotion runs" });
-  for (const r of runs)
-    list.append(h("li", {}, h("a", { href: `#/promotions/${encodeURIComponent(r.run_id)}`, text: r.run_id, "aria-current": r.run_id === runId ? "page" : undefined }), ` ${r.parameters.model ?? ""} candidate ${r.parameters.candidate ?? ""}: ${r.phase}${r.waiting_gate ? " (waiting for a decision)" : ""}`));
+  const rest = (r: RunInfo): string => ` ${r.parameters.model ?? ""} candidate ${r.parameters.candidate ?? ""}: ${r.phase}${r.waiting_gate ? " (waiting for a decision)" : ""}`;
+  const items = new Map<string, Text>();
+  for (const r of runs) {
+    const text = document.createTextNode(rest(r));
+    items.set(r.run_id, text);
+    list.append(h("li", {}, h("a", { href: `#/promotions/${encodeURIComponent(r.run_id)}`, text: r.run_id, "aria-current": r.run_id === runId ? "page" : undefined }), text));
+  }
   if (!runs.length) list.append(h("li", { class: "muted", text: "No promotion run." }));
   panel.append(list);
 
-  if (runId) await decision(panel, session, runId);
+  // a decision made below shows in the list at once, as it does in the run's own phase line
+  const decided = (r: RunInfo): void => {
+    const text = items.get(r.run_id);
+    if (text) text.textContent = rest({ ...r, parameters: runs.find((x) => x.run_id === r.run_id)?.parameters ?? r.parameters });
+  };
+  if (runId) await decision(panel, session, runId, decided);
   if (may(session, "admin")) await adminPanel(root, session);
 }
 
-async function decision(panel: HTMLElement, session: Session, runId: string): Promise<void> {
+const phaseText = (r: RunInfo): string => `Phase: ${r.phase}${r.waiting_gate ? `, waiting at the ${r.waiting_gate} gate` : ""}`;
+
+async function decision(panel: HTMLElement, session: Session, runId: string, decided: (run: RunInfo) => void): Promise<void> {
   const say = status();
   const box = h("section", { class: "decision", "aria-labelledby": "dec-h" }, h("h3", { id: "dec-h", text: `Promotion run ${runId}` }), say);
   panel.append(box);
@@ -69,7 +81,8 @@ async function decision(panel: HTMLElement, session: Session, runId: string): Pr
       h("p", { class: `verdict ${report.verdict}`, "data-verdict": report.verdict },
         h("strong", { text: `Policy verdict: ${report.verdict}.` }), ` ${report.summary}`),
     );
-  box.append(h("p", { text: `Phase: ${run.phase}${run.waiting_gate ? `, waiting at the ${run.waiting_gate} gate` : ""}` }));
+  const phase = h("p", { text: phaseText(run) });
+  box.append(phase);
   const figure = h("figure", { class: "report-picture" });
   box.append(h("div", { class: "side-by-side" }, report ? comparison(report) : null, figure));
   blobUrl(`/runs/${encodeURIComponent(runId)}/report.png`)
@@ -106,6 +119,8 @@ async function decision(panel: HTMLElement, session: Session, runId: string): Pr
     try {
       const done = what === "approve" ? await api.approve(runId, reason.value.trim(), override.checked) : await api.refuse(runId, reason.value.trim());
       say.say(`${what === "approve" ? "Approved" : "Refused"}: run ${runId} is ${done.phase}`);
+      phase.textContent = phaseText(done);
+      decided(done);
       form.remove();
     } catch (err) {
       say.say((err as Error).message, true);

@@ -1,0 +1,21 @@
+"""How the gateway reports a local run from its state file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from geomlops.argo.runner.model import RunState
+from geomlops.gateway.backends._local_state import run_info
+from pipelines._naming import template_name
+
+
+def test_a_run_started_from_the_command_line_is_named_by_its_pipeline(tmp_path: Path) -> None:
+    """A run the gateway did not start (``geomlops run promotion``) is reported under the
+    pipeline's name, as the gateway's own runs are, so the web app lists it with them."""
+    for pipeline in ("promotion", "batch-inference", "training"):
+        state = RunState(f"{pipeline}-run", template_name(pipeline), "uid", "argo", "Suspended", "2026-12-07")
+        assert run_info(state, tmp_path, {}, locked=False).pipeline == pipeline
+        launched = {"pipeline": pipeline, "submitted_by": "ops"}
+        assert run_info(state, tmp_path, launched, locked=False).pipeline == pipeline
+    other = RunState("x", "hello-world-abc12", "uid", "argo", "Succeeded", "2026-12-07")
+    assert run_info(other, tmp_path, {}, locked=False).pipeline == "hello-world-abc12"  # not one of ours
