@@ -53,6 +53,17 @@ class ValueScaling(BaseModel):
     expression: str | None = None
 
 
+class DerivedBand(BaseModel):
+    """An input band computed from the imagery's bands: an MLM band with an ``expression``
+    (see :mod:`catalog_sync.band_expression`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str
+    expression: str
+    reads: tuple[str, ...]
+    """The imagery's bands the expression reads, in order of first use."""
+
+
 class ModelInput(BaseModel):
     """One MLM input: its bands, tensor shape and how values are prepared.
 
@@ -72,6 +83,18 @@ class ModelInput(BaseModel):
     entry_point: str | None = None
     """``geomlops:inference``: the package's entry point that predicts an image, used instead of
     the logged pyfunc model (None: the model)."""
+    derived: tuple[DerivedBand, ...] = ()
+    """The bands among ``bands`` computed by an expression from the imagery's bands."""
+
+    @property
+    def source_bands(self) -> tuple[str, ...]:
+        """The imagery's bands the model reads: its bands that are not derived, then those its
+        expressions read that are not among them (the order of undescribed imagery's bands)."""
+        derived = {d.name for d in self.derived}
+        sources = [b for b in self.bands if b not in derived]
+        for band in self.derived:
+            sources += [name for name in band.reads if name not in sources]
+        return tuple(sources)
 
 
 class ModelOutput(BaseModel):
@@ -133,6 +156,23 @@ def _band_names(raw: Mapping[str, Any], where: str) -> tuple[str, ...]:
         else:
             raise InvalidModelItemError(f"{where}.bands[{i}]: expected a name or {{'name': ...}}")
     return tuple(names)
+
+
+def _derived_bands(raw: Mapping[str, Any], where: str) -> tuple[DerivedBand, ...]:
+    """The input's bands given by an ``expression`` (format and expression checked)."""
+    from catalog_sync.band_expression import BandExpressionError, derived_band
+
+    bands = raw.get("bands", []) or []
+    out = []
+    for i, band in enumerate(bands):
+        if not isinstance(band, Mapping) or not band.get("expression"):
+            continue
+        try:
+            parsed = derived_band(band, bands)
+        except BandExpressionError as err:
+            raise InvalidModelItemError(f"{where}.bands[{i}]: {err}") from None
+        out.append(DerivedBand(name=str(band["name"]), expression=parsed.text, reads=parsed.names))
+    return tuple(out)
 
 
 def _function(raw: Mapping[str, Any] | None, where: str) -> str | None:
@@ -260,6 +300,7 @@ def parse_model_item(item: Mapping[str, Any], href: str | None = None) -> ModelS
                 resize_type=raw.get("resize_type"),
                 halo=_halo(raw, w),
                 entry_point=_entry_point(raw.get("geomlops:inference"), f"{w}['geomlops:inference']"),
+                derived=_derived_bands(raw, w),
             )
         )
     outputs = []

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from catalog_sync.band_expression import BandExpression, BandExpressionError, derived_band
 from catalog_sync.mlm import MLM_SCHEMA, entry_point_fault
 from catalog_sync.mlm_assets import CODE_ROLE, MODEL_ROLE, TRAINING_RUNTIME_ROLE
 
@@ -105,16 +106,44 @@ def _declared_bands(item: Mapping[str, Any]) -> set[str] | None:
     return names
 
 
+def _parsed_derived(raw: Any) -> dict[int, BandExpression | BandExpressionError]:
+    """Each derived band of an ``mlm:input`` object, by index: its expression, parsed, or why
+    geomlops does not compute it."""
+    if not isinstance(raw, Mapping) or not isinstance(raw.get("bands"), list):
+        return {}
+    parsed: dict[int, BandExpression | BandExpressionError] = {}
+    for i, band in enumerate(raw["bands"]):
+        if isinstance(band, Mapping) and band.get("expression"):
+            try:
+                parsed[i] = derived_band(band, raw["bands"])
+            except BandExpressionError as err:
+                parsed[i] = err
+    return parsed
+
+
 def _input_bands_faults(raw: Any, declared: set[str], where: str) -> list[Fault]:
     """Each input band the item's bands do not name: what the model reads would be guessed."""
     if not isinstance(raw, Mapping) or not isinstance(raw.get("bands"), list):
         return []
+    derived = _parsed_derived(raw)  # derived from the declared bands (an index such as NDVI)
     faults = []
     for i, band in enumerate(raw["bands"]):
-        if isinstance(band, Mapping) and band.get("expression"):
-            continue  # derived from the declared bands (an index such as NDVI), not one of them
+        expression = derived.get(i)
+        unknown = (
+            [n for n in expression.names if n not in declared]
+            if isinstance(expression, BandExpression)
+            else []
+        )
+        if unknown:
+            faults.append(
+                (
+                    f"{where}.bands[{i}].expression",
+                    f"reads {', '.join(unknown)}, not among the bands the item declares "
+                    f"({', '.join(sorted(declared))})",
+                )
+            )
         name = band.get("name") if isinstance(band, Mapping) else band
-        if isinstance(name, str) and name not in declared:
+        if i not in derived and isinstance(name, str) and name not in declared:
             faults.append(
                 (
                     f"{where}.bands[{i}]",
@@ -123,6 +152,15 @@ def _input_bands_faults(raw: Any, declared: set[str], where: str) -> list[Fault]
                 )
             )
     return faults
+
+
+def _derived_faults(raw: Any, where: str) -> list[Fault]:
+    """Each derived input band whose format or expression geomlops does not compute."""
+    return [
+        (f"{where}.bands[{i}]", str(why))
+        for i, why in _parsed_derived(raw).items()
+        if isinstance(why, BandExpressionError)
+    ]
 
 
 def _entry_point_name(raw: Mapping[str, Any], key: str, where: str) -> list[Fault]:
@@ -220,6 +258,7 @@ def mlm_faults(item: Mapping[str, Any]) -> list[Fault]:
     declared = _declared_bands(item)
     for i, raw in enumerate(props.get("mlm:input") or []):
         faults += _input_faults(raw, f"$.properties['mlm:input'][{i}]")
+        faults += _derived_faults(raw, f"$.properties['mlm:input'][{i}]")
         if declared:
             faults += _input_bands_faults(raw, declared, f"$.properties['mlm:input'][{i}]")
     for i, raw in enumerate(props.get("mlm:output") or []):

@@ -34,10 +34,21 @@ def _common_names(item: Mapping[str, Any]) -> dict[str, str]:
     return found
 
 
+def _reads(band: Mapping[str, Any], bands: list[Any]) -> tuple[str, ...]:
+    """The bands a derived input band's expression reads (none where geomlops cannot read it)."""
+    from catalog_sync.band_expression import BandExpressionError, derived_band
+
+    try:
+        return derived_band(band, bands).names
+    except BandExpressionError:
+        return ()
+
+
 def rgb_bands(model_item: Mapping[str, Any] | None, colour_interpretation: Sequence[str] = ()) -> list[int]:
     """Which bands of the imagery (1-based) to show as red, green and blue.
 
-    The imagery's bands are the model's input bands, in order. They are picked by the common
+    The imagery's bands are the model's input bands, in order (derived ones are not: the bands
+    they read follow the others, as the model reads undescribed imagery). They are picked by the common
     names (``eo:common_name``) the MLM item gives them: in ``mlm:input``'s band objects, or in
     the item's own ``bands``/``eo:bands`` by band name. A model item that names no red, green
     and blue leaves it to the imagery's own colour interpretation (GDAL's ``red``, ``green``,
@@ -55,12 +66,17 @@ def rgb_bands(model_item: Mapping[str, Any] | None, colour_interpretation: Seque
         inputs = (model_item.get("properties") or {}).get("mlm:input") or []
         bands = (inputs[0].get("bands") or []) if inputs and isinstance(inputs[0], Mapping) else []
         by_name = _common_names(model_item)
+        reads: list[str] = []  # the imagery's bands that derived ones (an index) read, after the others
         for band in bands:
-            if isinstance(band, Mapping):
+            if isinstance(band, Mapping) and band.get("expression"):
+                reads += [n for n in _reads(band, bands) if n not in reads]
+            elif isinstance(band, Mapping):
                 common = band.get("eo:common_name") or by_name.get(str(band.get("name")))
                 names.append(str(common) if common else None)
             else:
                 names.append(by_name.get(str(band)))
+        listed = {str(b.get("name")) if isinstance(b, Mapping) else str(b) for b in bands}
+        names += [by_name.get(n) for n in reads if n not in listed]
     for candidates in (names, [str(c).lower() for c in colour_interpretation]):
         if all(colour in candidates for colour in RGB_NAMES):
             return [candidates.index(colour) + 1 for colour in RGB_NAMES]

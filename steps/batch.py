@@ -152,6 +152,12 @@ def plan_batch(
             if model_input is not None:
                 check_imagery(src, model_input)
     except rasterio.errors.RasterioIOError as err:
+        if Path(imagery).is_dir():  # a folder of tiles or chips: one raster is read
+            raise ParameterError(
+                f"imagery {imagery}: a folder; expected one raster. Mosaic its tiles first, e.g. "
+                "python -c \"import glob, rasterio.merge as m; m.merge(sorted(glob.glob('FOLDER/*.tif')), "
+                "dst_path='mosaic.tif')\" (or a GDAL VRT of them)"
+            ) from err
         raise ParameterError(f"imagery {imagery}: cannot be read ({err})") from err
     notes: tuple[str, ...] = ()
     area = None
@@ -518,7 +524,7 @@ def _read_ahead_depth(plan: BatchPlan, io: ModelIO, size: int, threads: int = 1)
     the ``threads`` reading hold beyond one, at least ``_QUEUE_DEPTH``."""
     import rasterio
 
-    bands = len(io.bands)
+    bands = max(len(io.bands), len(io.sources))
     if not bands:
         with rasterio.open(plan.imagery) as src:
             bands = src.count

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from catalog_sync.band_expression import BandExpression, parse
 from catalog_sync.mlm import ModelInput, ModelOutput, ModelSpec, ValueScaling
 from geomlops.errors import GeomlopsError, ImageryMismatchError, InvalidModelItemError
 
@@ -50,6 +51,10 @@ class ModelIO:
     """How arrays are prepared for one model and how its answers become class values."""
 
     bands: tuple[str, ...] = ()
+    sources: tuple[str, ...] = ()
+    """The imagery's bands read: ``bands`` but the derived ones, then those they read."""
+    derived: tuple[tuple[str, BandExpression], ...] = ()
+    """The bands computed from ``sources`` by an expression, by name."""
     data_type: str = "float32"
     scaling: tuple[ValueScaling, ...] = ()
     size: tuple[int, int] | None = None
@@ -103,6 +108,8 @@ class ModelIO:
             raise InvalidModelItemError(f"halo: expected pixels >= 0, got {chosen}")
         return cls(
             bands=model_input.bands,
+            sources=model_input.source_bands,
+            derived=tuple((d.name, parse(d.expression)) for d in model_input.derived),
             data_type=model_input.data_type,
             scaling=model_input.value_scaling,
             size=size,
@@ -120,11 +127,11 @@ class ModelIO:
     # -- before predict
 
     def band_indexes(self, src: Any) -> list[int]:
-        """1-based bands of ``src`` in the model's order: by description where the imagery's band
-        descriptions name every MLM band, else as stored."""
+        """1-based bands of ``src`` to read, in the order of :attr:`sources`: by description where
+        the imagery's band descriptions name every one, else as stored."""
         descriptions = list(getattr(src, "descriptions", ()) or ())
-        if self.bands and all(b in descriptions for b in self.bands):
-            return [descriptions.index(b) + 1 for b in self.bands]
+        if self.sources and all(b in descriptions for b in self.sources):
+            return [descriptions.index(b) + 1 for b in self.sources]
         return list(range(1, src.count + 1))
 
     def prepare(
@@ -137,11 +144,32 @@ class ModelIO:
         """
         invalid: NDArray[np.bool_] = np.asarray(np.ma.getmaskarray(data).any(axis=0))
         values = np.ma.getdata(data)
+        if self.derived:
+            values, own = self._derive(values.astype(np.float32, copy=False), invalid), True
         if self.scaling:
             values, own = _scale(values.astype(np.float32, copy=False), self.scaling), True
         array = values.astype(self.data_type, copy=not own)
         array[:, invalid] = 0
         return array, invalid
+
+    def _derive(self, sources: NDArray[np.float32], invalid: NDArray[np.bool_]) -> NDArray[np.float32]:
+        """The model's bands from the sources read, derived ones computed; where a derived value
+        is not finite (a ratio of zeros) the pixel is marked in ``invalid``: it has no data."""
+        if sources.shape[0] != len(self.sources):
+            raise ImageryMismatchError(
+                f"{sources.shape[0]} band(s) given, but the model reads {len(self.sources)} "
+                f"({', '.join(self.sources)}) to compute its derived bands"
+            )
+        by_name = dict(zip(self.sources, sources, strict=True))
+        expressions = dict(self.derived)
+        out = np.empty((len(self.bands), *sources.shape[1:]), np.float32)
+        for i, band in enumerate(self.bands):
+            if band in expressions:
+                out[i] = expressions[band].evaluate(by_name)
+                invalid |= ~np.isfinite(out[i])
+            else:
+                out[i] = by_name[band]
+        return out
 
     def to_model_size(self, batch: NDArray[Any]) -> NDArray[Any]:
         """``(N, C, h, w)`` resized (or padded) to the model's fixed size, if it has one."""

@@ -43,25 +43,26 @@ def check_imagery(src: Any, model_input: ModelInput) -> None:
     Raises:
         ImageryMismatchError: naming the file, what it has and what the model expects.
     """
-    expected = len(model_input.bands) or (model_input.shape[1] if len(model_input.shape) > 1 else None)
+    bands = model_input.source_bands  # derived bands (an index such as NDVI) are computed from these
+    expected = len(bands) or (model_input.shape[1] if len(model_input.shape) > 1 else None)
     described = [d for d in (src.descriptions or ()) if d]
-    named = model_input.bands and all(b in described for b in model_input.bands)
-    missing = [b for b in model_input.bands if b not in described]
+    named = bands and all(b in described for b in bands)
+    missing = [b for b in bands if b not in described]
     # bands described in the model's own terms (some of its bands, or all common names): the
     # bands it needs and the imagery lacks are named, never read from other bands by position
     if (
         missing
         and len(described) == src.count
-        and (len(missing) < len(model_input.bands) or set(described) | set(model_input.bands) <= COMMON_NAMES)
+        and (len(missing) < len(bands) or set(described) | set(bands) <= COMMON_NAMES)
     ):
         raise ImageryMismatchError(
             f"{src.name}: its bands are {', '.join(described)}, but the model's input '{model_input.name}' "
-            f"needs {', '.join(missing)} too ({', '.join(model_input.bands)})"
+            f"needs {', '.join(missing)} too ({', '.join(bands)})"
         )
     if not named and expected and expected > 0 and src.count != expected:
         raise ImageryMismatchError(
             f"{src.name}: {src.count} band(s), but the model's input '{model_input.name}' expects "
-            f"{expected} ({', '.join(model_input.bands)})"
+            f"{expected} ({', '.join(bands)})"
         )
     target = np.dtype(model_input.data_type)
     for dtype in set(src.dtypes):
@@ -96,10 +97,14 @@ def read_block(
 
 
 def _read_padded(src: Any, bands: list[int], col: int, row: int, width: int, height: int) -> Any:
-    """The window of ``bands``, masked where it has no data or lies beyond the imagery's edge.
+    """The window of ``bands``, masked where it has no data; beyond the imagery's edge, the
+    imagery mirrored at its edge.
 
     Only the part inside the imagery is read (a boundless read goes through a warped VRT: many
-    times slower), and placed in a masked array of the window's size.
+    times slower). What a block's halo, or an edge block's padding, reaches beyond the edge is
+    that part reflected (``d c b | a b c d``, as PyTorch's reflection padding), values and no-data
+    mask alike: a model sees plausible surroundings there, where a frame of zeros (black) makes
+    some models see features along every edge of the imagery. A window wholly outside is no data.
     """
     from rasterio.windows import Window
 
@@ -107,13 +112,27 @@ def _read_padded(src: Any, bands: list[int], col: int, row: int, width: int, hei
     right, bottom = min(col + width, src.width), min(row + height, src.height)
     if (left, top, right, bottom) == (col, row, col + width, row + height):
         return src.read(bands, window=Window(col, row, width, height), masked=True)
-    dtype = np.dtype(src.dtypes[bands[0] - 1])
-    shape = (len(bands), height, width)
-    out = np.ma.MaskedArray(np.zeros(shape, dtype), mask=np.ones(shape, bool))
-    if right > left and bottom > top:
-        part = src.read(bands, window=Window(left, top, right - left, bottom - top), masked=True)
-        out[:, top - row : bottom - row, left - col : right - col] = part
-    return out
+    if right <= left or bottom <= top:
+        dtype = np.dtype(src.dtypes[bands[0] - 1])
+        shape = (len(bands), height, width)
+        return np.ma.MaskedArray(np.zeros(shape, dtype), mask=np.ones(shape, bool))
+    before, after = (top - row, left - col), (row + height - bottom, col + width - right)
+    # read as far inside as the mirror reaches, so that it reflects the imagery, not the window
+    first = [max(0, min(lo, hi - 1 - a)) for lo, hi, a in ((top, bottom, after[0]), (left, right, after[1]))]
+    last = [
+        min(n, max(hi, lo + b + 1))
+        for lo, hi, b, n in ((top, bottom, before[0], src.height), (left, right, before[1], src.width))
+    ]
+    part = src.read(
+        bands, window=Window(first[1], first[0], last[1] - first[1], last[0] - first[0]), masked=True
+    )
+    pads = ((0, 0), (before[0], after[0]), (before[1], after[1]))
+    r0, c0 = row - (first[0] - before[0]), col - (first[1] - before[1])
+    crop = (slice(None), slice(r0, r0 + height), slice(c0, c0 + width))
+    return np.ma.MaskedArray(
+        np.pad(np.ma.getdata(part), pads, mode="reflect")[crop],
+        mask=np.pad(np.ma.getmaskarray(part), pads, mode="reflect")[crop],
+    )
 
 
 def block_centre(

@@ -88,7 +88,7 @@ def resolve_served_model(
         tasks=output.tasks,
         post_processing_function=output.post_processing_function,
         classes={c.value: c.name for c in output.classes},
-        bands=len(spec.inputs[0].bands) or None,
+        bands=len(spec.inputs[0].source_bands) or None,
         model_input=spec.inputs[0].model_dump(mode="json"),
         model_output=output.model_dump(mode="json"),
         image=spec.inference_image or spec.training_image,

@@ -234,7 +234,8 @@ class GeoJSONTransformer:
                 chip = chip[0]
             if chip.ndim != 3:
                 raise ChipError(f"data: got shape {chip.shape}; expected the chip as (bands, height, width)")
-            bands = self.model_input.bands if self.model_input is not None else ()
+            # the imagery's bands: derived ones (an index such as NDVI) are computed from these
+            bands = self.model_input.source_bands if self.model_input is not None else ()
             if bands and chip.shape[0] != len(bands):
                 raise ChipError(
                     f"data: {chip.shape[0]} bands; the model takes {len(bands)} ({', '.join(bands)}), "

@@ -64,3 +64,13 @@ def test_input_bands_are_the_items_own_or_derived_from_them(shared_data: Path) -
     assert len(faults) == 1 and faults[0][1].startswith("'B99' is not among the bands the item declares ("), (
         faults
     )
+    # a derived band reading a band the item does not declare, or in a format geomlops does not
+    # compute: a fault naming the band's field
+    reads = json.loads(json.dumps(derived).replace("(B08 - B04) / (B08 + B04)", "(B08 - B77) / (B08 + B77)"))
+    faults = [f for f in mlm_faults(reads) if ".bands[" in f[0]]
+    assert [f[0] for f in faults] == ["$.properties['mlm:input'][0].bands[3].expression"], faults
+    assert faults[0][1].startswith("reads B77, not among the bands the item declares (")
+    other = json.loads(json.dumps(derived).replace('"rio-calc"', '"openeo"'))
+    faults = [f for f in mlm_faults(other) if ".bands[" in f[0]]
+    assert [f[0] for f in faults] == ["$.properties['mlm:input'][0].bands[3]"], faults
+    assert faults[0][1].startswith("format 'openeo': geomlops computes derived bands written as infix")

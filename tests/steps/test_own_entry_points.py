@@ -131,12 +131,13 @@ def _spec(package: Path, **output_update: Any) -> ModelSpec:
 
 
 def _whole_image(image: Path) -> np.ndarray:
-    """The classes of the box mean over the whole image (zero beyond its edge and in no data)."""
+    """The classes of the box mean over the whole image (zero in no data; beyond its edge the
+    image mirrored, as blocks are read there)."""
     with rasterio.open(image) as src:
         band = src.read(1, masked=True).filled(0).astype("float64")
         invalid = src.read_masks(1) == 0
     r, k = RADIUS, 2 * RADIUS + 1
-    c = np.pad(band, ((r + 1, r), (r + 1, r))).cumsum(0).cumsum(1)
+    c = np.pad(np.pad(band, r, mode="reflect"), ((1, 0), (1, 0))).cumsum(0).cumsum(1)
     score = (c[k:, k:] - c[:-k, k:] - c[k:, :-k] + c[:-k, :-k]) / (k * k * 255.0)
     classes = (score.astype("float32") > 0.5).astype("uint8")
     classes[invalid] = 255
@@ -183,7 +184,7 @@ def test_blocks_predicted_by_the_packages_own_inference_equal_the_whole_image(
     # each block's GeoTIFF lies where the block lies, with its halo, and masks what has no data
     halo, seen = RADIUS, (shared / "package" / "blocks.txt").read_text().splitlines()
     side, shift = plan.block_size + 2 * halo, halo + plan.block_size
-    padded = np.pad(invalid, shift, constant_values=True)  # beyond the edge: no data
+    padded = np.pad(invalid, shift, mode="reflect")  # beyond the edge: the image mirrored
     expected_blocks = []
     for block in (b for g in plan.groups for b in g):
         top, left = block.row_off - halo + shift, block.col_off - halo + shift
