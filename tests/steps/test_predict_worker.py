@@ -126,8 +126,11 @@ SCORE = ModelOutput(  # logged without classes: one raw probability
 
 
 def _whole(model: Path, image: Path, spec: ModelSpec) -> np.ndarray:
+    """The model's answer on the whole image, read with the model's radius around it (beyond
+    the image's edge, as for every block, the image mirrored)."""
     with package_predictor(sys.executable, model) as predict, rasterio.open(image) as src:
-        return predict_block(predict, src, (0, 0, src.width, src.height), halo=0, io=ModelIO.from_spec(spec))
+        window = (0, 0, src.width, src.height)
+        return predict_block(predict, src, window, halo=RADIUS, io=ModelIO.from_spec(spec))
 
 
 def _mask(plan: Any, output: Path) -> np.ndarray:
