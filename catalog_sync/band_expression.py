@@ -102,48 +102,72 @@ def derived_band(band: Mapping[str, Any], bands: list[Any]) -> BandExpression:
     return parsed
 
 
+#: the longest expression read (an index is a line; this bounds the parser's depth and work)
+MAX_LENGTH = 1000
+
+
 def parse(text: str) -> BandExpression:
     """Parse ``text`` as a band expression.
 
     Raises:
         BandExpressionError: not infix arithmetic of the kinds above, naming what is not.
     """
+    if len(text) > MAX_LENGTH:
+        raise BandExpressionError(f"{text[:40]!r}…: {len(text)} characters; expected at most {MAX_LENGTH}")
     try:
         tree = ast.parse(text.strip(), mode="eval")
+    except (RecursionError, MemoryError):
+        raise BandExpressionError(f"{text[:40]!r}…: nested too deeply") from None
     except SyntaxError as err:
         raise BandExpressionError(
             f"{text!r} is not infix arithmetic ({err.msg}); expected {_ALLOWED}, "
             "e.g. '(B08 - B04) / (B08 + B04)'"
         ) from None
     names: list[str] = []
-    _check(tree.body, names, text)
+    try:
+        _check(tree.body, names, text)
+    except RecursionError:
+        raise BandExpressionError(f"{text[:40]!r}…: nested too deeply") from None
     if not names:
         raise BandExpressionError(f"{text!r} names no band")
     return BandExpression(text, tuple(names), tree)
 
 
-def _check(node: ast.AST, names: list[str], text: str) -> None:
+#: the deepest nesting of operations read (far beyond any index; it bounds the evaluator's recursion)
+MAX_DEPTH = 100
+
+
+def _check(node: ast.AST, names: list[str], text: str, depth: int = 0) -> None:
+    if depth > MAX_DEPTH:
+        raise BandExpressionError(f"{text[:40]!r}…: operations nested more than {MAX_DEPTH} deep")
     if isinstance(node, ast.Name):
         if node.id in _FUNCTIONS:
             raise BandExpressionError(f"{text!r}: {node.id} is a function; call it, e.g. {node.id}(B04)")
         if node.id not in names:
             names.append(node.id)
-    elif isinstance(node, ast.Constant) and type(node.value) in (int, float):
-        pass
+    elif (
+        isinstance(node, ast.Constant)
+        and isinstance(node.value, int | float)
+        and not isinstance(node.value, bool)
+    ):
+        try:
+            float(node.value)
+        except OverflowError:
+            raise BandExpressionError(f"{text!r}: the number {str(node.value)[:20]}… is too large") from None
     elif isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
-        _check(node.left, names, text)
-        _check(node.right, names, text)
+        _check(node.left, names, text, depth + 1)
+        _check(node.right, names, text, depth + 1)
     elif isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
-        _check(node.operand, names, text)
+        _check(node.operand, names, text, depth + 1)
     elif isinstance(node, ast.Compare) and len(node.ops) == 1 and type(node.ops[0]) in _COMPARE:
-        _check(node.left, names, text)
-        _check(node.comparators[0], names, text)
+        _check(node.left, names, text, depth + 1)
+        _check(node.comparators[0], names, text, depth + 1)
     elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _FUNCTIONS:
         arity = _FUNCTIONS[node.func.id][1]
         if node.keywords or len(node.args) != arity:
             raise BandExpressionError(f"{text!r}: {node.func.id} takes {arity} argument(s)")
         for arg in node.args:
-            _check(arg, names, text)
+            _check(arg, names, text, depth + 1)
     elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
         raise BandExpressionError(
             f"{text!r}: {node.func.id}() is not a function geomlops computes ({', '.join(_FUNCTIONS)})"
@@ -162,7 +186,10 @@ def _evaluate(node: ast.AST, bands: Mapping[str, NDArray[np.float32]]) -> Any:
         return _BINARY[type(node.op)](_evaluate(node.left, bands), _evaluate(node.right, bands))
     if isinstance(node, ast.UnaryOp):
         return _UNARY[type(node.op)](_evaluate(node.operand, bands))
-    if isinstance(node, ast.Compare):
-        return _COMPARE[type(node.ops[0])](_evaluate(node.left, bands), _evaluate(node.comparators[0], bands))
+    if isinstance(node, ast.Compare):  # 1 or 0, as a number: it may be added, negated, multiplied
+        compared = _COMPARE[type(node.ops[0])](
+            _evaluate(node.left, bands), _evaluate(node.comparators[0], bands)
+        )
+        return np.asarray(compared, dtype=np.float32)
     assert isinstance(node, ast.Call) and isinstance(node.func, ast.Name)  # as _check allowed
     return _FUNCTIONS[node.func.id][0](*(_evaluate(arg, bands) for arg in node.args))

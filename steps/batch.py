@@ -478,8 +478,8 @@ def _own_answers(
 
 
 def _as_stored(io: ModelIO, imagery: str) -> ModelIO:
-    """``io`` for a package's own inference: every band read as stored (it scales and resizes
-    itself), its output raster read by the item's output (bands first: the class dimension, if
+    """``io`` for a package's own inference: every band read as stored (it derives bands, scales
+    and resizes itself), its output raster read by the item's output (bands first: the class dimension, if
     any, is axis 1)."""
     import dataclasses
 
@@ -490,6 +490,8 @@ def _as_stored(io: ModelIO, imagery: str) -> ModelIO:
     return dataclasses.replace(
         io,
         bands=(),
+        sources=(),  # every band, derived ones not computed: the package's code reads what it needs
+        derived=(),
         data_type=dtype,
         scaling=(),
         size=None,

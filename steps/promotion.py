@@ -163,7 +163,7 @@ def promote(
     current = production_version(model)
     tags = client.get_model_version(model, candidate).tags or {}
     recorded = tags.get(DECISION_TAG)
-    if current == candidate and recorded:
+    if current == candidate and recorded and decision != REFUSED:
         done = Decision.model_validate_json(recorded)
         if _same(done, "promote", who, why, when, approved_at):
             return done  # this approval was already carried out (a retried or resumed step)
@@ -177,7 +177,7 @@ def promote(
             f"report {report_uri} compares '{report.evaluation.model}' "
             f"v{report.evaluation.candidate.version}, not '{model}' v{candidate}"
         )
-    if compared != current:
+    if compared != current and decision != REFUSED:  # a refusal moves nothing: recorded all the same
         raise PromotionRequestError(
             f"report {report_uri} compared with production v{compared}, but production is now "
             f"{'v' + current if current else 'none'}: run the promotion again"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -64,16 +66,61 @@ _STATUS: list[tuple[type[Exception], int]] = [
 async def _error(request: Request, err: Exception) -> JSONResponse:
     code = next(c for kind, c in _STATUS if isinstance(err, kind))
     headers = {"WWW-Authenticate": "Bearer"} if code == 401 else None
+    _refused_for_audit(request, str(err))
     return JSONResponse({"detail": str(err)}, status_code=code, headers=headers)
 
 
+def _refused_for_audit(request: Request, why: str) -> None:
+    """A refused write's reason in its audit line (the messages never echo a secret)."""
+    if not getattr(request.state, "audit_detail", None):
+        request.state.audit_detail = f"refused: {why}"
+
+
 async def _invalid(request: Request, err: RequestValidationError) -> JSONResponse:
-    """FastAPI's 422, naming each field, without echoing the input (it may hold a secret)."""
+    """FastAPI's 422, naming each field, without echoing the input (it may hold a secret).
+
+    A body that cannot be read is found before the route's authentication runs: the caller is
+    authenticated first, so that an unknown one gets 401 and a known one is named in the audit
+    trail."""
+    from geomlops.gateway.context import authenticate_request, required_permission
+
+    if required_permission(request) is not None and getattr(request.state, "principal", None) is None:
+        try:
+            authenticate_request(request)
+        except AuthenticationError as refused:
+            return await _error(request, refused)
+    fields = _body_fields(request)
     errors = [
-        {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+        {"loc": list(e.get("loc", ())), "msg": _hint(e, fields), "type": e.get("type", "")}
         for e in err.errors()
     ]
+    _refused_for_audit(request, "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors))
     return JSONResponse({"detail": errors}, status_code=422)
+
+
+def _body_fields(request: Request) -> set[str]:
+    """The fields of the body the request's route takes (none known: empty)."""
+    body = getattr(request.scope.get("route"), "body_field", None)
+    model = getattr(getattr(body, "field_info", None), "annotation", None)
+    return set(getattr(model, "model_fields", None) or {})
+
+
+def _hint(error: Mapping[str, Any], fields: set[str]) -> str:
+    """The validation message; for a field a request does not take, what to give instead: the
+    CLI's ``model_version`` is ``version``; where the body has ``parameters``, a pipeline's
+    parameter goes there; else the fields it takes."""
+    msg = str(error.get("msg", ""))
+    loc = list(error.get("loc", ()))
+    if error.get("type") != "extra_forbidden" or loc[:1] != ["body"] or len(loc) != 2:
+        return msg
+    field = str(loc[1])
+    if field == "model_version" and "version" in fields:
+        return f"{msg}: here it is 'version' (a number) or 'alias'"
+    if field == "approver":
+        return f"{msg}: the approver is the caller (the key's name, or the token's email)"
+    if "parameters" in fields:
+        return f"{msg}: a pipeline's parameter goes in 'parameters' ({{\"{field}\": …}})"
+    return f"{msg}: this request takes {', '.join(sorted(fields))}" if fields else msg
 
 
 def create_app(

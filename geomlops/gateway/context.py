@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from geomlops.gateway.auth import AuthenticationError, Authenticator, Permission, Principal
+from geomlops.gateway.auth import Authenticator, Permission, Principal
 from geomlops.gateway.backends.base import RunBackend
 from geomlops.gateway.catalogue import Catalogue
 from geomlops.gateway.db import Database
@@ -42,6 +42,28 @@ _bearer = HTTPBearer(auto_error=False, description="An API key (gmk_…) or an O
 _api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API key (gmk_…).")
 
 
+def authenticate_request(request: Request) -> Principal:
+    """The caller of ``request`` by its headers (Bearer token or X-API-Key), kept on the request.
+
+    Raises:
+        AuthenticationError: no credentials, or ones that are wrong, revoked or expired.
+    """
+    headers = request.headers
+    principal = gateway(request).auth.authenticate(headers.get("authorization"), headers.get("x-api-key"))
+    request.state.principal = principal
+    return principal
+
+
+def required_permission(request: Request) -> Permission | None:
+    """The permission the request's route requires (:func:`require`), or None for an open one."""
+    dependant = getattr(request.scope.get("route"), "dependant", None)
+    for dependency in getattr(dependant, "dependencies", None) or []:
+        permission = getattr(dependency.call, "permission", None)
+        if isinstance(permission, Permission):
+            return permission
+    return None
+
+
 def require(permission: Permission) -> Any:
     """A dependency: the authenticated caller, who must hold ``permission``.
 
@@ -50,15 +72,11 @@ def require(permission: Permission) -> Any:
 
     def dependency(
         request: Request,
+        # declared for the OpenAPI document's security schemes; read from the headers below
         bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
         api_key: Annotated[str | None, Security(_api_key)],
-        parts: Annotated[Gateway, Depends(gateway)],
     ) -> Principal:
-        authorization = f"{bearer.scheme} {bearer.credentials}" if bearer is not None else None
-        if bearer is None and request.headers.get("authorization"):
-            raise AuthenticationError("Authorization: expected 'Bearer TOKEN'")
-        principal = parts.auth.authenticate(authorization, api_key)
-        request.state.principal = principal
+        principal = authenticate_request(request)
         if not principal.may(permission):
             raise ForbiddenError(
                 f"role {principal.role.value!r} of {principal.name!r} does not allow {permission.value}"

@@ -79,7 +79,8 @@ def _describe(
         if not all(c in names for c in _RGB):  # else the file's own colour interpretation (drone imagery)
             colours = [c.name for c in src.colorinterp]
             if all(c in colours for c in _RGB):
-                names = [c if c in _RGB else n for c, n in zip(colours, names, strict=True)]
+                # only bands named nothing else: a catalogued common name stands
+                names = [c if c in _RGB and n is None else n for c, n in zip(colours, names, strict=True)]
     return bbox, bands, names
 
 

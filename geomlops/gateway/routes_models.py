@@ -8,7 +8,8 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 
 from catalog_sync.api import parse_bbox
 from catalog_sync.collections import COLLECTIONS, MODELS, VERSIONS, version_item_id
-from geomlops.errors import ParameterError, PromotionError
+from catalog_sync.mlm import parse_model_item
+from geomlops.errors import GeomlopsError, ParameterError, PromotionError
 from geomlops.gateway.auth import Permission, Principal
 from geomlops.gateway.context import Gateway, gateway, require
 from geomlops.gateway.results import mlflow_run_url, stac_item_url
@@ -56,6 +57,16 @@ def _bands(props: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
+def _reads(item: dict[str, Any]) -> list[str]:
+    """The imagery's bands the model's first input reads (derived bands give the bands they
+    read); an item geomlops cannot read gives none (its runs are refused, naming the field)."""
+    try:
+        spec = parse_model_item(item)
+    except GeomlopsError:
+        return []
+    return list(spec.inputs[0].source_bands) if spec.inputs else []
+
+
 def _summary(item: dict[str, Any], registry: dict[str, Any], settings: Settings) -> dict[str, Any]:
     props = item.get("properties") or {}
     aliases = registry["aliases"]
@@ -72,6 +83,7 @@ def _summary(item: dict[str, Any], registry: dict[str, Any], settings: Settings)
         "previous": aliases.get("previous"),
         "classes": _classes(props),
         "bands": _bands(props),
+        "reads": _reads(item),
         "geometry": item.get("geometry"),
         "item_url": stac_item_url(settings, MODELS, str(item["id"])),
     }

@@ -173,6 +173,11 @@ class ModelSummary(BaseModel):
     previous: str | None = Field(default=None, description="The version at alias 'previous'.")
     classes: list[ModelClass] = []
     bands: list[ModelBand] = Field(default=[], description="The input bands, in order.")
+    reads: list[str] = Field(
+        default=[],
+        description="The imagery's bands the model reads: its input bands but those derived by an "
+        "expression, then the bands the expressions read (the order of imagery without band names).",
+    )
     geometry: dict[str, Any] | None = Field(default=None, description="The spatial extent (GeoJSON).")
     item_url: str | None = Field(default=None, description="The base STAC item.")
 

@@ -26,6 +26,9 @@ def test_an_index_is_computed_from_the_bands_it_names() -> None:
     # functions, comparisons, powers and numbers
     masked = parse("where(B08 > 0.25, sqrt(B08 ** 2), -1.5 * abs(B04))").evaluate({"B08": nir, "B04": red})
     np.testing.assert_allclose(masked, [[0.5, -0.3], [-0.0, 0.3]], rtol=1e-6)
+    # comparisons are numbers: negated, subtracted
+    flags = parse("-(B04 > 0.05) + (B08 > 0.25)").evaluate({"B08": nir, "B04": red})
+    np.testing.assert_array_equal(flags, [[0, -1], [0, 0]])
     # a constant expression of one band keeps the band's shape
     assert parse("B04 * 0 + 2").evaluate({"B04": red}).shape == (2, 2)
 
@@ -44,6 +47,9 @@ def test_an_index_is_computed_from_the_bands_it_names() -> None:
         ("2 * 3", "names no band"),
         ("0 < B04 < 1", "'0 < B04 < 1' is not allowed"),
         ("'B04'", "\"'B04'\" is not allowed"),
+        ("1" + "0" * 400 + " * B04", "is too large"),
+        (" + ".join(["B04"] * 300), "characters; expected at most 1000"),
+        ("-" * 900 + "B04", "nested more than 100 deep"),
     ],
 )
 def test_anything_but_arithmetic_is_refused_by_name(expression: str, message: str) -> None:

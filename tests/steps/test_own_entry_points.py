@@ -203,6 +203,26 @@ def _variant(package: Path, folder: Path, marker: str) -> Path:
     return folder
 
 
+def test_a_package_whose_item_derives_a_band_gets_the_imagerys_bands_as_stored(
+    package: Path, image: Path, tmp_path: Path
+) -> None:
+    """The package's own inference derives what it needs itself: it gets the imagery's bands
+    as stored, not the item's input with its derived band computed."""
+    from catalog_sync.mlm import DerivedBand
+
+    spec = _spec(package)
+    ratio = DerivedBand(name="ratio", expression="a / b", reads=("a", "b"))
+    derived = spec.inputs[0].model_copy(update={"bands": ("a", "ratio"), "derived": (ratio,)})
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    plan, done = _predict(
+        package, image, tmp_path / "run", shared, spec.model_copy(update={"inputs": (derived,)})
+    )
+    assert len(done) == 9
+    with rasterio.open(assemble_mask(plan, tmp_path / "run")) as src:
+        assert np.array_equal(src.read(1), _whole_image(image))
+
+
 def test_what_the_package_writes_where_the_block_has_no_data_is_never_read(
     package: Path, image: Path, tmp_path: Path
 ) -> None:

@@ -49,6 +49,14 @@ def accessible(page: Any, what: str) -> None:
         if v["impact"] in ("serious", "critical")
     ]
     assert not bad, f"{what}: " + "\n".join(bad)
+    # a control's accessible name holds its visible text (WCAG 2.5.3), so it can be said or found by it
+    mismatched = page.evaluate(
+        """() => [...document.querySelectorAll('button[aria-label], a[aria-label]')]
+            .filter((b) => b.textContent.trim()
+                && !b.getAttribute('aria-label').toLowerCase().includes(b.textContent.trim().toLowerCase()))
+            .map((b) => `${b.textContent.trim()} / ${b.getAttribute('aria-label')}`)"""
+    )
+    assert not mismatched, f"{what}: names without their visible text: {mismatched}"
 
 
 def search(page: Any) -> list[str]:
@@ -123,6 +131,10 @@ def test_catalogue_search_by_text_task_and_drawn_box(
     card = page.locator(f".card[data-model='{MODEL}']")
     card.wait_for()
     assert "clear" in card.inner_text() and "cloud" in card.inner_text()  # classes with colours
+    with web_gateway.client("viewer") as viewer:  # the tasks offered: those of the catalogued models
+        ids = [m["id"] for m in viewer.get("/api/v1/models").json()]
+        tasks = sorted({t for i in ids for t in viewer.get(f"/api/v1/models/{i}").json()["tasks"]})
+    assert page.get_by_label("Task").locator("option").all_inner_texts() == ["any task", *tasks]
     page.get_by_label("Text").fill("cloud")
     page.get_by_label("Task").select_option("semantic-segmentation")
     found = search(page)  # the other workflow tests add models to the shared work folder
@@ -134,7 +146,7 @@ def test_catalogue_search_by_text_task_and_drawn_box(
         model = viewer.get(f"/api/v1/models/{MODEL}").json()
     w, s, e, n = model["bbox"]
     # a box drawn within the model's extent finds it; one far away finds nothing
-    card.get_by_role("button", name=f"Show the extent of {MODEL} on the map").click()
+    card.get_by_role("button", name=f"Show extent on map: {MODEL}").click()
     page.wait_for_function(MAP_IDLE)
     drag_rectangle(page, [w + (e - w) / 4, s + (n - s) / 4, e - (e - w) / 4, n - (n - s) / 4])
     assert page.get_by_label("Only models over the drawn box").is_checked()
@@ -157,6 +169,25 @@ def test_draw_plan_run_and_trace_a_polygon(web_gateway: WebGateway, app: Any, sc
     with web_gateway.client("viewer") as viewer:
         items = viewer.get("/api/v1/imagery").json()
     scene = items[0]
+    # imagery with another number of bands than a model reads is offered disabled, saying why
+    with web_gateway.client("viewer") as viewer:
+        reads = {
+            m["id"]: viewer.get(f"/api/v1/models/{m['id']}").json()["reads"]
+            for m in viewer.get("/api/v1/models").json()
+        }
+    for model_id, wanted in reads.items():
+        page.get_by_label("Model", exact=True).select_option(model_id)
+        for item in items:
+            option = imagery.locator(f"option[value='{item['id']}']")
+            # read by name where the imagery names every band the model reads, else by count
+            misfit = len(item["bands"]) != len(wanted) and not set(wanted) <= set(item["bands"])
+            expect_text = f"the model reads {len(wanted)}" if misfit else ""
+            page.wait_for_function(
+                "([id, misfit]) => { const o = [...document.querySelectorAll('select[name=imagery] option')]"
+                ".find((x) => x.value === id); return o && o.disabled === misfit; }",
+                arg=[item["id"], misfit],
+            )
+            assert (expect_text in option.inner_text()) if misfit else ("reads" not in option.inner_text())
     page.get_by_label("Model", exact=True).select_option(MODEL)  # not the first one listed
     imagery.select_option(scene["id"])
     page.get_by_label("Version or alias").select_option("version:1")
@@ -305,6 +336,20 @@ def test_draw_plan_run_and_trace_a_polygon(web_gateway: WebGateway, app: Any, sc
     assert (
         counts.inner_text() == f"Zoom in to see the polygons: they are drawn from zoom {header['min_zoom']}."
     )
+    assert "imagery:" not in page.locator("[role=status]").first.inner_text()
+
+    # imagery the gateway may not read (outside its imagery folders): the page says so once and
+    # draws the polygons all the same
+    refused = {"detail": "path '/elsewhere/scene.tif': outside the folders the gateway reads imagery from"}
+    page.route(
+        "**/api/v1/imagery/tiles/22/0/0.png*",
+        lambda route: route.fulfill(status=422, content_type="application/json", body=json.dumps(refused)),
+    )
+    page.reload()
+    page.wait_for_selector("text=imagery: 422: path '/elsewhere/scene.tif': outside the folders")
+    assert page.get_by_text("the polygons are shown without it").count() == 1
+    page.wait_for_selector(".in-view[data-count]")
+    shot(page, screenshots, "06b-results-imagery-refused")
     page.close()
 
 
@@ -385,6 +430,11 @@ def test_an_approver_approves_a_promotion_a_viewer_cannot(
     page.wait_for_selector(".verdict")
     approve = page.get_by_role("button", name="Approve", exact=True)
     approve.wait_for()
+    # the comparison picture, and a link to it full size (its titles are small in the page)
+    picture = page.locator("figure.report-picture img")
+    picture.wait_for()
+    assert picture.evaluate("img => img.complete && img.naturalWidth > 0")
+    assert page.get_by_role("link", name="open it full size").get_attribute("href").startswith("blob:")
     accessible(page, "promotions (approver)")
     shot(page, screenshots, "07-promotion-approver")
     approve.click()  # no reason yet: refused in the page, nothing sent
@@ -417,6 +467,15 @@ def test_an_approver_approves_a_promotion_a_viewer_cannot(
     audit.locator("tbody tr").first.wait_for()
     assert f"approved run {run_id}" in audit.inner_text()
     assert page.get_by_role("button", name="Roll back production to the previous version").count() == 1
+    # only a model with a version behind production is offered for a rollback
+    with web_gateway.client("viewer") as viewer:
+        models = viewer.get("/api/v1/models").json()
+    behind = [m["id"] for m in models if m["aliases"].get("production") and m["aliases"].get("previous")]
+    assert MODEL not in behind  # its first production version: nothing behind it
+    if not behind:
+        page.wait_for_selector("text=No model has a previous version to roll back to.")
+    offered = page.get_by_label("Model", exact=True).locator("option")
+    assert offered.evaluate_all("os => os.map(o => o.value)") == behind
     accessible(page, "promotions (admin)")
     shot(page, screenshots, "08-admin-audit")
     admin_context.close()

@@ -145,7 +145,7 @@ def test_a_box_typed_across_180_is_planned_and_a_bad_one_plans_nothing(
     typed = page.get_by_label("Or type the area of interest as west, south, east, north (degrees)")
     box = [round(west + 0.02, 4), round(south + 0.02, 4), round(east - 0.02, 4), round(north - 0.02, 4)]
     typed.fill(",".join(map(str, box)))  # west > east: across 180°
-    page.get_by_role("button", name="Use the typed area of interest").click()
+    page.get_by_role("button", name="Use box: use the typed area of interest").click()
     said = page.get_by_text("Area of interest: typed, ")
     said.wait_for()
     assert [float(v) for v in said.inner_text().rsplit("typed, ", 1)[1].split(",")] == pytest.approx(box)
@@ -162,7 +162,7 @@ def test_a_box_typed_across_180_is_planned_and_a_bad_one_plans_nothing(
     # a box that cannot be used leaves the one there before, and Plan refuses rather than
     # planning the whole imagery
     typed.fill("10,40,5,45")
-    page.get_by_role("button", name="Use the typed area of interest").click()
+    page.get_by_role("button", name="Use box: use the typed area of interest").click()
     page.wait_for_selector("text=west and east swapped?")
     assert [float(v) for v in said.inner_text().rsplit("typed, ", 1)[1].split(",")] == pytest.approx(box)
     requests: list[str] = []

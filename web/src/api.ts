@@ -54,6 +54,8 @@ export interface ModelDetail extends ModelSummary {
   version_details: VersionDetail[];
   classes?: ModelClass[];
   bands?: ModelBand[];
+  /** The imagery's bands the model reads: its input bands but derived ones, then those they read. */
+  reads?: string[];
   item_url?: string | null;
   production?: string | null;
   previous?: string | null;
@@ -66,6 +68,7 @@ export interface Imagery {
   href?: string;
   path?: string;
   bbox?: number[] | null;
+  bands?: string[];
   [key: string]: unknown;
 }
 
@@ -74,7 +77,7 @@ export interface TaskInfo {
   phase: string;
   progress: string;
   message: string;
-  approval?: { approver: string; reason: string; override?: boolean } | null;
+  approval?: { approver: string; reason: string; override?: boolean; decision?: "approved" | "refused" } | null;
 }
 
 export interface BlockProgress {
@@ -260,6 +263,15 @@ export const api = {
 /** Fetch a binary resource with the key and hand it back as an object URL (for <img>, downloads). */
 export async function blobUrl(path: string): Promise<string> {
   const answer = await fetch(`/api/v1${path}`, { headers: authHeaders() });
-  if (!answer.ok) throw new ApiError(answer.status, `${answer.status}: ${await answer.text()}`);
+  if (!answer.ok) {
+    const text = await answer.text();
+    let said: string = text;
+    try {
+      said = detail(JSON.parse(text));
+    } catch {
+      // not JSON: as it came
+    }
+    throw new ApiError(answer.status, `${answer.status}: ${said}`);
+  }
   return URL.createObjectURL(await answer.blob());
 }

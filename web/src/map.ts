@@ -244,7 +244,9 @@ export function drawingControls(drawing: Drawing, what: string): HTMLElement {
     const b = document.createElement("button");
     b.type = "button";
     b.textContent = text;
-    b.setAttribute("aria-label", label);
+    // the accessible name starts with the visible text (so "Use box" can be said or searched), then says more
+    b.setAttribute("aria-label", `${text}: ${label.charAt(0).toLowerCase()}${label.slice(1)}`);
+    b.title = label;
     b.addEventListener("click", action);
     box.append(b);
   };

@@ -253,6 +253,11 @@ def check_supplied(gates: Iterable[Mapping[str, Any]], approval: Approval) -> No
     for _gate, param in wanted:
         known.setdefault(str(param["name"]), []).extend(to_argo_string(v) for v in param.get("enum") or [])
     for name, value in approval.outputs.items():
+        if _APPROVAL_FIELDS.get(name.lower().replace("-", "_")) == "decision":
+            raise ParameterError(
+                f"-o {name}: an approval's decision is 'approved'; to refuse, answer 'n' at the "
+                "prompt (geomlops run --resume RUN --interactive), or refuse through the gateway"
+            )
         if name not in known:
             listing = ", ".join(sorted(known)) or "none"
             raise ParameterError(

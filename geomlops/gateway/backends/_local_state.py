@@ -21,6 +21,10 @@ def _phase(status: str) -> Phase:
         return Phase.ERROR
 
 
+#: a run's phases in which none of its tasks runs any more
+_STOPPED = (Phase.INTERRUPTED, Phase.FAILED, Phase.ERROR)
+
+
 def _is_pod(node: NodeState) -> bool:
     return node.type == "Pod"
 
@@ -30,7 +34,9 @@ def _progress(pods: list[NodeState]) -> str:
     return f"{done}/{len(pods)}"
 
 
-def _task(node: NodeState, nodes: Mapping[str, NodeState]) -> TaskInfo:
+def _task(node: NodeState, nodes: Mapping[str, NodeState], run_phase: Phase) -> TaskInfo:
+    """A task as the run's state has it; in a run that has stopped (interrupted, failed), a
+    task the state still shows running was stopped with it, and is reported as its run is."""
     if _is_pod(node):
         pods = [node]
     else:  # a group's pods: its fan-out children NAME(i:…), its steps NAME[i].step
@@ -43,12 +49,13 @@ def _task(node: NodeState, nodes: Mapping[str, NodeState]) -> TaskInfo:
             reason=node.approval.get("reason", ""),
             at=node.approval.get("at"),
             override=node.approval.get("override") == "true",
+            decision="refused" if node.approval.get("decision") == "refused" else "approved",
         )
     return TaskInfo(
         name=node.name,
         template=node.template,
         type=node.type,
-        phase=_phase(node.status),
+        phase=run_phase if node.status == RUNNING and run_phase in _STOPPED else _phase(node.status),
         started=node.started,
         finished=node.finished,
         progress=_progress(pods) if pods else ("1/1" if node.status in DONE_PHASES else "0/1"),
@@ -101,7 +108,7 @@ def run_info(
         submitted_by=str(launched.get("submitted_by") or ""),
         parameters=parameters,
         progress=_progress([n for n in nodes.values() if _is_pod(n)]),
-        tasks=[_task(n, nodes) for n in ordered] if with_tasks else [],
+        tasks=[_task(n, nodes, phase) for n in ordered] if with_tasks else [],
         outputs={k: dict(n.outputs) for k, n in nodes.items() if n.outputs and n.status == "Succeeded"},
         waiting_gate=waiting[0] if phase is Phase.SUSPENDED and waiting else None,
     )

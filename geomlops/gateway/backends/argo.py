@@ -384,4 +384,5 @@ def _approval(node: Mapping[str, Any], values: Mapping[str, str]) -> Approval | 
         reason=values.get("reason", ""),
         at=values.get("approved_at"),
         override=values.get("override") == "true",
+        decision="refused" if values.get("decision") == "refused" else "approved",
     )

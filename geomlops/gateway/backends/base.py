@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from enum import StrEnum
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -48,6 +48,8 @@ class Approval(BaseModel):
     reason: str = ""
     at: str | None = None
     override: bool = False
+    decision: Literal["approved", "refused"] = "approved"
+    """``refused``: the person refused (the gate failed, or passed the refusal on to the workflow)."""
 
 
 class TaskInfo(BaseModel):

@@ -18,7 +18,7 @@ from runner_fixtures.build import COUNTING, FIXTURES, count, dag, script, task, 
 
 from geomlops.argo.runner import Approval, LocalRunner
 from geomlops.argo.runner.suspend import APPROVE_QUESTION
-from geomlops.errors import RunError
+from geomlops.errors import ParameterError, RunError
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -432,3 +432,16 @@ def test_a_state_file_of_a_newer_or_unknown_format_is_refused(
         assert str(state_file) in str(refused.value)
     assert state_file.read_text() == before, "a refused state file is left as it was"
     assert count(tmp_path, "first") == 1
+
+
+def test_a_decision_is_not_given_as_an_output_of_an_approval(tmp_path: Path) -> None:
+    flow = gated(tmp_path)
+    gate = next(t for t in flow["spec"]["templates"] if t["name"] == "approve")
+    gate["outputs"]["parameters"].append({"name": "decision", "valueFrom": {"supplied": {}}})
+    waiting = make_runner(tmp_path).run(flow, {})
+    approval = Approval("alice", "fine", outputs={"decision": "refused"})
+    with pytest.raises(
+        ParameterError, match="-o decision: an approval's decision is 'approved'; to refuse, answer 'n'"
+    ):
+        make_runner(tmp_path, approval=approval).resume(waiting.run_id)
+    assert make_runner(tmp_path).show(waiting.run_id).nodes["approve"].status == "Suspended"

@@ -192,6 +192,8 @@ def test_refusing_passes_the_refusal_to_the_promotion_and_fails_any_other_gate(
     assert refused.waiting_gate is None
     gate = argo.node(run.run_id, "approval")
     assert {"name": "decision", "value": "refused"} in gate["outputs"]["parameters"]
+    shown = next(t for t in backend.get(run.run_id).tasks if t.name == "approval")
+    assert shown.approval is not None and shown.approval.decision == "refused"
 
     # a gate that supplies no decision is failed, with who and why
     installed = next(

@@ -344,6 +344,8 @@ def test_promotion_waits_for_the_approver_whose_name_reaches_mlflow_and_the_cata
     assert registered.aliases == {}  # nothing promoted
     audit = [json.loads(v) for k, v in registered.tags.items() if k.startswith("geomlops.audit.")]
     assert [(a["action"], a["approver"], a["reason"]) for a in audit] == [("refused", APPROVER, "not yet")]
+    gate = next(t for t in done["tasks"] if t["name"] == "approval")
+    assert gate["approval"]["decision"] == "refused" and gate["approval"]["approver"] == APPROVER
 
     with _client(flow, "operator") as operator:
         started = operator.post("/api/v1/runs/promotion", json={"model": MODEL, "candidate": flow["version"]})
@@ -368,6 +370,7 @@ def test_promotion_waits_for_the_approver_whose_name_reaches_mlflow_and_the_cata
     assert done["phase"] == "Succeeded", done["message"]
     gate = next(t for t in done["tasks"] if t["name"] == "approval")
     assert gate["approval"]["approver"] == APPROVER and gate["approval"]["reason"] == "checked the report"
+    assert gate["approval"]["decision"] == "approved"
 
     with _client(flow, "viewer") as viewer:
         report = viewer.get(f"/api/v1/runs/{run_id}/report")

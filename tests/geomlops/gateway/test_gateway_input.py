@@ -137,6 +137,20 @@ CASES: list[tuple[str, str, dict[str, Any], int, str]] = [
         422,
         "aoi",
     ),
+    (
+        "the command line's model_version",
+        "batch-inference",
+        {"model": MODEL, "model_version": "1", "imagery": "IMG"},
+        422,
+        "Extra inputs are not permitted: here it is 'version' (a number) or 'alias'",
+    ),
+    (
+        "a pipeline parameter beside the fields",
+        "batch-inference",
+        {"model": MODEL, "alias": "production", "imagery": "IMG", "area": "north"},
+        422,
+        "Extra inputs are not permitted: a pipeline's parameter goes in 'parameters'",
+    ),
     ("unknown candidate", "promotion", {"model": MODEL, "candidate": "9"}, 422, "candidate '9'"),
     (
         "undeclared promotion parameter",
@@ -202,6 +216,10 @@ def test_decisions_on_unknown_runs_and_bad_queries(gateway: Served, catalogued: 
         assert missing.status_code == 404 and "no-such-run" in missing.json()["detail"]
         refused = approver.post("/api/v1/runs/no-such-run/refuse", json={"reason": "no"})
         assert refused.status_code == 404  # and no launch file written for it (below)
+        extra = approver.post("/api/v1/runs/no-such-run/refuse", json={"reason": "no", "decision": "refused"})
+        assert extra.status_code == 422 and extra.json()["detail"][0]["msg"] == (
+            "Extra inputs are not permitted: this request takes reason"
+        ), extra.text
         blank = approver.post("/api/v1/runs/no-such-run/approve", json={"reason": "  "})
         assert blank.status_code == 422 and blank.json()["detail"][0]["loc"] == ["body", "reason"]
         traversal = approver.get("/api/v1/runs/..%2F..%2Fetc/logs")
@@ -239,6 +257,8 @@ def test_models_are_searched_and_shown_with_versions_and_aliases(gateway: Served
         assert viewer.get("/api/v1/models", params={"q": "buildings"}).json() == []
         one = viewer.get(f"/api/v1/models/{MODEL}").json()
     assert one["item"]["id"] == MODEL and one["framework"] == "scikit-learn"
+    # the imagery's bands it reads: its input bands, none of them derived
+    assert one["reads"] == [b["name"] for b in one["bands"]] and len(one["reads"]) == 10
     assert one["version_details"][0]["version"] == "1" and one["version_details"][0]["aliases"] == [
         "production"
     ]
@@ -256,3 +276,33 @@ def test_a_model_over_the_antimeridian_is_found_by_boxes_on_either_side_of_it() 
     high = {"bbox": [177.0, -19.2, 0.0, -178.2, -16.0, 1500.0]}  # with heights: W,S,min,E,N,max
     assert _intersects(high, [-179.9, -17.0, -179.0, -16.5])
     assert not _intersects(high, [-170.0, -18.0, 170.0, -17.0])
+
+
+def test_a_model_reads_the_bands_its_derived_bands_are_computed_from(shared_data: Path) -> None:
+    """The MLM extension's example derives NDVI from B08 and B04: the imagery must hold B08."""
+    from geomlops.gateway.routes_models import _reads
+
+    item = json.loads((shared_data / "mlm-examples" / "item_bands_expression.json").read_text())
+    assert _reads(item) == ["B04", "B03", "B02", "B08"]
+    assert _reads({"id": "broken", "properties": {}}) == []  # an item geomlops cannot read
+
+
+def test_a_body_that_is_not_json_is_refused_after_the_caller_is_known(
+    gateway: Served, catalogued: Path
+) -> None:
+    """A body that cannot be read: an unknown caller gets 401, as for any request; a known one
+    gets 422, and the audit trail names the caller and says why it was refused."""
+    broken = {"content": b'{"model": "cloud-mask",', "headers": {"Content-Type": "application/json"}}
+    with gateway.client() as nobody:
+        anonymous = nobody.post("/api/v1/runs/training", **broken)  # type: ignore[arg-type]
+    assert anonymous.status_code == 401, anonymous.text
+    with gateway.client("operator") as operator:
+        known = operator.post("/api/v1/runs/training", **broken)  # type: ignore[arg-type]
+    assert known.status_code == 422 and known.json()["detail"][0]["type"] == "json_invalid", known.text
+    _nothing_started(catalogued)
+    with gateway.client("admin") as admin:
+        first, second = admin.get("/api/v1/audit", params={"limit": 2}).json()
+    assert (first["actor"], first["status"]) == ("operator-key", 422)
+    assert first["detail"].startswith("refused: body.") and "JSON decode error" in first["detail"], first
+    assert (second["actor"], second["status"]) == ("anonymous", 401)
+    assert second["detail"].startswith("refused: no credentials"), second

@@ -19,3 +19,24 @@ def test_a_run_started_from_the_command_line_is_named_by_its_pipeline(tmp_path: 
         assert run_info(state, tmp_path, launched, locked=False).pipeline == pipeline
     other = RunState("x", "hello-world-abc12", "uid", "argo", "Succeeded", "2026-12-07")
     assert run_info(other, tmp_path, {}, locked=False).pipeline == "hello-world-abc12"  # not one of ours
+
+
+def test_the_tasks_of_an_interrupted_run_are_not_shown_running(tmp_path: Path) -> None:
+    """A run whose runner process ended mid-run (Ctrl-C, a crash) is Interrupted, and so is
+    every task its state still shows running: nothing runs them any more."""
+    from geomlops.argo.runner.model import NodeState
+    from geomlops.gateway.backends.base import Phase
+
+    state = RunState("r", template_name("batch-inference"), "uid", "argo", "Running", "2026-12-07")
+    state.nodes = {
+        "plan-blocks": NodeState("plan-blocks", "plan-blocks", "Pod", "Succeeded", "2026-12-07"),
+        "predict(0)": NodeState("predict(0)", "predict-blocks", "Pod", "Running", "2026-12-07"),
+    }
+    stopped = run_info(state, tmp_path, {}, locked=False)  # no runner holds it
+    assert stopped.phase is Phase.INTERRUPTED
+    assert {t.name: t.phase for t in stopped.tasks} == {
+        "plan-blocks": Phase.SUCCEEDED,
+        "predict(0)": Phase.INTERRUPTED,
+    }
+    running = run_info(state, tmp_path, {}, locked=True)  # its runner goes on
+    assert {t.name: t.phase for t in running.tasks}["predict(0)"] is Phase.RUNNING

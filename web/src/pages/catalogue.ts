@@ -5,14 +5,11 @@ import { bboxPolygon, createMap, Drawing, drawingControls, fitBbox, showOutline 
 import { bandsOf, classesOf, itemLink } from "../model";
 import type { Session } from "../session";
 
-const TASKS = ["", "semantic-segmentation", "segmentation", "classification", "object-detection", "regression"];
 
 export async function cataloguePage(root: HTMLElement, session: Session): Promise<void> {
   const q = h("input", { type: "search", name: "q", placeholder: "cloud, buildings…" });
-  const task = select(
-    TASKS.map((t) => [t, t || "any task"]),
-    { name: "task" },
-  );
+  // the tasks offered are those of the catalogued models (filled by the first search, of all)
+  const task = select([["", "any task"]], { name: "task" });
   const useBox = h("input", { type: "checkbox", name: "use-box" });
   const form = h(
     "form",
@@ -38,6 +35,7 @@ export async function cataloguePage(root: HTMLElement, session: Session): Promis
     useBox.checked = shape !== null;
   });
 
+  let first = true;
   const search = async (): Promise<void> => {
     const params: Record<string, string> = {};
     if (q.value.trim()) params.q = q.value.trim();
@@ -51,6 +49,11 @@ export async function cataloguePage(root: HTMLElement, session: Session): Promis
       say.say(`${found.length} model${found.length === 1 ? "" : "s"} found`);
       const details = await Promise.all(found.map((m) => api.model(m.id)));
       for (const detail of details) results.append(card(detail, () => showExtent(detail)));
+      if (first) {
+        first = false;
+        for (const t of [...new Set(details.flatMap((d) => d.tasks))].sort()) task.append(h("option", { value: t, text: t }));
+        fitBbox(map, unionBbox(details.map((d) => d.bbox)));
+      }
       showOutline(map, "extents", {
         type: "FeatureCollection",
         features: details
@@ -71,6 +74,13 @@ export async function cataloguePage(root: HTMLElement, session: Session): Promis
     void search();
   });
   await search();
+}
+
+/** The box holding every box given (null: none; boxes across the antimeridian are left out). */
+function unionBbox(boxes: (number[] | null | undefined)[]): number[] | null {
+  const plain = boxes.filter((b): b is number[] => !!b && b.length >= 4 && b[0] <= b[2]);
+  if (!plain.length) return null;
+  return [Math.min(...plain.map((b) => b[0])), Math.min(...plain.map((b) => b[1])), Math.max(...plain.map((b) => b[2])), Math.max(...plain.map((b) => b[3]))];
 }
 
 function card(detail: ModelDetail, showExtent: () => void): HTMLElement {
@@ -104,7 +114,7 @@ function card(detail: ModelDetail, showExtent: () => void): HTMLElement {
     );
   }
   versions.append(body);
-  const show = h("button", { type: "button", text: "Show extent on map", "aria-label": `Show the extent of ${detail.id} on the map` });
+  const show = h("button", { type: "button", text: "Show extent on map", "aria-label": `Show extent on map: ${detail.id}` });
   show.addEventListener("click", showExtent);
   return h(
     "li",

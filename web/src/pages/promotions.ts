@@ -86,11 +86,17 @@ async function decision(panel: HTMLElement, session: Session, runId: string, dec
   const figure = h("figure", { class: "report-picture" });
   box.append(h("div", { class: "side-by-side" }, report ? comparison(report) : null, figure));
   blobUrl(`/runs/${encodeURIComponent(runId)}/report.png`)
-    .then((src) => figure.append(h("img", { src, alt: "Comparison of production and candidate predictions on the evaluation data" }), h("figcaption", { text: "Comparison picture" })))
+    .then((src) =>
+      figure.append(
+        // full size in a tab of its own: its titles and legend are small in the page
+        h("a", { href: src, target: "_blank", rel: "noopener" }, h("img", { src, alt: "Comparison of production and candidate predictions on the evaluation data" })),
+        h("figcaption", {}, "Comparison picture (", h("a", { href: src, target: "_blank", rel: "noopener", text: "open it full size" }), ")"),
+      ),
+    )
     .catch(() => figure.append(h("figcaption", { class: "muted", text: "No comparison picture." })));
 
   const gate = run.tasks.find((t) => t.approval);
-  if (gate?.approval) box.append(h("p", { text: `Decided by ${gate.approval.approver}: ${gate.approval.reason}` }));
+  if (gate?.approval) box.append(h("p", { text: `${gate.approval.decision === "refused" ? "Refused" : "Approved"} by ${gate.approval.approver}: ${gate.approval.reason}` }));
   if (!may(session, "decide")) {
     box.append(h("p", { class: "muted", text: `Your role (${session.who.role}) may not approve or refuse promotions.` }));
     return;
@@ -141,7 +147,10 @@ async function adminPanel(root: HTMLElement, _session: Session): Promise<void> {
   const audit = h("table", { class: "audit" }, h("caption", { text: "Audit trail (newest first)" }));
   root.append(h("section", { class: "panel wide", "aria-labelledby": "adm-h" }, h("h2", { id: "adm-h", text: "Administration" }), say, form, audit));
   try {
-    for (const m of await api.models({})) model.append(h("option", { value: m.id, text: `${m.id} (production ${m.aliases.production ?? "none"})` }));
+    // only a model with a previous version behind production can be rolled back
+    const back = (await api.models({})).filter((m) => m.aliases.production && m.aliases.previous);
+    for (const m of back) model.append(h("option", { value: m.id, text: `${m.id} (production ${m.aliases.production}, previous ${m.aliases.previous})` }));
+    if (!back.length) say.say("No model has a previous version to roll back to.");
   } catch (err) {
     say.say((err as Error).message, true);
   }

@@ -48,7 +48,10 @@ export async function resultsPage(root: HTMLElement, session: Session, runId?: s
     return;
   }
   const [lin, det] = await Promise.allSettled([api.lineage(runId), api.model(run.parameters.model ?? "")]);
+  // what the page cannot show is said, not left out silently
+  const notes: string[] = [];
   if (lin.status === "fulfilled") lineage = lin.value;
+  else notes.push(`lineage: ${(lin.reason as Error).message}`);
   if (det.status === "fulfilled") detail = det.value;
   const classes = detail ? classesOf(detail) : [];
   for (const c of classes)
@@ -56,7 +59,21 @@ export async function resultsPage(root: HTMLElement, session: Session, runId?: s
 
   const map = await createMap(mapBox, session.config.basemap_url, "Map: imagery and predicted polygons; click a polygon for its lineage");
   const imagery = run.parameters.imagery;
-  if (imagery) showImagery(map, `/api/v1/imagery/tiles/{z}/{x}/{y}.png?path=${encodeURIComponent(imagery)}`);
+  const tell = (): void => say.say(notes.join(" — "), true);
+  if (imagery) {
+    const tiles = `/imagery/tiles/{z}/{x}/{y}.png?path=${encodeURIComponent(imagery)}`;
+    showImagery(map, `/api/v1${tiles}`);
+    // one tile far from any imagery (answered at once): imagery the gateway may not read is
+    // named once, and its failing tiles are taken off the map
+    blobUrl(tiles.replace("{z}/{x}/{y}", "22/0/0"))
+      .then(URL.revokeObjectURL)
+      .catch((err: Error) => {
+        showImagery(map, null);
+        notes.push(`imagery: ${err.message}; the polygons are shown without it`);
+        tell();
+      });
+  }
+  if (notes.length) tell();
   const url = `${location.origin}/api/v1/runs/${encodeURIComponent(runId)}/predictions.pmtiles`;
   const archive = new PMTiles(new FetchSource(url, new Headers(authHeaders())));
   protocol.add(archive);

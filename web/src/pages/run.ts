@@ -164,29 +164,63 @@ export async function runPage(root: HTMLElement, session: Session, runId?: strin
     for (const [alias, v] of Object.entries(m?.aliases ?? {})) version.append(h("option", { value: `alias:${alias}`, text: `${alias} (version ${v})` }));
     for (const v of [...(m?.versions ?? [])].reverse()) version.append(h("option", { value: `version:${v}`, text: `version ${v}` }));
   };
-  model.addEventListener("change", fillVersions);
-  fillVersions();
   for (const i of images) imagery.append(h("option", { value: i.id, text: i.title ? `${i.title}` : i.id }));
   imagery.append(h("option", { value: PATH, text: "A path on the gateway's machine…" }));
+  const byPath = (where: string): string => `/api/v1/imagery/tiles/{z}/{x}/{y}.png?path=${encodeURIComponent(where)}`;
   const imageryChanged = (): void => {
     pathField.hidden = imagery.value !== PATH;
     const chosen = images.find((i) => i.id === imagery.value);
-    showImagery(map, chosen ? `/api/v1/imagery/${encodeURIComponent(chosen.id)}/tiles/{z}/{x}/{y}.png` : null);
+    const typed = imagery.value === PATH && path.value.trim() ? byPath(path.value.trim()) : null;
+    showImagery(map, chosen ? `/api/v1/imagery/${encodeURIComponent(chosen.id)}/tiles/{z}/{x}/{y}.png` : typed);
     if (chosen?.bbox) fitBbox(map, chosen.bbox);
     planOut.textContent = "";
   };
   imagery.addEventListener("change", imageryChanged);
-  imageryChanged();
+  path.addEventListener("change", imageryChanged); // a typed path: its tiles (Plan fits the map to it)
+
+  // imagery with another number of bands than the model reads is offered, disabled, saying so
+  const fitImagery = async (): Promise<void> => {
+    let wanted: string[] = [];
+    try {
+      wanted = (await api.model(model.value)).reads ?? [];
+    } catch {
+      wanted = []; // the form still works: the plan names a mismatch
+    }
+    const reads = wanted.length;
+    for (const option of [...imagery.options]) {
+      const image = images.find((i) => i.id === option.value);
+      if (!image) continue; // a path: checked when planned
+      const bands = Array.isArray(image.bands) ? image.bands : [];
+      const count = bands.length;
+      // as the run reads it: by band name where the imagery names every band the model reads, else by count
+      const named = reads > 0 && wanted.every((b) => bands.includes(b));
+      const misfit = reads > 0 && count > 0 && !named && count !== reads;
+      option.disabled = misfit;
+      option.textContent = (image.title || image.id) + (misfit ? ` — ${count} band${count === 1 ? "" : "s"}; the model reads ${reads}` : "");
+    }
+    if (imagery.selectedOptions[0]?.disabled) {
+      const fits = [...imagery.options].find((o) => !o.disabled);
+      if (fits) imagery.value = fits.value;
+    }
+    imageryChanged();
+  };
+  model.addEventListener("change", () => {
+    fillVersions();
+    void fitImagery();
+  });
+  fillVersions();
+  await fitImagery();
 
   // registered imagery by its address or path, as a run's parameters keep it
   const registeredAt = (where: string): Imagery | undefined => images.find((i) => i.href === where || i.path === where);
 
   // the form starts from a run's choices; known: its imagery, where registered
-  const prefill = (run: RunInfo, known: Imagery | undefined): void => {
+  const prefill = async (run: RunInfo, known: Imagery | undefined): Promise<void> => {
     const given = run.parameters;
     if (!models.some((m) => m.id === given.model)) return;
     model.value = String(given.model);
     fillVersions();
+    await fitImagery(); // the imagery offered as this model reads it
     // the gateway keeps a run's alias, or its version, as model_version
     const chosen = String(given.model_version ?? "");
     const wanted = [`alias:${chosen}`, `version:${chosen}`].find((v) => [...version.options].some((o) => o.value === v));
@@ -217,7 +251,11 @@ export async function runPage(root: HTMLElement, session: Session, runId?: strin
       const notes = plan.notes.map(sentence).join(" ");
       planOut.textContent = `The plan covers ${blocks} block${blocks === 1 ? "" : "s"} of ${plan.block_size} px in ${plan.groups} task${plan.groups === 1 ? "" : "s"}.${notes ? ` ${notes}` : ""}`;
       planOut.dataset.blocks = String(blocks);
-      if (plan.bbox) showOutline(map, "plan", bboxPolygon(plan.bbox), "#6f42c1");
+      say.say(""); // an earlier refusal no longer stands
+      if (plan.bbox) {
+        showOutline(map, "plan", bboxPolygon(plan.bbox), "#6f42c1");
+        fitBbox(map, plan.bbox); // where the planned blocks are (imagery given by path included)
+      }
     } catch (err) {
       say.say((err as Error).message, true);
     }
@@ -244,10 +282,11 @@ export async function runPage(root: HTMLElement, session: Session, runId?: strin
         : `Area of interest of run ${runId}: ${run.parameters.aoi ? "given as a file" : "none (the whole imagery)"}`;
       if (box) showOutline(map, "aoi-file", bboxPolygon(box), "#1f6feb");
       const known = registeredAt(where);
-      showImagery(map, where ? `/api/v1/imagery/tiles/{z}/{x}/{y}.png?path=${encodeURIComponent(where)}` : null);
+      showImagery(map, where ? byPath(where) : null);
       if (known?.bbox) fitBbox(map, known.bbox);
+      else if (box) fitBbox(map, box); // imagery given by path: the run's area of interest
       // the form starts from this run's choices, for the next run with one thing changed
-      prefill(run, known);
+      await prefill(run, known);
     } catch {
       // followRun says why
     }
