@@ -5,7 +5,8 @@ an approval given to the runner up front passes it (who, why and when go in the 
 state); with ``interactive`` the runner asks at the terminal; otherwise the node, and the
 run, stop as ``Suspended`` until ``resume`` is called with an approval. Output parameters
 with ``valueFrom.supplied`` named ``approver`` (or ``approved_by``), ``reason``,
-``approved_at`` or ``override`` receive the approval's fields; one named ``decision`` receives
+``approved_at`` or ``override`` receive the approval's fields; one named ``decision`` whose
+``enum`` (on the output, or on the gate's input of that name) holds ``refused`` receives
 ``approved``, or ``refused`` when a person refuses at the prompt (the gate then passes, for the
 workflow to record the refusal; a gate without one fails); others take the value the
 approver supplied (``Approval.outputs``: ``-o name=value``, or asked at the prompt with their
@@ -38,7 +39,7 @@ APPROVE_QUESTION = "Approve? [y/n, Enter: leave it waiting] "
 REFUSED, APPROVED = "refused", "approved"
 _PROMPT_LOCK = threading.Lock()  # one question at a time, even from parallel branches
 _APPROVAL_FIELDS = {"approver": "approver", "approved_by": "approver", "reason": "reason"}
-_APPROVAL_FIELDS |= {"approved_at": "at", "override": "override", "decision": "decision"}
+_APPROVAL_FIELDS |= {"approved_at": "at", "override": "override"}
 
 
 def refused_at(node: NodeState) -> bool:
@@ -76,7 +77,7 @@ def run_suspend(
             node.approval = _record(refused, "prompt") | {"decision": REFUSED}
             reason = f": {answer.reason}" if answer.reason else ""
             told = f"refused at the prompt by {answer.approver}{reason}"
-            if not _decides(template):
+            if decision_output(template) is None:
                 return engine.close(node, FAILED, told)
             try:  # the workflow takes the refusal on: its later tasks record it
                 node.outputs = supplied_outputs(template, node.approval)
@@ -99,13 +100,21 @@ def run_suspend(
     return engine.close(node, SUCCEEDED, "")
 
 
-def _decides(template: Mapping[str, Any]) -> bool:
-    """Whether the gate supplies a ``decision`` output: a refusal passes it, for the workflow."""
-    return any(
-        _APPROVAL_FIELDS.get(str(p.get("name")).lower().replace("-", "_")) == "decision"
-        and "supplied" in (p.get("valueFrom") or {})
-        for p in (template.get("outputs") or {}).get("parameters") or []
-    )
+def decision_output(template: Mapping[str, Any]) -> str | None:
+    """The gate's supplied output that carries a person's decision, if it has one: named
+    ``decision``, with ``refused`` among its allowed values (on the output, or on the gate's
+    input of that name, as Hera renders an intermediate parameter). A refusal passes such a gate,
+    for the workflow to record; any other output named so is a value like others."""
+    inputs = {
+        str(p.get("name")): [to_argo_string(v) for v in p.get("enum") or []]
+        for p in (template.get("inputs") or {}).get("parameters") or []
+    }
+    for param in (template.get("outputs") or {}).get("parameters") or []:
+        name = str(param.get("name"))
+        allowed = [to_argo_string(v) for v in param.get("enum") or []] + inputs.get(name, [])
+        if name.lower() == "decision" and "supplied" in (param.get("valueFrom") or {}) and REFUSED in allowed:
+            return name
+    return None
 
 
 def _record(approval: Approval, via: str) -> dict[str, str]:
@@ -227,13 +236,15 @@ def _ask_values(engine: RunContext, template: Mapping[str, Any]) -> dict[str, st
 
 
 def _values_to_supply(template: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    """The outputs of a gate the approver supplies by name (not approver, reason...)."""
+    """The outputs of a gate the approver supplies by name (not approver, reason, the decision...)."""
+    deciding = decision_output(template)
     return [
         p
         for p in (template.get("outputs") or {}).get("parameters") or []
         if "supplied" in (p.get("valueFrom") or {})
         and "value" not in p
         and _APPROVAL_FIELDS.get(str(p["name"]).lower().replace("-", "_")) is None
+        and p["name"] != deciding
     ]
 
 
@@ -252,8 +263,9 @@ def check_supplied(gates: Iterable[Mapping[str, Any]], approval: Approval) -> No
     known: dict[str, list[str]] = {}
     for _gate, param in wanted:
         known.setdefault(str(param["name"]), []).extend(to_argo_string(v) for v in param.get("enum") or [])
+    deciding = {decision_output(gate) for gate in gates} - {None}
     for name, value in approval.outputs.items():
-        if _APPROVAL_FIELDS.get(name.lower().replace("-", "_")) == "decision":
+        if name in deciding:
             raise ParameterError(
                 f"-o {name}: an approval's decision is 'approved'; to refuse, answer 'n' at the "
                 "prompt (geomlops run --resume RUN --interactive), or refuse through the gateway"
@@ -295,16 +307,17 @@ def supplied_outputs(
         ValueError: a supplied output has no approval field, default or enum to take.
     """
     values: dict[str, str] = {}
+    deciding = decision_output(template)
     for param in (template.get("outputs") or {}).get("parameters") or []:
         name = str(param["name"])
         value_from = param.get("valueFrom") or {}
         key = _APPROVAL_FIELDS.get(name.lower().replace("-", "_"))
         if "value" in param:
             values[name] = to_argo_string(param["value"])
+        elif approval is not None and name == deciding:
+            values[name] = approval.get("decision", APPROVED)
         elif approval is not None and key is not None and key in approval:
             values[name] = approval[key]
-        elif approval is not None and key == "decision":
-            values[name] = APPROVED
         elif given and name in given:
             values[name] = given[name]
         elif "default" in value_from:

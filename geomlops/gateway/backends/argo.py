@@ -34,6 +34,7 @@ from hera.workflows.models import (
     WorkflowSubmitRequest,
 )
 
+from geomlops.argo.runner.suspend import decision_output
 from geomlops.errors import ConfigurationError, ParameterError
 from geomlops.gateway.backends.base import (
     FINISHED_PHASES,
@@ -189,22 +190,32 @@ class ArgoBackend:
         outputs: Mapping[str, str] | None = None,
     ) -> RunInfo:
         """Supply the waiting gate's outputs (``set``), then resume that node."""
-        if "decision" in (outputs or {}):
-            raise ParameterError("outputs: 'decision' is not given with an approval (refuse the run instead)")
-        return self._pass_gate(run_id, approver, reason, override, outputs)
+        return self._pass_gate(run_id, approver, reason, override, outputs, "approved")
 
     def _pass_gate(
-        self, run_id: str, approver: str, reason: str, override: bool, outputs: Mapping[str, str] | None
+        self,
+        run_id: str,
+        approver: str,
+        reason: str,
+        override: bool,
+        outputs: Mapping[str, str] | None,
+        decision: str,
     ) -> RunInfo:
         workflow = self._workflow(run_id)
         gate = _waiting_gate(workflow, run_id)
+        deciding = _decision_output(workflow, gate)
+        if deciding is not None and deciding in (outputs or {}):
+            raise ParameterError(
+                f"outputs: '{deciding}' is not given with an approval (refuse the run instead)"
+            )
         values = {
             "approver": approver,
             "reason": reason,
             "override": "true" if override else "false",
             "approved_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "decision": "approved",
         } | dict(outputs or {})
+        if deciding is not None:  # the person's decision, for the workflow to carry out or record
+            values[deciding] = decision
         declared = _supplied_outputs(workflow, gate)
         if declared is not None:
             unknown = sorted(set(outputs or {}) - declared)
@@ -232,8 +243,8 @@ class ArgoBackend:
         gate is set ``Failed`` with who refused and why. Either way the run then fails."""
         workflow = self._workflow(run_id)
         gate = _waiting_gate(workflow, run_id)
-        if "decision" in (_supplied_outputs(workflow, gate) or set()):
-            return self._pass_gate(run_id, approver, reason, False, {"decision": "refused"})
+        if _decision_output(workflow, gate) is not None:
+            return self._pass_gate(run_id, approver, reason, False, None, "refused")
         request = WorkflowSetRequest(
             name=run_id,
             namespace=self.namespace,
@@ -293,20 +304,29 @@ def _waiting_gate(workflow: Mapping[str, Any], run_id: str) -> dict[str, Any]:
     raise GateNotWaitingError(f"run {run_id} is not waiting at an approval gate")
 
 
-def _supplied_outputs(workflow: Mapping[str, Any], gate: Mapping[str, Any]) -> set[str] | None:
-    """The gate template's output parameters a person supplies, when the run shows its template."""
+def _gate_template(workflow: Mapping[str, Any], gate: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The waiting gate's template, when the run shows it."""
     status = workflow.get("status") or {}
     ref = gate.get("templateRef") or {}
-    template = None
     if ref:
-        template = (status.get("storedTemplates") or {}).get(
+        found = (status.get("storedTemplates") or {}).get(
             f"namespaced/{ref.get('name')}/{ref.get('template')}"
         )
-    else:
-        spec = status.get("storedWorkflowTemplateSpec") or workflow.get("spec") or {}
-        template = next(
-            (t for t in spec.get("templates") or [] if t.get("name") == gate.get("templateName")), None
-        )
+        return dict(found) if isinstance(found, Mapping) else None
+    spec = status.get("storedWorkflowTemplateSpec") or workflow.get("spec") or {}
+    return next((t for t in spec.get("templates") or [] if t.get("name") == gate.get("templateName")), None)
+
+
+def _decision_output(workflow: Mapping[str, Any], gate: Mapping[str, Any]) -> str | None:
+    """The gate's output that carries a person's decision (``approved`` | ``refused``), as the
+    local runner finds it (:func:`geomlops.argo.runner.suspend.decision_output`)."""
+    template = _gate_template(workflow, gate)
+    return decision_output(template) if template is not None else None
+
+
+def _supplied_outputs(workflow: Mapping[str, Any], gate: Mapping[str, Any]) -> set[str] | None:
+    """The gate template's output parameters a person supplies, when the run shows its template."""
+    template = _gate_template(workflow, gate)
     if template is None:
         return None
     params = (template.get("outputs") or {}).get("parameters") or []

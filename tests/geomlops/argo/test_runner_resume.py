@@ -134,7 +134,9 @@ def test_a_gate_supplying_a_decision_passes_a_refusal_on_to_the_workflow(tmp_pat
     why), so that its later tasks record the refusal; an approval gives its default."""
     flow = gated(tmp_path)
     gate = next(t for t in flow["spec"]["templates"] if t["name"] == "approve")
-    gate["outputs"]["parameters"].append({"name": "decision", "valueFrom": {"supplied": {}}})
+    # a decision the person gives: refused among its values (here on the output; Hera puts them on the input)
+    decision = {"name": "decision", "enum": ["approved", "refused"], "valueFrom": {"supplied": {}}}
+    gate["outputs"]["parameters"].append(decision)
     deploy = next(t for t in flow["spec"]["templates"] if t["name"] == "main")["dag"]["tasks"][2]
     deploy["arguments"]["parameters"][1]["value"] = (
         "{{tasks.approve.outputs.parameters.decision}}-by-{{tasks.approve.outputs.parameters.approver}}"
@@ -437,7 +439,9 @@ def test_a_state_file_of_a_newer_or_unknown_format_is_refused(
 def test_a_decision_is_not_given_as_an_output_of_an_approval(tmp_path: Path) -> None:
     flow = gated(tmp_path)
     gate = next(t for t in flow["spec"]["templates"] if t["name"] == "approve")
-    gate["outputs"]["parameters"].append({"name": "decision", "valueFrom": {"supplied": {}}})
+    # a decision the person gives: refused among its values (here on the output; Hera puts them on the input)
+    decision = {"name": "decision", "enum": ["approved", "refused"], "valueFrom": {"supplied": {}}}
+    gate["outputs"]["parameters"].append(decision)
     waiting = make_runner(tmp_path).run(flow, {})
     approval = Approval("alice", "fine", outputs={"decision": "refused"})
     with pytest.raises(
@@ -445,3 +449,27 @@ def test_a_decision_is_not_given_as_an_output_of_an_approval(tmp_path: Path) -> 
     ):
         make_runner(tmp_path, approval=approval).resume(waiting.run_id)
     assert make_runner(tmp_path).show(waiting.run_id).nodes["approve"].status == "Suspended"
+
+
+def test_a_decision_output_of_other_values_is_a_value_like_others(tmp_path: Path) -> None:
+    """An output named decision whose values do not include refused (promote, hold) is asked
+    for like any supplied value; a "no" at the prompt fails the gate, as at any gate."""
+    flow = gated(tmp_path)
+    gate = next(t for t in flow["spec"]["templates"] if t["name"] == "approve")
+    gate["outputs"]["parameters"].append(
+        {"name": "decision", "enum": ["promote", "hold"], "valueFrom": {"supplied": {}}}
+    )
+    said = iter(["n", "Carol", "not now"])
+    refused = make_runner(tmp_path, interactive=True, prompt=lambda _: next(said)).run(flow, {})
+    assert refused.status == "Failed" and "refused at the prompt by Carol: not now" in refused.message
+    asked: list[str] = []
+    answers = iter(["y", "bob", "fine", "hold"])
+
+    def prompt(question: str) -> str:
+        asked.append(question)
+        return next(answers)
+
+    held = make_runner(tmp_path, interactive=True, prompt=prompt).run(flow, {})
+    assert held.status == "Succeeded", held.message
+    assert asked[-1] == "decision (one of promote, hold): "
+    assert make_runner(tmp_path).show(held.run_id).nodes["approve"].outputs["decision"] == "hold"
