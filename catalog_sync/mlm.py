@@ -5,7 +5,7 @@ Only conversion to and from dicts lives here; reading and writing items is the s
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -88,13 +88,18 @@ class ModelInput(BaseModel):
 
     @property
     def source_bands(self) -> tuple[str, ...]:
-        """The imagery's bands the model reads: its bands that are not derived, then those its
-        expressions read that are not among them (the order of undescribed imagery's bands)."""
-        derived = {d.name for d in self.derived}
-        sources = [b for b in self.bands if b not in derived]
-        for band in self.derived:
-            sources += [name for name in band.reads if name not in sources]
-        return tuple(sources)
+        """The imagery's bands the model reads (:func:`source_bands`)."""
+        return source_bands(self.bands, {d.name: d.reads for d in self.derived})
+
+
+def source_bands(bands: Sequence[str], derived: Mapping[str, Sequence[str]]) -> tuple[str, ...]:
+    """The imagery's bands a model reads: its ``bands`` that are not derived, then those the
+    derived ones read (``derived``: name → the bands its expression reads) that are not among
+    them, in order of first use (the order of undescribed imagery's bands)."""
+    sources = [b for b in bands if b not in derived]
+    for band in bands:
+        sources += [name for name in derived.get(band, ()) if name not in sources]
+    return tuple(sources)
 
 
 class ModelOutput(BaseModel):

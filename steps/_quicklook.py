@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from catalog_sync.mlm import source_bands
+
 NOT_EVALUATED = 255
 # Quicklook codes of the error panel.
 TRUE_NEGATIVE, TRUE_POSITIVE, FALSE_POSITIVE, FALSE_NEGATIVE = 0, 1, 2, 3
@@ -66,17 +68,14 @@ def rgb_bands(model_item: Mapping[str, Any] | None, colour_interpretation: Seque
         inputs = (model_item.get("properties") or {}).get("mlm:input") or []
         bands = (inputs[0].get("bands") or []) if inputs and isinstance(inputs[0], Mapping) else []
         by_name = _common_names(model_item)
-        reads: list[str] = []  # the imagery's bands that derived ones (an index) read, after the others
-        for band in bands:
-            if isinstance(band, Mapping) and band.get("expression"):
-                reads += [n for n in _reads(band, bands) if n not in reads]
-            elif isinstance(band, Mapping):
-                common = band.get("eo:common_name") or by_name.get(str(band.get("name")))
-                names.append(str(common) if common else None)
-            else:
-                names.append(by_name.get(str(band)))
-        listed = {str(b.get("name")) if isinstance(b, Mapping) else str(b) for b in bands}
-        names += [by_name.get(n) for n in reads if n not in listed]
+        objects = {str(b.get("name")): b for b in bands if isinstance(b, Mapping)}
+        derived = {
+            name: _reads(band, bands) for name, band in objects.items() if band.get("expression")
+        }  # an index: the imagery holds the bands it reads, after the others
+        listed = [str(b.get("name")) if isinstance(b, Mapping) else str(b) for b in bands]
+        for name in source_bands(listed, derived):
+            common = (objects.get(name) or {}).get("eo:common_name") or by_name.get(name)
+            names.append(str(common) if common else None)
     for candidates in (names, [str(c).lower() for c in colour_interpretation]):
         if all(colour in candidates for colour in RGB_NAMES):
             return [candidates.index(colour) + 1 for colour in RGB_NAMES]

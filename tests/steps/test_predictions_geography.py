@@ -115,6 +115,15 @@ def test_bands_are_picked_by_common_name() -> None:
         [{"name": n, "eo:common_name": c} for n, c in zip("zyx", ("red", "green", "blue"), strict=True)],
     )
     assert rgb_bands(by_name) == [3, 2, 1]
+    # a derived band is not in the imagery: the bands it reads follow the others (red is 3rd)
+    derived = _item_with_bands(
+        ["g", "b", {"name": "ndvi", "expression": "(n - r) / (n + r)"}],
+        [
+            {"name": n, "eo:common_name": c}
+            for n, c in (("g", "green"), ("b", "blue"), ("n", "nir"), ("r", "red"))
+        ],
+    )
+    assert rgb_bands(derived) == [4, 1, 2]
     # an item that does not say: the imagery's colour interpretation, else grey from band 1
     assert rgb_bands(_item_with_bands(["B1", "B2", "B3"]), ["red", "green", "blue"]) == [1, 2, 3]
     assert rgb_bands(None, ["blue", "green", "red"]) == [3, 2, 1]
