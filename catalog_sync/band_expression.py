@@ -75,6 +75,19 @@ class BandExpression:
         return np.broadcast_to(np.asarray(value, dtype=np.float32), shape).astype(np.float32, copy=False)
 
 
+def derived_bands(bands: list[Any]) -> dict[int, BandExpression | BandExpressionError]:
+    """Each derived band of an ``mlm:input`` object's ``bands``, by index: its expression,
+    parsed, or why geomlops does not compute it (:func:`derived_band`)."""
+    parsed: dict[int, BandExpression | BandExpressionError] = {}
+    for i, band in enumerate(bands):
+        if isinstance(band, Mapping) and band.get("expression"):
+            try:
+                parsed[i] = derived_band(band, bands)
+            except BandExpressionError as err:
+                parsed[i] = err
+    return parsed
+
+
 def derived_band(band: Mapping[str, Any], bands: list[Any]) -> BandExpression:
     """The parsed expression of an MLM input band ``{"name", "format", "expression"}``; it may
     read any band but the input's derived ones (``bands``: the input's band names).

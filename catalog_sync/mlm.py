@@ -165,18 +165,14 @@ def _band_names(raw: Mapping[str, Any], where: str) -> tuple[str, ...]:
 
 def _derived_bands(raw: Mapping[str, Any], where: str) -> tuple[DerivedBand, ...]:
     """The input's bands given by an ``expression`` (format and expression checked)."""
-    from catalog_sync.band_expression import BandExpressionError, derived_band
+    from catalog_sync.band_expression import BandExpressionError, derived_bands
 
     bands = raw.get("bands", []) or []
     out = []
-    for i, band in enumerate(bands):
-        if not isinstance(band, Mapping) or not band.get("expression"):
-            continue
-        try:
-            parsed = derived_band(band, bands)
-        except BandExpressionError as err:
-            raise InvalidModelItemError(f"{where}.bands[{i}]: {err}") from None
-        out.append(DerivedBand(name=str(band["name"]), expression=parsed.text, reads=parsed.names))
+    for i, parsed in derived_bands(bands).items():
+        if isinstance(parsed, BandExpressionError):
+            raise InvalidModelItemError(f"{where}.bands[{i}]: {parsed}")
+        out.append(DerivedBand(name=str(bands[i]["name"]), expression=parsed.text, reads=parsed.names))
     return tuple(out)
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from catalog_sync.band_expression import BandExpression, BandExpressionError, derived_band
+from catalog_sync.band_expression import BandExpression, BandExpressionError, derived_bands
 from catalog_sync.mlm import MLM_SCHEMA, entry_point_fault
 from catalog_sync.mlm_assets import CODE_ROLE, MODEL_ROLE, TRAINING_RUNTIME_ROLE
 
@@ -107,18 +107,10 @@ def _declared_bands(item: Mapping[str, Any]) -> set[str] | None:
 
 
 def _parsed_derived(raw: Any) -> dict[int, BandExpression | BandExpressionError]:
-    """Each derived band of an ``mlm:input`` object, by index: its expression, parsed, or why
-    geomlops does not compute it."""
+    """Each derived band of an ``mlm:input`` object, by index (:func:`derived_bands`)."""
     if not isinstance(raw, Mapping) or not isinstance(raw.get("bands"), list):
         return {}
-    parsed: dict[int, BandExpression | BandExpressionError] = {}
-    for i, band in enumerate(raw["bands"]):
-        if isinstance(band, Mapping) and band.get("expression"):
-            try:
-                parsed[i] = derived_band(band, raw["bands"])
-            except BandExpressionError as err:
-                parsed[i] = err
-    return parsed
+    return derived_bands(raw["bands"])
 
 
 def _input_bands_faults(raw: Any, declared: set[str], where: str) -> list[Fault]:
