@@ -20,7 +20,11 @@ side (default 4096: 16.8 Mpx). On the blocks the batch-inference workflow plans 
 - **end to end**: the predict step (``steps.batch.predict_group`` per group: start the worker,
   load the model, read ahead, predict, write and trace while the next batch is predicted), then
   assembling the mask and publishing (``steps.predictions.publish_predictions``: merge across
-  block edges, GeoParquet, GeoJSON, quicklook, STAC item).
+  block edges, GeoParquet, GeoJSON, quicklook, STAC item);
+- **the workflow** (unless ``--no-workflow``), once: ``geomlops run batch-inference`` on the same
+  scene, blocks and groups, as a user runs it on one machine: every task a process of its own
+  in its sandbox (plan, predict, publish), each importing what it needs and the predict tasks
+  each starting the model's worker.
 
 It prints the throughputs, their ratio (goal >= 0.8) and the per-stage times. The outputs of the
 rounds are compared byte for byte. Figures vary with the machine and its load: compare only
@@ -162,6 +166,34 @@ def end_to_end(
     return times
 
 
+def workflow(uri: str, imagery: Path, folder: Path, args: argparse.Namespace) -> float:
+    """Seconds of ``geomlops run batch-inference`` on ``imagery`` writing to ``folder``."""
+    import subprocess
+
+    model, _, version = uri.removeprefix("models:/").partition("/")
+    params = {
+        "model": model,
+        "model_version": version,
+        "imagery": str(imagery),
+        "area": f"benchmark-{folder.name}",
+        "block_size": str(args.block_size),
+        "group_size": str(args.group_size),
+        "halo": "" if args.halo is None else str(args.halo),
+        "output": str(folder),
+    }
+    command = [str(Path(sys.executable).with_name("geomlops")), "run", "batch-inference"]
+    for name, value in params.items():
+        command += ["-p", f"{name}={value}"]
+    start = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(
+            f"the workflow failed (exit code {done.returncode}):\n{done.stdout[-3000:]}{done.stderr[-3000:]}"
+        )
+    return seconds
+
+
 def same_outputs(folders: list[Path]) -> bool:
     """Whether every folder holds the same GeoParquet and GeoJSON bytes."""
     first = [(folders[0] / name).read_bytes() for name in OUTPUTS]
@@ -207,6 +239,12 @@ def main() -> None:
         help="write the feature files while predicting on the CPU too (on a GPU they always are)",
     )
     parser.add_argument("--repeat", type=int, default=2, help="rounds of measurements (the fastest is kept)")
+    parser.add_argument(
+        "--workflow",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also time `geomlops run batch-inference` on the same scene once (default: yes)",
+    )
     args = parser.parse_args()
     home = args.home or (Path(os.environ["GEOMLOPS_HOME"]) if os.environ.get("GEOMLOPS_HOME") else None)
     if home is None or not home.is_dir():
@@ -274,6 +312,8 @@ def main() -> None:
                 rounds.append(model_time(predict, plan, io, batch, work / f"stages-{r}", cpus))
                 folders.append(work / f"run-{r}")
                 rounds[r].update(end_to_end(uri, plan, spec, folders[-1], args, lineage))
+        # last, with no worker of this process running beside it; its own output folder
+        whole = workflow(uri, imagery, work / "workflow", args) if args.workflow else None
         best = {key: min(t[key] for t in rounds) for key in rounds[0]}
         total = best["predict"] + best["assemble"] + best["publish"]
         rows = [
@@ -304,6 +344,13 @@ def main() -> None:
             f"end to end {pixels / total / 1e6:.2f} Mpx/s; ratio {best['model'] / total:.2f} (goal >= 0.8)"
         )
         print(f"identical outputs in every round: {'yes' if same_outputs(folders) else 'NO'}")
+        if whole is not None:
+            same = same_outputs([folders[0], work / "workflow"])
+            print(
+                f"the workflow (`geomlops run batch-inference`, every task a process, one round): "
+                f"{whole:.1f} s, {pixels / whole / 1e6:.2f} Mpx/s; ratio {best['model'] / whole:.2f}; "
+                f"the same outputs as the rounds': {'yes' if same else 'NO'}"
+            )
 
 
 if __name__ == "__main__":

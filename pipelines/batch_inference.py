@@ -29,7 +29,15 @@ ARGUMENTS = [
     Parameter(name="aoi", value="", description="GeoJSON area of interest (WGS84); empty: all imagery."),
     Parameter(name="area", value="aoi", description="Name of the area, used in output paths and ids."),
     Parameter(name="block_size", value="512", description="Block side in pixels."),
-    Parameter(name="group_size", value="4", description="Blocks per prediction task."),
+    Parameter(
+        name="group_size",
+        value="64",
+        description=(
+            "Blocks per prediction task, at most. Each task starts the model's worker and loads the "
+            "model: fewer, larger tasks spend less time starting; more, smaller ones spread over "
+            "more nodes."
+        ),
+    ),
     Parameter(
         name="halo",
         value="",

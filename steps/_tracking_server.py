@@ -12,6 +12,7 @@ import contextlib
 import ctypes
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -48,14 +49,23 @@ def _stop_with_parent() -> None:
         pass
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
+def _listening(port: int) -> bool:
+    """Whether something on this machine accepts connections on ``port``."""
+    with socket.socket() as probe:
+        probe.settimeout(0.5)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _stop(proc: subprocess.Popen[bytes], port: int) -> None:
     # Its web server stops within a second of SIGINT, but `mlflow server` itself lingers for
     # several more; nothing is in flight once the package's command has exited (SQLite commits
-    # each request), so whatever of its process group is left after 2 s is killed.
+    # each request), so what is left of its process group is killed once the web server no
+    # longer listens, or after 2 s
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGINT)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=2)
+    deadline = time.monotonic() + 2
+    while proc.poll() is None and _listening(port) and time.monotonic() < deadline:
+        time.sleep(0.05)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -120,4 +130,4 @@ def tracking_server(tracking_uri: str, artifact_root: str) -> Iterator[str]:
                 time.sleep(0.25)
             yield url
         finally:
-            _stop(proc)
+            _stop(proc, port)

@@ -16,6 +16,7 @@ needs one (:mod:`steps._tracking_server`).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -104,6 +105,7 @@ class LocalImages:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._server: threading.Thread | None = None
+        self._warming: threading.Thread | None = None
         self._tracking_url = ""
 
     def __call__(self, image: str, env: Mapping[str, str]) -> dict[str, str] | None:
@@ -134,6 +136,20 @@ class LocalImages:
                 self._tracking_url = self._start_server(uri)
             return self._tracking_url
 
+    def warm(self) -> None:
+        """Start the local tracking server now, in the background, for a run whose model images
+        will need it, so that its start (seconds: MLflow's imports and store) overlaps the run's
+        first tasks. Where it fails, :meth:`tracking_url` tries again and raises the reason."""
+        if self.settings.tracking_uri.startswith(("http://", "https://")) or self._warming is not None:
+            return
+
+        def start() -> None:
+            with contextlib.suppress(Exception):
+                self.tracking_url()
+
+        self._warming = threading.Thread(target=start, name="geomlops-tracking-warm", daemon=True)
+        self._warming.start()
+
     def _start_server(self, uri: str) -> str:
         # The server is started, and waited on, by a thread of its own that lives until close():
         # it is stopped when the thread that started it ends (it must outlive the runner's
@@ -156,7 +172,9 @@ class LocalImages:
         return started
 
     def close(self) -> None:
-        """Stop the local tracking server, if one was started."""
+        """Stop the local tracking server, if one was started (after its start, if warming)."""
+        if self._warming is not None:
+            self._warming.join()
         self._stop.set()
         if self._server is not None:
             self._server.join()

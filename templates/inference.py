@@ -93,7 +93,7 @@ def plan_blocks(
     aoi: str = "",
     area: str = "aoi",
     block_size: int = 512,
-    group_size: int = 4,
+    group_size: int = 64,
     output: str = "",
     inference_image: str = "",
 ) -> tuple[

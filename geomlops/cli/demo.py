@@ -98,6 +98,7 @@ def run_demo(settings: Settings, package: Path | None = None, workers: int = 4) 
     # tasks build and share the package's environment (its cache and uv's) outside the run
     writable = [*settings_writable_paths(settings), *writable_cache_paths()]
     with LocalImages(settings) as images:  # the model's image: its package's environment
+        images.warm()  # training runs the package against a tracking server: start it now
         runner = LocalRunner(
             settings.runs_dir,
             max_workers=workers,

@@ -436,6 +436,8 @@ def run(
         start = functools.partial(runner.resume, resume_id)
     else:
         start = functools.partial(runner.run, manifest, values)
+        if _images_chosen_when_run(manifest):  # a model's image: its tasks need a tracking server
+            images.warm()
     try:
         with images:
             summary = start()
@@ -444,6 +446,15 @@ def run(
         sys.exit(stop.exit_code)
     _print_summary(summary)
     sys.exit(0 if summary.status in ("Succeeded", "Suspended") else 1)
+
+
+def _images_chosen_when_run(manifest: Mapping[str, Any]) -> bool:
+    """Whether a template of ``manifest`` runs an image named by a parameter (``{{…}}``)."""
+    for template in manifest.get("spec", {}).get("templates", []):
+        parts = [template.get("container"), template.get("script"), *template.get("sidecars", [])]
+        if any(isinstance(p, Mapping) and "{{" in str(p.get("image", "")) for p in parts):
+            return True
+    return False
 
 
 def _template_library(paths: tuple[Path, ...]) -> Any:

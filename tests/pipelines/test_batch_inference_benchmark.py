@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -34,4 +35,8 @@ def test_benchmark_prints_its_table_on_a_tiny_scene(work: dict[str, Any]) -> Non
     assert "on cpu, model loaded in" in out  # the package environment's worker
     assert "(goal >= 0.8)" in out
     assert "identical outputs in every round: yes" in out
+    # the workflow as a user runs it, on the same blocks: its time, ratio, and the same files
+    line = next(x for x in out.splitlines() if x.startswith("the workflow (`geomlops run batch-inference`"))
+    assert re.search(r"one round\): \d+\.\d s, \d+\.\d\d Mpx/s; ratio \d+\.\d\d;", line), line
+    assert line.endswith("the same outputs as the rounds': yes"), line
     assert not list(work["home"].glob("bench-batch-*"))  # its scratch folder is gone

@@ -84,3 +84,28 @@ def test_each_run_finds_the_package_it_planned_though_another_run_planned_since(
     with pytest.raises(GeomlopsError, match="v1-package recorded for this image is gone"):
         images(IMAGE, {WORKFLOW_ENV: "uid-a"})
     images.close()
+
+
+def test_warming_starts_the_tracking_server_before_an_image_needs_it(home: Path) -> None:
+    images = LocalImages(get_settings())
+    images.warm()
+    images.warm()  # once: a second call starts nothing more
+    warming = images._warming
+    assert warming is not None
+    warming.join(timeout=180)
+    url = images._tracking_url  # started with no image asked for yet
+    assert url.startswith("http://127.0.0.1:") and healthy(url)
+    assert images.tracking_url() == url  # the image that needs it gets the same server
+    images.close()
+    assert not healthy(url)
+
+
+def test_a_tracking_server_configured_elsewhere_is_not_warmed(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GEOMLOPS_MLFLOW_TRACKING_URI", "http://127.0.0.1:9/")
+    images = LocalImages(get_settings())
+    images.warm()
+    assert images._warming is None  # nothing to start: the configured server is used
+    assert images.tracking_url() == "http://127.0.0.1:9/"
+    images.close()

@@ -485,3 +485,17 @@ def test_debug_shows_the_traceback_of_an_error_and_only_then(
     assert debug.output.rstrip().endswith(
         "error: unknown run id 'nope' (no state.json under " + str(home / "runs") + ")"
     )
+
+
+def test_runs_whose_model_image_is_chosen_when_they_run_warm_the_tracking_server() -> None:
+    from geomlops.cli.main import _images_chosen_when_run
+    from pipelines import render
+
+    # training and batch inference run the model's image (its package's environment here),
+    # whose MLflow client needs a tracking server; the others never start one
+    chosen = {name: _images_chosen_when_run(render(name)) for name in ("training", "batch-inference")}
+    assert chosen == {"training": True, "batch-inference": True}
+    assert not _images_chosen_when_run(render("registration"))
+    assert not _images_chosen_when_run({"spec": {"templates": [{"container": {"image": "python:3.11"}}]}})
+    sidecar = {"sidecars": [{"name": "model", "image": "{{inputs.parameters.image}}"}]}
+    assert _images_chosen_when_run({"spec": {"templates": [sidecar]}})
