@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -181,11 +182,13 @@ def workflow(uri: str, imagery: Path, folder: Path, args: argparse.Namespace) ->
         "halo": "" if args.halo is None else str(args.halo),
         "output": str(folder),
     }
-    command = [str(Path(sys.executable).with_name("geomlops")), "run", "batch-inference"]
+    beside = Path(sys.executable).with_name("geomlops")  # this environment's, else on PATH
+    command = [str(beside) if beside.exists() else shutil.which("geomlops") or "geomlops"]
+    command += ["run", "batch-inference"]
     for name, value in params.items():
         command += ["-p", f"{name}={value}"]
     start = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True)
+    done = subprocess.run(command, capture_output=True, text=True, stdin=subprocess.DEVNULL)
     seconds = time.perf_counter() - start
     if done.returncode != 0:
         raise SystemExit(
@@ -312,8 +315,6 @@ def main() -> None:
                 rounds.append(model_time(predict, plan, io, batch, work / f"stages-{r}", cpus))
                 folders.append(work / f"run-{r}")
                 rounds[r].update(end_to_end(uri, plan, spec, folders[-1], args, lineage))
-        # last, with no worker of this process running beside it; its own output folder
-        whole = workflow(uri, imagery, work / "workflow", args) if args.workflow else None
         best = {key: min(t[key] for t in rounds) for key in rounds[0]}
         total = best["predict"] + best["assemble"] + best["publish"]
         rows = [
@@ -344,7 +345,10 @@ def main() -> None:
             f"end to end {pixels / total / 1e6:.2f} Mpx/s; ratio {best['model'] / total:.2f} (goal >= 0.8)"
         )
         print(f"identical outputs in every round: {'yes' if same_outputs(folders) else 'NO'}")
-        if whole is not None:
+        if args.workflow:  # last, with no worker of this process running beside it
+            if args.batch or args.device or args.stream:
+                print("the workflow takes no --batch, --device or --stream: it runs as the item says")
+            whole = workflow(uri, imagery, work / "workflow", args)
             same = same_outputs([folders[0], work / "workflow"])
             print(
                 f"the workflow (`geomlops run batch-inference`, every task a process, one round): "

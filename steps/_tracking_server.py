@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -72,7 +73,9 @@ def _stop(proc: subprocess.Popen[bytes], port: int) -> None:
 
 
 @contextlib.contextmanager
-def tracking_server(tracking_uri: str, artifact_root: str) -> Iterator[str]:
+def tracking_server(
+    tracking_uri: str, artifact_root: str, *, cancel: threading.Event | None = None
+) -> Iterator[str]:
     """The HTTP URI a package's MLflow client should use for ``tracking_uri``.
 
     A server's URI (``http(s)://``) is yielded as it is. Any other store is served by
@@ -81,6 +84,8 @@ def tracking_server(tracking_uri: str, artifact_root: str) -> Iterator[str]:
     Args:
         tracking_uri: geomlops' tracking URI.
         artifact_root: default artifact root of experiments the package creates itself.
+        cancel: set while the server starts: the start is given up (the server stopped) and
+            :class:`GeomlopsError` raised.
 
     Raises:
         GeomlopsError: the server did not answer; its last log lines are in the message.
@@ -121,6 +126,8 @@ def tracking_server(tracking_uri: str, artifact_root: str) -> Iterator[str]:
         try:
             deadline = time.monotonic() + START_TIMEOUT_S
             while not healthy(url):
+                if cancel is not None and cancel.is_set():
+                    raise GeomlopsError(f"the local MLflow tracking server's start was given up ({url})")
                 if proc.poll() is not None or time.monotonic() > deadline:
                     log.seek(0)
                     tail = "\n".join(log.read().decode(errors="replace").strip().splitlines()[-10:])

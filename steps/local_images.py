@@ -139,9 +139,17 @@ class LocalImages:
     def warm(self) -> None:
         """Start the local tracking server now, in the background, for a run whose model images
         will need it, so that its start (seconds: MLflow's imports and store) overlaps the run's
-        first tasks. Where it fails, :meth:`tracking_url` tries again and raises the reason."""
-        if self.settings.tracking_uri.startswith(("http://", "https://")) or self._warming is not None:
+        first tasks. Where it fails, :meth:`tracking_url` tries again and raises the reason.
+
+        A SQLite store that does not exist yet is made first, here: else the server and the
+        run's first task to open it would both create its tables at once."""
+        uri = self.settings.tracking_uri
+        if uri.startswith(("http://", "https://")) or self._warming is not None:
             return
+        if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+            from mlflow.tracking import MlflowClient
+
+            MlflowClient(uri).search_experiments(max_results=1)
 
         def start() -> None:
             with contextlib.suppress(Exception):
@@ -158,7 +166,7 @@ class LocalImages:
 
         def serve() -> None:
             try:
-                with tracking_server(uri, self.settings.artifact_root) as url:
+                with tracking_server(uri, self.settings.artifact_root, cancel=self._stop) as url:
                     ready.put(url)
                     self._stop.wait()
             except Exception as err:  # noqa: BLE001 - handed to the caller, who raises it
@@ -172,10 +180,10 @@ class LocalImages:
         return started
 
     def close(self) -> None:
-        """Stop the local tracking server, if one was started (after its start, if warming)."""
+        """Stop the local tracking server, if one was started (a start under way is given up)."""
+        self._stop.set()
         if self._warming is not None:
             self._warming.join()
-        self._stop.set()
         if self._server is not None:
             self._server.join()
             self._server = None

@@ -109,3 +109,15 @@ def test_a_tracking_server_configured_elsewhere_is_not_warmed(
     assert images._warming is None  # nothing to start: the configured server is used
     assert images.tracking_url() == "http://127.0.0.1:9/"
     images.close()
+
+
+def test_a_new_store_is_made_before_the_run_and_a_start_under_way_is_given_up(home: Path) -> None:
+    store = home / "mlflow.db"
+    assert not store.exists()
+    images = LocalImages(get_settings())
+    images.warm()
+    # made before warm() returns: the server and the run's first task never both create it
+    assert store.is_file()
+    images.close()  # at once, while the server is starting: the start is given up
+    assert images._warming is not None and not images._warming.is_alive()
+    assert images._tracking_url == ""

@@ -26,3 +26,16 @@ def test_the_sqlite_store_is_served_over_http_while_the_block_runs(tmp_path: Pat
     assert MlflowClient(store).get_experiment(experiment).name == "over-http"
     with pytest.raises(OSError):
         urllib.request.urlopen(f"{url}/health", timeout=2)
+
+
+def test_a_start_is_given_up_when_cancelled(tmp_path: Path) -> None:
+    import threading
+
+    from geomlops.errors import GeomlopsError
+
+    cancel = threading.Event()
+    cancel.set()
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with pytest.raises(GeomlopsError, match="given up"):
+        with tracking_server(store, (tmp_path / "artifacts").as_uri(), cancel=cancel):
+            pytest.fail("a cancelled start yields no server")
