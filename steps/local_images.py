@@ -149,7 +149,10 @@ class LocalImages:
         if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
             from mlflow.tracking import MlflowClient
 
-            MlflowClient(uri).search_experiments(max_results=1)
+            try:
+                MlflowClient(uri).search_experiments(max_results=1)
+            except Exception:  # noqa: BLE001 - not warmed: the task that opens it says why
+                return
 
         def start() -> None:
             with contextlib.suppress(Exception):

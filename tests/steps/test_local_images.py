@@ -121,3 +121,15 @@ def test_a_new_store_is_made_before_the_run_and_a_start_under_way_is_given_up(ho
     images.close()  # at once, while the server is starting: the start is given up
     assert images._warming is not None and not images._warming.is_alive()
     assert images._tracking_url == ""
+
+
+def test_a_store_that_cannot_be_made_is_not_warmed(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "a-file").write_text("not a folder")
+    missing = tmp_path / "a-file" / "mlflow.db"  # no store can be made there
+    monkeypatch.setenv("GEOMLOPS_MLFLOW_TRACKING_URI", f"sqlite:///{missing}")
+    images = LocalImages(get_settings())
+    images.warm()  # no error here: the run's task that opens the store says why
+    assert images._warming is None and not missing.exists()
+    images.close()
