@@ -148,6 +148,12 @@ class Settings(BaseSettings):
         return self.mlflow_tracking_uri or f"sqlite:///{self.home_dir / 'mlflow.db'}"
 
     @property
+    def sqlite_store(self) -> Path | None:
+        """The file of the tracking store where it is SQLite (the embedded default), else None."""
+        uri = self.tracking_uri
+        return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+    @property
     def artifact_root(self) -> str:
         """Artifact root for experiments created by geomlops."""
         if self.mlflow_artifact_root:

@@ -146,7 +146,8 @@ class LocalImages:
         uri = self.settings.tracking_uri
         if uri.startswith(("http://", "https://")) or self._warming is not None:
             return
-        if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+        store = self.settings.sqlite_store
+        if store is not None and not store.exists():
             from mlflow.tracking import MlflowClient
 
             try:

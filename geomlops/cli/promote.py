@@ -49,13 +49,10 @@ def rollback(model: str, approver: str, reason: str) -> None:
 @fail_cleanly
 def status(model: str, as_json: bool) -> None:
     """Show MODEL's production and previous versions and every recorded decision."""
-    from pathlib import Path
-
     from geomlops.errors import ModelNotFoundError
     from steps.promotion import promotion_status
 
-    uri = get_settings().tracking_uri
-    store = Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+    store = get_settings().sqlite_store
     if store is not None and not store.exists():  # read only: MLflow would make the store here
         raise ModelNotFoundError(f"no registered model '{model}' in MLflow (no MLflow store at {store} yet)")
     use_tracking()
