@@ -451,7 +451,10 @@ def _grid_rings(geoms: NDArray[np.object_], scale: float, x0: Any, y0: Any) -> _
     area2 = np.bincount(ring, weights=(x * y[nxt] - x[nxt] * y).astype(np.float64), minlength=n_rings)
     valid = (counts >= 3) & (area2 != 0)
     if n_rings:  # a part whose exterior ring is gone takes its holes along
-        valid &= valid[part_offsets[:-1]][part_of_ring]
+        # (a part without rings, as an empty polygon snap-rounding left, owns none: its first
+        # ring's index, past the last ring for the last part, is never read)
+        first = np.minimum(part_offsets[:-1], n_rings - 1)
+        valid &= valid[first][part_of_ring]
     every = _Rings(x, y, ring, geom_of_ring, exterior, area2.astype(np.float64))
     return every.take(np.flatnonzero(valid))
 
