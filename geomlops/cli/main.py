@@ -317,6 +317,14 @@ class _RunCommand(click.Command):
 @click.option("--allow-host-containers", is_flag=True, help="Run container templates' commands on this host.")
 @click.option("--workers", default=4, show_default=True, help="Parallel tasks at most.")
 @click.option(
+    "--cpus",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="CPUs of the one node that tasks are placed on by their CPU requests, as Kubernetes "
+    "places pods (default: this machine's usable CPUs). A task that does not fit waits until "
+    "running ones end.",
+)
+@click.option(
     "--templates",
     "template_paths",
     multiple=True,
@@ -357,6 +365,7 @@ def run(
     interactive: bool | None,
     allow_host_containers: bool,
     workers: int,
+    cpus: float | None,
     template_paths: tuple[Path, ...],
     semaphores: tuple[str, ...],
     sandbox: bool | None,
@@ -368,6 +377,7 @@ def run(
     suspend gates, exit handlers. Each run's state and logs stay in $GEOMLOPS_HOME/runs.
     """
     from geomlops.argo.runner import Approval, LocalRunner, RunInterrupted
+    from geomlops.argo.runner.node import this_machine
     from geomlops.argo.runner.sandbox import settings_writable_paths
     from geomlops.argo.runner.synchronization import parse_limits
     from steps.local_images import LocalImages
@@ -419,6 +429,7 @@ def run(
     runner = LocalRunner(
         get_settings().runs_dir,
         max_workers=workers,
+        capacity=None if cpus is None else {**this_machine(), "cpu": cpus},
         approval=Approval(approve, reason, override, parse_params(supplied, "-o")) if approve else None,
         interactive=sys.stdin.isatty() if interactive is None else interactive,
         allow_host_containers=allow_host_containers,

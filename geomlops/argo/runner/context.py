@@ -41,6 +41,9 @@ class EngineOptions:
     image_environment: ImageEnvironment | None = None
     #: run ``container`` templates whose image has no stand-in on this machine's own programs
     allow_host_containers: bool = False
+    #: the node tasks are placed on by their resource requests (:mod:`.node`): ``cpu`` (cores)
+    #: and ``memory`` (bytes), a resource it does not name not counted; None: this machine's
+    capacity: Mapping[str, float] | None = None
 
 
 class RunContext(Protocol):

@@ -56,6 +56,7 @@ from .model import (
     NodeState,
     now_iso,
 )
+from .node import Node, describe, pod_requests, this_machine
 from .outcome import Outcome
 from .progress import Reporter
 from .retry import RetryPolicy, deadline_of, last_retry, parse_duration
@@ -128,6 +129,8 @@ class Engine:
         self.slots = threading.BoundedSemaphore(workers)
         self.processes = ProcessRegistry()
         self.aborted = threading.Event()
+        #: room for the tasks' processes by their resource requests, as on one Kubernetes node
+        self.node = Node(this_machine() if options.capacity is None else options.capacity, self.aborted)
         self._globals = dict(globals_)
         self._lock = threading.Lock()
         self._started = time.monotonic()
@@ -408,6 +411,7 @@ class Engine:
                 if "path" in art:
                     attempt_scope[f"inputs.artifacts.{art['name']}.path"] = sandbox.remap(str(art["path"]))
             resolved = substitute_all(template, attempt_scope)
+            requests = pod_requests(resolved)
             timeout = self._pod_timeout(node.name, deadline_of(resolved))
             for art in (resolved.get("inputs") or {}).get("artifacts") or []:
                 load_input(art, artifacts.get(str(art["name"])), self._repository_for, sandbox.host_path)
@@ -434,8 +438,8 @@ class Engine:
         # a script in geomlops' image runs with this interpreter; one with an image's own, with that
         argv = command_for(resolved, work_dir, swap_python=own is None)
         working_dir = str(resolved[kind].get("workingDir") or "")
-        with self.slots:
-            if self.aborted.is_set():
+        with self.node.place(requests, lambda: self._pending(node, requests)) as placed, self.slots:
+            if not placed or self.aborted.is_set():
                 return FAILED, "interrupted"
             attempt = Attempt(number, now_iso(), log=log_rel)
             node.attempts.append(attempt)
@@ -508,6 +512,17 @@ class Engine:
             image_environment=self.options.image_environment,
             registry=self.processes,
         )
+
+    def _pending(self, node: NodeState, requests: Mapping[str, float]) -> None:
+        """Say that a task waits for room on this machine, as a pod does for room on a node."""
+        wanted, held = self.node.clamped(requests), self.node.held()
+        short = [
+            f"requests {describe({k: wanted[k]})}, {describe({k: max(0.0, cap - held[k])})} of "
+            f"this machine's {describe({k: cap})} free"
+            for k, cap in self.node.capacity.items()
+            if held[k] + wanted[k] > cap + 1e-9
+        ]
+        self.reporter.pending(node.name, "; ".join(short) or "waits for a task that asked first")
 
     def _pod_timeout(self, name: str, template_limit: float | None) -> float | None:
         """Seconds a pod may run: its template's limit, within the workflow's deadline."""

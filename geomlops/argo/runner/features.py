@@ -359,7 +359,8 @@ def ignored_fields(*manifests: Mapping[str, Any]) -> list[str]:
     """Return the fields of (supported) manifests that change nothing on one machine.
 
     The runner reports them once per run (scheduling and pod settings: ``spec.podGC``,
-    ``template nodeSelector``, ``container resources``...), so that nothing is dropped silently.
+    ``template nodeSelector``, ``container resources.limits``...), so that nothing is dropped
+    silently.
     """
     found: set[str] = set()
     templates: list[Any] = []
@@ -375,6 +376,12 @@ def ignored_fields(*manifests: Mapping[str, Any]) -> list[str]:
             continue
         found.update(f"template {key}" for key in template if key in _TEMPLATE_IGNORED)
         for kind in ("script", "container"):
-            if isinstance(template.get(kind), Mapping):
-                found.update(f"container {key}" for key in template[kind] if key in _CONTAINER_IGNORED)
+            container = template.get(kind)
+            if isinstance(container, Mapping):
+                # requests place the task's process (:mod:`.node`); limits are not enforced
+                found.update(
+                    f"container {key}" for key in container if key in _CONTAINER_IGNORED - {"resources"}
+                )
+                if isinstance(container.get("resources"), Mapping) and container["resources"].get("limits"):
+                    found.add("container resources.limits")
     return sorted(found)

@@ -48,6 +48,10 @@ class Reporter:
         """A resumed run reuses a node that succeeded before."""
         self.line(f"↷ {node} already succeeded, reusing its outputs")
 
+    def pending(self, node: str, why: str) -> None:
+        """A node waits for room on the machine before its process starts."""
+        self.line(f"… {node} pending: {why}")
+
     def waiting(self, node: str, why: str) -> None:
         """A suspend node waits."""
         self.line(f"⏸ {node} {why}")

@@ -138,6 +138,9 @@ class LocalRunner:
             know. With it, ``container`` templates are accepted; one whose image it does not
             know fails unless ``allow_host_containers``. It may raise
             :class:`~geomlops.errors.GeomlopsError` (the task errors with its message).
+        capacity: the node tasks are placed on by their containers' resource requests, as
+            Kubernetes places pods (:mod:`.node`): ``cpu`` (cores) and ``memory`` (bytes), a
+            resource not named not counted; None: this machine's usable CPUs and memory.
     """
 
     def __init__(
@@ -158,6 +161,7 @@ class LocalRunner:
         sandbox: bool | None = None,
         writable_paths: Sequence[Path] = (),
         image_environment: ImageEnvironment | None = None,
+        capacity: Mapping[str, float] | None = None,
     ) -> None:
         if max_workers < 1:
             raise RunError(f"max_workers must be at least 1, not {max_workers}")
@@ -173,6 +177,7 @@ class LocalRunner:
         self.approver_check = approver_check
         self.semaphores = dict(semaphores or {})
         self.artifact_repository = artifact_repository
+        self.capacity = None if capacity is None else dict(capacity)
         self.sandbox = sandbox_wanted(sandbox)
         self.writable_paths = (self.runs_dir.resolve().parent, *(Path(p) for p in writable_paths))
         self.image_environment = image_environment
@@ -359,6 +364,7 @@ class LocalRunner:
         options.semaphores = self.semaphores
         options.image_environment = self.image_environment
         options.allow_host_containers = self.allow_host_containers
+        options.capacity = self.capacity
         engine = Engine(
             workflow=workflow,
             params=params,

@@ -278,7 +278,7 @@ def test_harmless_fields_are_accepted_and_reported_once(
     assert summary.status == "Succeeded", summary.message
     lines = [line for line in capsys.readouterr().err.splitlines() if "Ignored" in line]
     assert lines == [
-        "Ignored on one machine (no effect outside Kubernetes): container resources, "
+        "Ignored on one machine (no effect outside Kubernetes): container resources.limits, "
         "spec.podGC, spec.podPriorityClassName, spec.podResources, template annotations, "
         "template nodeSelector, template pendingTimeout, template podResources, "
         "template podSpecPatch, template tolerations"
