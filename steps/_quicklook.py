@@ -6,6 +6,8 @@ Works on decimated arrays (at most ~800 px a side), so a large scene costs littl
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,39 @@ from catalog_sync.mlm import source_bands
 NOT_EVALUATED = 255
 # Quicklook codes of the error panel.
 TRUE_NEGATIVE, TRUE_POSITIVE, FALSE_POSITIVE, FALSE_NEGATIVE = 0, 1, 2, 3
+
+
+def pyplot() -> Any:
+    """matplotlib's ``pyplot``, drawing off screen (Agg).
+
+    Where matplotlib's own folder (``$XDG_CONFIG_HOME/matplotlib``, else ``~/.config/matplotlib``)
+    cannot be written, as in a task of the local runner's sandbox (the host's home is read-only
+    there), its font cache goes to the work folder's ``cache/matplotlib``: built once and shared,
+    rather than built again in every task, each warning of it in its log.
+    """
+    if "matplotlib" not in sys.modules and "MPLCONFIGDIR" not in os.environ:
+        config = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+        if not _writable(Path(config) / "matplotlib"):
+            from geomlops.settings import get_settings
+
+            folder = get_settings().home_dir / "cache" / "matplotlib"
+            if _writable(folder):
+                os.environ["MPLCONFIGDIR"] = str(folder)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _writable(folder: Path) -> bool:
+    """Whether ``folder`` is (or could be made) a folder this process may write in."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return False
+    return folder.is_dir() and os.access(folder, os.W_OK)
 
 
 #: the colours a picture is drawn in, as the ``eo:common_name`` of bands
@@ -130,10 +165,7 @@ def write_quicklook(
     Returns:
         ``path``.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()  # before any other import of matplotlib
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch
 

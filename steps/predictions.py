@@ -978,11 +978,11 @@ class _Quicklook:
         """Write the PNG (no timestamp in it: the same features give the same bytes)."""
         import math
 
-        import matplotlib
         from pyproj import CRS
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from steps._quicklook import pyplot
+
+        plt = pyplot()
 
         picture = self.rgb.copy()
         picture[self.outline] = self.COLOUR

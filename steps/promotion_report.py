@@ -499,13 +499,10 @@ def to_html(report: ComparisonReport) -> str:
 
 def _draw(path: Path, report: ComparisonReport, arrays: Mapping[str, Any]) -> None:
     """Labels, the candidate's and the production version's predictions over the same area."""
-    import matplotlib
+    from steps._quicklook import NOT_EVALUATED, pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()  # before any other import of matplotlib
     from matplotlib.colors import ListedColormap
-
-    from steps._quicklook import NOT_EVALUATED
 
     ev = report.evaluation
     n = len(ev.class_names)
