@@ -445,10 +445,16 @@ def run(
     )
     if resume_id:
         start = functools.partial(runner.resume, resume_id)
+        try:  # the run's own manifest (an unknown run is the runner's to say)
+            kept = get_settings().runs_dir / resume_id / "manifest.yaml"
+            manifest = yaml.safe_load(kept.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError):
+            manifest = {}
     else:
         start = functools.partial(runner.run, manifest, values)
-        if _images_chosen_when_run(manifest):  # a model's image: its tasks need a tracking server
-            images.warm()
+    # a model's image: its tasks need a tracking server, started while the run starts
+    if isinstance(manifest, Mapping) and _images_chosen_when_run(manifest, library):
+        images.warm()
     try:
         with images:
             summary = start()
@@ -459,9 +465,38 @@ def run(
     sys.exit(0 if summary.status in ("Succeeded", "Suspended") else 1)
 
 
-def _images_chosen_when_run(manifest: Mapping[str, Any]) -> bool:
-    """Whether a template of ``manifest`` runs an image named by a parameter (``{{…}}``)."""
-    for template in manifest.get("spec", {}).get("templates", []):
+def _images_chosen_when_run(manifest: Mapping[str, Any], library: Any = None) -> bool:
+    """Whether a template of ``manifest`` runs an image named by a parameter (``{{…}}``),
+    following a CronWorkflow's ``workflowSpec`` and, with ``library``, every ``templateRef`` and
+    ``workflowTemplateRef`` (``retrain`` and the schedule run training and batch inference so)."""
+    from geomlops.errors import ManifestError
+
+    seen: set[tuple[str, bool]] = set()
+
+    def templates(found: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+        spec = found.get("spec") or {}
+        if found.get("kind") == "CronWorkflow":
+            spec = spec.get("workflowSpec") or {}
+        own = [t for t in spec.get("templates") or [] if isinstance(t, Mapping)]
+        refs = [spec.get("workflowTemplateRef")]
+        for template in own:
+            calls = list((template.get("dag") or {}).get("tasks") or [])
+            calls += [c for group in template.get("steps") or [] if isinstance(group, list) for c in group]
+            refs += [c.get("templateRef") for c in calls if isinstance(c, Mapping)]
+        for ref in refs:
+            if library is None or not isinstance(ref, Mapping):
+                continue
+            key = (str(ref.get("name") or ""), ref.get("clusterScope") is True)
+            if key in seen:
+                continue
+            seen.add(key)
+            try:
+                own += templates(library.resolve(*key))
+            except ManifestError:  # the run says so itself
+                continue
+        return own
+
+    for template in templates(manifest):
         parts = [template.get("container"), template.get("script"), *template.get("sidecars", [])]
         if any(isinstance(p, Mapping) and "{{" in str(p.get("image", "")) for p in parts):
             return True

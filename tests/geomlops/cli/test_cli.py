@@ -488,7 +488,7 @@ def test_debug_shows_the_traceback_of_an_error_and_only_then(
 
 
 def test_runs_whose_model_image_is_chosen_when_they_run_warm_the_tracking_server() -> None:
-    from geomlops.cli.main import _images_chosen_when_run
+    from geomlops.cli.main import _images_chosen_when_run, _template_library
     from pipelines import render
 
     # training and batch inference run the model's image (its package's environment here),
@@ -499,3 +499,14 @@ def test_runs_whose_model_image_is_chosen_when_they_run_warm_the_tracking_server
     assert not _images_chosen_when_run({"spec": {"templates": [{"container": {"image": "python:3.11"}}]}})
     sidecar = {"sidecars": [{"name": "model", "image": "{{inputs.parameters.image}}"}]}
     assert _images_chosen_when_run({"spec": {"templates": [sidecar]}})
+    # retraining and the schedule reach training and batch inference through templateRef (the
+    # schedule's templates under its workflowSpec): followed where the templates are known
+    library = _template_library(())
+    for name in ("retrain", "batch-inference-schedule"):
+        assert not _images_chosen_when_run(render(name)), name
+        assert _images_chosen_when_run(render(name), library), name
+    assert not _images_chosen_when_run(render("promotion"), library)
+    by_ref = {"spec": {"workflowTemplateRef": {"name": "geomlops-training-0-2-0"}}}
+    assert _images_chosen_when_run(by_ref, library)
+    unknown = {"spec": {"workflowTemplateRef": {"name": "nowhere"}}}
+    assert not _images_chosen_when_run(unknown, library)
