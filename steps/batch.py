@@ -304,6 +304,7 @@ def predict_group(
     beside: Callable[[str], Any] | None = None,
     threads: int | None = None,
     shared: Path | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> list[str]:
     """Predict every unfinished block of ``group`` in the model's own environment; return the
     ids predicted now.
@@ -343,6 +344,8 @@ def predict_group(
             (:mod:`steps.own_entry_points`): the folder this process shares with the worker
             ``predictor`` opens (in commands mode), which runs it; default: a temporary folder
             shared with a worker started here.
+        progress: called with the blocks of ``group`` finished and their number, before the
+            first is predicted and as each batch is written (a task reports them to Argo so).
 
     Raises:
         GeomlopsError: the model cannot be loaded (the worker's reason), fails, or answers with
@@ -353,6 +356,13 @@ def predict_group(
     from steps.own_entry_points import chosen_inference, chosen_postprocess
 
     todo = [b for b in group if not block_done(block_path(output, b.id), plan.run)]
+    before = len(group) - len(todo)  # finished by an earlier attempt
+
+    def report(done: list[str]) -> None:
+        if progress is not None:
+            progress(before + len(done), len(group))
+
+    report([])
     if not todo:
         return []
     io = _model_io(spec, halo)
@@ -406,8 +416,10 @@ def predict_group(
                     pending.append(pool.submit(writer.write, blocks, raw, invalid))
                     while len(pending) > _QUEUE_DEPTH + width["threads"] - 1:
                         done += pending.pop(0).result()
+                        report(done)
                 for future in pending:
                     done += future.result()
+                    report(done)
     except BaseException:
         scope.close()  # ended before it was entered
         if streaming is not None:

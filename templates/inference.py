@@ -106,11 +106,13 @@ def plan_blocks(
     Annotated[str, Parameter(name="gpus")],
     Annotated[str, Parameter(name="worker_mode")],
     Annotated[str, Parameter(name="postprocess")],
+    Annotated[str, Parameter(name="blocks")],
 ]:
     """Plan the blocks over the area of interest, resolve the model version and its image
     (the MLM item's inference runtime; a GPU where its accelerator is cuda), how its worker
     predicts (the logged model, or the package's own inference entry point) and what turns the
-    mask into features (``geomlops``, or ``mlproject``: the package's own postprocess)."""
+    mask into features (``geomlops``, or ``mlproject``: the package's own postprocess), and
+    how many blocks there are to predict (what the predict tasks' progress adds up to)."""
     from geomlops.names import check_name, check_output_folder, inside
     from steps.aoi import read_aoi
     from steps.batch import check_batch_locations, plan_batch, start_plan
@@ -158,6 +160,7 @@ def plan_blocks(
         str(gpus),
         "pyfunc" if chosen_inference(spec) is None else "commands",
         "geomlops" if chosen_postprocess(spec) is None else "mlproject",
+        str(sum(len(group) for group in plan.groups)),
     )
 
 
@@ -181,7 +184,9 @@ def predict_blocks(
 ) -> Annotated[str, Parameter(name="predicted")]:
     """Predict one group of blocks (finished blocks are skipped) with the model's worker beside
     this step; the halo from the MLM item unless given. A plan of one group has its feature
-    files written while it is predicted (unless the package post-processes them itself)."""
+    files written while it is predicted (unless the package post-processes them itself). The
+    blocks done are reported as the task's progress (``N/M``)."""
+    from geomlops.argo.task_progress import report_progress
     from steps.batch import predict_group
     from steps.local_images import this_workflow
     from steps.model_spec import fetch_model_spec
@@ -205,6 +210,7 @@ def predict_blocks(
         predictor=lambda: opened,
         beside=None if chosen_postprocess(spec) else features_while_predicting(folder, plan, version),
         shared=shared,
+        progress=report_progress,  # blocks done of the group's: Argo shows them as the task's progress
     )
     return json.dumps(predicted)
 

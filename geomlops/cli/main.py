@@ -646,7 +646,8 @@ def runs_show(run_id: str, as_json: bool) -> None:
         return
     click.echo(f"run {run_id}: {data.get('status')}")
     for name, node in (data.get("nodes") or {}).items():
-        click.echo(f"  {node.get('status', '?'):10} {name}")
+        done = f" ({node['progress']})" if node.get("progress") else ""  # what the task reported: N/M
+        click.echo(f"  {node.get('status', '?'):10} {name}{done}")
         if node.get("message") and node.get("status") in ("Failed", "Error"):
             click.echo(f"      message: {node['message']}")
         for key, value in (node.get("outputs") or {}).items():

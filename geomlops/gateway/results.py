@@ -2,8 +2,10 @@
 
 A batch inference run's ``plan-blocks`` task names its output folder; the runner keeps the plan
 there (``plan.json``) and one file per finished block (``blocks/<id>.tif``), so blocks done and
-planned are read from the folder where the gateway can read it (the local runner), and from the
-prediction tasks' phases otherwise (Argo: groups of blocks).
+planned are read from the folder where the gateway can read it (the local runner), and otherwise
+(Argo) from the blocks each predict task reports done as its progress (``N/M``) of those the plan
+task counted, or from the predict tasks' phases (groups of blocks) for a run planned before tasks
+reported them.
 """
 
 from __future__ import annotations
@@ -66,6 +68,12 @@ def aoi_bbox(run: RunInfo, settings: Settings) -> list[float] | None:
     return bbox_across(geometry)  # west > east for an area cut at 180°
 
 
+def _reported(progress: str) -> int:
+    """The blocks a predict task reported done (``N`` of its ``N/M``; 0 before it reports)."""
+    done, _, total = progress.partition("/")
+    return int(done) if done.isdigit() and total.isdigit() else 0
+
+
 def block_progress(run: RunInfo, now: datetime | None = None) -> BlockProgress | None:
     """Blocks done and planned, elapsed time and an estimate of the time left (None before the
     plan exists, or for another pipeline)."""
@@ -104,6 +112,10 @@ def block_progress(run: RunInfo, now: datetime | None = None) -> BlockProgress |
         unit = "groups"
         children = [t for t in run.tasks if t.name.startswith(f"{PREDICT_TASK}(")]
         done = sum(1 for t in children if t.phase in (Phase.SUCCEEDED, Phase.SKIPPED))
+        blocks = str((run.outputs.get(PLAN_TASK) or {}).get("blocks") or "")
+        if blocks.isdigit() and int(blocks) > 0:  # each predict task reports its blocks done (N/M)
+            unit, total = "blocks", int(blocks)
+            done = min(total, sum(_reported(t.progress) for t in children))
         if run.phase is Phase.SUCCEEDED:
             done = total  # every group predicted, however the engine names its fan-out
         recent = done

@@ -88,6 +88,19 @@ def test_scene_prediction_carries_its_lineage(
     derived = [link["href"] for link in item["links"] if link["rel"] == "derived_from"]
     assert derived and derived[0].endswith("model-versions/cloud-mask-v1/cloud-mask-v1.json")
     assert validate_stac(item, schema_dir).status == "valid"
+    # each predict task reported its blocks done as its progress (N/M, as Argo reads it), and
+    # the quicklook was drawn with matplotlib's cache in the work folder (the sandbox's home is
+    # read-only), not a temporary one it warns of
+    run_id = result.stdout.split("Succeeded: run ", 1)[1].split()[0]
+    nodes = json.loads((work["home"] / "runs" / run_id / "state.json").read_text())["nodes"]
+    reported = [n["progress"] for k, n in nodes.items() if k.startswith("predict-blocks(")]
+    blocks = len(list((out / "blocks").glob("r*.tif")))
+    assert reported and all(p.split("/")[0] == p.split("/")[1] for p in reported)
+    assert sum(int(p.split("/")[1]) for p in reported) == blocks
+    shown = work["cli"]("runs", "show", run_id)
+    assert all(f"({p})" in shown.stdout for p in reported), shown.stdout
+    publish_log = (work["home"] / "runs" / run_id / "logs" / "publish-predictions.log").read_text()
+    assert "matplotlib" not in publish_log.lower(), publish_log
 
 
 def test_killed_run_resumes_without_redoing_blocks_and_gives_identical_outputs(

@@ -151,14 +151,29 @@ def test_block_edges_equal_the_whole_image_with_the_items_halo(
     for output, halo in ((with_halo, None), (too_small, 16)):
         save_plan(plan, output)
         for group in plan.groups:
+            reports: list[tuple[int, int]] = []  # blocks done of the group's, as a task reports them
             done = predict_group(
-                str(models["scores"]), plan, list(group), output, spec=spec, halo=halo, batch_size=3
+                str(models["scores"]),
+                plan,
+                list(group),
+                output,
+                spec=spec,
+                halo=halo,
+                batch_size=3,
+                progress=lambda done, total, reports=reports: reports.append((done, total)),
             )
             assert done == [b.id for b in group]
+            assert reports[0] == (0, len(group)) and reports[-1] == (len(group), len(group))
+            assert [d for d, _ in reports] == sorted(d for d, _ in reports) and len(reports) > 2
     assert np.array_equal(_mask(plan, with_halo), whole)  # the item's halo: 20 px
     assert not np.array_equal(_mask(plan, too_small), whole)  # 16 px: block edges differ
     # a finished block is not predicted again
-    assert predict_group(str(models["scores"]), plan, list(plan.groups[0]), with_halo, spec=spec) == []
+    reports = []
+    group = list(plan.groups[0])
+    again = predict_group(
+        str(models["scores"]), plan, group, with_halo, spec=spec, progress=lambda *r: reports.append(r)
+    )
+    assert again == [] and reports == [(len(group), len(group))]
     # the model's code, and MLflow's loader of models from code, never ran in this process
     loaded = set(sys.modules) - loaded_before
     assert not [m for m in sys.modules if MODULE in m]

@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from geomlops.argo.task_progress import PROGRESS_ENV
 from geomlops.errors import GeomlopsError, ManifestError
 
 from . import scheduling
@@ -58,7 +59,7 @@ from .model import (
 )
 from .node import Node, describe, pod_requests, this_machine
 from .outcome import Outcome
-from .progress import Reporter
+from .progress import Reporter, progress_read
 from .retry import RetryPolicy, deadline_of, last_retry, parse_duration
 from .sandbox import Sandbox, make_sandbox
 from .sidecars import Sidecar, mounts_of, start_sidecars, stop_sidecars, volume_folders
@@ -435,6 +436,9 @@ class Engine:
                 f"{template.get('name')!r} (allow_host_containers runs its command with this "
                 "machine's own programs)"
             )
+        # the task's own progress, N/M, read while it runs (Argo: its executor reads the file)
+        progress_file = work_dir / "progress"
+        env = {**env, PROGRESS_ENV: str(progress_file)}
         # a script in geomlops' image runs with this interpreter; one with an image's own, with that
         argv = command_for(resolved, work_dir, swap_python=own is None)
         working_dir = str(resolved[kind].get("workingDir") or "")
@@ -453,19 +457,22 @@ class Engine:
                 sidecars, result = [], PodResult(ERROR, message=str(err))
             else:
                 try:
-                    result = run_process(
-                        argv,
-                        work_dir=work_dir,
-                        env=env,
-                        log_path=self.run_dir / log_rel,
-                        secrets=secrets,
-                        timeout=timeout,
-                        registry=self.processes,
-                        sandbox=sandbox,
-                        working_dir=working_dir,
-                    )
+                    with progress_read(progress_file, lambda done: self._progressed(node, done)):
+                        result = run_process(
+                            argv,
+                            work_dir=work_dir,
+                            env=env,
+                            log_path=self.run_dir / log_rel,
+                            secrets=secrets,
+                            timeout=timeout,
+                            registry=self.processes,
+                            sandbox=sandbox,
+                            working_dir=working_dir,
+                        )
                 finally:
                     stop_sidecars(sidecars, self.processes)
+        if result.phase == SUCCEEDED and node.progress:  # as Argo completes a fulfilled pod's
+            node.progress = "{0}/{0}".format(node.progress.partition("/")[2])
         if self.aborted.is_set():
             result.phase, result.message = FAILED, "interrupted"
         elif result.phase == SUCCEEDED:
@@ -512,6 +519,11 @@ class Engine:
             image_environment=self.options.image_environment,
             registry=self.processes,
         )
+
+    def _progressed(self, node: NodeState, progress: str) -> None:
+        """Record what a running task says of its progress (``N/M``)."""
+        node.progress = progress
+        self.store.put(node)
 
     def _pending(self, node: NodeState, requests: Mapping[str, float]) -> None:
         """Say that a task waits for room on this machine, as a pod does for room on a node."""

@@ -93,6 +93,8 @@ class NodeState:
     approval: dict[str, str] | None = None
     #: output artifacts by name: where each is stored (see :mod:`.artifacts`)
     artifacts: dict[str, dict[str, str]] = field(default_factory=dict)
+    #: what the task reported of its own progress, ``N/M`` (:mod:`geomlops.argo.task_progress`)
+    progress: str | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> NodeState:

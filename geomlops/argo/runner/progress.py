@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import sys
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import TextIO
+
+from geomlops.argo.task_progress import read_progress
+
+#: seconds between two reads of a task's progress file (Argo's executor: 3 s)
+PROGRESS_READ_SECONDS = 1.0
 
 
 class Reporter:
@@ -55,3 +63,31 @@ class Reporter:
     def waiting(self, node: str, why: str) -> None:
         """A suspend node waits."""
         self.line(f"⏸ {node} {why}")
+
+
+@contextmanager
+def progress_read(path: Path, changed: Callable[[str], None]) -> Iterator[None]:
+    """While the block runs (a task's process), read the progress the task writes to ``path``
+    (:mod:`geomlops.argo.task_progress`) every :data:`PROGRESS_READ_SECONDS`, and once more at
+    the end; ``changed`` gets each new ``N/M``."""
+    stop = threading.Event()
+    last: list[str] = []
+
+    def read() -> None:
+        found = read_progress(path)
+        if found is not None and [f"{found[0]}/{found[1]}"] != last:
+            last[:] = [f"{found[0]}/{found[1]}"]
+            changed(last[0])
+
+    def loop() -> None:
+        while not stop.wait(PROGRESS_READ_SECONDS):
+            read()
+
+    reader = threading.Thread(target=loop, name=f"progress {path.parent.name}", daemon=True)
+    reader.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        reader.join()
+        read()

@@ -29,9 +29,18 @@ def _is_pod(node: NodeState) -> bool:
     return node.type == "Pod"
 
 
+def _pod_progress(node: NodeState) -> tuple[int, int]:
+    """A pod's progress: what it reported (``N/M``), else ``1/1`` once done and ``0/1`` before."""
+    done, _, total = (node.progress or "").partition("/")
+    if done.isdigit() and total.isdigit():
+        return int(done), int(total)
+    return (1 if node.status in DONE_PHASES else 0), 1
+
+
 def _progress(pods: list[NodeState]) -> str:
-    done = sum(1 for n in pods if n.status in DONE_PHASES)
-    return f"{done}/{len(pods)}"
+    """The pods' progress summed, as Argo sums a workflow's."""
+    done = sum(_pod_progress(n)[0] for n in pods)
+    return f"{done}/{sum(_pod_progress(n)[1] for n in pods)}"
 
 
 def _task(node: NodeState, nodes: Mapping[str, NodeState], run_phase: Phase) -> TaskInfo:
@@ -58,7 +67,7 @@ def _task(node: NodeState, nodes: Mapping[str, NodeState], run_phase: Phase) -> 
         phase=run_phase if node.status == RUNNING and run_phase in _STOPPED else _phase(node.status),
         started=node.started,
         finished=node.finished,
-        progress=_progress(pods) if pods else ("1/1" if node.status in DONE_PHASES else "0/1"),
+        progress=_progress(pods) if pods else "{}/{}".format(*_pod_progress(node)),
         message=node.message,
         outputs=dict(node.outputs),
         attempts=len(node.attempts),

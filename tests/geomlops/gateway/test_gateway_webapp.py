@@ -333,6 +333,23 @@ def test_progress_of_a_batch_run_from_its_plan_and_block_files(tmp_path: Path) -
     )
     groups = block_progress(argo)
     assert groups is not None and (groups.done, groups.total, groups.unit) == (1, 2, "groups")
+    # the plan counts the blocks, and each predict task reports its own done as its progress
+    # (N/M; Argo's 0/1 before it starts)
+    reported = argo.model_copy(
+        update={
+            "outputs": {"plan-blocks": {"output": "/in/a/pod", "groups": "[0, 1, 2]", "blocks": "150"}},
+            "tasks": [
+                *run.tasks,
+                TaskInfo(name="predict-blocks(0:0)", phase=Phase.SUCCEEDED, progress="64/64"),
+                TaskInfo(name="predict-blocks(1:1)", phase=Phase.RUNNING, progress="23/64"),
+                TaskInfo(name="predict-blocks(2:2)", phase=Phase.PENDING, progress="0/1"),
+            ],
+        }
+    )
+    blocks = block_progress(reported)
+    assert blocks is not None and (blocks.done, blocks.total, blocks.unit) == (87, 150, "blocks")
+    # 87 blocks in the 80 s since planning: 63 left, in about 58 s
+    assert blocks.eta_s is not None and 55 <= blocks.eta_s <= 62
     assert block_progress(run.model_copy(update={"pipeline": "training"})) is None
 
 

@@ -40,3 +40,27 @@ def test_the_tasks_of_an_interrupted_run_are_not_shown_running(tmp_path: Path) -
     }
     running = run_info(state, tmp_path, {}, locked=True)  # its runner goes on
     assert {t.name: t.phase for t in running.tasks}["predict(0)"] is Phase.RUNNING
+
+
+def test_a_task_s_own_progress_is_its_progress_and_adds_up_as_argo_adds_it(tmp_path: Path) -> None:
+    """A predict task reports its blocks done (``N/M``); the gateway shows that, and the run's
+    progress sums every pod's, as Argo's does."""
+    from geomlops.argo.runner.model import NodeState
+
+    state = RunState("r", template_name("batch-inference"), "uid", "argo", "Running", "2026-12-07")
+    predict = NodeState("predict-blocks", "predict", "DAG", "Running", "2026-12-07")
+    first = NodeState("predict-blocks(0:0)", "predict-blocks", "Pod", "Succeeded", "2026-12-07")
+    second = NodeState("predict-blocks(1:1)", "predict-blocks", "Pod", "Running", "2026-12-07")
+    first.progress, second.progress = "64/64", "23/64"
+    state.nodes = {
+        "plan-blocks": NodeState("plan-blocks", "plan-blocks", "Pod", "Succeeded", "2026-12-07"),
+        "predict-blocks": predict,
+        "predict-blocks(0:0)": first,
+        "predict-blocks(1:1)": second,
+        "publish": NodeState("publish", "publish-predictions", "Pod", "Pending"),
+    }
+    info = run_info(state, tmp_path, {}, locked=True)
+    progress = {t.name: t.progress for t in info.tasks}
+    assert progress["predict-blocks(1:1)"] == "23/64" and progress["plan-blocks"] == "1/1"
+    assert progress["predict-blocks"] == "87/128" and progress["publish"] == "0/1"
+    assert info.progress == "88/130"

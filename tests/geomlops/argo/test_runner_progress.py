@@ -1,0 +1,60 @@
+"""A task reports its own progress as Argo reads it (``N/M`` in ``$ARGO_PROGRESS_FILE``): the
+local runner reads it while the task runs and records it with the node."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+from runner_fixtures.build import dag, script, task, workflow
+
+from geomlops.argo.runner import LocalRunner
+
+PROGRESS = """
+    import os, pathlib, time
+    progress = pathlib.Path(os.environ["ARGO_PROGRESS_FILE"])
+    progress.write_text("3/10")
+    time.sleep(2.5)  # read while the task runs
+    {{inputs.parameters.end}}
+"""
+
+
+@pytest.mark.parametrize("sandbox", [True, False], ids=["sandboxed", "unisolated"])
+def test_a_task_s_own_progress_is_read_while_it_runs_and_completed_when_it_succeeds(
+    tmp_path: Path, sandbox: bool
+) -> None:
+    from geomlops.argo.runner.state_file import load_state
+
+    work = script("work", PROGRESS, inputs=["end"])
+    main = dag(
+        "main",
+        [
+            task("ok", "work", args={"end": "pass"}),
+            task("bad", "work", args={"end": "raise SystemExit(3)"}),
+        ],
+    )
+    runner = LocalRunner(tmp_path / "runs", capacity={}, progress=False, sandbox=sandbox)
+    seen: list[str | None] = []
+    done = threading.Event()
+
+    def watch() -> None:  # the run's state, as `geomlops runs show` and the gateway read it
+        while not done.wait(0.2):
+            for run in (tmp_path / "runs").glob("*/state.json"):
+                try:
+                    seen.append(load_state(run.parent).nodes["ok"].progress)
+                except (KeyError, ValueError, OSError):
+                    continue
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        summary = runner.run(workflow([main, work]), {})
+    finally:
+        done.set()
+        watcher.join()
+    assert summary.status == "Failed"
+    nodes = load_state(summary.run_dir).nodes
+    assert "3/10" in seen  # while it ran
+    assert nodes["ok"].progress == "10/10"  # complete once it succeeded, as Argo completes it
+    assert nodes["bad"].progress == "3/10"  # a failed task keeps what it reported
