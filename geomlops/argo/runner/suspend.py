@@ -76,7 +76,7 @@ def run_suspend(
             refused = Approval(answer.approver, answer.reason)
             node.approval = _record(refused, "prompt") | {"decision": REFUSED}
             reason = f": {answer.reason}" if answer.reason else ""
-            told = f"refused at the prompt by {answer.approver}{reason}"
+            told = f"refused by {answer.approver}{reason}"
             if decision_output(template) is None:
                 return engine.close(node, FAILED, told)
             try:  # the workflow takes the refusal on: its later tasks record it

@@ -156,7 +156,7 @@ def test_a_refusal_at_the_prompt_says_who_and_why_and_suggests_no_resume(
         main, ["run", str(manifest), "--interactive"], input="n\nAda Lovelace\nthe labels are outdated\n"
     )
     assert result.exit_code == 1, result.output
-    assert "refused at the prompt by Ada Lovelace: the labels are outdated" in result.output
+    assert "refused by Ada Lovelace: the labels are outdated" in result.output
     assert "a person refused at an approval gate: start a new run to ask again" in result.output
     assert "resume with" not in result.output
     assert count(tmp_path, "deploy-false") == 0

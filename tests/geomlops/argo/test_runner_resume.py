@@ -99,7 +99,7 @@ def test_interactive_prompt_approves_or_rejects(tmp_path: Path) -> None:
     rejected = make_runner(tmp_path, interactive=True, prompt=lambda _: next(said)).run(gated(tmp_path), {})
 
     assert rejected.status == "Failed"
-    assert "refused at the prompt by Carol: the scene is cloudy" in rejected.message
+    assert "refused by Carol: the scene is cloudy" in rejected.message
     refusal = make_runner(tmp_path).show(rejected.run_id).nodes["approve"].approval
     assert refusal is not None and refusal["decision"] == "refused"  # who and why, kept with the gate
     assert (refusal["approver"], refusal["reason"], refusal["via"]) == (
@@ -126,7 +126,7 @@ def test_interactive_prompt_approves_or_rejects(tmp_path: Path) -> None:
             raise EOFError from None
 
     refused = make_runner(tmp_path, interactive=True, prompt=then_nothing).run(gated(tmp_path), {})
-    assert refused.status == "Failed" and "refused at the prompt by " in refused.message
+    assert refused.status == "Failed" and "refused by " in refused.message
 
 
 def test_a_gate_supplying_a_decision_passes_a_refusal_on_to_the_workflow(tmp_path: Path) -> None:
@@ -146,9 +146,7 @@ def test_a_gate_supplying_a_decision_passes_a_refusal_on_to_the_workflow(tmp_pat
 
     assert refused.status == "Succeeded", refused.message  # the workflow decides what a "no" means
     node = make_runner(tmp_path).show(refused.run_id).nodes["approve"]
-    assert (
-        node.status == "Succeeded" and node.message == "refused at the prompt by Carol: the scene is cloudy"
-    )
+    assert node.status == "Succeeded" and node.message == "refused by Carol: the scene is cloudy"
     assert node.outputs == {"approver": "Carol", "reason": "the scene is cloudy", "decision": "refused"}
     assert node.approval is not None and node.approval["decision"] == "refused"
     assert count(tmp_path, "refused-by-Carol") == 1
@@ -461,7 +459,7 @@ def test_a_decision_output_of_other_values_is_a_value_like_others(tmp_path: Path
     )
     said = iter(["n", "Carol", "not now"])
     refused = make_runner(tmp_path, interactive=True, prompt=lambda _: next(said)).run(flow, {})
-    assert refused.status == "Failed" and "refused at the prompt by Carol: not now" in refused.message
+    assert refused.status == "Failed" and "refused by Carol: not now" in refused.message
     asked: list[str] = []
     answers = iter(["y", "bob", "fine", "hold"])
 
