@@ -167,8 +167,9 @@ def end_to_end(
     return times
 
 
-def workflow(uri: str, imagery: Path, folder: Path, args: argparse.Namespace) -> float:
-    """Seconds of ``geomlops run batch-inference`` on ``imagery`` writing to ``folder``."""
+def workflow(uri: str, imagery: Path, folder: Path, args: argparse.Namespace) -> tuple[float, str]:
+    """Seconds of ``geomlops run batch-inference`` on ``imagery`` writing to ``folder``, and
+    the run's id."""
     import subprocess
 
     model, _, version = uri.removeprefix("models:/").partition("/")
@@ -176,7 +177,7 @@ def workflow(uri: str, imagery: Path, folder: Path, args: argparse.Namespace) ->
         "model": model,
         "model_version": version,
         "imagery": str(imagery),
-        "area": f"benchmark-{folder.name}",
+        "area": "benchmark-workflow",
         "block_size": str(args.block_size),
         "group_size": str(args.group_size),
         "halo": "" if args.halo is None else str(args.halo),
@@ -194,7 +195,23 @@ def workflow(uri: str, imagery: Path, folder: Path, args: argparse.Namespace) ->
         raise SystemExit(
             f"the workflow failed (exit code {done.returncode}):\n{done.stdout[-3000:]}{done.stderr[-3000:]}"
         )
-    return seconds
+    return seconds, done.stdout.split("Succeeded: run ", 1)[-1].split(maxsplit=1)[0]
+
+
+def forget(lineage: Any, areas: list[str], run_id: str | None) -> None:
+    """Remove what the benchmark left in the work folder: the predictions items it published
+    (their files were in its temporary folder) and its workflow's run record."""
+    from catalog_sync import open_store
+    from catalog_sync.collections import PREDICTIONS
+    from geomlops.settings import get_settings
+    from steps.predictions import predictions_item_id
+
+    settings = get_settings()
+    store = open_store(settings.catalog_href)
+    for area in areas:
+        store.delete_item(PREDICTIONS, predictions_item_id(lineage, area))
+    if run_id:
+        shutil.rmtree(settings.runs_dir / run_id, ignore_errors=True)
 
 
 def same_outputs(folders: list[Path]) -> bool:
@@ -265,8 +282,7 @@ def main() -> None:
     import postprocessing.vectorize  # noqa: F401
     from geomlops.background import usable_cpus
     from geomlops.settings import get_settings, use_tracking
-    from steps._package_predictor import model_worker_inputs, package_predictor
-    from steps.batch import DEFAULT_BATCH, MAX_THREADS_BESIDE, _device, plan_batch
+    from steps.batch import DEFAULT_BATCH, MAX_THREADS_BESIDE
     from steps.model_io import ModelIO
     from steps.model_spec import fetch_model_spec
     from steps.predictions import resolve_version
@@ -283,78 +299,109 @@ def main() -> None:
         raise SystemExit(f"no imagery: pass --imagery (none under {home / 'datasets'})")
     print(f"machine: {machine()}; OpenMP threads: {os.environ.get('OMP_NUM_THREADS', 'default')}")
     cpus = min(usable_cpus(), MAX_THREADS_BESIDE)  # the stages alone in this many threads too
+    published: list[str] = []  # areas whose predictions items it published, and its run
+    ran: list[str] = []
     with tempfile.TemporaryDirectory(prefix="bench-batch-", dir=home) as tmp:
-        work = Path(tmp)
-        imagery = scene_imagery(source.resolve(), args.size or None, work)
-        plan = plan_batch(
-            str(imagery),
-            None,
-            block_size=args.block_size,
-            group_size=args.group_size,
-            model_input=spec.inputs[0],
-        )
-        pixels = plan.width * plan.height
-        n_blocks = sum(len(g) for g in plan.groups)
+        try:
+            measure(args, home, lineage, uri, spec, io, batch, source, cpus, Path(tmp), published, ran)
+        finally:
+            forget(lineage, published, ran[0] if ran else None)
+
+
+def measure(
+    args: argparse.Namespace,
+    home: Path,
+    lineage: Any,
+    uri: str,
+    spec: Any,
+    io: Any,
+    batch: int,
+    source: Path,
+    cpus: int,
+    work: Path,
+    published: list[str],
+    ran: list[str],
+) -> None:
+    """The rounds and the workflow in ``work``; areas published and the workflow's run added to
+    ``published`` and ``ran`` as they are."""
+    from geomlops.settings import get_settings
+    from steps._package_predictor import model_worker_inputs, package_predictor
+    from steps.batch import _device, plan_batch
+
+    settings = get_settings()
+    imagery = scene_imagery(source.resolve(), args.size or None, work)
+    plan = plan_batch(
+        str(imagery),
+        None,
+        block_size=args.block_size,
+        group_size=args.group_size,
+        model_input=spec.inputs[0],
+    )
+    pixels = plan.width * plan.height
+    n_blocks = sum(len(g) for g in plan.groups)
+    print(
+        f"model: {uri} ({spec.framework or 'framework not declared'}); scene: {imagery.name} "
+        f"{plan.width} x {plan.height} px ({pixels / 1e6:.2f} Mpx), {n_blocks} blocks of "
+        f"{args.block_size} px in {len(plan.groups)} groups, halo {io.halo} px, {batch} blocks per call"
+    )
+    start = time.perf_counter()
+    python, model_dir = model_worker_inputs(uri, settings.home_dir / "models")
+    resolve = time.perf_counter() - start
+    start = time.perf_counter()
+    with package_predictor(python, model_dir, device=args.device or _device(spec)) as predict:
+        load = time.perf_counter() - start
+        print(f"worker: {python} on {predict.device}, model loaded in {load:.2f} s")
+        rounds: list[dict[str, float]] = []
+        folders = []
+        # each round measures the model alone, then end to end, so that a disturbance of the
+        # machine (it may be shared) weighs on both sides; the least disturbed round is kept
+        for r in range(args.repeat):
+            rounds.append(model_time(predict, plan, io, batch, work / f"stages-{r}", cpus))
+            folders.append(work / f"run-{r}")
+            published.append(folders[-1].name)
+            rounds[r].update(end_to_end(uri, plan, spec, folders[-1], args, lineage))
+    best = {key: min(t[key] for t in rounds) for key in rounds[0]}
+    total = best["predict"] + best["assemble"] + best["publish"]
+    rows = [
+        ("model: the worker predicting prepared blocks back to back (reference)", best["model"]),
+        ("find the model's environment and files (MLflow), once per predict task", resolve),
+        ("start the worker and load the model, once per predict task", load),
+        ("read and prepare the blocks (halo, bands, scaling), alone", best["read"]),
+        *(
+            [(f"the same in {cpus} threads (as beside a model on a GPU)", best["read_threads"])]
+            if "read_threads" in best
+            else []
+        ),
+        ("answers to class values, write blocks, trace pieces, alone", best["write"]),
+        *(
+            [(f"the same in {cpus} threads (as beside a model on a GPU)", best["write_threads"])]
+            if "write_threads" in best
+            else []
+        ),
+        ("predict step: worker start, read ahead, predict, write and trace overlapped", best["predict"]),
+        ("assemble the mask", best["assemble"]),
+        ("publish: merge pieces, GeoParquet, GeoJSON, quicklook, item", best["publish"]),
+        ("end to end: predict step + assemble + publish", total),
+    ]
+    print(f"fastest of {args.repeat} round(s)")
+    print(table(rows, pixels, best["model"]))
+    print(
+        f"throughput: model {pixels / best['model'] / 1e6:.2f} Mpx/s, "
+        f"end to end {pixels / total / 1e6:.2f} Mpx/s; ratio {best['model'] / total:.2f} (goal >= 0.8)"
+    )
+    print(f"identical outputs in every round: {'yes' if same_outputs(folders) else 'NO'}")
+    if args.workflow:  # last, with no worker of this process running beside it
+        if args.batch or args.device or args.stream:
+            print("the workflow takes no --batch, --device or --stream: it runs as the item says")
+        published.append("benchmark-workflow")
+        whole, run_id = workflow(uri, imagery, work / "workflow", args)
+        ran.append(run_id)
+        same = same_outputs([folders[0], work / "workflow"])
         print(
-            f"model: {uri} ({spec.framework or 'framework not declared'}); scene: {imagery.name} "
-            f"{plan.width} x {plan.height} px ({pixels / 1e6:.2f} Mpx), {n_blocks} blocks of "
-            f"{args.block_size} px in {len(plan.groups)} groups, halo {io.halo} px, {batch} blocks per call"
+            f"the workflow (`geomlops run batch-inference`, every task a process, one round): "
+            f"{whole:.1f} s, {pixels / whole / 1e6:.2f} Mpx/s; ratio {best['model'] / whole:.2f}; "
+            f"the same outputs as the rounds': {'yes' if same else 'NO'}"
         )
-        start = time.perf_counter()
-        python, model_dir = model_worker_inputs(uri, settings.home_dir / "models")
-        resolve = time.perf_counter() - start
-        start = time.perf_counter()
-        with package_predictor(python, model_dir, device=args.device or _device(spec)) as predict:
-            load = time.perf_counter() - start
-            print(f"worker: {python} on {predict.device}, model loaded in {load:.2f} s")
-            rounds: list[dict[str, float]] = []
-            folders = []
-            # each round measures the model alone, then end to end, so that a disturbance of the
-            # machine (it may be shared) weighs on both sides; the least disturbed round is kept
-            for r in range(args.repeat):
-                rounds.append(model_time(predict, plan, io, batch, work / f"stages-{r}", cpus))
-                folders.append(work / f"run-{r}")
-                rounds[r].update(end_to_end(uri, plan, spec, folders[-1], args, lineage))
-        best = {key: min(t[key] for t in rounds) for key in rounds[0]}
-        total = best["predict"] + best["assemble"] + best["publish"]
-        rows = [
-            ("model: the worker predicting prepared blocks back to back (reference)", best["model"]),
-            ("find the model's environment and files (MLflow), once per predict task", resolve),
-            ("start the worker and load the model, once per predict task", load),
-            ("read and prepare the blocks (halo, bands, scaling), alone", best["read"]),
-            *(
-                [(f"the same in {cpus} threads (as beside a model on a GPU)", best["read_threads"])]
-                if "read_threads" in best
-                else []
-            ),
-            ("answers to class values, write blocks, trace pieces, alone", best["write"]),
-            *(
-                [(f"the same in {cpus} threads (as beside a model on a GPU)", best["write_threads"])]
-                if "write_threads" in best
-                else []
-            ),
-            ("predict step: worker start, read ahead, predict, write and trace overlapped", best["predict"]),
-            ("assemble the mask", best["assemble"]),
-            ("publish: merge pieces, GeoParquet, GeoJSON, quicklook, item", best["publish"]),
-            ("end to end: predict step + assemble + publish", total),
-        ]
-        print(f"fastest of {args.repeat} round(s)")
-        print(table(rows, pixels, best["model"]))
-        print(
-            f"throughput: model {pixels / best['model'] / 1e6:.2f} Mpx/s, "
-            f"end to end {pixels / total / 1e6:.2f} Mpx/s; ratio {best['model'] / total:.2f} (goal >= 0.8)"
-        )
-        print(f"identical outputs in every round: {'yes' if same_outputs(folders) else 'NO'}")
-        if args.workflow:  # last, with no worker of this process running beside it
-            if args.batch or args.device or args.stream:
-                print("the workflow takes no --batch, --device or --stream: it runs as the item says")
-            whole = workflow(uri, imagery, work / "workflow", args)
-            same = same_outputs([folders[0], work / "workflow"])
-            print(
-                f"the workflow (`geomlops run batch-inference`, every task a process, one round): "
-                f"{whole:.1f} s, {pixels / whole / 1e6:.2f} Mpx/s; ratio {best['model'] / whole:.2f}; "
-                f"the same outputs as the rounds': {'yes' if same else 'NO'}"
-            )
 
 
 if __name__ == "__main__":

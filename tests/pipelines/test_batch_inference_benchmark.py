@@ -17,6 +17,7 @@ SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "batch_inference.p
 
 def test_benchmark_prints_its_table_on_a_tiny_scene(work: dict[str, Any]) -> None:
     assert work["first"].returncode == 0, work["first"].stdout + work["first"].stderr
+    runs = set((work["home"] / "runs").iterdir())
     args = ["--home", str(work["home"]), "--size", "200", "--block-size", "100", "--group-size", "2"]
     result = subprocess.run(
         [sys.executable, str(SCRIPT), *args, "--repeat", "1"],
@@ -40,3 +41,8 @@ def test_benchmark_prints_its_table_on_a_tiny_scene(work: dict[str, Any]) -> Non
     assert re.search(r"one round\): \d+\.\d s, \d+\.\d\d Mpx/s; ratio \d+\.\d\d;", line), line
     assert line.endswith("the same outputs as the rounds': yes"), line
     assert not list(work["home"].glob("bench-batch-*"))  # its scratch folder is gone
+    # and nothing else it made stays in the work folder: no predictions item pointing at files
+    # that are gone, no record of its workflow's run
+    made = ("-run-0", "-benchmark-workflow")
+    left = [p for p in (work["home"] / "catalog").rglob("*.json") if any(m in p.read_text() for m in made)]
+    assert left == [] and set((work["home"] / "runs").iterdir()) == runs
