@@ -437,7 +437,7 @@ class Engine:
                 "machine's own programs)"
             )
         # the task's own progress, N/M, read while it runs (Argo: its executor reads the file)
-        progress_file = work_dir / "progress"
+        progress_file = work_dir / "argo-progress"  # not a name a task writes itself
         env = {**env, PROGRESS_ENV: str(progress_file)}
         # a script in geomlops' image runs with this interpreter; one with an image's own, with that
         argv = command_for(resolved, work_dir, swap_python=own is None)
