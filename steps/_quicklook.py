@@ -25,14 +25,16 @@ TRUE_NEGATIVE, TRUE_POSITIVE, FALSE_POSITIVE, FALSE_NEGATIVE = 0, 1, 2, 3
 def pyplot() -> Any:
     """matplotlib's ``pyplot``, drawing off screen (Agg).
 
-    Where matplotlib's own folder (``$XDG_CONFIG_HOME/matplotlib``, else ``~/.config/matplotlib``)
-    cannot be written, as in a task of the local runner's sandbox (the host's home is read-only
-    there), its font cache goes to the work folder's ``cache/matplotlib``: built once and shared,
-    rather than built again in every task, each warning of it in its log.
+    Where matplotlib's own folders (``$XDG_CONFIG_HOME/matplotlib`` and ``$XDG_CACHE_HOME/matplotlib``,
+    else under ``~/.config`` and ``~/.cache``) cannot be written, as in a task of the local runner's
+    sandbox (the host's home is read-only there), its configuration and font cache go to the work
+    folder's ``cache/matplotlib``: built once and shared, rather than built again in every task,
+    each warning of it in its log.
     """
     if "matplotlib" not in sys.modules and "MPLCONFIGDIR" not in os.environ:
         config = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-        if not _writable(Path(config) / "matplotlib"):
+        cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        if not all(_writable(Path(folder) / "matplotlib") for folder in (config, cache)):
             from geomlops.settings import get_settings
 
             folder = get_settings().home_dir / "cache" / "matplotlib"

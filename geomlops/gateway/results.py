@@ -11,13 +11,14 @@ reported them.
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from catalog_sync.store import CatalogStore
 from geomlops.errors import GeomlopsError, ItemNotFoundError
-from geomlops.gateway.backends.base import BlockProgress, Phase, RunInfo, RunNotFoundError
+from geomlops.gateway.backends.base import BlockProgress, Phase, RunInfo, RunNotFoundError, TaskInfo
 from geomlops.settings import Settings
 
 #: the batch inference tasks whose outputs the gateway reads
@@ -68,6 +69,30 @@ def aoi_bbox(run: RunInfo, settings: Settings) -> list[float] | None:
     return bbox_across(geometry)  # west > east for an area cut at 180°
 
 
+#: a predict task of the fan-out (``predict-blocks(0:0)``), and an attempt of it (``…(1)``) where
+#: Argo retries it: a Retry node with one pod an attempt
+_PREDICT_ITEM = re.compile(rf"^({re.escape(PREDICT_TASK)}\(\d+:[^()]*\))(?:\((\d+)\))?$")
+
+
+def _predict_tasks(run: RunInfo) -> tuple[dict[str, TaskInfo], dict[str, TaskInfo]]:
+    """The run's predict tasks by fan-out item, and the last attempt of each that has attempts
+    of its own (on Argo, the pods of a Retry node)."""
+    items: dict[str, TaskInfo] = {}
+    attempts: dict[str, tuple[int, TaskInfo]] = {}
+    for task in run.tasks:
+        match = _PREDICT_ITEM.match(task.name)
+        if match is None:
+            continue
+        item, attempt = match.group(1), match.group(2)
+        if attempt is None:
+            items[item] = task
+        elif item not in attempts or int(attempt) >= attempts[item][0]:
+            attempts[item] = (int(attempt), task)
+    for item, (_, task) in attempts.items():
+        items.setdefault(item, task)
+    return items, {k: t for k, (_, t) in attempts.items()}
+
+
 def _reported(progress: str) -> int:
     """The blocks a predict task reported done (``N`` of its ``N/M``; 0 before it reports)."""
     done, _, total = progress.partition("/")
@@ -110,12 +135,14 @@ def block_progress(run: RunInfo, now: datetime | None = None) -> BlockProgress |
         except ValueError:
             return BlockProgress(done=0, total=0, started=run.started, elapsed_s=elapsed)
         unit = "groups"
-        children = [t for t in run.tasks if t.name.startswith(f"{PREDICT_TASK}(")]
-        done = sum(1 for t in children if t.phase in (Phase.SUCCEEDED, Phase.SKIPPED))
+        items, attempts = _predict_tasks(run)
+        done = sum(1 for t in items.values() if t.phase in (Phase.SUCCEEDED, Phase.SKIPPED))
         blocks = str((run.outputs.get(PLAN_TASK) or {}).get("blocks") or "")
         if blocks.isdigit() and int(blocks) > 0:  # each predict task reports its blocks done (N/M)
             unit, total = "blocks", int(blocks)
-            done = min(total, sum(_reported(t.progress) for t in children))
+            # a retried task's last attempt counts (it counts the blocks earlier ones finished)
+            latest = {k: attempts.get(k, task) for k, task in items.items()}
+            done = min(total, sum(_reported(t.progress) for t in latest.values()))
         if run.phase is Phase.SUCCEEDED:
             done = total  # every group predicted, however the engine names its fan-out
         recent = done

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import threading
 import time
@@ -57,7 +58,7 @@ from .model import (
     NodeState,
     now_iso,
 )
-from .node import Node, describe, pod_requests, this_machine
+from .node import PODS, RESOURCES, Node, describe, pod_requests, this_machine
 from .outcome import Outcome
 from .progress import Reporter, progress_read
 from .retry import RetryPolicy, deadline_of, last_retry, parse_duration
@@ -89,6 +90,10 @@ def input_scope(inputs: Mapping[str, str]) -> dict[str, str]:
     listing = [{"name": k, "value": v} for k, v in inputs.items()]
     scope["inputs.parameters"] = json.dumps(listing, separators=(",", ":"), ensure_ascii=False)
     return scope
+
+
+#: how a task's message starts while it waits for room on the machine
+PENDING_MESSAGE = "pending: "
 
 
 class Engine:
@@ -127,11 +132,12 @@ class Engine:
         if workflow.spec.get("parallelism"):
             workers = min(workers, int(workflow.spec["parallelism"]))
         self.workers = workers
-        self.slots = threading.BoundedSemaphore(workers)
         self.processes = ProcessRegistry()
         self.aborted = threading.Event()
-        #: room for the tasks' processes by their resource requests, as on one Kubernetes node
-        self.node = Node(this_machine() if options.capacity is None else options.capacity, self.aborted)
+        #: room for the tasks' processes by their resource requests, as on one Kubernetes node,
+        #: and for ``workers`` of them at once
+        capacity = this_machine() if options.capacity is None else options.capacity
+        self.node = Node({**capacity, PODS: workers}, self.aborted)
         self._globals = dict(globals_)
         self._lock = threading.Lock()
         self._started = time.monotonic()
@@ -442,12 +448,15 @@ class Engine:
         # a script in geomlops' image runs with this interpreter; one with an image's own, with that
         argv = command_for(resolved, work_dir, swap_python=own is None)
         working_dir = str(resolved[kind].get("workingDir") or "")
-        with self.node.place(requests, lambda: self._pending(node, requests)) as placed, self.slots:
+        wanted = {**requests, PODS: 1.0}
+        with self.node.place(wanted, lambda: self._pending(node, requests)) as placed:
             if not placed or self.aborted.is_set():
                 return FAILED, "interrupted"
             attempt = Attempt(number, now_iso(), log=log_rel)
             node.attempts.append(attempt)
             node.status, node.log = RUNNING, log_rel
+            if node.message.startswith(PENDING_MESSAGE):
+                node.message = ""
             node.started = node.started or attempt.started
             self.store.put(node)
             self.reporter.started(node.name, attempt_no, policy.attempts or 0)
@@ -526,15 +535,32 @@ class Engine:
         self.store.put(node)
 
     def _pending(self, node: NodeState, requests: Mapping[str, float]) -> None:
-        """Say that a task waits for room on this machine, as a pod does for room on a node."""
-        wanted, held = self.node.clamped(requests), self.node.held()
-        short = [
-            f"requests {describe({k: wanted[k]})}, {describe({k: max(0.0, cap - held[k])})} of "
-            f"this machine's {describe({k: cap})} free"
-            for k, cap in self.node.capacity.items()
-            if held[k] + wanted[k] > cap + 1e-9
-        ]
-        self.reporter.pending(node.name, "; ".join(short) or "waits for a task that asked first")
+        """Say, and record with the node, that a task waits for room on this machine, as a pod
+        waits for room on a node."""
+        held, capacity = self.node.held(), self.node.capacity
+        why = []
+        for k in RESOURCES:
+            asked, cap = float(requests.get(k, 0.0)), capacity.get(k)
+            if cap is None:
+                continue
+            if asked > cap + 1e-9:
+                why.append(
+                    f"requests {describe({k: asked})}, more than this machine's {describe({k: cap})}: "
+                    "runs once nothing else does"
+                )
+            elif held[k] + asked > cap + 1e-9:
+                free = max(0.0, cap - held[k])
+                why.append(
+                    f"requests {describe({k: asked})}, {describe({k: free})} of this machine's "
+                    f"{describe({k: cap})} free"
+                )
+        told = "; ".join(why)
+        if why:  # not for a task that waits only for a worker: the runner's own limit, as before
+            self.reporter.pending(node.name, told)
+        elif held.get(PODS, 0) + 1 > capacity.get(PODS, math.inf):
+            told = f"waits for one of the {capacity[PODS]:g} tasks running at once (--workers) to end"
+        node.message = f"{PENDING_MESSAGE}{told or 'waits for a task that asked first'}"
+        self.store.put(node)
 
     def _pod_timeout(self, name: str, template_limit: float | None) -> float | None:
         """Seconds a pod may run: its template's limit, within the workflow's deadline."""

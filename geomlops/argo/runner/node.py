@@ -24,8 +24,10 @@ from typing import Any
 
 from geomlops.background import usable_cpus
 
-#: the resources a pod is placed by
+#: the resources a pod's containers request, which place it
 RESOURCES = ("cpu", "memory")
+#: the node's room for pods at once (the runner's ``max_workers``): each pod takes one
+PODS = "pods"
 _QUANTITY = re.compile(r"^([+-]?(?:\d+\.?\d*|\.\d+))(?:([eE][+-]?\d+)|(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]))?$")
 _SUFFIX = {
     "n": 1e-9, "u": 1e-6, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
@@ -47,6 +49,8 @@ def parse_quantity(value: Any, where: str) -> float:
             "m, k, M, G, Ki, Mi or Gi)"
         )
     number, exponent, suffix = match.groups()
+    if float(number) < 0:
+        raise ValueError(f"{where}: {value!r} is negative; a request is at least 0")
     return float(number) * (10.0 ** int(exponent[1:]) if exponent else _SUFFIX.get(suffix or "", 1.0))
 
 
@@ -97,8 +101,8 @@ def describe(resources: Mapping[str, float]) -> str:
 
 
 class Node:
-    """Room for pods on one node of ``capacity`` (``cpu`` in cores, ``memory`` in bytes; a
-    resource it does not name is not counted).
+    """Room for pods on one node of ``capacity`` (``cpu`` in cores, ``memory`` in bytes,
+    ``pods`` at once; a resource it does not name is not counted).
 
     Pods are placed in the order they asked where they fit; a later, smaller one that fits
     goes first while an earlier one waits for room (as the scheduler places any pending pod
@@ -106,7 +110,7 @@ class Node:
     """
 
     def __init__(self, capacity: Mapping[str, float], aborted: threading.Event) -> None:
-        self.capacity = {k: float(v) for k, v in capacity.items() if k in RESOURCES}
+        self.capacity = {k: float(v) for k, v in capacity.items() if k in (*RESOURCES, PODS)}
         self._aborted = aborted
         self._used = dict.fromkeys(self.capacity, 0.0)
         self._running = 0
@@ -134,9 +138,9 @@ class Node:
         holds nothing) when the run was stopped while it waited. ``waiting()`` is called once,
         before it waits, when it does not fit at once."""
         wanted = self.clamped(requests)
-        ticket = next(self._tickets)
         told = placed = False
         with self._changed:
+            ticket = next(self._tickets)
             self._waiting.append((ticket, wanted))
             try:
                 while not self._aborted.is_set():

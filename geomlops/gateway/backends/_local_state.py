@@ -97,9 +97,8 @@ def run_info(
     if state.status == RUNNING and not locked:
         phase, message = Phase.INTERRUPTED, _INTERRUPTED
     refusal = launched.get("refusal")
-    told = f"refused by {refusal['approver']}: {refusal['reason']}" if refusal else ""
-    if told and phase is Phase.FAILED and not message.startswith(told):  # the gate's own words say it
-        message = f"{told}\n{message}"
+    if refusal and phase is Phase.FAILED:
+        message = f"refused by {refusal['approver']}: {refusal['reason']}\n{message}"
     nodes = state.nodes
     waiting = sorted(n.name for n in nodes.values() if n.status == SUSPENDED and n.type == "Suspend")
     parameters = dict(launched.get("parameters") or {})

@@ -17,15 +17,20 @@ from geomlops.argo.runner.node import Node, parse_quantity, pod_requests, this_m
 #: each task records when it ran: start, end and its tag
 RECORD = """
     import pathlib, time
+    folder = pathlib.Path("{{workflow.parameters.dir}}")
     start = time.time()
+    (folder / "here-{{inputs.parameters.tag}}").touch()
+    # tasks that may run together wait (up to 20 s) until they all run, whatever the machine's load
+    while len(list(folder.glob("here-*"))) < {{workflow.parameters.together}} and time.time() < start + 20:
+        time.sleep(0.05)
     time.sleep(0.3)
-    with (pathlib.Path("{{workflow.parameters.dir}}") / "events.txt").open("a") as f:
+    with (folder / "events.txt").open("a") as f:
         f.write(f"{start} {time.time()} {{inputs.parameters.tag}}\\n")
 """
 
 
 def fan_out(
-    tmp_path: Path, resources: dict[str, Any], sidecar: dict[str, Any] | None = None
+    tmp_path: Path, resources: dict[str, Any], sidecar: dict[str, Any] | None = None, together: int = 1
 ) -> dict[str, Any]:
     """Three tasks of a template whose container (and sidecar) ask for ``resources``."""
     record = script("record", RECORD, inputs=["tag"])
@@ -36,7 +41,7 @@ def fan_out(
             {"name": "helper", "image": "python:3.11", "command": sleep, "resources": sidecar}
         ]
     fan = task("fan", "record", args={"tag": "{{item}}"}, withItems=[1, 2, 3])
-    return workflow([dag("main", [fan]), record], parameters={"dir": str(tmp_path)})
+    return workflow([dag("main", [fan]), record], parameters={"dir": str(tmp_path), "together": together})
 
 
 def most_at_once(tmp_path: Path) -> int:
@@ -108,7 +113,7 @@ def test_tasks_that_each_ask_for_the_whole_node_run_one_at_a_time(tmp_path: Path
 
 
 def test_tasks_that_fit_together_run_together(tmp_path: Path) -> None:
-    summary = run(tmp_path, fan_out(tmp_path, {"requests": {"cpu": "500m"}}), {"cpu": 2})
+    summary = run(tmp_path, fan_out(tmp_path, {"requests": {"cpu": "500m"}}, together=3), {"cpu": 2})
     assert summary.status == "Succeeded", summary.message
     assert most_at_once(tmp_path) == 3
 
@@ -139,7 +144,8 @@ def test_a_task_larger_than_the_node_runs_alone_and_waits_are_said(
     assert most_at_once(tmp_path) == 1
     pending = [line for line in capsys.readouterr().err.splitlines() if "pending" in line]
     assert len(pending) == 2  # the first starts at once; the other two wait
-    assert pending[0].endswith("pending: requests 2 CPUs, 0 CPUs of this machine's 2 CPUs free")
+    told = "pending: requests 16 CPUs, more than this machine's 2 CPUs: runs once nothing else does"
+    assert pending[0].endswith(told)
 
 
 def test_a_request_that_is_no_quantity_errors_the_task_before_it_runs(tmp_path: Path) -> None:
@@ -172,7 +178,7 @@ def test_an_earlier_pod_goes_first_and_a_smaller_one_fills_the_room_left() -> No
     a = start("A", 1.5, 0)
     b = start("B", 1.0, 1)  # waits: 0.5 left
     c = start("C", 1.0, 2)  # waits behind B
-    d = start("D", 0.5, 2)  # fits in the room left: goes past both
+    d = start("D", 0.5, 3)  # fits in the room left: goes past both (placed, it waits no more)
     assert order == ["A", "D"]
     release["A"].set()
     deadline = time.monotonic() + 5

@@ -350,6 +350,21 @@ def test_progress_of_a_batch_run_from_its_plan_and_block_files(tmp_path: Path) -
     assert blocks is not None and (blocks.done, blocks.total, blocks.unit) == (87, 150, "blocks")
     # 87 blocks in the 80 s since planning: 63 left, in about 58 s
     assert blocks.eta_s is not None and 55 <= blocks.eta_s <= 62
+    # on Argo a retried task is a Retry node with a pod an attempt: its last attempt counts (it
+    # reports the blocks the first finished too), and the Retry node and the first attempt don't
+    retried = reported.model_copy(
+        update={
+            "tasks": [
+                *reported.tasks[:-2],
+                TaskInfo(name="predict-blocks(1:1)", type="Retry", phase=Phase.RUNNING, progress="53/65"),
+                TaskInfo(name="predict-blocks(1:1)(0)", type="Pod", phase=Phase.FAILED, progress="23/64"),
+                TaskInfo(name="predict-blocks(1:1)(1)", type="Pod", phase=Phase.RUNNING, progress="30/64"),
+                reported.tasks[-1],
+            ]
+        }
+    )
+    again = block_progress(retried)
+    assert again is not None and (again.done, again.total) == (94, 150)
     assert block_progress(run.model_copy(update={"pipeline": "training"})) is None
 
 
