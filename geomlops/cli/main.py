@@ -648,7 +648,7 @@ def runs_show(run_id: str, as_json: bool) -> None:
     for name, node in (data.get("nodes") or {}).items():
         done = f" ({node['progress']})" if node.get("progress") else ""  # what the task reported: N/M
         click.echo(f"  {node.get('status', '?'):10} {name}{done}")
-        if node.get("message") and node.get("status") in ("Failed", "Error"):
+        if node.get("message") and node.get("status") in ("Failed", "Error", "Pending"):  # and why it waits
             click.echo(f"      message: {node['message']}")
         for key, value in (node.get("outputs") or {}).items():
             text = str(value)  # metrics and the like whole (usually), a long list of groups cut short
