@@ -19,6 +19,7 @@ from jsonschema import Draft202012Validator
 from pydantic import BaseModel
 
 from geomlops.argo.dag import check_dag
+from geomlops.argo.runner.node import request_errors
 from geomlops.schemas import json_path
 
 ARGO_VERSION = "v4.1.2"
@@ -119,6 +120,7 @@ def semantic_errors(manifest: Mapping[str, Any]) -> list[str]:
                     )
         for problem in check_dag(template).problems:
             errors.append(f"$.spec.templates[{t_index}].dag: {problem}")
+    errors += request_errors(spec.get("templates", []) or [])
     return errors
 
 

@@ -140,6 +140,8 @@ class Engine:
         self.node = Node({**capacity, PODS: workers}, self.aborted)
         self._globals = dict(globals_)
         self._lock = threading.Lock()
+        #: when each pod's first attempt of this run started (what its time is counted from)
+        self._placed: dict[str, float] = {}
         self._started = time.monotonic()
         limit = workflow.spec.get("activeDeadlineSeconds")
         #: when spec.activeDeadlineSeconds runs out (monotonic); exit handlers are not bound by it
@@ -339,9 +341,12 @@ class Engine:
             ran = len(node.attempts)
             outcome_phase, message = self._attempt(node, template, scope, attempt_no, policy, artifacts)
             if len(node.attempts) == ran:  # as in Argo, a template that cannot be resolved errors, unretried
+                if outcome_phase in FAILED_PHASES and not self.aborted.is_set():
+                    self.reporter.failed(name, attempt_no, 1, message, None)
                 return self.close(node, outcome_phase, message)
             if outcome_phase == SUCCEEDED:
-                self.reporter.succeeded(name, time.monotonic() - first)
+                # from the first attempt's start: not the time it waited for room, nor for a worker
+                self.reporter.succeeded(name, time.monotonic() - self._placed.pop(name, first))
                 self.export_globals(template, node.outputs, node.artifacts)
                 return self.close(node, SUCCEEDED, "")
             if self.aborted.is_set():  # the run is being stopped: no retry follows, none is said
@@ -453,6 +458,7 @@ class Engine:
             if not placed or self.aborted.is_set():
                 return FAILED, "interrupted"
             attempt = Attempt(number, now_iso(), log=log_rel)
+            self._placed.setdefault(node.name, time.monotonic())
             node.attempts.append(attempt)
             node.status, node.log = RUNNING, log_rel
             if node.message.startswith(PENDING_MESSAGE):
@@ -545,15 +551,13 @@ class Engine:
                 continue
             if asked > cap + 1e-9:
                 why.append(
-                    f"requests {describe({k: asked})}, more than this machine's {describe({k: cap})}: "
-                    "runs once nothing else does"
+                    f"requests {describe({k: asked})}, more than all {describe({k: cap})} tasks are "
+                    "placed on: runs once nothing else does"
                 )
             elif held[k] + asked > cap + 1e-9:
                 free = max(0.0, cap - held[k])
-                why.append(
-                    f"requests {describe({k: asked})}, {describe({k: free})} of this machine's "
-                    f"{describe({k: cap})} free"
-                )
+                free_of = f"{describe({k: free})} of {describe({k: cap})} free"
+                why.append(f"requests {describe({k: asked})}, {free_of}")
         told = "; ".join(why)
         if why:  # not for a task that waits only for a worker: the runner's own limit, as before
             self.reporter.pending(node.name, told)

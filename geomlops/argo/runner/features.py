@@ -20,6 +20,7 @@ from geomlops.errors import ManifestError, UnsupportedFeatureError
 from .artifacts import refused_feature as refused_artifact_feature
 from .expr import ExpressionError
 from .expr import check as check_expression
+from .node import request_errors
 from .substitute import variables_in
 
 KINDS = frozenset({"Workflow", "WorkflowTemplate", "ClusterWorkflowTemplate", "CronWorkflow"})
@@ -156,6 +157,9 @@ def check_supported(manifest: Any, *, allow_host_containers: bool = False) -> No
             raise ManifestError("spec.templates holds an entry that is not a mapping")
         where = f"template {template.get('name')!r}"
         _check_template(template, where, allow_host_containers)
+    bad_requests = request_errors(spec.get("templates") or [])
+    if bad_requests:  # they would place nothing: said before anything runs
+        raise ManifestError("; ".join(bad_requests))
 
 
 def _check_expressions(data: Any, where: str) -> None:

@@ -18,7 +18,7 @@ import itertools
 import os
 import re
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -79,6 +79,33 @@ def pod_requests(template: Mapping[str, Any]) -> dict[str, float]:
     return total
 
 
+def request_errors(templates: Sequence[Any], where: str = "$.spec.templates") -> list[str]:
+    """Requests and limits (``cpu``, ``memory``) written in ``templates`` that are not
+    quantities, each naming its field; one given by a parameter (``{{…}}``) is checked when the
+    task runs."""
+    errors: list[str] = []
+    for i, template in enumerate(templates):
+        if not isinstance(template, Mapping):
+            continue
+        containers = [(kind, template.get(kind)) for kind in ("script", "container")]
+        containers += [(f"sidecars[{j}]", c) for j, c in enumerate(template.get("sidecars") or [])]
+        for label, container in containers:
+            resources = container.get("resources") if isinstance(container, Mapping) else None
+            if not isinstance(resources, Mapping):
+                continue
+            for field in ("requests", "limits"):
+                given = resources.get(field)
+                for name in RESOURCES:
+                    value = given.get(name) if isinstance(given, Mapping) else None
+                    if value in (None, "") or "{{" in str(value):
+                        continue
+                    try:
+                        parse_quantity(value, f"{where}[{i}].{label}.resources.{field}.{name}")
+                    except ValueError as err:
+                        errors.append(str(err))
+    return errors
+
+
 def this_machine(cgroup: str = "/sys/fs/cgroup/memory.max") -> dict[str, float]:
     """This machine as a node: its usable CPUs and its memory (no more than its control group's
     limit, a container's, where it has one)."""
@@ -95,7 +122,10 @@ def this_machine(cgroup: str = "/sys/fs/cgroup/memory.max") -> dict[str, float]:
 def describe(resources: Mapping[str, float]) -> str:
     """``2 CPUs and 4.0 GiB of memory``: how a request or the room left reads."""
     cpu, memory = resources.get("cpu"), resources.get("memory")
-    parts = [] if cpu is None else [f"{cpu:g} CPU{'' if cpu == 1 else 's'}"]
+    parts = []
+    if cpu is not None:
+        count = f"{cpu:,.0f}" if cpu >= 1e6 else f"{cpu:g}"  # not 2.14748e+09
+        parts.append(f"{count} CPU{'' if cpu == 1 else 's'}")
     parts += [] if memory is None else [f"{memory / 2**30:.1f} GiB of memory"]
     return " and ".join(parts)
 

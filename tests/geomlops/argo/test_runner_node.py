@@ -11,8 +11,10 @@ from typing import Any
 import pytest
 from runner_fixtures.build import dag, script, task, workflow
 
+from geomlops.argo.lint import semantic_errors
 from geomlops.argo.runner import LocalRunner
 from geomlops.argo.runner.node import Node, parse_quantity, pod_requests, this_machine
+from geomlops.errors import ManifestError
 
 #: each task records when it ran: start, end and its tag
 RECORD = """
@@ -139,20 +141,48 @@ def test_a_task_larger_than_the_node_runs_alone_and_waits_are_said(
 ) -> None:
     manifest = fan_out(tmp_path, {"requests": {"cpu": "16"}})
     runner = LocalRunner(tmp_path / "runs", capacity={"cpu": 2}, max_workers=4, progress=True, sandbox=False)
+    start = time.monotonic()
     summary = runner.run(manifest, {})
+    whole = time.monotonic() - start
     assert summary.status == "Succeeded", summary.message
     assert most_at_once(tmp_path) == 1
-    pending = [line for line in capsys.readouterr().err.splitlines() if "pending" in line]
+    lines = capsys.readouterr().err.splitlines()
+    pending = [line for line in lines if "pending" in line]
     assert len(pending) == 2  # the first starts at once; the other two wait
-    told = "pending: requests 16 CPUs, more than this machine's 2 CPUs: runs once nothing else does"
+    told = "pending: requests 16 CPUs, more than all 2 CPUs tasks are placed on: runs once nothing else does"
     assert pending[0].endswith(told)
+    # each task's time is its own, not the time it waited: run one at a time, they add up to
+    # less than the whole run
+    own = [float(line.rsplit(" ", 1)[1].rstrip("s")) for line in lines if line.startswith("✓ fan(")]
+    assert len(own) == 3 and sum(own) < whole, lines
 
 
-def test_a_request_that_is_no_quantity_errors_the_task_before_it_runs(tmp_path: Path) -> None:
-    summary = run(tmp_path, fan_out(tmp_path, {"requests": {"cpu": "lots"}}), {"cpu": 2})
+def test_a_request_written_wrong_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    named = r"script.resources.requests.cpu: 'lots' is not a Kubernetes quantity"
+    with pytest.raises(ManifestError, match=named):
+        run(tmp_path, fan_out(tmp_path, {"requests": {"cpu": "lots"}}), {"cpu": 2})
+    with pytest.raises(ManifestError, match=r"resources.limits.memory: '-1Gi' is negative"):
+        run(tmp_path, fan_out(tmp_path, {"limits": {"memory": "-1Gi"}}), {"cpu": 2})
+    assert not (tmp_path / "events.txt").exists()
+    errors = semantic_errors(fan_out(tmp_path, {"requests": {"cpu": "lots", "memory": "{{x}}"}}))
+    assert errors == [
+        "$.spec.templates[1].script.resources.requests.cpu: 'lots' is not a Kubernetes quantity "
+        "(a number, with a suffix such as m, k, M, G, Ki, Mi or Gi)"
+    ]
+
+
+def test_a_request_given_wrong_by_a_parameter_errors_its_task_before_it_runs_and_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    manifest = fan_out(tmp_path, {"requests": {"cpu": "{{workflow.parameters.cpu}}"}})
+    manifest["spec"]["arguments"]["parameters"].append({"name": "cpu", "value": "lots"})
+    runner = LocalRunner(tmp_path / "runs", capacity={"cpu": 2}, progress=True, sandbox=False)
+    summary = runner.run(manifest, {})
     assert summary.status in ("Failed", "Error")
     assert "resources.requests.cpu: 'lots' is not a Kubernetes quantity" in summary.message
     assert not (tmp_path / "events.txt").exists()
+    failed = [line for line in capsys.readouterr().err.splitlines() if line.startswith("✗ fan(")]
+    assert failed and "'lots' is not a Kubernetes quantity" in failed[0]  # said when it happens
 
 
 def test_an_earlier_pod_goes_first_and_a_smaller_one_fills_the_room_left() -> None:
