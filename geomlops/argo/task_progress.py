@@ -30,14 +30,17 @@ def report_progress(done: int, total: int) -> None:
         pass
 
 
+def parse_progress(text: str) -> tuple[int, int] | None:
+    """``(done, total)`` of a progress ``N/M``, or None where ``text`` is not one."""
+    match = _PROGRESS.match(text.strip())
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
 def read_progress(path: Path) -> tuple[int, int] | None:
-    """``(done, total)`` as the file says, or None where it is absent or not ``N/M``."""
+    """``(done, total)`` as the file says, or None where it is absent, not ``N/M``, or more
+    done than the total."""
     try:
-        text = path.read_text(encoding="ascii").strip()
+        found = parse_progress(path.read_text(encoding="ascii"))
     except (OSError, UnicodeDecodeError):
         return None
-    match = _PROGRESS.match(text)
-    if match is None:
-        return None
-    done, total = int(match.group(1)), int(match.group(2))
-    return (done, total) if total > 0 and done <= total else None
+    return found if found is not None and 0 < found[1] >= found[0] else None

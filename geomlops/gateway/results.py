@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from catalog_sync.store import CatalogStore
+from geomlops.argo.task_progress import parse_progress
 from geomlops.errors import GeomlopsError, ItemNotFoundError
 from geomlops.gateway.backends.base import BlockProgress, Phase, RunInfo, RunNotFoundError, TaskInfo
 from geomlops.settings import Settings
@@ -95,8 +96,8 @@ def _predict_tasks(run: RunInfo) -> tuple[dict[str, TaskInfo], dict[str, TaskInf
 
 def _reported(progress: str) -> int:
     """The blocks a predict task reported done (``N`` of its ``N/M``; 0 before it reports)."""
-    done, _, total = progress.partition("/")
-    return int(done) if done.isdigit() and total.isdigit() else 0
+    reported = parse_progress(progress)
+    return reported[0] if reported is not None else 0
 
 
 def block_progress(run: RunInfo, now: datetime | None = None) -> BlockProgress | None:

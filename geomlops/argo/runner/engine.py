@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from geomlops.argo.task_progress import PROGRESS_ENV
+from geomlops.argo.task_progress import PROGRESS_ENV, parse_progress
 from geomlops.errors import GeomlopsError, ManifestError
 
 from . import scheduling
@@ -486,8 +486,9 @@ class Engine:
                         )
                 finally:
                     stop_sidecars(sidecars, self.processes)
-        if result.phase == SUCCEEDED and node.progress:  # as Argo completes a fulfilled pod's
-            node.progress = "{0}/{0}".format(node.progress.partition("/")[2])
+        reported = parse_progress(node.progress or "")
+        if result.phase == SUCCEEDED and reported is not None:  # as Argo completes a fulfilled pod's
+            node.progress = f"{reported[1]}/{reported[1]}"
         if self.aborted.is_set():
             result.phase, result.message = FAILED, "interrupted"
         elif result.phase == SUCCEEDED:

@@ -71,13 +71,14 @@ def progress_read(path: Path, changed: Callable[[str], None]) -> Iterator[None]:
     (:mod:`geomlops.argo.task_progress`) every :data:`PROGRESS_READ_SECONDS`, and once more at
     the end; ``changed`` gets each new ``N/M``."""
     stop = threading.Event()
-    last: list[str] = []
+    last = None
 
     def read() -> None:
+        nonlocal last
         found = read_progress(path)
-        if found is not None and [f"{found[0]}/{found[1]}"] != last:
-            last[:] = [f"{found[0]}/{found[1]}"]
-            changed(last[0])
+        if found is not None and found != last:
+            last = found
+            changed(f"{found[0]}/{found[1]}")
 
     def loop() -> None:
         while not stop.wait(PROGRESS_READ_SECONDS):

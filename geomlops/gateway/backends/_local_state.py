@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from geomlops.argo.runner.model import DONE_PHASES, RUNNING, SUSPENDED, NodeState, RunState
+from geomlops.argo.task_progress import parse_progress
 from geomlops.gateway.backends.base import Approval, Phase, RunInfo, TaskInfo
 from pipelines._naming import pipeline_named
 
@@ -31,10 +32,7 @@ def _is_pod(node: NodeState) -> bool:
 
 def _pod_progress(node: NodeState) -> tuple[int, int]:
     """A pod's progress: what it reported (``N/M``), else ``1/1`` once done and ``0/1`` before."""
-    done, _, total = (node.progress or "").partition("/")
-    if done.isdigit() and total.isdigit():
-        return int(done), int(total)
-    return (1 if node.status in DONE_PHASES else 0), 1
+    return parse_progress(node.progress or "") or ((1 if node.status in DONE_PHASES else 0), 1)
 
 
 def _progress(pods: list[NodeState]) -> str:
