@@ -192,6 +192,14 @@ def template_ref_errors(manifest: Mapping[str, Any], library: TemplateLibrary) -
             )
 
     check(spec.get("workflowTemplateRef"), "$.spec.workflowTemplateRef", None)
+    for path, ref in _template_refs(spec):
+        check(ref, path, str(ref.get("template") or ""))
+    return errors
+
+
+def _template_refs(spec: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
+    """Every ``templateRef`` of a workflow spec's DAG tasks and steps, with its path."""
+    refs = []
     for t_index, template in enumerate(spec.get("templates") or []):
         if not isinstance(template, Mapping):
             continue
@@ -203,6 +211,36 @@ def template_ref_errors(manifest: Mapping[str, Any], library: TemplateLibrary) -
         for where, index, call in calls:
             ref = call.get("templateRef") if isinstance(call, Mapping) else None
             if isinstance(ref, Mapping):
-                path = f"$.spec.templates[{t_index}].{where}[{index}].templateRef"
-                check(ref, path, str(ref.get("template") or ""))
-    return errors
+                refs.append((f"$.spec.templates[{t_index}].{where}[{index}].templateRef", ref))
+    return refs
+
+
+def referenced_templates(
+    manifest: Mapping[str, Any], library: TemplateLibrary | None
+) -> list[Mapping[str, Any]]:
+    """The templates a manifest runs: its own (a CronWorkflow's under its ``workflowSpec``) and,
+    followed through ``library`` where one is given, those its ``workflowTemplateRef`` and
+    ``templateRef`` name, and theirs in turn (a reference ``library`` cannot resolve is left
+    out: the run says so)."""
+    seen: set[tuple[str, bool]] = set()
+
+    def templates(found: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+        spec = found.get("spec") or {}
+        if found.get("kind") == "CronWorkflow":
+            spec = spec.get("workflowSpec") or {}
+        own = [t for t in spec.get("templates") or [] if isinstance(t, Mapping)]
+        refs = [spec.get("workflowTemplateRef"), *(ref for _, ref in _template_refs(spec))]
+        for ref in refs:
+            if library is None or not isinstance(ref, Mapping):
+                continue
+            key = (str(ref.get("name") or ""), ref.get("clusterScope") is True)
+            if key in seen:
+                continue
+            seen.add(key)
+            try:
+                own += templates(library.resolve(*key))
+            except ManifestError:
+                continue
+        return own
+
+    return templates(manifest)

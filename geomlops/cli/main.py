@@ -469,34 +469,9 @@ def _images_chosen_when_run(manifest: Mapping[str, Any], library: Any = None) ->
     """Whether a template of ``manifest`` runs an image named by a parameter (``{{…}}``),
     following a CronWorkflow's ``workflowSpec`` and, with ``library``, every ``templateRef`` and
     ``workflowTemplateRef`` (``retrain`` and the schedule run training and batch inference so)."""
-    from geomlops.errors import ManifestError
+    from geomlops.argo.template_library import referenced_templates
 
-    seen: set[tuple[str, bool]] = set()
-
-    def templates(found: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-        spec = found.get("spec") or {}
-        if found.get("kind") == "CronWorkflow":
-            spec = spec.get("workflowSpec") or {}
-        own = [t for t in spec.get("templates") or [] if isinstance(t, Mapping)]
-        refs = [spec.get("workflowTemplateRef")]
-        for template in own:
-            calls = list((template.get("dag") or {}).get("tasks") or [])
-            calls += [c for group in template.get("steps") or [] if isinstance(group, list) for c in group]
-            refs += [c.get("templateRef") for c in calls if isinstance(c, Mapping)]
-        for ref in refs:
-            if library is None or not isinstance(ref, Mapping):
-                continue
-            key = (str(ref.get("name") or ""), ref.get("clusterScope") is True)
-            if key in seen:
-                continue
-            seen.add(key)
-            try:
-                own += templates(library.resolve(*key))
-            except ManifestError:  # the run says so itself
-                continue
-        return own
-
-    for template in templates(manifest):
+    for template in referenced_templates(manifest, library):
         parts = [template.get("container"), template.get("script"), *template.get("sidecars", [])]
         if any(isinstance(p, Mapping) and "{{" in str(p.get("image", "")) for p in parts):
             return True
