@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import yaml
-from runner_fixtures.build import COUNTING, PYTHONPATH, count, dag, script, task, workflow
+from runner_fixtures.build import COUNTING, PYTHONPATH, count, dag, most_at_once, script, task, workflow
 
 from geomlops.argo.runner import LocalRunner, check_supported
 from geomlops.errors import ManifestError
@@ -36,15 +36,6 @@ RECORD = """
 def events(directory: Path) -> list[tuple[float, float, str]]:
     rows = [line.split() for line in (directory / "events.txt").read_text().splitlines()]
     return [(float(a), float(b), tag) for a, b, tag in rows]
-
-
-def max_overlap(spans: list[tuple[float, float, str]]) -> int:
-    points = sorted([(s, 1) for s, _, _ in spans] + [(e, -1) for _, e, _ in spans])
-    best = current = 0
-    for _, delta in points:
-        current += delta
-        best = max(best, current)
-    return best
 
 
 def test_dag_runs_tasks_in_dependency_order_with_parameters(tmp_path: Path) -> None:
@@ -129,7 +120,7 @@ def test_with_items_fan_out_is_bounded_by_max_workers(tmp_path: Path) -> None:
     assert summary.status == "Succeeded", summary.message
     spans = events(tmp_path)
     assert sorted(tag.split(":")[0] for _, _, tag in spans) == list("abcdef")
-    assert max_overlap(spans) == 2
+    assert most_at_once(spans) == 2
     state = make_runner(tmp_path).show(summary.run_id)
     assert state.nodes["fan"].type == "TaskGroup" and state.nodes["fan"].status == "Succeeded"
     assert state.nodes["fan(0:a)"].inputs["tag"] == "a" and "fan(5:f)" in state.nodes
@@ -141,7 +132,7 @@ def test_spec_parallelism_lowers_the_bound(tmp_path: Path) -> None:
     manifest = workflow([dag("main", [fan]), record], parameters={"dir": str(tmp_path)}, parallelism=1)
 
     assert make_runner(tmp_path, max_workers=4).run(manifest, {}).status == "Succeeded"
-    assert max_overlap(events(tmp_path)) == 1
+    assert most_at_once(events(tmp_path)) == 1
 
 
 def test_with_param_fans_out_over_a_json_output_and_aggregates(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from runner_fixtures.build import dag, script, task, workflow
+from runner_fixtures.build import dag, most_at_once, script, task, workflow
 
 from geomlops.argo.lint import semantic_errors
 from geomlops.argo.runner import LocalRunner
@@ -46,14 +46,10 @@ def fan_out(
     return workflow([dag("main", [fan]), record], parameters={"dir": str(tmp_path), "together": together})
 
 
-def most_at_once(tmp_path: Path) -> int:
+def ran_at_once(tmp_path: Path) -> int:
+    """The most tasks that ran at once, as they recorded their times."""
     rows = [line.split() for line in (tmp_path / "events.txt").read_text().splitlines()]
-    points = sorted([(float(s), 1) for s, _, _ in rows] + [(float(e), -1) for _, e, _ in rows])
-    best = current = 0
-    for _, delta in points:
-        current += delta
-        best = max(best, current)
-    return best
+    return most_at_once([(float(start), float(end)) for start, end, _ in rows])
 
 
 def run(tmp_path: Path, manifest: dict[str, Any], capacity: dict[str, float], **options: Any) -> Any:
@@ -111,13 +107,13 @@ def test_this_machine_is_a_node_of_its_cpus_and_memory() -> None:
 def test_tasks_that_each_ask_for_the_whole_node_run_one_at_a_time(tmp_path: Path) -> None:
     summary = run(tmp_path, fan_out(tmp_path, {"requests": {"cpu": "2"}}), {"cpu": 2})
     assert summary.status == "Succeeded", summary.message
-    assert most_at_once(tmp_path) == 1
+    assert ran_at_once(tmp_path) == 1
 
 
 def test_tasks_that_fit_together_run_together(tmp_path: Path) -> None:
     summary = run(tmp_path, fan_out(tmp_path, {"requests": {"cpu": "500m"}}, together=3), {"cpu": 2})
     assert summary.status == "Succeeded", summary.message
-    assert most_at_once(tmp_path) == 3
+    assert ran_at_once(tmp_path) == 3
 
 
 def test_a_sidecar_s_request_counts_with_its_task_s(tmp_path: Path) -> None:
@@ -125,7 +121,7 @@ def test_a_sidecar_s_request_counts_with_its_task_s(tmp_path: Path) -> None:
     manifest = fan_out(tmp_path, {"requests": {"cpu": "1"}}, {"requests": {"cpu": "1"}})
     summary = run(tmp_path, manifest, {"cpu": 3}, image_environment=lambda image, env: dict(env))
     assert summary.status == "Succeeded", summary.message
-    assert most_at_once(tmp_path) == 1
+    assert ran_at_once(tmp_path) == 1
 
 
 def test_memory_places_tasks_as_cpus_do(tmp_path: Path) -> None:
@@ -133,7 +129,7 @@ def test_memory_places_tasks_as_cpus_do(tmp_path: Path) -> None:
         tmp_path, fan_out(tmp_path, {"requests": {"memory": "3Gi"}}), {"cpu": 8, "memory": 4 * 2**30}
     )
     assert summary.status == "Succeeded", summary.message
-    assert most_at_once(tmp_path) == 1
+    assert ran_at_once(tmp_path) == 1
 
 
 def test_a_task_larger_than_the_node_runs_alone_and_waits_are_said(
@@ -145,7 +141,7 @@ def test_a_task_larger_than_the_node_runs_alone_and_waits_are_said(
     summary = runner.run(manifest, {})
     whole = time.monotonic() - start
     assert summary.status == "Succeeded", summary.message
-    assert most_at_once(tmp_path) == 1
+    assert ran_at_once(tmp_path) == 1
     lines = capsys.readouterr().err.splitlines()
     pending = [line for line in lines if "pending" in line]
     assert len(pending) == 2  # the first starts at once; the other two wait

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 from click.testing import CliRunner
-from runner_fixtures.build import dag, script, task, workflow
+from runner_fixtures.build import dag, most_at_once, script, task, workflow
 
 from geomlops.argo.runner import LocalRunner
 from geomlops.argo.runner.synchronization import parse_limits
@@ -31,16 +31,6 @@ STAMP = """
 def spans(runner: LocalRunner, run_id: str, names: list[str]) -> list[tuple[float, float]]:
     nodes = runner.show(run_id).nodes
     return [tuple(float(x) for x in str(nodes[n].result).split()) for n in names]  # type: ignore[misc]
-
-
-def most_at_once(intervals: list[tuple[float, float]]) -> int:
-    """The largest number of intervals that overlap at one instant."""
-    points = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals])
-    best = current = 0
-    for _, delta in points:
-        current += delta
-        best = max(best, current)
-    return best
 
 
 def fan(sync: dict[str, Any], width: int = 4, **spec: Any) -> dict[str, Any]:

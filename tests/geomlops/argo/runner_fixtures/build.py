@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import textwrap
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -87,3 +88,13 @@ def count(directory: Path, tag: str) -> int:
     """How many times the task tagged ``tag`` ran (see :data:`COUNTING`)."""
     path = directory / f"{tag}.count"
     return len(path.read_text()) if path.exists() else 0
+
+
+def most_at_once(spans: Sequence[tuple[Any, ...]]) -> int:
+    """The largest number of spans (start, end, …) that overlap at one instant."""
+    points = sorted([(s[0], 1) for s in spans] + [(s[1], -1) for s in spans])
+    best = current = 0
+    for _, delta in points:
+        current += delta
+        best = max(best, current)
+    return best
