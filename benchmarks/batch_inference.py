@@ -34,6 +34,7 @@ figures from one run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import shutil
@@ -47,6 +48,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 OUTPUTS = ("predictions.parquet", "predictions.geojson")
+#: the area the workflow's run publishes its predictions item under
+WORKFLOW_AREA = "benchmark-workflow"
 
 
 def machine() -> str:
@@ -178,7 +181,7 @@ def workflow(uri: str, imagery: Path, folder: Path, args: argparse.Namespace, ra
         "model": model,
         "model_version": version,
         "imagery": str(imagery),
-        "area": "benchmark-workflow",
+        "area": WORKFLOW_AREA,
         "block_size": str(args.block_size),
         "group_size": str(args.group_size),
         "halo": "" if args.halo is None else str(args.halo),
@@ -292,7 +295,8 @@ def main() -> None:
     import postprocessing.vectorize  # noqa: F401
     from geomlops.background import usable_cpus
     from geomlops.settings import get_settings, use_tracking
-    from steps.batch import DEFAULT_BATCH, MAX_THREADS_BESIDE
+    from steps._package_predictor import model_worker_inputs, package_predictor
+    from steps.batch import DEFAULT_BATCH, MAX_THREADS_BESIDE, _device, plan_batch
     from steps.model_io import ModelIO
     from steps.model_spec import fetch_model_spec
     from steps.predictions import resolve_version
@@ -311,106 +315,81 @@ def main() -> None:
     cpus = min(usable_cpus(), MAX_THREADS_BESIDE)  # the stages alone in this many threads too
     published: list[str] = []  # areas whose predictions items it published, and its run
     ran: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="bench-batch-", dir=home) as tmp:
-        try:
-            measure(args, home, lineage, uri, spec, io, batch, source, cpus, Path(tmp), published, ran)
-        finally:
-            forget(lineage, published, ran[0] if ran else None)
-
-
-def measure(
-    args: argparse.Namespace,
-    home: Path,
-    lineage: Any,
-    uri: str,
-    spec: Any,
-    io: Any,
-    batch: int,
-    source: Path,
-    cpus: int,
-    work: Path,
-    published: list[str],
-    ran: list[str],
-) -> None:
-    """The rounds and the workflow in ``work``; areas published and the workflow's run added to
-    ``published`` and ``ran`` as they are."""
-    from geomlops.settings import get_settings
-    from steps._package_predictor import model_worker_inputs, package_predictor
-    from steps.batch import _device, plan_batch
-
-    settings = get_settings()
-    imagery = scene_imagery(source.resolve(), args.size or None, work)
-    plan = plan_batch(
-        str(imagery),
-        None,
-        block_size=args.block_size,
-        group_size=args.group_size,
-        model_input=spec.inputs[0],
-    )
-    pixels = plan.width * plan.height
-    n_blocks = sum(len(g) for g in plan.groups)
-    print(
-        f"model: {uri} ({spec.framework or 'framework not declared'}); scene: {imagery.name} "
-        f"{plan.width} x {plan.height} px ({pixels / 1e6:.2f} Mpx), {n_blocks} blocks of "
-        f"{args.block_size} px in {len(plan.groups)} groups, halo {io.halo} px, {batch} blocks per call"
-    )
-    start = time.perf_counter()
-    python, model_dir = model_worker_inputs(uri, settings.home_dir / "models")
-    resolve = time.perf_counter() - start
-    start = time.perf_counter()
-    with package_predictor(python, model_dir, device=args.device or _device(spec)) as predict:
-        load = time.perf_counter() - start
-        print(f"worker: {python} on {predict.device}, model loaded in {load:.2f} s")
-        rounds: list[dict[str, float]] = []
-        folders = []
-        # each round measures the model alone, then end to end, so that a disturbance of the
-        # machine (it may be shared) weighs on both sides; the least disturbed round is kept
-        for r in range(args.repeat):
-            rounds.append(model_time(predict, plan, io, batch, work / f"stages-{r}", cpus))
-            folders.append(work / f"run-{r}")
-            published.append(folders[-1].name)
-            rounds[r].update(end_to_end(uri, plan, spec, folders[-1], args, lineage))
-    best = {key: min(t[key] for t in rounds) for key in rounds[0]}
-    total = best["predict"] + best["assemble"] + best["publish"]
-    rows = [
-        ("model: the worker predicting prepared blocks back to back (reference)", best["model"]),
-        ("find the model's environment and files (MLflow), once per predict task", resolve),
-        ("start the worker and load the model, once per predict task", load),
-        ("read and prepare the blocks (halo, bands, scaling), alone", best["read"]),
-        *(
-            [(f"the same in {cpus} threads (as beside a model on a GPU)", best["read_threads"])]
-            if "read_threads" in best
-            else []
-        ),
-        ("answers to class values, write blocks, trace pieces, alone", best["write"]),
-        *(
-            [(f"the same in {cpus} threads (as beside a model on a GPU)", best["write_threads"])]
-            if "write_threads" in best
-            else []
-        ),
-        ("predict step: worker start, read ahead, predict, write and trace overlapped", best["predict"]),
-        ("assemble the mask", best["assemble"]),
-        ("publish: merge pieces, GeoParquet, GeoJSON, quicklook, item", best["publish"]),
-        ("end to end: predict step + assemble + publish", total),
-    ]
-    print(f"fastest of {args.repeat} round(s)")
-    print(table(rows, pixels, best["model"]))
-    print(
-        f"throughput: model {pixels / best['model'] / 1e6:.2f} Mpx/s, "
-        f"end to end {pixels / total / 1e6:.2f} Mpx/s; ratio {best['model'] / total:.2f} (goal >= 0.8)"
-    )
-    print(f"identical outputs in every round: {'yes' if same_outputs(folders) else 'NO'}")
-    if args.workflow:  # last, with no worker of this process running beside it
-        if args.batch or args.device or args.stream:
-            print("the workflow takes no --batch, --device or --stream: it runs as the item says")
-        published.append("benchmark-workflow")
-        whole = workflow(uri, imagery, work / "workflow", args, ran)
-        same = same_outputs([folders[0], work / "workflow"])
-        print(
-            f"the workflow (`geomlops run batch-inference`, every task a process, one round): "
-            f"{whole:.1f} s, {pixels / whole / 1e6:.2f} Mpx/s; ratio {best['model'] / whole:.2f}; "
-            f"the same outputs as the rounds': {'yes' if same else 'NO'}"
+    with tempfile.TemporaryDirectory(prefix="bench-batch-", dir=home) as tmp, contextlib.ExitStack() as left:
+        left.callback(lambda: forget(lineage, published, ran[0] if ran else None))  # however it ends
+        work = Path(tmp)
+        imagery = scene_imagery(source.resolve(), args.size or None, work)
+        plan = plan_batch(
+            str(imagery),
+            None,
+            block_size=args.block_size,
+            group_size=args.group_size,
+            model_input=spec.inputs[0],
         )
+        pixels = plan.width * plan.height
+        n_blocks = sum(len(g) for g in plan.groups)
+        print(
+            f"model: {uri} ({spec.framework or 'framework not declared'}); scene: {imagery.name} "
+            f"{plan.width} x {plan.height} px ({pixels / 1e6:.2f} Mpx), {n_blocks} blocks of "
+            f"{args.block_size} px in {len(plan.groups)} groups, halo {io.halo} px, {batch} blocks per call"
+        )
+        start = time.perf_counter()
+        python, model_dir = model_worker_inputs(uri, settings.home_dir / "models")
+        resolve = time.perf_counter() - start
+        start = time.perf_counter()
+        with package_predictor(python, model_dir, device=args.device or _device(spec)) as predict:
+            load = time.perf_counter() - start
+            print(f"worker: {python} on {predict.device}, model loaded in {load:.2f} s")
+            rounds: list[dict[str, float]] = []
+            folders = []
+            # each round measures the model alone, then end to end, so that a disturbance of the
+            # machine (it may be shared) weighs on both sides; the least disturbed round is kept
+            for r in range(args.repeat):
+                rounds.append(model_time(predict, plan, io, batch, work / f"stages-{r}", cpus))
+                folders.append(work / f"run-{r}")
+                published.append(folders[-1].name)
+                rounds[r].update(end_to_end(uri, plan, spec, folders[-1], args, lineage))
+        best = {key: min(t[key] for t in rounds) for key in rounds[0]}
+        total = best["predict"] + best["assemble"] + best["publish"]
+        rows = [
+            ("model: the worker predicting prepared blocks back to back (reference)", best["model"]),
+            ("find the model's environment and files (MLflow), once per predict task", resolve),
+            ("start the worker and load the model, once per predict task", load),
+            ("read and prepare the blocks (halo, bands, scaling), alone", best["read"]),
+            *(
+                [(f"the same in {cpus} threads (as beside a model on a GPU)", best["read_threads"])]
+                if "read_threads" in best
+                else []
+            ),
+            ("answers to class values, write blocks, trace pieces, alone", best["write"]),
+            *(
+                [(f"the same in {cpus} threads (as beside a model on a GPU)", best["write_threads"])]
+                if "write_threads" in best
+                else []
+            ),
+            ("predict step: worker start, read ahead, predict, write and trace overlapped", best["predict"]),
+            ("assemble the mask", best["assemble"]),
+            ("publish: merge pieces, GeoParquet, GeoJSON, quicklook, item", best["publish"]),
+            ("end to end: predict step + assemble + publish", total),
+        ]
+        print(f"fastest of {args.repeat} round(s)")
+        print(table(rows, pixels, best["model"]))
+        print(
+            f"throughput: model {pixels / best['model'] / 1e6:.2f} Mpx/s, "
+            f"end to end {pixels / total / 1e6:.2f} Mpx/s; ratio {best['model'] / total:.2f} (goal >= 0.8)"
+        )
+        print(f"identical outputs in every round: {'yes' if same_outputs(folders) else 'NO'}")
+        if args.workflow:  # last, with no worker of this process running beside it
+            if args.batch or args.device or args.stream:
+                print("the workflow takes no --batch, --device or --stream: it runs as the item says")
+            published.append(WORKFLOW_AREA)
+            whole = workflow(uri, imagery, work / "workflow", args, ran)
+            same = same_outputs([folders[0], work / "workflow"])
+            print(
+                f"the workflow (`geomlops run batch-inference`, every task a process, one round): "
+                f"{whole:.1f} s, {pixels / whole / 1e6:.2f} Mpx/s; ratio {best['model'] / whole:.2f}; "
+                f"the same outputs as the rounds': {'yes' if same else 'NO'}"
+            )
 
 
 if __name__ == "__main__":
