@@ -25,16 +25,21 @@ RECORD = """
     # tasks that may run together wait (up to 20 s) until they all run, whatever the machine's load
     while len(list(folder.glob("here-*"))) < {{workflow.parameters.together}} and time.time() < start + 20:
         time.sleep(0.05)
-    time.sleep(0.3)
+    time.sleep({{workflow.parameters.hold}})
     with (folder / "events.txt").open("a") as f:
         f.write(f"{start} {time.time()} {{inputs.parameters.tag}}\\n")
 """
 
 
 def fan_out(
-    tmp_path: Path, resources: dict[str, Any], sidecar: dict[str, Any] | None = None, together: int = 1
+    tmp_path: Path,
+    resources: dict[str, Any],
+    sidecar: dict[str, Any] | None = None,
+    together: int = 1,
+    hold: float = 0.3,
 ) -> dict[str, Any]:
-    """Three tasks of a template whose container (and sidecar) ask for ``resources``."""
+    """Three tasks of a template whose container (and sidecar) ask for ``resources``; each holds
+    its room ``hold`` seconds."""
     record = script("record", RECORD, inputs=["tag"])
     record["script"]["resources"] = resources
     if sidecar is not None:
@@ -43,7 +48,9 @@ def fan_out(
             {"name": "helper", "image": "python:3.11", "command": sleep, "resources": sidecar}
         ]
     fan = task("fan", "record", args={"tag": "{{item}}"}, withItems=[1, 2, 3])
-    return workflow([dag("main", [fan]), record], parameters={"dir": str(tmp_path), "together": together})
+    return workflow(
+        [dag("main", [fan]), record], parameters={"dir": str(tmp_path), "together": together, "hold": hold}
+    )
 
 
 def ran_at_once(tmp_path: Path) -> int:
@@ -135,11 +142,9 @@ def test_memory_places_tasks_as_cpus_do(tmp_path: Path) -> None:
 def test_a_task_larger_than_the_node_runs_alone_and_waits_are_said(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    manifest = fan_out(tmp_path, {"requests": {"cpu": "16"}})
+    manifest = fan_out(tmp_path, {"requests": {"cpu": "16"}}, hold=1.0)
     runner = LocalRunner(tmp_path / "runs", capacity={"cpu": 2}, max_workers=4, progress=True, sandbox=False)
-    start = time.monotonic()
     summary = runner.run(manifest, {})
-    whole = time.monotonic() - start
     assert summary.status == "Succeeded", summary.message
     assert ran_at_once(tmp_path) == 1
     lines = capsys.readouterr().err.splitlines()
@@ -147,10 +152,22 @@ def test_a_task_larger_than_the_node_runs_alone_and_waits_are_said(
     assert len(pending) == 2  # the first starts at once; the other two wait
     told = "pending: requests 16 CPUs, more than all 2 CPUs tasks are placed on: runs once nothing else does"
     assert pending[0].endswith(told)
-    # each task's time is its own, not the time it waited: run one at a time, they add up to
-    # less than the whole run
-    own = [float(line.rsplit(" ", 1)[1].rstrip("s")) for line in lines if line.startswith("✓ fan(")]
-    assert len(own) == 3 and sum(own) < whole, lines
+    # each task's time is its own, not the time it waited: the last one waited while the other
+    # two held the node (at least 2 s), so counted from when it was asked for it would be at
+    # least a whole hold longer than from its own start
+    rows = sorted(
+        (float(start), float(end), tag)
+        for start, end, tag in map(str.split, (tmp_path / "events.txt").read_text().splitlines())
+    )
+    first_start, (_, last_end, last_tag) = rows[0][0], rows[-1]
+    printed = {
+        line.split()[1]: float(line.rsplit(" ", 1)[1].rstrip("s"))
+        for line in lines
+        if line.startswith("✓ fan(")
+    }
+    assert len(printed) == 3, lines
+    own = printed[f"fan({int(last_tag) - 1}:{last_tag})"]
+    assert own < last_end - first_start - 1.0, (own, rows, lines)
 
 
 def test_a_request_written_wrong_is_refused_before_anything_runs(tmp_path: Path) -> None:
