@@ -537,9 +537,12 @@ class Engine:
         )
 
     def _progressed(self, node: NodeState, progress: str) -> None:
-        """Record what a running task says of its progress (``N/M``)."""
+        """Record, and say, what a running task says of its progress (``N/M``)."""
         node.progress = progress
         self.store.put(node)
+        reported = parse_progress(progress)
+        if reported is not None:
+            self.reporter.progressed(node.name, *reported)
 
     def _pending(self, node: NodeState, requests: Mapping[str, float]) -> None:
         """Say, and record with the node, that a task waits for room on this machine, as a pod

@@ -16,12 +16,15 @@ PROGRESS_READ_SECONDS = 1.0
 
 
 class Reporter:
-    """Prints progress lines (``▶ train``, ``✓ train 12.3s``...) when enabled."""
+    """Prints progress lines (``▶ train``, ``· predict ██░░░░░░░░ 16/64 (25%)``, ``✓ train
+    12.3s``...) when enabled."""
 
     def __init__(self, enabled: bool, stream: TextIO | None = None) -> None:
         self.enabled = enabled
         self.stream = stream
         self._lock = threading.Lock()
+        #: the tenth of its work each running node was last said to have reached
+        self._tenths: dict[str, int] = {}
 
     def line(self, text: str) -> None:
         """Print one line (thread-safe)."""
@@ -35,6 +38,8 @@ class Reporter:
         """A node started; a retry says which attempt it is (``attempts`` 0: no fixed limit)."""
         total = f"/{attempts}" if attempts else ""
         suffix = f" (attempt {attempt}{total})" if attempt > 1 else ""
+        with self._lock:  # an attempt's progress starts again
+            self._tenths.pop(node, None)
         self.line(f"▶ {node}{suffix}")
 
     def succeeded(self, node: str, seconds: float) -> None:
@@ -47,6 +52,20 @@ class Reporter:
         suffix = f" (attempt {attempt}{total})" if attempts != 1 else ""
         then = f", retrying in {retry_in:g}s" if retry_in is not None else ""
         self.line(f"✗ {node}{suffix}: {why}{then}")
+
+    def progressed(self, node: str, done: int, total: int) -> None:
+        """A running node reported ``done`` of ``total`` (its self-reported progress): said each
+        time it reaches another tenth, so a long task shows it moves without flooding the log;
+        not when it is done (its ``✓`` line follows)."""
+        if total <= 0 or not 0 < done < total:
+            return
+        tenth = done * 10 // total
+        with self._lock:
+            if tenth <= self._tenths.get(node, 0):
+                return
+            self._tenths[node] = tenth
+        bar = "█" * tenth + "░" * (10 - tenth)
+        self.line(f"· {node} {bar} {done}/{total} ({100 * done // total}%)")
 
     def skipped(self, node: str, why: str) -> None:
         """A node was skipped or omitted."""

@@ -58,3 +58,51 @@ def test_a_task_s_own_progress_is_read_while_it_runs_and_completed_when_it_succe
     assert "3/10" in seen  # while it ran
     assert nodes["ok"].progress == "10/10"  # complete once it succeeded, as Argo completes it
     assert nodes["bad"].progress == "3/10"  # a failed task keeps what it reported
+
+
+STEPS = """
+    import os, pathlib, time
+    progress = pathlib.Path(os.environ["ARGO_PROGRESS_FILE"])
+    for done in (1, 2, 5, 9, 10):
+        progress.write_text(f"{done}/10")
+        time.sleep(1.3)  # each read at least once (every second)
+"""
+
+
+def test_the_console_says_each_tenth_a_running_task_reaches(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    runner = LocalRunner(tmp_path / "runs", capacity={}, progress=True, sandbox=False)
+    summary = runner.run(workflow([script("steps", STEPS)], entrypoint="steps"), {})
+    assert summary.status == "Succeeded", summary.message
+    lines = capsys.readouterr().err.splitlines()
+    said = [line for line in lines if line.startswith("· ")]
+    # once per tenth reached while it runs; not at 10/10 (its ✓ line says it is done)
+    assert said == [
+        "· steps █░░░░░░░░░ 1/10 (10%)",
+        "· steps ██░░░░░░░░ 2/10 (20%)",
+        "· steps █████░░░░░ 5/10 (50%)",
+        "· steps █████████░ 9/10 (90%)",
+    ], lines
+    assert lines.index(said[-1]) < next(i for i, line in enumerate(lines) if line.startswith("✓ steps"))
+
+
+def test_a_retried_attempt_s_progress_is_said_again() -> None:
+    import io
+
+    from geomlops.argo.runner.progress import Reporter
+
+    stream = io.StringIO()
+    reporter = Reporter(True, stream)
+    reporter.started("t", 1, 2)
+    reporter.progressed("t", 5, 10)
+    reporter.progressed("t", 5, 10)  # the same tenth: said once
+    reporter.progressed("t", 3, 0)  # no total: nothing to say
+    reporter.started("t", 2, 2)
+    reporter.progressed("t", 5, 10)
+    assert stream.getvalue().splitlines() == [
+        "▶ t",
+        "· t █████░░░░░ 5/10 (50%)",
+        "▶ t (attempt 2/2)",
+        "· t █████░░░░░ 5/10 (50%)",
+    ]
