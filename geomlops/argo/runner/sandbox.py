@@ -275,9 +275,8 @@ def settings_writable_paths(settings: Settings) -> list[Path]:
     its journal beside it). Folders that do not exist yet are created, so they can be bound.
     """
     found = [settings.home_dir]
-    uri = settings.tracking_uri
-    if uri.startswith("sqlite:///"):
-        found.append(Path(uri.removeprefix("sqlite://")).parent)
+    if settings.sqlite_store is not None:
+        found.append(settings.sqlite_store.parent)
     stores = [settings.artifact_root, settings.catalog_root]
     for value in [*stores, settings.data_repo_url, settings.dvc_remote_url]:
         if not value or ("://" in value and not value.startswith("file://")):

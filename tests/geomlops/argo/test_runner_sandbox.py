@@ -241,3 +241,19 @@ def test_a_mistyped_input_path_leaves_no_folder_and_the_failure_says_why(
         assert (out / "o.txt").read_text() == "x" and "note:" not in (summary.message or "")
     finally:
         shutil.rmtree(given)
+
+
+def test_the_folders_of_a_sqlite_tracking_store_elsewhere_are_writable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from geomlops.argo.runner.sandbox import settings_writable_paths
+    from geomlops.settings import Settings
+
+    monkeypatch.chdir(tmp_path)
+    home = tmp_path / "home"
+    absolute = Settings(home=home, mlflow_tracking_uri=f"sqlite:///{tmp_path / 'tracking' / 'mlflow.db'}")
+    assert (tmp_path / "tracking").resolve() in settings_writable_paths(absolute)
+    # a relative SQLite path is the working folder's, as SQLAlchemy reads it: not the root's
+    relative = Settings(home=home, mlflow_tracking_uri="sqlite:///stores/mlflow.db")
+    paths = settings_writable_paths(relative)
+    assert (tmp_path / "stores").resolve() in paths and Path("/stores") not in paths
