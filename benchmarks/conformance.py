@@ -55,7 +55,7 @@ import yaml
 from geomlops.argo.runner import Approval, LocalRunner
 from geomlops.argo.runner.manifest import load_workflow
 from geomlops.argo.runner.synchronization import check_synchronization, parse_limits
-from geomlops.argo.template_library import TemplateLibrary
+from geomlops.argo.template_library import TemplateLibrary, workflow_spec
 from geomlops.errors import GeomlopsError, UnsupportedFeatureError
 
 RUNNABLE = ("Workflow", "CronWorkflow", "WorkflowTemplate", "ClusterWorkflowTemplate")
@@ -94,24 +94,17 @@ def library_of(folders: list[Path]) -> TemplateLibrary:
     return library
 
 
-def _spec(doc: Mapping[str, Any]) -> Mapping[str, Any]:
-    spec = doc.get("spec") or {}
-    if doc.get("kind") == "CronWorkflow":
-        spec = spec.get("workflowSpec") or {}
-    return spec if isinstance(spec, Mapping) else {}
-
-
 def is_example(doc: Mapping[str, Any]) -> bool:
     """A document that runs: a Workflow or CronWorkflow, or a template with an entrypoint."""
     if doc.get("kind") not in RUNNABLE:
         return False
-    spec = _spec(doc)
+    spec = workflow_spec(doc) or {}
     return doc.get("kind") in ("Workflow", "CronWorkflow") or bool(spec.get("entrypoint"))
 
 
 def out_of_scope(doc: Mapping[str, Any], library: TemplateLibrary) -> str | None:
     """Why this machine cannot run the example, or None when it can."""
-    templates = list(_spec(doc).get("templates") or [])
+    templates = list((workflow_spec(doc) or {}).get("templates") or [])
     for key in ("templateRef",):
         for template in list(templates):
             calls = list((template.get("dag") or {}).get("tasks") or [])
@@ -121,7 +114,7 @@ def out_of_scope(doc: Mapping[str, Any], library: TemplateLibrary) -> str | None
                 if isinstance(ref, Mapping):
                     kind = "ClusterWorkflowTemplate" if ref.get("clusterScope") else "WorkflowTemplate"
                     found = library.templates.get((kind, str(ref.get("name"))))
-                    templates += list(_spec(found).get("templates") or []) if found else []
+                    templates += list((workflow_spec(found) or {}).get("templates") or []) if found else []
     for template in templates:
         if not isinstance(template, Mapping):
             continue

@@ -20,6 +20,7 @@ from pydantic import BaseModel
 
 from geomlops.argo.dag import check_dag
 from geomlops.argo.runner.node import request_errors
+from geomlops.argo.template_library import workflow_spec
 from geomlops.schemas import json_path
 
 ARGO_VERSION = "v4.1.2"
@@ -93,10 +94,8 @@ def schema_errors(manifest: Mapping[str, Any], schema_file: Path) -> list[str]:
 
 def semantic_errors(manifest: Mapping[str, Any]) -> list[str]:
     """Checks the schema cannot do: references resolve and DAG dependencies are sound."""
-    spec = manifest.get("spec")
-    if manifest.get("kind") == "CronWorkflow" and isinstance(spec, Mapping):
-        spec = spec.get("workflowSpec")
-    if not isinstance(spec, Mapping):
+    spec = workflow_spec(manifest)
+    if spec is None:
         return ["$.spec: expected a mapping"]
     templates = {t.get("name"): t for t in spec.get("templates", []) or [] if isinstance(t, Mapping)}
     errors = []

@@ -28,6 +28,15 @@ def kind_for(cluster_scope: bool) -> str:
     return "ClusterWorkflowTemplate" if cluster_scope else "WorkflowTemplate"
 
 
+def workflow_spec(manifest: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The spec a manifest runs: its ``spec``, a CronWorkflow's ``spec.workflowSpec``; None where
+    that is not a mapping (each caller says what that means for it)."""
+    spec = manifest.get("spec")
+    if manifest.get("kind") == "CronWorkflow" and isinstance(spec, Mapping):
+        spec = spec.get("workflowSpec")
+    return spec if isinstance(spec, Mapping) else None
+
+
 @dataclass
 class TemplateLibrary:
     """Templates read from files, by kind and name, with the file each came from.
@@ -167,10 +176,8 @@ def template_ref_errors(manifest: Mapping[str, Any], library: TemplateLibrary) -
     Without a library lint checks no reference: on a cluster they resolve to what is installed
     there, which only the cluster knows.
     """
-    spec = manifest.get("spec")
-    if manifest.get("kind") == "CronWorkflow" and isinstance(spec, Mapping):
-        spec = spec.get("workflowSpec")
-    if not isinstance(spec, Mapping):
+    spec = workflow_spec(manifest)
+    if spec is None:
         return []
     errors: list[str] = []
 
@@ -225,9 +232,7 @@ def referenced_templates(
     seen: set[tuple[str, bool]] = set()
 
     def templates(found: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-        spec = found.get("spec") or {}
-        if found.get("kind") == "CronWorkflow":
-            spec = spec.get("workflowSpec") or {}
+        spec = workflow_spec(found) or {}
         own = [t for t in spec.get("templates") or [] if isinstance(t, Mapping)]
         refs = [spec.get("workflowTemplateRef"), *(ref for _, ref in _template_refs(spec))]
         for ref in refs:

@@ -243,8 +243,9 @@ def lint(files: tuple[str, ...], semantic_only: bool, template_paths: tuple[Path
 
 def manifest_parameters(manifest: dict[str, Any]) -> list[dict[str, Any]]:
     """The workflow parameters a manifest declares (a CronWorkflow's in its ``workflowSpec``)."""
-    spec = manifest.get("spec") or {}
-    spec = spec.get("workflowSpec", spec) if manifest.get("kind") == "CronWorkflow" else spec
+    from geomlops.argo.template_library import workflow_spec
+
+    spec = workflow_spec(manifest) or {}
     parameters = (spec.get("arguments") or {}).get("parameters") or []
     return [p for p in parameters if isinstance(p, dict) and p.get("name")]
 

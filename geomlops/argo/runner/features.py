@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from geomlops.argo.template_library import workflow_spec
 from geomlops.errors import ManifestError, UnsupportedFeatureError
 
 from .artifacts import refused_feature as refused_artifact_feature
@@ -130,10 +131,8 @@ def check_supported(manifest: Any, *, allow_host_containers: bool = False) -> No
     kind = manifest.get("kind")
     if kind not in KINDS:
         raise ManifestError(f"kind {kind!r} is not one of {', '.join(sorted(KINDS))}")
-    spec = manifest.get("spec")
-    if kind == "CronWorkflow" and isinstance(spec, Mapping):
-        spec = spec.get("workflowSpec")
-    if not isinstance(spec, Mapping):
+    spec = workflow_spec(manifest)
+    if spec is None:
         raise ManifestError("manifest has no spec mapping")
     for template in spec.get("templates") or []:
         _check_expressions(template, f"template {template.get('name')!r}")
@@ -369,9 +368,7 @@ def ignored_fields(*manifests: Mapping[str, Any]) -> list[str]:
     found: set[str] = set()
     templates: list[Any] = []
     for manifest in manifests:
-        spec = manifest.get("spec") or {}
-        if manifest.get("kind") == "CronWorkflow":
-            spec = spec.get("workflowSpec") or {}
+        spec = workflow_spec(manifest) or {}
         found.update(f"spec.{key}" for key in spec if key in _SPEC_IGNORED)
         templates.extend(spec.get("templates") or [])
         templates.append(spec.get("templateDefaults"))

@@ -12,7 +12,7 @@ import copy
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from geomlops.argo.template_library import kind_for
+from geomlops.argo.template_library import kind_for, workflow_spec
 from geomlops.errors import ManifestError, ParameterError
 
 from .checks import check_workflow
@@ -53,9 +53,9 @@ def _deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[st
 
 
 def _spec_of(manifest: Mapping[str, Any]) -> dict[str, Any]:
-    spec = manifest["spec"]
-    if manifest.get("kind") == "CronWorkflow":
-        spec = spec["workflowSpec"]
+    spec = workflow_spec(manifest)
+    if spec is None:  # check_supported refuses such a manifest first
+        raise ManifestError("manifest has no spec mapping")
     return copy.deepcopy(dict(spec))
 
 

@@ -10,7 +10,7 @@ import yaml
 from click.testing import CliRunner
 
 from geomlops.argo.submit import plan_submission
-from geomlops.argo.template_library import TemplateLibrary, template_ref_errors
+from geomlops.argo.template_library import TemplateLibrary, template_ref_errors, workflow_spec
 from geomlops.cli.main import main
 from geomlops.errors import ManifestError
 from geomlops.settings import Settings
@@ -204,3 +204,25 @@ def test_submit_leaves_refs_to_the_cluster() -> None:
 
 def test_semaphore_limits_come_from_config_maps(templates: Path) -> None:
     assert TemplateLibrary.load([templates]).semaphore_limits() == {"limits/wf": 3}
+
+
+@pytest.mark.parametrize(
+    ("manifest", "expected"),
+    [
+        ({"kind": "Workflow", "spec": {"entrypoint": "a"}}, {"entrypoint": "a"}),
+        ({"kind": "WorkflowTemplate", "spec": {"entrypoint": "a"}}, {"entrypoint": "a"}),
+        (
+            {"kind": "CronWorkflow", "spec": {"schedule": "@daily", "workflowSpec": {"entrypoint": "a"}}},
+            {"entrypoint": "a"},
+        ),
+        (
+            {"kind": "CronWorkflow", "spec": {"schedule": "@daily"}},
+            None,
+        ),  # its own spec is not the workflow's
+        ({"kind": "CronWorkflow", "spec": "x"}, None),
+        ({"kind": "Workflow", "spec": ["x"]}, None),
+        ({"kind": "Workflow"}, None),
+    ],
+)
+def test_the_spec_a_manifest_runs(manifest: dict[str, Any], expected: dict[str, Any] | None) -> None:
+    assert workflow_spec(manifest) == expected
