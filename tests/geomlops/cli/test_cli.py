@@ -417,6 +417,33 @@ def test_at_latest_names_the_newest_run(home: Path, tmp_path: Path) -> None:
     assert len({line.index(" Succeeded ") for line in listing}) == 1, listing
 
 
+def test_a_resumed_run_warms_the_tracking_server_as_its_manifest_asks(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from steps.local_images import LocalImages
+
+    warmed: list[bool] = []
+    monkeypatch.setattr(LocalImages, "warm", lambda self: warmed.append(True))
+    flow = tmp_path / "chosen.yaml"
+    # the image is a parameter's, as a model's image is: known only when the run starts
+    flow.write_text(
+        "apiVersion: argoproj.io/v1alpha1\nkind: Workflow\nmetadata: {generateName: chosen-}\n"
+        "spec:\n  entrypoint: say\n  arguments: {parameters: [{name: image, value: 'python:3.11'}]}\n"
+        "  templates:\n  - name: say\n"
+        "    script: {image: '{{workflow.parameters.image}}', command: [python], source: 'print(1)'}\n"
+    )
+    fixed = tmp_path / "fixed.yaml"
+    fixed.write_text(flow.read_text().replace("{{workflow.parameters.image}}", "python:3.11"))
+    for manifest, warms in ((flow, [True]), (fixed, [])):
+        warmed.clear()
+        ran = CliRunner().invoke(main, ["run", str(manifest)])
+        assert ran.exit_code == 0 and warmed == warms, ran.output
+        warmed.clear()
+        # a resumed run is given no manifest: the one it kept says whether to warm
+        resumed = CliRunner().invoke(main, ["run", "--resume", "@latest"])
+        assert resumed.exit_code == 0 and warmed == warms, resumed.output
+
+
 def test_a_command_started_where_no_work_folder_is_says_so(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
