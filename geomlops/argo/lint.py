@@ -20,7 +20,7 @@ from pydantic import BaseModel
 
 from geomlops.argo.dag import check_dag
 from geomlops.argo.runner.node import request_errors
-from geomlops.argo.template_library import workflow_spec
+from geomlops.argo.template_library import workflow_spec, workflow_spec_path
 from geomlops.schemas import json_path
 
 ARGO_VERSION = "v4.1.2"
@@ -93,18 +93,23 @@ def schema_errors(manifest: Mapping[str, Any], schema_file: Path) -> list[str]:
 
 
 def semantic_errors(manifest: Mapping[str, Any]) -> list[str]:
-    """Checks the schema cannot do: references resolve and DAG dependencies are sound."""
+    """Checks the schema cannot do: references resolve and DAG dependencies are sound. Paths
+    name the field in the manifest as written (a CronWorkflow's under ``$.spec.workflowSpec``)."""
+    at = workflow_spec_path(manifest)
     spec = workflow_spec(manifest)
     if spec is None:
-        return ["$.spec: expected a mapping"]
+        given = manifest.get("spec")
+        if at != "$.spec" and isinstance(given, Mapping) and "workflowSpec" not in given:
+            return [f"{at}: missing (a CronWorkflow runs the workflow its workflowSpec describes)"]
+        return [f"{at}: expected a mapping"]
     templates = {t.get("name"): t for t in spec.get("templates", []) or [] if isinstance(t, Mapping)}
     errors = []
     for field in ("entrypoint", "onExit"):
         name = spec.get(field)
         if name and name not in templates:
-            errors.append(f"$.spec.{field}: template '{name}' does not exist")
+            errors.append(f"{at}.{field}: template '{name}' does not exist")
     if not spec.get("entrypoint") and not spec.get("workflowTemplateRef"):
-        errors.append("$.spec.entrypoint: missing")
+        errors.append(f"{at}.entrypoint: missing")
     for t_index, template in enumerate(spec.get("templates", []) or []):
         tname = template.get("name")
         tasks = (template.get("dag") or {}).get("tasks") or []
@@ -114,12 +119,12 @@ def semantic_errors(manifest: Mapping[str, Any]) -> list[str]:
                 ref = node.get("template")
                 if ref and ref not in templates:
                     errors.append(
-                        f"$.spec.templates[{t_index}].{kind}: '{node.get('name')}' of template "
+                        f"{at}.templates[{t_index}].{kind}: '{node.get('name')}' of template "
                         f"'{tname}' uses template '{ref}', which does not exist"
                     )
         for problem in check_dag(template).problems:
-            errors.append(f"$.spec.templates[{t_index}].dag: {problem}")
-    errors += request_errors(spec.get("templates", []) or [])
+            errors.append(f"{at}.templates[{t_index}].dag: {problem}")
+    errors += request_errors(spec.get("templates", []) or [], f"{at}.templates")
     return errors
 
 

@@ -37,6 +37,11 @@ def workflow_spec(manifest: Mapping[str, Any]) -> Mapping[str, Any] | None:
     return spec if isinstance(spec, Mapping) else None
 
 
+def workflow_spec_path(manifest: Mapping[str, Any]) -> str:
+    """Where :func:`workflow_spec` is in the manifest as written, for messages that name a field."""
+    return "$.spec.workflowSpec" if manifest.get("kind") == "CronWorkflow" else "$.spec"
+
+
 @dataclass
 class TemplateLibrary:
     """Templates read from files, by kind and name, with the file each came from.
@@ -198,14 +203,16 @@ def template_ref_errors(manifest: Mapping[str, Any], library: TemplateLibrary) -
                 f"(its templates: {', '.join(str(n) for n in names) or 'none'})"
             )
 
-    check(spec.get("workflowTemplateRef"), "$.spec.workflowTemplateRef", None)
-    for path, ref in _template_refs(spec):
+    at = workflow_spec_path(manifest)
+    check(spec.get("workflowTemplateRef"), f"{at}.workflowTemplateRef", None)
+    for path, ref in _template_refs(spec, at):
         check(ref, path, str(ref.get("template") or ""))
     return errors
 
 
-def _template_refs(spec: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
-    """Every ``templateRef`` of a workflow spec's DAG tasks and steps, with its path."""
+def _template_refs(spec: Mapping[str, Any], at: str = "$.spec") -> list[tuple[str, Mapping[str, Any]]]:
+    """Every ``templateRef`` of a workflow spec's DAG tasks and steps, with its path (the spec
+    being at ``at``)."""
     refs = []
     for t_index, template in enumerate(spec.get("templates") or []):
         if not isinstance(template, Mapping):
@@ -218,7 +225,7 @@ def _template_refs(spec: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]
         for where, index, call in calls:
             ref = call.get("templateRef") if isinstance(call, Mapping) else None
             if isinstance(ref, Mapping):
-                refs.append((f"$.spec.templates[{t_index}].{where}[{index}].templateRef", ref))
+                refs.append((f"{at}.templates[{t_index}].{where}[{index}].templateRef", ref))
     return refs
 
 

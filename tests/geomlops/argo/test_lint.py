@@ -63,3 +63,29 @@ def test_without_schema_the_note_says_so(manifest: dict[str, Any], tmp_path: Pat
     assert not result.schema_checked
     assert result.schema_note and "not available offline" in result.schema_note
     assert result.ok  # the semantic checks still ran and found nothing
+
+
+def test_a_cron_workflow_s_errors_name_its_workflow_spec(tmp_path: Path) -> None:
+    from geomlops.argo.lint import semantic_errors
+
+    schedule = render("batch-inference-schedule")
+    assert schedule["kind"] == "CronWorkflow" and semantic_errors(schedule) == []
+    spec = schedule["spec"]["workflowSpec"]
+    spec["entrypoint"] = "mian"
+    spec["templates"][0]["dag"]["tasks"].append({"name": "b", "template": "nope"})
+    spec["templates"][0]["script"] = {"image": "x", "resources": {"requests": {"cpu": "lots"}}}
+    errors = semantic_errors(schedule)
+    assert "$.spec.workflowSpec.entrypoint: template 'mian' does not exist" in errors, errors
+    assert any(
+        e.startswith("$.spec.workflowSpec.templates[0].dag.tasks: ") and "'nope'" in e for e in errors
+    ), errors
+    assert any(e.startswith("$.spec.workflowSpec.templates[0].script.resources.requests.cpu") for e in errors)
+    assert all(e.startswith("$.spec.workflowSpec.") for e in errors), errors
+    # without a workflowSpec, the note says what is missing (also where the schema is not at hand)
+    del schedule["spec"]["workflowSpec"]
+    result = lint_manifest(schedule, "schedule", tmp_path)
+    assert result.errors == [
+        "$.spec.workflowSpec: missing (a CronWorkflow runs the workflow its workflowSpec describes)"
+    ]
+    schedule["spec"] = "daily"
+    assert semantic_errors(schedule) == ["$.spec.workflowSpec: expected a mapping"]

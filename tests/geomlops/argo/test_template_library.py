@@ -185,6 +185,11 @@ def test_lint_checks_refs_only_against_given_templates(templates: Path, home: Pa
         "$.spec.templates[0].dag.tasks[0].templateRef: ClusterWorkflowTemplate 'greeter' has no "
         "template 'wave' (its templates: greet)"
     ]
+    # a CronWorkflow's references are named under its workflowSpec
+    cron = {"kind": "CronWorkflow", "spec": {"schedule": "@daily", "workflowSpec": wrong["spec"]}}
+    assert template_ref_errors(cron, library)[0].startswith(
+        "$.spec.workflowSpec.templates[0].dag.tasks[0].templateRef: ClusterWorkflowTemplate 'greeter'"
+    )
 
 
 def test_submit_leaves_refs_to_the_cluster() -> None:
