@@ -16,6 +16,7 @@ import re
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -454,7 +455,8 @@ class Engine:
         argv = command_for(resolved, work_dir, swap_python=own is None)
         working_dir = str(resolved[kind].get("workingDir") or "")
         wanted = {**requests, PODS: 1.0}
-        with self.node.place(wanted, lambda: self._pending(node, requests)) as placed:
+        started = partial(self.reporter.started, node.name, attempt_no, policy.attempts or 0)
+        with self.node.place(wanted, lambda: self._pending(node, requests), started) as placed:
             if not placed or self.aborted.is_set():
                 return FAILED, "interrupted"
             attempt = Attempt(number, now_iso(), log=log_rel)
@@ -465,7 +467,6 @@ class Engine:
                 node.message = ""
             node.started = node.started or attempt.started
             self.store.put(node)
-            self.reporter.started(node.name, attempt_no, policy.attempts or 0)
             try:
                 sidecars = self._start_sidecars(resolved, work_dir, volumes, log_rel)
             except GeomlopsError as err:

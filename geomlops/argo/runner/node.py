@@ -163,10 +163,13 @@ class Node:
             return dict(self._used)
 
     @contextmanager
-    def place(self, requests: Mapping[str, float], waiting: Any = None) -> Iterator[bool]:
+    def place(
+        self, requests: Mapping[str, float], waiting: Any = None, placed_now: Any = None
+    ) -> Iterator[bool]:
         """Hold room for a pod requesting ``requests`` while the block runs; yields False (and
         holds nothing) when the run was stopped while it waited. ``waiting()`` is called once,
-        before it waits, when it does not fit at once."""
+        before it waits, when it does not fit at once; ``placed_now()`` once it is placed, before
+        any other pod is placed or told to wait (so what each says comes out in that order)."""
         wanted = self.clamped(requests)
         told = placed = False
         with self._changed:
@@ -189,6 +192,8 @@ class Node:
                 for k, v in wanted.items():
                     self._used[k] += v
                 self._running += 1
+                if placed_now is not None:
+                    placed_now()
         if not placed:
             yield False
             return

@@ -152,6 +152,8 @@ def test_a_task_larger_than_the_node_runs_alone_and_waits_are_said(
     assert len(pending) == 2  # the first starts at once; the other two wait
     told = "pending: requests 16 CPUs, more than all 2 CPUs tasks are placed on: runs once nothing else does"
     assert pending[0].endswith(told)
+    # the task that was placed says so before another says it waits for it
+    assert lines.index(next(line for line in lines if line.startswith("▶ fan("))) < lines.index(pending[0])
     # each task's time is its own, not the time it waited: the last one waited while the other
     # two held the node (at least 2 s), so counted from when it was asked for it would be at
     # least a whole hold longer than from its own start
