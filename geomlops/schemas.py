@@ -8,7 +8,7 @@ never needs the network. :func:`schema_path` serves the catalogue's item validat
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -31,3 +31,94 @@ def json_path(parts: Iterable[Any]) -> str:
         else:
             out += f"['{part}']"
     return out
+
+
+def schema_refs(schema: Any, uri: str) -> set[str]:
+    """The other documents ``schema`` (published at ``uri``) refers to with ``$ref``: absolute
+    http(s) URLs without their fragment (a reference inside the document itself is left out)."""
+    from urllib.parse import urldefrag, urljoin
+
+    found: set[str] = set()
+    todo = [schema]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str):
+                target = urldefrag(urljoin(uri, ref)).url
+                if target.startswith(("http://", "https://")) and target != urldefrag(uri).url:
+                    found.add(target)
+            todo.extend(node.values())
+        elif isinstance(node, list):
+            todo.extend(node)
+    return found
+
+
+def fetch_schemas(
+    sources: Mapping[str, str],
+    into: Path,
+    *,
+    mirror: str | None = None,
+    follow: Callable[[str], bool] = lambda uri: True,
+    timeout: float = 60.0,
+    fetched: Callable[[str, Path], None] | None = None,
+) -> list[Path]:
+    """Download schemas into a schema folder, for validation with no network later.
+
+    Args:
+        sources: URL → the file's path in the folder (by URL: ``<host>/<path>``, see
+            :func:`schema_path`; Argo's schemas are kept as ``argo-workflows/<tag>/schema.json``).
+        into: the schema folder (made if missing).
+        mirror: a base URL laid out as the folder is (``<mirror>/<path in the folder>``),
+            fetched from instead of each schema's own URL: a schema folder served over HTTP.
+        follow: whether to fetch a schema another one refers to (``$ref``) as well; those are
+            kept by URL.
+        timeout: seconds for each download.
+        fetched: told each URL and the file it was written to.
+
+    Returns:
+        The files written, in the order fetched.
+
+    Raises:
+        SchemaUnavailableError: a schema could not be downloaded or is not JSON (its URL and why);
+            then no file of the folder has changed.
+    """
+    import json
+    import os
+    import tempfile
+    import urllib.error
+    import urllib.request
+
+    from geomlops.errors import SchemaUnavailableError
+
+    into.mkdir(parents=True, exist_ok=True)
+    todo = list(sources.items())
+    seen = set(sources)
+    staged: list[tuple[str, Path, Path]] = []
+    with tempfile.TemporaryDirectory(prefix=".fetching-", dir=into) as tmp:
+        while todo:
+            uri, relative = todo.pop(0)
+            url = f"{mirror.rstrip('/')}/{relative}" if mirror else uri
+            request = urllib.request.Request(url, headers={"User-Agent": "geomlops"})
+            try:
+                with urllib.request.urlopen(request, timeout=timeout) as response:
+                    body = response.read()
+                schema = json.loads(body)
+            except (urllib.error.URLError, OSError, ValueError) as err:
+                where = f"{url} (mirror of {uri})" if mirror else url
+                raise SchemaUnavailableError(f"schema {where} could not be fetched: {err}") from err
+            target = Path(tmp) / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(body)
+            staged.append((uri, target, into / relative))
+            for ref in sorted(schema_refs(schema, uri)):
+                if ref not in seen and follow(ref):
+                    seen.add(ref)
+                    todo.append((ref, str(schema_path(Path(), ref))))
+        # every schema is here: only now does the folder change, each file replaced whole
+        for uri, source, destination in staged:
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(source, destination)
+            if fetched is not None:
+                fetched(uri, destination)
+    return [destination for _, _, destination in staged]

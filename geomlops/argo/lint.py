@@ -141,7 +141,8 @@ def lint_manifest(manifest: Any, source: str, schema_dir: Path | None) -> LintRe
     if schema_file is None:
         result.schema_note = (
             f"Argo {ARGO_VERSION} JSON schema not available offline "
-            "(set GEOMLOPS_SCHEMA_DIR to a folder holding argo-workflows/<tag>/schema.json)"
+            "(set GEOMLOPS_SCHEMA_DIR to a folder holding argo-workflows/<tag>/schema.json; "
+            "`geomlops schemas fetch --into FOLDER` makes one while online)"
         )
     else:
         result.errors += schema_errors(manifest, schema_file)

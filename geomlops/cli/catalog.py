@@ -49,7 +49,10 @@ def validate(files: tuple[Path, ...]) -> None:
     schema_dir = get_settings().schema_dir
     if schema_dir is None:
         click.secho(
-            "! GEOMLOPS_SCHEMA_DIR is not set: only the core STAC schema is available", fg="yellow", err=True
+            "! GEOMLOPS_SCHEMA_DIR is not set: only the core STAC schema is available "
+            "(`geomlops schemas fetch --into FOLDER` fetches the others while online)",
+            fg="yellow",
+            err=True,
         )
     statuses = set()
     for path in files:

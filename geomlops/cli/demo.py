@@ -154,6 +154,7 @@ def _report_validation(result: ValidationResult) -> None:
     else:
         click.secho(
             "• model item passed MLM field checks; extension schemas not available offline "
-            "(set GEOMLOPS_SCHEMA_DIR to validate them): " + ", ".join(result.unavailable),
+            "(`geomlops schemas fetch --into FOLDER` while online, then set GEOMLOPS_SCHEMA_DIR to "
+            "validate them): " + ", ".join(result.unavailable),
             fg="yellow",
         )

@@ -756,10 +756,14 @@ from geomlops.cli.package import package  # noqa: E402 - registers after main
 
 main.add_command(package)
 
-if __name__ == "__main__":  # pragma: no cover
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    main()
-
 from geomlops.cli.data import data  # noqa: E402 - registers after main
 
 main.add_command(data)
+
+from geomlops.cli.schemas import schemas  # noqa: E402 - registers after main
+
+main.add_command(schemas)
+
+if __name__ == "__main__":  # pragma: no cover
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()
