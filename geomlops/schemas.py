@@ -68,7 +68,7 @@ def fetch_schemas(
     Args:
         sources: URL → the file's path in the folder (by URL: ``<host>/<path>``, see
             :func:`schema_path`; Argo's schemas are kept as ``argo-workflows/<tag>/schema.json``).
-        into: the schema folder (made if missing).
+        into: the schema folder (made if missing, once every schema is fetched).
         mirror: a base URL laid out as the folder is (``<mirror>/<path in the folder>``),
             fetched from instead of each schema's own URL: a schema folder served over HTTP.
         follow: whether to fetch a schema another one refers to (``$ref``) as well; those are
@@ -80,45 +80,60 @@ def fetch_schemas(
         The files written, in the order fetched.
 
     Raises:
-        SchemaUnavailableError: a schema could not be downloaded or is not JSON (its URL and why);
-            then no file of the folder has changed.
+        SchemaUnavailableError: a schema could not be downloaded, is not JSON, or would be
+            stored outside the folder (its URL and why); then no file of the folder has changed.
     """
     import json
     import os
-    import tempfile
     import urllib.error
     import urllib.request
 
     from geomlops.errors import SchemaUnavailableError
 
-    into.mkdir(parents=True, exist_ok=True)
-    todo = list(sources.items())
-    seen = set(sources)
-    staged: list[tuple[str, Path, Path]] = []
-    with tempfile.TemporaryDirectory(prefix=".fetching-", dir=into) as tmp:
-        while todo:
-            uri, relative = todo.pop(0)
-            url = f"{mirror.rstrip('/')}/{relative}" if mirror else uri
-            request = urllib.request.Request(url, headers={"User-Agent": "geomlops"})
-            try:
-                with urllib.request.urlopen(request, timeout=timeout) as response:
-                    body = response.read()
-                schema = json.loads(body)
-            except (urllib.error.URLError, OSError, ValueError) as err:
-                where = f"{url} (mirror of {uri})" if mirror else url
-                raise SchemaUnavailableError(f"schema {where} could not be fetched: {err}") from err
-            target = Path(tmp) / relative
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(body)
-            staged.append((uri, target, into / relative))
-            for ref in sorted(schema_refs(schema, uri)):
-                if ref not in seen and follow(ref):
-                    seen.add(ref)
-                    todo.append((ref, str(schema_path(Path(), ref))))
-        # every schema is here: only now does the folder change, each file replaced whole
-        for uri, source, destination in staged:
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(source, destination)
-            if fetched is not None:
-                fetched(uri, destination)
-    return [destination for _, _, destination in staged]
+    def place(relative: str, uri: str) -> str:
+        """``relative`` as a path inside the folder: never absolute, never climbing out of it."""
+        parts = Path(relative).parts
+        if not parts or Path(relative).is_absolute() or ".." in parts:
+            raise SchemaUnavailableError(f"schema {uri}: {relative!r} is not a path inside the schema folder")
+        return Path(*parts).as_posix()
+
+    # held in memory until every one is here (a few MB): a failure leaves the folder untouched
+    todo: list[tuple[str, str]] = []
+    seen: set[str] = set()  # one download per file (two URLs may name one: a fragment, a query)
+    for uri, relative in sources.items():
+        path = place(relative, uri)
+        if path not in seen:
+            seen.add(path)
+            todo.append((uri, path))
+    fetched_bodies: list[tuple[str, str, bytes]] = []
+    while todo:
+        uri, relative = todo.pop(0)
+        url = f"{mirror.rstrip('/')}/{relative}" if mirror else uri
+        request = urllib.request.Request(url, headers={"User-Agent": "geomlops"})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                body = response.read()
+            schema = json.loads(body)
+        except (urllib.error.URLError, OSError, ValueError) as err:
+            where = f"{url} (mirror of {uri})" if mirror else url
+            raise SchemaUnavailableError(f"schema {where} could not be fetched: {err}") from err
+        fetched_bodies.append((uri, relative, body))
+        # relative references are resolved against the URL fetched (the published schemas
+        # declare no other base with $id)
+        for ref in sorted(schema_refs(schema, uri)):
+            path = place(str(schema_path(Path(), ref)), ref)
+            if path not in seen and follow(ref):
+                seen.add(path)
+                todo.append((ref, path))
+    # every schema is here: only now does the folder change, each file replaced whole
+    written = []
+    for uri, relative, body in fetched_bodies:
+        destination = into / relative
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        part = destination.with_name(f".{destination.name}.part")  # readers see it whole or not
+        part.write_bytes(body)
+        os.replace(part, destination)
+        written.append(destination)
+        if fetched is not None:
+            fetched(uri, destination)
+    return written

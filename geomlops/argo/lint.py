@@ -20,7 +20,7 @@ from pydantic import BaseModel
 
 from geomlops.argo.dag import check_dag
 from geomlops.argo.runner.node import request_errors
-from geomlops.argo.template_library import workflow_spec, workflow_spec_path
+from geomlops.argo.template_library import missing_spec, workflow_spec, workflow_spec_path
 from geomlops.schemas import json_path
 
 ARGO_VERSION = "v4.1.2"
@@ -98,10 +98,7 @@ def semantic_errors(manifest: Mapping[str, Any]) -> list[str]:
     at = workflow_spec_path(manifest)
     spec = workflow_spec(manifest)
     if spec is None:
-        given = manifest.get("spec")
-        if at != "$.spec" and isinstance(given, Mapping) and "workflowSpec" not in given:
-            return [f"{at}: missing (a CronWorkflow runs the workflow its workflowSpec describes)"]
-        return [f"{at}: expected a mapping"]
+        return [missing_spec(manifest)]
     templates = {t.get("name"): t for t in spec.get("templates", []) or [] if isinstance(t, Mapping)}
     errors = []
     for field in ("entrypoint", "onExit"):

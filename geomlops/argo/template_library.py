@@ -37,6 +37,17 @@ def workflow_spec(manifest: Mapping[str, Any]) -> Mapping[str, Any] | None:
     return spec if isinstance(spec, Mapping) else None
 
 
+def missing_spec(manifest: Mapping[str, Any]) -> str:
+    """Why :func:`workflow_spec` found no spec in ``manifest``, naming the field."""
+    given = manifest.get("spec")
+    if not isinstance(given, Mapping):
+        return "$.spec: expected a mapping"
+    at = workflow_spec_path(manifest)
+    if "workflowSpec" not in given:
+        return f"{at}: missing (a CronWorkflow runs the workflow its workflowSpec describes)"
+    return f"{at}: expected a mapping"
+
+
 def workflow_spec_path(manifest: Mapping[str, Any]) -> str:
     """Where :func:`workflow_spec` is in the manifest as written, for messages that name a field."""
     return "$.spec.workflowSpec" if manifest.get("kind") == "CronWorkflow" else "$.spec"

@@ -73,6 +73,8 @@ def fetch(urls: tuple[str, ...], into: Path | None, mirror: str | None) -> None:
 
     Nothing in the folder changes unless every schema was fetched.
     """
+    from urllib.parse import urldefrag
+
     from pystac.validation.local_validator import get_local_schema_cache
 
     from geomlops.schemas import fetch_schemas, schema_path
@@ -85,15 +87,14 @@ def fetch(urls: tuple[str, ...], into: Path | None, mirror: str | None) -> None:
         if not url.startswith(("http://", "https://")):
             raise ParameterError(f"{url!r} is not an http(s) URL")
     sources = default_sources()
-    sources.update({url: str(schema_path(Path(), url)) for url in urls})
+    for url in urls:  # as a reference names it: without its fragment
+        sources.setdefault(urldefrag(url).url, str(schema_path(Path(), url)))
     core = get_local_schema_cache()  # STAC's core schemas come with pystac: not fetched
 
     def said(uri: str, path: Path) -> None:
         click.echo(f"✓ {uri} → {path}")
 
-    written = fetch_schemas(
-        sources, folder, mirror=mirror, follow=lambda uri: uri.rstrip("#") not in core, fetched=said
-    )
+    written = fetch_schemas(sources, folder, mirror=mirror, follow=lambda uri: uri not in core, fetched=said)
     click.echo(f"{len(written)} schemas in {folder}")
     if into is not None and get_settings().schema_dir != into:
         click.echo(f"validate with them: export GEOMLOPS_SCHEMA_DIR={into.resolve()}")

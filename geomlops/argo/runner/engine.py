@@ -456,7 +456,12 @@ class Engine:
         working_dir = str(resolved[kind].get("workingDir") or "")
         wanted = {**requests, PODS: 1.0}
         started = partial(self.reporter.started, node.name, attempt_no, policy.attempts or 0)
-        with self.node.place(wanted, lambda: self._pending(node, requests), started) as placed:
+
+        def placed_now() -> None:  # not said of a task a stopped run will not start
+            if not self.aborted.is_set():
+                started()
+
+        with self.node.place(wanted, lambda: self._pending(node, requests), placed_now) as placed:
             if not placed or self.aborted.is_set():
                 return FAILED, "interrupted"
             attempt = Attempt(number, now_iso(), log=log_rel)

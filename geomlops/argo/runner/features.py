@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from geomlops.argo.template_library import workflow_spec
+from geomlops.argo.template_library import missing_spec, workflow_spec
 from geomlops.errors import ManifestError, UnsupportedFeatureError
 
 from .artifacts import refused_feature as refused_artifact_feature
@@ -133,7 +133,7 @@ def check_supported(manifest: Any, *, allow_host_containers: bool = False) -> No
         raise ManifestError(f"kind {kind!r} is not one of {', '.join(sorted(KINDS))}")
     spec = workflow_spec(manifest)
     if spec is None:
-        raise ManifestError("manifest has no spec mapping")
+        raise ManifestError(missing_spec(manifest))
     for template in spec.get("templates") or []:
         _check_expressions(template, f"template {template.get('name')!r}")
     _check_expressions(manifest, "spec")

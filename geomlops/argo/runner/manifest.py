@@ -12,7 +12,7 @@ import copy
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from geomlops.argo.template_library import kind_for, workflow_spec
+from geomlops.argo.template_library import kind_for, missing_spec, workflow_spec
 from geomlops.errors import ManifestError, ParameterError
 
 from .checks import check_workflow
@@ -55,7 +55,7 @@ def _deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[st
 def _spec_of(manifest: Mapping[str, Any]) -> dict[str, Any]:
     spec = workflow_spec(manifest)
     if spec is None:  # check_supported refuses such a manifest first
-        raise ManifestError("manifest has no spec mapping")
+        raise ManifestError(missing_spec(manifest))
     return copy.deepcopy(dict(spec))
 
 

@@ -23,8 +23,8 @@ class Reporter:
         self.enabled = enabled
         self.stream = stream
         self._lock = threading.Lock()
-        #: the tenth of its work each running node was last said to have reached
-        self._tenths: dict[str, int] = {}
+        #: each running node's total and the tenth of it last said to be reached
+        self._tenths: dict[str, tuple[int, int]] = {}
 
     def line(self, text: str) -> None:
         """Print one line (thread-safe)."""
@@ -55,15 +55,17 @@ class Reporter:
 
     def progressed(self, node: str, done: int, total: int) -> None:
         """A running node reported ``done`` of ``total`` (its self-reported progress): said each
-        time it reaches another tenth, so a long task shows it moves without flooding the log;
-        not when it is done (its ``✓`` line follows)."""
+        time it reaches another tenth, so a long task shows it moves without flooding the log
+        (again from the start when its total changes); not when it is done (its ``✓`` line
+        follows)."""
         if total <= 0 or not 0 < done < total:
             return
         tenth = done * 10 // total
         with self._lock:
-            if tenth <= self._tenths.get(node, 0):
+            said_total, said = self._tenths.get(node, (total, 0))
+            if said_total == total and tenth <= said:
                 return
-            self._tenths[node] = tenth
+            self._tenths[node] = (total, tenth)
         bar = "█" * tenth + "░" * (10 - tenth)
         self.line(f"· {node} {bar} {done}/{total} ({100 * done // total}%)")
 

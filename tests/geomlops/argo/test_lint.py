@@ -87,5 +87,7 @@ def test_a_cron_workflow_s_errors_name_its_workflow_spec(tmp_path: Path) -> None
     assert result.errors == [
         "$.spec.workflowSpec: missing (a CronWorkflow runs the workflow its workflowSpec describes)"
     ]
-    schedule["spec"] = "daily"
+    schedule["spec"] = {"workflowSpec": "daily"}
     assert semantic_errors(schedule) == ["$.spec.workflowSpec: expected a mapping"]
+    schedule["spec"] = "daily"  # the fault is the spec's own
+    assert semantic_errors(schedule) == ["$.spec: expected a mapping"]

@@ -65,13 +65,14 @@ STEPS = """
     progress = pathlib.Path(os.environ["ARGO_PROGRESS_FILE"])
     for done in (1, 2, 5, 9, 10):
         progress.write_text(f"{done}/10")
-        time.sleep(1.3)  # each read at least once (every second)
+        time.sleep(1.0)  # each read several times (read every 0.1 s here)
 """
 
 
 def test_the_console_says_each_tenth_a_running_task_reaches(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr("geomlops.argo.runner.progress.PROGRESS_READ_SECONDS", 0.1)
     runner = LocalRunner(tmp_path / "runs", capacity={}, progress=True, sandbox=False)
     summary = runner.run(workflow([script("steps", STEPS)], entrypoint="steps"), {})
     assert summary.status == "Succeeded", summary.message
@@ -98,11 +99,15 @@ def test_a_retried_attempt_s_progress_is_said_again() -> None:
     reporter.progressed("t", 5, 10)
     reporter.progressed("t", 5, 10)  # the same tenth: said once
     reporter.progressed("t", 3, 0)  # no total: nothing to say
+    reporter.progressed("t", 10, 10)  # done: its ✓ line says so
+    reporter.progressed("t", 20, 100)  # a new total: said again from its start
+    reporter.progressed("t", 25, 100)
     reporter.started("t", 2, 2)
     reporter.progressed("t", 5, 10)
     assert stream.getvalue().splitlines() == [
         "▶ t",
         "· t █████░░░░░ 5/10 (50%)",
+        "· t ██░░░░░░░░ 20/100 (20%)",
         "▶ t (attempt 2/2)",
         "· t █████░░░░░ 5/10 (50%)",
     ]

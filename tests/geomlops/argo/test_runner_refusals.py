@@ -237,7 +237,11 @@ def test_malformed_manifests_name_the_problem(
     [
         (["not", "a", "mapping"], "must be a mapping, not list"),
         ({"apiVersion": "argoproj.io/v1alpha1", "kind": "Pod", "spec": {}}, "kind 'Pod' is not one of"),
-        ({"apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow"}, "no spec mapping"),
+        ({"apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow"}, r"^\$\.spec: expected a mapping$"),
+        (
+            {"apiVersion": "argoproj.io/v1alpha1", "kind": "CronWorkflow", "spec": {"schedule": "@daily"}},
+            r"^\$\.spec\.workflowSpec: missing \(a CronWorkflow runs the workflow its workflowSpec",
+        ),
     ],
 )
 def test_not_a_workflow_is_refused(tmp_path: Path, manifest: Any, message: str) -> None:

@@ -104,3 +104,35 @@ def test_where_and_what_to_fetch_are_checked(home: Path) -> None:
     local = CliRunner().invoke(main, ["schemas", "fetch", "--into", str(home / "s"), "file:///etc/passwd"])
     assert local.exit_code == 2 and "'file:///etc/passwd' is not an http(s) URL" in local.output
     assert not (home / "s").exists()
+
+
+def test_one_file_is_fetched_once_and_none_is_written_outside_the_folder(
+    home: Path, schema_dir: Path, tmp_path: Path
+) -> None:
+    from geomlops.errors import SchemaUnavailableError
+    from geomlops.schemas import fetch_schemas
+
+    eo = "https://stac-extensions.github.io/eo/v2.0.0/schema.json"
+    into = tmp_path / "new" / "schemas"
+    with served(schema_dir) as mirror:
+        # the same schema named with a fragment: one file, fetched once, and no failure
+        result = CliRunner().invoke(
+            main, ["schemas", "fetch", "--into", str(into), "--mirror", mirror, f"{eo}#"]
+        )
+    assert result.exit_code == 0, result.output
+    assert result.output.count("eo/v2.0.0/schema.json → ") == 1, result.output
+
+    # a schema whose reference climbs out of the folder (a host of ".."): refused, nothing written
+    hostile = tmp_path / "hostile"
+    (hostile / "example.org").mkdir(parents=True)
+    (hostile / "example.org" / "s.json").write_text('{"$ref": "http://../../escaped.json"}')
+    (hostile / "escaped.json").write_text("{}")
+    target = tmp_path / "never"
+    with served(hostile) as mirror, pytest.raises(SchemaUnavailableError, match="not a path inside"):
+        fetch_schemas({"https://example.org/s.json": "example.org/s.json"}, target, mirror=mirror)
+    assert not target.exists() and not (tmp_path / "escaped.json").exists()
+    # a folder that did not exist is not made when a download fails
+    (tmp_path / "empty-mirror").mkdir()
+    with served(tmp_path / "empty-mirror") as mirror:
+        failed = CliRunner().invoke(main, ["schemas", "fetch", "--into", str(target), "--mirror", mirror])
+    assert failed.exit_code == 2 and "could not be fetched" in failed.output and not target.exists()
