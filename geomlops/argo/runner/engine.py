@@ -16,7 +16,6 @@ import re
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -455,11 +454,10 @@ class Engine:
         argv = command_for(resolved, work_dir, swap_python=own is None)
         working_dir = str(resolved[kind].get("workingDir") or "")
         wanted = {**requests, PODS: 1.0}
-        started = partial(self.reporter.started, node.name, attempt_no, policy.attempts or 0)
 
         def placed_now() -> None:  # not said of a task a stopped run will not start
             if not self.aborted.is_set():
-                started()
+                self.reporter.started(node.name, attempt_no, policy.attempts or 0)
 
         with self.node.place(wanted, lambda: self._pending(node, requests), placed_now) as placed:
             if not placed or self.aborted.is_set():
@@ -478,7 +476,9 @@ class Engine:
                 sidecars, result = [], PodResult(ERROR, message=str(err))
             else:
                 try:
-                    with progress_read(progress_file, lambda done: self._progressed(node, done)):
+                    with progress_read(
+                        progress_file, lambda done, total: self._progressed(node, done, total)
+                    ):
                         result = run_process(
                             argv,
                             work_dir=work_dir,
@@ -542,13 +542,11 @@ class Engine:
             registry=self.processes,
         )
 
-    def _progressed(self, node: NodeState, progress: str) -> None:
-        """Record, and say, what a running task says of its progress (``N/M``)."""
-        node.progress = progress
+    def _progressed(self, node: NodeState, done: int, total: int) -> None:
+        """Record, as ``N/M``, and say what a running task says of its progress."""
+        node.progress = f"{done}/{total}"
         self.store.put(node)
-        reported = parse_progress(progress)
-        if reported is not None:
-            self.reporter.progressed(node.name, *reported)
+        self.reporter.progressed(node.name, done, total)
 
     def _pending(self, node: NodeState, requests: Mapping[str, float]) -> None:
         """Say, and record with the node, that a task waits for room on this machine, as a pod

@@ -87,10 +87,10 @@ class Reporter:
 
 
 @contextmanager
-def progress_read(path: Path, changed: Callable[[str], None]) -> Iterator[None]:
+def progress_read(path: Path, changed: Callable[[int, int], None]) -> Iterator[None]:
     """While the block runs (a task's process), read the progress the task writes to ``path``
     (:mod:`geomlops.argo.task_progress`) every :data:`PROGRESS_READ_SECONDS`, and once more at
-    the end; ``changed`` gets each new ``N/M``."""
+    the end; ``changed`` gets each new ``(N, M)``."""
     stop = threading.Event()
     last = None
 
@@ -99,7 +99,7 @@ def progress_read(path: Path, changed: Callable[[str], None]) -> Iterator[None]:
         found = read_progress(path)
         if found is not None and found != last:
             last = found
-            changed(f"{found[0]}/{found[1]}")
+            changed(*found)
 
     def loop() -> None:
         while not stop.wait(PROGRESS_READ_SECONDS):
