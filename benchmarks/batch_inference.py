@@ -26,7 +26,11 @@ side (default 4096: 16.8 Mpx). On the blocks the batch-inference workflow plans 
   in its sandbox (plan, predict, publish), each importing what it needs and the predict tasks
   each starting the model's worker.
 
-It prints the throughputs, their ratio (goal >= 0.8) and the per-stage times. The outputs of the
+It prints the throughputs, their ratio (goal >= 0.8) and the per-stage times, and the CPU time
+the model and the whole run used (this process and its children, the worker among them): spread
+over the usable cores, the whole run's CPU work gives the least time it can take here, so the
+highest ratio this machine allows for it (where a CPU model keeps every core busy, everything
+else the run does adds to the time). The outputs of the
 rounds are compared byte for byte. Figures vary with the machine and its load: compare only
 figures from one run.
 """
@@ -97,6 +101,23 @@ def scene_imagery(source: Path, size: int | None, folder: Path) -> Path:
     return path
 
 
+def cpu_seconds() -> float:
+    """CPU seconds used so far by this process and its children (the model's worker among
+    them): those ended and waited for, and those running."""
+    import psutil
+
+    me = psutil.Process()
+    own = me.cpu_times()
+    total = own.user + own.system + own.children_user + own.children_system
+    for child in me.children(recursive=True):
+        try:
+            times = child.cpu_times()
+        except psutil.Error:  # ended since it was listed: counted once it is waited for
+            continue
+        total += times.user + times.system
+    return total
+
+
 def model_time(predict: Any, plan: Any, io: Any, batch: int, scratch: Path, threads: int) -> dict[str, float]:
     """The worker predicting prepared batches back to back (only those calls timed), and the
     other stages one at a time: reading and preparing, writing and tracing the answers (in one
@@ -107,7 +128,7 @@ def model_time(predict: Any, plan: Any, io: Any, batch: int, scratch: Path, thre
 
     blocks = [b for g in plan.groups for b in g]
     writer = _BlockWriter(plan, scratch, io)
-    times = {"read": 0.0, "model": 0.0, "write": 0.0}
+    times = {"read": 0.0, "model": 0.0, "model_cpu": 0.0, "write": 0.0}
     answers = []
     batches = _batches(plan, blocks, io, batch)
     while True:
@@ -117,9 +138,10 @@ def model_time(predict: Any, plan: Any, io: Any, batch: int, scratch: Path, thre
         if item is None:
             break
         part, stack, invalid = item
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), cpu_seconds()
         raw = predict(io.to_model_size(stack))
         times["model"] += time.perf_counter() - start
+        times["model_cpu"] += cpu_seconds() - cpu
         start = time.perf_counter()
         writer.write(part, raw, invalid)
         times["write"] += time.perf_counter() - start
@@ -145,6 +167,7 @@ def end_to_end(
     from steps.batch import assemble_mask, predict_group, save_plan
     from steps.predictions import features_while_predicting, publish_predictions
 
+    cpu = cpu_seconds()
     save_plan(plan, folder)
     times = {"predict": 0.0}
     for group in plan.groups:
@@ -167,6 +190,7 @@ def end_to_end(
     start = time.perf_counter()
     publish_predictions(mask, folder, plan, lineage, area=folder.name, catalog=get_settings().catalog_href)
     times["publish"] = time.perf_counter() - start
+    times["end_cpu"] = cpu_seconds() - cpu
     return times
 
 
@@ -377,6 +401,18 @@ def main() -> None:
         print(
             f"throughput: model {pixels / best['model'] / 1e6:.2f} Mpx/s, "
             f"end to end {pixels / total / 1e6:.2f} Mpx/s; ratio {best['model'] / total:.2f} (goal >= 0.8)"
+        )
+        # the least time the CPU work of the run can take on this machine's cores (the model's
+        # own work counted as it was done beside the rest): where a CPU model keeps every core
+        # busy, everything else the run does adds to the time, beside the model or after it
+        cores = usable_cpus()
+        floor = best["end_cpu"] / cores
+        print(
+            f"CPU: the model {best['model_cpu']:.1f} s in {best['model']:.1f} s "
+            f"({best['model_cpu'] / best['model']:.2f} of {cores} cores busy); end to end "
+            f"{best['end_cpu']:.1f} s in {total:.1f} s ({best['end_cpu'] / total:.2f} cores busy): "
+            f"spread over {cores} cores that work takes at least {floor:.1f} s, a ratio of at most "
+            f"{best['model'] / floor:.2f} here"
         )
         print(f"identical outputs in every round: {'yes' if same_outputs(folders) else 'NO'}")
         if args.workflow:  # last, with no worker of this process running beside it

@@ -188,10 +188,7 @@ class GeoJSONFile:
         # GEOS writes the geometries: 4-8 times faster than Python's json, and every coordinate
         # reads back as the same double (at most 17 digits, not always the shortest)
         geometries = shapely.to_geojson(geoms).tolist()
-        columns = [
-            [f",{name}:{json.dumps(v)}" for v in values]
-            for name, values in zip(self._names, extra, strict=True)
-        ]
+        columns = [_encoded(name, values) for name, values in zip(self._names, extra, strict=True)]
         rows = zip(*columns, strict=True) if columns else [()] * len(geometries)
         parts = []
         for g, k, a, row in zip(geometries, classes.tolist(), areas.tolist(), rows, strict=True):
@@ -207,3 +204,16 @@ class GeoJSONFile:
     def close(self) -> None:
         """Close the file (finished or not)."""
         self._text.close()
+
+
+def _encoded(name: str, values: Sequence[str]) -> list[str]:
+    """``,"name":value`` for each value as JSON, each distinct value encoded once (a column such
+    as ``block_id`` or ``class_name`` repeats a few values over many features)."""
+    done: dict[str, str] = {}
+    out = []
+    for value in values:
+        text = done.get(value)
+        if text is None:
+            text = done[value] = f",{name}:{json.dumps(value)}"
+        out.append(text)
+    return out

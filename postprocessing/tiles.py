@@ -304,10 +304,14 @@ class _Box:
 
 
 def class_names_of(classes: Any, names: Mapping[int, str]) -> Any:
-    """Each class value's name (``class_name``); a value without one, as text."""
+    """Each class value's name (``class_name``); a value without one, as text. Each distinct
+    value is looked up once (a batch holds a few classes and up to a few hundred thousand
+    features)."""
     import numpy as np
 
-    return np.array([names.get(int(c), str(c)) for c in classes.tolist()], object)
+    distinct, where = np.unique(np.asarray(classes), return_inverse=True)
+    named = np.array([names.get(int(c), str(c)) for c in distinct.tolist()], object)
+    return named[where.reshape(-1)]
 
 
 def _mercator(geoms: Any, to_mercator: Any) -> Any:

@@ -294,6 +294,32 @@ def test_one_writer_for_both_formats_with_extra_properties(tmp_path: Path) -> No
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f.geojson", "f.parquet"]
 
 
+def test_geojson_string_properties_repeated_and_distinct_are_each_features_own(tmp_path: Path) -> None:
+    """Each distinct text is encoded once and reused: every feature still gets its own value,
+    quotes and non-ASCII text included, in both formats alike."""
+    parquet, geojson = tmp_path / "f.parquet", tmp_path / "f.geojson"
+    geoms = np.array(
+        [shapely.box(500_000 + 20 * i, 4_000_000, 500_010 + 20 * i, 4_000_010) for i in range(5)]
+    )
+    blocks = ["r0c0", 'say "r0c1"', "r0c0", "Kathmandu–Banepa", "r0c0"]
+    names = ["roof", "roof", "tent", "roof", "tent"]
+    with FeatureWriter((parquet, geojson), CRS, extra=("class_name", "block_id")) as writer:
+        writer.write(
+            geoms[:3], np.arange(3), shapely.area(geoms[:3]), class_name=names[:3], block_id=blocks[:3]
+        )
+        writer.write(
+            geoms[3:], np.arange(3, 5), shapely.area(geoms[3:]), class_name=names[3:], block_id=blocks[3:]
+        )
+    features = json.loads(geojson.read_text(encoding="utf-8"))["features"]
+    assert [(f["properties"]["class_name"], f["properties"]["block_id"]) for f in features] == list(
+        zip(names, blocks, strict=True)
+    )
+    read = geopandas.read_parquet(parquet)
+    assert list(zip(read["class_name"], read["block_id"], strict=True)) == list(
+        zip(names, blocks, strict=True)
+    )
+
+
 def test_min_area_is_in_the_area_columns_square_metres_for_longitude_latitude(tmp_path: Path) -> None:
     """On a geographic raster a pixel's side is in degrees: min_area is in m², as ``area`` is."""
     import rasterio
