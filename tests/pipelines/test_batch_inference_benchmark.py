@@ -35,6 +35,16 @@ def test_benchmark_prints_its_table_on_a_tiny_scene(work: dict[str, Any]) -> Non
         assert any(line.startswith("| ") and row in line for line in out.splitlines()), row
     assert "on cpu, model loaded in" in out  # the package environment's worker
     assert "(goal >= 0.8)" in out
+    assert re.search(r"^round 1 of 1, the fastest; the ratio in each round: \d+\.\d\d$", out, re.M), out
+    # the CPU the worker used counts as the model's: a parent only waiting on it uses next to none
+    cpu = re.search(
+        r"^CPU: the model \d+\.\d s in \d+\.\d s \((\d+\.\d\d) of \d+ cores busy\); end to end "
+        r"\d+\.\d s in \d+\.\d s \(\d+\.\d\d cores busy\): spread over \d+ cores that work takes at "
+        r"least \d+\.\d s, a ratio of at most \d+\.\d\d here$",
+        out,
+        re.M,
+    )
+    assert cpu and float(cpu.group(1)) > 0.2, out
     assert "identical outputs in every round: yes" in out
     # the workflow as a user runs it, on the same blocks: its time, ratio, and the same files
     line = next(x for x in out.splitlines() if x.startswith("the workflow (`geomlops run batch-inference`"))
