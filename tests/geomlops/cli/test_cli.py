@@ -63,7 +63,7 @@ def test_top_level_help_names_every_pipeline() -> None:
 @pytest.mark.parametrize("pipeline", ["batch-inference", "batch-inference-schedule"])
 def test_run_help_lists_the_pipelines_parameters(pipeline: str) -> None:
     """Each parameter of the rendered manifest, with its description and default or '(required)'."""
-    from geomlops.cli.main import manifest_parameters
+    from geomlops.cli._manifests import manifest_parameters
 
     result = CliRunner().invoke(main, ["run", pipeline, "--help"], terminal_width=200)
     assert result.exit_code == 0, result.output
@@ -210,7 +210,7 @@ def test_lint_without_schema_says_so_once(
 
 
 def test_relative_paths_in_parameters_are_pointed_out(tmp_path: Path) -> None:
-    from geomlops.cli.main import relative_path_params
+    from geomlops.cli.run import relative_path_params
 
     (tmp_path / "aoi.geojson").write_text("{}")
     (tmp_path / "scenes").mkdir()
@@ -329,7 +329,7 @@ def test_a_manifest_file_of_a_pipeline_gets_the_pipelines_checks_before_its_run(
         assert not (home / "runs").exists() or not any((home / "runs").iterdir())
 
     assert manifest_pipeline(template) == "batch-inference"
-    from geomlops.cli.main import manifest_arguments
+    from geomlops.cli._manifests import manifest_arguments
 
     # an Argo expression is resolved in the run, not checked before it
     given = {
@@ -515,7 +515,8 @@ def test_debug_shows_the_traceback_of_an_error_and_only_then(
 
 
 def test_runs_whose_model_image_is_chosen_when_they_run_warm_the_tracking_server() -> None:
-    from geomlops.cli.main import _images_chosen_when_run, _template_library
+    from geomlops.cli._manifests import template_library
+    from geomlops.cli.run import _images_chosen_when_run
     from pipelines import render
 
     # training and batch inference run the model's image (its package's environment here),
@@ -528,7 +529,7 @@ def test_runs_whose_model_image_is_chosen_when_they_run_warm_the_tracking_server
     assert _images_chosen_when_run({"spec": {"templates": [sidecar]}})
     # retraining and the schedule reach training and batch inference through templateRef (the
     # schedule's templates under its workflowSpec): followed where the templates are known
-    library = _template_library(())
+    library = template_library(())
     for name in ("retrain", "batch-inference-schedule"):
         assert not _images_chosen_when_run(render(name)), name
         assert _images_chosen_when_run(render(name), library), name
