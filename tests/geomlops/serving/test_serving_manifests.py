@@ -249,11 +249,22 @@ def test_write_a_version_number_to_a_folder(registered: dict[str, str], tmp_path
 
 
 def test_unknown_alias_or_model_is_a_registry_error(registered: dict[str, str], tmp_path: Path) -> None:
-    with pytest.raises(RegistryError, match="alias 'staging'"):
+    with pytest.raises(RegistryError, match="alias 'staging'") as staging:
         write_serving_manifests("cloud-mask", "staging", tmp_path / "a")
-    with pytest.raises(RegistryError, match="no registered model 'nope' in MLflow"):
+    assert "promote" not in str(staging.value)  # an alias mistyped or missing: only what there is
+    with pytest.raises(RegistryError, match="no registered model 'nope' in MLflow") as nope:
         write_serving_manifests("nope", "1", tmp_path / "b")
-    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    assert "promote" not in str(nope.value)
+    # no version in production yet (the default alias): how to serve one anyway, or promote one
+    MlflowClient().delete_registered_model_alias("cloud-mask", "production")
+    with pytest.raises(RegistryError) as none_promoted:
+        write_serving_manifests("cloud-mask", out_dir=tmp_path / "c")
+    assert str(none_promoted.value) == (
+        "model 'cloud-mask' has no alias 'production' in MLflow (versions: 1, 2; aliases: none); "
+        "serve a version by its number (cloud-mask@VERSION) or promote one first "
+        "(geomlops run promotion -p model=cloud-mask -p candidate=VERSION)"
+    )
+    assert not any((tmp_path / name).exists() for name in "abc")
 
 
 def test_apply_does_nothing_unless_told(
