@@ -19,7 +19,8 @@ from typing import Any
 
 from geomlops.errors import ParameterError, PromotionError
 
-Check = Callable[[Mapping[str, str]], None]
+#: a pipeline's check: raises on the first fault; gives back notes for the user (or None)
+Check = Callable[[Mapping[str, str]], tuple[str, ...] | None]
 
 
 def _positive_int(params: Mapping[str, str], name: str) -> None:
@@ -34,7 +35,7 @@ def _positive_int(params: Mapping[str, str], name: str) -> None:
         raise ParameterError(f"parameter '{name}' {value!r}: expected a whole number > 0")
 
 
-def _batch_inference(params: Mapping[str, str]) -> None:
+def _batch_inference(params: Mapping[str, str]) -> tuple[str, ...] | None:
     import rasterio
 
     from geomlops.names import check_name, check_output_folder
@@ -45,7 +46,7 @@ def _batch_inference(params: Mapping[str, str]) -> None:
     from steps.predictions import check_output_item, predictions_item_id, resolve_version
 
     if "model" not in params:
-        return  # the manifest's own check names a missing required parameter
+        return None  # the manifest's own check names a missing required parameter
     model = params["model"]
     check_name(model, "parameter 'model'")
     check_name(params.get("area", "aoi"), "parameter 'area'")
@@ -68,11 +69,13 @@ def _batch_inference(params: Mapping[str, str]) -> None:
     spec = fetch_model_spec(model, settings.catalog_href, lineage.model_version)
     imagery = params.get("imagery", "")
     if not imagery:
-        return  # the manifest's own check names a missing required parameter
+        return None  # the manifest's own check names a missing required parameter
+    block_size = int(params.get("block_size") or 1 << 20)
     try:
-        plan_batch(imagery, aoi, block_size=1 << 20, group_size=1, model_input=spec.inputs[0])
+        plan = plan_batch(imagery, aoi, block_size=block_size, group_size=1, model_input=spec.inputs[0])
     except rasterio.errors.RasterioIOError as err:  # pragma: no cover - plan_batch names it
         raise ParameterError(f"parameter 'imagery' {imagery!r}: {err}") from err
+    return plan.notes  # e.g. imagery that is decoded whole for every block: said before the run
 
 
 def _training(params: Mapping[str, str]) -> None:
@@ -197,13 +200,16 @@ CHECKS: dict[str, Check] = {
 }
 
 
-def preflight(pipeline: str, params: Mapping[str, str]) -> None:
+def preflight(pipeline: str, params: Mapping[str, str]) -> tuple[str, ...]:
     """Check ``params`` of ``pipeline`` before its run starts (nothing for other pipelines).
+
+    Returns:
+        Notes for the user that are no fault (batch inference: imagery that is decoded whole
+        for every block, an area of interest partly outside the imagery).
 
     Raises:
         GeomlopsError: the first fault found, naming the parameter (a ``PermanentError`` for bad
             input or something not found; an unavailable service says so).
     """
     check = CHECKS.get(pipeline)
-    if check is not None:
-        check(params)
+    return tuple((check(params) if check is not None else None) or ())

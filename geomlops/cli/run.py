@@ -193,10 +193,12 @@ def run(
             from steps.preflight import preflight
 
             try:
-                preflight(checked, {**manifest_arguments(manifest), **values})
+                notes = preflight(checked, {**manifest_arguments(manifest), **values})
             except GeomlopsError as err:
                 err.add_note("no run was started")
                 raise
+            for note in notes:
+                click.secho(f"! note: {note}", fg="yellow", err=True)
         # what the checks let through (other parameters, other manifests): a warning
         for warning in relative_path_params(values, Path.cwd()):
             click.secho(f"! {warning}", fg="yellow", err=True)

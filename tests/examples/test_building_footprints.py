@@ -492,6 +492,20 @@ def test_batch_inference_on_the_predict_chips_gives_building_polygons_in_square_
     assert (out / "quicklook.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_imagery_decoded_whole_for_every_block_is_noted_before_the_run_starts(
+    work: dict[str, Any], trained: dict[str, Any], shared_data: Path, tmp_path: Path
+) -> None:
+    """An OpenAerialMap chip as it comes (a JPEG named .tif): the run predicts it, and the
+    console says first how to make it read faster, not only the plan task's log."""
+    chip = shared_data / "banepa" / "predict" / "oam" / "OAM-386698-220244-19.tif"
+    args = ["-p", "model=building-footprints", "-p", "model_version=1", "-p", f"imagery={chip}"]
+    args += ["-p", "area=banepa-chip", "-p", "block_size=128", "-p", f"output={tmp_path / 'chip'}"]
+    done = work["cli"]("run", "batch-inference", *args)
+    assert done.returncode == 0, done.stdout + done.stderr
+    [note] = [line for line in done.stderr.splitlines() if line.startswith("! note: ")]
+    assert "is a JPEG file" in note and f"gdal_translate -of COG {chip.name} imagery.tif" in note, note
+
+
 def test_its_first_version_is_promoted_only_after_approval_with_a_report_of_its_classes(
     work: dict[str, Any], trained: dict[str, Any], schema_dir: Path
 ) -> None:
