@@ -205,7 +205,7 @@ def preflight(pipeline: str, params: Mapping[str, str]) -> tuple[str, ...]:
 
     Returns:
         Notes for the user that are no fault (batch inference: imagery that is decoded whole
-        for every block, an area of interest partly outside the imagery).
+        for every block, an area of interest reprojected to the imagery's CRS).
 
     Raises:
         GeomlopsError: the first fault found, naming the parameter (a ``PermanentError`` for bad
