@@ -258,13 +258,16 @@ def same_outputs(folders: list[Path]) -> bool:
     return all([(f / name).read_bytes() for name in OUTPUTS] == first for f in folders[1:])
 
 
-def table(rows: list[tuple[str, float]], pixels: int, reference: float, once: int = 0) -> str:
-    """Markdown rows: what, seconds, Mpx/s, seconds as a multiple of the model's own; the
-    ``once`` rows after the first are costs paid once per predict task, whatever its pixels (no
-    Mpx/s)."""
+#: the end of a row's name for a cost paid once per predict task, whatever its pixels (no Mpx/s)
+ONCE = "once per predict task"
+
+
+def table(rows: list[tuple[str, float]], pixels: int, reference: float) -> str:
+    """Markdown rows: what, seconds, Mpx/s (none for a cost paid :data:`ONCE`), seconds as a
+    multiple of the model's own."""
     out = ["| what | seconds | Mpx/s | × model time |", "| --- | --- | --- | --- |"]
-    for i, (name, seconds) in enumerate(rows):
-        rate = "—" if 0 < i <= once else f"{pixels / seconds / 1e6:.2f}"
+    for name, seconds in rows:
+        rate = "—" if name.endswith(ONCE) else f"{pixels / seconds / 1e6:.2f}"
         out.append(f"| {name} | {seconds:.3f} | {rate} | {seconds / reference:.2f} |")
     return "\n".join(out)
 
@@ -393,8 +396,8 @@ def main() -> None:
         best, total = rounds[kept], totals[kept]
         rows = [
             ("model: the worker predicting prepared blocks back to back (reference)", best["model"]),
-            ("find the model's environment and files (MLflow), once per predict task", resolve),
-            ("start the worker and load the model, once per predict task", load),
+            (f"find the model's environment and files (MLflow), {ONCE}", resolve),
+            (f"start the worker and load the model, {ONCE}", load),
             ("read and prepare the blocks (halo, bands, scaling), alone", best["read"]),
             *(
                 [(f"the same in {cpus} threads (as beside a model on a GPU)", best["read_threads"])]
@@ -413,7 +416,7 @@ def main() -> None:
             ("end to end: predict step + assemble + publish", total),
         ]
         print(f"round {kept + 1} of {args.repeat}, the fastest:")
-        print(table(rows, pixels, best["model"], once=2))
+        print(table(rows, pixels, best["model"]))
         print(
             f"throughput: model {pixels / best['model'] / 1e6:.2f} Mpx/s, "
             f"end to end {pixels / total / 1e6:.2f} Mpx/s; ratio {best['model'] / total:.2f} (goal >= 0.8); "

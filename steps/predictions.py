@@ -94,7 +94,7 @@ def resolve_version(model: str, version: str) -> Lineage:
     return Lineage(model=model, model_version=str(mv.version), run_id=str(mv.run_id))
 
 
-def not_found_message(client: Any, model: str, version: str) -> str:
+def not_found_message(client: Any, model: str, version: str, *, missing_alias_hint: str = "") -> str:
     """What to say when ``model`` has no version or alias ``version``: the versions and
     aliases it has, or that there is no such registered model.
 
@@ -102,6 +102,8 @@ def not_found_message(client: Any, model: str, version: str) -> str:
         client: an ``MlflowClient`` of the registry that was asked.
         model: the registered model's name.
         version: the version number or alias that was not found.
+        missing_alias_hint: said after the versions and aliases when the model is there and
+            ``version`` is an alias it lacks (what the caller can do instead).
 
     Raises:
         TrackingUnavailableError: the tracking server does not answer.
@@ -116,9 +118,10 @@ def not_found_message(client: Any, model: str, version: str) -> str:
         return f"no registered model '{model}' in MLflow"
     versions = sorted((str(v.version) for v in client.search_model_versions(f"name='{model}'")), key=int)
     aliases = sorted(registered.aliases or {})
+    hint = f"; {missing_alias_hint}" if missing_alias_hint and what == "alias" else ""
     return (
         f"model '{model}' has no {what} {version!r} in MLflow (versions: {', '.join(versions) or 'none'}; "
-        f"aliases: {', '.join(aliases) or 'none'})"
+        f"aliases: {', '.join(aliases) or 'none'}){hint}"
     )
 
 

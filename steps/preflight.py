@@ -212,4 +212,5 @@ def preflight(pipeline: str, params: Mapping[str, str]) -> tuple[str, ...]:
             input or something not found; an unavailable service says so).
     """
     check = CHECKS.get(pipeline)
-    return tuple((check(params) if check is not None else None) or ())
+    notes = check(params) if check is not None else None
+    return tuple(notes or ())

@@ -69,13 +69,13 @@ def resolve_served_model(
         if (unreachable := unreachable_error(err, settings.tracking_uri)) is not None:
             raise unreachable from err
         # as batch inference says it: the versions and aliases there are
-        message = not_found_message(client, model_name, alias)
-        if alias == "production" and "no registered model" not in message:  # none promoted yet
-            message += (
-                f"; serve a version by its number ({model_name}@VERSION) or promote one first "
-                f"(geomlops run promotion -p model={model_name} -p candidate=VERSION)"
-            )
-        raise RegistryError(message) from err
+        hint = (  # none promoted yet: how to serve one anyway
+            f"serve a version by its number ({model_name}@VERSION) or promote one first "
+            f"(geomlops run promotion -p model={model_name} -p candidate=VERSION)"
+            if alias == "production"
+            else ""
+        )
+        raise RegistryError(not_found_message(client, model_name, alias, missing_alias_hint=hint)) from err
     version = str(mv.version)
     try:
         uri = client.get_model_version_download_uri(model_name, version)
